@@ -1,0 +1,30 @@
+"""The ``arrow-rl`` command line: a thin layer over the library, one module per command.
+
+Each command module exposes ``register(app)``; add new modules to ``COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="arrow-rl",
+    help="Adaptive prefill/decode instance scheduling (Arrow) as an RL environment, with an emulator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "arrow_rl.cli.simulate",
+    "arrow_rl.cli.perf_report",
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
