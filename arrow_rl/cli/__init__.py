@@ -6,6 +6,7 @@ Each command module exposes ``register(app)``; add new modules to ``COMMAND_MODU
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import typer
 
@@ -23,7 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+    if importlib.util.find_spec(_name) is not None:  # modules land one command at a time
+        importlib.import_module(_name).register(app)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from arrow_rl.cluster.base import SLO, InstanceView, Role
+from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request
 
 
@@ -25,6 +26,10 @@ class RoutingContext(Protocol):
     def instances(self) -> Sequence[InstanceView]: ...
 
     def flip(self, instance_id: int, role: Role) -> None: ...
+
+    def profile(self, instance_id: int) -> InstanceProfile:
+        """Arrow §5.2 capability profile of an instance (prefill-time and decode-interval fits)."""
+        ...
 
 
 class RequestRouter(Protocol):
