@@ -1,0 +1,430 @@
+"""Trace loaders: real LLM-serving traces and our canonical CSV, all into one :class:`Workload`.
+
+Formats (detected from the first line of the file when ``format`` is None):
+
+``canonical``  CSV ``arrival_s,input_tokens,output_tokens`` (header required). Arrivals are taken
+               as written (not re-based) and must be non-decreasing and >= 0: a decrease is an error
+               naming the file and line, because a canonical file is something we wrote ourselves.
+``azure``      Azure LLM inference trace CSV ``TIMESTAMP,ContextTokens,GeneratedTokens``: the 2023
+               Splitwise files ("2023-11-16 18:17:03.9799600", 7 fractional digits) and the 2024
+               DynamoLLM week-long files ("2024-05-10 00:00:00.009930+00:00", fraction optional).
+``mooncake``   Mooncake FAST'25 JSONL: ``timestamp`` (ms), ``input_length``, ``output_length``,
+               optional ``hash_ids`` (ignored: the emulator does not model prefix caching).
+``burstgpt``   BurstGPT CSV ``Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type``
+               (v1.2 files add ``Session ID``, ``Elapsed time``; extra columns are ignored).
+
+Real-trace policies (counted in :class:`TraceReport` and logged as a warning, never silent):
+
+* timestamps are re-based so the first request arrives at 0 s;
+* rows out of time order are put in order with a stable sort (upstream files are sorted; a sort
+  keeps a concatenated or hand-edited file usable) and ``reordered`` counts them;
+* BurstGPT rows with zero request or response tokens are failed requests (upstream README) and are
+  dropped;
+* Azure/Mooncake rows with zero output tokens are clamped to 1 token (the request still ran its
+  prefill, which produced one token, so its prefill load is kept); rows with zero input tokens
+  are dropped (there is nothing to prefill and a request cannot be empty).
+
+Negative, non-integral, non-finite or unparsable values are a :class:`TraceFormatError` naming
+the file, line, field and value.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+
+from arrow_rl.workload.workload import Workload
+
+logger = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("canonical", "azure", "mooncake", "burstgpt")
+
+# Required columns per CSV format, in the order (time, input, output); matched case-insensitively.
+_CSV_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "canonical": ("arrival_s", "input_tokens", "output_tokens"),
+    "azure": ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+    "burstgpt": ("Timestamp", "Request tokens", "Response tokens"),
+}
+_MOONCAKE_FIELDS: tuple[str, str, str] = ("timestamp", "input_length", "output_length")
+
+
+class TraceFormatError(ValueError):
+    """A trace file that cannot be read as the format it claims; names file, line, field, value."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None,
+                 field: str | None = None, value: object = None) -> None:
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.value = value
+        where = self.path if line is None else f"{self.path}, line {line}"
+        what = "" if field is None else f", field {field!r}"
+        got = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{where}{what}: {message}{got}")
+
+
+@dataclass(frozen=True)
+class TraceReport:
+    """What the loader did to the rows, so nothing is changed silently."""
+
+    path: str
+    format: str
+    rows_read: int
+    rows_kept: int
+    dropped: int = 0
+    drop_reason: str = ""
+    clamped: int = 0
+    clamp_reason: str = ""
+    reordered: int = 0
+    # What was subtracted to start at 0 s: trace-clock seconds, or Unix time for wall-clock traces.
+    start_offset_s: float = 0.0
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.dropped:
+            out.append(f"dropped {self.dropped} of {self.rows_read} rows ({self.drop_reason})")
+        if self.clamped:
+            out.append(f"clamped {self.clamped} rows ({self.clamp_reason})")
+        if self.reordered:
+            out.append(f"{self.reordered} rows were out of time order and were stably sorted")
+        return out
+
+
+@dataclass(frozen=True)
+class LoadedTrace:
+    workload: Workload
+    report: TraceReport
+
+
+# --------------------------------------------------------------------------------------- public
+
+
+def load_workload(path: str | Path, format: str | None = None, name: str | None = None) -> Workload:
+    """Load a trace file (or a bundled trace name such as ``azure-conv``) as a :class:`Workload`.
+
+    ``format`` overrides detection. Anything the loader changed (dropped failures, clamped
+    outputs, reordered rows) is logged as a warning; use :func:`load_trace` to get the counts.
+    """
+    return load_trace(path, format=format, name=name).workload
+
+
+def load_trace(path: str | Path, format: str | None = None, name: str | None = None) -> LoadedTrace:
+    """Like :func:`load_workload`, and also return the :class:`TraceReport`."""
+    from arrow_rl.workload.bundled import resolve_trace_path
+
+    resolved = resolve_trace_path(path)
+    fmt = detect_format(resolved) if format is None else format.strip().lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown trace format {format!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "mooncake":
+        arrival, inputs, outputs, lines = _read_mooncake(resolved)
+    else:
+        arrival, inputs, outputs, lines = _read_csv_columns(resolved, fmt)
+    loaded = _finish(resolved, fmt, arrival, inputs, outputs, lines,
+                     name=name or _default_name(path, resolved))
+    for note in loaded.report.notes():
+        logger.warning("%s: %s", resolved, note)
+    return loaded
+
+
+def detect_format(path: str | Path) -> str:
+    """Name the format of ``path`` from its first non-empty line (CSV header or JSON object)."""
+    first = ""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for raw in fh:
+            if raw.strip():
+                first = raw.strip()
+                break
+    if not first:
+        raise TraceFormatError(path, "file is empty, cannot detect its format")
+    if first.startswith("{"):
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(path, f"first line looks like JSON but does not parse: {exc.msg}",
+                                   line=1) from None
+        if isinstance(obj, dict) and all(k in obj for k in _MOONCAKE_FIELDS):
+            return "mooncake"
+        raise TraceFormatError(path, "JSONL trace without the Mooncake fields "
+                               f"{', '.join(_MOONCAKE_FIELDS)}", line=1, value=sorted(obj)[:8])
+    header = {h.strip().lower() for h in next(csv.reader([first]))}
+    for fmt, cols in _CSV_COLUMNS.items():
+        if all(c.lower() in header for c in cols):
+            return fmt
+    raise TraceFormatError(
+        path, "unrecognised header; expected canonical (arrival_s,input_tokens,output_tokens), "
+        "azure (TIMESTAMP,ContextTokens,GeneratedTokens), burstgpt (Timestamp,Model,Request tokens,"
+        "Response tokens,...) or a Mooncake JSONL object", line=1, value=first[:120])
+
+
+# ------------------------------------------------------------------------------------- readers
+
+
+def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Read the (time, input, output) columns of a CSV trace as raw strings plus line numbers."""
+    wanted = _CSV_COLUMNS[fmt]
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header: list[str] | None = None
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                header = [cell.strip() for cell in row]
+                break
+        if header is None:
+            raise TraceFormatError(path, "file is empty (no header line)")
+        header_line = reader.line_num
+        lowered = [h.lower() for h in header]
+        idx = []
+        for col in wanted:
+            if col.lower() not in lowered:
+                raise TraceFormatError(path, f"header lacks column {col!r} required by the {fmt} format",
+                                       line=header_line, value=",".join(header))
+            idx.append(lowered.index(col.lower()))
+        ncols = len(header)
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        for row in reader:
+            if len(row) != ncols:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                raise TraceFormatError(path, f"expected {ncols} fields as in the header, found {len(row)}",
+                                       line=reader.line_num, value=",".join(row)[:120])
+            rows.append(row)
+            lines.append(reader.line_num)
+    if not rows:
+        raise TraceFormatError(path, "trace has a header but no rows")
+    cols = list(zip(*rows))
+    t, i, o = (np.asarray(cols[k], dtype=str) for k in idx)
+    return t, i, o, np.asarray(lines, dtype=np.int64)
+
+
+def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Read Mooncake JSONL; values come back as float arrays (timestamps still in ms)."""
+    t: list[float] = []
+    i: list[float] = []
+    o: list[float] = []
+    lines: list[int] = []
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise TraceFormatError(path, f"invalid JSON: {exc.msg}", line=lineno,
+                                       value=raw.strip()[:80]) from None
+            if not isinstance(obj, dict):
+                raise TraceFormatError(path, "expected a JSON object per line", line=lineno,
+                                       value=raw.strip()[:80])
+            vals = []
+            for key in _MOONCAKE_FIELDS:
+                if key not in obj:
+                    raise TraceFormatError(path, "missing field", line=lineno, field=key)
+                v = obj[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise TraceFormatError(path, "expected a number", line=lineno, field=key, value=v)
+                vals.append(float(v))
+            t.append(vals[0])
+            i.append(vals[1])
+            o.append(vals[2])
+            lines.append(lineno)
+    if not lines:
+        raise TraceFormatError(path, "trace has no rows")
+    return (np.asarray(t), np.asarray(i), np.asarray(o), np.asarray(lines, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------- parsing
+
+
+def _to_float(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.ndarray:
+    """Vectorised float parse; on failure find the first bad row and name it."""
+    if raw.dtype.kind == "f":
+        values = raw
+    else:
+        try:
+            values = np.char.strip(raw).astype(np.float64)
+        except ValueError:
+            for k, cell in enumerate(raw.tolist()):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise TraceFormatError(path, "not a number", line=int(lines[k]), field=field,
+                                           value=cell) from None
+            raise
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise TraceFormatError(path, "not a finite number", line=int(lines[k]), field=field,
+                               value=_cell(raw, k))
+    return values
+
+
+def _to_tokens(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.ndarray:
+    """Token counts: finite, integral, >= 0."""
+    values = _to_float(path, raw, lines, field)
+    bad = (values < 0) | (values != np.floor(values))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise TraceFormatError(path, "token count must be a non-negative integer", line=int(lines[k]),
+                               field=field, value=_cell(raw, k))
+    return values.astype(np.int64)
+
+
+def _wallclock_seconds(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.ndarray:
+    """Parse ISO wall-clock timestamps ('2023-11-16 18:17:03.9799600', optional '+00:00'/'Z').
+
+    Vectorised: numpy's datetime64 parser takes any number of fractional digits; a UTC offset is
+    split off (numpy has no time zones) and subtracted so mixed offsets still order correctly.
+    Returns (seconds relative to the earliest row, that row's Unix time in seconds).
+    """
+    s = np.char.strip(raw)
+    offset_ns = np.zeros(s.shape, dtype=np.int64)
+    has_z = np.char.endswith(s, "Z")
+    if has_z.any():
+        s = np.where(has_z, np.char.rstrip(s, "Z"), s)
+    # A '+' or '-' after the seconds field (index >= 19) starts a UTC offset.
+    plus = np.char.find(s, "+", 19) >= 0
+    minus = np.char.find(s, "-", 19) >= 0
+    for mask, sign, split in ((plus, 1, np.char.partition), (minus, -1, np.char.rpartition)):
+        if not mask.any():
+            continue
+        parts = split(s[mask], "+" if sign > 0 else "-")
+        body, tail = parts[:, 0], parts[:, 2]
+        tz = np.empty(tail.shape, dtype=np.int64)
+        for text in np.unique(tail).tolist():
+            tz[tail == text] = sign * _parse_utc_offset_ns(path, text, lines, mask, tail)
+        s = s.copy()
+        s[mask] = body
+        offset_ns[mask] = tz
+    try:
+        stamps = s.astype("datetime64[ns]")
+        bad_rows = np.flatnonzero(np.isnat(stamps))
+    except ValueError:
+        bad_rows = np.array([k for k, cell in enumerate(s.tolist()) if not _is_timestamp(cell)])
+    if bad_rows.size:
+        k = int(bad_rows[0])
+        raise TraceFormatError(path, "not a timestamp like '2023-11-16 18:17:03.9799600'",
+                               line=int(lines[k]), field=field, value=_cell(raw, k))
+    ns = stamps.astype(np.int64) - offset_ns
+    base = int(ns.min())  # subtract in int64 so float64 keeps sub-microsecond resolution
+    return (ns - base).astype(np.float64) / 1e9, base / 1e9
+
+
+def _is_timestamp(cell: str) -> bool:
+    try:
+        return not np.isnat(np.datetime64(cell, "ns"))
+    except ValueError:
+        return False
+
+
+def _parse_utc_offset_ns(path: Path, text: str, lines: np.ndarray, mask: np.ndarray,
+                         tail: np.ndarray) -> int:
+    digits = text.replace(":", "")
+    if len(digits) in (2, 4) and digits.isdigit():
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours <= 23 and minutes <= 59:
+            return (hours * 3600 + minutes * 60) * 1_000_000_000
+    k = int(np.flatnonzero(mask)[int(np.argmax(tail == text))])
+    raise TraceFormatError(path, "bad UTC offset in timestamp", line=int(lines[k]), value=text)
+
+
+def _cell(raw: np.ndarray, k: int) -> object:
+    v = raw[k]
+    return v.item() if hasattr(v, "item") else v
+
+
+# ------------------------------------------------------------------------------------ finish
+
+
+_TOKEN_FIELDS = {
+    "canonical": ("input_tokens", "output_tokens"),
+    "azure": ("ContextTokens", "GeneratedTokens"),
+    "mooncake": ("input_length", "output_length"),
+    "burstgpt": ("Request tokens", "Response tokens"),
+}
+_TIME_FIELD = {"canonical": "arrival_s", "azure": "TIMESTAMP", "mooncake": "timestamp",
+               "burstgpt": "Timestamp"}
+
+
+def _finish(path: Path, fmt: str, t_raw: np.ndarray, i_raw: np.ndarray, o_raw: np.ndarray,
+            lines: np.ndarray, name: str) -> LoadedTrace:
+    in_field, out_field = _TOKEN_FIELDS[fmt]
+    tfield = _TIME_FIELD[fmt]
+    inputs = _to_tokens(path, i_raw, lines, in_field)
+    outputs = _to_tokens(path, o_raw, lines, out_field)
+    rows_read = int(inputs.size)
+
+    epoch = 0.0
+    if fmt == "azure":
+        arrival, epoch = _wallclock_seconds(path, t_raw, lines, tfield)
+    else:
+        arrival = _to_float(path, t_raw, lines, tfield)
+        if fmt == "mooncake":
+            arrival = arrival / 1000.0  # Mooncake timestamps are milliseconds
+    if fmt == "canonical":
+        neg = arrival < 0
+        if neg.any():
+            k = int(np.argmax(neg))
+            raise TraceFormatError(path, "arrival must be >= 0", line=int(lines[k]), field=tfield,
+                                   value=_cell(t_raw, k))
+        dec = np.diff(arrival) < 0
+        if dec.any():
+            k = int(np.argmax(dec)) + 1
+            raise TraceFormatError(
+                path, f"arrivals must be non-decreasing; previous row (line {int(lines[k - 1])}) "
+                f"arrives at {arrival[k - 1]!r}", line=int(lines[k]), field=tfield, value=_cell(t_raw, k))
+
+    keep = np.ones(rows_read, dtype=bool)
+    dropped, drop_reason, clamped, clamp_reason = 0, "", 0, ""
+    if fmt == "canonical":
+        zero = (inputs < 1) | (outputs < 1)
+        if zero.any():
+            k = int(np.argmax(zero))
+            field = in_field if inputs[k] < 1 else out_field
+            raise TraceFormatError(path, "token counts must be >= 1", line=int(lines[k]), field=field,
+                                   value=_cell(i_raw if field == in_field else o_raw, k))
+    elif fmt == "burstgpt":
+        # BurstGPT README: rows whose response (or request) tokens are 0 are failed requests.
+        keep = (inputs > 0) & (outputs > 0)
+        dropped = int(rows_read - keep.sum())
+        drop_reason = "zero request or response tokens: failed requests"
+    else:  # azure, mooncake
+        keep = inputs > 0
+        dropped = int(rows_read - keep.sum())
+        drop_reason = "zero input tokens: nothing to prefill"
+        zero_out = keep & (outputs == 0)
+        clamped = int(zero_out.sum())
+        clamp_reason = "zero output tokens set to 1: the prefill still produces one token"
+        outputs = np.where(zero_out, 1, outputs)
+
+    if not keep.all():
+        arrival, inputs, outputs = arrival[keep], inputs[keep], outputs[keep]
+    if arrival.size == 0:
+        raise TraceFormatError(path, f"no usable rows left after dropping {dropped} ({drop_reason})")
+
+    reordered = 0
+    start = 0.0
+    if fmt != "canonical":
+        if np.any(np.diff(arrival) < 0):
+            order = np.argsort(arrival, kind="stable")
+            reordered = int(np.count_nonzero(order != np.arange(order.size)))
+            arrival, inputs, outputs = arrival[order], inputs[order], outputs[order]
+        start = float(arrival[0])
+        arrival = arrival - start
+
+    report = TraceReport(path=str(path), format=fmt, rows_read=rows_read, rows_kept=int(arrival.size),
+                         dropped=dropped, drop_reason=drop_reason if dropped else "",
+                         clamped=clamped, clamp_reason=clamp_reason if clamped else "",
+                         reordered=reordered, start_offset_s=epoch + start)
+    workload = Workload(arrival, inputs, outputs, name=name, source=str(path))
+    return LoadedTrace(workload=workload, report=report)
+
+
+def _default_name(given: str | Path, resolved: Path) -> str:
+    text = str(given)
+    return text if resolved.name != Path(text).name else resolved.stem
+
