@@ -1,0 +1,321 @@
+"""Arrow's instance scheduling (§5.5): configuration, shared clock, and the two controller forms.
+
+- ``ArrowConfig``: every constant the paper leaves open, with a documented default
+  (see docs/arrow.md and ARROW.md §3 "Constants" / §5 "Decisions").
+- ``ArrowState``: what the router (Algorithm 1) and the monitor (Algorithm 2) share, above all the
+  time of the last P→D flip, so the P→D cooldown runs on ONE clock whichever of them flips.
+- ``ArrowMonitor``: Algorithm 2 as a ``Controller`` (every update interval, SLO-relative pool
+  loads, sustained trigger, P→D only, cooldown). Together with ``ArrowRouter(enable_flips=True)``
+  (which performs Algorithm 1's per-request flips) this is the faithful event-driven Arrow.
+- ``ArrowIntervalController``: Algorithm 2 + 3 plus an interval-level version of Algorithm 1's
+  flips, acting only once per control interval from the ``ControlState``. This is the seat a
+  learned agent takes; it pairs with ``ArrowRouter(enable_flips=False)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from arrow_rl.cluster.base import ClusterInfo, Flip, InstanceView, Role
+from arrow_rl.control import ControlState
+from arrow_rl.controllers.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
+from arrow_rl.perf.profile import InstanceProfile
+
+
+class ArrowConfig(BaseModel):
+    """Arrow's open constants. Defaults: Narwhal's (an independent reimplementation; ARROW.md §3
+    table) unless stated; the paper gives no values. Tune per workload (scripts/tune_arrow.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    l_expand: float = Field(1.0, gt=0, description="Alg. 2 expand threshold: flip P→D when LD ≥ l_expand (§5.5).")
+    l_shrink: float = Field(0.5, ge=0, description="Alg. 2 shrink threshold: flip P→D when LP ≤ l_shrink ≤ LD (§5.5).")
+    cooldown_s: float = Field(10.0, ge=0, description="Minimum time between P→D flips (§5.5: P→D only).")
+    update_interval_s: float = Field(1.0, gt=0, description="Δ, period of the Alg. 2 monitoring pass (§5.5).")
+    sustain_count: int = Field(3, ge=1, description="Consecutive Alg. 2 passes the trigger must hold ('over a period of time', §5.5).")
+    overload_rule: Literal["l_shrink", "l_expand"] = Field(
+        "l_shrink",
+        description="Alg. 1 step 4: D→P is aborted unless LD < this threshold (§5.5 overload rule; "
+        "ARROW.md §5 decision 3). 'l_shrink' keeps the D→P and Alg. 2 windows disjoint.",
+    )
+    candidate_set: Literal["role", "all"] = Field(
+        "role",
+        description="Ambiguity A1: instances Alg. 1 prices. 'role' = pool matching the leg's phase "
+        "(all instances if that pool is empty); 'all' = every instance.",
+    )
+    decode_load_source: Literal["monitor", "predicted"] = Field(
+        "monitor",
+        description="Where Alg. 1's overload test reads LD: the monitor's last measured window "
+        "(§5.5 definition) or a profile prediction from resident decode tokens.",
+    )
+    min_pool_size: int = Field(1, ge=1, description="Alg. 3 guard: a flip never leaves a pool with fewer instances (paper: 1).")
+    reset_sustain_after_flip: bool = Field(
+        True, description="Alg. 2: restart the sustain count after a flip (Narwhal's reading; paper silent)."
+    )
+    initial_prefill: int | None = Field(
+        None, ge=1, description="Prefill instances at start; None = half the cluster (§6.1: 4P4D on 8)."
+    )
+    # Interval controller only: the interval-level version of Algorithm 1's flips.
+    d2p_trigger: Literal["pending_misses", "predicted", "either"] = Field(
+        "either",
+        description="Interval D→P trigger: queued requests already predicted to miss TTFT "
+        "(window.pending_predicted_ttft_misses > 0), a window-mean request fitting on no prefill "
+        "instance within the TTFT SLO (Alg. 1 step 3 check), or either.",
+    )
+    max_d2p_per_interval: int = Field(1, ge=1, description="Interval D→P flips allowed per control interval.")
+    p2d_capacity_rule: bool = Field(
+        True,
+        description="Interval controller also applies Alg. 1 step 4's P→D rule: flip when no decode "
+        "instance has TPOT capacity (MT) for a window-mean request (cooldown-gated).",
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> "ArrowConfig":
+        if self.l_shrink > self.l_expand:
+            raise ValueError(f"l_shrink ({self.l_shrink}) must be <= l_expand ({self.l_expand})")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ArrowConfig":
+        """Load a config file; errors name the file and the offending field."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read Arrow config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: Arrow config must be a mapping, got {type(data).__name__}")
+        data = data.get("arrow", data)  # accept a top-level "arrow:" section
+        data = {k: v for k, v in data.items() if not str(k).startswith("_")}  # "_comment"-style keys
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{path}: invalid Arrow config: {problems}") from exc
+
+    def to_yaml_dict(self) -> dict:
+        return self.model_dump()
+
+
+@dataclass
+class FlipEvent:
+    time_s: float
+    instance_id: int
+    role: Role
+    source: str  # "alg1" (router), "alg2" (monitor), "interval-d2p", "interval-p2d"
+
+
+@dataclass
+class ArrowState:
+    """State shared by Arrow's router and monitor within one run (one P→D cooldown clock)."""
+
+    last_p2d_flip_s: float = -math.inf
+    decode_load: float | None = None   # LD of the last monitoring pass (Alg. 2), read by Alg. 1 step 4
+    prefill_load: float | None = None  # LP of the last monitoring pass
+    flip_log: list[FlipEvent] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.last_p2d_flip_s = -math.inf
+        self.decode_load = None
+        self.prefill_load = None
+        self.flip_log = []
+
+    def p2d_allowed(self, now: float, cooldown_s: float) -> bool:
+        """Arrow §5.5 / Alg. 3: the cooldown applies to P→D only."""
+        return now - self.last_p2d_flip_s >= cooldown_s
+
+    def record(self, now: float, instance_id: int, role: Role, source: str) -> None:
+        if role is Role.DECODE:
+            self.last_p2d_flip_s = now
+        self.flip_log.append(FlipEvent(now, instance_id, role, source))
+
+
+def default_profiles(info: ClusterInfo) -> ProfileSource:
+    """Profiles a controller may use as fixed configuration: ``info.extra['profiles']`` when the
+    cluster provides them, else the preset's profile (Arrow §5.2: profiled once at start)."""
+    profiles = info.extra.get("profiles") if info.extra else None
+    if profiles is not None:
+        return profiles
+    try:
+        from arrow_rl.perf.presets import get_preset
+        from arrow_rl.perf.profile import profile_instance  # type: ignore[attr-defined]
+
+        return profile_instance(get_preset(info.preset))
+    except Exception:  # noqa: BLE001 - profiles are an optimisation of Alg. 3's ordering only
+        return None
+
+
+def with_role(views: Sequence[InstanceView], instance_id: int, role: Role) -> list[InstanceView]:
+    """Views after relabelling one instance (to chain several Alg. 3 choices in one interval)."""
+    from dataclasses import replace
+
+    return [replace(v, role=role) if v.instance_id == instance_id else v for v in views]
+
+
+class ArrowMonitor:
+    """Arrow Algorithm 2, the monitoring loop (§5.5), as a ``Controller``.
+
+    Every ``update_interval_s`` it reads the window's SLO-relative pool loads LP and LD (§5.5) and
+    flips one prefill instance to decode when ``LD ≥ L_EXPAND`` or ``LP ≤ L_SHRINK ≤ LD`` has held
+    for ``sustain_count`` consecutive passes and the P→D cooldown has elapsed. It never flips D→P:
+    that happens only inside Algorithm 1 (the router) in the event-driven Arrow.
+    """
+
+    name = "arrow-monitor"
+
+    def __init__(self, config: ArrowConfig | None = None, state: ArrowState | None = None,
+                 profiles: ProfileSource = None) -> None:
+        self.config = config or ArrowConfig()
+        self.state = state if state is not None else ArrowState()
+        self._fixed_profiles = profiles
+        self.profiles: ProfileSource = profiles
+        self._sustained = 0
+        self._last_pass_s = -math.inf
+        self.info: ClusterInfo | None = None
+
+    def reset(self, info: ClusterInfo) -> None:
+        self.info = info
+        self.state.reset()
+        self.profiles = self._fixed_profiles if self._fixed_profiles is not None else default_profiles(info)
+        self._sustained = 0
+        self._last_pass_s = -math.inf
+
+    # -- Algorithm 2 --------------------------------------------------------------------------
+    def trigger(self, lp: float, ld: float) -> bool:
+        """Arrow Alg. 2 trigger: (LD ≥ L_EXPAND) or (LP ≤ L_SHRINK ≤ LD)."""
+        c = self.config
+        return ld >= c.l_expand or (lp <= c.l_shrink <= ld)
+
+    def monitoring_pass(self, state: ControlState, views: Sequence[InstanceView]) -> list[Flip]:
+        """One Alg. 2 pass if an update interval has elapsed, else nothing."""
+        now = state.now
+        if now - self._last_pass_s < self.config.update_interval_s - 1e-9:
+            return []
+        self._last_pass_s = now
+        lp, ld = float(state.window.prefill.load), float(state.window.decode.load)
+        self.state.prefill_load, self.state.decode_load = lp, ld
+        self._sustained = self._sustained + 1 if self.trigger(lp, ld) else 0
+        if self._sustained < self.config.sustain_count:  # "held over a period of time" (§5.5)
+            return []
+        return self.flip_to_decode(now, views, source="alg2")
+
+    def flip_to_decode(self, now: float, views: Sequence[InstanceView], source: str) -> list[Flip]:
+        """Alg. 3 towards DECODE, gated by the P→D cooldown (§5.5: P→D only)."""
+        if not self.state.p2d_allowed(now, self.config.cooldown_s):
+            return []
+        target = select_flip_instance(views, Role.DECODE, self.profiles, self.config.min_pool_size)
+        if target is None:
+            return []
+        self.state.record(now, target, Role.DECODE, source)
+        if self.config.reset_sustain_after_flip:
+            self._sustained = 0
+        return [Flip(target, Role.DECODE)]
+
+    def act(self, state: ControlState) -> list[Flip]:
+        return self.monitoring_pass(state, list(state.instances))
+
+
+class ArrowIntervalController(ArrowMonitor):
+    """Arrow's instance scheduling at control-interval granularity (the learned agent's seat).
+
+    Acts from the ``ControlState`` alone (plus fixed config and profiles). Per interval:
+    1. D→P (interval version of Alg. 1 step 4, never cooldown-gated, §5.5): when prefill is
+       predicted to miss TTFT (``d2p_trigger``) and the decode pool is not overloaded
+       (LD < threshold per ``overload_rule``), flip decode instances to prefill via Alg. 3.
+    2. Otherwise Alg. 2's monitoring pass (P→D, sustained, cooldown), and optionally Alg. 1
+       step 4's P→D rule (no decode instance has TPOT capacity for a window-mean request).
+    A D→P flip suppresses P→D in the same interval, so one interval never reverses itself.
+    Pair it with ``ArrowRouter(enable_flips=False)``.
+    """
+
+    name = "arrow-interval"
+
+    def _profile(self, instance_id: int) -> InstanceProfile | None:
+        return profile_of(self.profiles, instance_id)
+
+    def _slo(self):
+        if self.info is None:
+            raise RuntimeError("ArrowIntervalController.act called before reset(info)")
+        return self.info.slo
+
+    def decode_overloaded(self, ld: float) -> bool:
+        """Arrow §5.5 overload rule: D→P is aborted while the decode pool is overloaded."""
+        threshold = self.config.l_shrink if self.config.overload_rule == "l_shrink" else self.config.l_expand
+        return not ld < threshold
+
+    def prefill_predicted_to_miss(self, state: ControlState, views: Sequence[InstanceView]) -> bool:
+        """Interval form of Alg. 1's "no prefill instance meets the TTFT SLO" (step 3 empty)."""
+        w = state.window
+        pending = w.pending_predicted_ttft_misses > 0
+        predicted = False
+        isl = w.arrival_input_tokens_mean
+        prefill = [v for v in views if v.role is Role.PREFILL and v.healthy]
+        if w.arrivals > 0 and isl > 0 and prefill:
+            ttft = self._slo().ttft_s
+            best = math.inf
+            for v in prefill:
+                prof = self._profile(v.instance_id)
+                if prof is None:
+                    continue
+                best = min(best, resident_prefill_time(v, prof) + prof.prefill_time(isl))
+            predicted = best > ttft
+        if self.config.d2p_trigger == "pending_misses":
+            return pending
+        if self.config.d2p_trigger == "predicted":
+            return predicted
+        return pending or predicted
+
+    def decode_without_capacity(self, state: ControlState, views: Sequence[InstanceView]) -> bool:
+        """Interval form of Alg. 1 step 4 (decode): no decode instance has c2 ≤ 0 for a request of
+        the window's mean input length, i.e. Σ L(rd) + L(r) > MT(i, SLO_TPOT) everywhere."""
+        w = state.window
+        decode = [v for v in views if v.role is Role.DECODE and v.healthy]
+        if not decode or w.arrivals == 0:
+            return False
+        length = w.arrival_input_tokens_mean + 1.0
+        tpot = self._slo().tpot_s
+        for v in decode:
+            prof = self._profile(v.instance_id)
+            if prof is None or v.decode_tokens + length - prof.max_tokens(tpot) <= 0:
+                return False
+        return True
+
+    def act(self, state: ControlState) -> list[Flip]:
+        views = list(state.instances)
+        now = state.now
+        ld = float(state.window.decode.load)
+        flips: list[Flip] = []
+        # 1. D→P, rapid and never cooldown-gated (§5.5), unless decode is overloaded.
+        if not self.decode_overloaded(ld) and self.prefill_predicted_to_miss(state, views):
+            for _ in range(self.config.max_d2p_per_interval):
+                target = select_flip_instance(views, Role.PREFILL, self.profiles, self.config.min_pool_size)
+                if target is None:
+                    break
+                self.state.record(now, target, Role.PREFILL, "interval-d2p")
+                flips.append(Flip(target, Role.PREFILL))
+                views = with_role(views, target, Role.PREFILL)
+        if flips:
+            # Keep Alg. 2's clock and sustain count consistent without reversing this interval.
+            self.monitoring_pass_observe_only(state)
+            return flips
+        # 2. Alg. 2 (P→D, sustained, cooldown-gated).
+        flips = self.monitoring_pass(state, views)
+        if not flips and self.config.p2d_capacity_rule and self.decode_without_capacity(state, views):
+            flips = self.flip_to_decode(now, views, source="interval-p2d")
+        return flips
+
+    def monitoring_pass_observe_only(self, state: ControlState) -> None:
+        """Advance Alg. 2's pass clock and sustain counter without flipping."""
+        now = state.now
+        if now - self._last_pass_s < self.config.update_interval_s - 1e-9:
+            return
+        self._last_pass_s = now
+        lp, ld = float(state.window.prefill.load), float(state.window.decode.load)
+        self.state.prefill_load, self.state.decode_load = lp, ld
+        self._sustained = self._sustained + 1 if self.trigger(lp, ld) else 0

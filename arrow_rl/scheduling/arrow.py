@@ -1,0 +1,146 @@
+"""Arrow Algorithm 1: SLO-aware global request scheduling (§5.3), as a ``RequestRouter``.
+
+Each request is scheduled twice: its prefill leg at arrival and its decode leg once the first
+token is out. Candidates are priced with lexicographic cost pairs (ARROW.md §2):
+
+    prefill leg:  (c1, c2) = (Σ_{rd∈D_i} L(rd),  Σ_{rp∈P_i∪{r}} T(rp, i))   SLO ok iff c2 ≤ SLO_TTFT
+    decode leg:   (c1, c2) = (Σ_{rp∈P_i} L(rp),  Σ_{rd∈D_i∪{r}} L(rd) − MT(i, SLO_TPOT))   ok iff c2 ≤ 0
+
+Sums come from ``InstanceView`` (O(1) per instance) and T/MT from ``RoutingContext.profile(i)``.
+With ``enable_flips=False`` step 4 is skipped, which makes this the routing half when a separate
+controller (the interval Arrow or a learned agent) owns the role flips.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from arrow_rl.cluster.base import InstanceView, Role
+from arrow_rl.controllers.arrow import ArrowConfig, ArrowState
+from arrow_rl.controllers.flip_selection import select_flip_instance
+from arrow_rl.perf.profile import InstanceProfile
+from arrow_rl.scheduling.base import RoutingContext
+from arrow_rl.workload.workload import Request
+
+
+class ArrowRouter:
+    """Arrow Algorithm 1 (§5.3). Shares ``ArrowState`` with ``ArrowMonitor`` (one P→D clock)."""
+
+    def __init__(self, config: ArrowConfig | None = None, state: ArrowState | None = None,
+                 enable_flips: bool = True) -> None:
+        self.config = config or ArrowConfig()
+        self.state = state if state is not None else ArrowState()
+        self.enable_flips = enable_flips
+        self.name = "arrow" if enable_flips else "arrow-noflip"
+        self._profiles: dict[int, InstanceProfile] = {}
+        self._max_tokens: dict[int, float] = {}
+
+    def reset(self, num_instances: int) -> None:
+        self._profiles.clear()
+        self._max_tokens.clear()
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _profile(self, ctx: RoutingContext, i: int) -> InstanceProfile:
+        prof = self._profiles.get(i)
+        if prof is None:  # §5.2: profiles are built once per instance and cached
+            prof = self._profiles[i] = ctx.profile(i)
+        return prof
+
+    def _mt(self, ctx: RoutingContext, i: int) -> float:
+        mt = self._max_tokens.get(i)
+        if mt is None:
+            mt = self._max_tokens[i] = self._profile(ctx, i).max_tokens(ctx.slo.tpot_s)
+        return mt
+
+    def candidates(self, views: Sequence[InstanceView], phase: Role) -> list[InstanceView]:
+        """Alg. 1 step 2, candidate set C (ambiguity A1, ``config.candidate_set``)."""
+        healthy = [v for v in views if v.healthy] or list(views)
+        if self.config.candidate_set == "all":
+            return healthy
+        pool = [v for v in healthy if v.role is phase]
+        return pool or healthy  # empty pool: all instances
+
+    def prefill_cost(self, request: Request, view: InstanceView, ctx: RoutingContext) -> tuple[float, float]:
+        """GetCost for a prefill sub-request (§5.3): c1 = Σ L(rd) (favours pure-prefill
+        instances), c2 = Σ T over P_i ∪ {r} = predicted TTFT under sequential prefill (§4.1)."""
+        prof = self._profile(ctx, view.instance_id)
+        c2 = prof.prefill_time_sum(view.num_prefill, view.prefill_tokens, view.prefill_tokens_sq)
+        c2 += prof.prefill_time(request.input_tokens)
+        return (float(view.decode_tokens), c2)
+
+    def decode_cost(self, request: Request, view: InstanceView, ctx: RoutingContext) -> tuple[float, float]:
+        """GetCost for a decode sub-request (§5.3): c1 = Σ L(rp), c2 = Σ L(rd) over D_i ∪ {r}
+        minus MT(i, SLO_TPOT); L(r) = input tokens + the first generated token."""
+        length = request.input_tokens + 1
+        c2 = view.decode_tokens + length - self._mt(ctx, view.instance_id)
+        return (float(view.prefill_tokens), float(c2))
+
+    def decode_load(self, views: Sequence[InstanceView], ctx: RoutingContext) -> float:
+        """LD for the overload rule: the monitor's last measurement (§5.5), or a profile prediction
+        (mean predicted inter-token interval / SLO_TPOT over the decode pool)."""
+        if self.config.decode_load_source == "monitor" and self.state.decode_load is not None:
+            return self.state.decode_load
+        decode = [v for v in views if v.role is Role.DECODE]
+        if not decode:
+            return 0.0
+        tpot = ctx.slo.tpot_s
+        return sum(self._profile(ctx, v.instance_id).decode_interval(v.decode_tokens) for v in decode) / (
+            len(decode) * tpot
+        )
+
+    def decode_overloaded(self, views: Sequence[InstanceView], ctx: RoutingContext) -> bool:
+        """Arrow §5.5 overload rule: abort D→P while LD is high (threshold per ``overload_rule``)."""
+        c = self.config
+        threshold = c.l_shrink if c.overload_rule == "l_shrink" else c.l_expand
+        return not self.decode_load(views, ctx) < threshold
+
+    def _flip(self, ctx: RoutingContext, views: Sequence[InstanceView], target: Role) -> int | None:
+        """Alg. 3 plus the P→D cooldown (§5.5: P→D only); applies the flip through ``ctx``."""
+        now = ctx.now
+        if target is Role.DECODE and not self.state.p2d_allowed(now, self.config.cooldown_s):
+            return None
+        chosen = select_flip_instance(views, target, lambda i: self._profile(ctx, i), self.config.min_pool_size)
+        if chosen is None:
+            return None
+        ctx.flip(chosen, target)
+        self.state.record(now, chosen, target, "alg1")
+        return chosen
+
+    @staticmethod
+    def _argmin(costs: list[tuple[tuple[float, float], int]]) -> int:
+        return min(costs)[1]  # lexicographic on (c1, c2), then lowest id
+
+    # -- Algorithm 1 ----------------------------------------------------------------------------
+    def route_prefill(self, request: Request, ctx: RoutingContext) -> int:
+        views = ctx.instances()
+        cand = self.candidates(views, Role.PREFILL)
+        costs = [(self.prefill_cost(request, v, ctx), v.instance_id) for v in cand]
+        ttft = ctx.slo.ttft_s
+        feasible = [c for c in costs if c[0][1] <= ttft]  # step 3: SLO ok iff c2 ≤ SLO_TTFT
+        if feasible:
+            return self._argmin(feasible)
+        # Step 4: no prefill instance meets TTFT → flip D→P unless decode is overloaded (§5.5);
+        # D→P is never cooldown-gated ("TTFT ... requires rapid instance scheduling").
+        if self.enable_flips and not self.decode_overloaded(views, ctx):
+            flipped = self._flip(ctx, views, Role.PREFILL)
+            if flipped is not None:
+                return flipped
+        return self._argmin(costs)  # step 5: cheapest, SLO regardless
+
+    def route_decode(self, request: Request, prefill_instance: int, ctx: RoutingContext) -> int:
+        views = ctx.instances()
+        # Step 1 ("line 3"): the prefill instance has since become a decode instance → decode in
+        # place, no KV transfer.
+        if views[prefill_instance].role is Role.DECODE:
+            return prefill_instance
+        cand = self.candidates(views, Role.DECODE)
+        costs = [(self.decode_cost(request, v, ctx), v.instance_id) for v in cand]
+        feasible = [c for c in costs if c[0][1] <= 0]  # step 3: the sign of c2 is the TPOT verdict
+        if feasible:
+            return self._argmin(feasible)
+        # Step 4: no decode instance has TPOT capacity → flip P→D (Alg. 3, cooldown applies).
+        if self.enable_flips:
+            flipped = self._flip(ctx, views, Role.DECODE)
+            if flipped is not None:
+                return flipped
+        return self._argmin(costs)  # step 5
