@@ -21,6 +21,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.simulate",
     "arrow_rl.cli.perf_report",
+    "arrow_rl.cli.workload",
 )
 
 for _name in COMMAND_MODULES:
