@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from arrow_rl.workload.bundled import bundled_trace_names
-from arrow_rl.workload.generators import GENERATOR_KINDS, generate, load_spec, parse_spec
+from arrow_rl.workload.generators import (GENERATOR_KINDS, format_validation_error, generate, load_spec,
+                                         parse_spec)
 from arrow_rl.workload.loaders import FORMATS, TraceFormatError, load_trace
 from arrow_rl.workload.stats import summarize
 from arrow_rl.workload.workload import Workload
@@ -150,9 +151,7 @@ def generate_cmd(
             spec = parse_spec(data)
         workload = generate(spec, seed)
     except ValidationError as exc:
-        problems = "\n".join(f"  {'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
-                              for e in exc.errors())
-        _fail(f"invalid {kind or 'workload'} spec:\n{problems}")
+        _fail(f"invalid workload spec:\n{format_validation_error(exc)}")
         return
     except (TraceFormatError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))

@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Union
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from arrow_rl.workload.workload import Workload
 
@@ -199,8 +199,19 @@ def load_spec(path: str | Path) -> PoissonSpec | GammaSpec | MMPPSpec | StagesSp
         data = data["workload"]
     try:
         return parse_spec(data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: invalid workload spec:\n{exc}") from None
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid workload spec:\n{format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, ``field.path: message``, without pydantic's union-tag noise."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"]]
+        if loc and loc[0] in GENERATOR_KINDS:
+            loc = loc[1:]  # the first element is the union tag, already implied by 'kind'
+        lines.append(f"  {'.'.join(loc) or 'spec'}: {err['msg']}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ arrival processes
