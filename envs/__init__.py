@@ -1,0 +1,66 @@
+"""arrow-rl's Gymnasium environments.
+
+Importing this package registers the env ids (gymnasium 1.x has no plugin discovery):
+
+- ``arrow_rl/PDCluster-v0``: the configurable env (defaults: ``EnvConfig()``); pass ``config=``
+  (an ``EnvConfig``, a mapping or a YAML path) and/or field overrides as keyword arguments.
+- ``arrow_rl/PDCluster-AzureConv-v0``, ``-AzureCode-v0``, ``-Mooncake-v0``: windows of the bundled
+  traces with SLOs suited to each (see ``docs/environment.md``).
+- ``arrow_rl/PDCluster-PhaseShift-v0``: a synthetic workload whose prefill/decode mix alternates.
+
+``gymnasium.make("envs:arrow_rl/PDCluster-v0")`` works without importing this package first.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from envs.actions import ActionCodec
+from envs.config import ActionConfig, EnvConfig, EpisodeConfig, ObservationConfig, RewardConfig
+from envs.observation import (FEATURE_NAMES, INSTANCE_FEATURE_NAMES, INSTANCE_FEATURES, OBSERVATION_FEATURES,
+                              ObservationBuilder, frame_features)
+from envs.pd_cluster_env import PDClusterEnv
+from envs.reward import RewardTerms, step_reward
+
+ENTRY_POINT = "envs.pd_cluster_env:PDClusterEnv"
+
+# Per-variant config (merged over EnvConfig defaults). SLOs: see docs/environment.md "Variants".
+VARIANTS: dict[str, dict] = {
+    "arrow_rl/PDCluster-v0": {},
+    "arrow_rl/PDCluster-AzureConv-v0": {
+        "slo_ttft_s": 2.0, "slo_tpot_s": 0.1,
+        "episode": {"traces": ["azure-conv"], "duration_s": 120.0, "rate_scale": (0.5, 2.0)},
+    },
+    "arrow_rl/PDCluster-AzureCode-v0": {
+        "slo_ttft_s": 2.0, "slo_tpot_s": 0.1,
+        "episode": {"traces": ["azure-code"], "duration_s": 120.0, "rate_scale": (0.5, 2.0)},
+    },
+    "arrow_rl/PDCluster-Mooncake-v0": {
+        "slo_ttft_s": 10.0, "slo_tpot_s": 0.1,
+        "episode": {"traces": ["mooncake"], "duration_s": 120.0, "rate_scale": (0.1, 0.5)},
+    },
+    "arrow_rl/PDCluster-PhaseShift-v0": {
+        "slo_ttft_s": 2.0, "slo_tpot_s": 0.1,
+        "episode": {"generator": {"kind": "phase_shift", "rate": 10.0, "duration_s": 120.0, "phase_s": 30.0},
+                    "rate_scale": (0.5, 1.5)},
+    },
+}
+
+
+def register_envs() -> None:
+    """Register every id in ``VARIANTS`` (idempotent: ids already present are left alone)."""
+    for env_id, cfg in VARIANTS.items():
+        if env_id in gymnasium.registry:
+            continue
+        gymnasium.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"config": cfg} if cfg else {},
+                           disable_env_checker=False)
+
+
+register_envs()
+
+__all__ = [
+    "ActionCodec", "ActionConfig", "EnvConfig", "EpisodeConfig", "ObservationConfig", "RewardConfig",
+    "FEATURE_NAMES", "INSTANCE_FEATURE_NAMES", "INSTANCE_FEATURES", "OBSERVATION_FEATURES",
+    "ObservationBuilder", "frame_features", "PDClusterEnv", "RewardTerms", "step_reward", "VARIANTS",
+    "register_envs",
+]

@@ -1,0 +1,165 @@
+"""Configuration of ``PDClusterEnv``: one pydantic model, loadable from YAML, validated at the boundary.
+
+Every choice the env makes that the Arrow paper does not dictate (history length, reward weights,
+episode length, how many flips one action may make) is a field here with a documented default, so
+that a trained checkpoint can record exactly which environment it was trained in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EpisodeConfig(_Strict):
+    """How an episode's workload is drawn at ``reset``.
+
+    Either a window of a trace (``traces``; random choice, random start, random rate scale) or a
+    synthetic workload (``generator``; a spec for ``arrow_rl.workload.generators``). The episode
+    ends (truncation, never termination) when the window's arrivals are over and either the
+    cluster has drained or ``drain_s`` more seconds have passed; requests still unfinished then
+    count as SLO misses, as in the evaluation metric (Arrow §6.1, offered-request denominator).
+    """
+
+    traces: list[str] = Field(default_factory=lambda: ["azure-conv"], min_length=1)
+    trace_weights: list[float] | None = None
+    generator: dict[str, Any] | None = None
+    duration_s: float = Field(120.0, gt=0)
+    random_start: bool = True
+    start_s: float = Field(0.0, ge=0)
+    rate_scale: tuple[float, float] = (1.0, 1.0)
+    log_uniform_rate_scale: bool = False
+    drain_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EpisodeConfig":
+        lo, hi = self.rate_scale
+        if not (0 < lo <= hi):
+            raise ValueError(f"rate_scale must satisfy 0 < low <= high, got {self.rate_scale}")
+        if self.trace_weights is not None:
+            if len(self.trace_weights) != len(self.traces):
+                raise ValueError(
+                    f"trace_weights has {len(self.trace_weights)} entries but traces has {len(self.traces)}")
+            if any(w < 0 for w in self.trace_weights) or sum(self.trace_weights) <= 0:
+                raise ValueError(f"trace_weights must be non-negative with a positive sum, got {self.trace_weights}")
+        return self
+
+
+class ActionConfig(_Strict):
+    """The action encoding (see ``envs.actions``).
+
+    ``discrete``: ``Discrete(1 + 2K)`` = no-op, move k instances prefill→decode, move k
+    decode→prefill, k = 1..K (K = ``max_flips_per_step``). Independent of the cluster size.
+    ``target``: ``Discrete(max_instances + 1)``, the number of prefill instances wanted;
+    targets that would leave a pool below ``min_pool_size`` are masked.
+    """
+
+    kind: Literal["discrete", "target"] = "discrete"
+    max_flips_per_step: int = Field(2, ge=1)
+    min_pool_size: int = Field(1, ge=1)  # Arrow §5.5 / Alg. 3: never empty a pool (|S| ≤ 1 guard)
+    max_instances: int | None = Field(None, ge=2)
+
+
+class ObservationConfig(_Strict):
+    """The observation encoding (see ``envs.observation``)."""
+
+    history: int = Field(4, ge=1)                      # frames in the stack (current included)
+    history_mode: Literal["stack", "delta"] = "stack"
+    per_instance: bool = False                         # Dict space with padded per-instance rows
+    max_instances: int | None = Field(None, ge=2)      # padding size; default: the cluster size
+    token_scale: float = Field(2048.0, gt=0)           # prompt tokens one instance computes per iteration
+    flip_age_scale_s: float = Field(60.0, gt=0)        # time-since-flip saturates at 1 after this
+
+
+class RewardConfig(_Strict):
+    """Weights of the goodput-based reward (see ``envs.reward``)."""
+
+    violation_penalty: float = Field(1.0, ge=0)
+    pending_miss_penalty: float = Field(0.05, ge=0)
+    flip_penalty: float = Field(0.0, ge=0)
+
+
+class EnvConfig(_Strict):
+    """Everything ``PDClusterEnv`` needs. Defaults give an 8-instance H100 Llama-3.1-8B cluster,
+    4P4D start (Arrow §6.1's fleet), on 2-minute windows of the Azure conversation trace."""
+
+    # cluster (passed to the backend; the emulator maps these onto EmulatorConfig)
+    preset: str = "h100-llama3.1-8b-tp1"
+    num_instances: int = Field(8, ge=2)
+    initial_prefill: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int = Field(2048, ge=1)
+    max_num_seqs: int = Field(128, ge=1)
+    slo_ttft_s: float = Field(2.0, gt=0)
+    slo_tpot_s: float = Field(0.1, gt=0)
+    flip_delay_s: float = Field(0.0, ge=0)
+    emulator: dict[str, Any] = Field(default_factory=dict)   # extra EmulatorConfig fields
+
+    # control loop
+    control_interval_s: float = Field(1.0, gt=0)
+    teacher: str = "arrow"            # policy spec (controllers.registry): its router serves requests,
+    teacher_in_info: bool = True      # its interval controller labels every step for imitation
+
+    episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
+    action: ActionConfig = Field(default_factory=ActionConfig)
+    observation: ObservationConfig = Field(default_factory=ObservationConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EnvConfig":
+        n = self.num_instances
+        m = self.action.min_pool_size
+        if 2 * m > n:
+            raise ValueError(f"action.min_pool_size={m} leaves no valid split of num_instances={n}")
+        if self.initial_prefill is not None and not (m <= self.initial_prefill <= n - m):
+            raise ValueError(f"initial_prefill={self.initial_prefill} must be in [{m}, {n - m}] "
+                             f"(num_instances={n}, action.min_pool_size={m})")
+        for name, value in (("action.max_instances", self.action.max_instances),
+                            ("observation.max_instances", self.observation.max_instances)):
+            if value is not None and value < n:
+                raise ValueError(f"{name}={value} is smaller than num_instances={n}")
+        return self
+
+    @property
+    def start_prefill(self) -> int:
+        """Initial prefill count: ``initial_prefill`` or half the cluster (Arrow §6.1: 4P4D of 8)."""
+        return self.initial_prefill if self.initial_prefill is not None else self.num_instances // 2
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "EnvConfig":
+        """Load a YAML file; errors name the file and the offending field."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"env config {path}: file not found") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"env config {path}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"env config {path}: top level must be a mapping, got {type(data).__name__}")
+        data = data.get("env", data)  # allow the env block of a training config
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "EnvConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(f"env config {source}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the dotted field path and the bad value."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"field '{loc}': {err['msg']}{shown}")
+    return "; ".join(parts)

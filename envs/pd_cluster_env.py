@@ -1,0 +1,311 @@
+"""``PDClusterEnv``: the prefill/decode cluster seen from the instance-scheduling controller's seat.
+
+One step = one control interval of cluster time: apply the action's role flips, advance the
+cluster ``control_interval_s``, observe the metrics window. This is exactly the loop of
+``arrow_rl.evaluation.runner.run_policy`` (advance → act → apply flips), so a policy trained here
+is evaluated under the same rules, and an env driven by the Arrow interval controller's actions
+reproduces ``arrow-rl evaluate``'s result for the same seed.
+
+Backend-neutral: the env uses only the ``Cluster`` interface; the cluster comes from a
+``cluster_factory`` (default: the emulator, see ``envs.backends``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from arrow_rl.cluster.base import SLO, Cluster, Flip, InstanceView, MetricsWindow, Role
+from arrow_rl.control import ControlState
+from arrow_rl.workload.workload import Workload
+
+from envs.actions import ActionCodec
+from envs.backends import ClusterFactory, emulator_factory
+from envs.config import EnvConfig
+from envs.observation import ObservationBuilder
+from envs.reward import step_reward
+
+_TRACE_CACHE: dict[str, Workload] = {}
+
+
+def load_trace_cached(name: str) -> Workload:
+    """A bundled trace name or a file path, loaded once per process (resets must be cheap)."""
+    if name not in _TRACE_CACHE:
+        from arrow_rl.workload.loaders import load_workload
+
+        wl = load_workload(name)
+        if len(wl) == 0:
+            raise ValueError(f"episode.traces: trace {name!r} has no requests")
+        _TRACE_CACHE[name] = wl
+    return _TRACE_CACHE[name]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_config(config: EnvConfig | dict | str | Path | None, overrides: dict[str, Any]) -> EnvConfig:
+    """``EnvConfig`` from an instance, a mapping or a YAML path, with keyword overrides merged in
+    (nested mappings merge key by key, so ``episode={"duration_s": 30}`` keeps the traces)."""
+    if isinstance(config, (str, Path)):
+        config = EnvConfig.from_yaml(config)
+    if config is None:
+        base: dict = {}
+    elif isinstance(config, EnvConfig):
+        if not overrides:
+            return config
+        base = config.model_dump()
+    elif isinstance(config, dict):
+        base = config
+    else:
+        raise TypeError(f"config must be an EnvConfig, a mapping or a YAML path, got {type(config).__name__}")
+    return EnvConfig.from_dict(_merge(base, overrides), source="PDClusterEnv(...)")
+
+
+class PDClusterEnv(gym.Env):
+    """Gymnasium env over a PD-disaggregated cluster; the agent chooses role flips.
+
+    Spaces: see ``envs.observation`` (``OBSERVATION_FEATURES``) and ``envs.actions``.
+    ``action_masks()`` returns the valid actions (sb3-contrib MaskablePPO duck-typing).
+
+    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve as is), or any of
+    ``trace``, ``start_s``, ``rate_scale`` to pin what would otherwise be drawn at random.
+
+    ``info`` every step: ``teacher_action`` (the Arrow interval controller's choice in this env's
+    action encoding; -1 when ``teacher_in_info`` is off), ``teacher_flips``, ``action_mask``,
+    ``invalid_action``, ``flips`` (applied this step), ``num_prefill``, ``reward_terms``. On the
+    last step also ``slo_attainment``, ``goodput``, ``flip_count`` and ``episode_stats``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, config: EnvConfig | dict | str | Path | None = None, *,
+                 cluster_factory: ClusterFactory | None = None, render_mode: str | None = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        self.config = resolve_config(config, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.cluster_factory: ClusterFactory = cluster_factory or emulator_factory
+        cfg = self.config
+        self.slo = SLO(cfg.slo_ttft_s, cfg.slo_tpot_s)
+        self.codec = ActionCodec(cfg.action, cfg.num_instances)
+        self.obs_builder = ObservationBuilder(self.slo, cfg.num_instances, cfg.observation,
+                                              min_pool_size=cfg.action.min_pool_size)
+        self.action_space = self.codec.space
+        self.observation_space = self.obs_builder.observation_space
+        self.cluster: Cluster | None = None
+        self.teacher = None
+        self.workload: Workload | None = None
+        self._state: ControlState | None = None
+        self._timeline: dict[str, list[float]] = {}
+
+    # ------------------------------------------------------------------ episodes
+    def _draw_workload(self, options: dict) -> tuple[Workload, float, dict[str, Any]]:
+        """The episode's workload, the end of its arrival window (s) and a description."""
+        ep = self.config.episode
+        rng = self.np_random
+        if "workload" in options:
+            wl = options["workload"]
+            if not isinstance(wl, Workload):
+                raise TypeError(f"reset(options['workload']) must be a Workload, got {type(wl).__name__}")
+            end = float(options.get("duration_s", wl.arrival_s[-1] if len(wl) else 0.0))
+            return wl, end, {"source": wl.name}
+        lo, hi = ep.rate_scale
+        if "rate_scale" in options:
+            scale = float(options["rate_scale"])
+        elif ep.log_uniform_rate_scale:
+            scale = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        else:
+            scale = float(rng.uniform(lo, hi)) if hi > lo else lo
+        if ep.generator is not None and "trace" not in options:
+            from arrow_rl.workload.generators import generate, parse_spec
+
+            spec = parse_spec(ep.generator)
+            seed = int(rng.integers(2**31 - 1))
+            base = generate(spec, seed)
+            span = getattr(spec, "duration_s", None)
+            if span is None:  # stages
+                span = sum(s.duration_s for s in spec.stages)
+            wl = base.scaled(scale) if scale != 1.0 else base
+            return wl, float(span) / scale, {"source": f"generator:{spec.kind}", "seed": seed, "rate_scale": scale}
+        if "trace" in options:
+            name = str(options["trace"])
+        elif len(ep.traces) == 1:
+            name = ep.traces[0]
+        else:
+            w = np.asarray(ep.trace_weights if ep.trace_weights is not None else [1.0] * len(ep.traces), dtype=float)
+            name = ep.traces[int(rng.choice(len(ep.traces), p=w / w.sum()))]
+        trace = load_trace_cached(name)
+        span = ep.duration_s * scale                       # trace seconds that become duration_s
+        latest = max(float(trace.arrival_s[-1]) - span, 0.0)
+        if "start_s" in options:
+            start = float(options["start_s"])
+        elif ep.random_start:
+            start = float(rng.uniform(0.0, latest)) if latest > 0 else 0.0
+        else:
+            start = min(ep.start_s, latest)
+        wl = trace.window(start, start + span)
+        if scale != 1.0:
+            wl = wl.scaled(scale)
+        return wl, ep.duration_s, {"source": name, "start_s": start, "rate_scale": scale}
+
+    def _make_teacher(self):
+        from arrow_rl.controllers.registry import make_policy
+
+        return make_policy(self.config.teacher, self.config.num_instances)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        cfg = self.config
+        self.workload, self._arrival_end_s, desc = self._draw_workload(options)
+        policy = self._make_teacher()
+        mode = getattr(policy, "mode", "disaggregated")
+        mode = getattr(mode, "value", mode)
+        if mode != "disaggregated":
+            raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
+                             "needs a disaggregated policy (it chooses prefill/decode roles)")
+        num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or cfg.start_prefill
+        cluster_seed = int(options.get("cluster_seed", self.np_random.integers(2**31 - 1)))
+        self.cluster = self.cluster_factory(self.workload, cfg, policy.router, num_prefill, cluster_seed)
+        if self.cluster.info.num_instances != cfg.num_instances:
+            raise ValueError(f"cluster_factory built {self.cluster.info.num_instances} instances, "
+                             f"config.num_instances={cfg.num_instances}")
+        self.teacher = policy.controller if cfg.teacher_in_info else None
+        if self.teacher is not None:
+            self.teacher.reset(self.cluster.info)
+        from arrow_rl.controllers.arrow import default_profiles
+
+        self._profiles = default_profiles(self.cluster.info)
+        n_steps = max(1, math.ceil(self._arrival_end_s / cfg.control_interval_s - 1e-9))
+        self._offered_per_step = len(self.workload) / n_steps
+        self._episode_desc = {**desc, "requests": len(self.workload), "cluster_seed": cluster_seed}
+        self._steps = 0
+        self._flip_count = 0
+        self._return = 0.0
+        self._teacher_agree = 0
+        self._done = False
+        self.obs_builder.reset()
+        self._timeline = {k: [] for k in ("t", "num_prefill", "ttft_p90", "tpot_mean", "itl_mean", "arrivals")}
+        window = self.cluster.advance(cfg.control_interval_s)  # run_policy: advance first, then act
+        obs, info = self._observe(window)
+        info["episode_desc"] = self._episode_desc
+        return obs, info
+
+    def _observe(self, window: MetricsWindow) -> tuple[Any, dict[str, Any]]:
+        assert self.cluster is not None
+        views = list(self.cluster.instances())
+        state = ControlState(self.cluster.now, window, views)
+        self._state = state
+        obs = self.obs_builder.build(state)
+        num_prefill = sum(1 for v in views if v.role is Role.PREFILL)
+        mask = self.codec.masks(num_prefill)
+        teacher_flips: list[Flip] = []
+        teacher_action = -1
+        if self.teacher is not None:
+            teacher_flips = list(self.teacher.act(state))
+            teacher_action = self.codec.encode(teacher_flips, views)
+        self._teacher_action = teacher_action
+        tl = self._timeline
+        tl["t"].append(state.now)
+        tl["num_prefill"].append(num_prefill)
+        tl["ttft_p90"].append(window.prefill.ttft_p90)
+        tl["tpot_mean"].append(window.decode.tpot_mean)
+        tl["itl_mean"].append(window.decode.itl_mean)
+        tl["arrivals"].append(window.arrivals)
+        info = {"teacher_action": teacher_action, "teacher_flips": teacher_flips, "action_mask": mask,
+                "num_prefill": num_prefill, "time_s": state.now}
+        return obs, info
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, action):
+        if self.cluster is None or self._state is None:
+            raise RuntimeError("PDClusterEnv.step called before reset()")
+        if self._done:
+            raise RuntimeError("PDClusterEnv.step called after the episode ended; call reset()")
+        cfg = self.config
+        a = int(np.asarray(action).item())
+        flips = self.codec.flips(a, self._state.instances, self._profiles)
+        invalid = flips is None
+        if invalid:  # masked action taken anyway: a no-op, flagged
+            flips = []
+        for f in flips:
+            self.cluster.flip(f.instance_id, f.role)
+        if self.teacher is not None and a == self._teacher_action:
+            self._teacher_agree += 1
+        self._flip_count += len(flips)
+        window = self.cluster.advance(cfg.control_interval_s)
+        self._steps += 1
+        now = self.cluster.now
+        arrivals_over = now >= self._arrival_end_s - 1e-9
+        truncated = bool(arrivals_over and (self.cluster.done or now >= self._arrival_end_s + cfg.episode.drain_s - 1e-9))
+        records = self.cluster.completed() if truncated else ()
+        unfinished = len(self.workload) - sum(1 for r in records if r.finished or r.rejected) if truncated else 0
+        terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward, unfinished_at_end=unfinished)
+        self._return += terms.reward
+        obs, info = self._observe(window)
+        info.update(invalid_action=invalid, flips=flips, reward_terms=terms)
+        if truncated:
+            self._done = True
+            stats = self._episode_stats(records, unfinished)
+            info.update(slo_attainment=stats["slo_attainment"], goodput=stats["goodput"],
+                        flip_count=stats["flip_count"], episode_stats=stats)
+        return obs, terms.reward, False, truncated, info
+
+    def _episode_stats(self, records: Sequence, unfinished: int) -> dict[str, Any]:
+        offered = len(self.workload)
+        good = sum(1 for r in records if r.meets(self.slo))
+        minutes = max(self.cluster.now, 1e-9) / 60.0
+        return {
+            **self._episode_desc,
+            "offered": offered,
+            "within_slo": good,
+            "unfinished": unfinished,
+            "slo_attainment": good / offered if offered else 1.0,
+            "goodput": good / self._arrival_end_s if self._arrival_end_s > 0 else 0.0,
+            "flip_count": self._flip_count,
+            "flips_per_min": self._flip_count / minutes,
+            "steps": self._steps,
+            "return": self._return,
+            "teacher_agreement": self._teacher_agree / self._steps if self.teacher is not None and self._steps else math.nan,
+        }
+
+    # ------------------------------------------------------------------ masks, teacher, render
+    def action_masks(self) -> np.ndarray:
+        """Valid actions in the current state (True = allowed). Used by sb3-contrib MaskablePPO."""
+        if self._state is None:
+            return np.ones(int(self.action_space.n), dtype=bool)
+        num_prefill = sum(1 for v in self._state.instances if v.role is Role.PREFILL)
+        return self.codec.masks(num_prefill)
+
+    def teacher_action(self) -> int:
+        """The Arrow interval controller's action for the current state (-1 if disabled)."""
+        return self._teacher_action
+
+    @property
+    def control_state(self) -> ControlState | None:
+        """The last ``ControlState`` (what a deployed controller would see now)."""
+        return self._state
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        from envs.render import render_timeline
+
+        return render_timeline(self._timeline, self.slo, self.config.num_instances,
+                               title=str(self._episode_desc.get("source", "")) if self.workload is not None else "")
+
+    def close(self) -> None:
+        close = getattr(self.cluster, "close", None)
+        if callable(close):
+            close()
+        self.cluster = None

@@ -1,0 +1,53 @@
+"""Goodput-based reward, aligned with the evaluation metric (Arrow §6.1 SLO attainment).
+
+Per step (one control interval)::
+
+    r_t = ( good_t − w_v · bad_t − w_p · pending_t ) / λ  −  w_f · flips_t
+
+- ``good_t``: requests that finished during the step within *both* SLOs (Arrow §6.1).
+- ``bad_t``: requests that ended during the step without meeting them (finished late or rejected).
+  At the end of the episode every request still unfinished is added to ``bad`` of the last step,
+  because the evaluation counts unfinished requests as misses (offered-request denominator).
+- ``pending_t``: queued requests whose predicted TTFT already exceeds the SLO
+  (``MetricsWindow.pending_predicted_ttft_misses``). They are lost already, but would only show up
+  in ``bad`` when they finish, possibly many steps later; penalising them while they wait gives the
+  agent the signal at the step where its split caused the backlog (shaping, weight ``w_p``).
+- ``λ``: offered requests per step of the episode (episode requests / arrival-window steps), so the
+  reward is per offered request and one scale fits light and heavy traffic.
+- ``flips_t``: instances flipped this step; ``w_f`` models engines where a flip is not free.
+
+Why this is aligned: every offered request ends in exactly one of ``good`` or ``bad`` once, so
+with ``w_p = w_f = 0`` the episode return is ``((1 + w_v)·G − w_v·N) / λ`` where G is the number
+of requests within SLO and N the offered requests: an increasing affine function of the episode's
+SLO attainment G/N. ``w_v`` only moves credit earlier (a late request is punished when it lands
+rather than only missing a reward); it does not change which policy is best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arrow_rl.cluster.base import MetricsWindow
+
+from envs.config import RewardConfig
+
+
+@dataclass(frozen=True)
+class RewardTerms:
+    good: int
+    bad: int
+    pending: int
+    flips: int
+    reward: float
+
+
+def step_reward(window: MetricsWindow, flips: int, offered_per_step: float, config: RewardConfig,
+                unfinished_at_end: int = 0) -> RewardTerms:
+    """Reward of one step from the window's counts (see the module docstring)."""
+    good = window.finished_within_slo
+    bad = (window.finished - window.finished_within_slo) + window.rejected + unfinished_at_end
+    pending = window.pending_predicted_ttft_misses
+    norm = max(offered_per_step, 1e-6)
+    r = (good - config.violation_penalty * bad - config.pending_miss_penalty * pending) / norm
+    r -= config.flip_penalty * flips
+    return RewardTerms(good=good, bad=bad, pending=pending, flips=flips, reward=float(r))
