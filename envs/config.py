@@ -103,8 +103,10 @@ class EnvConfig(_Strict):
 
     # control loop
     control_interval_s: float = Field(1.0, gt=0)
-    teacher: str = "arrow"            # policy spec (controllers.registry): its router serves requests,
-    teacher_in_info: bool = True      # its interval controller labels every step for imitation
+    # Policy spec (arrow_rl.controllers.registry.make_policy): its router serves requests and its
+    # interval controller labels every step for imitation. None: the backend's default router, no teacher.
+    teacher: str | None = "arrow"
+    teacher_in_info: bool = True
 
     episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
     action: ActionConfig = Field(default_factory=ActionConfig)

@@ -159,6 +159,9 @@ class PDClusterEnv(gym.Env):
         return wl, ep.duration_s, {"source": name, "start_s": start, "rate_scale": scale}
 
     def _make_teacher(self):
+        """A fresh policy (router + interval controller) per episode, so no state leaks across resets."""
+        if self.config.teacher is None:
+            return None
         from arrow_rl.controllers.registry import make_policy
 
         return make_policy(self.config.teacher, self.config.num_instances)
@@ -169,18 +172,19 @@ class PDClusterEnv(gym.Env):
         cfg = self.config
         self.workload, self._arrival_end_s, desc = self._draw_workload(options)
         policy = self._make_teacher()
-        mode = getattr(policy, "mode", "disaggregated")
+        mode = getattr(policy, "mode", "disaggregated") if policy is not None else "disaggregated"
         mode = getattr(mode, "value", mode)
         if mode != "disaggregated":
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
         num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or cfg.start_prefill
+        router = policy.router if policy is not None else None
         cluster_seed = int(options.get("cluster_seed", self.np_random.integers(2**31 - 1)))
-        self.cluster = self.cluster_factory(self.workload, cfg, policy.router, num_prefill, cluster_seed)
+        self.cluster = self.cluster_factory(self.workload, cfg, router, num_prefill, cluster_seed)
         if self.cluster.info.num_instances != cfg.num_instances:
             raise ValueError(f"cluster_factory built {self.cluster.info.num_instances} instances, "
                              f"config.num_instances={cfg.num_instances}")
-        self.teacher = policy.controller if cfg.teacher_in_info else None
+        self.teacher = policy.controller if policy is not None and cfg.teacher_in_info else None
         if self.teacher is not None:
             self.teacher.reset(self.cluster.info)
         from arrow_rl.controllers.arrow import default_profiles
