@@ -76,9 +76,17 @@ AR_KNOTS_BYTES = [2**k for k in range(11, 27)]  # 2 KiB .. 64 MiB
 
 # CPU/engine overhead per iteration (vLLM V1 overlaps most scheduling with the GPU; the legacy
 # Vidur cpu_overheads.csv, 1.2-6.2 ms, is for old vLLM without CUDA graphs). Chosen, not fitted:
-CPU_BASE_MS = 0.8
-CPU_PER_SEQ_MS = 0.006
-NCCL_LAUNCH_MS = 0.02  # Vidur adds 0.02 ms per all-reduce launch
+KV_NIC_Bps = {"h100": 17.5e9, "a100": 8.75e9}
+KV_TRANSFER_LATENCY_S = 0.5e-3
+CPU_BASE_MS = 0.9
+CPU_PER_SEQ_MS = 0.01
+# Vidur adds 0.02 ms NCCL launch per all-reduce; vLLM V1 captures decode (and piecewise mixed) steps
+# in CUDA graphs, so no host launch cost is added on top of the measured collective time.
+NCCL_LAUNCH_MS = 0.0
+# vLLM's custom all-reduce (NVLink P2P, used for messages <= 8 MiB) has no table here: roofline with
+# stated efficiency: 8 us sync latency + (TP-1)/TP x bytes over NVLink at 50% of one-way peak.
+NVLINK_ONE_WAY_Bps = {"h100": 450e9, "a100": 300e9}
+CUSTOM_AR = dict(max_bytes=8 * 2**20, latency_ms=0.008, efficiency=0.5)
 
 
 def isotonic(y: np.ndarray) -> np.ndarray:
@@ -130,11 +138,15 @@ def read_llmservingsim(data: Path, model: str, tp: int) -> dict[str, dict[int, f
     return out
 
 
-def lstsq(x: np.ndarray, y: np.ndarray, rel: bool = True) -> np.ndarray:
-    """Least squares y ≈ x @ beta, relative (weights 1/y) by default so small rows count too."""
-    w = 1.0 / y if rel else np.ones_like(y)
-    beta, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
-    return beta
+def lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative relative least squares y ≈ x @ beta (weights 1/y, so small rows count too)."""
+    from scipy.optimize import nnls
+
+    w = 1.0 / y
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    beta, _ = nnls((x / scale) * w[:, None], y * w)
+    return beta / scale
 
 
 def fit_attention_a100(data: Path, preset_model: str, tp: int, rows_out: list) -> dict:
@@ -172,19 +184,19 @@ def fit_attention_a100(data: Path, preset_model: str, tp: int, rows_out: list) -
     head_dim = 128
     d = np.asarray(dec, dtype=float)
     kv_bytes = d[:, 0] * d[:, 1] * 2 * d[:, 2] * head_dim * 2  # K+V, bf16, this layer, this GPU
-    beta = lstsq(np.column_stack([np.ones(len(d)), kv_bytes]), d[:, 3])
-    a_d, bw = float(beta[0]), 1e3 / float(beta[1])
+    beta = lstsq(np.column_stack([np.ones(len(d)), d[:, 0] * d[:, 2], kv_bytes]), d[:, 3])
+    a_d, b_d, bw = float(beta[0]), float(beta[1]), 1e3 / float(beta[2])
     p = np.asarray(pre, dtype=float)
     flops = 4 * head_dim * p[:, 2] * p[:, 0] * (p[:, 1] + p[:, 0] / 2)
-    beta = lstsq(np.column_stack([np.ones(len(p)), flops]), p[:, 3])
-    a_p, fl = float(beta[0]), 1e3 / float(beta[1])
+    beta = lstsq(np.column_stack([np.ones(len(p)), p[:, 0] * p[:, 2], flops]), p[:, 3])
+    a_p, b_p, fl = float(beta[0]), float(beta[1]), 1e3 / float(beta[2])
     rng = np.random.default_rng(0)
     for arr, kind in ((d, "attn_decode"), (p, "attn_prefill")):
         idx = np.arange(len(arr)) if len(arr) <= 300 else np.sort(rng.choice(len(arr), 300, replace=False))
         for i in idx:
             rows_out.append((kind, int(arr[i, 0]), int(arr[i, 1]), int(arr[i, 2]), round(float(arr[i, 3]), 5), src))
-    return dict(decode_base_ms=max(a_d, 0.0), decode_bw_Bps=bw, prefill_base_ms=max(a_p, 0.0),
-                prefill_flops=fl, source=src)
+    return dict(decode_base_ms=a_d, decode_seq_head_ms=b_d, decode_bw_Bps=bw, prefill_base_ms=a_p,
+                prefill_token_head_ms=b_p, prefill_flops=fl, source=src)
 
 
 def fit_attention_h100(data: Path, rows_out: list, model_key: str, tp: int) -> dict:
@@ -197,18 +209,17 @@ def fit_attention_h100(data: Path, rows_out: list, model_key: str, tp: int) -> d
             tab = read_llmservingsim(data, model, t)["attn"]
             for n, ms in tab.items():
                 pre.append((n, 0, q // t, ms, f"llmservingsim:{model}/tp{t}"))
-    p = np.asarray([r[:4] for r in pre], dtype=float)
-    flops = 4 * 128 * p[:, 2] * p[:, 0] * (p[:, 1] + p[:, 0] / 2)
-    big = p[:, 0] >= 256  # fit the rate where attention is compute-bound
-    beta = lstsq(np.column_stack([np.ones(big.sum()), flops[big]]), p[big, 3])
-    a_p, fl = float(beta[0]), 1e3 / float(beta[1])
-    # Keep the rows of this preset's own shape (q heads per GPU) for the report.
+    # Fit on the rows of this preset's own shape (q heads per GPU) when the table has them.
     q_gpu = MODELS[model_key]["n_q_heads"] // tp
-    mine = [r for r in pre if r[2] == q_gpu][::16]
-    for r in mine:
+    mine = [r for r in pre if r[2] == q_gpu] or pre
+    p = np.asarray([r[:4] for r in mine], dtype=float)
+    flops = 4 * 128 * p[:, 2] * p[:, 0] * (p[:, 1] + p[:, 0] / 2)
+    beta = lstsq(np.column_stack([np.ones(len(p)), p[:, 0] * p[:, 2], flops]), p[:, 3])
+    a_p, b_p, fl = float(beta[0]), float(beta[1]), 1e3 / float(beta[2])
+    for r in mine[::16]:
         rows_out.append(("attn_prefill", r[0], r[1], r[2], round(r[3], 5), r[4]))
-    return dict(decode_base_ms=0.02, decode_bw_Bps=0.8 * GPUS["h100"]["hbm_Bps"],
-                prefill_base_ms=max(a_p, 0.0), prefill_flops=fl,
+    return dict(decode_base_ms=0.02, decode_seq_head_ms=0.0, decode_bw_Bps=0.8 * GPUS["h100"]["hbm_Bps"],
+                prefill_base_ms=a_p, prefill_token_head_ms=b_p, prefill_flops=fl,
                 source="prefill: llmservingsim attn rows (HF SDPA); decode: roofline 0.8 x 3.35 TB/s, 0.02 ms/layer")
 
 
@@ -284,22 +295,22 @@ def build(data: Path, out: Path) -> None:
             ks = [s for s in AR_KNOTS_BYTES if s >= sizes[0]]
             ar = dict(bytes=[int(s) for s in ks], ms=[round(float(v), 5) for v in np.interp(ks, sizes, vals)],
                       source=f"vidur:network/{node}/all_reduce.csv num_workers={tp}")
+            ar["custom"] = dict(max_bytes=CUSTOM_AR["max_bytes"], latency_ms=CUSTOM_AR["latency_ms"],
+                                bw_Bps=NVLINK_ONE_WAY_Bps[spec["gpu"]] * CUSTOM_AR["efficiency"] * tp / (tp - 1),
+                                source="roofline: vLLM custom all-reduce, 8 us + (TP-1)/TP bytes at 0.5 x NVLink one-way")
             for s in sizes[::4]:
                 rows.append(("all_reduce", int(s), 0, tp, round(table[s], 5), ar["source"]))
         kv_bytes = 2 * m["layers"] * m["n_kv_heads"] * m["head_dim"] * 2
-        # KV transfer between instances (PD disaggregation). Effective RDMA bandwidth per NIC from
-        # the Mooncake vLLM-v1 1P1D table: 113-142 GB/s over 8 x CX-7 -> ~18 GB/s/NIC effective at
-        # 400 Gb/s; a TP1 instance uses one NIC, measured by Vidur's NCCL p2p at ~36 GB/s (64 MB).
-        if tp == 1:
-            kv_bw = 36e9 if spec["gpu"] == "h100" else 18e9
-        else:
-            kv_bw = tp * (17.5e9 if spec["gpu"] == "h100" else 8.75e9)
+        # KV transfer between instances (PD disaggregation), one RDMA NIC per GPU. Effective rate per
+        # NIC from the Mooncake vLLM-v1 1P1D table (8 x CX-7 400G: 1.13 GB in 8.84 ms, 4.5 GB in
+        # 31.65 ms -> ~140 GB/s / 8 = 17.5 GB/s per NIC, ~0.5 ms fixed); A100 DGX NICs are 200G (half).
+        kv_bw = tp * KV_NIC_Bps[spec["gpu"]]
         doc = dict(
             name=name, gpu=gpu["name"], model=spec["model"], tp=tp,
             shape={k: m[k] for k in ("layers", "hidden", "n_q_heads", "n_kv_heads", "head_dim", "ffn", "vocab")},
             kv_bytes_per_token=kv_bytes, weight_bytes=int(m["params"] * 2), max_model_len=m["max_model_len"],
             gpu_memory_bytes=gpu["memory_bytes"], activation_reserve_bytes_per_gpu=2 * 2**30,
-            kv_transfer_bandwidth_Bps=kv_bw, kv_transfer_latency_s=1.0e-3,
+            kv_transfer_bandwidth_Bps=kv_bw, kv_transfer_latency_s=KV_TRANSFER_LATENCY_S, kv_transfer_nics=tp,
             token_ops=dict(tokens=kn, ms=kv, source=src),
             all_reduce=ar, nccl_launch_ms=NCCL_LAUNCH_MS if tp > 1 else 0.0,
             attention=attn,
@@ -316,12 +327,39 @@ def build(data: Path, out: Path) -> None:
               f"{attn['prefill_flops']/1e12:.0f} TFLOP/s, lm {lm_bw/1e12:.2f} TB/s {lm_fl/1e12:.0f} TFLOP/s")
 
 
+def splitwise_anchors(data: Path) -> list[dict]:
+    """Median prompt/token times of Splitwise's measured 2023-vLLM Llama-2-70B runs at TP4."""
+    groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    with (data / "splitwise_perf_model" / "perf_model.csv").open() as f:
+        for r in csv.DictReader(f):
+            if r["model"] != "llama2-70b" or r["tensor_parallel"] != "4" or r["hardware"] == "h100-80gb-pcap":
+                continue
+            key = (r["hardware"], int(r["prompt_size"]), int(r["batch_size"]), int(r["token_size"]))
+            groups[key].append((float(r["prompt_time"]), float(r["token_time"])))
+    out = []
+    src = "splitwise-sim data/perf_model.csv (2023 vLLM, no CUDA graphs), median of repeated runs"
+    for (hw, p, bs, toks), v in sorted(groups.items()):
+        preset = "h100-llama2-70b-tp4" if hw == "h100-80gb" else "a100-llama3-70b-tp4"
+        if bs == 1 and toks == 128:
+            out.append(dict(preset=preset, id=f"splitwise-{hw}-prompt{p}", kind="prefill_iteration",
+                            args=dict(tokens=p), measured_ms=round(float(np.median([x[0] for x in v])), 3),
+                            source=src, tag="measured", target=False))
+        if p == 512 and toks == 128:
+            out.append(dict(preset=preset, id=f"splitwise-{hw}-token-bs{bs}", kind="decode",
+                            args=dict(batch=bs, context=p + toks // 2),
+                            measured_ms=round(float(np.median([x[1] for x in v])), 3),
+                            source=src, tag="measured", target=False))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="folder holding vidur_profiling/, llmservingsim_profiling/, ...")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "arrow_rl" / "perf" / "data")
     args = ap.parse_args()
     build(args.data, args.out)
+    anchors = splitwise_anchors(args.data)
+    (args.out / "anchors_splitwise.json").write_text(json.dumps(anchors, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ class CalibratedLatencyModel:
         self._tok_knots = (list(doc["token_ops"]["tokens"]), list(doc["token_ops"]["ms"]))
         ar = doc.get("all_reduce")
         self._ar_knots = (list(ar["bytes"]), list(ar["ms"])) if ar else None
+        custom = (ar or {}).get("custom")
+        self._custom_ar = ((float(custom["max_bytes"]), float(custom["latency_ms"]), float(custom["bw_Bps"]))
+                           if custom else None)
         self._nccl_launch_ms = float(doc.get("nccl_launch_ms", 0.0))
         kv_heads_gpu = max(self.shape.n_kv_heads // self.tp, 1)  # KV heads replicate when TP > kv_heads
         q_heads_gpu = self.shape.n_q_heads // self.tp
@@ -73,6 +76,11 @@ class CalibratedLatencyModel:
         self.prefill_flops = float(att["prefill_flops"])
         self.decode_slope_s = self.kv_bytes_per_token_per_gpu / self.decode_bw_Bps
         self.decode_base_s = L * float(att["decode_base_ms"]) * 1e-3
+        # Per-sequence / per-token attention work (Q/O traffic, softmax setup), per KV / Q head.
+        self._dec_seq_head_ms = float(att.get("decode_seq_head_ms", 0.0))
+        self._pre_tok_head_ms = float(att.get("prefill_token_head_ms", 0.0))
+        self.decode_seq_s = L * self._dec_seq_head_ms * kv_heads_gpu * 1e-3
+        self.prefill_token_s = L * self._pre_tok_head_ms * q_heads_gpu * 1e-3
         # Seconds per query-key pair of prefill attention (compute-bound, all layers).
         self.prefill_pair_s = L * 4.0 * self.shape.head_dim * q_heads_gpu / float(att["prefill_flops"])
         self.prefill_base_s = L * float(att["prefill_base_ms"]) * 1e-3
@@ -89,8 +97,8 @@ class CalibratedLatencyModel:
         self._dense_n: list[float] = token.tolist()
         # Dense decode-only intercept per decode batch size (also used for exact agreement).
         seqs = n
-        dec = (self.cpu_base_s + self.cpu_per_seq_s * seqs + token + self.lm_head_s(seqs)
-               + self.decode_base_s)
+        dec = (self.cpu_base_s + (self.cpu_per_seq_s + self.decode_seq_s) * seqs + token
+               + self.lm_head_s(seqs) + self.decode_base_s)
         self._dense_dec: list[float] = dec.tolist()
         self._dense_dec[0] = 0.0
 
@@ -104,12 +112,22 @@ class CalibratedLatencyModel:
         k, v = self._tok_knots
         return _interp_extrap(np.asarray(n, dtype=float), k, v)
 
-    def all_reduce_ms(self, nbytes: np.ndarray) -> np.ndarray:
-        """One NCCL all-reduce of ``nbytes`` (ms) on this TP group; 0 at TP1."""
+    def nccl_all_reduce_ms(self, nbytes: np.ndarray) -> np.ndarray:
+        """One NCCL all-reduce of ``nbytes`` (ms) from the measured table; 0 at TP1."""
         nbytes = np.asarray(nbytes, dtype=float)
         if self._ar_knots is None:
             return np.zeros_like(nbytes)
         return _interp_extrap(nbytes, *self._ar_knots)
+
+    def all_reduce_ms(self, nbytes: np.ndarray) -> np.ndarray:
+        """One all-reduce as vLLM runs it: its custom NVLink kernel up to its size limit, else NCCL."""
+        nbytes = np.asarray(nbytes, dtype=float)
+        nccl = self.nccl_all_reduce_ms(nbytes)
+        if self._custom_ar is None:
+            return nccl
+        max_b, lat_ms, bw = self._custom_ar
+        custom = lat_ms + nbytes / bw * 1e3
+        return np.where(nbytes <= max_b, np.minimum(custom, nccl), nccl)
 
     def token_ops_s(self, n: np.ndarray) -> np.ndarray:
         """Seconds of everything that scales with the batch's tokens: token ops + 2 all-reduces/layer."""
@@ -130,13 +148,15 @@ class CalibratedLatencyModel:
         if kv_heads_gpu is None:
             kv_heads_gpu = max(self.shape.n_kv_heads // self.tp, 1)
         per_layer_bytes = 2 * kv_heads_gpu * self.shape.head_dim * 2
-        return (self.decode_base_s / self.shape.layers + batch * kv * per_layer_bytes / self.decode_bw_Bps) * 1e3
+        return (self.decode_base_s / self.shape.layers * 1e3 + self._dec_seq_head_ms * batch * kv_heads_gpu
+                + batch * kv * per_layer_bytes / self.decode_bw_Bps * 1e3)
 
     def attn_prefill_layer_ms(self, chunk: float, kv: float, q_heads_gpu: int | None = None) -> float:
         """One layer's prefill attention on one GPU (ms), ``chunk`` new tokens after ``kv`` cached."""
         q = q_heads_gpu if q_heads_gpu is not None else self.shape.n_q_heads // self.tp
         flops = 4.0 * self.shape.head_dim * q * chunk * (kv + chunk / 2.0)
-        return (self.prefill_base_s / self.shape.layers + flops / self.prefill_flops) * 1e3
+        return (self.prefill_base_s / self.shape.layers * 1e3 + self._pre_tok_head_ms * chunk * q
+                + flops / self.prefill_flops * 1e3)
 
     # ---- the LatencyModel protocol (hot path: plain arithmetic) ----
     def _tokens_s(self, n: int) -> float:
@@ -151,7 +171,8 @@ class CalibratedLatencyModel:
             return self._dense_dec[decode_seqs], self.decode_slope_s
         n = decode_seqs
         lm = max(self._lm_floor_s, self._lm_per_seq_s * n)
-        return (self.cpu_base_s + self.cpu_per_seq_s * n + self._tokens_s(n) + lm + self.decode_base_s,
+        return (self.cpu_base_s + (self.cpu_per_seq_s + self.decode_seq_s) * n + self._tokens_s(n) + lm
+                + self.decode_base_s,
                 self.decode_slope_s)
 
     def iteration_time(self, prefill_tokens: int, prefill_attention: float, decode_seqs: int,
@@ -162,9 +183,10 @@ class CalibratedLatencyModel:
         n_seqs = decode_seqs + 1  # at least one prefill sequence produces logits
         t = (self.cpu_base_s + self.cpu_per_seq_s * n_seqs + self._tokens_s(prefill_tokens + decode_seqs)
              + max(self._lm_floor_s, self._lm_per_seq_s * n_seqs)
-             + self.prefill_base_s + self.prefill_pair_s * prefill_attention)
+             + self.prefill_base_s + self.prefill_token_s * prefill_tokens
+             + self.prefill_pair_s * prefill_attention)
         if decode_seqs > 0:
-            t += self.decode_base_s + self.decode_slope_s * decode_context
+            t += self.decode_base_s + self.decode_seq_s * decode_seqs + self.decode_slope_s * decode_context
         return t
 
     def __repr__(self) -> str:

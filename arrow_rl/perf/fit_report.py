@@ -1,0 +1,163 @@
+"""Fit error of a preset's latency model against its shipped profile rows and published anchors.
+
+Profile rows (``data/profile_rows/<preset>.csv``) are measured per-operation times copied from the
+public profiles (one row per profiled configuration); each is compared with the same component of
+the model. ``xcheck_*`` rows come from a second source that the model is NOT fitted on and are
+reported apart from the headline error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from arrow_rl.perf.anchors import anchors_for
+from arrow_rl.perf.calibrated import CalibratedLatencyModel, chunked_prefill_time
+from arrow_rl.perf.preset import Preset
+from arrow_rl.perf.presets import get_preset
+from arrow_rl.perf.profile import InstanceProfile, profile_instance
+
+DEFAULT_TPOT_SLOS_S: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2)
+
+
+@dataclass
+class ComponentError:
+    component: str
+    rows: int
+    median_pct: float
+    p90_pct: float
+    source: str
+
+
+@dataclass
+class FitReport:
+    preset: str
+    components: list[ComponentError]
+    overall_rows: int
+    overall_median_pct: float
+    overall_p90_pct: float
+    anchors: list[dict[str, Any]]
+    profile: InstanceProfile
+    max_tokens: dict[float, float]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(
+            preset=self.preset,
+            profile_rows=dict(rows=self.overall_rows, median_abs_pct_error=self.overall_median_pct,
+                              p90_abs_pct_error=self.overall_p90_pct,
+                              components=[c.__dict__ for c in self.components]),
+            anchors=self.anchors,
+            arrow_profile=dict(prefill_a=self.profile.prefill_a, prefill_b=self.profile.prefill_b,
+                               prefill_c=self.profile.prefill_c, decode_slope=self.profile.decode_slope,
+                               decode_intercept=self.profile.decode_intercept,
+                               max_tokens={str(k): v for k, v in self.max_tokens.items()}),
+            facts=self.facts,
+        )
+
+
+def load_profile_rows(name: str) -> list[dict[str, Any]]:
+    """The measured rows shipped for preset ``name``."""
+    text = resources.files("arrow_rl.perf").joinpath("data", "profile_rows", f"{name}.csv").read_text()
+    rows = []
+    for i, r in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        try:
+            rows.append(dict(component=r["component"], x1=float(r["x1"]), x2=float(r["x2"]),
+                             x3=float(r["x3"]), measured_ms=float(r["measured_ms"]), source=r["source"]))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"profile_rows/{name}.csv line {i}: bad row {r!r} ({exc})") from exc
+    return rows
+
+
+def model_component_ms(model: CalibratedLatencyModel, row: dict[str, Any]) -> float:
+    """The model's prediction for one profile row (same component, same shape)."""
+    c, x1, x2, x3 = row["component"], row["x1"], row["x2"], row["x3"]
+    if c in ("token_ops", "xcheck_token_ops"):
+        return float(model.token_ops_ms_table(np.asarray([x1]))[0])
+    if c == "attn_decode":
+        return model.attn_decode_layer_ms(x1, x2, kv_heads_gpu=int(x3))
+    if c == "attn_prefill":
+        return model.attn_prefill_layer_ms(x1, x2, q_heads_gpu=int(x3))
+    if c == "all_reduce":
+        return float(model.nccl_all_reduce_ms(np.asarray([x1]))[0])
+    if c == "lm_head":
+        return float(model.lm_head_s(np.asarray([x1]))[0] * 1e3)
+    raise ValueError(f"unknown profile-row component {c!r}")
+
+
+def _abs_pct(model: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    return np.abs(model - measured) / measured * 100.0
+
+
+def anchor_model_value(preset: Preset, anchor: dict[str, Any]) -> float:
+    """The model's value for one anchor (ms, or a ratio for ``prefill_growth``)."""
+    m = preset.latency
+    a = anchor["args"]
+    kind = anchor["kind"]
+    if kind == "prefill_iteration":
+        n = int(a["tokens"])
+        return m.iteration_time(n, n * n / 2.0, 0, 0) * 1e3
+    if kind == "decode":
+        b = int(a["batch"])
+        return m.iteration_time(0, 0.0, b, b * int(a["context"])) * 1e3
+    if kind == "kv_transfer":
+        per_nic = preset.kv_transfer_bandwidth_Bps / preset.tp
+        return (preset.kv_transfer_latency_s + float(a["bytes"]) / (per_nic * int(a["nics"]))) * 1e3
+    if kind == "prefill_growth":
+        t = lambda n: chunked_prefill_time(m, n)  # noqa: E731
+        return (t(int(a["tokens"])) - t(int(a["floor"]))) / (t(int(a["base"])) - t(int(a["floor"])))
+    raise ValueError(f"unknown anchor kind {kind!r}")
+
+
+def evaluate_anchors(preset: Preset) -> list[dict[str, Any]]:
+    out = []
+    for anc in anchors_for(preset.name):
+        val = anchor_model_value(preset, anc)
+        lo, hi = anc.get("low_ms"), anc.get("high_ms")
+        ref = anc.get("measured_ms", (lo + hi) / 2 if lo is not None else None)
+        rec = dict(id=anc["id"], description=anc["description"], source=anc["source"], tag=anc["tag"],
+                   target=anc["target"], reference=ref, low=lo, high=hi, model=val,
+                   error_pct=(val - ref) / ref * 100.0,
+                   in_range=(lo <= val <= hi) if lo is not None else None)
+        out.append(rec)
+    return out
+
+
+def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S) -> FitReport:
+    """Compute the fit report of preset ``name`` from the shipped rows (no shared data needed)."""
+    preset = get_preset(name)
+    model = preset.latency
+    if not isinstance(model, CalibratedLatencyModel):
+        raise TypeError(f"preset {name!r} has no calibrated model to report on")
+    rows = load_profile_rows(name)
+    by: dict[str, list[tuple[float, float]]] = {}
+    src: dict[str, str] = {}
+    for r in rows:
+        by.setdefault(r["component"], []).append((model_component_ms(model, r), r["measured_ms"]))
+        src.setdefault(r["component"], r["source"])
+    comps = []
+    all_err = []
+    for comp, pairs in by.items():
+        arr = np.asarray(pairs)
+        err = _abs_pct(arr[:, 0], arr[:, 1])
+        comps.append(ComponentError(comp, len(err), float(np.median(err)), float(np.percentile(err, 90)),
+                                    src[comp]))
+        if not comp.startswith("xcheck"):
+            all_err.append(err)
+    errs = np.concatenate(all_err)
+    prof = profile_instance(preset)
+    facts = dict(gpu=preset.gpu, model=preset.model, tp=preset.tp,
+                 kv_bytes_per_token=preset.kv_bytes_per_token,
+                 kv_capacity_tokens=preset.kv_capacity_tokens, max_model_len=preset.max_model_len,
+                 kv_transfer_bandwidth_GBps=preset.kv_transfer_bandwidth_Bps / 1e9,
+                 kv_transfer_latency_ms=preset.kv_transfer_latency_s * 1e3)
+    return FitReport(
+        preset=name, components=comps, overall_rows=int(errs.size),
+        overall_median_pct=float(np.median(errs)), overall_p90_pct=float(np.percentile(errs, 90)),
+        anchors=evaluate_anchors(preset), profile=prof,
+        max_tokens={s: prof.max_tokens(s) for s in tpot_slos_s}, facts=facts)
