@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "arrow_rl.cli.train",
     "arrow_rl.cli.simulate",
     "arrow_rl.cli.perf_report",
     "arrow_rl.cli.workload",

@@ -1,0 +1,244 @@
+"""The checkpoint format: a directory that a deployed controller can be rebuilt from.
+
+::
+
+    <checkpoint>/
+      model.zip          SB3 model (a zip holding pickled objects: load only checkpoints you trust)
+      vecnormalize.pkl   VecNormalize statistics, only if training normalized observations (a pickle)
+      metadata.json      observation/action space spec, observation feature names, env config,
+                         preset, SLOs, training config, seed, package versions, training report
+
+SECURITY: ``model.zip`` and ``vecnormalize.pkl`` are unpickled on load, and unpickling can run
+arbitrary code. Load only checkpoints you created or trust.
+
+``metadata.json`` is plain JSON and is read and validated *before* anything is unpickled, so a
+checkpoint that does not fit the cluster is rejected with a message naming the mismatch without
+touching the pickles.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import pickle
+import platform
+from dataclasses import dataclass
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.config import algo_class
+from agents.inference import greedy_actions
+
+FORMAT = "arrow-rl-checkpoint"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.zip"
+VECNORM_FILE = "vecnormalize.pkl"
+METADATA_FILE = "metadata.json"
+
+_PACKAGES = ("arrow-rl", "torch", "stable-baselines3", "sb3-contrib", "gymnasium", "numpy")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or malformed."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint does not fit the cluster / environment it is asked to control."""
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def space_spec(space) -> dict[str, Any]:
+    """JSON description of a gymnasium space (Box or Discrete), enough to check compatibility."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype)}
+    raise CheckpointError(f"unsupported space {space!r}: checkpoints support Box observations and Discrete actions")
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model,
+    metadata: dict[str, Any],
+    vecnormalize=None,
+) -> Path:
+    """Write ``model.zip`` (+ ``vecnormalize.pkl``) and ``metadata.json`` into ``directory``.
+
+    ``metadata`` holds the caller's fields (env config, feature names, training config...); the
+    format header, spaces and package versions are filled in here from the model itself.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / MODEL_FILE)
+    if vecnormalize is not None:
+        vecnormalize.save(str(directory / VECNORM_FILE))
+    elif (directory / VECNORM_FILE).exists():
+        (directory / VECNORM_FILE).unlink()
+    meta = dict(metadata)
+    meta.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "algo": meta.get("algo") or _algo_name(model),
+            "observation_space": space_spec(model.observation_space),
+            "action_space": space_spec(model.action_space),
+            "normalized": vecnormalize is not None,
+            "versions": package_versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return directory
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "value"):  # enums
+        return obj.value
+    return repr(obj)
+
+
+def _algo_name(model) -> str:
+    name = type(model).__name__
+    return {"PPO": "ppo", "MaskablePPO": "maskable_ppo", "DQN": "dqn"}.get(name, name.lower())
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """Read and check ``metadata.json`` (no unpickling)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a checkpoint directory (expected {MODEL_FILE} + {METADATA_FILE})")
+    path = directory / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; a checkpoint directory needs {METADATA_FILE} beside {MODEL_FILE}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an arrow-rl checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {meta.get('format_version')!r} is not supported (this arrow-rl reads {FORMAT_VERSION})"
+        )
+    for key in ("algo", "observation_space", "action_space"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: missing field {key!r}")
+    if not (directory / MODEL_FILE).is_file():
+        raise CheckpointError(f"{directory / MODEL_FILE}: missing")
+    if meta.get("normalized") and not (directory / VECNORM_FILE).is_file():
+        raise CheckpointError(f"{directory / VECNORM_FILE}: missing, but metadata says observations were normalized")
+    return meta
+
+
+def check_spaces(meta: dict[str, Any], observation_space, action_space, source: str = "checkpoint") -> None:
+    """Raise ``CheckpointMismatchError`` naming every difference between the checkpoint's spaces
+    and the ones of the environment/cluster it should control."""
+    problems = []
+    want_obs, want_act = space_spec(observation_space), space_spec(action_space)
+    have_obs, have_act = meta["observation_space"], meta["action_space"]
+    if have_obs.get("shape") != want_obs.get("shape"):
+        problems.append(f"observation size {_size(have_obs)} (checkpoint) vs {_size(want_obs)} (environment)")
+    if have_act.get("type") != want_act.get("type") or have_act.get("n") != want_act.get("n"):
+        problems.append(f"action space {_act(have_act)} (checkpoint) vs {_act(want_act)} (environment)")
+    if problems:
+        raise CheckpointMismatchError(f"{source} does not fit this environment: " + "; ".join(problems))
+
+
+def _size(spec: dict[str, Any]) -> str:
+    shape = spec.get("shape") or []
+    return str(int(np.prod(shape))) if len(shape) == 1 else str(tuple(shape))
+
+
+def _act(spec: dict[str, Any]) -> str:
+    return f"{spec.get('type')}({spec.get('n')})" if spec.get("type") == "Discrete" else str(spec.get("type"))
+
+
+@dataclass
+class ObsNormalizer:
+    """The frozen observation scaling of ``VecNormalize``: clip((x - mean) / sqrt(var + eps))."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float
+    epsilon: float
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+
+    @classmethod
+    def from_vecnormalize(cls, vn) -> "ObsNormalizer | None":
+        if not getattr(vn, "norm_obs", False):
+            return None
+        return cls(
+            np.asarray(vn.obs_rms.mean, np.float64).copy(),
+            np.asarray(vn.obs_rms.var, np.float64).copy(),
+            float(vn.clip_obs),
+            float(vn.epsilon),
+        )
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model, its frozen observation scaling, and its metadata."""
+
+    directory: Path
+    model: Any
+    metadata: dict[str, Any]
+    normalizer: ObsNormalizer | None = None
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.metadata["action_space"]["n"])
+
+    @property
+    def obs_size(self) -> int:
+        return int(np.prod(self.metadata["observation_space"]["shape"]))
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float32)
+        return self.normalizer(obs) if self.normalizer is not None else obs
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+        """Deterministic masked action for one raw observation."""
+        return int(greedy_actions(self.model, self.normalize(obs)[None], None if mask is None else np.asarray(mask)[None])[0])
+
+
+def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
+    """Load a checkpoint directory. SECURITY: unpickles ``model.zip`` (and ``vecnormalize.pkl``);
+    only load checkpoints you trust."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    cls = algo_class(meta["algo"])
+    try:
+        model = cls.load(directory / MODEL_FILE, device=device)
+    except Exception as exc:  # SB3 raises many kinds of errors for damaged zips
+        raise CheckpointError(f"{directory / MODEL_FILE}: cannot load {meta['algo']} model ({type(exc).__name__}: {exc})") from exc
+    check_spaces(meta, model.observation_space, model.action_space, source=f"{directory / MODEL_FILE}")
+    normalizer = None
+    if meta.get("normalized"):
+        with open(directory / VECNORM_FILE, "rb") as fh:
+            normalizer = ObsNormalizer.from_vecnormalize(pickle.load(fh))
+    model.policy.set_training_mode(False)
+    return Checkpoint(directory, model, meta, normalizer)

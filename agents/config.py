@@ -1,0 +1,299 @@
+"""The training configuration: one YAML file (rl-zoo3 style) describes a reproducible run.
+
+A run is fully determined by its config and its seed, so the config is validated at the boundary
+(pydantic, errors name the file and the field) and stored verbatim in every checkpoint's metadata.
+
+Layout (see ``docs/agents.md`` for every field)::
+
+    name: maskable_ppo_azure
+    algo: maskable_ppo            # ppo | maskable_ppo | dqn
+    policy: MlpPolicy
+    policy_kwargs: {net_arch: [64, 64], activation_fn: tanh}
+    n_envs: 4
+    n_timesteps: 200000
+    normalize: false              # or true, or {norm_obs: true, norm_reward: false, clip_obs: 10}
+    seed: 0
+    vec_env: dummy                # dummy | subproc
+    learning_rate: lin_3e-4       # any other key is an algorithm hyperparameter
+    n_steps: 256
+    env: {...}                    # EnvConfig fields (+ optional ``id``)
+    pretrain: {...}               # behaviour cloning from Arrow + DAgger
+    eval: {...}                   # held-out evaluation during training
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ALGOS = ("ppo", "maskable_ppo", "dqn")
+DEFAULT_ENV_ID = "arrow_rl/PDCluster-v0"
+
+# Names of torch activation functions accepted in ``policy_kwargs.activation_fn`` (YAML cannot
+# hold a class, rl-zoo3 uses the same short names).
+ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu")
+
+# Hyperparameters that take a schedule string (``lin_3e-4``) in addition to a number.
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+class ConfigError(ValueError):
+    """A training config is invalid; the message names the file and the field."""
+
+
+def parse_schedule(value: Union[float, str], field: str) -> Union[float, Callable[[float], float]]:
+    """rl-zoo3 schedule syntax: a number is constant, ``lin_X`` decays linearly from X to 0 over
+    training (SB3 passes ``progress_remaining`` going 1 -> 0), ``const_X`` is constant X."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{field}: expected a number or 'lin_<x>'/'const_<x>', got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        kind, _, number = value.partition("_")
+        try:
+            x = float(number)
+        except ValueError:
+            raise ConfigError(f"{field}: cannot parse schedule {value!r} (expected 'lin_<x>' or 'const_<x>')") from None
+        if kind == "lin":
+            return _LinearSchedule(x)
+        if kind == "const":
+            return x
+    raise ConfigError(f"{field}: unknown schedule {value!r} (expected a number, 'lin_<x>' or 'const_<x>')")
+
+
+class _LinearSchedule:
+    """Picklable linear schedule (SB3 saves schedules inside model.zip)."""
+
+    def __init__(self, initial: float) -> None:
+        self.initial = initial
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.initial
+
+    def __repr__(self) -> str:
+        return f"lin_{self.initial:g}"
+
+
+class NormalizeConfig(BaseModel):
+    """``VecNormalize`` options. Statistics are frozen at the end of training and saved beside the
+    model (``vecnormalize.pkl``) so the deployed controller scales observations identically."""
+
+    model_config = ConfigDict(extra="forbid")
+    norm_obs: bool = True
+    norm_reward: bool = False
+    clip_obs: float = Field(10.0, gt=0)
+    clip_reward: float = Field(10.0, gt=0)
+    gamma: float = Field(0.99, gt=0, le=1)
+
+
+class EnvBlock(BaseModel):
+    """The environment: a registered gymnasium id plus the fields of its ``EnvConfig``.
+
+    Every key other than ``id`` is passed through to the env's config class, which validates it
+    (so a typo is reported by the env with the field's name)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = DEFAULT_ENV_ID
+
+    def env_kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PretrainConfig(BaseModel):
+    """Arrow as teacher: behaviour cloning, DAgger rounds, then RL fine-tuning from the clone."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    teacher_steps: int = Field(20_000, ge=1, description="transitions collected with the teacher acting")
+    epochs: int = Field(10, ge=1, description="passes over the (aggregated) dataset per fit")
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    dagger_rounds: int = Field(3, ge=0)
+    dagger_steps: int = Field(10_000, ge=1, description="transitions added per DAgger round")
+    dagger_beta: float = Field(
+        0.5, ge=0, le=1, description="probability the teacher acts in round 1 of DAgger; decays by dagger_beta each round"
+    )
+    class_balance: float = Field(
+        0.5, ge=0, le=1, description="0: plain cross-entropy; 1: inverse-frequency class weights (the teacher is mostly no-op)"
+    )
+    value_pretrain: bool = Field(True, description="fit the value head to Monte-Carlo returns of the clone before RL")
+    max_dataset: int = Field(500_000, ge=1, description="oldest samples are dropped beyond this")
+    rl_after: bool = Field(True, description="fine-tune with RL after cloning (n_timesteps steps)")
+
+
+class EvalConfig(BaseModel):
+    """Evaluation on held-out trace windows during training (and the keep-best rule)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    env: dict[str, Any] = Field(default_factory=dict, description="overrides of the training env block (e.g. held-out traces)")
+    freq: int = Field(10_000, ge=1, description="evaluate every this many environment steps (summed over envs)")
+    n_episodes: int = Field(2, ge=1, description="episodes per rate scale")
+    rate_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    seed: int = Field(10_000, description="eval episodes use seeds seed, seed+1, ...; fixed so evaluations compare")
+    compare_teacher: bool = Field(True, description="also run the teacher (Arrow) on the same episodes")
+
+    @field_validator("rate_scales")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"rate scales must be positive, got {v}")
+        return sorted(v)
+
+
+class TrainConfig(BaseModel):
+    """One training run. Unknown top-level keys are algorithm hyperparameters (rl-zoo3 style) and
+    are checked against the algorithm's constructor."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    algo: Literal["ppo", "maskable_ppo", "dqn"]
+    policy: str = "MlpPolicy"
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
+    n_envs: int = Field(1, ge=1)
+    n_timesteps: int = Field(100_000, ge=0)
+    normalize: Union[bool, NormalizeConfig] = False
+    seed: int = 0
+    vec_env: Literal["dummy", "subproc"] = "dummy"
+    device: str = "cpu"
+    log_dir: str = "runs"
+    tensorboard: bool = True
+    env: EnvBlock = Field(default_factory=EnvBlock)
+    pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(enabled=False))
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize(cls, v: Any) -> Any:
+        if v is True:
+            return NormalizeConfig()
+        return v
+
+    @field_validator("policy_kwargs")
+    @classmethod
+    def _activation(cls, v: dict[str, Any]) -> dict[str, Any]:
+        act = v.get("activation_fn")
+        if act is not None and act not in ACTIVATIONS:
+            raise ValueError(f"activation_fn {act!r} is not one of {ACTIVATIONS}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.pretrain.enabled and self.algo == "dqn":
+            raise ValueError("pretrain (behaviour cloning) is implemented for ppo and maskable_ppo, not dqn")
+        unknown = set(self.hyperparams) - set(_algo_parameters(self.algo))
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameter(s) {sorted(unknown)} for algo {self.algo!r}; "
+                f"valid: {sorted(_algo_parameters(self.algo))}"
+            )
+        for key in SCHEDULED:
+            if key in self.hyperparams:
+                parse_schedule(self.hyperparams[key], key)
+        return self
+
+    @property
+    def hyperparams(self) -> dict[str, Any]:
+        """Algorithm constructor keyword arguments given at the top level of the YAML."""
+        return dict(self.model_extra or {})
+
+    @property
+    def normalize_config(self) -> NormalizeConfig | None:
+        return self.normalize if isinstance(self.normalize, NormalizeConfig) else None
+
+    def eval_env_block(self) -> EnvBlock:
+        """The training env block with the eval overrides applied."""
+        merged = self.env.model_dump()
+        merged.update(self.eval.env)
+        return EnvBlock(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# Keys of the algorithm constructor that the config sets itself (not hyperparameters).
+_RESERVED = {"policy", "env", "policy_kwargs", "seed", "device", "tensorboard_log", "verbose", "_init_setup_model"}
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 class of an algorithm name."""
+    if algo == "ppo":
+        from stable_baselines3 import PPO
+
+        return PPO
+    if algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    if algo == "dqn":
+        from stable_baselines3 import DQN
+
+        return DQN
+    raise ConfigError(f"unknown algo {algo!r}; expected one of {ALGOS}")
+
+
+def _algo_parameters(algo: str) -> list[str]:
+    params = inspect.signature(algo_class(algo).__init__).parameters
+    return [p for p in params if p not in _RESERVED and p != "self"]
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read and validate a YAML training config; errors name the file and the offending field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: training config not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    if overrides:
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    """Validate a config mapping, turning pydantic errors into one readable message."""
+    try:
+        return TrainConfig(**raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError(f"{source}: invalid training config\n" + "\n".join(lines)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def build_policy_kwargs(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Turn YAML-friendly policy kwargs into SB3's (activation names -> torch classes)."""
+    import torch.nn as nn
+
+    out = dict(policy_kwargs)
+    act = out.get("activation_fn")
+    if isinstance(act, str):
+        out["activation_fn"] = {
+            "tanh": nn.Tanh,
+            "relu": nn.ReLU,
+            "elu": nn.ELU,
+            "leaky_relu": nn.LeakyReLU,
+            "gelu": nn.GELU,
+            "silu": nn.SiLU,
+        }[act]
+    return out
+
+
+def build_hyperparams(config: TrainConfig) -> dict[str, Any]:
+    """Algorithm kwargs with schedule strings turned into callables."""
+    out = config.hyperparams
+    for key in SCHEDULED:
+        if key in out:
+            out[key] = parse_schedule(out[key], key)
+    return out

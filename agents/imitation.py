@@ -1,0 +1,397 @@
+"""Arrow as teacher: behaviour cloning and DAgger for SB3 actor-critic policies, written here.
+
+(The ``imitation`` library pins SB3 2.2 / gymnasium 0.29 and does not install beside this stack.)
+
+The environment exposes, in ``info["teacher_action"]``, the action the Arrow interval controller
+would take in the current state, in the env's action encoding; the teacher sees only what a
+deployed controller sees. From that:
+
+1. **Behaviour cloning**: roll out the teacher, record (observation, teacher action, action mask),
+   minimise the mask-aware cross-entropy of the policy's categorical distribution (invalid actions
+   get -inf logits, exactly as MaskablePPO samples). Arrow mostly does nothing, so the loss can be
+   class-weighted (``class_balance``) so rare flips are not drowned by no-ops.
+2. **DAgger** (Ross et al., 2011): roll out a mixture (teacher with probability beta_i, else the
+   student's greedy masked action), label every visited state with the teacher's action, aggregate
+   and refit. This fixes the compounding-error problem of plain cloning: the student learns what
+   Arrow would do in the states the *student* reaches.
+3. **Value warm start**: fit the value head to discounted Monte-Carlo returns of the clone's own
+   rollouts, so RL fine-tuning starts from a critic that matches the policy instead of tearing the
+   cloned policy apart with random advantages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents.config import PretrainConfig
+from agents.inference import greedy_actions, masked_argmax, policy_logits
+
+Normalizer = Callable[[np.ndarray], np.ndarray]
+
+
+class TeacherMissingError(RuntimeError):
+    """The environment's ``info`` has no ``teacher_action``."""
+
+
+def _identity(obs: np.ndarray) -> np.ndarray:
+    return obs
+
+
+def env_masks(env: gym.Env) -> np.ndarray:
+    """Action mask of a (possibly wrapped) env; all-valid when it offers none."""
+    try:
+        fn = env.get_wrapper_attr("action_masks")
+    except AttributeError:
+        return np.ones(env.action_space.n, dtype=bool)
+    return np.asarray(fn(), dtype=bool)
+
+
+def teacher_action(info: dict[str, Any]) -> int:
+    try:
+        return int(info["teacher_action"])
+    except KeyError:
+        raise TeacherMissingError(
+            "env info has no 'teacher_action'; imitation needs an env that runs the teacher "
+            f"(PDClusterEnv does). info keys: {sorted(info)}"
+        ) from None
+
+
+@dataclass
+class Dataset:
+    """Aggregated (observation, teacher action, mask) samples; raw (un-normalized) observations."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    masks: np.ndarray
+    max_size: int = 500_000
+
+    @classmethod
+    def empty(cls, obs_dim: int, n_actions: int, max_size: int = 500_000) -> "Dataset":
+        return cls(
+            np.zeros((0, obs_dim), np.float32), np.zeros(0, np.int64), np.zeros((0, n_actions), bool), max_size
+        )
+
+    def __len__(self) -> int:
+        return int(self.actions.size)
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, masks: np.ndarray) -> None:
+        self.obs = np.concatenate([self.obs, obs.astype(np.float32)])[-self.max_size :]
+        self.actions = np.concatenate([self.actions, actions.astype(np.int64)])[-self.max_size :]
+        self.masks = np.concatenate([self.masks, masks.astype(bool)])[-self.max_size :]
+
+    def save(self, path) -> None:
+        np.savez_compressed(path, obs=self.obs, actions=self.actions, masks=self.masks)
+
+    @classmethod
+    def load(cls, path) -> "Dataset":
+        with np.load(path) as z:
+            return cls(z["obs"], z["actions"], z["masks"])
+
+
+@dataclass
+class Rollout:
+    """What one collection pass saw: the labelled samples plus rewards for the value warm start."""
+
+    dataset: Dataset
+    obs: np.ndarray            # (T, n_envs, obs_dim), raw
+    rewards: np.ndarray        # (T, n_envs)
+    dones: np.ndarray          # (T, n_envs): episode ended after this step
+    teacher_share: float       # fraction of steps on which the teacher acted
+    episode_infos: list[dict[str, Any]] = field(default_factory=list)
+
+
+def collect(
+    envs: Sequence[gym.Env],
+    n_steps: int,
+    act: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+    beta: float,
+    seed: int,
+    max_dataset: int = 500_000,
+    progress: Callable[[int], None] | None = None,
+) -> Rollout:
+    """Step ``envs`` in lock-step for about ``n_steps`` transitions in total.
+
+    At each step each env follows the teacher with probability ``beta`` and ``act(obs, masks,
+    teacher)`` otherwise; every visited state is labelled with the teacher's action. Plain gym envs
+    (not a VecEnv) so that the reset observation's label comes from the reset ``info`` without
+    auto-reset bookkeeping.
+    """
+    n_envs = len(envs)
+    horizon = max(1, -(-n_steps // n_envs))
+    obs_dim = int(np.prod(envs[0].observation_space.shape))
+    n_actions = int(envs[0].action_space.n)
+    cur_obs = np.zeros((n_envs, obs_dim), np.float32)
+    cur_teacher = np.zeros(n_envs, np.int64)
+    for i, env in enumerate(envs):
+        o, info = env.reset(seed=seed + i)
+        cur_obs[i] = np.asarray(o, np.float32).reshape(-1)
+        cur_teacher[i] = teacher_action(info)
+    obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
+    act_log = np.zeros((horizon, n_envs), np.int64)
+    mask_log = np.zeros((horizon, n_envs, n_actions), bool)
+    rew_log = np.zeros((horizon, n_envs), np.float32)
+    done_log = np.zeros((horizon, n_envs), bool)
+    teacher_steps = 0
+    episode_infos: list[dict[str, Any]] = []
+    for t in range(horizon):
+        masks = np.stack([env_masks(env) for env in envs])
+        obs_log[t], act_log[t], mask_log[t] = cur_obs, cur_teacher, masks
+        use_teacher = rng.random(n_envs) < beta
+        teacher_steps += int(use_teacher.sum())
+        actions = cur_teacher.copy()
+        if not use_teacher.all():
+            student = act(cur_obs, masks, cur_teacher)
+            actions = np.where(use_teacher, cur_teacher, student)
+        for i, env in enumerate(envs):
+            o, r, terminated, truncated, info = env.step(int(actions[i]))
+            rew_log[t, i] = r
+            if terminated or truncated:
+                done_log[t, i] = True
+                episode_infos.append(info)
+                o, info = env.reset()
+            cur_obs[i] = np.asarray(o, np.float32).reshape(-1)
+            cur_teacher[i] = teacher_action(info)
+        if progress is not None:
+            progress(n_envs)
+    data = Dataset.empty(obs_dim, n_actions, max_dataset)
+    data.add(obs_log.reshape(-1, obs_dim), act_log.reshape(-1), mask_log.reshape(-1, n_actions))
+    return Rollout(data, obs_log, rew_log, done_log, teacher_steps / (horizon * n_envs), episode_infos)
+
+
+def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Monte-Carlo returns per env, reset at episode ends. Also returns a validity mask that drops
+    the unfinished tail of each env's last episode whose return is cut short by more than ~5% of
+    its weight (``gamma**k < 0.05``)."""
+    T, n = rewards.shape
+    ret = np.zeros_like(rewards, dtype=np.float64)
+    valid = np.zeros_like(rewards, dtype=bool)
+    tail = int(np.ceil(np.log(0.05) / np.log(gamma))) if gamma < 1 else T
+    for i in range(n):
+        acc = 0.0
+        seen_done = False
+        for t in range(T - 1, -1, -1):
+            if dones[t, i]:
+                acc = 0.0
+                seen_done = True
+            acc = rewards[t, i] + gamma * acc
+            ret[t, i] = acc
+            valid[t, i] = seen_done or (T - 1 - t) >= tail
+    return ret.astype(np.float32), valid
+
+
+def class_weights(actions: np.ndarray, n_actions: int, power: float) -> np.ndarray:
+    """Inverse-frequency weights ``freq**-power`` (power 0: uniform), mean weight 1 per sample."""
+    counts = np.bincount(actions, minlength=n_actions).astype(np.float64)
+    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    mean_per_sample = (w * counts).sum() / max(counts.sum(), 1.0)
+    return (w / mean_per_sample).astype(np.float32) if mean_per_sample > 0 else np.ones(n_actions, np.float32)
+
+
+def masked_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    return torch.where(masks, logits, torch.full_like(logits, -1e8))
+
+
+def fit_bc(
+    policy,
+    data: Dataset,
+    cfg: PretrainConfig,
+    normalize: Normalizer = _identity,
+    seed: int = 0,
+    epochs: int | None = None,
+) -> list[float]:
+    """Mask-aware cross-entropy of the policy's action distribution on the teacher's actions.
+
+    Optimises the actor (features, policy MLP branch, action head) with Adam; returns the mean loss
+    of each epoch. Samples whose teacher action is masked out (should not happen) are dropped.
+    """
+    n_actions = data.masks.shape[1]
+    ok = data.masks[np.arange(len(data)), data.actions]
+    obs = torch.as_tensor(normalize(data.obs[ok]), dtype=torch.float32, device=policy.device)
+    actions = torch.as_tensor(data.actions[ok], device=policy.device)
+    masks = torch.as_tensor(data.masks[ok], device=policy.device)
+    weights = torch.as_tensor(class_weights(data.actions[ok], n_actions, cfg.class_balance), device=policy.device)
+    params = [p for name, p in policy.named_parameters() if not name.startswith(("value_net", "mlp_extractor.value_net"))]
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+    gen = torch.Generator().manual_seed(seed)
+    n = obs.shape[0]
+    history: list[float] = []
+    policy.set_training_mode(True)
+    for _ in range(epochs if epochs is not None else cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        total, batches = 0.0, 0
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            logits = masked_logits(policy_logits(policy, obs[idx]), masks[idx])
+            loss = F.cross_entropy(logits, actions[idx], weight=weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.item())
+            batches += 1
+        history.append(total / max(batches, 1))
+    policy.set_training_mode(False)
+    return history
+
+
+def fit_value(policy, obs: np.ndarray, returns: np.ndarray, lr: float, epochs: int, batch_size: int, seed: int) -> float:
+    """Regress the value head on returns (only value parameters move); returns the final MSE."""
+    params = [p for name, p in policy.named_parameters() if name.startswith(("value_net", "mlp_extractor.value_net"))]
+    if not params:
+        return float("nan")
+    optimizer = torch.optim.Adam(params, lr=lr)
+    x = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
+    y = torch.as_tensor(returns, dtype=torch.float32, device=policy.device)
+    gen = torch.Generator().manual_seed(seed)
+    policy.set_training_mode(True)
+    loss_value = float("nan")
+    for _ in range(epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        total, batches = 0.0, 0
+        for start in range(0, x.shape[0], batch_size):
+            idx = perm[start : start + batch_size]
+            values = policy.predict_values(x[idx]).squeeze(-1)
+            loss = F.mse_loss(values, y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.item())
+            batches += 1
+        loss_value = total / max(batches, 1)
+    policy.set_training_mode(False)
+    return loss_value
+
+
+def agreement(model, data: Dataset, normalize: Normalizer = _identity) -> dict[str, float]:
+    """How often the student's greedy masked action equals the teacher's.
+
+    ``accuracy`` over all samples; ``flip_recall`` over samples where the teacher flips (the no-op
+    majority makes plain accuracy flattering); ``noop_precision`` how often a student no-op was
+    a teacher no-op; per-action recall as ``recall_<a>``.
+    """
+    if len(data) == 0:
+        return {"accuracy": float("nan"), "flip_recall": float("nan"), "samples": 0}
+    pred = greedy_actions(model, normalize(data.obs), data.masks)
+    hit = pred == data.actions
+    out: dict[str, float] = {"accuracy": float(hit.mean()), "samples": float(len(data))}
+    flips = data.actions != 0
+    out["flip_recall"] = float(hit[flips].mean()) if flips.any() else float("nan")
+    out["teacher_flip_share"] = float(flips.mean())
+    student_noop = pred == 0
+    out["noop_precision"] = float((data.actions[student_noop] == 0).mean()) if student_noop.any() else float("nan")
+    for a in np.unique(data.actions):
+        out[f"recall_{int(a)}"] = float(hit[data.actions == a].mean())
+    return out
+
+
+@dataclass
+class PretrainReport:
+    """What the pretraining phase measured (stored in the checkpoint's metadata)."""
+
+    samples: int = 0
+    bc_loss: list[float] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    value_mse: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "bc_loss": self.bc_loss, "rounds": self.rounds, "value_mse": self.value_mse}
+
+
+def pretrain(
+    model,
+    envs: Sequence[gym.Env],
+    cfg: PretrainConfig,
+    seed: int,
+    gamma: float = 0.99,
+    normalizer=None,
+    on_round: Callable[[int, dict[str, Any]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[PretrainReport, Dataset]:
+    """Behaviour cloning from the env's teacher, then ``cfg.dagger_rounds`` DAgger rounds.
+
+    ``normalizer`` is an SB3 ``VecNormalize`` (or None): its observation statistics are initialised
+    from the teacher's data so that the cloned policy sees the same scaling RL will use.
+    ``on_round(i, metrics)`` is called after each fit (round 0 = plain cloning). Agreement in each
+    round is measured on the data that round *newly collected*, before refitting on it, which is
+    the held-out agreement of the previous fit on the states the student itself reaches.
+    """
+    rng = np.random.default_rng(seed)
+    policy = model.policy
+    report = PretrainReport()
+
+    def normalize(obs: np.ndarray) -> np.ndarray:
+        if normalizer is None:
+            return obs
+        return normalizer.normalize_obs(obs).astype(np.float32)
+
+    def student(obs: np.ndarray, masks: np.ndarray, _teacher: np.ndarray) -> np.ndarray:
+        return greedy_actions(model, normalize(obs), masks)
+
+    teacher_roll = collect(envs, cfg.teacher_steps, student, rng, beta=1.0, seed=seed, max_dataset=cfg.max_dataset, progress=progress)
+    data = teacher_roll.dataset
+    if normalizer is not None and normalizer.norm_obs:
+        normalizer.obs_rms.update(data.obs)
+    report.bc_loss = fit_bc(policy, data, cfg, normalize, seed=seed)
+    metrics = {"round": 0, "beta": 1.0, "samples": len(data), "train": agreement(model, data, normalize),
+               "teacher_episodes": _episode_summary(teacher_roll.episode_infos)}
+    report.rounds.append(metrics)
+    if on_round:
+        on_round(0, metrics)
+    last = teacher_roll
+    for r in range(1, cfg.dagger_rounds + 1):
+        beta = cfg.dagger_beta**r
+        roll = collect(envs, cfg.dagger_steps, student, rng, beta=beta, seed=seed + 1000 * r, max_dataset=cfg.max_dataset, progress=progress)
+        held_out = agreement(model, roll.dataset, normalize)
+        data.add(roll.dataset.obs, roll.dataset.actions, roll.dataset.masks)
+        loss = fit_bc(policy, data, cfg, normalize, seed=seed + r)
+        metrics = {"round": r, "beta": beta, "samples": len(data), "on_policy_before_fit": held_out,
+                   "train": agreement(model, data, normalize), "bc_loss": loss[-1],
+                   "student_episodes": _episode_summary(roll.episode_infos)}
+        report.rounds.append(metrics)
+        if on_round:
+            on_round(r, metrics)
+        last = roll
+    if cfg.value_pretrain and hasattr(policy, "predict_values"):
+        if last.teacher_share > 0.5 or cfg.dagger_rounds == 0:
+            # the value head should predict returns of the student: roll it out on its own
+            last = collect(envs, cfg.dagger_steps, student, rng, beta=0.0, seed=seed + 99_991, max_dataset=cfg.max_dataset, progress=progress)
+        returns, valid = discounted_returns(last.rewards, last.dones, gamma)
+        obs = last.obs.reshape(-1, last.obs.shape[-1])[valid.reshape(-1)]
+        if obs.shape[0]:
+            report.value_mse = fit_value(policy, normalize(obs), returns.reshape(-1)[valid.reshape(-1)],
+                                         lr=cfg.learning_rate, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed)
+    report.samples = len(data)
+    return report, data
+
+
+def _episode_summary(infos: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of the numeric episode-level keys the env reports at episode end."""
+    keys = ("slo_attainment", "goodput", "flips", "episode_slo_attainment", "episode_goodput", "episode_flips")
+    out: dict[str, float] = {"episodes": float(len(infos))}
+    for k in keys:
+        vals = [float(i[k]) for i in infos if k in i and isinstance(i[k], (int, float, np.floating, np.integer))]
+        if vals:
+            out[k] = float(np.mean(vals))
+    return out
+
+
+__all__ = [
+    "Dataset",
+    "PretrainReport",
+    "Rollout",
+    "TeacherMissingError",
+    "agreement",
+    "class_weights",
+    "collect",
+    "discounted_returns",
+    "fit_bc",
+    "fit_value",
+    "masked_argmax",
+    "pretrain",
+]

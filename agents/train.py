@@ -1,0 +1,364 @@
+"""Training: SB3 PPO / sb3-contrib MaskablePPO / DQN on ``PDClusterEnv``, optionally starting from a
+clone of the Arrow heuristic (behaviour cloning + DAgger, ``agents.imitation``).
+
+One call, ``train(config)``, does the whole run and leaves::
+
+    runs/<name>__<seed>__<unix time>/
+      config.yaml               the validated config (reproduces the run with its seed)
+      events.out.tfevents.*     TensorBoard: SB3 training curves, pretrain/*, eval/* custom scalars
+      progress.csv              the same scalars as CSV
+      checkpoints/clone/        the cloned policy before RL (when pretraining)
+      checkpoints/best/         best held-out evaluation (serving-rate estimate, then attainment)
+      checkpoints/final/        the policy at the end of training
+      report.json               pretraining agreement, evaluations, timings
+
+Every random piece is seeded from ``config.seed``: the model (SB3 seeds python/numpy/torch), the
+vectorized envs (seed + rank), the imitation rollouts (a numpy Generator), the BC minibatches (a
+torch Generator) and the held-out evaluation episodes (fixed seeds from ``eval.seed``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+from agents.checkpoint import save_checkpoint
+from agents.config import TrainConfig, algo_class, build_hyperparams, build_policy_kwargs
+from agents.envs_bridge import env_config, env_thunk, is_toy, make_env
+from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
+from agents.imitation import pretrain
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_dir: Path
+    best_dir: Path | None
+    clone_dir: Path | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def selected_dir(self) -> Path:
+        """The checkpoint to ship: the best held-out one when evaluation ran, else the final one."""
+        return self.best_dir if self.best_dir is not None and self.best_dir.exists() else self.final_dir
+
+
+def run_name(config: TrainConfig, now: float | None = None) -> str:
+    """CleanRL-style run name ``<name>__<seed>__<unix time>``."""
+    return f"{config.name}__{config.seed}__{int(now if now is not None else time.time())}"
+
+
+def build_vec_env(config: TrainConfig) -> VecEnv:
+    """``n_envs`` copies of the training env in a Dummy or Subproc VecEnv, optionally normalized."""
+    kwargs = config.env.env_kwargs()
+    env_config(config.env.id, kwargs)  # validate once here: a bad field fails before workers start
+    thunks = [env_thunk(config.env.id, kwargs) for _ in range(config.n_envs)]
+    if config.vec_env == "subproc" and config.n_envs > 1:
+        venv: VecEnv = SubprocVecEnv(thunks, start_method="spawn")
+    else:
+        venv = DummyVecEnv(thunks)
+    venv.seed(config.seed)
+    norm = config.normalize_config
+    if norm is not None:
+        venv = VecNormalize(venv, norm_obs=norm.norm_obs, norm_reward=norm.norm_reward, clip_obs=norm.clip_obs,
+                            clip_reward=norm.clip_reward, gamma=norm.gamma)
+    return venv
+
+
+def build_model(config: TrainConfig, venv: VecEnv):
+    cls = algo_class(config.algo)
+    return cls(
+        config.policy,
+        venv,
+        seed=config.seed,
+        device=config.device,
+        policy_kwargs=build_policy_kwargs(config.policy_kwargs),
+        verbose=0,
+        **build_hyperparams(config),
+    )
+
+
+def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
+    """What a deployed controller needs to rebuild the observation and action mapping, plus provenance."""
+    kwargs = config.env.env_kwargs()
+    meta: dict[str, Any] = {
+        "name": config.name,
+        "algo": config.algo,
+        "env_id": config.env.id,
+        "seed": config.seed,
+        "train_config": config.to_dict(),
+    }
+    cfg = env_config(config.env.id, kwargs)
+    if cfg is None:
+        meta["env_config"] = kwargs
+        return meta
+    from arrow_rl.cluster.base import SLO
+    from envs.actions import ActionCodec
+    from envs.observation import ObservationBuilder
+
+    slo = SLO(cfg.slo_ttft_s, cfg.slo_tpot_s)
+    builder = ObservationBuilder(slo, cfg.num_instances, cfg.observation, cfg.action.min_pool_size)
+    codec = ActionCodec(cfg.action, cfg.num_instances)
+    meta.update(
+        {
+            "env_config": cfg.model_dump(mode="json"),
+            "preset": cfg.preset,
+            "num_instances": cfg.num_instances,
+            "max_instances": builder.max_instances,
+            "slo": {"ttft_s": cfg.slo_ttft_s, "tpot_s": cfg.slo_tpot_s},
+            "observation_features": builder.feature_names,
+            "action_encoding": {"kind": cfg.action.kind, "n": int(codec.space.n),
+                                "max_flips_per_step": cfg.action.max_flips_per_step,
+                                "min_pool_size": cfg.action.min_pool_size},
+            "control_interval_s": cfg.control_interval_s,
+        }
+    )
+    return meta
+
+
+def _control_interval(config: TrainConfig) -> float:
+    return float(config.env.env_kwargs().get("control_interval_s", 1.0))
+
+
+def _log_summary(logger: Logger, prefix: str, summary: EvalSummary) -> None:
+    logger.record(f"{prefix}/attainment", summary.mean("attainment"))
+    logger.record(f"{prefix}/goodput", summary.mean("goodput"))
+    logger.record(f"{prefix}/flips_per_min", summary.mean("flips_per_min"))
+    logger.record(f"{prefix}/reward", summary.mean("reward"))
+    logger.record(f"{prefix}/serving_rate_scale", summary.serving_rate)
+    for scale, m in zip(summary.scales, summary.per_scale):
+        logger.record(f"{prefix}/attainment@{scale:g}", m["attainment"])
+
+
+def _add_custom_scalars(logger: Logger) -> None:
+    """A TensorBoard 'Custom Scalars' layout putting the agent and Arrow on the same charts."""
+    from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+    layout = {
+        "arrow-rl (held-out)": {
+            "SLO attainment: agent vs Arrow": ["Multiline", ["eval/attainment", "eval/teacher_attainment"]],
+            "goodput: agent vs Arrow": ["Multiline", ["eval/goodput", "eval/teacher_goodput"]],
+            "flips per minute: agent vs Arrow": ["Multiline", ["eval/flips_per_min", "eval/teacher_flips_per_min"]],
+            "serving-rate estimate / Arrow": ["Multiline", ["eval/serving_rate_vs_arrow"]],
+        },
+        "pretraining": {
+            "agreement with Arrow": ["Multiline", ["pretrain/accuracy", "pretrain/flip_recall", "pretrain/on_policy_accuracy"]],
+        },
+    }
+    for fmt in logger.output_formats:
+        if isinstance(fmt, TensorBoardOutputFormat):
+            fmt.writer.add_custom_scalars(layout)
+            fmt.writer.flush()
+
+
+class ArrowEvalCallback(BaseCallback):
+    """Every ``freq`` environment steps: evaluate the policy on the held-out episodes, log it beside
+    the teacher, and keep the best model (highest serving-rate estimate, then attainment)."""
+
+    def __init__(self, evaluator: HeldOutEvaluator, freq: int, save_best: Callable[[], None],
+                 teacher: EvalSummary | None, normalize: Callable[[np.ndarray], np.ndarray]) -> None:
+        super().__init__(verbose=0)
+        self.evaluator = evaluator
+        self.freq = freq
+        self.save_best = save_best
+        self.teacher = teacher
+        self.normalize = normalize
+        self.best: tuple[float, float, float] = (-np.inf, -np.inf, -np.inf)
+        self.history: list[dict[str, Any]] = []
+        self._last = 0
+
+    def evaluate_now(self) -> EvalSummary:
+        summary = self.evaluator.evaluate(student_chooser(self.model, self.normalize))
+        _log_summary(self.logger, "eval", summary)
+        entry: dict[str, Any] = {"timesteps": int(self.num_timesteps), **summary.to_dict(),
+                                 "attainment": summary.mean("attainment"), "reward": summary.mean("reward")}
+        if self.teacher is not None:
+            ratio = summary.serving_rate / self.teacher.serving_rate if self.teacher.serving_rate > 0 else float("nan")
+            self.logger.record("eval/serving_rate_vs_arrow", ratio)
+            self.logger.record("eval/teacher_attainment", self.teacher.mean("attainment"))
+            self.logger.record("eval/teacher_goodput", self.teacher.mean("goodput"))
+            self.logger.record("eval/teacher_flips_per_min", self.teacher.mean("flips_per_min"))
+            entry["serving_rate_vs_arrow"] = ratio
+        self.logger.dump(self.num_timesteps)
+        key = (_nan_low(summary.serving_rate), _nan_low(summary.mean("attainment")), _nan_low(summary.mean("reward")))
+        if key > self.best:
+            self.best = key
+            self.save_best()
+            entry["saved_best"] = True
+        self.history.append(entry)
+        return summary
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.freq:
+            self._last = self.num_timesteps
+            self.evaluate_now()
+        return True
+
+
+def _nan_low(x: float) -> float:
+    return x if np.isfinite(x) else -np.inf
+
+
+def train(config: TrainConfig, run_root: str | Path | None = None, progress: bool = True,
+          on_message: Callable[[str], None] = lambda _m: None) -> TrainResult:
+    """Run one training job as described by ``config`` (see module docstring)."""
+    torch.set_num_threads(1)
+    t_start = time.time()
+    run_dir = Path(run_root if run_root is not None else config.log_dir) / run_name(config, t_start)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    formats = ["csv"] + (["tensorboard"] if config.tensorboard else [])
+    logger = configure(str(run_dir), formats)
+    if config.tensorboard:
+        _add_custom_scalars(logger)
+    report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
+
+    venv = build_vec_env(config)
+    model = build_model(config, venv)
+    model.set_logger(logger)
+    vecnorm = venv if isinstance(venv, VecNormalize) else None
+    meta = checkpoint_metadata(config)
+
+    def normalize(obs: np.ndarray) -> np.ndarray:
+        return vecnorm.normalize_obs(obs).astype(np.float32) if vecnorm is not None else obs
+
+    def save(directory: Path, extra: dict[str, Any] | None = None) -> Path:
+        m = dict(meta)
+        m["training"] = {k: v for k, v in report.items() if k != "config"}
+        if extra:
+            m["training"].update(extra)
+        return save_checkpoint(directory, model, m, vecnormalize=vecnorm)
+
+    evaluator = teacher_summary = None
+    if config.eval.enabled:
+        eval_block = config.eval_env_block()
+        evaluator = HeldOutEvaluator(eval_block.id, eval_block.env_kwargs(), config.eval.rate_scales,
+                                     config.eval.n_episodes, config.eval.seed, _control_interval(config))
+        if config.eval.compare_teacher:
+            t0 = time.time()
+            teacher_summary = evaluator.evaluate(teacher_chooser)
+            report["teacher_eval"] = teacher_summary.to_dict()
+            report["timings_s"]["teacher_eval"] = time.time() - t0
+            on_message(f"teacher (Arrow) on held-out episodes: attainment {teacher_summary.mean('attainment'):.3f}, "
+                       f"serving-rate scale {teacher_summary.serving_rate:.3f}")
+
+    clone_dir = None
+    if config.pretrain.enabled:
+        t0 = time.time()
+        plain_envs = [make_env(config.env.id, config.env.env_kwargs()) for _ in range(config.n_envs)]
+        if vecnorm is not None:
+            vecnorm.training = False  # statistics come from the teacher's data inside pretrain()
+
+        def on_round(r: int, metrics: dict[str, Any]) -> None:
+            train_m = metrics["train"]
+            logger.record("pretrain/accuracy", train_m["accuracy"])
+            logger.record("pretrain/flip_recall", train_m["flip_recall"])
+            logger.record("pretrain/samples", metrics["samples"])
+            logger.record("pretrain/beta", metrics["beta"])
+            if "on_policy_before_fit" in metrics:
+                logger.record("pretrain/on_policy_accuracy", metrics["on_policy_before_fit"]["accuracy"])
+            logger.dump(r)
+            on_message(f"imitation round {r} (beta {metrics['beta']:.2f}, {metrics['samples']} samples): "
+                       f"agreement {train_m['accuracy']:.3f}, flip recall {train_m['flip_recall']:.3f}")
+
+        with _progress(progress, "imitation", config.pretrain.teacher_steps
+                       + config.pretrain.dagger_rounds * config.pretrain.dagger_steps
+                       + (config.pretrain.dagger_steps if config.pretrain.value_pretrain else 0)) as advance:
+            pre_report, _data = pretrain(model, plain_envs, config.pretrain, seed=config.seed,
+                                         gamma=float(getattr(model, "gamma", 0.99)), normalizer=vecnorm,
+                                         on_round=on_round, progress=advance)
+        for env in plain_envs:
+            env.close()
+        if vecnorm is not None:
+            vecnorm.training = True
+        report["pretrain"] = pre_report.to_dict()
+        report["timings_s"]["pretrain"] = time.time() - t0
+        if evaluator is not None:
+            clone_eval = evaluator.evaluate(student_chooser(model, normalize))
+            _log_summary(logger, "clone_eval", clone_eval)
+            logger.dump(0)
+            report["clone_eval"] = clone_eval.to_dict()
+            on_message(f"clone on held-out episodes: attainment {clone_eval.mean('attainment'):.3f}, "
+                       f"serving-rate scale {clone_eval.serving_rate:.3f}")
+        clone_dir = save(ckpt_dir / "clone", {"stage": "clone"})
+
+    best_dir = None
+    callback = None
+    if evaluator is not None:
+        best_dir = ckpt_dir / "best"
+        callback = ArrowEvalCallback(evaluator, config.eval.freq, lambda: save(best_dir, {"stage": "best"}),
+                                     teacher_summary, normalize)
+    n_rl = config.n_timesteps if (not config.pretrain.enabled or config.pretrain.rl_after) else 0
+    if n_rl > 0:
+        t0 = time.time()
+        if callback is not None and config.pretrain.enabled:
+            callback.init_callback(model)
+            callback.evaluate_now()  # the clone is the first candidate for "best"
+        model.learn(total_timesteps=n_rl, callback=CallbackList([callback]) if callback else None,
+                    progress_bar=progress, reset_num_timesteps=True)
+        report["timings_s"]["rl"] = time.time() - t0
+        if callback is not None and (not callback.history or callback.history[-1]["timesteps"] != model.num_timesteps):
+            callback.evaluate_now()
+    elif callback is not None:
+        callback.init_callback(model)
+        callback.evaluate_now()
+    if callback is not None:
+        report["evaluations"] = callback.history
+    report["timings_s"]["total"] = time.time() - t_start
+    final_dir = save(ckpt_dir / "final", {"stage": "final"})
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+    venv.close()
+    if evaluator is not None:
+        evaluator.close()
+    return TrainResult(run_dir, final_dir, best_dir if best_dir and best_dir.exists() else None, clone_dir, report)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+class _progress:
+    """A rich progress bar for the imitation phase (SB3 shows its own for RL)."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.enabled, self.label, self.total = enabled, label, total
+        self._bar = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda _n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self._bar.start()
+        task = self._bar.add_task(self.label, total=self.total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def export_checkpoint(result: TrainResult, out: str | Path) -> Path:
+    """Copy the selected checkpoint (best, else final) to ``out`` (replacing it)."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(result.selected_dir, out)
+    return out

@@ -1,0 +1,57 @@
+"""``arrow-rl train``: train a controller from a YAML config (see docs/agents.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        config: Path = typer.Option(..., "--config", "-c", help="Training config YAML (configs/train/*.yaml)."),
+        seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+        n_timesteps: Optional[int] = typer.Option(None, "--n-timesteps", help="Override the RL step budget."),
+        n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override the number of parallel envs."),
+        vec_env: Optional[str] = typer.Option(None, "--vec-env", help="Override: dummy | subproc."),
+        out: Optional[Path] = typer.Option(
+            None, help="Also copy the selected checkpoint (best held-out, else final) to this directory."
+        ),
+        log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Run directory root (default: the config's log_dir, 'runs')."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Train PPO / MaskablePPO / DQN (optionally cloned from Arrow first) and write a checkpoint.
+
+        TensorBoard: tensorboard --logdir runs
+        """
+        from rich.console import Console
+
+        from agents.config import ConfigError, load_config
+        from agents.train import export_checkpoint, train
+
+        console = Console()
+        try:
+            cfg = load_config(config, {"seed": seed, "n_timesteps": n_timesteps, "n_envs": n_envs, "vec_env": vec_env})
+        except ConfigError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        console.print(f"training [bold]{cfg.name}[/bold] ({cfg.algo}, seed {cfg.seed}, {cfg.n_envs} {cfg.vec_env} envs)")
+        try:
+            result = train(cfg, run_root=log_dir, progress=progress, on_message=console.print)
+        except ValueError as exc:  # env-config validation errors name the field
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        console.print(f"run directory: {result.run_dir}")
+        console.print(f"final checkpoint: {result.final_dir}")
+        if result.best_dir is not None:
+            console.print(f"best checkpoint: {result.best_dir}")
+        evals = result.report.get("evaluations") or []
+        if evals:
+            last = evals[-1]
+            console.print(f"last held-out evaluation: attainment {last['attainment']:.3f}, "
+                          f"serving-rate estimate vs Arrow {last.get('serving_rate_vs_arrow', float('nan')):.3f}")
+        if out is not None:
+            dest = export_checkpoint(result, out)
+            console.print(f"checkpoint written to {dest}")
