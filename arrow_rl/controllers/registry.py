@@ -1,0 +1,127 @@
+"""``make_policy(spec)``: every instance-scheduling policy the evaluator can run, by name.
+
+A ``Policy`` bundles what one run needs: the cluster mode, a *fresh* request router, a fresh
+controller (or None) and the initial number of prefill instances. Fresh objects per call matter
+because routers and controllers keep per-run state (cooldown clocks, sustain counters).
+
+Disaggregated baselines (static, Dynamo, oracle, learned checkpoints) route with Arrow's
+Algorithm 1 without flips, so that comparisons with Arrow isolate instance scheduling, as in the
+paper's static-versus-adaptive ablation (§6.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arrow_rl.cluster.base import Mode
+from arrow_rl.control import Controller
+from arrow_rl.controllers.arrow import ArrowConfig, ArrowIntervalController, ArrowMonitor, ArrowState
+from arrow_rl.controllers.baselines import (
+    DynamoConfig,
+    DynamoPlannerController,
+    NoFlipController,
+    OracleConfig,
+    OracleController,
+)
+
+BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "dynamo", "oracle")
+
+
+@dataclass
+class Policy:
+    """One policy, ready for ``run_policy``."""
+
+    name: str
+    mode: Mode
+    router: Any                   # a RequestRouter instance
+    controller: Controller | None
+    initial_prefill: int | None   # None in colocated mode
+    needs_cluster: bool = False   # controller.bind_cluster(cluster) before the run (oracle)
+    extra: dict = field(default_factory=dict)
+
+
+def _least_loaded_router() -> Any:
+    from arrow_rl.scheduling import make_router  # written by the emulator/simple-router work
+
+    return make_router("least-loaded")
+
+
+def default_initial_prefill(num_instances: int, config: ArrowConfig | None = None) -> int:
+    """§6.1's fleet starts 4P4D on 8 instances: half, at least 1 and at most N−1."""
+    if config is not None and config.initial_prefill is not None:
+        p = config.initial_prefill
+    else:
+        p = num_instances // 2
+    return max(1, min(num_instances - 1, p))
+
+
+def valid_specs_message() -> str:
+    return ("valid controllers: " + ", ".join(BUILTIN_SPECS)
+            + " (static:P with 1 <= P <= N-1), or a path to a saved controller checkpoint")
+
+
+def make_policy(
+    spec: str,
+    num_instances: int,
+    *,
+    arrow_config: ArrowConfig | None = None,
+    dynamo_config: DynamoConfig | None = None,
+    oracle_config: OracleConfig | None = None,
+) -> Policy:
+    """Build the policy named by ``spec`` for a cluster of ``num_instances``.
+
+    ``static-best`` is not a single policy: the evaluator expands it into ``static:1..N-1``
+    (see ``expand_spec``). Any other existing filesystem path is loaded with
+    ``agents.load_controller(path)`` and paired with Arrow's router (flips disabled).
+    """
+    from arrow_rl.scheduling.arrow import ArrowRouter
+
+    if num_instances < 2:
+        raise ValueError(f"a prefill/decode cluster needs at least 2 instances, got {num_instances}")
+    cfg = arrow_config or ArrowConfig()
+    half = default_initial_prefill(num_instances, cfg)
+    s = spec.strip()
+    if s == "arrow":
+        # Faithful event-driven Arrow: Alg. 1 flips in the router, Alg. 2 in the monitor, one state.
+        state = ArrowState()
+        return Policy("arrow", Mode.DISAGGREGATED, ArrowRouter(cfg, state, enable_flips=True),
+                      ArrowMonitor(cfg, state), half)
+    if s == "arrow-interval":
+        return Policy("arrow-interval", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+                      ArrowIntervalController(cfg), half)
+    if s == "colocated":
+        return Policy("colocated", Mode.COLOCATED, _least_loaded_router(), NoFlipController("colocated"), None)
+    if s.startswith("static:"):
+        try:
+            p = int(s.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"bad controller {spec!r}: static:P needs an integer P; {valid_specs_message()}") from None
+        if not 1 <= p <= num_instances - 1:
+            raise ValueError(f"bad controller {spec!r}: P must be in 1..{num_instances - 1} for {num_instances} instances")
+        return Policy(f"static:{p}", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+                      NoFlipController(f"static:{p}"), p)
+    if s == "static-best":
+        raise ValueError("static-best is a sweep over static:1..N-1; expand it with expand_spec() "
+                         "(arrow-rl evaluate does this)")
+    if s == "dynamo":
+        return Policy("dynamo", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+                      DynamoPlannerController(dynamo_config), half)
+    if s == "oracle":
+        return Policy("oracle", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+                      OracleController(oracle_config), half, needs_cluster=True)
+    if s and Path(s).exists():
+        from agents import load_controller  # the agents package (learned controllers), loaded lazily
+
+        controller = load_controller(s)
+        return Policy(getattr(controller, "name", Path(s).name) or Path(s).name, Mode.DISAGGREGATED,
+                      ArrowRouter(cfg, enable_flips=False), controller, half, extra={"checkpoint": s})
+    raise ValueError(f"unknown controller {spec!r}; {valid_specs_message()}")
+
+
+def expand_spec(spec: str, num_instances: int) -> list[str]:
+    """``static-best`` → every split ``static:1 .. static:N-1``; anything else → itself."""
+    if spec.strip() == "static-best":
+        return [f"static:{p}" for p in range(1, num_instances)]
+    return [spec.strip()]

@@ -1,0 +1,1 @@
+"""Policy evaluation: the control loop (``runner``), serving-rate search and multi-policy comparison."""

@@ -1,0 +1,204 @@
+"""Compare several policies on one workload, preset and SLO pair (Arrow §6.1 methodology).
+
+Each policy gets its own serving-rate sweep (rate-scale search); sweeps run in parallel worker
+processes. ``static-best`` expands into every static split and reports the best one.
+"""
+
+from __future__ import annotations
+
+import math
+import queue as queue_mod
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.controllers.baselines import DynamoConfig, OracleConfig
+from arrow_rl.controllers.registry import expand_spec, make_policy
+from arrow_rl.evaluation.runner import RunResult
+from arrow_rl.evaluation.serving_rate import SweepResult, SweepSettings, run_spec_at_scale, sweep_policy
+from arrow_rl.workload.workload import Workload
+
+
+@dataclass
+class ControllerResult:
+    """One row of the comparison (``static-best`` aggregates its splits)."""
+
+    name: str
+    serving_rate: float
+    serving_scale: float
+    attainment: dict[float, float]
+    flips_per_min: float
+    best_split: int | None = None
+    splits: dict[int, float] = field(default_factory=dict)
+    sweeps: list[SweepResult] = field(default_factory=list)
+
+    def attainment_at(self, rate: float) -> float | None:
+        for r, a in self.attainment.items():
+            if math.isclose(r, rate, rel_tol=1e-9):
+                return a
+        return None
+
+
+@dataclass
+class EvaluationResult:
+    workload: str
+    base_rate: float
+    reference_rate: float
+    controllers: dict[str, ControllerResult]
+    settings: dict
+    timeline: RunResult | None = None
+    timeline_controller: str | None = None
+
+    def ratio_to(self, name: str, baseline: str = "arrow") -> float | None:
+        if baseline not in self.controllers:
+            return None
+        b = self.controllers[baseline].serving_rate
+        return self.controllers[name].serving_rate / b if b > 0 else None
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"workload": self.workload, "base_rate": self.base_rate,
+                               "reference_rate": self.reference_rate, "settings": self.settings, "controllers": {}}
+        for name, c in self.controllers.items():
+            entry: dict[str, Any] = {
+                "serving_rate": c.serving_rate,
+                "serving_rate_scale": c.serving_scale,
+                "attainment": {f"{r:.6g}": a for r, a in sorted(c.attainment.items())},
+                "flips_per_min": c.flips_per_min,
+                "ratio_to_arrow": self.ratio_to(name),
+                "attainment_at_reference_rate": c.attainment_at(self.reference_rate),
+            }
+            if c.best_split is not None:
+                entry["best_split"] = c.best_split
+                entry["splits"] = {str(p): r for p, r in sorted(c.splits.items())}
+            out["controllers"][name] = entry
+        return out
+
+
+class _Notifier:
+    """Picklable progress hook: worker processes post (spec, scale, attainment) to a queue."""
+
+    def __init__(self, q: Any) -> None:
+        self.q = q
+
+    def __call__(self, spec: str, scale: float, attainment: float) -> None:
+        self.q.put((spec, scale, attainment))
+
+
+def _sweep_job(workload: Workload, emulator_config: Any, spec: str, settings: SweepSettings,
+               arrow_config: ArrowConfig | None, dynamo_config: DynamoConfig | None,
+               oracle_config: OracleConfig | None, notify: Callable | None) -> SweepResult:
+    return sweep_policy(workload, emulator_config, spec, settings, arrow_config, dynamo_config, oracle_config,
+                        on_point=notify)
+
+
+def evaluate(
+    workload: Workload,
+    emulator_config: Any,
+    controllers: list[str],
+    settings: SweepSettings | None = None,
+    *,
+    arrow_config: ArrowConfig | None = None,
+    dynamo_config: DynamoConfig | None = None,
+    oracle_config: OracleConfig | None = None,
+    jobs: int = 1,
+    reference_rate: float | None = None,
+    timeline_controller: str | None = None,
+    progress: Callable[[str, float, float], None] | None = None,
+) -> EvaluationResult:
+    """Sweep every controller and assemble the comparison.
+
+    ``reference_rate`` (req/s) is evaluated for every controller (default: the trace's own rate
+    times ``settings.initial_scale``, which every sweep evaluates anyway). ``timeline_controller``
+    gets one extra run at its serving rate with the per-interval timeline recorded.
+    """
+    settings = settings or SweepSettings()
+    n = int(emulator_config.num_instances)
+    names = [c.strip() for c in controllers if c.strip()]
+    if not names:
+        raise ValueError("no controllers given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"controller listed twice in {names}")
+    for name in names:  # validate every spec before spending any simulation time
+        for spec in expand_spec(name, n):
+            make_policy(spec, n, arrow_config=arrow_config)
+    base = workload.mean_rate
+    if base <= 0:
+        raise ValueError(f"workload {workload.name!r} has no positive mean rate")
+    ref_rate = reference_rate if reference_rate is not None else base * settings.initial_scale
+    ref_scale = ref_rate / base
+    extra = tuple(sorted(set(settings.extra_scales) | {ref_scale}))
+    run_settings = SweepSettings(**{**settings.__dict__, "extra_scales": extra})
+
+    tasks = [(name, spec) for name in names for spec in expand_spec(name, n)]
+    results: dict[str, SweepResult] = {}
+    if jobs <= 1 or len(tasks) == 1:
+        for _, spec in tasks:
+            results[spec] = sweep_policy(workload, emulator_config, spec, run_settings, arrow_config,
+                                         dynamo_config, oracle_config, on_point=progress)
+    else:
+        import multiprocessing as mp
+
+        with mp.Manager() as manager:
+            q = manager.Queue()
+            notify = _Notifier(q) if progress is not None else None
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures: dict[Future, str] = {
+                    pool.submit(_sweep_job, workload, emulator_config, spec, run_settings, arrow_config,
+                                dynamo_config, oracle_config, notify): spec
+                    for _, spec in tasks
+                }
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(q, progress)
+                    for fut in done:
+                        results[futures[fut]] = fut.result()
+                _drain(q, progress)
+
+    rows: dict[str, ControllerResult] = {}
+    for name in names:
+        sweeps = [results[s] for s in expand_spec(name, n)]
+        best = max(sweeps, key=lambda s: (s.serving_rate, -abs(int(s.spec.split(":")[1]) - n / 2)
+                                          if s.spec.startswith("static:") else 0))
+        row = ControllerResult(name=name, serving_rate=best.serving_rate, serving_scale=best.serving_scale,
+                               attainment=best.attainment_by_rate(), flips_per_min=best.flips_per_min,
+                               sweeps=sweeps)
+        if name == "static-best":
+            row.best_split = int(best.spec.split(":")[1])
+            row.splits = {int(s.spec.split(":")[1]): s.serving_rate for s in sweeps}
+        rows[name] = row
+
+    timeline = None
+    chosen = timeline_controller
+    if chosen is None:
+        chosen = "arrow" if "arrow" in rows else names[0]
+    if chosen:
+        if chosen not in rows:
+            raise ValueError(f"timeline controller {chosen!r} is not among {names}")
+        row = rows[chosen]
+        spec = f"static:{row.best_split}" if row.best_split is not None else chosen
+        scale = row.serving_scale if row.serving_scale > 0 else ref_scale
+        timeline = run_spec_at_scale(workload, emulator_config, spec, scale, run_settings, arrow_config,
+                                     dynamo_config, oracle_config, record_timeline=True)
+
+    return EvaluationResult(
+        workload=workload.name, base_rate=base, reference_rate=ref_rate, controllers=rows,
+        settings={"num_instances": n, "num_requests": len(workload), "control_interval_s": settings.control_interval_s,
+                  "seed": settings.seed, "target_attainment": settings.target, "rel_tol": settings.rel_tol,
+                  "max_evals": settings.max_evals, "initial_scale": settings.initial_scale,
+                  "arrow_config": (arrow_config or ArrowConfig()).model_dump(),
+                  "dynamo_config": (dynamo_config or DynamoConfig()).model_dump(),
+                  "oracle_config": (oracle_config or OracleConfig()).model_dump()},
+        timeline=timeline, timeline_controller=chosen)
+
+
+def _drain(q: Any, progress: Callable | None) -> None:
+    if progress is None:
+        return
+    while True:
+        try:
+            spec, scale, att = q.get_nowait()
+        except queue_mod.Empty:
+            return
+        progress(spec, scale, att)

@@ -1,0 +1,192 @@
+"""The one control loop: advance one control interval, let the controller act, apply its flips.
+
+``PDClusterEnv`` mirrors exactly this loop (its ``step`` = apply flips, then advance), so an env
+driven by the Arrow interval controller reproduces ``run_policy``'s result for the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from arrow_rl.cluster.base import SLO, Mode, RequestRecord, Role
+from arrow_rl.control import ControlState
+from arrow_rl.controllers.registry import Policy, default_initial_prefill
+from arrow_rl.workload.workload import Workload
+
+
+@dataclass
+class FlipRecord:
+    time_s: float
+    instance_id: int
+    role: str
+    source: str  # "controller" (applied by this loop) or the router's tag (Arrow "alg1")
+
+
+@dataclass
+class TimelinePoint:
+    """One control interval as seen at its end."""
+
+    t: float
+    num_prefill: int
+    arrivals: int
+    ttft_mean: float
+    ttft_p90: float
+    tpot_mean: float
+    itl_mean: float
+    prefill_load: float
+    decode_load: float
+    finished: int
+    finished_within_slo: int
+
+
+@dataclass
+class RunResult:
+    policy: str
+    num_requests: int
+    records: list[RequestRecord]
+    attainment: float            # both SLOs met / offered requests (unfinished = miss, §6.1)
+    ttft_attainment: float
+    tpot_attainment: float
+    finished: int
+    flips: list[FlipRecord]
+    flips_per_min: float
+    sim_end_s: float
+    wall_s: float
+    timeline: list[TimelinePoint] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Scalar summary (JSON-friendly)."""
+        ttft = np.array([r.ttft_s for r in self.records if r.finished], dtype=float)
+        tpot = np.array([r.tpot_s for r in self.records if r.finished and not math.isnan(r.tpot_s)], dtype=float)
+
+        def pct(a: np.ndarray, q: float) -> float:
+            return float(np.percentile(a, q)) if a.size else math.nan
+
+        return {
+            "policy": self.policy, "num_requests": self.num_requests, "finished": self.finished,
+            "attainment": self.attainment, "ttft_attainment": self.ttft_attainment,
+            "tpot_attainment": self.tpot_attainment, "flips": len(self.flips),
+            "flips_per_min": self.flips_per_min, "ttft_mean": float(ttft.mean()) if ttft.size else math.nan,
+            "ttft_p90": pct(ttft, 90), "tpot_mean": float(tpot.mean()) if tpot.size else math.nan,
+            "tpot_p90": pct(tpot, 90), "sim_end_s": self.sim_end_s, "wall_s": self.wall_s,
+        }
+
+
+def configure(emulator_config: Any, **updates: Any) -> Any:
+    """Copy an emulator config with ``updates``, re-validated (pydantic model or dataclass)."""
+    if hasattr(emulator_config, "model_dump"):
+        return type(emulator_config)(**{**emulator_config.model_dump(), **updates})
+    if dataclasses.is_dataclass(emulator_config):
+        return dataclasses.replace(emulator_config, **updates)
+    raise TypeError(f"unsupported emulator config type {type(emulator_config).__name__}")
+
+
+def slo_of(emulator_config: Any) -> SLO:
+    slo = getattr(emulator_config, "slo", None)
+    if isinstance(slo, SLO):
+        return slo
+    return SLO(float(emulator_config.slo_ttft_s), float(emulator_config.slo_tpot_s))
+
+
+def last_useful_time(workload: Workload, slo: SLO) -> float:
+    """After this time no unfinished request can still meet both SLOs (arrival + TTFT SLO +
+    TPOT SLO × (output − 1)), so stopping there cannot change attainment."""
+    if len(workload) == 0:
+        return 0.0
+    deadline = workload.arrival_s + slo.ttft_s + slo.tpot_s * np.maximum(workload.output_tokens - 1, 0)
+    return float(deadline.max())
+
+
+def attainment_of(records: list[RequestRecord], num_requests: int, slo: SLO) -> tuple[float, float, float, int]:
+    """(both, TTFT-only, TPOT-only, finished) fractions over *offered* requests (§6.1)."""
+    if num_requests == 0:
+        return 1.0, 1.0, 1.0, 0
+    both = ttft_ok = tpot_ok = fin = 0
+    for r in records:
+        if not r.finished:
+            continue
+        fin += 1
+        t_ok = r.ttft_s <= slo.ttft_s
+        tpot = r.tpot_s
+        p_ok = math.isnan(tpot) or tpot <= slo.tpot_s
+        ttft_ok += t_ok
+        tpot_ok += p_ok
+        both += t_ok and p_ok
+    return both / num_requests, ttft_ok / num_requests, tpot_ok / num_requests, fin
+
+
+def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed: int) -> Any:
+    from arrow_rl.cluster.emulator import EmulatedCluster
+
+    n = int(emulator_config.num_instances)
+    if policy.mode is Mode.COLOCATED:
+        cfg = configure(emulator_config, mode=Mode.COLOCATED)
+    else:
+        p = policy.initial_prefill if policy.initial_prefill is not None else default_initial_prefill(n)
+        cfg = configure(emulator_config, mode=Mode.DISAGGREGATED, num_prefill=p)
+    return EmulatedCluster(workload, cfg, router=policy.router, seed=seed)
+
+
+def run_policy(
+    workload: Workload,
+    emulator_config: Any,
+    policy: Policy,
+    control_interval_s: float = 1.0,
+    seed: int = 0,
+    record_timeline: bool = False,
+    progress: Callable[[float, float], None] | None = None,
+) -> RunResult:
+    """Run ``policy`` over ``workload`` on a fresh emulated cluster and score it.
+
+    The loop stops when the cluster is done or at ``last_useful_time`` (requests still unfinished
+    then count as misses either way).
+    """
+    if control_interval_s <= 0:
+        raise ValueError(f"control_interval_s must be > 0, got {control_interval_s}")
+    t0 = time.perf_counter()
+    slo = slo_of(emulator_config)
+    cluster = build_cluster(workload, emulator_config, policy, seed)
+    controller = policy.controller
+    if controller is not None:
+        controller.reset(cluster.info)
+        if policy.needs_cluster:
+            controller.bind_cluster(cluster)  # type: ignore[attr-defined]
+    horizon = last_useful_time(workload, slo)
+    flips: list[FlipRecord] = []
+    timeline: list[TimelinePoint] = []
+    while not cluster.done and cluster.now < horizon - 1e-9:
+        window = cluster.advance(min(control_interval_s, horizon - cluster.now))
+        if record_timeline:
+            roles = cluster.roles()
+            timeline.append(TimelinePoint(
+                t=cluster.now, num_prefill=sum(1 for r in roles if r is Role.PREFILL), arrivals=window.arrivals,
+                ttft_mean=window.prefill.ttft_mean, ttft_p90=window.prefill.ttft_p90,
+                tpot_mean=window.decode.tpot_mean, itl_mean=window.decode.itl_mean,
+                prefill_load=window.prefill.load, decode_load=window.decode.load,
+                finished=window.finished, finished_within_slo=window.finished_within_slo))
+        if controller is not None and not cluster.done:
+            state = ControlState(now=cluster.now, window=window, instances=tuple(cluster.instances()))
+            for f in controller.act(state):
+                cluster.flip(f.instance_id, f.role)
+                flips.append(FlipRecord(cluster.now, f.instance_id, Role(f.role).value, "controller"))
+        if progress is not None:
+            progress(cluster.now, horizon)
+    # Flips Arrow's router made inside the cluster (Algorithm 1 step 4).
+    router_state = getattr(policy.router, "state", None)
+    for ev in getattr(router_state, "flip_log", []) or []:
+        if ev.source == "alg1":
+            flips.append(FlipRecord(ev.time_s, ev.instance_id, ev.role.value, ev.source))
+    flips.sort(key=lambda f: f.time_s)
+    records = list(cluster.completed())
+    both, t_ok, p_ok, fin = attainment_of(records, len(workload), slo)
+    minutes = max(cluster.now, 1e-9) / 60.0
+    return RunResult(policy=policy.name, num_requests=len(workload), records=records, attainment=both,
+                     ttft_attainment=t_ok, tpot_attainment=p_ok, finished=fin, flips=flips,
+                     flips_per_min=len(flips) / minutes, sim_end_s=cluster.now,
+                     wall_s=time.perf_counter() - t0, timeline=timeline)
