@@ -52,11 +52,13 @@ PROFILE_CHUNK_TOKENS = 2048  # vLLM's default max_num_batched_tokens (chunked pr
 
 
 def fit_instance_profile(latency: "LatencyModel", max_len: int | None = None,
-                         chunk_tokens: int = PROFILE_CHUNK_TOKENS) -> InstanceProfile:
+                         chunk_tokens: int = PROFILE_CHUNK_TOKENS,
+                         max_batch_tokens: int | None = None) -> InstanceProfile:
     """Fit Arrow §5.2's profile on ``latency``: a lone prefill T(n)=a·n²+b·n+c (least squares over
     ``PROFILE_PROMPT_LENGTHS``, each prompt split into ``chunk_tokens`` chunks like vLLM chunked
     prefill and the iterations summed), and the decode interval = slope·N + intercept over decode-only
-    batches, N = total tokens (Σ context) in the batch."""
+    batches, N = total tokens (Σ context) in the batch; decode points whose N exceeds
+    ``max_batch_tokens`` (the instance's KV capacity) cannot occur and are skipped."""
     import numpy as np
 
     from arrow_rl.perf.calibrated import chunked_prefill_time
@@ -71,9 +73,9 @@ def fit_instance_profile(latency: "LatencyModel", max_len: int | None = None,
     ns, ts = [], []
     for bs in PROFILE_DECODE_BATCHES:
         for ctx in PROFILE_DECODE_CONTEXTS:
-            if max_len is not None and ctx > max_len:
-                continue
             total = bs * ctx
+            if (max_len is not None and ctx > max_len) or (max_batch_tokens is not None and total > max_batch_tokens):
+                continue
             ns.append(total)
             ts.append(latency.iteration_time(0, 0.0, bs, total))
     slope, intercept = np.polyfit(np.asarray(ns, dtype=float), np.asarray(ts), 1)
@@ -82,10 +84,10 @@ def fit_instance_profile(latency: "LatencyModel", max_len: int | None = None,
 
 
 @lru_cache(maxsize=None)
-def _profile_cached(name: str, latency: "LatencyModel", max_len: int) -> InstanceProfile:
-    return fit_instance_profile(latency, max_len)
+def _profile_cached(name: str, latency: "LatencyModel", max_len: int, kv_capacity: int) -> InstanceProfile:
+    return fit_instance_profile(latency, max_len, max_batch_tokens=kv_capacity)
 
 
 def profile_instance(preset: "Preset") -> InstanceProfile:
     """Arrow §5.2 offline profile of one instance type, cached per preset (name and latency model)."""
-    return _profile_cached(preset.name, preset.latency, preset.max_model_len)
+    return _profile_cached(preset.name, preset.latency, preset.max_model_len, preset.kv_capacity_tokens)
