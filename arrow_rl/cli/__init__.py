@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.simulate",
     "arrow_rl.cli.perf_report",
     "arrow_rl.cli.workload",
+    "arrow_rl.cli.evaluate",
 )
 
 for _name in COMMAND_MODULES:
