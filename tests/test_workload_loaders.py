@@ -304,3 +304,20 @@ def test_unknown_bundled_name_lists_valid_ones():
     with pytest.raises(KeyError, match="azure-code, azure-conv, mooncake"):
         bundled_trace_path("sharegpt")
 
+
+
+def test_chunked_parsing_matches_single_chunk_and_keeps_line_numbers(tmp_path, monkeypatch):
+    import arrow_rl.workload.loaders as loaders
+
+    path = write(tmp_path, "a.csv", AZURE_2023 + AZURE_2023.split("\n", 1)[1].replace("18:17", "18:19"))
+    whole = load_workload(path)
+    monkeypatch.setattr(loaders, "_CHUNK_ROWS", 2)
+    chunked = load_workload(path)
+    np.testing.assert_array_equal(whole.arrival_s, chunked.arrival_s)
+    np.testing.assert_array_equal(whole.input_tokens, chunked.input_tokens)
+    text = path.read_text()
+    cut = text.rindex("110,27")  # corrupt only the last row (line 7, in the fourth chunk)
+    bad = write(tmp_path, "bad.csv", text[:cut] + "110,2x7" + text[cut + 6:])
+    with pytest.raises(TraceFormatError) as err:
+        load_workload(bad)
+    assert err.value.line == 7

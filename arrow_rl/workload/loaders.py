@@ -121,10 +121,10 @@ def load_trace(path: str | Path, format: str | None = None, name: str | None = N
     if fmt not in FORMATS:
         raise ValueError(f"unknown trace format {format!r}; expected one of {', '.join(FORMATS)}")
     if fmt == "mooncake":
-        arrival, inputs, outputs, lines = _read_mooncake(resolved)
+        times, inputs, outputs, lines = _parse_columns(resolved, fmt, *_read_mooncake(resolved))
     else:
-        arrival, inputs, outputs, lines = _read_csv_columns(resolved, fmt)
-    loaded = _finish(resolved, fmt, arrival, inputs, outputs, lines,
+        times, inputs, outputs, lines = _read_csv_columns(resolved, fmt)
+    loaded = _finish(resolved, fmt, times, inputs, outputs, lines,
                      name=name or _default_name(path, resolved))
     for note in loaded.report.notes():
         logger.warning("%s: %s", resolved, note)
@@ -164,9 +164,17 @@ def detect_format(path: str | Path) -> str:
 # ------------------------------------------------------------------------------------- readers
 
 
+_CHUNK_ROWS = 1 << 16
+
+
 def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Read the (time, input, output) columns of a CSV trace as raw strings plus line numbers."""
+    """Read and parse the (time, input, output) columns of a CSV trace, plus each row's line number.
+
+    Rows are parsed in chunks of 64k, so a multi-million-row trace (BurstGPT, the Azure 2024 week)
+    never holds more than one chunk as Python strings.
+    """
     wanted = _CSV_COLUMNS[fmt]
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         header: list[str] | None = None
@@ -185,21 +193,34 @@ def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.
                                        line=header_line, value=",".join(header))
             idx.append(lowered.index(col.lower()))
         ncols = len(header)
-        rows: list[list[str]] = []
+        ti, ii, oi = idx
+        t_col: list[str] = []
+        i_col: list[str] = []
+        o_col: list[str] = []
         lines: list[int] = []
+
+        def flush() -> None:
+            chunks.append(_parse_columns(path, fmt, np.asarray(t_col, dtype=str), np.asarray(i_col, dtype=str),
+                                         np.asarray(o_col, dtype=str), np.asarray(lines, dtype=np.int64)))
+            t_col.clear(), i_col.clear(), o_col.clear(), lines.clear()
+
         for row in reader:
             if len(row) != ncols:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
                 raise TraceFormatError(path, f"expected {ncols} fields as in the header, found {len(row)}",
                                        line=reader.line_num, value=",".join(row)[:120])
-            rows.append(row)
+            t_col.append(row[ti])
+            i_col.append(row[ii])
+            o_col.append(row[oi])
             lines.append(reader.line_num)
-    if not rows:
+            if len(lines) >= _CHUNK_ROWS:
+                flush()
+        if lines:
+            flush()
+    if not chunks:
         raise TraceFormatError(path, "trace has a header but no rows")
-    cols = list(zip(*rows))
-    t, i, o = (np.asarray(cols[k], dtype=str) for k in idx)
-    return t, i, o, np.asarray(lines, dtype=np.int64)
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))  # type: ignore[return-value]
 
 
 def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -274,12 +295,12 @@ def _to_tokens(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np
     return values.astype(np.int64)
 
 
-def _wallclock_seconds(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.ndarray:
+def _wallclock_ns(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.ndarray:
     """Parse ISO wall-clock timestamps ('2023-11-16 18:17:03.9799600', optional '+00:00'/'Z').
 
     Vectorised: numpy's datetime64 parser takes any number of fractional digits; a UTC offset is
     split off (numpy has no time zones) and subtracted so mixed offsets still order correctly.
-    Returns (seconds relative to the earliest row, that row's Unix time in seconds).
+    Returns UTC nanoseconds since the Unix epoch (int64).
     """
     s = np.char.strip(raw)
     offset_ns = np.zeros(s.shape, dtype=np.int64)
@@ -309,9 +330,7 @@ def _wallclock_seconds(path: Path, raw: np.ndarray, lines: np.ndarray, field: st
         k = int(bad_rows[0])
         raise TraceFormatError(path, "not a timestamp like '2023-11-16 18:17:03.9799600'",
                                line=int(lines[k]), field=field, value=_cell(raw, k))
-    ns = stamps.astype(np.int64) - offset_ns
-    base = int(ns.min())  # subtract in int64 so float64 keeps sub-microsecond resolution
-    return (ns - base).astype(np.float64) / 1e9, base / 1e9
+    return stamps.astype(np.int64) - offset_ns
 
 
 def _is_timestamp(cell: str) -> bool:
@@ -340,6 +359,22 @@ def _cell(raw: np.ndarray, k: int) -> object:
 # ------------------------------------------------------------------------------------ finish
 
 
+def _parse_columns(path: Path, fmt: str, t_raw: np.ndarray, i_raw: np.ndarray, o_raw: np.ndarray,
+                   lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Raw cells -> (time, input tokens, output tokens, lines). Time is UTC ns (int64) for the
+    wall-clock Azure format and seconds (float64) otherwise."""
+    in_field, out_field = _TOKEN_FIELDS[fmt]
+    inputs = _to_tokens(path, i_raw, lines, in_field)
+    outputs = _to_tokens(path, o_raw, lines, out_field)
+    if fmt == "azure":
+        times = _wallclock_ns(path, t_raw, lines, _TIME_FIELD[fmt])
+    else:
+        times = _to_float(path, t_raw, lines, _TIME_FIELD[fmt])
+        if fmt == "mooncake":
+            times = times / 1000.0  # Mooncake timestamps are milliseconds
+    return times, inputs, outputs, lines
+
+
 _TOKEN_FIELDS = {
     "canonical": ("input_tokens", "output_tokens"),
     "azure": ("ContextTokens", "GeneratedTokens"),
@@ -350,33 +385,33 @@ _TIME_FIELD = {"canonical": "arrival_s", "azure": "TIMESTAMP", "mooncake": "time
                "burstgpt": "Timestamp"}
 
 
-def _finish(path: Path, fmt: str, t_raw: np.ndarray, i_raw: np.ndarray, o_raw: np.ndarray,
+def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs: np.ndarray,
             lines: np.ndarray, name: str) -> LoadedTrace:
     in_field, out_field = _TOKEN_FIELDS[fmt]
     tfield = _TIME_FIELD[fmt]
-    inputs = _to_tokens(path, i_raw, lines, in_field)
-    outputs = _to_tokens(path, o_raw, lines, out_field)
     rows_read = int(inputs.size)
 
     epoch = 0.0
     if fmt == "azure":
-        arrival, epoch = _wallclock_seconds(path, t_raw, lines, tfield)
+        # Subtract in int64 ns so float64 seconds keep sub-microsecond resolution.
+        base = int(times.min())
+        arrival = (times - base).astype(np.float64) / 1e9
+        epoch = base / 1e9
     else:
-        arrival = _to_float(path, t_raw, lines, tfield)
-        if fmt == "mooncake":
-            arrival = arrival / 1000.0  # Mooncake timestamps are milliseconds
+        arrival = times
     if fmt == "canonical":
         neg = arrival < 0
         if neg.any():
             k = int(np.argmax(neg))
             raise TraceFormatError(path, "arrival must be >= 0", line=int(lines[k]), field=tfield,
-                                   value=_cell(t_raw, k))
+                                   value=float(arrival[k]))
         dec = np.diff(arrival) < 0
         if dec.any():
             k = int(np.argmax(dec)) + 1
             raise TraceFormatError(
                 path, f"arrivals must be non-decreasing; previous row (line {int(lines[k - 1])}) "
-                f"arrives at {arrival[k - 1]!r}", line=int(lines[k]), field=tfield, value=_cell(t_raw, k))
+                f"arrives at {float(arrival[k - 1])!r}", line=int(lines[k]), field=tfield,
+                value=float(arrival[k]))
 
     keep = np.ones(rows_read, dtype=bool)
     dropped, drop_reason, clamped, clamp_reason = 0, "", 0, ""
@@ -386,7 +421,7 @@ def _finish(path: Path, fmt: str, t_raw: np.ndarray, i_raw: np.ndarray, o_raw: n
             k = int(np.argmax(zero))
             field = in_field if inputs[k] < 1 else out_field
             raise TraceFormatError(path, "token counts must be >= 1", line=int(lines[k]), field=field,
-                                   value=_cell(i_raw if field == in_field else o_raw, k))
+                                   value=int(inputs[k] if field == in_field else outputs[k]))
     elif fmt == "burstgpt":
         # BurstGPT README: rows whose response (or request) tokens are 0 are failed requests.
         keep = (inputs > 0) & (outputs > 0)
