@@ -23,9 +23,11 @@ class EpisodeConfig(_Strict):
 
     Either a window of a trace (``traces``; random choice, random start, random rate scale) or a
     synthetic workload (``generator``; a spec for ``arrow_rl.workload.generators``). The episode
-    ends (truncation, never termination) when the window's arrivals are over and either the
-    cluster has drained or ``drain_s`` more seconds have passed; requests still unfinished then
-    count as SLO misses, as in the evaluation metric (Arrow §6.1, offered-request denominator).
+    ends (truncation, never termination) when the cluster has served every request, or at the
+    evaluator's horizon (``run_policy``'s ``last_useful_time``: after it no unfinished request can
+    still meet both SLOs, so stopping cannot change attainment), or ``drain_s`` after the arrival
+    window if that comes first. Requests still unfinished then count as SLO misses, as in the
+    evaluation metric (Arrow §6.1, offered-request denominator).
     """
 
     traces: list[str] = Field(default_factory=lambda: ["azure-conv"], min_length=1)
@@ -36,7 +38,7 @@ class EpisodeConfig(_Strict):
     start_s: float = Field(0.0, ge=0)
     rate_scale: tuple[float, float] = (1.0, 1.0)
     log_uniform_rate_scale: bool = False
-    drain_s: float = Field(60.0, ge=0)
+    drain_s: float | None = Field(None, ge=0)   # None: no cap beyond the evaluator's horizon
 
     @model_validator(mode="after")
     def _check(self) -> "EpisodeConfig":
@@ -104,9 +106,13 @@ class EnvConfig(_Strict):
     # control loop
     control_interval_s: float = Field(1.0, gt=0)
     # Policy spec (arrow_rl.controllers.registry.make_policy): its router serves requests and its
-    # interval controller labels every step for imitation. None: the backend's default router, no teacher.
-    teacher: str | None = "arrow"
+    # controller labels every step for imitation. The default, "arrow-interval", is Arrow's
+    # Algorithm 1 router *without* router flips plus the interval controller (Alg. 2 + 3 + the
+    # interval form of Alg. 1's flips): the seat a learned controller takes, and the router
+    # ``arrow-rl evaluate`` gives checkpoints. None: the backend's default router and no teacher.
+    teacher: str | None = "arrow-interval"
     teacher_in_info: bool = True
+    arrow: dict[str, Any] = Field(default_factory=dict)   # ArrowConfig fields (tuned constants)
 
     episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
     action: ActionConfig = Field(default_factory=ActionConfig)

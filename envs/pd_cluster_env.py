@@ -162,9 +162,14 @@ class PDClusterEnv(gym.Env):
         """A fresh policy (router + interval controller) per episode, so no state leaks across resets."""
         if self.config.teacher is None:
             return None
+        from arrow_rl.controllers.arrow import ArrowConfig
         from arrow_rl.controllers.registry import make_policy
 
-        return make_policy(self.config.teacher, self.config.num_instances)
+        try:
+            arrow_config = ArrowConfig(**self.config.arrow) if self.config.arrow else None
+        except Exception as exc:
+            raise ValueError(f"env config: field 'arrow': {exc}") from exc
+        return make_policy(self.config.teacher, self.config.num_instances, arrow_config=arrow_config)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -192,6 +197,12 @@ class PDClusterEnv(gym.Env):
         self._profiles = default_profiles(self.cluster.info)
         n_steps = max(1, math.ceil(self._arrival_end_s / cfg.control_interval_s - 1e-9))
         self._offered_per_step = len(self.workload) / n_steps
+        # Episode end = run_policy's horizon (nothing can change attainment after it), capped by drain_s.
+        from arrow_rl.evaluation.runner import last_useful_time
+
+        self._end_s = last_useful_time(self.workload, self.slo)
+        if cfg.episode.drain_s is not None:
+            self._end_s = min(self._end_s, self._arrival_end_s + cfg.episode.drain_s)
         self._episode_desc = {**desc, "requests": len(self.workload), "cluster_seed": cluster_seed}
         self._steps = 0
         self._flip_count = 0
@@ -200,7 +211,7 @@ class PDClusterEnv(gym.Env):
         self._done = False
         self.obs_builder.reset()
         self._timeline = {k: [] for k in ("t", "num_prefill", "ttft_p90", "tpot_mean", "itl_mean", "arrivals")}
-        window = self.cluster.advance(cfg.control_interval_s)  # run_policy: advance first, then act
+        window = self._advance()  # run_policy: advance first, then act
         obs, info = self._observe(window)
         info["episode_desc"] = self._episode_desc
         return obs, info
@@ -231,6 +242,12 @@ class PDClusterEnv(gym.Env):
         return obs, info
 
     # ------------------------------------------------------------------ stepping
+    def _advance(self) -> MetricsWindow:
+        """One control interval, shortened to end exactly at the horizon (as ``run_policy`` does)."""
+        dt = self.config.control_interval_s
+        left = self._end_s - self.cluster.now
+        return self.cluster.advance(min(dt, left) if left > 1e-9 else dt)
+
     def step(self, action):
         if self.cluster is None or self._state is None:
             raise RuntimeError("PDClusterEnv.step called before reset()")
@@ -247,11 +264,9 @@ class PDClusterEnv(gym.Env):
         if self.teacher is not None and a == self._teacher_action:
             self._teacher_agree += 1
         self._flip_count += len(flips)
-        window = self.cluster.advance(cfg.control_interval_s)
+        window = self._advance()
         self._steps += 1
-        now = self.cluster.now
-        arrivals_over = now >= self._arrival_end_s - 1e-9
-        truncated = bool(arrivals_over and (self.cluster.done or now >= self._arrival_end_s + cfg.episode.drain_s - 1e-9))
+        truncated = bool(self.cluster.done or self.cluster.now >= self._end_s - 1e-9)
         records = self.cluster.completed() if truncated else ()
         unfinished = len(self.workload) - sum(1 for r in records if r.finished or r.rejected) if truncated else 0
         terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward, unfinished_at_end=unfinished)
