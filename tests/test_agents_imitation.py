@@ -1,0 +1,137 @@
+"""Mask-aware behaviour cloning and DAgger, on a toy env with a synthetic teacher."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.config import PretrainConfig
+from agents.imitation import (
+    Dataset,
+    TeacherMissingError,
+    agreement,
+    class_weights,
+    collect,
+    discounted_returns,
+    fit_bc,
+    pretrain,
+)
+from agents.inference import greedy_actions, masked_argmax
+from agents.toy import TOY_ENV_ID, register_toy_env
+
+torch.set_num_threads(1)
+register_toy_env()
+
+
+def _model(seed: int = 0):
+    from sb3_contrib import MaskablePPO
+
+    venv = DummyVecEnv([lambda: gym.make(TOY_ENV_ID)])
+    return MaskablePPO("MlpPolicy", venv, seed=seed, policy_kwargs={"net_arch": [64, 64]}, n_steps=64)
+
+
+def _teacher_data(n: int, seed: int) -> Dataset:
+    envs = [gym.make(TOY_ENV_ID) for _ in range(4)]
+    return collect(envs, n, lambda o, m, t: t, np.random.default_rng(seed), beta=1.0, seed=seed).dataset
+
+
+@pytest.fixture(scope="module")
+def fixed_dataset() -> tuple[Dataset, Dataset]:
+    return _teacher_data(4000, 0), _teacher_data(2000, 100)
+
+
+def test_bc_reaches_high_agreement_with_its_teacher(fixed_dataset):
+    train, held_out = fixed_dataset
+    model = _model()
+    before = agreement(model, held_out)["flip_recall"]
+    fit_bc(model.policy, train, PretrainConfig(epochs=20, learning_rate=3e-3, batch_size=128))
+    after = agreement(model, held_out)
+    assert after["accuracy"] >= 0.95
+    assert after["flip_recall"] >= 0.9 > before
+
+
+def test_bc_is_reproducible_for_a_seed(fixed_dataset):
+    train, held_out = fixed_dataset
+    cfg = PretrainConfig(epochs=2, learning_rate=3e-3, batch_size=128)
+    preds = []
+    for _ in range(2):
+        model = _model(seed=3)
+        fit_bc(model.policy, train, cfg, seed=5)
+        preds.append(greedy_actions(model, held_out.obs, held_out.masks))
+    np.testing.assert_array_equal(preds[0], preds[1])
+
+
+def test_masked_argmax_never_picks_an_invalid_action():
+    scores = np.array([[0.0, 5.0, 1.0], [9.0, 0.0, 3.0]])
+    masks = np.array([[True, False, True], [False, True, True]])
+    np.testing.assert_array_equal(masked_argmax(scores, masks), [2, 2])
+
+
+def test_masked_argmax_with_no_valid_action_falls_back_to_noop():
+    assert masked_argmax(np.array([[1.0, 2.0]]), np.array([[False, False]]))[0] == 0
+
+
+def test_masked_argmax_rejects_a_mask_of_the_wrong_size():
+    with pytest.raises(ValueError, match="mask shape"):
+        masked_argmax(np.zeros((1, 3)), np.ones((1, 4), bool))
+
+
+def test_class_weights_upweight_rare_teacher_actions():
+    actions = np.array([0] * 90 + [1] * 10)
+    w = class_weights(actions, 3, power=1.0)
+    assert w[1] == pytest.approx(9 * w[0])
+    assert (w[actions]).mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(class_weights(actions, 3, power=0.0)[:2], [1.0, 1.0])
+
+
+def test_discounted_returns_reset_at_episode_ends():
+    rewards = np.ones((4, 1), np.float32)
+    dones = np.array([[False], [True], [False], [True]])
+    ret, valid = discounted_returns(rewards, dones, gamma=0.5)
+    np.testing.assert_allclose(ret[:, 0], [1.5, 1.0, 1.5, 1.0])
+    assert valid.all()
+
+
+def test_discounted_returns_drop_the_truncated_tail():
+    ret, valid = discounted_returns(np.ones((10, 1), np.float32), np.zeros((10, 1), bool), gamma=0.5)
+    assert not valid[-1, 0] and valid[0, 0]
+
+
+def test_collect_labels_every_state_with_the_teacher_even_when_the_student_acts():
+    envs = [gym.make(TOY_ENV_ID) for _ in range(2)]
+    roll = collect(envs, 200, lambda o, m, t: np.zeros(len(o), np.int64), np.random.default_rng(0), beta=0.0, seed=0)
+    assert roll.teacher_share == 0.0
+    from agents.toy import TeacherToyEnv
+
+    expected = [TeacherToyEnv.teacher_from_obs(o, 8) for o in roll.dataset.obs]
+    np.testing.assert_array_equal(roll.dataset.actions, expected)
+    assert roll.dataset.masks[np.arange(len(roll.dataset)), roll.dataset.actions].all()
+
+
+def test_collect_without_teacher_in_info_is_a_clear_error():
+    with pytest.raises(TeacherMissingError, match="teacher_action"):
+        collect([gym.make("CartPole-v1")], 10, lambda o, m, t: t, np.random.default_rng(0), beta=1.0, seed=0)
+
+
+def test_dagger_improves_agreement_on_the_students_own_states():
+    model = _model()
+    envs = [gym.make(TOY_ENV_ID) for _ in range(2)]
+    cfg = PretrainConfig(teacher_steps=1500, dagger_rounds=2, dagger_steps=1000, epochs=8, learning_rate=3e-3,
+                         batch_size=128, value_pretrain=True)
+    report, data = pretrain(model, envs, cfg, seed=0)
+    assert len(data) == 1500 + 2 * 1000
+    first, last = report.rounds[1]["on_policy_before_fit"], report.rounds[-1]["train"]
+    assert last["accuracy"] > first["accuracy"]
+    assert np.isfinite(report.value_mse)
+
+
+def test_dataset_round_trips_through_npz(tmp_path, fixed_dataset):
+    data = fixed_dataset[1]
+    data.save(tmp_path / "d.npz")
+    back = Dataset.load(tmp_path / "d.npz")
+    np.testing.assert_array_equal(back.obs, data.obs)
+    np.testing.assert_array_equal(back.actions, data.actions)
+    np.testing.assert_array_equal(back.masks, data.masks)
