@@ -323,11 +323,12 @@ def _wallclock_ns(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) ->
         offset_ns[mask] = tz
     try:
         stamps = s.astype("datetime64[ns]")
-        bad_rows = np.flatnonzero(np.isnat(stamps))
+        bad_rows = [int(k) for k in np.flatnonzero(np.isnat(stamps))]
     except ValueError:
-        bad_rows = np.array([k for k, cell in enumerate(s.tolist()) if not _is_timestamp(cell)])
-    if bad_rows.size:
-        k = int(bad_rows[0])
+        # Slow path, only to name the first offending row.
+        bad_rows = [k for k, cell in enumerate(s.tolist()) if not _is_timestamp(cell)] or [0]
+    if bad_rows:
+        k = bad_rows[0]
         raise TraceFormatError(path, "not a timestamp like '2023-11-16 18:17:03.9799600'",
                                line=int(lines[k]), field=field, value=_cell(raw, k))
     return stamps.astype(np.int64) - offset_ns
