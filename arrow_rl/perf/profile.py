@@ -78,7 +78,11 @@ def fit_instance_profile(latency: "LatencyModel", max_len: int | None = None,
                 continue
             ns.append(total)
             ts.append(latency.iteration_time(0, 0.0, bs, total))
-    slope, intercept = np.polyfit(np.asarray(ns, dtype=float), np.asarray(ts), 1)
+    # Relative least squares again, so small batches (where the intercept dominates) fit as well.
+    tsa = np.asarray(ts)
+    wd = 1.0 / tsa
+    D = np.column_stack([np.asarray(ns, dtype=float), np.ones(len(ns))]) * wd[:, None]
+    slope, intercept = np.linalg.lstsq(D, tsa * wd, rcond=None)[0]
     return InstanceProfile(prefill_a=float(a), prefill_b=float(b), prefill_c=float(c),
                            decode_slope=float(slope), decode_intercept=float(intercept))
 

@@ -1,0 +1,128 @@
+"""The calibrated latency model: monotonicity, decode closed form, anchors from CALIBRATION.md."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arrow_rl.perf.calibrated import DENSE_TOKENS, chunked_prefill_time
+from arrow_rl.perf.presets import get_preset, list_presets
+
+MODELS = {name: get_preset(name).latency for name in list_presets()}
+names = st.sampled_from(sorted(MODELS))
+
+
+@settings(max_examples=300, deadline=None)
+@given(names, st.integers(1, 20000), st.integers(1, 4000), st.integers(0, 256), st.integers(0, 10**6))
+def test_monotonic_in_prefill_tokens(name, p, dp, d, ctx):
+    m = MODELS[name]
+    a = m.iteration_time(p, p * p / 2.0, d, ctx)
+    b = m.iteration_time(p + dp, (p + dp) ** 2 / 2.0, d, ctx)
+    assert b >= a
+
+
+@settings(max_examples=300, deadline=None)
+@given(names, st.integers(0, 4096), st.integers(0, 300), st.integers(1, 300), st.integers(0, 10**6))
+def test_monotonic_in_decode_seqs(name, p, d, dd, ctx):
+    m = MODELS[name]
+    pa = p * p / 2.0
+    assert m.iteration_time(p, pa, d + dd, ctx) >= m.iteration_time(p, pa, d, ctx)
+
+
+@settings(max_examples=300, deadline=None)
+@given(names, st.integers(0, 4096), st.integers(1, 300), st.integers(0, 10**6), st.integers(1, 10**5))
+def test_monotonic_in_decode_context(name, p, d, ctx, dctx):
+    m = MODELS[name]
+    assert m.iteration_time(p, p * 10.0, d, ctx + dctx) > m.iteration_time(p, p * 10.0, d, ctx)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names, st.integers(1, 4096), st.floats(0, 1e9), st.floats(1, 1e9))
+def test_monotonic_in_prefill_attention(name, p, pa, dpa):
+    m = MODELS[name]
+    assert m.iteration_time(p, pa + dpa, 3, 3000) > m.iteration_time(p, pa, 3, 3000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(names, st.integers(1, DENSE_TOKENS + 5000), st.integers(0, 10**7))
+def test_decode_coefficients_agree_exactly_with_iteration_time(name, n, ctx):
+    m = MODELS[name]
+    intercept, slope = m.decode_time_coefficients(n)
+    assert m.iteration_time(0, 0.0, n, ctx) == intercept + slope * ctx
+
+
+def test_decode_coefficients_sum_a_run_in_closed_form():
+    # the emulator's use: k iterations, each adds n tokens of context
+    m = MODELS["h100-llama3.1-8b-tp1"]
+    n, ctx0, k = 32, 32 * 700, 50
+    step = sum(m.iteration_time(0, 0, n, ctx0 + i * n) for i in range(k))
+    b, s = m.decode_time_coefficients(n)
+    assert step == pytest.approx(k * b + s * (k * ctx0 + n * k * (k - 1) / 2), rel=1e-12)
+
+
+def test_empty_iteration_takes_no_time():
+    for m in MODELS.values():
+        assert m.iteration_time(0, 0.0, 0, 0) == 0.0
+
+
+def test_tokens_beyond_dense_table_extrapolate_continuously():
+    m = MODELS["h100-llama2-7b-tp1"]
+    at = m.iteration_time(DENSE_TOKENS, 0.0, 0, 0)
+    after = m.iteration_time(DENSE_TOKENS + 1, 0.0, 0, 0)
+    assert 0 < after - at < 1e-3
+
+
+def test_h100_llama3_8b_prefill_2048_in_calibration_range():
+    # CALIBRATION.md [derived]: Llama-3-8B, 1xH100, prefill 2048 tokens ~ 45-62 ms
+    t = MODELS["h100-llama3.1-8b-tp1"].iteration_time(2048, 2048 * 2048 / 2, 0, 0)
+    assert 0.045 <= t <= 0.062
+
+
+def test_h100_llama3_8b_decode_batch1_in_calibration_range():
+    # CALIBRATION.md [derived]: decode batch 1 ~ 6-8 ms (4.8 ms weight-read floor)
+    t = MODELS["h100-llama3.1-8b-tp1"].iteration_time(0, 0, 1, 1024)
+    assert 0.006 <= t <= 0.008
+
+
+def test_h100_llama3_8b_decode_batch64_in_calibration_range():
+    # CALIBRATION.md [derived]: decode batch 64 at 1k context ~ 10-13 ms
+    t = MODELS["h100-llama3.1-8b-tp1"].iteration_time(0, 0, 64, 64 * 1024)
+    assert 0.010 <= t <= 0.013
+
+
+def test_a100_llama3_8b_prefill_2048_close_to_calibration():
+    # CALIBRATION.md [derived]: Llama-3-8B, 1xA100, prefill 2048 ~ 160-165 ms
+    t = MODELS["a100-llama3-8b-tp1"].iteration_time(2048, 2048 * 2048 / 2, 0, 0)
+    assert 0.150 <= t <= 0.175
+
+
+def test_h100_decode_step_slower_than_h200_buildkite_but_same_scale():
+    # vLLM buildkite (H200): 8B TP1 ~6.5 ms, 70B TP4 ~16 ms per step at batch 8; H100 has ~30% less
+    # HBM bandwidth so its steps should be slower, but not by more than that ratio plus overheads.
+    t8 = MODELS["h100-llama3.1-8b-tp1"].iteration_time(0, 0, 8, 8 * 96)
+    t70 = MODELS["h100-llama3.1-70b-tp4"].iteration_time(0, 0, 8, 8 * 96)
+    assert 6.5e-3 <= t8 <= 6.5e-3 * 1.5
+    assert 16e-3 <= t70 <= 16e-3 * 1.5
+
+
+def test_tp4_70b_prefill_faster_per_token_than_tp1_70b_would_be():
+    # sanity on scale: 70B at TP4 on H100 prefills 2048 tokens in 100-250 ms (Splitwise 2023 vLLM: 201 ms)
+    t = MODELS["h100-llama2-70b-tp4"].iteration_time(2048, 2048 * 2048 / 2, 0, 0)
+    assert 0.100 <= t <= 0.250
+
+
+def test_chunked_prefill_sums_chunks_of_2048():
+    m = MODELS["h100-llama2-7b-tp1"]
+    one = m.iteration_time(2048, 2048 * 1024, 0, 0)
+    two = m.iteration_time(2048, 2048 * (2048 + 1024), 0, 0)
+    assert chunked_prefill_time(m, 4096) == pytest.approx(one + two)
+
+
+def test_mixed_batch_costs_more_than_either_part():
+    m = MODELS["h100-llama2-7b-tp1"]
+    pre = m.iteration_time(512, 512 * 256, 0, 0)
+    dec = m.iteration_time(0, 0, 64, 64 * 1000)
+    mixed = m.iteration_time(512, 512 * 256, 64, 64 * 1000)
+    assert mixed > max(pre, dec)
+    assert mixed < pre + dec  # weights are read once for the fused batch
