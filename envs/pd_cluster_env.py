@@ -80,8 +80,9 @@ class PDClusterEnv(gym.Env):
 
     ``info`` every step: ``teacher_action`` (the Arrow interval controller's choice in this env's
     action encoding; -1 when ``teacher_in_info`` is off), ``teacher_flips``, ``action_mask``,
-    ``invalid_action``, ``flips`` (applied this step), ``num_prefill``, ``reward_terms``. On the
-    last step also ``slo_attainment``, ``goodput``, ``flip_count`` and ``episode_stats``.
+    ``invalid_action``, ``applied_flips`` (this step), ``num_prefill``, ``reward_terms``. On the
+    last step also ``slo_attainment``, ``goodput``, ``flip_count`` (= ``episode_flips``),
+    ``episode_duration_s`` and ``episode_stats`` (all of them plus the episode's description).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -272,12 +273,13 @@ class PDClusterEnv(gym.Env):
         terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward, unfinished_at_end=unfinished)
         self._return += terms.reward
         obs, info = self._observe(window)
-        info.update(invalid_action=invalid, flips=flips, reward_terms=terms)
+        info.update(invalid_action=invalid, applied_flips=flips, reward_terms=terms)
         if truncated:
             self._done = True
             stats = self._episode_stats(records, unfinished)
             info.update(slo_attainment=stats["slo_attainment"], goodput=stats["goodput"],
-                        flip_count=stats["flip_count"], episode_stats=stats)
+                        flip_count=stats["flip_count"], episode_flips=stats["flip_count"],
+                        episode_duration_s=stats["duration_s"], episode_stats=stats)
         return obs, terms.reward, False, truncated, info
 
     def _episode_stats(self, records: Sequence, unfinished: int) -> dict[str, Any]:
@@ -293,6 +295,7 @@ class PDClusterEnv(gym.Env):
             "goodput": good / self._arrival_end_s if self._arrival_end_s > 0 else 0.0,
             "flip_count": self._flip_count,
             "flips_per_min": self._flip_count / minutes,
+            "duration_s": self.cluster.now,
             "steps": self._steps,
             "return": self._return,
             "teacher_agreement": self._teacher_agree / self._steps if self.teacher is not None and self._steps else math.nan,

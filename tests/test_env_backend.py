@@ -84,7 +84,7 @@ def test_env_drives_any_cluster_through_the_interface():
     assert e.observation_space.contains(obs)
     assert info["num_prefill"] == 4
     obs, r, term, trunc, info = e.step(3)  # move one decode instance to prefill → 5 prefill
-    assert info["flips"] and e.cluster.roles.count(Role.PREFILL) == 5
+    assert info["applied_flips"] and e.cluster.roles.count(Role.PREFILL) == 5
     assert not term
 
 
@@ -132,5 +132,5 @@ def test_invalid_action_is_a_flagged_noop():
     e.reset(seed=0, options={"workload": workload()})
     assert not e.action_masks()[1]
     _, _, _, _, info = e.step(1)  # would empty the prefill pool
-    assert info["invalid_action"] and info["flips"] == []
+    assert info["invalid_action"] and info["applied_flips"] == []
     assert e.cluster.roles.count(Role.PREFILL) == 1
