@@ -196,3 +196,11 @@ def test_shipped_workload_configs_parse_and_generate(path):
 
 def test_shipped_workload_configs_exist():
     assert len(list(CONFIG_DIR.glob("*.yaml"))) >= 3
+
+
+def test_mmpp_start_state_picks_the_initial_regime():
+    common = {"kind": "mmpp", "rates": [0.0, 10.0], "mean_dwell_s": [1e6, 1e6], "duration_s": 100}
+    calm = generate(dict(common, start_state="calm"), seed=0)
+    burst = generate(dict(common, start_state="burst"), seed=0)
+    assert len(calm) == 0
+    assert len(burst) / 100 == pytest.approx(10, rel=0.25)
