@@ -1,0 +1,139 @@
+"""The control loop, the evaluator and ``arrow-rl evaluate`` on the real emulator, kept to seconds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arrow_rl.cluster.base import Role
+from arrow_rl.controllers.registry import make_policy
+from arrow_rl.evaluation.runner import last_useful_time, run_policy, slo_of
+from arrow_rl.workload.workload import Workload
+
+emulator = pytest.importorskip("arrow_rl.cluster.emulator")
+if not hasattr(emulator, "EmulatedCluster"):
+    pytest.skip("emulator not available yet", allow_module_level=True)
+
+from arrow_rl.cluster.emulator import EmulatorConfig  # noqa: E402
+
+PRESET = "h100-llama3.1-8b-tp1"
+
+
+def small_config(n: int = 4, ttft: float = 1.0, tpot: float = 0.05) -> EmulatorConfig:
+    return EmulatorConfig(preset=PRESET, num_instances=n, slo_ttft_s=ttft, slo_tpot_s=tpot)
+
+
+def poisson_workload(n: int = 150, rate: float = 8.0, inp: int = 800, out: int = 64, seed: int = 1) -> Workload:
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate, size=n))
+    arrival -= arrival[0]
+    inputs = rng.integers(inp // 2, inp * 2, size=n)
+    outputs = rng.integers(max(2, out // 2), out * 2, size=n)
+    return Workload(arrival, inputs, outputs, name="poisson")
+
+
+def prefill_burst() -> Workload:
+    """Long prompts arriving together: far more prefill work than half the cluster can do in SLO."""
+    n = 120
+    return Workload(np.linspace(0.0, 3.0, n), np.full(n, 6000), np.full(n, 8), name="prefill-burst")
+
+
+def test_runner_accounts_for_every_request_and_scores_in_unit_interval():
+    wl = poisson_workload()
+    res = run_policy(wl, small_config(), make_policy("arrow", 4))
+    assert res.num_requests == len(wl)
+    assert len({r.request_id for r in res.records}) == len(res.records) <= len(wl)
+    assert 0.0 <= res.attainment <= min(res.ttft_attainment, res.tpot_attainment) <= 1.0
+
+
+def test_runner_is_deterministic_for_a_seed():
+    wl = poisson_workload()
+    a = run_policy(wl, small_config(), make_policy("arrow", 4), seed=3)
+    b = run_policy(wl, small_config(), make_policy("arrow", 4), seed=3)
+    assert a.attainment == b.attainment
+    assert [(f.time_s, f.instance_id, f.role) for f in a.flips] == [(f.time_s, f.instance_id, f.role) for f in b.flips]
+
+
+def test_runner_static_split_never_flips():
+    res = run_policy(poisson_workload(), small_config(), make_policy("static:1", 4), record_timeline=True)
+    assert res.flips == [] and {p.num_prefill for p in res.timeline} == {1}
+
+
+def test_runner_stops_at_the_last_time_an_slo_can_still_be_met():
+    wl = poisson_workload()
+    res = run_policy(wl, small_config(), make_policy("static:1", 4))
+    assert res.sim_end_s <= last_useful_time(wl, slo_of(small_config())) + 1e-6
+
+
+def test_event_driven_arrow_flips_decode_to_prefill_under_a_prefill_burst():
+    res = run_policy(prefill_burst(), small_config(ttft=2.0), make_policy("arrow", 4))
+    assert any(f.role == Role.PREFILL.value and f.source == "alg1" for f in res.flips)
+
+
+def test_interval_arrow_flips_decode_to_prefill_under_a_prefill_burst():
+    res = run_policy(prefill_burst(), small_config(ttft=2.0), make_policy("arrow-interval", 4))
+    assert any(f.role == Role.PREFILL.value and f.source == "controller" for f in res.flips)
+
+
+def test_more_prefill_instances_help_a_prefill_burst():
+    wl = prefill_burst()
+    one = run_policy(wl, small_config(ttft=2.0), make_policy("static:1", 4)).ttft_attainment
+    three = run_policy(wl, small_config(ttft=2.0), make_policy("static:3", 4)).ttft_attainment
+    assert three > one
+
+
+def test_colocated_and_dynamo_and_oracle_run_in_the_same_loop():
+    wl = poisson_workload(n=60)
+    for spec in ("colocated", "dynamo", "oracle"):
+        res = run_policy(wl, small_config(), make_policy(spec, 4))
+        assert 0.0 <= res.attainment <= 1.0, spec
+
+
+def test_evaluate_cli_writes_the_contract_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    trace = tmp_path / "t.csv"
+    poisson_workload(n=80).to_csv(trace)
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "--slo-tpot", "0.05", "--controllers", "arrow,static-best,colocated", "--seed", "0", "--jobs", "1",
+        "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out), "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["controllers"]) == {"arrow", "static-best", "colocated"}
+    for entry in data["controllers"].values():
+        assert entry["serving_rate"] >= 0 and entry["attainment"] and "flips_per_min" in entry
+        assert all(0.0 <= a <= 1.0 for a in entry["attainment"].values())
+    assert data["controllers"]["static-best"]["best_split"] in (1, 2)
+    assert (tmp_path / "plots" / "attainment_vs_rate.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "timeline.png").stat().st_size > 0
+
+
+def test_evaluate_cli_unknown_controller_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    trace = tmp_path / "t.csv"
+    poisson_workload(n=20).to_csv(trace)
+    result = CliRunner().invoke(app, [
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "--slo-tpot", "0.05", "--controllers", "arrow,bogus"])
+    assert result.exit_code == 2 and "unknown controller 'bogus'" in result.output
+
+
+def test_parallel_evaluation_matches_serial():
+    from arrow_rl.evaluation.evaluate import evaluate
+    from arrow_rl.evaluation.serving_rate import SweepSettings
+
+    wl = poisson_workload(n=60)
+    s = SweepSettings(max_evals=3, rel_tol=0.5)
+    serial = evaluate(wl, small_config(3), ["static:1", "static:2"], s, jobs=1, timeline_controller="")
+    parallel = evaluate(wl, small_config(3), ["static:1", "static:2"], s, jobs=2, timeline_controller="")
+    for name in ("static:1", "static:2"):
+        assert serial.controllers[name].serving_rate == parallel.controllers[name].serving_rate
