@@ -204,3 +204,11 @@ def test_mmpp_start_state_picks_the_initial_regime():
     burst = generate(dict(common, start_state="burst"), seed=0)
     assert len(calm) == 0
     assert len(burst) / 100 == pytest.approx(10, rel=0.25)
+
+
+@pytest.mark.parametrize("kind", sorted(SPECS))
+def test_horizon_is_the_arrival_window(kind):
+    spec = parse_spec(SPECS[kind])
+    expected = 150.0 if kind == "stages" else SPECS[kind]["duration_s"]
+    assert spec.horizon_s == expected
+    assert generate(spec, seed=0).arrival_s.max() < spec.horizon_s

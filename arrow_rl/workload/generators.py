@@ -102,6 +102,11 @@ class _WorkloadSpec(_Spec):
     name: str | None = None
     mix: Mix = DEFAULT_MIX
 
+    @property
+    def horizon_s(self) -> float:
+        """Length of the arrival window in seconds (all arrivals fall in [0, horizon_s))."""
+        return float(self.duration_s)  # type: ignore[attr-defined]
+
 
 class PoissonSpec(_WorkloadSpec):
     kind: Literal["poisson"] = "poisson"
@@ -159,6 +164,10 @@ class Stage(_Spec):
 class StagesSpec(_WorkloadSpec):
     kind: Literal["stages"] = "stages"
     stages: list[Stage] = Field(min_length=1)
+
+    @property
+    def horizon_s(self) -> float:
+        return float(sum(stage.duration_s for stage in self.stages))
 
     @field_validator("stages", mode="before")
     @classmethod
