@@ -1,1 +1,6 @@
-"""arrow_rl.cluster.emulator"""
+"""The discrete-event PD-cluster emulator (see docs/emulator.md)."""
+
+from arrow_rl.cluster.emulator.cluster import EmulatedCluster
+from arrow_rl.cluster.emulator.config import EmulatorConfig
+
+__all__ = ["EmulatedCluster", "EmulatorConfig"]

@@ -1,0 +1,128 @@
+"""``EmulatorConfig``: the validated description of one emulated cluster.
+
+A pydantic model so that the same object comes from Python, from ``arrow-rl simulate`` options and
+from a YAML file (``configs/clusters/*.yaml``), with errors that name the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from arrow_rl.cluster.base import SLO, Mode, Role
+
+# Where the caller gives no SLO we use the one Arrow row that is published (Appendix A Table 1,
+# Azure Code on Qwen3-32B: TTFT 10 s, TPOT 0.125 s; ARROW.md §4). The §5.5 loads in every
+# MetricsWindow are SLO-relative, so they need some SLO; set your own for meaningful loads.
+DEFAULT_SLO_TTFT_S = 10.0
+DEFAULT_SLO_TPOT_S = 0.125
+
+
+class EmulatorConfig(BaseModel):
+    """One emulated cluster: instance type, size, mode, vLLM scheduler limits, SLOs, flip cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str = Field(description="instance type, e.g. h100-llama3.1-8b-tp1 (see arrow_rl.perf.presets)")
+    num_instances: int = Field(ge=1, le=4096)
+    mode: Mode = Mode.DISAGGREGATED
+    num_prefill: int | None = Field(
+        default=None, ge=0,
+        description="instances labelled PREFILL at start (disaggregated; default half, rounded down, >= 1)")
+    max_num_batched_tokens: int = Field(default=2048, ge=1, description="vLLM token budget per iteration")
+    max_num_seqs: int = Field(default=128, ge=1, description="vLLM limit on running sequences")
+    slo_ttft_s: float | None = Field(default=None, gt=0)
+    slo_tpot_s: float | None = Field(default=None, gt=0)
+    flip_delay_s: float = Field(
+        default=0.0, ge=0,
+        description="after a flip the instance admits no new work of either role for this long "
+                    "(Arrow assumes ~0; ARROW.md §5 decision 9)")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    exact_stepping: bool = Field(
+        default=False,
+        description="reference mode: simulate every decode iteration one by one instead of summing "
+                    "runs of identical decode batches in closed form (tests compare the two)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EmulatorConfig":
+        from arrow_rl.perf.presets import list_presets
+
+        if self.preset not in list_presets():
+            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(list_presets())}")
+        if self.max_num_seqs > self.max_num_batched_tokens:
+            # decode-first scheduling (Arrow §5.4) must always fit one token per running sequence
+            raise ValueError(f"max_num_seqs ({self.max_num_seqs}) must not exceed max_num_batched_tokens "
+                             f"({self.max_num_batched_tokens})")
+        if self.mode is Mode.DISAGGREGATED:
+            if self.num_instances < 2:
+                raise ValueError("disaggregated mode needs num_instances >= 2 (one prefill, one decode)")
+            p = self.prefill_count
+            if not 1 <= p <= self.num_instances - 1:
+                raise ValueError(f"num_prefill must be between 1 and num_instances-1 "
+                                 f"({self.num_instances - 1}) in disaggregated mode, got {p}")
+        if (self.slo_ttft_s is None) != (self.slo_tpot_s is None):
+            raise ValueError("give both slo_ttft_s and slo_tpot_s, or neither")
+        return self
+
+    @property
+    def prefill_count(self) -> int:
+        if self.num_prefill is not None:
+            return self.num_prefill
+        return max(1, self.num_instances // 2)
+
+    @property
+    def slo(self) -> SLO:
+        """The configured SLO, or the documented default (10 s TTFT, 0.125 s TPOT)."""
+        if self.slo_ttft_s is None or self.slo_tpot_s is None:
+            return SLO(DEFAULT_SLO_TTFT_S, DEFAULT_SLO_TPOT_S)
+        return SLO(self.slo_ttft_s, self.slo_tpot_s)
+
+    @property
+    def has_slo(self) -> bool:
+        return self.slo_ttft_s is not None
+
+    def initial_roles(self) -> tuple[Role, ...]:
+        """Disaggregated: the first ``num_prefill`` instances are PREFILL, the rest DECODE.
+        Colocated: every instance is labelled PREFILL (roles are ignored there)."""
+        if self.mode is Mode.COLOCATED:
+            return tuple(Role.PREFILL for _ in range(self.num_instances))
+        p = self.prefill_count
+        return tuple(Role.PREFILL if i < p else Role.DECODE for i in range(self.num_instances))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "EmulatorConfig":
+        """Load from YAML; errors name the file and the offending field."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read cluster config ({exc.strerror or exc})") from None
+        try:
+            data: Any = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields at the top level")
+        if isinstance(data.get("cluster"), dict):  # allow a top-level ``cluster:`` section
+            data = data["cluster"]
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise ValueError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field: message (got value)``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        parts.append(f"{loc}: {msg}{got_s}")
+    return "; ".join(parts)
