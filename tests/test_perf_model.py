@@ -126,3 +126,12 @@ def test_mixed_batch_costs_more_than_either_part():
     mixed = m.iteration_time(512, 512 * 256, 64, 64 * 1000)
     assert mixed > max(pre, dec)
     assert mixed < pre + dec  # weights are read once for the fused batch
+
+
+def test_shipped_token_tables_are_monotone_with_increasing_knots():
+    from arrow_rl.perf.presets import load_preset_document
+
+    for name in list_presets():
+        tab = load_preset_document(name)["token_ops"]
+        assert all(a < b for a, b in zip(tab["tokens"], tab["tokens"][1:]))
+        assert all(a <= b for a, b in zip(tab["ms"], tab["ms"][1:]))
