@@ -1,0 +1,80 @@
+"""Validated configuration of the live cluster: instances the router fronts, SLOs, timeouts.
+
+Files are YAML or JSON (``configs/live/*.yaml``); a bad field gets an error naming the file and field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from arrow_rl.cluster.base import SLO, Role
+
+
+class InstanceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Base URL of the vLLM OpenAI server, e.g. http://127.0.0.1:8100")
+    role: Role = Field(description="Initial routing role: prefill or decode")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"instance url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+
+class RouterConfig(BaseModel):
+    """Everything ``arrow-rl serve`` needs. Defaults are documented in docs/live_cluster.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instances: list[InstanceSpec] = Field(min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    routing: Literal["arrow", "arrow-noflip", "least-loaded"] = "arrow"
+    slo_ttft_s: float = Field(2.0, gt=0)
+    slo_tpot_s: float = Field(0.1, gt=0)
+    api_key: str | None = Field(None, description="Bearer key forwarded to instances (vLLM --api-key)")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    prefill_timeout_s: float = Field(120.0, gt=0, description="Whole prefill leg (max_tokens=1)")
+    stream_idle_timeout_s: float = Field(60.0, gt=0, description="Longest gap between two decode chunks")
+    request_timeout_s: float = Field(600.0, gt=0, description="Whole non-streaming decode leg")
+    health_interval_s: float = Field(1.0, gt=0)
+    health_timeout_s: float = Field(2.0, gt=0)
+    unhealthy_after_failures: int = Field(2, ge=1, description="Consecutive failed health checks")
+    journal: str | None = Field(None, description="JSONL request journal path (None: no journal)")
+    profiles: str | None = Field(None, description="JSON file of per-instance InstanceProfiles")
+
+    @model_validator(mode="after")
+    def _pools(self) -> "RouterConfig":
+        if len({i.url for i in self.instances}) != len(self.instances):
+            raise ValueError("instance URLs must be distinct")
+        return self
+
+    @property
+    def slo(self) -> SLO:
+        return SLO(self.slo_ttft_s, self.slo_tpot_s)
+
+
+def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
+    """Read YAML/JSON ``path`` into ``model``; errors name the file and the field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read config: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from exc
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{p}: {problems}") from exc

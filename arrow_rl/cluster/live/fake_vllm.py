@@ -1,0 +1,280 @@
+"""A fake vLLM OpenAI server with NIXL-style prefill/decode semantics, for fast deterministic tests.
+
+It mimics what the live router depends on (LIVE_VLLM §1.2, §2, §3): a prefill leg
+(``kv_transfer_params.do_remote_decode``) keeps the prompt's "KV" and answers with top-level
+``kv_transfer_params``; a decode leg (``do_remote_prefill``) pulls it from the named remote engine
+and counts the prompt under ``prompt_tokens_by_source_total{source="external_kv_transfer"}``; a
+hand-off from an engine to itself fails with HTTP 500 like real NIXL; ``/metrics`` uses vLLM's
+metric names. Output tokens are a pure function of the prompt, so a hand-off returns the same
+tokens as a local run. Latencies and failures are configurable (``FakeConfig``, ``/fake/config``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+# Every fake engine in this process, by engine id: where a decode leg "pulls" KV from.
+ENGINES: dict[str, "FakeVllm"] = {}
+
+VOCAB = 1000
+
+
+def expected_tokens(prompt: list[int], n: int) -> list[int]:
+    """The deterministic output of every fake engine for ``prompt`` (same on any instance)."""
+    h = 0
+    for t in prompt:
+        h = (h * 31 + int(t)) % 1_000_003
+    return [(h + 7919 * (k + 1)) % VOCAB for k in range(n)]
+
+
+@dataclass
+class FakeConfig:
+    prefill_s_per_token: float = 0.0      # prefill compute time per prompt token
+    prefill_base_s: float = 0.001
+    decode_step_s: float = 0.002          # time per generated token
+    kv_pull_s: float = 0.001
+    # Failure injection (each counts down per matching request; -1 = forever):
+    fail_prefill: int = 0                 # answer prefill legs with HTTP 500
+    fail_decode_before_stream: int = 0    # answer decode legs with HTTP 500
+    break_stream_after: int = -1          # close a stream after this many tokens (-1: never)
+    hang: bool = False                    # accept requests but never answer
+    healthy: bool = True                  # /health answers 200 (else 503)
+
+
+@dataclass
+class FakeVllm:
+    name: str = "fake"
+    model: str = "tiny"
+    config: FakeConfig = field(default_factory=FakeConfig)
+    engine_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    nixl_port: int = 5600
+
+    def __post_init__(self) -> None:
+        ENGINES[self.engine_id] = self
+        self.kv_store: dict[str, list[int]] = {}      # remote_request_id -> prompt tokens held for pulls
+        self.running = 0
+        self.requests_seen: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+        r = self.registry = CollectorRegistry()
+        lab = ["model_name", "engine"]
+        self.g_running = Gauge("vllm:num_requests_running", "running", lab, registry=r)
+        self.g_waiting = Gauge("vllm:num_requests_waiting", "waiting", lab, registry=r)
+        self.g_kv = Gauge("vllm:kv_cache_usage_perc", "kv usage", lab, registry=r)
+        self.g_cache = Gauge("vllm:cache_config_info", "cache config", ["block_size", "num_gpu_blocks"], registry=r)
+        self.g_cache.labels("128", "8192").set(1)
+        self.c_prompt = Counter("vllm:prompt_tokens", "prompt tokens", lab, registry=r)
+        self.c_gen = Counter("vllm:generation_tokens", "generation tokens", lab, registry=r)
+        self.c_src = Counter("vllm:prompt_tokens_by_source", "by source", lab + ["source"], registry=r)
+        self.c_fail = Counter("vllm:nixl_num_failed_transfers", "failed transfers", lab, registry=r)
+        self.c_ok = Counter("vllm:request_success", "finished", lab + ["finished_reason"], registry=r)
+        b = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+        self.h_ttft = Histogram("vllm:time_to_first_token_seconds", "ttft", lab, buckets=b, registry=r)
+        self.h_itl = Histogram("vllm:inter_token_latency_seconds", "itl", lab, buckets=b, registry=r)
+        self._lab = (self.model, "0")
+        for src in ("local_compute", "local_cache_hit", "external_kv_transfer"):
+            self.c_src.labels(*self._lab, src)
+        self.c_fail.labels(*self._lab)
+        self.app = Starlette(routes=[
+            Route("/v1/completions", self._completions, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/fake/config", self._set_config, methods=["POST"]),
+        ])
+
+    # ---- endpoints ------------------------------------------------------------------------
+    async def _health(self, request: Request) -> Response:
+        return Response(status_code=200 if self.config.healthy else 503)
+
+    async def _models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _metrics(self, request: Request) -> Response:
+        self.g_running.labels(*self._lab).set(self.running)
+        self.g_waiting.labels(*self._lab).set(0)
+        self.g_kv.labels(*self._lab).set(min(1.0, len(self.kv_store) / 100))
+        return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4")
+
+    async def _set_config(self, request: Request) -> Response:
+        for k, v in (await request.json()).items():
+            if not hasattr(self.config, k):
+                return JSONResponse({"error": f"unknown field {k}"}, status_code=400)
+            setattr(self.config, k, v)
+        return JSONResponse({"ok": True})
+
+    @staticmethod
+    def _take(n: int) -> tuple[bool, int]:
+        """Count down a failure budget: (fire now?, new budget)."""
+        if n == 0:
+            return False, 0
+        return True, (n - 1 if n > 0 else n)
+
+    async def _completions(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests_seen.append(body)
+        cfg = self.config
+        if cfg.hang:
+            await asyncio.sleep(3600)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, list) or not prompt:
+            return JSONResponse({"error": {"message": "fake vLLM: prompt must be token ids", "code": 400}},
+                                status_code=400)
+        kvp = body.get("kv_transfer_params") or {}
+        max_tokens = int(body.get("max_tokens") or 16)
+        t0 = time.perf_counter()
+        if kvp.get("do_remote_decode"):
+            return await self._prefill_leg(body, prompt, t0)
+        local = True
+        if kvp.get("do_remote_prefill"):
+            fire, cfg.fail_decode_before_stream = self._take(cfg.fail_decode_before_stream)
+            if fire:
+                return JSONResponse({"error": {"message": "injected decode failure", "code": 500}}, status_code=500)
+            if kvp.get("remote_engine_id") == self.engine_id:
+                # Real NIXL: kv_connector/utils.py::register_remote_engine asserts.
+                self.c_fail.labels(*self._lab).inc()
+                return JSONResponse({"error": {"message": f"AssertionError: Cannot register local engine "
+                                                          f"{self.engine_id} as remote", "code": 500}}, status_code=500)
+            remote = ENGINES.get(kvp.get("remote_engine_id", ""))
+            held = remote.kv_store.pop(kvp.get("remote_request_id", ""), None) if remote else None
+            if held is None or held != prompt:
+                self.c_fail.labels(*self._lab).inc()
+                return JSONResponse({"error": {"message": "KV pull failed", "code": 500}}, status_code=500)
+            await asyncio.sleep(cfg.kv_pull_s)
+            self.c_src.labels(*self._lab, "external_kv_transfer").inc(len(prompt))
+            local = False
+        else:
+            fire, cfg.fail_decode_before_stream = self._take(cfg.fail_decode_before_stream)
+            if fire:
+                return JSONResponse({"error": {"message": "injected failure", "code": 500}}, status_code=500)
+            self.c_src.labels(*self._lab, "local_compute").inc(len(prompt))
+            await asyncio.sleep(cfg.prefill_base_s + cfg.prefill_s_per_token * len(prompt))
+        self.c_prompt.labels(*self._lab).inc(len(prompt))
+        tokens = expected_tokens(prompt, max_tokens)
+        rid = f"cmpl-{uuid.uuid4().hex[:16]}"
+        if body.get("stream"):
+            return StreamingResponse(self._stream(rid, tokens, t0, body), media_type="text/event-stream")
+        self.running += 1
+        try:
+            for _ in tokens:
+                await asyncio.sleep(cfg.decode_step_s)
+        finally:
+            self.running -= 1
+        self._count_done(tokens, t0)
+        return JSONResponse(self._completion(rid, tokens, len(prompt), local))
+
+    async def _prefill_leg(self, body: dict, prompt: list[int], t0: float) -> Response:
+        cfg = self.config
+        fire, cfg.fail_prefill = self._take(cfg.fail_prefill)
+        if fire:
+            return JSONResponse({"error": {"message": "injected prefill failure", "code": 500}}, status_code=500)
+        assert body.get("max_tokens") == 1 and body.get("stream") is False, "router must send max_tokens=1, stream=false"
+        self.running += 1
+        try:
+            await asyncio.sleep(cfg.prefill_base_s + cfg.prefill_s_per_token * len(prompt))
+        finally:
+            self.running -= 1
+        self.c_prompt.labels(*self._lab).inc(len(prompt))
+        self.c_src.labels(*self._lab, "local_compute").inc(len(prompt))
+        rid = f"cmpl-{uuid.uuid4().hex[:16]}"
+        self.kv_store[rid] = list(prompt)
+        tokens = expected_tokens(prompt, 1)
+        self._count_done(tokens, t0)
+        out = self._completion(rid, tokens, len(prompt), True)
+        out["kv_transfer_params"] = {
+            "do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": [[1]],
+            "remote_engine_id": self.engine_id, "remote_request_id": rid, "remote_host": "localhost",
+            "remote_port": self.nixl_port, "tp_size": 1, "remote_num_tokens": len(prompt), "transfer_mode": "pull",
+        }
+        return JSONResponse(out)
+
+    def _count_done(self, tokens: list[int], t0: float) -> None:
+        self.c_gen.labels(*self._lab).inc(len(tokens))
+        self.h_ttft.labels(*self._lab).observe(time.perf_counter() - t0)
+        self.c_ok.labels(*self._lab, "length").inc()
+
+    def _completion(self, rid: str, tokens: list[int], n_prompt: int, local: bool) -> dict:
+        return {"id": rid, "object": "text_completion", "model": self.model,
+                "choices": [{"index": 0, "text": "", "token_ids": tokens, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(tokens),
+                          "total_tokens": n_prompt + len(tokens)}}
+
+    async def _stream(self, rid: str, tokens: list[int], t0: float, body: dict):
+        cfg = self.config
+        self.running += 1
+        try:
+            last = None
+            for k, tok in enumerate(tokens):
+                if 0 <= cfg.break_stream_after <= k:
+                    raise ConnectionAbortedError("injected stream break")
+                await asyncio.sleep(cfg.decode_step_s)
+                now = time.perf_counter()
+                if last is None:
+                    self.h_ttft.labels(*self._lab).observe(now - t0)
+                else:
+                    self.h_itl.labels(*self._lab).observe(now - last)
+                last = now
+                self.c_gen.labels(*self._lab).inc()
+                chunk = {"id": rid, "object": "text_completion", "model": self.model,
+                         "choices": [{"index": 0, "text": "", "token_ids": [tok],
+                                      "finish_reason": "length" if k == len(tokens) - 1 else None}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"id": rid, "object": "text_completion", "model": self.model, "choices": [],
+                         "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": len(tokens)}}
+                yield f"data: {json.dumps(usage)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+            self.c_ok.labels(*self._lab, "length").inc()
+        finally:
+            self.running -= 1
+
+
+class ServerThread:
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread (tests, local demos)."""
+
+    def __init__(self, app: Any, port: int = 0, host: str = "127.0.0.1") -> None:
+        import socket
+
+        if port == 0:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.host, self.port = host, port
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                   lifespan="on", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> "ServerThread":
+        self.thread.start()
+        t_end = time.time() + timeout_s
+        while not self.server.started:
+            if time.time() > t_end or not self.thread.is_alive():
+                raise RuntimeError(f"server on port {self.port} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

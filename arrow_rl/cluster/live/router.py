@@ -1,0 +1,697 @@
+"""The live P/D router: OpenAI completions/chat to clients, vLLM's two-leg protocol to instances.
+
+Per request (LIVE_VLLM §1.2): route the prefill leg (``RequestRouter.route_prefill``), send it
+with ``max_tokens=1`` and ``do_remote_decode``; route the decode leg (``route_decode``) and send the
+original body plus the returned ``kv_transfer_params``; stream the decode leg back. Both legs never
+go to one instance with ``kv_transfer_params`` (NIXL rejects a self hand-off with HTTP 500): when
+the decode leg lands where the prefill ran, it is sent as a plain request (vLLM's prefix cache
+holds the prompt's blocks, so the prompt is not recomputed).
+
+Faults: a connection error or timeout marks the instance unhealthy (no new work until a health
+check passes). A prefill leg that fails, or a decode leg that fails before any byte streamed, is
+retried once as a plain request on another healthy instance; any later failure ends the client's
+request with a clean error (an HTTP error, or an SSE ``error`` event then ``[DONE]`` mid-stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import math
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from arrow_rl.cluster.base import RequestRecord, Role
+from arrow_rl.cluster.live.config import RouterConfig
+from arrow_rl.cluster.live.protocol import (
+    BadRequest, decode_body, max_output_tokens, plain_body, prefill_body, prompt_tokens, validate_body,
+)
+from arrow_rl.cluster.live.routing import LiveRoutingContext, make_live_router
+from arrow_rl.cluster.live.scraper import kv_capacity_tokens, parse_metrics
+from arrow_rl.cluster.live.state import FlipError, InstanceState, RouterState
+from arrow_rl.perf.profile import InstanceProfile
+from arrow_rl.workload.workload import Request
+
+# Used only when no measured profile exists (arrow routing without `arrow-rl live-profile`):
+# ordering-only defaults, documented in docs/live_cluster.md.
+FALLBACK_PROFILE = InstanceProfile(prefill_a=0.0, prefill_b=1e-4, prefill_c=0.02,
+                                   decode_slope=1e-7, decode_intercept=0.01)
+
+
+class LegError(Exception):
+    """A leg that did not produce a usable response. ``retryable``: nothing reached the client and
+    the failure is the instance's (connection, timeout, 5xx), so one plain retry elsewhere is safe."""
+
+    def __init__(self, message: str, status: int = 502, retryable: bool = True, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.body = body
+
+
+@dataclass
+class Flight:
+    """One client request's journey (becomes a journal line and a ``RequestRecord``)."""
+
+    request_id: int
+    x_request_id: str
+    arrival_s: float
+    input_tokens: int
+    max_tokens: int
+    stream: bool
+    chat: bool
+    path: str = ""                  # disaggregated | local | plain | retry
+    prefill_instance: int = -1
+    decode_instance: int = -1
+    prefill_start_s: float = math.nan
+    prefill_end_s: float = math.nan
+    decode_start_s: float = math.nan
+    first_token_s: float = math.nan
+    finish_s: float = math.nan
+    output_tokens: int = 0
+    kv_transfer: bool = False
+    retried: bool = False
+    status: int = 0
+    error: str = ""
+    ttft_source: str = ""           # stream (first SSE chunk) | prefill_leg | response
+
+
+class FlipBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int
+    role: Role
+
+
+class RolesBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int | None = None
+    role: Role | None = None
+    flips: list[FlipBody] | None = None
+    source: str = "admin"
+
+
+class RoutingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str
+
+
+class SignalsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decode_load: float | None = None
+    prefill_load: float | None = None
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+class Router:
+    """State + HTTP app. Build with ``Router(config).app`` and serve with uvicorn."""
+
+    def __init__(self, config: RouterConfig, token: str | None = None,
+                 profiles: dict[int, InstanceProfile] | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.token = token or secrets.token_urlsafe(24)
+        self.state = RouterState([i.url for i in config.instances], [i.role for i in config.instances])
+        self.profiles: dict[int, InstanceProfile] = dict(profiles or {})
+        self.slo = config.slo
+        self._transport = transport
+        self.client: httpx.AsyncClient | None = None
+        self._health_task: asyncio.Task | None = None
+        self._journal = open(config.journal, "a", encoding="utf-8", buffering=1) if config.journal else None
+        self.records: list[RequestRecord] = []
+        self.set_routing(config.routing)
+        self._build_metrics()
+        self.app = Starlette(routes=[
+            Route("/v1/completions", self._completions, methods=["POST"]),
+            Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/state", self._get_state, methods=["GET"]),
+            Route("/roles", self._post_roles, methods=["POST"]),
+            Route("/routing", self._post_routing, methods=["POST"]),
+            Route("/signals", self._post_signals, methods=["POST"]),
+            Route("/events", self._get_events, methods=["GET"]),
+        ], lifespan=self._lifespan)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self.client = httpx.AsyncClient(transport=self._transport, limits=limits,
+                                        timeout=httpx.Timeout(self.config.request_timeout_s,
+                                                              connect=self.config.connect_timeout_s))
+        self._health_task = asyncio.create_task(self._health_loop())
+        try:
+            yield
+        finally:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._health_task
+            await self.client.aclose()
+            if self._journal:
+                self._journal.close()
+
+    def set_routing(self, name: str) -> None:
+        self.routing = make_live_router(name)
+        self.routing.reset(len(self.state.instances))
+        self.ctx = LiveRoutingContext(self.state, self.slo, self.profile, on_flip=self._note_flip)
+
+    def profile(self, instance_id: int) -> InstanceProfile:
+        return self.profiles.get(instance_id, FALLBACK_PROFILE)
+
+    def _arrow_state(self) -> Any:
+        return getattr(self.routing, "state", None)
+
+    def _note_flip(self, instance_id: int, role: Role) -> None:
+        """Keep Arrow's one P→D cooldown clock (§5.5) in step with flips from any source."""
+        self.m_flips.labels(source="alg1").inc()
+
+    # ---- metrics ----------------------------------------------------------------------------
+    def _build_metrics(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.m_requests = Counter("arrow_router_requests", "Client requests by outcome", ["outcome", "path"], registry=r)
+        self.m_retries = Counter("arrow_router_retries", "Legs retried as plain requests", ["leg"], registry=r)
+        self.m_flips = Counter("arrow_router_flips", "Applied role flips", ["source"], registry=r)
+        lat = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+        self.m_ttft = Histogram("arrow_router_ttft_seconds", "Client-visible time to first token", buckets=lat, registry=r)
+        self.m_tpot = Histogram("arrow_router_tpot_seconds", "Time per output token after the first", buckets=lat, registry=r)
+        self.m_prefill_leg = Histogram("arrow_router_prefill_leg_seconds", "Prefill leg latency", buckets=lat, registry=r)
+        self.m_decode_first = Histogram("arrow_router_decode_leg_first_chunk_seconds",
+                                        "Decode leg: request sent to first chunk (KV pull + first step)", buckets=lat, registry=r)
+        self.m_role = Gauge("arrow_router_instance_role", "1 if the instance is in the prefill pool, 0 if decode", ["instance"], registry=r)
+        self.m_healthy = Gauge("arrow_router_instance_healthy", "1 if healthy", ["instance"], registry=r)
+        self.m_inflight = Gauge("arrow_router_instance_inflight", "In-flight legs", ["instance", "phase"], registry=r)
+
+    def _refresh_gauges(self) -> None:
+        for s in self.state.instances:
+            i = str(s.instance_id)
+            self.m_role.labels(i).set(1 if s.role is Role.PREFILL else 0)
+            self.m_healthy.labels(i).set(1 if s.healthy else 0)
+            self.m_inflight.labels(i, "prefill").set(s.num_prefill)
+            self.m_inflight.labels(i, "decode").set(s.num_decode)
+
+    # ---- health -------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self._check(s) for s in self.state.instances), return_exceptions=True)
+            await asyncio.sleep(self.config.health_interval_s)
+
+    async def _check(self, s: InstanceState) -> None:
+        assert self.client is not None
+        try:
+            r = await self.client.get(s.url + "/health", timeout=self.config.health_timeout_s,
+                                      headers=self._headers())
+            ok = r.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            s.failures = 0
+            self.state.mark_healthy(s)
+            with contextlib.suppress(Exception):  # KV usage is optional routing input
+                m = await self.client.get(s.url + "/metrics", timeout=self.config.health_timeout_s,
+                                          headers=self._headers())
+                snap = parse_metrics(m.text)
+                s.kv_usage = snap.value("vllm:kv_cache_usage_perc")
+                s.kv_capacity_tokens = kv_capacity_tokens(snap) or s.kv_capacity_tokens
+        else:
+            s.failures += 1
+            if s.failures >= self.config.unhealthy_after_failures:
+                self.state.mark_unhealthy(s, "health check failed")
+
+    def _headers(self, xid: str | None = None) -> dict[str, str]:
+        h = {}
+        if self.config.api_key:
+            h["Authorization"] = f"Bearer {self.config.api_key}"
+        if xid:
+            h["X-Request-Id"] = xid
+        return h
+
+    # ---- routing helpers ------------------------------------------------------------------------
+    def _fallback(self, role: Role, exclude: set[int]) -> InstanceState | None:
+        """Least-busy healthy instance, preferring ``role``'s pool, never one in ``exclude``."""
+        cands = [s for s in self.state.healthy() if s.instance_id not in exclude]
+        if not cands:
+            return None
+        pool = [s for s in cands if s.role is role] or cands
+        return min(pool, key=lambda s: (s.inflight, s.instance_id))
+
+    def _pick(self, chosen: int, role: Role, exclude: set[int] = frozenset()) -> InstanceState | None:
+        s = self.state.instances[chosen] if 0 <= chosen < len(self.state.instances) else None
+        if s is not None and s.healthy and s.instance_id not in exclude:
+            return s
+        return self._fallback(role, set(exclude))
+
+    # ---- client endpoints ---------------------------------------------------------------------
+    async def _completions(self, request: HTTPRequest) -> Response:
+        return await self._serve(request, chat=False)
+
+    async def _chat_completions(self, request: HTTPRequest) -> Response:
+        return await self._serve(request, chat=True)
+
+    async def _models(self, request: HTTPRequest) -> Response:
+        assert self.client is not None
+        for s in self.state.healthy():
+            with contextlib.suppress(httpx.HTTPError):
+                r = await self.client.get(s.url + "/v1/models", headers=self._headers(), timeout=5)
+                return Response(r.content, status_code=r.status_code, media_type="application/json")
+        return _error(503, "no healthy instance")
+
+    async def _health(self, request: HTTPRequest) -> Response:
+        ok = bool(self.state.healthy())
+        return JSONResponse({"healthy": ok, "healthy_instances": len(self.state.healthy())},
+                            status_code=200 if ok else 503)
+
+    async def _metrics(self, request: HTTPRequest) -> Response:
+        self._refresh_gauges()
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _serve(self, request: HTTPRequest, chat: bool) -> Response:
+        try:
+            body = validate_body(await request.json(), chat)
+        except json.JSONDecodeError:
+            return _error(400, "request body is not valid JSON")
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        st = self.state
+        f = Flight(request_id=next(st.next_request_id),
+                   x_request_id=request.headers.get("x-request-id") or str(uuid.uuid4()),
+                   arrival_s=st.now(), input_tokens=prompt_tokens(body, chat),
+                   max_tokens=max_output_tokens(body), stream=bool(body.get("stream", False)), chat=chat)
+        st.arrivals += 1
+        st.log("arrival", id=f.request_id, input_tokens=f.input_tokens, t=f.arrival_s)
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        req = Request(f.request_id, f.arrival_s, f.input_tokens, f.max_tokens)
+
+        p = self._pick(self.routing.route_prefill(req, self.ctx), Role.PREFILL)
+        if p is None:
+            return self._finish_error(f, 503, "no healthy instance")
+        if len(st.healthy()) == 1:
+            # One healthy instance: no hand-off possible, send one plain request.
+            return await self._run_decode(f, p, path, plain_body(body), "plain", allow_retry=True, body=body)
+
+        # ---- prefill leg ----
+        f.prefill_instance = p.instance_id
+        f.prefill_start_s = st.now()
+        st.begin_prefill(p, f.input_tokens)
+        kv: dict | None = None
+        try:
+            resp = await self._post_json(p, path, prefill_body(body), f.x_request_id, self.config.prefill_timeout_s)
+            kv = resp.get("kv_transfer_params") if isinstance(resp, dict) else None
+            usage = resp.get("usage") or {} if isinstance(resp, dict) else {}
+            true_len = usage.get("prompt_tokens")
+            if isinstance(true_len, int) and true_len > 0:
+                req = dataclasses.replace(req, input_tokens=true_len)
+        except LegError as exc:
+            st.end_prefill(p, f.input_tokens, computed=False)
+            f.prefill_end_s = st.now()
+            if not exc.retryable:
+                return self._finish_error(f, exc.status, str(exc), exc.body)
+            self.m_retries.labels(leg="prefill").inc()
+            f.retried = True
+            q = self._fallback(Role.DECODE, {p.instance_id})
+            if q is None:
+                return self._finish_error(f, 502, f"prefill leg failed on instance {p.instance_id}: {exc}")
+            return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
+        st.end_prefill(p, f.input_tokens, computed=True)
+        f.prefill_end_s = st.now()
+        self.m_prefill_leg.observe(f.prefill_end_s - f.prefill_start_s)
+        st.log("prefill_done", id=f.request_id, instance=p.instance_id, t=f.prefill_end_s)
+
+        # ---- decode leg ----
+        d = self._pick(self.routing.route_decode(req, p.instance_id, self.ctx), Role.DECODE)
+        if d is None:
+            return self._finish_error(f, 503, "no healthy instance for the decode leg")
+        if d.instance_id == p.instance_id:
+            # Never hand off to oneself (NIXL: "Cannot register local engine as remote"): plain request.
+            return await self._run_decode(f, d, path, plain_body(body), "local", allow_retry=True, body=body)
+        return await self._run_decode(f, d, path, decode_body(body, kv), "disaggregated", allow_retry=True,
+                                      body=body, kv=bool(kv))
+
+    async def _post_json(self, s: InstanceState, path: str, body: dict, xid: str, timeout: float) -> Any:
+        assert self.client is not None
+        try:
+            r = await self.client.post(s.url + path, json=body, headers=self._headers(xid),
+                                       timeout=httpx.Timeout(timeout, connect=self.config.connect_timeout_s))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
+            raise LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__})") from exc
+        except httpx.TimeoutException as exc:
+            self.state.mark_unhealthy(s, "timeout")
+            raise LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504) from exc
+        if r.status_code >= 400:
+            body_json = _json_or_text(r.content)
+            raise LegError(f"instance {s.instance_id} answered HTTP {r.status_code}: {_short(body_json)}",
+                           r.status_code, retryable=r.status_code >= 500, body=body_json)
+        try:
+            return r.json()
+        except json.JSONDecodeError as exc:
+            raise LegError(f"instance {s.instance_id} returned a non-JSON body") from exc
+
+    async def _run_decode(self, f: Flight, d: InstanceState, path: str, leg_body: dict, how: str,
+                          allow_retry: bool, body: dict, kv: bool = False) -> Response:
+        """Send the decode (or only) leg; one plain retry elsewhere if it fails before any byte."""
+        st = self.state
+        f.path, f.decode_instance, f.kv_transfer = how, d.instance_id, kv
+        f.decode_start_s = st.now()
+        context = f.input_tokens + 1
+        st.begin_decode(d, context)
+        try:
+            if f.stream:
+                inject_usage = "stream_options" not in leg_body
+                if inject_usage:
+                    leg_body = {**leg_body, "stream_options": {"include_usage": True}}
+                resp, first = await self._open_stream(d, path, leg_body, f.x_request_id)
+                return StreamingResponse(self._relay(f, d, resp, first, context, inject_usage),
+                                         media_type="text/event-stream",
+                                         headers={"X-Request-Id": f.x_request_id})
+            out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
+        except LegError as exc:
+            st.end_decode(d, context)
+            if allow_retry and exc.retryable:
+                q = self._fallback(Role.DECODE, {d.instance_id})
+                if q is not None:
+                    self.m_retries.labels(leg="decode").inc()
+                    f.retried = True
+                    return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
+            return self._finish_error(f, exc.status, str(exc), exc.body)
+        st.end_decode(d, context)
+        f.finish_s = st.now()
+        usage = out.get("usage") or {} if isinstance(out, dict) else {}
+        f.output_tokens = int(usage.get("completion_tokens") or 0)
+        if how == "disaggregated" or not math.isnan(f.prefill_end_s) and how != "retry":
+            f.first_token_s, f.ttft_source = f.prefill_end_s, "prefill_leg"
+        else:
+            f.first_token_s, f.ttft_source = f.finish_s, "response"
+        if isinstance(out, dict):
+            out.pop("kv_transfer_params", None)
+        self._finish_ok(f)
+        return JSONResponse(out, headers={"X-Request-Id": f.x_request_id})
+
+    async def _open_stream(self, s: InstanceState, path: str, body: dict, xid: str) -> tuple[httpx.Response, list[bytes]]:
+        """Open the upstream stream and read until one complete SSE event: until then nothing has
+        reached the client, so a failure here is still retryable."""
+        assert self.client is not None
+        timeout = httpx.Timeout(self.config.stream_idle_timeout_s, connect=self.config.connect_timeout_s)
+        req = self.client.build_request("POST", s.url + path, json=body, headers=self._headers(xid), timeout=timeout)
+        try:
+            resp = await self.client.send(req, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
+            raise LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__})") from exc
+        except httpx.TimeoutException as exc:
+            self.state.mark_unhealthy(s, "timeout")
+            raise LegError(f"instance {s.instance_id} timed out", 504) from exc
+        if resp.status_code >= 400:
+            content = await resp.aread()
+            await resp.aclose()
+            body_json = _json_or_text(content)
+            raise LegError(f"instance {s.instance_id} answered HTTP {resp.status_code}: {_short(body_json)}",
+                           resp.status_code, retryable=resp.status_code >= 500, body=body_json)
+        it = resp.aiter_raw()
+        buf = b""
+        try:
+            while b"\n\n" not in buf:
+                chunk = await it.__anext__()
+                buf += chunk
+        except StopAsyncIteration:
+            await resp.aclose()
+            raise LegError(f"instance {s.instance_id} closed the stream before the first event") from None
+        except httpx.HTTPError as exc:
+            await resp.aclose()
+            if isinstance(exc, httpx.TimeoutException):
+                self.state.mark_unhealthy(s, "stream timeout")
+            else:
+                self.state.mark_unhealthy(s, f"{type(exc).__name__}")
+            raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from exc
+        resp._arrow_iter = it  # type: ignore[attr-defined]  (continue the same iterator in _relay)
+        return resp, [buf]
+
+    async def _relay(self, f: Flight, d: InstanceState, resp: httpx.Response, first: list[bytes],
+                     context: int, inject_usage: bool) -> AsyncIterator[bytes]:
+        """Forward SSE events, timing the first content chunk and the gaps between chunks."""
+        st = self.state
+        it = resp._arrow_iter  # type: ignore[attr-defined]
+        buf = b"".join(first)
+        last_t: float | None = None
+        usage_tokens: int | None = None
+        content_events = 0
+        grown = 0
+        ok = False
+        err = ""
+        try:
+            while True:
+                while b"\n\n" in buf:
+                    event, buf = buf.split(b"\n\n", 1)
+                    forward = True
+                    data = event[6:] if event.startswith(b"data: ") else None
+                    if data is not None and data != b"[DONE]":
+                        try:
+                            obj = json.loads(data)
+                        except json.JSONDecodeError:
+                            obj = None
+                        if isinstance(obj, dict):
+                            if obj.get("usage"):
+                                usage_tokens = obj["usage"].get("completion_tokens", usage_tokens)
+                            choices = obj.get("choices")
+                            if choices:
+                                now = st.now()
+                                ch = choices[0]
+                                n_tok = len(ch.get("token_ids") or []) or 1
+                                if math.isnan(f.first_token_s):
+                                    f.first_token_s, f.ttft_source = now, "stream"
+                                    self.m_decode_first.observe(now - f.decode_start_s)
+                                elif last_t is not None:
+                                    d.itl_sum_s += now - last_t
+                                    d.itl_count += n_tok
+                                last_t = now
+                                content_events += n_tok
+                                d.decode_tokens_out += n_tok
+                                st.grow_decode(d, n_tok)
+                                grown += n_tok
+                            elif inject_usage and obj.get("usage") is not None:
+                                forward = False  # the client did not ask for the usage chunk
+                            if "error" in obj:
+                                err = _short(obj["error"])
+                    elif data == b"[DONE]":
+                        ok = not err
+                    if forward:
+                        yield event + b"\n\n"
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                buf += chunk
+            if buf.strip():
+                yield buf
+            if not ok and not err:
+                err = "upstream stream ended without [DONE]"
+        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+            err = f"decode instance {d.instance_id} failed mid-stream ({type(exc).__name__})"
+            if isinstance(exc, (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError)):
+                self.state.mark_unhealthy(d, err)
+            payload = json.dumps({"error": {"message": err, "type": "upstream_error", "code": 502}})
+            yield f"data: {payload}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+        finally:
+            await resp.aclose()
+            st.end_decode(d, context + grown)
+            f.finish_s = st.now()
+            f.output_tokens = int(usage_tokens if usage_tokens is not None else content_events)
+            if err:
+                f.status, f.error = 502, err
+                self._record(f, rejected=True)
+            elif not ok:
+                f.status, f.error = 499, "client disconnected"
+                self._record(f, rejected=True)
+            else:
+                self._finish_ok(f)
+
+    # ---- outcomes -------------------------------------------------------------------------------
+    def _finish_ok(self, f: Flight) -> None:
+        f.status = 200
+        if not math.isnan(f.first_token_s):
+            self.m_ttft.observe(max(0.0, f.first_token_s - f.arrival_s))
+            if f.output_tokens > 1:
+                self.m_tpot.observe(max(0.0, (f.finish_s - f.first_token_s) / (f.output_tokens - 1)))
+        self._record(f, rejected=False)
+
+    def _finish_error(self, f: Flight, status: int, message: str, upstream: Any = None) -> Response:
+        f.status, f.error = status, message
+        f.finish_s = self.state.now()
+        self._record(f, rejected=True)
+        if 400 <= status < 500 and isinstance(upstream, dict) and "error" in upstream:
+            return JSONResponse(upstream, status_code=status)  # the instance's own client error
+        return _error(status if status >= 400 else 502, message)
+
+    def _record(self, f: Flight, rejected: bool) -> None:
+        outcome = "error" if rejected else "ok"
+        self.m_requests.labels(outcome=outcome, path=f.path or "none").inc()
+        rec = RequestRecord(
+            request_id=f.request_id, arrival_s=f.arrival_s, input_tokens=f.input_tokens,
+            output_tokens=f.output_tokens, prefill_instance=f.prefill_instance if f.prefill_instance >= 0 else f.decode_instance,
+            decode_instance=f.decode_instance, first_token_s=f.first_token_s if not rejected else math.nan,
+            finish_s=f.finish_s if not rejected else math.nan, rejected=rejected, reject_reason=f.error,
+        )
+        self.records.append(rec)
+        entry = {k: _nan_to_none(v) for k, v in dataclasses.asdict(f).items()}
+        self.state.log("finish", **entry, t=f.finish_s)
+        if self._journal:
+            self._journal.write(json.dumps(entry) + "\n")
+
+    # ---- admin API ------------------------------------------------------------------------------
+    def _authorized(self, request: HTTPRequest) -> Response | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return _error(401, "missing bearer token (Authorization: Bearer <token>)")
+        if not hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
+            return _error(403, "bad token")
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        st = self.state
+        insts = []
+        for s in st.instances:
+            v = dataclasses.asdict(s.view())
+            v["role"] = s.role.value
+            v.update(url=s.url, unhealthy_reason=s.unhealthy_reason, kv_usage=s.kv_usage,
+                     itl_sum_s=s.itl_sum_s, itl_count=s.itl_count, decode_tokens_out=s.decode_tokens_out,
+                     prefill_tokens_done=s.prefill_tokens_done, busy_s=st.busy_seconds(s),
+                     profile=dataclasses.asdict(self.profiles[s.instance_id]) if s.instance_id in self.profiles else None)
+            insts.append(v)
+        return {
+            "now": st.now(), "routing": self.routing.name, "slo": {"ttft_s": self.slo.ttft_s, "tpot_s": self.slo.tpot_s},
+            "instances": insts, "arrivals": st.arrivals, "completed": len(self.records),
+            "pending_predicted_ttft_misses": self._pending_misses(),
+            "last_seq": st.last_seq(),
+            "flips": [{"t": r.time_s, "id": r.instance_id, "old": r.old.value, "new": r.new.value, "source": r.source}
+                      for r in st.flips[-100:]],
+        }
+
+    def _pending_misses(self) -> int:
+        """In-flight prefill legs whose TTFT is already predicted to exceed the SLO: resident
+        prefill work ahead of them (sequential prefill, Arrow §4.1) plus their own time."""
+        # The router tracks sums, not queues; a whole-instance bound is the live approximation:
+        # every resident prefill on an instance whose Σ T exceeds the SLO counts as a predicted miss.
+        misses = 0
+        for s in self.state.instances:
+            if s.num_prefill == 0:
+                continue
+            total = self.profile(s.instance_id).prefill_time_sum(s.num_prefill, s.prefill_tokens, s.prefill_tokens_sq)
+            if total > self.slo.ttft_s:
+                misses += s.num_prefill
+        return misses
+
+    async def _get_state(self, request: HTTPRequest) -> Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        return JSONResponse(self.state_dict())
+
+    async def _get_events(self, request: HTTPRequest) -> Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        try:
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            return _error(400, "query parameter 'after' must be an integer")
+        events, last, lost = self.state.events_after(after)
+        return JSONResponse({"events": events, "last_seq": last, "lost": lost, "now": self.state.now()})
+
+    async def _post_roles(self, request: HTTPRequest) -> Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        try:
+            raw = await request.json()
+            b = RolesBody.model_validate(raw)
+        except json.JSONDecodeError:
+            return _error(400, "body is not valid JSON")
+        except ValidationError as exc:
+            return _error(422, _validation_message(exc))
+        if b.flips is not None:
+            if b.id is not None or b.role is not None:
+                return _error(422, "give either 'flips' or 'id'+'role', not both")
+            flips = [(x.id, x.role) for x in b.flips]
+        elif b.id is not None and b.role is not None:
+            flips = [(b.id, b.role)]
+        else:
+            return _error(422, "body needs 'id' and 'role' (or a 'flips' list)")
+        try:
+            done = self.state.apply_flips(flips, source=b.source)
+        except FlipError as exc:
+            return _error(exc.status, str(exc))
+        ast = self._arrow_state()
+        for rec in done:
+            self.m_flips.labels(source=b.source).inc()
+            if ast is not None and hasattr(ast, "record"):
+                ast.record(rec.time_s, rec.instance_id, rec.new, b.source)  # one P→D clock (§5.5)
+        return JSONResponse({"applied": [{"id": r.instance_id, "old": r.old.value, "new": r.new.value} for r in done],
+                             "roles": [s.role.value for s in self.state.instances]})
+
+    async def _post_routing(self, request: HTTPRequest) -> Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        try:
+            b = RoutingBody.model_validate(await request.json())
+            self.set_routing(b.policy)
+        except json.JSONDecodeError:
+            return _error(400, "body is not valid JSON")
+        except ValidationError as exc:
+            return _error(422, _validation_message(exc))
+        except ValueError as exc:
+            return _error(422, str(exc))
+        return JSONResponse({"routing": self.routing.name})
+
+    async def _post_signals(self, request: HTTPRequest) -> Response:
+        """The monitor's last LP/LD (Alg. 2) for Alg. 1's overload rule (§5.5), when the two run
+        in different processes."""
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        try:
+            b = SignalsBody.model_validate(await request.json())
+        except json.JSONDecodeError:
+            return _error(400, "body is not valid JSON")
+        except ValidationError as exc:
+            return _error(422, _validation_message(exc))
+        ast = self._arrow_state()
+        if ast is not None:
+            if b.decode_load is not None:
+                ast.decode_load = b.decode_load
+            if b.prefill_load is not None:
+                ast.prefill_load = b.prefill_load
+        return JSONResponse({"ok": True, "used": ast is not None})
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+def _json_or_text(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return content.decode("utf-8", "replace")
+
+
+def _short(x: Any, n: int = 300) -> str:
+    s = x if isinstance(x, str) else json.dumps(x)
+    return s if len(s) <= n else s[:n] + "…"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())

@@ -1,0 +1,82 @@
+"""Pluggable per-request routing for the live router: a ``RoutingContext`` over the router's own
+bookkeeping, so any ``RequestRouter`` (Arrow's Algorithm 1 above all) runs on live instance state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from arrow_rl.cluster.base import SLO, InstanceView, Role
+from arrow_rl.cluster.live.state import FlipError, RouterState
+from arrow_rl.perf.profile import InstanceProfile
+from arrow_rl.workload.workload import Request
+
+ROUTING_POLICIES = ("arrow", "arrow-noflip", "least-loaded")
+
+
+class LiveRoutingContext:
+    """``RoutingContext`` backed by ``RouterState``. ``flip`` applies Algorithm 1's flips to the
+    pools immediately (same event-loop turn, so atomic) and ignores flips that would empty a pool."""
+
+    def __init__(self, state: RouterState, slo: SLO, profiles: Callable[[int], InstanceProfile],
+                 on_flip: Callable[[int, Role], None] | None = None) -> None:
+        self._state = state
+        self._slo = slo
+        self._profiles = profiles
+        self._on_flip = on_flip
+
+    @property
+    def now(self) -> float:
+        return self._state.now()
+
+    @property
+    def slo(self) -> SLO:
+        return self._slo
+
+    def instances(self) -> Sequence[InstanceView]:
+        return self._state.views()
+
+    def flip(self, instance_id: int, role: Role) -> None:
+        try:
+            done = self._state.apply_flips([(instance_id, Role(role))], source="alg1")
+        except FlipError:
+            return
+        if done and self._on_flip is not None:
+            self._on_flip(instance_id, Role(role))
+
+    def profile(self, instance_id: int) -> InstanceProfile:
+        return self._profiles(instance_id)
+
+
+class LeastLoadedRouter:
+    """Baseline routing: the healthy pool member with the fewest in-flight tokens of the leg's
+    phase (prefill: Σ queued prompt tokens; decode: Σ decode context tokens). Empty pool → all."""
+
+    name = "least-loaded"
+
+    def reset(self, num_instances: int) -> None:
+        pass
+
+    @staticmethod
+    def _pick(views: Sequence[InstanceView], role: Role, key: Callable[[InstanceView], tuple]) -> int:
+        healthy = [v for v in views if v.healthy] or list(views)
+        pool = [v for v in healthy if v.role is role] or healthy
+        return min(pool, key=lambda v: (*key(v), v.instance_id)).instance_id
+
+    def route_prefill(self, request: Request, ctx: Any) -> int:
+        return self._pick(ctx.instances(), Role.PREFILL, lambda v: (v.prefill_tokens, v.num_prefill))
+
+    def route_decode(self, request: Request, prefill_instance: int, ctx: Any) -> int:
+        return self._pick(ctx.instances(), Role.DECODE, lambda v: (v.decode_tokens, v.num_decode))
+
+
+def make_live_router(name: str) -> Any:
+    """The routing policy by name: ``arrow`` (Algorithm 1 with its D→P/P→D flips), ``arrow-noflip``
+    (Algorithm 1 placement only; a separate controller owns flips), ``least-loaded``."""
+    if name == "least-loaded":
+        return LeastLoadedRouter()
+    if name in ("arrow", "arrow-noflip"):
+        from arrow_rl.scheduling.arrow import ArrowRouter
+
+        return ArrowRouter(enable_flips=(name == "arrow"))
+    raise ValueError(f"unknown routing policy {name!r}; choose one of {', '.join(ROUTING_POLICIES)}")

@@ -1,0 +1,74 @@
+"""Shared helpers for the live-cluster tests: fake vLLM instances plus a router, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import httpx
+
+from arrow_rl.cluster.base import Role
+from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
+from arrow_rl.cluster.live.fake_vllm import FakeConfig, FakeVllm, ServerThread
+from arrow_rl.cluster.live.router import Router
+from arrow_rl.perf.profile import InstanceProfile
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROFILE = InstanceProfile(prefill_a=0.0, prefill_b=1e-5, prefill_c=0.001, decode_slope=1e-6, decode_intercept=0.002)
+
+
+@dataclass
+class LiveRig:
+    fakes: list[FakeVllm]
+    servers: list[ServerThread]
+    router: Router
+    router_server: ServerThread
+
+    @property
+    def url(self) -> str:
+        return self.router_server.url
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+
+@contextlib.contextmanager
+def live_rig(roles: list[str] = ("prefill", "decode"), routing: str = "least-loaded",
+             configs: list[FakeConfig] | None = None, journal: str | None = None,
+             health_interval_s: float = 0.2, **router_kw) -> Iterator[LiveRig]:
+    fakes = [FakeVllm(name=f"fake{i}", config=(configs[i] if configs else FakeConfig()), nixl_port=5600 + i)
+             for i in range(len(roles))]
+    servers = [ServerThread(f.app).start() for f in fakes]
+    cfg = RouterConfig(instances=[InstanceSpec(url=s.url, role=Role(r)) for s, r in zip(servers, roles)],
+                       routing=routing, journal=journal, health_interval_s=health_interval_s,
+                       unhealthy_after_failures=1, **router_kw)
+    router = Router(cfg, token=TOKEN, profiles={i: PROFILE for i in range(len(roles))})
+    rs = ServerThread(router.app).start()
+    try:
+        yield LiveRig(fakes, servers, router, rs)
+    finally:
+        rs.stop()
+        for s in servers:
+            s.stop()
+
+
+def completion(prompt_len: int = 200, max_tokens: int = 8, stream: bool = True, seed: int = 1) -> dict:
+    prompt = [(seed * 131 + 17 * k) % 997 + 1 for k in range(prompt_len)]
+    return {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": stream}
+
+
+def read_stream(r: httpx.Response) -> tuple[list[int], list[dict]]:
+    """Token ids and parsed events of an SSE completion stream."""
+    tokens, events = [], []
+    for line in r.iter_lines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        import json
+
+        obj = json.loads(line[6:])
+        events.append(obj)
+        for ch in obj.get("choices") or []:
+            tokens.extend(ch.get("token_ids") or [])
+    return tokens, events
