@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arrow_rl.cluster.base import SLO, Mode, Role
 
@@ -46,12 +46,17 @@ class EmulatorConfig(BaseModel):
         description="reference mode: simulate every decode iteration one by one instead of summing "
                     "runs of identical decode batches in closed form (tests compare the two)")
 
-    @model_validator(mode="after")
-    def _check(self) -> "EmulatorConfig":
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
         from arrow_rl.perf.presets import list_presets
 
-        if self.preset not in list_presets():
-            raise ValueError(f"unknown preset {self.preset!r}; valid presets: {', '.join(list_presets())}")
+        if value not in list_presets():
+            raise ValueError(f"unknown preset {value!r}; valid presets: {', '.join(list_presets())}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "EmulatorConfig":
         if self.max_num_seqs > self.max_num_batched_tokens:
             # decode-first scheduling (Arrow §5.4) must always fit one token per running sequence
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) must not exceed max_num_batched_tokens "
@@ -123,6 +128,6 @@ def format_validation_error(exc: ValidationError) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         got = err.get("input")
-        got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        parts.append(f"{loc}: {msg}{got_s}")
+        got_s = "" if isinstance(got, dict) or got is None or repr(got) in msg else f" (got {got!r})"
+        parts.append(f"{msg}" if loc == "config" else f"{loc}: {msg}{got_s}")
     return "; ".join(parts)

@@ -1,0 +1,184 @@
+"""``arrow-rl simulate``: replay one workload through one emulated cluster and summarise latencies.
+
+Contract (external checks use these names):
+    arrow-rl simulate --preset P --instances N --mode colocated|disaggregated [--prefill-instances P]
+        [--max-num-batched-tokens T] [--max-num-seqs S] --workload TRACE [--format F] [--rate-scale X]
+        [--slo-ttft S --slo-tpot S] [--router least-loaded|round-robin] [--seed K] [--json OUT.json]
+or ``--config cluster.yaml`` (an ``EmulatorConfig``) with the same options overriding its fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _fmt_s(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def simulate(
+    preset: Optional[str] = typer.Option(None, "--preset", help="instance type, e.g. h100-llama3.1-8b-tp1"),
+    instances: Optional[int] = typer.Option(None, "--instances", help="number of instances"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="colocated | disaggregated"),
+    prefill_instances: Optional[int] = typer.Option(
+        None, "--prefill-instances", help="instances labelled prefill at start (disaggregated; default half)"),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens",
+                                                         help="vLLM token budget per iteration (default 2048)"),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="vLLM running-sequence limit (default 128)"),
+    workload: str = typer.Option(..., "--workload", help="trace file (canonical CSV, Azure CSV, Mooncake JSONL, "
+                                                         "BurstGPT CSV) or bundled name (azure-conv, azure-code, mooncake)"),
+    format: Optional[str] = typer.Option(None, "--format", help="trace format; default: detected from content"),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply the request rate by X (divides timestamps, Arrow §6.1)"),
+    slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO in seconds (give with --slo-tpot)"),
+    slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO in seconds (give with --slo-ttft)"),
+    router: str = typer.Option("least-loaded", "--router", help="request router: least-loaded | round-robin"),
+    seed: int = typer.Option(0, "--seed", help="seed (the run is deterministic for a seed)"),
+    flip_delay: Optional[float] = typer.Option(None, "--flip-delay", help="seconds an instance admits nothing after a flip"),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="default 0.9"),
+    config: Optional[Path] = typer.Option(None, "--config", help="cluster YAML (EmulatorConfig fields); options override it"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Simulate one workload on one cluster; print TTFT/TPOT/e2e percentiles, SLO attainment, throughput."""
+    from pydantic import ValidationError
+
+    from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
+    from arrow_rl.cluster.emulator.config import format_validation_error
+    from arrow_rl.metrics.summary import summarize
+    from arrow_rl.scheduling import make_router, router_names
+    from arrow_rl.workload.loaders import TraceFormatError, load_workload
+
+    if rate_scale is None or not rate_scale > 0 or not math.isfinite(rate_scale):
+        _fail(f"--rate-scale must be a positive number, got {rate_scale}")
+    if (slo_ttft is None) != (slo_tpot is None):
+        _fail("give both --slo-ttft and --slo-tpot, or neither")
+    for name, val in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
+        if val is not None and not val > 0:
+            _fail(f"{name} must be > 0 seconds, got {val}")
+
+    fields: dict[str, Any] = {}
+    if config is not None:
+        try:
+            base = EmulatorConfig.from_yaml(config)
+        except ValueError as exc:
+            _fail(str(exc))
+            return
+        fields = base.model_dump(exclude_unset=True)
+    overrides = {"preset": preset, "num_instances": instances, "mode": mode, "num_prefill": prefill_instances,
+                 "max_num_batched_tokens": max_num_batched_tokens, "max_num_seqs": max_num_seqs,
+                 "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "flip_delay_s": flip_delay,
+                 "gpu_memory_utilization": gpu_memory_utilization}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    option_of = {"preset": "--preset", "num_instances": "--instances", "mode": "--mode",
+                 "num_prefill": "--prefill-instances", "max_num_batched_tokens": "--max-num-batched-tokens",
+                 "max_num_seqs": "--max-num-seqs", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
+                 "flip_delay_s": "--flip-delay", "gpu_memory_utilization": "--gpu-memory-utilization"}
+    for key in ("preset", "num_instances"):
+        if key not in fields:
+            _fail(f"{option_of[key]} is required (or give it in --config)")
+    try:
+        cfg = EmulatorConfig(**fields)
+    except ValidationError as exc:
+        msg = format_validation_error(exc)
+        for key, opt in option_of.items():
+            msg = msg.replace(f"{key}:", f"{opt}:")
+        _fail(("" if config is None else f"{config}: ") + msg)
+        return
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    try:
+        rt = make_router(router)
+    except ValueError:
+        _fail(f"--router: unknown router {router!r}; valid routers: {', '.join(router_names())}")
+        return
+    try:
+        wl = load_workload(workload, format=format)
+        if rate_scale != 1.0:
+            wl = wl.scaled(rate_scale)
+    except (TraceFormatError, FileNotFoundError, IsADirectoryError, ValueError, KeyError) as exc:
+        _fail(f"--workload: {exc}")
+        return
+    if len(wl) == 0:
+        _fail(f"--workload: {workload!r} has no requests")
+
+    cluster = EmulatedCluster(wl, cfg, router=rt, seed=seed)
+    wall0 = time.perf_counter()
+    span = float(wl.arrival_s[-1])
+    show = not quiet and console.is_terminal
+    if show:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("sim", total=max(span, 1e-9), t="")
+            cluster.run_until_done(progress=lambda now: bar.update(
+                task, completed=min(now, span), t=f"{now:,.0f}/{span:,.0f} s simulated"))
+    else:
+        cluster.run_until_done()
+    wall = time.perf_counter() - wall0
+    records = cluster.completed()
+    slo = cfg.slo if cfg.has_slo else None
+    summary = summarize(records, slo=slo, num_offered=len(wl))
+    summary.update({"wall_seconds": wall, "simulated_seconds": cluster.now,
+                    "simulated_requests_per_second": len(wl) / wall if wall > 0 else math.inf,
+                    "num_kv_transfers": cluster.num_transfers, "num_preemptions": cluster.num_preemptions,
+                    "preset": cfg.preset, "mode": cfg.mode.value, "instances": cfg.num_instances,
+                    "prefill_instances": cfg.prefill_count if cfg.mode.value == "disaggregated" else None,
+                    "max_num_batched_tokens": cfg.max_num_batched_tokens, "max_num_seqs": cfg.max_num_seqs,
+                    "router": router, "seed": seed, "workload": wl.name, "rate_scale": rate_scale})
+    _print(summary, cfg, wl)
+    if json_out is not None:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+        try:
+            json_out.write_text(json.dumps(clean, indent=2) + "\n")
+        except OSError as exc:
+            _fail(f"--json: cannot write {json_out}: {exc.strerror or exc}")
+        console.print(f"summary written to {json_out}")
+
+
+def _print(s: dict[str, Any], cfg, wl) -> None:
+    shape = (f"{cfg.prefill_count}P{cfg.num_instances - cfg.prefill_count}D"
+             if cfg.mode.value == "disaggregated" else f"{cfg.num_instances} colocated")
+    table = Table(title=f"{wl.name} on {cfg.preset} × {shape}")
+    table.add_column("metric", style="bold")
+    for col in ("mean", "p50", "p90", "p99"):
+        table.add_column(col, justify="right")
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end")):
+        table.add_row(label, *(_fmt_s(s[f"{key}_{c}"]) for c in ("mean", "p50", "p90", "p99")))
+    console.print(table)
+    facts = Table(show_header=False)
+    facts.add_column("", style="bold")
+    facts.add_column("")
+    facts.add_row("requests", f"{s['num_finished']:,} finished / {s['num_requests']:,} offered"
+                              + (f", {s['num_rejected']:,} rejected" if s["num_rejected"] else ""))
+    if "slo_attainment" in s:
+        facts.add_row("SLO attainment", f"{s['slo_attainment'] * 100:.2f}% (TTFT ≤ {s['slo_ttft_s']:g} s and "
+                                        f"TPOT ≤ {s['slo_tpot_s']:g} s; TTFT alone {s['slo_ttft_attainment'] * 100:.1f}%, "
+                                        f"TPOT alone {s['slo_tpot_attainment'] * 100:.1f}%)")
+    facts.add_row("throughput", f"{s['throughput_rps']:.2f} req/s, {s['output_tokens_per_s']:,.0f} output tokens/s")
+    facts.add_row("KV transfers / preemptions", f"{s['num_kv_transfers']:,} / {s['num_preemptions']:,}")
+    facts.add_row("simulated", f"{s['simulated_seconds']:,.1f} s in {s['wall_seconds']:.2f} s wall "
+                               f"({s['simulated_requests_per_second']:,.0f} requests/s)")
+    console.print(facts)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)
