@@ -69,8 +69,7 @@ PRESETS = {
 }
 
 # Knots of the compact token-op table (tokens in the batch).
-KNOTS = sorted({1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512}
-               | set(range(640, 2049, 128)) | set(range(2304, 4097, 256))
+KNOTS = sorted({1, 2, 4, 8, 16, 24} | set(range(32, 1025, 32)) | set(range(1088, 4097, 64))
                | set(range(5120, 32769, 1024)))
 AR_KNOTS_BYTES = [2**k for k in range(11, 27)]  # 2 KiB .. 64 MiB
 

@@ -53,3 +53,10 @@ def test_cli_unknown_preset_names_valid_ones():
     res = CliRunner().invoke(app, ["perf-report", "--preset", "nope"])
     assert res.exit_code == 2
     assert "h100-llama2-7b-tp1" in res.output
+
+
+def test_cli_plot_writes_png(tmp_path):
+    out = tmp_path / "fit.png"
+    res = CliRunner().invoke(app, ["perf-report", "--preset", "h100-llama2-7b-tp1", "--plot", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arrow_rl.perf.fit_report import FitReport, fit_report
+from arrow_rl.perf.fit_report import FitReport, fit_report, plot_fit
 from arrow_rl.perf.presets import list_presets
 
 console = Console()
@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
         preset: Optional[str] = typer.Option(None, "--preset", help=f"one of {', '.join(list_presets())}"),
         all_presets: bool = typer.Option(False, "--all", help="report every preset"),
         json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report(s) as JSON"),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG per preset (with --all: "
+                                                                   "PLOT's stem + preset name)"),
     ) -> None:
         """Fit error of the calibrated latency model against profile rows and published anchors."""
         if all_presets:
@@ -78,6 +80,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code=2) from exc
             render(rep, console)
             reports.append(rep.to_dict())
+            if plot is not None:
+                target = plot if len(names) == 1 else plot.with_name(f"{plot.stem}-{name}{plot.suffix or '.png'}")
+                plot_fit(name, str(target))
+                console.print(f"wrote {target}")
         if json_out is not None:
             payload = reports[0] if len(reports) == 1 and not all_presets else {r["preset"]: r for r in reports}
             json_out.write_text(json.dumps(payload, indent=1) + "\n")

@@ -90,6 +90,44 @@ def model_component_ms(model: CalibratedLatencyModel, row: dict[str, Any]) -> fl
     raise ValueError(f"unknown profile-row component {c!r}")
 
 
+def row_predictions(name: str) -> list[tuple[str, float, float, float]]:
+    """(component, x1, measured_ms, model_ms) for every shipped row of preset ``name``."""
+    model = get_preset(name).latency
+    return [(r["component"], r["x1"], r["measured_ms"], model_component_ms(model, r))
+            for r in load_profile_rows(name)]
+
+
+def plot_fit(name: str, out_path: str) -> None:
+    """PNG: token-op table (measured vs model) and predicted-vs-measured over all shipped rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = row_predictions(name)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    tok = sorted((x, m, p) for c, x, m, p in rows if c == "token_ops")
+    ax1.plot([t[0] for t in tok], [t[1] for t in tok], ".", ms=3, label="measured (profile rows)")
+    ax1.plot([t[0] for t in tok], [t[2] for t in tok], "-", lw=1, label="model (compact table)")
+    ax1.set_xlabel("tokens in batch")
+    ax1.set_ylabel("token ops, all layers (ms)")
+    ax1.set_title(f"{name}: token-level ops")
+    ax1.legend()
+    for comp in sorted({r[0] for r in rows}):
+        pts = [(m, p) for c, _, m, p in rows if c == comp]
+        ax2.loglog([q[0] for q in pts], [q[1] for q in pts], ".", ms=3, label=comp)
+    lo = min(min(r[2], r[3]) for r in rows)
+    hi = max(max(r[2], r[3]) for r in rows)
+    ax2.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax2.set_xlabel("measured (ms)")
+    ax2.set_ylabel("model (ms)")
+    ax2.set_title("model vs measured, every shipped row")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+
+
 def _abs_pct(model: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return np.abs(model - measured) / measured * 100.0
 
