@@ -145,6 +145,19 @@ class EvalConfig(BaseModel):
         return sorted(v)
 
 
+class HoldoutConfig(BaseModel):
+    """Hold out a disjoint time range of every training trace for evaluation.
+
+    With ``fraction`` f > 0 each trace of ``env.episode.traces`` is cut at the time where its last
+    f of the span begins: episodes for training are drawn only before the cut, held-out evaluation
+    episodes only after it (unless ``eval.env`` names its own traces). The two parts are written as
+    canonical CSVs into the run directory and the cut times go into the checkpoint metadata, so
+    ``arrow-rl evaluate --workload <trace> --start <cut>`` evaluates on the held-out range."""
+
+    model_config = ConfigDict(extra="forbid")
+    fraction: float = Field(0.0, ge=0, lt=1, description="share of each trace's span held out (0: none)")
+
+
 class TrainConfig(BaseModel):
     """One training run. Unknown top-level keys are algorithm hyperparameters (rl-zoo3 style) and
     are checked against the algorithm's constructor."""
@@ -166,6 +179,7 @@ class TrainConfig(BaseModel):
     env: EnvBlock = Field(default_factory=EnvBlock)
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(enabled=False))
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
 
     @field_validator("normalize", mode="before")
     @classmethod

@@ -98,7 +98,9 @@ class CheckpointController:
         if problems:
             raise CheckpointMismatchError(f"{self._source} does not fit this cluster: " + "; ".join(problems))
         self._builder, self._codec = builder, codec
-        self._profiles = info.extra.get("profiles") if isinstance(info.extra, dict) else None
+        from arrow_rl.controllers.arrow import default_profiles
+
+        self._profiles = default_profiles(info)  # the same Alg. 3 profiles PDClusterEnv uses
 
     def observe(self, state: ControlState) -> tuple[np.ndarray, np.ndarray]:
         """The observation and action mask for ``state`` (advances the observation history)."""

@@ -15,11 +15,11 @@ import numpy as np
 
 from agents.toy import TOY_ENV_ID, register_toy_env
 
-# Episode-end info keys of PDClusterEnv (see envs/pd_env.py): SLO attainment over offered
-# requests, goodput (req/s within SLO), flips.
+# Episode-end info keys of PDClusterEnv (envs/pd_cluster_env.py): SLO attainment over offered
+# requests (unfinished = miss, Arrow §6.1), goodput (requests within SLO per second), flip count.
 ATTAINMENT_KEYS = ("episode_slo_attainment", "slo_attainment")
 GOODPUT_KEYS = ("episode_goodput", "goodput")
-FLIP_KEYS = ("episode_flips", "flips")
+FLIP_KEYS = ("flip_count", "episode_flips")
 DURATION_KEYS = ("episode_duration_s", "duration_s")
 
 
@@ -39,22 +39,36 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def env_config(env_id: str, kwargs: dict[str, Any]):
-    """The validated ``EnvConfig`` of a PD-cluster env block (None for the toy env)."""
+    """The validated ``EnvConfig`` a PD-cluster env block resolves to: the registered variant's
+    config with the block's fields merged over it (None for the toy env). Errors name the field."""
     if is_toy(env_id):
         return None
-    from envs.config import EnvConfig
+    import envs  # noqa: F401  (registers arrow_rl/PDCluster-v0 and variants)
+    from envs.pd_cluster_env import resolve_config
 
-    return EnvConfig.from_dict(kwargs, source=f"env block of {env_id}")
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ValueError(f"env.id {env_id!r}: {exc}") from None
+    base = dict(spec.kwargs or {})
+    return resolve_config(base.pop("config", None), {**base, **kwargs})
+
+
+def resolved_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The block as one full config mapping (variant defaults included), JSON-friendly."""
+    cfg = env_config(env_id, kwargs)
+    return dict(kwargs) if cfg is None else cfg.model_dump(mode="json")
 
 
 def make_env(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    """One environment instance (no VecEnv, no Monitor)."""
+    """One environment instance (no VecEnv, no Monitor). PD-cluster kwargs merge over the variant's
+    registered config (``PDClusterEnv`` merges keyword overrides field by field)."""
     if is_toy(env_id):
         register_toy_env()
         return gym.make(env_id, **kwargs)
     import envs  # noqa: F401  (registers arrow_rl/PDCluster-v0 and variants)
 
-    return gym.make(env_id, config=env_config(env_id, kwargs))
+    return gym.make(env_id, **kwargs)
 
 
 def env_thunk(env_id: str, kwargs: dict[str, Any], monitor: bool = True) -> Callable[[], gym.Env]:
@@ -90,12 +104,17 @@ def _first(info: dict[str, Any], keys: tuple[str, ...], default: float = float("
 
 def episode_result(final_info: dict[str, Any], total_reward: float, steps: int, control_interval_s: float) -> dict[str, float]:
     """Episode metrics from the env's episode-end info (toy env: reward only)."""
+    stats = final_info.get("episode_stats") or {}
     duration = _first(final_info, DURATION_KEYS, steps * control_interval_s)
     flips = _first(final_info, FLIP_KEYS, float("nan"))
+    if "flips_per_min" in stats:
+        flips_per_min = float(stats["flips_per_min"])
+    else:
+        flips_per_min = flips / duration * 60.0 if duration > 0 and np.isfinite(flips) else float("nan")
     return {
         "reward": float(total_reward),
         "steps": float(steps),
         "attainment": _first(final_info, ATTAINMENT_KEYS),
         "goodput": _first(final_info, GOODPUT_KEYS),
-        "flips_per_min": flips / duration * 60.0 if duration > 0 and np.isfinite(flips) else float("nan"),
+        "flips_per_min": flips_per_min,
     }

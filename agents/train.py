@@ -37,6 +37,7 @@ from agents.checkpoint import save_checkpoint
 from agents.config import TrainConfig, algo_class, build_hyperparams, build_policy_kwargs
 from agents.envs_bridge import env_config, env_thunk, is_toy, make_env
 from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
+from agents.holdout import apply_holdout
 from agents.imitation import pretrain
 
 
@@ -128,7 +129,8 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
 
 
 def _control_interval(config: TrainConfig) -> float:
-    return float(config.env.env_kwargs().get("control_interval_s", 1.0))
+    cfg = env_config(config.env.id, config.env.env_kwargs())
+    return float(cfg.control_interval_s) if cfg is not None else 1.0
 
 
 def _log_summary(logger: Logger, prefix: str, summary: EvalSummary) -> None:
@@ -224,12 +226,21 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     if config.tensorboard:
         _add_custom_scalars(logger)
     report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
+    original = config
+    config, splits = apply_holdout(config, run_dir / "data")
+    if splits:
+        report["holdout"] = splits
+        on_message("held out: " + ", ".join(f"{s['trace']} after {s['cut_s']:.0f} s" for s in splits))
 
     venv = build_vec_env(config)
     model = build_model(config, venv)
     model.set_logger(logger)
     vecnorm = venv if isinstance(venv, VecNormalize) else None
     meta = checkpoint_metadata(config)
+    meta["train_config"] = original.to_dict()  # as written (the holdout CSV paths are derived from it)
+    if splits:
+        meta["holdout"] = [{k: v for k, v in s.items() if k in ("trace", "cut_s", "train_requests", "heldout_requests")}
+                           for s in splits]
 
     def normalize(obs: np.ndarray) -> np.ndarray:
         return vecnorm.normalize_obs(obs).astype(np.float32) if vecnorm is not None else obs
