@@ -91,10 +91,11 @@ class CalibratedLatencyModel:
         self._lm_per_seq_s = 2.0 * self.shape.hidden * self.shape.vocab / self.tp / float(lm["flops"])
 
         n = np.arange(DENSE_TOKENS + 1, dtype=float)
-        self._tok_slope_tail = self._tail_slope(n)
-        token = self.token_ops_s(n)
-        # Dense per-N time of everything that depends on N only (token ops + TP all-reduces).
+        token = self.batch_tokens_s(n)
+        # Dense per-N time of everything that depends on N only (token ops + TP all-reduces), and
+        # its slope over the last 1024 tokens for linear extrapolation beyond the dense range.
         self._dense_n: list[float] = token.tolist()
+        self._tok_slope_tail = float(token[-1] - token[-1025]) / 1024.0
         # Dense decode-only intercept per decode batch size (also used for exact agreement).
         seqs = n
         dec = (self.cpu_base_s + (self.cpu_per_seq_s + self.decode_seq_s) * seqs + token
@@ -103,10 +104,6 @@ class CalibratedLatencyModel:
         self._dense_dec[0] = 0.0
 
     # ---- components (vectorised; used to build the dense tables and by the fit report) ----
-    def _tail_slope(self, n: np.ndarray) -> float:
-        k, v = self._tok_knots
-        return (v[-1] - v[-2]) / (k[-1] - k[-2]) * 1e-3
-
     def token_ops_ms_table(self, n: np.ndarray) -> np.ndarray:
         """Token-level ops, all layers (ms), from the compact measured table."""
         k, v = self._tok_knots
@@ -129,7 +126,7 @@ class CalibratedLatencyModel:
         custom = lat_ms + nbytes / bw * 1e3
         return np.where(nbytes <= max_b, np.minimum(custom, nccl), nccl)
 
-    def token_ops_s(self, n: np.ndarray) -> np.ndarray:
+    def batch_tokens_s(self, n: np.ndarray) -> np.ndarray:
         """Seconds of everything that scales with the batch's tokens: token ops + 2 all-reduces/layer."""
         n = np.asarray(n, dtype=float)
         ms = self.token_ops_ms_table(n)
