@@ -58,6 +58,8 @@ class EmulatedCluster(Cluster):
         profile: Arrow §5.2 instance profile; default ``profile_instance(preset)``.
     """
 
+    audit_every_event = False   # tests: run ``audit()`` after every event (slow)
+
     def __init__(self, workload: Workload, config: EmulatorConfig, router=None, seed: int = 0,
                  preset: Preset | None = None, profile: InstanceProfile | None = None) -> None:
         from arrow_rl.perf.presets import get_preset
@@ -324,7 +326,10 @@ class EmulatedCluster(Cluster):
         arr = self._arr
         N = self._N
         insts = self._insts
+        audit = self.audit_every_event
         while True:
+            if audit:
+                self.audit()
             ta = arr[self._next] if self._next < N else math.inf
             th = heap[0][0] if heap else math.inf
             if ta <= th:
@@ -546,8 +551,8 @@ class EmulatedCluster(Cluster):
             I.p_end = t + dur
         elif n:
             k = self._next_finish(I) - it
-            if self._exact:
-                k = 1
+            if self._exact or (preempted and (I.waiting or I.tq)):
+                k = 1   # after a preemption vLLM admits waiting work again at the next step
             elif I.other_blocks + I.dec_blocks(it + k) > cap:
                 lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
                 while hi - lo > 1:
@@ -779,3 +784,57 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.tq:
             self._kick(src, T)
         self._kick(D, T)
+
+    # ------------------------------------------------------------------ audit (tests, debugging)
+    def audit(self) -> None:
+        """Recompute every instance's KV use and resident-work sums from the per-request state
+        and check them against the incremental accounting and the KV capacity (O(requests);
+        for tests). Raises ``AssertionError`` naming the instance and quantity on a mismatch."""
+        bs = self._bs
+        n_inst = len(self._insts)
+        blocks = [0] * n_inst
+        dec_blocks = [0] * n_inst
+        pf = [[0, 0, 0] for _ in range(n_inst)]
+        dl = [[0, 0] for _ in range(n_inst)]
+        running = [set() for _ in range(n_inst)]
+        for rid in range(self._N):
+            s = self._st[rid]
+            w = self._where[rid]
+            if s in (NEW, DONE, REJ):
+                continue
+            I = self._insts[w]
+            total = self._in[rid] + self._gen[rid]
+            if s == DEC:
+                c = self._o[rid] + I.dec_it
+                dec_blocks[w] += -(-c // bs)
+                running[w].add(rid)
+                assert self._in[rid] <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
+                continue
+            if s in (WAIT, PREF):
+                blocks[w] += self._blk[rid]
+                if s == PREF:
+                    running[w].add(rid)
+                if self._leg[rid] == 0:
+                    rem = total - self._comp[rid]
+                    pf[w][0] += 1
+                    pf[w][1] += rem
+                    pf[w][2] += rem * rem
+                else:
+                    dl[w][0] += 1
+                    dl[w][1] += total
+            elif s in (TQ, XFER, LANDED):
+                blocks[w] += self._blk[rid]
+                dl[w][0] += 1
+                dl[w][1] += total
+                if s in (TQ, XFER):
+                    blocks[self._pinst[rid]] += self._xblk[rid]
+        for I in self._insts:
+            i = I.id
+            assert I.dec_blocks(I.dec_it) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
+            assert I.other_blocks == blocks[i], f"instance {i}: other blocks {I.other_blocks} != {blocks[i]}"
+            assert [I.pf_n, I.pf_tok, I.pf_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
+            assert [I.dl_n, I.dl_tok] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
+            assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"
+            assert len(I.running) <= self._S, f"instance {i}: more than max_num_seqs running"
+            peak = I.dec_it + (I.p_K if I.plan == RUN else (1 if I.plan == SINGLE else 0))
+            assert I.other_blocks + I.dec_blocks(peak) <= I.cap_blocks, f"instance {i}: KV over capacity"
