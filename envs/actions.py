@@ -40,6 +40,7 @@ class ActionCodec:
             self.space = spaces.Discrete(1 + 2 * self.K)
         else:
             self.space = spaces.Discrete(self.max_instances + 1)
+        self._mask_table = [self._compute_masks(p) for p in range(num_instances + 1)]
 
     @property
     def noop(self) -> int:
@@ -75,7 +76,13 @@ class ActionCodec:
         return self.min_pool <= new_p <= self.num_instances - self.min_pool
 
     def masks(self, num_prefill: int) -> np.ndarray:
-        """Boolean mask over the action space: True where the action keeps both pools ≥ min size."""
+        """Boolean mask over the action space: True where the action keeps both pools ≥ min size.
+        A fresh array each call (callers may keep it); the table is computed once per split."""
+        if not 0 <= num_prefill <= self.num_instances:
+            raise ValueError(f"num_prefill={num_prefill} outside 0..{self.num_instances}")
+        return self._mask_table[num_prefill].copy()
+
+    def _compute_masks(self, num_prefill: int) -> np.ndarray:
         n = int(self.space.n)
         return np.fromiter((self.is_valid(a, num_prefill) for a in range(n)), dtype=bool, count=n)
 

@@ -130,12 +130,13 @@ class PDClusterEnv(gym.Env):
         if ep.generator is not None and "trace" not in options:
             from arrow_rl.workload.generators import generate, parse_spec
 
-            spec = parse_spec(ep.generator)
+            try:
+                spec = parse_spec(ep.generator)
+            except Exception as exc:
+                raise ValueError(f"env config: field 'episode.generator': {exc}") from None
             seed = int(rng.integers(2**31 - 1))
             base = generate(spec, seed)
-            span = getattr(spec, "duration_s", None)
-            if span is None:  # stages
-                span = sum(s.duration_s for s in spec.stages)
+            span = spec.horizon_s  # the generator's arrival window
             wl = base.scaled(scale) if scale != 1.0 else base
             return wl, float(span) / scale, {"source": f"generator:{spec.kind}", "seed": seed, "rate_scale": scale}
         if "trace" in options:

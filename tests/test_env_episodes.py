@@ -65,13 +65,14 @@ def test_observations_stay_in_bounds_under_extreme_load(case):
 
 
 def test_a_sensible_split_earns_more_than_a_starved_decode_pool():
-    """Reward sign sanity: holding 4P4D beats starving decode with 7P1D on the same window."""
+    """Reward sign sanity: holding 4P4D beats starving decode with 7P1D on the same window
+    (8 x H100 8B at 16x the Azure conversation rate: 4P4D meets the SLOs, one decode instance cannot)."""
     cfg = dict(num_instances=8, teacher_in_info=False,
-               episode={"traces": ["azure-conv"], "duration_s": 30.0, "drain_s": 20.0, "rate_scale": (3.0, 3.0)})
+               episode={"traces": ["azure-conv"], "duration_s": 20.0, "drain_s": 20.0, "rate_scale": (16.0, 16.0)})
     noop = lambda env, info: 0  # noqa: E731
     balanced, bi = run(PDClusterEnv({**cfg, "initial_prefill": 4}), noop, options={"start_s": 600.0})
     starved, si = run(PDClusterEnv({**cfg, "initial_prefill": 7}), noop, options={"start_s": 600.0})
-    assert bi[-1]["slo_attainment"] > si[-1]["slo_attainment"]
+    assert bi[-1]["slo_attainment"] > 0.9 > si[-1]["slo_attainment"]
     assert balanced > starved
 
 
@@ -94,12 +95,13 @@ def test_flipping_every_step_loses_no_request():
 
 
 def test_arrow_in_env_reproduces_run_policy():
-    """An env whose every action is info['teacher_action'] gives run_policy's records for the same seed."""
+    """An env whose every action is info["teacher_action"] gives run_policy's records for the same seed
+    (28x the conversation rate overloads 8 x 8B, so the Arrow interval controller flips)."""
     from arrow_rl.controllers.registry import make_policy
     from arrow_rl.evaluation.runner import run_policy
 
     cfg = dict(num_instances=8, teacher="arrow-interval",
-               episode={"traces": ["azure-conv"], "duration_s": 40.0, "rate_scale": (2.5, 2.5)})
+               episode={"traces": ["azure-conv"], "duration_s": 30.0, "rate_scale": (28.0, 28.0)})
     env = PDClusterEnv(cfg)
     seed = 11
     _, infos = run(env, lambda env, info: info["teacher_action"], options={"start_s": 900.0, "cluster_seed": seed})
