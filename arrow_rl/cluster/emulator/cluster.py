@@ -713,9 +713,10 @@ class EmulatedCluster(Cluster):
                     self._w_ft.append((iid, T - self._arr[rid]))
                     I.w_ft_n += 1
                     I.w_ft_sum += T - self._arr[rid]
-                else:
+                else:   # a preempted decode leg recomputed its context: its next token is out
                     I.dl_n -= 1
                     I.dl_tok -= total
+                    I.w_dtok += 1
                 gen[rid] += 1
                 if gen[rid] >= self._out[rid]:
                     I.other_blocks -= self._blk[rid]

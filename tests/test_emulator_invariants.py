@@ -1,0 +1,74 @@
+"""Invariants of the emulator under randomised workloads and clusters (hypothesis)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arrow_rl.cluster.base import Role
+from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
+from arrow_rl.perf.presets import get_preset
+from arrow_rl.workload.workload import Workload
+
+PRESET = get_preset("h100-llama3.1-8b-tp1")
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(1, 40))
+    gaps = draw(st.lists(st.floats(0.0, 0.3), min_size=n, max_size=n))
+    inputs = draw(st.lists(st.integers(1, 3000), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, 400), min_size=n, max_size=n))
+    mode = draw(st.sampled_from(["colocated", "disaggregated"]))
+    instances = draw(st.integers(2, 4))
+    kv_blocks = draw(st.integers(150, 600))        # small KV: preemptions and transfer queueing
+    budget = draw(st.sampled_from([256, 512, 2048]))
+    seqs = draw(st.sampled_from([4, 16, 128]))
+    flips = draw(st.lists(st.tuples(st.integers(0, 20), st.integers(0, instances - 1),
+                                    st.sampled_from([Role.PREFILL, Role.DECODE])), max_size=4))
+    delay = draw(st.sampled_from([0.0, 0.0, 0.3]))
+    return (Workload(np.cumsum(gaps), np.array(inputs), np.array(outputs)), mode, instances, kv_blocks,
+            budget, min(seqs, budget), flips, delay)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_every_request_ends_kv_stays_within_capacity_and_tokens_are_conserved(scenario):
+    workload, mode, instances, kv_blocks, budget, seqs, flips, delay = scenario
+    preset = dataclasses.replace(PRESET, kv_capacity_tokens=16 * kv_blocks)
+    config = EmulatorConfig(preset=PRESET.name, num_instances=instances, mode=mode,
+                            max_num_batched_tokens=budget, max_num_seqs=seqs, flip_delay_s=delay)
+    cluster = EmulatedCluster(workload, config, preset=preset)
+    cluster.audit_every_event = True      # KV ≤ capacity and exact accounting after every event
+    first_tokens = decode_tokens = arrivals = finished = 0
+    step = 0
+    while not cluster.done:
+        w = cluster.advance(0.1)
+        for s in w.instances:
+            assert s.kv_usage <= 1.0
+        first_tokens += w.prefill.first_tokens + (0 if mode == "colocated" else w.decode.first_tokens)
+        decode_tokens += sum(s.decode_tokens_generated for s in w.instances)
+        arrivals += w.arrivals
+        finished += w.finished
+        for when, inst, role in flips:
+            if when == step:
+                cluster.flip(inst, role)
+        step += 1
+        assert step < 100_000
+    records = cluster.completed()
+    assert sorted(r.request_id for r in records) == list(range(len(workload)))
+    for r in records:
+        assert r.finished != r.rejected
+        if r.rejected:
+            assert r.reject_reason
+            continue
+        assert r.arrival_s <= r.first_token_s <= r.finish_s
+        assert r.ttft_s <= r.e2e_s
+    done = [r for r in records if r.finished]
+    assert arrivals == len(workload) and finished == len(done)
+    # every generated token is accounted for: one first token + (output − 1) later tokens
+    assert first_tokens == len(done)
+    assert first_tokens + decode_tokens == sum(r.output_tokens for r in done)
