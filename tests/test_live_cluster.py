@@ -1,0 +1,223 @@
+"""LiveCluster windows and the deploy control loop against fake instances."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from arrow_rl.cluster.base import Flip, Role
+from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
+from arrow_rl.cluster.live.deploy import flips_to_split, run_control_loop
+from arrow_rl.cluster.live.fake_vllm import FakeConfig
+from live_fixtures import TOKEN, completion, live_rig, read_stream
+
+
+def _load(rig, n: int, max_tokens: int = 8, stream: bool = True) -> None:
+    def one(k):
+        with rig.client() as c:
+            with c.stream("POST", "/v1/completions", json=completion(max_tokens=max_tokens, seed=k, stream=stream)) as r:
+                read_stream(r) if stream else r.read()
+    ts = [threading.Thread(target=one, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+
+
+def test_live_cluster_window_counts_arrivals_finishes_and_latencies():
+    with live_rig() as rig:
+        cl = LiveCluster(rig.url, TOKEN)
+        _load(rig, 5)
+        w = cl.advance(0.3)
+        assert w.arrivals == 5 and w.finished == 5 and w.rejected == 0
+        assert w.prefill.first_tokens == 5 and w.prefill.ttft_mean > 0
+        assert w.decode.tpot_mean > 0 and w.decode.itl_mean > 0
+        assert w.instances[1].decode_tokens_generated == 40  # scraped vllm:generation_tokens_total delta
+        assert w.prefill.num_instances == 1 and w.decode.num_instances == 1
+        assert len(cl.completed()) == 5 and all(r.finished for r in cl.completed())
+        # The next window starts where this one ended and is empty.
+        w2 = cl.advance(0.1)
+        assert w2.start_s == pytest.approx(w.end_s) and w2.arrivals == 0 and w2.finished == 0
+        cl.close()
+
+
+def test_live_cluster_advance_waits_wall_time():
+    with live_rig() as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        t = time.monotonic()
+        w = cl.advance(0.4)
+        assert time.monotonic() - t >= 0.39 and w.duration_s >= 0.39
+        cl.close()
+
+
+def test_live_cluster_decode_load_is_itl_over_slo():
+    cfg = [FakeConfig(), FakeConfig(decode_step_s=0.02)]
+    with live_rig(configs=cfg, slo_tpot_s=0.01) as rig:
+        cl = LiveCluster(rig.url, TOKEN)
+        _load(rig, 2, max_tokens=6)
+        w = cl.advance(0.1)
+        # Arrow §5.5: decode load = mean token latency in the window / SLO_TPOT (≈ 20 ms / 10 ms).
+        assert w.decode.load == pytest.approx(w.instances[1].itl_mean / 0.01)
+        assert 1.5 < w.decode.load < 4
+        assert w.tpot_violations == 2
+        cl.close()
+
+
+def test_live_cluster_flip_and_rejected_flip():
+    with live_rig(roles=["prefill", "decode", "decode"]) as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        cl.flip(1, Role.PREFILL)
+        assert cl.roles() == (Role.PREFILL, Role.PREFILL, Role.DECODE)
+        with pytest.raises(RouterAPIError, match="empty the decode pool"):
+            cl.flip(2, Role.PREFILL)
+        assert cl.roles() == (Role.PREFILL, Role.PREFILL, Role.DECODE)
+        cl.close()
+
+
+def test_live_cluster_info_carries_slo_and_profiles():
+    with live_rig(slo_ttft_s=1.5, slo_tpot_s=0.05) as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        assert cl.info.slo.ttft_s == 1.5 and cl.info.slo.tpot_s == 0.05
+        assert cl.info.num_instances == 2 and cl.info.extra["profiles"][0].prefill_c == pytest.approx(0.001)
+        cl.close()
+
+
+class StaticController:
+    name = "static-test"
+
+    def reset(self, info):
+        self.calls = 0
+
+    def act(self, state):
+        self.calls += 1
+        return []
+
+
+class DecodeHungryController:
+    """Arrow-like: flip one prefill instance to decode when decode load ≥ 1 (Alg. 2 trigger)."""
+
+    name = "decode-hungry"
+
+    def reset(self, info):
+        pass
+
+    def act(self, state):
+        if state.window.decode.load >= 1.0:
+            prefill = [v.instance_id for v in state.instances if v.role is Role.PREFILL]
+            if len(prefill) > 1:
+                return [Flip(max(prefill), Role.DECODE)]
+        return []
+
+
+def test_deploy_loop_with_static_controller_never_flips():
+    with live_rig() as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        ctl = StaticController()
+        log: list[dict] = []
+        stats = run_control_loop(cl, ctl, 0.1, steps=3, log=log.append)
+        assert stats.steps == 3 and ctl.calls == 3 and stats.flips_applied == 0
+        assert [e["step"] for e in log] == [1, 2, 3] and "LD" in log[0]["obs"]
+        cl.close()
+
+
+def test_deploy_loop_flips_toward_decode_under_decode_heavy_load():
+    cfg = [FakeConfig(decode_step_s=0.02) for _ in range(3)]
+    with live_rig(roles=["prefill", "prefill", "decode"], configs=cfg, slo_tpot_s=0.01) as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        stop = threading.Event()
+
+        def load():
+            k = 0
+            while not stop.is_set():
+                _load(rig, 2, max_tokens=10)
+                k += 1
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            stats = run_control_loop(cl, DecodeHungryController(), 0.3, steps=4)
+        finally:
+            stop.set()
+            t.join(30)
+        assert stats.flips_applied == 1
+        assert cl.roles() == (Role.PREFILL, Role.DECODE, Role.DECODE)
+        cl.close()
+
+
+class Crashing:
+    name = "crashing"
+
+    def reset(self, info):
+        pass
+
+    def act(self, state):
+        raise RuntimeError("boom")
+
+
+class Slow:
+    name = "slow"
+
+    def reset(self, info):
+        pass
+
+    def act(self, state):
+        time.sleep(0.5)
+        return [Flip(0, Role.DECODE), Flip(1, Role.PREFILL)]
+
+
+@pytest.mark.parametrize("controller,counter", [(Crashing(), "controller_errors"), (Slow(), "controller_timeouts")])
+def test_crashing_or_slow_controller_leaves_the_split_unchanged(controller, counter):
+    with live_rig() as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        stats = run_control_loop(cl, controller, 0.1, steps=2, act_timeout_s=0.1)
+        assert getattr(stats, counter) >= 1 and stats.flips_applied == 0
+        assert cl.roles() == (Role.PREFILL, Role.DECODE)
+        assert stats.decisions[0]["error"]
+        cl.close()
+
+
+def test_rejected_flip_is_logged_and_the_loop_goes_on():
+    class EmptyDecode:
+        name = "bad"
+        def reset(self, info): pass
+        def act(self, state): return [Flip(1, Role.PREFILL)]
+    with live_rig() as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        stats = run_control_loop(cl, EmptyDecode(), 0.05, steps=2)
+        assert stats.steps == 2 and stats.flips_rejected == 2
+        assert "empty the decode pool" in stats.decisions[0]["error"]
+        cl.close()
+
+
+def test_flips_to_split():
+    P, D = Role.PREFILL, Role.DECODE
+    assert flips_to_split([P, P, P, D], 1) == [Flip(2, D), Flip(1, D)]
+    assert flips_to_split([P, D, D, D], 3) == [Flip(1, P), Flip(2, P)]
+    assert flips_to_split([P, D], 1) == []
+
+
+def test_deploy_with_the_arrow_monitor_flips_toward_decode_under_decode_heavy_load():
+    from arrow_rl.controllers.arrow import ArrowConfig
+    from arrow_rl.controllers.registry import make_policy
+
+    policy = make_policy("arrow", 3, arrow_config=ArrowConfig(update_interval_s=0.25, sustain_count=2))
+    cfg = [FakeConfig(decode_step_s=0.02) for _ in range(3)]
+    with live_rig(roles=["prefill", "prefill", "decode"], configs=cfg, slo_tpot_s=0.01) as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                _load(rig, 2, max_tokens=10)
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            stats = run_control_loop(cl, policy.controller, 0.3, steps=5)
+        finally:
+            stop.set()
+            t.join(30)
+        # Alg. 2: LD ≥ L_EXPAND held for sustain_count passes → one P→D flip (Alg. 3 picks it).
+        assert stats.flips_applied >= 1
+        assert cl.num_prefill() == 1
+        cl.close()
