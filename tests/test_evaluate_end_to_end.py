@@ -12,11 +12,7 @@ from arrow_rl.controllers.registry import make_policy
 from arrow_rl.evaluation.runner import last_useful_time, run_policy, slo_of
 from arrow_rl.workload.workload import Workload
 
-emulator = pytest.importorskip("arrow_rl.cluster.emulator")
-if not hasattr(emulator, "EmulatedCluster"):
-    pytest.skip("emulator not available yet", allow_module_level=True)
-
-from arrow_rl.cluster.emulator import EmulatorConfig  # noqa: E402
+from arrow_rl.cluster.emulator import EmulatorConfig
 
 PRESET = "h100-llama3.1-8b-tp1"
 

@@ -177,12 +177,7 @@ def run_policy(
                 flips.append(FlipRecord(cluster.now, f.instance_id, Role(f.role).value, "controller"))
         if progress is not None:
             progress(cluster.now, horizon)
-    # Flips Arrow's router made inside the cluster (Algorithm 1 step 4).
-    router_state = getattr(policy.router, "state", None)
-    for ev in getattr(router_state, "flip_log", []) or []:
-        if ev.source == "alg1":
-            flips.append(FlipRecord(ev.time_s, ev.instance_id, ev.role.value, ev.source))
-    flips.sort(key=lambda f: f.time_s)
+    flips = _all_flips(cluster, policy, flips)
     records = list(cluster.completed())
     both, t_ok, p_ok, fin = attainment_of(records, len(workload), slo)
     minutes = max(cluster.now, 1e-9) / 60.0
@@ -190,3 +185,25 @@ def run_policy(
                      ttft_attainment=t_ok, tpot_attainment=p_ok, finished=fin, flips=flips,
                      flips_per_min=len(flips) / minutes, sim_end_s=cluster.now,
                      wall_s=time.perf_counter() - t0, timeline=timeline)
+
+
+def _all_flips(cluster: Any, policy: Policy, controller_flips: list[FlipRecord]) -> list[FlipRecord]:
+    """Every effective relabel of the run: the cluster's own flip log when it keeps one (a no-op
+    relabel is not a flip), tagging the ones this loop applied as "controller" and the rest (Arrow
+    Algorithm 1 step 4, inside the router) as "alg1"; otherwise the controller's plus the router's
+    ``ArrowState`` log."""
+    log = getattr(cluster, "flips", None)
+    if log is not None:
+        applied = {(round(f.time_s, 9), f.instance_id, f.role) for f in controller_flips}
+        out = []
+        for t, i, role in log:
+            role_v = Role(role).value
+            src = "controller" if (round(t, 9), i, role_v) in applied else "alg1"
+            out.append(FlipRecord(float(t), int(i), role_v, src))
+        return out
+    out = list(controller_flips)
+    router_state = getattr(policy.router, "state", None)
+    for ev in getattr(router_state, "flip_log", []) or []:
+        if ev.source == "alg1":
+            out.append(FlipRecord(ev.time_s, ev.instance_id, ev.role.value, ev.source))
+    return sorted(out, key=lambda f: f.time_s)
