@@ -8,7 +8,11 @@ emulator (``advance`` + ``instances`` + ``flip`` + ``completed``), the Arrow tea
 ``info["teacher_action"]``) and everything else in the env (observation, masks, reward, resets).
 
 The baseline in the same process is the bare emulator advancing the same episodes with no env
-around it; ``env/emulator`` is the overhead factor of the env.
+around it; ``env/bare-emulator`` is the overhead factor of the env.
+
+Times are CPU seconds of this (single-threaded) process (``time.process_time``), i.e. time on one
+core, so the figure holds on a shared machine where wall time also counts other people's work;
+wall-clock steps per second are printed too.
 
     python benchmarks/env_speed.py [--steps 3000] [--duration 300] [--no-teacher]
 
@@ -18,7 +22,10 @@ The last line is ``env_steps_per_second: N``.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from typing import Sequence
 
 import numpy as np
@@ -49,11 +56,11 @@ class TimedCluster(Cluster):
         return self.inner.done
 
     def _timed(self, fn, *args):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return fn(*args)
         finally:
-            TimedCluster.total_s += time.perf_counter() - t0
+            TimedCluster.total_s += time.process_time() - t0
 
     def instances(self) -> Sequence[InstanceView]:
         return self._timed(self.inner.instances)
@@ -72,9 +79,9 @@ class TimedCluster(Cluster):
 
 
 def timed_factory(workload, config, router, num_prefill, seed):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     cluster = emulator_factory(workload, config, router, num_prefill, seed)
-    TimedCluster.total_s += time.perf_counter() - t0
+    TimedCluster.total_s += time.process_time() - t0
     return TimedCluster(cluster)
 
 
@@ -91,11 +98,11 @@ class TimedTeacher:
         self.inner.reset(info)
 
     def act(self, state):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return self.inner.act(state)
         finally:
-            TimedTeacher.total_s += time.perf_counter() - t0
+            TimedTeacher.total_s += time.process_time() - t0
 
 
 def make_env(duration: float, teacher: bool) -> PDClusterEnv:
@@ -115,21 +122,22 @@ def make_env(duration: float, teacher: bool) -> PDClusterEnv:
     return env
 
 
-def run_env(steps: int, duration: float, teacher: bool, seed: int) -> tuple[float, int, int]:
+def run_env(steps: int, duration: float, teacher: bool, seed: int) -> tuple[float, float, int]:
     env = make_env(duration, teacher)
     rng = np.random.default_rng(seed)
     TimedCluster.total_s = TimedTeacher.total_s = 0.0
     episodes = 0
-    t0 = time.perf_counter()
+    t0 = time.process_time()
+    w0 = time.perf_counter()
     env.reset(seed=seed)
     for _ in range(steps):
         valid = np.flatnonzero(env.action_masks())
-        _, _, term, trunc, _ = env.step(int(rng.choice(valid)))
+        _, _, term, trunc, _ = env.step(int(valid[rng.integers(valid.size)]))
         if term or trunc:
             episodes += 1
             env.reset()
-    wall = time.perf_counter() - t0
-    return wall, episodes, len(env.workload)
+    cpu = time.process_time() - t0
+    return cpu, time.perf_counter() - w0, episodes
 
 
 def run_bare_emulator(steps: int, duration: float, seed: int) -> float:
@@ -137,7 +145,7 @@ def run_bare_emulator(steps: int, duration: float, seed: int) -> float:
     env = PDClusterEnv(dict(num_instances=8, teacher_in_info=False,
                             episode={"traces": ["azure-conv"], "duration_s": duration, "drain_s": 30.0}))
     env.reset(seed=seed)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     done_steps = 0
     while done_steps < steps:
         env.reset()
@@ -146,7 +154,7 @@ def run_bare_emulator(steps: int, duration: float, seed: int) -> float:
         while done_steps < steps and cluster.now < end and not (cluster.now >= env._arrival_end_s and cluster.done):
             cluster.advance(1.0)
             done_steps += 1
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def main() -> None:
@@ -159,19 +167,20 @@ def main() -> None:
 
     teacher = not args.no_teacher
     run_env(50, args.duration, teacher, args.seed)  # warm-up: trace load, imports, preset fits
-    wall, episodes, _ = run_env(args.steps, args.duration, teacher, args.seed)
+    cpu, wall, episodes = run_env(args.steps, args.duration, teacher, args.seed)
     emu, teach = TimedCluster.total_s, TimedTeacher.total_s
-    rest = wall - emu - teach
+    rest = cpu - emu - teach
     bare = run_bare_emulator(args.steps, args.duration, args.seed)
-    sps = args.steps / wall
+    sps = args.steps / cpu
     print(f"setting: 8 x h100-llama3.1-8b-tp1, azure-conv at rate scale 1.0, {args.duration:g} s windows, "
           f"1 s control interval, random valid actions, teacher_in_info={teacher}")
-    print(f"steps: {args.steps}  episodes finished: {episodes}  wall: {wall:.2f} s")
-    print(f"time in emulator (advance/instances/flip/completed/construction): {emu:.2f} s ({100 * emu / wall:.1f}%)")
-    print(f"time in Arrow teacher (info['teacher_action']): {teach:.2f} s ({100 * teach / wall:.1f}%)")
-    print(f"time in env (observation, masks, reward, resets): {rest:.2f} s ({100 * rest / wall:.1f}%)")
+    print(f"steps: {args.steps}  episodes finished: {episodes}  cpu: {cpu:.2f} s  wall: {wall:.2f} s "
+          f"({args.steps / wall:.0f} steps/s wall-clock on this machine now)")
+    print(f"time in emulator (advance/instances/flip/completed/construction): {emu:.2f} s ({100 * emu / cpu:.1f}%)")
+    print(f"time in Arrow teacher (info['teacher_action']): {teach:.2f} s ({100 * teach / cpu:.1f}%)")
+    print(f"time in env (observation, masks, reward, resets): {rest:.2f} s ({100 * rest / cpu:.1f}%)")
     print(f"bare emulator, same number of 1 s advances: {bare:.2f} s ({args.steps / bare:.0f} advances/s); "
-          f"env/bare-emulator time ratio: {wall / bare:.2f}")
+          f"env/bare-emulator time ratio: {cpu / bare:.2f}")
     print(f"env_steps_per_second: {sps:.0f}")
 
 

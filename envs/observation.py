@@ -194,7 +194,8 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
         min(max(seconds_since_flip, 0.0) / config.flip_age_scale_s, 1.0),
         num_instances / max_instances,
     ], dtype=np.float32)
-    np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(_HIGH.max()), neginf=0.0)
+    if not np.isfinite(vec).all():  # a backend may report NaN/inf for empty windows
+        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(_HIGH.max()), neginf=0.0)
     return np.clip(vec, _LOW, _HIGH, out=vec)
 
 
@@ -221,7 +222,8 @@ def instance_features(state: ControlState, slo: SLO, config: ObservationConfig, 
             math.log1p(v.num_decode),
             _ratio(v.decode_tokens, v.kv_capacity_tokens),
         )
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=float(_IHIGH.max()), neginf=0.0)
+    if not np.isfinite(out).all():
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=float(_IHIGH.max()), neginf=0.0)
     return np.clip(out, _ILOW, _IHIGH, out=out)
 
 

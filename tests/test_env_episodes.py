@@ -114,3 +114,17 @@ def test_arrow_in_env_reproduces_run_policy():
     assert flips == len(result.flips) and flips > 0
     assert infos[-1]["slo_attainment"] == pytest.approx(result.attainment)
     assert env_records == sorted(result.records, key=lambda r: r.request_id)
+
+
+def test_flip_cost_reaches_the_backend_and_the_reward():
+    """The optional flip cost: flip_delay_s goes to the cluster, flip_penalty into the reward."""
+    env = PDClusterEnv({**SMALL, "teacher_in_info": False, "flip_delay_s": 2.0,
+                        "reward": {"flip_penalty": 0.5, "pending_miss_penalty": 0.0, "violation_penalty": 0.0}})
+    env.reset(seed=0, options={"start_s": 300.0})
+    assert env.cluster.info.extra["flip_delay_s"] == 2.0
+    _, reward, _, _, info = env.step(1)
+    terms = info["reward_terms"]
+    assert len(info["applied_flips"]) == 1 and terms.flips == 1
+    assert reward == pytest.approx(terms.good / env._offered_per_step - 0.5)
+    _, reward, _, _, info = env.step(0)
+    assert reward == pytest.approx(info["reward_terms"].good / env._offered_per_step)
