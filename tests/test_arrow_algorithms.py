@@ -358,3 +358,13 @@ def test_config_yaml_round_trip(tmp_path):
 
 def test_state_initially_allows_p2d():
     assert ArrowState().p2d_allowed(0.0, 1e9) and ArrowState().last_p2d_flip_s == -math.inf
+
+
+def test_alg1_ttft_headroom_extension_tightens_feasibility():
+    # c2 for instance 0 = T(600)+T(500) = 0.97 + 0.76 = 1.73 s; SLO 2 s: feasible at 1.0, not at 0.8.
+    views = [view(0, Role.PREFILL, prefill=[600]), view(1, Role.PREFILL, prefill=[1100], decode_tokens=1),
+             view(2, Role.DECODE), view(3, Role.DECODE, decode_tokens=5)]
+    assert ArrowRouter(ArrowConfig(ttft_headroom=1.0), enable_flips=False).route_prefill(req(), FakeContext(list(views))) == 0
+    ctx = FakeContext(list(views))
+    ArrowRouter(ArrowConfig(ttft_headroom=0.8), state=ArrowState(decode_load=0.0)).route_prefill(req(), ctx)
+    assert ctx.flips == [(2, Role.PREFILL)]

@@ -54,6 +54,12 @@ class ArrowConfig(BaseModel):
         description="Where Alg. 1's overload test reads LD: the monitor's last measured window "
         "(§5.5 definition) or a profile prediction from resident decode tokens.",
     )
+    ttft_headroom: float = Field(
+        1.0, gt=0, le=1,
+        description="Extension, not in the paper (paper = 1.0): Alg. 1 step 3 treats a prefill "
+        "candidate as SLO-feasible iff c2 <= ttft_headroom x SLO_TTFT, leaving room for the error "
+        "of the quadratic T(r) prediction when queues are packed to the SLO edge.",
+    )
     min_pool_size: int = Field(1, ge=1, description="Alg. 3 guard: a flip never leaves a pool with fewer instances (paper: 1).")
     reset_sustain_after_flip: bool = Field(
         True, description="Alg. 2: restart the sustain count after a flip (Narwhal's reading; paper silent)."
@@ -257,7 +263,7 @@ class ArrowIntervalController(ArrowMonitor):
         isl = w.arrival_input_tokens_mean
         prefill = [v for v in views if v.role is Role.PREFILL and v.healthy]
         if w.arrivals > 0 and isl > 0 and prefill:
-            ttft = self._slo().ttft_s
+            ttft = self._slo().ttft_s * self.config.ttft_headroom
             best = math.inf
             for v in prefill:
                 prof = self._profile(v.instance_id)

@@ -115,7 +115,7 @@ class ArrowRouter:
         views = ctx.instances()
         cand = self.candidates(views, Role.PREFILL)
         costs = [(self.prefill_cost(request, v, ctx), v.instance_id) for v in cand]
-        ttft = ctx.slo.ttft_s
+        ttft = ctx.slo.ttft_s * self.config.ttft_headroom  # headroom 1.0 = the paper's test
         feasible = [c for c in costs if c[0][1] <= ttft]  # step 3: SLO ok iff c2 ≤ SLO_TTFT
         if feasible:
             return self._argmin(feasible)
