@@ -40,6 +40,22 @@ from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request, Workload
 
+def _make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
+               decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
+    """Build an ``InstanceView`` without the frozen-dataclass ``__init__`` (routers ask for every
+    instance's view at every routing decision, so this is the emulator's hottest allocation)."""
+    v = _new(InstanceView)
+    v.__dict__.update(instance_id=instance_id, role=role, num_prefill=num_prefill,
+                      prefill_tokens=prefill_tokens, prefill_tokens_sq=prefill_tokens_sq,
+                      num_decode=num_decode, decode_tokens=decode_tokens, kv_used_tokens=kv_used_tokens,
+                      kv_capacity_tokens=kv_capacity_tokens, healthy=healthy)
+    return v
+
+
+_new = object.__new__
+if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
+    _make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
+
 # request states
 NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
 # event kinds (the heap orders equal times by kind, then by push order)
@@ -300,11 +316,15 @@ class EmulatedCluster(Cluster):
         it = I.dec_it
         if I.plan == RUN and t > I.p_start:
             it += self._completed_by(I, t)
-        return InstanceView(
-            instance_id=I.id, role=I.role, num_prefill=I.pf_n, prefill_tokens=I.pf_tok,
-            prefill_tokens_sq=float(I.pf_sq), num_decode=I.n_dec + I.dl_n,
-            decode_tokens=I.dec_context(it) + I.dl_tok, kv_used_tokens=I.kv_blocks(it) * self._bs,
-            kv_capacity_tokens=self._cap_blocks * self._bs, healthy=t >= I.blocked_until)
+        n = I.n_dec
+        if n:
+            dec_tok = I.dec_O + n * (it + 1) + I.dl_tok
+            kv = I.other_blocks + I.dec_blocks(it)
+        else:
+            dec_tok = I.dl_tok
+            kv = I.other_blocks
+        return _make_view(I.id, I.role, I.pf_n, I.pf_tok, float(I.pf_sq), n + I.dl_n, dec_tok,
+                          kv * self._bs, self._cap_blocks * self._bs, t >= I.blocked_until)
 
     def _record(self, rid: int) -> RequestRecord:
         return RequestRecord(
