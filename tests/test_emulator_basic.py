@@ -276,3 +276,22 @@ def test_default_slo_is_documented_and_info_describes_the_cluster():
     assert (c.info.slo.ttft_s, c.info.slo.tpot_s) == (10.0, 0.125)
     assert c.info.initial_roles == (Role.PREFILL, Role.PREFILL, Role.DECODE, Role.DECODE)
     assert not math.isnan(c.profile(0).prefill_time(100))
+
+
+def test_shipped_cluster_configs_load():
+    from pathlib import Path
+
+    paths = sorted(Path(__file__).resolve().parents[1].joinpath("configs", "clusters").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        assert EmulatorConfig.from_yaml(path).num_instances >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["colocated", "disaggregated"])
+def test_full_azure_conversation_trace_on_eight_instances(mode):
+    from arrow_rl.workload import load_workload
+
+    w = load_workload("azure-conv")
+    c, recs = run(w, cfg(num_instances=8, mode=mode, num_prefill=4 if mode == "disaggregated" else None))
+    assert len(recs) == len(w) == 19366 and all(r.finished for r in recs)

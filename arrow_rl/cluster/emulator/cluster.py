@@ -291,24 +291,28 @@ class EmulatedCluster(Cluster):
         iteration j costs alpha + beta·(C0 + j·n)."""
         return k * I.p_alpha + I.p_beta * (I.p_C0 * k + I.p_n * (k * (k - 1) // 2))
 
-    def _completed_by(self, I: InstanceState, t: float) -> int:
-        """Iterations of the current run that have ended by time ``t`` (0..K)."""
+    @staticmethod
+    def _completed_by(I: InstanceState, t: float) -> int:
+        """Iterations of the current run that have ended by time ``t`` (0..K): the root of the
+        quadratic S(k) = dt, then a one-step correction so that it agrees with ``_run_time``."""
         dt = t - I.p_start
         if dt <= 0:
             return 0
+        K = I.p_K
         if t >= I.p_end:
-            return I.p_K
-        a2 = 0.5 * I.p_beta * I.p_n
-        b1 = I.p_alpha + I.p_beta * I.p_C0 - a2
+            return K
+        alpha, beta, n, C0 = I.p_alpha, I.p_beta, I.p_n, I.p_C0
+        a2 = 0.5 * beta * n
+        b1 = alpha + beta * C0 - a2
         if a2 > 0:
             k = int(2.0 * dt / (b1 + math.sqrt(b1 * b1 + 4.0 * a2 * dt)))
         else:
             k = int(dt / b1)
-        k = min(max(k, 0), I.p_K)
-        rt = self._run_time
-        while k < I.p_K and rt(I, k + 1) <= dt:
+        if k > K:
+            k = K
+        while k < K and (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) <= dt:
             k += 1
-        while k > 0 and rt(I, k) > dt:
+        while k > 0 and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) > dt:
             k -= 1
         return k
 
