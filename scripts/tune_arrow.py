@@ -39,7 +39,11 @@ GRID: dict[str, list] = {
     "sustain_count": [1, 2, 3, 5],
     "overload_rule": ["l_shrink", "l_expand"],
     "candidate_set": ["role", "all"],
+    "ttft_headroom": [1.0, 0.95, 0.9, 0.8],            # extension (paper = 1.0)
+    "max_d2p_per_interval": [1, 2, 4],                 # arrow-interval only
+    "d2p_trigger": ["pending_misses", "predicted", "either"],  # arrow-interval only
 }
+INTERVAL_ONLY = ("max_d2p_per_interval", "d2p_trigger")
 
 
 def _rate(args: tuple) -> tuple[dict, float, float]:
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--spec", default="arrow", help="arrow (event-driven) or arrow-interval")
     ap.add_argument("--passes", type=int, default=1)
-    ap.add_argument("--params", default=",".join(GRID), help="constants to tune, comma list")
+    ap.add_argument("--params", default=None, help="constants to tune, comma list (default: all that apply to --spec)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rel-tol", type=float, default=0.03)
@@ -77,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         wl = wl.window(args.start, args.start + args.duration if args.duration is not None else math.inf)
     emu = EmulatorConfig(preset=args.preset, num_instances=args.instances, slo_ttft_s=args.slo_ttft,
                          slo_tpot_s=args.slo_tpot)
-    params = [p.strip() for p in args.params.split(",") if p.strip()]
+    if args.params is None:
+        params = [p for p in GRID if args.spec == "arrow-interval" or p not in INTERVAL_ONLY]
+    else:
+        params = [p.strip() for p in args.params.split(",") if p.strip()]
     unknown = [p for p in params if p not in GRID]
     if unknown:
         ap.error(f"unknown constants {unknown}; choose from {list(GRID)}")

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,11 @@ class DynamoConfig(BaseModel):
     adjustment_interval_s: float = Field(5.0, gt=0, description="Dynamo load_adjustment_interval (default 5 s).")
     scale_down_sensitivity: float = Field(0.8, gt=0, le=1, description="Dynamo load_scaling_down_sensitivity (80%).")
     min_endpoint: int = Field(1, ge=1, description="Dynamo min_endpoint: workers kept per component.")
+    rebalance: Literal["difference", "scale-up"] = Field(
+        "difference",
+        description="How per-pool verdicts become flips on a fixed budget. 'difference': move one "
+        "worker towards the pool with the higher verdict (a pool that would scale down lends its "
+        "worker). 'scale-up': move only when a pool is all-over (+1) and the other is not.")
 
 
 class DynamoPlannerController:
@@ -126,7 +131,7 @@ class DynamoPlannerController:
         self._last_adjust_s = state.now
         views = list(state.instances)
         p, d = self.verdicts(views, self._last_isl)
-        if p == d:
+        if p == d or (self.config.rebalance == "scale-up" and max(p, d) < 1):
             return []
         target = Role.PREFILL if p > d else Role.DECODE  # one worker per adjustment (Dynamo docs)
         chosen = select_flip_instance(views, target, self.profiles, self.config.min_endpoint)
