@@ -105,10 +105,13 @@ class TimedTeacher:
             TimedTeacher.total_s += time.process_time() - t0
 
 
+RATE_SCALE = 1.0
+
+
 def make_env(duration: float, teacher: bool) -> PDClusterEnv:
     env = PDClusterEnv(dict(num_instances=8, preset="h100-llama3.1-8b-tp1", teacher_in_info=teacher,
-                            episode={"traces": ["azure-conv"], "duration_s": duration, "rate_scale": (1.0, 1.0),
-                                     "drain_s": 30.0}),
+                            episode={"traces": ["azure-conv"], "duration_s": duration,
+                                     "rate_scale": (RATE_SCALE, RATE_SCALE), "drain_s": 30.0}),
                        cluster_factory=timed_factory)
     original = env._make_teacher
 
@@ -143,7 +146,8 @@ def run_env(steps: int, duration: float, teacher: bool, seed: int) -> tuple[floa
 def run_bare_emulator(steps: int, duration: float, seed: int) -> float:
     """Baseline: the same kind of episodes advanced by the emulator alone (no env, no flips)."""
     env = PDClusterEnv(dict(num_instances=8, teacher_in_info=False,
-                            episode={"traces": ["azure-conv"], "duration_s": duration, "drain_s": 30.0}))
+                            episode={"traces": ["azure-conv"], "duration_s": duration, "drain_s": 30.0,
+                                     "rate_scale": (RATE_SCALE, RATE_SCALE)}))
     env.reset(seed=seed)
     t0 = time.process_time()
     done_steps = 0
@@ -163,7 +167,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=300.0, help="episode arrival window (s)")
     ap.add_argument("--no-teacher", action="store_true", help="do not compute info['teacher_action']")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rate-scale", type=float, default=1.0,
+                    help="trace rate multiplier (1.0 = the trace's own load, the issue's setting)")
     args = ap.parse_args()
+    global RATE_SCALE
+    RATE_SCALE = args.rate_scale
 
     teacher = not args.no_teacher
     run_env(50, args.duration, teacher, args.seed)  # warm-up: trace load, imports, preset fits
@@ -172,7 +180,7 @@ def main() -> None:
     rest = cpu - emu - teach
     bare = run_bare_emulator(args.steps, args.duration, args.seed)
     sps = args.steps / cpu
-    print(f"setting: 8 x h100-llama3.1-8b-tp1, azure-conv at rate scale 1.0, {args.duration:g} s windows, "
+    print(f"setting: 8 x h100-llama3.1-8b-tp1, azure-conv at rate scale {RATE_SCALE:g}, {args.duration:g} s windows, "
           f"1 s control interval, random valid actions, teacher_in_info={teacher}")
     print(f"steps: {args.steps}  episodes finished: {episodes}  cpu: {cpu:.2f} s  wall: {wall:.2f} s "
           f"({args.steps / wall:.0f} steps/s wall-clock on this machine now)")

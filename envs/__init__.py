@@ -30,14 +30,14 @@ ENTRY_POINT = "envs.pd_cluster_env:PDClusterEnv"
 # matters (measurements in docs/environment.md "Variants").
 _AZURE_CONV = {
     "slo_ttft_s": 2.0, "slo_tpot_s": 0.1,
-    "episode": {"traces": ["azure-conv"], "duration_s": 120.0, "rate_scale": (12.0, 26.0), "drain_s": 60.0},
+    "episode": {"traces": ["azure-conv"], "duration_s": 120.0, "rate_scale": (10.0, 22.0), "drain_s": 60.0},
 }
 VARIANTS: dict[str, dict] = {
     "arrow_rl/PDCluster-v0": _AZURE_CONV,
     "arrow_rl/PDCluster-AzureConv-v0": _AZURE_CONV,
     "arrow_rl/PDCluster-AzureCode-v0": {
         "slo_ttft_s": 2.0, "slo_tpot_s": 0.1,
-        "episode": {"traces": ["azure-code"], "duration_s": 120.0, "rate_scale": (4.0, 14.0), "drain_s": 60.0},
+        "episode": {"traces": ["azure-code"], "duration_s": 120.0, "rate_scale": (8.0, 20.0), "drain_s": 60.0},
     },
     "arrow_rl/PDCluster-Mooncake-v0": {
         "slo_ttft_s": 10.0, "slo_tpot_s": 0.1,
@@ -46,7 +46,7 @@ VARIANTS: dict[str, dict] = {
     "arrow_rl/PDCluster-PhaseShift-v0": {
         "slo_ttft_s": 2.0, "slo_tpot_s": 0.1,
         "episode": {"generator": {"kind": "phase_shift", "rate": 40.0, "duration_s": 120.0, "phase_s": 30.0},
-                    "rate_scale": (0.8, 1.6), "drain_s": 60.0},
+                    "rate_scale": (1.0, 2.0), "drain_s": 60.0},
     },
 }
 

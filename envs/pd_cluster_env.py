@@ -194,6 +194,8 @@ class PDClusterEnv(gym.Env):
         self.teacher = policy.controller if policy is not None and cfg.teacher_in_info else None
         if self.teacher is not None:
             self.teacher.reset(self.cluster.info)
+            if getattr(policy, "needs_cluster", False):  # a clairvoyant teacher (oracle) plans on clones
+                self.teacher.bind_cluster(self.cluster)
         from arrow_rl.controllers.arrow import default_profiles
 
         self._profiles = default_profiles(self.cluster.info)

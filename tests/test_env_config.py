@@ -47,3 +47,16 @@ def test_missing_file_is_named(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_bundled_example_configs_load(path):
     EnvConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("yaml_name, env_id", [
+    ("azure-conv.yaml", "arrow_rl/PDCluster-AzureConv-v0"),
+    ("azure-code.yaml", "arrow_rl/PDCluster-AzureCode-v0"),
+    ("mooncake.yaml", "arrow_rl/PDCluster-Mooncake-v0"),
+    ("phase-shift.yaml", "arrow_rl/PDCluster-PhaseShift-v0"),
+])
+def test_example_configs_describe_the_registered_variants(yaml_name, env_id):
+    from envs import VARIANTS
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "env"
+    assert EnvConfig.from_yaml(root / yaml_name) == EnvConfig.from_dict(VARIANTS[env_id])
