@@ -72,12 +72,16 @@ def evaluate_command(
     max_num_batched_tokens: int = typer.Option(2048, "--max-num-batched-tokens"),
     max_num_seqs: int = typer.Option(128, "--max-num-seqs"),
     flip_delay: float = typer.Option(0.0, "--flip-delay", help="seconds an instance admits no new work after a flip"),
+    oracle_lookahead: float = typer.Option(30.0, "--oracle-lookahead", help="oracle: seconds simulated per candidate split"),
+    oracle_interval: float = typer.Option(5.0, "--oracle-interval", help="oracle: seconds between re-plans"),
+    oracle_max_step: int = typer.Option(2, "--oracle-max-step", min=1, help="oracle: candidates = current split ± 1..K"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for attainment_vs_rate.png and timeline.png"),
     timeline_controller: Optional[str] = typer.Option(None, "--timeline-controller", help="controller whose run the timeline plot shows (default arrow)"),
 ) -> None:
     """Sweep the request rate for each controller and report its serving rate (≥90% attainment)."""
     from arrow_rl.cluster.emulator.config import EmulatorConfig, format_validation_error
     from arrow_rl.controllers.arrow import ArrowConfig
+    from arrow_rl.controllers.baselines import OracleConfig
     from arrow_rl.evaluation.evaluate import evaluate
     from arrow_rl.evaluation.serving_rate import SweepSettings
     from arrow_rl.workload.loaders import load_workload
@@ -105,6 +109,11 @@ def evaluate_command(
     except ValueError as exc:
         _fail(str(exc))
         return
+    try:
+        ocfg = OracleConfig(lookahead_s=oracle_lookahead, decision_interval_s=oracle_interval, max_step=oracle_max_step)
+    except ValidationError as exc:
+        _fail(format_validation_error(exc))
+        return
     base = wl.mean_rate
     extra_scales = tuple(r / base for r in _parse_floats(rates, "--rates"))
     initial_scale = (initial_rate / base) if initial_rate else 1.0
@@ -126,7 +135,7 @@ def evaluate_command(
             bar.update(task, advance=1, description=f"{spec} @ {scale * base:.3g} req/s: {100 * att:.1f}%")
 
         try:
-            result = evaluate(wl, emu, names, settings, arrow_config=acfg, jobs=jobs, reference_rate=reference_rate,
+            result = evaluate(wl, emu, names, settings, arrow_config=acfg, oracle_config=ocfg, jobs=jobs, reference_rate=reference_rate,
                               timeline_controller=timeline_controller, progress=on_point)
         except ValueError as exc:
             _fail(str(exc))
