@@ -151,3 +151,25 @@ def test_per_instance_dict_pads_to_max_instances():
     assert inst.shape[0] == 12
     assert np.all(inst[:8, 0] == 1.0) and np.all(inst[8:] == 0.0)
     assert np.array_equal(inst[:8, 1], [1, 1, 1, 1, 0, 0, 0, 0])
+
+
+def test_builder_imports_without_the_emulator_or_gymnasium_env():
+    """A deployed controller builds observations without pulling in the emulator."""
+    import subprocess
+    import sys
+
+    code = ("import sys, envs.observation; "
+            "print(any(m.startswith('arrow_rl.cluster.emulator') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_every_feature_is_documented_in_the_environment_guide():
+    from pathlib import Path
+
+    from envs.observation import INSTANCE_FEATURE_NAMES
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "environment.md").read_text(encoding="utf-8")
+    missing = [n for n in FEATURE_NAMES + INSTANCE_FEATURE_NAMES if f"`{n}`" not in doc]
+    assert not missing, f"features missing from docs/environment.md: {missing}"
