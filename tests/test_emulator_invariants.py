@@ -72,3 +72,29 @@ def test_every_request_ends_kv_stays_within_capacity_and_tokens_are_conserved(sc
     # every generated token is accounted for: one first token + (output − 1) later tokens
     assert first_tokens == len(done)
     assert first_tokens + decode_tokens == sum(r.output_tokens for r in done)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_closed_form_runs_agree_with_exact_stepping_on_random_scenarios(scenario):
+    workload, mode, instances, kv_blocks, budget, seqs, flips, delay = scenario
+    preset = dataclasses.replace(PRESET, kv_capacity_tokens=16 * kv_blocks)
+    results = []
+    for exact in (False, True):
+        config = EmulatorConfig(preset=PRESET.name, num_instances=instances, mode=mode,
+                                max_num_batched_tokens=budget, max_num_seqs=seqs, flip_delay_s=delay,
+                                exact_stepping=exact)
+        cluster = EmulatedCluster(workload, config, preset=preset)
+        step = 0
+        while not cluster.done:
+            cluster.advance(0.1)
+            for when, inst, role in flips:
+                if when == step:
+                    cluster.flip(inst, role)
+            step += 1
+        results.append(sorted(cluster.completed(), key=lambda r: r.request_id))
+    for a, b in zip(*results):
+        assert (a.rejected, a.prefill_instance, a.decode_instance, a.preemptions) == \
+               (b.rejected, b.prefill_instance, b.decode_instance, b.preemptions)
+        if a.finished:
+            assert abs(a.first_token_s - b.first_token_s) < 1e-9 and abs(a.finish_s - b.finish_s) < 1e-9

@@ -219,7 +219,7 @@ class EmulatedCluster(Cluster):
         self.flips.append((t, instance_id, role))
         delay = self.config.flip_delay_s
         if delay > 0:
-            I.blocked_until = t + delay
+            I.blocked_until = I.wake_at = t + delay
             self._push(t + delay, EV_WAKE, instance_id, 0)
 
     def advance(self, dt: float) -> MetricsWindow:
@@ -552,7 +552,8 @@ class EmulatedCluster(Cluster):
                 st[rid] = XFER
                 self.num_transfers += 1
                 self._push(t + self.preset.kv_transfer_time(n_in[rid]), EV_XFER, rid, 0)
-        if not admit_ok and (I.waiting or I.tq):
+        if not admit_ok and (I.waiting or I.tq) and I.wake_at != I.blocked_until:
+            I.wake_at = I.blocked_until
             self._push(I.blocked_until, EV_WAKE, I.id, 0)
         # plan
         I.p_ver += 1

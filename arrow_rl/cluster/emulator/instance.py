@@ -25,7 +25,7 @@ class InstanceState:
     """Queues, lazy decode set, KV accounting, the current plan and window accumulators."""
 
     __slots__ = (
-        "id", "role", "bs", "cap_blocks", "blocked_until",
+        "id", "role", "bs", "cap_blocks", "blocked_until", "wake_at",
         "running", "pref", "waiting", "tq", "landed", "inflight",
         "dec_it", "n_dec", "dec_O", "dec_A", "dec_cnt", "dec_heap",
         "other_blocks",
@@ -41,6 +41,7 @@ class InstanceState:
         self.bs = block_size
         self.cap_blocks = cap_blocks
         self.blocked_until = float("-inf")   # flip delay: no admissions before this time
+        self.wake_at = float("-inf")         # time of the pending wake-up event, if any
         self.running: list[int] = []         # request ids in admission order (preemption pops the newest)
         self.pref: list[int] = []            # running requests still computing their prompt, in order
         self.waiting: deque[int] = deque()   # FCFS; preempted requests go back to the front (vLLM v1)
