@@ -295,3 +295,26 @@ def test_full_azure_conversation_trace_on_eight_instances(mode):
     w = load_workload("azure-conv")
     c, recs = run(w, cfg(num_instances=8, mode=mode, num_prefill=4 if mode == "disaggregated" else None))
     assert len(recs) == len(w) == 19366 and all(r.finished for r in recs)
+
+
+def test_a_kv_transfer_deadlock_ends_requests_explicitly_not_silently():
+    # instance 0 and 1 each hold a prompt's KV for a transfer to the other, and neither has room
+    small = dataclasses.replace(get_preset(PRESET), kv_capacity_tokens=16 * 100)
+
+    class Crossed:
+        name = "crossed"
+
+        def reset(self, n):
+            pass
+
+        def route_prefill(self, request, ctx):
+            return request.request_id % 2
+
+        def route_decode(self, request, prefill_instance, ctx):
+            return 1 - prefill_instance
+
+    w = wl([(0.0, 1500, 10), (0.0, 1500, 10)])
+    c, recs = run(w, cfg(), router=Crossed(), preset=small)
+    assert c.done and len(recs) == 2
+    assert all(r.rejected and r.reject_reason.startswith("stuck") for r in recs)
+    assert all(not math.isnan(r.first_token_s) for r in recs)   # both prompts were computed

@@ -63,7 +63,7 @@ def test_every_request_ends_kv_stays_within_capacity_and_tokens_are_conserved(sc
     for r in records:
         assert r.finished != r.rejected
         if r.rejected:
-            assert r.reject_reason
+            assert r.reject_reason and not r.reject_reason.startswith("stuck")
             continue
         assert r.arrival_s <= r.first_token_s <= r.finish_s
         assert r.ttft_s <= r.e2e_s

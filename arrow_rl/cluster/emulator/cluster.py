@@ -598,6 +598,9 @@ class EmulatedCluster(Cluster):
             I.p_end = t + self._run_time(I, k)
         else:
             I.plan = IDLE
+            if preempted and I.waiting and admit_ok:
+                # everything running was preempted: vLLM's next step (now) admits from waiting
+                self._schedule(I, t)
             return
         self._push(I.p_end, EV_STEP, I.id, I.p_ver)
 
