@@ -1,0 +1,103 @@
+"""Launcher and config files (no vLLM needed): commands, environment, tiny model, clean stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arrow_rl.cluster.base import Role
+from arrow_rl.cluster.live.config import RouterConfig, load_config_file
+from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, stop_group, write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_validate():
+    cpu = load_config_file(ROOT / "configs/live/cpu.yaml", LaunchConfig)
+    assert cpu.engine == "vllm-cpu" and cpu.roles() == [Role.PREFILL, Role.DECODE]
+    gpu = load_config_file(ROOT / "configs/live/gpu.yaml", LaunchConfig)
+    assert gpu.num_instances == 8 and gpu.roles().count(Role.PREFILL) == 4
+    router = load_config_file(ROOT / "configs/live/router.yaml", RouterConfig)
+    assert router.host == "127.0.0.1" and router.routing == "arrow"
+
+
+def test_bad_config_names_file_and_field(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("engine: vllm-cpu\nnum_instances: 1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: num_instances"):
+        load_config_file(p, LaunchConfig)
+    p.write_text("instances: [{url: 'localhost:8000', role: prefill}]\n")
+    with pytest.raises(ValueError, match=r"instances.0.url.*http://"):
+        load_config_file(p, RouterConfig)
+
+
+def test_tiny_model_has_head_dim_supported_by_vllm_cpu(tmp_path):
+    cfg = json.loads((write_tiny_model(tmp_path) / "config.json").read_text())
+    assert cfg["hidden_size"] // cfg["num_attention_heads"] >= 32
+    with pytest.raises(ValueError, match="head_dim"):
+        write_tiny_model(tmp_path / "x", hidden_size=64)
+
+
+def test_cpu_command_uses_kv_both_nixl_dummy_weights_and_eager(tmp_path):
+    launcher = Launcher(LaunchConfig(python="/py"), tmp_path)
+    cmd = launcher.command(1, "/m")
+    assert cmd[:3] == ["/py", "-m", "vllm.entrypoints.openai.api_server"]
+    kv = json.loads(cmd[cmd.index("--kv-transfer-config") + 1])
+    assert kv["kv_connector"] == "NixlConnector" and kv["kv_role"] == "kv_both" and kv["kv_buffer_device"] == "cpu"
+    assert {"--load-format", "dummy", "--skip-tokenizer-init", "--enforce-eager"} <= set(cmd)
+    assert cmd[cmd.index("--port") + 1] == "8101"
+    env = launcher.environment(1)
+    assert env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "5601" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_gpu_command_uses_cuda_buffers_and_real_weights(tmp_path):
+    launcher = Launcher(LaunchConfig(engine="vllm", model="org/model", gpu_ids=["0", "1"]), tmp_path)
+    cmd = launcher.command(0, "org/model")
+    assert json.loads(cmd[cmd.index("--kv-transfer-config") + 1])["kv_buffer_device"] == "cuda"
+    assert "--load-format" not in cmd and "--enforce-eager" not in cmd
+    assert launcher.environment(1)["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_instances_have_distinct_http_and_nixl_ports(tmp_path):
+    launcher = Launcher(LaunchConfig(num_instances=3), tmp_path)
+    ports = {launcher.command(i, "/m")[launcher.command(i, "/m").index("--port") + 1] for i in range(3)}
+    nixl = {launcher.environment(i)["VLLM_NIXL_SIDE_CHANNEL_PORT"] for i in range(3)}
+    assert len(ports) == 3 and len(nixl) == 3
+
+
+def test_stop_group_ends_the_child_processes_too():
+    # A parent that forks a child (like vLLM's API server → EngineCore) in its own session.
+    script = "import subprocess,sys,time; c=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']); print(c.pid, flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(proc.stdout.readline())
+    stop_group(proc, grace_s=5)
+    assert proc.poll() is not None
+    time.sleep(0.2)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_wait_healthy_reports_an_instance_that_exits(tmp_path):
+    from arrow_rl.cluster.live.launcher import LaunchError
+
+    cfg = LaunchConfig(python=sys.executable, entrypoint="this_module_does_not_exist", base_port=18990)
+    launcher = Launcher(cfg, tmp_path)
+    launcher.start()
+    try:
+        with pytest.raises(LaunchError, match="exited with code"):
+            launcher.wait_healthy(timeout_s=30)
+    finally:
+        launcher.stop()
