@@ -120,6 +120,9 @@ class PretrainConfig(BaseModel):
     class_balance: float = Field(
         0.5, ge=0, le=1, description="0: plain cross-entropy; 1: inverse-frequency class weights (the teacher is mostly no-op)"
     )
+    entropy_coef: float = Field(
+        0.0, ge=0, description="entropy bonus in the cloning loss: keeps the clone stochastic so RL fine-tuning can explore"
+    )
     value_pretrain: bool = Field(True, description="fit the value head to Monte-Carlo returns of the clone before RL")
     max_dataset: int = Field(500_000, ge=1, description="oldest samples are dropped beyond this")
     rl_after: bool = Field(True, description="fine-tune with RL after cloning (n_timesteps steps)")
@@ -156,6 +159,12 @@ class HoldoutConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     fraction: float = Field(0.0, ge=0, lt=1, description="share of each trace's span held out (0: none)")
+    eval_on: Literal["heldout", "train"] = Field(
+        "heldout",
+        description="where the evaluations during training (and the keep-best choice) draw episodes: the held-out "
+        "range, or fixed-seed episodes of the training range (then the held-out range is never seen "
+        "until the final test with arrow-rl evaluate)",
+    )
 
 
 class TrainConfig(BaseModel):

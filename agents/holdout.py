@@ -57,5 +57,6 @@ def apply_holdout(config: TrainConfig, out_dir: Path) -> tuple[TrainConfig, list
     raw["env"] = deep_merge(raw["env"], {"episode": {"traces": [s["train"] for s in splits]}})
     eval_env = raw["eval"].get("env") or {}
     if "traces" not in (eval_env.get("episode") or {}):
-        raw["eval"]["env"] = deep_merge(eval_env, {"episode": {"traces": [s["heldout"] for s in splits]}})
+        part = "heldout" if config.holdout.eval_on == "heldout" else "train"
+        raw["eval"]["env"] = deep_merge(eval_env, {"episode": {"traces": [s[part] for s in splits]}})
     return config_from_dict(raw, source="holdout"), splits

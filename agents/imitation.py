@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.config import PretrainConfig
-from agents.inference import greedy_actions, masked_argmax, policy_logits
+from agents.inference import action_scores, greedy_actions, masked_argmax, policy_logits
 
 Normalizer = Callable[[np.ndarray], np.ndarray]
 
@@ -230,6 +230,12 @@ def fit_bc(
             idx = perm[start : start + cfg.batch_size]
             logits = masked_logits(policy_logits(policy, obs[idx]), masks[idx])
             loss = F.cross_entropy(logits, actions[idx], weight=weights)
+            if cfg.entropy_coef > 0:
+                # keep the clone stochastic enough for RL fine-tuning to explore around it: a
+                # near-deterministic clone makes PPO's importance ratios explode on rare actions
+                logp = F.log_softmax(logits, dim=-1)
+                entropy = -(logp.exp() * torch.where(masks[idx], logp, torch.zeros_like(logp))).sum(-1).mean()
+                loss = loss - cfg.entropy_coef * entropy
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -277,9 +283,17 @@ def agreement(model, data: Dataset, normalize: Normalizer = _identity) -> dict[s
     """
     if len(data) == 0:
         return {"accuracy": float("nan"), "flip_recall": float("nan"), "samples": 0}
-    pred = greedy_actions(model, normalize(data.obs), data.masks)
+    scores = action_scores(model, normalize(data.obs))
+    pred = masked_argmax(scores, data.masks)
     hit = pred == data.actions
     out: dict[str, float] = {"accuracy": float(hit.mean()), "samples": float(len(data))}
+    if not hasattr(model.policy, "q_net"):
+        logits = np.where(data.masks, scores, -np.inf)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        out["entropy"] = float(-(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1).mean())
+        out["teacher_prob"] = float(p[np.arange(len(data)), data.actions].mean())
     flips = data.actions != 0
     out["flip_recall"] = float(hit[flips].mean()) if flips.any() else float("nan")
     out["teacher_flip_share"] = float(flips.mean())

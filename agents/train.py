@@ -276,13 +276,17 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
             train_m = metrics["train"]
             logger.record("pretrain/accuracy", train_m["accuracy"])
             logger.record("pretrain/flip_recall", train_m["flip_recall"])
+            logger.record("pretrain/entropy", train_m.get("entropy", float("nan")))
             logger.record("pretrain/samples", metrics["samples"])
             logger.record("pretrain/beta", metrics["beta"])
             if "on_policy_before_fit" in metrics:
                 logger.record("pretrain/on_policy_accuracy", metrics["on_policy_before_fit"]["accuracy"])
             logger.dump(r)
             on_message(f"imitation round {r} (beta {metrics['beta']:.2f}, {metrics['samples']} samples): "
-                       f"agreement {train_m['accuracy']:.3f}, flip recall {train_m['flip_recall']:.3f}")
+                       f"agreement {train_m['accuracy']:.3f}, flip recall {train_m['flip_recall']:.3f}, "
+                       f"p(teacher action) {train_m.get('teacher_prob', float('nan')):.3f}"
+                       + (f", on the student's own states before refit {metrics['on_policy_before_fit']['accuracy']:.3f}"
+                          if "on_policy_before_fit" in metrics else ""))
 
         with _progress(progress, "imitation", config.pretrain.teacher_steps
                        + config.pretrain.dagger_rounds * config.pretrain.dagger_steps

@@ -135,3 +135,15 @@ def test_dataset_round_trips_through_npz(tmp_path, fixed_dataset):
     np.testing.assert_array_equal(back.obs, data.obs)
     np.testing.assert_array_equal(back.actions, data.actions)
     np.testing.assert_array_equal(back.masks, data.masks)
+
+
+def test_entropy_bonus_keeps_the_clone_stochastic_without_losing_agreement(fixed_dataset):
+    train, held_out = fixed_dataset
+    out = {}
+    for coef in (0.0, 0.1):
+        model = _model()
+        fit_bc(model.policy, train, PretrainConfig(epochs=20, learning_rate=3e-3, batch_size=128, entropy_coef=coef))
+        out[coef] = agreement(model, held_out)
+    assert out[0.1]["entropy"] > out[0.0]["entropy"]
+    assert out[0.1]["teacher_prob"] < out[0.0]["teacher_prob"]
+    assert out[0.1]["accuracy"] >= 0.93
