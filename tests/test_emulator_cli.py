@@ -75,3 +75,12 @@ def test_bad_inputs_are_clear_errors_naming_the_option(tmp_path):
     cfg.write_text("preset: h100-llama3.1-8b-tp1\nnum_instances: zero\n")
     res = runner.invoke(app, ["simulate", "--config", str(cfg), "--workload", wl])
     assert res.exit_code == 2 and "c.yaml" in res.output and "num_instances" in res.output
+
+
+def test_simulate_writes_a_plot(tmp_path):
+    png = tmp_path / "p.png"
+    res = runner.invoke(app, ["simulate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2",
+                              "--mode", "colocated", "--workload", str(trace(tmp_path, 60)),
+                              "--slo-ttft", "1", "--slo-tpot", "0.05", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -54,6 +54,7 @@ def simulate(
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="default 0.9"),
     config: Optional[Path] = typer.Option(None, "--config", help="cluster YAML (EmulatorConfig fields); options override it"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary as JSON"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG: TTFT/TPOT over time and their CDFs"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Simulate one workload on one cluster; print TTFT/TPOT/e2e percentiles, SLO attainment, throughput."""
@@ -152,6 +153,57 @@ def simulate(
         except OSError as exc:
             _fail(f"--json: cannot write {json_out}: {exc.strerror or exc}")
         console.print(f"summary written to {json_out}")
+    if plot is not None:
+        try:
+            _plot(records, slo, plot, f"{wl.name} on {cfg.preset}, {cfg.mode.value}")
+        except OSError as exc:
+            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+        console.print(f"plot written to {plot}")
+
+
+def _plot(records, slo, path: Path, title: str) -> None:
+    """Per-request TTFT and TPOT against arrival time (with a 1-minute rolling p90) and their CDFs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fin = sorted((r for r in records if r.finished), key=lambda r: r.arrival_s)
+    arr = np.array([r.arrival_s for r in fin])
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    for row, (name, getter, limit) in enumerate((
+            ("TTFT", lambda r: r.ttft_s, slo.ttft_s if slo else None),
+            ("TPOT", lambda r: r.tpot_s, slo.tpot_s if slo else None))):
+        vals = np.array([getter(r) for r in fin], dtype=float)
+        ok = ~np.isnan(vals)
+        ax = axes[row, 0]
+        ax.scatter(arr[ok], vals[ok], s=2, alpha=0.3, label="request")
+        if ok.sum() > 1:
+            minute = (arr[ok] // 60).astype(int)
+            mins = np.unique(minute)
+            p90 = [np.percentile(vals[ok][minute == m], 90) for m in mins]
+            ax.plot(mins * 60 + 30, p90, color="C1", label="p90 per minute")
+        if limit:
+            ax.axhline(limit, color="red", ls="--", lw=1, label="SLO")
+        ax.set_yscale("log")
+        ax.set_xlabel("arrival time (s)")
+        ax.set_ylabel(f"{name} (s)")
+        ax.legend(loc="upper left", fontsize=8)
+        ax = axes[row, 1]
+        v = np.sort(vals[ok])
+        if v.size:
+            ax.plot(v, np.arange(1, v.size + 1) / v.size)
+        if limit:
+            ax.axvline(limit, color="red", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (s)")
+        ax.set_ylabel("fraction of finished requests")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _print(s: dict[str, Any], cfg, wl) -> None:
