@@ -226,3 +226,27 @@ def test_deploy_with_the_arrow_monitor_flips_toward_decode_under_decode_heavy_lo
         assert stats.flips_applied >= 1
         assert cl.num_prefill() == 1
         cl.close()
+
+
+def test_pd_cluster_env_runs_unchanged_on_the_live_cluster():
+    import numpy as np
+
+    from arrow_rl.cluster.live.cluster import live_cluster_factory
+    from arrow_rl.workload.workload import Workload
+    from envs.pd_cluster_env import PDClusterEnv
+
+    wl = Workload(np.linspace(0.0, 0.6, 6), np.full(6, 150), np.full(6, 6), name="tiny")
+    with live_rig(roles=["prefill", "decode"]) as rig:
+        env = PDClusterEnv({"num_instances": 2, "control_interval_s": 0.4, "episode": {"drain_s": 1.2}},
+                           cluster_factory=live_cluster_factory(rig.url, TOKEN))
+        obs, info = env.reset(seed=0, options={"workload": wl})
+        assert env.observation_space.contains(obs)
+        truncated = terminated = False
+        steps = 0
+        while not (truncated or terminated) and steps < 10:
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample() * 0)
+            steps += 1
+        env.cluster.replay_thread.join(10)
+        assert truncated and not terminated
+        assert len(env.cluster.completed()) == 6 and all(r.finished for r in env.cluster.completed())
+        env.cluster.close()

@@ -292,7 +292,52 @@ class LiveCluster(Cluster):
         self._window_start = end
         return window
 
+    def start_replay(self, workload: Any, options: Any = None, seed: int = 0) -> None:
+        """Send ``workload`` to the router in a background thread, arrivals relative to now
+        (client-side records land in ``replay_records``)."""
+        import threading
+
+        self.replay_records: list[RequestRecord] = []
+        self.replay_thread = threading.Thread(
+            target=_replay_thread, args=(self.info.extra["router"], workload, options, seed, self.replay_records),
+            daemon=True, name="live-replay")
+        self.replay_thread.start()
+
     def close(self) -> None:
         if self.scraper:
             self.scraper.close()
         self.admin.close()
+
+
+def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, scrape: bool = True,
+                         bench_options: Any = None):
+    """A ``PDClusterEnv`` cluster factory (``envs.backends.ClusterFactory``) for a live cluster.
+
+    Each reset sets the split to ``num_prefill`` (one atomic batch of flips) and, with ``replay``,
+    replays the episode's workload against the router in a background thread (``bench.replay``),
+    so the env's steps observe real traffic. The env's ``router`` argument is ignored: routing runs
+    inside the router process (``POST /routing`` selects it).
+    """
+    from arrow_rl.cluster.live.deploy import flips_to_split
+
+    def factory(workload, config, router, num_prefill: int, seed: int) -> LiveCluster:
+        cl = LiveCluster(router_url, token, scrape=scrape)
+        flips = flips_to_split(list(cl.roles()), num_prefill)
+        if flips:
+            cl.flip_many(flips, source="env-reset")
+        if replay:
+            cl.start_replay(workload, bench_options, seed)
+        return cl
+
+    return factory
+
+
+def _replay_thread(url: str, workload, options, seed: int, out: list) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    from arrow_rl.cluster.live.bench import BenchOptions, replay
+
+    opts = replace(options or BenchOptions(), seed=seed)
+    out.extend(asyncio.run(replay(url, workload, opts)))
+
