@@ -145,6 +145,12 @@ def simulate(
                     "prefill_instances": cfg.prefill_count if cfg.mode.value == "disaggregated" else None,
                     "max_num_batched_tokens": cfg.max_num_batched_tokens, "max_num_seqs": cfg.max_num_seqs,
                     "router": router, "seed": seed, "workload": wl.name, "rate_scale": rate_scale})
+    reasons: dict[str, int] = {}
+    for r in records:
+        if r.rejected:
+            key = r.reject_reason.split(":", 1)[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    summary["reject_reasons"] = reasons
     _print(summary, cfg, wl)
     if json_out is not None:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
@@ -221,6 +227,8 @@ def _print(s: dict[str, Any], cfg, wl) -> None:
     facts.add_column("")
     facts.add_row("requests", f"{s['num_finished']:,} finished / {s['num_requests']:,} offered"
                               + (f", {s['num_rejected']:,} rejected" if s["num_rejected"] else ""))
+    for reason, count in sorted(s.get("reject_reasons", {}).items(), key=lambda kv: -kv[1]):
+        facts.add_row("rejected", f"{count:,} ({reason})")
     if "slo_attainment" in s:
         facts.add_row("SLO attainment", f"{s['slo_attainment'] * 100:.2f}% (TTFT ≤ {s['slo_ttft_s']:g} s and "
                                         f"TPOT ≤ {s['slo_tpot_s']:g} s; TTFT alone {s['slo_ttft_attainment'] * 100:.1f}%, "

@@ -385,12 +385,12 @@ class EmulatedCluster(Cluster):
         self._w_in.append(n_in)
         peak = n_in + self._out[rid] - 1   # KV tokens while the last token is computed
         if n_in + self._out[rid] > self._max_len:
-            self._reject(rid, f"input+output tokens ({n_in + self._out[rid]}) exceed max_model_len "
-                              f"({self._max_len})")
+            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + self._out[rid]} > "
+                              f"{self._max_len}")
             return
         if -(-peak // self._bs) > self._cap_blocks:
-            self._reject(rid, f"needs {peak} KV tokens, more than an instance's KV capacity "
-                              f"({self._cap_blocks * self._bs})")
+            self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
+                              f"on one instance")
             return
         req = Request(rid, t, n_in, self._out[rid])
         i = self._target(self.router.route_prefill(req, self), "route_prefill")
@@ -416,7 +416,7 @@ class EmulatedCluster(Cluster):
         other): end the remaining requests explicitly rather than dropping them silently."""
         for rid in range(self._N):
             if self._st[rid] not in (DONE, REJ, NEW):
-                self._reject(rid, "stuck: no instance could make progress (KV deadlock)")
+                self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
 
     def _kick(self, I: InstanceState, t: float) -> None:
         """New work or freed KV at ``t``: take it into account at the next iteration boundary."""
