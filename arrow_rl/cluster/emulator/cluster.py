@@ -155,6 +155,11 @@ class EmulatedCluster(Cluster):
                    "kv_capacity_tokens": cap_blocks * bs, "block_size": bs,
                    "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?")})
 
+    def __repr__(self) -> str:
+        roles = "".join("P" if I.role is Role.PREFILL else "D" for I in self._insts)
+        return (f"EmulatedCluster({self.preset.name}, {self._mode.value}, roles={roles}, now={self._now:.3f}s, "
+                f"ended={self._ended}/{self._N})")
+
     # ------------------------------------------------------------------ Cluster / RoutingContext
     @property
     def now(self) -> float:
