@@ -40,6 +40,7 @@ GRID: dict[str, list] = {
     "overload_rule": ["l_shrink", "l_expand"],
     "candidate_set": ["role", "all"],
     "ttft_headroom": [1.0, 0.95, 0.9, 0.8],            # extension (paper = 1.0)
+    "decode_capacity_limits": [False, True],          # extension (paper = False)
     "max_d2p_per_interval": [1, 2, 4],                 # arrow-interval only
     "d2p_trigger": ["pending_misses", "predicted", "either"],  # arrow-interval only
 }

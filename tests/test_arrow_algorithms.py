@@ -368,3 +368,27 @@ def test_alg1_ttft_headroom_extension_tightens_feasibility():
     ctx = FakeContext(list(views))
     ArrowRouter(ArrowConfig(ttft_headroom=0.8), state=ArrowState(decode_load=0.0)).route_prefill(req(), ctx)
     assert ctx.flips == [(2, Role.PREFILL)]
+
+
+def test_alg1_decode_capacity_limits_extension_respects_kv_capacity():
+    # MT = 10_000 tokens but the instance only holds 3_000 KV tokens: paper rule says feasible,
+    # the extension says no room → P→D flip.
+    views = [view(0, Role.PREFILL), view(1, Role.PREFILL),
+             replace(view(2, Role.DECODE, decode_tokens=2_800), kv_capacity_tokens=3_000)]
+    paper = FakeContext(list(views))
+    assert ArrowRouter(ArrowConfig()).route_decode(req(500), 0, paper) == 2 and paper.flips == []
+    ext = FakeContext(list(views))
+    ArrowRouter(ArrowConfig(decode_capacity_limits=True)).route_decode(req(500), 0, ext)
+    assert ext.flips == [(0, Role.DECODE)]
+
+
+def test_alg1_decode_capacity_limits_extension_respects_max_num_seqs():
+    @dataclass
+    class Info:
+        extra: dict
+
+    views = [view(0, Role.PREFILL), view(1, Role.PREFILL), view(2, Role.DECODE, decode_tokens=100, num_decode=4)]
+    ctx = FakeContext(list(views))
+    ctx.info = Info({"max_num_seqs": 4})
+    ArrowRouter(ArrowConfig(decode_capacity_limits=True)).route_decode(req(50), 0, ctx)
+    assert ctx.flips == [(0, Role.DECODE)]

@@ -60,6 +60,13 @@ class ArrowConfig(BaseModel):
         "candidate as SLO-feasible iff c2 <= ttft_headroom x SLO_TTFT, leaving room for the error "
         "of the quadratic T(r) prediction when queues are packed to the SLO edge.",
     )
+    decode_capacity_limits: bool = Field(
+        False,
+        description="Extension, not in the paper (paper = false): a decode candidate also needs room "
+        "under the engine's hard limits, i.e. Σ L(rd) + L(r) <= KV capacity and num_decode < "
+        "max_num_seqs, besides MT(i, SLO_TPOT). Arrow's MT comes from the ITL fit alone and cannot "
+        "see decode legs queueing for a batch slot or KV (§4.3's q2/q3).",
+    )
     min_pool_size: int = Field(1, ge=1, description="Alg. 3 guard: a flip never leaves a pool with fewer instances (paper: 1).")
     reset_sustain_after_flip: bool = Field(
         True, description="Alg. 2: restart the sustain count after a flip (Narwhal's reading; paper silent)."
@@ -286,9 +293,17 @@ class ArrowIntervalController(ArrowMonitor):
             return False
         length = w.arrival_input_tokens_mean + 1.0
         tpot = self._slo().tpot_s
+        max_seqs = (self.info.extra or {}).get("max_num_seqs") if self.info is not None else None
         for v in decode:
             prof = self._profile(v.instance_id)
-            if prof is None or v.decode_tokens + length - prof.max_tokens(tpot) <= 0:
+            if prof is None:
+                return False
+            mt = prof.max_tokens(tpot)
+            if self.config.decode_capacity_limits:
+                mt = min(mt, float(v.kv_capacity_tokens))
+                if max_seqs is not None and v.num_decode + 1 > max_seqs:
+                    continue  # no batch slot: this instance has no capacity
+            if v.decode_tokens + length - mt <= 0:
                 return False
         return True
 

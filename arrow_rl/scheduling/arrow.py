@@ -72,8 +72,21 @@ class ArrowRouter:
         """GetCost for a decode sub-request (§5.3): c1 = Σ L(rp), c2 = Σ L(rd) over D_i ∪ {r}
         minus MT(i, SLO_TPOT); L(r) = input tokens + the first generated token."""
         length = request.input_tokens + 1
-        c2 = view.decode_tokens + length - self._mt(ctx, view.instance_id)
+        mt = self._mt(ctx, view.instance_id)
+        if self.config.decode_capacity_limits:  # extension: the engine's hard limits (off = paper)
+            mt = min(mt, float(view.kv_capacity_tokens))
+            max_seqs = self._max_num_seqs(ctx)
+            if max_seqs is not None and view.num_decode + 1 > max_seqs:
+                mt = -float("inf")  # no batch slot: infeasible, ordered last
+        c2 = view.decode_tokens + length - mt
         return (float(view.prefill_tokens), float(c2))
+
+    @staticmethod
+    def _max_num_seqs(ctx: RoutingContext) -> int | None:
+        info = getattr(ctx, "info", None)
+        extra = getattr(info, "extra", None) or {}
+        v = extra.get("max_num_seqs")
+        return int(v) if v is not None else None
 
     def decode_load(self, views: Sequence[InstanceView], ctx: RoutingContext) -> float:
         """LD for the overload rule: the monitor's last measurement (§5.5), or a profile prediction
