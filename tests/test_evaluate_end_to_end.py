@@ -106,6 +106,9 @@ def test_evaluate_cli_writes_the_contract_json(tmp_path):
         assert entry["serving_rate"] >= 0 and entry["attainment"] and "flips_per_min" in entry
         assert all(0.0 <= a <= 1.0 for a in entry["attainment"].values())
     assert data["controllers"]["static-best"]["best_split"] in (1, 2)
+    # the table's reference rate defaults to Arrow's serving rate, evaluated for every controller
+    assert data["reference_rate"] == pytest.approx(data["controllers"]["arrow"]["serving_rate"])
+    assert all(e["attainment_at_reference_rate"] is not None for e in data["controllers"].values())
     assert (tmp_path / "plots" / "attainment_vs_rate.png").stat().st_size > 0
     assert (tmp_path / "plots" / "timeline.png").stat().st_size > 0
 
