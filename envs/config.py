@@ -39,6 +39,9 @@ class EpisodeConfig(_Strict):
     rate_scale: tuple[float, float] = (1.0, 1.0)
     log_uniform_rate_scale: bool = False
     drain_s: float | None = Field(None, ge=0)   # None: no cap beyond the evaluator's horizon
+    # Cluster size drawn uniformly per episode from this list (None: EnvConfig.num_instances), so
+    # one policy trains across sizes; the spaces are sized for the largest.
+    num_instances: list[int] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> "EpisodeConfig":
@@ -128,11 +131,28 @@ class EnvConfig(_Strict):
         if self.initial_prefill is not None and not (m <= self.initial_prefill <= n - m):
             raise ValueError(f"initial_prefill={self.initial_prefill} must be in [{m}, {n - m}] "
                              f"(num_instances={n}, action.min_pool_size={m})")
+        sizes = self.cluster_sizes
+        for size in sizes:
+            if 2 * m > size:
+                raise ValueError(f"episode.num_instances contains {size}: action.min_pool_size={m} "
+                                 "leaves no valid split")
+            if self.initial_prefill is not None and not (m <= self.initial_prefill <= size - m):
+                raise ValueError(f"initial_prefill={self.initial_prefill} is not a valid split of "
+                                 f"episode.num_instances entry {size}")
         for name, value in (("action.max_instances", self.action.max_instances),
                             ("observation.max_instances", self.observation.max_instances)):
-            if value is not None and value < n:
-                raise ValueError(f"{name}={value} is smaller than num_instances={n}")
+            if value is not None and value < max(sizes):
+                raise ValueError(f"{name}={value} is smaller than the largest cluster size {max(sizes)}")
         return self
+
+    @property
+    def cluster_sizes(self) -> list[int]:
+        """The cluster sizes episodes may have (``episode.num_instances`` or ``[num_instances]``)."""
+        return list(self.episode.num_instances) if self.episode.num_instances else [self.num_instances]
+
+    @property
+    def max_cluster_size(self) -> int:
+        return max(self.cluster_sizes)
 
     @property
     def start_prefill(self) -> int:

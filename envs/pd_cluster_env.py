@@ -30,6 +30,7 @@ from envs.observation import ObservationBuilder
 from envs.reward import step_reward
 
 _TRACE_CACHE: dict[str, Workload] = {}
+RESET_OPTIONS = frozenset({"workload", "duration_s", "trace", "start_s", "rate_scale", "cluster_seed", "num_instances"})
 
 
 def load_trace_cached(name: str) -> Workload:
@@ -75,8 +76,9 @@ class PDClusterEnv(gym.Env):
     Spaces: see ``envs.observation`` (``OBSERVATION_FEATURES``) and ``envs.actions``.
     ``action_masks()`` returns the valid actions (sb3-contrib MaskablePPO duck-typing).
 
-    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve as is), or any of
-    ``trace``, ``start_s``, ``rate_scale`` to pin what would otherwise be drawn at random.
+    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve as is, with an optional
+    ``duration_s`` arrival window), or any of ``trace``, ``start_s``, ``rate_scale``,
+    ``cluster_seed``, ``num_instances`` to pin what would otherwise be drawn at random.
 
     ``info`` every step: ``teacher_action`` (the Arrow interval controller's choice in this env's
     action encoding; -1 when ``teacher_in_info`` is off), ``teacher_flips``, ``action_mask``,
@@ -98,9 +100,11 @@ class PDClusterEnv(gym.Env):
         self.cluster_factory: ClusterFactory = cluster_factory or emulator_factory
         cfg = self.config
         self.slo = SLO(cfg.slo_ttft_s, cfg.slo_tpot_s)
-        self.codec = ActionCodec(cfg.action, cfg.num_instances)
-        self.obs_builder = ObservationBuilder(self.slo, cfg.num_instances, cfg.observation,
-                                              min_pool_size=cfg.action.min_pool_size)
+        # Spaces are sized for the largest cluster an episode may have (padding / masks cover the rest).
+        top = cfg.max_cluster_size
+        self._action_cfg = cfg.action.model_copy(update={"max_instances": cfg.action.max_instances or top})
+        self._obs_cfg = cfg.observation.model_copy(update={"max_instances": cfg.observation.max_instances or top})
+        self._use_size(cfg.cluster_sizes[0] if len(cfg.cluster_sizes) == 1 else top)
         self.action_space = self.codec.space
         self.observation_space = self.obs_builder.observation_space
         self.cluster: Cluster | None = None
@@ -110,6 +114,12 @@ class PDClusterEnv(gym.Env):
         self._timeline: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------ episodes
+    def _use_size(self, n: int) -> None:
+        """Encoders for a cluster of ``n`` instances (spaces stay those of the largest size)."""
+        self.num_instances = n
+        self.codec = ActionCodec(self._action_cfg, n)
+        self.obs_builder = ObservationBuilder(self.slo, n, self._obs_cfg, min_pool_size=self.config.action.min_pool_size)
+
     def _draw_workload(self, options: dict) -> tuple[Workload, float, dict[str, Any]]:
         """The episode's workload, the end of its arrival window (s) and a description."""
         ep = self.config.episode
@@ -171,20 +181,36 @@ class PDClusterEnv(gym.Env):
             arrow_config = ArrowConfig(**self.config.arrow) if self.config.arrow else None
         except Exception as exc:
             raise ValueError(f"env config: field 'arrow': {exc}") from exc
-        return make_policy(self.config.teacher, self.config.num_instances, arrow_config=arrow_config)
+        return make_policy(self.config.teacher, self.num_instances, arrow_config=arrow_config)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = dict(options or {})
+        unknown = set(options) - RESET_OPTIONS
+        if unknown:
+            raise ValueError(f"reset(options=...): unknown keys {sorted(unknown)}; valid: {sorted(RESET_OPTIONS)}")
         cfg = self.config
         self.workload, self._arrival_end_s, desc = self._draw_workload(options)
+        sizes = cfg.cluster_sizes
+        if "num_instances" in options:
+            n = int(options["num_instances"])
+            if n not in sizes:
+                raise ValueError(f"reset(options['num_instances']={n}) is not one of the configured sizes {sizes}")
+        elif len(sizes) > 1:  # drawn only when there is a choice, so other configs keep their RNG stream
+            n = sizes[int(self.np_random.integers(len(sizes)))]
+        else:
+            n = sizes[0]
+        if n != self.num_instances:
+            self._use_size(n)
+        if n != cfg.num_instances:
+            cfg = cfg.model_copy(update={"num_instances": n})
         policy = self._make_teacher()
         mode = getattr(policy, "mode", "disaggregated") if policy is not None else "disaggregated"
         mode = getattr(mode, "value", mode)
         if mode != "disaggregated":
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
-        num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or cfg.start_prefill
+        num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or self.num_instances // 2
         router = policy.router if policy is not None else None
         cluster_seed = int(options.get("cluster_seed", self.np_random.integers(2**31 - 1)))
         self.cluster = self.cluster_factory(self.workload, cfg, router, num_prefill, cluster_seed)
@@ -207,7 +233,8 @@ class PDClusterEnv(gym.Env):
         self._end_s = last_useful_time(self.workload, self.slo)
         if cfg.episode.drain_s is not None:
             self._end_s = min(self._end_s, self._arrival_end_s + cfg.episode.drain_s)
-        self._episode_desc = {**desc, "requests": len(self.workload), "cluster_seed": cluster_seed}
+        self._episode_desc = {**desc, "requests": len(self.workload), "cluster_seed": cluster_seed,
+                              "num_instances": self.num_instances}
         self._steps = 0
         self._flip_count = 0
         self._return = 0.0
@@ -326,7 +353,7 @@ class PDClusterEnv(gym.Env):
             return None
         from envs.render import render_timeline
 
-        return render_timeline(self._timeline, self.slo, self.config.num_instances,
+        return render_timeline(self._timeline, self.slo, self.num_instances,
                                title=str(self._episode_desc.get("source", "")) if self.workload is not None else "")
 
     def close(self) -> None:

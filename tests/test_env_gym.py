@@ -105,3 +105,35 @@ def test_render_draws_an_rgb_timeline():
     img = env.render()
     assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
     assert img.std() > 0  # something was drawn
+
+
+def test_one_env_spans_several_cluster_sizes_with_fixed_spaces():
+    env = small_env(episode={"traces": ["azure-conv"], "duration_s": 5.0, "drain_s": 2.0, "num_instances": [4, 6]})
+    seen = set()
+    for seed in range(6):
+        obs, info = env.reset(seed=seed)
+        assert env.observation_space.contains(obs)
+        n = info["episode_desc"]["num_instances"]
+        seen.add(n)
+        assert len(env.cluster.instances()) == n
+        assert info["num_prefill"] == n // 2
+        env.step(int(np.flatnonzero(env.action_masks())[-1]))
+    assert seen == {4, 6}
+    _, info = env.reset(seed=0, options={"num_instances": 6})
+    assert info["episode_desc"]["num_instances"] == 6
+
+
+def test_unknown_reset_option_is_named():
+    with pytest.raises(ValueError, match="rate_scal"):
+        small_env().reset(seed=0, options={"rate_scal": 2.0})
+
+
+def test_check_env_passes_with_varying_sizes_dict_space_and_target_actions():
+    from gymnasium.utils.env_checker import check_env
+
+    env = small_env(episode={"traces": ["azure-conv"], "duration_s": 5.0, "drain_s": 2.0, "num_instances": [4, 6]},
+                    observation={"per_instance": True}, action={"kind": "target"})
+    assert env.action_space.n == 7 and env.observation_space["instances"].shape[0] == 6
+    check_env(env, skip_render_check=True)
+    _, info = env.reset(seed=0, options={"num_instances": 4})
+    assert not env.action_masks()[4:].any()  # a 4-instance cluster cannot have 4+ prefill instances
