@@ -89,6 +89,7 @@ class FakeVllm:
         self.c_fail.labels(*self._lab)
         self.app = Starlette(routes=[
             Route("/v1/completions", self._completions, methods=["POST"]),
+            Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -122,8 +123,20 @@ class FakeVllm:
             return False, 0
         return True, (n - 1 if n > 0 else n)
 
-    async def _completions(self, request: Request) -> Response:
+    async def _chat_completions(self, request: Request) -> Response:
+        """Chat: the fake "tokenizes" message text as one token per character."""
         body = await request.json()
+        text = "".join(str(m.get("content", "")) for m in body.get("messages", []))
+        body = {k: v for k, v in body.items() if k != "messages"}
+        body["prompt"] = [ord(c) % VOCAB for c in text]
+        if "max_completion_tokens" in body:
+            body["max_tokens"] = body.pop("max_completion_tokens")
+        return await self._handle(body)
+
+    async def _completions(self, request: Request) -> Response:
+        return await self._handle(await request.json())
+
+    async def _handle(self, body: dict) -> Response:
         self.requests_seen.append(body)
         cfg = self.config
         if cfg.hang:

@@ -309,17 +309,18 @@ class Router:
         # ---- prefill leg ----
         f.prefill_instance = p.instance_id
         f.prefill_start_s = st.now()
-        st.begin_prefill(p, f.input_tokens)
+        est = f.input_tokens  # the bookkeeping unit for this leg (text prompts: an estimate)
+        st.begin_prefill(p, est)
         kv: dict | None = None
         try:
             resp = await self._post_json(p, path, prefill_body(body), f.x_request_id, self.config.prefill_timeout_s)
             kv = resp.get("kv_transfer_params") if isinstance(resp, dict) else None
             usage = resp.get("usage") or {} if isinstance(resp, dict) else {}
             true_len = usage.get("prompt_tokens")
-            if isinstance(true_len, int) and true_len > 0:
+            if isinstance(true_len, int) and true_len > 0:  # the instance's count replaces the estimate
                 req = dataclasses.replace(req, input_tokens=true_len)
         except LegError as exc:
-            st.end_prefill(p, f.input_tokens, computed=False)
+            st.end_prefill(p, est, computed=False)
             f.prefill_end_s = st.now()
             if not exc.retryable:
                 return self._finish_error(f, exc.status, str(exc), exc.body)
@@ -329,7 +330,8 @@ class Router:
             if q is None:
                 return self._finish_error(f, 502, f"prefill leg failed on instance {p.instance_id}: {exc}")
             return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
-        st.end_prefill(p, f.input_tokens, computed=True)
+        st.end_prefill(p, est, computed=True)
+        f.input_tokens = req.input_tokens
         f.prefill_end_s = st.now()
         self.m_prefill_leg.observe(f.prefill_end_s - f.prefill_start_s)
         st.log("prefill_done", id=f.request_id, instance=p.instance_id, t=f.prefill_end_s)
