@@ -20,7 +20,7 @@ from envs.actions import ActionCodec
 from envs.config import ActionConfig, EnvConfig, EpisodeConfig, ObservationConfig, RewardConfig
 from envs.observation import (FEATURE_NAMES, INSTANCE_FEATURE_NAMES, INSTANCE_FEATURES, OBSERVATION_FEATURES,
                               ObservationBuilder, frame_features)
-from envs.pd_cluster_env import PDClusterEnv
+from envs.pd_cluster_env import PDClusterEnv, make_encoders
 from envs.reward import RewardTerms, step_reward
 
 ENTRY_POINT = "envs.pd_cluster_env:PDClusterEnv"
@@ -65,6 +65,6 @@ register_envs()
 __all__ = [
     "ActionCodec", "ActionConfig", "EnvConfig", "EpisodeConfig", "ObservationConfig", "RewardConfig",
     "FEATURE_NAMES", "INSTANCE_FEATURE_NAMES", "INSTANCE_FEATURES", "OBSERVATION_FEATURES",
-    "ObservationBuilder", "frame_features", "PDClusterEnv", "RewardTerms", "step_reward", "VARIANTS",
+    "ObservationBuilder", "frame_features", "PDClusterEnv", "make_encoders", "RewardTerms", "step_reward", "VARIANTS",
     "register_envs",
 ]

@@ -70,6 +70,21 @@ def resolve_config(config: EnvConfig | dict | str | Path | None, overrides: dict
     return EnvConfig.from_dict(_merge(base, overrides), source="PDClusterEnv(...)")
 
 
+def make_encoders(config: EnvConfig, num_instances: int, slo: SLO | None = None) -> tuple[ObservationBuilder, ActionCodec]:
+    """The observation builder and action codec the env uses for a cluster of ``num_instances``.
+
+    A deployed controller (e.g. a checkpoint) should build its encoders here from the env config it
+    was trained with, so that padding sizes (``max_instances``, defaulting to the largest cluster
+    size the config allows) and therefore the spaces match training exactly.
+    """
+    top = config.max_cluster_size
+    obs_cfg = config.observation.model_copy(update={"max_instances": config.observation.max_instances or top})
+    act_cfg = config.action.model_copy(update={"max_instances": config.action.max_instances or top})
+    slo = slo or SLO(config.slo_ttft_s, config.slo_tpot_s)
+    return (ObservationBuilder(slo, num_instances, obs_cfg, min_pool_size=config.action.min_pool_size),
+            ActionCodec(act_cfg, num_instances))
+
+
 class PDClusterEnv(gym.Env):
     """Gymnasium env over a PD-disaggregated cluster; the agent chooses role flips.
 
@@ -101,10 +116,7 @@ class PDClusterEnv(gym.Env):
         cfg = self.config
         self.slo = SLO(cfg.slo_ttft_s, cfg.slo_tpot_s)
         # Spaces are sized for the largest cluster an episode may have (padding / masks cover the rest).
-        top = cfg.max_cluster_size
-        self._action_cfg = cfg.action.model_copy(update={"max_instances": cfg.action.max_instances or top})
-        self._obs_cfg = cfg.observation.model_copy(update={"max_instances": cfg.observation.max_instances or top})
-        self._use_size(cfg.cluster_sizes[0] if len(cfg.cluster_sizes) == 1 else top)
+        self._use_size(cfg.cluster_sizes[0] if len(cfg.cluster_sizes) == 1 else cfg.max_cluster_size)
         self.action_space = self.codec.space
         self.observation_space = self.obs_builder.observation_space
         self.cluster: Cluster | None = None
@@ -117,8 +129,7 @@ class PDClusterEnv(gym.Env):
     def _use_size(self, n: int) -> None:
         """Encoders for a cluster of ``n`` instances (spaces stay those of the largest size)."""
         self.num_instances = n
-        self.codec = ActionCodec(self._action_cfg, n)
-        self.obs_builder = ObservationBuilder(self.slo, n, self._obs_cfg, min_pool_size=self.config.action.min_pool_size)
+        self.obs_builder, self.codec = make_encoders(self.config, n, self.slo)
 
     def _draw_workload(self, options: dict) -> tuple[Workload, float, dict[str, Any]]:
         """The episode's workload, the end of its arrival window (s) and a description."""

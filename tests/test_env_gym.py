@@ -137,3 +137,14 @@ def test_check_env_passes_with_varying_sizes_dict_space_and_target_actions():
     check_env(env, skip_render_check=True)
     _, info = env.reset(seed=0, options={"num_instances": 4})
     assert not env.action_masks()[4:].any()  # a 4-instance cluster cannot have 4+ prefill instances
+
+
+def test_make_encoders_reproduces_the_env_observation():
+    """A deployed controller that builds its encoders with make_encoders sees what the env's agent saw."""
+    from envs import make_encoders
+
+    env = small_env(episode={"traces": ["azure-conv"], "duration_s": 5.0, "drain_s": 2.0, "num_instances": [4, 6]})
+    obs, info = env.reset(seed=3)
+    builder, codec = make_encoders(env.config, info["episode_desc"]["num_instances"])
+    assert builder.observation_space == env.observation_space and codec.space == env.action_space
+    assert np.array_equal(builder.build(env.control_state), obs)
