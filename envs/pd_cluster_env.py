@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 
-from arrow_rl.cluster.base import SLO, Cluster, Flip, InstanceView, MetricsWindow, Role
+from arrow_rl.cluster.base import SLO, Cluster, Flip, MetricsWindow, Role
 from arrow_rl.control import ControlState
 from arrow_rl.workload.workload import Workload
 
@@ -27,7 +27,7 @@ from envs.actions import ActionCodec
 from envs.backends import ClusterFactory, emulator_factory
 from envs.config import EnvConfig
 from envs.observation import ObservationBuilder
-from envs.reward import step_reward
+from envs.reward import RewardTerms, step_reward
 
 _TRACE_CACHE: dict[str, Workload] = {}
 RESET_OPTIONS = frozenset({"workload", "duration_s", "trace", "start_s", "rate_scale", "cluster_seed", "num_instances"})
@@ -254,6 +254,7 @@ class PDClusterEnv(gym.Env):
         self.obs_builder.reset()
         self._timeline = {k: [] for k in ("t", "num_prefill", "ttft_p90", "tpot_mean", "itl_mean", "arrivals")}
         window = self._advance()  # run_policy: advance first, then act
+        self._reset_terms = step_reward(window, 0, self._offered_per_step, cfg.reward)
         obs, info = self._observe(window)
         info["episode_desc"] = self._episode_desc
         return obs, info
@@ -312,6 +313,13 @@ class PDClusterEnv(gym.Env):
         records = self.cluster.completed() if truncated else ()
         unfinished = len(self.workload) - sum(1 for r in records if r.finished or r.rejected) if truncated else 0
         terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward, unfinished_at_end=unfinished)
+        if self._reset_terms is not None:
+            # The window reset() advanced has no step of its own; its requests count in the first step,
+            # so that every offered request is rewarded exactly once (see envs.reward).
+            r0 = self._reset_terms
+            terms = RewardTerms(terms.good + r0.good, terms.bad + r0.bad, terms.pending + r0.pending,
+                                terms.flips, terms.reward + r0.reward)
+            self._reset_terms = None
         self._return += terms.reward
         obs, info = self._observe(window)
         info.update(invalid_action=invalid, applied_flips=flips, reward_terms=terms)

@@ -4,7 +4,6 @@ request finishes in the window it arrives in, within SLO iff the split is the on
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np

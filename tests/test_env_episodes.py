@@ -131,3 +131,18 @@ def test_flip_cost_reaches_the_backend_and_the_reward():
     assert reward == pytest.approx(terms.good / env._offered_per_step - 0.5)
     _, reward, _, _, info = env.step(0)
     assert reward == pytest.approx(info["reward_terms"].good / env._offered_per_step)
+
+
+def test_episode_return_matches_the_evaluated_attainment_exactly():
+    """With no shaping, return = ((1 + w_v)·G − w_v·N)/λ on a real emulator episode: the reward
+    counts every offered request once (reset's window included, unfinished ones at the end)."""
+    w_v = 1.0
+    env = PDClusterEnv({**SMALL, "teacher_in_info": False, "episode": {"traces": ["azure-code"], "duration_s": 20.0,
+                                                                         "drain_s": 3.0, "rate_scale": (12.0, 12.0)},
+                        "reward": {"violation_penalty": w_v, "pending_miss_penalty": 0.0}})
+    total, infos = run(env, random_policy(1), options={"start_s": 1200.0})
+    stats = infos[-1]["episode_stats"]
+    lam = env._offered_per_step
+    assert stats["offered"] > 50 and 0.0 < stats["slo_attainment"] < 1.0
+    expected = ((1 + w_v) * stats["within_slo"] - w_v * stats["offered"]) / lam
+    assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
