@@ -8,6 +8,7 @@ Per step (one control interval)::
 - ``bad_t``: requests that ended during the step without meeting them (finished late or rejected).
   At the end of the episode every request still unfinished is added to ``bad`` of the last step,
   because the evaluation counts unfinished requests as misses (offered-request denominator).
+  The interval that ``reset`` advances has no step of its own; its counts go to the first step.
 - ``pending_t``: queued requests whose predicted TTFT already exceeds the SLO
   (``MetricsWindow.pending_predicted_ttft_misses``). They are lost already, but would only show up
   in ``bad`` when they finish, possibly many steps later; penalising them while they wait gives the
