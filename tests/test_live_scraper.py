@@ -99,3 +99,12 @@ def test_instance_window_collects_the_controller_signals():
     assert (m.prompt_tokens, m.generation_tokens, m.external_kv_tokens) == (300, 20, 256)
     assert m.waiting == 3 and m.kv_usage == 0.25 and not m.restarted
     assert instance_window(parse_metrics(body(gen=99)), parse_metrics(body(gen=1))).restarted
+
+
+def test_quick_kv_reads_usage_and_capacity_like_the_full_parser():
+    from arrow_rl.cluster.live.scraper import quick_kv
+
+    text = body()
+    snap = parse_metrics(text)
+    assert quick_kv(text) == (snap.value("vllm:kv_cache_usage_perc"), kv_capacity_tokens(snap))
+    assert quick_kv("") == (0.0, 0)

@@ -255,7 +255,7 @@ def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_lo
             k = 0
             with httpx.Client(timeout=180) as c:
                 while not stop.is_set():
-                    stream_tokens(c, url, body(n=200, max_tokens=48, seed=1000 * w + k))
+                    stream_tokens(c, url, body(n=200, max_tokens=32, seed=1000 * w + k))
                     k += 1
 
         ts = [threading.Thread(target=worker, args=(w,)) for w in range(3)]
@@ -263,7 +263,8 @@ def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_lo
             t.start()
         log: list[dict] = []
         try:
-            stats = run_control_loop(cl, policy.controller, 1.0, steps=8, log=log.append)
+            flipped = lambda: any(f.new is Role.DECODE for f in router.state.flips)  # noqa: E731
+            stats = run_control_loop(cl, policy.controller, 1.0, steps=10, log=log.append, should_stop=flipped)
         finally:
             stop.set()
             for t in ts:

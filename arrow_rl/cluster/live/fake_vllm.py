@@ -273,7 +273,7 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> "ServerThread":
+    def start(self, timeout_s: float = 60.0) -> "ServerThread":
         self.thread.start()
         t_end = time.time() + timeout_s
         while not self.server.started:

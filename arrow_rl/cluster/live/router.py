@@ -42,7 +42,7 @@ from arrow_rl.cluster.live.protocol import (
     BadRequest, decode_body, max_output_tokens, plain_body, prefill_body, prompt_tokens, validate_body,
 )
 from arrow_rl.cluster.live.routing import LiveRoutingContext, make_live_router
-from arrow_rl.cluster.live.scraper import kv_capacity_tokens, parse_metrics
+from arrow_rl.cluster.live.scraper import quick_kv
 from arrow_rl.cluster.live.state import FlipError, InstanceState, RouterState
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request
@@ -227,9 +227,9 @@ class Router:
             with contextlib.suppress(Exception):  # KV usage is optional routing input
                 m = await self.client.get(s.url + "/metrics", timeout=self.config.health_timeout_s,
                                           headers=self._headers())
-                snap = parse_metrics(m.text)
-                s.kv_usage = snap.value("vllm:kv_cache_usage_perc")
-                s.kv_capacity_tokens = kv_capacity_tokens(snap) or s.kv_capacity_tokens
+                usage, capacity = quick_kv(m.text)
+                s.kv_usage = usage
+                s.kv_capacity_tokens = capacity or s.kv_capacity_tokens
         else:
             s.failures += 1
             if s.failures >= self.config.unhealthy_after_failures:
