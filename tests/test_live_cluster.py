@@ -250,3 +250,16 @@ def test_pd_cluster_env_runs_unchanged_on_the_live_cluster():
         assert truncated and not terminated
         assert len(env.cluster.completed()) == 6 and all(r.finished for r in env.cluster.completed())
         env.cluster.close()
+
+
+def test_deploy_loop_survives_a_router_outage_then_gives_up_clearly():
+    from arrow_rl.cluster.live.deploy import ClusterUnreachable
+
+    with live_rig() as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        rig.router_server.stop()
+        log: list[dict] = []
+        with pytest.raises(ClusterUnreachable, match="gave up after 3"):
+            run_control_loop(cl, StaticController(), 0.05, steps=10, log=log.append, max_failures=3)
+        assert len(log) == 3 and all("cannot read the cluster" in e["error"] for e in log)
+        cl.close()

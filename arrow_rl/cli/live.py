@@ -217,7 +217,7 @@ def deploy(
 ) -> None:
     """Run a controller against a live cluster; log every decision with its observation."""
     from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
-    from arrow_rl.cluster.live.deploy import flips_to_split, run_control_loop
+    from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_split, run_control_loop
     from arrow_rl.controllers.registry import make_policy
 
     try:
@@ -252,6 +252,11 @@ def deploy(
 
     def log(entry: dict) -> None:
         o = entry["obs"]
+        if o is None:
+            err.print(f"[{entry['step']:>4}] [red]{entry['error']}[/red]", highlight=False)
+            if fh:
+                fh.write(json.dumps(entry) + "\n")
+            return
         flips = ", ".join(f"{f['id']}→{f['role']}" for f in entry["flips"]) or "-"
         console.print(f"[{entry['step']:>4}] t={entry['t']:8.1f}s roles={''.join(r[0].upper() for r in o['roles'])} "
                       f"arr={o['arrivals']:<4} fin={o['finished']:<4} LP={o['LP'] or 0:.2f} LD={o['LD'] or 0:.2f} "
@@ -264,6 +269,8 @@ def deploy(
         console.print(f"done: {stats.steps} intervals, {stats.flips_applied} flips applied")
     except KeyboardInterrupt:
         console.print("stopped (Ctrl-C); the split stays as it is")
+    except ClusterUnreachable as exc:
+        _fail(f"router {router}: {exc}")
     finally:
         cluster.close()
         if fh:

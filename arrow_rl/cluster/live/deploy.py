@@ -15,6 +15,10 @@ from arrow_rl.cluster.base import Cluster, Flip, MetricsWindow, Role
 from arrow_rl.control import ControlState, Controller
 
 
+class ClusterUnreachable(RuntimeError):
+    """The control loop could not read the cluster ``max_failures`` times in a row."""
+
+
 @dataclass
 class DeployStats:
     steps: int = 0
@@ -63,7 +67,7 @@ def _sync_arrow_clock(controller: Any, cluster: Any, seen: int) -> int:
 def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float, *,
                      log: Callable[[dict], None] = lambda d: None, steps: int | None = None,
                      act_timeout_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
-                     push_signals: bool = True) -> DeployStats:
+                     push_signals: bool = True, max_failures: int = 5) -> DeployStats:
     """Run until ``steps`` intervals have passed or ``should_stop()``; Ctrl-C propagates."""
     stats = DeployStats()
     controller.reset(cluster.info)
@@ -72,9 +76,20 @@ def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float
     pending: concurrent.futures.Future | None = None
     seen_flips = 0
     try:
+        failures = 0
         while (steps is None or stats.steps < steps) and not should_stop():
-            window = cluster.advance(interval_s)
-            views = list(cluster.instances())
+            try:
+                window = cluster.advance(interval_s)
+                views = list(cluster.instances())
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - router restarting or unreachable: wait and retry
+                failures += 1
+                log({"step": stats.steps, "t": round(cluster.now, 3), "obs": None, "flips": [], "applied": [],
+                     "error": f"cannot read the cluster ({type(exc).__name__}: {exc}); retry {failures}/{max_failures}"})
+                if failures >= max_failures:
+                    raise ClusterUnreachable(f"gave up after {failures} failed reads: {exc}") from exc
+                time.sleep(interval_s)
+                continue
             stats.steps += 1
             seen_flips = _sync_arrow_clock(controller, cluster, seen_flips)
             entry: dict[str, Any] = {"step": stats.steps, "t": round(cluster.now, 3),
