@@ -275,3 +275,19 @@ def test_chat_completions_use_both_legs_with_max_completion_tokens():
         rec = rig.router.records[-1]
         assert rec.input_tokens == 260  # the instance's usage replaces the router's 65-token estimate
         assert (rec.prefill_instance, rec.decode_instance) == (0, 1)
+
+
+def test_client_disconnect_mid_stream_releases_the_instance_bookkeeping():
+    cfg = [FakeConfig(), FakeConfig(decode_step_s=0.05)]
+    with live_rig(configs=cfg) as rig:
+        with rig.client() as c:
+            with c.stream("POST", "/v1/completions", json=completion(max_tokens=40)) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        break  # read one chunk, then hang up
+        deadline = time.time() + 5
+        d = rig.router.state.instances[1]
+        while (d.num_decode or not rig.router.records) and time.time() < deadline:
+            time.sleep(0.05)
+        assert d.num_decode == 0 and d.decode_tokens == 0
+        assert rig.router.records[-1].rejected and "disconnected" in rig.router.records[-1].reject_reason

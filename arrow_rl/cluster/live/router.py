@@ -512,7 +512,8 @@ class Router:
             yield f"data: {payload}\n\n".encode()
             yield b"data: [DONE]\n\n"
         finally:
-            await resp.aclose()
+            # Bookkeeping first and synchronously: on a client disconnect this task is being
+            # cancelled, and an await here could be interrupted before the counts are restored.
             st.end_decode(d, context + grown)
             f.finish_s = st.now()
             f.output_tokens = int(usage_tokens if usage_tokens is not None else content_events)
@@ -524,6 +525,8 @@ class Router:
                 self._record(f, rejected=True)
             else:
                 self._finish_ok(f)
+            with contextlib.suppress(BaseException):
+                await resp.aclose()  # closing the upstream stream aborts the request on the instance
 
     # ---- outcomes -------------------------------------------------------------------------------
     def _finish_ok(self, f: Flight) -> None:
