@@ -120,6 +120,9 @@ class PretrainConfig(BaseModel):
     class_balance: float = Field(
         0.5, ge=0, le=1, description="0: plain cross-entropy; 1: inverse-frequency class weights (the teacher is mostly no-op)"
     )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="probability mass spread over the valid non-teacher actions in the cloning target"
+    )
     entropy_coef: float = Field(
         0.0, ge=0, description="entropy bonus in the cloning loss: keeps the clone stochastic so RL fine-tuning can explore"
     )

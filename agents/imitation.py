@@ -229,12 +229,21 @@ def fit_bc(
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
             logits = masked_logits(policy_logits(policy, obs[idx]), masks[idx])
-            loss = F.cross_entropy(logits, actions[idx], weight=weights)
+            logp = F.log_softmax(logits, dim=-1)
+            target = F.one_hot(actions[idx], n_actions).float()
+            if cfg.label_smoothing > 0:
+                # spread epsilon over the *valid* alternatives only (a masked action must keep
+                # probability 0): the clone keeps p(teacher) ~ 1 - epsilon, so PPO's rollouts
+                # still explore around it and its importance ratios stay finite
+                others = masks[idx].float() * (1.0 - target)
+                n_others = others.sum(-1, keepdim=True)
+                smooth = torch.where(n_others > 0, others / n_others.clamp(min=1.0), torch.zeros_like(others))
+                eps = torch.where(n_others > 0, torch.full_like(n_others, cfg.label_smoothing), torch.zeros_like(n_others))
+                target = (1.0 - eps) * target + eps * smooth
+            safe_logp = torch.where(masks[idx], logp, torch.zeros_like(logp))
+            loss = -(weights[actions[idx]] * (target * safe_logp).sum(-1)).sum() / weights[actions[idx]].sum()
             if cfg.entropy_coef > 0:
-                # keep the clone stochastic enough for RL fine-tuning to explore around it: a
-                # near-deterministic clone makes PPO's importance ratios explode on rare actions
-                logp = F.log_softmax(logits, dim=-1)
-                entropy = -(logp.exp() * torch.where(masks[idx], logp, torch.zeros_like(logp))).sum(-1).mean()
+                entropy = -(logp.exp() * safe_logp).sum(-1).mean()
                 loss = loss - cfg.entropy_coef * entropy
             optimizer.zero_grad()
             loss.backward()

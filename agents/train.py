@@ -236,8 +236,8 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     model = build_model(config, venv)
     model.set_logger(logger)
     vecnorm = venv if isinstance(venv, VecNormalize) else None
-    meta = checkpoint_metadata(config)
-    meta["train_config"] = original.to_dict()  # as written (the holdout CSV paths are derived from it)
+    # as written: the holdout CSVs under the run directory are derived from it (and the cut times)
+    meta = checkpoint_metadata(original)
     if splits:
         meta["holdout"] = [{k: v for k, v in s.items() if k in ("trace", "cut_s", "train_requests", "heldout_requests")}
                            for s in splits]
@@ -262,7 +262,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
             teacher_summary = evaluator.evaluate(teacher_chooser)
             report["teacher_eval"] = teacher_summary.to_dict()
             report["timings_s"]["teacher_eval"] = time.time() - t0
-            on_message(f"teacher (Arrow) on held-out episodes: attainment {teacher_summary.mean('attainment'):.3f}, "
+            on_message(f"teacher (Arrow) on the evaluation episodes: attainment {teacher_summary.mean('attainment'):.3f}, "
                        f"serving-rate scale {teacher_summary.serving_rate:.3f}")
 
     clone_dir = None
@@ -305,7 +305,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
             _log_summary(logger, "clone_eval", clone_eval)
             logger.dump(0)
             report["clone_eval"] = clone_eval.to_dict()
-            on_message(f"clone on held-out episodes: attainment {clone_eval.mean('attainment'):.3f}, "
+            on_message(f"clone on the evaluation episodes: attainment {clone_eval.mean('attainment'):.3f}, "
                        f"serving-rate scale {clone_eval.serving_rate:.3f}")
         clone_dir = save(ckpt_dir / "clone", {"stage": "clone"})
 

@@ -147,3 +147,12 @@ def test_entropy_bonus_keeps_the_clone_stochastic_without_losing_agreement(fixed
     assert out[0.1]["entropy"] > out[0.0]["entropy"]
     assert out[0.1]["teacher_prob"] < out[0.0]["teacher_prob"]
     assert out[0.1]["accuracy"] >= 0.93
+
+
+def test_label_smoothing_caps_the_clones_confidence_on_valid_actions(fixed_dataset):
+    train, held_out = fixed_dataset
+    model = _model()
+    fit_bc(model.policy, train, PretrainConfig(epochs=20, learning_rate=3e-3, batch_size=128, label_smoothing=0.1))
+    m = agreement(model, held_out)
+    assert m["accuracy"] >= 0.93
+    assert 0.8 < m["teacher_prob"] < 0.97
