@@ -263,3 +263,27 @@ def test_deploy_loop_survives_a_router_outage_then_gives_up_clearly():
             run_control_loop(cl, StaticController(), 0.05, steps=10, log=log.append, max_failures=3)
         assert len(log) == 3 and all("cannot read the cluster" in e["error"] for e in log)
         cl.close()
+
+
+def test_deploy_runs_a_learned_checkpoint_on_the_live_cluster():
+    from pathlib import Path
+
+    from arrow_rl.controllers.registry import make_policy
+
+    ckpt = Path(__file__).resolve().parents[1] / "agents/checkpoints/default"
+    if not ckpt.exists():
+        pytest.skip("no shipped checkpoint")
+    policy = make_policy(str(ckpt), 8)
+    with live_rig(roles=["prefill"] * 4 + ["decode"] * 4) as rig:
+        cl = LiveCluster(rig.url, TOKEN)
+        stop = threading.Event()
+        ts = _continuous_load(rig, stop, workers=2, max_tokens=8)
+        try:
+            stats = run_control_loop(cl, policy.controller, 0.3, steps=3)
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(30)
+        assert stats.steps == 3 and stats.controller_errors == 0 and stats.controller_timeouts == 0
+        assert all(e["error"] is None for e in stats.decisions)
+        cl.close()
