@@ -144,7 +144,7 @@ def test_deploy_loop_flips_toward_decode_under_decode_heavy_load():
         stop = threading.Event()
         ts = _continuous_load(rig, stop)
         try:
-            stats = run_control_loop(cl, DecodeHungryController(), 0.5, steps=4)
+            stats = run_control_loop(cl, DecodeHungryController(), 0.5, steps=4, act_timeout_s=10)
         finally:
             stop.set()
             for t in ts:
@@ -217,7 +217,7 @@ def test_deploy_with_the_arrow_monitor_flips_toward_decode_under_decode_heavy_lo
         stop = threading.Event()
         ts = _continuous_load(rig, stop)
         try:
-            stats = run_control_loop(cl, policy.controller, 0.5, steps=6)
+            stats = run_control_loop(cl, policy.controller, 0.5, steps=6, act_timeout_s=10)
         finally:
             stop.set()
             for t in ts:
@@ -279,7 +279,7 @@ def test_deploy_runs_a_learned_checkpoint_on_the_live_cluster():
         stop = threading.Event()
         ts = _continuous_load(rig, stop, workers=2, max_tokens=8)
         try:
-            stats = run_control_loop(cl, policy.controller, 0.3, steps=3)
+            stats = run_control_loop(cl, policy.controller, 0.3, steps=3, act_timeout_s=20)
         finally:
             stop.set()
             for t in ts:

@@ -264,7 +264,8 @@ def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_lo
         log: list[dict] = []
         try:
             flipped = lambda: any(f.new is Role.DECODE for f in router.state.flips)  # noqa: E731
-            stats = run_control_loop(cl, policy.controller, 1.0, steps=10, log=log.append, should_stop=flipped)
+            stats = run_control_loop(cl, policy.controller, 1.0, steps=10, log=log.append, should_stop=flipped,
+                                     act_timeout_s=10)
         finally:
             stop.set()
             for t in ts:
