@@ -63,6 +63,10 @@ class EvaluationResult:
             entry: dict[str, Any] = {
                 "serving_rate": c.serving_rate,
                 "serving_rate_scale": c.serving_scale,
+                # lowest evaluated rate above the serving rate that failed: the search's resolution
+                "first_failing_rate": min((r for r, a in c.attainment.items()
+                                           if r > c.serving_rate and a < self.settings.get("target_attainment", 0.9)),
+                                          default=None),
                 "attainment": {f"{r:.6g}": a for r, a in sorted(c.attainment.items())},
                 "flips_per_min": c.flips_per_min,
                 "ratio_to_arrow": self.ratio_to(name),
