@@ -79,6 +79,22 @@ class EvaluationResult:
         return out
 
 
+def _process_pool(jobs: int) -> ProcessPoolExecutor:
+    """Worker pool for sweeps. Spawned, not forked: a forked child of a process whose torch/OpenMP
+    thread pool is already running can spin for minutes in torch's first parallel op (seen when a
+    checkpoint controller initialises its network); one compute thread per worker."""
+    import multiprocessing as mp
+
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+
+
+def _init_worker() -> None:
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
 class _Notifier:
     """Picklable progress hook: worker processes post (spec, scale, attainment) to a queue."""
 
@@ -149,7 +165,7 @@ def evaluate(
         with mp.Manager() as manager:
             q = manager.Queue()
             notify = _Notifier(q) if progress is not None else None
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            with _process_pool(jobs) as pool:
                 futures: dict[Future, str] = {
                     pool.submit(_sweep_job, workload, emulator_config, spec, run_settings, arrow_config,
                                 dynamo_config, oracle_config, notify): spec
@@ -227,7 +243,7 @@ def _run_points(workload: Workload, emulator_config: Any, specs: list[str], scal
     args = [(workload, emulator_config, s, scale, settings, arrow_config, dynamo_config, oracle_config) for s in specs]
     if jobs <= 1 or len(specs) <= 1:
         return [_attainment_job(*a) for a in args]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with _process_pool(jobs) as pool:
         return list(pool.map(_attainment_job, *zip(*args)))
 
 
