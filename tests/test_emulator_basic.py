@@ -318,3 +318,34 @@ def test_a_kv_transfer_deadlock_ends_requests_explicitly_not_silently():
     assert c.done and len(recs) == 2
     assert all(r.rejected and r.reject_reason.startswith("stuck") for r in recs)
     assert all(not math.isnan(r.first_token_s) for r in recs)   # both prompts were computed
+
+
+def test_a_prompt_thrashing_behind_a_transfer_deadlock_is_ended_by_the_watchdog():
+    # found by hypothesis: all instances labelled PREFILL, tiny KV; instances 1 and 3 each hold
+    # KV for transfers to the other while a prompt on 1 preempts itself forever (no progress)
+    from arrow_rl.cluster.emulator.cluster import STUCK_AFTER_S
+
+    small = dataclasses.replace(get_preset(PRESET), kv_capacity_tokens=16 * 251)
+    arr = [0.0, 0.165, 0.41, 0.411, 0.4110003, 0.607, 0.907, 0.911, 1.188, 1.243, 1.524, 1.5265, 1.5265,
+           1.546, 1.716, 1.938, 2.055, 2.156, 2.437, 2.569, 2.570, 2.575, 2.659, 2.910, 3.015, 3.037,
+           3.289, 3.487, 3.760, 3.813, 4.088]
+    inp = [3000, 3000, 313, 59, 393, 2504, 162, 81, 2, 1, 1214, 1425, 410, 400, 914, 197, 123, 176, 426,
+           2536, 117, 600, 366, 401, 422, 331, 2509, 2169, 607, 2355, 495]
+    out = [76, 340, 31, 33, 268, 83, 33, 274, 184, 146, 293, 155, 86, 162, 360, 43, 42, 279, 302, 256,
+           301, 326, 111, 256, 275, 256, 393, 164, 18, 18, 251]
+    w = Workload(np.array(arr), np.array(inp), np.array(out))
+    c = EmulatedCluster(w, cfg(num_instances=4, max_num_batched_tokens=512, max_num_seqs=16), preset=small)
+    step = 0
+    while not c.done:
+        c.advance(0.1)
+        if step == 1:
+            c.flip(3, Role.PREFILL)
+        if step == 17:
+            c.flip(2, Role.PREFILL)
+        step += 1
+        assert c.now < 2 * STUCK_AFTER_S
+    recs = c.completed()
+    assert len(recs) == len(w)
+    assert all(r.finished or r.reject_reason.startswith("stuck") for r in recs)
+    assert any(r.reject_reason.startswith("stuck") for r in recs)
+    c.audit()

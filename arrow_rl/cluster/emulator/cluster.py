@@ -58,6 +58,10 @@ if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__")
 
 # request states
 NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
+# No token, hand-off or completion anywhere for this long while requests are resident means the
+# cluster is wedged (e.g. two instances each holding KV for a transfer to the other while a prompt
+# thrashes by self-preemption); the resident requests are then rejected as "stuck".
+STUCK_AFTER_S = 300.0
 # event kinds (the heap orders equal times by kind, then by push order)
 EV_XFER, EV_STEP, EV_WAKE = 0, 1, 2
 
@@ -136,6 +140,7 @@ class EmulatedCluster(Cluster):
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._seq = 0
         self._now = 0.0              # time of the event being processed, or the advanced-to time
+        self._progress_s = 0.0       # last time a token was emitted, KV landed or a request ended
         self._t_adv = 0.0            # end of the last advance
         self.flips: list[tuple[float, int, Role]] = []
         self.num_preemptions = 0
@@ -220,6 +225,7 @@ class EmulatedCluster(Cluster):
         if I.role is role:
             return
         I.role = role
+        I.vc = None
         t = self._now
         self.flips.append((t, instance_id, role))
         delay = self.config.flip_delay_s
@@ -322,9 +328,20 @@ class EmulatedCluster(Cluster):
         return k
 
     def _view(self, I: InstanceState, t: float) -> InstanceView:
-        it = I.dec_it
+        """The instance as routers see it at ``t``. Cached until the instance changes (every
+        mutation clears ``I.vc``) or its running decode run completes another iteration."""
+        k = 0
         if I.plan == RUN and t > I.p_start:
-            it += self._completed_by(I, t)
+            k = self._completed_by(I, t)
+        healthy = t >= I.blocked_until
+        vc = I.vc
+        if vc is not None and vc[0] == k and vc[1].healthy == healthy:
+            return vc[1]
+        v = self._fresh_view(I, I.dec_it + k, healthy)
+        I.vc = (k, v)
+        return v
+
+    def _fresh_view(self, I: InstanceState, it: int, healthy: bool) -> InstanceView:
         n = I.n_dec
         if n:
             dec_tok = I.dec_O + n * (it + 1) + I.dl_tok
@@ -333,7 +350,7 @@ class EmulatedCluster(Cluster):
             dec_tok = I.dl_tok
             kv = I.other_blocks
         return _make_view(I.id, I.role, I.pf_n, I.pf_tok, float(I.pf_sq), n + I.dl_n, dec_tok,
-                          kv * self._bs, self._cap_blocks * self._bs, t >= I.blocked_until)
+                          kv * self._bs, self._cap_blocks * self._bs, healthy)
 
     def _record(self, rid: int) -> RequestRecord:
         return RequestRecord(
@@ -377,6 +394,8 @@ class EmulatedCluster(Cluster):
                 I = insts[a]
                 if b == I.p_ver and I.plan != IDLE:
                     self._commit(I, t)
+                    if t - self._progress_s > STUCK_AFTER_S:
+                        self._reject_stuck()
             elif kind == EV_XFER:
                 self._land(a, t)
             else:  # EV_WAKE: a flip delay ended
@@ -407,6 +426,7 @@ class EmulatedCluster(Cluster):
         I.pf_n += 1
         I.pf_tok += n_in
         I.pf_sq += n_in * n_in
+        I.vc = None
         self._kick(I, t)
 
     def _reject(self, rid: int, reason: str) -> None:
@@ -418,10 +438,24 @@ class EmulatedCluster(Cluster):
 
     def _reject_stuck(self) -> None:
         """Nothing can move any more (e.g. a cycle of KV transfers, each waiting for KV held by the
-        other): end the remaining requests explicitly rather than dropping them silently."""
+        other): end every resident request explicitly rather than dropping it silently, and empty
+        the instances so that later arrivals start on a clean cluster."""
         for rid in range(self._N):
             if self._st[rid] not in (DONE, REJ, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
+        bs = self._bs
+        for I in self._insts:
+            I.running, I.pref, I.dec_heap = [], [], []
+            I.waiting.clear()
+            I.tq.clear()
+            I.landed.clear()
+            I.inflight = I.n_dec = I.dec_O = I.dec_A = I.other_blocks = 0
+            I.dec_cnt = [0] * bs
+            I.pf_n = I.pf_tok = I.pf_sq = I.dl_n = I.dl_tok = 0
+            I.plan = IDLE
+            I.p_ver += 1
+            I.vc = None
+        self._progress_s = self._now
 
     def _kick(self, I: InstanceState, t: float) -> None:
         """New work or freed KV at ``t``: take it into account at the next iteration boundary."""
@@ -436,6 +470,7 @@ class EmulatedCluster(Cluster):
             if k >= I.p_K:
                 return
             I.p_ver += 1
+            I.vc = None
             if k == 0:      # nothing of the run has happened yet: plan again now
                 I.plan = IDLE
                 self._schedule(I, t)
@@ -487,6 +522,7 @@ class EmulatedCluster(Cluster):
         cap = I.cap_blocks
         S = self._S
         comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
+        I.vc = None
         admit_ok = t >= I.blocked_until
         # transferred KV that has landed joins the running batch (it already holds its blocks)
         while I.landed and len(I.running) < S:
@@ -691,6 +727,7 @@ class EmulatedCluster(Cluster):
     def _commit(self, I: InstanceState, T: float) -> None:
         """Apply the iteration(s) that end at ``T``, emit tokens, then form the next batch."""
         w0 = self._w_start
+        I.vc = None
         I.w_busy += T - max(I.p_start, w0)
         n = I.p_n
         if I.plan == RUN:
@@ -701,6 +738,7 @@ class EmulatedCluster(Cluster):
             I.w_dtok += n * (K - k0)
             I.dec_it += K
             I.dec_wait_since = T
+            self._progress_s = T
             chunks = ()
         else:
             if n:
@@ -709,6 +747,7 @@ class EmulatedCluster(Cluster):
                 I.w_dtok += n
                 I.dec_it += 1
                 I.dec_wait_since = T
+                self._progress_s = T
             I.w_ptok += I.p_ptok
             chunks = I.p_chunks
         I.plan = IDLE
@@ -740,6 +779,7 @@ class EmulatedCluster(Cluster):
                     continue
                 pref_done = True
                 st[rid] = DEC  # provisional: leaves the prefill list below
+                self._progress_s = T
                 if leg[rid] == 0:
                     I.pf_n -= 1
                     self._ft[rid] = T
@@ -770,6 +810,7 @@ class EmulatedCluster(Cluster):
                 I.pref = [r for r in I.pref if st[r] == PREF]
         # Arrow §4.2-4.3: the first token is out on the prefill instance; now place the decode leg
         for rid in first:
+            I.vc = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
                 Request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
             self._dinst[rid] = d
@@ -786,6 +827,7 @@ class EmulatedCluster(Cluster):
                 D.tq.append(rid)
                 D.dl_n += 1
                 D.dl_tok += self._in[rid] + self._gen[rid]
+                D.vc = None
                 self._where[rid] = d
                 self._kick(D, T)
         self._schedule(I, T)
@@ -799,6 +841,7 @@ class EmulatedCluster(Cluster):
         self._dec_join(I, rid, self._comp[rid])
 
     def _finish(self, rid: int, T: float) -> None:
+        self._progress_s = T
         self._st[rid] = DONE
         self._fin[rid] = T
         self._ended += 1
@@ -807,11 +850,16 @@ class EmulatedCluster(Cluster):
 
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
+        if self._st[rid] != XFER:   # rejected as stuck while in flight
+            return
+        self._progress_s = T
         src = self._insts[self._pinst[rid]]
         src.other_blocks -= self._xblk[rid]
+        src.vc = None
         self._xblk[rid] = 0
         D = self._insts[self._where[rid]]
         D.inflight -= 1
+        D.vc = None
         self._st[rid] = LANDED
         self._comp[rid] = self._in[rid]
         D.landed.append(rid)
@@ -872,3 +920,7 @@ class EmulatedCluster(Cluster):
             assert len(I.running) <= self._S, f"instance {i}: more than max_num_seqs running"
             peak = I.dec_it + (I.p_K if I.plan == RUN else (1 if I.plan == SINGLE else 0))
             assert I.other_blocks + I.dec_blocks(peak) <= I.cap_blocks, f"instance {i}: KV over capacity"
+            t = self._now
+            k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
+            assert self._view(I, t) == self._fresh_view(I, I.dec_it + k, t >= I.blocked_until), \
+                f"instance {i}: cached view is stale"

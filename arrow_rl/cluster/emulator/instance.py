@@ -31,7 +31,7 @@ class InstanceState:
         "other_blocks",
         "pf_n", "pf_tok", "pf_sq", "dl_n", "dl_tok",
         "plan", "p_start", "p_end", "p_K", "p_kacc", "p_n", "p_alpha", "p_beta", "p_C0", "p_chunks",
-        "p_ptok", "p_ver", "dec_wait_since",
+        "p_ptok", "p_ver", "dec_wait_since", "vc",
         "w_ft_n", "w_ft_sum", "w_iters", "w_dtime", "w_dtok", "w_ptok", "w_busy",
     )
 
@@ -76,6 +76,7 @@ class InstanceState:
         self.p_ptok = 0
         self.p_ver = 0
         self.dec_wait_since = 0.0
+        self.vc = None   # cached (iterations into the run, InstanceView); None after any change
         self.reset_window()
 
     def reset_window(self) -> None:
