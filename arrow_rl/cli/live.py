@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +24,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from arrow_rl.cli.summary_table import print_summary as print_summary_table
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -278,32 +279,9 @@ def deploy(
 
 
 # ---------------------------------------------------------------------------------------------
-def _fmt_s(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.3f} s"
-
-
 def print_summary(s: dict[str, Any], title: str) -> None:
     """The same table layout as ``arrow-rl simulate``, so live and emulated runs compare line by line."""
-    table = Table(title=title)
-    table.add_column("metric", style="bold")
-    for col in ("mean", "p50", "p90", "p99"):
-        table.add_column(col, justify="right")
-    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end")):
-        table.add_row(label, *(_fmt_s(s[f"{key}_{c}"]) for c in ("mean", "p50", "p90", "p99")))
-    console.print(table)
-    facts = Table(show_header=False)
-    facts.add_column("", style="bold")
-    facts.add_column("")
-    facts.add_row("requests", f"{s['num_finished']:,} finished / {s['num_requests']:,} offered"
-                              + (f", {s['num_rejected']:,} failed" if s["num_rejected"] else ""))
-    if "slo_attainment" in s:
-        facts.add_row("SLO attainment", f"{s['slo_attainment'] * 100:.2f}% (TTFT ≤ {s['slo_ttft_s']:g} s and "
-                                        f"TPOT ≤ {s['slo_tpot_s']:g} s; TTFT alone {s['slo_ttft_attainment'] * 100:.1f}%, "
-                                        f"TPOT alone {s['slo_tpot_attainment'] * 100:.1f}%)")
-    facts.add_row("throughput", f"{s['throughput_rps']:.2f} req/s, {s['output_tokens_per_s']:,.0f} output tokens/s")
-    console.print(facts)
+    print_summary_table(console, s, title, ended_label="failed")
 
 
 def bench(

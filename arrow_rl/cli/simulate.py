@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from arrow_rl.cli.summary_table import print_summary
 
 console = Console()
 
@@ -25,12 +26,6 @@ console = Console()
 def _fail(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code=2)
-
-
-def _fmt_s(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.3f} s"
 
 
 def simulate(
@@ -215,29 +210,11 @@ def _plot(records, slo, path: Path, title: str) -> None:
 def _print(s: dict[str, Any], cfg, wl) -> None:
     shape = (f"{cfg.prefill_count}P{cfg.num_instances - cfg.prefill_count}D"
              if cfg.mode.value == "disaggregated" else f"{cfg.num_instances} colocated")
-    table = Table(title=f"{wl.name} on {cfg.preset} × {shape}")
-    table.add_column("metric", style="bold")
-    for col in ("mean", "p50", "p90", "p99"):
-        table.add_column(col, justify="right")
-    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end")):
-        table.add_row(label, *(_fmt_s(s[f"{key}_{c}"]) for c in ("mean", "p50", "p90", "p99")))
-    console.print(table)
-    facts = Table(show_header=False)
-    facts.add_column("", style="bold")
-    facts.add_column("")
-    facts.add_row("requests", f"{s['num_finished']:,} finished / {s['num_requests']:,} offered"
-                              + (f", {s['num_rejected']:,} rejected" if s["num_rejected"] else ""))
-    for reason, count in sorted(s.get("reject_reasons", {}).items(), key=lambda kv: -kv[1]):
-        facts.add_row("rejected", f"{count:,} ({reason})")
-    if "slo_attainment" in s:
-        facts.add_row("SLO attainment", f"{s['slo_attainment'] * 100:.2f}% (TTFT ≤ {s['slo_ttft_s']:g} s and "
-                                        f"TPOT ≤ {s['slo_tpot_s']:g} s; TTFT alone {s['slo_ttft_attainment'] * 100:.1f}%, "
-                                        f"TPOT alone {s['slo_tpot_attainment'] * 100:.1f}%)")
-    facts.add_row("throughput", f"{s['throughput_rps']:.2f} req/s, {s['output_tokens_per_s']:,.0f} output tokens/s")
-    facts.add_row("KV transfers / preemptions", f"{s['num_kv_transfers']:,} / {s['num_preemptions']:,}")
-    facts.add_row("simulated", f"{s['simulated_seconds']:,.1f} s in {s['wall_seconds']:.2f} s wall "
-                               f"({s['simulated_requests_per_second']:,.0f} requests/s)")
-    console.print(facts)
+    print_summary(console, s, f"{wl.name} on {cfg.preset} × {shape}", extra_rows=[
+        ("KV transfers / preemptions", f"{s['num_kv_transfers']:,} / {s['num_preemptions']:,}"),
+        ("simulated", f"{s['simulated_seconds']:,.1f} s in {s['wall_seconds']:.2f} s wall "
+                      f"({s['simulated_requests_per_second']:,.0f} requests/s)"),
+    ])
 
 
 def register(app: typer.Typer) -> None:
