@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from arrow_rl.config_io import format_validation_error, read_config_mapping
 
 
 class _Strict(BaseModel):
@@ -162,15 +163,7 @@ class EnvConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EnvConfig":
         """Load a YAML file; errors name the file and the offending field."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"env config {path}: file not found") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"env config {path}: invalid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"env config {path}: top level must be a mapping, got {type(data).__name__}")
+        data = read_config_mapping(path, "env config")
         data = data.get("env", data)  # allow the env block of a training config
         return cls.from_dict(data, source=str(path))
 
@@ -180,14 +173,3 @@ class EnvConfig(_Strict):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ValueError(f"env config {source}: {format_validation_error(exc)}") from None
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the dotted field path and the bad value."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        parts.append(f"field '{loc}': {err['msg']}{shown}")
-    return "; ".join(parts)

@@ -81,3 +81,20 @@ def test_profile_prefill_sum_matches_per_request_sum():
     lens = [100, 2000, 37]
     direct = sum(p.prefill_time(n) for n in lens)
     assert p.prefill_time_sum(len(lens), sum(lens), sum(n * n for n in lens)) == pytest.approx(direct)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    from arrow_rl.config_io import ConfigFileError, read_config_mapping
+
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        read_config_mapping(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigFileError, match="bad.yaml: not valid YAML"):
+        read_config_mapping(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigFileError, match="scalar.yaml: expected a mapping"):
+        read_config_mapping(scalar)
+    assert read_config_mapping(tmp_path / "empty.yaml" if (tmp_path / "empty.yaml").write_text("") == 0 else bad) == {}

@@ -7,11 +7,10 @@ from a YAML file (``configs/clusters/*.yaml``), with errors that name the file a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from arrow_rl.config_io import format_validation_error, read_config_mapping  # noqa: F401 (re-exported)
 from arrow_rl.cluster.base import SLO, Mode, Role
 
 # Where the caller gives no SLO we use the one Arrow row that is published (Appendix A Table 1,
@@ -100,17 +99,7 @@ class EmulatorConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EmulatorConfig":
         """Load from YAML; errors name the file and the offending field."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read cluster config ({exc.strerror or exc})") from None
-        try:
-            data: Any = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config fields at the top level")
+        data = read_config_mapping(path, "cluster config")
         if isinstance(data.get("cluster"), dict):  # allow a top-level ``cluster:`` section
             data = data["cluster"]
         try:
@@ -119,15 +108,3 @@ class EmulatorConfig(BaseModel):
             raise ValueError(f"{path}: {format_validation_error(exc)}") from None
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``field: message (got value)``."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
-        msg = err.get("msg", "invalid")
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        got = err.get("input")
-        got_s = "" if isinstance(got, dict) or got is None or repr(got) in msg else f" (got {got!r})"
-        parts.append(f"{msg}" if loc == "config" else f"{loc}: {msg}{got_s}")
-    return "; ".join(parts)

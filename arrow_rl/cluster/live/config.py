@@ -5,13 +5,12 @@ Files are YAML or JSON (``configs/live/*.yaml``); a bad field gets an error nami
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from arrow_rl.config_io import format_validation_error, read_config_mapping
 from arrow_rl.cluster.base import SLO, Role
 
 
@@ -64,17 +63,8 @@ class RouterConfig(BaseModel):
 
 def load_config_file(path: str | Path, model: type[BaseModel]) -> BaseModel:
     """Read YAML/JSON ``path`` into ``model``; errors name the file and the field."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read config: {exc.strerror}") from exc
-    try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from exc
+    data = read_config_mapping(path)
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{p}: {problems}") from exc
+        raise ValueError(f"{path}: {format_validation_error(exc)}") from None
