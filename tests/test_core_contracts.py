@@ -97,4 +97,6 @@ def test_config_file_errors_name_the_file(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigFileError, match="scalar.yaml: expected a mapping"):
         read_config_mapping(scalar)
-    assert read_config_mapping(tmp_path / "empty.yaml" if (tmp_path / "empty.yaml").write_text("") == 0 else bad) == {}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert read_config_mapping(empty) == {}
