@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Retrain the shipped checkpoint agents/checkpoints/default from scratch (behaviour cloning of the
-# Arrow interval controller + DAgger, then MaskablePPO fine-tuning; configs/train/bc_dagger_ppo.yaml).
-# Deterministic for a given seed on a given machine and package set. ~20-30 min on 2 CPU cores.
+# Retrain the shipped checkpoint agents/checkpoints/default from scratch: MaskablePPO with the
+# "target prefill count" action space, 80k steps (configs/train/maskable_ppo_target.yaml); the
+# best fixed-seed validation checkpoint is kept. Deterministic for a seed on one machine. ~10-25 min on 2 cores.
 #
 #   scripts/retrain_default.sh [SEED] [OUT_DIR]
 #
@@ -11,5 +11,5 @@ cd "$(dirname "$0")/.."
 SEED="${1:-0}"
 OUT="${2:-agents/checkpoints/default}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-arrow-rl train --config configs/train/bc_dagger_ppo.yaml --seed "$SEED" --out "$OUT"
+arrow-rl train --config configs/train/maskable_ppo_target.yaml --seed "$SEED" --out "$OUT"
 du -sh "$OUT"
