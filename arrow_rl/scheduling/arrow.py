@@ -119,6 +119,45 @@ class ArrowRouter:
         self.state.record(now, chosen, target, "alg1")
         return chosen
 
+    def _prefill_costs(self, request: Request, cand: Sequence[InstanceView],
+                       ctx: RoutingContext) -> list[tuple[tuple[float, float], int]]:
+        """``[(prefill_cost(request, v, ctx), v.instance_id) for v in cand]`` with the per-call
+        overhead taken out (this runs at every arrival); the same arithmetic, so the same costs."""
+        x = request.input_tokens
+        profiles = self._profiles
+        last = None
+        t_new = 0.0
+        costs = []
+        for v in cand:
+            i = v.instance_id
+            prof = profiles.get(i)
+            if prof is None:
+                prof = self._profile(ctx, i)
+            if prof is not last:   # T(r, i) of the new request: one evaluation per distinct profile
+                last = prof
+                t_new = prof.prefill_time(x)
+            c2 = prof.prefill_time_sum(v.num_prefill, v.prefill_tokens, v.prefill_tokens_sq)
+            c2 += t_new
+            costs.append(((float(v.decode_tokens), c2), i))
+        return costs
+
+    def _decode_costs(self, request: Request, cand: Sequence[InstanceView],
+                      ctx: RoutingContext) -> list[tuple[tuple[float, float], int]]:
+        """``[(decode_cost(request, v, ctx), v.instance_id) for v in cand]``, fast path for the
+        paper's MT (no engine limits); the same arithmetic, so the same costs."""
+        if self.config.decode_capacity_limits:
+            return [(self.decode_cost(request, v, ctx), v.instance_id) for v in cand]
+        length = request.input_tokens + 1
+        max_tokens = self._max_tokens
+        costs = []
+        for v in cand:
+            i = v.instance_id
+            mt = max_tokens.get(i)
+            if mt is None:
+                mt = self._mt(ctx, i)
+            costs.append(((float(v.prefill_tokens), float(v.decode_tokens + length - mt)), i))
+        return costs
+
     @staticmethod
     def _argmin(costs: list[tuple[tuple[float, float], int]]) -> int:
         return min(costs)[1]  # lexicographic on (c1, c2), then lowest id
@@ -127,7 +166,7 @@ class ArrowRouter:
     def route_prefill(self, request: Request, ctx: RoutingContext) -> int:
         views = ctx.instances()
         cand = self.candidates(views, Role.PREFILL)
-        costs = [(self.prefill_cost(request, v, ctx), v.instance_id) for v in cand]
+        costs = self._prefill_costs(request, cand, ctx)
         ttft = ctx.slo.ttft_s * self.config.ttft_headroom  # headroom 1.0 = the paper's test
         feasible = [c for c in costs if c[0][1] <= ttft]  # step 3: SLO ok iff c2 ≤ SLO_TTFT
         if feasible:
@@ -147,7 +186,7 @@ class ArrowRouter:
         if views[prefill_instance].role is Role.DECODE:
             return prefill_instance
         cand = self.candidates(views, Role.DECODE)
-        costs = [(self.decode_cost(request, v, ctx), v.instance_id) for v in cand]
+        costs = self._decode_costs(request, cand, ctx)
         feasible = [c for c in costs if c[0][1] <= 0]  # step 3: the sign of c2 is the TPOT verdict
         if feasible:
             return self._argmin(feasible)

@@ -191,8 +191,28 @@ class EmulatedCluster(Cluster):
         return self._profile
 
     def instances(self) -> list[InstanceView]:
+        # routers call this for every request leg: ``_view`` and ``_completed_by``'s cache hits are
+        # inlined here (same answers; ``_view`` is the reference)
         t = self._now
-        return [self._view(I, t) for I in self._insts]
+        out = []
+        for I in self._insts:
+            k = 0
+            if I.plan == RUN and t > I.p_start:
+                if t >= I.p_end:
+                    k = I.p_K
+                elif I.cb_ver == I.p_ver and I.cb_lo <= t - I.p_start < I.cb_hi:
+                    k = I.cb_k
+                else:
+                    k = self._completed_by(I, t)
+            healthy = t >= I.blocked_until
+            vc = I.vc
+            if vc is not None and vc[0] == k and vc[1].healthy == healthy:
+                out.append(vc[1])
+            else:
+                v = self._fresh_view(I, I.dec_it + k, healthy)
+                I.vc = (k, v)
+                out.append(v)
+        return out
 
     def instance(self, instance_id: int) -> InstanceView:
         self._check_id(instance_id)
@@ -312,6 +332,8 @@ class EmulatedCluster(Cluster):
         K = I.p_K
         if t >= I.p_end:
             return K
+        if I.cb_ver == I.p_ver and I.cb_lo <= dt < I.cb_hi:
+            return I.cb_k
         alpha, beta, n, C0 = I.p_alpha, I.p_beta, I.p_n, I.p_C0
         a2 = 0.5 * beta * n
         b1 = alpha + beta * C0 - a2
@@ -325,6 +347,12 @@ class EmulatedCluster(Cluster):
             k += 1
         while k > 0 and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) > dt:
             k -= 1
+        # S is non-decreasing in k, so k is the largest j with S(j) ≤ dt: the same k answers every
+        # dt in [S(k), S(k+1)) of this plan (routers ask at every arrival; the run moves far less often)
+        I.cb_ver = I.p_ver
+        I.cb_k = k
+        I.cb_lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k else -math.inf
+        I.cb_hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
         return k
 
     def _view(self, I: InstanceState, t: float) -> InstanceView:
@@ -345,7 +373,14 @@ class EmulatedCluster(Cluster):
         n = I.n_dec
         if n:
             dec_tok = I.dec_O + n * (it + 1) + I.dl_tok
-            kv = I.other_blocks + I.dec_blocks(it)
+            # I.dec_blocks(it), inlined (see InstanceState.dec_blocks for the derivation)
+            bs = I.bs
+            b, r = divmod(it, bs)
+            kv = I.other_blocks + I.dec_A + n * b + n
+            if r == 0:
+                kv -= I.dec_cnt[0]
+            elif r >= 2:
+                kv += sum(I.dec_cnt[bs + 1 - r:])
         else:
             dec_tok = I.dl_tok
             kv = I.other_blocks

@@ -31,7 +31,7 @@ class InstanceState:
         "other_blocks",
         "pf_n", "pf_tok", "pf_sq", "dl_n", "dl_tok",
         "plan", "p_start", "p_end", "p_K", "p_kacc", "p_n", "p_alpha", "p_beta", "p_C0", "p_chunks",
-        "p_ptok", "p_ver", "dec_wait_since", "vc",
+        "p_ptok", "p_ver", "dec_wait_since", "vc", "cb_ver", "cb_k", "cb_lo", "cb_hi",
         "w_ft_n", "w_ft_sum", "w_iters", "w_dtime", "w_dtok", "w_ptok", "w_busy",
     )
 
@@ -77,6 +77,12 @@ class InstanceState:
         self.p_ver = 0
         self.dec_wait_since = 0.0
         self.vc = None   # cached (iterations into the run, InstanceView); None after any change
+        # cached ``_completed_by`` answer for plan ``cb_ver``: ``cb_k`` iterations done for any
+        # dt = t − p_start in [cb_lo, cb_hi) (the run's S(k) ≤ dt < S(k+1), exactly as computed)
+        self.cb_ver = -1
+        self.cb_k = 0
+        self.cb_lo = 0.0
+        self.cb_hi = 0.0
         self.reset_window()
 
     def reset_window(self) -> None:
