@@ -56,6 +56,28 @@ _new = object.__new__
 if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
     _make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
 
+def _make_record(**fields) -> RequestRecord:
+    """Build a ``RequestRecord`` (every field given) without the frozen-dataclass ``__init__``,
+    which sets each field through ``object.__setattr__`` (one record per request)."""
+    r = _new(RequestRecord)
+    r.__dict__.update(fields)
+    return r
+
+
+if not hasattr(RequestRecord(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
+    _make_record = RequestRecord  # noqa: F811  (a slotted RequestRecord: use the plain constructor)
+
+def _make_request(request_id: int, arrival_s: float, input_tokens: int, output_tokens: int) -> Request:
+    """A ``Request`` for a router, built like ``_make_view`` (two per request: both legs)."""
+    r = _new(Request)
+    r.__dict__.update(request_id=request_id, arrival_s=arrival_s, input_tokens=input_tokens,
+                      output_tokens=output_tokens)
+    return r
+
+
+if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
+    _make_request = Request  # noqa: F811
+
 # request states
 NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
 # No token, hand-off or completion anywhere for this long while requests are resident means the
@@ -332,9 +354,25 @@ class EmulatedCluster(Cluster):
         K = I.p_K
         if t >= I.p_end:
             return K
-        if I.cb_ver == I.p_ver and I.cb_lo <= dt < I.cb_hi:
-            return I.cb_k
         alpha, beta, n, C0 = I.p_alpha, I.p_beta, I.p_n, I.p_C0
+        if I.cb_ver == I.p_ver:
+            if I.cb_lo <= dt < I.cb_hi:
+                return I.cb_k
+            if dt >= I.cb_hi:
+                # the run moved on a few iterations since the last question: step forward from the
+                # cached k (same S(k) expression, so the same largest j with S(j) ≤ dt)
+                k = I.cb_k + 1
+                lo = I.cb_hi
+                for _ in range(4):
+                    if k == K:
+                        I.cb_k, I.cb_lo, I.cb_hi = k, lo, math.inf
+                        return k
+                    hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
+                    if hi > dt:
+                        I.cb_k, I.cb_lo, I.cb_hi = k, lo, hi
+                        return k
+                    k += 1
+                    lo = hi
         a2 = 0.5 * beta * n
         b1 = alpha + beta * C0 - a2
         if a2 > 0:
@@ -373,14 +411,7 @@ class EmulatedCluster(Cluster):
         n = I.n_dec
         if n:
             dec_tok = I.dec_O + n * (it + 1) + I.dl_tok
-            # I.dec_blocks(it), inlined (see InstanceState.dec_blocks for the derivation)
-            bs = I.bs
-            b, r = divmod(it, bs)
-            kv = I.other_blocks + I.dec_A + n * b + n
-            if r == 0:
-                kv -= I.dec_cnt[0]
-            elif r >= 2:
-                kv += sum(I.dec_cnt[bs + 1 - r:])
+            kv = I.other_blocks + (I.db_val if it == I.db_it else I.dec_blocks(it))
         else:
             dec_tok = I.dl_tok
             kv = I.other_blocks
@@ -388,7 +419,7 @@ class EmulatedCluster(Cluster):
                           kv * self._bs, self._cap_blocks * self._bs, healthy)
 
     def _record(self, rid: int) -> RequestRecord:
-        return RequestRecord(
+        return _make_record(
             request_id=rid, arrival_s=self._arr[rid], input_tokens=self._in[rid],
             output_tokens=self._out[rid], prefill_instance=self._pinst[rid],
             decode_instance=self._dinst[rid], first_token_s=self._ft[rid], finish_s=self._fin[rid],
@@ -451,7 +482,7 @@ class EmulatedCluster(Cluster):
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = Request(rid, t, n_in, self._out[rid])
+        req = _make_request(rid, t, n_in, self._out[rid])
         i = self._target(self.router.route_prefill(req, self), "route_prefill")
         I = self._insts[i]
         self._where[rid] = i
@@ -486,6 +517,7 @@ class EmulatedCluster(Cluster):
             I.landed.clear()
             I.inflight = I.n_dec = I.dec_O = I.dec_A = I.other_blocks = 0
             I.dec_cnt = [0] * bs
+            I.db_it = -1
             I.pf_n = I.pf_tok = I.pf_sq = I.dl_n = I.dl_tok = 0
             I.plan = IDLE
             I.p_ver += 1
@@ -524,6 +556,7 @@ class EmulatedCluster(Cluster):
         q, r = divmod(o, I.bs)
         I.dec_A += q
         I.dec_cnt[r] += 1
+        I.db_it = -1
         fit = self._in[rid] + self._out[rid] - 1 - o
         self._fit[rid] = fit
         heapq.heappush(I.dec_heap, (fit, rid))
@@ -537,6 +570,7 @@ class EmulatedCluster(Cluster):
         q, r = divmod(o, I.bs)
         I.dec_A -= q
         I.dec_cnt[r] -= 1
+        I.db_it = -1
         return o + I.dec_it
 
     def _next_finish(self, I: InstanceState) -> int:
@@ -847,7 +881,7 @@ class EmulatedCluster(Cluster):
         for rid in first:
             I.vc = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
-                Request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
+                _make_request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
             self._dinst[rid] = d
             if d == iid:   # decode in place: no KV transfer (Arrow §5.2)
                 self._to_decode_here(I, rid, T)

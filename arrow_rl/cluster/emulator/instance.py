@@ -27,7 +27,7 @@ class InstanceState:
     __slots__ = (
         "id", "role", "bs", "cap_blocks", "blocked_until", "wake_at",
         "running", "pref", "waiting", "tq", "landed", "inflight",
-        "dec_it", "n_dec", "dec_O", "dec_A", "dec_cnt", "dec_heap",
+        "dec_it", "n_dec", "dec_O", "dec_A", "dec_cnt", "dec_heap", "db_it", "db_val",
         "other_blocks",
         "pf_n", "pf_tok", "pf_sq", "dl_n", "dl_tok",
         "plan", "p_start", "p_end", "p_K", "p_kacc", "p_n", "p_alpha", "p_beta", "p_C0", "p_chunks",
@@ -55,6 +55,8 @@ class InstanceState:
         self.dec_A = 0                       # Σ floor(o / bs)
         self.dec_cnt = [0] * block_size      # histogram of o mod bs
         self.dec_heap: list[tuple[int, int]] = []   # (iteration of last token, request id)
+        self.db_it = -1                      # last ``dec_blocks`` argument (-1: none; reset when the set changes)
+        self.db_val = 0                      # ... and its answer
         self.other_blocks = 0                # KV blocks held by anything outside the decode set
         # resident work summaries (InstanceView, Arrow §5.3 cost terms)
         self.pf_n = 0                        # prefill legs resident (waiting or partially computed)
@@ -117,6 +119,8 @@ class InstanceState:
         n = self.n_dec
         if n == 0:
             return 0
+        if it == self.db_it:
+            return self.db_val
         bs = self.bs
         b, s = divmod(it, bs)
         total = self.dec_A + n * b + n
@@ -124,6 +128,8 @@ class InstanceState:
             total -= self.dec_cnt[0]
         elif s >= 2:
             total += sum(self.dec_cnt[bs + 1 - s:])
+        self.db_it = it
+        self.db_val = total
         return total
 
     def kv_blocks(self, it: int) -> int:
