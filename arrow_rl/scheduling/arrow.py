@@ -54,6 +54,11 @@ class ArrowRouter:
 
     def candidates(self, views: Sequence[InstanceView], phase: Role) -> list[InstanceView]:
         """Alg. 1 step 2, candidate set C (ambiguity A1, ``config.candidate_set``)."""
+        if self.config.candidate_set != "all":
+            # common case in one pass: healthy instances of the phase's pool (same list, same order)
+            pool = [v for v in views if v.healthy and v.role is phase]
+            if pool:
+                return pool
         healthy = [v for v in views if v.healthy] or list(views)
         if self.config.candidate_set == "all":
             return healthy
