@@ -359,20 +359,16 @@ class EmulatedCluster(Cluster):
             if I.cb_lo <= dt < I.cb_hi:
                 return I.cb_k
             if dt >= I.cb_hi:
-                # the run moved on a few iterations since the last question: step forward from the
-                # cached k (same S(k) expression, so the same largest j with S(j) ≤ dt)
+                # the run moved on since the last question: try the next iteration first (same S(k)
+                # expression, so the same largest j with S(j) ≤ dt)
                 k = I.cb_k + 1
-                lo = I.cb_hi
-                for _ in range(4):
-                    if k == K:
-                        I.cb_k, I.cb_lo, I.cb_hi = k, lo, math.inf
-                        return k
-                    hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
-                    if hi > dt:
-                        I.cb_k, I.cb_lo, I.cb_hi = k, lo, hi
-                        return k
-                    k += 1
-                    lo = hi
+                if k == K:
+                    I.cb_k, I.cb_lo, I.cb_hi = k, I.cb_hi, math.inf
+                    return k
+                hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
+                if hi > dt:
+                    I.cb_k, I.cb_lo, I.cb_hi = k, I.cb_hi, hi
+                    return k
         a2 = 0.5 * beta * n
         b1 = alpha + beta * C0 - a2
         if a2 > 0:
@@ -381,16 +377,23 @@ class EmulatedCluster(Cluster):
             k = int(dt / b1)
         if k > K:
             k = K
-        while k < K and (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) <= dt:
+        # one-step correction so that k agrees with _run_time: the largest j ≤ K with S(j) ≤ dt
+        # (S is non-decreasing); S(k) and S(k+1) are kept as the bounds of the cached answer
+        hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
+        while hi <= dt:
             k += 1
-        while k > 0 and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) > dt:
+            hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
+        lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
+        while lo > dt:
             k -= 1
-        # S is non-decreasing in k, so k is the largest j with S(j) ≤ dt: the same k answers every
-        # dt in [S(k), S(k+1)) of this plan (routers ask at every arrival; the run moves far less often)
+            hi = lo
+            lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
+        # the same k answers every dt in [S(k), S(k+1)) of this plan (routers ask at every arrival;
+        # the run moves far less often)
         I.cb_ver = I.p_ver
         I.cb_k = k
-        I.cb_lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k else -math.inf
-        I.cb_hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
+        I.cb_lo = lo
+        I.cb_hi = hi
         return k
 
     def _view(self, I: InstanceState, t: float) -> InstanceView:
