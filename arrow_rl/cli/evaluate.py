@@ -120,8 +120,13 @@ def evaluate_command(
     settings = SweepSettings(control_interval_s=control_interval, seed=seed, initial_scale=initial_scale,
                              rel_tol=rel_tol, max_evals=max_evals, extra_scales=extra_scales)
     names = [c.strip() for c in controllers.split(",") if c.strip()]
-    from arrow_rl.controllers.registry import expand_spec
+    from arrow_rl.controllers.registry import expand_spec, make_policy
 
+    for spec in {s for name in names for s in expand_spec(name, instances)}:
+        try:  # reject an unknown name or a bad checkpoint before any simulation starts
+            make_policy(spec, instances)
+        except ValueError as exc:
+            _fail(str(exc))
     n_sweeps = sum(len(expand_spec(c, instances)) for c in names)
     est_points = n_sweeps * (max_evals + len(extra_scales) + 1)
     console.print(f"[bold]{wl.name}[/bold]: {len(wl):,} requests over {wl.duration_s:,.0f} s "
