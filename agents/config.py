@@ -27,8 +27,9 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from arrow_rl.config_io import ConfigFileError, read_config_mapping
 
 ALGOS = ("ppo", "maskable_ppo", "dqn")
 DEFAULT_ENV_ID = "arrow_rl/PDCluster-v0"
@@ -270,15 +271,10 @@ def _algo_parameters(algo: str) -> list[str]:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read and validate a YAML training config; errors name the file and the offending field."""
-    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: training config not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raw = read_config_mapping(path, "training config")
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     if overrides:
         raw.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(raw, source=str(path))
