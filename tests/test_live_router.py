@@ -291,3 +291,14 @@ def test_client_disconnect_mid_stream_releases_the_instance_bookkeeping():
             time.sleep(0.05)
         assert d.num_decode == 0 and d.decode_tokens == 0
         assert rig.router.records[-1].rejected and "disconnected" in rig.router.records[-1].reject_reason
+
+
+def test_live_decode_fit_never_has_a_negative_fixed_cost():
+    # A decode step has a positive fixed cost; a noisy two-point fit that dips below zero is
+    # refitted through the origin so MT(i, SLO_TPOT) is not inflated (Arrow §5.3).
+    from arrow_rl.cluster.live.profiles import fit_decode
+
+    slope, intercept = fit_decode([100.0, 400.0], [0.002, 0.012])   # free fit: intercept < 0
+    assert intercept == 0.0 and slope == pytest.approx((100 * 0.002 + 400 * 0.012) / (100**2 + 400**2))
+    slope, intercept = fit_decode([100.0, 400.0], [0.010, 0.013])   # physical: kept as fitted
+    assert intercept == pytest.approx(0.009) and slope == pytest.approx(1e-5)

@@ -73,8 +73,11 @@ def vllm_instances(tmp_path_factory):
 
 @contextlib.contextmanager
 def router_for(launcher, roles, routing="least-loaded", **kw):
+    # A busy vLLM-CPU instance can answer /health slowly on a loaded 2-core machine; only a run of
+    # failed checks (or a refused connection, which fails at once) may mark it unhealthy here.
+    kw = {"health_interval_s": 0.5, "health_timeout_s": 15.0, "unhealthy_after_failures": 3, **kw}
     cfg = RouterConfig(instances=[InstanceSpec(url=i.url, role=Role(r)) for i, r in zip(launcher.instances, roles)],
-                       routing=routing, health_interval_s=0.5, unhealthy_after_failures=1, **kw)
+                       routing=routing, **kw)
     router = Router(cfg, token=TOKEN)
     with ServerThread(router.app) as srv:
         yield router, srv.url
@@ -235,7 +238,7 @@ def test_live_profile_fits_a_prefill_curve_that_grows_with_length(vllm_instances
     prof, points = measure_instance(vllm_instances.instances[0].url, "tiny", prefill_lengths=(64, 256, 768),
                                     repeats=2, decode_batches=(1, 4), decode_steps=12)
     assert prof.prefill_time(768) > prof.prefill_time(64) > 0
-    assert prof.decode_intercept > 0 and len(points["prefill"]) == 3
+    assert prof.decode_intercept >= 0 and prof.decode_slope > 0 and len(points["prefill"]) == 3
 
 
 def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_load(vllm_instances):

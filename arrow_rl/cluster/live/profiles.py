@@ -65,8 +65,16 @@ def fit_prefill(lengths: Sequence[float], times: Sequence[float]) -> tuple[float
 
 def fit_decode(batch_tokens: Sequence[float], intervals: Sequence[float]) -> tuple[float, float]:
     """interval(N) = slope·N + intercept; slope is floored at a tiny positive value so that
-    MT(i, SLO_TPOT) = (SLO − intercept)/slope stays finite (Arrow §5.3)."""
-    slope, intercept = np.polyfit(np.asarray(batch_tokens, float), np.asarray(intervals, float), 1)
+    MT(i, SLO_TPOT) = (SLO − intercept)/slope stays finite (Arrow §5.3).
+
+    A decode step has a positive fixed cost; on a noisy (shared-CPU) measurement a free fit can
+    put the intercept below zero, which would inflate MT. Then the line is refitted through the
+    origin (least squares with intercept 0), the closest physical fit."""
+    n = np.asarray(batch_tokens, float)
+    y = np.asarray(intervals, float)
+    slope, intercept = np.polyfit(n, y, 1)
+    if intercept < 0:
+        slope, intercept = float(n @ y / (n @ n)), 0.0
     return max(float(slope), 1e-9), float(intercept)
 
 
