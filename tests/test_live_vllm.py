@@ -229,7 +229,9 @@ def test_both_roles_served_concurrently(vllm_instances):
             t.join(240)
         assert results == [200] * 8
         pairs = {(r.prefill_instance, r.decode_instance) for r in router.records}
-        assert pairs == {(0, 1), (1, 0)}
+        # Both directions handed off at once. A hand-off whose decode leg fails before its first byte
+        # is retried as one plain request (issue 6's fault rule), which shows up as (i, i).
+        assert {(0, 1), (1, 0)} <= pairs
 
 
 def test_live_profile_fits_a_prefill_curve_that_grows_with_length(vllm_instances):
