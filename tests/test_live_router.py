@@ -158,9 +158,11 @@ def test_malformed_json_to_admin_and_client_endpoints_is_a_400():
         assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
 
 
-def test_decode_failure_before_first_byte_is_retried_once_as_plain_request():
+def test_decode_failure_before_first_byte_is_retried_once_as_plain_request(tmp_path):
     cfg = [FakeConfig(), FakeConfig(fail_decode_before_stream=1), FakeConfig()]
-    with live_rig(roles=["prefill", "decode", "decode"], configs=cfg) as rig, rig.client() as c:
+    journal = tmp_path / "journal.jsonl"
+    with live_rig(roles=["prefill", "decode", "decode"], configs=cfg, journal=str(journal)) as rig, \
+            rig.client() as c:
         rig.router.routing.route_decode = lambda r, p, ctx: 1  # type: ignore[method-assign]
         body = completion(max_tokens=4)
         with c.stream("POST", "/v1/completions", json=body) as r:
@@ -171,6 +173,10 @@ def test_decode_failure_before_first_byte_is_retried_once_as_plain_request():
         assert rec.decode_instance != 1 and not rec.rejected
         retried = rig.fakes[rec.decode_instance].requests_seen[-1]
         assert "kv_transfer_params" not in retried
+    # The journal says why the request was served plain: the failed hand-off leg and its error.
+    (entry,) = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert entry["path"] == "retry" and entry["retried"]
+    assert len(entry["notes"]) == 1 and entry["notes"][0].startswith("disaggregated@1: instance 1 answered HTTP 5")
 
 
 def test_stream_break_mid_decode_ends_with_a_clean_error_event():
@@ -191,6 +197,18 @@ def test_dead_instance_is_marked_unhealthy_and_gets_no_new_work():
             assert r.status_code == 200
         assert not rig.router.state.instances[1].healthy
         assert all(rec.decode_instance != 1 for rec in rig.router.records)
+
+
+def test_a_leg_routed_to_an_unhealthy_instance_falls_back_and_the_journal_says_why():
+    with live_rig(roles=["prefill", "decode", "decode"]) as rig, rig.client() as c:
+        rig.servers[1].stop()  # so a health check cannot bring it back
+        rig.router.state.mark_unhealthy(rig.router.state.instances[1], "test says so")
+        rig.router.routing.route_decode = lambda r, p, ctx: 1  # type: ignore[method-assign]
+        assert c.post("/v1/completions", json=completion(stream=False)).status_code == 200
+        assert rig.router.records[-1].decode_instance == 2
+        (finish,) = [e for e in rig.router.state.events_after(0)[0] if e["kind"] == "finish"]
+        (note,) = finish["notes"]
+        assert note.startswith("decode routed to 1, unhealthy (") and note.endswith(") -> 2")
 
 
 def test_prefill_failure_falls_back_to_a_plain_request_elsewhere():

@@ -89,6 +89,10 @@ class Flight:
     status: int = 0
     error: str = ""
     ttft_source: str = ""           # stream (first SSE chunk) | prefill_leg | response
+    # Why the request left the plain hand-off path: each failed leg ("decode@1: instance 1 answered
+    # HTTP 500: ...") and each routing fallback ("decode routed to 0, unhealthy (timeout) -> 1").
+    # Journaled, so a request served plain or retried can be explained after the fact.
+    notes: list[str] = field(default_factory=list)
 
 
 class FlipBody(BaseModel):
@@ -252,11 +256,15 @@ class Router:
         pool = [s for s in cands if s.role is role] or cands
         return min(pool, key=lambda s: (s.inflight, s.instance_id))
 
-    def _pick(self, chosen: int, role: Role, exclude: set[int] = frozenset()) -> InstanceState | None:
+    def _pick(self, f: Flight, chosen: int, role: Role, exclude: set[int] = frozenset()) -> InstanceState | None:
         s = self.state.instances[chosen] if 0 <= chosen < len(self.state.instances) else None
         if s is not None and s.healthy and s.instance_id not in exclude:
             return s
-        return self._fallback(role, set(exclude))
+        alt = self._fallback(role, set(exclude))
+        why = "unknown instance" if s is None else (
+            f"unhealthy ({s.unhealthy_reason})" if not s.healthy else "excluded")
+        f.notes.append(f"{role.value} routed to {chosen}, {why} -> {alt.instance_id if alt else 'none'}")
+        return alt
 
     # ---- client endpoints ---------------------------------------------------------------------
     async def _completions(self, request: HTTPRequest) -> Response:
@@ -299,7 +307,7 @@ class Router:
         path = "/v1/chat/completions" if chat else "/v1/completions"
         req = Request(f.request_id, f.arrival_s, f.input_tokens, f.max_tokens)
 
-        p = self._pick(self.routing.route_prefill(req, self.ctx), Role.PREFILL)
+        p = self._pick(f, self.routing.route_prefill(req, self.ctx), Role.PREFILL)
         if p is None:
             return self._finish_error(f, 503, "no healthy instance")
         if len(st.healthy()) == 1:
@@ -322,6 +330,7 @@ class Router:
         except LegError as exc:
             st.end_prefill(p, est, computed=False)
             f.prefill_end_s = st.now()
+            f.notes.append(f"prefill@{p.instance_id}: {exc}")
             if not exc.retryable:
                 return self._finish_error(f, exc.status, str(exc), exc.body)
             self.m_retries.labels(leg="prefill").inc()
@@ -337,7 +346,7 @@ class Router:
         st.log("prefill_done", id=f.request_id, instance=p.instance_id, t=f.prefill_end_s)
 
         # ---- decode leg ----
-        d = self._pick(self.routing.route_decode(req, p.instance_id, self.ctx), Role.DECODE)
+        d = self._pick(f, self.routing.route_decode(req, p.instance_id, self.ctx), Role.DECODE)
         if d is None:
             return self._finish_error(f, 503, "no healthy instance for the decode leg")
         if d.instance_id == p.instance_id:
@@ -386,6 +395,7 @@ class Router:
             out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
         except LegError as exc:
             st.end_decode(d, context)
+            f.notes.append(f"{how}@{d.instance_id}: {exc}")
             if allow_retry and exc.retryable:
                 q = self._fallback(Role.DECODE, {d.instance_id})
                 if q is not None:
