@@ -212,10 +212,14 @@ def test_flip_without_restart_while_requests_are_in_flight_loses_none(vllm_insta
             t.join(240)
         assert len(results) == 10
         assert all(s == 200 and n == 24 for s, n in results), f"{results}\n{explain(router)}"
-        # The flip took effect without a restart: roles swapped, and instance 1 now prefills new work
-        # (as a hand-off to 0, or as a plain request when the router falls back).
+        # The flip took effect without a restart: every request that arrived after it was handed off
+        # from instance 1 (now prefill) to instance 0 (now decode).
         assert [s.role for s in router.state.instances] == [Role.DECODE, Role.PREFILL]
-        assert any(r.prefill_instance == 1 for r in router.records)
+        t_flip = router.state.flips[-1].time_s
+        after = [e for e in router.state.events_after(0)[0] if e["kind"] == "finish" and e["arrival_s"] > t_flip]
+        assert len(after) >= 4, explain(router)
+        assert all((e["path"], e["prefill_instance"], e["decode_instance"]) == ("disaggregated", 1, 0)
+                   for e in after), explain(router)
 
 
 def test_both_roles_served_concurrently(vllm_instances):
