@@ -116,7 +116,10 @@ def test_deploy_stops_cleanly_on_ctrl_c(served):
     url, _, _ = served
     env = {**os.environ, "ARROW_RL_TOKEN": TOKEN}
     proc = subprocess.Popen([sys.executable, "-c", "from arrow_rl.cli import main; main()", "deploy", "--controller", "arrow", "--router", url,
-                             "--interval", "200ms"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                             "--interval", "200ms"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            # A shell without job control starts background jobs with SIGINT ignored, and a
+                            # child inherits that: give the CLI the default disposition, as in a terminal.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     lines = []
     while time.time() < deadline:

