@@ -27,12 +27,20 @@ DENSE_TOKENS = 16384  # dense tables cover N in [0, DENSE_TOKENS]; linear extrap
 
 
 def _interp_extrap(x: np.ndarray, xp: list[float], fp: list[float]) -> np.ndarray:
-    """np.interp with linear extrapolation past the last knot (slope of the last segment)."""
+    """np.interp with linear extrapolation past the last knot.
+
+    The slope is the secant over the upper half of the table, not the last segment: the tables are
+    monotone envelopes of measurements, so they end in plateaus (the H100 8B token-op table's last
+    two knots are equal), and a last-segment slope of 0 would make every token past 4096 free (an
+    8192-token prefill came out 0.59x of an eager forward pass measured on an H100;
+    docs/latency_model.md, "Checked on a GPU").
+    """
     xp_a = np.asarray(xp, dtype=float)
     fp_a = np.asarray(fp, dtype=float)
     y = np.interp(x, xp_a, fp_a)
     if len(xp_a) >= 2:
-        slope = (fp_a[-1] - fp_a[-2]) / (xp_a[-1] - xp_a[-2])
+        k = min(int(np.searchsorted(xp_a, xp_a[-1] / 2.0)), len(xp_a) - 2)
+        slope = (fp_a[-1] - fp_a[k]) / (xp_a[-1] - xp_a[k])
         hi = x > xp_a[-1]
         y[hi] = fp_a[-1] + slope * (x[hi] - xp_a[-1])
     return y
