@@ -87,7 +87,7 @@ def test_prefill_past_the_token_table_keeps_growing(name):
                                               ("h100-llama2-7b-tp1", "gpu_prefill_h100_llama2-7b.json")])
 def test_h100_prefill_matches_our_own_h100_measurement(preset, measured):
     # tests/data: eager transformers forward passes (random weights, bf16, SDPA) timed on an H100 by
-    # scripts/gpu_prefill_check.py. At >= 2048 tokens prefill is GEMM-bound and vLLM's fused kernels
+    # scripts/gpu_latency_check.py. At >= 2048 tokens prefill is GEMM-bound and vLLM's fused kernels
     # are somewhat faster than eager, so the preset should sit a little below the measurement.
     import json
     from pathlib import Path
@@ -99,6 +99,23 @@ def test_h100_prefill_matches_our_own_h100_measurement(preset, measured):
         if n >= 2048:
             ratio = m.iteration_time(n, n * n / 2, 0, 0) / row["median_s"]
             assert 0.7 <= ratio <= 1.05, (n, ratio)
+
+
+@pytest.mark.parametrize("preset, measured", [("h100-llama3.1-8b-tp1", "gpu_decode_h100_llama3.1-8b.json"),
+                                              ("h100-llama2-7b-tp1", "gpu_decode_h100_llama2-7b.json")])
+def test_h100_decode_matches_our_own_h100_measurement(preset, measured):
+    # tests/data: CUDA-graph decode steps (random weights, bf16, SDPA over a contiguous KV cache) timed
+    # on an H100 by scripts/gpu_latency_check.py --decode: GPU time only, so the preset's CPU
+    # scheduling term is left out. The preset's decode roofline should be within ~15% of it.
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).parent / "data" / measured).read_text())
+    m = MODELS[preset]
+    for row in doc["rows"]:
+        bs, ctx = row["batch"], row["context"]
+        gpu = m.iteration_time(0, 0, bs, bs * ctx) - (m.cpu_base_s + m.cpu_per_seq_s * bs)
+        assert 0.9 <= gpu / row["median_s"] <= 1.15, (bs, ctx, gpu / row["median_s"])
 
 
 def test_h100_llama3_8b_prefill_2048_in_calibration_range():
