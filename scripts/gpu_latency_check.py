@@ -34,17 +34,34 @@ SHAPES = {
                         num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
     "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                       num_key_value_heads=32, vocab_size=32000, rope_theta=10000.0),
+    "llama3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                         num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
 }
 
 
-def measure(model_name: str, lengths: list[int], repeats: int, seed: int) -> dict:
+def shard(model_name: str, tp: int) -> dict:
+    """One tensor-parallel rank's share of the model (Megatron split, as vLLM shards it): heads, FFN
+    columns and vocabulary divided by ``tp``, hidden size whole. Timing it on one GPU gives a TP
+    instance's compute; the all-reduces between ranks are not in it."""
+    sh = dict(SHAPES[model_name])
+    head_dim = sh["hidden_size"] // sh["num_attention_heads"]
+    for key in ("num_attention_heads", "intermediate_size", "vocab_size"):
+        if sh[key] % tp:
+            raise SystemExit(f"gpu_latency_check: {key}={sh[key]} of {model_name} does not split over tp={tp}")
+        sh[key] //= tp
+    sh["num_key_value_heads"] = max(sh["num_key_value_heads"] // tp, 1)
+    sh["head_dim"] = head_dim
+    return sh
+
+
+def measure(model_name: str, lengths: list[int], repeats: int, seed: int, tp: int = 1) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if not torch.cuda.is_available():
         raise SystemExit("gpu_latency_check: no CUDA device; run with --compare on a machine without a GPU")
     torch.manual_seed(seed)
-    cfg = LlamaConfig(**SHAPES[model_name], max_position_embeddings=max(lengths) + 16, attn_implementation="sdpa",
+    cfg = LlamaConfig(**shard(model_name, tp), max_position_embeddings=max(lengths) + 16, attn_implementation="sdpa",
                       torch_dtype="bfloat16")
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
@@ -66,20 +83,20 @@ def measure(model_name: str, lengths: list[int], repeats: int, seed: int) -> dic
         print(f"prefill {n:>6} tokens: median {rows[-1]['median_s'] * 1e3:8.2f} ms  (min {min(times) * 1e3:.2f})",
               flush=True)
     import transformers
-    return {"model": model_name, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    return {"model": model_name, "tp": tp, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
             "transformers": transformers.__version__, "dtype": "bfloat16", "attention": "sdpa", "rows": rows}
 
 
-def measure_decode(model_name: str, shapes: list[tuple[int, int]], repeats: int, seed: int) -> dict:
+def measure_decode(model_name: str, shapes: list[tuple[int, int]], repeats: int, seed: int, tp: int = 1) -> dict:
     import torch
     import torch.nn.functional as F
 
     if not torch.cuda.is_available():
         raise SystemExit("gpu_latency_check: no CUDA device; run with --compare on a machine without a GPU")
-    sh = SHAPES[model_name]
+    sh = shard(model_name, tp)
     h, ffn, n_layers = sh["hidden_size"], sh["intermediate_size"], sh["num_hidden_layers"]
     nq, nkv = sh["num_attention_heads"], sh["num_key_value_heads"]
-    hd = h // nq
+    hd = sh["head_dim"]
     gen = torch.Generator(device="cuda").manual_seed(seed)
     dev, dt = "cuda", torch.bfloat16
 
@@ -137,7 +154,7 @@ def measure_decode(model_name: str, shapes: list[tuple[int, int]], repeats: int,
         print(f"decode batch {bs:>4} context {ctx:>6}: median {rows[-1]['median_s'] * 1e3:8.3f} ms", flush=True)
         cache = graph = None  # free this shape's KV cache before the next one
         torch.cuda.empty_cache()
-    return {"model": model_name, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    return {"model": model_name, "tp": tp, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
             "dtype": "bfloat16", "kind": "decode", "attention": "sdpa (contiguous KV, GQA), CUDA graph", "rows": rows}
 
 
@@ -146,25 +163,32 @@ def compare(path: Path, preset: str) -> None:
 
     data = json.loads(path.read_text(encoding="utf-8"))
     model = get_preset(preset).latency
-    print(f"{data['model']} on {data['gpu']} (torch {data['torch']}) vs preset {preset}")
+    tp = int(data.get("tp", 1))
+    if tp != model.tp:
+        raise SystemExit(f"{path}: measured with tp={tp}, but preset {preset} has tp={model.tp}")
+    print(f"{data['model']} (one rank of tp={tp}) on {data['gpu']} (torch {data['torch']}) vs preset {preset}"
+          + ("; the preset's all-reduces are left out" if tp > 1 else ""))
+
+
     if data.get("kind") == "decode":
         # The measurement is GPU time only: compare with the preset minus its CPU scheduling term.
         print(f"{'batch':>6} {'context':>8} {'measured ms':>12} {'preset GPU ms':>14} {'preset/measured':>16}")
         for r in data["rows"]:
             bs, ctx = r["batch"], r["context"]
-            pred = model.iteration_time(0, 0, bs, bs * ctx) - (model.cpu_base_s + model.cpu_per_seq_s * bs)
+            pred = model.iteration_time(0, 0, bs, bs * ctx) - model.cpu_overhead_s(bs) - model.tp_all_reduce_s(bs)
             print(f"{bs:>6} {ctx:>8} {r['median_s'] * 1e3:>12.3f} {pred * 1e3:>14.3f} {pred / r['median_s']:>16.2f}")
         return
     print(f"{'tokens':>7} {'measured ms':>12} {'preset ms':>10} {'preset/measured':>16}")
     for r in data["rows"]:
         n = r["tokens"]
-        pred = model.iteration_time(n, n * n / 2.0, 0, 0)
+        pred = model.iteration_time(n, n * n / 2.0, 0, 0) - model.tp_all_reduce_s(n)
         print(f"{n:>7} {r['median_s'] * 1e3:>12.2f} {pred * 1e3:>10.2f} {pred / r['median_s']:>16.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=sorted(SHAPES), default="llama3.1-8b")
+    ap.add_argument("--tp", type=int, default=1, help="time one rank of a tensor-parallel instance (no all-reduce)")
     ap.add_argument("--lengths", default="128,512,1024,2048,4096,8192", help="comma-separated prompt lengths")
     ap.add_argument("--decode", action="store_true", help="time decode steps (CUDA graph) instead of prefill")
     ap.add_argument("--decode-shapes", default="1x1024,8x1024,32x1024,64x1024,128x1024,64x4096",
@@ -184,13 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             assert all(len(t) == 2 and min(t) > 0 for t in shapes)
         except (ValueError, AssertionError):
             ap.error(f"--decode-shapes must look like 1x1024,64x1024; got {a.decode_shapes!r}")
-        out = measure_decode(a.model, shapes, a.repeats, a.seed)  # type: ignore[arg-type]
+        out = measure_decode(a.model, shapes, a.repeats, a.seed, a.tp)  # type: ignore[arg-type]
     else:
         try:
             lengths = [int(x) for x in a.lengths.split(",") if x.strip()]
         except ValueError:
             ap.error(f"--lengths must be comma-separated integers, got {a.lengths!r}")
-        out = measure(a.model, lengths, a.repeats, a.seed)
+        out = measure(a.model, lengths, a.repeats, a.seed, a.tp)
     if a.json:
         a.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0

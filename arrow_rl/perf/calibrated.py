@@ -143,6 +143,18 @@ class CalibratedLatencyModel:
         out = ms * 1e-3
         return np.where(n > 0, out, 0.0)
 
+    def tp_all_reduce_s(self, n_tokens: float) -> float:
+        """Seconds of one iteration's tensor-parallel all-reduces (2 per layer) over ``n_tokens``; 0 at
+        TP1. Lets a one-GPU measurement of a TP rank be compared with the rest of the model."""
+        if self._ar_knots is None or n_tokens <= 0:
+            return 0.0
+        per = float(self.all_reduce_ms(np.array([n_tokens * self.shape.hidden * 2.0]))[0]) + self._nccl_launch_ms
+        return self.shape.layers * 2 * per * 1e-3
+
+    def cpu_overhead_s(self, n_seqs: int) -> float:
+        """vLLM's per-iteration CPU scheduling time (a chosen constant, not a measurement)."""
+        return self.cpu_base_s + self.cpu_per_seq_s * n_seqs
+
     def lm_head_s(self, n_seqs: np.ndarray | float) -> np.ndarray:
         """LM head over the last token of each sequence: max(weight read, GEMM) (seconds)."""
         n_seqs = np.asarray(n_seqs, dtype=float)
