@@ -83,39 +83,37 @@ def test_prefill_past_the_token_table_keeps_growing(name):
     assert t8 >= 1.9 * t4
 
 
-@pytest.mark.parametrize("preset, measured", [("h100-llama3.1-8b-tp1", "gpu_prefill_h100_llama3.1-8b.json"),
-                                              ("h100-llama2-7b-tp1", "gpu_prefill_h100_llama2-7b.json"),
-                                              ("h100-llama3.1-70b-tp4", "gpu_prefill_h100_llama3.1-70b-tp4.json")])
-def test_h100_prefill_matches_our_own_h100_measurement(preset, measured):
-    # tests/data: eager transformers forward passes (random weights, bf16, SDPA) timed on an H100 by
-    # scripts/gpu_latency_check.py. At >= 2048 tokens prefill is GEMM-bound and vLLM's fused kernels
-    # are somewhat faster than eager, so the preset should sit a little below the measurement.
+# Our own H100 timings (tests/data, written by scripts/gpu_latency_check.py; random bf16 weights).
+# A TP4 preset was timed as one rank on one GPU, so its all-reduces are not in the measurement.
+H100_MEASURED = [("h100-llama3.1-8b-tp1", "h100_llama3.1-8b"), ("h100-llama2-7b-tp1", "h100_llama2-7b"),
+                 ("h100-llama3.1-70b-tp4", "h100_llama3.1-70b-tp4")]
+
+
+def _measured(kind: str, name: str) -> list[dict]:
     import json
     from pathlib import Path
 
-    doc = json.loads((Path(__file__).parent / "data" / measured).read_text())
+    return json.loads((Path(__file__).parent / "data" / f"gpu_{kind}_{name}.json").read_text())["rows"]
+
+
+@pytest.mark.parametrize("preset, name", H100_MEASURED)
+def test_h100_prefill_matches_our_own_h100_measurement(preset, name):
+    # Eager transformers forward passes (SDPA). At >= 2048 tokens prefill is GEMM-bound and vLLM's
+    # fused kernels are somewhat faster than eager, so the preset should sit a little below.
     m = MODELS[preset]
-    for row in doc["rows"]:
+    for row in _measured("prefill", name):
         n = row["tokens"]
         if n >= 2048:
-            # A TP instance was timed as one rank on one GPU: its all-reduces are not in the measurement.
             ratio = (m.iteration_time(n, n * n / 2, 0, 0) - m.tp_all_reduce_s(n)) / row["median_s"]
             assert 0.7 <= ratio <= 1.05, (n, ratio)
 
 
-@pytest.mark.parametrize("preset, measured", [("h100-llama3.1-8b-tp1", "gpu_decode_h100_llama3.1-8b.json"),
-                                              ("h100-llama2-7b-tp1", "gpu_decode_h100_llama2-7b.json"),
-                                              ("h100-llama3.1-70b-tp4", "gpu_decode_h100_llama3.1-70b-tp4.json")])
-def test_h100_decode_matches_our_own_h100_measurement(preset, measured):
-    # tests/data: CUDA-graph decode steps (random weights, bf16, SDPA over a contiguous KV cache) timed
-    # on an H100 by scripts/gpu_latency_check.py --decode: GPU time of one rank only, so the preset's
-    # CPU scheduling term and TP all-reduces are left out. The preset's decode roofline should be within ~15% of it.
-    import json
-    from pathlib import Path
-
-    doc = json.loads((Path(__file__).parent / "data" / measured).read_text())
+@pytest.mark.parametrize("preset, name", H100_MEASURED)
+def test_h100_decode_matches_our_own_h100_measurement(preset, name):
+    # CUDA-graph decode steps (SDPA over a contiguous KV cache): GPU time only, so the preset's CPU
+    # scheduling term is left out too. The decode roofline should be within ~15% of it.
     m = MODELS[preset]
-    for row in doc["rows"]:
+    for row in _measured("decode", name):
         bs, ctx = row["batch"], row["context"]
         gpu = m.iteration_time(0, 0, bs, bs * ctx) - m.cpu_overhead_s(bs) - m.tp_all_reduce_s(bs)
         assert 0.9 <= gpu / row["median_s"] <= 1.15, (bs, ctx, gpu / row["median_s"])
