@@ -34,30 +34,44 @@ def scenarios(draw):
             budget, min(seqs, budget), flips, delay)
 
 
+def cluster_for(scenario, router=None, exact_stepping: bool = False) -> EmulatedCluster:
+    """The emulator a drawn scenario describes (its KV capacity, mode, budgets and flip delay)."""
+    workload, mode, instances, kv_blocks, budget, seqs, _, delay = scenario
+    preset = dataclasses.replace(PRESET, kv_capacity_tokens=16 * kv_blocks)
+    config = EmulatorConfig(preset=PRESET.name, num_instances=instances, mode=mode,
+                            max_num_batched_tokens=budget, max_num_seqs=seqs, flip_delay_s=delay,
+                            exact_stepping=exact_stepping)
+    return EmulatedCluster(workload, config, router=router, preset=preset)
+
+
+def windows_with_flips(cluster: EmulatedCluster, flips, dt: float):
+    """Advance ``cluster`` by ``dt`` until every request ended, applying each scheduled flip
+    ``(step, instance, role)`` after its step; yields each step's window."""
+    step = 0
+    while not cluster.done:
+        w = cluster.advance(dt)
+        for when, inst, role in flips:
+            if when == step:
+                cluster.flip(inst, role)
+        yield w
+        step += 1
+        assert step < 100_000
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_every_request_ends_kv_stays_within_capacity_and_tokens_are_conserved(scenario):
-    workload, mode, instances, kv_blocks, budget, seqs, flips, delay = scenario
-    preset = dataclasses.replace(PRESET, kv_capacity_tokens=16 * kv_blocks)
-    config = EmulatorConfig(preset=PRESET.name, num_instances=instances, mode=mode,
-                            max_num_batched_tokens=budget, max_num_seqs=seqs, flip_delay_s=delay)
-    cluster = EmulatedCluster(workload, config, preset=preset)
+    workload, mode, *_, flips, _ = scenario
+    cluster = cluster_for(scenario)
     cluster.audit_every_event = True      # KV ≤ capacity and exact accounting after every event
     first_tokens = decode_tokens = arrivals = finished = 0
-    step = 0
-    while not cluster.done:
-        w = cluster.advance(0.1)
+    for w in windows_with_flips(cluster, flips, 0.1):
         for s in w.instances:
             assert s.kv_usage <= 1.0
         first_tokens += w.prefill.first_tokens + (0 if mode == "colocated" else w.decode.first_tokens)
         decode_tokens += sum(s.decode_tokens_generated for s in w.instances)
         arrivals += w.arrivals
         finished += w.finished
-        for when, inst, role in flips:
-            if when == step:
-                cluster.flip(inst, role)
-        step += 1
-        assert step < 100_000
     records = cluster.completed()
     assert sorted(r.request_id for r in records) == list(range(len(workload)))
     for r in records:
@@ -79,21 +93,12 @@ def test_every_request_ends_kv_stays_within_capacity_and_tokens_are_conserved(sc
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_closed_form_runs_agree_with_exact_stepping_on_random_scenarios(scenario):
-    workload, mode, instances, kv_blocks, budget, seqs, flips, delay = scenario
-    preset = dataclasses.replace(PRESET, kv_capacity_tokens=16 * kv_blocks)
+    *_, flips, _ = scenario
     results = []
     for exact in (False, True):
-        config = EmulatorConfig(preset=PRESET.name, num_instances=instances, mode=mode,
-                                max_num_batched_tokens=budget, max_num_seqs=seqs, flip_delay_s=delay,
-                                exact_stepping=exact)
-        cluster = EmulatedCluster(workload, config, preset=preset)
-        step = 0
-        while not cluster.done:
-            cluster.advance(0.1)
-            for when, inst, role in flips:
-                if when == step:
-                    cluster.flip(inst, role)
-            step += 1
+        cluster = cluster_for(scenario, exact_stepping=exact)
+        for _ in windows_with_flips(cluster, flips, 0.1):
+            pass
         results.append(sorted(cluster.completed(), key=lambda r: r.request_id))
     for a, b in zip(*results):
         assert (a.rejected, a.prefill_instance, a.decode_instance, a.preemptions) == \
@@ -138,18 +143,9 @@ class _ViewCheckingRouter:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_routers_always_see_up_to_date_instance_views(scenario):
-    workload, mode, instances, kv_blocks, budget, seqs, flips, delay = scenario
-    preset = dataclasses.replace(PRESET, kv_capacity_tokens=16 * kv_blocks)
-    config = EmulatorConfig(preset=PRESET.name, num_instances=instances, mode=mode,
-                            max_num_batched_tokens=budget, max_num_seqs=seqs, flip_delay_s=delay)
+    workload, *_, flips, _ = scenario
     router = _ViewCheckingRouter()
-    cluster = EmulatedCluster(workload, config, router=router, preset=preset)
-    step = 0
-    while not cluster.done:
-        cluster.advance(0.05)
-        for when, inst, role in flips:
-            if when == step:
-                cluster.flip(inst, role)
+    cluster = cluster_for(scenario, router=router)
+    for _ in windows_with_flips(cluster, flips, 0.05):
         router._check(cluster)
-        step += 1
     assert router.checks >= len(workload)

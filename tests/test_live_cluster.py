@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from typing import Iterator
 
 import pytest
 
@@ -26,8 +28,11 @@ def _load(rig, n: int, max_tokens: int = 8, stream: bool = True) -> None:
         t.join(30)
 
 
-def _continuous_load(rig, stop: threading.Event, workers: int = 3, max_tokens: int = 20) -> list[threading.Thread]:
-    """Keep ``workers`` streams in flight until ``stop`` is set (decode-heavy: long outputs)."""
+@contextlib.contextmanager
+def _continuous_load(rig, workers: int = 3, max_tokens: int = 20) -> Iterator[None]:
+    """Keep ``workers`` streams in flight for the body of the ``with`` (decode-heavy: long outputs)."""
+    stop = threading.Event()
+
     def worker(w):
         k = 0
         with rig.client() as c:
@@ -38,7 +43,12 @@ def _continuous_load(rig, stop: threading.Event, workers: int = 3, max_tokens: i
     ts = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
     for t in ts:
         t.start()
-    return ts
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(30)
 
 
 def test_live_cluster_window_counts_arrivals_finishes_and_latencies():
@@ -142,14 +152,8 @@ def test_deploy_loop_flips_toward_decode_under_decode_heavy_load():
     cfg = [FakeConfig(decode_step_s=0.02) for _ in range(3)]
     with live_rig(roles=["prefill", "prefill", "decode"], configs=cfg, slo_tpot_s=0.01) as rig:
         cl = LiveCluster(rig.url, TOKEN, scrape=False)
-        stop = threading.Event()
-        ts = _continuous_load(rig, stop)
-        try:
+        with _continuous_load(rig):
             stats = run_control_loop(cl, DecodeHungryController(), 0.5, steps=4, act_timeout_s=10)
-        finally:
-            stop.set()
-            for t in ts:
-                t.join(30)
         assert stats.flips_applied == 1
         assert cl.roles() == (Role.PREFILL, Role.DECODE, Role.DECODE)
         cl.close()
@@ -215,14 +219,8 @@ def test_deploy_with_the_arrow_monitor_flips_toward_decode_under_decode_heavy_lo
     cfg = [FakeConfig(decode_step_s=0.02) for _ in range(3)]
     with live_rig(roles=["prefill", "prefill", "decode"], configs=cfg, slo_tpot_s=0.01) as rig:
         cl = LiveCluster(rig.url, TOKEN, scrape=False)
-        stop = threading.Event()
-        ts = _continuous_load(rig, stop)
-        try:
+        with _continuous_load(rig):
             stats = run_control_loop(cl, policy.controller, 0.5, steps=6, act_timeout_s=10)
-        finally:
-            stop.set()
-            for t in ts:
-                t.join(30)
         # Alg. 2: LD ≥ L_EXPAND held for sustain_count passes → one P→D flip (Alg. 3 picks it).
         assert stats.flips_applied >= 1
         assert cl.num_prefill() == 1
@@ -277,14 +275,8 @@ def test_deploy_runs_a_learned_checkpoint_on_the_live_cluster():
     policy = make_policy(str(ckpt), 8)
     with live_rig(roles=["prefill"] * 4 + ["decode"] * 4) as rig:
         cl = LiveCluster(rig.url, TOKEN)
-        stop = threading.Event()
-        ts = _continuous_load(rig, stop, workers=2, max_tokens=8)
-        try:
+        with _continuous_load(rig, workers=2, max_tokens=8):
             stats = run_control_loop(cl, policy.controller, 0.3, steps=3, act_timeout_s=20)
-        finally:
-            stop.set()
-            for t in ts:
-                t.join(30)
         assert stats.steps == 3 and stats.controller_errors == 0 and stats.controller_timeouts == 0
         assert all(e["error"] is None for e in stats.decisions)
         cl.close()
