@@ -55,6 +55,18 @@ def test_cpu_command_uses_kv_both_nixl_dummy_weights_and_eager(tmp_path):
     assert env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "5601" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
 
+def test_model_paths_are_absolute_because_instances_run_in_workdir(tmp_path, monkeypatch):
+    # Regression: `arrow-rl launch` with the default relative --workdir passed "live-cluster/tiny-llama"
+    # to instances running inside live-cluster/, and vLLM went looking for it on the model hub.
+    monkeypatch.chdir(tmp_path)
+    tiny = Launcher(LaunchConfig(), "live-cluster")._model()
+    assert Path(tiny).is_absolute() and (Path(tiny) / "config.json").exists()
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    local = Launcher(LaunchConfig(model="models/mine"), "live-cluster")._model()
+    assert local == str(tmp_path / "models" / "mine")
+    assert Launcher(LaunchConfig(engine="vllm", model="org/model"), "live-cluster")._model() == "org/model"
+
+
 def test_gpu_command_uses_cuda_buffers_and_real_weights(tmp_path):
     launcher = Launcher(LaunchConfig(engine="vllm", model="org/model", gpu_ids=["0", "1"]), tmp_path)
     cmd = launcher.command(0, "org/model")

@@ -126,14 +126,19 @@ class Launcher:
 
     def __init__(self, config: LaunchConfig, workdir: str | Path = ".") -> None:
         self.config = config
-        self.workdir = Path(workdir)
+        # Absolute: the instances run with this folder as their working directory, so a relative
+        # path derived from it (the generated model) would be looked up one level too deep, and
+        # vLLM would then take it for a model-hub name.
+        self.workdir = Path(workdir).resolve()
         self.instances: list[LaunchedInstance] = []
         self.model_path: str | None = None
 
     # ---- commands ---------------------------------------------------------------------------
     def _model(self) -> str:
         if self.config.model:
-            return self.config.model
+            local = Path(self.config.model).expanduser()
+            # A local model folder is relative to where the user ran the command, not to workdir.
+            return str(local.resolve()) if local.exists() else self.config.model
         return str(write_tiny_model(self.workdir / "tiny-llama"))
 
     def kv_transfer_config(self) -> dict:
