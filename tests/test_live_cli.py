@@ -112,6 +112,22 @@ def test_deploy_without_token_or_with_bad_controller_fails_clearly(served, monke
     assert r.exit_code == 2 and "bad token" in r.output
 
 
+def test_deploy_reports_a_router_that_times_out_during_setup(served, monkeypatch):
+    # Seen on a loaded 2-core box: the router took > 5 s to answer POST /routing and deploy died
+    # with a traceback. It must say which setup step failed and exit 2.
+    from arrow_rl.cluster.live.cluster import AdminClient
+
+    url, _, _ = served
+
+    def slow(self, policy):
+        raise httpx.ReadTimeout("timed out")
+    monkeypatch.setattr(AdminClient, "set_routing", slow)
+    r = CliRunner().invoke(app, ["deploy", "--controller", "arrow", "--router", url, "--token", TOKEN])
+    assert r.exit_code == 2, r.output
+    assert "could not set the routing policy (ReadTimeout: timed out)" in " ".join(r.output.split())
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
 def test_deploy_stops_cleanly_on_ctrl_c(served):
     url, _, _ = served
     env = {**os.environ, "ARROW_RL_TOKEN": TOKEN}

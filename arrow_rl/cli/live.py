@@ -240,14 +240,23 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
-    if set_routing:
-        rname = getattr(policy.router, "name", "arrow-noflip")
-        if rname in ("arrow", "arrow-noflip", "least-loaded"):
-            cluster.admin.set_routing(rname)
-    if policy.initial_prefill is not None and controller.startswith("static:"):
-        flips = flips_to_split(list(cluster.roles()), policy.initial_prefill)
-        if flips:
-            cluster.flip_many(flips, source=policy.name)
+    step = "set the routing policy"
+    try:  # a router that fails a setup call gets one clear line, not a traceback
+        if set_routing:
+            rname = getattr(policy.router, "name", "arrow-noflip")
+            if rname in ("arrow", "arrow-noflip", "least-loaded"):
+                cluster.admin.set_routing(rname)
+        if policy.initial_prefill is not None and controller.startswith("static:"):
+            step = f"apply the initial {policy.initial_prefill}P split"
+            flips = flips_to_split(list(cluster.roles()), policy.initial_prefill)
+            if flips:
+                cluster.flip_many(flips, source=policy.name)
+    except RouterAPIError as exc:
+        cluster.close()
+        _fail(f"{router}: could not {step}: {exc.reason}")
+    except Exception as exc:  # noqa: BLE001 - timeouts and connection errors
+        cluster.close()
+        _fail(f"{router}: could not {step} ({type(exc).__name__}: {exc}); the control loop did not start")
     console.print(f"deploying {policy.name} on {n} instances via {router}, every {dt:g} s (Ctrl-C stops)")
     fh = open(log_file, "a", encoding="utf-8", buffering=1) if log_file else None
 
