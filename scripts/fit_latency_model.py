@@ -38,12 +38,18 @@ MODELS = {
     "llama3-70b": dict(layers=80, hidden=8192, n_q_heads=64, n_kv_heads=8, head_dim=128, ffn=28672,
                        vocab=128256, params=70.554e9, max_model_len=8192),
 }
+# CodeLlama-34B and Mixtral-8x7B: the HF configs of the real H100 runs the engine model is fitted on.
+MODELS["codellama-34b"] = dict(layers=48, hidden=8192, n_q_heads=64, n_kv_heads=8, head_dim=128, ffn=22016,
+                               vocab=32000, params=33.744e9, max_model_len=16384)
+MODELS["mixtral-8x7b"] = dict(layers=32, hidden=4096, n_q_heads=32, n_kv_heads=8, head_dim=128, ffn=14336,
+                              vocab=32000, params=46.703e9, max_model_len=32768,
+                              moe=dict(experts=8, experts_per_token=2))
 MODELS["llama3.1-8b"] = dict(MODELS["llama3-8b"], max_model_len=131072)
 MODELS["llama3.1-70b"] = dict(MODELS["llama3-70b"], max_model_len=131072)
 
 # Device facts. memory = what nvidia-smi / torch report as total for the 80 GB parts.
 GPUS = {
-    "h100": dict(name="H100-80GB-SXM", memory_bytes=81559 * 2**20, hbm_Bps=3.35e12, flops=989e12,
+    "h100": dict(name="H100-80GB-SXM", memory_bytes=81559 * 2**20, hbm_Bps=3.35e12, flops=989.4e12,
                  nic_Bps=50e9),
     "a100": dict(name="A100-80GB-SXM", memory_bytes=81920 * 2**20, hbm_Bps=2.039e12, flops=312e12,
                  nic_Bps=25e9),
@@ -62,6 +68,10 @@ PRESETS = {
     # Llama-3-70B's layers are shape-identical to Llama-2-70B's (vocab differs: LM head only).
     "h100-llama3.1-70b-tp4": dict(gpu="h100", model="llama3.1-70b", tp=4,
                                   mlp=("h100", "Llama-2-70b-hf", 1.0)),
+    # Vidur profiles CodeLlama-34B on H100 (token ops, comparison only); Mixtral has no such table.
+    "h100-codellama-34b-tp2": dict(gpu="h100", model="codellama-34b", tp=2,
+                                   mlp=("h100", "codellama/CodeLlama-34b-Instruct-hf", 1.0)),
+    "h100-mixtral-8x7b-tp2": dict(gpu="h100", model="mixtral-8x7b", tp=2, mlp=None),
     "a100-llama3-8b-tp1": dict(gpu="a100", model="llama3-8b", tp=1,
                                mlp=("a100", "Meta-Llama-3-8B", 1.0)),
     "a100-llama3-70b-tp4": dict(gpu="a100", model="llama3-70b", tp=4,
@@ -107,7 +117,8 @@ def isotonic(y: np.ndarray) -> np.ndarray:
 
 
 def read_mlp(data: Path, dev: str, model_dir: str, tp: int) -> dict[int, float]:
-    path = data / "vidur_profiling" / "compute" / dev / "meta-llama" / model_dir / "mlp.csv"
+    org = "" if "/" in model_dir else "meta-llama"
+    path = data / "vidur_profiling" / "compute" / dev / org / model_dir / "mlp.csv"
     out: dict[int, float] = {}
     with path.open() as f:
         for row in csv.DictReader(f):
@@ -259,20 +270,27 @@ def build(data: Path, out: Path) -> None:
         m = MODELS[spec["model"]]
         tp = spec["tp"]
         rows: list[tuple] = []
-        dev, mdir, scale = spec["mlp"]
-        raw = read_mlp(data, dev, mdir, tp)
-        per_model = {n: v * m["layers"] for n, v in raw.items()}
-        kn, kv = compact_table(per_model, scale, KNOTS)
-        src = f"vidur:compute/{dev}/meta-llama/{mdir}/mlp.csv tp{tp}" + (f" x{scale:.4f}" if scale != 1 else "")
-        for n in sorted(per_model):
-            rows.append(("token_ops", n, 0, 0, round(per_model[n] * scale, 5), src))
+        token_ops = None
+        if spec["mlp"] is not None:  # a measured kernel table: kept for comparison (perf-report)
+            dev, mdir, scale = spec["mlp"]
+            raw = read_mlp(data, dev, mdir, tp)
+            per_model = {n: v * m["layers"] for n, v in raw.items()}
+            kn, kv = compact_table(per_model, scale, KNOTS)
+            org = "" if "/" in mdir else "meta-llama/"
+            src = f"vidur:compute/{dev}/{org}{mdir}/mlp.csv tp{tp}" + (f" x{scale:.4f}" if scale != 1 else "")
+            token_ops = dict(tokens=kn, ms=kv, source=src)
+            for n in sorted(per_model):
+                rows.append(("token_ops", n, 0, 0, round(per_model[n] * scale, 5), src))
         if name == "h100-llama3.1-8b-tp1":  # cross-check only (HF unfused kernels, not in the fit)
             lss = read_llmservingsim(data, "Llama-3.1-8B", 1)
             ops = [k for k in lss if k not in ("embedding", "attn", "final_layernorm", "lm_head")]
             for n in sorted(lss["q_proj"])[::8]:
                 rows.append(("xcheck_token_ops", n, 0, 0, round(sum(lss[o][n] for o in ops) * 32, 5),
                              "llmservingsim:Llama-3.1-8B/tp1 (HF kernels)"))
-        if spec["gpu"] == "h100":
+        if spec["gpu"] == "h100" and spec["model"] in ("codellama-34b", "mixtral-8x7b"):
+            attn = None  # no kernel rows of these shapes; the engine model needs none
+            lm_bw, lm_fl = lm["bw_Bps"], lm["flops"]
+        elif spec["gpu"] == "h100":
             attn = fit_attention_h100(data, rows, spec["model"], tp)
             lm_bw, lm_fl = lm["bw_Bps"], lm["flops"]
             if "3.1" in spec["model"]:
@@ -310,7 +328,9 @@ def build(data: Path, out: Path) -> None:
             kv_bytes_per_token=kv_bytes, weight_bytes=int(m["params"] * 2), max_model_len=m["max_model_len"],
             gpu_memory_bytes=gpu["memory_bytes"], activation_reserve_bytes_per_gpu=2 * 2**30,
             kv_transfer_bandwidth_Bps=kv_bw, kv_transfer_latency_s=KV_TRANSFER_LATENCY_S, kv_transfer_nics=tp,
-            token_ops=dict(tokens=kn, ms=kv, source=src),
+            gpu_specs=dict(hbm_Bps=gpu["hbm_Bps"], bf16_flops=gpu["flops"], source="vendor datasheet (dense bf16)"),
+            moe=m.get("moe"),
+            token_ops=token_ops,
             all_reduce=ar, nccl_launch_ms=NCCL_LAUNCH_MS if tp > 1 else 0.0,
             attention=attn,
             lm_head=dict(bw_Bps=lm_bw, flops=lm_fl, source="llmservingsim lm_head rows (H100); A100 scaled by peak ratios"),
@@ -322,8 +342,7 @@ def build(data: Path, out: Path) -> None:
             w = csv.writer(f)
             w.writerow(["component", "x1", "x2", "x3", "measured_ms", "source"])
             w.writerows(rows)
-        print(f"{name}: {len(rows)} rows, attn {attn['decode_bw_Bps']/1e12:.2f} TB/s "
-              f"{attn['prefill_flops']/1e12:.0f} TFLOP/s, lm {lm_bw/1e12:.2f} TB/s {lm_fl/1e12:.0f} TFLOP/s")
+        print(f"{name}: {len(rows)} rows")
 
 
 def splitwise_anchors(data: Path) -> list[dict]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arrow_rl.perf.calibrated import DENSE_TOKENS, chunked_prefill_time
+from arrow_rl.perf.engine import DENSE_TOKENS, chunked_prefill_time
 from arrow_rl.perf.presets import get_preset, list_presets
 
 MODELS = {name: get_preset(name).latency for name in list_presets()}

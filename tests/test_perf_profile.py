@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arrow_rl.perf.calibrated import chunked_prefill_time
+from arrow_rl.perf.engine import chunked_prefill_time
 from arrow_rl.perf.presets import get_preset, list_presets
 from arrow_rl.perf.profile import (PROFILE_DECODE_BATCHES, PROFILE_DECODE_CONTEXTS, PROFILE_PROMPT_LENGTHS,
                                    InstanceProfile, profile_instance)

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.workload",
     "arrow_rl.cli.evaluate",
     "arrow_rl.cli.live",
+    "arrow_rl.cli.fidelity",
 )
 
 for _name in COMMAND_MODULES:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from arrow_rl.perf.anchors import anchors_for
-from arrow_rl.perf.calibrated import CalibratedLatencyModel, chunked_prefill_time
+from arrow_rl.perf.engine import EngineLatencyModel, chunked_prefill_time
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.presets import get_preset
 from arrow_rl.perf.profile import InstanceProfile, profile_instance
@@ -74,7 +74,7 @@ def load_profile_rows(name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def model_component_ms(model: CalibratedLatencyModel, row: dict[str, Any]) -> float:
+def model_component_ms(model: EngineLatencyModel, row: dict[str, Any]) -> float:
     """The model's prediction for one profile row (same component, same shape)."""
     c, x1, x2, x3 = row["component"], row["x1"], row["x2"], row["x3"]
     if c in ("token_ops", "xcheck_token_ops"):
@@ -170,7 +170,7 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S) 
     """Compute the fit report of preset ``name`` from the shipped rows (no shared data needed)."""
     preset = get_preset(name)
     model = preset.latency
-    if not isinstance(model, CalibratedLatencyModel):
+    if not isinstance(model, EngineLatencyModel):
         raise TypeError(f"preset {name!r} has no calibrated model to report on")
     rows = load_profile_rows(name)
     by: dict[str, list[tuple[float, float]]] = {}

@@ -11,7 +11,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from arrow_rl.perf.calibrated import CalibratedLatencyModel
+from arrow_rl.perf.engine import EngineLatencyModel
 from arrow_rl.perf.preset import Preset
 
 PRESET_NAMES: tuple[str, ...] = (
@@ -19,6 +19,8 @@ PRESET_NAMES: tuple[str, ...] = (
     "h100-llama2-70b-tp4",
     "h100-llama3.1-8b-tp1",
     "h100-llama3.1-70b-tp4",
+    "h100-codellama-34b-tp2",
+    "h100-mixtral-8x7b-tp2",
     "a100-llama3-8b-tp1",
     "a100-llama3-70b-tp4",
 )
@@ -44,9 +46,9 @@ def load_preset_document(name: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def latency_model(name: str) -> CalibratedLatencyModel:
-    """The (shared, immutable) calibrated latency model of preset ``name``."""
-    return CalibratedLatencyModel(load_preset_document(name))
+def latency_model(name: str) -> EngineLatencyModel:
+    """The (shared, immutable) engine latency model of preset ``name``."""
+    return EngineLatencyModel(load_preset_document(name))
 
 
 def kv_capacity_tokens(doc: dict[str, Any], gpu_memory_utilization: float) -> int:

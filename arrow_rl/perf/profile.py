@@ -61,7 +61,7 @@ def fit_instance_profile(latency: "LatencyModel", max_len: int | None = None,
     ``max_batch_tokens`` (the instance's KV capacity) cannot occur and are skipped."""
     import numpy as np
 
-    from arrow_rl.perf.calibrated import chunked_prefill_time
+    from arrow_rl.perf.engine import chunked_prefill_time
 
     lens = [n for n in PROFILE_PROMPT_LENGTHS if max_len is None or n <= max_len]
     t = [chunked_prefill_time(latency, n, chunk_tokens) for n in lens]

@@ -139,6 +139,9 @@ class EmulatedCluster(Cluster):
         n = len(workload)
         self._N = n
         self._arr: list[float] = workload.arrival_s.tolist()
+        # The API server's per-request time before the engine sees a request (HTTP, tokenization):
+        # part of every client-visible TTFT and e2e latency (docs/latency_model.md).
+        self._frontend_s = float(getattr(self._lat, "frontend_s", 0.0))
         self._in: list[int] = workload.input_tokens.tolist()
         self._out: list[int] = workload.output_tokens.tolist()
         self._st = [NEW] * n
@@ -442,10 +445,11 @@ class EmulatedCluster(Cluster):
         N = self._N
         insts = self._insts
         audit = self.audit_every_event
+        fe = self._frontend_s
         while True:
             if audit:
                 self.audit()
-            ta = arr[self._next] if self._next < N else math.inf
+            ta = arr[self._next] + fe if self._next < N else math.inf
             th = heap[0][0] if heap else math.inf
             if ta <= th:
                 if ta >= t1:
@@ -485,7 +489,7 @@ class EmulatedCluster(Cluster):
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = _make_request(rid, t, n_in, self._out[rid])
+        req = _make_request(rid, self._arr[rid], n_in, self._out[rid])
         i = self._target(self.router.route_prefill(req, self), "route_prefill")
         I = self._insts[i]
         self._where[rid] = i

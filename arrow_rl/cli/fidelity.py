@@ -1,0 +1,110 @@
+"""``arrow-rl fidelity``: replay real vLLM runs through the emulator and report the error.
+
+    arrow-rl fidelity RUN_DIR [RUN_DIR ...] [--preset NAME] [--json OUT] [--plot PNG]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+# Output redirected to a file is not cut to 80 columns.
+console = Console() if Console().is_terminal else Console(width=200)
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _fmt(x: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x * scale:.{digits}f}"
+
+
+def _short(run_name: str) -> str:
+    """A run folder's name without inference-perf's leading timestamp."""
+    import re
+
+    return re.sub(r"^\d{8}-\d{6}-", "", run_name)
+
+
+def fidelity(
+    runs: list[Path] = typer.Argument(..., help="inference-perf run folders (exp-config.yaml, profile.yaml, results/)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="emulator preset; default: from the run's model and TP"),
+    seed: int = typer.Option(0, "--seed", help="seed for the sampled prompt lengths"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="replay only the first S seconds of each stage"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the comparison as JSON"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG: emulated vs real means"),
+) -> None:
+    """Replay real vLLM serving runs on the emulator; print per-stage errors and their medians."""
+    from arrow_rl.fidelity.report import compare_runs, plot_report
+    from arrow_rl.fidelity.runs import RunFormatError, load_run
+    from arrow_rl.perf.presets import list_presets
+
+    if preset is not None and preset not in list_presets():
+        _fail(f"--preset: unknown preset {preset!r}; valid presets: {', '.join(list_presets())}")
+    if duration is not None and not (duration > 0 and math.isfinite(duration)):
+        _fail(f"--duration must be a positive number of seconds, got {duration}")
+    loaded = []
+    for path in runs:
+        try:
+            loaded.append(load_run(path))
+        except RunFormatError as exc:
+            _fail(str(exc))
+    try:
+        with console.status("replaying") as status:
+            report = compare_runs(loaded, preset=preset, seed=seed, duration_s=duration,
+                                  progress=lambda what: status.update(f"replaying {what}"))
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+
+    table = Table(title="Emulator vs real vLLM (means; APE = absolute % error)")
+    for col in ("run", "stage", "req/s", "preset", "TTFT ms real/sim", "TPOT ms real/sim", "e2e s real/sim",
+                "APE TTFT", "APE TPOT", "APE e2e", "thr. req/s real/sim"):
+        table.add_column(col, justify="right" if col not in ("run", "preset") else "left")
+    for s in report.stages:
+        a = s.ape
+        row = [_short(s.run), str(s.stage), f"{s.rate:g}", s.preset,
+               f"{_fmt(s.real.ttft_mean, 1e3)}/{_fmt(s.sim.ttft_mean, 1e3)}",
+               f"{_fmt(s.real.tpot_mean, 1e3, 2)}/{_fmt(s.sim.tpot_mean, 1e3, 2)}",
+               f"{_fmt(s.real.e2e_mean, 1, 3)}/{_fmt(s.sim.e2e_mean, 1, 3)}"]
+        if s.saturated:
+            row += ["saturated", "", "", f"{s.real.throughput_rps:.2f}/{s.sim.throughput_rps:.2f} "
+                                         f"({_fmt(a['throughput'])}%)"]
+        else:
+            row += [f"{_fmt(a['ttft'])}%", f"{_fmt(a['tpot'])}%", f"{_fmt(a['e2e'])}%",
+                    f"{s.real.throughput_rps:.2f}/{s.sim.throughput_rps:.2f}"]
+        table.add_row(*row)
+    console.print(table)
+    med = report.median_ape()
+    n_ok = sum(not s.saturated for s in report.stages)
+    console.print(f"median APE over {n_ok} unsaturated stages: TTFT {_fmt(med['ttft'])}%, "
+                  f"TPOT {_fmt(med['tpot'])}%, e2e {_fmt(med['e2e'])}%")
+    sat = report.saturated_throughput_ape()
+    if sat:
+        console.print(f"saturated stages ({len(sat)}): throughput error " + ", ".join(f"{x:.1f}%" for x in sat))
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            _fail(f"--json: cannot write {json_out}: {exc.strerror or exc}")
+        console.print(f"comparison written to {json_out}")
+    if plot is not None:
+        try:
+            plot_report(report, plot)
+        except OSError as exc:
+            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+        console.print(f"plot written to {plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fidelity")(fidelity)
