@@ -80,12 +80,12 @@ if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
 
 # request states
 NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
-# No token, hand-off or completion anywhere for this long while requests are resident means the
-# cluster is wedged (e.g. two instances each holding KV for a transfer to the other while a prompt
-# thrashes by self-preemption); the resident requests are then rejected as "stuck".
+# No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
+# unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
+# resident requests are then rejected as "stuck". A safety net: no known scenario reaches it.
 STUCK_AFTER_S = 300.0
 # event kinds (the heap orders equal times by kind, then by push order)
-EV_XFER, EV_STEP, EV_WAKE = 0, 1, 2
+EV_XFER, EV_STEP, EV_WAKE, EV_LEASE = 0, 1, 2, 3
 
 
 class EmulatedCluster(Cluster):
@@ -167,6 +167,9 @@ class EmulatedCluster(Cluster):
         self.flips: list[tuple[float, int, Role]] = []
         self.num_preemptions = 0
         self.num_transfers = 0
+        self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
+        self._lease_s = config.kv_lease_timeout_s
+        self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
         # window accumulators (per-instance ones live on InstanceState)
         self._w_start = 0.0
         self._w_arrivals = 0
@@ -463,10 +466,12 @@ class EmulatedCluster(Cluster):
                 I = insts[a]
                 if b == I.p_ver and I.plan != IDLE:
                     self._commit(I, t)
-                    if t - self._progress_s > STUCK_AFTER_S:
+                    if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
             elif kind == EV_XFER:
                 self._land(a, t)
+            elif kind == EV_LEASE:
+                self._expire_lease(a, t)
             else:  # EV_WAKE: a flip delay ended
                 self._kick(insts[a], t)
         if not heap and self._next >= N and self._ended < N:
@@ -649,10 +654,13 @@ class EmulatedCluster(Cluster):
                 chunks.append((rid, c))
                 budget -= c
             need = cap - free
-        # start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4)
+        # start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
+        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
+        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
+        # running batch, so a pull in flight takes no max_num_seqs slot (vllm/v1/core/sched/scheduler.py)
         if I.tq and admit_ok:
             free = cap - need
-            while I.tq and len(I.running) + I.inflight + len(I.landed) < S:
+            while I.tq and len(I.running) < S:
                 rid = I.tq[0]
                 add = -(-n_in[rid] // bs)
                 if add > free:
@@ -897,6 +905,9 @@ class EmulatedCluster(Cluster):
                 if D.n_dec == 0 and D.dl_n == 0:
                     D.dec_wait_since = T
                 D.tq.append(rid)
+                # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
+                # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
+                self._push(T + self._lease_s, EV_LEASE, rid, 0)
                 D.dl_n += 1
                 D.dl_tok += self._in[rid] + self._gen[rid]
                 D.vc = None
@@ -935,6 +946,31 @@ class EmulatedCluster(Cluster):
         self._st[rid] = LANDED
         self._comp[rid] = self._in[rid]
         D.landed.append(rid)
+        if src.waiting or src.tq:
+            self._kick(src, T)
+        self._kick(D, T)
+
+    def _expire_lease(self, rid: int, T: float) -> None:
+        """The prefill side's KV lease timed out before the decode instance started pulling it: the
+        source frees its blocks and the decode instance recomputes the prompt itself, as vLLM v1 does
+        for a failed remote KV load (``kv_load_failure_policy`` "recompute": the request goes back to
+        WAITING with no computed tokens). Its first client token comes from that recompute."""
+        if self._st[rid] != TQ:   # pulled in time (or rejected as stuck)
+            return
+        self.num_lease_expiries += 1
+        self._progress_s = T
+        src = self._insts[self._pinst[rid]]
+        src.other_blocks -= self._xblk[rid]
+        src.vc = None
+        self._xblk[rid] = 0
+        D = self._insts[self._where[rid]]
+        D.tq.remove(rid)
+        D.dl_tok -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        self._gen[rid] = 0
+        self._comp[rid] = 0
+        self._st[rid] = WAIT
+        D.waiting.append(rid)
+        D.vc = None
         if src.waiting or src.tq:
             self._kick(src, T)
         self._kick(D, T)
