@@ -36,6 +36,7 @@ from arrow_rl.cluster.base import (
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.instance import IDLE, RUN, SINGLE, InstanceState
+from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request, Workload
@@ -85,7 +86,7 @@ NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
 # resident requests are then rejected as "stuck". A safety net: no known scenario reaches it.
 STUCK_AFTER_S = 300.0
 # event kinds (the heap orders equal times by kind, then by push order)
-EV_XFER, EV_STEP, EV_WAKE, EV_LEASE = 0, 1, 2, 3
+EV_XFER, EV_STEP, EV_WAKE, EV_LEASE, EV_NIC = 0, 1, 2, 3, 4
 
 
 class EmulatedCluster(Cluster):
@@ -170,6 +171,9 @@ class EmulatedCluster(Cluster):
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
         self._lease_s = config.kv_lease_timeout_s
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
+        self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
+        self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
+                                self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
         # window accumulators (per-instance ones live on InstanceState)
         self._w_start = 0.0
         self._w_arrivals = 0
@@ -315,9 +319,11 @@ class EmulatedCluster(Cluster):
         d = dict(self.__dict__)
         for name in ("_st", "_leg", "_comp", "_gen", "_o", "_fit", "_blk", "_xblk", "_where", "_pinst",
                      "_dinst", "_ft", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
-                     "_w_fin"):
+                     "_w_fin", "_xver"):
             d[name] = list(d[name])
         d["_reason"] = dict(self._reason)
+        if self._nics is not None:
+            d["_nics"] = self._nics.copy()
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
         d["router"] = copy.deepcopy(self.router)
@@ -469,7 +475,11 @@ class EmulatedCluster(Cluster):
                     if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
             elif kind == EV_XFER:
-                self._land(a, t)
+                if b == self._xver[a]:
+                    self._land(a, t)
+            elif kind == EV_NIC:
+                if b == self._xver[a]:
+                    self._reschedule_transfers(self._nics.finish_bytes(a, t))
             elif kind == EV_LEASE:
                 self._expire_lease(a, t)
             else:  # EV_WAKE: a flip delay ended
@@ -530,6 +540,8 @@ class EmulatedCluster(Cluster):
             I.plan = IDLE
             I.p_ver += 1
             I.vc = None
+        if self._nics is not None:
+            self._nics.clear()
         self._progress_s = self._now
 
     def _kick(self, I: InstanceState, t: float) -> None:
@@ -672,7 +684,7 @@ class EmulatedCluster(Cluster):
                 I.inflight += 1
                 st[rid] = XFER
                 self.num_transfers += 1
-                self._push(t + self.preset.kv_transfer_time(n_in[rid]), EV_XFER, rid, 0)
+                self._start_transfer(rid, I.id, t)
         if not admit_ok and (I.waiting or I.tq) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
             self._push(I.blocked_until, EV_WAKE, I.id, 0)
@@ -931,10 +943,32 @@ class EmulatedCluster(Cluster):
         self._w_fin.append(rid)
         self._records.append(self._record(rid))
 
+    def _start_transfer(self, rid: int, dst: int, t: float) -> None:
+        """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
+        land = t + self.preset.kv_transfer_time(self._in[rid])
+        if self._nics is None:
+            self._push(land, EV_XFER, rid, self._xver[rid])
+            return
+        nbytes = self._in[rid] * self.preset.kv_bytes_per_token
+        self._reschedule_transfers(self._nics.start(rid, self._pinst[rid], dst, nbytes, t, land))
+
+    def _reschedule_transfers(self, changed: list[tuple[int, float, float]]) -> None:
+        """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
+        whose rate changed; their older events become stale by version."""
+        nics = self._nics
+        for rid, byte_end, land in changed:
+            v = self._xver[rid] + 1
+            self._xver[rid] = v
+            self._push(land, EV_XFER, rid, v)
+            if nics.shared(rid):
+                self._push(byte_end, EV_NIC, rid, v)
+
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
         if self._st[rid] != XFER:   # rejected as stuck while in flight
             return
+        if self._nics is not None:
+            self._nics.discard(rid)
         self._progress_s = T
         src = self._insts[self._pinst[rid]]
         src.other_blocks -= self._xblk[rid]
@@ -1018,6 +1052,10 @@ class EmulatedCluster(Cluster):
                 dl[w][1] += total
                 if s in (TQ, XFER):
                     blocks[self._pinst[rid]] += self._xblk[rid]
+        if self._nics is not None:
+            self._nics.check()
+            for rid in self._nics.active:
+                assert self._st[rid] == XFER, f"request {rid}: sending KV but not in transfer"
         for I in self._insts:
             i = I.id
             assert I.dec_blocks(I.dec_it) == dec_blocks[i], f"instance {i}: decode-set blocks drift"

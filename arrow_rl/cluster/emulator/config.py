@@ -45,6 +45,10 @@ class EmulatorConfig(BaseModel):
         description="a prefill instance frees the KV of a finished prompt whose decode instance has "
                     "not started pulling it after this long; the decode instance then recomputes the "
                     "prompt (vLLM VLLM_NIXL_ABORT_REQUEST_TIMEOUT, default 480 s)")
+    kv_link_sharing: bool = Field(
+        default=True,
+        description="concurrent KV transfers share each instance's NIC bandwidth (max-min fair, "
+                    "per direction); false: every transfer gets the full bandwidth alone")
     exact_stepping: bool = Field(
         default=False,
         description="reference mode: simulate every decode iteration one by one instead of summing "
