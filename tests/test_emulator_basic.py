@@ -85,18 +85,28 @@ def test_same_workload_config_router_and_seed_give_identical_records():
     assert a == b
 
 
-def test_first_token_is_emitted_on_the_prefill_instance_and_transfer_is_charged_to_tpot():
-    # Arrow §4.2-4.3: TTFT ends on the prefill instance; KV transfer + decode queueing land in TPOT
+def test_client_ttft_ends_with_the_decode_instances_first_step_after_the_transfer():
+    # the prefill instance computes the prompt (prefill_done_s, Arrow §4.2's TTFT); the client's
+    # first token comes from the decode instance, whose first step recomputes the last prompt
+    # token (vLLM v1 _update_waiting_for_remote_kv): it then emits all 5 output tokens itself
     p = get_preset(PRESET)
     lat = p.latency
     c, (r,) = run(wl([(0.0, 3000, 5)]), cfg(), router=FixedRouter(0, 1))
     prefill = sum(lat.iteration_time(ch, ch * (k + ch / 2), 0, 0) for ch, k in [(2048, 0), (952, 2048)])
-    assert r.ttft_s == pytest.approx(prefill, rel=1e-12)
+    assert r.ttft_prefill_s == pytest.approx(prefill, rel=1e-12)
     alpha, beta = lat.decode_time_coefficients(1)
-    decode = sum(alpha + beta * (3001 + j) for j in range(4))
-    assert r.finish_s - r.first_token_s == pytest.approx(p.kv_transfer_time(3000) + decode, rel=1e-12)
+    steps = [alpha + beta * (3000 + j) for j in range(5)]   # context: 3000, 3001, ... tokens
+    assert r.first_token_s - r.prefill_done_s == pytest.approx(p.kv_transfer_time(3000) + steps[0], rel=1e-12)
+    assert r.finish_s - r.first_token_s == pytest.approx(sum(steps[1:]), rel=1e-12)
+    assert r.tpot_s == pytest.approx(sum(steps[1:]) / 4, rel=1e-12)
     assert (r.prefill_instance, r.decode_instance) == (0, 1)
     assert c.num_transfers == 1
+
+
+def test_decoding_in_place_or_colocated_the_prefills_token_is_the_clients_first():
+    for mode, router in (("disaggregated", FixedRouter(0, None)), ("colocated", None)):
+        _, (r,) = run(wl([(0.0, 3000, 5)]), cfg(mode=mode), router=router)
+        assert r.first_token_s == r.prefill_done_s
 
 
 def test_kv_transfer_happens_only_when_the_decode_instance_differs():

@@ -93,6 +93,9 @@ class RequestRecord:
     rejected: bool = False
     reject_reason: str = ""
     preemptions: int = 0
+    # when the prefill instance finished the prompt (and emitted its own token); in disaggregated
+    # serving the client's first token (``first_token_s``) comes later, from the decode instance
+    prefill_done_s: float = math.nan
 
     @property
     def finished(self) -> bool:
@@ -101,6 +104,12 @@ class RequestRecord:
     @property
     def ttft_s(self) -> float:
         return self.first_token_s - self.arrival_s
+
+    @property
+    def ttft_prefill_s(self) -> float:
+        """Arrival to the prompt computed on the prefill instance (Arrow §4.2's TTFT); the
+        client-visible ``ttft_s`` adds the KV transfer and the decode instance's first step."""
+        return self.prefill_done_s - self.arrival_s
 
     @property
     def tpot_s(self) -> float:

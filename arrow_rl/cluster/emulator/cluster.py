@@ -9,11 +9,12 @@ preempted by recompute. The cluster moves from event to event: an arrival, the e
 delay ending, the end of an ``advance`` window. See docs/emulator.md for the full semantics.
 
 Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
-  arrival → router.route_prefill → queued on the prefill instance → chunked prefill → first token
-  (TTFT ends here, on the prefill instance, §4.2) → router.route_decode → if another instance: FCFS
-  transfer queue there until it has KV room, then the KV transfer (preset.kv_transfer_time), the KV
-  is freed on the source once it has landed → decode iterations → finish. Transfer and decode
-  queueing are charged to TPOT (§4.3). Colocated mode skips the decode routing: requests stay put.
+  arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
+  ``prefill_done_s``) → router.route_decode → if another instance: FCFS transfer queue there until
+  it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has
+  landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
+  streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
+  prefill's own token is the client's first token. Colocated mode skips the decode routing.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ class EmulatedCluster(Cluster):
         self._where = [-1] * n       # instance the request lives on now
         self._pinst = [-1] * n
         self._dinst = [-1] * n
-        self._ft = [math.nan] * n
+        self._ft = [math.nan] * n    # the client's first token
+        self._pd = [math.nan] * n    # prompt computed on the prefill instance (its own token)
         self._fin = [math.nan] * n
         self._pre = [0] * n
         self._reason: dict[int, str] = {}
@@ -318,7 +320,7 @@ class EmulatedCluster(Cluster):
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
         for name in ("_st", "_leg", "_comp", "_gen", "_o", "_fit", "_blk", "_xblk", "_where", "_pinst",
-                     "_dinst", "_ft", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
+                     "_dinst", "_ft", "_pd", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
                      "_w_fin", "_xver"):
             d[name] = list(d[name])
         d["_reason"] = dict(self._reason)
@@ -435,6 +437,7 @@ class EmulatedCluster(Cluster):
             request_id=rid, arrival_s=self._arr[rid], input_tokens=self._in[rid],
             output_tokens=self._out[rid], prefill_instance=self._pinst[rid],
             decode_instance=self._dinst[rid], first_token_s=self._ft[rid], finish_s=self._fin[rid],
+            prefill_done_s=self._pd[rid],
             rejected=self._st[rid] == REJ, reject_reason=self._reason.get(rid, ""),
             preemptions=self._pre[rid])
 
@@ -533,6 +536,7 @@ class EmulatedCluster(Cluster):
             I.waiting.clear()
             I.tq.clear()
             I.landed.clear()
+            I.newdec = []
             I.inflight = I.n_dec = I.dec_O = I.dec_A = I.other_blocks = 0
             I.dec_cnt = [0] * bs
             I.db_it = -1
@@ -621,7 +625,13 @@ class EmulatedCluster(Cluster):
             I.dl_n -= 1
             I.dl_tok -= n_in[rid] + gen[rid]
             I.running.append(rid)
+            # the pulled KV covers the prompt but its last token, which the first decode step
+            # recomputes to emit the first output token: the decode instance produces every output
+            # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
+            gen[rid] = 0
+            comp[rid] = n_in[rid] - 1
             self._dec_join(I, rid, comp[rid])
+            I.newdec.append(rid)
         it = I.dec_it
         chunks: list[tuple[int, int]] = []
         budget = self._M - I.n_dec
@@ -822,6 +832,8 @@ class EmulatedCluster(Cluster):
         I.vc = None
         I.w_busy += T - max(I.p_start, w0)
         n = I.p_n
+        if I.newdec and n and (I.plan != RUN or I.p_kacc == 0):
+            self._emit_new_decodes(I, I.p_start + self._run_time(I, 1) if I.plan == RUN else T)
         if I.plan == RUN:
             K = I.p_K
             k0 = I.p_kacc
@@ -874,14 +886,15 @@ class EmulatedCluster(Cluster):
                 self._progress_s = T
                 if leg[rid] == 0:
                     I.pf_n -= 1
-                    self._ft[rid] = T
-                    self._w_ft.append((iid, T - self._arr[rid]))
-                    I.w_ft_n += 1
-                    I.w_ft_sum += T - self._arr[rid]
+                    self._pd[rid] = T
+                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self._out[rid]:
+                        self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
                     I.dl_n -= 1
                     I.dl_tok -= total
                     I.w_dtok += 1
+                    if self._ft[rid] != self._ft[rid]:   # NaN: a lost transfer, recomputed here
+                        self._client_first(rid, T)
                 gen[rid] += 1
                 if gen[rid] >= self._out[rid]:
                     I.other_blocks -= self._blk[rid]
@@ -900,13 +913,14 @@ class EmulatedCluster(Cluster):
                     self._to_decode_here(I, rid, T)
             if pref_done:
                 I.pref = [r for r in I.pref if st[r] == PREF]
-        # Arrow §4.2-4.3: the first token is out on the prefill instance; now place the decode leg
+        # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
             I.vc = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
                 _make_request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
             self._dinst[rid] = d
-            if d == iid:   # decode in place: no KV transfer (Arrow §5.2)
+            if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
+                self._client_first(rid, T)
                 self._to_decode_here(I, rid, T)
             else:
                 I.running.remove(rid)
@@ -934,6 +948,23 @@ class EmulatedCluster(Cluster):
         I.other_blocks -= self._blk[rid]
         self._blk[rid] = 0
         self._dec_join(I, rid, self._comp[rid])
+
+    def _client_first(self, rid: int, T: float) -> None:
+        """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
+        the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
+        self._ft[rid] = T
+        self._w_ft.append((self._pinst[rid], T - self._arr[rid]))
+
+    def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
+        """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
+        recomputes the last prompt token and emits the client's first token itself (the loaded KV
+        covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
+        vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
+        st, where, ft, iid = self._st, self._where, self._ft, I.id
+        for rid in I.newdec:
+            if st[rid] == DEC and where[rid] == iid and ft[rid] != ft[rid]:
+                self._client_first(rid, T)
+        I.newdec = []
 
     def _finish(self, rid: int, T: float) -> None:
         self._progress_s = T
@@ -1032,7 +1063,8 @@ class EmulatedCluster(Cluster):
                 c = self._o[rid] + I.dec_it
                 dec_blocks[w] += -(-c // bs)
                 running[w].add(rid)
-                assert self._in[rid] <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
+                # in − 1: a pulled KV before the decode instance's first step recomputes the last token
+                assert self._in[rid] - 1 <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
                 continue
             if s in (WAIT, PREF):
                 blocks[w] += self._blk[rid]

@@ -3,7 +3,8 @@
 Choices where ARROW.md leaves room (documented in docs/emulator.md):
 - Pools are the instances holding each role at the window's end; in colocated mode both pools are
   the whole cluster (roles are ignored there).
-- TTFT statistics count first tokens emitted in the window, by the instance that emitted them;
+- TTFT statistics count the client's first tokens seen in the window (disaggregated: from the
+  decode instance's first step after the KV transfer), by the instance that computed the prompt;
   TPOT statistics count requests that finished in the window, by the instance they finished on.
 - ITL of an instance = total time of its iterations that carried decode tokens / their number
   (mixed prefill+decode iterations included: that is exactly the prefill stall a decode sees).
@@ -62,6 +63,8 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
                 I.w_dtime += c._run_time(I, k) - c._run_time(I, I.p_kacc)
                 I.w_dtok += I.p_n * (k - I.p_kacc)
                 I.dec_wait_since = I.p_start + c._run_time(I, k)
+                if I.newdec and I.p_kacc == 0:   # their first client token is out
+                    c._emit_new_decodes(I, I.p_start + c._run_time(I, 1))
                 I.p_kacc = k
             I.w_busy += t1 - max(I.p_start, t0)
         elif I.plan == SINGLE and I.p_start < t1:
