@@ -37,6 +37,7 @@ from arrow_rl.cluster.base import (
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.instance import IDLE, RUN, SINGLE, InstanceState
+from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
@@ -176,6 +177,18 @@ class EmulatedCluster(Cluster):
         self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
         self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
                                 self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
+        # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
+        self._pfx = config.enable_prefix_caching and workload.has_prefixes
+        self._keys: dict[int, list[int]] = {}    # request → its cacheable block keys (lazy)
+        self._held: dict[int, list[int]] = {}    # request → cached blocks it holds on _hinst
+        self._hinst: dict[int, int] = {}
+        self._reg: dict[int, int] = {}           # request → blocks of its keys registered so far
+        self.prefix_query_tokens = 0             # prompt tokens looked up in a prefix cache
+        self.prefix_hit_tokens = 0               # ... and found there (not computed)
+        self._cached: dict[int, int] = {}        # request → tokens hit at its first admission
+        if self._pfx:
+            for I in self._insts:
+                I.pcache = PrefixCache()
         # window accumulators (per-instance ones live on InstanceState)
         self._w_start = 0.0
         self._w_arrivals = 0
@@ -263,6 +276,12 @@ class EmulatedCluster(Cluster):
         return out
 
     @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Prompt tokens found in a prefix cache / prompt tokens looked up, over the run so far."""
+        q = self.prefix_query_tokens
+        return self.prefix_hit_tokens / q if q else 0.0
+
+    @property
     def num_ended(self) -> int:
         return self._ended
 
@@ -324,6 +343,11 @@ class EmulatedCluster(Cluster):
                      "_w_fin", "_xver"):
             d[name] = list(d[name])
         d["_reason"] = dict(self._reason)
+        if self._pfx:
+            d["_cached"] = dict(self._cached)
+            d["_held"] = {k: list(v) for k, v in self._held.items()}
+            d["_hinst"] = dict(self._hinst)
+            d["_reg"] = dict(self._reg)
         if self._nics is not None:
             d["_nics"] = self._nics.copy()
         d["_insts"] = [I.copy() for I in self._insts]
@@ -437,7 +461,7 @@ class EmulatedCluster(Cluster):
             request_id=rid, arrival_s=self._arr[rid], input_tokens=self._in[rid],
             output_tokens=self._out[rid], prefill_instance=self._pinst[rid],
             decode_instance=self._dinst[rid], first_token_s=self._ft[rid], finish_s=self._fin[rid],
-            prefill_done_s=self._pd[rid],
+            prefill_done_s=self._pd[rid], cached_tokens=self._cached.get(rid, 0),
             rejected=self._st[rid] == REJ, reject_reason=self._reason.get(rid, ""),
             preemptions=self._pre[rid])
 
@@ -546,6 +570,12 @@ class EmulatedCluster(Cluster):
             I.vc = None
         if self._nics is not None:
             self._nics.clear()
+        if self._pfx:
+            for I in self._insts:
+                I.pcache.clear()
+            self._held.clear()
+            self._hinst.clear()
+            self._reg.clear()
         self._progress_s = self._now
 
     def _kick(self, I: InstanceState, t: float) -> None:
@@ -660,16 +690,24 @@ class EmulatedCluster(Cluster):
         if I.waiting and not preempted and admit_ok:
             free = cap - need
             running = I.running
+            pfx = self._pfx
             while budget > 0 and I.waiting and len(running) < S:
                 rid = I.waiting[0]
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                if add > free:
-                    break
-                I.waiting.popleft()
-                free -= add
-                blk[rid] += add
-                I.other_blocks += add
+                if pfx and comp[rid] == 0:
+                    if not self._admit_with_prefix(I, rid, budget, free, cap - free):
+                        break
+                    rid = I.waiting.popleft()
+                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+                    free = cap - I.other_blocks - I.dec_blocks(it + 1)
+                else:
+                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+                    add = -(-(comp[rid] + c) // bs) - blk[rid]
+                    if add > free:
+                        break
+                    I.waiting.popleft()
+                    free -= add
+                    blk[rid] += add
+                    I.other_blocks += add
                 running.append(rid)
                 I.pref.append(rid)
                 st[rid] = PREF
@@ -784,8 +822,8 @@ class EmulatedCluster(Cluster):
                 preempted = True
                 if victim in sched:
                     budget += sched.pop(victim)
-                free += blk[victim]
                 self._preempt(I, victim, victim in is_dec)
+                free = I.cap_blocks - I.other_blocks   # shared prefix blocks stay in use
                 if victim == rid:
                     ok = False
                     break
@@ -809,8 +847,11 @@ class EmulatedCluster(Cluster):
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
         self._pre[rid] += 1
         self.num_preemptions += 1
-        I.other_blocks -= self._blk[rid]
+        nb = self._blk[rid]
+        I.other_blocks -= nb
         self._blk[rid] = 0
+        if self._pfx:
+            self._release_kv(I, rid, nb, self._now)
         old_rem = self._in[rid] + self._gen[rid] - self._comp[rid]
         self._comp[rid] = 0
         total = self._in[rid] + self._gen[rid]
@@ -863,8 +904,10 @@ class EmulatedCluster(Cluster):
         while heap and heap[0][0] <= I.dec_it:
             f, rid = heapq.heappop(heap)
             if st[rid] == DEC and fit[rid] == f and where[rid] == iid:
-                self._dec_leave(I, rid)
+                kv = self._dec_leave(I, rid)
                 I.running.remove(rid)
+                if self._pfx:
+                    self._finish_kv(I, rid, kv, T)
                 self._finish(rid, T)
         # prompt chunks
         first: list[int] = []
@@ -876,6 +919,8 @@ class EmulatedCluster(Cluster):
                 old_rem = total - comp[rid]
                 comp[rid] += c
                 rem = old_rem - c
+                if self._pfx and rid in self._hinst:
+                    self._register(I, rid, comp[rid] // I.bs, T)
                 if leg[rid] == 0:
                     I.pf_tok -= c
                     I.pf_sq += rem * rem - old_rem * old_rem
@@ -897,8 +942,11 @@ class EmulatedCluster(Cluster):
                         self._client_first(rid, T)
                 gen[rid] += 1
                 if gen[rid] >= self._out[rid]:
-                    I.other_blocks -= self._blk[rid]
+                    nb = self._blk[rid]
+                    I.other_blocks -= nb
                     self._blk[rid] = 0
+                    if self._pfx:
+                        self._finish_kv(I, rid, comp[rid], T, nb)
                     I.running.remove(rid)
                     st[rid] = DONE
                     leg[rid] = 1
@@ -1002,9 +1050,12 @@ class EmulatedCluster(Cluster):
             self._nics.discard(rid)
         self._progress_s = T
         src = self._insts[self._pinst[rid]]
-        src.other_blocks -= self._xblk[rid]
+        nb = self._xblk[rid]
+        src.other_blocks -= nb
         src.vc = None
         self._xblk[rid] = 0
+        if self._pfx:
+            self._release_kv(src, rid, nb, T)
         D = self._insts[self._where[rid]]
         D.inflight -= 1
         D.vc = None
@@ -1025,9 +1076,12 @@ class EmulatedCluster(Cluster):
         self.num_lease_expiries += 1
         self._progress_s = T
         src = self._insts[self._pinst[rid]]
-        src.other_blocks -= self._xblk[rid]
+        nb = self._xblk[rid]
+        src.other_blocks -= nb
         src.vc = None
         self._xblk[rid] = 0
+        if self._pfx:
+            self._release_kv(src, rid, nb, T)
         D = self._insts[self._where[rid]]
         D.tq.remove(rid)
         D.dl_tok -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
@@ -1039,6 +1093,91 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.tq:
             self._kick(src, T)
         self._kick(D, T)
+
+    # ------------------------------------------------------------------ internals: prefix caching
+    def _block_keys(self, rid: int) -> list[int]:
+        """The request's cacheable KV blocks (of ``block_size`` tokens), as keys: block k (tokens up
+        to e = bs·(k+1)) is identified by the chained workload id of the workload block j holding
+        token e − 1 and by e's offset in it, so two requests share it only when their first e
+        tokens are the same. Blocks past the request's ids or its input + output have no key."""
+        keys = self._keys.get(rid)
+        if keys is None:
+            ids = self.workload.prefix_ids(rid).tolist()
+            B = self.workload.prefix_block_tokens
+            bs = self._bs
+            limit = min(len(ids) * B, self._in[rid] + self._out[rid])
+            keys = []
+            for k in range(limit // bs):
+                e = bs * (k + 1)
+                j = (e - 1) // B
+                keys.append(ids[j] * (B + 1) + (e - j * B))
+            self._keys[rid] = keys
+        return keys
+
+    def _used_now(self, I: InstanceState, t: float) -> int:
+        """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
+        k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
+        return I.other_blocks + I.dec_blocks(I.dec_it + k)
+
+    def _admit_with_prefix(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
+        """Admit the waiting request at the head of ``I.waiting`` (no token computed yet) if its first
+        chunk fits, after looking up its prefix in ``I``'s cache (vLLM ``get_computed_blocks``: at
+        most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
+        but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
+        bs = I.bs
+        total = self._in[rid] + self._gen[rid]
+        keys = self._block_keys(rid)
+        h, touched = I.pcache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
+        hit = h * bs
+        c = min(total - hit, budget)
+        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
+        if add + touched > free:
+            return False
+        pc = I.pcache
+        shared = pc.acquire(keys[:h]) if h else 0
+        self._blk[rid] = h + add
+        I.other_blocks += h + add - shared
+        self._comp[rid] = hit
+        if keys:
+            self._held[rid] = keys[:h]
+            self._hinst[rid] = I.id
+            self._reg[rid] = h
+        if hit and self._leg[rid] == 0:
+            I.pf_tok -= hit
+            I.pf_sq += (total - hit) ** 2 - total * total
+        if rid not in self._cached:
+            self._cached[rid] = hit
+        I.w_qtok += total
+        I.w_htok += hit
+        self.prefix_query_tokens += total
+        self.prefix_hit_tokens += hit
+        return True
+
+    def _register(self, I: InstanceState, rid: int, upto: int, t: float) -> None:
+        """The request's first ``upto`` blocks are computed on ``I``: cache its keyed ones."""
+        done = self._reg[rid]
+        keys = self._block_keys(rid)
+        upto = min(upto, len(keys))
+        if upto <= done:
+            return
+        self._held[rid].extend(I.pcache.register(keys[done:upto], self._used_now(I, t)))
+        self._reg[rid] = upto
+
+    def _release_kv(self, I: InstanceState, rid: int, nblocks: int, t: float) -> None:
+        """The request's ``nblocks`` blocks left ``I`` (already taken off its KV count): cached
+        blocks others still hold stay in use, the rest join the free queue (still cached)."""
+        held = self._held.pop(rid, None) if self._hinst.get(rid) == I.id else None
+        if held is not None:
+            del self._hinst[rid]
+            del self._reg[rid]
+        I.other_blocks += I.pcache.release(held or [], nblocks, self._used_now(I, t), I.cap_blocks)
+
+    def _finish_kv(self, I: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
+        """A request finished on ``I`` with ``kv_tokens`` of KV (already off the KV count): cache
+        its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
+        if self._hinst.get(rid) == I.id:
+            self._register(I, rid, kv_tokens // I.bs, t)
+        self._release_kv(I, rid, -(-kv_tokens // I.bs) if nblocks is None else nblocks, t)
 
     # ------------------------------------------------------------------ audit (tests, debugging)
     def audit(self) -> None:
@@ -1084,6 +1223,20 @@ class EmulatedCluster(Cluster):
                 dl[w][1] += total
                 if s in (TQ, XFER):
                     blocks[self._pinst[rid]] += self._xblk[rid]
+        dup = [0] * n_inst
+        if self._pfx:
+            refs: list[dict[int, int]] = [{} for _ in range(n_inst)]
+            for rid, keys in self._held.items():
+                assert self._st[rid] not in (NEW, DONE, REJ), f"request {rid}: ended but holds cached blocks"
+                r = refs[self._hinst[rid]]
+                for k in keys:
+                    r[k] = r.get(k, 0) + 1
+            for I in self._insts:
+                i = I.id
+                held = {k: e[0] for k, e in I.pcache.entries.items() if e[0]}
+                assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
+                dup[i] = sum(v - 1 for v in held.values())
+                assert I.pcache.dup == dup[i], f"instance {i}: shared-block count {I.pcache.dup} != {dup[i]}"
         if self._nics is not None:
             self._nics.check()
             for rid in self._nics.active:
@@ -1091,7 +1244,8 @@ class EmulatedCluster(Cluster):
         for I in self._insts:
             i = I.id
             assert I.dec_blocks(I.dec_it) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-            assert I.other_blocks == blocks[i], f"instance {i}: other blocks {I.other_blocks} != {blocks[i]}"
+            assert I.other_blocks == blocks[i] - dup[i], \
+                f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
             assert [I.pf_n, I.pf_tok, I.pf_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
             assert [I.dl_n, I.dl_tok] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
             assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"

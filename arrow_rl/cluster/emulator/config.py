@@ -45,6 +45,10 @@ class EmulatorConfig(BaseModel):
         description="a prefill instance frees the KV of a finished prompt whose decode instance has "
                     "not started pulling it after this long; the decode instance then recomputes the "
                     "prompt (vLLM VLLM_NIXL_ABORT_REQUEST_TIMEOUT, default 480 s)")
+    enable_prefix_caching: bool = Field(
+        default=True,
+        description="vLLM automatic prefix caching (on by default in vLLM v1): prompt blocks cached on "
+                    "an instance are not computed again; acts only on workloads that carry prefixes")
     kv_link_sharing: bool = Field(
         default=True,
         description="concurrent KV transfers share each instance's NIC bandwidth (max-min fair, "

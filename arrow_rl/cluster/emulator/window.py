@@ -112,7 +112,8 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
             prefill_tokens_computed=I.w_ptok, decode_tokens_generated=I.w_dtok,
             busy_fraction=min(1.0, I.w_busy / dur) if dur > 0 else 0.0,
             waiting=len(I.waiting) + len(I.tq) + len(I.landed), running=len(I.running),
-            kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload))
+            kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload,
+            prefix_cache_hit_rate=I.w_htok / I.w_qtok if I.w_qtok else 0.0))
         # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
         if I.pf_n:
             cum = 0.0
@@ -160,7 +161,9 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
         arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
         arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
         ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=c._w_rej,
-        pending_predicted_ttft_misses=pending_misses)
+        pending_predicted_ttft_misses=pending_misses,
+        prefix_cache_query_tokens=sum(I.w_qtok for I in insts),
+        prefix_cache_hit_tokens=sum(I.w_htok for I in insts))
     # reset the accumulators for the next window
     c._w_start = t1
     c._w_arrivals = 0
