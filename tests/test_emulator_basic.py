@@ -85,18 +85,28 @@ def test_same_workload_config_router_and_seed_give_identical_records():
     assert a == b
 
 
-def test_first_token_is_emitted_on_the_prefill_instance_and_transfer_is_charged_to_tpot():
-    # Arrow §4.2-4.3: TTFT ends on the prefill instance; KV transfer + decode queueing land in TPOT
+def test_client_ttft_ends_with_the_decode_instances_first_step_after_the_transfer():
+    # the prefill instance computes the prompt (prefill_done_s, Arrow §4.2's TTFT); the client's
+    # first token comes from the decode instance, whose first step recomputes the last prompt
+    # token (vLLM v1 _update_waiting_for_remote_kv): it then emits all 5 output tokens itself
     p = get_preset(PRESET)
     lat = p.latency
     c, (r,) = run(wl([(0.0, 3000, 5)]), cfg(), router=FixedRouter(0, 1))
     prefill = sum(lat.iteration_time(ch, ch * (k + ch / 2), 0, 0) for ch, k in [(2048, 0), (952, 2048)])
-    assert r.ttft_s == pytest.approx(prefill, rel=1e-12)
+    assert r.ttft_prefill_s == pytest.approx(prefill, rel=1e-12)
     alpha, beta = lat.decode_time_coefficients(1)
-    decode = sum(alpha + beta * (3001 + j) for j in range(4))
-    assert r.finish_s - r.first_token_s == pytest.approx(p.kv_transfer_time(3000) + decode, rel=1e-12)
+    steps = [alpha + beta * (3000 + j) for j in range(5)]   # context: 3000, 3001, ... tokens
+    assert r.first_token_s - r.prefill_done_s == pytest.approx(p.kv_transfer_time(3000) + steps[0], rel=1e-12)
+    assert r.finish_s - r.first_token_s == pytest.approx(sum(steps[1:]), rel=1e-12)
+    assert r.tpot_s == pytest.approx(sum(steps[1:]) / 4, rel=1e-12)
     assert (r.prefill_instance, r.decode_instance) == (0, 1)
     assert c.num_transfers == 1
+
+
+def test_decoding_in_place_or_colocated_the_prefills_token_is_the_clients_first():
+    for mode, router in (("disaggregated", FixedRouter(0, None)), ("colocated", None)):
+        _, (r,) = run(wl([(0.0, 3000, 5)]), cfg(mode=mode), router=router)
+        assert r.first_token_s == r.prefill_done_s
 
 
 def test_kv_transfer_happens_only_when_the_decode_instance_differs():
@@ -297,32 +307,44 @@ def test_full_azure_conversation_trace_on_eight_instances(mode):
     assert len(recs) == len(w) == 19366 and all(r.finished for r in recs)
 
 
-def test_a_kv_transfer_deadlock_ends_requests_explicitly_not_silently():
-    # instance 0 and 1 each hold a prompt's KV for a transfer to the other, and neither has room
+class Crossed:
+    """Prefill legs alternate between instances 0 and 1; each decode leg goes to the other one."""
+
+    name = "crossed"
+
+    def reset(self, n):
+        pass
+
+    def route_prefill(self, request, ctx):
+        return request.request_id % 2
+
+    def route_decode(self, request, prefill_instance, ctx):
+        return 1 - prefill_instance
+
+
+def test_a_kv_transfer_cycle_is_broken_by_the_prefill_sides_lease_timeout():
+    # instances 0 and 1 each hold a prompt's KV for a transfer to the other and neither has room
+    # for it: vLLM frees a lease after VLLM_NIXL_ABORT_REQUEST_TIMEOUT, the decode side recomputes
     small = dataclasses.replace(get_preset(PRESET), kv_capacity_tokens=16 * 100)
-
-    class Crossed:
-        name = "crossed"
-
-        def reset(self, n):
-            pass
-
-        def route_prefill(self, request, ctx):
-            return request.request_id % 2
-
-        def route_decode(self, request, prefill_instance, ctx):
-            return 1 - prefill_instance
-
     w = wl([(0.0, 1500, 10), (0.0, 1500, 10)])
-    c, recs = run(w, cfg(), router=Crossed(), preset=small)
-    assert c.done and len(recs) == 2
-    assert all(r.rejected and r.reject_reason.startswith("stuck") for r in recs)
-    assert all(not math.isnan(r.first_token_s) for r in recs)   # both prompts were computed
+    c, recs = run(w, cfg(kv_lease_timeout_s=5.0), router=Crossed(), preset=small)
+    assert c.done and all(r.finished for r in recs)
+    assert c.num_lease_expiries == 1           # the first expiry frees room for the other pull
+    recomputed, pulled = recs
+    assert 5.0 < recomputed.finish_s and recomputed.decode_instance == 1
+    assert c.num_transfers == 1 and pulled.decode_instance == 0
+    c.audit()
 
 
-def test_a_prompt_thrashing_behind_a_transfer_deadlock_is_ended_by_the_watchdog():
-    # found by hypothesis: all instances labelled PREFILL, tiny KV; instances 1 and 3 each hold
-    # KV for transfers to the other while a prompt on 1 preempts itself forever (no progress)
+def test_the_lease_timeout_defaults_to_vllms_480_s():
+    assert cfg().kv_lease_timeout_s == 480.0
+
+
+def test_a_scenario_that_used_to_wedge_by_self_preemption_behind_transfers_finishes():
+    # found by hypothesis: all instances labelled PREFILL, tiny KV; instances 1 and 3 each held
+    # KV for transfers to the other while a prompt on 1 preempted itself forever (no progress)
+    # until the watchdog rejected everything. Pulls no longer take max_num_seqs slots, and leases
+    # time out, so nothing is stuck any more.
     from arrow_rl.cluster.emulator.cluster import STUCK_AFTER_S
 
     small = dataclasses.replace(get_preset(PRESET), kv_capacity_tokens=16 * 251)
@@ -346,6 +368,5 @@ def test_a_prompt_thrashing_behind_a_transfer_deadlock_is_ended_by_the_watchdog(
         assert c.now < 2 * STUCK_AFTER_S
     recs = c.completed()
     assert len(recs) == len(w)
-    assert all(r.finished or r.reject_reason.startswith("stuck") for r in recs)
-    assert any(r.reject_reason.startswith("stuck") for r in recs)
+    assert all(r.finished for r in recs)
     c.audit()

@@ -114,7 +114,8 @@ def test_decode_work_waiting_for_kv_room_queues_on_the_decode_instance():
     assert win.instances[1].waiting == 1
     c.run_until_done()
     a, b = sorted(c.completed(), key=lambda r: r.request_id)
-    assert b.finish_s - b.first_token_s > a.finish_s - a.first_token_s   # queueing is charged to TPOT
+    # queueing for KV room delays the client's first token (TTFT), not the later tokens
+    assert b.ttft_s - b.ttft_prefill_s > 2.0 > a.ttft_s - a.ttft_prefill_s
 
 
 def test_stalled_decode_work_counts_its_stall_as_decode_load():
@@ -125,7 +126,8 @@ def test_stalled_decode_work_counts_its_stall_as_decode_load():
     c.flip(1, Role.PREFILL)
     c.flip(1, Role.DECODE)                # instance 1 admits nothing until t = 5
     first = c.advance(1.0)
-    stall_start = first.prefill.ttft_mean   # the decode leg queued at the first token
+    stall_start = c.records()[0].prefill_done_s   # the decode leg queued when the prompt was done
+    assert first.prefill.first_tokens == 0        # the client has seen nothing yet
     assert first.instances[1].decode_tokens_generated == 0
     assert first.instances[1].decode_load == pytest.approx((1.0 - stall_start) / 0.05)
     second = c.advance(1.0)

@@ -136,6 +136,9 @@ def simulate(
     summary.update({"wall_seconds": wall, "simulated_seconds": cluster.now,
                     "simulated_requests_per_second": len(wl) / wall if wall > 0 else math.inf,
                     "num_kv_transfers": cluster.num_transfers, "num_preemptions": cluster.num_preemptions,
+                    "num_kv_lease_expiries": cluster.num_lease_expiries,
+                    "prefix_cache_hit_rate": cluster.prefix_cache_hit_rate,
+                    "prefix_cache_hit_tokens": cluster.prefix_hit_tokens,
                     "preset": cfg.preset, "mode": cfg.mode.value, "instances": cfg.num_instances,
                     "prefill_instances": cfg.prefill_count if cfg.mode.value == "disaggregated" else None,
                     "max_num_batched_tokens": cfg.max_num_batched_tokens, "max_num_seqs": cfg.max_num_seqs,
@@ -212,6 +215,7 @@ def _print(s: dict[str, Any], cfg, wl) -> None:
              if cfg.mode.value == "disaggregated" else f"{cfg.num_instances} colocated")
     print_summary(console, s, f"{wl.name} on {cfg.preset} × {shape}", extra_rows=[
         ("KV transfers / preemptions", f"{s['num_kv_transfers']:,} / {s['num_preemptions']:,}"),
+        ("prefix cache hit rate", f"{s['prefix_cache_hit_rate']:.1%} of prompt tokens"),
         ("simulated", f"{s['simulated_seconds']:,.1f} s in {s['wall_seconds']:.2f} s wall "
                       f"({s['simulated_requests_per_second']:,.0f} requests/s)"),
     ])

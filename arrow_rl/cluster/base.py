@@ -93,6 +93,10 @@ class RequestRecord:
     rejected: bool = False
     reject_reason: str = ""
     preemptions: int = 0
+    cached_tokens: int = 0        # prompt tokens found in the prefix cache at its first admission
+    # when the prefill instance finished the prompt (and emitted its own token); in disaggregated
+    # serving the client's first token (``first_token_s``) comes later, from the decode instance
+    prefill_done_s: float = math.nan
 
     @property
     def finished(self) -> bool:
@@ -101,6 +105,12 @@ class RequestRecord:
     @property
     def ttft_s(self) -> float:
         return self.first_token_s - self.arrival_s
+
+    @property
+    def ttft_prefill_s(self) -> float:
+        """Arrival to the prompt computed on the prefill instance (Arrow §4.2's TTFT); the
+        client-visible ``ttft_s`` adds the KV transfer and the decode instance's first step."""
+        return self.prefill_done_s - self.arrival_s
 
     @property
     def tpot_s(self) -> float:
@@ -156,6 +166,7 @@ class InstanceWindowStats:
     kv_usage: float = 0.0
     prefill_load: float = 0.0     # Arrow §5.5: Σ T(rp, i) / SLO_TTFT at window end
     decode_load: float = 0.0      # Arrow §5.5: mean token latency in the window / SLO_TPOT
+    prefix_cache_hit_rate: float = 0.0   # prompt tokens found in its prefix cache / looked up (0: none)
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,15 @@ class MetricsWindow:
     tpot_violations: int = 0
     rejected: int = 0
     pending_predicted_ttft_misses: int = 0   # queued requests whose predicted TTFT already exceeds the SLO
+    # prefix caching (vLLM's vllm:prefix_cache_queries / vllm:prefix_cache_hits, in tokens)
+    prefix_cache_query_tokens: int = 0
+    prefix_cache_hit_tokens: int = 0
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Prompt tokens found in a prefix cache / prompt tokens looked up in the window (0: none)."""
+        q = self.prefix_cache_query_tokens
+        return self.prefix_cache_hit_tokens / q if q else 0.0
 
     @property
     def duration_s(self) -> float:

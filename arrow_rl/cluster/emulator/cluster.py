@@ -9,11 +9,12 @@ preempted by recompute. The cluster moves from event to event: an arrival, the e
 delay ending, the end of an ``advance`` window. See docs/emulator.md for the full semantics.
 
 Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
-  arrival → router.route_prefill → queued on the prefill instance → chunked prefill → first token
-  (TTFT ends here, on the prefill instance, §4.2) → router.route_decode → if another instance: FCFS
-  transfer queue there until it has KV room, then the KV transfer (preset.kv_transfer_time), the KV
-  is freed on the source once it has landed → decode iterations → finish. Transfer and decode
-  queueing are charged to TPOT (§4.3). Colocated mode skips the decode routing: requests stay put.
+  arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
+  ``prefill_done_s``) → router.route_decode → if another instance: FCFS transfer queue there until
+  it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has
+  landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
+  streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
+  prefill's own token is the client's first token. Colocated mode skips the decode routing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from arrow_rl.cluster.base import (
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.instance import IDLE, RUN, SINGLE, InstanceState
+from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
+from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request, Workload
@@ -80,12 +83,12 @@ if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
 
 # request states
 NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
-# No token, hand-off or completion anywhere for this long while requests are resident means the
-# cluster is wedged (e.g. two instances each holding KV for a transfer to the other while a prompt
-# thrashes by self-preemption); the resident requests are then rejected as "stuck".
+# No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
+# unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
+# resident requests are then rejected as "stuck". A safety net: no known scenario reaches it.
 STUCK_AFTER_S = 300.0
 # event kinds (the heap orders equal times by kind, then by push order)
-EV_XFER, EV_STEP, EV_WAKE = 0, 1, 2
+EV_XFER, EV_STEP, EV_WAKE, EV_LEASE, EV_NIC = 0, 1, 2, 3, 4
 
 
 class EmulatedCluster(Cluster):
@@ -155,7 +158,8 @@ class EmulatedCluster(Cluster):
         self._where = [-1] * n       # instance the request lives on now
         self._pinst = [-1] * n
         self._dinst = [-1] * n
-        self._ft = [math.nan] * n
+        self._ft = [math.nan] * n    # the client's first token
+        self._pd = [math.nan] * n    # prompt computed on the prefill instance (its own token)
         self._fin = [math.nan] * n
         self._pre = [0] * n
         self._reason: dict[int, str] = {}
@@ -170,6 +174,24 @@ class EmulatedCluster(Cluster):
         self.flips: list[tuple[float, int, Role]] = []
         self.num_preemptions = 0
         self.num_transfers = 0
+        self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
+        self._lease_s = config.kv_lease_timeout_s
+        self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
+        self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
+        self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
+                                self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
+        # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
+        self._pfx = config.enable_prefix_caching and workload.has_prefixes
+        self._keys: dict[int, list[int]] = {}    # request → its cacheable block keys (lazy)
+        self._held: dict[int, list[int]] = {}    # request → cached blocks it holds on _hinst
+        self._hinst: dict[int, int] = {}
+        self._reg: dict[int, int] = {}           # request → blocks of its keys registered so far
+        self.prefix_query_tokens = 0             # prompt tokens looked up in a prefix cache
+        self.prefix_hit_tokens = 0               # ... and found there (not computed)
+        self._cached: dict[int, int] = {}        # request → tokens hit at its first admission
+        if self._pfx:
+            for I in self._insts:
+                I.pcache = PrefixCache()
         # window accumulators (per-instance ones live on InstanceState)
         self._w_start = 0.0
         self._w_arrivals = 0
@@ -257,6 +279,12 @@ class EmulatedCluster(Cluster):
         return out
 
     @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Prompt tokens found in a prefix cache / prompt tokens looked up, over the run so far."""
+        q = self.prefix_query_tokens
+        return self.prefix_hit_tokens / q if q else 0.0
+
+    @property
     def num_ended(self) -> int:
         return self._ended
 
@@ -314,10 +342,17 @@ class EmulatedCluster(Cluster):
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
         for name in ("_st", "_leg", "_comp", "_gen", "_o", "_fit", "_blk", "_xblk", "_where", "_pinst",
-                     "_dinst", "_ft", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
-                     "_w_fin"):
+                     "_dinst", "_ft", "_pd", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
+                     "_w_fin", "_xver"):
             d[name] = list(d[name])
         d["_reason"] = dict(self._reason)
+        if self._pfx:
+            d["_cached"] = dict(self._cached)
+            d["_held"] = {k: list(v) for k, v in self._held.items()}
+            d["_hinst"] = dict(self._hinst)
+            d["_reg"] = dict(self._reg)
+        if self._nics is not None:
+            d["_nics"] = self._nics.copy()
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
         d["router"] = copy.deepcopy(self.router)
@@ -429,6 +464,7 @@ class EmulatedCluster(Cluster):
             request_id=rid, arrival_s=self._arr[rid], input_tokens=self._in[rid],
             output_tokens=self._out[rid], prefill_instance=self._pinst[rid],
             decode_instance=self._dinst[rid], first_token_s=self._ft[rid], finish_s=self._fin[rid],
+            prefill_done_s=self._pd[rid], cached_tokens=self._cached.get(rid, 0),
             rejected=self._st[rid] == REJ, reject_reason=self._reason.get(rid, ""),
             preemptions=self._pre[rid])
 
@@ -467,10 +503,16 @@ class EmulatedCluster(Cluster):
                 I = insts[a]
                 if b == I.p_ver and I.plan != IDLE:
                     self._commit(I, t)
-                    if t - self._progress_s > STUCK_AFTER_S:
+                    if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
             elif kind == EV_XFER:
-                self._land(a, t)
+                if b == self._xver[a]:
+                    self._land(a, t)
+            elif kind == EV_NIC:
+                if b == self._xver[a]:
+                    self._reschedule_transfers(self._nics.finish_bytes(a, t))
+            elif kind == EV_LEASE:
+                self._expire_lease(a, t)
             else:  # EV_WAKE: a flip delay ended
                 self._kick(insts[a], t)
         if not heap and self._next >= N and self._ended < N:
@@ -522,6 +564,7 @@ class EmulatedCluster(Cluster):
             I.waiting.clear()
             I.tq.clear()
             I.landed.clear()
+            I.newdec = []
             I.inflight = I.n_dec = I.dec_O = I.dec_A = I.other_blocks = 0
             I.dec_cnt = [0] * bs
             I.db_it = -1
@@ -529,6 +572,14 @@ class EmulatedCluster(Cluster):
             I.plan = IDLE
             I.p_ver += 1
             I.vc = None
+        if self._nics is not None:
+            self._nics.clear()
+        if self._pfx:
+            for I in self._insts:
+                I.pcache.clear()
+            self._held.clear()
+            self._hinst.clear()
+            self._reg.clear()
         self._progress_s = self._now
 
     def _kick(self, I: InstanceState, t: float) -> None:
@@ -608,7 +659,13 @@ class EmulatedCluster(Cluster):
             I.dl_n -= 1
             I.dl_tok -= n_in[rid] + gen[rid]
             I.running.append(rid)
+            # the pulled KV covers the prompt but its last token, which the first decode step
+            # recomputes to emit the first output token: the decode instance produces every output
+            # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
+            gen[rid] = 0
+            comp[rid] = n_in[rid] - 1
             self._dec_join(I, rid, comp[rid])
+            I.newdec.append(rid)
         it = I.dec_it
         chunks: list[tuple[int, int]] = []
         budget = self._M - I.n_dec
@@ -637,26 +694,37 @@ class EmulatedCluster(Cluster):
         if I.waiting and not preempted and admit_ok:
             free = cap - need
             running = I.running
+            pfx = self._pfx
             while budget > 0 and I.waiting and len(running) < S:
                 rid = I.waiting[0]
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                if add > free:
-                    break
-                I.waiting.popleft()
-                free -= add
-                blk[rid] += add
-                I.other_blocks += add
+                if pfx and comp[rid] == 0:
+                    if not self._admit_with_prefix(I, rid, budget, free, cap - free):
+                        break
+                    rid = I.waiting.popleft()
+                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+                    free = cap - I.other_blocks - I.dec_blocks(it + 1)
+                else:
+                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+                    add = -(-(comp[rid] + c) // bs) - blk[rid]
+                    if add > free:
+                        break
+                    I.waiting.popleft()
+                    free -= add
+                    blk[rid] += add
+                    I.other_blocks += add
                 running.append(rid)
                 I.pref.append(rid)
                 st[rid] = PREF
                 chunks.append((rid, c))
                 budget -= c
             need = cap - free
-        # start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4)
+        # start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
+        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
+        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
+        # running batch, so a pull in flight takes no max_num_seqs slot (vllm/v1/core/sched/scheduler.py)
         if I.tq and admit_ok:
             free = cap - need
-            while I.tq and len(I.running) + I.inflight + len(I.landed) < S:
+            while I.tq and len(I.running) < S:
                 rid = I.tq[0]
                 add = -(-n_in[rid] // bs)
                 if add > free:
@@ -668,7 +736,7 @@ class EmulatedCluster(Cluster):
                 I.inflight += 1
                 st[rid] = XFER
                 self.num_transfers += 1
-                self._push(t + self.preset.kv_transfer_time(n_in[rid]), EV_XFER, rid, 0)
+                self._start_transfer(rid, I.id, t)
         if not admit_ok and (I.waiting or I.tq) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
             self._push(I.blocked_until, EV_WAKE, I.id, 0)
@@ -758,8 +826,8 @@ class EmulatedCluster(Cluster):
                 preempted = True
                 if victim in sched:
                     budget += sched.pop(victim)
-                free += blk[victim]
                 self._preempt(I, victim, victim in is_dec)
+                free = I.cap_blocks - I.other_blocks   # shared prefix blocks stay in use
                 if victim == rid:
                     ok = False
                     break
@@ -783,8 +851,11 @@ class EmulatedCluster(Cluster):
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
         self._pre[rid] += 1
         self.num_preemptions += 1
-        I.other_blocks -= self._blk[rid]
+        nb = self._blk[rid]
+        I.other_blocks -= nb
         self._blk[rid] = 0
+        if self._pfx:
+            self._release_kv(I, rid, nb, self._now)
         old_rem = self._in[rid] + self._gen[rid] - self._comp[rid]
         self._comp[rid] = 0
         total = self._in[rid] + self._gen[rid]
@@ -806,6 +877,8 @@ class EmulatedCluster(Cluster):
         I.vc = None
         I.w_busy += T - max(I.p_start, w0)
         n = I.p_n
+        if I.newdec and n and (I.plan != RUN or I.p_kacc == 0):
+            self._emit_new_decodes(I, I.p_start + self._run_time(I, 1) if I.plan == RUN else T)
         if I.plan == RUN:
             K = I.p_K
             k0 = I.p_kacc
@@ -835,8 +908,10 @@ class EmulatedCluster(Cluster):
         while heap and heap[0][0] <= I.dec_it:
             f, rid = heapq.heappop(heap)
             if st[rid] == DEC and fit[rid] == f and where[rid] == iid:
-                self._dec_leave(I, rid)
+                kv = self._dec_leave(I, rid)
                 I.running.remove(rid)
+                if self._pfx:
+                    self._finish_kv(I, rid, kv, T)
                 self._finish(rid, T)
         # prompt chunks
         first: list[int] = []
@@ -848,6 +923,8 @@ class EmulatedCluster(Cluster):
                 old_rem = total - comp[rid]
                 comp[rid] += c
                 rem = old_rem - c
+                if self._pfx and rid in self._hinst:
+                    self._register(I, rid, comp[rid] // I.bs, T)
                 if leg[rid] == 0:
                     I.pf_tok -= c
                     I.pf_sq += rem * rem - old_rem * old_rem
@@ -858,18 +935,22 @@ class EmulatedCluster(Cluster):
                 self._progress_s = T
                 if leg[rid] == 0:
                     I.pf_n -= 1
-                    self._ft[rid] = T
-                    self._w_ft.append((iid, T - self._arr[rid]))
-                    I.w_ft_n += 1
-                    I.w_ft_sum += T - self._arr[rid]
+                    self._pd[rid] = T
+                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self._out[rid]:
+                        self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
                     I.dl_n -= 1
                     I.dl_tok -= total
                     I.w_dtok += 1
+                    if self._ft[rid] != self._ft[rid]:   # NaN: a lost transfer, recomputed here
+                        self._client_first(rid, T)
                 gen[rid] += 1
                 if gen[rid] >= self._out[rid]:
-                    I.other_blocks -= self._blk[rid]
+                    nb = self._blk[rid]
+                    I.other_blocks -= nb
                     self._blk[rid] = 0
+                    if self._pfx:
+                        self._finish_kv(I, rid, comp[rid], T, nb)
                     I.running.remove(rid)
                     st[rid] = DONE
                     leg[rid] = 1
@@ -884,13 +965,14 @@ class EmulatedCluster(Cluster):
                     self._to_decode_here(I, rid, T)
             if pref_done:
                 I.pref = [r for r in I.pref if st[r] == PREF]
-        # Arrow §4.2-4.3: the first token is out on the prefill instance; now place the decode leg
+        # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
             I.vc = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
                 _make_request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
             self._dinst[rid] = d
-            if d == iid:   # decode in place: no KV transfer (Arrow §5.2)
+            if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
+                self._client_first(rid, T)
                 self._to_decode_here(I, rid, T)
             else:
                 I.running.remove(rid)
@@ -901,6 +983,9 @@ class EmulatedCluster(Cluster):
                 if D.n_dec == 0 and D.dl_n == 0:
                     D.dec_wait_since = T
                 D.tq.append(rid)
+                # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
+                # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
+                self._push(T + self._lease_s, EV_LEASE, rid, 0)
                 D.dl_n += 1
                 D.dl_tok += self._in[rid] + self._gen[rid]
                 D.vc = None
@@ -916,6 +1001,23 @@ class EmulatedCluster(Cluster):
         self._blk[rid] = 0
         self._dec_join(I, rid, self._comp[rid])
 
+    def _client_first(self, rid: int, T: float) -> None:
+        """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
+        the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
+        self._ft[rid] = T
+        self._w_ft.append((self._pinst[rid], T - self._arr[rid]))
+
+    def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
+        """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
+        recomputes the last prompt token and emits the client's first token itself (the loaded KV
+        covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
+        vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
+        st, where, ft, iid = self._st, self._where, self._ft, I.id
+        for rid in I.newdec:
+            if st[rid] == DEC and where[rid] == iid and ft[rid] != ft[rid]:
+                self._client_first(rid, T)
+        I.newdec = []
+
     def _finish(self, rid: int, T: float) -> None:
         self._progress_s = T
         self._st[rid] = DONE
@@ -924,15 +1026,40 @@ class EmulatedCluster(Cluster):
         self._w_fin.append(rid)
         self._records.append(self._record(rid))
 
+    def _start_transfer(self, rid: int, dst: int, t: float) -> None:
+        """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
+        land = t + self.preset.kv_transfer_time(self._in[rid])
+        if self._nics is None:
+            self._push(land, EV_XFER, rid, self._xver[rid])
+            return
+        nbytes = self._in[rid] * self.preset.kv_bytes_per_token
+        self._reschedule_transfers(self._nics.start(rid, self._pinst[rid], dst, nbytes, t, land))
+
+    def _reschedule_transfers(self, changed: list[tuple[int, float, float]]) -> None:
+        """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
+        whose rate changed; their older events become stale by version."""
+        nics = self._nics
+        for rid, byte_end, land in changed:
+            v = self._xver[rid] + 1
+            self._xver[rid] = v
+            self._push(land, EV_XFER, rid, v)
+            if nics.shared(rid):
+                self._push(byte_end, EV_NIC, rid, v)
+
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
         if self._st[rid] != XFER:   # rejected as stuck while in flight
             return
+        if self._nics is not None:
+            self._nics.discard(rid)
         self._progress_s = T
         src = self._insts[self._pinst[rid]]
-        src.other_blocks -= self._xblk[rid]
+        nb = self._xblk[rid]
+        src.other_blocks -= nb
         src.vc = None
         self._xblk[rid] = 0
+        if self._pfx:
+            self._release_kv(src, rid, nb, T)
         D = self._insts[self._where[rid]]
         D.inflight -= 1
         D.vc = None
@@ -942,6 +1069,119 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.tq:
             self._kick(src, T)
         self._kick(D, T)
+
+    def _expire_lease(self, rid: int, T: float) -> None:
+        """The prefill side's KV lease timed out before the decode instance started pulling it: the
+        source frees its blocks and the decode instance recomputes the prompt itself, as vLLM v1 does
+        for a failed remote KV load (``kv_load_failure_policy`` "recompute": the request goes back to
+        WAITING with no computed tokens). Its first client token comes from that recompute."""
+        if self._st[rid] != TQ:   # pulled in time (or rejected as stuck)
+            return
+        self.num_lease_expiries += 1
+        self._progress_s = T
+        src = self._insts[self._pinst[rid]]
+        nb = self._xblk[rid]
+        src.other_blocks -= nb
+        src.vc = None
+        self._xblk[rid] = 0
+        if self._pfx:
+            self._release_kv(src, rid, nb, T)
+        D = self._insts[self._where[rid]]
+        D.tq.remove(rid)
+        D.dl_tok -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        self._gen[rid] = 0
+        self._comp[rid] = 0
+        self._st[rid] = WAIT
+        D.waiting.append(rid)
+        D.vc = None
+        if src.waiting or src.tq:
+            self._kick(src, T)
+        self._kick(D, T)
+
+    # ------------------------------------------------------------------ internals: prefix caching
+    def _block_keys(self, rid: int) -> list[int]:
+        """The request's cacheable KV blocks (of ``block_size`` tokens), as keys: block k (tokens up
+        to e = bs·(k+1)) is identified by the chained workload id of the workload block j holding
+        token e − 1 and by e's offset in it, so two requests share it only when their first e
+        tokens are the same. Blocks past the request's ids or its input + output have no key."""
+        keys = self._keys.get(rid)
+        if keys is None:
+            ids = self.workload.prefix_ids(rid).tolist()
+            B = self.workload.prefix_block_tokens
+            bs = self._bs
+            limit = min(len(ids) * B, self._in[rid] + self._out[rid])
+            keys = []
+            for k in range(limit // bs):
+                e = bs * (k + 1)
+                j = (e - 1) // B
+                keys.append(ids[j] * (B + 1) + (e - j * B))
+            self._keys[rid] = keys
+        return keys
+
+    def _used_now(self, I: InstanceState, t: float) -> int:
+        """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
+        k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
+        return I.other_blocks + I.dec_blocks(I.dec_it + k)
+
+    def _admit_with_prefix(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
+        """Admit the waiting request at the head of ``I.waiting`` (no token computed yet) if its first
+        chunk fits, after looking up its prefix in ``I``'s cache (vLLM ``get_computed_blocks``: at
+        most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
+        but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
+        bs = I.bs
+        total = self._in[rid] + self._gen[rid]
+        keys = self._block_keys(rid)
+        h, touched = I.pcache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
+        hit = h * bs
+        c = min(total - hit, budget)
+        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
+        if add + touched > free:
+            return False
+        pc = I.pcache
+        shared = pc.acquire(keys[:h]) if h else 0
+        self._blk[rid] = h + add
+        I.other_blocks += h + add - shared
+        self._comp[rid] = hit
+        if keys:
+            self._held[rid] = keys[:h]
+            self._hinst[rid] = I.id
+            self._reg[rid] = h
+        if hit and self._leg[rid] == 0:
+            I.pf_tok -= hit
+            I.pf_sq += (total - hit) ** 2 - total * total
+        if rid not in self._cached:
+            self._cached[rid] = hit
+        I.w_qtok += total
+        I.w_htok += hit
+        self.prefix_query_tokens += total
+        self.prefix_hit_tokens += hit
+        return True
+
+    def _register(self, I: InstanceState, rid: int, upto: int, t: float) -> None:
+        """The request's first ``upto`` blocks are computed on ``I``: cache its keyed ones."""
+        done = self._reg[rid]
+        keys = self._block_keys(rid)
+        upto = min(upto, len(keys))
+        if upto <= done:
+            return
+        self._held[rid].extend(I.pcache.register(keys[done:upto], self._used_now(I, t)))
+        self._reg[rid] = upto
+
+    def _release_kv(self, I: InstanceState, rid: int, nblocks: int, t: float) -> None:
+        """The request's ``nblocks`` blocks left ``I`` (already taken off its KV count): cached
+        blocks others still hold stay in use, the rest join the free queue (still cached)."""
+        held = self._held.pop(rid, None) if self._hinst.get(rid) == I.id else None
+        if held is not None:
+            del self._hinst[rid]
+            del self._reg[rid]
+        I.other_blocks += I.pcache.release(held or [], nblocks, self._used_now(I, t), I.cap_blocks)
+
+    def _finish_kv(self, I: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
+        """A request finished on ``I`` with ``kv_tokens`` of KV (already off the KV count): cache
+        its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
+        if self._hinst.get(rid) == I.id:
+            self._register(I, rid, kv_tokens // I.bs, t)
+        self._release_kv(I, rid, -(-kv_tokens // I.bs) if nblocks is None else nblocks, t)
 
     # ------------------------------------------------------------------ audit (tests, debugging)
     def audit(self) -> None:
@@ -966,7 +1206,8 @@ class EmulatedCluster(Cluster):
                 c = self._o[rid] + I.dec_it
                 dec_blocks[w] += -(-c // bs)
                 running[w].add(rid)
-                assert self._in[rid] <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
+                # in − 1: a pulled KV before the decode instance's first step recomputes the last token
+                assert self._in[rid] - 1 <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
                 continue
             if s in (WAIT, PREF):
                 blocks[w] += self._blk[rid]
@@ -986,10 +1227,29 @@ class EmulatedCluster(Cluster):
                 dl[w][1] += total
                 if s in (TQ, XFER):
                     blocks[self._pinst[rid]] += self._xblk[rid]
+        dup = [0] * n_inst
+        if self._pfx:
+            refs: list[dict[int, int]] = [{} for _ in range(n_inst)]
+            for rid, keys in self._held.items():
+                assert self._st[rid] not in (NEW, DONE, REJ), f"request {rid}: ended but holds cached blocks"
+                r = refs[self._hinst[rid]]
+                for k in keys:
+                    r[k] = r.get(k, 0) + 1
+            for I in self._insts:
+                i = I.id
+                held = {k: e[0] for k, e in I.pcache.entries.items() if e[0]}
+                assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
+                dup[i] = sum(v - 1 for v in held.values())
+                assert I.pcache.dup == dup[i], f"instance {i}: shared-block count {I.pcache.dup} != {dup[i]}"
+        if self._nics is not None:
+            self._nics.check()
+            for rid in self._nics.active:
+                assert self._st[rid] == XFER, f"request {rid}: sending KV but not in transfer"
         for I in self._insts:
             i = I.id
             assert I.dec_blocks(I.dec_it) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-            assert I.other_blocks == blocks[i], f"instance {i}: other blocks {I.other_blocks} != {blocks[i]}"
+            assert I.other_blocks == blocks[i] - dup[i], \
+                f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
             assert [I.pf_n, I.pf_tok, I.pf_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
             assert [I.dl_n, I.dl_tok] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
             assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"

@@ -40,6 +40,19 @@ class EmulatorConfig(BaseModel):
         description="after a flip the instance admits no new work of either role for this long "
                     "(Arrow assumes ~0; ARROW.md §5 decision 9)")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    kv_lease_timeout_s: float = Field(
+        default=480.0, gt=0,
+        description="a prefill instance frees the KV of a finished prompt whose decode instance has "
+                    "not started pulling it after this long; the decode instance then recomputes the "
+                    "prompt (vLLM VLLM_NIXL_ABORT_REQUEST_TIMEOUT, default 480 s)")
+    enable_prefix_caching: bool = Field(
+        default=True,
+        description="vLLM automatic prefix caching (on by default in vLLM v1): prompt blocks cached on "
+                    "an instance are not computed again; acts only on workloads that carry prefixes")
+    kv_link_sharing: bool = Field(
+        default=True,
+        description="concurrent KV transfers share each instance's NIC bandwidth (max-min fair, "
+                    "per direction); false: every transfer gets the full bandwidth alone")
     exact_stepping: bool = Field(
         default=False,
         description="reference mode: simulate every decode iteration one by one instead of summing "

@@ -32,7 +32,7 @@ class InstanceState:
         "pf_n", "pf_tok", "pf_sq", "dl_n", "dl_tok",
         "plan", "p_start", "p_end", "p_K", "p_kacc", "p_n", "p_alpha", "p_beta", "p_C0", "p_chunks",
         "p_ptok", "p_ver", "dec_wait_since", "vc", "cb_ver", "cb_k", "cb_lo", "cb_hi",
-        "w_ft_n", "w_ft_sum", "w_iters", "w_dtime", "w_dtok", "w_ptok", "w_busy",
+        "newdec", "pcache", "w_qtok", "w_htok", "w_iters", "w_dtime", "w_dtok", "w_ptok", "w_busy",
     )
 
     def __init__(self, iid: int, role: Role, cap_blocks: int, block_size: int) -> None:
@@ -47,6 +47,8 @@ class InstanceState:
         self.waiting: deque[int] = deque()   # FCFS; preempted requests go back to the front (vLLM v1)
         self.tq: deque[int] = deque()        # decode legs waiting for KV room to start their transfer
         self.landed: deque[int] = deque()    # transferred KV arrived; joins the running batch next
+        self.newdec: list[int] = []          # joined the decode set from a transfer; their first decode
+                                             # step emits the client's first token
         self.inflight = 0                    # transfers in flight towards this instance
         # lazy decode set
         self.dec_it = 0                      # decode iterations run so far
@@ -57,7 +59,9 @@ class InstanceState:
         self.dec_heap: list[tuple[int, int]] = []   # (iteration of last token, request id)
         self.db_it = -1                      # last ``dec_blocks`` argument (-1: none; reset when the set changes)
         self.db_val = 0                      # ... and its answer
-        self.other_blocks = 0                # KV blocks held by anything outside the decode set
+        self.other_blocks = 0                # KV blocks held by anything outside the decode set,
+                                             # less the duplicates of shared prefix blocks
+        self.pcache = None                   # PrefixCache when the workload carries prefixes
         # resident work summaries (InstanceView, Arrow §5.3 cost terms)
         self.pf_n = 0                        # prefill legs resident (waiting or partially computed)
         self.pf_tok = 0                      # Σ prompt tokens still to compute over them
@@ -88,8 +92,8 @@ class InstanceState:
         self.reset_window()
 
     def reset_window(self) -> None:
-        self.w_ft_n = 0
-        self.w_ft_sum = 0.0
+        self.w_qtok = 0                      # prompt tokens looked up in the prefix cache
+        self.w_htok = 0                      # ... found there
         self.w_iters = 0
         self.w_dtime = 0.0
         self.w_dtok = 0
@@ -105,6 +109,9 @@ class InstanceState:
         new.waiting = deque(self.waiting)
         new.tq = deque(self.tq)
         new.landed = deque(self.landed)
+        new.newdec = list(self.newdec)
+        if self.pcache is not None:
+            new.pcache = self.pcache.copy()
         new.dec_cnt = list(self.dec_cnt)
         new.dec_heap = list(self.dec_heap)
         new.p_chunks = list(self.p_chunks)

@@ -3,7 +3,8 @@
 Choices where ARROW.md leaves room (documented in docs/emulator.md):
 - Pools are the instances holding each role at the window's end; in colocated mode both pools are
   the whole cluster (roles are ignored there).
-- TTFT statistics count first tokens emitted in the window, by the instance that emitted them;
+- TTFT statistics count the client's first tokens seen in the window (disaggregated: from the
+  decode instance's first step after the KV transfer), by the instance that computed the prompt;
   TPOT statistics count requests that finished in the window, by the instance they finished on.
 - ITL of an instance = total time of its iterations that carried decode tokens / their number
   (mixed prefill+decode iterations included: that is exactly the prefill stall a decode sees).
@@ -62,6 +63,8 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
                 I.w_dtime += c._run_time(I, k) - c._run_time(I, I.p_kacc)
                 I.w_dtok += I.p_n * (k - I.p_kacc)
                 I.dec_wait_since = I.p_start + c._run_time(I, k)
+                if I.newdec and I.p_kacc == 0:   # their first client token is out
+                    c._emit_new_decodes(I, I.p_start + c._run_time(I, 1))
                 I.p_kacc = k
             I.w_busy += t1 - max(I.p_start, t0)
         elif I.plan == SINGLE and I.p_start < t1:
@@ -109,7 +112,8 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
             prefill_tokens_computed=I.w_ptok, decode_tokens_generated=I.w_dtok,
             busy_fraction=min(1.0, I.w_busy / dur) if dur > 0 else 0.0,
             waiting=len(I.waiting) + len(I.tq) + len(I.landed), running=len(I.running),
-            kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload))
+            kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload,
+            prefix_cache_hit_rate=I.w_htok / I.w_qtok if I.w_qtok else 0.0))
         # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
         if I.pf_n:
             cum = 0.0
@@ -157,7 +161,9 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
         arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
         arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
         ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=c._w_rej,
-        pending_predicted_ttft_misses=pending_misses)
+        pending_predicted_ttft_misses=pending_misses,
+        prefix_cache_query_tokens=sum(I.w_qtok for I in insts),
+        prefix_cache_hit_tokens=sum(I.w_htok for I in insts))
     # reset the accumulators for the next window
     c._w_start = t1
     c._w_arrivals = 0

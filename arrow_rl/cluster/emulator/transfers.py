@@ -1,0 +1,149 @@
+"""KV transfers over shared NICs: max-min fair sharing of each instance's link bandwidth.
+
+Every instance has one NIC of ``bandwidth`` bytes/s in each direction (full duplex). A KV transfer
+from instance s to instance d sends its bytes through s's egress and d's ingress; concurrent
+transfers share them. Rates follow max-min fairness (progressive filling; the usual fluid model of
+TCP/RDMA flows sharing bottleneck links), recomputed whenever a transfer starts or finishes sending
+its bytes. The fixed per-transfer latency (``preset.kv_transfer_latency_s``: connection set-up,
+completion notification) is added after the last byte and takes no bandwidth. A transfer alone on
+both its NICs therefore takes exactly ``preset.kv_transfer_time(tokens)``, as before sharing was
+modelled; seven senders into one receiver take about seven times as long as one.
+
+The cluster owns events and versions: :meth:`SharedNics.start` and :meth:`SharedNics.finish_bytes`
+return the new schedule of every transfer whose rate changed, and the cluster (re)pushes their
+events. A transfer whose NICs carry nothing else needs no byte-end event: its end changes nobody's
+rate, so it is retired lazily, the next time its NICs are looked at.
+"""
+
+from __future__ import annotations
+
+import math
+
+# relative slack when deciding that a transfer has sent all its bytes (float round-off of the
+# piecewise-constant rate integration)
+_EPS = 1e-9
+
+
+class SharedNics:
+    """The transfers currently sending bytes, their max-min fair rates, and NIC occupancy."""
+
+    __slots__ = ("bandwidth", "latency", "active", "n_out", "n_in")
+
+    def __init__(self, num_instances: int, bandwidth_Bps: float, latency_s: float) -> None:
+        self.bandwidth = float(bandwidth_Bps)
+        self.latency = float(latency_s)
+        # rid -> [src, dst, bytes left at t_upd, t_upd, rate, byte_end]
+        self.active: dict[int, list] = {}
+        self.n_out = [0] * num_instances     # active transfers sending from each instance
+        self.n_in = [0] * num_instances      # active transfers received by each instance
+
+    def copy(self) -> "SharedNics":
+        new = SharedNics.__new__(SharedNics)
+        new.bandwidth, new.latency = self.bandwidth, self.latency
+        new.active = {rid: list(x) for rid, x in self.active.items()}
+        new.n_out, new.n_in = list(self.n_out), list(self.n_in)
+        return new
+
+    def clear(self) -> None:
+        self.active.clear()
+        self.n_out = [0] * len(self.n_out)
+        self.n_in = [0] * len(self.n_in)
+
+    def _remove(self, rid: int) -> None:
+        x = self.active.pop(rid)
+        self.n_out[x[0]] -= 1
+        self.n_in[x[1]] -= 1
+
+    def discard(self, rid: int) -> None:
+        """Forget a transfer (it landed, or the cluster was emptied)."""
+        if rid in self.active:
+            self._remove(rid)
+
+    def _retire_done(self, t: float) -> None:
+        for rid in [rid for rid, x in self.active.items() if t >= x[5]]:
+            self._remove(rid)
+
+    def shared(self, rid: int) -> bool:
+        """Whether another active transfer uses one of this transfer's NICs."""
+        x = self.active[rid]
+        return self.n_out[x[0]] > 1 or self.n_in[x[1]] > 1
+
+    def start(self, rid: int, src: int, dst: int, nbytes: float, t: float,
+              alone_land: float) -> list[tuple[int, float, float]]:
+        """A transfer starts sending at ``t``. Returns ``(rid, byte_end, land)`` for every transfer
+        whose schedule changed (this one included). ``alone_land`` is the landing time when no other
+        transfer shares its NICs (``t + preset.kv_transfer_time``), used as is in that case so that
+        uncontended runs are bit-identical to the unshared model."""
+        if self.active:
+            self._retire_done(t)
+        alone = self.n_out[src] == 0 and self.n_in[dst] == 0
+        self.n_out[src] += 1
+        self.n_in[dst] += 1
+        if alone:
+            self.active[rid] = [src, dst, float(nbytes), t, self.bandwidth, alone_land - self.latency]
+            return [(rid, alone_land - self.latency, alone_land)]
+        self.active[rid] = [src, dst, float(nbytes), t, 0.0, math.inf]
+        return self._reshare(t)
+
+    def finish_bytes(self, rid: int, t: float) -> list[tuple[int, float, float]]:
+        """A shared transfer sent its last byte at ``t``: free its share for the others (it may
+        already have been retired by a transfer that started at the same instant)."""
+        if rid in self.active:
+            self._remove(rid)
+        return self._reshare(t) if self.active else []
+
+    def _reshare(self, t: float) -> list[tuple[int, float, float]]:
+        """Bring every active transfer to ``t``, recompute max-min fair rates by progressive
+        filling over the egress and ingress links, and return the changed schedules."""
+        act = self.active
+        for x in act.values():
+            left = x[2] - x[4] * (t - x[3])
+            x[2] = left if left > 0.0 else 0.0
+            x[3] = t
+        # links: ("o", i) egress of i, ("i", i) ingress of i
+        users: dict[tuple[str, int], list[int]] = {}
+        for rid, x in act.items():
+            users.setdefault(("o", x[0]), []).append(rid)
+            users.setdefault(("i", x[1]), []).append(rid)
+        cap = {link: self.bandwidth for link in users}
+        rate: dict[int, float] = {}
+        while len(rate) < len(act):
+            best, best_link = math.inf, None
+            for link, rids in users.items():
+                n = sum(1 for r in rids if r not in rate)
+                if n:
+                    share = cap[link] / n
+                    if share < best:
+                        best, best_link = share, link
+            for r in users[best_link]:
+                if r in rate:
+                    continue
+                rate[r] = best
+                x = act[r]
+                cap[("o", x[0])] -= best
+                cap[("i", x[1])] -= best
+        changed = []
+        for rid, x in act.items():
+            r = rate[rid]
+            if r == x[4] and math.isfinite(x[5]):
+                continue
+            x[4] = r
+            end = t + x[2] / r
+            x[5] = end
+            changed.append((rid, end, end + self.latency))
+        return changed
+
+    def check(self) -> None:
+        """Audit: NIC counts match the active transfers; no link carries more than its bandwidth."""
+        n_out = [0] * len(self.n_out)
+        n_in = [0] * len(self.n_in)
+        load_out = [0.0] * len(self.n_out)
+        load_in = [0.0] * len(self.n_in)
+        for x in self.active.values():
+            n_out[x[0]] += 1
+            n_in[x[1]] += 1
+            load_out[x[0]] += x[4]
+            load_in[x[1]] += x[4]
+        assert n_out == self.n_out and n_in == self.n_in, "NIC transfer counts drift"
+        limit = self.bandwidth * (1 + _EPS)
+        assert max(load_out, default=0) <= limit and max(load_in, default=0) <= limit, "NIC over bandwidth"
