@@ -59,18 +59,9 @@ def stage_workload(run: RealRun, stage: RealStage, seed: int = 0, duration_s: fl
     prompts = lengths[prompt_id]
     outputs = np.full(n, stage.output_len, dtype=np.int64)
     wl = Workload(arrivals, prompts, outputs, name=f"{run.name}#stage{stage.index}")
-    return _with_repeated_prompts(wl, prompt_id)
-
-
-def _with_repeated_prompts(wl: Workload, prompt_id: np.ndarray) -> Workload:
-    # TEMPORARY until the emulator's prefix cache lands: a repeated prompt computes only what vLLM
-    # recomputes on a whole-prompt hit (the tokens after the last full 16-token block, at least one).
-    first = np.zeros(len(wl), dtype=bool)
-    _, idx = np.unique(prompt_id, return_index=True)
-    first[idx] = True
-    cached = ((wl.input_tokens - 1) // 16) * 16
-    inputs = np.where(first, wl.input_tokens, wl.input_tokens - cached)
-    return Workload(wl.arrival_s, inputs, wl.output_tokens, name=wl.name)
+    # A repeated prompt hits every full block but the one holding its last token: vLLM v1 always
+    # computes at least the last prompt token to sample from it.
+    return wl.with_shared_prefixes(prompt_id, prompts - 1)
 
 
 def replay_stage(run: RealRun, stage: RealStage, preset: "str | Preset", seed: int = 0,
@@ -87,7 +78,8 @@ def replay_stage(run: RealRun, stage: RealStage, preset: "str | Preset", seed: i
     name = preset if isinstance(preset, str) else preset.name
     cfg = EmulatorConfig(preset=name, num_instances=1, mode=Mode.COLOCATED,
                          max_num_batched_tokens=run.max_num_batched_tokens,
-                         max_num_seqs=min(run.max_num_seqs, run.max_num_batched_tokens))
+                         max_num_seqs=min(run.max_num_seqs, run.max_num_batched_tokens),
+                         client_timeout_s=timeout_s)
     if isinstance(preset, str):
         cluster = EmulatedCluster(wl, cfg, seed=seed)
     else:  # a candidate model (fitting): its Arrow profile is not cached (profile_instance would keep it)

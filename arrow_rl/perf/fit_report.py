@@ -1,9 +1,13 @@
-"""Fit error of a preset's latency model against its shipped profile rows and published anchors.
+"""Error of a preset's latency model: end to end against real vLLM runs, and per kernel.
 
-Profile rows (``data/profile_rows/<preset>.csv``) are measured per-operation times copied from the
-public profiles (one row per profiled configuration); each is compared with the same component of
-the model. ``xcheck_*`` rows come from a second source that the model is NOT fitted on and are
-reported apart from the headline error.
+Two kinds of figures, labelled as such in the report:
+
+* **End to end, in-sample** (presets with shipped real runs, ``arrow_rl/fidelity/data``): the engine
+  model's global constants are fitted on those runs, so their error is the calibration error.
+* **Kernel rows, out-of-sample**: measured per-operation times copied from public profiles
+  (``data/profile_rows/<preset>.csv``, Vidur / LLMServingSim, eager kernels), compared with the same
+  component of the model. The engine model is not fitted on them; they check that its roofline
+  terms have the right shape. ``xcheck_*`` rows come from a second source and are reported apart.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class FitReport:
     profile: InstanceProfile
     max_tokens: dict[float, float]
     facts: dict[str, Any] = field(default_factory=dict)
+    e2e: dict[str, Any] | None = None   # in-sample end-to-end error on the shipped real runs
 
     def to_dict(self) -> dict[str, Any]:
         return dict(
@@ -52,6 +57,7 @@ class FitReport:
             profile_rows=dict(rows=self.overall_rows, median_abs_pct_error=self.overall_median_pct,
                               p90_abs_pct_error=self.overall_p90_pct,
                               components=[c.__dict__ for c in self.components]),
+            end_to_end_in_sample=self.e2e,
             anchors=self.anchors,
             arrow_profile=dict(prefill_a=self.profile.prefill_a, prefill_b=self.profile.prefill_b,
                                prefill_c=self.profile.prefill_c, decode_slope=self.profile.decode_slope,
@@ -166,7 +172,32 @@ def evaluate_anchors(preset: Preset) -> list[dict[str, Any]]:
     return out
 
 
-def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S) -> FitReport:
+def shipped_runs_for(name: str) -> list[Any]:
+    """The shipped real vLLM runs whose model and TP match preset ``name`` (the calibration set)."""
+    from arrow_rl.fidelity.runs import load_run, preset_for
+
+    root = resources.files("arrow_rl.fidelity").joinpath("data", "vllm_h100_e2e")
+    runs = [load_run(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name) if p.is_dir()]
+    return [r for r in runs if preset_for(r) == name]
+
+
+def end_to_end_in_sample(name: str, duration_s: float | None = 300.0) -> dict[str, Any] | None:
+    """Median error of the means over the shipped runs of preset ``name`` (in-sample), or None."""
+    from arrow_rl.fidelity.report import compare_runs
+
+    runs = shipped_runs_for(name)
+    if not runs:
+        return None
+    rep = compare_runs(runs, preset=name, duration_s=duration_s)
+    sat = rep.saturated_throughput_ape()
+    return {"in_sample": True, "runs": [r.name for r in runs],
+            "unsaturated_stages": sum(not s.saturated for s in rep.stages),
+            "median_ape_pct": rep.median_ape(), "saturated_throughput_ape_pct": sat,
+            "replayed_seconds_per_stage": duration_s}
+
+
+def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S,
+               end_to_end: bool = True) -> FitReport:
     """Compute the fit report of preset ``name`` from the shipped rows (no shared data needed)."""
     preset = get_preset(name)
     model = preset.latency
@@ -187,7 +218,7 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S) 
                                     src[comp]))
         if not comp.startswith("xcheck"):
             all_err.append(err)
-    errs = np.concatenate(all_err)
+    errs = np.concatenate(all_err) if all_err else np.array([np.nan])
     prof = profile_instance(preset)
     facts = dict(gpu=preset.gpu, model=preset.model, tp=preset.tp,
                  kv_bytes_per_token=preset.kv_bytes_per_token,
@@ -198,4 +229,5 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S) 
         preset=name, components=comps, overall_rows=int(errs.size),
         overall_median_pct=float(np.median(errs)), overall_p90_pct=float(np.percentile(errs, 90)),
         anchors=evaluate_anchors(preset), profile=prof,
-        max_tokens={s: prof.max_tokens(s) for s in tpot_slos_s}, facts=facts)
+        max_tokens={s: prof.max_tokens(s) for s in tpot_slos_s}, facts=facts,
+        e2e=end_to_end_in_sample(name) if end_to_end else None)

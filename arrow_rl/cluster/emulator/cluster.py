@@ -551,6 +551,15 @@ class EmulatedCluster(Cluster):
         self._w_rej += 1
         self._records.append(self._record(rid))
 
+    def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
+        """A waiting, never-started prompt whose client gave up (``client_timeout_s``): vLLM aborts it."""
+        n = self._in[rid] + self._gen[rid]
+        I.pf_n -= 1
+        I.pf_tok -= n
+        I.pf_sq -= n * n
+        I.vc = None
+        self._reject(rid, f"client timeout: not started {self.config.client_timeout_s:g} s after arrival")
+
     def _reject_stuck(self) -> None:
         """Nothing can move any more (e.g. a cycle of KV transfers, each waiting for KV held by the
         other): end every resident request explicitly rather than dropping it silently, and empty
@@ -695,8 +704,12 @@ class EmulatedCluster(Cluster):
             free = cap - need
             running = I.running
             pfx = self._pfx
+            timeout = self.config.client_timeout_s
             while budget > 0 and I.waiting and len(running) < S:
                 rid = I.waiting[0]
+                if timeout is not None and comp[rid] == 0 and t - self._arr[rid] > timeout:
+                    self._drop_timed_out(I, I.waiting.popleft())
+                    continue
                 if pfx and comp[rid] == 0:
                     if not self._admit_with_prefix(I, rid, budget, free, cap - free):
                         break

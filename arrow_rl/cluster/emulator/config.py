@@ -40,6 +40,11 @@ class EmulatorConfig(BaseModel):
         description="after a flip the instance admits no new work of either role for this long "
                     "(Arrow assumes ~0; ARROW.md §5 decision 9)")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    client_timeout_s: float | None = Field(
+        default=None, gt=0,
+        description="clients give up on a request this long after sending it: a request still waiting to "
+                    "start then is dropped (rejected as 'client timeout'), as vLLM aborts a request whose "
+                    "client disconnected; None: clients wait forever")
     kv_lease_timeout_s: float = Field(
         default=480.0, gt=0,
         description="a prefill instance frees the KV of a finished prompt whose decode instance has "
