@@ -58,6 +58,7 @@ class FakeConfig:
 class FakeVllm:
     name: str = "fake"
     model: str = "tiny"
+    max_model_len: int = 2048
     config: FakeConfig = field(default_factory=FakeConfig)
     engine_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     nixl_port: int = 5600
@@ -101,7 +102,8 @@ class FakeVllm:
         return Response(status_code=200 if self.config.healthy else 503)
 
     async def _models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model",
+                                                         "max_model_len": self.max_model_len}]})
 
     async def _metrics(self, request: Request) -> Response:
         self.g_running.labels(*self._lab).set(self.running)
