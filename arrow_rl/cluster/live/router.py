@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, AsyncIterator
 
-import httpx
+import aiohttp
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 from starlette.routing import Route
 
 from arrow_rl.cluster.base import RequestRecord, Role
@@ -134,15 +135,14 @@ class Router:
     """State + HTTP app. Build with ``Router(config).app`` and serve with uvicorn."""
 
     def __init__(self, config: RouterConfig, token: str | None = None,
-                 profiles: dict[int, InstanceProfile] | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 profiles: dict[int, InstanceProfile] | None = None) -> None:
         self.config = config
         self.token = token or secrets.token_urlsafe(24)
         self.state = RouterState([i.url for i in config.instances], [i.role for i in config.instances],
                                  event_log_size=config.event_log_size, flip_log_size=config.max_flips)
         self.profiles: dict[int, InstanceProfile] = dict(profiles or {})
         self.slo = config.slo
-        self._transport = transport
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task | None = None
         self._probes: set[asyncio.Task] = set()
         self._journal = open(config.journal, "ab") if config.journal else None
@@ -173,10 +173,14 @@ class Router:
     # ---- lifecycle ------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self.client = httpx.AsyncClient(transport=self._transport, limits=limits,
-                                        timeout=httpx.Timeout(self.config.request_timeout_s,
-                                                              connect=self.config.connect_timeout_s))
+        # aiohttp, not httpx, upstream: httpx's pool scans every connection on each request
+        # (O(connections) per request: 10-20 ms of CPU per request at 200 concurrent streams,
+        # benchmarks/router_overhead.py). Idle connections are dropped after 4 s, before vLLM's
+        # uvicorn (5 s keep-alive) closes them, so a pooled connection is not reused as it closes.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
+        self.client = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s,
+                                                                          connect=self.config.connect_timeout_s))
         self._health_task = asyncio.create_task(self._health_loop())
         if self._journal:
             self._flush_task = asyncio.create_task(self._journal_loop())
@@ -188,7 +192,7 @@ class Router:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            await self.client.aclose()
+            await self.client.close()
             if self._journal:
                 self._flush_journal()
                 self._journal.close()
@@ -260,11 +264,12 @@ class Router:
         """One health check. ``strict``: a single failure marks the instance unhealthy (used right
         after an instance broke a stream, to tell a dead engine from one request's failure)."""
         assert self.client is not None
+        timeout = aiohttp.ClientTimeout(total=self.config.health_timeout_s)
         try:
-            r = await self.client.get(s.url + "/health", timeout=self.config.health_timeout_s,
-                                      headers=self._headers())
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            async with self.client.get(s.url + "/health", timeout=timeout, headers=self._headers()) as r:
+                await r.read()
+                ok = r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             ok = False
         if ok:
             s.failures = 0
@@ -272,9 +277,9 @@ class Router:
             if self.models is None:
                 await self._learn_models(s)
             with contextlib.suppress(Exception):  # KV usage is optional routing input
-                m = await self.client.get(s.url + "/metrics", timeout=self.config.health_timeout_s,
-                                          headers=self._headers())
-                usage, capacity = quick_kv(m.text)
+                async with self.client.get(s.url + "/metrics", timeout=timeout, headers=self._headers()) as m:
+                    text = await m.text()
+                usage, capacity = quick_kv(text)
                 s.kv_usage = usage
                 s.kv_capacity_tokens = capacity or s.kv_capacity_tokens
         else:
@@ -287,9 +292,9 @@ class Router:
         cards carry ``max_model_len``); all instances of a P/D cluster serve the same model."""
         assert self.client is not None
         with contextlib.suppress(Exception):  # optional: without it the instance validates alone
-            r = await self.client.get(s.url + "/v1/models", timeout=self.config.health_timeout_s,
-                                      headers=self._headers())
-            cards = orjson.loads(r.content)["data"]
+            async with self.client.get(s.url + "/v1/models", headers=self._headers(),
+                                       timeout=aiohttp.ClientTimeout(total=self.config.health_timeout_s)) as r:
+                cards = orjson.loads(await r.read())["data"]
             names = frozenset(c["id"] for c in cards if isinstance(c.get("id"), str))
             lens = [c["max_model_len"] for c in cards if isinstance(c.get("max_model_len"), int)]
             if names:
@@ -340,9 +345,10 @@ class Router:
     async def _models(self, request: HTTPRequest) -> Response:
         assert self.client is not None
         for s in self.state.healthy():
-            with contextlib.suppress(httpx.HTTPError):
-                r = await self.client.get(s.url + "/v1/models", headers=self._headers(), timeout=5)
-                return Response(r.content, status_code=r.status_code, media_type="application/json")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with self.client.get(s.url + "/v1/models", headers=self._headers(),
+                                           timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    return Response(await r.read(), status_code=r.status, media_type="application/json")
         return _error(503, "no healthy instance")
 
     async def _health(self, request: HTTPRequest) -> Response:
@@ -434,23 +440,36 @@ class Router:
         return await self._run_decode(f, d, path, decode_body(body, kv), "disaggregated", allow_retry=True,
                                       body=body, kv=bool(kv))
 
+    def _transport_failure(self, s: InstanceState, exc: BaseException, timeout: float) -> LegError:
+        """A leg that got no HTTP answer. Refused/unreachable or silent past its timeout: the
+        instance leaves rotation until a health check passes. A connection the instance closed
+        before answering may be one request's casualty: a health check decides, now."""
+        name = type(exc).__name__
+        if isinstance(exc, asyncio.TimeoutError):
+            self.state.mark_unhealthy(s, "timeout")
+            return LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504)
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            self.state.mark_unhealthy(s, f"{name}: {exc}")
+        else:
+            self._probe(s)
+        return LegError(f"instance {s.instance_id} unreachable ({name})")
+
     async def _post_json(self, s: InstanceState, path: str, body: dict, xid: str, timeout: float) -> Any:
         assert self.client is not None
         try:
-            r = await self.client.post(s.url + path, content=orjson.dumps(body), headers=self._headers(xid),
-                                       timeout=httpx.Timeout(timeout, connect=self.config.connect_timeout_s))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
-            raise LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__})") from exc
-        except httpx.TimeoutException as exc:
-            self.state.mark_unhealthy(s, "timeout")
-            raise LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504) from exc
-        if r.status_code >= 400:
-            body_json = _json_or_text(r.content)
-            raise LegError(f"instance {s.instance_id} answered HTTP {r.status_code}: {_short(body_json)}",
-                           r.status_code, retryable=r.status_code >= 500, body=body_json)
+            async with self.client.post(s.url + path, data=orjson.dumps(body), headers=self._headers(xid),
+                                        timeout=aiohttp.ClientTimeout(total=timeout,
+                                                                      connect=self.config.connect_timeout_s)) as r:
+                content = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._transport_failure(s, exc, timeout) from exc
+        if status >= 400:
+            body_json = _json_or_text(content)
+            raise LegError(f"instance {s.instance_id} answered HTTP {status}: {_short(body_json)}",
+                           status, retryable=status >= 500, body=body_json)
         try:
-            return orjson.loads(r.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise LegError(f"instance {s.instance_id} returned a non-JSON body") from exc
 
@@ -468,7 +487,7 @@ class Router:
                 if inject_usage:
                     leg_body = {**leg_body, "stream_options": {"include_usage": True}}
                 resp, first = await self._open_stream(d, path, leg_body, f.x_request_id)
-                return StreamingResponse(self._relay(f, d, resp, first, context, inject_usage),
+                return RelayResponse(self._relay(f, d, resp, first, context, inject_usage),
                                          media_type="text/event-stream",
                                          headers={"X-Request-Id": f.x_request_id})
             out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
@@ -495,50 +514,50 @@ class Router:
         self._finish_ok(f)
         return FastJSON(out, headers={"X-Request-Id": f.x_request_id})
 
-    async def _open_stream(self, s: InstanceState, path: str, body: dict, xid: str) -> tuple[httpx.Response, list[bytes]]:
+    async def _open_stream(self, s: InstanceState, path: str, body: dict,
+                           xid: str) -> tuple[aiohttp.ClientResponse, list[bytes]]:
         """Open the upstream stream and read until one complete SSE event: until then nothing has
         reached the client, so a failure here is still retryable."""
         assert self.client is not None
-        timeout = httpx.Timeout(self.config.stream_idle_timeout_s, connect=self.config.connect_timeout_s)
-        req = self.client.build_request("POST", s.url + path, content=orjson.dumps(body), headers=self._headers(xid),
-                                        timeout=timeout)
+        idle = self.config.stream_idle_timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s, sock_read=idle)
         try:
-            resp = await self.client.send(req, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
-            raise LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__})") from exc
-        except httpx.TimeoutException as exc:
-            self.state.mark_unhealthy(s, "timeout")
-            raise LegError(f"instance {s.instance_id} timed out", 504) from exc
-        if resp.status_code >= 400:
-            content = await resp.aread()
-            await resp.aclose()
+            resp = await self.client.post(s.url + path, data=orjson.dumps(body), headers=self._headers(xid),
+                                          timeout=timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._transport_failure(s, exc, idle) from exc
+        if resp.status >= 400:
+            try:
+                content = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                content = b""
+            resp.release()
             body_json = _json_or_text(content)
-            raise LegError(f"instance {s.instance_id} answered HTTP {resp.status_code}: {_short(body_json)}",
-                           resp.status_code, retryable=resp.status_code >= 500, body=body_json)
-        it = resp.aiter_raw()
+            raise LegError(f"instance {s.instance_id} answered HTTP {resp.status}: {_short(body_json)}",
+                           resp.status, retryable=resp.status >= 500, body=body_json)
         buf = b""
         try:
             while b"\n\n" not in buf:
-                chunk = await it.__anext__()
+                chunk = await resp.content.readany()
+                if not chunk:
+                    resp.close()
+                    raise LegError(f"instance {s.instance_id} closed the stream before the first event")
                 buf += chunk
-        except StopAsyncIteration:
-            await resp.aclose()
-            raise LegError(f"instance {s.instance_id} closed the stream before the first event") from None
-        except httpx.HTTPError as exc:
-            await resp.aclose()
-            # The instance answered (status 200) and then broke this one stream: that is this
-            # request's failure, not proof the engine is down. A health check decides, now.
-            self._probe(s)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            resp.close()
+            if isinstance(exc, asyncio.TimeoutError):
+                self.state.mark_unhealthy(s, "stream timeout")
+            else:
+                # The instance answered (status 200) and then broke this one stream: that is this
+                # request's failure, not proof the engine is down. A health check decides, now.
+                self._probe(s)
             raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from exc
-        resp._arrow_iter = it  # type: ignore[attr-defined]  (continue the same iterator in _relay)
         return resp, [buf]
 
-    async def _relay(self, f: Flight, d: InstanceState, resp: httpx.Response, first: list[bytes],
+    async def _relay(self, f: Flight, d: InstanceState, resp: aiohttp.ClientResponse, first: list[bytes],
                      context: int, inject_usage: bool) -> AsyncIterator[bytes]:
         """Forward SSE events, timing the first content chunk and the gaps between chunks."""
         st = self.state
-        it = resp._arrow_iter  # type: ignore[attr-defined]
         buf = b"".join(first)
         last_t: float | None = None
         usage_tokens: int | None = None
@@ -548,6 +567,7 @@ class Router:
         err = ""
         try:
             while True:
+                out: list[bytes] = []  # every complete event of this upstream read: one write
                 while b"\n\n" in buf:
                     event, buf = buf.split(b"\n\n", 1)
                     forward = True
@@ -583,19 +603,20 @@ class Router:
                     elif data == b"[DONE]":
                         ok = not err
                     if forward:
-                        yield event + b"\n\n"
-                try:
-                    chunk = await it.__anext__()
-                except StopAsyncIteration:
+                        out.append(event + b"\n\n")
+                if out:
+                    yield b"".join(out)
+                chunk = await resp.content.readany()
+                if not chunk:
                     break
                 buf += chunk
             if buf.strip():
                 yield buf
             if not ok and not err:
                 err = "upstream stream ended without [DONE]"
-        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             err = f"decode instance {d.instance_id} failed mid-stream ({type(exc).__name__})"
-            if isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, asyncio.TimeoutError):
                 self.state.mark_unhealthy(d, err)  # silent for stream_idle_timeout_s: stalled
             else:
                 self._probe(d)  # one broken stream; the health check tells a dead engine apart
@@ -615,8 +636,10 @@ class Router:
                 self._record(f, rejected=True)
             else:
                 self._finish_ok(f)
-            with contextlib.suppress(BaseException):
-                await resp.aclose()  # closing the upstream stream aborts the request on the instance
+            if ok:
+                resp.release()  # the connection goes back to the pool
+            else:
+                resp.close()  # closing the upstream stream aborts the request on the instance
 
     # ---- outcomes -------------------------------------------------------------------------------
     def _finish_ok(self, f: Flight) -> None:
@@ -773,6 +796,40 @@ class Router:
             if b.prefill_load is not None:
                 ast.prefill_load = b.prefill_load
         return FastJSON({"ok": True, "used": ast is not None})
+
+
+class RelayResponse(StreamingResponse):
+    """An SSE relay with less per-request machinery than Starlette's ``StreamingResponse`` (no
+    anyio task group): one plain task watches for the client's disconnect and cancels the relay,
+    whose ``finally`` restores the bookkeeping and closes the upstream stream (aborting the request
+    on the instance)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # our own cancellation: the client left, nothing more to do
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 class FastJSON(JSONResponse):
