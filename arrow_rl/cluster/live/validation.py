@@ -172,6 +172,9 @@ def _check_prompt(prompt: Any) -> int | None:
         return None
     if not isinstance(prompt, list) or not prompt:
         raise BadRequest("prompt must be a non-empty string or a non-empty list of token ids", param="prompt")
+    # Fast path in C (map/min/max): a prompt can be 100k token ids, checked on every request.
+    if set(map(type, prompt)) == {int} and min(prompt) >= 0 and max(prompt) <= INT64_MAX:
+        return len(prompt)
     for t in prompt:
         if not _is_int(t) or not 0 <= t <= INT64_MAX:
             # Batched prompts (a list of strings or of lists) are valid OpenAI; the router splits
