@@ -207,15 +207,17 @@ def _check_messages(messages: Any) -> None:
 
 
 def validate_request(body: Any, chat: bool, max_model_len: int | None = None,
-                     models: frozenset[str] | None = None) -> tuple[dict[str, Any], int | None]:
+                     models: frozenset[str] | None = None,
+                     engine: bool = False) -> tuple[dict[str, Any], int | None]:
     """Check a completions/chat body; returns it with its exact prompt length (token ids) or None.
 
     ``max_model_len`` and ``models`` are what the instances serve (learned from their
-    ``/v1/models``); when unknown, those checks are left to the instance.
+    ``/v1/models``); when unknown, those checks are left to the instance. ``engine``: validate as
+    an instance does (the fake vLLM), which takes ``kv_transfer_params`` from the router.
     """
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    if "kv_transfer_params" in body:
+    if "kv_transfer_params" in body and not engine:
         raise BadRequest("kv_transfer_params is set by the router, not by clients", param="kv_transfer_params")
     fields = CHAT_FIELDS if chat else COMPLETION_FIELDS
     for key, value in body.items():
