@@ -376,7 +376,9 @@ def test_openai_chat_hands_the_decode_leg_to_the_other_instance(vllm_instances):
             out.choices[0].message.content  # temperature 0: the hand-off decodes what a local run would
         assert [(r.prefill_instance, r.decode_instance, r.rejected) for r in router.records] == [(0, 1, False)] * 2
     moved = counter_delta(before, scrape(b.url), "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
-    assert moved >= 2 * out.usage.prompt_tokens - 2, explain(router)
+    # The first hand-off moves the whole prompt; the second finds most of it in instance 1's prefix
+    # cache (the blocks it pulled the first time) and moves only the rest.
+    assert moved >= out.usage.prompt_tokens, explain(router)
 
 
 def test_flip_in_the_middle_of_a_chat_stream_loses_nothing(vllm_instances):
