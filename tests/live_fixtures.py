@@ -56,7 +56,8 @@ def live_rig(roles: list[str] = ("prefill", "decode"), routing: str = "least-loa
 
 def completion(prompt_len: int = 200, max_tokens: int = 8, stream: bool = True, seed: int = 1) -> dict:
     prompt = [(seed * 131 + 17 * k) % 997 + 1 for k in range(prompt_len)]
-    return {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": stream}
+    return {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": stream,
+            "return_token_ids": True}
 
 
 def read_stream(r: httpx.Response) -> tuple[list[int], list[dict]]:

@@ -78,7 +78,28 @@ def test_bench_replays_a_trace_and_prints_the_simulate_table(served):
     assert s["num_finished"] == 8 and s["ttft_mean"] > 0
     lines = [json.loads(x) for x in bj.read_text().splitlines()]
     assert sorted(x["output_tokens"] for x in lines) == sorted(4 + k % 3 for k in range(8))  # max_tokens + ignore_eos
-    assert len(journal.read_text().splitlines()) >= 8  # the router's own journal
+    # The router's own journal: written in batches off the request path (journal_flush_s).
+    deadline = time.time() + 5
+    while len(journal.read_text().splitlines()) < 8 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(journal.read_text().splitlines()) >= 8
+
+
+def test_bench_drives_chat_and_records_the_instances_token_counts(served):
+    url, tmp, _ = served
+    trace = tmp / "chat.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n" + "".join(f"{k * 0.05:.2f},{20 + k},{3 + k % 2}\n"
+                                                                         for k in range(6)))
+    bj = tmp / "chat.jsonl"
+    r = CliRunner().invoke(app, ["bench", "--router", url, "--workload", str(trace), "--api", "chat",
+                                 "--journal", str(bj)])
+    assert r.exit_code == 0, r.output
+    assert "6 finished / 6 offered" in r.output
+    lines = [json.loads(x) for x in bj.read_text().splitlines()]
+    assert all(x["ok"] for x in lines)
+    assert sorted(x["output_tokens"] for x in lines) == sorted(3 + k % 2 for k in range(6))
+    # The fake counts one token per character of the word message: the record has the instance's count.
+    assert all(x["input_tokens"] > 20 + 6 for x in lines)
 
 
 def test_bench_rejects_a_bad_rate_scale(served):

@@ -49,7 +49,8 @@ def test_cpu_command_uses_kv_both_nixl_dummy_weights_and_eager(tmp_path):
     assert cmd[:3] == ["/py", "-m", "vllm.entrypoints.openai.api_server"]
     kv = json.loads(cmd[cmd.index("--kv-transfer-config") + 1])
     assert kv["kv_connector"] == "NixlConnector" and kv["kv_role"] == "kv_both" and kv["kv_buffer_device"] == "cpu"
-    assert {"--load-format", "dummy", "--skip-tokenizer-init", "--enforce-eager"} <= set(cmd)
+    assert {"--load-format", "dummy", "--enforce-eager"} <= set(cmd)
+    assert "--skip-tokenizer-init" not in cmd  # the tiny model has a real tokenizer (text and chat)
     assert cmd[cmd.index("--port") + 1] == "8101"
     env = launcher.environment(1)
     assert env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "5601" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
@@ -113,3 +114,26 @@ def test_wait_healthy_reports_an_instance_that_exits(tmp_path):
             launcher.wait_healthy(timeout_s=30)
     finally:
         launcher.stop()
+
+
+def test_tiny_model_gets_a_real_tokenizer_with_a_chat_template_covering_its_whole_vocab(tmp_path):
+    from tokenizers import Tokenizer
+
+    d = write_tiny_model(tmp_path)
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    vocab = json.loads((d / "config.json").read_text())["vocab_size"]
+    assert tok.get_vocab_size() == vocab  # every id the dummy model can sample detokenizes
+    ids = tok.encode("Hello there, how are you today?").ids
+    assert 1 < len(ids) < 20 and tok.decode(ids) == "Hello there, how are you today?"
+    assert all(isinstance(tok.decode([i]), str) for i in range(vocab))
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    assert cfg["eos_token"] == "</s>" and "add_generation_prompt" in cfg["chat_template"]
+    # Deterministic: a second build is byte-identical.
+    assert (write_tiny_model(tmp_path / "again") / "tokenizer.json").read_bytes() == (d / "tokenizer.json").read_bytes()
+
+
+def test_tiny_tokenizer_renders_chat_like_vllm_would(tmp_path):
+    transformers = pytest.importorskip("transformers")  # vLLM's tokenizer loader (the live extra)
+    tok = transformers.AutoTokenizer.from_pretrained(str(write_tiny_model(tmp_path)))
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    assert text == "<|user|>\nHi</s>\n<|assistant|>\n" and tok.eos_token_id == 2

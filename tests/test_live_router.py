@@ -283,13 +283,13 @@ def test_chat_completions_use_both_legs_with_max_completion_tokens():
     with live_rig() as rig, rig.client() as c:
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hello there, " * 20}],
                 "max_completion_tokens": 5, "stream": True}
-        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+        with c.stream("POST", "/v1/chat/completions", json={**body, "return_token_ids": True}) as r:
             assert r.status_code == 200
             tokens, _ = read_stream(r)
         assert len(tokens) == 5
         pre = rig.fakes[0].requests_seen[-1]
         assert pre["max_tokens"] == 1 and pre["kv_transfer_params"]["do_remote_decode"] is True
-        assert rig.fakes[1].requests_seen[-1]["max_tokens"] == 5
+        assert rig.fakes[1].requests_seen[-1]["max_completion_tokens"] == 5
         rec = rig.router.records[-1]
         assert rec.input_tokens == 260  # the instance's usage replaces the router's 65-token estimate
         assert (rec.prefill_instance, rec.decode_instance) == (0, 1)

@@ -309,6 +309,106 @@ def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_lo
         assert any(f.source == "arrow-monitor" and f.new is Role.DECODE for f in router.state.flips)
 
 
+CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hello there, how are you today?"}]
+
+
+def _openai(url: str):
+    import openai
+
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=180)
+
+
+def test_openai_client_completions_and_chat_streaming_and_not_through_the_router(vllm_instances):
+    # Issue 15: the official client, text prompts, completions and chat, sync and async.
+    import asyncio
+
+    import openai
+
+    with router_for(vllm_instances, ["prefill", "decode"]) as (router, url), _openai(url) as c:
+        out = c.completions.create(model="tiny", prompt="Hello there, how are you?", max_tokens=6,
+                                   temperature=0.0, extra_body={"ignore_eos": True})
+        assert out.object == "text_completion" and out.usage.completion_tokens == 6, explain(router)
+        assert isinstance(out.choices[0].text, str) and out.choices[0].finish_reason == "length"
+        chunks = list(c.completions.create(model="tiny", prompt="Tell me a story", max_tokens=5, stream=True,
+                                           extra_body={"ignore_eos": True}, stream_options={"include_usage": True}))
+        assert chunks[-1].usage.completion_tokens == 5 and [ch.choices[0].finish_reason for ch in chunks
+                                                              if ch.choices][-1] == "length"
+        chat = c.chat.completions.create(model="tiny", messages=CHAT, max_completion_tokens=6,
+                                         extra_body={"ignore_eos": True})
+        assert chat.object == "chat.completion" and chat.choices[0].message.role == "assistant"
+        assert isinstance(chat.choices[0].message.content, str) and chat.usage.completion_tokens == 6
+        stream = list(c.chat.completions.create(model="tiny", messages=CHAT, max_tokens=6, stream=True,
+                                                extra_body={"ignore_eos": True},
+                                                stream_options={"include_usage": True}))
+        assert stream[0].object == "chat.completion.chunk" and stream[0].choices[0].delta.role == "assistant"
+        assert [ch.choices[0].finish_reason for ch in stream if ch.choices][-1] == "length"
+        assert stream[-1].usage.completion_tokens == 6
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="nope", messages=CHAT)
+
+        async def run_async():
+            async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=180) as a:
+                one = await a.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4,
+                                                      extra_body={"ignore_eos": True})
+                s = await a.chat.completions.create(model="tiny", messages=CHAT, max_tokens=4, stream=True,
+                                                    extra_body={"ignore_eos": True})
+                return one, [ch async for ch in s]
+
+        one, chunks = asyncio.run(run_async())
+        assert one.usage.completion_tokens == 4 and chunks[0].choices[0].delta.role == "assistant"
+        assert all(not r.rejected for r in router.records), explain(router)
+
+
+def test_openai_chat_hands_the_decode_leg_to_the_other_instance(vllm_instances):
+    _, b = vllm_instances.instances
+    before = scrape(b.url)
+    with router_for(vllm_instances, ["prefill", "decode"]) as (router, url), _openai(url) as c:
+        router.routing = Fixed(0, 1)
+        messages = [{"role": "user", "content": "Please write a short story about a cat. " * 12}]
+        out = c.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0.0,
+                                        extra_body={"ignore_eos": True})
+        assert out.usage.completion_tokens == 8
+        deltas = [ch for ch in c.chat.completions.create(model="tiny", messages=messages, max_tokens=8,
+                                                         temperature=0.0, stream=True,
+                                                         extra_body={"ignore_eos": True})]
+        assert deltas[0].choices[0].delta.role == "assistant"
+        assert "".join(ch.choices[0].delta.content or "" for ch in deltas if ch.choices) == \
+            out.choices[0].message.content  # temperature 0: the hand-off decodes what a local run would
+        assert [(r.prefill_instance, r.decode_instance, r.rejected) for r in router.records] == [(0, 1, False)] * 2
+    moved = counter_delta(before, scrape(b.url), "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
+    # The first hand-off moves the whole prompt; the second finds most of it in instance 1's prefix
+    # cache (the blocks it pulled the first time) and moves only the rest.
+    assert moved >= out.usage.prompt_tokens, explain(router)
+
+
+def test_flip_in_the_middle_of_a_chat_stream_loses_nothing(vllm_instances):
+    with router_for(vllm_instances, ["prefill", "decode"]) as (router, url):
+        results: list[tuple[int, str]] = []
+
+        def one(k: int) -> None:
+            with _openai(url) as c:
+                chunks = list(c.chat.completions.create(
+                    model="tiny", messages=[{"role": "user", "content": f"Question {k}: tell me about the sea."}],
+                    max_tokens=24, stream=True, extra_body={"ignore_eos": True},
+                    stream_options={"include_usage": True}))
+                results.append((chunks[-1].usage.completion_tokens, chunks[0].choices[0].delta.role))
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        r = httpx.post(url + "/roles", json={"flips": [{"id": 0, "role": "decode"}, {"id": 1, "role": "prefill"}]},
+                       headers=AUTH, timeout=10)
+        assert r.status_code == 200, r.text
+        later = [threading.Thread(target=one, args=(10 + k,)) for k in range(2)]
+        for t in later:
+            t.start()
+        for t in threads + later:
+            t.join(240)
+        assert sorted(results) == [(24, "assistant")] * 6, f"{results}\n{explain(router)}"
+        assert all(not r.rejected for r in router.records), explain(router)
+
+
 def test_killing_one_instance_mid_load_leaves_every_request_answered_or_cleanly_failed(vllm_instances):
     # Runs last: it kills instance 1 (the session's instances are not restarted afterwards).
     with router_for(vllm_instances, ["prefill", "decode"], stream_idle_timeout_s=30) as (router, url):

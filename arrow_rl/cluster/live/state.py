@@ -81,7 +81,7 @@ class RouterState:
     """Instances, pools and the event log the live ``Cluster`` backend reads."""
 
     def __init__(self, urls: Iterable[str], roles: Iterable[Role | str], event_log_size: int = 200_000,
-                 clock=time.time) -> None:
+                 clock=time.time, flip_log_size: int = 10_000) -> None:
         urls = list(urls)
         roles = [Role(r) for r in roles]
         if not urls:
@@ -92,7 +92,8 @@ class RouterState:
             raise ValueError(f"duplicate instance URL in {urls}")
         self.clock = clock
         self.instances = [InstanceState(i, u.rstrip("/"), r) for i, (u, r) in enumerate(zip(urls, roles))]
-        self.flips: list[FlipRecord] = []
+        # Bounded: a long-running router keeps the newest flips only (RouterConfig.max_flips).
+        self.flips: collections.deque[FlipRecord] = collections.deque(maxlen=flip_log_size)
         self._seq = itertools.count(1)
         self.events: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=event_log_size)
         self.arrivals = 0
