@@ -100,8 +100,8 @@ class EnvConfig(_Strict):
     preset: str = "h100-llama3.1-8b-tp1"
     num_instances: int = Field(8, ge=2)
     initial_prefill: int | None = Field(None, ge=1)
-    max_num_batched_tokens: int = Field(2048, ge=1)
-    max_num_seqs: int = Field(128, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1)   # None: vLLM's serve default on the preset's GPU
+    max_num_seqs: int | None = Field(None, ge=1)
     slo_ttft_s: float = Field(2.0, gt=0)
     slo_tpot_s: float = Field(0.1, gt=0)
     flip_delay_s: float = Field(0.0, ge=0)

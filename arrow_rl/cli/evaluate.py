@@ -69,8 +69,10 @@ def evaluate_command(
     max_evals: int = typer.Option(12, "--max-evals", min=2, help="simulations per controller sweep (bound)"),
     control_interval: float = typer.Option(1.0, "--control-interval", help="controller period (s)"),
     arrow_config: Optional[Path] = typer.Option(None, "--arrow-config", help="YAML with Arrow's constants (configs/arrow/<workload>.yaml)"),
-    max_num_batched_tokens: int = typer.Option(2048, "--max-num-batched-tokens"),
-    max_num_seqs: int = typer.Option(128, "--max-num-seqs"),
+    max_num_batched_tokens: Optional[int] = typer.Option(
+        None, "--max-num-batched-tokens", help="default: vLLM's serve default on the preset's GPU (8192 on H100)"),
+    max_num_seqs: Optional[int] = typer.Option(
+        None, "--max-num-seqs", help="default: vLLM's serve default on the preset's GPU (1024 on H100)"),
     flip_delay: float = typer.Option(0.0, "--flip-delay", help="seconds an instance admits no new work after a flip"),
     oracle_lookahead: float = typer.Option(30.0, "--oracle-lookahead", help="oracle: seconds simulated per candidate split"),
     oracle_interval: float = typer.Option(5.0, "--oracle-interval", help="oracle: seconds between re-plans"),

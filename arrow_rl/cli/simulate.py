@@ -35,8 +35,8 @@ def simulate(
     prefill_instances: Optional[int] = typer.Option(
         None, "--prefill-instances", help="instances labelled prefill at start (disaggregated; default half)"),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens",
-                                                         help="vLLM token budget per iteration (default 2048)"),
-    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="vLLM running-sequence limit (default 128)"),
+                                                         help="vLLM token budget per iteration (default: vLLM serve's on the preset's GPU, 8192 on H100)"),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="vLLM running-sequence limit (default: vLLM serve's on the preset's GPU, 1024 on H100)"),
     workload: str = typer.Option(..., "--workload", help="trace file (canonical CSV, Azure CSV, Mooncake JSONL, "
                                                          "BurstGPT CSV) or bundled name (azure-conv, azure-code, mooncake)"),
     format: Optional[str] = typer.Option(None, "--format", help="trace format; default: detected from content"),

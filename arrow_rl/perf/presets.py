@@ -51,6 +51,18 @@ def latency_model(name: str) -> EngineLatencyModel:
     return EngineLatencyModel(load_preset_document(name))
 
 
+def vllm_serve_defaults(name: str) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) that ``vllm serve`` picks on preset ``name``'s GPU.
+
+    vLLM v1 ``EngineArgs.get_batch_defaults`` (vllm/engine/arg_utils.py): on GPUs with >= 70 GiB
+    that are not A100s (H100, H200, MI300X) the API server uses 8192 tokens and 1024 sequences; on
+    other GPUs (A100 included, vLLM PR #17885) 2048 tokens and 256 sequences.
+    """
+    doc = load_preset_document(name)
+    big = doc["gpu_memory_bytes"] >= 70 * 2**30 and "a100" not in doc["gpu"].lower()
+    return (8192, 1024) if big else (2048, 256)
+
+
 def kv_capacity_tokens(doc: dict[str, Any], gpu_memory_utilization: float) -> int:
     """(GPU mem × TP × utilization − weights − activation reserve) / KV bytes per token, in whole blocks."""
     tp = int(doc["tp"])

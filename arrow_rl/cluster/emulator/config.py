@@ -31,8 +31,14 @@ class EmulatorConfig(BaseModel):
     num_prefill: int | None = Field(
         default=None, ge=0,
         description="instances labelled PREFILL at start (disaggregated; default half, rounded down, >= 1)")
-    max_num_batched_tokens: int = Field(default=2048, ge=1, description="vLLM token budget per iteration")
-    max_num_seqs: int = Field(default=128, ge=1, description="vLLM limit on running sequences")
+    max_num_batched_tokens: int = Field(
+        default=None, ge=1, validate_default=False,
+        description="vLLM token budget per iteration; default: what `vllm serve` picks on the preset's GPU "
+                    "(8192 on H100, 2048 on A100)")
+    max_num_seqs: int = Field(
+        default=None, ge=1, validate_default=False,
+        description="vLLM limit on running sequences; default: what `vllm serve` picks on the preset's GPU "
+                    "(1024 on H100, 256 on A100)")
     slo_ttft_s: float | None = Field(default=None, gt=0)
     slo_tpot_s: float | None = Field(default=None, gt=0)
     flip_delay_s: float = Field(
@@ -71,6 +77,22 @@ class EmulatorConfig(BaseModel):
         if value not in list_presets():
             raise ValueError(f"unknown preset {value!r}; valid presets: {', '.join(list_presets())}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_defaults(cls, data: object) -> object:
+        """Unset scheduler limits take vLLM's ``serve`` defaults for the preset's GPU."""
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            from arrow_rl.perf.presets import list_presets, vllm_serve_defaults
+
+            if data["preset"] in list_presets():
+                tokens, seqs = vllm_serve_defaults(data["preset"])
+                data = dict(data)
+                if data.get("max_num_batched_tokens") is None:
+                    data["max_num_batched_tokens"] = tokens
+                if data.get("max_num_seqs") is None:
+                    data["max_num_seqs"] = seqs
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "EmulatorConfig":
