@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -173,6 +174,10 @@ class EmulatedCluster(Cluster):
         self.num_transfers = 0
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
         self._lease_s = config.kv_lease_timeout_s
+        # leases in creation order: with one timeout they also expire in this order, so one event
+        # (for the oldest lease that may still be pending) covers them all
+        self._leases: deque[tuple[float, int]] = deque()
+        self._lease_ev = False
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
         self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
         self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
@@ -343,6 +348,7 @@ class EmulatedCluster(Cluster):
                      "_w_fin", "_xver"):
             d[name] = list(d[name])
         d["_reason"] = dict(self._reason)
+        d["_leases"] = deque(self._leases)
         if self._pfx:
             d["_cached"] = dict(self._cached)
             d["_held"] = {k: list(v) for k, v in self._held.items()}
@@ -508,7 +514,7 @@ class EmulatedCluster(Cluster):
                 if b == self._xver[a]:
                     self._reschedule_transfers(self._nics.finish_bytes(a, t))
             elif kind == EV_LEASE:
-                self._expire_lease(a, t)
+                self._expire_leases(t)
             else:  # EV_WAKE: a flip delay ended
                 self._kick(insts[a], t)
         if not heap and self._next >= N and self._ended < N:
@@ -570,6 +576,7 @@ class EmulatedCluster(Cluster):
             I.vc = None
         if self._nics is not None:
             self._nics.clear()
+        self._leases.clear()
         if self._pfx:
             for I in self._insts:
                 I.pcache.clear()
@@ -981,7 +988,10 @@ class EmulatedCluster(Cluster):
                 D.tq.append(rid)
                 # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
                 # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
-                self._push(T + self._lease_s, EV_LEASE, rid, 0)
+                self._leases.append((T + self._lease_s, rid))
+                if not self._lease_ev:
+                    self._lease_ev = True
+                    self._push(T + self._lease_s, EV_LEASE, 0, 0)
                 D.dl_n += 1
                 D.dl_tok += self._in[rid] + self._gen[rid]
                 D.vc = None
@@ -1065,6 +1075,19 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.tq:
             self._kick(src, T)
         self._kick(D, T)
+
+    def _expire_leases(self, T: float) -> None:
+        """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
+        next check at the oldest lease still pending."""
+        self._lease_ev = False
+        leases, st = self._leases, self._st
+        while leases and leases[0][0] <= T:
+            self._expire_lease(leases.popleft()[1], T)
+        while leases and st[leases[0][1]] != TQ:   # pulled in time
+            leases.popleft()
+        if leases:
+            self._lease_ev = True
+            self._push(leases[0][0], EV_LEASE, 0, 0)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the
