@@ -1034,12 +1034,20 @@ class EmulatedCluster(Cluster):
 
     def _start_transfer(self, rid: int, dst: int, t: float) -> None:
         """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
-        land = t + self.preset.kv_transfer_time(self._in[rid])
-        if self._nics is None:
+        preset = self.preset
+        land = t + preset.kv_transfer_time(self._in[rid])
+        nics = self._nics
+        if nics is None:
             self._push(land, EV_XFER, rid, self._xver[rid])
             return
-        nbytes = self._in[rid] * self.preset.kv_bytes_per_token
-        self._reschedule_transfers(self._nics.start(rid, self._pinst[rid], dst, nbytes, t, land))
+        nbytes = self._in[rid] * preset.kv_bytes_per_token
+        changed = nics.start(rid, self._pinst[rid], dst, nbytes, t, land)
+        if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
+            v = self._xver[rid] + 1
+            self._xver[rid] = v
+            self._push(land, EV_XFER, rid, v)
+        else:
+            self._reschedule_transfers(changed)
 
     def _reschedule_transfers(self, changed: list[tuple[int, float, float]]) -> None:
         """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
@@ -1056,8 +1064,9 @@ class EmulatedCluster(Cluster):
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
         if self._st[rid] != XFER:   # rejected as stuck while in flight
             return
-        if self._nics is not None:
-            self._nics.discard(rid)
+        nics = self._nics
+        if nics is not None and rid in nics.active:
+            nics.remove(rid)
         self._progress_s = T
         src = self._insts[self._pinst[rid]]
         nb = self._xblk[rid]
