@@ -4,9 +4,11 @@ Each instance is stateless (Arrow §5.2: it can run both phases; a role is only 
 schedules like vLLM v1 with chunked prefill: every iteration takes the running decode sequences first
 (Arrow §5.4), then chunks of running and waiting prompts up to ``max_num_batched_tokens``, at most
 ``max_num_seqs`` running; KV lives in blocks, and when it runs out the newest running request is
-preempted by recompute. The cluster moves from event to event: an arrival, the end of an iteration
-(or of a run of identical decode iterations summed in closed form), a KV transfer landing, a flip
-delay ending, the end of an ``advance`` window. See docs/emulator.md for the full semantics.
+preempted by recompute; prompt blocks found in the instance's prefix cache are not computed
+(prefix_cache.py). The cluster moves from event to event: an arrival, the end of an iteration (or of
+a run of identical decode iterations summed in closed form), a KV transfer sending its last byte or
+landing (transfers share NICs, transfers.py), a KV lease expiring, a flip delay ending, the end of an
+``advance`` window. See docs/emulator.md for the full semantics.
 
 Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
@@ -207,7 +209,9 @@ class EmulatedCluster(Cluster):
             initial_roles=roles,
             extra={"max_num_batched_tokens": self._M, "max_num_seqs": self._S,
                    "kv_capacity_tokens": cap_blocks * bs, "block_size": bs,
-                   "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?")})
+                   "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?"),
+                   "kv_lease_timeout_s": config.kv_lease_timeout_s, "kv_link_sharing": config.kv_link_sharing,
+                   "enable_prefix_caching": config.enable_prefix_caching})
 
     def __repr__(self) -> str:
         roles = "".join("P" if I.role is Role.PREFILL else "D" for I in self._insts)
