@@ -82,6 +82,9 @@ class ObservationConfig(_Strict):
     max_instances: int | None = Field(None, ge=2)      # padding size; default: the cluster size
     token_scale: float = Field(2048.0, gt=0)           # prompt tokens one instance computes per iteration
     flip_age_scale_s: float = Field(60.0, gt=0)        # time-since-flip saturates at 1 after this
+    # append PREFIX_CACHE_FEATURE (the window's prefix-cache hit rate) to every frame; off by default
+    # so that policies trained without it (the shipped checkpoints) keep their observation size
+    prefix_cache: bool = False
 
 
 class RewardConfig(_Strict):

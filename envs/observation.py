@@ -89,6 +89,14 @@ OBSERVATION_FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in OBSERVATION_FEATURES)
 _LOW = np.array([f.low for f in OBSERVATION_FEATURES], dtype=np.float32)
 _HIGH = np.array([f.high for f in OBSERVATION_FEATURES], dtype=np.float32)
+# optional (ObservationConfig.prefix_cache), appended after OBSERVATION_FEATURES
+PREFIX_CACHE_FEATURE = Feature("prefix_cache_hit_rate", 0.0, 1.0,
+                               "prompt tokens found in the instances' prefix caches / looked up, in the window")
+
+
+def frame_feature_list(config: ObservationConfig) -> tuple[Feature, ...]:
+    """The features of one frame under ``config``."""
+    return OBSERVATION_FEATURES + ((PREFIX_CACHE_FEATURE,) if config.prefix_cache else ())
 
 INSTANCE_FEATURES: tuple[Feature, ...] = (
     Feature("present", 0.0, 1.0, "1 for a real instance, 0 for padding"),
@@ -194,9 +202,18 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
         min(max(seconds_since_flip, 0.0) / config.flip_age_scale_s, 1.0),
         num_instances / max_instances,
     ], dtype=np.float32)
+    if config.prefix_cache:
+        vec = np.append(vec, np.float32(w.prefix_cache_hit_rate))
+        low, high = _LOW_PC, _HIGH_PC
+    else:
+        low, high = _LOW, _HIGH
     if not np.isfinite(vec).all():  # a backend may report NaN/inf for empty windows
-        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(_HIGH.max()), neginf=0.0)
-    return np.clip(vec, _LOW, _HIGH, out=vec)
+        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(high.max()), neginf=0.0)
+    return np.clip(vec, low, high, out=vec)
+
+
+_LOW_PC = np.append(_LOW, np.float32(PREFIX_CACHE_FEATURE.low))
+_HIGH_PC = np.append(_HIGH, np.float32(PREFIX_CACHE_FEATURE.high))
 
 
 def instance_features(state: ControlState, slo: SLO, config: ObservationConfig, max_instances: int) -> np.ndarray:
@@ -248,12 +265,13 @@ class ObservationBuilder:
             raise ValueError(f"observation.max_instances={self.max_instances} < num_instances={num_instances}")
         self.min_pool_size = min_pool_size
         k = self.config.history
+        f_low, f_high = (_LOW_PC, _HIGH_PC) if self.config.prefix_cache else (_LOW, _HIGH)
         if self.config.history_mode == "stack":
-            low, high = np.tile(_LOW, k), np.tile(_HIGH, k)
+            low, high = np.tile(f_low, k), np.tile(f_high, k)
         else:
-            span = _HIGH - _LOW
-            low = np.concatenate([_LOW] + [-span] * (k - 1))
-            high = np.concatenate([_HIGH] + [span] * (k - 1))
+            span = f_high - f_low
+            low = np.concatenate([f_low] + [-span] * (k - 1))
+            high = np.concatenate([f_high] + [span] * (k - 1))
         self._low, self._high = low.astype(np.float32), high.astype(np.float32)
         flat = spaces.Box(self._low, self._high, dtype=np.float32)
         if self.config.per_instance:
@@ -270,9 +288,10 @@ class ObservationBuilder:
     def feature_names(self) -> list[str]:
         """Names of the flat vector's entries, e.g. ``decode_load@t-1`` or ``decode_load@d1``."""
         tag = "t-" if self.config.history_mode == "stack" else "d"
-        names = list(FEATURE_NAMES)
+        frame = [f.name for f in frame_feature_list(self.config)]
+        names = list(frame)
         for lag in range(1, self.config.history):
-            names += [f"{f}@{tag}{lag}" for f in FEATURE_NAMES]
+            names += [f"{f}@{tag}{lag}" for f in frame]
         return names
 
     def reset(self) -> None:

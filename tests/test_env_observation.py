@@ -173,3 +173,16 @@ def test_every_feature_is_documented_in_the_environment_guide():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "environment.md").read_text(encoding="utf-8")
     missing = [n for n in FEATURE_NAMES + INSTANCE_FEATURE_NAMES if f"`{n}`" not in doc]
     assert not missing, f"features missing from docs/environment.md: {missing}"
+
+
+def test_the_prefix_cache_hit_rate_is_an_optional_last_feature():
+    off = ObservationBuilder(SLO_, 8, ObservationConfig(history=2))
+    on = ObservationBuilder(SLO_, 8, ObservationConfig(history=2, prefix_cache=True))
+    w = window(0.0, 1.0, ROLES, 1.0, prefix_cache_query_tokens=1000, prefix_cache_hit_tokens=250)
+    s = ControlState(1.0, w, views(ROLES))
+    a, b = off.build(s), on.build(s)
+    n = len(FEATURE_NAMES)
+    assert a.shape == (2 * n,) and b.shape == (2 * (n + 1),) == on.observation_space.shape
+    assert on.feature_names[n] == "prefix_cache_hit_rate" and b[n] == pytest.approx(0.25)
+    np.testing.assert_array_equal(b[:n], a[:n])
+    assert on.observation_space.contains(b)

@@ -212,3 +212,49 @@ def test_horizon_is_the_arrival_window(kind):
     expected = 150.0 if kind == "stages" else SPECS[kind]["duration_s"]
     assert spec.horizon_s == expected
     assert generate(spec, seed=0).arrival_s.max() < spec.horizon_s
+
+
+# ---------------------------------------------------------------------------- prefixes
+
+_BASE = {"kind": "poisson", "rate": 4.0, "duration_s": 120.0,
+         "mix": {"input": {"kind": "fixed", "tokens": 470}, "output": {"kind": "fixed", "tokens": 250}}}
+
+
+def test_shared_prompt_groups_prepend_a_system_prompt_and_keep_arrivals():
+    plain = generate(_BASE, seed=3)
+    w = generate({**_BASE, "prefixes": {"kind": "shared_prompt", "groups": 11, "prompt_tokens": 100}}, seed=3)
+    np.testing.assert_array_equal(w.arrival_s, plain.arrival_s)
+    assert (w.input_tokens == 570).all()
+    ids = {tuple(w.prefix_ids(k).tolist()) for k in range(len(w))}
+    assert len(ids) == 11 and all(len(x) == 6 for x in ids)      # 96 of 100 tokens in full blocks
+    again = generate({**_BASE, "prefixes": {"kind": "shared_prompt", "groups": 11, "prompt_tokens": 100}}, seed=3)
+    np.testing.assert_array_equal(again.prefix_hashes, w.prefix_hashes)
+
+
+def test_conversation_turns_extend_the_previous_turn_and_its_answer():
+    spec = {**_BASE, "rate": 0.5, "prefixes": {"kind": "conversations", "mean_turns": 4, "think_time_s": 5.0}}
+    w = generate(spec, seed=1)
+    by_first = {}
+    for k in range(len(w)):
+        ids = w.prefix_ids(k).tolist()
+        by_first.setdefault(ids[0], []).append(k)
+    multi = [ks for ks in by_first.values() if len(ks) > 1]
+    assert multi, "some conversation has several turns"
+    for ks in multi:
+        for a, b in zip(ks, ks[1:]):
+            ia, ib = w.prefix_ids(a).tolist(), w.prefix_ids(b).tolist()
+            assert w.arrival_s[b] >= w.arrival_s[a]
+            assert w.input_tokens[b] >= w.input_tokens[a] + w.output_tokens[a]
+            assert ib[:len(ia)] == ia            # the history is resent: its blocks hit
+
+
+def test_conversations_hit_the_prefix_cache_in_the_emulator():
+    from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
+
+    spec = {**_BASE, "rate": 1.0, "duration_s": 60.0,
+            "prefixes": {"kind": "conversations", "mean_turns": 3, "think_time_s": 8.0}}
+    w = generate(spec, seed=2)
+    c = EmulatedCluster(w, EmulatorConfig(preset="h100-llama3.1-8b-tp1", num_instances=2, mode="colocated"))
+    c.run_until_done()
+    assert all(r.finished for r in c.completed())
+    assert c.prefix_cache_hit_rate > 0.3

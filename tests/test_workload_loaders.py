@@ -321,3 +321,43 @@ def test_chunked_parsing_matches_single_chunk_and_keeps_line_numbers(tmp_path, m
     with pytest.raises(TraceFormatError) as err:
         load_workload(bad)
     assert err.value.line == 7
+
+
+def test_mooncake_hash_ids_become_the_workloads_512_token_prefix_blocks(tmp_path):
+    rows = [{"timestamp": 2000, "input_length": 700, "output_length": 9, "hash_ids": [7, 8]},
+            {"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [1, 2, 3]},
+            {"timestamp": 1500, "input_length": 0, "output_length": 26, "hash_ids": [1]},   # dropped
+            {"timestamp": 1000, "input_length": 600, "output_length": 2}]
+    w = load_workload(write(tmp_path, "m.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n"))
+    assert w.prefix_block_tokens == 512
+    assert [w.prefix_ids(k).tolist() for k in range(len(w))] == [[1, 2, 3], [], [7, 8]]   # time order
+
+
+def test_mooncake_hash_ids_must_be_integers(tmp_path):
+    bad = json.dumps({"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": ["a"]}) + "\n"
+    with pytest.raises(TraceFormatError, match="line 1, field 'hash_ids': expected a list of integers"):
+        load_workload(write(tmp_path, "m.jsonl", bad))
+
+
+def test_canonical_csv_prefix_groups_share_their_full_blocks(tmp_path):
+    text = ("arrival_s,input_tokens,output_tokens,prefix_group,prefix_tokens\n"
+            "0.0,570,250,3,100\n0.5,560,250,3,100\n1.0,300,20,,\n")
+    w = load_workload(write(tmp_path, "c.csv", text))
+    assert len(w.prefix_ids(0)) == 6 and w.prefix_ids(0).tolist() == w.prefix_ids(1).tolist()
+    assert w.prefix_ids(2).size == 0
+
+
+def test_canonical_csv_round_trips_hash_ids(tmp_path):
+    w = Workload(np.array([0.0, 1.0]), np.array([1200, 700]), np.array([5, 5])).with_prefix_hashes(
+        [[11, 12], [11]], block_tokens=512)
+    path = tmp_path / "w.csv"
+    w.to_csv(path)
+    back = load_workload(path)
+    assert back.prefix_block_tokens == 512
+    assert [back.prefix_ids(k).tolist() for k in range(2)] == [[11, 12], [11]]
+
+
+def test_canonical_csv_prefix_errors_name_the_line_and_field(tmp_path):
+    text = "arrival_s,input_tokens,output_tokens,prefix_group,prefix_tokens\n0.0,50,5,1,80\n"
+    with pytest.raises(TraceFormatError, match="line 2, field 'prefix_tokens'"):
+        load_workload(write(tmp_path, "c.csv", text))

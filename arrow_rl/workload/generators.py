@@ -11,9 +11,13 @@ generators make the two things that move it controllable on their own:
   ``phase_shift``: phases alternating between prefill-heavy (long input, short output) and
   decode-heavy (short input, long output) mixes at a steady rate, the shift Arrow adapts to.
 
-Determinism: ``generate(spec, seed)`` derives two independent streams from ``seed`` (arrivals and
-lengths), so the same seed gives the same workload, and changing only the length mix keeps the
-arrival times identical.
+*prefixes* (optional ``prefixes:``, for prefix caching) - ``shared_prompt`` (every request starts
+with one of a few system prompts) or ``conversations`` (every arrival starts a multi-turn
+conversation whose later turns resend the history, so each turn's prompt extends the last one).
+
+Determinism: ``generate(spec, seed)`` derives independent streams from ``seed`` (arrivals, lengths
+and, with ``prefixes``, the prefix structure), so the same seed gives the same workload, and
+changing only the length mix keeps the arrival times identical.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from arrow_rl.workload.workload import Workload
+from arrow_rl.workload.workload import Workload, shared_prefix_ids
 
 # ------------------------------------------------------------------------- length distributions
 
@@ -95,12 +99,89 @@ DEFAULT_MIX = LengthMix(input=LognormalLength(mean=1024, cv=1.0, max_tokens=1638
                         output=LognormalLength(mean=200, cv=1.0, max_tokens=4096))
 
 
+# ------------------------------------------------------------------------------ prefixes
+
+
+class SharedPromptPrefixes(_Spec):
+    """Each request starts with one of ``groups`` system prompts of ``prompt_tokens`` tokens (chosen
+    uniformly at random), then its own input drawn from the mix: its input is the sum."""
+
+    kind: Literal["shared_prompt"] = "shared_prompt"
+    groups: int = Field(ge=1)
+    prompt_tokens: int = Field(ge=1)
+
+
+class ConversationPrefixes(_Spec):
+    """Every arrival of the spec starts a conversation; the rate counts conversations. Turn k+1
+    arrives an exponential think time (mean ``think_time_s``) after turn k arrived, and its prompt
+    is turn k's prompt, turn k's answer and a new message drawn from the mix, so it extends turn k
+    (a chat client resends the history). A conversation has 1 + a geometric number of turns (mean
+    ``mean_turns``) and stops before its context would pass ``max_context_tokens`` or the horizon.
+    With ``groups`` > 0 each conversation starts with one of ``groups`` shared system prompts of
+    ``prompt_tokens`` tokens."""
+
+    kind: Literal["conversations"] = "conversations"
+    mean_turns: float = Field(default=3.0, ge=1)
+    think_time_s: float = Field(default=30.0, gt=0)
+    max_context_tokens: int = Field(default=32768, ge=2)
+    groups: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+
+
+Prefixes = Annotated[Union[SharedPromptPrefixes, ConversationPrefixes], Field(discriminator="kind")]
+
+# chained ids of conversation c's own blocks; distinct from the shared prompts' (group + 1) << 24
+_CONVERSATION_ID_BASE = 1 << 48
+
+
+def _conversation_ids(conversation: int, first_block: int, num_blocks: int) -> list[int]:
+    base = _CONVERSATION_ID_BASE + (conversation << 24)
+    return [base + j for j in range(first_block, num_blocks)]
+
+
+def apply_prefixes(workload: Workload, prefixes: SharedPromptPrefixes | ConversationPrefixes,
+                   rng: np.random.Generator, horizon_s: float, mix_sampler) -> Workload:
+    """Give ``workload`` the prefix structure ``prefixes`` describes (see the two specs).
+    ``mix_sampler(n)`` draws ``n`` (input, output) pairs for the later turns of conversations."""
+    n = len(workload)
+    if isinstance(prefixes, SharedPromptPrefixes):
+        groups = rng.integers(0, prefixes.groups, size=n)
+        inputs = workload.input_tokens + prefixes.prompt_tokens
+        w = Workload(workload.arrival_s, inputs, workload.output_tokens, name=workload.name, source=workload.source)
+        return w.with_shared_prefixes(groups, prefixes.prompt_tokens)
+    p = prefixes
+    sys_tokens = p.prompt_tokens if p.groups else 0
+    extra_turns = rng.geometric(1.0 / p.mean_turns, size=n) - 1 if p.mean_turns > 1 else np.zeros(n, np.int64)
+    arr, inp, out, ids = [], [], [], []
+    for c, (t, i0, o0, more) in enumerate(zip(workload.arrival_s.tolist(), workload.input_tokens.tolist(),
+                                               workload.output_tokens.tolist(), extra_turns.tolist())):
+        group = int(rng.integers(0, p.groups)) if p.groups else -1
+        sys_ids = shared_prefix_ids(group, sys_tokens // 16) if p.groups else []
+        prompt, answer = sys_tokens + i0, o0
+        follow = mix_sampler(more) if more else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        gaps = rng.exponential(p.think_time_s, size=more)
+        for turn in range(more + 1):
+            if prompt + answer > p.max_context_tokens or t >= horizon_s:
+                break
+            arr.append(t), inp.append(prompt), out.append(answer)
+            # the whole context (prompt and answer) is hashed: the next turn repeats it
+            ids.append(sys_ids + _conversation_ids(c, len(sys_ids), (prompt + answer) // 16))
+            if turn < more:
+                t += float(gaps[turn])
+                prompt, answer = prompt + answer + int(follow[0][turn]), int(follow[1][turn])
+    order = np.argsort(np.asarray(arr, dtype=np.float64), kind="stable")
+    w = Workload(np.asarray(arr, dtype=np.float64)[order], np.asarray(inp, dtype=np.int64)[order],
+                 np.asarray(out, dtype=np.int64)[order], name=workload.name, source=workload.source)
+    return w.with_prefix_hashes([ids[k] for k in order.tolist()], 16)
+
+
 # ------------------------------------------------------------------------------ workload kinds
 
 
 class _WorkloadSpec(_Spec):
     name: str | None = None
     mix: Mix = DEFAULT_MIX
+    prefixes: Prefixes | None = None
 
     @property
     def horizon_s(self) -> float:
@@ -336,6 +417,16 @@ def generate(spec: PoissonSpec | GammaSpec | MMPPSpec | StagesSpec | PhaseShiftS
     """Build the workload a spec describes. Same (spec, seed) -> identical workload."""
     if isinstance(spec, dict):
         spec = parse_spec(spec)
+    workload = _generate(spec, seed)
+    if spec.prefixes is None:
+        return workload
+    # a third stream (spawn(3)'s first two children are spawn(2)'s: arrivals and lengths unchanged)
+    prefix_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+    return apply_prefixes(workload, spec.prefixes, prefix_rng, spec.horizon_s,
+                          lambda n: sample_mix(prefix_rng, spec.mix, n))
+
+
+def _generate(spec, seed: int) -> Workload:
     arrival_rng, length_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     name = spec.name or f"{spec.kind}-seed{seed}"
 

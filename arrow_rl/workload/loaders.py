@@ -5,11 +5,16 @@ Formats (detected from the first line of the file when ``format`` is None):
 ``canonical``  CSV ``arrival_s,input_tokens,output_tokens`` (header required). Arrivals are taken
                as written (not re-based) and must be non-decreasing and >= 0: a decrease is an error
                naming the file and line, because a canonical file is something we wrote ourselves.
+               Optional prefix columns (for prefix caching), either ``prefix_group,prefix_tokens``
+               (request shares its first ``prefix_tokens`` tokens with every request of the group;
+               an empty cell or -1: none) or ``hash_ids`` (space-separated chained block hash ids)
+               with ``prefix_block_tokens`` (tokens per id; 16 when the column is absent).
 ``azure``      Azure LLM inference trace CSV ``TIMESTAMP,ContextTokens,GeneratedTokens``: the 2023
                Splitwise files ("2023-11-16 18:17:03.9799600", 7 fractional digits) and the 2024
                DynamoLLM week-long files ("2024-05-10 00:00:00.009930+00:00", fraction optional).
 ``mooncake``   Mooncake FAST'25 JSONL: ``timestamp`` (ms), ``input_length``, ``output_length``,
-               optional ``hash_ids`` (ignored: the emulator does not model prefix caching).
+               optional ``hash_ids``: the chained hash ids of the prompt's 512-token blocks, kept as
+               the workload's prefixes (prefix caching).
 ``burstgpt``   BurstGPT CSV ``Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type``
                (v1.2 files add ``Session ID``, ``Elapsed time``; extra columns are ignored).
 
@@ -50,6 +55,9 @@ _CSV_COLUMNS: dict[str, tuple[str, str, str]] = {
     "burstgpt": ("Timestamp", "Request tokens", "Response tokens"),
 }
 _MOONCAKE_FIELDS: tuple[str, str, str] = ("timestamp", "input_length", "output_length")
+MOONCAKE_BLOCK_TOKENS = 512   # Mooncake traces hash prompts in 512-token blocks (FAST'25 trace README)
+# optional prefix columns of the canonical CSV
+_PREFIX_COLUMNS = ("prefix_group", "prefix_tokens", "hash_ids", "prefix_block_tokens")
 
 
 class TraceFormatError(ValueError):
@@ -120,12 +128,16 @@ def load_trace(path: str | Path, format: str | None = None, name: str | None = N
     fmt = detect_format(resolved) if format is None else format.strip().lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown trace format {format!r}; expected one of {', '.join(FORMATS)}")
+    extra: dict[str, list[str]] = {}
     if fmt == "mooncake":
-        times, inputs, outputs, lines = _parse_columns(resolved, fmt, *_read_mooncake(resolved))
+        *raw, hashes = _read_mooncake(resolved)
+        times, inputs, outputs, lines = _parse_columns(resolved, fmt, *raw)
+        prefixes = (hashes, MOONCAKE_BLOCK_TOKENS) if any(hashes) else None
     else:
-        times, inputs, outputs, lines = _read_csv_columns(resolved, fmt)
+        times, inputs, outputs, lines = _read_csv_columns(resolved, fmt, extra)
+        prefixes = _canonical_prefixes(resolved, extra, inputs, lines) if extra else None
     loaded = _finish(resolved, fmt, times, inputs, outputs, lines,
-                     name=name or _default_name(path, resolved))
+                     name=name or _default_name(path, resolved), prefixes=prefixes)
     for note in loaded.report.notes():
         logger.warning("%s: %s", resolved, note)
     return loaded
@@ -167,11 +179,13 @@ def detect_format(path: str | Path) -> str:
 _CHUNK_ROWS = 1 << 16
 
 
-def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read_csv_columns(path: Path, fmt: str, extra: dict[str, list[str]] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read and parse the (time, input, output) columns of a CSV trace, plus each row's line number.
 
     Rows are parsed in chunks of 64k, so a multi-million-row trace (BurstGPT, the Azure 2024 week)
-    never holds more than one chunk as Python strings.
+    never holds more than one chunk as Python strings. For the canonical format, the optional
+    prefix columns present in the header are collected raw into ``extra`` (name → cells).
     """
     wanted = _CSV_COLUMNS[fmt]
     chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -194,6 +208,12 @@ def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.
             idx.append(lowered.index(col.lower()))
         ncols = len(header)
         ti, ii, oi = idx
+        opt: list[tuple[int, list[str]]] = []
+        if fmt == "canonical" and extra is not None:
+            for col in _PREFIX_COLUMNS:
+                if col in lowered:
+                    extra[col] = []
+                    opt.append((lowered.index(col), extra[col]))
         t_col: list[str] = []
         i_col: list[str] = []
         o_col: list[str] = []
@@ -213,6 +233,8 @@ def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.
             t_col.append(row[ti])
             i_col.append(row[ii])
             o_col.append(row[oi])
+            for k, cells in opt:
+                cells.append(row[k])
             lines.append(reader.line_num)
             if len(lines) >= _CHUNK_ROWS:
                 flush()
@@ -223,12 +245,14 @@ def _read_csv_columns(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.
     return tuple(np.concatenate(parts) for parts in zip(*chunks))  # type: ignore[return-value]
 
 
-def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Read Mooncake JSONL; values come back as float arrays (timestamps still in ms)."""
+def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
+    """Read Mooncake JSONL; values come back as float arrays (timestamps still in ms), plus each
+    row's ``hash_ids`` (empty where absent)."""
     t: list[float] = []
     i: list[float] = []
     o: list[float] = []
     lines: list[int] = []
+    hashes: list[list[int]] = []
     with open(path, encoding="utf-8-sig") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -249,13 +273,66 @@ def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise TraceFormatError(path, "expected a number", line=lineno, field=key, value=v)
                 vals.append(float(v))
+            ids = obj.get("hash_ids", [])
+            if not isinstance(ids, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+                raise TraceFormatError(path, "expected a list of integers", line=lineno, field="hash_ids",
+                                       value=str(ids)[:80])
             t.append(vals[0])
             i.append(vals[1])
             o.append(vals[2])
             lines.append(lineno)
+            hashes.append(ids)
     if not lines:
         raise TraceFormatError(path, "trace has no rows")
-    return (np.asarray(t), np.asarray(i), np.asarray(o), np.asarray(lines, dtype=np.int64))
+    return (np.asarray(t), np.asarray(i), np.asarray(o), np.asarray(lines, dtype=np.int64), hashes)
+
+
+def _canonical_prefixes(path: Path, extra: dict[str, list[str]], inputs: np.ndarray,
+                        lines: np.ndarray) -> tuple[list[list[int]], int]:
+    """The canonical CSV's optional prefix columns → (chained block ids per row, tokens per id)."""
+    from arrow_rl.workload.workload import shared_prefix_ids
+
+    def ints(col: str, k: int, default: int | None) -> int | None:
+        cell = extra[col][k].strip()
+        if not cell:
+            return default
+        try:
+            return int(cell)
+        except ValueError:
+            raise TraceFormatError(path, "expected an integer", line=int(lines[k]), field=col, value=cell) from None
+
+    n = len(inputs)
+    if "hash_ids" in extra:
+        if "prefix_group" in extra or "prefix_tokens" in extra:
+            raise TraceFormatError(path, "give either hash_ids or prefix_group/prefix_tokens, not both")
+        block = 16
+        if "prefix_block_tokens" in extra:
+            sizes = {ints("prefix_block_tokens", k, 16) for k in range(n)}
+            if len(sizes) != 1 or min(sizes) < 1:
+                raise TraceFormatError(path, "prefix_block_tokens must be one positive value for the whole file",
+                                       field="prefix_block_tokens", value=sorted(sizes)[:5])
+            block = sizes.pop()
+        ids = []
+        for k in range(n):
+            try:
+                ids.append([int(x) for x in extra["hash_ids"][k].split()])
+            except ValueError:
+                raise TraceFormatError(path, "expected space-separated integers", line=int(lines[k]),
+                                       field="hash_ids", value=extra["hash_ids"][k][:80]) from None
+        return ids, block
+    if ("prefix_group" in extra) != ("prefix_tokens" in extra):
+        raise TraceFormatError(path, "give both prefix_group and prefix_tokens columns, or neither")
+    if "prefix_group" not in extra:
+        return [[] for _ in range(n)], 16
+    ids = []
+    for k in range(n):
+        g = ints("prefix_group", k, -1)
+        tok = ints("prefix_tokens", k, 0)
+        if tok < 0 or (g >= 0 and tok > inputs[k]):
+            raise TraceFormatError(path, f"prefix_tokens must be between 0 and input_tokens ({int(inputs[k])})",
+                                   line=int(lines[k]), field="prefix_tokens", value=tok)
+        ids.append(shared_prefix_ids(g, tok // 16) if g >= 0 else [])
+    return ids, 16
 
 
 # ----------------------------------------------------------------------------------- parsing
@@ -387,7 +464,7 @@ _TIME_FIELD = {"canonical": "arrival_s", "azure": "TIMESTAMP", "mooncake": "time
 
 
 def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs: np.ndarray,
-            lines: np.ndarray, name: str) -> LoadedTrace:
+            lines: np.ndarray, name: str, prefixes: tuple[list[list[int]], int] | None = None) -> LoadedTrace:
     in_field, out_field = _TOKEN_FIELDS[fmt]
     tfield = _TIME_FIELD[fmt]
     rows_read = int(inputs.size)
@@ -439,6 +516,8 @@ def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs
 
     if not keep.all():
         arrival, inputs, outputs = arrival[keep], inputs[keep], outputs[keep]
+        if prefixes is not None:
+            prefixes = ([x for x, k in zip(prefixes[0], keep.tolist()) if k], prefixes[1])
     if arrival.size == 0:
         raise TraceFormatError(path, f"no usable rows left after dropping {dropped} ({drop_reason})")
 
@@ -449,6 +528,8 @@ def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs
             order = np.argsort(arrival, kind="stable")
             reordered = int(np.count_nonzero(order != np.arange(order.size)))
             arrival, inputs, outputs = arrival[order], inputs[order], outputs[order]
+            if prefixes is not None:
+                prefixes = ([prefixes[0][k] for k in order.tolist()], prefixes[1])
         start = float(arrival[0])
         arrival = arrival - start
 
@@ -457,6 +538,11 @@ def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs
                          clamped=clamped, clamp_reason=clamp_reason if clamped else "",
                          reordered=reordered, start_offset_s=epoch + start)
     workload = Workload(arrival, inputs, outputs, name=name, source=str(path))
+    if prefixes is not None and any(prefixes[0]):
+        try:
+            workload = workload.with_prefix_hashes(prefixes[0], prefixes[1])
+        except ValueError as exc:
+            raise TraceFormatError(path, str(exc), field="hash_ids") from None
     return LoadedTrace(workload=workload, report=report)
 
 

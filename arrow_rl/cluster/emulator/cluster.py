@@ -4,9 +4,11 @@ Each instance is stateless (Arrow §5.2: it can run both phases; a role is only 
 schedules like vLLM v1 with chunked prefill: every iteration takes the running decode sequences first
 (Arrow §5.4), then chunks of running and waiting prompts up to ``max_num_batched_tokens``, at most
 ``max_num_seqs`` running; KV lives in blocks, and when it runs out the newest running request is
-preempted by recompute. The cluster moves from event to event: an arrival, the end of an iteration
-(or of a run of identical decode iterations summed in closed form), a KV transfer landing, a flip
-delay ending, the end of an ``advance`` window. See docs/emulator.md for the full semantics.
+preempted by recompute; prompt blocks found in the instance's prefix cache are not computed
+(prefix_cache.py). The cluster moves from event to event: an arrival, the end of an iteration (or of
+a run of identical decode iterations summed in closed form), a KV transfer sending its last byte or
+landing (transfers share NICs, transfers.py), a KV lease expiring, a flip delay ending, the end of an
+``advance`` window. See docs/emulator.md for the full semantics.
 
 Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -176,6 +179,10 @@ class EmulatedCluster(Cluster):
         self.num_transfers = 0
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
         self._lease_s = config.kv_lease_timeout_s
+        # leases in creation order: with one timeout they also expire in this order, so one event
+        # (for the oldest lease that may still be pending) covers them all
+        self._leases: deque[tuple[float, int]] = deque()
+        self._lease_ev = False
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
         self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
         self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
@@ -205,7 +212,9 @@ class EmulatedCluster(Cluster):
             initial_roles=roles,
             extra={"max_num_batched_tokens": self._M, "max_num_seqs": self._S,
                    "kv_capacity_tokens": cap_blocks * bs, "block_size": bs,
-                   "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?")})
+                   "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?"),
+                   "kv_lease_timeout_s": config.kv_lease_timeout_s, "kv_link_sharing": config.kv_link_sharing,
+                   "enable_prefix_caching": config.enable_prefix_caching})
 
     def __repr__(self) -> str:
         roles = "".join("P" if I.role is Role.PREFILL else "D" for I in self._insts)
@@ -346,6 +355,7 @@ class EmulatedCluster(Cluster):
                      "_w_fin", "_xver"):
             d[name] = list(d[name])
         d["_reason"] = dict(self._reason)
+        d["_leases"] = deque(self._leases)
         if self._pfx:
             d["_cached"] = dict(self._cached)
             d["_held"] = {k: list(v) for k, v in self._held.items()}
@@ -512,7 +522,7 @@ class EmulatedCluster(Cluster):
                 if b == self._xver[a]:
                     self._reschedule_transfers(self._nics.finish_bytes(a, t))
             elif kind == EV_LEASE:
-                self._expire_lease(a, t)
+                self._expire_leases(t)
             else:  # EV_WAKE: a flip delay ended
                 self._kick(insts[a], t)
         if not heap and self._next >= N and self._ended < N:
@@ -583,6 +593,7 @@ class EmulatedCluster(Cluster):
             I.vc = None
         if self._nics is not None:
             self._nics.clear()
+        self._leases.clear()
         if self._pfx:
             for I in self._insts:
                 I.pcache.clear()
@@ -998,7 +1009,10 @@ class EmulatedCluster(Cluster):
                 D.tq.append(rid)
                 # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
                 # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
-                self._push(T + self._lease_s, EV_LEASE, rid, 0)
+                self._leases.append((T + self._lease_s, rid))
+                if not self._lease_ev:
+                    self._lease_ev = True
+                    self._push(T + self._lease_s, EV_LEASE, 0, 0)
                 D.dl_n += 1
                 D.dl_tok += self._in[rid] + self._gen[rid]
                 D.vc = None
@@ -1041,12 +1055,20 @@ class EmulatedCluster(Cluster):
 
     def _start_transfer(self, rid: int, dst: int, t: float) -> None:
         """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
-        land = t + self.preset.kv_transfer_time(self._in[rid])
-        if self._nics is None:
+        preset = self.preset
+        land = t + preset.kv_transfer_time(self._in[rid])
+        nics = self._nics
+        if nics is None:
             self._push(land, EV_XFER, rid, self._xver[rid])
             return
-        nbytes = self._in[rid] * self.preset.kv_bytes_per_token
-        self._reschedule_transfers(self._nics.start(rid, self._pinst[rid], dst, nbytes, t, land))
+        nbytes = self._in[rid] * preset.kv_bytes_per_token
+        changed = nics.start(rid, self._pinst[rid], dst, nbytes, t, land)
+        if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
+            v = self._xver[rid] + 1
+            self._xver[rid] = v
+            self._push(land, EV_XFER, rid, v)
+        else:
+            self._reschedule_transfers(changed)
 
     def _reschedule_transfers(self, changed: list[tuple[int, float, float]]) -> None:
         """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
@@ -1063,8 +1085,9 @@ class EmulatedCluster(Cluster):
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
         if self._st[rid] != XFER:   # rejected as stuck while in flight
             return
-        if self._nics is not None:
-            self._nics.discard(rid)
+        nics = self._nics
+        if nics is not None and rid in nics.active:
+            nics.remove(rid)
         self._progress_s = T
         src = self._insts[self._pinst[rid]]
         nb = self._xblk[rid]
@@ -1082,6 +1105,19 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.tq:
             self._kick(src, T)
         self._kick(D, T)
+
+    def _expire_leases(self, T: float) -> None:
+        """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
+        next check at the oldest lease still pending."""
+        self._lease_ev = False
+        leases, st = self._leases, self._st
+        while leases and leases[0][0] <= T:
+            self._expire_lease(leases.popleft()[1], T)
+        while leases and st[leases[0][1]] != TQ:   # pulled in time
+            leases.popleft()
+        if leases:
+            self._lease_ev = True
+            self._push(leases[0][0], EV_LEASE, 0, 0)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the

@@ -49,7 +49,8 @@ class SharedNics:
         self.n_out = [0] * len(self.n_out)
         self.n_in = [0] * len(self.n_in)
 
-    def _remove(self, rid: int) -> None:
+    def remove(self, rid: int) -> None:
+        """Forget an active transfer."""
         x = self.active.pop(rid)
         self.n_out[x[0]] -= 1
         self.n_in[x[1]] -= 1
@@ -57,11 +58,11 @@ class SharedNics:
     def discard(self, rid: int) -> None:
         """Forget a transfer (it landed, or the cluster was emptied)."""
         if rid in self.active:
-            self._remove(rid)
+            self.remove(rid)
 
     def _retire_done(self, t: float) -> None:
         for rid in [rid for rid, x in self.active.items() if t >= x[5]]:
-            self._remove(rid)
+            self.remove(rid)
 
     def shared(self, rid: int) -> bool:
         """Whether another active transfer uses one of this transfer's NICs."""
@@ -89,7 +90,7 @@ class SharedNics:
         """A shared transfer sent its last byte at ``t``: free its share for the others (it may
         already have been retired by a transfer that started at the same instant)."""
         if rid in self.active:
-            self._remove(rid)
+            self.remove(rid)
         return self._reshare(t) if self.active else []
 
     def _reshare(self, t: float) -> list[tuple[int, float, float]]:
