@@ -61,7 +61,8 @@ def run(workload, config, router=None, **kw) -> tuple[EmulatedCluster, list]:
 def test_lone_request_ttft_is_its_prefill_iteration_and_decode_sums_iterations():
     lat = get_preset(PRESET).latency
     c, (r,) = run(wl([(0.0, 1000, 10)]), cfg(num_instances=1, mode="colocated"))
-    assert r.ttft_s == pytest.approx(lat.iteration_time(1000, 1000 * 500.0, 0, 0), rel=1e-12)
+    # the API server's per-request time (frontend_s) comes first, then the prefill iteration
+    assert r.ttft_s == pytest.approx(lat.frontend_s + lat.iteration_time(1000, 1000 * 500.0, 0, 0), rel=1e-12)
     # 9 decode iterations; iteration j attends over 1001 + j tokens (input + generated)
     alpha, beta = lat.decode_time_coefficients(1)
     decode = sum(alpha + beta * (1001 + j) for j in range(9))
@@ -73,7 +74,7 @@ def test_long_prompt_is_prefilled_in_chunks_of_max_num_batched_tokens():
     lat = get_preset(PRESET).latency
     _, (r,) = run(wl([(0.0, 5000, 1)]), cfg(num_instances=1, mode="colocated", max_num_batched_tokens=2048))
     chunks = [(2048, 0), (2048, 2048), (904, 4096)]   # (new tokens, context already computed)
-    expected = sum(lat.iteration_time(c, c * (k + c / 2), 0, 0) for c, k in chunks)
+    expected = lat.frontend_s + sum(lat.iteration_time(c, c * (k + c / 2), 0, 0) for c, k in chunks)
     assert r.ttft_s == pytest.approx(expected, rel=1e-12)
     assert r.finish_s == r.first_token_s   # one output token: done at the first token
 
@@ -91,8 +92,9 @@ def test_client_ttft_ends_with_the_decode_instances_first_step_after_the_transfe
     # token (vLLM v1 _update_waiting_for_remote_kv): it then emits all 5 output tokens itself
     p = get_preset(PRESET)
     lat = p.latency
-    c, (r,) = run(wl([(0.0, 3000, 5)]), cfg(), router=FixedRouter(0, 1))
-    prefill = sum(lat.iteration_time(ch, ch * (k + ch / 2), 0, 0) for ch, k in [(2048, 0), (952, 2048)])
+    c, (r,) = run(wl([(0.0, 3000, 5)]), cfg(max_num_batched_tokens=2048), router=FixedRouter(0, 1))
+    prefill = lat.frontend_s + sum(lat.iteration_time(ch, ch * (k + ch / 2), 0, 0)
+                                   for ch, k in [(2048, 0), (952, 2048)])
     assert r.ttft_prefill_s == pytest.approx(prefill, rel=1e-12)
     alpha, beta = lat.decode_time_coefficients(1)
     steps = [alpha + beta * (3000 + j) for j in range(5)]   # context: 3000, 3001, ... tokens

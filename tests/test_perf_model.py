@@ -1,4 +1,4 @@
-"""The calibrated latency model: monotonicity, decode closed form, anchors from CALIBRATION.md."""
+"""The engine latency model: monotonicity, decode closed form, out-of-sample checks against measurements."""
 
 from __future__ import annotations
 
@@ -109,47 +109,32 @@ def test_h100_prefill_matches_our_own_h100_measurement(preset, name):
 
 
 @pytest.mark.parametrize("preset, name", H100_MEASURED)
-def test_h100_decode_matches_our_own_h100_measurement(preset, name):
-    # CUDA-graph decode steps (SDPA over a contiguous KV cache): GPU time only, so the preset's CPU
-    # scheduling term is left out too. The decode roofline should be within ~15% of it.
+def test_h100_decode_within_a_band_of_our_own_h100_measurement(preset, name):
+    # Out-of-sample: the engine model is fitted on real vLLM serving runs, not on these CUDA-graph
+    # decode steps written directly in torch (SDPA over a contiguous KV cache, GPU time only, so the
+    # model's CPU term is left out too). vLLM's fused kernels stream weights faster than that
+    # hand-written step at small batches (ratio ~0.75-0.8 at batch 1); at large batch and context the
+    # KV read dominates and the model is slower (paged attention, fitted efficiency 0.67).
     m = MODELS[preset]
     for row in _measured("decode", name):
         bs, ctx = row["batch"], row["context"]
         gpu = m.iteration_time(0, 0, bs, bs * ctx) - m.cpu_overhead_s(bs) - m.tp_all_reduce_s(bs)
-        assert 0.9 <= gpu / row["median_s"] <= 1.15, (bs, ctx, gpu / row["median_s"])
+        assert 0.7 <= gpu / row["median_s"] <= 1.2, (bs, ctx, gpu / row["median_s"])
 
 
-def test_h100_llama3_8b_prefill_2048_in_calibration_range():
-    # CALIBRATION.md [derived]: Llama-3-8B, 1xH100, prefill 2048 tokens ~ 45-62 ms
-    t = MODELS["h100-llama3.1-8b-tp1"].iteration_time(2048, 2048 * 2048 / 2, 0, 0)
-    assert 0.045 <= t <= 0.062
-
-
-def test_h100_llama3_8b_decode_batch1_in_calibration_range():
-    # CALIBRATION.md [derived]: decode batch 1 ~ 6-8 ms (4.8 ms weight-read floor)
+def test_h100_llama3_8b_decode_batch1_above_the_weight_read_floor():
+    # 16.06 GB of bf16 weights at 3.35 TB/s: no decode step can be faster than 4.8 ms
     t = MODELS["h100-llama3.1-8b-tp1"].iteration_time(0, 0, 1, 1024)
-    assert 0.006 <= t <= 0.008
+    assert 16.06e9 / 3.35e12 <= t <= 0.008
 
 
-def test_h100_llama3_8b_decode_batch64_in_calibration_range():
-    # CALIBRATION.md [derived]: decode batch 64 at 1k context ~ 10-13 ms
-    t = MODELS["h100-llama3.1-8b-tp1"].iteration_time(0, 0, 64, 64 * 1024)
-    assert 0.010 <= t <= 0.013
-
-
-def test_a100_llama3_8b_prefill_2048_close_to_calibration():
-    # CALIBRATION.md [derived]: Llama-3-8B, 1xA100, prefill 2048 ~ 160-165 ms
-    t = MODELS["a100-llama3-8b-tp1"].iteration_time(2048, 2048 * 2048 / 2, 0, 0)
-    assert 0.150 <= t <= 0.175
-
-
-def test_h100_decode_step_slower_than_h200_buildkite_but_same_scale():
-    # vLLM buildkite (H200): 8B TP1 ~6.5 ms, 70B TP4 ~16 ms per step at batch 8; H100 has ~30% less
-    # HBM bandwidth so its steps should be slower, but not by more than that ratio plus overheads.
-    t8 = MODELS["h100-llama3.1-8b-tp1"].iteration_time(0, 0, 8, 8 * 96)
-    t70 = MODELS["h100-llama3.1-70b-tp4"].iteration_time(0, 0, 8, 8 * 96)
-    assert 6.5e-3 <= t8 <= 6.5e-3 * 1.5
-    assert 16e-3 <= t70 <= 16e-3 * 1.5
+def test_prefill_2048_is_compute_bound_near_its_roofline():
+    # 2 FLOPs per weight per token at 989 TFLOP/s (H100) / 312 (A100): a 2048-token prefill takes at
+    # least that, and a fitted efficiency of ~0.7 puts it within 1.7x of it
+    for name, params, peak in (("h100-llama3.1-8b-tp1", 8.03e9, 989e12), ("a100-llama3-8b-tp1", 8.03e9, 312e12)):
+        floor = 2 * params * 2048 / peak
+        t = MODELS[name].iteration_time(2048, 2048 * 2048 / 2, 0, 0)
+        assert floor <= t <= 1.7 * floor, (name, t / floor)
 
 
 def test_tp4_70b_prefill_faster_per_token_than_tp1_70b_would_be():
@@ -175,9 +160,21 @@ def test_mixed_batch_costs_more_than_either_part():
 
 
 def test_shipped_token_tables_are_monotone_with_increasing_knots():
+    # the kernel tables kept for comparison (perf-report); Mixtral has none
     from arrow_rl.perf.presets import load_preset_document
 
     for name in list_presets():
         tab = load_preset_document(name)["token_ops"]
+        if tab is None:
+            continue
         assert all(a < b for a, b in zip(tab["tokens"], tab["tokens"][1:]))
         assert all(a <= b for a, b in zip(tab["ms"], tab["ms"][1:]))
+
+
+def test_moe_reads_more_experts_as_the_batch_grows():
+    # Mixtral (8 experts, top-2): one token touches 2 experts, a large batch all 8, so a decode step's
+    # weight traffic (and time) rises steeply over small batches and then flattens
+    m = MODELS["h100-mixtral-8x7b-tp2"]
+    t = [m.iteration_time(0, 0, b, 0) for b in (1, 2, 4, 8, 32)]
+    assert t[1] - t[0] > t[4] - t[3] > 0
+    assert t[4] < 4.5 * t[0]   # 8 of 8 experts vs 2 of 8, plus the shared attention weights
