@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"training [bold]{cfg.name}[/bold] ({cfg.algo}, seed {cfg.seed}, {cfg.n_envs} {cfg.vec_env} envs)")
         try:
             result = train(cfg, run_root=log_dir, progress=progress, on_message=console.print)
-        except ValueError as exc:  # env-config validation errors name the field
+        except (ValueError, OSError) as exc:  # env-config validation errors name the field
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
         console.print(f"run directory: {result.run_dir}")
