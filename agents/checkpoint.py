@@ -131,11 +131,15 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: not a checkpoint directory (expected {MODEL_FILE} + {METADATA_FILE})")
     path = directory / METADATA_FILE
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; a checkpoint directory needs {METADATA_FILE} beside {MODEL_FILE}") from None
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a text file (expected JSON)") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an arrow-rl checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -145,11 +149,28 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     for key in ("algo", "observation_space", "action_space"):
         if key not in meta:
             raise CheckpointError(f"{path}: missing field {key!r}")
+    _check_space_field(path, "observation_space", meta["observation_space"], "Box")
+    _check_space_field(path, "action_space", meta["action_space"], "Discrete")
     if not (directory / MODEL_FILE).is_file():
         raise CheckpointError(f"{directory / MODEL_FILE}: missing")
     if meta.get("normalized") and not (directory / VECNORM_FILE).is_file():
         raise CheckpointError(f"{directory / VECNORM_FILE}: missing, but metadata says observations were normalized")
     return meta
+
+
+def _check_space_field(path: Path, key: str, spec: Any, kind: str) -> None:
+    """The JSON written by ``space_spec``: ``{type: Box, shape: [n...]}`` or ``{type: Discrete, n: k}``."""
+    ok = isinstance(spec, dict) and spec.get("type") == kind
+    if ok and kind == "Box":
+        shape = spec.get("shape")
+        ok = isinstance(shape, list) and len(shape) >= 1 and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    if ok and kind == "Discrete":
+        n = spec.get("n")
+        ok = isinstance(n, int) and not isinstance(n, bool) and n >= 1
+    if not ok:
+        want = '{"type": "Box", "shape": [n]}' if kind == "Box" else '{"type": "Discrete", "n": k}'
+        raise CheckpointError(f"{path}: field {key!r} must be {want}, got {json.dumps(spec)[:120]}")
 
 
 def check_spaces(meta: dict[str, Any], observation_space, action_space, source: str = "checkpoint") -> None:
@@ -225,6 +246,21 @@ class Checkpoint:
         return int(greedy_actions(self.model, self.normalize(obs)[None], None if mask is None else np.asarray(mask)[None])[0])
 
 
+def _load_normalizer(path: Path, observation_space) -> ObsNormalizer | None:
+    """The frozen scaling from ``vecnormalize.pkl``; a damaged or mismatched file names itself."""
+    try:
+        with open(path, "rb") as fh:
+            vn = pickle.load(fh)
+        normalizer = ObsNormalizer.from_vecnormalize(vn)
+    except Exception as exc:  # noqa: BLE001 - unpickling damaged data raises nearly any type
+        raise CheckpointError(f"{path}: cannot load the VecNormalize statistics ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+    if normalizer is not None and normalizer.mean.shape != tuple(observation_space.shape):
+        raise CheckpointError(f"{path}: statistics for observations of shape {normalizer.mean.shape}, "
+                              f"the model takes {tuple(observation_space.shape)}")
+    return normalizer
+
+
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
     """Load a checkpoint directory. SECURITY: unpickles ``model.zip`` (and ``vecnormalize.pkl``);
     only load checkpoints you trust."""
@@ -238,7 +274,6 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
     check_spaces(meta, model.observation_space, model.action_space, source=f"{directory / MODEL_FILE}")
     normalizer = None
     if meta.get("normalized"):
-        with open(directory / VECNORM_FILE, "rb") as fh:
-            normalizer = ObsNormalizer.from_vecnormalize(pickle.load(fh))
+        normalizer = _load_normalizer(directory / VECNORM_FILE, model.observation_space)
     model.policy.set_training_mode(False)
     return Checkpoint(directory, model, meta, normalizer)

@@ -19,22 +19,21 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from arrow_rl.cli.output import fail, make_console, warn
 from arrow_rl.cli.summary_table import print_summary as print_summary_table
 
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
+console = make_console()
+err = make_console(stderr=True)
 TOKEN_ENV = "ARROW_RL_TOKEN"
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def parse_duration(text: str) -> float:
