@@ -88,6 +88,10 @@ def simulate(
     for key in ("preset", "num_instances"):
         if key not in fields:
             _fail(f"{option_of[key]} is required (or give it in --config)")
+    if str(getattr(fields.get("mode"), "value", fields.get("mode"))) == "colocated" and fields.get("num_prefill") is not None:
+        # colocated instances have no prefill/decode label; a split given with it is a mistake
+        where = "--prefill-instances" if prefill_instances is not None else f"{config}: num_prefill"
+        _fail(f"{where} applies to --mode disaggregated only; colocated instances serve whole requests")
     try:
         cfg = EmulatorConfig(**fields)
     except ValidationError as exc:

@@ -69,6 +69,9 @@ class EmulatorConfig(BaseModel):
                                  f"({self.num_instances - 1}) in disaggregated mode, got {p}")
         if (self.slo_ttft_s is None) != (self.slo_tpot_s is None):
             raise ValueError("give both slo_ttft_s and slo_tpot_s, or neither")
+        from arrow_rl.perf.presets import get_preset
+
+        get_preset(self.preset, self.gpu_memory_utilization)  # the KV cache must fit beside the weights
         return self
 
     @property
