@@ -36,8 +36,8 @@ def _parse_floats(text: str | None, what: str) -> list[float]:
             v = float(part)
         except ValueError:
             _fail(f"{what}: {part!r} is not a number")
-        if not v > 0:
-            _fail(f"{what}: {part!r} must be > 0")
+        if not (v > 0 and math.isfinite(v)):
+            _fail(f"{what}: {part!r} must be a finite number > 0")
         out.append(v)
     return out
 
@@ -86,6 +86,15 @@ def evaluate_command(
     from arrow_rl.workload.loaders import load_workload
     from pydantic import ValidationError
 
+    for opt, val in (("--reference-rate", reference_rate), ("--initial-rate", initial_rate),
+                     ("--duration", duration), ("--control-interval", control_interval),
+                     ("--oracle-lookahead", oracle_lookahead), ("--oracle-interval", oracle_interval)):
+        if val is not None and not (val > 0 and math.isfinite(val)):
+            _fail(f"{opt} must be a finite number > 0, got {val}")
+    if not (0 < rel_tol < 1):
+        _fail(f"--rel-tol must be in (0, 1), got {rel_tol}")
+    if not math.isfinite(start):
+        _fail(f"--start must be finite, got {start}")
     try:
         wl = load_workload(workload, format=trace_format)
     except Exception as exc:  # noqa: BLE001 - loaders raise several types, all with clear messages

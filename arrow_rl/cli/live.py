@@ -32,8 +32,8 @@ err = make_console(stderr=True)
 TOKEN_ENV = "ARROW_RL_TOKEN"
 
 
-def _fail(message: str) -> NoReturn:
-    fail(message)
+def _fail(message: str, code: int = 2) -> NoReturn:
+    fail(message, code)
 
 
 def parse_duration(text: str) -> float:
@@ -330,6 +330,10 @@ def bench(
         wl = wl.head(limit)
     if len(wl) == 0:
         _fail("the workload has no requests (check --limit/--duration)")
+    for name, val in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
+        if not (val > 0 and math.isfinite(val)):
+            _fail(f"{name} must be a positive number of seconds, got {val}")
+    _check_router_health(router)
     opts = BenchOptions(model=model, vocab_size=vocab_size, max_model_len=max_model_len, seed=seed)
     _, _, clamped = shape_requests(wl, opts)
     if clamped:
@@ -349,6 +353,24 @@ def bench(
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()}
         json_out.write_text(json.dumps(clean, indent=2), encoding="utf-8")
         console.print(f"summary written to {json_out}")
+    failed = [r for r in records if r.rejected]
+    if records and len(failed) == len(records):
+        # a run where nothing was served measured nothing: say why and fail, so scripts notice
+        _fail(f"all {len(records)} requests failed (first error: {failed[0].reject_reason})", code=1)
+
+
+def _check_router_health(router: str) -> None:
+    """Fail with one line before replaying anything when the router does not answer ``/health``."""
+    import httpx
+
+    if not re.match(r"^https?://", router):
+        _fail(f"--router must be an http(s) URL, got {router!r}")
+    try:
+        r = httpx.get(router.rstrip("/") + "/health", timeout=5.0)
+    except (httpx.HTTPError, ValueError) as exc:
+        _fail(f"cannot reach the router at {router} ({type(exc).__name__}: {exc})")
+    if r.status_code != 200:
+        _fail(f"router at {router}: /health answered HTTP {r.status_code}; is it an arrow-rl router with live instances?")
 
 
 def register(app: typer.Typer) -> None:

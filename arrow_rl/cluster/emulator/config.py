@@ -23,7 +23,7 @@ DEFAULT_SLO_TPOT_S = 0.125
 class EmulatorConfig(BaseModel):
     """One emulated cluster: instance type, size, mode, vLLM scheduler limits, SLOs, flip cost."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     preset: str = Field(description="instance type, e.g. h100-llama3.1-8b-tp1 (see arrow_rl.perf.presets)")
     num_instances: int = Field(ge=1, le=4096)
