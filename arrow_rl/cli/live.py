@@ -36,6 +36,15 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     fail(message, code)
 
 
+def _message(exc: Exception) -> str:
+    """One line for a config error (pydantic's multi-line ``ValidationError`` text included)."""
+    from pydantic import ValidationError
+
+    from arrow_rl.config_io import format_validation_error
+
+    return format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+
+
 def parse_duration(text: str) -> float:
     """'1s', '500ms', '2.5', '1m' → seconds."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m)?\s*", text or "")
@@ -59,7 +68,7 @@ def _instances_from(cluster: Optional[Path], instance: list[str]) -> list[dict]:
     if cluster is not None:
         try:
             data = json.loads(cluster.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, not UTF-8
             _fail(f"{cluster}: cannot read cluster file: {exc}")
         if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
             _fail(f"{cluster}: expected an object with an 'instances' list")
@@ -95,7 +104,7 @@ def launch(
                                  "python": vllm_python, "base_port": base_port}.items() if v is not None}
         cfg = LaunchConfig.model_validate({**cfg.model_dump(), **upd})
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(_message(exc))
     workdir.mkdir(parents=True, exist_ok=True)
     launcher = Launcher(cfg, workdir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -152,7 +161,7 @@ def serve(
         cfg = RouterConfig.model_validate({**base, **upd})
         profs = load_profiles(cfg.profiles) if cfg.profiles else {}
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(_message(exc))
     tok = _token(token, required=False)
     if not tok:
         tok = secrets.token_urlsafe(24)
@@ -178,9 +187,10 @@ def live_profile(
     out: Path = typer.Option(Path("profiles.json"), "--out", help="profile cache to write"),
     lengths: str = typer.Option("64,128,256,512,768", "--lengths", help="prefill prompt lengths"),
     batches: str = typer.Option("1,2,4,8", "--batches", help="decode batch sizes"),
+    repeats: int = typer.Option(5, "--repeats", help="timed requests per prompt length (the fit uses their median)"),
 ) -> None:
     """Measure Arrow §5.2 profiles (T(n), decode interval) on every live instance; cache as JSON."""
-    from arrow_rl.cluster.live.profiles import measure_cluster, save_profiles
+    from arrow_rl.cluster.live.profiles import ProfileError, measure_cluster, save_profiles
 
     insts = _instances_from(cluster, instance)
     try:
@@ -188,16 +198,34 @@ def live_profile(
         bs = tuple(int(x) for x in batches.split(","))
     except ValueError:
         _fail("--lengths/--batches must be comma-separated integers")
+    if len(set(lens)) < 3 or min(lens) < 1:
+        _fail(f"--lengths needs at least 3 distinct positive prompt lengths to fit T(n), got {lengths!r}")
+    if min(bs) < 1 or max(bs) > 256:
+        _fail(f"--batches must be decode batch sizes in 1..256, got {batches!r}")
+    if not 10 < vocab_size <= 10_000_000:
+        _fail(f"--vocab-size must be in 11..10,000,000, got {vocab_size}")
+    if repeats < 1 or repeats > 100:
+        _fail(f"--repeats must be in 1..100, got {repeats}")
     t0 = time.time()
-    with console.status("profiling instances (one at a time)…"):
-        profs, meta = measure_cluster([i["url"] for i in insts], model, vocab=vocab_size,
-                                      prefill_lengths=lens, decode_batches=bs)
-    save_profiles(out, profs, meta)
+    try:
+        with console.status("profiling instances (one at a time)…"):
+            profs, meta = measure_cluster([i["url"] for i in insts], model, vocab=vocab_size,
+                                          prefill_lengths=lens, decode_batches=bs, repeats=repeats)
+    except ProfileError as exc:
+        _fail(str(exc))
+    for w in meta.get("warnings", []):
+        warn(w)
+    try:
+        save_profiles(out, profs, meta)
+    except OSError as exc:
+        _fail(f"--out: cannot write {out}: {exc.strerror or exc}")
     table = Table(title=f"instance profiles ({time.time() - t0:.1f} s)")
-    for col in ("instance", "T(n)=a·n²+b·n+c", "decode interval = slope·N + intercept"):
+    for col in ("instance", "T(n)=a·n²+b·n+c", "prefill fit", "decode interval = slope·N + intercept"):
         table.add_column(col)
     for i, p in profs.items():
+        credible = meta["points"][str(i)]["prefill_credible"]
         table.add_row(str(i), f"a={p.prefill_a:.3g} b={p.prefill_b:.3g} c={p.prefill_c:.3g}",
+                      "credible" if credible else "[yellow]not credible[/yellow]",
                       f"slope={p.decode_slope:.3g} intercept={p.decode_intercept * 1000:.2f} ms")
     console.print(table)
     console.print(f"written to {out}")
