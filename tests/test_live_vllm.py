@@ -24,7 +24,7 @@ import pytest
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.fake_vllm import ServerThread
-from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, vllm_available
+from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, PortInUse, vllm_available
 from arrow_rl.cluster.live.router import Router
 from arrow_rl.cluster.live.scraper import counter_delta, parse_metrics
 
@@ -65,10 +65,22 @@ def vllm_instances(tmp_path_factory):
     ok, why = vllm_available(VLLM_PYTHON)
     if not ok:
         pytest.skip(f"real-vLLM tier skipped: {why}")
-    cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=2,
-                       base_port=_free_base(2, 18100), nixl_base_port=_free_base(2, 15600), startup_timeout_s=420)
-    launcher = Launcher(cfg, tmp_path_factory.mktemp("vllm"))
-    launcher.start()
+    workdir = tmp_path_factory.mktemp("vllm")
+    for attempt in range(5):
+        # A port found free can be taken before vLLM binds it: the launcher checks the ports again
+        # when it starts (PortInUse: try the next range) and accepts only instances that serve its
+        # own identity name, so another process's /health is never taken for ours.
+        cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=2,
+                           base_port=_free_base(2, 18100 + 40 * attempt),
+                           nixl_base_port=_free_base(2, 15600 + 40 * attempt), startup_timeout_s=420)
+        launcher = Launcher(cfg, workdir)
+        try:
+            launcher.start()
+            break
+        except PortInUse:
+            continue
+    else:
+        pytest.fail("no free port range for two vLLM instances after 5 tries")
     try:
         waited = launcher.wait_healthy()
         print(f"\n[live] two {ENGINE} instances healthy in {waited:.1f} s", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from arrow_rl.cli.output import fail, make_console, warn
@@ -110,8 +111,22 @@ def launch(
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         launcher.start()
-        with console.status(f"starting {cfg.num_instances} × {cfg.engine} instances…"):
-            waited = launcher.wait_healthy(progress=lambda i, t: console.print(f"instance {i} healthy after {t:.1f} s"))
+        console.print(f"starting {cfg.num_instances} × {cfg.engine} instances (ports {cfg.base_port}.."
+                      f"{cfg.base_port + cfg.num_instances - 1}; logs in {workdir / cfg.log_dir}); vLLM takes "
+                      "30-100 s on a CPU host")
+        with console.status(f"starting {cfg.num_instances} × {cfg.engine} instances…") as status:
+            last_line = [0.0]
+
+            def waiting(pending: list[int], t: float) -> None:
+                # a spinner on a terminal; one line every 15 s into a file or pipe
+                news = escape("; ".join(f"{i}: {launcher.last_log_line(i)[-90:]}" for i in pending))
+                status.update(f"{cfg.num_instances - len(pending)}/{cfg.num_instances} healthy after {t:.0f} s — {news}")
+                if not console.is_terminal and t - last_line[0] >= 15:
+                    last_line[0] = t
+                    console.print(f"{t:.0f} s: waiting for instance(s) {pending}", highlight=False)
+
+            waited = launcher.wait_healthy(progress=lambda i, t: console.print(f"instance {i} healthy after {t:.1f} s"),
+                                           waiting=waiting)
         cluster_file.write_text(json.dumps(launcher.cluster_file(), indent=2), encoding="utf-8")
         console.print(f"all {cfg.num_instances} instances healthy in {waited:.1f} s; instance list in {cluster_file}")
         console.print(f"next: arrow-rl serve --cluster {cluster_file}   (Ctrl-C here stops the instances)")
