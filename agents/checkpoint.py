@@ -187,6 +187,50 @@ def check_spaces(meta: dict[str, Any], observation_space, action_space, source: 
         raise CheckpointMismatchError(f"{source} does not fit this environment: " + "; ".join(problems))
 
 
+# SLOs within this ratio of the training SLOs count as the same tier (the loads the policy reads
+# are SLO-relative, so a small change shifts them little; a tier change shifts them a lot).
+SLO_TOLERANCE = 1.25
+
+
+def training_distribution(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the checkpoint was trained on: preset, cluster sizes, SLOs, traces, rate scales.
+
+    New checkpoints store it as ``training_distribution``; for older ones (the shipped default
+    included) it is rebuilt from the env config in the metadata."""
+    if isinstance(meta.get("training_distribution"), dict):
+        return meta["training_distribution"]
+    env = meta.get("env_config") if isinstance(meta.get("env_config"), dict) else {}
+    episode = env.get("episode") if isinstance(env.get("episode"), dict) else {}
+    sizes = episode.get("num_instances") or ([meta.get("num_instances")] if meta.get("num_instances") else [])
+    slo = meta.get("slo") if isinstance(meta.get("slo"), dict) else {}
+    return {"preset": meta.get("preset") or env.get("preset"), "cluster_sizes": list(sizes),
+            "slo_ttft_s": slo.get("ttft_s", env.get("slo_ttft_s")), "slo_tpot_s": slo.get("tpot_s", env.get("slo_tpot_s")),
+            "traces": episode.get("traces"), "rate_scale": episode.get("rate_scale")}
+
+
+def distribution_warnings(meta: dict[str, Any], *, preset: str | None = None, num_instances: int | None = None,
+                          slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+                          source: str = "checkpoint") -> list[str]:
+    """One sentence per way the target lies outside the training distribution (empty: inside).
+
+    A checkpoint outside its distribution still loads (the spaces fit), but its decisions were
+    never trained for that cluster: say so before it runs, rather than let a demo silently differ.
+    """
+    dist = training_distribution(meta)
+    out = []
+    trained_preset = dist.get("preset")
+    if preset is not None and trained_preset and preset != trained_preset:
+        out.append(f"{source} was trained on preset {trained_preset!r}, not {preset!r}")
+    sizes = [int(n) for n in dist.get("cluster_sizes") or [] if isinstance(n, (int, float))]
+    if num_instances is not None and sizes and num_instances not in sizes:
+        out.append(f"{source} was trained on clusters of {'/'.join(map(str, sizes))} instances, not {num_instances}")
+    for name, have, want in (("TTFT", slo_ttft_s, dist.get("slo_ttft_s")), ("TPOT", slo_tpot_s, dist.get("slo_tpot_s"))):
+        if have is not None and isinstance(want, (int, float)) and want > 0 and have > 0:
+            if max(have / want, want / have) > SLO_TOLERANCE:
+                out.append(f"{source} was trained for a {name} SLO of {want:g} s, not {have:g} s")
+    return out
+
+
 def _size(spec: dict[str, Any]) -> str:
     shape = spec.get("shape") or []
     return str(int(np.prod(shape))) if len(shape) == 1 else str(tuple(shape))

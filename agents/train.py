@@ -132,6 +132,12 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
                                 "max_flips_per_step": cfg.action.max_flips_per_step,
                                 "min_pool_size": cfg.action.min_pool_size},
             "control_interval_s": cfg.control_interval_s,
+            # what evaluate/deploy compare a target cluster with (agents.checkpoint.distribution_warnings)
+            "training_distribution": {"preset": cfg.preset, "cluster_sizes": list(cfg.cluster_sizes),
+                                      "slo_ttft_s": cfg.slo_ttft_s, "slo_tpot_s": cfg.slo_tpot_s,
+                                      "traces": list(cfg.episode.traces) if cfg.episode.generator is None else None,
+                                      "generator": cfg.episode.generator,
+                                      "rate_scale": list(cfg.episode.rate_scale)},
         }
     )
     return meta

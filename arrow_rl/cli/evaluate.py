@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 import typer
-from arrow_rl.cli.output import fail, make_console
+from arrow_rl.cli.output import fail, make_console, warn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -135,6 +135,9 @@ def evaluate_command(
             make_policy(spec, instances)
         except ValueError as exc:
             _fail(str(exc))
+    for name in names:
+        for line in _checkpoint_warnings(name, preset, instances, slo_ttft, slo_tpot):
+            warn(line)
     n_sweeps = sum(len(expand_spec(c, instances)) for c in names)
     est_points = n_sweeps * (max_evals + len(extra_scales) + 1)
     console.print(f"[bold]{wl.name}[/bold]: {len(wl):,} requests over {wl.duration_s:,.0f} s "
@@ -186,6 +189,22 @@ def evaluate_command(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+def _checkpoint_warnings(spec: str, preset: str, instances: int, slo_ttft: float, slo_tpot: float) -> list[str]:
+    """Where a checkpoint controller is evaluated outside its training distribution (no unpickling)."""
+    path = Path(spec)
+    if not (path / "metadata.json").is_file():
+        return []
+    from agents.checkpoint import CheckpointError, distribution_warnings, read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except CheckpointError:
+        return []  # make_policy already reported it
+    lines = distribution_warnings(meta, preset=preset, num_instances=instances, slo_ttft_s=slo_ttft,
+                                  slo_tpot_s=slo_tpot, source=str(path))
+    return [f"{line}; its results here are outside what it was trained for" for line in lines]
 
 
 def _json_default(o: object) -> object:

@@ -282,6 +282,8 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
+    for line in _deploy_warnings(controller, cluster.info, policy):
+        warn(line)
     step = "set the routing policy"
     try:  # a router that fails a setup call gets one clear line, not a traceback
         if set_routing:
@@ -327,6 +329,38 @@ def deploy(
         cluster.close()
         if fh:
             fh.close()
+
+
+def _deploy_warnings(controller: str, info: Any, policy: Any) -> list[str]:
+    """Said before the control loop starts: a checkpoint outside its training distribution, and a
+    cluster so small that no flip is legal (then no controller can change anything)."""
+    out = []
+    ckpt = Path(controller)
+    if (ckpt / "metadata.json").is_file():
+        from agents.checkpoint import CheckpointError, distribution_warnings, read_metadata, training_distribution
+
+        try:
+            meta = read_metadata(ckpt)
+        except CheckpointError:
+            meta = None
+        if meta is not None:
+            lines = distribution_warnings(meta, num_instances=info.num_instances, slo_ttft_s=info.slo.ttft_s,
+                                          slo_tpot_s=info.slo.tpot_s, source=str(ckpt))
+            out += [f"{line}; its decisions on this cluster are outside what it was trained for" for line in lines]
+            trained = training_distribution(meta).get("preset")
+            if trained:
+                out.append(f"{ckpt} was trained on the emulated preset {trained!r}; the live instances' latency "
+                           "profile differs (run arrow-rl live-profile and compare)")
+            min_pool = int((meta.get("action_encoding") or {}).get("min_pool_size", 1))
+        else:
+            min_pool = 1
+    else:
+        min_pool = 1
+    if info.num_instances < 2 * min_pool + 1:
+        out.append(f"with {info.num_instances} instances and a minimum pool size of {min_pool}, no flip is legal "
+                   "(it would empty a pool): the controller can only observe; use at least "
+                   f"{2 * min_pool + 1} instances to see it act")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
