@@ -55,7 +55,7 @@ def evaluate_command(
     controllers: str = typer.Option(
         "arrow,static-best,colocated,dynamo", "--controllers",
         help="comma list: arrow, arrow-interval, colocated, static:P, static-best, dynamo, oracle, or checkpoint paths"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one sweep each)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     trace_format: Optional[str] = typer.Option(None, "--format", help="trace format; default: detect"),

@@ -380,7 +380,7 @@ def bench(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="clamp input+output to fit the model"),
     slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="TTFT SLO, s"),
     slo_tpot: float = typer.Option(0.1, "--slo-tpot", help="TPOT SLO, s"),
-    seed: int = typer.Option(0, "--seed", help="seed of the prompt token ids"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="seed of the prompt token ids"),
     journal: Optional[Path] = typer.Option(None, "--journal", help="JSONL journal of client-side records"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary as JSON"),
 ) -> None:

@@ -43,7 +43,7 @@ def simulate(
     slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO in seconds (give with --slo-tpot)"),
     slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO in seconds (give with --slo-ttft)"),
     router: str = typer.Option("least-loaded", "--router", help="request router: least-loaded | round-robin"),
-    seed: int = typer.Option(0, "--seed", help="seed (the run is deterministic for a seed)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="seed (the run is deterministic for a seed)"),
     flip_delay: Optional[float] = typer.Option(None, "--flip-delay", help="seconds an instance admits nothing after a flip"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="default 0.9"),
     config: Optional[Path] = typer.Option(None, "--config", help="cluster YAML (EmulatorConfig fields); options override it"),

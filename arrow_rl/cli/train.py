@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         config: Path = typer.Option(..., "--config", "-c", help="Training config YAML (configs/train/*.yaml)."),
-        seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+        seed: Optional[int] = typer.Option(None, min=0, max=2**32 - 1, help="Override the config's seed."),
         n_timesteps: Optional[int] = typer.Option(None, "--n-timesteps", help="Override the RL step budget."),
         n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override the number of parallel envs."),
         vec_env: Optional[str] = typer.Option(None, "--vec-env", help="Override: dummy | subproc."),

@@ -106,7 +106,7 @@ def generate_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="canonical CSV to write"),
     spec_path: Optional[Path] = typer.Option(None, "--spec", help="YAML spec (see configs/workloads/); overrides --kind"),
     kind: Optional[str] = typer.Option(None, "--kind", help=f"one of {', '.join(GENERATOR_KINDS)}"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     rate: Optional[float] = typer.Option(None, "--rate", help="req/s (poisson, gamma, phase_shift)"),
     duration: Optional[float] = typer.Option(None, "--duration", help="seconds"),
     cv: Optional[float] = typer.Option(None, "--cv", help="interarrival CV (gamma, phase_shift)"),
