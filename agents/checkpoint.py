@@ -131,11 +131,15 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: not a checkpoint directory (expected {MODEL_FILE} + {METADATA_FILE})")
     path = directory / METADATA_FILE
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; a checkpoint directory needs {METADATA_FILE} beside {MODEL_FILE}") from None
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a text file (expected JSON)") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an arrow-rl checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -145,11 +149,28 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     for key in ("algo", "observation_space", "action_space"):
         if key not in meta:
             raise CheckpointError(f"{path}: missing field {key!r}")
+    _check_space_field(path, "observation_space", meta["observation_space"], "Box")
+    _check_space_field(path, "action_space", meta["action_space"], "Discrete")
     if not (directory / MODEL_FILE).is_file():
         raise CheckpointError(f"{directory / MODEL_FILE}: missing")
     if meta.get("normalized") and not (directory / VECNORM_FILE).is_file():
         raise CheckpointError(f"{directory / VECNORM_FILE}: missing, but metadata says observations were normalized")
     return meta
+
+
+def _check_space_field(path: Path, key: str, spec: Any, kind: str) -> None:
+    """The JSON written by ``space_spec``: ``{type: Box, shape: [n...]}`` or ``{type: Discrete, n: k}``."""
+    ok = isinstance(spec, dict) and spec.get("type") == kind
+    if ok and kind == "Box":
+        shape = spec.get("shape")
+        ok = isinstance(shape, list) and len(shape) >= 1 and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    if ok and kind == "Discrete":
+        n = spec.get("n")
+        ok = isinstance(n, int) and not isinstance(n, bool) and n >= 1
+    if not ok:
+        want = '{"type": "Box", "shape": [n]}' if kind == "Box" else '{"type": "Discrete", "n": k}'
+        raise CheckpointError(f"{path}: field {key!r} must be {want}, got {json.dumps(spec)[:120]}")
 
 
 def check_spaces(meta: dict[str, Any], observation_space, action_space, source: str = "checkpoint") -> None:
@@ -164,6 +185,50 @@ def check_spaces(meta: dict[str, Any], observation_space, action_space, source: 
         problems.append(f"action space {_act(have_act)} (checkpoint) vs {_act(want_act)} (environment)")
     if problems:
         raise CheckpointMismatchError(f"{source} does not fit this environment: " + "; ".join(problems))
+
+
+# SLOs within this ratio of the training SLOs count as the same tier (the loads the policy reads
+# are SLO-relative, so a small change shifts them little; a tier change shifts them a lot).
+SLO_TOLERANCE = 1.25
+
+
+def training_distribution(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the checkpoint was trained on: preset, cluster sizes, SLOs, traces, rate scales.
+
+    New checkpoints store it as ``training_distribution``; for older ones (the shipped default
+    included) it is rebuilt from the env config in the metadata."""
+    if isinstance(meta.get("training_distribution"), dict):
+        return meta["training_distribution"]
+    env = meta.get("env_config") if isinstance(meta.get("env_config"), dict) else {}
+    episode = env.get("episode") if isinstance(env.get("episode"), dict) else {}
+    sizes = episode.get("num_instances") or ([meta.get("num_instances")] if meta.get("num_instances") else [])
+    slo = meta.get("slo") if isinstance(meta.get("slo"), dict) else {}
+    return {"preset": meta.get("preset") or env.get("preset"), "cluster_sizes": list(sizes),
+            "slo_ttft_s": slo.get("ttft_s", env.get("slo_ttft_s")), "slo_tpot_s": slo.get("tpot_s", env.get("slo_tpot_s")),
+            "traces": episode.get("traces"), "rate_scale": episode.get("rate_scale")}
+
+
+def distribution_warnings(meta: dict[str, Any], *, preset: str | None = None, num_instances: int | None = None,
+                          slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+                          source: str = "checkpoint") -> list[str]:
+    """One sentence per way the target lies outside the training distribution (empty: inside).
+
+    A checkpoint outside its distribution still loads (the spaces fit), but its decisions were
+    never trained for that cluster: say so before it runs, rather than let a demo silently differ.
+    """
+    dist = training_distribution(meta)
+    out = []
+    trained_preset = dist.get("preset")
+    if preset is not None and trained_preset and preset != trained_preset:
+        out.append(f"{source} was trained on preset {trained_preset!r}, not {preset!r}")
+    sizes = [int(n) for n in dist.get("cluster_sizes") or [] if isinstance(n, (int, float))]
+    if num_instances is not None and sizes and num_instances not in sizes:
+        out.append(f"{source} was trained on clusters of {'/'.join(map(str, sizes))} instances, not {num_instances}")
+    for name, have, want in (("TTFT", slo_ttft_s, dist.get("slo_ttft_s")), ("TPOT", slo_tpot_s, dist.get("slo_tpot_s"))):
+        if have is not None and isinstance(want, (int, float)) and want > 0 and have > 0:
+            if max(have / want, want / have) > SLO_TOLERANCE:
+                out.append(f"{source} was trained for a {name} SLO of {want:g} s, not {have:g} s")
+    return out
 
 
 def _size(spec: dict[str, Any]) -> str:
@@ -225,6 +290,21 @@ class Checkpoint:
         return int(greedy_actions(self.model, self.normalize(obs)[None], None if mask is None else np.asarray(mask)[None])[0])
 
 
+def _load_normalizer(path: Path, observation_space) -> ObsNormalizer | None:
+    """The frozen scaling from ``vecnormalize.pkl``; a damaged or mismatched file names itself."""
+    try:
+        with open(path, "rb") as fh:
+            vn = pickle.load(fh)
+        normalizer = ObsNormalizer.from_vecnormalize(vn)
+    except Exception as exc:  # noqa: BLE001 - unpickling damaged data raises nearly any type
+        raise CheckpointError(f"{path}: cannot load the VecNormalize statistics ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+    if normalizer is not None and normalizer.mean.shape != tuple(observation_space.shape):
+        raise CheckpointError(f"{path}: statistics for observations of shape {normalizer.mean.shape}, "
+                              f"the model takes {tuple(observation_space.shape)}")
+    return normalizer
+
+
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
     """Load a checkpoint directory. SECURITY: unpickles ``model.zip`` (and ``vecnormalize.pkl``);
     only load checkpoints you trust."""
@@ -238,7 +318,6 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
     check_spaces(meta, model.observation_space, model.action_space, source=f"{directory / MODEL_FILE}")
     normalizer = None
     if meta.get("normalized"):
-        with open(directory / VECNORM_FILE, "rb") as fh:
-            normalizer = ObsNormalizer.from_vecnormalize(pickle.load(fh))
+        normalizer = _load_normalizer(directory / VECNORM_FILE, model.observation_space)
     model.policy.set_training_mode(False)
     return Checkpoint(directory, model, meta, normalizer)

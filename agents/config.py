@@ -24,6 +24,8 @@ Layout (see ``docs/agents.md`` for every field)::
 from __future__ import annotations
 
 import inspect
+import math
+import re
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
@@ -40,6 +42,43 @@ ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu")
 
 # Hyperparameters that take a schedule string (``lin_3e-4``) in addition to a number.
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+# Policies that fit PDClusterEnv: a flat Box observation (MlpPolicy) or, with
+# ``observation.per_instance``, a Dict observation (MultiInputPolicy). CnnPolicy needs images.
+POLICIES = ("MlpPolicy", "MultiInputPolicy")
+
+# ``policy_kwargs`` keys a YAML file can express (the rest of SB3's policy arguments take Python
+# classes, or apply to continuous actions only); each is also checked against the policy class.
+POLICY_KWARGS = ("net_arch", "activation_fn", "ortho_init", "share_features_extractor", "normalize_images",
+                 "optimizer_kwargs")
+
+# torch device strings SB3 accepts ("auto" picks CUDA when available).
+_DEVICE_RE = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+
+# Range of every numeric hyperparameter (SB3's constructors assert some of these deep inside model
+# construction, and accept others that make training meaningless, e.g. gamma=2):
+# name -> (integer?, low, low inclusive?, high, high inclusive?). None: unbounded on that side.
+HYPERPARAM_RANGES: dict[str, tuple[bool, float | None, bool, float | None, bool]] = {
+    "n_steps": (True, 1, True, None, False),
+    "batch_size": (True, 1, True, None, False),
+    "n_epochs": (True, 1, True, None, False),
+    "buffer_size": (True, 1, True, None, False),
+    "learning_starts": (True, 0, True, None, False),
+    "gradient_steps": (True, -1, True, None, False),   # SB3: -1 = as many as env steps
+    "target_update_interval": (True, 1, True, None, False),
+    "stats_window_size": (True, 1, True, None, False),
+    "train_freq": (True, 1, True, None, False),
+    "gamma": (False, 0, False, 1, True),
+    "gae_lambda": (False, 0, True, 1, True),
+    "ent_coef": (False, 0, True, None, False),
+    "vf_coef": (False, 0, True, None, False),
+    "max_grad_norm": (False, 0, False, None, False),
+    "target_kl": (False, 0, False, None, False),
+    "tau": (False, 0, False, 1, True),
+    "exploration_fraction": (False, 0, True, 1, True),
+    "exploration_initial_eps": (False, 0, True, 1, True),
+    "exploration_final_eps": (False, 0, True, 1, True),
+}
 
 
 class ConfigError(ValueError):
@@ -201,12 +240,37 @@ class TrainConfig(BaseModel):
             return NormalizeConfig()
         return v
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(_DEVICE_RE, v):
+            raise ValueError(f"{v!r} is not a torch device; expected auto, cpu, mps, cuda or cuda:<index>")
+        return v
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if v not in POLICIES:
+            raise ValueError(f"policy {v!r} does not fit PDClusterEnv; expected one of {POLICIES} "
+                             "(MultiInputPolicy with observation.per_instance)")
+        return v
+
     @field_validator("policy_kwargs")
     @classmethod
-    def _activation(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _policy_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - set(POLICY_KWARGS))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; valid: {sorted(POLICY_KWARGS)}")
         act = v.get("activation_fn")
         if act is not None and act not in ACTIVATIONS:
             raise ValueError(f"activation_fn {act!r} is not one of {ACTIVATIONS}")
+        if "net_arch" in v:
+            _check_net_arch(v["net_arch"])
+        for key in ("ortho_init", "share_features_extractor", "normalize_images"):
+            if key in v and not isinstance(v[key], bool):
+                raise ValueError(f"{key} must be true or false, got {v[key]!r}")
+        if "optimizer_kwargs" in v and not isinstance(v["optimizer_kwargs"], dict):
+            raise ValueError(f"optimizer_kwargs must be a mapping, got {v['optimizer_kwargs']!r}")
         return v
 
     @model_validator(mode="after")
@@ -220,8 +284,18 @@ class TrainConfig(BaseModel):
                 f"valid: {sorted(_algo_parameters(self.algo))}"
             )
         for key in SCHEDULED:
-            if key in self.hyperparams:
-                parse_schedule(self.hyperparams[key], key)
+            if self.hyperparams.get(key) is not None:  # clip_range_vf: None = no value clipping
+                _check_schedule(key, parse_schedule(self.hyperparams[key], key))
+        for key, value in self.hyperparams.items():
+            if key in HYPERPARAM_RANGES:
+                _check_range(key, value, *HYPERPARAM_RANGES[key])
+        if "net_arch" in self.policy_kwargs and self.algo == "dqn" and isinstance(self.policy_kwargs["net_arch"], dict):
+            raise ValueError("policy_kwargs.net_arch: dqn takes a list of layer sizes, not a pi/vf mapping")
+        if self.algo in ("ppo", "maskable_ppo"):
+            n_steps = self.hyperparams.get("n_steps", 2048)
+            if n_steps * self.n_envs < 2:  # SB3 PPO asserts this when the model is built
+                raise ValueError(f"n_steps * n_envs must be > 1 (got {n_steps} * {self.n_envs}); "
+                                 "PPO needs at least two samples per rollout")
         return self
 
     @property
@@ -245,6 +319,44 @@ class TrainConfig(BaseModel):
 
 # Keys of the algorithm constructor that the config sets itself (not hyperparameters).
 _RESERVED = {"policy", "env", "policy_kwargs", "seed", "device", "tensorboard_log", "verbose", "_init_setup_model"}
+
+
+def _check_net_arch(arch: Any) -> None:
+    """SB3's ``net_arch``: a list of hidden-layer sizes, or ``{pi: [...], vf: [...]}`` (actor-critic)."""
+    def sizes(x: Any, where: str) -> None:
+        if not isinstance(x, list) or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65536
+                                               for n in x):
+            raise ValueError(f"{where} must be a list of layer sizes (integers 1..65536), got {x!r}")
+
+    if isinstance(arch, dict):
+        extra = sorted(set(arch) - {"pi", "vf", "qf"})
+        if extra:
+            raise ValueError(f"net_arch mapping has unknown key(s) {extra}; expected pi and vf")
+        for key, value in arch.items():
+            sizes(value, f"net_arch.{key}")
+    else:
+        sizes(arch, "net_arch")
+
+
+def _check_range(key: str, value: Any, integer: bool, lo: float | None, lo_inc: bool,
+                 hi: float | None, hi_inc: bool) -> None:
+    """Raise a message naming ``key`` when ``value`` is not a number in its range."""
+    if value is None and key == "target_kl":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ValueError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{key} must be finite, got {value!r}")
+    if lo is not None and (value < lo or (value == lo and not lo_inc)):
+        raise ValueError(f"{key} must be {'>=' if lo_inc else '>'} {lo:g}, got {value!r}")
+    if hi is not None and (value > hi or (value == hi and not hi_inc)):
+        raise ValueError(f"{key} must be {'<=' if hi_inc else '<'} {hi:g}, got {value!r}")
+
+
+def _check_schedule(key: str, schedule: Union[float, Callable[[float], float]]) -> None:
+    start = schedule.initial if isinstance(schedule, _LinearSchedule) else schedule
+    if not (isinstance(start, float) and math.isfinite(start) and start > 0):
+        raise ValueError(f"{key} must start at a finite positive value, got {start!r}")
 
 
 def algo_class(algo: str) -> type:
@@ -287,8 +399,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConf
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            lines.append(f"  {loc}: {err['msg']}")
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
         raise ConfigError(f"{source}: invalid training config\n" + "\n".join(lines)) from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
@@ -316,6 +429,6 @@ def build_hyperparams(config: TrainConfig) -> dict[str, Any]:
     """Algorithm kwargs with schedule strings turned into callables."""
     out = config.hyperparams
     for key in SCHEDULED:
-        if key in out:
+        if out.get(key) is not None:
             out[key] = parse_schedule(out[key], key)
     return out

@@ -54,6 +54,22 @@ def env_config(env_id: str, kwargs: dict[str, Any]):
     return resolve_config(base.pop("config", None), {**base, **kwargs})
 
 
+def check_traces(env_id: str, kwargs: dict[str, Any], where: str = "env") -> None:
+    """Load every trace an env block names (into the env's per-process cache), so that a missing or
+    malformed trace fails with its field's name before a model is built or a worker started."""
+    cfg = env_config(env_id, kwargs)
+    if cfg is None or cfg.episode.generator is not None:
+        return
+    from arrow_rl.workload.loaders import TraceFormatError
+    from envs.pd_cluster_env import load_trace_cached
+
+    for i, name in enumerate(cfg.episode.traces):
+        try:
+            load_trace_cached(name)
+        except (TraceFormatError, OSError, ValueError) as exc:
+            raise ValueError(f"{where}.episode.traces[{i}]: {exc}") from None
+
+
 def resolved_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The block as one full config mapping (variant defaults included), JSON-friendly."""
     cfg = env_config(env_id, kwargs)

@@ -35,7 +35,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from agents.checkpoint import save_checkpoint
 from agents.config import TrainConfig, algo_class, build_hyperparams, build_policy_kwargs
-from agents.envs_bridge import env_config, env_thunk, is_toy, make_env
+from agents.envs_bridge import check_traces, env_config, env_thunk, is_toy, make_env
 from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
 from agents.holdout import apply_holdout
 from agents.imitation import pretrain
@@ -75,6 +75,15 @@ def build_vec_env(config: TrainConfig) -> VecEnv:
         venv = VecNormalize(venv, norm_obs=norm.norm_obs, norm_reward=norm.norm_reward, clip_obs=norm.clip_obs,
                             clip_reward=norm.clip_reward, gamma=norm.gamma)
     return venv
+
+
+def preflight(config: TrainConfig) -> None:
+    """Check what the schema cannot before any directory, model or worker exists: the env block
+    resolves to a valid ``EnvConfig`` and every trace it (or the eval block) names loads."""
+    check_traces(config.env.id, config.env.env_kwargs(), "env")
+    if config.eval.enabled:
+        block = config.eval_env_block()
+        check_traces(block.id, block.env_kwargs(), "eval.env")
 
 
 def build_model(config: TrainConfig, venv: VecEnv):
@@ -123,6 +132,12 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
                                 "max_flips_per_step": cfg.action.max_flips_per_step,
                                 "min_pool_size": cfg.action.min_pool_size},
             "control_interval_s": cfg.control_interval_s,
+            # what evaluate/deploy compare a target cluster with (agents.checkpoint.distribution_warnings)
+            "training_distribution": {"preset": cfg.preset, "cluster_sizes": list(cfg.cluster_sizes),
+                                      "slo_ttft_s": cfg.slo_ttft_s, "slo_tpot_s": cfg.slo_tpot_s,
+                                      "traces": list(cfg.episode.traces) if cfg.episode.generator is None else None,
+                                      "generator": cfg.episode.generator,
+                                      "rate_scale": list(cfg.episode.rate_scale)},
         }
     )
     return meta
@@ -216,6 +231,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
           on_message: Callable[[str], None] = lambda _m: None) -> TrainResult:
     """Run one training job as described by ``config`` (see module docstring)."""
     torch.set_num_threads(1)
+    preflight(config)
     t_start = time.time()
     run_dir = Path(run_root if run_root is not None else config.log_dir) / run_name(config, t_start)
     ckpt_dir = run_dir / "checkpoints"
@@ -233,7 +249,12 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
         on_message("held out: " + ", ".join(f"{s['trace']} after {s['cut_s']:.0f} s" for s in splits))
 
     venv = build_vec_env(config)
-    model = build_model(config, venv)
+    try:
+        model = build_model(config, venv)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
+        venv.close()
+        raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}") from None
     model.set_logger(logger)
     vecnorm = venv if isinstance(venv, VecNormalize) else None
     # as written: the holdout CSVs under the run directory are derived from it (and the cut times)

@@ -29,13 +29,19 @@ def read_config_mapping(path: str | Path, what: str = "config") -> dict[str, Any
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigFileNotFound(f"{p}: {what} file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{p}: not a text file (byte {exc.start} is not UTF-8); expected a YAML/JSON "
+                              f"{what}") from None
     except OSError as exc:
         raise ConfigFileError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
     is_json = p.suffix == ".json"
     try:
         data = json.loads(text) if is_json else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"{p}: not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
+        detail = " ".join(str(exc).split())  # PyYAML's messages span lines; keep one line
+        raise ConfigFileError(f"{p}: not valid {'JSON' if is_json else 'YAML'}: {detail}") from None
+    except RecursionError:
+        raise ConfigFileError(f"{p}: nested too deeply to be a {what}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -16,7 +16,7 @@ from arrow_rl.config_io import format_validation_error, read_config_mapping
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EpisodeConfig(_Strict):

@@ -45,6 +45,24 @@ def load_trace_cached(name: str) -> Workload:
     return _TRACE_CACHE[name]
 
 
+def _option_number(options: dict, key: str, *, positive: bool = False) -> float:
+    """``options[key]`` as a finite float (>= 0, or > 0 with ``positive``); the message names the key."""
+    v = options[key]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"reset(options[{key!r}]) must be a number, got {v!r}")
+    x = float(v)
+    if not math.isfinite(x) or x < 0 or (positive and x == 0):
+        raise ValueError(f"reset(options[{key!r}]) must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+    return x
+
+
+def _option_int(options: dict, key: str) -> int:
+    v = options[key]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"reset(options[{key!r}]) must be an integer, got {v!r}")
+    return int(v)
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -139,11 +157,12 @@ class PDClusterEnv(gym.Env):
             wl = options["workload"]
             if not isinstance(wl, Workload):
                 raise TypeError(f"reset(options['workload']) must be a Workload, got {type(wl).__name__}")
-            end = float(options.get("duration_s", wl.arrival_s[-1] if len(wl) else 0.0))
+            end = (_option_number(options, "duration_s") if "duration_s" in options
+                   else float(wl.arrival_s[-1]) if len(wl) else 0.0)
             return wl, end, {"source": wl.name}
         lo, hi = ep.rate_scale
         if "rate_scale" in options:
-            scale = float(options["rate_scale"])
+            scale = _option_number(options, "rate_scale", positive=True)
         elif ep.log_uniform_rate_scale:
             scale = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
         else:
@@ -161,6 +180,8 @@ class PDClusterEnv(gym.Env):
             wl = base.scaled(scale) if scale != 1.0 else base
             return wl, float(span) / scale, {"source": f"generator:{spec.kind}", "seed": seed, "rate_scale": scale}
         if "trace" in options:
+            if not isinstance(options["trace"], (str, Path)):
+                raise ValueError(f"reset(options['trace']) must be a trace name or path, got {options['trace']!r}")
             name = str(options["trace"])
         elif len(ep.traces) == 1:
             name = ep.traces[0]
@@ -171,7 +192,12 @@ class PDClusterEnv(gym.Env):
         span = ep.duration_s * scale                       # trace seconds that become duration_s
         latest = max(float(trace.arrival_s[-1]) - span, 0.0)
         if "start_s" in options:
-            start = float(options["start_s"])
+            start = _option_number(options, "start_s")
+            last = float(trace.arrival_s[-1])
+            if trace.window(start, start + span).arrival_s.size == 0:
+                # an empty window would score attainment 1.0 for doing nothing
+                raise ValueError(f"reset(options['start_s']={start:g}): the {span:g} s window of trace {name!r} "
+                                 f"from there has no requests (its arrivals span 0..{last:g} s)")
         elif ep.random_start:
             start = float(rng.uniform(0.0, latest)) if latest > 0 else 0.0
         else:
@@ -204,7 +230,7 @@ class PDClusterEnv(gym.Env):
         self.workload, self._arrival_end_s, desc = self._draw_workload(options)
         sizes = cfg.cluster_sizes
         if "num_instances" in options:
-            n = int(options["num_instances"])
+            n = _option_int(options, "num_instances")
             if n not in sizes:
                 raise ValueError(f"reset(options['num_instances']={n}) is not one of the configured sizes {sizes}")
         elif len(sizes) > 1:  # drawn only when there is a choice, so other configs keep their RNG stream
@@ -223,7 +249,8 @@ class PDClusterEnv(gym.Env):
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
         num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or self.num_instances // 2
         router = policy.router if policy is not None else None
-        cluster_seed = int(options.get("cluster_seed", self.np_random.integers(2**31 - 1)))
+        cluster_seed = (_option_int(options, "cluster_seed") if "cluster_seed" in options
+                        else int(self.np_random.integers(2**31 - 1)))
         self.cluster = self.cluster_factory(self.workload, cfg, router, num_prefill, cluster_seed)
         if self.cluster.info.num_instances != cfg.num_instances:
             raise ValueError(f"cluster_factory built {self.cluster.info.num_instances} instances, "
@@ -291,13 +318,26 @@ class PDClusterEnv(gym.Env):
         left = self._end_s - self.cluster.now
         return self.cluster.advance(min(dt, left) if left > 1e-9 else dt)
 
+    def _action_index(self, action: Any) -> int:
+        """The action as an index of ``Discrete(n)``: an integer (Python, numpy, or a one-element
+        integer array as VecEnvs pass). A float such as 1.7 or a string such as '3' is refused
+        rather than truncated or parsed."""
+        n = int(self.action_space.n)
+        arr = np.asarray(action) if not isinstance(action, (str, bytes)) else None
+        if arr is None or arr.size != 1 or arr.dtype.kind not in "iu":
+            raise ValueError(f"step(action): expected an integer in [0, {n}), got {action!r}")
+        a = int(arr.reshape(()).item())
+        if not 0 <= a < n:
+            raise ValueError(f"step(action): {a} is outside the action space Discrete({n})")
+        return a
+
     def step(self, action):
         if self.cluster is None or self._state is None:
             raise RuntimeError("PDClusterEnv.step called before reset()")
         if self._done:
             raise RuntimeError("PDClusterEnv.step called after the episode ended; call reset()")
         cfg = self.config
-        a = int(np.asarray(action).item())
+        a = self._action_index(action)
         flips = self.codec.flips(a, self._state.instances, self._profiles)
         invalid = flips is None
         if invalid:  # masked action taken anyway: a no-op, flagged

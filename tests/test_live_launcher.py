@@ -137,3 +137,73 @@ def test_tiny_tokenizer_renders_chat_like_vllm_would(tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(str(write_tiny_model(tmp_path)))
     text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
     assert text == "<|user|>\nHi</s>\n<|assistant|>\n" and tok.eos_token_id == 2
+
+
+# A stand-in for vLLM's API server: answers /health and lists its --served-model-name values.
+_STANDIN = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+args = sys.argv[1:]
+port = int(args[args.index('--port') + 1])
+names = []
+i = args.index('--served-model-name') + 1
+while i < len(args) and not args[i].startswith('--'):
+    names.append(args[i]); i += 1
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({'data': [{'id': n} for n in names]}).encode() if self.path == '/v1/models' else b'ok'
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+HTTPServer(('127.0.0.1', port), H).serve_forever()
+"""
+
+
+def _standin_launcher(tmp_path, base_port):
+    (tmp_path / "standin_vllm.py").write_text(_STANDIN)
+    cfg = LaunchConfig(python=sys.executable, entrypoint="standin_vllm", base_port=base_port,
+                       nixl_base_port=base_port + 500, model=str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
+    return Launcher(cfg, tmp_path)
+
+
+def test_wait_healthy_accepts_the_instances_it_started(tmp_path):
+    launcher = _standin_launcher(tmp_path, 19400)
+    launcher.start()
+    try:
+        assert launcher.wait_healthy(timeout_s=30) < 30
+        assert launcher.identity_name(0) != launcher.identity_name(1)
+        cmd = launcher.command(0, "/m")
+        names = cmd[cmd.index("--served-model-name") + 1: cmd.index("--served-model-name") + 3]
+        assert names == ["tiny", launcher.identity_name(0)]  # clients keep using the first name
+    finally:
+        launcher.stop()
+
+
+def test_start_refuses_a_port_that_is_taken(tmp_path):
+    import socket
+
+    from arrow_rl.cluster.live.launcher import PortInUse
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        launcher = Launcher(LaunchConfig(base_port=port - 1, nixl_base_port=19950), tmp_path)
+        with pytest.raises(PortInUse, match=str(port)):
+            launcher.start()
+        assert launcher.instances == []
+
+
+def test_wait_healthy_rejects_another_server_that_took_the_port(tmp_path):
+    from arrow_rl.cluster.live.launcher import LaunchError
+
+    # Another vLLM-like server (its own nonce) takes instance 0's port after our port check.
+    other = _standin_launcher(tmp_path, 19600)
+    ours = _standin_launcher(tmp_path, 19600)
+    other.start()
+    try:
+        other.wait_healthy(timeout_s=30)
+        ours.instances = other.instances  # what our launcher would poll: the same ports
+        with pytest.raises(LaunchError, match="not instance 0"):
+            ours.wait_healthy(timeout_s=30)
+    finally:
+        other.stop()

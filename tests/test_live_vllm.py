@@ -24,7 +24,7 @@ import pytest
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.fake_vllm import ServerThread
-from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, vllm_available
+from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, PortInUse, vllm_available
 from arrow_rl.cluster.live.router import Router
 from arrow_rl.cluster.live.scraper import counter_delta, parse_metrics
 
@@ -65,10 +65,22 @@ def vllm_instances(tmp_path_factory):
     ok, why = vllm_available(VLLM_PYTHON)
     if not ok:
         pytest.skip(f"real-vLLM tier skipped: {why}")
-    cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=2,
-                       base_port=_free_base(2, 18100), nixl_base_port=_free_base(2, 15600), startup_timeout_s=420)
-    launcher = Launcher(cfg, tmp_path_factory.mktemp("vllm"))
-    launcher.start()
+    workdir = tmp_path_factory.mktemp("vllm")
+    for attempt in range(5):
+        # A port found free can be taken before vLLM binds it: the launcher checks the ports again
+        # when it starts (PortInUse: try the next range) and accepts only instances that serve its
+        # own identity name, so another process's /health is never taken for ours.
+        cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=2,
+                           base_port=_free_base(2, 18100 + 40 * attempt),
+                           nixl_base_port=_free_base(2, 15600 + 40 * attempt), startup_timeout_s=420)
+        launcher = Launcher(cfg, workdir)
+        try:
+            launcher.start()
+            break
+        except PortInUse:
+            continue
+    else:
+        pytest.fail("no free port range for two vLLM instances after 5 tries")
     try:
         waited = launcher.wait_healthy()
         print(f"\n[live] two {ENGINE} instances healthy in {waited:.1f} s", file=sys.stderr)
@@ -262,13 +274,22 @@ def test_both_roles_served_concurrently(vllm_instances):
         assert pairs == {(0, 1), (1, 0)}, explain(router)
 
 
-def test_live_profile_fits_a_prefill_curve_that_grows_with_length(vllm_instances):
+def test_live_profile_fits_a_prefill_curve_that_never_falls_and_says_if_it_is_credible(vllm_instances):
     from arrow_rl.cluster.live.profiles import measure_instance
 
+    # What holds on any host, however loaded: every length is timed ``repeats`` times, the robust
+    # fit never falls with length (a, b, c >= 0), and the profiler says whether its fit is credible.
+    # Whether the growth is measurable against the noise is the host's business (it was not, twice,
+    # on a loaded 2-core box: a plain least-squares fit then gave b < 0 with no warning).
     prof, points = measure_instance(vllm_instances.instances[0].url, "tiny", prefill_lengths=(64, 256, 768),
-                                    repeats=2, decode_batches=(1, 4), decode_steps=12)
-    assert prof.prefill_time(768) > prof.prefill_time(64) > 0
-    assert prof.decode_intercept >= 0 and prof.decode_slope > 0 and len(points["prefill"]) == 3
+                                    repeats=4, decode_batches=(1, 4), decode_steps=12)
+    assert prof.prefill_a >= 0 and prof.prefill_b >= 0 and prof.prefill_c > 0
+    assert prof.prefill_time(768) >= prof.prefill_time(64) > 0
+    assert len(points["prefill"]) == 3 and len(points["prefill_samples"]) == 12
+    assert isinstance(points["prefill_credible"], bool) and points["prefill_check"]
+    if points["prefill_credible"]:
+        assert prof.prefill_time(768) > prof.prefill_time(64)
+    assert prof.decode_intercept >= 0 and prof.decode_slope > 0
 
 
 def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_load(vllm_instances):

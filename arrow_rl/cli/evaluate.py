@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
-from rich.console import Console
+from arrow_rl.cli.output import fail, make_console, warn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+console = make_console()
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def _parse_floats(text: str | None, what: str) -> list[float]:
@@ -37,8 +36,8 @@ def _parse_floats(text: str | None, what: str) -> list[float]:
             v = float(part)
         except ValueError:
             _fail(f"{what}: {part!r} is not a number")
-        if not v > 0:
-            _fail(f"{what}: {part!r} must be > 0")
+        if not (v > 0 and math.isfinite(v)):
+            _fail(f"{what}: {part!r} must be a finite number > 0")
         out.append(v)
     return out
 
@@ -56,7 +55,7 @@ def evaluate_command(
     controllers: str = typer.Option(
         "arrow,static-best,colocated,dynamo", "--controllers",
         help="comma list: arrow, arrow-interval, colocated, static:P, static-best, dynamo, oracle, or checkpoint paths"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one sweep each)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     trace_format: Optional[str] = typer.Option(None, "--format", help="trace format; default: detect"),
@@ -89,6 +88,15 @@ def evaluate_command(
     from arrow_rl.workload.loaders import load_workload
     from pydantic import ValidationError
 
+    for opt, val in (("--reference-rate", reference_rate), ("--initial-rate", initial_rate),
+                     ("--duration", duration), ("--control-interval", control_interval),
+                     ("--oracle-lookahead", oracle_lookahead), ("--oracle-interval", oracle_interval)):
+        if val is not None and not (val > 0 and math.isfinite(val)):
+            _fail(f"{opt} must be a finite number > 0, got {val}")
+    if not (0 < rel_tol < 1):
+        _fail(f"--rel-tol must be in (0, 1), got {rel_tol}")
+    if not math.isfinite(start):
+        _fail(f"--start must be finite, got {start}")
     try:
         wl = load_workload(workload, format=trace_format)
     except Exception as exc:  # noqa: BLE001 - loaders raise several types, all with clear messages
@@ -129,6 +137,9 @@ def evaluate_command(
             make_policy(spec, instances)
         except ValueError as exc:
             _fail(str(exc))
+    for name in names:
+        for line in _checkpoint_warnings(name, preset, instances, slo_ttft, slo_tpot):
+            warn(line)
     n_sweeps = sum(len(expand_spec(c, instances)) for c in names)
     est_points = n_sweeps * (max_evals + len(extra_scales) + 1)
     console.print(f"[bold]{wl.name}[/bold]: {len(wl):,} requests over {wl.duration_s:,.0f} s "
@@ -180,6 +191,22 @@ def evaluate_command(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+def _checkpoint_warnings(spec: str, preset: str, instances: int, slo_ttft: float, slo_tpot: float) -> list[str]:
+    """Where a checkpoint controller is evaluated outside its training distribution (no unpickling)."""
+    path = Path(spec)
+    if not (path / "metadata.json").is_file():
+        return []
+    from agents.checkpoint import CheckpointError, distribution_warnings, read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except CheckpointError:
+        return []  # make_policy already reported it
+    lines = distribution_warnings(meta, preset=preset, num_instances=instances, slo_ttft_s=slo_ttft,
+                                  slo_tpot_s=slo_tpot, source=str(path))
+    return [f"{line}; its results here are outside what it was trained for" for line in lines]
 
 
 def _json_default(o: object) -> object:

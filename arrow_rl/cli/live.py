@@ -19,22 +19,31 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from arrow_rl.cli.output import fail, make_console, warn
 from arrow_rl.cli.summary_table import print_summary as print_summary_table
 
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
+console = make_console()
+err = make_console(stderr=True)
 TOKEN_ENV = "ARROW_RL_TOKEN"
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str, code: int = 2) -> NoReturn:
+    fail(message, code)
+
+
+def _message(exc: Exception) -> str:
+    """One line for a config error (pydantic's multi-line ``ValidationError`` text included)."""
+    from pydantic import ValidationError
+
+    from arrow_rl.config_io import format_validation_error
+
+    return format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
 
 
 def parse_duration(text: str) -> float:
@@ -60,7 +69,7 @@ def _instances_from(cluster: Optional[Path], instance: list[str]) -> list[dict]:
     if cluster is not None:
         try:
             data = json.loads(cluster.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, not UTF-8
             _fail(f"{cluster}: cannot read cluster file: {exc}")
         if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
             _fail(f"{cluster}: expected an object with an 'instances' list")
@@ -96,14 +105,28 @@ def launch(
                                  "python": vllm_python, "base_port": base_port}.items() if v is not None}
         cfg = LaunchConfig.model_validate({**cfg.model_dump(), **upd})
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(_message(exc))
     workdir.mkdir(parents=True, exist_ok=True)
     launcher = Launcher(cfg, workdir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         launcher.start()
-        with console.status(f"starting {cfg.num_instances} × {cfg.engine} instances…"):
-            waited = launcher.wait_healthy(progress=lambda i, t: console.print(f"instance {i} healthy after {t:.1f} s"))
+        console.print(f"starting {cfg.num_instances} × {cfg.engine} instances (ports {cfg.base_port}.."
+                      f"{cfg.base_port + cfg.num_instances - 1}; logs in {workdir / cfg.log_dir}); vLLM takes "
+                      "30-100 s on a CPU host")
+        with console.status(f"starting {cfg.num_instances} × {cfg.engine} instances…") as status:
+            last_line = [0.0]
+
+            def waiting(pending: list[int], t: float) -> None:
+                # a spinner on a terminal; one line every 15 s into a file or pipe
+                news = escape("; ".join(f"{i}: {launcher.last_log_line(i)[-90:]}" for i in pending))
+                status.update(f"{cfg.num_instances - len(pending)}/{cfg.num_instances} healthy after {t:.0f} s — {news}")
+                if not console.is_terminal and t - last_line[0] >= 15:
+                    last_line[0] = t
+                    console.print(f"{t:.0f} s: waiting for instance(s) {pending}", highlight=False)
+
+            waited = launcher.wait_healthy(progress=lambda i, t: console.print(f"instance {i} healthy after {t:.1f} s"),
+                                           waiting=waiting)
         cluster_file.write_text(json.dumps(launcher.cluster_file(), indent=2), encoding="utf-8")
         console.print(f"all {cfg.num_instances} instances healthy in {waited:.1f} s; instance list in {cluster_file}")
         console.print(f"next: arrow-rl serve --cluster {cluster_file}   (Ctrl-C here stops the instances)")
@@ -153,7 +176,7 @@ def serve(
         cfg = RouterConfig.model_validate({**base, **upd})
         profs = load_profiles(cfg.profiles) if cfg.profiles else {}
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(_message(exc))
     tok = _token(token, required=False)
     if not tok:
         tok = secrets.token_urlsafe(24)
@@ -179,9 +202,10 @@ def live_profile(
     out: Path = typer.Option(Path("profiles.json"), "--out", help="profile cache to write"),
     lengths: str = typer.Option("64,128,256,512,768", "--lengths", help="prefill prompt lengths"),
     batches: str = typer.Option("1,2,4,8", "--batches", help="decode batch sizes"),
+    repeats: int = typer.Option(5, "--repeats", help="timed requests per prompt length (the fit uses their median)"),
 ) -> None:
     """Measure Arrow §5.2 profiles (T(n), decode interval) on every live instance; cache as JSON."""
-    from arrow_rl.cluster.live.profiles import measure_cluster, save_profiles
+    from arrow_rl.cluster.live.profiles import ProfileError, measure_cluster, save_profiles
 
     insts = _instances_from(cluster, instance)
     try:
@@ -189,16 +213,34 @@ def live_profile(
         bs = tuple(int(x) for x in batches.split(","))
     except ValueError:
         _fail("--lengths/--batches must be comma-separated integers")
+    if len(set(lens)) < 3 or min(lens) < 1:
+        _fail(f"--lengths needs at least 3 distinct positive prompt lengths to fit T(n), got {lengths!r}")
+    if min(bs) < 1 or max(bs) > 256:
+        _fail(f"--batches must be decode batch sizes in 1..256, got {batches!r}")
+    if not 10 < vocab_size <= 10_000_000:
+        _fail(f"--vocab-size must be in 11..10,000,000, got {vocab_size}")
+    if repeats < 1 or repeats > 100:
+        _fail(f"--repeats must be in 1..100, got {repeats}")
     t0 = time.time()
-    with console.status("profiling instances (one at a time)…"):
-        profs, meta = measure_cluster([i["url"] for i in insts], model, vocab=vocab_size,
-                                      prefill_lengths=lens, decode_batches=bs)
-    save_profiles(out, profs, meta)
+    try:
+        with console.status("profiling instances (one at a time)…"):
+            profs, meta = measure_cluster([i["url"] for i in insts], model, vocab=vocab_size,
+                                          prefill_lengths=lens, decode_batches=bs, repeats=repeats)
+    except ProfileError as exc:
+        _fail(str(exc))
+    for w in meta.get("warnings", []):
+        warn(w)
+    try:
+        save_profiles(out, profs, meta)
+    except OSError as exc:
+        _fail(f"--out: cannot write {out}: {exc.strerror or exc}")
     table = Table(title=f"instance profiles ({time.time() - t0:.1f} s)")
-    for col in ("instance", "T(n)=a·n²+b·n+c", "decode interval = slope·N + intercept"):
+    for col in ("instance", "T(n)=a·n²+b·n+c", "prefill fit", "decode interval = slope·N + intercept"):
         table.add_column(col)
     for i, p in profs.items():
+        credible = meta["points"][str(i)]["prefill_credible"]
         table.add_row(str(i), f"a={p.prefill_a:.3g} b={p.prefill_b:.3g} c={p.prefill_c:.3g}",
+                      "credible" if credible else "[yellow]not credible[/yellow]",
                       f"slope={p.decode_slope:.3g} intercept={p.decode_intercept * 1000:.2f} ms")
     console.print(table)
     console.print(f"written to {out}")
@@ -240,6 +282,8 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
+    for line in _deploy_warnings(controller, cluster.info, policy):
+        warn(line)
     step = "set the routing policy"
     try:  # a router that fails a setup call gets one clear line, not a traceback
         if set_routing:
@@ -287,6 +331,38 @@ def deploy(
             fh.close()
 
 
+def _deploy_warnings(controller: str, info: Any, policy: Any) -> list[str]:
+    """Said before the control loop starts: a checkpoint outside its training distribution, and a
+    cluster so small that no flip is legal (then no controller can change anything)."""
+    out = []
+    ckpt = Path(controller)
+    if (ckpt / "metadata.json").is_file():
+        from agents.checkpoint import CheckpointError, distribution_warnings, read_metadata, training_distribution
+
+        try:
+            meta = read_metadata(ckpt)
+        except CheckpointError:
+            meta = None
+        if meta is not None:
+            lines = distribution_warnings(meta, num_instances=info.num_instances, slo_ttft_s=info.slo.ttft_s,
+                                          slo_tpot_s=info.slo.tpot_s, source=str(ckpt))
+            out += [f"{line}; its decisions on this cluster are outside what it was trained for" for line in lines]
+            trained = training_distribution(meta).get("preset")
+            if trained:
+                out.append(f"{ckpt} was trained on the emulated preset {trained!r}; the live instances' latency "
+                           "profile differs (run arrow-rl live-profile and compare)")
+            min_pool = int((meta.get("action_encoding") or {}).get("min_pool_size", 1))
+        else:
+            min_pool = 1
+    else:
+        min_pool = 1
+    if info.num_instances < 2 * min_pool + 1:
+        out.append(f"with {info.num_instances} instances and a minimum pool size of {min_pool}, no flip is legal "
+                   "(it would empty a pool): the controller can only observe; use at least "
+                   f"{2 * min_pool + 1} instances to see it act")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 def print_summary(s: dict[str, Any], title: str) -> None:
     """The same table layout as ``arrow-rl simulate``, so live and emulated runs compare line by line."""
@@ -304,7 +380,7 @@ def bench(
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="clamp input+output to fit the model"),
     slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="TTFT SLO, s"),
     slo_tpot: float = typer.Option(0.1, "--slo-tpot", help="TPOT SLO, s"),
-    seed: int = typer.Option(0, "--seed", help="seed of the prompt token ids"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="seed of the prompt token ids"),
     journal: Optional[Path] = typer.Option(None, "--journal", help="JSONL journal of client-side records"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the summary as JSON"),
     api: str = typer.Option("completions", "--api", help="completions (token-id prompts) | chat (word messages)"),
@@ -334,6 +410,10 @@ def bench(
         _fail("the workload has no requests (check --limit/--duration)")
     if api not in ("completions", "chat"):
         _fail(f"--api must be completions or chat, got {api!r}")
+    for name, val in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
+        if not (val > 0 and math.isfinite(val)):
+            _fail(f"{name} must be a positive number of seconds, got {val}")
+    _check_router_health(router)
     opts = BenchOptions(model=model, vocab_size=vocab_size, max_model_len=max_model_len, seed=seed, api=api)
     _, _, clamped = shape_requests(wl, opts)
     if clamped:
@@ -353,6 +433,24 @@ def bench(
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()}
         json_out.write_text(json.dumps(clean, indent=2), encoding="utf-8")
         console.print(f"summary written to {json_out}")
+    failed = [r for r in records if r.rejected]
+    if records and len(failed) == len(records):
+        # a run where nothing was served measured nothing: say why and fail, so scripts notice
+        _fail(f"all {len(records)} requests failed (first error: {failed[0].reject_reason})", code=1)
+
+
+def _check_router_health(router: str) -> None:
+    """Fail with one line before replaying anything when the router does not answer ``/health``."""
+    import httpx
+
+    if not re.match(r"^https?://", router):
+        _fail(f"--router must be an http(s) URL, got {router!r}")
+    try:
+        r = httpx.get(router.rstrip("/") + "/health", timeout=5.0)
+    except (httpx.HTTPError, ValueError) as exc:
+        _fail(f"cannot reach the router at {router} ({type(exc).__name__}: {exc})")
+    if r.status_code != 200:
+        _fail(f"router at {router}: /health answered HTTP {r.status_code}; is it an arrow-rl router with live instances?")
 
 
 def register(app: typer.Typer) -> None:

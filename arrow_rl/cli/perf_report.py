@@ -10,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from arrow_rl.cli.output import fail, make_console
 from arrow_rl.perf.fit_report import FitReport, fit_report, plot_fit
 from arrow_rl.perf.presets import list_presets
 
-console = Console()
+console = make_console()
 
 
 def _fmt(x: float | None, nd: int = 2) -> str:
@@ -82,15 +83,13 @@ def register(app: typer.Typer) -> None:
         elif preset is not None:
             names = [preset]
         else:
-            Console(stderr=True).print("[red]error:[/red] give --preset NAME or --all")
-            raise typer.Exit(code=2)
+            fail("give --preset NAME or --all")
         reports = []
         for name in names:
             try:
                 rep = fit_report(name)
             except ValueError as exc:
-                Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-                raise typer.Exit(code=2) from exc
+                fail(str(exc))
             render(rep, console)
             reports.append(rep.to_dict())
             if plot is not None:

@@ -13,19 +13,18 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
-from rich.console import Console
+from arrow_rl.cli.output import fail, make_console
 
 from arrow_rl.cli.summary_table import print_summary
 
-console = Console()
+console = make_console()
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def simulate(
@@ -44,7 +43,7 @@ def simulate(
     slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO in seconds (give with --slo-tpot)"),
     slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO in seconds (give with --slo-ttft)"),
     router: str = typer.Option("least-loaded", "--router", help="request router: least-loaded | round-robin"),
-    seed: int = typer.Option(0, "--seed", help="seed (the run is deterministic for a seed)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="seed (the run is deterministic for a seed)"),
     flip_delay: Optional[float] = typer.Option(None, "--flip-delay", help="seconds an instance admits nothing after a flip"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="default 0.9"),
     config: Optional[Path] = typer.Option(None, "--config", help="cluster YAML (EmulatorConfig fields); options override it"),
@@ -89,6 +88,10 @@ def simulate(
     for key in ("preset", "num_instances"):
         if key not in fields:
             _fail(f"{option_of[key]} is required (or give it in --config)")
+    if str(getattr(fields.get("mode"), "value", fields.get("mode"))) == "colocated" and fields.get("num_prefill") is not None:
+        # colocated instances have no prefill/decode label; a split given with it is a mistake
+        where = "--prefill-instances" if prefill_instances is not None else f"{config}: num_prefill"
+        _fail(f"{where} applies to --mode disaggregated only; colocated instances serve whole requests")
     try:
         cfg = EmulatorConfig(**fields)
     except ValidationError as exc:

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         config: Path = typer.Option(..., "--config", "-c", help="Training config YAML (configs/train/*.yaml)."),
-        seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+        seed: Optional[int] = typer.Option(None, min=0, max=2**32 - 1, help="Override the config's seed."),
         n_timesteps: Optional[int] = typer.Option(None, "--n-timesteps", help="Override the RL step budget."),
         n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override the number of parallel envs."),
         vec_env: Optional[str] = typer.Option(None, "--vec-env", help="Override: dummy | subproc."),
@@ -26,23 +26,21 @@ def register(app: typer.Typer) -> None:
 
         TensorBoard: tensorboard --logdir runs
         """
-        from rich.console import Console
+        from arrow_rl.cli.output import fail, make_console
 
         from agents.config import ConfigError, load_config
         from agents.train import export_checkpoint, train
 
-        console = Console()
+        console = make_console()
         try:
             cfg = load_config(config, {"seed": seed, "n_timesteps": n_timesteps, "n_envs": n_envs, "vec_env": vec_env})
         except ConfigError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            fail(str(exc))
         console.print(f"training [bold]{cfg.name}[/bold] ({cfg.algo}, seed {cfg.seed}, {cfg.n_envs} {cfg.vec_env} envs)")
         try:
             result = train(cfg, run_root=log_dir, progress=progress, on_message=console.print)
-        except ValueError as exc:  # env-config validation errors name the field
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+        except (ValueError, OSError) as exc:  # env-config validation errors name the field
+            fail(str(exc))
         console.print(f"run directory: {result.run_dir}")
         console.print(f"final checkpoint: {result.final_dir}")
         if result.best_dir is not None:

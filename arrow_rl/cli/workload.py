@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from arrow_rl.cli.output import fail, make_console
 from rich.table import Table
 
 from arrow_rl.workload.bundled import bundled_trace_names
@@ -20,12 +20,11 @@ from arrow_rl.workload.workload import Workload
 
 workload_app = typer.Typer(help="Inspect request traces and generate synthetic workloads.",
                            no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 @workload_app.command("info")
@@ -107,7 +106,7 @@ def generate_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="canonical CSV to write"),
     spec_path: Optional[Path] = typer.Option(None, "--spec", help="YAML spec (see configs/workloads/); overrides --kind"),
     kind: Optional[str] = typer.Option(None, "--kind", help=f"one of {', '.join(GENERATOR_KINDS)}"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     rate: Optional[float] = typer.Option(None, "--rate", help="req/s (poisson, gamma, phase_shift)"),
     duration: Optional[float] = typer.Option(None, "--duration", help="seconds"),
     cv: Optional[float] = typer.Option(None, "--cv", help="interarrival CV (gamma, phase_shift)"),

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator, model_validator
 
 from arrow_rl.workload.workload import Workload, shared_prefix_ids
 
@@ -36,7 +35,12 @@ from arrow_rl.workload.workload import Workload, shared_prefix_ids
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Refuse specs that would generate more requests than this (expected count): the arrays of one
+# workload take ~40 bytes a request, so 50 M is ~2 GB, far beyond any trace we replay.
+MAX_REQUESTS = 50_000_000
 
 
 class FixedLength(_Spec):
@@ -59,6 +63,10 @@ class LognormalLength(_Spec):
     def _bounds(self) -> "LognormalLength":
         if self.max_tokens is not None and self.max_tokens < self.min_tokens:
             raise ValueError(f"max_tokens ({self.max_tokens}) < min_tokens ({self.min_tokens})")
+        # a mean outside [min_tokens, max_tokens] would be silently clipped to a different mean
+        if self.mean < self.min_tokens or (self.max_tokens is not None and self.mean > self.max_tokens):
+            raise ValueError(f"mean {self.mean:g} is outside [min_tokens, max_tokens] = "
+                             f"[{self.min_tokens}, {self.max_tokens}]")
         return self
 
 
@@ -87,7 +95,17 @@ class TraceMix(_Spec):
     trace: str
 
 
-Mix = Union[LengthMix, TraceMix]
+def _mix_kind(value: object) -> str:
+    """A mix with a ``trace`` key resamples a trace; anything else is an input/output length mix
+    (a tagged union, so an error names the fields of the one form meant, not of both)."""
+    if isinstance(value, TraceMix) or (isinstance(value, dict) and "trace" in value):
+        return "trace_mix"
+    return "length_mix"
+
+
+Mix = Annotated[Union[Annotated[LengthMix, Tag("length_mix")], Annotated[TraceMix, Tag("trace_mix")]],
+                Discriminator(_mix_kind)]
+_MIX_TAGS = ("length_mix", "trace_mix")
 
 # Defaults for the phase-shift kind. Prefill-heavy echoes the Azure code trace (long prompts, ~30
 # output tokens); decode-heavy is its mirror image (short prompts, long generations).
@@ -188,6 +206,19 @@ class _WorkloadSpec(_Spec):
         """Length of the arrival window in seconds (all arrivals fall in [0, horizon_s))."""
         return float(self.duration_s)  # type: ignore[attr-defined]
 
+    @property
+    def expected_requests(self) -> float:
+        """Mean number of arrivals (an upper bound for mmpp: its burst rate throughout)."""
+        return float(self.rate) * self.horizon_s  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _size(self) -> "_WorkloadSpec":
+        n = self.expected_requests
+        if n > MAX_REQUESTS:
+            raise ValueError(f"rate x duration gives about {n:.3g} requests; the limit is {MAX_REQUESTS:,} "
+                             "(lower the rate or the duration)")
+        return self
+
 
 class PoissonSpec(_WorkloadSpec):
     kind: Literal["poisson"] = "poisson"
@@ -232,6 +263,10 @@ class MMPPSpec(_WorkloadSpec):
         (r0, r1), (d0, d1) = self.rates, self.mean_dwell_s
         return (r0 * d0 + r1 * d1) / (d0 + d1)
 
+    @property
+    def expected_requests(self) -> float:
+        return max(self.rates) * self.horizon_s
+
 
 class Stage(_Spec):
     """One stage of a schedule: arrivals at ``rate`` for ``duration_s`` (gamma with ``cv``)."""
@@ -249,6 +284,10 @@ class StagesSpec(_WorkloadSpec):
     @property
     def horizon_s(self) -> float:
         return float(sum(stage.duration_s for stage in self.stages))
+
+    @property
+    def expected_requests(self) -> float:
+        return float(sum(stage.rate * stage.duration_s for stage in self.stages))
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -283,8 +322,9 @@ def parse_spec(data: object) -> PoissonSpec | GammaSpec | MMPPSpec | StagesSpec 
 
 def load_spec(path: str | Path) -> PoissonSpec | GammaSpec | MMPPSpec | StagesSpec | PhaseShiftSpec:
     """Read a YAML workload spec; a top-level ``workload:`` key is accepted as a wrapper."""
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
+    from arrow_rl.config_io import read_config_mapping
+
+    data = read_config_mapping(path, "workload spec")
     if isinstance(data, dict) and set(data) == {"workload"}:
         data = data["workload"]
     try:
@@ -300,7 +340,8 @@ def format_validation_error(exc: ValidationError) -> str:
         loc = [str(x) for x in err["loc"]]
         if loc and loc[0] in GENERATOR_KINDS:
             loc = loc[1:]  # the first element is the union tag, already implied by 'kind'
-        lines.append(f"  {'.'.join(loc) or 'spec'}: {err['msg']}")
+        loc = [x for x in loc if x not in _MIX_TAGS and x not in ("fixed", "lognormal", "empirical")]
+        lines.append(f"  {'.'.join(loc) or 'spec'}: {err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("canonical", "azure", "mooncake", "burstgpt")
 
+# Largest token count a row may carry. No model's context comes near 2^31 tokens, so a larger
+# value is a data error; refusing it (with file and line) also keeps int64 arithmetic on token
+# counts (sums, the latency model's n^2 terms) far from overflow.
+MAX_TOKENS = 2**31 - 1
+
 # Required columns per CSV format, in the order (time, input, output); matched case-insensitively.
 _CSV_COLUMNS: dict[str, tuple[str, str, str]] = {
     "canonical": ("arrival_s", "input_tokens", "output_tokens"),
@@ -125,17 +130,22 @@ def load_trace(path: str | Path, format: str | None = None, name: str | None = N
     from arrow_rl.workload.bundled import resolve_trace_path
 
     resolved = resolve_trace_path(path)
-    fmt = detect_format(resolved) if format is None else format.strip().lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown trace format {format!r}; expected one of {', '.join(FORMATS)}")
     extra: dict[str, list[str]] = {}
-    if fmt == "mooncake":
-        *raw, hashes = _read_mooncake(resolved)
-        times, inputs, outputs, lines = _parse_columns(resolved, fmt, *raw)
-        prefixes = (hashes, MOONCAKE_BLOCK_TOKENS) if any(hashes) else None
-    else:
-        times, inputs, outputs, lines = _read_csv_columns(resolved, fmt, extra)
-        prefixes = _canonical_prefixes(resolved, extra, inputs, lines) if extra else None
+    try:
+        fmt = detect_format(resolved) if format is None else format.strip().lower()
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown trace format {format!r}; expected one of {', '.join(FORMATS)}")
+        if fmt == "mooncake":
+            *raw, hashes = _read_mooncake(resolved)
+            times, inputs, outputs, lines = _parse_columns(resolved, fmt, *raw)
+            prefixes = (hashes, MOONCAKE_BLOCK_TOKENS) if any(hashes) else None
+        else:
+            times, inputs, outputs, lines = _read_csv_columns(resolved, fmt, extra)
+            prefixes = _canonical_prefixes(resolved, extra, inputs, lines) if extra else None
+    except UnicodeDecodeError as exc:
+        raise TraceFormatError(resolved, f"not a text trace (byte {exc.start} of a line is not UTF-8)") from None
+    except csv.Error as exc:
+        raise TraceFormatError(resolved, f"not a readable CSV ({exc})") from None
     loaded = _finish(resolved, fmt, times, inputs, outputs, lines,
                      name=name or _default_name(path, resolved), prefixes=prefixes)
     for note in loaded.report.notes():
@@ -158,6 +168,9 @@ def detect_format(path: str | Path) -> str:
             obj = json.loads(first)
         except json.JSONDecodeError as exc:
             raise TraceFormatError(path, f"first line looks like JSON but does not parse: {exc.msg}",
+                                   line=1) from None
+        except (ValueError, RecursionError) as exc:
+            raise TraceFormatError(path, f"first line looks like JSON but does not parse: {exc!s:.120}",
                                    line=1) from None
         if isinstance(obj, dict) and all(k in obj for k in _MOONCAKE_FIELDS):
             return "mooncake"
@@ -262,6 +275,10 @@ def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             except json.JSONDecodeError as exc:
                 raise TraceFormatError(path, f"invalid JSON: {exc.msg}", line=lineno,
                                        value=raw.strip()[:80]) from None
+            except RecursionError:
+                raise TraceFormatError(path, "JSON nested too deeply", line=lineno) from None
+            except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+                raise TraceFormatError(path, f"invalid JSON: {exc}", line=lineno) from None
             if not isinstance(obj, dict):
                 raise TraceFormatError(path, "expected a JSON object per line", line=lineno,
                                        value=raw.strip()[:80])
@@ -272,7 +289,11 @@ def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
                 v = obj[key]
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise TraceFormatError(path, "expected a number", line=lineno, field=key, value=v)
-                vals.append(float(v))
+                try:
+                    vals.append(float(v))
+                except OverflowError:  # a JSON integer beyond float range
+                    raise TraceFormatError(path, "number out of range", line=lineno, field=key,
+                                           value=f"{str(v)[:20]}... ({len(str(v))} digits)") from None
             ids = obj.get("hash_ids", [])
             if not isinstance(ids, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
                 raise TraceFormatError(path, "expected a list of integers", line=lineno, field="hash_ids",
@@ -362,12 +383,18 @@ def _to_float(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.
 
 
 def _to_tokens(path: Path, raw: np.ndarray, lines: np.ndarray, field: str) -> np.ndarray:
-    """Token counts: finite, integral, >= 0."""
+    """Token counts: finite, integral, 0..MAX_TOKENS (checked in float64, before the int64 cast
+    that would wrap a value >= 2^63 to a negative one)."""
     values = _to_float(path, raw, lines, field)
     bad = (values < 0) | (values != np.floor(values))
     if bad.any():
         k = int(np.argmax(bad))
         raise TraceFormatError(path, "token count must be a non-negative integer", line=int(lines[k]),
+                               field=field, value=_cell(raw, k))
+    huge = values > MAX_TOKENS
+    if huge.any():
+        k = int(np.argmax(huge))
+        raise TraceFormatError(path, f"token count exceeds the limit of {MAX_TOKENS:,}", line=int(lines[k]),
                                field=field, value=_cell(raw, k))
     return values.astype(np.int64)
 

@@ -23,7 +23,7 @@ DEFAULT_SLO_TPOT_S = 0.125
 class EmulatorConfig(BaseModel):
     """One emulated cluster: instance type, size, mode, vLLM scheduler limits, SLOs, flip cost."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     preset: str = Field(description="instance type, e.g. h100-llama3.1-8b-tp1 (see arrow_rl.perf.presets)")
     num_instances: int = Field(ge=1, le=4096)
@@ -109,6 +109,9 @@ class EmulatorConfig(BaseModel):
                                  f"({self.num_instances - 1}) in disaggregated mode, got {p}")
         if (self.slo_ttft_s is None) != (self.slo_tpot_s is None):
             raise ValueError("give both slo_ttft_s and slo_tpot_s, or neither")
+        from arrow_rl.perf.presets import get_preset
+
+        get_preset(self.preset, self.gpu_memory_utilization)  # the KV cache must fit beside the weights
         return self
 
     @property

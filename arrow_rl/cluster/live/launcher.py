@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,6 +158,22 @@ class LaunchError(RuntimeError):
     pass
 
 
+class PortInUse(LaunchError):
+    """A port an instance needs is already taken (pick another ``base_port`` / ``nixl_base_port``)."""
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Can a listening socket bind ``host:port`` now? (SO_REUSEADDR as servers set it, so a port in
+    TIME_WAIT counts as free, as it is for vLLM.)"""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 class Launcher:
     """Start, health-wait and stop a set of vLLM instances."""
 
@@ -167,6 +185,10 @@ class Launcher:
         self.workdir = Path(workdir).resolve()
         self.instances: list[LaunchedInstance] = []
         self.model_path: str | None = None
+        # Each instance also serves the model under a name only this launcher knows, so that
+        # wait_healthy accepts the instance it started and not another process that took the
+        # port in between (seen: a port found free, released, then bound by someone else).
+        self.nonce = secrets.token_hex(6)
 
     # ---- commands ---------------------------------------------------------------------------
     def _model(self) -> str:
@@ -186,7 +208,8 @@ class Launcher:
 
     def command(self, index: int, model: str) -> list[str]:
         c = self.config
-        cmd = [c.python, "-m", c.entrypoint, "--model", model, "--served-model-name", c.served_model_name,
+        cmd = [c.python, "-m", c.entrypoint, "--model", model,
+               "--served-model-name", c.served_model_name, self.identity_name(index),
                "--host", c.host, "--port", str(c.base_port + index), "--max-model-len", str(c.max_model_len),
                "--kv-transfer-config", json.dumps(self.kv_transfer_config())]
         tiny = c.model is None
@@ -199,6 +222,11 @@ class Launcher:
         if c.api_key:
             cmd += ["--api-key", c.api_key]
         return cmd + list(c.extra_args)
+
+    def identity_name(self, index: int) -> str:
+        """The second served-model name of instance ``index`` (vLLM answers to every name given,
+        and names its responses after the first, so clients keep using ``served_model_name``)."""
+        return f"{self.config.served_model_name}--arrow-rl-{self.nonce}-{index}"
 
     def environment(self, index: int) -> dict[str, str]:
         c = self.config
@@ -222,6 +250,15 @@ class Launcher:
         log_dir = self.workdir / c.log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         roles = c.roles()
+        taken = [(what, port) for i in range(c.num_instances)
+                 for what, port in (("HTTP", c.base_port + i), ("NIXL side-channel", c.nixl_base_port + i))
+                 if not port_is_free(c.host, port)]
+        if taken:
+            what, port = taken[0]
+            raise PortInUse(f"{what} port {port} on {c.host} is already in use; choose another "
+                            f"{'--base-port' if what == 'HTTP' else 'nixl_base_port'} "
+                            f"(instances use {c.base_port}..{c.base_port + c.num_instances - 1} and "
+                            f"{c.nixl_base_port}..{c.nixl_base_port + c.num_instances - 1})")
         for i in range(c.num_instances):
             log_path = log_dir / f"instance{i}.log"
             cmd = self.command(i, model)
@@ -233,13 +270,19 @@ class Launcher:
                                                    c.nixl_base_port + i, roles[i], proc, log_path, cmd))
         return self.instances
 
-    def wait_healthy(self, timeout_s: float | None = None, progress=None) -> float:
-        """Block until every instance answers ``/health`` 200; returns seconds waited. Raises
-        ``LaunchError`` with the log tail if an instance exits or the timeout passes."""
+    def wait_healthy(self, timeout_s: float | None = None, progress=None, waiting=None) -> float:
+        """Block until every instance answers ``/health`` 200 *and* lists this launcher's identity
+        name in ``/v1/models``; returns seconds waited.
+
+        ``progress(index, seconds)`` is called as each instance becomes ready, ``waiting(pending,
+        seconds)`` on every poll while some are not. Raises ``LaunchError`` with the log tail if an
+        instance exits, if its port answers for another server, or if the timeout passes.
+        """
         t0 = time.time()
         deadline = t0 + (timeout_s or self.config.startup_timeout_s)
         pending = {inst.index for inst in self.instances}
-        with httpx.Client(timeout=2.0) as client:
+        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        with httpx.Client(timeout=2.0, headers=headers) as client:
             while pending:
                 for inst in self.instances:
                     if inst.index not in pending:
@@ -248,18 +291,44 @@ class Launcher:
                         raise LaunchError(f"instance {inst.index} exited with code {inst.process.returncode} "
                                           f"during start-up; log {inst.log_path}:\n{tail(inst.log_path)}")
                     try:
-                        if client.get(inst.url + "/health").status_code == 200:
-                            pending.discard(inst.index)
-                            if progress:
-                                progress(inst.index, time.time() - t0)
+                        if client.get(inst.url + "/health").status_code != 200:
+                            continue
+                        served = self._served_models(client, inst)
                     except httpx.HTTPError:
-                        pass
+                        continue
+                    if self.identity_name(inst.index) in served:
+                        pending.discard(inst.index)
+                        if progress:
+                            progress(inst.index, time.time() - t0)
+                    elif served:
+                        raise LaunchError(
+                            f"{inst.url} answers /health but serves {sorted(served)[:4]}, not instance "
+                            f"{inst.index} (pid {inst.process.pid}) that this launcher started: another "
+                            f"process holds port {inst.port}; choose another --base-port")
                 if pending and time.time() > deadline:
                     raise LaunchError(f"instances {sorted(pending)} not healthy after "
                                       f"{time.time() - t0:.0f}s; see logs in {self.workdir / self.config.log_dir}")
                 if pending:
+                    if waiting:
+                        waiting(sorted(pending), time.time() - t0)
                     time.sleep(0.5)
         return time.time() - t0
+
+    @staticmethod
+    def _served_models(client: httpx.Client, inst: LaunchedInstance) -> set[str]:
+        """Model ids ``/v1/models`` lists (empty while the server cannot say yet)."""
+        r = client.get(inst.url + "/v1/models")
+        if r.status_code != 200:
+            return set()
+        try:
+            return {str(m.get("id")) for m in r.json().get("data", []) if isinstance(m, dict)}
+        except (ValueError, AttributeError):
+            return set()
+
+    def last_log_line(self, index: int) -> str:
+        """The newest non-empty line of instance ``index``'s log (what it is doing while it starts)."""
+        lines = [ln for ln in tail(self.instances[index].log_path, 5).splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else ""
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM each instance's process group, then SIGKILL what is left after ``grace_s``."""

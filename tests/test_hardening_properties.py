@@ -1,0 +1,293 @@
+"""Malformed input anywhere gets one clear message and a non-zero exit (or a ValueError), never a
+traceback; and what was accepted before still is (hypothesis).
+
+Every CLI command runs in-process through typer's CliRunner on tiny inputs, so a case that happens to
+be valid finishes in well under a second. Commands that would start servers (``serve``, ``launch``)
+always get at least one value known to be invalid.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from arrow_rl.cli import app
+from arrow_rl.workload.workload import Workload
+
+runner = CliRunner()
+# ARROW_RL_FUZZ_EXAMPLES=500 for a deeper search than the default suite's quick one.
+FAST = settings(max_examples=int(os.environ.get("ARROW_RL_FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+# Values that broke something once (issue 13) or sit on a boundary, plus arbitrary short text.
+NASTY_NUMBERS = ["nan", "inf", "-inf", "-1", "0", "-0", "1e30", "1e309", "9223372036854775808", "1.7",
+                 "0x10", "", " ", "abc", "1,5", "１", "1e-320", "-1e30", "2"]
+values = st.one_of(st.sampled_from(NASTY_NUMBERS), st.text(max_size=12),
+                   st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                   st.integers(min_value=-2**70, max_value=2**70).map(str))
+
+
+def assert_clean(result) -> None:
+    """No traceback; a failure says something on one of the streams."""
+    exc = result.exception
+    assert exc is None or isinstance(exc, SystemExit), f"uncaught {type(exc).__name__}: {exc}\n{result.output}"
+    assert "Traceback" not in result.output
+    if result.exit_code != 0:
+        assert result.output.strip(), "a failure must say why"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hard")
+    rng = np.random.default_rng(0)
+    n = 12
+    Workload(np.cumsum(rng.exponential(0.5, n)), rng.integers(10, 400, n), rng.integers(1, 30, n)).to_csv(d / "t.csv")
+    (d / "bin.yaml").write_bytes(bytes(range(256)) * 4)
+    return d
+
+
+def invoke(args: list[str]):
+    return runner.invoke(app, args, catch_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------ CLI commands
+SIM_OPTS = ["--instances", "--mode", "--prefill-instances", "--max-num-batched-tokens", "--max-num-seqs",
+            "--rate-scale", "--slo-ttft", "--slo-tpot", "--router", "--seed", "--flip-delay",
+            "--gpu-memory-utilization", "--format", "--preset"]
+
+
+@FAST
+@given(picks=st.lists(st.tuples(st.sampled_from(SIM_OPTS), values), min_size=1, max_size=3))
+def test_simulate_never_tracebacks(tiny, picks):
+    args = ["simulate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2", "--workload",
+            str(tiny / "t.csv"), "--quiet"]
+    for opt, v in picks:
+        args += [opt, v]
+    assert_clean(invoke(args))
+
+
+EVAL_OPTS = ["--rates", "--reference-rate", "--initial-rate", "--rel-tol", "--start", "--duration",
+             "--control-interval", "--slo-ttft", "--slo-tpot", "--flip-delay", "--controllers", "--instances",
+             "--oracle-lookahead", "--max-num-seqs"]
+
+
+@FAST
+@given(picks=st.lists(st.tuples(st.sampled_from(EVAL_OPTS), values), min_size=1, max_size=2))
+def test_evaluate_never_tracebacks(tiny, picks):
+    args = ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2", "--workload", str(tiny / "t.csv"),
+            "--slo-ttft", "2", "--slo-tpot", "0.1", "--controllers", "static:1", "--max-evals", "2"]
+    for opt, v in picks:
+        args += [opt, v]
+    assert_clean(invoke(args))
+
+
+GEN_OPTS = ["--rate", "--duration", "--cv", "--stage", "--rates", "--dwell", "--phase-s", "--input-mean",
+            "--input-cv", "--output-mean", "--output-cv", "--kind", "--seed"]
+
+
+@FAST
+@given(kind=st.sampled_from(["poisson", "gamma", "mmpp", "stages", "phase_shift", "zzz"]),
+       picks=st.lists(st.tuples(st.sampled_from(GEN_OPTS), values), min_size=1, max_size=3))
+def test_workload_generate_never_tracebacks(tiny, kind, picks):
+    args = ["workload", "generate", "-o", str(tiny / "g.csv"), "--kind", kind, "--rate", "2", "--duration", "5"]
+    for opt, v in picks:
+        args += [opt, v]
+    assert_clean(invoke(args))
+
+
+@FAST
+@given(body=st.binary(max_size=300), fmt=st.sampled_from([None, "canonical", "azure", "mooncake", "burstgpt"]))
+def test_workload_info_never_tracebacks_on_arbitrary_files(tiny, body, fmt):
+    path = tiny / "arb.csv"
+    path.write_bytes(body)
+    assert_clean(invoke(["workload", "info", str(path)] + (["--format", fmt] if fmt else [])))
+
+
+LIVE_CASES = [
+    ["bench", "--router", DEAD, "--workload", "azure-conv", "--limit", "2"],
+    ["deploy", "--controller", "arrow", "--router", DEAD, "--token", "t"],
+    ["live-profile", "--instance", f"{DEAD}=prefill"],
+]
+
+
+@FAST
+@given(case=st.sampled_from(range(len(LIVE_CASES))),
+       picks=st.lists(st.tuples(st.sampled_from(["--rate-scale", "--limit", "--duration", "--slo-ttft", "--interval",
+                                                 "--steps", "--act-timeout", "--lengths", "--batches", "--repeats",
+                                                 "--vocab-size", "--max-model-len"]), values), max_size=2))
+def test_live_commands_against_nothing_fail_cleanly(case, picks):
+    args = list(LIVE_CASES[case])
+    for opt, v in picks:
+        args += [opt, v]
+    r = invoke(args)
+    assert_clean(r)
+    assert r.exit_code != 0  # there is no router or instance: it must not report success
+
+
+@FAST
+@given(opt=st.sampled_from(["--port", "--routing", "--slo-ttft", "--host-config", "--cluster"]), v=values)
+def test_serve_refuses_bad_values_before_binding(tiny, opt, v):
+    args = ["serve", "--instance", f"{DEAD}=prefill"]
+    if opt == "--host-config":
+        args += ["--config", str(tiny / "bin.yaml")]
+    elif opt == "--cluster":
+        args += ["--cluster", str(tiny / "bin.yaml")]
+    elif opt == "--port":
+        args += ["--port", v, "--routing", "zzz"]  # routing zzz keeps it from ever binding
+    else:
+        args += [opt, v, "--routing", "zzz"] if opt != "--routing" else [opt, v + "!"]
+    r = invoke(args)
+    assert_clean(r)
+    assert r.exit_code != 0
+
+
+@FAST
+@given(opt=st.sampled_from(["--instances", "--engine", "--base-port"]), v=values)
+def test_launch_refuses_bad_values_before_starting_anything(tiny, opt, v):
+    args = ["launch", "--workdir", str(tiny / "lc"), "--cluster-file", str(tiny / "c.json"),
+            "--engine", "not-an-engine", opt, v]
+    r = invoke(args)
+    assert_clean(r)
+    assert r.exit_code != 0
+
+
+# ----------------------------------------------------------------------------- config schemas
+SMOKE = yaml.safe_load(open("configs/train/smoke.yaml", encoding="utf-8"))
+junk = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=8),
+                 st.lists(st.integers(-5, 5), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+TRAIN_KEYS = ["policy", "device", "n_steps", "batch_size", "gamma", "learning_rate", "n_envs", "n_timesteps",
+              "normalize", "vec_env", "seed", "n_epochs", "gae_lambda", "ent_coef", "clip_range", "bogus_key",
+              ("policy_kwargs", "net_arch"), ("policy_kwargs", "activation_fn"), ("policy_kwargs", "bogus"),
+              ("env", "num_instances"), ("env", "slo_ttft_s"), ("pretrain", "epochs"), ("eval", "rate_scales")]
+
+
+@FAST
+@given(key=st.sampled_from(TRAIN_KEYS), value=junk)
+def test_train_config_schema_errors_are_config_errors(key, value):
+    from agents.config import ConfigError, config_from_dict
+
+    raw = yaml.safe_load(yaml.safe_dump(SMOKE))
+    if isinstance(key, tuple):
+        raw.setdefault(key[0], {})[key[1]] = value
+    else:
+        raw[key] = value
+    try:
+        cfg = config_from_dict(raw, source="fuzz.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml")
+        return
+    # accepted: every hyperparameter is in range, so SB3 can build the model from it
+    assert cfg.policy in ("MlpPolicy", "MultiInputPolicy")
+
+
+@FAST
+@given(key=st.sampled_from(["preset", "num_instances", "mode", "num_prefill", "max_num_batched_tokens",
+                            "max_num_seqs", "slo_ttft_s", "slo_tpot_s", "flip_delay_s", "gpu_memory_utilization",
+                            "bogus"]), value=junk)
+def test_emulator_config_errors_are_value_errors(tmp_path, key, value):
+    from arrow_rl.cluster.emulator import EmulatorConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"preset": "h100-llama3.1-8b-tp1", "num_instances": 4, key: value}))
+    try:
+        EmulatorConfig.from_yaml(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+
+
+@FAST
+@given(key=st.sampled_from(["duration_s", "rate_scale", "start_s", "traces", "drain_s", "num_instances"]), value=junk)
+def test_env_config_errors_are_value_errors(key, value):
+    from envs.config import EnvConfig
+
+    try:
+        EnvConfig.from_dict({"episode": {key: value}}, source="fuzz")
+    except ValueError as exc:
+        assert "fuzz" in str(exc)
+
+
+# ---------------------------------------------------------------------------------- env methods
+@pytest.fixture(scope="module")
+def env():
+    from envs.pd_cluster_env import PDClusterEnv
+
+    e = PDClusterEnv(episode={"duration_s": 5, "random_start": False})
+    yield e
+    e.close()
+
+
+actions = st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none(),
+                    st.integers(-2**70, 2**70), st.lists(st.integers(0, 3), max_size=3))
+
+
+@FAST
+@given(action=actions)
+def test_env_step_refuses_anything_but_a_valid_integer(env, action):
+    env.reset(seed=0)
+    n = int(env.action_space.n)
+    one = action[0] if isinstance(action, list) and len(action) == 1 else action  # as a VecEnv passes it
+    valid = isinstance(one, int) and not isinstance(one, bool) and 0 <= one < n
+    if valid:
+        env.step(action)
+    else:
+        with pytest.raises(ValueError, match="step\\(action\\)"):
+            env.step(action)
+
+
+def test_env_step_still_takes_numpy_integers_and_one_element_arrays(env):
+    env.reset(seed=0)
+    for a in (np.int64(0), np.array(0), np.array([0]), np.int32(1), 0):
+        env.step(a)
+
+
+@FAST
+@given(key=st.sampled_from(["start_s", "rate_scale", "num_instances", "cluster_seed", "trace", "duration_s", "zzz"]),
+       value=st.one_of(st.floats(allow_nan=True), st.text(max_size=4), st.booleans(), st.none(),
+                       st.integers(-2**40, 2**40)))
+def test_env_reset_options_are_checked(env, key, value):
+    try:
+        env.reset(seed=0, options={key: value})
+    except (ValueError, OSError) as exc:  # OSError: a trace path that is no file (names it)
+        assert str(exc)
+        return
+    # accepted: a real episode with requests in it
+    assert len(env.workload) > 0 or key == "duration_s"
+    if key in ("start_s", "rate_scale"):
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+# -------------------------------------------------------------------------- nothing accepted is lost
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/train/*.yaml")))
+def test_every_shipped_training_config_still_validates(path):
+    from agents.config import load_config
+
+    load_config(path)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/clusters/*.yaml")))
+def test_every_shipped_cluster_config_still_validates(path):
+    from arrow_rl.cluster.emulator import EmulatorConfig
+
+    EmulatorConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/workloads/*.yaml")))
+def test_every_shipped_workload_spec_still_validates(path):
+    from arrow_rl.workload.generators import load_spec
+
+    load_spec(path)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/env/*.yaml")))
+def test_every_shipped_env_config_still_validates(path):
+    from envs.config import EnvConfig
+
+    EnvConfig.from_yaml(path)
