@@ -243,8 +243,8 @@ def test_env_step_refuses_anything_but_a_valid_integer(env, action):
 
 
 def test_env_step_still_takes_numpy_integers_and_one_element_arrays(env):
-    env.reset(seed=0)
     for a in (np.int64(0), np.array(0), np.array([0]), np.int32(1), 0):
+        env.reset(seed=0)   # a fresh episode each time: a short one may end after a step
         env.step(a)
 
 
