@@ -39,7 +39,7 @@ from arrow_rl.cluster.base import (
     SLO,
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
-from arrow_rl.cluster.emulator.instance import IDLE, RUN, SINGLE, InstanceState
+from arrow_rl.cluster.emulator.instance import IDLE, DECODE_RUN, ONE_ITERATION, InstanceState
 from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.perf.preset import Preset
@@ -198,7 +198,7 @@ class EmulatedCluster(Cluster):
         self._cached: dict[int, int] = {}        # request → tokens hit at its first admission
         if self._pfx:
             for I in self._insts:
-                I.pcache = PrefixCache()
+                I.prefix_cache = PrefixCache()
         # window accumulators (per-instance ones live on InstanceState)
         self._w_start = 0.0
         self._w_arrivals = 0
@@ -253,20 +253,20 @@ class EmulatedCluster(Cluster):
         out = []
         for I in self._insts:
             k = 0
-            if I.plan == RUN and t > I.p_start:
-                if t >= I.p_end:
-                    k = I.p_K
-                elif I.cb_ver == I.p_ver and I.cb_lo <= t - I.p_start < I.cb_hi:
-                    k = I.cb_k
+            if I.plan == DECODE_RUN and t > I.plan_start:
+                if t >= I.plan_end:
+                    k = I.plan_iterations
+                elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
+                    k = I.done_memo_iterations
                 else:
                     k = self._completed_by(I, t)
             healthy = t >= I.blocked_until
-            vc = I.vc
+            vc = I.cached_view
             if vc is not None and vc[0] == k and vc[1].healthy == healthy:
                 out.append(vc[1])
             else:
-                v = self._fresh_view(I, I.dec_it + k, healthy)
-                I.vc = (k, v)
+                v = self._fresh_view(I, I.decode_iterations + k, healthy)
+                I.cached_view = (k, v)
                 out.append(v)
         return out
 
@@ -307,7 +307,7 @@ class EmulatedCluster(Cluster):
         if I.role is role:
             return
         I.role = role
-        I.vc = None
+        I.cached_view = None
         t = self._now
         self.flips.append((t, instance_id, role))
         delay = self.config.flip_delay_s
@@ -390,32 +390,32 @@ class EmulatedCluster(Cluster):
     def _run_time(I: InstanceState, k: int) -> float:
         """Σ of the first ``k`` iteration times of the current decode run (closed form):
         iteration j costs alpha + beta·(C0 + j·n)."""
-        return k * I.p_alpha + I.p_beta * (I.p_C0 * k + I.p_n * (k * (k - 1) // 2))
+        return k * I.run_step_base_s + I.run_step_per_token_s * (I.run_start_context * k + I.plan_decodes * (k * (k - 1) // 2))
 
     @staticmethod
     def _completed_by(I: InstanceState, t: float) -> int:
         """Iterations of the current run that have ended by time ``t`` (0..K): the root of the
         quadratic S(k) = dt, then a one-step correction so that it agrees with ``_run_time``."""
-        dt = t - I.p_start
+        dt = t - I.plan_start
         if dt <= 0:
             return 0
-        K = I.p_K
-        if t >= I.p_end:
+        K = I.plan_iterations
+        if t >= I.plan_end:
             return K
-        alpha, beta, n, C0 = I.p_alpha, I.p_beta, I.p_n, I.p_C0
-        if I.cb_ver == I.p_ver:
-            if I.cb_lo <= dt < I.cb_hi:
-                return I.cb_k
-            if dt >= I.cb_hi:
+        alpha, beta, n, C0 = I.run_step_base_s, I.run_step_per_token_s, I.plan_decodes, I.run_start_context
+        if I.done_memo_version == I.plan_version:
+            if I.done_memo_from <= dt < I.done_memo_until:
+                return I.done_memo_iterations
+            if dt >= I.done_memo_until:
                 # the run moved on since the last question: try the next iteration first (same S(k)
                 # expression, so the same largest j with S(j) ≤ dt)
-                k = I.cb_k + 1
+                k = I.done_memo_iterations + 1
                 if k == K:
-                    I.cb_k, I.cb_lo, I.cb_hi = k, I.cb_hi, math.inf
+                    I.done_memo_iterations, I.done_memo_from, I.done_memo_until = k, I.done_memo_until, math.inf
                     return k
                 hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
                 if hi > dt:
-                    I.cb_k, I.cb_lo, I.cb_hi = k, I.cb_hi, hi
+                    I.done_memo_iterations, I.done_memo_from, I.done_memo_until = k, I.done_memo_until, hi
                     return k
         a2 = 0.5 * beta * n
         b1 = alpha + beta * C0 - a2
@@ -438,35 +438,35 @@ class EmulatedCluster(Cluster):
             lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
         # the same k answers every dt in [S(k), S(k+1)) of this plan (routers ask at every arrival;
         # the run moves far less often)
-        I.cb_ver = I.p_ver
-        I.cb_k = k
-        I.cb_lo = lo
-        I.cb_hi = hi
+        I.done_memo_version = I.plan_version
+        I.done_memo_iterations = k
+        I.done_memo_from = lo
+        I.done_memo_until = hi
         return k
 
     def _view(self, I: InstanceState, t: float) -> InstanceView:
         """The instance as routers see it at ``t``. Cached until the instance changes (every
-        mutation clears ``I.vc``) or its running decode run completes another iteration."""
+        mutation clears ``I.cached_view``) or its running decode run completes another iteration."""
         k = 0
-        if I.plan == RUN and t > I.p_start:
+        if I.plan == DECODE_RUN and t > I.plan_start:
             k = self._completed_by(I, t)
         healthy = t >= I.blocked_until
-        vc = I.vc
+        vc = I.cached_view
         if vc is not None and vc[0] == k and vc[1].healthy == healthy:
             return vc[1]
-        v = self._fresh_view(I, I.dec_it + k, healthy)
-        I.vc = (k, v)
+        v = self._fresh_view(I, I.decode_iterations + k, healthy)
+        I.cached_view = (k, v)
         return v
 
     def _fresh_view(self, I: InstanceState, it: int, healthy: bool) -> InstanceView:
-        n = I.n_dec
+        n = I.num_decoding
         if n:
-            dec_tok = I.dec_O + n * (it + 1) + I.dl_tok
-            kv = I.other_blocks + (I.db_val if it == I.db_it else I.dec_blocks(it))
+            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
         else:
-            dec_tok = I.dl_tok
+            dec_tok = I.decode_legs_waiting_tokens
             kv = I.other_blocks
-        return _make_view(I.id, I.role, I.pf_n, I.pf_tok, float(I.pf_sq), n + I.dl_n, dec_tok,
+        return _make_view(I.id, I.role, I.prefill_legs, I.prefill_tokens_left, float(I.prefill_tokens_left_sq), n + I.decode_legs_waiting, dec_tok,
                           kv * self._bs, self._cap_blocks * self._bs, healthy)
 
     def _record(self, rid: int) -> RequestRecord:
@@ -511,7 +511,7 @@ class EmulatedCluster(Cluster):
             self._now = t
             if kind == EV_STEP:
                 I = insts[a]
-                if b == I.p_ver and I.plan != IDLE:
+                if b == I.plan_version and I.plan != IDLE:
                     self._commit(I, t)
                     if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
@@ -548,10 +548,10 @@ class EmulatedCluster(Cluster):
         self._pinst[rid] = i
         self._st[rid] = WAIT
         I.waiting.append(rid)
-        I.pf_n += 1
-        I.pf_tok += n_in
-        I.pf_sq += n_in * n_in
-        I.vc = None
+        I.prefill_legs += 1
+        I.prefill_tokens_left += n_in
+        I.prefill_tokens_left_sq += n_in * n_in
+        I.cached_view = None
         self._kick(I, t)
 
     def _reject(self, rid: int, reason: str) -> None:
@@ -564,10 +564,10 @@ class EmulatedCluster(Cluster):
     def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
         """A waiting, never-started prompt whose client gave up (``client_timeout_s``): vLLM aborts it."""
         n = self._in[rid] + self._gen[rid]
-        I.pf_n -= 1
-        I.pf_tok -= n
-        I.pf_sq -= n * n
-        I.vc = None
+        I.prefill_legs -= 1
+        I.prefill_tokens_left -= n
+        I.prefill_tokens_left_sq -= n * n
+        I.cached_view = None
         self._reject(rid, f"client timeout: not started {self.config.client_timeout_s:g} s after arrival")
 
     def _reject_stuck(self) -> None:
@@ -579,24 +579,24 @@ class EmulatedCluster(Cluster):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
         bs = self._bs
         for I in self._insts:
-            I.running, I.pref, I.dec_heap = [], [], []
+            I.running, I.prefilling, I.finish_heap = [], [], []
             I.waiting.clear()
-            I.tq.clear()
+            I.transfer_queue.clear()
             I.landed.clear()
-            I.newdec = []
-            I.inflight = I.n_dec = I.dec_O = I.dec_A = I.other_blocks = 0
-            I.dec_cnt = [0] * bs
-            I.db_it = -1
-            I.pf_n = I.pf_tok = I.pf_sq = I.dl_n = I.dl_tok = 0
+            I.awaiting_first_token = []
+            I.transfers_in = I.num_decoding = I.decode_offset_sum = I.decode_offset_blocks_sum = I.other_blocks = 0
+            I.decode_offset_residues = [0] * bs
+            I.decode_blocks_memo_at = -1
+            I.prefill_legs = I.prefill_tokens_left = I.prefill_tokens_left_sq = I.decode_legs_waiting = I.decode_legs_waiting_tokens = 0
             I.plan = IDLE
-            I.p_ver += 1
-            I.vc = None
+            I.plan_version += 1
+            I.cached_view = None
         if self._nics is not None:
             self._nics.clear()
         self._leases.clear()
         if self._pfx:
             for I in self._insts:
-                I.pcache.clear()
+                I.prefix_cache.clear()
             self._held.clear()
             self._hinst.clear()
             self._reg.clear()
@@ -607,52 +607,52 @@ class EmulatedCluster(Cluster):
         plan = I.plan
         if plan == IDLE:
             self._schedule(I, t)
-        elif plan == RUN:
+        elif plan == DECODE_RUN:
             # first boundary at or after t (the running iteration always completes)
             k = self._completed_by(I, t)
-            if k < I.p_K and self._run_time(I, k) < t - I.p_start:
+            if k < I.plan_iterations and self._run_time(I, k) < t - I.plan_start:
                 k += 1
-            if k >= I.p_K:
+            if k >= I.plan_iterations:
                 return
-            I.p_ver += 1
-            I.vc = None
+            I.plan_version += 1
+            I.cached_view = None
             if k == 0:      # nothing of the run has happened yet: plan again now
                 I.plan = IDLE
                 self._schedule(I, t)
                 return
-            I.p_K = k
-            I.p_end = I.p_start + self._run_time(I, k)
-            self._push(I.p_end, EV_STEP, I.id, I.p_ver)
-        # SINGLE: the batch is re-formed when the iteration ends
+            I.plan_iterations = k
+            I.plan_end = I.plan_start + self._run_time(I, k)
+            self._push(I.plan_end, EV_STEP, I.id, I.plan_version)
+        # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: decode set
     def _dec_join(self, I: InstanceState, rid: int, comp: int) -> None:
-        o = comp - I.dec_it
+        o = comp - I.decode_iterations
         self._o[rid] = o
-        I.n_dec += 1
-        I.dec_O += o
-        q, r = divmod(o, I.bs)
-        I.dec_A += q
-        I.dec_cnt[r] += 1
-        I.db_it = -1
+        I.num_decoding += 1
+        I.decode_offset_sum += o
+        q, r = divmod(o, I.block_size)
+        I.decode_offset_blocks_sum += q
+        I.decode_offset_residues[r] += 1
+        I.decode_blocks_memo_at = -1
         fit = self._in[rid] + self._out[rid] - 1 - o
         self._fit[rid] = fit
-        heapq.heappush(I.dec_heap, (fit, rid))
+        heapq.heappush(I.finish_heap, (fit, rid))
         self._st[rid] = DEC
 
     def _dec_leave(self, I: InstanceState, rid: int) -> int:
         """Remove from the lazy decode set; return the request's KV tokens now."""
         o = self._o[rid]
-        I.n_dec -= 1
-        I.dec_O -= o
-        q, r = divmod(o, I.bs)
-        I.dec_A -= q
-        I.dec_cnt[r] -= 1
-        I.db_it = -1
-        return o + I.dec_it
+        I.num_decoding -= 1
+        I.decode_offset_sum -= o
+        q, r = divmod(o, I.block_size)
+        I.decode_offset_blocks_sum -= q
+        I.decode_offset_residues[r] -= 1
+        I.decode_blocks_memo_at = -1
+        return o + I.decode_iterations
 
     def _next_finish(self, I: InstanceState) -> int:
-        heap = I.dec_heap
+        heap = I.finish_heap
         st, fit = self._st, self._fit
         while heap:
             f, rid = heap[0]
@@ -665,19 +665,19 @@ class EmulatedCluster(Cluster):
     def _schedule(self, I: InstanceState, t: float) -> None:
         """Form the next batch at an iteration boundary (vLLM v1 order, decode first, Arrow §5.4)
         and plan it: one iteration, a closed-form run of decode iterations, or idle."""
-        bs = I.bs
-        cap = I.cap_blocks
+        bs = I.block_size
+        cap = I.capacity_blocks
         S = self._S
         comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
-        I.vc = None
+        I.cached_view = None
         admit_ok = t >= I.blocked_until
         # transferred KV that has landed joins the running batch (it already holds its blocks)
         while I.landed and len(I.running) < S:
             rid = I.landed.popleft()
             I.other_blocks -= blk[rid]
             blk[rid] = 0
-            I.dl_n -= 1
-            I.dl_tok -= n_in[rid] + gen[rid]
+            I.decode_legs_waiting -= 1
+            I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
             I.running.append(rid)
             # the pulled KV covers the prompt but its last token, which the first decode step
             # recomputes to emit the first output token: the decode instance produces every output
@@ -685,15 +685,15 @@ class EmulatedCluster(Cluster):
             gen[rid] = 0
             comp[rid] = n_in[rid] - 1
             self._dec_join(I, rid, comp[rid])
-            I.newdec.append(rid)
-        it = I.dec_it
+            I.awaiting_first_token.append(rid)
+        it = I.decode_iterations
         chunks: list[tuple[int, int]] = []
-        budget = self._M - I.n_dec
-        need = I.other_blocks + I.dec_blocks(it + 1)
+        budget = self._M - I.num_decoding
+        need = I.other_blocks + I.decode_set_blocks(it + 1)
         preempted = False
-        if I.pref:
+        if I.prefilling:
             adds = []
-            for rid in I.pref:
+            for rid in I.prefilling:
                 if budget <= 0:
                     break
                 c = min(n_in[rid] + gen[rid] - comp[rid], budget)
@@ -708,8 +708,8 @@ class EmulatedCluster(Cluster):
                 I.other_blocks += sum(adds)
         if need > cap:
             chunks, preempted = self._schedule_under_pressure(I)
-            budget = self._M - I.n_dec - sum(c for _, c in chunks)
-            need = I.other_blocks + I.dec_blocks(it + 1)
+            budget = self._M - I.num_decoding - sum(c for _, c in chunks)
+            need = I.other_blocks + I.decode_set_blocks(it + 1)
         # admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
         if I.waiting and not preempted and admit_ok:
             free = cap - need
@@ -726,7 +726,7 @@ class EmulatedCluster(Cluster):
                         break
                     rid = I.waiting.popleft()
                     c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    free = cap - I.other_blocks - I.dec_blocks(it + 1)
+                    free = cap - I.other_blocks - I.decode_set_blocks(it + 1)
                 else:
                     c = min(n_in[rid] + gen[rid] - comp[rid], budget)
                     add = -(-(comp[rid] + c) // bs) - blk[rid]
@@ -737,7 +737,7 @@ class EmulatedCluster(Cluster):
                     blk[rid] += add
                     I.other_blocks += add
                 running.append(rid)
-                I.pref.append(rid)
+                I.prefilling.append(rid)
                 st[rid] = PREF
                 chunks.append((rid, c))
                 budget -= c
@@ -746,72 +746,72 @@ class EmulatedCluster(Cluster):
         # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
         # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
         # running batch, so a pull in flight takes no max_num_seqs slot (vllm/v1/core/sched/scheduler.py)
-        if I.tq and admit_ok:
+        if I.transfer_queue and admit_ok:
             free = cap - need
-            while I.tq and len(I.running) < S:
-                rid = I.tq[0]
+            while I.transfer_queue and len(I.running) < S:
+                rid = I.transfer_queue[0]
                 add = -(-n_in[rid] // bs)
                 if add > free:
                     break
-                I.tq.popleft()
+                I.transfer_queue.popleft()
                 free -= add
                 blk[rid] = add
                 I.other_blocks += add
-                I.inflight += 1
+                I.transfers_in += 1
                 st[rid] = XFER
                 self.num_transfers += 1
                 self._start_transfer(rid, I.id, t)
-        if not admit_ok and (I.waiting or I.tq) and I.wake_at != I.blocked_until:
+        if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
             self._push(I.blocked_until, EV_WAKE, I.id, 0)
         # plan
-        I.p_ver += 1
-        I.p_start = t
-        I.p_kacc = 0
-        n = I.n_dec
-        I.p_n = n
+        I.plan_version += 1
+        I.plan_start = t
+        I.plan_iterations_counted = 0
+        n = I.num_decoding
+        I.plan_decodes = n
         if chunks:
             ptok = 0
             att = 0.0
             for rid, c in chunks:
                 ptok += c
                 att += c * (comp[rid] + 0.5 * c)
-            ctx = I.dec_context(it) if n else 0
+            ctx = I.decode_set_context(it) if n else 0
             dur = self._lat.iteration_time(ptok, att, n, ctx)
-            I.plan = SINGLE
-            I.p_chunks = chunks
-            I.p_ptok = ptok
-            I.p_K = 1
-            I.p_end = t + dur
+            I.plan = ONE_ITERATION
+            I.plan_chunks = chunks
+            I.plan_prefill_tokens = ptok
+            I.plan_iterations = 1
+            I.plan_end = t + dur
         elif n:
             k = self._next_finish(I) - it
-            if self._exact or (preempted and (I.waiting or I.tq)):
+            if self._exact or (preempted and (I.waiting or I.transfer_queue)):
                 k = 1   # after a preemption vLLM admits waiting work again at the next step
-            elif I.other_blocks + I.dec_blocks(it + k) > cap:
+            elif I.other_blocks + I.decode_set_blocks(it + k) > cap:
                 lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if I.other_blocks + I.dec_blocks(it + mid) <= cap:
+                    if I.other_blocks + I.decode_set_blocks(it + mid) <= cap:
                         lo = mid
                     else:
                         hi = mid
                 k = lo
             alpha, beta = self._coefs(n)
-            I.plan = RUN
-            I.p_alpha = alpha
-            I.p_beta = beta
-            I.p_C0 = I.dec_context(it)
-            I.p_K = k
-            I.p_chunks = []
-            I.p_ptok = 0
-            I.p_end = t + self._run_time(I, k)
+            I.plan = DECODE_RUN
+            I.run_step_base_s = alpha
+            I.run_step_per_token_s = beta
+            I.run_start_context = I.decode_set_context(it)
+            I.plan_iterations = k
+            I.plan_chunks = []
+            I.plan_prefill_tokens = 0
+            I.plan_end = t + self._run_time(I, k)
         else:
             I.plan = IDLE
             if preempted and I.waiting and admit_ok:
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(I, t)
             return
-        self._push(I.p_end, EV_STEP, I.id, I.p_ver)
+        self._push(I.plan_end, EV_STEP, I.id, I.plan_version)
 
     def _schedule_under_pressure(self, I: InstanceState) -> tuple[list[tuple[int, int]], bool]:
         """The exact vLLM v1 allocation loop when KV does not fit everything (rare path).
@@ -819,7 +819,7 @@ class EmulatedCluster(Cluster):
         Decode sequences first (Arrow §5.4), then running prompts; when a request cannot get its
         blocks, the newest running request is preempted (recompute) until it fits or the request
         itself is preempted (vLLM v1 ``Scheduler.schedule``)."""
-        bs = I.bs
+        bs = I.block_size
         comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
         # materialise the lazy decode set
         decs = [rid for rid in I.running if st[rid] == DEC]
@@ -830,9 +830,9 @@ class EmulatedCluster(Cluster):
             b = -(-c // bs)
             blk[rid] = b
             I.other_blocks += b
-        I.dec_heap = []
-        order = decs + list(I.pref)
-        free = I.cap_blocks - I.other_blocks
+        I.finish_heap = []
+        order = decs + list(I.prefilling)
+        free = I.capacity_blocks - I.other_blocks
         budget = self._M
         sched: dict[int, int] = {}
         preempted = False
@@ -851,7 +851,7 @@ class EmulatedCluster(Cluster):
                 if victim in sched:
                     budget += sched.pop(victim)
                 self._preempt(I, victim, victim in is_dec)
-                free = I.cap_blocks - I.other_blocks   # shared prefix blocks stay in use
+                free = I.capacity_blocks - I.other_blocks   # shared prefix blocks stay in use
                 if victim == rid:
                     ok = False
                     break
@@ -884,13 +884,13 @@ class EmulatedCluster(Cluster):
         self._comp[rid] = 0
         total = self._in[rid] + self._gen[rid]
         if was_decode:
-            I.dl_n += 1
-            I.dl_tok += total
+            I.decode_legs_waiting += 1
+            I.decode_legs_waiting_tokens += total
         else:
-            I.pref.remove(rid)
+            I.prefilling.remove(rid)
             if self._leg[rid] == 0:
-                I.pf_tok += total - old_rem
-                I.pf_sq += total * total - old_rem * old_rem
+                I.prefill_tokens_left += total - old_rem
+                I.prefill_tokens_left_sq += total * total - old_rem * old_rem
         self._st[rid] = WAIT
         I.waiting.appendleft(rid)
 
@@ -898,38 +898,38 @@ class EmulatedCluster(Cluster):
     def _commit(self, I: InstanceState, T: float) -> None:
         """Apply the iteration(s) that end at ``T``, emit tokens, then form the next batch."""
         w0 = self._w_start
-        I.vc = None
-        I.w_busy += T - max(I.p_start, w0)
-        n = I.p_n
-        if I.newdec and n and (I.plan != RUN or I.p_kacc == 0):
-            self._emit_new_decodes(I, I.p_start + self._run_time(I, 1) if I.plan == RUN else T)
-        if I.plan == RUN:
-            K = I.p_K
-            k0 = I.p_kacc
-            I.w_iters += K - k0
-            I.w_dtime += self._run_time(I, K) - self._run_time(I, k0)
-            I.w_dtok += n * (K - k0)
-            I.dec_it += K
-            I.dec_wait_since = T
+        I.cached_view = None
+        I.w_busy_s += T - max(I.plan_start, w0)
+        n = I.plan_decodes
+        if I.awaiting_first_token and n and (I.plan != DECODE_RUN or I.plan_iterations_counted == 0):
+            self._emit_new_decodes(I, I.plan_start + self._run_time(I, 1) if I.plan == DECODE_RUN else T)
+        if I.plan == DECODE_RUN:
+            K = I.plan_iterations
+            k0 = I.plan_iterations_counted
+            I.w_decode_iterations += K - k0
+            I.w_decode_time_s += self._run_time(I, K) - self._run_time(I, k0)
+            I.w_decode_tokens += n * (K - k0)
+            I.decode_iterations += K
+            I.decode_stall_since = T
             self._progress_s = T
             chunks = ()
         else:
             if n:
-                I.w_iters += 1
-                I.w_dtime += T - I.p_start
-                I.w_dtok += n
-                I.dec_it += 1
-                I.dec_wait_since = T
+                I.w_decode_iterations += 1
+                I.w_decode_time_s += T - I.plan_start
+                I.w_decode_tokens += n
+                I.decode_iterations += 1
+                I.decode_stall_since = T
                 self._progress_s = T
-            I.w_ptok += I.p_ptok
-            chunks = I.p_chunks
+            I.w_prefill_tokens += I.plan_prefill_tokens
+            chunks = I.plan_chunks
         I.plan = IDLE
-        I.p_chunks = []
+        I.plan_chunks = []
         # decode sequences that emitted their last token
-        heap = I.dec_heap
+        heap = I.finish_heap
         st, fit, where = self._st, self._fit, self._where
         iid = I.id
-        while heap and heap[0][0] <= I.dec_it:
+        while heap and heap[0][0] <= I.decode_iterations:
             f, rid = heapq.heappop(heap)
             if st[rid] == DEC and fit[rid] == f and where[rid] == iid:
                 kv = self._dec_leave(I, rid)
@@ -948,24 +948,24 @@ class EmulatedCluster(Cluster):
                 comp[rid] += c
                 rem = old_rem - c
                 if self._pfx and rid in self._hinst:
-                    self._register(I, rid, comp[rid] // I.bs, T)
+                    self._register(I, rid, comp[rid] // I.block_size, T)
                 if leg[rid] == 0:
-                    I.pf_tok -= c
-                    I.pf_sq += rem * rem - old_rem * old_rem
+                    I.prefill_tokens_left -= c
+                    I.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
                 if rem:
                     continue
                 pref_done = True
                 st[rid] = DEC  # provisional: leaves the prefill list below
                 self._progress_s = T
                 if leg[rid] == 0:
-                    I.pf_n -= 1
+                    I.prefill_legs -= 1
                     self._pd[rid] = T
                     if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self._out[rid]:
                         self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
-                    I.dl_n -= 1
-                    I.dl_tok -= total
-                    I.w_dtok += 1
+                    I.decode_legs_waiting -= 1
+                    I.decode_legs_waiting_tokens -= total
+                    I.w_decode_tokens += 1
                     if self._ft[rid] != self._ft[rid]:   # NaN: a lost transfer, recomputed here
                         self._client_first(rid, T)
                 gen[rid] += 1
@@ -988,10 +988,10 @@ class EmulatedCluster(Cluster):
                         self._dinst[rid] = iid
                     self._to_decode_here(I, rid, T)
             if pref_done:
-                I.pref = [r for r in I.pref if st[r] == PREF]
+                I.prefilling = [r for r in I.prefilling if st[r] == PREF]
         # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
-            I.vc = None   # the previous iteration changed this instance
+            I.cached_view = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
                 _make_request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
             self._dinst[rid] = d
@@ -1004,26 +1004,26 @@ class EmulatedCluster(Cluster):
                 self._blk[rid] = 0
                 st[rid] = TQ
                 D = self._insts[d]
-                if D.n_dec == 0 and D.dl_n == 0:
-                    D.dec_wait_since = T
-                D.tq.append(rid)
+                if D.num_decoding == 0 and D.decode_legs_waiting == 0:
+                    D.decode_stall_since = T
+                D.transfer_queue.append(rid)
                 # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
                 # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
                 self._leases.append((T + self._lease_s, rid))
                 if not self._lease_ev:
                     self._lease_ev = True
                     self._push(T + self._lease_s, EV_LEASE, 0, 0)
-                D.dl_n += 1
-                D.dl_tok += self._in[rid] + self._gen[rid]
-                D.vc = None
+                D.decode_legs_waiting += 1
+                D.decode_legs_waiting_tokens += self._in[rid] + self._gen[rid]
+                D.cached_view = None
                 self._where[rid] = d
                 self._kick(D, T)
         self._schedule(I, T)
 
     def _to_decode_here(self, I: InstanceState, rid: int, T: float) -> None:
         """A request whose prompt is computed keeps decoding on this instance (it is running)."""
-        if I.n_dec == 0 and I.dl_n == 0:
-            I.dec_wait_since = T
+        if I.num_decoding == 0 and I.decode_legs_waiting == 0:
+            I.decode_stall_since = T
         I.other_blocks -= self._blk[rid]
         self._blk[rid] = 0
         self._dec_join(I, rid, self._comp[rid])
@@ -1040,10 +1040,10 @@ class EmulatedCluster(Cluster):
         covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
         vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
         st, where, ft, iid = self._st, self._where, self._ft, I.id
-        for rid in I.newdec:
+        for rid in I.awaiting_first_token:
             if st[rid] == DEC and where[rid] == iid and ft[rid] != ft[rid]:
                 self._client_first(rid, T)
-        I.newdec = []
+        I.awaiting_first_token = []
 
     def _finish(self, rid: int, T: float) -> None:
         self._progress_s = T
@@ -1092,17 +1092,17 @@ class EmulatedCluster(Cluster):
         src = self._insts[self._pinst[rid]]
         nb = self._xblk[rid]
         src.other_blocks -= nb
-        src.vc = None
+        src.cached_view = None
         self._xblk[rid] = 0
         if self._pfx:
             self._release_kv(src, rid, nb, T)
         D = self._insts[self._where[rid]]
-        D.inflight -= 1
-        D.vc = None
+        D.transfers_in -= 1
+        D.cached_view = None
         self._st[rid] = LANDED
         self._comp[rid] = self._in[rid]
         D.landed.append(rid)
-        if src.waiting or src.tq:
+        if src.waiting or src.transfer_queue:
             self._kick(src, T)
         self._kick(D, T)
 
@@ -1131,19 +1131,19 @@ class EmulatedCluster(Cluster):
         src = self._insts[self._pinst[rid]]
         nb = self._xblk[rid]
         src.other_blocks -= nb
-        src.vc = None
+        src.cached_view = None
         self._xblk[rid] = 0
         if self._pfx:
             self._release_kv(src, rid, nb, T)
         D = self._insts[self._where[rid]]
-        D.tq.remove(rid)
-        D.dl_tok -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        D.transfer_queue.remove(rid)
+        D.decode_legs_waiting_tokens -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
         self._gen[rid] = 0
         self._comp[rid] = 0
         self._st[rid] = WAIT
         D.waiting.append(rid)
-        D.vc = None
-        if src.waiting or src.tq:
+        D.cached_view = None
+        if src.waiting or src.transfer_queue:
             self._kick(src, T)
         self._kick(D, T)
 
@@ -1169,24 +1169,24 @@ class EmulatedCluster(Cluster):
 
     def _used_now(self, I: InstanceState, t: float) -> int:
         """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
-        k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
-        return I.other_blocks + I.dec_blocks(I.dec_it + k)
+        k = self._completed_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+        return I.other_blocks + I.decode_set_blocks(I.decode_iterations + k)
 
     def _admit_with_prefix(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
         """Admit the waiting request at the head of ``I.waiting`` (no token computed yet) if its first
         chunk fits, after looking up its prefix in ``I``'s cache (vLLM ``get_computed_blocks``: at
         most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
         but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
-        bs = I.bs
+        bs = I.block_size
         total = self._in[rid] + self._gen[rid]
         keys = self._block_keys(rid)
-        h, touched = I.pcache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
+        h, touched = I.prefix_cache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
         hit = h * bs
         c = min(total - hit, budget)
         add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
         if add + touched > free:
             return False
-        pc = I.pcache
+        pc = I.prefix_cache
         shared = pc.acquire(keys[:h]) if h else 0
         self._blk[rid] = h + add
         I.other_blocks += h + add - shared
@@ -1196,12 +1196,12 @@ class EmulatedCluster(Cluster):
             self._hinst[rid] = I.id
             self._reg[rid] = h
         if hit and self._leg[rid] == 0:
-            I.pf_tok -= hit
-            I.pf_sq += (total - hit) ** 2 - total * total
+            I.prefill_tokens_left -= hit
+            I.prefill_tokens_left_sq += (total - hit) ** 2 - total * total
         if rid not in self._cached:
             self._cached[rid] = hit
-        I.w_qtok += total
-        I.w_htok += hit
+        I.w_prefix_query_tokens += total
+        I.w_prefix_hit_tokens += hit
         self.prefix_query_tokens += total
         self.prefix_hit_tokens += hit
         return True
@@ -1213,7 +1213,7 @@ class EmulatedCluster(Cluster):
         upto = min(upto, len(keys))
         if upto <= done:
             return
-        self._held[rid].extend(I.pcache.register(keys[done:upto], self._used_now(I, t)))
+        self._held[rid].extend(I.prefix_cache.register(keys[done:upto], self._used_now(I, t)))
         self._reg[rid] = upto
 
     def _release_kv(self, I: InstanceState, rid: int, nblocks: int, t: float) -> None:
@@ -1223,14 +1223,14 @@ class EmulatedCluster(Cluster):
         if held is not None:
             del self._hinst[rid]
             del self._reg[rid]
-        I.other_blocks += I.pcache.release(held or [], nblocks, self._used_now(I, t), I.cap_blocks)
+        I.other_blocks += I.prefix_cache.release(held or [], nblocks, self._used_now(I, t), I.capacity_blocks)
 
     def _finish_kv(self, I: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
         """A request finished on ``I`` with ``kv_tokens`` of KV (already off the KV count): cache
         its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
         if self._hinst.get(rid) == I.id:
-            self._register(I, rid, kv_tokens // I.bs, t)
-        self._release_kv(I, rid, -(-kv_tokens // I.bs) if nblocks is None else nblocks, t)
+            self._register(I, rid, kv_tokens // I.block_size, t)
+        self._release_kv(I, rid, -(-kv_tokens // I.block_size) if nblocks is None else nblocks, t)
 
     # ------------------------------------------------------------------ audit (tests, debugging)
     def audit(self) -> None:
@@ -1252,7 +1252,7 @@ class EmulatedCluster(Cluster):
             I = self._insts[w]
             total = self._in[rid] + self._gen[rid]
             if s == DEC:
-                c = self._o[rid] + I.dec_it
+                c = self._o[rid] + I.decode_iterations
                 dec_blocks[w] += -(-c // bs)
                 running[w].add(rid)
                 # in − 1: a pulled KV before the decode instance's first step recomputes the last token
@@ -1286,26 +1286,26 @@ class EmulatedCluster(Cluster):
                     r[k] = r.get(k, 0) + 1
             for I in self._insts:
                 i = I.id
-                held = {k: e[0] for k, e in I.pcache.entries.items() if e[0]}
+                held = {k: e[0] for k, e in I.prefix_cache.entries.items() if e[0]}
                 assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
                 dup[i] = sum(v - 1 for v in held.values())
-                assert I.pcache.dup == dup[i], f"instance {i}: shared-block count {I.pcache.dup} != {dup[i]}"
+                assert I.prefix_cache.dup == dup[i], f"instance {i}: shared-block count {I.prefix_cache.dup} != {dup[i]}"
         if self._nics is not None:
             self._nics.check()
             for rid in self._nics.active:
                 assert self._st[rid] == XFER, f"request {rid}: sending KV but not in transfer"
         for I in self._insts:
             i = I.id
-            assert I.dec_blocks(I.dec_it) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
+            assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
             assert I.other_blocks == blocks[i] - dup[i], \
                 f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
-            assert [I.pf_n, I.pf_tok, I.pf_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
-            assert [I.dl_n, I.dl_tok] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
+            assert [I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
+            assert [I.decode_legs_waiting, I.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
             assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"
             assert len(I.running) <= self._S, f"instance {i}: more than max_num_seqs running"
-            peak = I.dec_it + (I.p_K if I.plan == RUN else (1 if I.plan == SINGLE else 0))
-            assert I.other_blocks + I.dec_blocks(peak) <= I.cap_blocks, f"instance {i}: KV over capacity"
+            peak = I.decode_iterations + (I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0))
+            assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
             t = self._now
-            k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
-            assert self._view(I, t) == self._fresh_view(I, I.dec_it + k, t >= I.blocked_until), \
+            k = self._completed_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+            assert self._view(I, t) == self._fresh_view(I, I.decode_iterations + k, t >= I.blocked_until), \
                 f"instance {i}: cached view is stale"

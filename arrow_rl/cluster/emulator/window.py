@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from arrow_rl.cluster.base import InstanceWindowStats, MetricsWindow, Mode, PoolStats, Role
-from arrow_rl.cluster.emulator.instance import RUN, SINGLE
+from arrow_rl.cluster.emulator.instance import DECODE_RUN, ONE_ITERATION
 
 if TYPE_CHECKING:
     from arrow_rl.cluster.emulator.cluster import EmulatedCluster
@@ -56,19 +56,19 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
     insts = c._insts
     # iterations of runs in progress that ended by t1 belong to this window
     for I in insts:
-        if I.plan == RUN and I.p_start < t1:
+        if I.plan == DECODE_RUN and I.plan_start < t1:
             k = c._completed_by(I, t1)
-            if k > I.p_kacc:
-                I.w_iters += k - I.p_kacc
-                I.w_dtime += c._run_time(I, k) - c._run_time(I, I.p_kacc)
-                I.w_dtok += I.p_n * (k - I.p_kacc)
-                I.dec_wait_since = I.p_start + c._run_time(I, k)
-                if I.newdec and I.p_kacc == 0:   # their first client token is out
-                    c._emit_new_decodes(I, I.p_start + c._run_time(I, 1))
-                I.p_kacc = k
-            I.w_busy += t1 - max(I.p_start, t0)
-        elif I.plan == SINGLE and I.p_start < t1:
-            I.w_busy += t1 - max(I.p_start, t0)
+            if k > I.plan_iterations_counted:
+                I.w_decode_iterations += k - I.plan_iterations_counted
+                I.w_decode_time_s += c._run_time(I, k) - c._run_time(I, I.plan_iterations_counted)
+                I.w_decode_tokens += I.plan_decodes * (k - I.plan_iterations_counted)
+                I.decode_stall_since = I.plan_start + c._run_time(I, k)
+                if I.awaiting_first_token and I.plan_iterations_counted == 0:   # their first client token is out
+                    c._emit_new_decodes(I, I.plan_start + c._run_time(I, 1))
+                I.plan_iterations_counted = k
+            I.w_busy_s += t1 - max(I.plan_start, t0)
+        elif I.plan == ONE_ITERATION and I.plan_start < t1:
+            I.w_busy_s += t1 - max(I.plan_start, t0)
 
     views = [c._view(I, t1) for I in insts]
     # per-request window facts
@@ -98,26 +98,26 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
     pending_misses = 0
     now_ttft = slo.ttft_s
     for I, v in zip(insts, views):
-        itl = I.w_dtime / I.w_iters if I.w_iters else 0.0
-        if I.w_iters:
+        itl = I.w_decode_time_s / I.w_decode_iterations if I.w_decode_iterations else 0.0
+        if I.w_decode_iterations:
             dload = itl / slo.tpot_s
         elif v.num_decode:
-            dload = (t1 - max(t0, I.dec_wait_since)) / slo.tpot_s
+            dload = (t1 - max(t0, I.decode_stall_since)) / slo.tpot_s
         else:
             dload = 0.0
-        pload = prof.prefill_time_sum(I.pf_n, I.pf_tok, I.pf_sq) / slo.ttft_s
+        pload = prof.prefill_time_sum(I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq) / slo.ttft_s
         fts = ttft_by_inst.get(I.id, [])
         inst_stats.append(InstanceWindowStats(
             instance_id=I.id, role=I.role, ttft_mean=_mean(fts), itl_mean=itl,
-            prefill_tokens_computed=I.w_ptok, decode_tokens_generated=I.w_dtok,
-            busy_fraction=min(1.0, I.w_busy / dur) if dur > 0 else 0.0,
-            waiting=len(I.waiting) + len(I.tq) + len(I.landed), running=len(I.running),
+            prefill_tokens_computed=I.w_prefill_tokens, decode_tokens_generated=I.w_decode_tokens,
+            busy_fraction=min(1.0, I.w_busy_s / dur) if dur > 0 else 0.0,
+            waiting=len(I.waiting) + len(I.transfer_queue) + len(I.landed), running=len(I.running),
             kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload,
-            prefix_cache_hit_rate=I.w_htok / I.w_qtok if I.w_qtok else 0.0))
+            prefix_cache_hit_rate=I.w_prefix_hit_tokens / I.w_prefix_query_tokens if I.w_prefix_query_tokens else 0.0))
         # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
-        if I.pf_n:
+        if I.prefill_legs:
             cum = 0.0
-            for rid in list(I.pref) + list(I.waiting):
+            for rid in list(I.prefilling) + list(I.waiting):
                 rem = c._in[rid] + c._gen[rid] - c._comp[rid]
                 cum += prof.prefill_time(rem)
                 if c._leg[rid] == 0 and (t1 - c._arr[rid]) + cum > now_ttft:
@@ -128,8 +128,8 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
         ids = {s.instance_id for s in members}
         fts = [x for i in ids for x in ttft_by_inst.get(i, [])]
         tps = [x for i in ids for x in tpot_by_inst.get(i, [])]
-        iters = sum(insts[i].w_iters for i in ids)
-        dtime = sum(insts[i].w_dtime for i in ids)
+        iters = sum(insts[i].w_decode_iterations for i in ids)
+        dtime = sum(insts[i].w_decode_time_s for i in ids)
         if role is Role.DECODE:
             load = _mean([s.decode_load for s in members])
         elif role is Role.PREFILL:
@@ -162,8 +162,8 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
         arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
         ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=c._w_rej,
         pending_predicted_ttft_misses=pending_misses,
-        prefix_cache_query_tokens=sum(I.w_qtok for I in insts),
-        prefix_cache_hit_tokens=sum(I.w_htok for I in insts))
+        prefix_cache_query_tokens=sum(I.w_prefix_query_tokens for I in insts),
+        prefix_cache_hit_tokens=sum(I.w_prefix_hit_tokens for I in insts))
     # reset the accumulators for the next window
     c._w_start = t1
     c._w_arrivals = 0
