@@ -39,12 +39,16 @@ from arrow_rl.cluster.base import (
     SLO,
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
+from arrow_rl.cluster.emulator.events import (
+    FLIP_DELAY_END, ITERATION_END, KV_LANDED, LEASE_CHECK, NIC_BYTES_SENT, EventQueue)
 from arrow_rl.cluster.emulator.instance import IDLE, DECODE_RUN, ONE_ITERATION, InstanceState
 from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
+from arrow_rl.cluster.emulator.requests import (
+    DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
-from arrow_rl.workload.workload import Request, Workload
+from arrow_rl.workload.workload import Workload
 
 def _make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
                decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
@@ -62,36 +66,10 @@ _new = object.__new__
 if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
     _make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
 
-def _make_record(**fields) -> RequestRecord:
-    """Build a ``RequestRecord`` (every field given) without the frozen-dataclass ``__init__``,
-    which sets each field through ``object.__setattr__`` (one record per request)."""
-    r = _new(RequestRecord)
-    r.__dict__.update(fields)
-    return r
-
-
-if not hasattr(RequestRecord(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
-    _make_record = RequestRecord  # noqa: F811  (a slotted RequestRecord: use the plain constructor)
-
-def _make_request(request_id: int, arrival_s: float, input_tokens: int, output_tokens: int) -> Request:
-    """A ``Request`` for a router, built like ``_make_view`` (two per request: both legs)."""
-    r = _new(Request)
-    r.__dict__.update(request_id=request_id, arrival_s=arrival_s, input_tokens=input_tokens,
-                      output_tokens=output_tokens)
-    return r
-
-
-if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
-    _make_request = Request  # noqa: F811
-
-# request states
-NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
 # resident requests are then rejected as "stuck". A safety net: no known scenario reaches it.
 STUCK_AFTER_S = 300.0
-# event kinds (the heap orders equal times by kind, then by push order)
-EV_XFER, EV_STEP, EV_WAKE, EV_LEASE, EV_NIC = 0, 1, 2, 3, 4
 
 
 class EmulatedCluster(Cluster):
@@ -142,35 +120,15 @@ class EmulatedCluster(Cluster):
         self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
         self._coef: dict[int, tuple[float, float]] = {}
 
-        n = len(workload)
-        self._N = n
-        self._arr: list[float] = workload.arrival_s.tolist()
+        self.requests = RequestTable(workload)
+        n = self.requests.num
         # The API server's per-request time before the engine sees a request (HTTP, tokenization):
         # part of every client-visible TTFT and e2e latency (docs/latency_model.md).
         self._frontend_s = float(getattr(self._lat, "frontend_s", 0.0))
-        self._in: list[int] = workload.input_tokens.tolist()
-        self._out: list[int] = workload.output_tokens.tolist()
-        self._st = [NEW] * n
-        self._leg = [0] * n          # 0: prefill leg (no token yet), 1: decode leg
-        self._comp = [0] * n         # KV tokens computed (outside the lazy decode set)
-        self._gen = [0] * n          # tokens generated
-        self._o = [0] * n            # decode-set offset (KV tokens − instance dec_it)
-        self._fit = [0] * n          # decode-set: instance dec_it at which the last token is out
-        self._blk = [0] * n          # KV blocks held on the current instance (outside the decode set)
-        self._xblk = [0] * n         # KV blocks held on the prefill instance during a transfer
-        self._where = [-1] * n       # instance the request lives on now
-        self._pinst = [-1] * n
-        self._dinst = [-1] * n
-        self._ft = [math.nan] * n    # the client's first token
-        self._pd = [math.nan] * n    # prompt computed on the prefill instance (its own token)
-        self._fin = [math.nan] * n
-        self._pre = [0] * n
-        self._reason: dict[int, str] = {}
         self._records: list[RequestRecord] = []
         self._ended = 0
         self._next = 0               # next arrival index
-        self._heap: list[tuple[float, int, int, int, int]] = []
-        self._seq = 0
+        self._events = EventQueue()
         self._now = 0.0              # time of the event being processed, or the advanced-to time
         self._progress_s = 0.0       # last time a token was emitted, KV landed or a request ended
         self._t_adv = 0.0            # end of the last advance
@@ -195,7 +153,6 @@ class EmulatedCluster(Cluster):
         self._reg: dict[int, int] = {}           # request → blocks of its keys registered so far
         self.prefix_query_tokens = 0             # prompt tokens looked up in a prefix cache
         self.prefix_hit_tokens = 0               # ... and found there (not computed)
-        self._cached: dict[int, int] = {}        # request → tokens hit at its first admission
         if self._pfx:
             for I in self._insts:
                 I.prefix_cache = PrefixCache()
@@ -219,7 +176,7 @@ class EmulatedCluster(Cluster):
     def __repr__(self) -> str:
         roles = "".join("P" if I.role is Role.PREFILL else "D" for I in self._insts)
         return (f"EmulatedCluster({self.preset.name}, {self._mode.value}, roles={roles}, now={self._now:.3f}s, "
-                f"ended={self._ended}/{self._N})")
+                f"ended={self._ended}/{self.requests.num})")
 
     # ------------------------------------------------------------------ Cluster / RoutingContext
     @property
@@ -240,7 +197,7 @@ class EmulatedCluster(Cluster):
 
     @property
     def done(self) -> bool:
-        return self._ended == self._N
+        return self._ended == self.requests.num
 
     def profile(self, instance_id: int) -> InstanceProfile:
         self._check_id(instance_id)
@@ -281,9 +238,9 @@ class EmulatedCluster(Cluster):
         """Records of every request, ended or not (unended ones have NaN times)."""
         ended = {r.request_id for r in self._records}
         out = list(self._records)
-        for rid in range(self._N):
+        for rid in range(self.requests.num):
             if rid not in ended:
-                out.append(self._record(rid))
+                out.append(self.requests.record(rid))
         out.sort(key=lambda r: r.request_id)
         return out
 
@@ -313,7 +270,7 @@ class EmulatedCluster(Cluster):
         delay = self.config.flip_delay_s
         if delay > 0:
             I.blocked_until = I.wake_at = t + delay
-            self._push(t + delay, EV_WAKE, instance_id, 0)
+            self._push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
     def advance(self, dt: float) -> MetricsWindow:
         """Run ``dt`` seconds of cluster time; return the metrics of [now, now + dt)."""
@@ -330,7 +287,7 @@ class EmulatedCluster(Cluster):
         """Advance until every request has ended (or ``max_time_s`` of cluster time); return records.
 
         ``progress(now)`` is called every ~1% of the trace's span."""
-        span = max(self._arr[-1] if self._N else 0.0, 1.0)
+        span = max(self.requests.arrival_s[-1] if self.requests.num else 0.0, 1.0)
         step = span / 100.0 if progress is not None else math.inf
         limit = math.inf if max_time_s is None else float(max_time_s)
         while not self.done and self._now < limit:
@@ -350,14 +307,12 @@ class EmulatedCluster(Cluster):
 
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
-        for name in ("_st", "_leg", "_comp", "_gen", "_o", "_fit", "_blk", "_xblk", "_where", "_pinst",
-                     "_dinst", "_ft", "_pd", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
-                     "_w_fin", "_xver"):
+        for name in ("_records", "flips", "_w_in", "_w_ft", "_w_fin", "_xver"):
             d[name] = list(d[name])
-        d["_reason"] = dict(self._reason)
+        d["requests"] = self.requests.copy()
+        d["_events"] = self._events.copy()
         d["_leases"] = deque(self._leases)
         if self._pfx:
-            d["_cached"] = dict(self._cached)
             d["_held"] = {k: list(v) for k, v in self._held.items()}
             d["_hinst"] = dict(self._hinst)
             d["_reg"] = dict(self._reg)
@@ -377,8 +332,7 @@ class EmulatedCluster(Cluster):
                              f"0..{len(self._insts) - 1}")
 
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, kind, self._seq, a, b))
+        self._events.push(t, kind, a, b)
 
     def _coefs(self, n: int) -> tuple[float, float]:
         c = self._coef.get(n)
@@ -469,15 +423,6 @@ class EmulatedCluster(Cluster):
         return _make_view(I.id, I.role, I.prefill_legs, I.prefill_tokens_left, float(I.prefill_tokens_left_sq), n + I.decode_legs_waiting, dec_tok,
                           kv * self._bs, self._cap_blocks * self._bs, healthy)
 
-    def _record(self, rid: int) -> RequestRecord:
-        return _make_record(
-            request_id=rid, arrival_s=self._arr[rid], input_tokens=self._in[rid],
-            output_tokens=self._out[rid], prefill_instance=self._pinst[rid],
-            decode_instance=self._dinst[rid], first_token_s=self._ft[rid], finish_s=self._fin[rid],
-            prefill_done_s=self._pd[rid], cached_tokens=self._cached.get(rid, 0),
-            rejected=self._st[rid] == REJ, reject_reason=self._reason.get(rid, ""),
-            preemptions=self._pre[rid])
-
     def _target(self, i, what: str) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._insts):
             raise ValueError(f"router {getattr(self.router, 'name', self.router)!r}: {what} returned "
@@ -486,9 +431,9 @@ class EmulatedCluster(Cluster):
 
     # ------------------------------------------------------------------ internals: event loop
     def _run_until(self, t1: float) -> None:
-        heap = self._heap
-        arr = self._arr
-        N = self._N
+        heap = self._events.heap
+        arr = self.requests.arrival_s
+        N = self.requests.num
         insts = self._insts
         audit = self.audit_every_event
         fe = self._frontend_s
@@ -509,44 +454,44 @@ class EmulatedCluster(Cluster):
                 break
             t, kind, _, a, b = heapq.heappop(heap)
             self._now = t
-            if kind == EV_STEP:
+            if kind == ITERATION_END:
                 I = insts[a]
                 if b == I.plan_version and I.plan != IDLE:
                     self._commit(I, t)
                     if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
-            elif kind == EV_XFER:
+            elif kind == KV_LANDED:
                 if b == self._xver[a]:
                     self._land(a, t)
-            elif kind == EV_NIC:
+            elif kind == NIC_BYTES_SENT:
                 if b == self._xver[a]:
                     self._reschedule_transfers(self._nics.finish_bytes(a, t))
-            elif kind == EV_LEASE:
+            elif kind == LEASE_CHECK:
                 self._expire_leases(t)
-            else:  # EV_WAKE: a flip delay ended
+            else:  # FLIP_DELAY_END: a flip delay ended
                 self._kick(insts[a], t)
         if not heap and self._next >= N and self._ended < N:
             self._reject_stuck()
 
     def _arrive(self, rid: int, t: float) -> None:
         self._w_arrivals += 1
-        n_in = self._in[rid]
+        n_in = self.requests.input_tokens[rid]
         self._w_in.append(n_in)
-        peak = n_in + self._out[rid] - 1   # KV tokens while the last token is computed
-        if n_in + self._out[rid] > self._max_len:
-            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + self._out[rid]} > "
+        peak = n_in + self.requests.output_tokens[rid] - 1   # KV tokens while the last token is computed
+        if n_in + self.requests.output_tokens[rid] > self._max_len:
+            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + self.requests.output_tokens[rid]} > "
                               f"{self._max_len}")
             return
         if -(-peak // self._bs) > self._cap_blocks:
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = _make_request(rid, self._arr[rid], n_in, self._out[rid])
+        req = self.requests.router_request(rid)
         i = self._target(self.router.route_prefill(req, self), "route_prefill")
         I = self._insts[i]
-        self._where[rid] = i
-        self._pinst[rid] = i
-        self._st[rid] = WAIT
+        self.requests.instance[rid] = i
+        self.requests.prefill_instance[rid] = i
+        self.requests.state[rid] = WAITING
         I.waiting.append(rid)
         I.prefill_legs += 1
         I.prefill_tokens_left += n_in
@@ -555,15 +500,15 @@ class EmulatedCluster(Cluster):
         self._kick(I, t)
 
     def _reject(self, rid: int, reason: str) -> None:
-        self._st[rid] = REJ
-        self._reason[rid] = reason
+        self.requests.state[rid] = REJECTED
+        self.requests.reject_reason[rid] = reason
         self._ended += 1
         self._w_rej += 1
-        self._records.append(self._record(rid))
+        self._records.append(self.requests.record(rid))
 
     def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
         """A waiting, never-started prompt whose client gave up (``client_timeout_s``): vLLM aborts it."""
-        n = self._in[rid] + self._gen[rid]
+        n = self.requests.input_tokens[rid] + self.requests.generated[rid]
         I.prefill_legs -= 1
         I.prefill_tokens_left -= n
         I.prefill_tokens_left_sq -= n * n
@@ -574,8 +519,8 @@ class EmulatedCluster(Cluster):
         """Nothing can move any more (e.g. a cycle of KV transfers, each waiting for KV held by the
         other): end every resident request explicitly rather than dropping it silently, and empty
         the instances so that later arrivals start on a clean cluster."""
-        for rid in range(self._N):
-            if self._st[rid] not in (DONE, REJ, NEW):
+        for rid in range(self.requests.num):
+            if self.requests.state[rid] not in (FINISHED, REJECTED, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
         bs = self._bs
         for I in self._insts:
@@ -622,27 +567,27 @@ class EmulatedCluster(Cluster):
                 return
             I.plan_iterations = k
             I.plan_end = I.plan_start + self._run_time(I, k)
-            self._push(I.plan_end, EV_STEP, I.id, I.plan_version)
+            self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: decode set
     def _dec_join(self, I: InstanceState, rid: int, comp: int) -> None:
         o = comp - I.decode_iterations
-        self._o[rid] = o
+        self.requests.decode_offset[rid] = o
         I.num_decoding += 1
         I.decode_offset_sum += o
         q, r = divmod(o, I.block_size)
         I.decode_offset_blocks_sum += q
         I.decode_offset_residues[r] += 1
         I.decode_blocks_memo_at = -1
-        fit = self._in[rid] + self._out[rid] - 1 - o
-        self._fit[rid] = fit
+        fit = self.requests.input_tokens[rid] + self.requests.output_tokens[rid] - 1 - o
+        self.requests.last_token_iteration[rid] = fit
         heapq.heappush(I.finish_heap, (fit, rid))
-        self._st[rid] = DEC
+        self.requests.state[rid] = DECODING
 
     def _dec_leave(self, I: InstanceState, rid: int) -> int:
         """Remove from the lazy decode set; return the request's KV tokens now."""
-        o = self._o[rid]
+        o = self.requests.decode_offset[rid]
         I.num_decoding -= 1
         I.decode_offset_sum -= o
         q, r = divmod(o, I.block_size)
@@ -653,10 +598,10 @@ class EmulatedCluster(Cluster):
 
     def _next_finish(self, I: InstanceState) -> int:
         heap = I.finish_heap
-        st, fit = self._st, self._fit
+        st, fit = self.requests.state, self.requests.last_token_iteration
         while heap:
             f, rid = heap[0]
-            if st[rid] == DEC and fit[rid] == f and self._where[rid] == I.id:
+            if st[rid] == DECODING and fit[rid] == f and self.requests.instance[rid] == I.id:
                 return f
             heapq.heappop(heap)
         raise AssertionError("decode set is empty")
@@ -668,7 +613,7 @@ class EmulatedCluster(Cluster):
         bs = I.block_size
         cap = I.capacity_blocks
         S = self._S
-        comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
+        comp, gen, blk, st, n_in = self.requests.computed, self.requests.generated, self.requests.blocks, self.requests.state, self.requests.input_tokens
         I.cached_view = None
         admit_ok = t >= I.blocked_until
         # transferred KV that has landed joins the running batch (it already holds its blocks)
@@ -718,7 +663,7 @@ class EmulatedCluster(Cluster):
             timeout = self.config.client_timeout_s
             while budget > 0 and I.waiting and len(running) < S:
                 rid = I.waiting[0]
-                if timeout is not None and comp[rid] == 0 and t - self._arr[rid] > timeout:
+                if timeout is not None and comp[rid] == 0 and t - self.requests.arrival_s[rid] > timeout:
                     self._drop_timed_out(I, I.waiting.popleft())
                     continue
                 if pfx and comp[rid] == 0:
@@ -738,7 +683,7 @@ class EmulatedCluster(Cluster):
                     I.other_blocks += add
                 running.append(rid)
                 I.prefilling.append(rid)
-                st[rid] = PREF
+                st[rid] = PREFILLING
                 chunks.append((rid, c))
                 budget -= c
             need = cap - free
@@ -758,12 +703,12 @@ class EmulatedCluster(Cluster):
                 blk[rid] = add
                 I.other_blocks += add
                 I.transfers_in += 1
-                st[rid] = XFER
+                st[rid] = TRANSFERRING
                 self.num_transfers += 1
                 self._start_transfer(rid, I.id, t)
         if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
-            self._push(I.blocked_until, EV_WAKE, I.id, 0)
+            self._push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
         # plan
         I.plan_version += 1
         I.plan_start = t
@@ -811,7 +756,7 @@ class EmulatedCluster(Cluster):
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(I, t)
             return
-        self._push(I.plan_end, EV_STEP, I.id, I.plan_version)
+        self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
 
     def _schedule_under_pressure(self, I: InstanceState) -> tuple[list[tuple[int, int]], bool]:
         """The exact vLLM v1 allocation loop when KV does not fit everything (rare path).
@@ -820,9 +765,9 @@ class EmulatedCluster(Cluster):
         blocks, the newest running request is preempted (recompute) until it fits or the request
         itself is preempted (vLLM v1 ``Scheduler.schedule``)."""
         bs = I.block_size
-        comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
+        comp, gen, blk, st, n_in = self.requests.computed, self.requests.generated, self.requests.blocks, self.requests.state, self.requests.input_tokens
         # materialise the lazy decode set
-        decs = [rid for rid in I.running if st[rid] == DEC]
+        decs = [rid for rid in I.running if st[rid] == DECODING]
         for rid in decs:
             c = self._dec_leave(I, rid)
             comp[rid] = c
@@ -840,7 +785,7 @@ class EmulatedCluster(Cluster):
         for rid in order:
             if budget <= 0:
                 break
-            if st[rid] == WAIT:      # preempted earlier in this loop
+            if st[rid] == WAITING:      # preempted earlier in this loop
                 continue
             c = 1 if rid in is_dec else min(n_in[rid] + gen[rid] - comp[rid], budget)
             need = -(-(comp[rid] + c) // bs) - blk[rid]
@@ -864,7 +809,7 @@ class EmulatedCluster(Cluster):
             budget -= c
         # scheduled decodes go back into the lazy set; their new block is counted by dec_blocks(it+1)
         for rid in decs:
-            if st[rid] == DEC:
+            if st[rid] == DECODING:
                 I.other_blocks -= blk[rid]
                 blk[rid] = 0
                 self._dec_join(I, rid, comp[rid])
@@ -873,25 +818,25 @@ class EmulatedCluster(Cluster):
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
-        self._pre[rid] += 1
+        self.requests.preemptions[rid] += 1
         self.num_preemptions += 1
-        nb = self._blk[rid]
+        nb = self.requests.blocks[rid]
         I.other_blocks -= nb
-        self._blk[rid] = 0
+        self.requests.blocks[rid] = 0
         if self._pfx:
             self._release_kv(I, rid, nb, self._now)
-        old_rem = self._in[rid] + self._gen[rid] - self._comp[rid]
-        self._comp[rid] = 0
-        total = self._in[rid] + self._gen[rid]
+        old_rem = self.requests.input_tokens[rid] + self.requests.generated[rid] - self.requests.computed[rid]
+        self.requests.computed[rid] = 0
+        total = self.requests.input_tokens[rid] + self.requests.generated[rid]
         if was_decode:
             I.decode_legs_waiting += 1
             I.decode_legs_waiting_tokens += total
         else:
             I.prefilling.remove(rid)
-            if self._leg[rid] == 0:
+            if self.requests.leg[rid] == 0:
                 I.prefill_tokens_left += total - old_rem
                 I.prefill_tokens_left_sq += total * total - old_rem * old_rem
-        self._st[rid] = WAIT
+        self.requests.state[rid] = WAITING
         I.waiting.appendleft(rid)
 
     # ------------------------------------------------------------------ internals: iteration end
@@ -927,11 +872,11 @@ class EmulatedCluster(Cluster):
         I.plan_chunks = []
         # decode sequences that emitted their last token
         heap = I.finish_heap
-        st, fit, where = self._st, self._fit, self._where
+        st, fit, where = self.requests.state, self.requests.last_token_iteration, self.requests.instance
         iid = I.id
         while heap and heap[0][0] <= I.decode_iterations:
             f, rid = heapq.heappop(heap)
-            if st[rid] == DEC and fit[rid] == f and where[rid] == iid:
+            if st[rid] == DECODING and fit[rid] == f and where[rid] == iid:
                 kv = self._dec_leave(I, rid)
                 I.running.remove(rid)
                 if self._pfx:
@@ -940,7 +885,7 @@ class EmulatedCluster(Cluster):
         # prompt chunks
         first: list[int] = []
         if chunks:
-            comp, gen, n_in, leg = self._comp, self._gen, self._in, self._leg
+            comp, gen, n_in, leg = self.requests.computed, self.requests.generated, self.requests.input_tokens, self.requests.leg
             pref_done = False
             for rid, c in chunks:
                 total = n_in[rid] + gen[rid]
@@ -955,28 +900,28 @@ class EmulatedCluster(Cluster):
                 if rem:
                     continue
                 pref_done = True
-                st[rid] = DEC  # provisional: leaves the prefill list below
+                st[rid] = DECODING  # provisional: leaves the prefill list below
                 self._progress_s = T
                 if leg[rid] == 0:
                     I.prefill_legs -= 1
-                    self._pd[rid] = T
-                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self._out[rid]:
+                    self.requests.prefill_done_s[rid] = T
+                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self.requests.output_tokens[rid]:
                         self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
                     I.decode_legs_waiting -= 1
                     I.decode_legs_waiting_tokens -= total
                     I.w_decode_tokens += 1
-                    if self._ft[rid] != self._ft[rid]:   # NaN: a lost transfer, recomputed here
+                    if self.requests.first_token_s[rid] != self.requests.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
                         self._client_first(rid, T)
                 gen[rid] += 1
-                if gen[rid] >= self._out[rid]:
-                    nb = self._blk[rid]
+                if gen[rid] >= self.requests.output_tokens[rid]:
+                    nb = self.requests.blocks[rid]
                     I.other_blocks -= nb
-                    self._blk[rid] = 0
+                    self.requests.blocks[rid] = 0
                     if self._pfx:
                         self._finish_kv(I, rid, comp[rid], T, nb)
                     I.running.remove(rid)
-                    st[rid] = DONE
+                    st[rid] = FINISHED
                     leg[rid] = 1
                     self._finish(rid, T)
                 elif leg[rid] == 0 and self._mode is Mode.DISAGGREGATED:
@@ -985,24 +930,24 @@ class EmulatedCluster(Cluster):
                 else:
                     if leg[rid] == 0:
                         leg[rid] = 1
-                        self._dinst[rid] = iid
+                        self.requests.decode_instance[rid] = iid
                     self._to_decode_here(I, rid, T)
             if pref_done:
-                I.prefilling = [r for r in I.prefilling if st[r] == PREF]
+                I.prefilling = [r for r in I.prefilling if st[r] == PREFILLING]
         # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
             I.cached_view = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
-                _make_request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
-            self._dinst[rid] = d
+                self.requests.router_request(rid), iid, self), "route_decode")
+            self.requests.decode_instance[rid] = d
             if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
                 self._client_first(rid, T)
                 self._to_decode_here(I, rid, T)
             else:
                 I.running.remove(rid)
-                self._xblk[rid] = self._blk[rid]   # stays counted in I.other_blocks until it lands
-                self._blk[rid] = 0
-                st[rid] = TQ
+                self.requests.source_blocks[rid] = self.requests.blocks[rid]   # stays counted in I.other_blocks until it lands
+                self.requests.blocks[rid] = 0
+                st[rid] = QUEUED_FOR_KV
                 D = self._insts[d]
                 if D.num_decoding == 0 and D.decode_legs_waiting == 0:
                     D.decode_stall_since = T
@@ -1012,11 +957,11 @@ class EmulatedCluster(Cluster):
                 self._leases.append((T + self._lease_s, rid))
                 if not self._lease_ev:
                     self._lease_ev = True
-                    self._push(T + self._lease_s, EV_LEASE, 0, 0)
+                    self._push(T + self._lease_s, LEASE_CHECK, 0, 0)
                 D.decode_legs_waiting += 1
-                D.decode_legs_waiting_tokens += self._in[rid] + self._gen[rid]
+                D.decode_legs_waiting_tokens += self.requests.input_tokens[rid] + self.requests.generated[rid]
                 D.cached_view = None
-                self._where[rid] = d
+                self.requests.instance[rid] = d
                 self._kick(D, T)
         self._schedule(I, T)
 
@@ -1024,49 +969,49 @@ class EmulatedCluster(Cluster):
         """A request whose prompt is computed keeps decoding on this instance (it is running)."""
         if I.num_decoding == 0 and I.decode_legs_waiting == 0:
             I.decode_stall_since = T
-        I.other_blocks -= self._blk[rid]
-        self._blk[rid] = 0
-        self._dec_join(I, rid, self._comp[rid])
+        I.other_blocks -= self.requests.blocks[rid]
+        self.requests.blocks[rid] = 0
+        self._dec_join(I, rid, self.requests.computed[rid])
 
     def _client_first(self, rid: int, T: float) -> None:
         """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
         the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
-        self._ft[rid] = T
-        self._w_ft.append((self._pinst[rid], T - self._arr[rid]))
+        self.requests.first_token_s[rid] = T
+        self._w_ft.append((self.requests.prefill_instance[rid], T - self.requests.arrival_s[rid]))
 
     def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
         """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
         recomputes the last prompt token and emits the client's first token itself (the loaded KV
         covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
         vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
-        st, where, ft, iid = self._st, self._where, self._ft, I.id
+        st, where, ft, iid = self.requests.state, self.requests.instance, self.requests.first_token_s, I.id
         for rid in I.awaiting_first_token:
-            if st[rid] == DEC and where[rid] == iid and ft[rid] != ft[rid]:
+            if st[rid] == DECODING and where[rid] == iid and ft[rid] != ft[rid]:
                 self._client_first(rid, T)
         I.awaiting_first_token = []
 
     def _finish(self, rid: int, T: float) -> None:
         self._progress_s = T
-        self._st[rid] = DONE
-        self._fin[rid] = T
+        self.requests.state[rid] = FINISHED
+        self.requests.finish_s[rid] = T
         self._ended += 1
         self._w_fin.append(rid)
-        self._records.append(self._record(rid))
+        self._records.append(self.requests.record(rid))
 
     def _start_transfer(self, rid: int, dst: int, t: float) -> None:
         """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
         preset = self.preset
-        land = t + preset.kv_transfer_time(self._in[rid])
+        land = t + preset.kv_transfer_time(self.requests.input_tokens[rid])
         nics = self._nics
         if nics is None:
-            self._push(land, EV_XFER, rid, self._xver[rid])
+            self._push(land, KV_LANDED, rid, self._xver[rid])
             return
-        nbytes = self._in[rid] * preset.kv_bytes_per_token
-        changed = nics.start(rid, self._pinst[rid], dst, nbytes, t, land)
+        nbytes = self.requests.input_tokens[rid] * preset.kv_bytes_per_token
+        changed = nics.start(rid, self.requests.prefill_instance[rid], dst, nbytes, t, land)
         if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
             v = self._xver[rid] + 1
             self._xver[rid] = v
-            self._push(land, EV_XFER, rid, v)
+            self._push(land, KV_LANDED, rid, v)
         else:
             self._reschedule_transfers(changed)
 
@@ -1077,30 +1022,30 @@ class EmulatedCluster(Cluster):
         for rid, byte_end, land in changed:
             v = self._xver[rid] + 1
             self._xver[rid] = v
-            self._push(land, EV_XFER, rid, v)
+            self._push(land, KV_LANDED, rid, v)
             if nics.shared(rid):
-                self._push(byte_end, EV_NIC, rid, v)
+                self._push(byte_end, NIC_BYTES_SENT, rid, v)
 
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
-        if self._st[rid] != XFER:   # rejected as stuck while in flight
+        if self.requests.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
         nics = self._nics
         if nics is not None and rid in nics.active:
             nics.remove(rid)
         self._progress_s = T
-        src = self._insts[self._pinst[rid]]
-        nb = self._xblk[rid]
+        src = self._insts[self.requests.prefill_instance[rid]]
+        nb = self.requests.source_blocks[rid]
         src.other_blocks -= nb
         src.cached_view = None
-        self._xblk[rid] = 0
+        self.requests.source_blocks[rid] = 0
         if self._pfx:
             self._release_kv(src, rid, nb, T)
-        D = self._insts[self._where[rid]]
+        D = self._insts[self.requests.instance[rid]]
         D.transfers_in -= 1
         D.cached_view = None
-        self._st[rid] = LANDED
-        self._comp[rid] = self._in[rid]
+        self.requests.state[rid] = LANDED
+        self.requests.computed[rid] = self.requests.input_tokens[rid]
         D.landed.append(rid)
         if src.waiting or src.transfer_queue:
             self._kick(src, T)
@@ -1110,37 +1055,37 @@ class EmulatedCluster(Cluster):
         """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
         next check at the oldest lease still pending."""
         self._lease_ev = False
-        leases, st = self._leases, self._st
+        leases, st = self._leases, self.requests.state
         while leases and leases[0][0] <= T:
             self._expire_lease(leases.popleft()[1], T)
-        while leases and st[leases[0][1]] != TQ:   # pulled in time
+        while leases and st[leases[0][1]] != QUEUED_FOR_KV:   # pulled in time
             leases.popleft()
         if leases:
             self._lease_ev = True
-            self._push(leases[0][0], EV_LEASE, 0, 0)
+            self._push(leases[0][0], LEASE_CHECK, 0, 0)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the
         source frees its blocks and the decode instance recomputes the prompt itself, as vLLM v1 does
         for a failed remote KV load (``kv_load_failure_policy`` "recompute": the request goes back to
         WAITING with no computed tokens). Its first client token comes from that recompute."""
-        if self._st[rid] != TQ:   # pulled in time (or rejected as stuck)
+        if self.requests.state[rid] != QUEUED_FOR_KV:   # pulled in time (or rejected as stuck)
             return
         self.num_lease_expiries += 1
         self._progress_s = T
-        src = self._insts[self._pinst[rid]]
-        nb = self._xblk[rid]
+        src = self._insts[self.requests.prefill_instance[rid]]
+        nb = self.requests.source_blocks[rid]
         src.other_blocks -= nb
         src.cached_view = None
-        self._xblk[rid] = 0
+        self.requests.source_blocks[rid] = 0
         if self._pfx:
             self._release_kv(src, rid, nb, T)
-        D = self._insts[self._where[rid]]
+        D = self._insts[self.requests.instance[rid]]
         D.transfer_queue.remove(rid)
-        D.decode_legs_waiting_tokens -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
-        self._gen[rid] = 0
-        self._comp[rid] = 0
-        self._st[rid] = WAIT
+        D.decode_legs_waiting_tokens -= self.requests.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        self.requests.generated[rid] = 0
+        self.requests.computed[rid] = 0
+        self.requests.state[rid] = WAITING
         D.waiting.append(rid)
         D.cached_view = None
         if src.waiting or src.transfer_queue:
@@ -1158,7 +1103,7 @@ class EmulatedCluster(Cluster):
             ids = self.workload.prefix_ids(rid).tolist()
             B = self.workload.prefix_block_tokens
             bs = self._bs
-            limit = min(len(ids) * B, self._in[rid] + self._out[rid])
+            limit = min(len(ids) * B, self.requests.input_tokens[rid] + self.requests.output_tokens[rid])
             keys = []
             for k in range(limit // bs):
                 e = bs * (k + 1)
@@ -1178,7 +1123,7 @@ class EmulatedCluster(Cluster):
         most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
         but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
         bs = I.block_size
-        total = self._in[rid] + self._gen[rid]
+        total = self.requests.input_tokens[rid] + self.requests.generated[rid]
         keys = self._block_keys(rid)
         h, touched = I.prefix_cache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
         hit = h * bs
@@ -1188,18 +1133,18 @@ class EmulatedCluster(Cluster):
             return False
         pc = I.prefix_cache
         shared = pc.acquire(keys[:h]) if h else 0
-        self._blk[rid] = h + add
+        self.requests.blocks[rid] = h + add
         I.other_blocks += h + add - shared
-        self._comp[rid] = hit
+        self.requests.computed[rid] = hit
         if keys:
             self._held[rid] = keys[:h]
             self._hinst[rid] = I.id
             self._reg[rid] = h
-        if hit and self._leg[rid] == 0:
+        if hit and self.requests.leg[rid] == 0:
             I.prefill_tokens_left -= hit
             I.prefill_tokens_left_sq += (total - hit) ** 2 - total * total
-        if rid not in self._cached:
-            self._cached[rid] = hit
+        if rid not in self.requests.cached_tokens:
+            self.requests.cached_tokens[rid] = hit
         I.w_prefix_query_tokens += total
         I.w_prefix_hit_tokens += hit
         self.prefix_query_tokens += total
@@ -1244,43 +1189,43 @@ class EmulatedCluster(Cluster):
         pf = [[0, 0, 0] for _ in range(n_inst)]
         dl = [[0, 0] for _ in range(n_inst)]
         running = [set() for _ in range(n_inst)]
-        for rid in range(self._N):
-            s = self._st[rid]
-            w = self._where[rid]
-            if s in (NEW, DONE, REJ):
+        for rid in range(self.requests.num):
+            s = self.requests.state[rid]
+            w = self.requests.instance[rid]
+            if s in (NEW, FINISHED, REJECTED):
                 continue
             I = self._insts[w]
-            total = self._in[rid] + self._gen[rid]
-            if s == DEC:
-                c = self._o[rid] + I.decode_iterations
+            total = self.requests.input_tokens[rid] + self.requests.generated[rid]
+            if s == DECODING:
+                c = self.requests.decode_offset[rid] + I.decode_iterations
                 dec_blocks[w] += -(-c // bs)
                 running[w].add(rid)
                 # in − 1: a pulled KV before the decode instance's first step recomputes the last token
-                assert self._in[rid] - 1 <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
+                assert self.requests.input_tokens[rid] - 1 <= c < self.requests.input_tokens[rid] + self.requests.output_tokens[rid] - 1, f"request {rid}: KV {c} out of range"
                 continue
-            if s in (WAIT, PREF):
-                blocks[w] += self._blk[rid]
-                if s == PREF:
+            if s in (WAITING, PREFILLING):
+                blocks[w] += self.requests.blocks[rid]
+                if s == PREFILLING:
                     running[w].add(rid)
-                if self._leg[rid] == 0:
-                    rem = total - self._comp[rid]
+                if self.requests.leg[rid] == 0:
+                    rem = total - self.requests.computed[rid]
                     pf[w][0] += 1
                     pf[w][1] += rem
                     pf[w][2] += rem * rem
                 else:
                     dl[w][0] += 1
                     dl[w][1] += total
-            elif s in (TQ, XFER, LANDED):
-                blocks[w] += self._blk[rid]
+            elif s in (QUEUED_FOR_KV, TRANSFERRING, LANDED):
+                blocks[w] += self.requests.blocks[rid]
                 dl[w][0] += 1
                 dl[w][1] += total
-                if s in (TQ, XFER):
-                    blocks[self._pinst[rid]] += self._xblk[rid]
+                if s in (QUEUED_FOR_KV, TRANSFERRING):
+                    blocks[self.requests.prefill_instance[rid]] += self.requests.source_blocks[rid]
         dup = [0] * n_inst
         if self._pfx:
             refs: list[dict[int, int]] = [{} for _ in range(n_inst)]
             for rid, keys in self._held.items():
-                assert self._st[rid] not in (NEW, DONE, REJ), f"request {rid}: ended but holds cached blocks"
+                assert self.requests.state[rid] not in (NEW, FINISHED, REJECTED), f"request {rid}: ended but holds cached blocks"
                 r = refs[self._hinst[rid]]
                 for k in keys:
                     r[k] = r.get(k, 0) + 1
@@ -1293,7 +1238,7 @@ class EmulatedCluster(Cluster):
         if self._nics is not None:
             self._nics.check()
             for rid in self._nics.active:
-                assert self._st[rid] == XFER, f"request {rid}: sending KV but not in transfer"
+                assert self.requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
         for I in self._insts:
             i = I.id
             assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"

@@ -80,14 +80,14 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
     within = ttft_viol = tpot_viol = 0
     out_tokens = []
     for rid in c._w_fin:
-        ttft = c._ft[rid] - c._arr[rid]
-        n_out = c._out[rid]
+        ttft = c.requests.first_token_s[rid] - c.requests.arrival_s[rid]
+        n_out = c.requests.output_tokens[rid]
         out_tokens.append(n_out)
-        iid = c._dinst[rid] if c._dinst[rid] >= 0 else c._pinst[rid]
+        iid = c.requests.decode_instance[rid] if c.requests.decode_instance[rid] >= 0 else c.requests.prefill_instance[rid]
         t_ok = ttft <= slo.ttft_s
         p_ok = True
         if n_out > 1:
-            tpot = (c._fin[rid] - c._ft[rid]) / (n_out - 1)
+            tpot = (c.requests.finish_s[rid] - c.requests.first_token_s[rid]) / (n_out - 1)
             tpot_by_inst.setdefault(iid, []).append(tpot)
             p_ok = tpot <= slo.tpot_s
         ttft_viol += not t_ok
@@ -118,9 +118,9 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
         if I.prefill_legs:
             cum = 0.0
             for rid in list(I.prefilling) + list(I.waiting):
-                rem = c._in[rid] + c._gen[rid] - c._comp[rid]
+                rem = c.requests.input_tokens[rid] + c.requests.generated[rid] - c.requests.computed[rid]
                 cum += prof.prefill_time(rem)
-                if c._leg[rid] == 0 and (t1 - c._arr[rid]) + cum > now_ttft:
+                if c.requests.leg[rid] == 0 and (t1 - c.requests.arrival_s[rid]) + cum > now_ttft:
                     pending_misses += 1
 
     def pool(role: Role | None) -> PoolStats:
@@ -140,7 +140,7 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
             num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
             itl_mean=dtime / iters if iters else 0.0, tpot_mean=_mean(tps), tpot_p90=_p90(tps),
             first_tokens=len(fts), finished=sum(1 for rid in c._w_fin
-                                                 if (c._dinst[rid] if c._dinst[rid] >= 0 else c._pinst[rid]) in ids),
+                                                 if (c.requests.decode_instance[rid] if c.requests.decode_instance[rid] >= 0 else c.requests.prefill_instance[rid]) in ids),
             waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
             queued_prefill_tokens=sum(views[i].prefill_tokens for i in ids),
             kv_usage_mean=_mean([s.kv_usage for s in members]), load=load)
