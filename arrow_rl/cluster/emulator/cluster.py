@@ -39,6 +39,7 @@ from arrow_rl.cluster.base import (
     SLO,
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
+from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
 from arrow_rl.cluster.emulator.events import (
     FLIP_DELAY_END, ITERATION_END, KV_LANDED, LEASE_CHECK, NIC_BYTES_SENT, EventQueue)
 from arrow_rl.cluster.emulator.instance import IDLE, DECODE_RUN, ONE_ITERATION, InstanceState
@@ -46,25 +47,10 @@ from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.transfers import SharedNics
+from arrow_rl.cluster.emulator.views import fresh_view, view_at, views_at
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Workload
-
-def _make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
-               decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
-    """Build an ``InstanceView`` without the frozen-dataclass ``__init__`` (routers ask for every
-    instance's view at every routing decision, so this is the emulator's hottest allocation)."""
-    v = _new(InstanceView)
-    v.__dict__.update(instance_id=instance_id, role=role, num_prefill=num_prefill,
-                      prefill_tokens=prefill_tokens, prefill_tokens_sq=prefill_tokens_sq,
-                      num_decode=num_decode, decode_tokens=decode_tokens, kv_used_tokens=kv_used_tokens,
-                      kv_capacity_tokens=kv_capacity_tokens, healthy=healthy)
-    return v
-
-
-_new = object.__new__
-if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
-    _make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
 
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
@@ -204,32 +190,11 @@ class EmulatedCluster(Cluster):
         return self._profile
 
     def instances(self) -> list[InstanceView]:
-        # routers call this for every request leg: ``_view`` and ``_completed_by``'s cache hits are
-        # inlined here (same answers; ``_view`` is the reference)
-        t = self._now
-        out = []
-        for I in self._insts:
-            k = 0
-            if I.plan == DECODE_RUN and t > I.plan_start:
-                if t >= I.plan_end:
-                    k = I.plan_iterations
-                elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
-                    k = I.done_memo_iterations
-                else:
-                    k = self._completed_by(I, t)
-            healthy = t >= I.blocked_until
-            vc = I.cached_view
-            if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-                out.append(vc[1])
-            else:
-                v = self._fresh_view(I, I.decode_iterations + k, healthy)
-                I.cached_view = (k, v)
-                out.append(v)
-        return out
+        return views_at(self._insts, self._now)
 
     def instance(self, instance_id: int) -> InstanceView:
         self._check_id(instance_id)
-        return self._view(self._insts[instance_id], self._now)
+        return view_at(self._insts[instance_id], self._now)
 
     def completed(self) -> list[RequestRecord]:
         return list(self._records)
@@ -339,89 +304,6 @@ class EmulatedCluster(Cluster):
         if c is None:
             c = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
         return c
-
-    @staticmethod
-    def _run_time(I: InstanceState, k: int) -> float:
-        """Σ of the first ``k`` iteration times of the current decode run (closed form):
-        iteration j costs alpha + beta·(C0 + j·n)."""
-        return k * I.run_step_base_s + I.run_step_per_token_s * (I.run_start_context * k + I.plan_decodes * (k * (k - 1) // 2))
-
-    @staticmethod
-    def _completed_by(I: InstanceState, t: float) -> int:
-        """Iterations of the current run that have ended by time ``t`` (0..K): the root of the
-        quadratic S(k) = dt, then a one-step correction so that it agrees with ``_run_time``."""
-        dt = t - I.plan_start
-        if dt <= 0:
-            return 0
-        K = I.plan_iterations
-        if t >= I.plan_end:
-            return K
-        alpha, beta, n, C0 = I.run_step_base_s, I.run_step_per_token_s, I.plan_decodes, I.run_start_context
-        if I.done_memo_version == I.plan_version:
-            if I.done_memo_from <= dt < I.done_memo_until:
-                return I.done_memo_iterations
-            if dt >= I.done_memo_until:
-                # the run moved on since the last question: try the next iteration first (same S(k)
-                # expression, so the same largest j with S(j) ≤ dt)
-                k = I.done_memo_iterations + 1
-                if k == K:
-                    I.done_memo_iterations, I.done_memo_from, I.done_memo_until = k, I.done_memo_until, math.inf
-                    return k
-                hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
-                if hi > dt:
-                    I.done_memo_iterations, I.done_memo_from, I.done_memo_until = k, I.done_memo_until, hi
-                    return k
-        a2 = 0.5 * beta * n
-        b1 = alpha + beta * C0 - a2
-        if a2 > 0:
-            k = int(2.0 * dt / (b1 + math.sqrt(b1 * b1 + 4.0 * a2 * dt)))
-        else:
-            k = int(dt / b1)
-        if k > K:
-            k = K
-        # one-step correction so that k agrees with _run_time: the largest j ≤ K with S(j) ≤ dt
-        # (S is non-decreasing); S(k) and S(k+1) are kept as the bounds of the cached answer
-        hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
-        while hi <= dt:
-            k += 1
-            hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
-        lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
-        while lo > dt:
-            k -= 1
-            hi = lo
-            lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
-        # the same k answers every dt in [S(k), S(k+1)) of this plan (routers ask at every arrival;
-        # the run moves far less often)
-        I.done_memo_version = I.plan_version
-        I.done_memo_iterations = k
-        I.done_memo_from = lo
-        I.done_memo_until = hi
-        return k
-
-    def _view(self, I: InstanceState, t: float) -> InstanceView:
-        """The instance as routers see it at ``t``. Cached until the instance changes (every
-        mutation clears ``I.cached_view``) or its running decode run completes another iteration."""
-        k = 0
-        if I.plan == DECODE_RUN and t > I.plan_start:
-            k = self._completed_by(I, t)
-        healthy = t >= I.blocked_until
-        vc = I.cached_view
-        if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-            return vc[1]
-        v = self._fresh_view(I, I.decode_iterations + k, healthy)
-        I.cached_view = (k, v)
-        return v
-
-    def _fresh_view(self, I: InstanceState, it: int, healthy: bool) -> InstanceView:
-        n = I.num_decoding
-        if n:
-            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
-        else:
-            dec_tok = I.decode_legs_waiting_tokens
-            kv = I.other_blocks
-        return _make_view(I.id, I.role, I.prefill_legs, I.prefill_tokens_left, float(I.prefill_tokens_left_sq), n + I.decode_legs_waiting, dec_tok,
-                          kv * self._bs, self._cap_blocks * self._bs, healthy)
 
     def _target(self, i, what: str) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._insts):
@@ -554,8 +436,8 @@ class EmulatedCluster(Cluster):
             self._schedule(I, t)
         elif plan == DECODE_RUN:
             # first boundary at or after t (the running iteration always completes)
-            k = self._completed_by(I, t)
-            if k < I.plan_iterations and self._run_time(I, k) < t - I.plan_start:
+            k = iterations_done_by(I, t)
+            if k < I.plan_iterations and run_time(I, k) < t - I.plan_start:
                 k += 1
             if k >= I.plan_iterations:
                 return
@@ -566,7 +448,7 @@ class EmulatedCluster(Cluster):
                 self._schedule(I, t)
                 return
             I.plan_iterations = k
-            I.plan_end = I.plan_start + self._run_time(I, k)
+            I.plan_end = I.plan_start + run_time(I, k)
             self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
@@ -749,7 +631,7 @@ class EmulatedCluster(Cluster):
             I.plan_iterations = k
             I.plan_chunks = []
             I.plan_prefill_tokens = 0
-            I.plan_end = t + self._run_time(I, k)
+            I.plan_end = t + run_time(I, k)
         else:
             I.plan = IDLE
             if preempted and I.waiting and admit_ok:
@@ -847,12 +729,12 @@ class EmulatedCluster(Cluster):
         I.w_busy_s += T - max(I.plan_start, w0)
         n = I.plan_decodes
         if I.awaiting_first_token and n and (I.plan != DECODE_RUN or I.plan_iterations_counted == 0):
-            self._emit_new_decodes(I, I.plan_start + self._run_time(I, 1) if I.plan == DECODE_RUN else T)
+            self._emit_new_decodes(I, I.plan_start + run_time(I, 1) if I.plan == DECODE_RUN else T)
         if I.plan == DECODE_RUN:
             K = I.plan_iterations
             k0 = I.plan_iterations_counted
             I.w_decode_iterations += K - k0
-            I.w_decode_time_s += self._run_time(I, K) - self._run_time(I, k0)
+            I.w_decode_time_s += run_time(I, K) - run_time(I, k0)
             I.w_decode_tokens += n * (K - k0)
             I.decode_iterations += K
             I.decode_stall_since = T
@@ -1114,7 +996,7 @@ class EmulatedCluster(Cluster):
 
     def _used_now(self, I: InstanceState, t: float) -> int:
         """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
-        k = self._completed_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+        k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
         return I.other_blocks + I.decode_set_blocks(I.decode_iterations + k)
 
     def _admit_with_prefix(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
@@ -1251,6 +1133,6 @@ class EmulatedCluster(Cluster):
             peak = I.decode_iterations + (I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0))
             assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
             t = self._now
-            k = self._completed_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-            assert self._view(I, t) == self._fresh_view(I, I.decode_iterations + k, t >= I.blocked_until), \
+            k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+            assert view_at(I, t) == fresh_view(I, I.decode_iterations + k, t >= I.blocked_until), \
                 f"instance {i}: cached view is stale"

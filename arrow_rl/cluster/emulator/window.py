@@ -23,6 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from arrow_rl.cluster.base import InstanceWindowStats, MetricsWindow, Mode, PoolStats, Role
+from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
+from arrow_rl.cluster.emulator.views import view_at
 from arrow_rl.cluster.emulator.instance import DECODE_RUN, ONE_ITERATION
 
 if TYPE_CHECKING:
@@ -57,20 +59,20 @@ def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
     # iterations of runs in progress that ended by t1 belong to this window
     for I in insts:
         if I.plan == DECODE_RUN and I.plan_start < t1:
-            k = c._completed_by(I, t1)
+            k = iterations_done_by(I, t1)
             if k > I.plan_iterations_counted:
                 I.w_decode_iterations += k - I.plan_iterations_counted
-                I.w_decode_time_s += c._run_time(I, k) - c._run_time(I, I.plan_iterations_counted)
+                I.w_decode_time_s += run_time(I, k) - run_time(I, I.plan_iterations_counted)
                 I.w_decode_tokens += I.plan_decodes * (k - I.plan_iterations_counted)
-                I.decode_stall_since = I.plan_start + c._run_time(I, k)
+                I.decode_stall_since = I.plan_start + run_time(I, k)
                 if I.awaiting_first_token and I.plan_iterations_counted == 0:   # their first client token is out
-                    c._emit_new_decodes(I, I.plan_start + c._run_time(I, 1))
+                    c._emit_new_decodes(I, I.plan_start + run_time(I, 1))
                 I.plan_iterations_counted = k
             I.w_busy_s += t1 - max(I.plan_start, t0)
         elif I.plan == ONE_ITERATION and I.plan_start < t1:
             I.w_busy_s += t1 - max(I.plan_start, t0)
 
-    views = [c._view(I, t1) for I in insts]
+    views = [view_at(I, t1) for I in insts]
     # per-request window facts
     ttft_by_inst: dict[int, list[float]] = {}
     for iid, ttft in c._w_ft:
