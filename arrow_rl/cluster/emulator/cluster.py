@@ -43,6 +43,7 @@ from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
 from arrow_rl.cluster.emulator.events import (
     FLIP_DELAY_END, ITERATION_END, KV_LANDED, LEASE_CHECK, NIC_BYTES_SENT, EventQueue)
 from arrow_rl.cluster.emulator.instance import IDLE, DECODE_RUN, ONE_ITERATION, InstanceState
+from arrow_rl.cluster.emulator.kv_cache import KvCacheManager
 from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
@@ -133,12 +134,7 @@ class EmulatedCluster(Cluster):
                                 self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
         # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
         self._pfx = config.enable_prefix_caching and workload.has_prefixes
-        self._keys: dict[int, list[int]] = {}    # request → its cacheable block keys (lazy)
-        self._held: dict[int, list[int]] = {}    # request → cached blocks it holds on _hinst
-        self._hinst: dict[int, int] = {}
-        self._reg: dict[int, int] = {}           # request → blocks of its keys registered so far
-        self.prefix_query_tokens = 0             # prompt tokens looked up in a prefix cache
-        self.prefix_hit_tokens = 0               # ... and found there (not computed)
+        self._kv = KvCacheManager(workload, self.requests, bs)
         if self._pfx:
             for I in self._insts:
                 I.prefix_cache = PrefixCache()
@@ -210,6 +206,16 @@ class EmulatedCluster(Cluster):
         return out
 
     @property
+    def prefix_query_tokens(self) -> int:
+        """Prompt tokens looked up in a prefix cache over the run so far."""
+        return self._kv.query_tokens
+
+    @property
+    def prefix_hit_tokens(self) -> int:
+        """Prompt tokens found in a prefix cache (not computed) over the run so far."""
+        return self._kv.hit_tokens
+
+    @property
     def prefix_cache_hit_rate(self) -> float:
         """Prompt tokens found in a prefix cache / prompt tokens looked up, over the run so far."""
         q = self.prefix_query_tokens
@@ -276,11 +282,8 @@ class EmulatedCluster(Cluster):
             d[name] = list(d[name])
         d["requests"] = self.requests.copy()
         d["_events"] = self._events.copy()
+        d["_kv"] = self._kv.copy(d["requests"])
         d["_leases"] = deque(self._leases)
-        if self._pfx:
-            d["_held"] = {k: list(v) for k, v in self._held.items()}
-            d["_hinst"] = dict(self._hinst)
-            d["_reg"] = dict(self._reg)
         if self._nics is not None:
             d["_nics"] = self._nics.copy()
         d["_insts"] = [I.copy() for I in self._insts]
@@ -424,9 +427,7 @@ class EmulatedCluster(Cluster):
         if self._pfx:
             for I in self._insts:
                 I.prefix_cache.clear()
-            self._held.clear()
-            self._hinst.clear()
-            self._reg.clear()
+            self._kv.clear()
         self._progress_s = self._now
 
     def _kick(self, I: InstanceState, t: float) -> None:
@@ -549,7 +550,7 @@ class EmulatedCluster(Cluster):
                     self._drop_timed_out(I, I.waiting.popleft())
                     continue
                 if pfx and comp[rid] == 0:
-                    if not self._admit_with_prefix(I, rid, budget, free, cap - free):
+                    if not self._kv.admit(I, rid, budget, free, cap - free):
                         break
                     rid = I.waiting.popleft()
                     c = min(n_in[rid] + gen[rid] - comp[rid], budget)
@@ -706,7 +707,7 @@ class EmulatedCluster(Cluster):
         I.other_blocks -= nb
         self.requests.blocks[rid] = 0
         if self._pfx:
-            self._release_kv(I, rid, nb, self._now)
+            self._kv.release(I, rid, nb, self._now)
         old_rem = self.requests.input_tokens[rid] + self.requests.generated[rid] - self.requests.computed[rid]
         self.requests.computed[rid] = 0
         total = self.requests.input_tokens[rid] + self.requests.generated[rid]
@@ -762,7 +763,7 @@ class EmulatedCluster(Cluster):
                 kv = self._dec_leave(I, rid)
                 I.running.remove(rid)
                 if self._pfx:
-                    self._finish_kv(I, rid, kv, T)
+                    self._kv.release_finished(I, rid, kv, T)
                 self._finish(rid, T)
         # prompt chunks
         first: list[int] = []
@@ -774,8 +775,8 @@ class EmulatedCluster(Cluster):
                 old_rem = total - comp[rid]
                 comp[rid] += c
                 rem = old_rem - c
-                if self._pfx and rid in self._hinst:
-                    self._register(I, rid, comp[rid] // I.block_size, T)
+                if self._pfx and rid in self._kv.held_on:
+                    self._kv.register(I, rid, comp[rid] // I.block_size, T)
                 if leg[rid] == 0:
                     I.prefill_tokens_left -= c
                     I.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
@@ -801,7 +802,7 @@ class EmulatedCluster(Cluster):
                     I.other_blocks -= nb
                     self.requests.blocks[rid] = 0
                     if self._pfx:
-                        self._finish_kv(I, rid, comp[rid], T, nb)
+                        self._kv.release_finished(I, rid, comp[rid], T, nb)
                     I.running.remove(rid)
                     st[rid] = FINISHED
                     leg[rid] = 1
@@ -922,7 +923,7 @@ class EmulatedCluster(Cluster):
         src.cached_view = None
         self.requests.source_blocks[rid] = 0
         if self._pfx:
-            self._release_kv(src, rid, nb, T)
+            self._kv.release(src, rid, nb, T)
         D = self._insts[self.requests.instance[rid]]
         D.transfers_in -= 1
         D.cached_view = None
@@ -961,7 +962,7 @@ class EmulatedCluster(Cluster):
         src.cached_view = None
         self.requests.source_blocks[rid] = 0
         if self._pfx:
-            self._release_kv(src, rid, nb, T)
+            self._kv.release(src, rid, nb, T)
         D = self._insts[self.requests.instance[rid]]
         D.transfer_queue.remove(rid)
         D.decode_legs_waiting_tokens -= self.requests.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
@@ -973,91 +974,6 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.transfer_queue:
             self._kick(src, T)
         self._kick(D, T)
-
-    # ------------------------------------------------------------------ internals: prefix caching
-    def _block_keys(self, rid: int) -> list[int]:
-        """The request's cacheable KV blocks (of ``block_size`` tokens), as keys: block k (tokens up
-        to e = bs·(k+1)) is identified by the chained workload id of the workload block j holding
-        token e − 1 and by e's offset in it, so two requests share it only when their first e
-        tokens are the same. Blocks past the request's ids or its input + output have no key."""
-        keys = self._keys.get(rid)
-        if keys is None:
-            ids = self.workload.prefix_ids(rid).tolist()
-            B = self.workload.prefix_block_tokens
-            bs = self._bs
-            limit = min(len(ids) * B, self.requests.input_tokens[rid] + self.requests.output_tokens[rid])
-            keys = []
-            for k in range(limit // bs):
-                e = bs * (k + 1)
-                j = (e - 1) // B
-                keys.append(ids[j] * (B + 1) + (e - j * B))
-            self._keys[rid] = keys
-        return keys
-
-    def _used_now(self, I: InstanceState, t: float) -> int:
-        """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
-        k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-        return I.other_blocks + I.decode_set_blocks(I.decode_iterations + k)
-
-    def _admit_with_prefix(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
-        """Admit the waiting request at the head of ``I.waiting`` (no token computed yet) if its first
-        chunk fits, after looking up its prefix in ``I``'s cache (vLLM ``get_computed_blocks``: at
-        most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
-        but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
-        bs = I.block_size
-        total = self.requests.input_tokens[rid] + self.requests.generated[rid]
-        keys = self._block_keys(rid)
-        h, touched = I.prefix_cache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
-        hit = h * bs
-        c = min(total - hit, budget)
-        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
-        if add + touched > free:
-            return False
-        pc = I.prefix_cache
-        shared = pc.acquire(keys[:h]) if h else 0
-        self.requests.blocks[rid] = h + add
-        I.other_blocks += h + add - shared
-        self.requests.computed[rid] = hit
-        if keys:
-            self._held[rid] = keys[:h]
-            self._hinst[rid] = I.id
-            self._reg[rid] = h
-        if hit and self.requests.leg[rid] == 0:
-            I.prefill_tokens_left -= hit
-            I.prefill_tokens_left_sq += (total - hit) ** 2 - total * total
-        if rid not in self.requests.cached_tokens:
-            self.requests.cached_tokens[rid] = hit
-        I.w_prefix_query_tokens += total
-        I.w_prefix_hit_tokens += hit
-        self.prefix_query_tokens += total
-        self.prefix_hit_tokens += hit
-        return True
-
-    def _register(self, I: InstanceState, rid: int, upto: int, t: float) -> None:
-        """The request's first ``upto`` blocks are computed on ``I``: cache its keyed ones."""
-        done = self._reg[rid]
-        keys = self._block_keys(rid)
-        upto = min(upto, len(keys))
-        if upto <= done:
-            return
-        self._held[rid].extend(I.prefix_cache.register(keys[done:upto], self._used_now(I, t)))
-        self._reg[rid] = upto
-
-    def _release_kv(self, I: InstanceState, rid: int, nblocks: int, t: float) -> None:
-        """The request's ``nblocks`` blocks left ``I`` (already taken off its KV count): cached
-        blocks others still hold stay in use, the rest join the free queue (still cached)."""
-        held = self._held.pop(rid, None) if self._hinst.get(rid) == I.id else None
-        if held is not None:
-            del self._hinst[rid]
-            del self._reg[rid]
-        I.other_blocks += I.prefix_cache.release(held or [], nblocks, self._used_now(I, t), I.capacity_blocks)
-
-    def _finish_kv(self, I: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
-        """A request finished on ``I`` with ``kv_tokens`` of KV (already off the KV count): cache
-        its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
-        if self._hinst.get(rid) == I.id:
-            self._register(I, rid, kv_tokens // I.block_size, t)
-        self._release_kv(I, rid, -(-kv_tokens // I.block_size) if nblocks is None else nblocks, t)
 
     # ------------------------------------------------------------------ audit (tests, debugging)
     def audit(self) -> None:
@@ -1105,18 +1021,7 @@ class EmulatedCluster(Cluster):
                     blocks[self.requests.prefill_instance[rid]] += self.requests.source_blocks[rid]
         dup = [0] * n_inst
         if self._pfx:
-            refs: list[dict[int, int]] = [{} for _ in range(n_inst)]
-            for rid, keys in self._held.items():
-                assert self.requests.state[rid] not in (NEW, FINISHED, REJECTED), f"request {rid}: ended but holds cached blocks"
-                r = refs[self._hinst[rid]]
-                for k in keys:
-                    r[k] = r.get(k, 0) + 1
-            for I in self._insts:
-                i = I.id
-                held = {k: e[0] for k, e in I.prefix_cache.entries.items() if e[0]}
-                assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
-                dup[i] = sum(v - 1 for v in held.values())
-                assert I.prefix_cache.dup == dup[i], f"instance {i}: shared-block count {I.prefix_cache.dup} != {dup[i]}"
+            dup = self._kv.check(self._insts)
         if self._nics is not None:
             self._nics.check()
             for rid in self._nics.active:
