@@ -49,6 +49,7 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.cluster.emulator.views import fresh_view, view_at, views_at
+from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Workload
@@ -139,12 +140,7 @@ class EmulatedCluster(Cluster):
             for I in self._insts:
                 I.prefix_cache = PrefixCache()
         # window accumulators (per-instance ones live on InstanceState)
-        self._w_start = 0.0
-        self._w_arrivals = 0
-        self._w_in: list[int] = []
-        self._w_ft: list[tuple[int, float]] = []      # (instance, ttft)
-        self._w_fin: list[int] = []                   # request ids finished
-        self._w_rej = 0
+        self._window = WindowAccumulator()
         self.router.reset(config.num_instances)
         self._info = ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
@@ -250,8 +246,29 @@ class EmulatedCluster(Cluster):
         t1 = self._t_adv + dt
         self._run_until(t1)
         self._now = self._t_adv = t1
-        from arrow_rl.cluster.emulator.window import close_window
-        return close_window(self, t1)
+        self._account_runs_until(t1)
+        views = [view_at(I, t1) for I in self._insts]
+        return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
+
+    def _account_runs_until(self, t1: float) -> None:
+        """Count the iterations of plans in progress that ended by ``t1`` in this window (and
+        the busy time up to ``t1``); a decode run's first step may emit first tokens."""
+        t0 = self._window.start_s
+        for I in self._insts:
+            if I.plan == DECODE_RUN and I.plan_start < t1:
+                k = iterations_done_by(I, t1)
+                counted = I.plan_iterations_counted
+                if k > counted:
+                    I.w_decode_iterations += k - counted
+                    I.w_decode_time_s += run_time(I, k) - run_time(I, counted)
+                    I.w_decode_tokens += I.plan_decodes * (k - counted)
+                    I.decode_stall_since = I.plan_start + run_time(I, k)
+                    if I.awaiting_first_token and counted == 0:   # their first client token is out
+                        self._emit_new_decodes(I, I.plan_start + run_time(I, 1))
+                    I.plan_iterations_counted = k
+                I.w_busy_s += t1 - max(I.plan_start, t0)
+            elif I.plan == ONE_ITERATION and I.plan_start < t1:
+                I.w_busy_s += t1 - max(I.plan_start, t0)
 
     def run_until_done(self, max_time_s: float | None = None,
                        progress: Callable[[float], None] | None = None) -> list[RequestRecord]:
@@ -278,11 +295,12 @@ class EmulatedCluster(Cluster):
 
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
-        for name in ("_records", "flips", "_w_in", "_w_ft", "_w_fin", "_xver"):
+        for name in ("_records", "flips", "_xver"):
             d[name] = list(d[name])
         d["requests"] = self.requests.copy()
         d["_events"] = self._events.copy()
         d["_kv"] = self._kv.copy(d["requests"])
+        d["_window"] = self._window.copy()
         d["_leases"] = deque(self._leases)
         if self._nics is not None:
             d["_nics"] = self._nics.copy()
@@ -359,9 +377,8 @@ class EmulatedCluster(Cluster):
             self._reject_stuck()
 
     def _arrive(self, rid: int, t: float) -> None:
-        self._w_arrivals += 1
         n_in = self.requests.input_tokens[rid]
-        self._w_in.append(n_in)
+        self._window.on_arrival(n_in)
         peak = n_in + self.requests.output_tokens[rid] - 1   # KV tokens while the last token is computed
         if n_in + self.requests.output_tokens[rid] > self._max_len:
             self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + self.requests.output_tokens[rid]} > "
@@ -388,7 +405,7 @@ class EmulatedCluster(Cluster):
         self.requests.state[rid] = REJECTED
         self.requests.reject_reason[rid] = reason
         self._ended += 1
-        self._w_rej += 1
+        self._window.on_reject()
         self._records.append(self.requests.record(rid))
 
     def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
@@ -725,7 +742,7 @@ class EmulatedCluster(Cluster):
     # ------------------------------------------------------------------ internals: iteration end
     def _commit(self, I: InstanceState, T: float) -> None:
         """Apply the iteration(s) that end at ``T``, emit tokens, then form the next batch."""
-        w0 = self._w_start
+        w0 = self._window.start_s
         I.cached_view = None
         I.w_busy_s += T - max(I.plan_start, w0)
         n = I.plan_decodes
@@ -860,7 +877,7 @@ class EmulatedCluster(Cluster):
         """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
         the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
         self.requests.first_token_s[rid] = T
-        self._w_ft.append((self.requests.prefill_instance[rid], T - self.requests.arrival_s[rid]))
+        self._window.on_first_token(self.requests.prefill_instance[rid], T - self.requests.arrival_s[rid])
 
     def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
         """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
@@ -875,10 +892,15 @@ class EmulatedCluster(Cluster):
 
     def _finish(self, rid: int, T: float) -> None:
         self._progress_s = T
-        self.requests.state[rid] = FINISHED
-        self.requests.finish_s[rid] = T
+        R = self.requests
+        R.state[rid] = FINISHED
+        R.finish_s[rid] = T
         self._ended += 1
-        self._w_fin.append(rid)
+        ft = R.first_token_s[rid]
+        n_out = R.output_tokens[rid]
+        d = R.decode_instance[rid]
+        self._window.on_finish(d if d >= 0 else R.prefill_instance[rid], ft - R.arrival_s[rid], n_out,
+                               (T - ft) / (n_out - 1) if n_out > 1 else math.nan)
         self._records.append(self.requests.record(rid))
 
     def _start_transfer(self, rid: int, dst: int, t: float) -> None:
