@@ -275,7 +275,8 @@ class EmulatedCluster(Cluster):
         """Advance until every request has ended (or ``max_time_s`` of cluster time); return records.
 
         ``progress(now)`` is called every ~1% of the trace's span."""
-        span = max(self.requests.arrival_s[-1] if self.requests.num else 0.0, 1.0)
+        R = self.requests
+        span = max(R.arrival_s[-1] if R.num else 0.0, 1.0)
         step = span / 100.0 if progress is not None else math.inf
         limit = math.inf if max_time_s is None else float(max_time_s)
         while not self.done and self._now < limit:
@@ -334,9 +335,10 @@ class EmulatedCluster(Cluster):
 
     # ------------------------------------------------------------------ internals: event loop
     def _run_until(self, t1: float) -> None:
+        R = self.requests
         heap = self._events.heap
-        arr = self.requests.arrival_s
-        N = self.requests.num
+        arr = R.arrival_s
+        N = R.num
         insts = self._insts
         audit = self.audit_every_event
         fe = self._frontend_s
@@ -377,23 +379,24 @@ class EmulatedCluster(Cluster):
             self._reject_stuck()
 
     def _arrive(self, rid: int, t: float) -> None:
-        n_in = self.requests.input_tokens[rid]
+        R = self.requests
+        n_in = R.input_tokens[rid]
         self._window.on_arrival(n_in)
-        peak = n_in + self.requests.output_tokens[rid] - 1   # KV tokens while the last token is computed
-        if n_in + self.requests.output_tokens[rid] > self._max_len:
-            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + self.requests.output_tokens[rid]} > "
+        peak = n_in + R.output_tokens[rid] - 1   # KV tokens while the last token is computed
+        if n_in + R.output_tokens[rid] > self._max_len:
+            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + R.output_tokens[rid]} > "
                               f"{self._max_len}")
             return
         if -(-peak // self._bs) > self._cap_blocks:
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = self.requests.router_request(rid)
+        req = R.router_request(rid)
         i = self._target(self.router.route_prefill(req, self), "route_prefill")
         I = self._insts[i]
-        self.requests.instance[rid] = i
-        self.requests.prefill_instance[rid] = i
-        self.requests.state[rid] = WAITING
+        R.instance[rid] = i
+        R.prefill_instance[rid] = i
+        R.state[rid] = WAITING
         I.waiting.append(rid)
         I.prefill_legs += 1
         I.prefill_tokens_left += n_in
@@ -402,15 +405,17 @@ class EmulatedCluster(Cluster):
         self._kick(I, t)
 
     def _reject(self, rid: int, reason: str) -> None:
-        self.requests.state[rid] = REJECTED
-        self.requests.reject_reason[rid] = reason
+        R = self.requests
+        R.state[rid] = REJECTED
+        R.reject_reason[rid] = reason
         self._ended += 1
         self._window.on_reject()
-        self._records.append(self.requests.record(rid))
+        self._records.append(R.record(rid))
 
     def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
         """A waiting, never-started prompt whose client gave up (``client_timeout_s``): vLLM aborts it."""
-        n = self.requests.input_tokens[rid] + self.requests.generated[rid]
+        R = self.requests
+        n = R.input_tokens[rid] + R.generated[rid]
         I.prefill_legs -= 1
         I.prefill_tokens_left -= n
         I.prefill_tokens_left_sq -= n * n
@@ -421,8 +426,9 @@ class EmulatedCluster(Cluster):
         """Nothing can move any more (e.g. a cycle of KV transfers, each waiting for KV held by the
         other): end every resident request explicitly rather than dropping it silently, and empty
         the instances so that later arrivals start on a clean cluster."""
-        for rid in range(self.requests.num):
-            if self.requests.state[rid] not in (FINISHED, REJECTED, NEW):
+        R = self.requests
+        for rid in range(R.num):
+            if R.state[rid] not in (FINISHED, REJECTED, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
         bs = self._bs
         for I in self._insts:
@@ -472,18 +478,19 @@ class EmulatedCluster(Cluster):
 
     # ------------------------------------------------------------------ internals: decode set
     def _dec_join(self, I: InstanceState, rid: int, comp: int) -> None:
+        R = self.requests
         o = comp - I.decode_iterations
-        self.requests.decode_offset[rid] = o
+        R.decode_offset[rid] = o
         I.num_decoding += 1
         I.decode_offset_sum += o
         q, r = divmod(o, I.block_size)
         I.decode_offset_blocks_sum += q
         I.decode_offset_residues[r] += 1
         I.decode_blocks_memo_at = -1
-        fit = self.requests.input_tokens[rid] + self.requests.output_tokens[rid] - 1 - o
-        self.requests.last_token_iteration[rid] = fit
+        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
+        R.last_token_iteration[rid] = fit
         heapq.heappush(I.finish_heap, (fit, rid))
-        self.requests.state[rid] = DECODING
+        R.state[rid] = DECODING
 
     def _dec_leave(self, I: InstanceState, rid: int) -> int:
         """Remove from the lazy decode set; return the request's KV tokens now."""
@@ -497,11 +504,12 @@ class EmulatedCluster(Cluster):
         return o + I.decode_iterations
 
     def _next_finish(self, I: InstanceState) -> int:
+        R = self.requests
         heap = I.finish_heap
-        st, fit = self.requests.state, self.requests.last_token_iteration
+        st, fit = R.state, R.last_token_iteration
         while heap:
             f, rid = heap[0]
-            if st[rid] == DECODING and fit[rid] == f and self.requests.instance[rid] == I.id:
+            if st[rid] == DECODING and fit[rid] == f and R.instance[rid] == I.id:
                 return f
             heapq.heappop(heap)
         raise AssertionError("decode set is empty")
@@ -510,10 +518,11 @@ class EmulatedCluster(Cluster):
     def _schedule(self, I: InstanceState, t: float) -> None:
         """Form the next batch at an iteration boundary (vLLM v1 order, decode first, Arrow §5.4)
         and plan it: one iteration, a closed-form run of decode iterations, or idle."""
+        R = self.requests
         bs = I.block_size
         cap = I.capacity_blocks
         S = self._S
-        comp, gen, blk, st, n_in = self.requests.computed, self.requests.generated, self.requests.blocks, self.requests.state, self.requests.input_tokens
+        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
         I.cached_view = None
         admit_ok = t >= I.blocked_until
         # transferred KV that has landed joins the running batch (it already holds its blocks)
@@ -563,7 +572,7 @@ class EmulatedCluster(Cluster):
             timeout = self.config.client_timeout_s
             while budget > 0 and I.waiting and len(running) < S:
                 rid = I.waiting[0]
-                if timeout is not None and comp[rid] == 0 and t - self.requests.arrival_s[rid] > timeout:
+                if timeout is not None and comp[rid] == 0 and t - R.arrival_s[rid] > timeout:
                     self._drop_timed_out(I, I.waiting.popleft())
                     continue
                 if pfx and comp[rid] == 0:
@@ -664,8 +673,9 @@ class EmulatedCluster(Cluster):
         Decode sequences first (Arrow §5.4), then running prompts; when a request cannot get its
         blocks, the newest running request is preempted (recompute) until it fits or the request
         itself is preempted (vLLM v1 ``Scheduler.schedule``)."""
+        R = self.requests
         bs = I.block_size
-        comp, gen, blk, st, n_in = self.requests.computed, self.requests.generated, self.requests.blocks, self.requests.state, self.requests.input_tokens
+        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
         # materialise the lazy decode set
         decs = [rid for rid in I.running if st[rid] == DECODING]
         for rid in decs:
@@ -718,30 +728,32 @@ class EmulatedCluster(Cluster):
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
-        self.requests.preemptions[rid] += 1
+        R = self.requests
+        R.preemptions[rid] += 1
         self.num_preemptions += 1
-        nb = self.requests.blocks[rid]
+        nb = R.blocks[rid]
         I.other_blocks -= nb
-        self.requests.blocks[rid] = 0
+        R.blocks[rid] = 0
         if self._pfx:
             self._kv.release(I, rid, nb, self._now)
-        old_rem = self.requests.input_tokens[rid] + self.requests.generated[rid] - self.requests.computed[rid]
-        self.requests.computed[rid] = 0
-        total = self.requests.input_tokens[rid] + self.requests.generated[rid]
+        old_rem = R.input_tokens[rid] + R.generated[rid] - R.computed[rid]
+        R.computed[rid] = 0
+        total = R.input_tokens[rid] + R.generated[rid]
         if was_decode:
             I.decode_legs_waiting += 1
             I.decode_legs_waiting_tokens += total
         else:
             I.prefilling.remove(rid)
-            if self.requests.leg[rid] == 0:
+            if R.leg[rid] == 0:
                 I.prefill_tokens_left += total - old_rem
                 I.prefill_tokens_left_sq += total * total - old_rem * old_rem
-        self.requests.state[rid] = WAITING
+        R.state[rid] = WAITING
         I.waiting.appendleft(rid)
 
     # ------------------------------------------------------------------ internals: iteration end
     def _commit(self, I: InstanceState, T: float) -> None:
         """Apply the iteration(s) that end at ``T``, emit tokens, then form the next batch."""
+        R = self.requests
         w0 = self._window.start_s
         I.cached_view = None
         I.w_busy_s += T - max(I.plan_start, w0)
@@ -772,7 +784,7 @@ class EmulatedCluster(Cluster):
         I.plan_chunks = []
         # decode sequences that emitted their last token
         heap = I.finish_heap
-        st, fit, where = self.requests.state, self.requests.last_token_iteration, self.requests.instance
+        st, fit, where = R.state, R.last_token_iteration, R.instance
         iid = I.id
         while heap and heap[0][0] <= I.decode_iterations:
             f, rid = heapq.heappop(heap)
@@ -785,7 +797,7 @@ class EmulatedCluster(Cluster):
         # prompt chunks
         first: list[int] = []
         if chunks:
-            comp, gen, n_in, leg = self.requests.computed, self.requests.generated, self.requests.input_tokens, self.requests.leg
+            comp, gen, n_in, leg = R.computed, R.generated, R.input_tokens, R.leg
             pref_done = False
             for rid, c in chunks:
                 total = n_in[rid] + gen[rid]
@@ -804,20 +816,20 @@ class EmulatedCluster(Cluster):
                 self._progress_s = T
                 if leg[rid] == 0:
                     I.prefill_legs -= 1
-                    self.requests.prefill_done_s[rid] = T
-                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self.requests.output_tokens[rid]:
+                    R.prefill_done_s[rid] = T
+                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= R.output_tokens[rid]:
                         self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
                     I.decode_legs_waiting -= 1
                     I.decode_legs_waiting_tokens -= total
                     I.w_decode_tokens += 1
-                    if self.requests.first_token_s[rid] != self.requests.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
+                    if R.first_token_s[rid] != R.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
                         self._client_first(rid, T)
                 gen[rid] += 1
-                if gen[rid] >= self.requests.output_tokens[rid]:
-                    nb = self.requests.blocks[rid]
+                if gen[rid] >= R.output_tokens[rid]:
+                    nb = R.blocks[rid]
                     I.other_blocks -= nb
-                    self.requests.blocks[rid] = 0
+                    R.blocks[rid] = 0
                     if self._pfx:
                         self._kv.release_finished(I, rid, comp[rid], T, nb)
                     I.running.remove(rid)
@@ -830,7 +842,7 @@ class EmulatedCluster(Cluster):
                 else:
                     if leg[rid] == 0:
                         leg[rid] = 1
-                        self.requests.decode_instance[rid] = iid
+                        R.decode_instance[rid] = iid
                     self._to_decode_here(I, rid, T)
             if pref_done:
                 I.prefilling = [r for r in I.prefilling if st[r] == PREFILLING]
@@ -838,15 +850,15 @@ class EmulatedCluster(Cluster):
         for rid in first:
             I.cached_view = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
-                self.requests.router_request(rid), iid, self), "route_decode")
-            self.requests.decode_instance[rid] = d
+                R.router_request(rid), iid, self), "route_decode")
+            R.decode_instance[rid] = d
             if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
                 self._client_first(rid, T)
                 self._to_decode_here(I, rid, T)
             else:
                 I.running.remove(rid)
-                self.requests.source_blocks[rid] = self.requests.blocks[rid]   # stays counted in I.other_blocks until it lands
-                self.requests.blocks[rid] = 0
+                R.source_blocks[rid] = R.blocks[rid]   # stays counted in I.other_blocks until it lands
+                R.blocks[rid] = 0
                 st[rid] = QUEUED_FOR_KV
                 D = self._insts[d]
                 if D.num_decoding == 0 and D.decode_legs_waiting == 0:
@@ -859,32 +871,35 @@ class EmulatedCluster(Cluster):
                     self._lease_ev = True
                     self._push(T + self._lease_s, LEASE_CHECK, 0, 0)
                 D.decode_legs_waiting += 1
-                D.decode_legs_waiting_tokens += self.requests.input_tokens[rid] + self.requests.generated[rid]
+                D.decode_legs_waiting_tokens += R.input_tokens[rid] + R.generated[rid]
                 D.cached_view = None
-                self.requests.instance[rid] = d
+                R.instance[rid] = d
                 self._kick(D, T)
         self._schedule(I, T)
 
     def _to_decode_here(self, I: InstanceState, rid: int, T: float) -> None:
         """A request whose prompt is computed keeps decoding on this instance (it is running)."""
+        R = self.requests
         if I.num_decoding == 0 and I.decode_legs_waiting == 0:
             I.decode_stall_since = T
-        I.other_blocks -= self.requests.blocks[rid]
-        self.requests.blocks[rid] = 0
-        self._dec_join(I, rid, self.requests.computed[rid])
+        I.other_blocks -= R.blocks[rid]
+        R.blocks[rid] = 0
+        self._dec_join(I, rid, R.computed[rid])
 
     def _client_first(self, rid: int, T: float) -> None:
         """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
         the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
-        self.requests.first_token_s[rid] = T
-        self._window.on_first_token(self.requests.prefill_instance[rid], T - self.requests.arrival_s[rid])
+        R = self.requests
+        R.first_token_s[rid] = T
+        self._window.on_first_token(R.prefill_instance[rid], T - R.arrival_s[rid])
 
     def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
         """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
         recomputes the last prompt token and emits the client's first token itself (the loaded KV
         covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
         vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
-        st, where, ft, iid = self.requests.state, self.requests.instance, self.requests.first_token_s, I.id
+        R = self.requests
+        st, where, ft, iid = R.state, R.instance, R.first_token_s, I.id
         for rid in I.awaiting_first_token:
             if st[rid] == DECODING and where[rid] == iid and ft[rid] != ft[rid]:
                 self._client_first(rid, T)
@@ -896,23 +911,20 @@ class EmulatedCluster(Cluster):
         R.state[rid] = FINISHED
         R.finish_s[rid] = T
         self._ended += 1
-        ft = R.first_token_s[rid]
-        n_out = R.output_tokens[rid]
-        d = R.decode_instance[rid]
-        self._window.on_finish(d if d >= 0 else R.prefill_instance[rid], ft - R.arrival_s[rid], n_out,
-                               (T - ft) / (n_out - 1) if n_out > 1 else math.nan)
+        self._window.on_finish(rid)
         self._records.append(self.requests.record(rid))
 
     def _start_transfer(self, rid: int, dst: int, t: float) -> None:
         """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
+        R = self.requests
         preset = self.preset
-        land = t + preset.kv_transfer_time(self.requests.input_tokens[rid])
+        land = t + preset.kv_transfer_time(R.input_tokens[rid])
         nics = self._nics
         if nics is None:
             self._push(land, KV_LANDED, rid, self._xver[rid])
             return
-        nbytes = self.requests.input_tokens[rid] * preset.kv_bytes_per_token
-        changed = nics.start(rid, self.requests.prefill_instance[rid], dst, nbytes, t, land)
+        nbytes = R.input_tokens[rid] * preset.kv_bytes_per_token
+        changed = nics.start(rid, R.prefill_instance[rid], dst, nbytes, t, land)
         if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
             v = self._xver[rid] + 1
             self._xver[rid] = v
@@ -933,24 +945,25 @@ class EmulatedCluster(Cluster):
 
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
-        if self.requests.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
+        R = self.requests
+        if R.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
         nics = self._nics
         if nics is not None and rid in nics.active:
             nics.remove(rid)
         self._progress_s = T
-        src = self._insts[self.requests.prefill_instance[rid]]
-        nb = self.requests.source_blocks[rid]
+        src = self._insts[R.prefill_instance[rid]]
+        nb = R.source_blocks[rid]
         src.other_blocks -= nb
         src.cached_view = None
-        self.requests.source_blocks[rid] = 0
+        R.source_blocks[rid] = 0
         if self._pfx:
             self._kv.release(src, rid, nb, T)
-        D = self._insts[self.requests.instance[rid]]
+        D = self._insts[R.instance[rid]]
         D.transfers_in -= 1
         D.cached_view = None
-        self.requests.state[rid] = LANDED
-        self.requests.computed[rid] = self.requests.input_tokens[rid]
+        R.state[rid] = LANDED
+        R.computed[rid] = R.input_tokens[rid]
         D.landed.append(rid)
         if src.waiting or src.transfer_queue:
             self._kick(src, T)
@@ -974,23 +987,24 @@ class EmulatedCluster(Cluster):
         source frees its blocks and the decode instance recomputes the prompt itself, as vLLM v1 does
         for a failed remote KV load (``kv_load_failure_policy`` "recompute": the request goes back to
         WAITING with no computed tokens). Its first client token comes from that recompute."""
-        if self.requests.state[rid] != QUEUED_FOR_KV:   # pulled in time (or rejected as stuck)
+        R = self.requests
+        if R.state[rid] != QUEUED_FOR_KV:   # pulled in time (or rejected as stuck)
             return
         self.num_lease_expiries += 1
         self._progress_s = T
-        src = self._insts[self.requests.prefill_instance[rid]]
-        nb = self.requests.source_blocks[rid]
+        src = self._insts[R.prefill_instance[rid]]
+        nb = R.source_blocks[rid]
         src.other_blocks -= nb
         src.cached_view = None
-        self.requests.source_blocks[rid] = 0
+        R.source_blocks[rid] = 0
         if self._pfx:
             self._kv.release(src, rid, nb, T)
-        D = self._insts[self.requests.instance[rid]]
+        D = self._insts[R.instance[rid]]
         D.transfer_queue.remove(rid)
-        D.decode_legs_waiting_tokens -= self.requests.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
-        self.requests.generated[rid] = 0
-        self.requests.computed[rid] = 0
-        self.requests.state[rid] = WAITING
+        D.decode_legs_waiting_tokens -= R.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        R.generated[rid] = 0
+        R.computed[rid] = 0
+        R.state[rid] = WAITING
         D.waiting.append(rid)
         D.cached_view = None
         if src.waiting or src.transfer_queue:

@@ -59,7 +59,7 @@ class WindowAccumulator:
         self.arrivals = 0
         self.arrival_input_tokens: list[int] = []
         self.first_tokens: list[tuple[int, float]] = []            # (prefill instance, TTFT)
-        self.finished: list[tuple[int, float, int, float]] = []    # (instance, TTFT, output tokens, TPOT)
+        self.finished: list[int] = []                              # request ids
         self.rejected = 0
 
     def copy(self) -> "WindowAccumulator":
@@ -78,9 +78,9 @@ class WindowAccumulator:
         """The client saw a first token; windows attribute it to the instance that computed the prompt."""
         self.first_tokens.append((prefill_instance, ttft_s))
 
-    def on_finish(self, instance: int, ttft_s: float, output_tokens: int, tpot_s: float) -> None:
-        """A request finished on ``instance`` (TPOT is NaN for a one-token answer)."""
-        self.finished.append((instance, ttft_s, output_tokens, tpot_s))
+    def on_finish(self, rid: int) -> None:
+        """A request finished (``close`` reads its times from the request table)."""
+        self.finished.append(rid)
 
     def on_reject(self) -> None:
         self.rejected += 1
@@ -88,7 +88,7 @@ class WindowAccumulator:
     def close(self, t1: float, insts: list[InstanceState], views: list[InstanceView], slo: SLO,
               profile: InstanceProfile, mode: Mode, requests: RequestTable) -> MetricsWindow:
         """Build the window [start_s, t1) and start the next one. ``views`` are the instances at
-        ``t1``; ``requests`` is read for the queued prompts' predicted TTFT misses."""
+        ``t1``; ``requests`` gives the finished requests' times and the queued prompts' work."""
         t0 = self.start_s
         dur = t1 - t0
         prof = profile
@@ -100,11 +100,19 @@ class WindowAccumulator:
         finished = len(self.finished)
         within = ttft_viol = tpot_viol = 0
         out_tokens = []
-        for iid, ttft, n_out, tpot in self.finished:
+        first_token_s, finish_s = requests.first_token_s, requests.finish_s
+        finished_on = []
+        for rid in self.finished:
+            ttft = first_token_s[rid] - requests.arrival_s[rid]
+            n_out = requests.output_tokens[rid]
             out_tokens.append(n_out)
+            d = requests.decode_instance[rid]
+            iid = d if d >= 0 else requests.prefill_instance[rid]
+            finished_on.append(iid)
             t_ok = ttft <= slo.ttft_s
             p_ok = True
             if n_out > 1:
+                tpot = (finish_s[rid] - first_token_s[rid]) / (n_out - 1)
                 tpot_by_inst.setdefault(iid, []).append(tpot)
                 p_ok = tpot <= slo.tpot_s
             ttft_viol += not t_ok
@@ -156,7 +164,7 @@ class WindowAccumulator:
             return PoolStats(
                 num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
                 itl_mean=dtime / iters if iters else 0.0, tpot_mean=_mean(tps), tpot_p90=_p90(tps),
-                first_tokens=len(fts), finished=sum(1 for f in self.finished if f[0] in ids),
+                first_tokens=len(fts), finished=sum(1 for i in finished_on if i in ids),
                 waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
                 queued_prefill_tokens=sum(views[i].prefill_tokens for i in ids),
                 kv_usage_mean=_mean([s.kv_usage for s in members]), load=load)
