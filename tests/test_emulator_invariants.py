@@ -127,12 +127,14 @@ class _ViewCheckingRouter:
         pass
 
     def _check(self, ctx):
-        from arrow_rl.cluster.emulator.instance import RUN
+        from arrow_rl.cluster.emulator.decode_run import iterations_done_by
+        from arrow_rl.cluster.emulator.instance import DECODE_RUN
+        from arrow_rl.cluster.emulator.views import fresh_view
 
         t = ctx.now
         for I, v in zip(ctx._insts, ctx.instances()):
-            k = ctx._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
-            assert v == ctx._fresh_view(I, I.dec_it + k, t >= I.blocked_until)
+            k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+            assert v == fresh_view(I, I.decode_iterations + k, t >= I.blocked_until)
         self.checks += 1
 
     def route_prefill(self, request, ctx):

@@ -8,7 +8,9 @@ preempted by recompute; prompt blocks found in the instance's prefix cache are n
 (prefix_cache.py). The cluster moves from event to event: an arrival, the end of an iteration (or of
 a run of identical decode iterations summed in closed form), a KV transfer sending its last byte or
 landing (transfers share NICs, transfers.py), a KV lease expiring, a flip delay ending, the end of an
-``advance`` window. See docs/emulator.md for the full semantics.
+``advance`` window. See docs/emulator.md for the full semantics and its "Code map": this module is
+the engine; the request table, events, decode-run maths, KV-cache manager, transfers, views and
+the window accumulator live in their own modules.
 
 Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
@@ -39,59 +41,25 @@ from arrow_rl.cluster.base import (
     SLO,
 )
 from arrow_rl.cluster.emulator.config import EmulatorConfig
-from arrow_rl.cluster.emulator.instance import IDLE, RUN, SINGLE, InstanceState
+from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
+from arrow_rl.cluster.emulator.events import (
+    FLIP_DELAY_END, ITERATION_END, KV_LANDED, LEASE_CHECK, NIC_BYTES_SENT, EventQueue)
+from arrow_rl.cluster.emulator.instance import IDLE, DECODE_RUN, ONE_ITERATION, InstanceState
+from arrow_rl.cluster.emulator.kv_cache import KvCacheManager
 from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
+from arrow_rl.cluster.emulator.requests import (
+    DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.transfers import SharedNics
+from arrow_rl.cluster.emulator.views import fresh_view, view_at, views_at
+from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
-from arrow_rl.workload.workload import Request, Workload
+from arrow_rl.workload.workload import Workload
 
-def _make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
-               decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
-    """Build an ``InstanceView`` without the frozen-dataclass ``__init__`` (routers ask for every
-    instance's view at every routing decision, so this is the emulator's hottest allocation)."""
-    v = _new(InstanceView)
-    v.__dict__.update(instance_id=instance_id, role=role, num_prefill=num_prefill,
-                      prefill_tokens=prefill_tokens, prefill_tokens_sq=prefill_tokens_sq,
-                      num_decode=num_decode, decode_tokens=decode_tokens, kv_used_tokens=kv_used_tokens,
-                      kv_capacity_tokens=kv_capacity_tokens, healthy=healthy)
-    return v
-
-
-_new = object.__new__
-if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
-    _make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
-
-def _make_record(**fields) -> RequestRecord:
-    """Build a ``RequestRecord`` (every field given) without the frozen-dataclass ``__init__``,
-    which sets each field through ``object.__setattr__`` (one record per request)."""
-    r = _new(RequestRecord)
-    r.__dict__.update(fields)
-    return r
-
-
-if not hasattr(RequestRecord(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
-    _make_record = RequestRecord  # noqa: F811  (a slotted RequestRecord: use the plain constructor)
-
-def _make_request(request_id: int, arrival_s: float, input_tokens: int, output_tokens: int) -> Request:
-    """A ``Request`` for a router, built like ``_make_view`` (two per request: both legs)."""
-    r = _new(Request)
-    r.__dict__.update(request_id=request_id, arrival_s=arrival_s, input_tokens=input_tokens,
-                      output_tokens=output_tokens)
-    return r
-
-
-if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
-    _make_request = Request  # noqa: F811
-
-# request states
-NEW, WAIT, PREF, DEC, TQ, XFER, LANDED, DONE, REJ = range(9)
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
 # resident requests are then rejected as "stuck". A safety net: no known scenario reaches it.
 STUCK_AFTER_S = 300.0
-# event kinds (the heap orders equal times by kind, then by push order)
-EV_XFER, EV_STEP, EV_WAKE, EV_LEASE, EV_NIC = 0, 1, 2, 3, 4
 
 
 class EmulatedCluster(Cluster):
@@ -142,35 +110,15 @@ class EmulatedCluster(Cluster):
         self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
         self._coef: dict[int, tuple[float, float]] = {}
 
-        n = len(workload)
-        self._N = n
-        self._arr: list[float] = workload.arrival_s.tolist()
+        self.requests = RequestTable(workload)
+        n = self.requests.num
         # The API server's per-request time before the engine sees a request (HTTP, tokenization):
         # part of every client-visible TTFT and e2e latency (docs/latency_model.md).
         self._frontend_s = float(getattr(self._lat, "frontend_s", 0.0))
-        self._in: list[int] = workload.input_tokens.tolist()
-        self._out: list[int] = workload.output_tokens.tolist()
-        self._st = [NEW] * n
-        self._leg = [0] * n          # 0: prefill leg (no token yet), 1: decode leg
-        self._comp = [0] * n         # KV tokens computed (outside the lazy decode set)
-        self._gen = [0] * n          # tokens generated
-        self._o = [0] * n            # decode-set offset (KV tokens − instance dec_it)
-        self._fit = [0] * n          # decode-set: instance dec_it at which the last token is out
-        self._blk = [0] * n          # KV blocks held on the current instance (outside the decode set)
-        self._xblk = [0] * n         # KV blocks held on the prefill instance during a transfer
-        self._where = [-1] * n       # instance the request lives on now
-        self._pinst = [-1] * n
-        self._dinst = [-1] * n
-        self._ft = [math.nan] * n    # the client's first token
-        self._pd = [math.nan] * n    # prompt computed on the prefill instance (its own token)
-        self._fin = [math.nan] * n
-        self._pre = [0] * n
-        self._reason: dict[int, str] = {}
         self._records: list[RequestRecord] = []
         self._ended = 0
         self._next = 0               # next arrival index
-        self._heap: list[tuple[float, int, int, int, int]] = []
-        self._seq = 0
+        self._events = EventQueue()
         self._now = 0.0              # time of the event being processed, or the advanced-to time
         self._progress_s = 0.0       # last time a token was emitted, KV landed or a request ended
         self._t_adv = 0.0            # end of the last advance
@@ -189,23 +137,12 @@ class EmulatedCluster(Cluster):
                                 self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
         # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
         self._pfx = config.enable_prefix_caching and workload.has_prefixes
-        self._keys: dict[int, list[int]] = {}    # request → its cacheable block keys (lazy)
-        self._held: dict[int, list[int]] = {}    # request → cached blocks it holds on _hinst
-        self._hinst: dict[int, int] = {}
-        self._reg: dict[int, int] = {}           # request → blocks of its keys registered so far
-        self.prefix_query_tokens = 0             # prompt tokens looked up in a prefix cache
-        self.prefix_hit_tokens = 0               # ... and found there (not computed)
-        self._cached: dict[int, int] = {}        # request → tokens hit at its first admission
+        self._kv = KvCacheManager(workload, self.requests, bs)
         if self._pfx:
             for I in self._insts:
-                I.pcache = PrefixCache()
+                I.prefix_cache = PrefixCache()
         # window accumulators (per-instance ones live on InstanceState)
-        self._w_start = 0.0
-        self._w_arrivals = 0
-        self._w_in: list[int] = []
-        self._w_ft: list[tuple[int, float]] = []      # (instance, ttft)
-        self._w_fin: list[int] = []                   # request ids finished
-        self._w_rej = 0
+        self._window = WindowAccumulator()
         self.router.reset(config.num_instances)
         self._info = ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
@@ -219,7 +156,7 @@ class EmulatedCluster(Cluster):
     def __repr__(self) -> str:
         roles = "".join("P" if I.role is Role.PREFILL else "D" for I in self._insts)
         return (f"EmulatedCluster({self.preset.name}, {self._mode.value}, roles={roles}, now={self._now:.3f}s, "
-                f"ended={self._ended}/{self._N})")
+                f"ended={self._ended}/{self.requests.num})")
 
     # ------------------------------------------------------------------ Cluster / RoutingContext
     @property
@@ -240,39 +177,18 @@ class EmulatedCluster(Cluster):
 
     @property
     def done(self) -> bool:
-        return self._ended == self._N
+        return self._ended == self.requests.num
 
     def profile(self, instance_id: int) -> InstanceProfile:
         self._check_id(instance_id)
         return self._profile
 
     def instances(self) -> list[InstanceView]:
-        # routers call this for every request leg: ``_view`` and ``_completed_by``'s cache hits are
-        # inlined here (same answers; ``_view`` is the reference)
-        t = self._now
-        out = []
-        for I in self._insts:
-            k = 0
-            if I.plan == RUN and t > I.p_start:
-                if t >= I.p_end:
-                    k = I.p_K
-                elif I.cb_ver == I.p_ver and I.cb_lo <= t - I.p_start < I.cb_hi:
-                    k = I.cb_k
-                else:
-                    k = self._completed_by(I, t)
-            healthy = t >= I.blocked_until
-            vc = I.vc
-            if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-                out.append(vc[1])
-            else:
-                v = self._fresh_view(I, I.dec_it + k, healthy)
-                I.vc = (k, v)
-                out.append(v)
-        return out
+        return views_at(self._insts, self._now)
 
     def instance(self, instance_id: int) -> InstanceView:
         self._check_id(instance_id)
-        return self._view(self._insts[instance_id], self._now)
+        return view_at(self._insts[instance_id], self._now)
 
     def completed(self) -> list[RequestRecord]:
         return list(self._records)
@@ -281,11 +197,21 @@ class EmulatedCluster(Cluster):
         """Records of every request, ended or not (unended ones have NaN times)."""
         ended = {r.request_id for r in self._records}
         out = list(self._records)
-        for rid in range(self._N):
+        for rid in range(self.requests.num):
             if rid not in ended:
-                out.append(self._record(rid))
+                out.append(self.requests.record(rid))
         out.sort(key=lambda r: r.request_id)
         return out
+
+    @property
+    def prefix_query_tokens(self) -> int:
+        """Prompt tokens looked up in a prefix cache over the run so far."""
+        return self._kv.query_tokens
+
+    @property
+    def prefix_hit_tokens(self) -> int:
+        """Prompt tokens found in a prefix cache (not computed) over the run so far."""
+        return self._kv.hit_tokens
 
     @property
     def prefix_cache_hit_rate(self) -> float:
@@ -307,13 +233,13 @@ class EmulatedCluster(Cluster):
         if I.role is role:
             return
         I.role = role
-        I.vc = None
+        I.cached_view = None
         t = self._now
         self.flips.append((t, instance_id, role))
         delay = self.config.flip_delay_s
         if delay > 0:
             I.blocked_until = I.wake_at = t + delay
-            self._push(t + delay, EV_WAKE, instance_id, 0)
+            self._push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
     def advance(self, dt: float) -> MetricsWindow:
         """Run ``dt`` seconds of cluster time; return the metrics of [now, now + dt)."""
@@ -322,15 +248,37 @@ class EmulatedCluster(Cluster):
         t1 = self._t_adv + dt
         self._run_until(t1)
         self._now = self._t_adv = t1
-        from arrow_rl.cluster.emulator.window import close_window
-        return close_window(self, t1)
+        self._account_runs_until(t1)
+        views = [view_at(I, t1) for I in self._insts]
+        return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
+
+    def _account_runs_until(self, t1: float) -> None:
+        """Count the iterations of plans in progress that ended by ``t1`` in this window (and
+        the busy time up to ``t1``); a decode run's first step may emit first tokens."""
+        t0 = self._window.start_s
+        for I in self._insts:
+            if I.plan == DECODE_RUN and I.plan_start < t1:
+                k = iterations_done_by(I, t1)
+                counted = I.plan_iterations_counted
+                if k > counted:
+                    I.w_decode_iterations += k - counted
+                    I.w_decode_time_s += run_time(I, k) - run_time(I, counted)
+                    I.w_decode_tokens += I.plan_decodes * (k - counted)
+                    I.decode_stall_since = I.plan_start + run_time(I, k)
+                    if I.awaiting_first_token and counted == 0:   # their first client token is out
+                        self._emit_new_decodes(I, I.plan_start + run_time(I, 1))
+                    I.plan_iterations_counted = k
+                I.w_busy_s += t1 - max(I.plan_start, t0)
+            elif I.plan == ONE_ITERATION and I.plan_start < t1:
+                I.w_busy_s += t1 - max(I.plan_start, t0)
 
     def run_until_done(self, max_time_s: float | None = None,
                        progress: Callable[[float], None] | None = None) -> list[RequestRecord]:
         """Advance until every request has ended (or ``max_time_s`` of cluster time); return records.
 
         ``progress(now)`` is called every ~1% of the trace's span."""
-        span = max(self._arr[-1] if self._N else 0.0, 1.0)
+        R = self.requests
+        span = max(R.arrival_s[-1] if R.num else 0.0, 1.0)
         step = span / 100.0 if progress is not None else math.inf
         limit = math.inf if max_time_s is None else float(max_time_s)
         while not self.done and self._now < limit:
@@ -350,17 +298,13 @@ class EmulatedCluster(Cluster):
 
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
-        for name in ("_st", "_leg", "_comp", "_gen", "_o", "_fit", "_blk", "_xblk", "_where", "_pinst",
-                     "_dinst", "_ft", "_pd", "_fin", "_pre", "_records", "_heap", "flips", "_w_in", "_w_ft",
-                     "_w_fin", "_xver"):
+        for name in ("_records", "flips", "_xver"):
             d[name] = list(d[name])
-        d["_reason"] = dict(self._reason)
+        d["requests"] = self.requests.copy()
+        d["_events"] = self._events.copy()
+        d["_kv"] = self._kv.copy(d["requests"])
+        d["_window"] = self._window.copy()
         d["_leases"] = deque(self._leases)
-        if self._pfx:
-            d["_cached"] = dict(self._cached)
-            d["_held"] = {k: list(v) for k, v in self._held.items()}
-            d["_hinst"] = dict(self._hinst)
-            d["_reg"] = dict(self._reg)
         if self._nics is not None:
             d["_nics"] = self._nics.copy()
         d["_insts"] = [I.copy() for I in self._insts]
@@ -377,106 +321,13 @@ class EmulatedCluster(Cluster):
                              f"0..{len(self._insts) - 1}")
 
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, kind, self._seq, a, b))
+        self._events.push(t, kind, a, b)
 
     def _coefs(self, n: int) -> tuple[float, float]:
         c = self._coef.get(n)
         if c is None:
             c = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
         return c
-
-    @staticmethod
-    def _run_time(I: InstanceState, k: int) -> float:
-        """Σ of the first ``k`` iteration times of the current decode run (closed form):
-        iteration j costs alpha + beta·(C0 + j·n)."""
-        return k * I.p_alpha + I.p_beta * (I.p_C0 * k + I.p_n * (k * (k - 1) // 2))
-
-    @staticmethod
-    def _completed_by(I: InstanceState, t: float) -> int:
-        """Iterations of the current run that have ended by time ``t`` (0..K): the root of the
-        quadratic S(k) = dt, then a one-step correction so that it agrees with ``_run_time``."""
-        dt = t - I.p_start
-        if dt <= 0:
-            return 0
-        K = I.p_K
-        if t >= I.p_end:
-            return K
-        alpha, beta, n, C0 = I.p_alpha, I.p_beta, I.p_n, I.p_C0
-        if I.cb_ver == I.p_ver:
-            if I.cb_lo <= dt < I.cb_hi:
-                return I.cb_k
-            if dt >= I.cb_hi:
-                # the run moved on since the last question: try the next iteration first (same S(k)
-                # expression, so the same largest j with S(j) ≤ dt)
-                k = I.cb_k + 1
-                if k == K:
-                    I.cb_k, I.cb_lo, I.cb_hi = k, I.cb_hi, math.inf
-                    return k
-                hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
-                if hi > dt:
-                    I.cb_k, I.cb_lo, I.cb_hi = k, I.cb_hi, hi
-                    return k
-        a2 = 0.5 * beta * n
-        b1 = alpha + beta * C0 - a2
-        if a2 > 0:
-            k = int(2.0 * dt / (b1 + math.sqrt(b1 * b1 + 4.0 * a2 * dt)))
-        else:
-            k = int(dt / b1)
-        if k > K:
-            k = K
-        # one-step correction so that k agrees with _run_time: the largest j ≤ K with S(j) ≤ dt
-        # (S is non-decreasing); S(k) and S(k+1) are kept as the bounds of the cached answer
-        hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
-        while hi <= dt:
-            k += 1
-            hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2)) if k < K else math.inf
-        lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
-        while lo > dt:
-            k -= 1
-            hi = lo
-            lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
-        # the same k answers every dt in [S(k), S(k+1)) of this plan (routers ask at every arrival;
-        # the run moves far less often)
-        I.cb_ver = I.p_ver
-        I.cb_k = k
-        I.cb_lo = lo
-        I.cb_hi = hi
-        return k
-
-    def _view(self, I: InstanceState, t: float) -> InstanceView:
-        """The instance as routers see it at ``t``. Cached until the instance changes (every
-        mutation clears ``I.vc``) or its running decode run completes another iteration."""
-        k = 0
-        if I.plan == RUN and t > I.p_start:
-            k = self._completed_by(I, t)
-        healthy = t >= I.blocked_until
-        vc = I.vc
-        if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-            return vc[1]
-        v = self._fresh_view(I, I.dec_it + k, healthy)
-        I.vc = (k, v)
-        return v
-
-    def _fresh_view(self, I: InstanceState, it: int, healthy: bool) -> InstanceView:
-        n = I.n_dec
-        if n:
-            dec_tok = I.dec_O + n * (it + 1) + I.dl_tok
-            kv = I.other_blocks + (I.db_val if it == I.db_it else I.dec_blocks(it))
-        else:
-            dec_tok = I.dl_tok
-            kv = I.other_blocks
-        return _make_view(I.id, I.role, I.pf_n, I.pf_tok, float(I.pf_sq), n + I.dl_n, dec_tok,
-                          kv * self._bs, self._cap_blocks * self._bs, healthy)
-
-    def _record(self, rid: int) -> RequestRecord:
-        return _make_record(
-            request_id=rid, arrival_s=self._arr[rid], input_tokens=self._in[rid],
-            output_tokens=self._out[rid], prefill_instance=self._pinst[rid],
-            decode_instance=self._dinst[rid], first_token_s=self._ft[rid], finish_s=self._fin[rid],
-            prefill_done_s=self._pd[rid], cached_tokens=self._cached.get(rid, 0),
-            rejected=self._st[rid] == REJ, reject_reason=self._reason.get(rid, ""),
-            preemptions=self._pre[rid])
 
     def _target(self, i, what: str) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._insts):
@@ -486,9 +337,10 @@ class EmulatedCluster(Cluster):
 
     # ------------------------------------------------------------------ internals: event loop
     def _run_until(self, t1: float) -> None:
-        heap = self._heap
-        arr = self._arr
-        N = self._N
+        R = self.requests
+        heap = self._events.heap
+        arr = R.arrival_s
+        N = R.num
         insts = self._insts
         audit = self.audit_every_event
         fe = self._frontend_s
@@ -509,97 +361,98 @@ class EmulatedCluster(Cluster):
                 break
             t, kind, _, a, b = heapq.heappop(heap)
             self._now = t
-            if kind == EV_STEP:
+            if kind == ITERATION_END:
                 I = insts[a]
-                if b == I.p_ver and I.plan != IDLE:
+                if b == I.plan_version and I.plan != IDLE:
                     self._commit(I, t)
                     if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
-            elif kind == EV_XFER:
+            elif kind == KV_LANDED:
                 if b == self._xver[a]:
                     self._land(a, t)
-            elif kind == EV_NIC:
+            elif kind == NIC_BYTES_SENT:
                 if b == self._xver[a]:
                     self._reschedule_transfers(self._nics.finish_bytes(a, t))
-            elif kind == EV_LEASE:
+            elif kind == LEASE_CHECK:
                 self._expire_leases(t)
-            else:  # EV_WAKE: a flip delay ended
+            else:  # FLIP_DELAY_END: a flip delay ended
                 self._kick(insts[a], t)
         if not heap and self._next >= N and self._ended < N:
             self._reject_stuck()
 
     def _arrive(self, rid: int, t: float) -> None:
-        self._w_arrivals += 1
-        n_in = self._in[rid]
-        self._w_in.append(n_in)
-        peak = n_in + self._out[rid] - 1   # KV tokens while the last token is computed
-        if n_in + self._out[rid] > self._max_len:
-            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + self._out[rid]} > "
+        R = self.requests
+        n_in = R.input_tokens[rid]
+        self._window.on_arrival(n_in)
+        peak = n_in + R.output_tokens[rid] - 1   # KV tokens while the last token is computed
+        if n_in + R.output_tokens[rid] > self._max_len:
+            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + R.output_tokens[rid]} > "
                               f"{self._max_len}")
             return
         if -(-peak // self._bs) > self._cap_blocks:
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = _make_request(rid, self._arr[rid], n_in, self._out[rid])
+        req = R.router_request(rid)
         i = self._target(self.router.route_prefill(req, self), "route_prefill")
         I = self._insts[i]
-        self._where[rid] = i
-        self._pinst[rid] = i
-        self._st[rid] = WAIT
+        R.instance[rid] = i
+        R.prefill_instance[rid] = i
+        R.state[rid] = WAITING
         I.waiting.append(rid)
-        I.pf_n += 1
-        I.pf_tok += n_in
-        I.pf_sq += n_in * n_in
-        I.vc = None
+        I.prefill_legs += 1
+        I.prefill_tokens_left += n_in
+        I.prefill_tokens_left_sq += n_in * n_in
+        I.cached_view = None
         self._kick(I, t)
 
     def _reject(self, rid: int, reason: str) -> None:
-        self._st[rid] = REJ
-        self._reason[rid] = reason
+        R = self.requests
+        R.state[rid] = REJECTED
+        R.reject_reason[rid] = reason
         self._ended += 1
-        self._w_rej += 1
-        self._records.append(self._record(rid))
+        self._window.on_reject()
+        self._records.append(R.record(rid))
 
     def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
         """A waiting, never-started prompt whose client gave up (``client_timeout_s``): vLLM aborts it."""
-        n = self._in[rid] + self._gen[rid]
-        I.pf_n -= 1
-        I.pf_tok -= n
-        I.pf_sq -= n * n
-        I.vc = None
+        R = self.requests
+        n = R.input_tokens[rid] + R.generated[rid]
+        I.prefill_legs -= 1
+        I.prefill_tokens_left -= n
+        I.prefill_tokens_left_sq -= n * n
+        I.cached_view = None
         self._reject(rid, f"client timeout: not started {self.config.client_timeout_s:g} s after arrival")
 
     def _reject_stuck(self) -> None:
         """Nothing can move any more (e.g. a cycle of KV transfers, each waiting for KV held by the
         other): end every resident request explicitly rather than dropping it silently, and empty
         the instances so that later arrivals start on a clean cluster."""
-        for rid in range(self._N):
-            if self._st[rid] not in (DONE, REJ, NEW):
+        R = self.requests
+        for rid in range(R.num):
+            if R.state[rid] not in (FINISHED, REJECTED, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
         bs = self._bs
         for I in self._insts:
-            I.running, I.pref, I.dec_heap = [], [], []
+            I.running, I.prefilling, I.finish_heap = [], [], []
             I.waiting.clear()
-            I.tq.clear()
+            I.transfer_queue.clear()
             I.landed.clear()
-            I.newdec = []
-            I.inflight = I.n_dec = I.dec_O = I.dec_A = I.other_blocks = 0
-            I.dec_cnt = [0] * bs
-            I.db_it = -1
-            I.pf_n = I.pf_tok = I.pf_sq = I.dl_n = I.dl_tok = 0
+            I.awaiting_first_token = []
+            I.transfers_in = I.num_decoding = I.decode_offset_sum = I.decode_offset_blocks_sum = I.other_blocks = 0
+            I.decode_offset_residues = [0] * bs
+            I.decode_blocks_memo_at = -1
+            I.prefill_legs = I.prefill_tokens_left = I.prefill_tokens_left_sq = I.decode_legs_waiting = I.decode_legs_waiting_tokens = 0
             I.plan = IDLE
-            I.p_ver += 1
-            I.vc = None
+            I.plan_version += 1
+            I.cached_view = None
         if self._nics is not None:
             self._nics.clear()
         self._leases.clear()
         if self._pfx:
             for I in self._insts:
-                I.pcache.clear()
-            self._held.clear()
-            self._hinst.clear()
-            self._reg.clear()
+                I.prefix_cache.clear()
+            self._kv.clear()
         self._progress_s = self._now
 
     def _kick(self, I: InstanceState, t: float) -> None:
@@ -607,56 +460,58 @@ class EmulatedCluster(Cluster):
         plan = I.plan
         if plan == IDLE:
             self._schedule(I, t)
-        elif plan == RUN:
+        elif plan == DECODE_RUN:
             # first boundary at or after t (the running iteration always completes)
-            k = self._completed_by(I, t)
-            if k < I.p_K and self._run_time(I, k) < t - I.p_start:
+            k = iterations_done_by(I, t)
+            if k < I.plan_iterations and run_time(I, k) < t - I.plan_start:
                 k += 1
-            if k >= I.p_K:
+            if k >= I.plan_iterations:
                 return
-            I.p_ver += 1
-            I.vc = None
+            I.plan_version += 1
+            I.cached_view = None
             if k == 0:      # nothing of the run has happened yet: plan again now
                 I.plan = IDLE
                 self._schedule(I, t)
                 return
-            I.p_K = k
-            I.p_end = I.p_start + self._run_time(I, k)
-            self._push(I.p_end, EV_STEP, I.id, I.p_ver)
-        # SINGLE: the batch is re-formed when the iteration ends
+            I.plan_iterations = k
+            I.plan_end = I.plan_start + run_time(I, k)
+            self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+        # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: decode set
     def _dec_join(self, I: InstanceState, rid: int, comp: int) -> None:
-        o = comp - I.dec_it
-        self._o[rid] = o
-        I.n_dec += 1
-        I.dec_O += o
-        q, r = divmod(o, I.bs)
-        I.dec_A += q
-        I.dec_cnt[r] += 1
-        I.db_it = -1
-        fit = self._in[rid] + self._out[rid] - 1 - o
-        self._fit[rid] = fit
-        heapq.heappush(I.dec_heap, (fit, rid))
-        self._st[rid] = DEC
+        R = self.requests
+        o = comp - I.decode_iterations
+        R.decode_offset[rid] = o
+        I.num_decoding += 1
+        I.decode_offset_sum += o
+        q, r = divmod(o, I.block_size)
+        I.decode_offset_blocks_sum += q
+        I.decode_offset_residues[r] += 1
+        I.decode_blocks_memo_at = -1
+        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
+        R.last_token_iteration[rid] = fit
+        heapq.heappush(I.finish_heap, (fit, rid))
+        R.state[rid] = DECODING
 
     def _dec_leave(self, I: InstanceState, rid: int) -> int:
         """Remove from the lazy decode set; return the request's KV tokens now."""
-        o = self._o[rid]
-        I.n_dec -= 1
-        I.dec_O -= o
-        q, r = divmod(o, I.bs)
-        I.dec_A -= q
-        I.dec_cnt[r] -= 1
-        I.db_it = -1
-        return o + I.dec_it
+        o = self.requests.decode_offset[rid]
+        I.num_decoding -= 1
+        I.decode_offset_sum -= o
+        q, r = divmod(o, I.block_size)
+        I.decode_offset_blocks_sum -= q
+        I.decode_offset_residues[r] -= 1
+        I.decode_blocks_memo_at = -1
+        return o + I.decode_iterations
 
     def _next_finish(self, I: InstanceState) -> int:
-        heap = I.dec_heap
-        st, fit = self._st, self._fit
+        R = self.requests
+        heap = I.finish_heap
+        st, fit = R.state, R.last_token_iteration
         while heap:
             f, rid = heap[0]
-            if st[rid] == DEC and fit[rid] == f and self._where[rid] == I.id:
+            if st[rid] == DECODING and fit[rid] == f and R.instance[rid] == I.id:
                 return f
             heapq.heappop(heap)
         raise AssertionError("decode set is empty")
@@ -665,19 +520,20 @@ class EmulatedCluster(Cluster):
     def _schedule(self, I: InstanceState, t: float) -> None:
         """Form the next batch at an iteration boundary (vLLM v1 order, decode first, Arrow §5.4)
         and plan it: one iteration, a closed-form run of decode iterations, or idle."""
-        bs = I.bs
-        cap = I.cap_blocks
+        R = self.requests
+        bs = I.block_size
+        cap = I.capacity_blocks
         S = self._S
-        comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
-        I.vc = None
+        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
+        I.cached_view = None
         admit_ok = t >= I.blocked_until
         # transferred KV that has landed joins the running batch (it already holds its blocks)
         while I.landed and len(I.running) < S:
             rid = I.landed.popleft()
             I.other_blocks -= blk[rid]
             blk[rid] = 0
-            I.dl_n -= 1
-            I.dl_tok -= n_in[rid] + gen[rid]
+            I.decode_legs_waiting -= 1
+            I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
             I.running.append(rid)
             # the pulled KV covers the prompt but its last token, which the first decode step
             # recomputes to emit the first output token: the decode instance produces every output
@@ -685,15 +541,15 @@ class EmulatedCluster(Cluster):
             gen[rid] = 0
             comp[rid] = n_in[rid] - 1
             self._dec_join(I, rid, comp[rid])
-            I.newdec.append(rid)
-        it = I.dec_it
+            I.awaiting_first_token.append(rid)
+        it = I.decode_iterations
         chunks: list[tuple[int, int]] = []
-        budget = self._M - I.n_dec
-        need = I.other_blocks + I.dec_blocks(it + 1)
+        budget = self._M - I.num_decoding
+        need = I.other_blocks + I.decode_set_blocks(it + 1)
         preempted = False
-        if I.pref:
+        if I.prefilling:
             adds = []
-            for rid in I.pref:
+            for rid in I.prefilling:
                 if budget <= 0:
                     break
                 c = min(n_in[rid] + gen[rid] - comp[rid], budget)
@@ -708,8 +564,8 @@ class EmulatedCluster(Cluster):
                 I.other_blocks += sum(adds)
         if need > cap:
             chunks, preempted = self._schedule_under_pressure(I)
-            budget = self._M - I.n_dec - sum(c for _, c in chunks)
-            need = I.other_blocks + I.dec_blocks(it + 1)
+            budget = self._M - I.num_decoding - sum(c for _, c in chunks)
+            need = I.other_blocks + I.decode_set_blocks(it + 1)
         # admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
         if I.waiting and not preempted and admit_ok:
             free = cap - need
@@ -718,15 +574,15 @@ class EmulatedCluster(Cluster):
             timeout = self.config.client_timeout_s
             while budget > 0 and I.waiting and len(running) < S:
                 rid = I.waiting[0]
-                if timeout is not None and comp[rid] == 0 and t - self._arr[rid] > timeout:
+                if timeout is not None and comp[rid] == 0 and t - R.arrival_s[rid] > timeout:
                     self._drop_timed_out(I, I.waiting.popleft())
                     continue
                 if pfx and comp[rid] == 0:
-                    if not self._admit_with_prefix(I, rid, budget, free, cap - free):
+                    if not self._kv.admit(I, rid, budget, free, cap - free):
                         break
                     rid = I.waiting.popleft()
                     c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    free = cap - I.other_blocks - I.dec_blocks(it + 1)
+                    free = cap - I.other_blocks - I.decode_set_blocks(it + 1)
                 else:
                     c = min(n_in[rid] + gen[rid] - comp[rid], budget)
                     add = -(-(comp[rid] + c) // bs) - blk[rid]
@@ -737,8 +593,8 @@ class EmulatedCluster(Cluster):
                     blk[rid] += add
                     I.other_blocks += add
                 running.append(rid)
-                I.pref.append(rid)
-                st[rid] = PREF
+                I.prefilling.append(rid)
+                st[rid] = PREFILLING
                 chunks.append((rid, c))
                 budget -= c
             need = cap - free
@@ -746,72 +602,72 @@ class EmulatedCluster(Cluster):
         # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
         # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
         # running batch, so a pull in flight takes no max_num_seqs slot (vllm/v1/core/sched/scheduler.py)
-        if I.tq and admit_ok:
+        if I.transfer_queue and admit_ok:
             free = cap - need
-            while I.tq and len(I.running) < S:
-                rid = I.tq[0]
+            while I.transfer_queue and len(I.running) < S:
+                rid = I.transfer_queue[0]
                 add = -(-n_in[rid] // bs)
                 if add > free:
                     break
-                I.tq.popleft()
+                I.transfer_queue.popleft()
                 free -= add
                 blk[rid] = add
                 I.other_blocks += add
-                I.inflight += 1
-                st[rid] = XFER
+                I.transfers_in += 1
+                st[rid] = TRANSFERRING
                 self.num_transfers += 1
                 self._start_transfer(rid, I.id, t)
-        if not admit_ok and (I.waiting or I.tq) and I.wake_at != I.blocked_until:
+        if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
-            self._push(I.blocked_until, EV_WAKE, I.id, 0)
+            self._push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
         # plan
-        I.p_ver += 1
-        I.p_start = t
-        I.p_kacc = 0
-        n = I.n_dec
-        I.p_n = n
+        I.plan_version += 1
+        I.plan_start = t
+        I.plan_iterations_counted = 0
+        n = I.num_decoding
+        I.plan_decodes = n
         if chunks:
             ptok = 0
             att = 0.0
             for rid, c in chunks:
                 ptok += c
                 att += c * (comp[rid] + 0.5 * c)
-            ctx = I.dec_context(it) if n else 0
+            ctx = I.decode_set_context(it) if n else 0
             dur = self._lat.iteration_time(ptok, att, n, ctx)
-            I.plan = SINGLE
-            I.p_chunks = chunks
-            I.p_ptok = ptok
-            I.p_K = 1
-            I.p_end = t + dur
+            I.plan = ONE_ITERATION
+            I.plan_chunks = chunks
+            I.plan_prefill_tokens = ptok
+            I.plan_iterations = 1
+            I.plan_end = t + dur
         elif n:
             k = self._next_finish(I) - it
-            if self._exact or (preempted and (I.waiting or I.tq)):
+            if self._exact or (preempted and (I.waiting or I.transfer_queue)):
                 k = 1   # after a preemption vLLM admits waiting work again at the next step
-            elif I.other_blocks + I.dec_blocks(it + k) > cap:
+            elif I.other_blocks + I.decode_set_blocks(it + k) > cap:
                 lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if I.other_blocks + I.dec_blocks(it + mid) <= cap:
+                    if I.other_blocks + I.decode_set_blocks(it + mid) <= cap:
                         lo = mid
                     else:
                         hi = mid
                 k = lo
             alpha, beta = self._coefs(n)
-            I.plan = RUN
-            I.p_alpha = alpha
-            I.p_beta = beta
-            I.p_C0 = I.dec_context(it)
-            I.p_K = k
-            I.p_chunks = []
-            I.p_ptok = 0
-            I.p_end = t + self._run_time(I, k)
+            I.plan = DECODE_RUN
+            I.run_step_base_s = alpha
+            I.run_step_per_token_s = beta
+            I.run_start_context = I.decode_set_context(it)
+            I.plan_iterations = k
+            I.plan_chunks = []
+            I.plan_prefill_tokens = 0
+            I.plan_end = t + run_time(I, k)
         else:
             I.plan = IDLE
             if preempted and I.waiting and admit_ok:
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(I, t)
             return
-        self._push(I.p_end, EV_STEP, I.id, I.p_ver)
+        self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
 
     def _schedule_under_pressure(self, I: InstanceState) -> tuple[list[tuple[int, int]], bool]:
         """The exact vLLM v1 allocation loop when KV does not fit everything (rare path).
@@ -819,10 +675,11 @@ class EmulatedCluster(Cluster):
         Decode sequences first (Arrow §5.4), then running prompts; when a request cannot get its
         blocks, the newest running request is preempted (recompute) until it fits or the request
         itself is preempted (vLLM v1 ``Scheduler.schedule``)."""
-        bs = I.bs
-        comp, gen, blk, st, n_in = self._comp, self._gen, self._blk, self._st, self._in
+        R = self.requests
+        bs = I.block_size
+        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
         # materialise the lazy decode set
-        decs = [rid for rid in I.running if st[rid] == DEC]
+        decs = [rid for rid in I.running if st[rid] == DECODING]
         for rid in decs:
             c = self._dec_leave(I, rid)
             comp[rid] = c
@@ -830,9 +687,9 @@ class EmulatedCluster(Cluster):
             b = -(-c // bs)
             blk[rid] = b
             I.other_blocks += b
-        I.dec_heap = []
-        order = decs + list(I.pref)
-        free = I.cap_blocks - I.other_blocks
+        I.finish_heap = []
+        order = decs + list(I.prefilling)
+        free = I.capacity_blocks - I.other_blocks
         budget = self._M
         sched: dict[int, int] = {}
         preempted = False
@@ -840,7 +697,7 @@ class EmulatedCluster(Cluster):
         for rid in order:
             if budget <= 0:
                 break
-            if st[rid] == WAIT:      # preempted earlier in this loop
+            if st[rid] == WAITING:      # preempted earlier in this loop
                 continue
             c = 1 if rid in is_dec else min(n_in[rid] + gen[rid] - comp[rid], budget)
             need = -(-(comp[rid] + c) // bs) - blk[rid]
@@ -851,7 +708,7 @@ class EmulatedCluster(Cluster):
                 if victim in sched:
                     budget += sched.pop(victim)
                 self._preempt(I, victim, victim in is_dec)
-                free = I.cap_blocks - I.other_blocks   # shared prefix blocks stay in use
+                free = I.capacity_blocks - I.other_blocks   # shared prefix blocks stay in use
                 if victim == rid:
                     ok = False
                     break
@@ -864,7 +721,7 @@ class EmulatedCluster(Cluster):
             budget -= c
         # scheduled decodes go back into the lazy set; their new block is counted by dec_blocks(it+1)
         for rid in decs:
-            if st[rid] == DEC:
+            if st[rid] == DECODING:
                 I.other_blocks -= blk[rid]
                 blk[rid] = 0
                 self._dec_join(I, rid, comp[rid])
@@ -873,110 +730,112 @@ class EmulatedCluster(Cluster):
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
-        self._pre[rid] += 1
+        R = self.requests
+        R.preemptions[rid] += 1
         self.num_preemptions += 1
-        nb = self._blk[rid]
+        nb = R.blocks[rid]
         I.other_blocks -= nb
-        self._blk[rid] = 0
+        R.blocks[rid] = 0
         if self._pfx:
-            self._release_kv(I, rid, nb, self._now)
-        old_rem = self._in[rid] + self._gen[rid] - self._comp[rid]
-        self._comp[rid] = 0
-        total = self._in[rid] + self._gen[rid]
+            self._kv.release(I, rid, nb, self._now)
+        old_rem = R.input_tokens[rid] + R.generated[rid] - R.computed[rid]
+        R.computed[rid] = 0
+        total = R.input_tokens[rid] + R.generated[rid]
         if was_decode:
-            I.dl_n += 1
-            I.dl_tok += total
+            I.decode_legs_waiting += 1
+            I.decode_legs_waiting_tokens += total
         else:
-            I.pref.remove(rid)
-            if self._leg[rid] == 0:
-                I.pf_tok += total - old_rem
-                I.pf_sq += total * total - old_rem * old_rem
-        self._st[rid] = WAIT
+            I.prefilling.remove(rid)
+            if R.leg[rid] == 0:
+                I.prefill_tokens_left += total - old_rem
+                I.prefill_tokens_left_sq += total * total - old_rem * old_rem
+        R.state[rid] = WAITING
         I.waiting.appendleft(rid)
 
     # ------------------------------------------------------------------ internals: iteration end
     def _commit(self, I: InstanceState, T: float) -> None:
         """Apply the iteration(s) that end at ``T``, emit tokens, then form the next batch."""
-        w0 = self._w_start
-        I.vc = None
-        I.w_busy += T - max(I.p_start, w0)
-        n = I.p_n
-        if I.newdec and n and (I.plan != RUN or I.p_kacc == 0):
-            self._emit_new_decodes(I, I.p_start + self._run_time(I, 1) if I.plan == RUN else T)
-        if I.plan == RUN:
-            K = I.p_K
-            k0 = I.p_kacc
-            I.w_iters += K - k0
-            I.w_dtime += self._run_time(I, K) - self._run_time(I, k0)
-            I.w_dtok += n * (K - k0)
-            I.dec_it += K
-            I.dec_wait_since = T
+        R = self.requests
+        w0 = self._window.start_s
+        I.cached_view = None
+        I.w_busy_s += T - max(I.plan_start, w0)
+        n = I.plan_decodes
+        if I.awaiting_first_token and n and (I.plan != DECODE_RUN or I.plan_iterations_counted == 0):
+            self._emit_new_decodes(I, I.plan_start + run_time(I, 1) if I.plan == DECODE_RUN else T)
+        if I.plan == DECODE_RUN:
+            K = I.plan_iterations
+            k0 = I.plan_iterations_counted
+            I.w_decode_iterations += K - k0
+            I.w_decode_time_s += run_time(I, K) - run_time(I, k0)
+            I.w_decode_tokens += n * (K - k0)
+            I.decode_iterations += K
+            I.decode_stall_since = T
             self._progress_s = T
             chunks = ()
         else:
             if n:
-                I.w_iters += 1
-                I.w_dtime += T - I.p_start
-                I.w_dtok += n
-                I.dec_it += 1
-                I.dec_wait_since = T
+                I.w_decode_iterations += 1
+                I.w_decode_time_s += T - I.plan_start
+                I.w_decode_tokens += n
+                I.decode_iterations += 1
+                I.decode_stall_since = T
                 self._progress_s = T
-            I.w_ptok += I.p_ptok
-            chunks = I.p_chunks
+            I.w_prefill_tokens += I.plan_prefill_tokens
+            chunks = I.plan_chunks
         I.plan = IDLE
-        I.p_chunks = []
+        I.plan_chunks = []
         # decode sequences that emitted their last token
-        heap = I.dec_heap
-        st, fit, where = self._st, self._fit, self._where
+        heap = I.finish_heap
+        st, fit, where = R.state, R.last_token_iteration, R.instance
         iid = I.id
-        while heap and heap[0][0] <= I.dec_it:
+        while heap and heap[0][0] <= I.decode_iterations:
             f, rid = heapq.heappop(heap)
-            if st[rid] == DEC and fit[rid] == f and where[rid] == iid:
+            if st[rid] == DECODING and fit[rid] == f and where[rid] == iid:
                 kv = self._dec_leave(I, rid)
                 I.running.remove(rid)
                 if self._pfx:
-                    self._finish_kv(I, rid, kv, T)
+                    self._kv.release_finished(I, rid, kv, T)
                 self._finish(rid, T)
         # prompt chunks
         first: list[int] = []
         if chunks:
-            comp, gen, n_in, leg = self._comp, self._gen, self._in, self._leg
+            comp, gen, n_in, leg = R.computed, R.generated, R.input_tokens, R.leg
             pref_done = False
             for rid, c in chunks:
                 total = n_in[rid] + gen[rid]
                 old_rem = total - comp[rid]
                 comp[rid] += c
                 rem = old_rem - c
-                if self._pfx and rid in self._hinst:
-                    self._register(I, rid, comp[rid] // I.bs, T)
+                if self._pfx and rid in self._kv.held_on:
+                    self._kv.register(I, rid, comp[rid] // I.block_size, T)
                 if leg[rid] == 0:
-                    I.pf_tok -= c
-                    I.pf_sq += rem * rem - old_rem * old_rem
+                    I.prefill_tokens_left -= c
+                    I.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
                 if rem:
                     continue
                 pref_done = True
-                st[rid] = DEC  # provisional: leaves the prefill list below
+                st[rid] = DECODING  # provisional: leaves the prefill list below
                 self._progress_s = T
                 if leg[rid] == 0:
-                    I.pf_n -= 1
-                    self._pd[rid] = T
-                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= self._out[rid]:
+                    I.prefill_legs -= 1
+                    R.prefill_done_s[rid] = T
+                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= R.output_tokens[rid]:
                         self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
-                    I.dl_n -= 1
-                    I.dl_tok -= total
-                    I.w_dtok += 1
-                    if self._ft[rid] != self._ft[rid]:   # NaN: a lost transfer, recomputed here
+                    I.decode_legs_waiting -= 1
+                    I.decode_legs_waiting_tokens -= total
+                    I.w_decode_tokens += 1
+                    if R.first_token_s[rid] != R.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
                         self._client_first(rid, T)
                 gen[rid] += 1
-                if gen[rid] >= self._out[rid]:
-                    nb = self._blk[rid]
+                if gen[rid] >= R.output_tokens[rid]:
+                    nb = R.blocks[rid]
                     I.other_blocks -= nb
-                    self._blk[rid] = 0
+                    R.blocks[rid] = 0
                     if self._pfx:
-                        self._finish_kv(I, rid, comp[rid], T, nb)
+                        self._kv.release_finished(I, rid, comp[rid], T, nb)
                     I.running.remove(rid)
-                    st[rid] = DONE
+                    st[rid] = FINISHED
                     leg[rid] = 1
                     self._finish(rid, T)
                 elif leg[rid] == 0 and self._mode is Mode.DISAGGREGATED:
@@ -985,88 +844,93 @@ class EmulatedCluster(Cluster):
                 else:
                     if leg[rid] == 0:
                         leg[rid] = 1
-                        self._dinst[rid] = iid
+                        R.decode_instance[rid] = iid
                     self._to_decode_here(I, rid, T)
             if pref_done:
-                I.pref = [r for r in I.pref if st[r] == PREF]
+                I.prefilling = [r for r in I.prefilling if st[r] == PREFILLING]
         # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
-            I.vc = None   # the previous iteration changed this instance
+            I.cached_view = None   # the previous iteration changed this instance
             d = self._target(self.router.route_decode(
-                _make_request(rid, self._arr[rid], self._in[rid], self._out[rid]), iid, self), "route_decode")
-            self._dinst[rid] = d
+                R.router_request(rid), iid, self), "route_decode")
+            R.decode_instance[rid] = d
             if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
                 self._client_first(rid, T)
                 self._to_decode_here(I, rid, T)
             else:
                 I.running.remove(rid)
-                self._xblk[rid] = self._blk[rid]   # stays counted in I.other_blocks until it lands
-                self._blk[rid] = 0
-                st[rid] = TQ
+                R.source_blocks[rid] = R.blocks[rid]   # stays counted in I.other_blocks until it lands
+                R.blocks[rid] = 0
+                st[rid] = QUEUED_FOR_KV
                 D = self._insts[d]
-                if D.n_dec == 0 and D.dl_n == 0:
-                    D.dec_wait_since = T
-                D.tq.append(rid)
+                if D.num_decoding == 0 and D.decode_legs_waiting == 0:
+                    D.decode_stall_since = T
+                D.transfer_queue.append(rid)
                 # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
                 # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
                 self._leases.append((T + self._lease_s, rid))
                 if not self._lease_ev:
                     self._lease_ev = True
-                    self._push(T + self._lease_s, EV_LEASE, 0, 0)
-                D.dl_n += 1
-                D.dl_tok += self._in[rid] + self._gen[rid]
-                D.vc = None
-                self._where[rid] = d
+                    self._push(T + self._lease_s, LEASE_CHECK, 0, 0)
+                D.decode_legs_waiting += 1
+                D.decode_legs_waiting_tokens += R.input_tokens[rid] + R.generated[rid]
+                D.cached_view = None
+                R.instance[rid] = d
                 self._kick(D, T)
         self._schedule(I, T)
 
     def _to_decode_here(self, I: InstanceState, rid: int, T: float) -> None:
         """A request whose prompt is computed keeps decoding on this instance (it is running)."""
-        if I.n_dec == 0 and I.dl_n == 0:
-            I.dec_wait_since = T
-        I.other_blocks -= self._blk[rid]
-        self._blk[rid] = 0
-        self._dec_join(I, rid, self._comp[rid])
+        R = self.requests
+        if I.num_decoding == 0 and I.decode_legs_waiting == 0:
+            I.decode_stall_since = T
+        I.other_blocks -= R.blocks[rid]
+        R.blocks[rid] = 0
+        self._dec_join(I, rid, R.computed[rid])
 
     def _client_first(self, rid: int, T: float) -> None:
         """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
         the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
-        self._ft[rid] = T
-        self._w_ft.append((self._pinst[rid], T - self._arr[rid]))
+        R = self.requests
+        R.first_token_s[rid] = T
+        self._window.on_first_token(R.prefill_instance[rid], T - R.arrival_s[rid])
 
     def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
         """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
         recomputes the last prompt token and emits the client's first token itself (the loaded KV
         covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
         vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
-        st, where, ft, iid = self._st, self._where, self._ft, I.id
-        for rid in I.newdec:
-            if st[rid] == DEC and where[rid] == iid and ft[rid] != ft[rid]:
+        R = self.requests
+        st, where, ft, iid = R.state, R.instance, R.first_token_s, I.id
+        for rid in I.awaiting_first_token:
+            if st[rid] == DECODING and where[rid] == iid and ft[rid] != ft[rid]:
                 self._client_first(rid, T)
-        I.newdec = []
+        I.awaiting_first_token = []
 
     def _finish(self, rid: int, T: float) -> None:
         self._progress_s = T
-        self._st[rid] = DONE
-        self._fin[rid] = T
+        R = self.requests
+        R.state[rid] = FINISHED
+        R.finish_s[rid] = T
         self._ended += 1
-        self._w_fin.append(rid)
-        self._records.append(self._record(rid))
+        self._window.on_finish(rid)
+        self._records.append(self.requests.record(rid))
 
     def _start_transfer(self, rid: int, dst: int, t: float) -> None:
         """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
+        R = self.requests
         preset = self.preset
-        land = t + preset.kv_transfer_time(self._in[rid])
+        land = t + preset.kv_transfer_time(R.input_tokens[rid])
         nics = self._nics
         if nics is None:
-            self._push(land, EV_XFER, rid, self._xver[rid])
+            self._push(land, KV_LANDED, rid, self._xver[rid])
             return
-        nbytes = self._in[rid] * preset.kv_bytes_per_token
-        changed = nics.start(rid, self._pinst[rid], dst, nbytes, t, land)
+        nbytes = R.input_tokens[rid] * preset.kv_bytes_per_token
+        changed = nics.start(rid, R.prefill_instance[rid], dst, nbytes, t, land)
         if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
             v = self._xver[rid] + 1
             self._xver[rid] = v
-            self._push(land, EV_XFER, rid, v)
+            self._push(land, KV_LANDED, rid, v)
         else:
             self._reschedule_transfers(changed)
 
@@ -1077,32 +941,33 @@ class EmulatedCluster(Cluster):
         for rid, byte_end, land in changed:
             v = self._xver[rid] + 1
             self._xver[rid] = v
-            self._push(land, EV_XFER, rid, v)
+            self._push(land, KV_LANDED, rid, v)
             if nics.shared(rid):
-                self._push(byte_end, EV_NIC, rid, v)
+                self._push(byte_end, NIC_BYTES_SENT, rid, v)
 
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
-        if self._st[rid] != XFER:   # rejected as stuck while in flight
+        R = self.requests
+        if R.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
         nics = self._nics
         if nics is not None and rid in nics.active:
             nics.remove(rid)
         self._progress_s = T
-        src = self._insts[self._pinst[rid]]
-        nb = self._xblk[rid]
+        src = self._insts[R.prefill_instance[rid]]
+        nb = R.source_blocks[rid]
         src.other_blocks -= nb
-        src.vc = None
-        self._xblk[rid] = 0
+        src.cached_view = None
+        R.source_blocks[rid] = 0
         if self._pfx:
-            self._release_kv(src, rid, nb, T)
-        D = self._insts[self._where[rid]]
-        D.inflight -= 1
-        D.vc = None
-        self._st[rid] = LANDED
-        self._comp[rid] = self._in[rid]
+            self._kv.release(src, rid, nb, T)
+        D = self._insts[R.instance[rid]]
+        D.transfers_in -= 1
+        D.cached_view = None
+        R.state[rid] = LANDED
+        R.computed[rid] = R.input_tokens[rid]
         D.landed.append(rid)
-        if src.waiting or src.tq:
+        if src.waiting or src.transfer_queue:
             self._kick(src, T)
         self._kick(D, T)
 
@@ -1110,127 +975,43 @@ class EmulatedCluster(Cluster):
         """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
         next check at the oldest lease still pending."""
         self._lease_ev = False
-        leases, st = self._leases, self._st
+        leases, st = self._leases, self.requests.state
         while leases and leases[0][0] <= T:
             self._expire_lease(leases.popleft()[1], T)
-        while leases and st[leases[0][1]] != TQ:   # pulled in time
+        while leases and st[leases[0][1]] != QUEUED_FOR_KV:   # pulled in time
             leases.popleft()
         if leases:
             self._lease_ev = True
-            self._push(leases[0][0], EV_LEASE, 0, 0)
+            self._push(leases[0][0], LEASE_CHECK, 0, 0)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the
         source frees its blocks and the decode instance recomputes the prompt itself, as vLLM v1 does
         for a failed remote KV load (``kv_load_failure_policy`` "recompute": the request goes back to
         WAITING with no computed tokens). Its first client token comes from that recompute."""
-        if self._st[rid] != TQ:   # pulled in time (or rejected as stuck)
+        R = self.requests
+        if R.state[rid] != QUEUED_FOR_KV:   # pulled in time (or rejected as stuck)
             return
         self.num_lease_expiries += 1
         self._progress_s = T
-        src = self._insts[self._pinst[rid]]
-        nb = self._xblk[rid]
+        src = self._insts[R.prefill_instance[rid]]
+        nb = R.source_blocks[rid]
         src.other_blocks -= nb
-        src.vc = None
-        self._xblk[rid] = 0
+        src.cached_view = None
+        R.source_blocks[rid] = 0
         if self._pfx:
-            self._release_kv(src, rid, nb, T)
-        D = self._insts[self._where[rid]]
-        D.tq.remove(rid)
-        D.dl_tok -= self._gen[rid]   # the prefill's token is lost with the KV: recompute the prompt
-        self._gen[rid] = 0
-        self._comp[rid] = 0
-        self._st[rid] = WAIT
+            self._kv.release(src, rid, nb, T)
+        D = self._insts[R.instance[rid]]
+        D.transfer_queue.remove(rid)
+        D.decode_legs_waiting_tokens -= R.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        R.generated[rid] = 0
+        R.computed[rid] = 0
+        R.state[rid] = WAITING
         D.waiting.append(rid)
-        D.vc = None
-        if src.waiting or src.tq:
+        D.cached_view = None
+        if src.waiting or src.transfer_queue:
             self._kick(src, T)
         self._kick(D, T)
-
-    # ------------------------------------------------------------------ internals: prefix caching
-    def _block_keys(self, rid: int) -> list[int]:
-        """The request's cacheable KV blocks (of ``block_size`` tokens), as keys: block k (tokens up
-        to e = bs·(k+1)) is identified by the chained workload id of the workload block j holding
-        token e − 1 and by e's offset in it, so two requests share it only when their first e
-        tokens are the same. Blocks past the request's ids or its input + output have no key."""
-        keys = self._keys.get(rid)
-        if keys is None:
-            ids = self.workload.prefix_ids(rid).tolist()
-            B = self.workload.prefix_block_tokens
-            bs = self._bs
-            limit = min(len(ids) * B, self._in[rid] + self._out[rid])
-            keys = []
-            for k in range(limit // bs):
-                e = bs * (k + 1)
-                j = (e - 1) // B
-                keys.append(ids[j] * (B + 1) + (e - j * B))
-            self._keys[rid] = keys
-        return keys
-
-    def _used_now(self, I: InstanceState, t: float) -> int:
-        """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
-        k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
-        return I.other_blocks + I.dec_blocks(I.dec_it + k)
-
-    def _admit_with_prefix(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
-        """Admit the waiting request at the head of ``I.waiting`` (no token computed yet) if its first
-        chunk fits, after looking up its prefix in ``I``'s cache (vLLM ``get_computed_blocks``: at
-        most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
-        but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
-        bs = I.bs
-        total = self._in[rid] + self._gen[rid]
-        keys = self._block_keys(rid)
-        h, touched = I.pcache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
-        hit = h * bs
-        c = min(total - hit, budget)
-        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
-        if add + touched > free:
-            return False
-        pc = I.pcache
-        shared = pc.acquire(keys[:h]) if h else 0
-        self._blk[rid] = h + add
-        I.other_blocks += h + add - shared
-        self._comp[rid] = hit
-        if keys:
-            self._held[rid] = keys[:h]
-            self._hinst[rid] = I.id
-            self._reg[rid] = h
-        if hit and self._leg[rid] == 0:
-            I.pf_tok -= hit
-            I.pf_sq += (total - hit) ** 2 - total * total
-        if rid not in self._cached:
-            self._cached[rid] = hit
-        I.w_qtok += total
-        I.w_htok += hit
-        self.prefix_query_tokens += total
-        self.prefix_hit_tokens += hit
-        return True
-
-    def _register(self, I: InstanceState, rid: int, upto: int, t: float) -> None:
-        """The request's first ``upto`` blocks are computed on ``I``: cache its keyed ones."""
-        done = self._reg[rid]
-        keys = self._block_keys(rid)
-        upto = min(upto, len(keys))
-        if upto <= done:
-            return
-        self._held[rid].extend(I.pcache.register(keys[done:upto], self._used_now(I, t)))
-        self._reg[rid] = upto
-
-    def _release_kv(self, I: InstanceState, rid: int, nblocks: int, t: float) -> None:
-        """The request's ``nblocks`` blocks left ``I`` (already taken off its KV count): cached
-        blocks others still hold stay in use, the rest join the free queue (still cached)."""
-        held = self._held.pop(rid, None) if self._hinst.get(rid) == I.id else None
-        if held is not None:
-            del self._hinst[rid]
-            del self._reg[rid]
-        I.other_blocks += I.pcache.release(held or [], nblocks, self._used_now(I, t), I.cap_blocks)
-
-    def _finish_kv(self, I: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
-        """A request finished on ``I`` with ``kv_tokens`` of KV (already off the KV count): cache
-        its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
-        if self._hinst.get(rid) == I.id:
-            self._register(I, rid, kv_tokens // I.bs, t)
-        self._release_kv(I, rid, -(-kv_tokens // I.bs) if nblocks is None else nblocks, t)
 
     # ------------------------------------------------------------------ audit (tests, debugging)
     def audit(self) -> None:
@@ -1244,68 +1025,57 @@ class EmulatedCluster(Cluster):
         pf = [[0, 0, 0] for _ in range(n_inst)]
         dl = [[0, 0] for _ in range(n_inst)]
         running = [set() for _ in range(n_inst)]
-        for rid in range(self._N):
-            s = self._st[rid]
-            w = self._where[rid]
-            if s in (NEW, DONE, REJ):
+        for rid in range(self.requests.num):
+            s = self.requests.state[rid]
+            w = self.requests.instance[rid]
+            if s in (NEW, FINISHED, REJECTED):
                 continue
             I = self._insts[w]
-            total = self._in[rid] + self._gen[rid]
-            if s == DEC:
-                c = self._o[rid] + I.dec_it
+            total = self.requests.input_tokens[rid] + self.requests.generated[rid]
+            if s == DECODING:
+                c = self.requests.decode_offset[rid] + I.decode_iterations
                 dec_blocks[w] += -(-c // bs)
                 running[w].add(rid)
                 # in − 1: a pulled KV before the decode instance's first step recomputes the last token
-                assert self._in[rid] - 1 <= c < self._in[rid] + self._out[rid] - 1, f"request {rid}: KV {c} out of range"
+                assert self.requests.input_tokens[rid] - 1 <= c < self.requests.input_tokens[rid] + self.requests.output_tokens[rid] - 1, f"request {rid}: KV {c} out of range"
                 continue
-            if s in (WAIT, PREF):
-                blocks[w] += self._blk[rid]
-                if s == PREF:
+            if s in (WAITING, PREFILLING):
+                blocks[w] += self.requests.blocks[rid]
+                if s == PREFILLING:
                     running[w].add(rid)
-                if self._leg[rid] == 0:
-                    rem = total - self._comp[rid]
+                if self.requests.leg[rid] == 0:
+                    rem = total - self.requests.computed[rid]
                     pf[w][0] += 1
                     pf[w][1] += rem
                     pf[w][2] += rem * rem
                 else:
                     dl[w][0] += 1
                     dl[w][1] += total
-            elif s in (TQ, XFER, LANDED):
-                blocks[w] += self._blk[rid]
+            elif s in (QUEUED_FOR_KV, TRANSFERRING, LANDED):
+                blocks[w] += self.requests.blocks[rid]
                 dl[w][0] += 1
                 dl[w][1] += total
-                if s in (TQ, XFER):
-                    blocks[self._pinst[rid]] += self._xblk[rid]
+                if s in (QUEUED_FOR_KV, TRANSFERRING):
+                    blocks[self.requests.prefill_instance[rid]] += self.requests.source_blocks[rid]
         dup = [0] * n_inst
         if self._pfx:
-            refs: list[dict[int, int]] = [{} for _ in range(n_inst)]
-            for rid, keys in self._held.items():
-                assert self._st[rid] not in (NEW, DONE, REJ), f"request {rid}: ended but holds cached blocks"
-                r = refs[self._hinst[rid]]
-                for k in keys:
-                    r[k] = r.get(k, 0) + 1
-            for I in self._insts:
-                i = I.id
-                held = {k: e[0] for k, e in I.pcache.entries.items() if e[0]}
-                assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
-                dup[i] = sum(v - 1 for v in held.values())
-                assert I.pcache.dup == dup[i], f"instance {i}: shared-block count {I.pcache.dup} != {dup[i]}"
+            dup = self._kv.check(self._insts)
         if self._nics is not None:
             self._nics.check()
             for rid in self._nics.active:
-                assert self._st[rid] == XFER, f"request {rid}: sending KV but not in transfer"
+                assert self.requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
         for I in self._insts:
             i = I.id
-            assert I.dec_blocks(I.dec_it) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
+            assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
             assert I.other_blocks == blocks[i] - dup[i], \
                 f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
-            assert [I.pf_n, I.pf_tok, I.pf_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
-            assert [I.dl_n, I.dl_tok] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
+            assert [I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
+            assert [I.decode_legs_waiting, I.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
             assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"
             assert len(I.running) <= self._S, f"instance {i}: more than max_num_seqs running"
-            peak = I.dec_it + (I.p_K if I.plan == RUN else (1 if I.plan == SINGLE else 0))
-            assert I.other_blocks + I.dec_blocks(peak) <= I.cap_blocks, f"instance {i}: KV over capacity"
+            peak = I.decode_iterations + (I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0))
+            assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
             t = self._now
-            k = self._completed_by(I, t) if I.plan == RUN and t > I.p_start else 0
-            assert self._view(I, t) == self._fresh_view(I, I.dec_it + k, t >= I.blocked_until), \
+            k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+            assert view_at(I, t) == fresh_view(I, I.decode_iterations + k, t >= I.blocked_until), \
                 f"instance {i}: cached view is stale"

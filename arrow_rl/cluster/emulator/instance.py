@@ -2,9 +2,9 @@
 
 The running decode sequences of an instance form a *lazy decode set*: every one of them gains one
 token per iteration (Arrow §5.4: decode requests are always in the running batch), so instead of
-updating each sequence we count the instance's decode iterations (``dec_it``) and store, per
-sequence, the offset ``o = KV tokens − dec_it`` at which it joined. Its KV length at any later time
-is ``o + dec_it``. Sums over the set (context, KV blocks) and the next finish (a heap keyed on the
+updating each sequence we count the instance's decode iterations (``decode_iterations``) and store, per
+sequence, the offset ``o = KV tokens − decode_iterations`` at which it joined. Its KV length at any later time
+is ``o + decode_iterations``. Sums over the set (context, KV blocks) and the next finish (a heap keyed on the
 iteration at which each sequence emits its last token) are then O(1)/O(log n), which is what lets
 the cluster jump over whole runs of decode iterations in closed form.
 """
@@ -17,132 +17,132 @@ from arrow_rl.cluster.base import Role
 
 # plan kinds
 IDLE = 0
-SINGLE = 1   # one iteration with an arbitrary batch (prefill chunks, possibly decodes)
-RUN = 2      # K identical decode-only iterations, summed in closed form
+ONE_ITERATION = 1   # one iteration with an arbitrary batch (prefill chunks, possibly decodes)
+DECODE_RUN = 2      # K identical decode-only iterations, summed in closed form
 
 
 class InstanceState:
     """Queues, lazy decode set, KV accounting, the current plan and window accumulators."""
 
     __slots__ = (
-        "id", "role", "bs", "cap_blocks", "blocked_until", "wake_at",
-        "running", "pref", "waiting", "tq", "landed", "inflight",
-        "dec_it", "n_dec", "dec_O", "dec_A", "dec_cnt", "dec_heap", "db_it", "db_val",
+        "id", "role", "block_size", "capacity_blocks", "blocked_until", "wake_at",
+        "running", "prefilling", "waiting", "transfer_queue", "landed", "transfers_in",
+        "decode_iterations", "num_decoding", "decode_offset_sum", "decode_offset_blocks_sum", "decode_offset_residues", "finish_heap", "decode_blocks_memo_at", "decode_blocks_memo",
         "other_blocks",
-        "pf_n", "pf_tok", "pf_sq", "dl_n", "dl_tok",
-        "plan", "p_start", "p_end", "p_K", "p_kacc", "p_n", "p_alpha", "p_beta", "p_C0", "p_chunks",
-        "p_ptok", "p_ver", "dec_wait_since", "vc", "cb_ver", "cb_k", "cb_lo", "cb_hi",
-        "newdec", "pcache", "w_qtok", "w_htok", "w_iters", "w_dtime", "w_dtok", "w_ptok", "w_busy",
+        "prefill_legs", "prefill_tokens_left", "prefill_tokens_left_sq", "decode_legs_waiting", "decode_legs_waiting_tokens",
+        "plan", "plan_start", "plan_end", "plan_iterations", "plan_iterations_counted", "plan_decodes", "run_step_base_s", "run_step_per_token_s", "run_start_context", "plan_chunks",
+        "plan_prefill_tokens", "plan_version", "decode_stall_since", "cached_view", "done_memo_version", "done_memo_iterations", "done_memo_from", "done_memo_until",
+        "awaiting_first_token", "prefix_cache", "w_prefix_query_tokens", "w_prefix_hit_tokens", "w_decode_iterations", "w_decode_time_s", "w_decode_tokens", "w_prefill_tokens", "w_busy_s",
     )
 
     def __init__(self, iid: int, role: Role, cap_blocks: int, block_size: int) -> None:
         self.id = iid
         self.role = role
-        self.bs = block_size
-        self.cap_blocks = cap_blocks
+        self.block_size = block_size
+        self.capacity_blocks = cap_blocks
         self.blocked_until = float("-inf")   # flip delay: no admissions before this time
         self.wake_at = float("-inf")         # time of the pending wake-up event, if any
         self.running: list[int] = []         # request ids in admission order (preemption pops the newest)
-        self.pref: list[int] = []            # running requests still computing their prompt, in order
+        self.prefilling: list[int] = []            # running requests still computing their prompt, in order
         self.waiting: deque[int] = deque()   # FCFS; preempted requests go back to the front (vLLM v1)
-        self.tq: deque[int] = deque()        # decode legs waiting for KV room to start their transfer
+        self.transfer_queue: deque[int] = deque()        # decode legs waiting for KV room to start their transfer
         self.landed: deque[int] = deque()    # transferred KV arrived; joins the running batch next
-        self.newdec: list[int] = []          # joined the decode set from a transfer; their first decode
+        self.awaiting_first_token: list[int] = []          # joined the decode set from a transfer; their first decode
                                              # step emits the client's first token
-        self.inflight = 0                    # transfers in flight towards this instance
+        self.transfers_in = 0                    # transfers in flight towards this instance
         # lazy decode set
-        self.dec_it = 0                      # decode iterations run so far
-        self.n_dec = 0
-        self.dec_O = 0                       # Σ o
-        self.dec_A = 0                       # Σ floor(o / bs)
-        self.dec_cnt = [0] * block_size      # histogram of o mod bs
-        self.dec_heap: list[tuple[int, int]] = []   # (iteration of last token, request id)
-        self.db_it = -1                      # last ``dec_blocks`` argument (-1: none; reset when the set changes)
-        self.db_val = 0                      # ... and its answer
+        self.decode_iterations = 0                      # decode iterations run so far
+        self.num_decoding = 0
+        self.decode_offset_sum = 0                       # Σ o
+        self.decode_offset_blocks_sum = 0                       # Σ floor(o / bs)
+        self.decode_offset_residues = [0] * block_size      # histogram of o mod bs
+        self.finish_heap: list[tuple[int, int]] = []   # (iteration of last token, request id)
+        self.decode_blocks_memo_at = -1                      # last ``decode_set_blocks`` argument (-1: none; reset when the set changes)
+        self.decode_blocks_memo = 0                      # ... and its answer
         self.other_blocks = 0                # KV blocks held by anything outside the decode set,
                                              # less the duplicates of shared prefix blocks
-        self.pcache = None                   # PrefixCache when the workload carries prefixes
+        self.prefix_cache = None                   # PrefixCache when the workload carries prefixes
         # resident work summaries (InstanceView, Arrow §5.3 cost terms)
-        self.pf_n = 0                        # prefill legs resident (waiting or partially computed)
-        self.pf_tok = 0                      # Σ prompt tokens still to compute over them
-        self.pf_sq = 0                       # Σ (tokens still to compute)²
-        self.dl_n = 0                        # decode legs resident but outside the decode set
-        self.dl_tok = 0                      # Σ L(r) = input + generated over them
+        self.prefill_legs = 0                        # prefill legs resident (waiting or partially computed)
+        self.prefill_tokens_left = 0                      # Σ prompt tokens still to compute over them
+        self.prefill_tokens_left_sq = 0                       # Σ (tokens still to compute)²
+        self.decode_legs_waiting = 0                        # decode legs resident but outside the decode set
+        self.decode_legs_waiting_tokens = 0                      # Σ L(r) = input + generated over them
         # current plan
         self.plan = IDLE
-        self.p_start = 0.0
-        self.p_end = 0.0
-        self.p_K = 0
-        self.p_kacc = 0                      # iterations of the plan already counted in a window
-        self.p_n = 0
-        self.p_alpha = 0.0
-        self.p_beta = 0.0
-        self.p_C0 = 0
-        self.p_chunks: list[tuple[int, int]] = []
-        self.p_ptok = 0
-        self.p_ver = 0
-        self.dec_wait_since = 0.0
-        self.vc = None   # cached (iterations into the run, InstanceView); None after any change
-        # cached ``_completed_by`` answer for plan ``cb_ver``: ``cb_k`` iterations done for any
-        # dt = t − p_start in [cb_lo, cb_hi) (the run's S(k) ≤ dt < S(k+1), exactly as computed)
-        self.cb_ver = -1
-        self.cb_k = 0
-        self.cb_lo = 0.0
-        self.cb_hi = 0.0
+        self.plan_start = 0.0
+        self.plan_end = 0.0
+        self.plan_iterations = 0
+        self.plan_iterations_counted = 0                      # iterations of the plan already counted in a window
+        self.plan_decodes = 0
+        self.run_step_base_s = 0.0
+        self.run_step_per_token_s = 0.0
+        self.run_start_context = 0
+        self.plan_chunks: list[tuple[int, int]] = []
+        self.plan_prefill_tokens = 0
+        self.plan_version = 0
+        self.decode_stall_since = 0.0
+        self.cached_view = None   # cached (iterations into the run, InstanceView); None after any change
+        # memo of ``iterations_done_by`` for plan ``done_memo_version``: ``done_memo_iterations`` done for any
+        # dt = t − plan_start in [done_memo_from, done_memo_until) (the run's S(k) ≤ dt < S(k+1), exactly as computed)
+        self.done_memo_version = -1
+        self.done_memo_iterations = 0
+        self.done_memo_from = 0.0
+        self.done_memo_until = 0.0
         self.reset_window()
 
     def reset_window(self) -> None:
-        self.w_qtok = 0                      # prompt tokens looked up in the prefix cache
-        self.w_htok = 0                      # ... found there
-        self.w_iters = 0
-        self.w_dtime = 0.0
-        self.w_dtok = 0
-        self.w_ptok = 0
-        self.w_busy = 0.0
+        self.w_prefix_query_tokens = 0                      # prompt tokens looked up in the prefix cache
+        self.w_prefix_hit_tokens = 0                      # ... found there
+        self.w_decode_iterations = 0
+        self.w_decode_time_s = 0.0
+        self.w_decode_tokens = 0
+        self.w_prefill_tokens = 0
+        self.w_busy_s = 0.0
 
     def copy(self) -> "InstanceState":
         new = InstanceState.__new__(InstanceState)
         for name in InstanceState.__slots__:
             setattr(new, name, getattr(self, name))
         new.running = list(self.running)
-        new.pref = list(self.pref)
+        new.prefilling = list(self.prefilling)
         new.waiting = deque(self.waiting)
-        new.tq = deque(self.tq)
+        new.transfer_queue = deque(self.transfer_queue)
         new.landed = deque(self.landed)
-        new.newdec = list(self.newdec)
-        if self.pcache is not None:
-            new.pcache = self.pcache.copy()
-        new.dec_cnt = list(self.dec_cnt)
-        new.dec_heap = list(self.dec_heap)
-        new.p_chunks = list(self.p_chunks)
+        new.awaiting_first_token = list(self.awaiting_first_token)
+        if self.prefix_cache is not None:
+            new.prefix_cache = self.prefix_cache.copy()
+        new.decode_offset_residues = list(self.decode_offset_residues)
+        new.finish_heap = list(self.finish_heap)
+        new.plan_chunks = list(self.plan_chunks)
         return new
 
     # -- lazy decode set -----------------------------------------------------------------------
-    def dec_blocks(self, it: int) -> int:
+    def decode_set_blocks(self, it: int) -> int:
         """Σ ceil((o + it) / bs) over the decode set: its KV blocks after ``it`` iterations.
 
         With o = bs·a + ρ and it = bs·b + s, ceil((o+it)/bs) = a + b + [ρ+s ≥ 1] + [ρ+s ≥ bs+1].
         """
-        n = self.n_dec
+        n = self.num_decoding
         if n == 0:
             return 0
-        if it == self.db_it:
-            return self.db_val
-        bs = self.bs
+        if it == self.decode_blocks_memo_at:
+            return self.decode_blocks_memo
+        bs = self.block_size
         b, s = divmod(it, bs)
-        total = self.dec_A + n * b + n
+        total = self.decode_offset_blocks_sum + n * b + n
         if s == 0:
-            total -= self.dec_cnt[0]
+            total -= self.decode_offset_residues[0]
         elif s >= 2:
-            total += sum(self.dec_cnt[bs + 1 - s:])
-        self.db_it = it
-        self.db_val = total
+            total += sum(self.decode_offset_residues[bs + 1 - s:])
+        self.decode_blocks_memo_at = it
+        self.decode_blocks_memo = total
         return total
 
     def kv_blocks(self, it: int) -> int:
-        return self.other_blocks + self.dec_blocks(it)
+        return self.other_blocks + self.decode_set_blocks(it)
 
-    def dec_context(self, it: int) -> int:
+    def decode_set_context(self, it: int) -> int:
         """Σ (KV tokens + 1) over the decode set at iteration ``it``: the context each sequence
         attends over in its next iteration, and Arrow's L(r) = input + generated."""
-        return self.dec_O + self.n_dec * (it + 1)
+        return self.decode_offset_sum + self.num_decoding * (it + 1)

@@ -1,4 +1,4 @@
-"""Turn the emulator's window accumulators into a ``MetricsWindow`` (the controller's observation).
+"""The metrics window (the controller's observation): accumulated through hooks, closed into a ``MetricsWindow``.
 
 Choices where ARROW.md leaves room (documented in docs/emulator.md):
 - Pools are the instances holding each role at the window's end; in colocated mode both pools are
@@ -20,13 +20,10 @@ Choices where ARROW.md leaves room (documented in docs/emulator.md):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from arrow_rl.cluster.base import InstanceWindowStats, MetricsWindow, Mode, PoolStats, Role
-from arrow_rl.cluster.emulator.instance import RUN, SINGLE
-
-if TYPE_CHECKING:
-    from arrow_rl.cluster.emulator.cluster import EmulatedCluster
+from arrow_rl.cluster.base import SLO, InstanceView, InstanceWindowStats, MetricsWindow, Mode, PoolStats, Role
+from arrow_rl.cluster.emulator.instance import InstanceState
+from arrow_rl.cluster.emulator.requests import PREFILL_LEG, RequestTable
+from arrow_rl.perf.profile import InstanceProfile
 
 
 def _p90(values: list[float]) -> float:
@@ -47,130 +44,152 @@ def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
-def close_window(c: "EmulatedCluster", t1: float) -> MetricsWindow:
-    """Account the running plans up to ``t1``, build the window [w_start, t1), reset accumulators."""
-    t0 = c._w_start
-    dur = t1 - t0
-    slo = c._slo
-    prof = c._profile
-    insts = c._insts
-    # iterations of runs in progress that ended by t1 belong to this window
-    for I in insts:
-        if I.plan == RUN and I.p_start < t1:
-            k = c._completed_by(I, t1)
-            if k > I.p_kacc:
-                I.w_iters += k - I.p_kacc
-                I.w_dtime += c._run_time(I, k) - c._run_time(I, I.p_kacc)
-                I.w_dtok += I.p_n * (k - I.p_kacc)
-                I.dec_wait_since = I.p_start + c._run_time(I, k)
-                if I.newdec and I.p_kacc == 0:   # their first client token is out
-                    c._emit_new_decodes(I, I.p_start + c._run_time(I, 1))
-                I.p_kacc = k
-            I.w_busy += t1 - max(I.p_start, t0)
-        elif I.plan == SINGLE and I.p_start < t1:
-            I.w_busy += t1 - max(I.p_start, t0)
+class WindowAccumulator:
+    """Cluster-wide facts of the current window, fed by the engine through its ``on_*`` hooks.
 
-    views = [c._view(I, t1) for I in insts]
-    # per-request window facts
-    ttft_by_inst: dict[int, list[float]] = {}
-    for iid, ttft in c._w_ft:
-        ttft_by_inst.setdefault(iid, []).append(ttft)
-    tpot_by_inst: dict[int, list[float]] = {}
-    finished = len(c._w_fin)
-    within = ttft_viol = tpot_viol = 0
-    out_tokens = []
-    for rid in c._w_fin:
-        ttft = c._ft[rid] - c._arr[rid]
-        n_out = c._out[rid]
-        out_tokens.append(n_out)
-        iid = c._dinst[rid] if c._dinst[rid] >= 0 else c._pinst[rid]
-        t_ok = ttft <= slo.ttft_s
-        p_ok = True
-        if n_out > 1:
-            tpot = (c._fin[rid] - c._ft[rid]) / (n_out - 1)
-            tpot_by_inst.setdefault(iid, []).append(tpot)
-            p_ok = tpot <= slo.tpot_s
-        ttft_viol += not t_ok
-        tpot_viol += not p_ok
-        within += t_ok and p_ok
+    Per-instance accumulators (iterations, decode time, tokens, busy time, prefix-cache lookups) are
+    the ``w_*`` fields of ``InstanceState``, which the engine updates where it commits iterations."""
 
-    inst_stats = []
-    pending_misses = 0
-    now_ttft = slo.ttft_s
-    for I, v in zip(insts, views):
-        itl = I.w_dtime / I.w_iters if I.w_iters else 0.0
-        if I.w_iters:
-            dload = itl / slo.tpot_s
-        elif v.num_decode:
-            dload = (t1 - max(t0, I.dec_wait_since)) / slo.tpot_s
+    def __init__(self) -> None:
+        self.start_s = 0.0
+        self.reset(0.0)
+
+    def reset(self, start_s: float) -> None:
+        self.start_s = start_s
+        self.arrivals = 0
+        self.arrival_input_tokens: list[int] = []
+        self.first_tokens: list[tuple[int, float]] = []            # (prefill instance, TTFT)
+        self.finished: list[int] = []                              # request ids
+        self.rejected = 0
+
+    def copy(self) -> "WindowAccumulator":
+        new = WindowAccumulator.__new__(WindowAccumulator)
+        new.__dict__.update(self.__dict__)
+        new.arrival_input_tokens = list(self.arrival_input_tokens)
+        new.first_tokens = list(self.first_tokens)
+        new.finished = list(self.finished)
+        return new
+
+    def on_arrival(self, input_tokens: int) -> None:
+        self.arrivals += 1
+        self.arrival_input_tokens.append(input_tokens)
+
+    def on_first_token(self, prefill_instance: int, ttft_s: float) -> None:
+        """The client saw a first token; windows attribute it to the instance that computed the prompt."""
+        self.first_tokens.append((prefill_instance, ttft_s))
+
+    def on_finish(self, rid: int) -> None:
+        """A request finished (``close`` reads its times from the request table)."""
+        self.finished.append(rid)
+
+    def on_reject(self) -> None:
+        self.rejected += 1
+
+    def close(self, t1: float, insts: list[InstanceState], views: list[InstanceView], slo: SLO,
+              profile: InstanceProfile, mode: Mode, requests: RequestTable) -> MetricsWindow:
+        """Build the window [start_s, t1) and start the next one. ``views`` are the instances at
+        ``t1``; ``requests`` gives the finished requests' times and the queued prompts' work."""
+        t0 = self.start_s
+        dur = t1 - t0
+        prof = profile
+        # per-request window facts
+        ttft_by_inst: dict[int, list[float]] = {}
+        for iid, ttft in self.first_tokens:
+            ttft_by_inst.setdefault(iid, []).append(ttft)
+        tpot_by_inst: dict[int, list[float]] = {}
+        finished = len(self.finished)
+        within = ttft_viol = tpot_viol = 0
+        out_tokens = []
+        first_token_s, finish_s = requests.first_token_s, requests.finish_s
+        finished_on = []
+        for rid in self.finished:
+            ttft = first_token_s[rid] - requests.arrival_s[rid]
+            n_out = requests.output_tokens[rid]
+            out_tokens.append(n_out)
+            d = requests.decode_instance[rid]
+            iid = d if d >= 0 else requests.prefill_instance[rid]
+            finished_on.append(iid)
+            t_ok = ttft <= slo.ttft_s
+            p_ok = True
+            if n_out > 1:
+                tpot = (finish_s[rid] - first_token_s[rid]) / (n_out - 1)
+                tpot_by_inst.setdefault(iid, []).append(tpot)
+                p_ok = tpot <= slo.tpot_s
+            ttft_viol += not t_ok
+            tpot_viol += not p_ok
+            within += t_ok and p_ok
+
+        inst_stats = []
+        pending_misses = 0
+        now_ttft = slo.ttft_s
+        for I, v in zip(insts, views):
+            itl = I.w_decode_time_s / I.w_decode_iterations if I.w_decode_iterations else 0.0
+            if I.w_decode_iterations:
+                dload = itl / slo.tpot_s
+            elif v.num_decode:
+                dload = (t1 - max(t0, I.decode_stall_since)) / slo.tpot_s
+            else:
+                dload = 0.0
+            pload = prof.prefill_time_sum(I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq) / slo.ttft_s
+            fts = ttft_by_inst.get(I.id, [])
+            inst_stats.append(InstanceWindowStats(
+                instance_id=I.id, role=I.role, ttft_mean=_mean(fts), itl_mean=itl,
+                prefill_tokens_computed=I.w_prefill_tokens, decode_tokens_generated=I.w_decode_tokens,
+                busy_fraction=min(1.0, I.w_busy_s / dur) if dur > 0 else 0.0,
+                waiting=len(I.waiting) + len(I.transfer_queue) + len(I.landed), running=len(I.running),
+                kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload,
+                prefix_cache_hit_rate=I.w_prefix_hit_tokens / I.w_prefix_query_tokens if I.w_prefix_query_tokens else 0.0))
+            # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
+            if I.prefill_legs:
+                cum = 0.0
+                for rid in list(I.prefilling) + list(I.waiting):
+                    rem = requests.input_tokens[rid] + requests.generated[rid] - requests.computed[rid]
+                    cum += prof.prefill_time(rem)
+                    if requests.leg[rid] == PREFILL_LEG and (t1 - requests.arrival_s[rid]) + cum > now_ttft:
+                        pending_misses += 1
+
+        def pool(role: Role | None) -> PoolStats:
+            members = [s for s in inst_stats if role is None or s.role is role]
+            ids = {s.instance_id for s in members}
+            fts = [x for i in ids for x in ttft_by_inst.get(i, [])]
+            tps = [x for i in ids for x in tpot_by_inst.get(i, [])]
+            iters = sum(insts[i].w_decode_iterations for i in ids)
+            dtime = sum(insts[i].w_decode_time_s for i in ids)
+            if role is Role.DECODE:
+                load = _mean([s.decode_load for s in members])
+            elif role is Role.PREFILL:
+                load = _mean([s.prefill_load for s in members])
+            else:
+                load = 0.0
+            return PoolStats(
+                num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
+                itl_mean=dtime / iters if iters else 0.0, tpot_mean=_mean(tps), tpot_p90=_p90(tps),
+                first_tokens=len(fts), finished=sum(1 for i in finished_on if i in ids),
+                waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
+                queued_prefill_tokens=sum(views[i].prefill_tokens for i in ids),
+                kv_usage_mean=_mean([s.kv_usage for s in members]), load=load)
+
+        if mode is Mode.COLOCATED:
+            # roles are ignored: both pools are the whole cluster, each with its own §5.5 load
+            p_all = pool(None)
+            prefill = PoolStats(**{**p_all.__dict__, "load": _mean([s.prefill_load for s in inst_stats])})
+            decode = PoolStats(**{**p_all.__dict__, "load": _mean([s.decode_load for s in inst_stats])})
         else:
-            dload = 0.0
-        pload = prof.prefill_time_sum(I.pf_n, I.pf_tok, I.pf_sq) / slo.ttft_s
-        fts = ttft_by_inst.get(I.id, [])
-        inst_stats.append(InstanceWindowStats(
-            instance_id=I.id, role=I.role, ttft_mean=_mean(fts), itl_mean=itl,
-            prefill_tokens_computed=I.w_ptok, decode_tokens_generated=I.w_dtok,
-            busy_fraction=min(1.0, I.w_busy / dur) if dur > 0 else 0.0,
-            waiting=len(I.waiting) + len(I.tq) + len(I.landed), running=len(I.running),
-            kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload,
-            prefix_cache_hit_rate=I.w_htok / I.w_qtok if I.w_qtok else 0.0))
-        # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
-        if I.pf_n:
-            cum = 0.0
-            for rid in list(I.pref) + list(I.waiting):
-                rem = c._in[rid] + c._gen[rid] - c._comp[rid]
-                cum += prof.prefill_time(rem)
-                if c._leg[rid] == 0 and (t1 - c._arr[rid]) + cum > now_ttft:
-                    pending_misses += 1
+            prefill = pool(Role.PREFILL)
+            decode = pool(Role.DECODE)
 
-    def pool(role: Role | None) -> PoolStats:
-        members = [s for s in inst_stats if role is None or s.role is role]
-        ids = {s.instance_id for s in members}
-        fts = [x for i in ids for x in ttft_by_inst.get(i, [])]
-        tps = [x for i in ids for x in tpot_by_inst.get(i, [])]
-        iters = sum(insts[i].w_iters for i in ids)
-        dtime = sum(insts[i].w_dtime for i in ids)
-        if role is Role.DECODE:
-            load = _mean([s.decode_load for s in members])
-        elif role is Role.PREFILL:
-            load = _mean([s.prefill_load for s in members])
-        else:
-            load = 0.0
-        return PoolStats(
-            num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
-            itl_mean=dtime / iters if iters else 0.0, tpot_mean=_mean(tps), tpot_p90=_p90(tps),
-            first_tokens=len(fts), finished=sum(1 for rid in c._w_fin
-                                                 if (c._dinst[rid] if c._dinst[rid] >= 0 else c._pinst[rid]) in ids),
-            waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
-            queued_prefill_tokens=sum(views[i].prefill_tokens for i in ids),
-            kv_usage_mean=_mean([s.kv_usage for s in members]), load=load)
-
-    if c._mode is Mode.COLOCATED:
-        # roles are ignored: both pools are the whole cluster, each with its own §5.5 load
-        p_all = pool(None)
-        prefill = PoolStats(**{**p_all.__dict__, "load": _mean([s.prefill_load for s in inst_stats])})
-        decode = PoolStats(**{**p_all.__dict__, "load": _mean([s.decode_load for s in inst_stats])})
-    else:
-        prefill = pool(Role.PREFILL)
-        decode = pool(Role.DECODE)
-
-    w_in = c._w_in
-    window = MetricsWindow(
-        start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
-        arrivals=c._w_arrivals,
-        arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
-        arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
-        ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=c._w_rej,
-        pending_predicted_ttft_misses=pending_misses,
-        prefix_cache_query_tokens=sum(I.w_qtok for I in insts),
-        prefix_cache_hit_tokens=sum(I.w_htok for I in insts))
-    # reset the accumulators for the next window
-    c._w_start = t1
-    c._w_arrivals = 0
-    c._w_in = []
-    c._w_ft = []
-    c._w_fin = []
-    c._w_rej = 0
-    for I in insts:
-        I.reset_window()
-    return window
+        w_in = self.arrival_input_tokens
+        window = MetricsWindow(
+            start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
+            arrivals=self.arrivals,
+            arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
+            arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
+            ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=self.rejected,
+            pending_predicted_ttft_misses=pending_misses,
+            prefix_cache_query_tokens=sum(I.w_prefix_query_tokens for I in insts),
+            prefix_cache_hit_tokens=sum(I.w_prefix_hit_tokens for I in insts))
+        # reset the accumulators for the next window
+        self.reset(t1)
+        for I in insts:
+            I.reset_window()
+        return window

@@ -1,0 +1,129 @@
+"""The request table: every request's state and counters, one plain list per field.
+
+A request is a row, not an object: the emulator replays tens of thousands of requests per second of
+wall time, and a list per field indexed by request id is both the fastest layout in CPython and
+the cheapest to copy for ``EmulatedCluster.clone()`` (a list copy per field, no per-request
+objects). The fields are named here once; the engine, scheduler and KV-cache manager read and
+write them by request id.
+
+Life cycle (``RequestState``; docs/emulator.md "Code map" draws it)::
+
+    NEW ─arrival→ WAITING ─admitted→ PREFILLING ─prompt done→ DECODING ─last token→ FINISHED
+                     ↑  preempted (recompute) ─┘                 │
+                     └──────────── preempted ────────────────────┘
+    disaggregated, decode leg routed to another instance:
+    PREFILLING ─prompt done→ QUEUED_FOR_KV ─KV room on the decode instance→ TRANSFERRING
+        ─KV landed→ LANDED ─joins the running batch→ DECODING
+    QUEUED_FOR_KV ─KV lease expired→ WAITING (the decode instance recomputes the prompt)
+    any resident state ─client timeout / cannot fit / cluster wedged→ REJECTED
+"""
+
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+
+from arrow_rl.cluster.base import RequestRecord
+from arrow_rl.workload.workload import Request, Workload
+
+
+class RequestState(IntEnum):
+    """Where a request is in its life cycle (an ``int`` so that the hot loops compare plain ints)."""
+
+    NEW = 0             # not arrived yet
+    WAITING = 1         # queued on ``instance`` for admission (FCFS; preempted requests at the front)
+    PREFILLING = 2      # running on ``instance``, its prompt (or recompute) partly computed
+    DECODING = 3        # running on ``instance`` in the lazy decode set (one token per iteration)
+    QUEUED_FOR_KV = 4   # prompt done; queued on the decode instance until it has KV room to pull
+    TRANSFERRING = 5    # its KV is being pulled from ``prefill_instance`` to ``instance``
+    LANDED = 6          # the KV arrived; joins the running batch at the next iteration boundary
+    FINISHED = 7
+    REJECTED = 8
+
+
+NEW, WAITING, PREFILLING, DECODING, QUEUED_FOR_KV, TRANSFERRING, LANDED, FINISHED, REJECTED = RequestState
+ENDED = (FINISHED, REJECTED)
+
+PREFILL_LEG, DECODE_LEG = 0, 1   # values of ``RequestTable.leg``
+
+_new = object.__new__
+
+
+def make_record(**fields) -> RequestRecord:
+    """Build a ``RequestRecord`` (every field given) without the frozen-dataclass ``__init__``,
+    which sets each field through ``object.__setattr__`` (one record per request)."""
+    r = _new(RequestRecord)
+    r.__dict__.update(fields)
+    return r
+
+
+def make_request(request_id: int, arrival_s: float, input_tokens: int, output_tokens: int) -> Request:
+    """A ``Request`` for a router, built like ``make_record`` (two per request: both legs)."""
+    r = _new(Request)
+    r.__dict__.update(request_id=request_id, arrival_s=arrival_s, input_tokens=input_tokens,
+                      output_tokens=output_tokens)
+    return r
+
+
+if not hasattr(RequestRecord(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
+    make_record = RequestRecord  # noqa: F811  (a slotted RequestRecord: use the plain constructor)
+if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
+    make_request = Request  # noqa: F811
+
+
+class RequestTable:
+    """Per-request fields, indexed by request id (the workload's row)."""
+
+    # fields copied by ``copy`` (the workload columns are immutable and shared)
+    _LISTS = ("state", "leg", "computed", "generated", "decode_offset", "last_token_iteration", "blocks",
+              "source_blocks", "instance", "prefill_instance", "decode_instance", "first_token_s",
+              "prefill_done_s", "finish_s", "preemptions")
+
+    def __init__(self, workload: Workload) -> None:
+        n = len(workload)
+        self.num = n
+        self.arrival_s: list[float] = workload.arrival_s.tolist()
+        self.input_tokens: list[int] = workload.input_tokens.tolist()
+        self.output_tokens: list[int] = workload.output_tokens.tolist()
+        self.state: list[RequestState] = [NEW] * n
+        self.leg = [PREFILL_LEG] * n     # PREFILL_LEG until its prompt is done, then DECODE_LEG
+        self.computed = [0] * n          # KV tokens computed (outside the lazy decode set)
+        self.generated = [0] * n         # output tokens generated so far
+        # lazy decode set (instance.py): KV tokens = decode_offset + the instance's decode_iterations;
+        # the last token is out when the instance's decode_iterations reaches last_token_iteration
+        self.decode_offset = [0] * n
+        self.last_token_iteration = [0] * n
+        self.blocks = [0] * n            # KV blocks held on ``instance`` (outside the decode set)
+        self.source_blocks = [0] * n     # KV blocks still held on the prefill instance until pulled
+        self.instance = [-1] * n         # the instance the request lives on now
+        self.prefill_instance = [-1] * n
+        self.decode_instance = [-1] * n
+        self.first_token_s = [math.nan] * n    # the client sees the first token (TTFT ends)
+        self.prefill_done_s = [math.nan] * n   # prompt computed on the prefill instance (its own token)
+        self.finish_s = [math.nan] * n
+        self.preemptions = [0] * n
+        self.reject_reason: dict[int, str] = {}
+        self.cached_tokens: dict[int, int] = {}   # prompt tokens found in a prefix cache at first admission
+
+    def copy(self) -> "RequestTable":
+        new = RequestTable.__new__(RequestTable)
+        new.__dict__.update(self.__dict__)
+        for name in self._LISTS:
+            setattr(new, name, list(getattr(self, name)))
+        new.reject_reason = dict(self.reject_reason)
+        new.cached_tokens = dict(self.cached_tokens)
+        return new
+
+    def record(self, rid: int) -> RequestRecord:
+        """The request's ``RequestRecord`` as of now (unended requests have NaN times)."""
+        return make_record(
+            request_id=rid, arrival_s=self.arrival_s[rid], input_tokens=self.input_tokens[rid],
+            output_tokens=self.output_tokens[rid], prefill_instance=self.prefill_instance[rid],
+            decode_instance=self.decode_instance[rid], first_token_s=self.first_token_s[rid],
+            finish_s=self.finish_s[rid], prefill_done_s=self.prefill_done_s[rid],
+            cached_tokens=self.cached_tokens.get(rid, 0), rejected=self.state[rid] == REJECTED,
+            reject_reason=self.reject_reason.get(rid, ""), preemptions=self.preemptions[rid])
+
+    def router_request(self, rid: int) -> Request:
+        """The request as a router sees it (each leg is routed once)."""
+        return make_request(rid, self.arrival_s[rid], self.input_tokens[rid], self.output_tokens[rid])

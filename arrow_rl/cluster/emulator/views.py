@@ -1,0 +1,84 @@
+"""What routers see of an instance: ``InstanceView`` snapshots, cached until the instance changes.
+
+Routers ask for every instance's view at every routing decision (two per request), so views are the
+emulator's hottest allocation. Each instance caches its last view with the number of iterations of
+its decode run that view reflects (``InstanceState.cached_view``); every mutation of the instance
+clears the cache, and a decode run in progress invalidates it only when it completes another
+iteration (``decode_run.iterations_done_by``).
+"""
+
+from __future__ import annotations
+
+from arrow_rl.cluster.base import InstanceView, Role
+from arrow_rl.cluster.emulator.decode_run import iterations_done_by
+from arrow_rl.cluster.emulator.instance import DECODE_RUN, InstanceState
+
+_new = object.__new__
+
+
+def make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
+              decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
+    """Build an ``InstanceView`` without the frozen-dataclass ``__init__`` (which sets each field
+    through ``object.__setattr__``)."""
+    v = _new(InstanceView)
+    v.__dict__.update(instance_id=instance_id, role=role, num_prefill=num_prefill,
+                      prefill_tokens=prefill_tokens, prefill_tokens_sq=prefill_tokens_sq,
+                      num_decode=num_decode, decode_tokens=decode_tokens, kv_used_tokens=kv_used_tokens,
+                      kv_capacity_tokens=kv_capacity_tokens, healthy=healthy)
+    return v
+
+
+if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
+    make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
+
+
+def fresh_view(I: InstanceState, it: int, healthy: bool) -> InstanceView:
+    """The view of ``I`` after ``it`` decode iterations, computed from its sums (no cache)."""
+    n = I.num_decoding
+    if n:
+        dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+        kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+    else:
+        dec_tok = I.decode_legs_waiting_tokens
+        kv = I.other_blocks
+    bs = I.block_size
+    return make_view(I.id, I.role, I.prefill_legs, I.prefill_tokens_left, float(I.prefill_tokens_left_sq),
+                     n + I.decode_legs_waiting, dec_tok, kv * bs, I.capacity_blocks * bs, healthy)
+
+
+def view_at(I: InstanceState, t: float) -> InstanceView:
+    """The instance as routers see it at ``t`` (cached; ``views_at`` inlines the same steps)."""
+    k = 0
+    if I.plan == DECODE_RUN and t > I.plan_start:
+        k = iterations_done_by(I, t)
+    healthy = t >= I.blocked_until
+    vc = I.cached_view
+    if vc is not None and vc[0] == k and vc[1].healthy == healthy:
+        return vc[1]
+    v = fresh_view(I, I.decode_iterations + k, healthy)
+    I.cached_view = (k, v)
+    return v
+
+
+def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
+    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``
+    inlined (routers call this for every request leg; same answers)."""
+    out = []
+    for I in insts:
+        k = 0
+        if I.plan == DECODE_RUN and t > I.plan_start:
+            if t >= I.plan_end:
+                k = I.plan_iterations
+            elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
+                k = I.done_memo_iterations
+            else:
+                k = iterations_done_by(I, t)
+        healthy = t >= I.blocked_until
+        vc = I.cached_view
+        if vc is not None and vc[0] == k and vc[1].healthy == healthy:
+            out.append(vc[1])
+        else:
+            v = fresh_view(I, I.decode_iterations + k, healthy)
+            I.cached_view = (k, v)
+            out.append(v)
+    return out
