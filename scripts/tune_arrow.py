@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from arrow_rl.cluster.emulator.config import EmulatorConfig
-from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.arrow import ArrowConfig
 from arrow_rl.evaluation.serving_rate import SweepSettings, sweep_policy
 from arrow_rl.workload.loaders import load_workload
 

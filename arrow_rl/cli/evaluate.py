@@ -80,7 +80,7 @@ def evaluate_command(
 ) -> None:
     """Sweep the request rate for each controller and report its serving rate (≥90% attainment)."""
     from arrow_rl.cluster.emulator.config import EmulatorConfig, format_validation_error
-    from arrow_rl.controllers.arrow import ArrowConfig
+    from arrow_rl.arrow import ArrowConfig
     from arrow_rl.controllers.baselines import OracleConfig
     from arrow_rl.evaluation.evaluate import evaluate
     from arrow_rl.evaluation.serving_rate import SweepSettings

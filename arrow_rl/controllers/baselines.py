@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arrow_rl.cluster.base import ClusterInfo, Flip, InstanceView, Role
 from arrow_rl.control import ControlState
-from arrow_rl.controllers.arrow import default_profiles, with_role
-from arrow_rl.controllers.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
+from arrow_rl.arrow.monitor import default_profiles, with_role
+from arrow_rl.arrow.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
 
 
 class NoFlipController:

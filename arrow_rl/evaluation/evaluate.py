@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.arrow.config import ArrowConfig
 from arrow_rl.controllers.baselines import DynamoConfig, OracleConfig
 from arrow_rl.controllers.registry import expand_spec, make_policy
 from arrow_rl.evaluation.runner import RunResult

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.arrow.config import ArrowConfig
 from arrow_rl.controllers.baselines import DynamoConfig, OracleConfig
 from arrow_rl.controllers.registry import make_policy
 from arrow_rl.evaluation.runner import RunResult, run_policy
