@@ -1,4 +1,4 @@
-"""Arrow Algorithms 1-3 pinned rule by rule on hand-built instance views (ARROW.md §2-§3)."""
+"""Arrow Algorithms 1-3 pinned rule by rule on hand-built instance views (§5.3, §5.5; docs/arrow.md)."""
 
 from __future__ import annotations
 

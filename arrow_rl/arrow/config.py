@@ -20,8 +20,8 @@ from arrow_rl.cluster.base import Role
 
 
 class ArrowConfig(BaseModel):
-    """Arrow's open constants. Defaults: Narwhal's (an independent reimplementation; ARROW.md §3
-    table) unless stated; the paper gives no values. Tune per workload (scripts/tune_arrow.py)."""
+    """Arrow's open constants. Defaults: Narwhal's (an independent reimplementation; docs/arrow.md
+    "Configuration") unless stated; the paper gives no values. Tune per workload (scripts/tune_arrow.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,7 +33,7 @@ class ArrowConfig(BaseModel):
     overload_rule: Literal["l_shrink", "l_expand"] = Field(
         "l_shrink",
         description="Alg. 1 step 4: D→P is aborted unless LD < this threshold (§5.5 overload rule; "
-        "ARROW.md §5 decision 3). 'l_shrink' keeps the D→P and Alg. 2 windows disjoint.",
+        "docs/arrow.md decision 3). 'l_shrink' keeps the D→P and Alg. 2 windows disjoint.",
     )
     candidate_set: Literal["role", "all"] = Field(
         "role",

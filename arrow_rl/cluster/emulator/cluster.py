@@ -8,7 +8,7 @@ preempted by recompute. The cluster moves from event to event: an arrival, the e
 (or of a run of identical decode iterations summed in closed form), a KV transfer landing, a flip
 delay ending, the end of an ``advance`` window. See docs/emulator.md for the full semantics.
 
-Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
+Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill → first token
   (TTFT ends here, on the prefill instance, §4.2) → router.route_decode → if another instance: FCFS
   transfer queue there until it has KV room, then the KV transfer (preset.kv_transfer_time), the KV

@@ -1,6 +1,6 @@
 """Turn the emulator's window accumulators into a ``MetricsWindow`` (the controller's observation).
 
-Choices where ARROW.md leaves room (documented in docs/emulator.md):
+Choices where the paper (§5.5) leaves room (documented in docs/emulator.md):
 - Pools are the instances holding each role at the window's end; in colocated mode both pools are
   the whole cluster (roles are ignored there).
 - TTFT statistics count first tokens emitted in the window, by the instance that emitted them;
