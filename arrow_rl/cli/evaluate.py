@@ -171,7 +171,8 @@ def evaluate_command(
         files = [str(plot_attainment(result, plots / "attainment_vs_rate.png"))]
         if result.timeline is not None and result.timeline.timeline:
             files.append(str(plot_timeline(result.timeline, emu.slo, instances, plots / "timeline.png",
-                                           title=f"{result.timeline_controller} on {wl.name} at its serving rate")))
+                                           title=f"{result.timeline_controller} on {wl.name} at its serving rate",
+                                           time_scale=result.timeline_scale)))
         payload["plots"] = files
         console.print("plots: " + ", ".join(files))
     if json_out is not None:
