@@ -118,9 +118,11 @@ def test_quick_applies_the_suites_quick_section():
 
 @pytest.mark.slow
 def test_suite_run_writes_json_table_plot_and_leaderboard(tmp_path):
-    out, md, plots = tmp_path / "s.json", tmp_path / "lb.md", tmp_path / "plots"
+    out, md, plots, readme = tmp_path / "s.json", tmp_path / "lb.md", tmp_path / "plots", tmp_path / "R.md"
+    readme.write_text("# R\n<!-- leaderboard:summary:start -->\nOLDBLOCK\n<!-- leaderboard:summary:end -->\nafter\n")
     res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "static-best,colocated",
-                                   "--json", str(out), "--markdown", str(md), "--plots", str(plots)])
+                                   "--json", str(out), "--markdown", str(md), "--plots", str(plots),
+                                   "--update-readme", str(readme)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert set(data["scenarios"]) == {"tiny-poisson", "tiny-trace"}
@@ -130,6 +132,8 @@ def test_suite_run_writes_json_table_plot_and_leaderboard(tmp_path):
     assert set(data["summary"]["colocated"]) >= {"geomean_ratio_to_arrow", "wins", "ties", "losses"}
     assert "| tiny-poisson" in md.read_text() and (plots / "suite_serving_rate.png").stat().st_size > 0
     assert "winner" in res.output
+    text = readme.read_text()
+    assert "OLDBLOCK" not in text and "| tiny-trace" in text and text.endswith("after\n")
 
 
 def test_suite_run_rejects_unknown_controller_before_simulating(tmp_path):

@@ -43,12 +43,16 @@ def run_command(
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for suite_serving_rate.png"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the leaderboard Markdown here"),
     only: Optional[str] = typer.Option(None, "--scenarios", help="comma list: run only these scenarios"),
+    update_readme: Optional[Path] = typer.Option(
+        None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
 ) -> None:
     """Measure each controller's serving rate on every scenario (mean of seeds, 95% CI, ties called)."""
-    from arrow_rl.evaluation.leaderboard import plot_suite, rate_cell, ratio_cell, write_markdown
+    from arrow_rl.evaluation.leaderboard import plot_suite, rate_cell, ratio_cell, update_marked_block, write_markdown
     from arrow_rl.evaluation.suite import run_suite
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
+    if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
+        _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
     try:
         s = load_suite(suite, quick=quick)
     except SuiteError as exc:
@@ -109,9 +113,19 @@ def run_command(
         console.print("plot: " + payload["plots"][0])
     if markdown is not None:
         console.print(f"wrote {write_markdown(result, markdown)}")
+    if update_readme is not None:
+        console.print(f"updated {update_marked_block(update_readme, result, str(markdown) if markdown else None)}")
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
     console.print(f"wrote {json_out}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"--update-readme {path}: cannot read ({exc.strerror or exc})")
+        return ""
 
 
 def _json_default(o: object) -> object:
