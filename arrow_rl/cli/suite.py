@@ -43,6 +43,9 @@ def run_command(
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for suite_serving_rate.png"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the leaderboard Markdown here"),
     only: Optional[str] = typer.Option(None, "--scenarios", help="comma list: run only these scenarios"),
+    rate_mode: Optional[str] = typer.Option(None, "--rate-mode", help="override the suite's rate mode: scale or superpose"),
+    warmup: Optional[float] = typer.Option(None, "--warmup", min=0.0,
+                                           help="override the suite's warm-up (s, served not counted; default 120)"),
     update_readme: Optional[Path] = typer.Option(
         None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
 ) -> None:
@@ -58,6 +61,10 @@ def run_command(
     except SuiteError as exc:
         _fail(str(exc))
         return
+    if rate_mode is not None or warmup is not None:
+        if rate_mode not in (None, "scale", "superpose"):
+            _fail(f"--rate-mode must be scale or superpose, got {rate_mode!r}")
+        s = _override(s, rate_mode, warmup)
     if only:
         wanted = [x.strip() for x in only.split(",") if x.strip()]
         unknown = sorted(set(wanted) - {sc.name for sc in s.scenarios})
@@ -118,6 +125,15 @@ def run_command(
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
     console.print(f"wrote {json_out}")
+
+
+def _override(s, rate_mode: str | None, warmup: float | None):  # noqa: ANN001, ANN202 - Suite (lazy import)
+    """The suite with ``--rate-mode`` / ``--warmup`` applied to its protocol and every scenario's."""
+    from dataclasses import replace
+
+    upd = {k: v for k, v in (("rate_mode", rate_mode), ("warmup_s", warmup)) if v is not None}
+    return replace(s, protocol=replace(s.protocol, **upd),
+                   scenarios=[replace(sc, protocol=replace(sc.protocol, **upd)) for sc in s.scenarios])
 
 
 def _read(path: Path) -> str:
