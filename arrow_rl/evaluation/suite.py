@@ -29,6 +29,7 @@ class ControllerOutcome:
     seeds: list[SeedResult]
     interval: Interval
     wall_s: float
+    cpu_s: float = 0.0
 
     @property
     def flips_per_min(self) -> float:
@@ -117,6 +118,7 @@ class SuiteResult:
                     "at_ceiling": iv.at_ceiling,
                     "ratio_to_arrow": sc.ratio_to(c),
                     "simulations": sum(s.simulations for s in o.seeds),
+                    "cpu_s": o.cpu_s,
                 }
                 if o.best_split is not None:
                     entry["best_split"] = o.best_split
@@ -214,10 +216,10 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     for sc in suite.scenarios:
         row: dict[str, ControllerOutcome] = {}
         for c in names:
-            seeds, wall, _ = done[(sc.name, c)]
+            seeds, wall, job_cpu = done[(sc.name, c)]
             sims += sum(s.simulations for s in seeds)
             row[c] = ControllerOutcome(c, seeds, mean_ci95([s.rate for s in seeds],
-                                                           at_ceiling=any(s.at_ceiling for s in seeds)), wall)
+                                                           at_ceiling=any(s.at_ceiling for s in seeds)), wall, job_cpu)
         outcomes[sc.name] = ScenarioOutcome(sc, row)
     wall = time.perf_counter() - t0
     if jobs <= 1:
