@@ -86,6 +86,8 @@ def run_command(
 
         def on_job_done(scenario: str, controller: str, wall: float) -> None:
             bar.update(task, advance=1)
+            if not console.is_terminal:  # logs and CI: one line per finished job, the bar shows only at the end
+                console.print(f"done {scenario} / {controller} in {wall:.0f} s")
 
         try:
             result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run)
