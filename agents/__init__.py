@@ -50,4 +50,9 @@ def load_controller(spec: str | Path, num_instances: int | None = None, name: st
     return policy.controller
 
 
-__all__ = ["DEFAULT_CHECKPOINT", "is_checkpoint_spec", "load_controller"]
+def load_checkpoint(path: str) -> Any:
+    """The ``arrow_rl.checkpoint_loaders`` entry point: a saved controller from its directory."""
+    return load_controller(Path(path))
+
+
+__all__ = ["DEFAULT_CHECKPOINT", "is_checkpoint_spec", "load_checkpoint", "load_controller"]

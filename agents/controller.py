@@ -98,7 +98,7 @@ class CheckpointController:
         if problems:
             raise CheckpointMismatchError(f"{self._source} does not fit this cluster: " + "; ".join(problems))
         self._builder, self._codec = builder, codec
-        from arrow_rl.controllers.arrow import default_profiles
+        from arrow_rl.arrow import default_profiles
 
         self._profiles = default_profiles(info)  # the same Alg. 3 profiles PDClusterEnv uses
 

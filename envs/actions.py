@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from arrow_rl.cluster.base import Flip, InstanceView, Role
-from arrow_rl.controllers.flip_selection import ProfileSource, select_flip_instance
+from arrow_rl.arrow.flip_selection import ProfileSource, select_flip_instance
 
 from envs.config import ActionConfig
 

@@ -211,7 +211,7 @@ class PDClusterEnv(gym.Env):
         """A fresh policy (router + interval controller) per episode, so no state leaks across resets."""
         if self.config.teacher is None:
             return None
-        from arrow_rl.controllers.arrow import ArrowConfig
+        from arrow_rl.arrow import ArrowConfig
         from arrow_rl.controllers.registry import make_policy
 
         try:
@@ -260,7 +260,7 @@ class PDClusterEnv(gym.Env):
             self.teacher.reset(self.cluster.info)
             if getattr(policy, "needs_cluster", False):  # a clairvoyant teacher (oracle) plans on clones
                 self.teacher.bind_cluster(self.cluster)
-        from arrow_rl.controllers.arrow import default_profiles
+        from arrow_rl.arrow import default_profiles
 
         self._profiles = default_profiles(self.cluster.info)
         n_steps = max(1, math.ceil(self._arrival_end_s / cfg.control_interval_s - 1e-9))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Grid-search Arrow's open constants for one workload (ARROW.md §8: "grid-search L_EXPAND,
-L_SHRINK, cooldown and Δ per workload before claiming that RL beats Arrow").
+"""Grid-search Arrow's open constants for one workload (docs/arrow.md decision 1: tune L_EXPAND,
+L_SHRINK, cooldown and Δ per workload before claiming that RL beats Arrow; train-split workloads only).
 
 The paper gives no values, so each workload gets its own. A full grid is too costly (every point
 is a serving-rate search), so this runs coordinate search: start from the defaults, sweep one
@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from arrow_rl.cluster.emulator.config import EmulatorConfig
-from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.arrow import ArrowConfig
 from arrow_rl.evaluation.serving_rate import SweepSettings, sweep_policy
 from arrow_rl.workload.loaders import load_workload
 

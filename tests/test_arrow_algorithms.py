@@ -1,4 +1,4 @@
-"""Arrow Algorithms 1-3 pinned rule by rule on hand-built instance views (ARROW.md §2-§3)."""
+"""Arrow Algorithms 1-3 pinned rule by rule on hand-built instance views (§5.3, §5.5; docs/arrow.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from arrow_rl.cluster.base import SLO, ClusterInfo, Flip, InstanceView, MetricsWindow, Mode, PoolStats, Role
 from arrow_rl.control import ControlState
-from arrow_rl.controllers.arrow import ArrowConfig, ArrowIntervalController, ArrowMonitor, ArrowState
-from arrow_rl.controllers.flip_selection import select_flip_instance
+from arrow_rl.arrow import ArrowConfig, ArrowIntervalController, ArrowMonitor, ArrowState
+from arrow_rl.arrow.flip_selection import select_flip_instance
 from arrow_rl.perf.profile import InstanceProfile
-from arrow_rl.scheduling.arrow import ArrowRouter
+from arrow_rl.arrow.router import ArrowRouter
 from arrow_rl.workload.workload import Request
 
 # T(n) = 1e-6·n² + 1e-3·n + 0.01 s; decode interval = 1e-5·N + 0.025 s → MT(0.125) = 10_000 tokens.
@@ -79,7 +79,8 @@ def test_alg1_decode_leg_leaves_a_prefill_instance_that_is_still_prefill():
 def test_alg1_prefill_cost_is_decode_residue_then_predicted_ttft():
     router = ArrowRouter()
     ctx = FakeContext([view(0, Role.PREFILL, prefill=[1000, 200], decode_tokens=7)])
-    c1, c2 = router.prefill_cost(req(300), ctx.views[0], ctx)
+    [((c1, c2), i)] = router.prefill_costs(req(300), ctx.views, ctx)
+    assert i == 0
     assert c1 == 7
     assert c2 == pytest.approx(PROFILE.prefill_time(1000) + PROFILE.prefill_time(200) + PROFILE.prefill_time(300))
 
@@ -87,9 +88,32 @@ def test_alg1_prefill_cost_is_decode_residue_then_predicted_ttft():
 def test_alg1_decode_cost_is_prefill_residue_then_tokens_minus_max_tokens():
     router = ArrowRouter()
     ctx = FakeContext([view(0, Role.DECODE, prefill=[40], decode_tokens=2000)])
-    c1, c2 = router.decode_cost(req(500), ctx.views[0], ctx)
+    [((c1, c2), i)] = router.decode_costs(req(500), ctx.views, ctx)
+    assert i == 0
     assert c1 == 40
     assert c2 == pytest.approx(2000 + 501 - PROFILE.max_tokens(SLO_.tpot_s))
+
+
+def test_alg1_costs_with_several_profiles_price_each_instance_with_its_own():
+    from dataclasses import replace as dc_replace
+
+    slow = dc_replace(PROFILE, prefill_a=2 * PROFILE.prefill_a, prefill_b=2 * PROFILE.prefill_b,
+                      prefill_c=2 * PROFILE.prefill_c)
+    router = ArrowRouter()
+    ctx = FakeContext([view(0, Role.PREFILL, prefill=[500]), view(1, Role.PREFILL, prefill=[500])])
+    router._profiles[1] = slow
+    (_, a), (_, b) = [c for c, _ in router.prefill_costs(req(300), ctx.views, ctx)]
+    assert a == pytest.approx(PROFILE.prefill_time(500) + PROFILE.prefill_time(300))
+    assert b == pytest.approx(slow.prefill_time(500) + slow.prefill_time(300))
+
+
+def test_alg1_decode_costs_with_capacity_limits_cap_max_tokens_by_kv():
+    from dataclasses import replace as dc_replace
+
+    router = ArrowRouter(ArrowConfig(decode_capacity_limits=True))
+    ctx = FakeContext([dc_replace(view(0, Role.DECODE, decode_tokens=2000), kv_capacity_tokens=2400)])
+    [((_, c2), _)] = router.decode_costs(req(500), ctx.views, ctx)
+    assert c2 == pytest.approx(2000 + 501 - min(PROFILE.max_tokens(SLO_.tpot_s), 2400))
 
 
 def test_alg1_step3_lexicographic_c1_prefers_pure_prefill_instance_over_shorter_queue():

@@ -8,7 +8,7 @@ import pytest
 
 from arrow_rl.cluster.base import SLO, ClusterInfo, Flip, InstanceView, MetricsWindow, Mode, PoolStats, Role
 from arrow_rl.control import ControlState
-from arrow_rl.controllers.arrow import ArrowIntervalController, ArrowMonitor
+from arrow_rl.arrow import ArrowIntervalController, ArrowMonitor
 from arrow_rl.controllers.baselines import DynamoConfig, DynamoPlannerController, NoFlipController, OracleController
 from arrow_rl.controllers.registry import expand_spec, make_policy
 from arrow_rl.perf.profile import InstanceProfile
@@ -149,22 +149,3 @@ def test_registry_static_best_must_be_expanded():
         make_policy("static-best", 8)
     assert expand_spec("static-best", 4) == ["static:1", "static:2", "static:3"]
     assert expand_spec("arrow", 4) == ["arrow"]
-
-
-def test_registry_existing_path_is_delegated_to_agents_load_controller(tmp_path, monkeypatch):
-    import sys
-    import types
-
-    seen = {}
-    fake = types.ModuleType("agents")
-
-    def load_controller(path):
-        seen["path"] = path
-        return NoFlipController("ckpt")
-
-    fake.load_controller = load_controller
-    monkeypatch.setitem(sys.modules, "agents", fake)
-    ckpt = tmp_path / "model"
-    ckpt.mkdir()
-    p = make_policy(str(ckpt), 8)
-    assert seen["path"] == str(ckpt) and p.controller.name == "ckpt" and p.router.enable_flips is False

@@ -136,3 +136,34 @@ def test_parallel_evaluation_matches_serial():
     parallel = evaluate(wl, small_config(3), ["static:1", "static:2"], s, jobs=2, timeline_controller="")
     for name in ("static:1", "static:2"):
         assert serial.controllers[name].serving_rate == parallel.controllers[name].serving_rate
+
+
+def test_evaluate_cli_superpose_with_warmup_records_its_protocol(tmp_path):
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    trace = tmp_path / "t.csv"
+    poisson_workload(n=80).to_csv(trace)
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "superpose", "--warmup", "5",
+        "--span", "20", "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["settings"]["rate_mode"] == "superpose" and data["settings"]["warmup_s"] == 5
+    assert data["controllers"]["static:2"]["serving_rate"] > 0
+
+
+def test_evaluate_cli_rejects_unknown_rate_mode(tmp_path):
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    trace = tmp_path / "t.csv"
+    poisson_workload(n=20).to_csv(trace)
+    result = CliRunner().invoke(app, [
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "squash"])
+    assert result.exit_code == 2 and "--rate-mode must be scale or superpose" in result.output

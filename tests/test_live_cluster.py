@@ -212,7 +212,7 @@ def test_flips_to_split():
 
 
 def test_deploy_with_the_arrow_monitor_flips_toward_decode_under_decode_heavy_load():
-    from arrow_rl.controllers.arrow import ArrowConfig
+    from arrow_rl.arrow import ArrowConfig
     from arrow_rl.controllers.registry import make_policy
 
     policy = make_policy("arrow", 3, arrow_config=ArrowConfig(update_interval_s=0.25, sustain_count=2))

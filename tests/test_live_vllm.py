@@ -295,7 +295,7 @@ def test_live_profile_fits_a_prefill_curve_that_never_falls_and_says_if_it_is_cr
 def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_load(vllm_instances):
     from arrow_rl.cluster.live.cluster import LiveCluster
     from arrow_rl.cluster.live.deploy import run_control_loop
-    from arrow_rl.controllers.arrow import ArrowConfig
+    from arrow_rl.arrow import ArrowConfig
     from arrow_rl.controllers.registry import make_policy
 
     # 2P0D: all decode work runs on prefill-labelled instances; a 1 ms TPOT SLO makes it "heavy".

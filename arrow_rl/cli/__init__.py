@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.perf_report",
     "arrow_rl.cli.workload",
     "arrow_rl.cli.evaluate",
+    "arrow_rl.cli.suite",
     "arrow_rl.cli.live",
     "arrow_rl.cli.fidelity",
 )

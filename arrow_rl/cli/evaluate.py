@@ -56,6 +56,13 @@ def evaluate_command(
         "arrow,static-best,colocated,dynamo", "--controllers",
         help="comma list: arrow, arrow-interval, colocated, static:P, static-best, dynamo, oracle, or checkpoint paths"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
+    rate_mode: str = typer.Option(
+        "scale", "--rate-mode",
+        help="scale: divide trace timestamps (Arrow §6.1); superpose: overlay shifted copies, keeping the "
+             "trace's time scale (docs/evaluation.md)"),
+    warmup: float = typer.Option(0.0, "--warmup", min=0.0, help="seconds at the measured rate served but not counted "
+                                 "(default 0 = the paper's protocol; the suite uses 120)"),
+    span: float = typer.Option(600.0, "--span", help="counted span (s) in superpose mode"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one sweep each)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     trace_format: Optional[str] = typer.Option(None, "--format", help="trace format; default: detect"),
@@ -81,7 +88,7 @@ def evaluate_command(
 ) -> None:
     """Sweep the request rate for each controller and report its serving rate (≥90% attainment)."""
     from arrow_rl.cluster.emulator.config import EmulatorConfig, format_validation_error
-    from arrow_rl.controllers.arrow import ArrowConfig
+    from arrow_rl.arrow import ArrowConfig
     from arrow_rl.controllers.baselines import OracleConfig
     from arrow_rl.evaluation.evaluate import evaluate
     from arrow_rl.evaluation.serving_rate import SweepSettings
@@ -127,8 +134,13 @@ def evaluate_command(
     base = wl.mean_rate
     extra_scales = tuple(r / base for r in _parse_floats(rates, "--rates"))
     initial_scale = (initial_rate / base) if initial_rate else 1.0
+    if rate_mode not in ("scale", "superpose"):
+        _fail(f"--rate-mode must be scale or superpose, got {rate_mode!r}")
+    if not span > 0:
+        _fail(f"--span must be > 0, got {span}")
     settings = SweepSettings(control_interval_s=control_interval, seed=seed, initial_scale=initial_scale,
-                             rel_tol=rel_tol, max_evals=max_evals, extra_scales=extra_scales)
+                             rel_tol=rel_tol, max_evals=max_evals, extra_scales=extra_scales,
+                             rate_mode=rate_mode, warmup_s=warmup, span_s=span)
     names = [c.strip() for c in controllers.split(",") if c.strip()]
     from arrow_rl.controllers.registry import expand_spec, make_policy
 
@@ -176,7 +188,8 @@ def evaluate_command(
 
     payload = result.to_json()
     payload["settings"].update({"preset": preset, "workload": workload, "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot,
-                                "start_s": start, "duration_s": duration})
+                                "start_s": start, "duration_s": duration, "rate_mode": rate_mode,
+                                "warmup_s": warmup, "span_s": span if rate_mode == "superpose" else None})
     if plots is not None:
         from arrow_rl.evaluation.plots import plot_attainment, plot_timeline
 
@@ -184,7 +197,8 @@ def evaluate_command(
         files = [str(plot_attainment(result, plots / "attainment_vs_rate.png"))]
         if result.timeline is not None and result.timeline.timeline:
             files.append(str(plot_timeline(result.timeline, emu.slo, instances, plots / "timeline.png",
-                                           title=f"{result.timeline_controller} on {wl.name} at its serving rate")))
+                                           title=f"{result.timeline_controller} on {wl.name} at its serving rate",
+                                           time_scale=result.timeline_scale)))
         payload["plots"] = files
         console.print("plots: " + ", ".join(files))
     if json_out is not None:

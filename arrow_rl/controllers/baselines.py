@@ -5,7 +5,8 @@
   split (DistServe-style offline planning).
 - ``DynamoPlannerController``: NVIDIA Dynamo's load-based planner, modelled on its docs, moving
   one worker at a time between the two pools of a fixed-size cluster.
-- ``OracleController``: clairvoyant upper bound; every decision interval it clones the emulator
+- ``OracleController``: clairvoyant lookahead reference (greedy over a finite horizon, so not an
+  upper bound); every decision interval it clones the emulator
   (which holds the future trace) and picks the prefill count whose open-loop lookahead serves the
   most requests within SLO.
 """
@@ -19,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arrow_rl.cluster.base import ClusterInfo, Flip, InstanceView, Role
 from arrow_rl.control import ControlState
-from arrow_rl.controllers.arrow import default_profiles, with_role
-from arrow_rl.controllers.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
+from arrow_rl.arrow.monitor import default_profiles, with_role
+from arrow_rl.arrow.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
 
 
 class NoFlipController:
@@ -151,7 +152,8 @@ class OracleConfig(BaseModel):
 
 
 class OracleController:
-    """Clairvoyant upper bound: search prefill counts by lookahead in cloned emulators.
+    """Clairvoyant reference (not an upper bound: greedy over ``lookahead_s``): search prefill
+    counts by lookahead in cloned emulators.
 
     Requires ``bind_cluster(cluster)`` (the runner calls it) because it must see the future trace;
     a cluster without ``clone()`` cannot host it. Each candidate is reached with Arrow Algorithm 3

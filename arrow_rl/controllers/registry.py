@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from arrow_rl.cluster.base import Mode
 from arrow_rl.control import Controller
-from arrow_rl.controllers.arrow import ArrowConfig, ArrowIntervalController, ArrowMonitor, ArrowState
+from arrow_rl.arrow.config import ArrowConfig, ArrowState
+from arrow_rl.arrow.monitor import ArrowIntervalController, ArrowMonitor
 from arrow_rl.controllers.baselines import (
     DynamoConfig,
     DynamoPlannerController,
@@ -25,6 +26,37 @@ from arrow_rl.controllers.baselines import (
     OracleConfig,
     OracleController,
 )
+
+# Checkpoint loaders: ``loader(path) -> Controller``. Packages register theirs through the
+# ``arrow_rl.checkpoint_loaders`` entry point group (the agents package does, in pyproject.toml) or
+# by calling ``register_checkpoint_loader``; the core never imports them by name.
+CHECKPOINT_LOADER_GROUP = "arrow_rl.checkpoint_loaders"
+_CHECKPOINT_LOADERS: dict[str, Callable[[str], Controller]] = {}
+
+
+def register_checkpoint_loader(name: str, loader: Callable[[str], Controller]) -> None:
+    """Register ``loader(path) -> Controller`` for saved controllers (a plugin's registration hook)."""
+    _CHECKPOINT_LOADERS[name] = loader
+
+
+def checkpoint_loaders() -> dict[str, Callable[[str], Controller]]:
+    """Registered loaders plus the ``arrow_rl.checkpoint_loaders`` entry points (loaded on first use)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=CHECKPOINT_LOADER_GROUP):
+        if ep.name not in _CHECKPOINT_LOADERS:
+            _CHECKPOINT_LOADERS[ep.name] = ep.load()
+    return dict(_CHECKPOINT_LOADERS)
+
+
+def load_checkpoint(path: str) -> Controller:
+    """Load a saved controller with the first registered loader (clear error when none is)."""
+    loaders = checkpoint_loaders()
+    if not loaders:
+        raise ValueError(f"{path}: no checkpoint loader is registered; install arrow-rl with its agents package "
+                         f"(pip install -e .) so the {CHECKPOINT_LOADER_GROUP!r} entry point exists")
+    return next(iter(loaders.values()))(path)
+
 
 BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "dynamo", "oracle")
 
@@ -73,10 +105,10 @@ def make_policy(
     """Build the policy named by ``spec`` for a cluster of ``num_instances``.
 
     ``static-best`` is not a single policy: the evaluator expands it into ``static:1..N-1``
-    (see ``expand_spec``). Any other existing filesystem path is loaded with
-    ``agents.load_controller(path)`` and paired with Arrow's router (flips disabled).
+    (see ``expand_spec``). Any other existing filesystem path is loaded with the registered
+    checkpoint loader (``load_checkpoint``) and paired with Arrow's router (flips disabled).
     """
-    from arrow_rl.scheduling.arrow import ArrowRouter
+    from arrow_rl.arrow.router import ArrowRouter
 
     if num_instances < 2:
         raise ValueError(f"a prefill/decode cluster needs at least 2 instances, got {num_instances}")
@@ -112,9 +144,7 @@ def make_policy(
         return Policy("oracle", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
                       OracleController(oracle_config), half, needs_cluster=True)
     if s and Path(s).exists():
-        from agents import load_controller  # the agents package (learned controllers), loaded lazily
-
-        controller = load_controller(s)
+        controller = load_checkpoint(s)
         return Policy(getattr(controller, "name", Path(s).name) or Path(s).name, Mode.DISAGGREGATED,
                       ArrowRouter(cfg, enable_flips=False), controller, half, extra={"checkpoint": s})
     raise ValueError(f"unknown controller {spec!r}; {valid_specs_message()}")

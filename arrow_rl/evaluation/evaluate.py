@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.arrow.config import ArrowConfig
 from arrow_rl.controllers.baselines import DynamoConfig, OracleConfig
 from arrow_rl.controllers.registry import expand_spec, make_policy
 from arrow_rl.evaluation.runner import RunResult
@@ -49,6 +49,7 @@ class EvaluationResult:
     settings: dict
     timeline: RunResult | None = None
     timeline_controller: str | None = None
+    timeline_scale: float | None = None   # rate scale of the timeline run (trace timestamps ÷ it)
 
     def ratio_to(self, name: str, baseline: str = "arrow") -> float | None:
         if baseline not in self.controllers:
@@ -226,7 +227,7 @@ def evaluate(
                   "arrow_config": (arrow_config or ArrowConfig()).model_dump(),
                   "dynamo_config": (dynamo_config or DynamoConfig()).model_dump(),
                   "oracle_config": (oracle_config or OracleConfig()).model_dump()},
-        timeline=timeline, timeline_controller=chosen)
+        timeline=timeline, timeline_controller=chosen, timeline_scale=scale if chosen else None)
 
 
 def _attainment_job(workload: Workload, emulator_config: Any, spec: str, scale: float, settings: SweepSettings,

@@ -103,13 +103,18 @@ def last_useful_time(workload: Workload, slo: SLO) -> float:
     return float(deadline.max())
 
 
-def attainment_of(records: list[RequestRecord], num_requests: int, slo: SLO) -> tuple[float, float, float, int]:
-    """(both, TTFT-only, TPOT-only, finished) fractions over *offered* requests (§6.1)."""
+def attainment_of(records: list[RequestRecord], num_requests: int, slo: SLO,
+                  count_from_s: float = 0.0) -> tuple[float, float, float, int]:
+    """(both, TTFT-only, TPOT-only, finished) fractions over *offered* requests (§6.1).
+
+    Requests arriving before ``count_from_s`` (a warm-up) are served but not counted; then
+    ``num_requests`` must be the number of offered requests arriving at or after it.
+    """
     if num_requests == 0:
         return 1.0, 1.0, 1.0, 0
     both = ttft_ok = tpot_ok = fin = 0
     for r in records:
-        if not r.finished:
+        if not r.finished or r.arrival_s < count_from_s:
             continue
         fin += 1
         t_ok = r.ttft_s <= slo.ttft_s
@@ -141,11 +146,14 @@ def run_policy(
     seed: int = 0,
     record_timeline: bool = False,
     progress: Callable[[float, float], None] | None = None,
+    count_from_s: float = 0.0,
 ) -> RunResult:
     """Run ``policy`` over ``workload`` on a fresh emulated cluster and score it.
 
     The loop stops when the cluster is done or at ``last_useful_time`` (requests still unfinished
-    then count as misses either way).
+    then count as misses either way). Requests arriving before ``count_from_s`` are a warm-up:
+    served (they load the cluster and the controller reacts to them) but left out of the
+    attainment, so the initial split does not decide the result (``arrow_rl.evaluation.protocol``).
     """
     if control_interval_s <= 0:
         raise ValueError(f"control_interval_s must be > 0, got {control_interval_s}")
@@ -179,9 +187,10 @@ def run_policy(
             progress(cluster.now, horizon)
     flips = _all_flips(cluster, policy, flips)
     records = list(cluster.completed())
-    both, t_ok, p_ok, fin = attainment_of(records, len(workload), slo)
+    counted = len(workload) - int(np.searchsorted(workload.arrival_s, count_from_s, side="left"))
+    both, t_ok, p_ok, fin = attainment_of(records, counted, slo, count_from_s)
     minutes = max(cluster.now, 1e-9) / 60.0
-    return RunResult(policy=policy.name, num_requests=len(workload), records=records, attainment=both,
+    return RunResult(policy=policy.name, num_requests=counted, records=records, attainment=both,
                      ttft_attainment=t_ok, tpot_attainment=p_ok, finished=fin, flips=flips,
                      flips_per_min=len(flips) / minutes, sim_end_s=cluster.now,
                      wall_s=time.perf_counter() - t0, timeline=timeline)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from arrow_rl.controllers.arrow import ArrowConfig
+from arrow_rl.arrow.config import ArrowConfig
 from arrow_rl.controllers.baselines import DynamoConfig, OracleConfig
 from arrow_rl.controllers.registry import make_policy
 from arrow_rl.evaluation.runner import RunResult, run_policy
@@ -28,6 +28,9 @@ class SweepSettings:
     rel_tol: float = 0.05
     max_evals: int = 12
     extra_scales: tuple[float, ...] = ()  # also evaluated (attainment curve / reference rate)
+    rate_mode: str = "scale"       # "scale" (Arrow §6.1) or "superpose" (arrow_rl.evaluation.protocol)
+    warmup_s: float = 0.0          # served, not counted (0: the paper's protocol)
+    span_s: float = 600.0          # counted span in superpose mode
 
 
 @dataclass
@@ -71,9 +74,17 @@ def run_spec_at_scale(workload: Workload, emulator_config: Any, spec: str, scale
                       oracle_config: OracleConfig | None = None, record_timeline: bool = False) -> RunResult:
     policy = make_policy(spec, int(emulator_config.num_instances), arrow_config=arrow_config,
                          dynamo_config=dynamo_config, oracle_config=oracle_config)
-    return run_policy(workload.scaled(scale), emulator_config, policy,
-                      control_interval_s=settings.control_interval_s, seed=settings.seed,
-                      record_timeline=record_timeline)
+    if settings.rate_mode == "scale" and settings.warmup_s == 0:  # the paper's protocol, unchanged
+        wl, count_from = workload.scaled(scale), 0.0
+    else:
+        from arrow_rl.evaluation.protocol import LoadSource, Protocol, build_load
+
+        protocol = Protocol(rate_mode=settings.rate_mode, warmup_s=settings.warmup_s,  # type: ignore[arg-type]
+                            span_s=settings.span_s, seeds=(settings.seed,))
+        load = build_load(LoadSource(workload.name, trace=workload), scale, settings.seed, protocol)
+        wl, count_from = load.workload, load.count_from_s
+    return run_policy(wl, emulator_config, policy, control_interval_s=settings.control_interval_s,
+                      seed=settings.seed, record_timeline=record_timeline, count_from_s=count_from)
 
 
 def sweep_policy(workload: Workload, emulator_config: Any, spec: str, settings: SweepSettings,

@@ -41,12 +41,17 @@ def find_serving_rate(
     min_scale: float = 1.0 / 64,
     max_scale: float = 64.0,
     max_evals: int = 16,
+    growth: float = 2.0,
 ) -> ServingRateResult:
     """Bracket, then bisect, the highest scale ``s`` with ``attainment_at(s) >= target``.
 
     ``attainment_at`` maps a rate scale to SLO attainment in [0, 1] (both SLOs, unfinished
-    requests counted as misses). ``max_evals`` bounds the number of simulations.
+    requests counted as misses). ``max_evals`` bounds the number of simulations. ``growth`` is the
+    bracketing step (×/÷ per evaluation): 2 from a blind start, smaller from a good hint (another
+    seed's result), where a tight first bracket saves simulations.
     """
+    if not growth > 1:
+        raise ValueError(f"growth must be > 1, got {growth}")
     if not 0 < target <= 1:
         raise ValueError(f"target attainment must be in (0, 1], got {target}")
     if not (0 < min_scale <= initial_scale <= max_scale):
@@ -65,7 +70,7 @@ def find_serving_rate(
     if f(s) >= target:
         lo = s
         while len(points) < max_evals and s < max_scale:
-            s = min(s * 2.0, max_scale)
+            s = min(s * growth, max_scale)
             if f(s) >= target:
                 lo = s
             else:
@@ -74,7 +79,7 @@ def find_serving_rate(
     else:
         hi = s
         while len(points) < max_evals and s > min_scale:
-            s = max(s / 2.0, min_scale)
+            s = max(s / growth, min_scale)
             if f(s) >= target:
                 lo = s
                 break

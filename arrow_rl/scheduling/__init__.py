@@ -10,8 +10,8 @@ from arrow_rl.scheduling.simple import LeastLoadedRouter, RoundRobinRouter
 ROUTERS: dict[str, Callable[[], RequestRouter]] = {
     "least-loaded": LeastLoadedRouter,
     "round-robin": RoundRobinRouter,
-    "arrow": lambda: __import__("arrow_rl.scheduling.arrow", fromlist=["ArrowRouter"]).ArrowRouter(),  # Alg. 1 with flips
-    "arrow-noflip": lambda: __import__("arrow_rl.scheduling.arrow", fromlist=["ArrowRouter"]).ArrowRouter(enable_flips=False),
+    "arrow": lambda: __import__("arrow_rl.arrow.router", fromlist=["ArrowRouter"]).ArrowRouter(),  # Alg. 1 with flips
+    "arrow-noflip": lambda: __import__("arrow_rl.arrow.router", fromlist=["ArrowRouter"]).ArrowRouter(enable_flips=False),
 }
 
 

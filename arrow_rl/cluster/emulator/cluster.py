@@ -12,7 +12,7 @@ landing (transfers share NICs, transfers.py), a KV lease expiring, a flip delay 
 the engine; the request table, events, decode-run maths, KV-cache manager, transfers, views and
 the window accumulator live in their own modules.
 
-Request life cycle (Arrow §4.1-4.3, ARROW.md §1):
+Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
   ``prefill_done_s``) → router.route_decode → if another instance: FCFS transfer queue there until
   it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has

@@ -14,7 +14,7 @@ from arrow_rl.config_io import format_validation_error, read_config_mapping  # n
 from arrow_rl.cluster.base import SLO, Mode, Role
 
 # Where the caller gives no SLO we use the one Arrow row that is published (Appendix A Table 1,
-# Azure Code on Qwen3-32B: TTFT 10 s, TPOT 0.125 s; ARROW.md §4). The §5.5 loads in every
+# Azure Code on Qwen3-32B: TTFT 10 s, TPOT 0.125 s; docs/arrow.md). The §5.5 loads in every
 # MetricsWindow are SLO-relative, so they need some SLO; set your own for meaningful loads.
 DEFAULT_SLO_TTFT_S = 10.0
 DEFAULT_SLO_TPOT_S = 0.125
@@ -44,7 +44,7 @@ class EmulatorConfig(BaseModel):
     flip_delay_s: float = Field(
         default=0.0, ge=0,
         description="after a flip the instance admits no new work of either role for this long "
-                    "(Arrow assumes ~0; ARROW.md §5 decision 9)")
+                    "(Arrow §3.2 assumes ~0; docs/arrow.md decision 9)")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     client_timeout_s: float | None = Field(
         default=None, gt=0,

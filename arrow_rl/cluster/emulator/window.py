@@ -1,6 +1,6 @@
 """The metrics window (the controller's observation): accumulated through hooks, closed into a ``MetricsWindow``.
 
-Choices where ARROW.md leaves room (documented in docs/emulator.md):
+Choices where the paper (§5.5) leaves room (documented in docs/emulator.md):
 - Pools are the instances holding each role at the window's end; in colocated mode both pools are
   the whole cluster (roles are ignored there).
 - TTFT statistics count the client's first tokens seen in the window (disaggregated: from the

@@ -76,7 +76,7 @@ def make_live_router(name: str) -> Any:
     if name == "least-loaded":
         return LeastLoadedRouter()
     if name in ("arrow", "arrow-noflip"):
-        from arrow_rl.scheduling.arrow import ArrowRouter
+        from arrow_rl.arrow.router import ArrowRouter
 
         return ArrowRouter(enable_flips=(name == "arrow"))
     raise ValueError(f"unknown routing policy {name!r}; choose one of {', '.join(ROUTING_POLICIES)}")

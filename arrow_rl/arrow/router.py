@@ -1,7 +1,7 @@
 """Arrow Algorithm 1: SLO-aware global request scheduling (§5.3), as a ``RequestRouter``.
 
 Each request is scheduled twice: its prefill leg at arrival and its decode leg once the first
-token is out. Candidates are priced with lexicographic cost pairs (ARROW.md §2):
+token is out. Candidates are priced with lexicographic cost pairs (§5.3, Algorithm 1's GetCost):
 
     prefill leg:  (c1, c2) = (Σ_{rd∈D_i} L(rd),  Σ_{rp∈P_i∪{r}} T(rp, i))   SLO ok iff c2 ≤ SLO_TTFT
     decode leg:   (c1, c2) = (Σ_{rp∈P_i} L(rp),  Σ_{rd∈D_i∪{r}} L(rd) − MT(i, SLO_TPOT))   ok iff c2 ≤ 0
@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from arrow_rl.cluster.base import InstanceView, Role
-from arrow_rl.controllers.arrow import ArrowConfig, ArrowState
-from arrow_rl.controllers.flip_selection import select_flip_instance
+from arrow_rl.arrow.config import ArrowConfig, ArrowState
+from arrow_rl.arrow.flip_selection import select_flip_instance
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.scheduling.base import RoutingContext
 from arrow_rl.workload.workload import Request
@@ -65,27 +65,6 @@ class ArrowRouter:
         pool = [v for v in healthy if v.role is phase]
         return pool or healthy  # empty pool: all instances
 
-    def prefill_cost(self, request: Request, view: InstanceView, ctx: RoutingContext) -> tuple[float, float]:
-        """GetCost for a prefill sub-request (§5.3): c1 = Σ L(rd) (favours pure-prefill
-        instances), c2 = Σ T over P_i ∪ {r} = predicted TTFT under sequential prefill (§4.1)."""
-        prof = self._profile(ctx, view.instance_id)
-        c2 = prof.prefill_time_sum(view.num_prefill, view.prefill_tokens, view.prefill_tokens_sq)
-        c2 += prof.prefill_time(request.input_tokens)
-        return (float(view.decode_tokens), c2)
-
-    def decode_cost(self, request: Request, view: InstanceView, ctx: RoutingContext) -> tuple[float, float]:
-        """GetCost for a decode sub-request (§5.3): c1 = Σ L(rp), c2 = Σ L(rd) over D_i ∪ {r}
-        minus MT(i, SLO_TPOT); L(r) = input tokens + the first generated token."""
-        length = request.input_tokens + 1
-        mt = self._mt(ctx, view.instance_id)
-        if self.config.decode_capacity_limits:  # extension: the engine's hard limits (off = paper)
-            mt = min(mt, float(view.kv_capacity_tokens))
-            max_seqs = self._max_num_seqs(ctx)
-            if max_seqs is not None and view.num_decode + 1 > max_seqs:
-                mt = -float("inf")  # no batch slot: infeasible, ordered last
-        c2 = view.decode_tokens + length - mt
-        return (float(view.prefill_tokens), float(c2))
-
     @staticmethod
     def _max_num_seqs(ctx: RoutingContext) -> int | None:
         info = getattr(ctx, "info", None)
@@ -124,42 +103,47 @@ class ArrowRouter:
         self.state.record(now, chosen, target, "alg1")
         return chosen
 
-    def _prefill_costs(self, request: Request, cand: Sequence[InstanceView],
-                       ctx: RoutingContext) -> list[tuple[tuple[float, float], int]]:
-        """``[(prefill_cost(request, v, ctx), v.instance_id) for v in cand]`` with the per-call
-        overhead taken out (this runs at every arrival); the same arithmetic, so the same costs."""
+    def prefill_costs(self, request: Request, cand: Sequence[InstanceView],
+                      ctx: RoutingContext) -> list[tuple[tuple[float, float], int]]:
+        """GetCost for a prefill sub-request (§5.3) on every candidate: ``[((c1, c2), id)]`` with
+        c1 = Σ L(rd) (favours pure-prefill instances) and c2 = Σ T over P_i ∪ {r}, the predicted
+        TTFT under sequential prefill (§4.1). The one cost path: routing and tests both use it,
+        and it runs at every arrival, so T(r, i) is evaluated once per distinct profile."""
         x = request.input_tokens
-        profiles = self._profiles
         last = None
         t_new = 0.0
         costs = []
         for v in cand:
             i = v.instance_id
-            prof = profiles.get(i)
+            prof = self._profiles.get(i)
             if prof is None:
                 prof = self._profile(ctx, i)
-            if prof is not last:   # T(r, i) of the new request: one evaluation per distinct profile
+            if prof is not last:
                 last = prof
                 t_new = prof.prefill_time(x)
-            c2 = prof.prefill_time_sum(v.num_prefill, v.prefill_tokens, v.prefill_tokens_sq)
-            c2 += t_new
+            c2 = prof.prefill_time_sum(v.num_prefill, v.prefill_tokens, v.prefill_tokens_sq) + t_new
             costs.append(((float(v.decode_tokens), c2), i))
         return costs
 
-    def _decode_costs(self, request: Request, cand: Sequence[InstanceView],
-                      ctx: RoutingContext) -> list[tuple[tuple[float, float], int]]:
-        """``[(decode_cost(request, v, ctx), v.instance_id) for v in cand]``, fast path for the
-        paper's MT (no engine limits); the same arithmetic, so the same costs."""
-        if self.config.decode_capacity_limits:
-            return [(self.decode_cost(request, v, ctx), v.instance_id) for v in cand]
+    def decode_costs(self, request: Request, cand: Sequence[InstanceView],
+                     ctx: RoutingContext) -> list[tuple[tuple[float, float], int]]:
+        """GetCost for a decode sub-request (§5.3) on every candidate: ``[((c1, c2), id)]`` with
+        c1 = Σ L(rp) and c2 = Σ L(rd) over D_i ∪ {r} minus MT(i, SLO_TPOT), where L(r) = input
+        tokens + the first generated token. With ``decode_capacity_limits`` (an extension, off =
+        the paper) MT is also capped by the KV capacity and a full batch is infeasible."""
         length = request.input_tokens + 1
-        max_tokens = self._max_tokens
+        limits = self.config.decode_capacity_limits
+        max_seqs = self._max_num_seqs(ctx) if limits else None
         costs = []
         for v in cand:
             i = v.instance_id
-            mt = max_tokens.get(i)
+            mt = self._max_tokens.get(i)
             if mt is None:
                 mt = self._mt(ctx, i)
+            if limits:
+                mt = min(mt, float(v.kv_capacity_tokens))
+                if max_seqs is not None and v.num_decode + 1 > max_seqs:
+                    mt = -float("inf")  # no batch slot: infeasible, ordered last
             costs.append(((float(v.prefill_tokens), float(v.decode_tokens + length - mt)), i))
         return costs
 
@@ -171,7 +155,7 @@ class ArrowRouter:
     def route_prefill(self, request: Request, ctx: RoutingContext) -> int:
         views = ctx.instances()
         cand = self.candidates(views, Role.PREFILL)
-        costs = self._prefill_costs(request, cand, ctx)
+        costs = self.prefill_costs(request, cand, ctx)
         ttft = ctx.slo.ttft_s * self.config.ttft_headroom  # headroom 1.0 = the paper's test
         feasible = [c for c in costs if c[0][1] <= ttft]  # step 3: SLO ok iff c2 ≤ SLO_TTFT
         if feasible:
@@ -191,7 +175,7 @@ class ArrowRouter:
         if views[prefill_instance].role is Role.DECODE:
             return prefill_instance
         cand = self.candidates(views, Role.DECODE)
-        costs = self._decode_costs(request, cand, ctx)
+        costs = self.decode_costs(request, cand, ctx)
         feasible = [c for c in costs if c[0][1] <= 0]  # step 3: the sign of c2 is the TPOT verdict
         if feasible:
             return self._argmin(feasible)

@@ -1,0 +1,152 @@
+"""``arrow-rl suite run``: rank controllers across a scenario suite with seeds and intervals.
+
+    arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-best,colocated,...
+        [--quick] [--jobs N] --json OUT [--plots DIR] [--markdown docs/leaderboard.md]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+suite_app = typer.Typer(help="Scenario suites: rank controllers with seeds and 95% intervals.", no_args_is_help=True)
+QUICK_CONTROLLERS = "arrow,static-best,colocated"
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(suite_app, name="suite")
+
+
+@suite_app.command("run")
+def run_command(
+    suite: str = typer.Option("standard", "--suite", help="a shipped suite name (standard) or a suite YAML path"),
+    controllers: Optional[str] = typer.Option(
+        None, "--controllers",
+        help="comma list: arrow, arrow-interval, colocated, static:P, static-best, dynamo, oracle, or checkpoint "
+             f"paths (default: {QUICK_CONTROLLERS},dynamo; with --quick: {QUICK_CONTROLLERS})"),
+    quick: bool = typer.Option(False, "--quick", help="the suite's quick protocol (shorter spans, coarser search)"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one (scenario, controller) each)"),
+    json_out: Path = typer.Option(..., "--json", help="write results as JSON"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="directory for suite_serving_rate.png"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the leaderboard Markdown here"),
+    only: Optional[str] = typer.Option(None, "--scenarios", help="comma list: run only these scenarios"),
+    rate_mode: Optional[str] = typer.Option(None, "--rate-mode", help="override the suite's rate mode: scale or superpose"),
+    warmup: Optional[float] = typer.Option(None, "--warmup", min=0.0,
+                                           help="override the suite's warm-up (s, served not counted; default 120)"),
+    update_readme: Optional[Path] = typer.Option(
+        None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
+) -> None:
+    """Measure each controller's serving rate on every scenario (mean of seeds, 95% CI, ties called)."""
+    from arrow_rl.evaluation.leaderboard import plot_suite, rate_cell, ratio_cell, update_marked_block, write_markdown
+    from arrow_rl.evaluation.suite import run_suite
+    from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
+
+    if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
+        _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
+    try:
+        s = load_suite(suite, quick=quick)
+    except SuiteError as exc:
+        _fail(str(exc))
+        return
+    if rate_mode is not None or warmup is not None:
+        if rate_mode not in (None, "scale", "superpose"):
+            _fail(f"--rate-mode must be scale or superpose, got {rate_mode!r}")
+        s = _override(s, rate_mode, warmup)
+    if only:
+        wanted = [x.strip() for x in only.split(",") if x.strip()]
+        unknown = sorted(set(wanted) - {sc.name for sc in s.scenarios})
+        if unknown:
+            _fail(f"--scenarios: unknown scenario(s) {', '.join(unknown)}; suite {s.name} has "
+                  + ", ".join(sc.name for sc in s.scenarios))
+        s = type(s)(s.name, s.path, s.description, [sc for sc in s.scenarios if sc.name in wanted], s.protocol)
+    names = [c.strip() for c in (controllers or (QUICK_CONTROLLERS if quick else QUICK_CONTROLLERS + ",dynamo"))
+             .split(",") if c.strip()]
+    console.print(f"[bold]suite {s.name}[/bold]{' (quick)' if quick else ''}: {len(s.scenarios)} scenarios x "
+                  f"{len(names)} controllers, seeds {list(s.protocol.seeds)}, rate mode {s.protocol.rate_mode}, "
+                  f"warm-up {s.protocol.warmup_s:g} s, tolerance {100 * s.protocol.rel_tol:g}%; {jobs} process(es)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("jobs", total=len(s.scenarios) * len(names))
+
+        def on_run(scenario: str, spec: str, rate: float, att: float) -> None:
+            bar.update(task, description=f"{scenario} {spec} @ {rate:.3g} req/s: {100 * att:.0f}%")
+
+        def on_job_done(scenario: str, controller: str, wall: float) -> None:
+            bar.update(task, advance=1)
+            if not console.is_terminal:  # logs and CI: one line per finished job, the bar shows only at the end
+                console.print(f"done {scenario} / {controller} in {wall:.0f} s")
+
+        try:
+            result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run)
+        except ValueError as exc:
+            _fail(str(exc))
+            return
+        bar.update(task, description="done")
+
+    table = Table(title=f"Serving rate (req/s, mean ± 95% CI over {len(s.protocol.seeds)} seeds) — suite {s.name}")
+    table.add_column("scenario")
+    table.add_column("split")
+    for c in names:
+        table.add_column(c, justify="right")
+    table.add_column("winner")
+    for name, sc in result.scenarios.items():
+        table.add_row(name + (" †" if sc.short_span else ""), sc.scenario.split,
+                      *[rate_cell(sc.controllers[c].interval) for c in names], sc.verdict)
+    console.print(table)
+    summary = Table(title="Summary")
+    for col in ("controller", "geomean ratio to arrow", "wins", "ties", "losses"):
+        summary.add_column(col, justify="left" if col == "controller" else "right")
+    for c, row in result.summary().items():
+        summary.add_row(c, ratio_cell(row["geomean_ratio_to_arrow"]), str(row["wins"]), str(row["ties"]),
+                        str(row["losses"]))
+    console.print(summary)
+    console.print(f"{result.simulations:,} simulations in {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU-s"
+                  + ("; † counted span under 10 simulated minutes" if any(sc.short_span for sc in result.scenarios.values()) else ""))
+
+    payload = result.to_json()
+    if plots is not None:
+        payload["plots"] = [str(plot_suite(result, plots / "suite_serving_rate.png"))]
+        console.print("plot: " + payload["plots"][0])
+    if markdown is not None:
+        console.print(f"wrote {write_markdown(result, markdown)}")
+    if update_readme is not None:
+        console.print(f"updated {update_marked_block(update_readme, result, str(markdown) if markdown else None)}")
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
+    console.print(f"wrote {json_out}")
+
+
+def _override(s, rate_mode: str | None, warmup: float | None):  # noqa: ANN001, ANN202 - Suite (lazy import)
+    """The suite with ``--rate-mode`` / ``--warmup`` applied to its protocol and every scenario's."""
+    from dataclasses import replace
+
+    upd = {k: v for k, v in (("rate_mode", rate_mode), ("warmup_s", warmup)) if v is not None}
+    return replace(s, protocol=replace(s.protocol, **upd),
+                   scenarios=[replace(sc, protocol=replace(sc.protocol, **upd)) for sc in s.scenarios])
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"--update-readme {path}: cannot read ({exc.strerror or exc})")
+        return ""
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)

@@ -1,0 +1,239 @@
+"""Run a scenario suite: every controller's serving rate on every scenario, per seed, with intervals.
+
+One job per (scenario, controller) runs all of the protocol's seeds (later seeds start from the
+first one's answer); jobs run in spawned worker processes (``--jobs``), longest first.
+"""
+
+from __future__ import annotations
+
+import math
+import queue as queue_mod
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from arrow_rl.evaluation.intervals import Interval, geomean, mean_ci95, winners
+from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
+from arrow_rl.evaluation.seeded_search import SeedResult, search_controller
+from arrow_rl.evaluation.suite_spec import Scenario, Suite
+
+BASELINE = "arrow"
+
+
+@dataclass
+class ControllerOutcome:
+    """One controller on one scenario: per-seed results and their interval."""
+
+    controller: str
+    seeds: list[SeedResult]
+    interval: Interval
+    wall_s: float
+    cpu_s: float = 0.0
+
+    @property
+    def flips_per_min(self) -> float:
+        return sum(s.flips_per_min for s in self.seeds) / len(self.seeds)
+
+    @property
+    def best_split(self) -> int | None:
+        splits = [s.best_split for s in self.seeds if s.best_split is not None]
+        return max(set(splits), key=splits.count) if splits else None
+
+    @property
+    def counted_span_s(self) -> float:
+        spans = [s.counted_span_s for s in self.seeds if s.counted_span_s > 0]
+        return min(spans) if spans else 0.0
+
+
+@dataclass
+class ScenarioOutcome:
+    scenario: Scenario
+    controllers: dict[str, ControllerOutcome]
+
+    @property
+    def winners(self) -> list[str]:
+        return winners({k: v.interval for k, v in self.controllers.items()})
+
+    @property
+    def verdict(self) -> str:
+        w = self.winners
+        return w[0] if len(w) == 1 else "tie: " + ", ".join(w)
+
+    @property
+    def short_span(self) -> bool:
+        spans = [c.counted_span_s for c in self.controllers.values() if c.counted_span_s > 0]
+        return bool(spans) and min(spans) < MIN_TRUSTED_SPAN_S
+
+    def ratio_to(self, controller: str, baseline: str = BASELINE) -> float | None:
+        if baseline not in self.controllers or controller not in self.controllers:
+            return None
+        b = self.controllers[baseline].interval.mean
+        return self.controllers[controller].interval.mean / b if b > 0 else None
+
+
+@dataclass
+class SuiteResult:
+    suite: Suite
+    controllers: list[str]
+    scenarios: dict[str, ScenarioOutcome]
+    quick: bool
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    simulations: int = 0
+    settings: dict = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict]:
+        """Per controller: geometric-mean ratio to Arrow and wins/ties/losses (a win: the only
+        controller whose interval reaches the best one; a tie: one of several; else a loss)."""
+        out: dict[str, dict] = {}
+        for c in self.controllers:
+            ratios, w, t, lost = [], 0, 0, 0
+            for sc in self.scenarios.values():
+                if c not in sc.controllers:
+                    continue
+                ratios.append(sc.ratio_to(c))
+                win = sc.winners
+                if win == [c]:
+                    w += 1
+                elif c in win:
+                    t += 1
+                else:
+                    lost += 1
+            out[c] = {"geomean_ratio_to_arrow": geomean(ratios) if BASELINE in self.controllers else None,
+                      "wins": w, "ties": t, "losses": lost}
+        return out
+
+    def to_json(self) -> dict:
+        scenarios: dict[str, Any] = {}
+        for name, sc in self.scenarios.items():
+            ctrls: dict[str, Any] = {}
+            for c, o in sc.controllers.items():
+                iv = o.interval
+                entry: dict[str, Any] = {
+                    "serving_rate": iv.mean,
+                    "ci95": [iv.lo, iv.hi if math.isfinite(iv.hi) else None],
+                    "per_seed": [s.rate for s in o.seeds],
+                    "flips_per_min": o.flips_per_min,
+                    "at_ceiling": iv.at_ceiling,
+                    "ratio_to_arrow": sc.ratio_to(c),
+                    "simulations": sum(s.simulations for s in o.seeds),
+                    "cpu_s": o.cpu_s,
+                }
+                if o.best_split is not None:
+                    entry["best_split"] = o.best_split
+                    entry["per_seed_split"] = [s.best_split for s in o.seeds]
+                ctrls[c] = entry
+            s = sc.scenario
+            scenarios[name] = {
+                "split": s.split, "controllers": ctrls, "winner": sc.verdict,
+                "workload": s.workload_label, "preset": s.emulator_config.preset,
+                "instances": s.emulator_config.num_instances, "slo_tier": s.slo_tier,
+                "slo": {"ttft_s": s.emulator_config.slo_ttft_s, "tpot_s": s.emulator_config.slo_tpot_s},
+                "counted_span_s": min((o.counted_span_s for o in sc.controllers.values()), default=0.0),
+                "short_span": sc.short_span, "protocol": s.protocol.describe(),
+            }
+        return {"suite": self.suite.name, "quick": self.quick, "scenarios": scenarios, "summary": self.summary(),
+                "settings": self.settings | {"protocol": self.suite.protocol.describe(),
+                                             "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                                             "simulations": self.simulations}}
+
+
+def _job(scenario: Scenario, controller: str, notify: Callable | None) -> tuple[list[SeedResult], float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    on_run = None
+    if notify is not None:
+        def on_run(spec: str, rate: float, att: float) -> None:
+            notify(scenario.name, spec, rate, att)
+    seeds = search_controller(scenario.source, scenario.emulator_config, controller, scenario.protocol,
+                              on_run=on_run)
+    return seeds, time.perf_counter() - t0, time.process_time() - c0
+
+
+class _Notifier:
+    """Picklable: worker processes post (scenario, spec, rate, attainment) per simulation."""
+
+    def __init__(self, q: Any) -> None:
+        self.q = q
+
+    def __call__(self, *item: Any) -> None:
+        self.q.put(item)
+
+
+def _cost_rank(scenario: Scenario, controller: str) -> float:
+    """Rough relative cost, to start the longest jobs first (static-best searches many splits)."""
+    n = scenario.emulator_config.num_instances
+    return n * (3.0 if controller == "static-best" else 1.0)
+
+
+def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: bool = False,
+              on_job_done: Callable[[str, str, float], None] | None = None,
+              on_run: Callable[[str, str, float, float], None] | None = None) -> SuiteResult:
+    """Measure every controller on every scenario of ``suite``."""
+    from arrow_rl.controllers.registry import expand_spec, make_policy
+    from arrow_rl.evaluation.evaluate import _process_pool
+
+    names = [c.strip() for c in controllers if c.strip()]
+    if not names:
+        raise ValueError("no controllers given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"controller listed twice in {names}")
+    for sc in suite.scenarios:  # reject an unknown controller before any simulation
+        n = sc.emulator_config.num_instances
+        for c in names:
+            for spec in expand_spec(c, n):
+                make_policy(spec, n)
+    tasks = sorted(((sc, c) for sc in suite.scenarios for c in names), key=lambda t: -_cost_rank(*t))
+    t0, c0 = time.perf_counter(), time.process_time()
+    done: dict[tuple[str, str], tuple[list[SeedResult], float, float]] = {}
+    if jobs <= 1:
+        for sc, c in tasks:
+            done[(sc.name, c)] = _job(sc, c, on_run)
+            if on_job_done:
+                on_job_done(sc.name, c, done[(sc.name, c)][1])
+    else:
+        import multiprocessing as mp
+
+        with mp.Manager() as manager:
+            q = manager.Queue()
+            notify = _Notifier(q) if on_run is not None else None
+            with _process_pool(jobs) as pool:
+                futures: dict[Future, tuple[str, str]] = {pool.submit(_job, sc, c, notify): (sc.name, c)
+                                                          for sc, c in tasks}
+                pending = set(futures)
+                while pending:
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(q, on_run)
+                    for fut in finished:
+                        key = futures[fut]
+                        done[key] = fut.result()
+                        if on_job_done:
+                            on_job_done(key[0], key[1], done[key][1])
+                _drain(q, on_run)
+    cpu = sum(v[2] for v in done.values())
+    outcomes: dict[str, ScenarioOutcome] = {}
+    sims = 0
+    for sc in suite.scenarios:
+        row: dict[str, ControllerOutcome] = {}
+        for c in names:
+            seeds, wall, job_cpu = done[(sc.name, c)]
+            sims += sum(s.simulations for s in seeds)
+            row[c] = ControllerOutcome(c, seeds, mean_ci95([s.rate for s in seeds],
+                                                           at_ceiling=any(s.at_ceiling for s in seeds)), wall, job_cpu)
+        outcomes[sc.name] = ScenarioOutcome(sc, row)
+    wall = time.perf_counter() - t0
+    if jobs <= 1:
+        cpu = time.process_time() - c0
+    return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims,
+                       settings={"jobs": jobs, "controllers": names})
+
+
+def _drain(q: Any, on_run: Callable | None) -> None:
+    if on_run is None:
+        return
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue_mod.Empty:
+            return
+        on_run(*item)

@@ -1,0 +1,48 @@
+"""Arrow lives in one package and the core never imports the agents package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_arrow_rl_and_running_the_registry_does_not_import_agents():
+    code = textwrap.dedent("""
+        import sys
+        import arrow_rl, arrow_rl.arrow, arrow_rl.controllers, arrow_rl.evaluation.suite, arrow_rl.cli
+        from arrow_rl.controllers.registry import expand_spec, make_policy
+        for spec in ["arrow", "arrow-interval", "colocated", "dynamo", "oracle", *expand_spec("static-best", 4)]:
+            make_policy(spec, 4)
+        assert not any(m == "agents" or m.startswith("agents.") for m in sys.modules), "agents imported"
+    """)
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert res.returncode == 0, res.stderr
+
+
+def test_no_module_of_the_core_names_the_agents_package():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "arrow_rl").rglob("*.py")
+                 if "import agents" in p.read_text(encoding="utf-8")
+                 or "from agents" in p.read_text(encoding="utf-8")]
+    # the train command is the agents package's CLI front end, imported only when it runs
+    assert offenders == ["arrow_rl/cli/train.py"], offenders
+
+
+def test_a_registered_checkpoint_loader_is_used_for_existing_paths(tmp_path):
+    from arrow_rl.controllers.baselines import NoFlipController
+    from arrow_rl.controllers.registry import _CHECKPOINT_LOADERS, make_policy, register_checkpoint_loader
+
+    saved = dict(_CHECKPOINT_LOADERS)
+    try:
+        _CHECKPOINT_LOADERS.clear()
+        register_checkpoint_loader("fake", lambda path: NoFlipController(f"ckpt:{Path(path).name}"))
+        policy = make_policy(str(tmp_path), 4)
+        assert policy.name == f"ckpt:{tmp_path.name}" and policy.extra["checkpoint"] == str(tmp_path)
+        assert policy.router.enable_flips is False  # Alg. 1 routing, the checkpoint owns the flips
+    finally:
+        _CHECKPOINT_LOADERS.clear()
+        _CHECKPOINT_LOADERS.update(saved)

@@ -1,0 +1,148 @@
+"""Suite files (schema, errors, the train/test split) and ``arrow-rl suite run`` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from arrow_rl.cli import app
+from arrow_rl.evaluation.suite_spec import SUITES_DIR, SuiteError, load_suite, read_suite_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny_suite.yaml"
+TUNING_CONFIG_DIRS = [ROOT / "configs" / d for d in ("train", "env", "arrow")]
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "suite.yaml"
+    p.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return p
+
+
+def tiny_data() -> dict:
+    return yaml.safe_load(TINY.read_text(encoding="utf-8"))
+
+
+def test_standard_suite_covers_the_required_settings():
+    suite = load_suite("standard")
+    presets = {s.emulator_config.preset for s in suite.scenarios}
+    sizes = {s.emulator_config.num_instances for s in suite.scenarios}
+    tiers = {s.slo_tier for s in suite.scenarios}
+    labels = {s.workload_label for s in suite.scenarios}
+    assert {"h100-llama3.1-70b-tp4", "h100-llama3.1-8b-tp1"} <= presets
+    assert {8, 16} <= sizes and {"loose", "interactive"} <= tiers
+    assert {"azure-code", "azure-conv", "mooncake", "generator:phase_shift", "generator:stages",
+            "generator:mmpp", "generator:gamma"} <= labels
+    assert {s.split for s in suite.scenarios} == {"train", "test"}
+    assert all(len(s.protocol.seeds) >= 3 for s in suite.scenarios)
+    assert suite.protocol.rate_mode == "superpose"
+
+
+def test_shipped_training_and_tuning_configs_never_name_a_test_scenario():
+    spec = read_suite_spec(SUITES_DIR / "standard.yaml")
+    test = [s for s in spec.scenarios if s.split == "test"]
+    assert test
+    texts = {p: p.read_text(encoding="utf-8") for d in TUNING_CONFIG_DIRS for p in d.rglob("*") if p.is_file()}
+    generators = []
+    for p, text in texts.items():
+        if p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+            gen = (data.get("episode") or {}).get("generator") if isinstance(data, dict) else None
+            if gen:
+                generators.append(gen)
+    for s in test:
+        for p, text in texts.items():
+            assert s.name not in text, f"{p} names held-out scenario {s.name}"
+            if isinstance(s.workload, str):
+                assert s.workload not in text, f"{p} uses held-out workload {s.workload}"
+        if isinstance(s.workload, dict):
+            assert s.workload not in generators, f"a training config reuses {s.name}'s generator"
+
+
+def test_test_scenarios_use_no_trace_a_shipped_config_trains_on():
+    spec = read_suite_spec(SUITES_DIR / "standard.yaml")
+    for s in spec.scenarios:
+        if s.split == "test":
+            assert isinstance(s.workload, dict), f"{s.name}: a held-out scenario must not replay a training trace"
+            assert "trace" not in json.dumps(s.workload), f"{s.name}: lengths resampled from a training trace"
+
+
+def test_bad_field_names_file_scenario_and_field(tmp_path):
+    data = tiny_data()
+    data["scenarios"][1]["instances"] = 1
+    with pytest.raises(SuiteError, match=r"suite.yaml: scenarios\[1\] \(tiny-trace\)\.instances"):
+        read_suite_spec(write(tmp_path, data))
+
+
+def test_unknown_slo_tier_is_named(tmp_path):
+    data = tiny_data()
+    data["scenarios"][0]["slo"] = "gold"
+    with pytest.raises(SuiteError, match="slo 'gold' is not one of slo_tiers"):
+        read_suite_spec(write(tmp_path, data))
+
+
+def test_fewer_than_three_seeds_is_refused(tmp_path):
+    data = tiny_data()
+    data["protocol"]["seeds"] = [0, 1]
+    with pytest.raises(SuiteError, match="protocol.seeds"):
+        read_suite_spec(write(tmp_path, data))
+
+
+def test_unknown_preset_names_the_scenario(tmp_path):
+    data = tiny_data()
+    data["scenarios"][0]["preset"] = "tpu-v9"
+    with pytest.raises(SuiteError, match=r"scenarios\[0\] \(tiny-poisson\).*unknown preset 'tpu-v9'"):
+        load_suite(str(write(tmp_path, data)))
+
+
+def test_bad_inline_generator_names_the_field(tmp_path):
+    data = tiny_data()
+    data["scenarios"][0]["workload"]["rate"] = -1
+    with pytest.raises(SuiteError, match=r"tiny-poisson\): workload: rate"):
+        load_suite(str(write(tmp_path, data)))
+
+
+def test_unknown_suite_lists_shipped_ones():
+    with pytest.raises(SuiteError, match="standard"):
+        load_suite("nonesuch")
+
+
+def test_quick_applies_the_suites_quick_section():
+    assert load_suite(str(TINY), quick=True).protocol.rel_tol == 0.5
+    assert load_suite(str(TINY)).protocol.rel_tol == 0.25
+
+
+@pytest.mark.slow
+def test_suite_run_writes_json_table_plot_and_leaderboard(tmp_path):
+    out, md, plots, readme = tmp_path / "s.json", tmp_path / "lb.md", tmp_path / "plots", tmp_path / "R.md"
+    readme.write_text("# R\n<!-- leaderboard:summary:start -->\nOLDBLOCK\n<!-- leaderboard:summary:end -->\nafter\n")
+    res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "static-best,colocated",
+                                   "--json", str(out), "--markdown", str(md), "--plots", str(plots),
+                                   "--update-readme", str(readme)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(data["scenarios"]) == {"tiny-poisson", "tiny-trace"}
+    row = data["scenarios"]["tiny-poisson"]["controllers"]["colocated"]
+    assert set(row) >= {"serving_rate", "ci95", "per_seed", "flips_per_min"} and len(row["per_seed"]) == 3
+    assert row["ci95"][0] <= row["serving_rate"] <= row["ci95"][1]
+    assert set(data["summary"]["colocated"]) >= {"geomean_ratio_to_arrow", "wins", "ties", "losses"}
+    assert "| tiny-poisson" in md.read_text() and (plots / "suite_serving_rate.png").stat().st_size > 0
+    assert "winner" in res.output
+    text = readme.read_text()
+    assert "OLDBLOCK" not in text and "| tiny-trace" in text and text.endswith("after\n")
+
+
+def test_suite_run_rejects_unknown_controller_before_simulating(tmp_path):
+    res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "nope",
+                                   "--json", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "unknown controller 'nope'" in res.output
+
+
+def test_suite_run_rejects_unknown_rate_mode(tmp_path):
+    res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--rate-mode", "squash",
+                                   "--json", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "--rate-mode must be scale or superpose" in res.output
