@@ -321,3 +321,30 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
         normalizer = _load_normalizer(directory / VECNORM_FILE, model.observation_space)
     model.policy.set_training_mode(False)
     return Checkpoint(directory, model, meta, normalizer)
+
+
+def inspect_checkpoint(path: str, *, preset: str | None = None, num_instances: int | None = None,
+                       slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+                       live: bool = False) -> list[str]:
+    """Warnings about running checkpoint ``path`` outside its training distribution (no unpickling).
+
+    Registered as the core's ``arrow_rl.checkpoint_inspectors`` entry point, so ``evaluate`` and
+    ``deploy`` can warn without the core importing this package. With ``live``, also says that the
+    emulated preset it was trained on is not the live cluster, and reports the action encoding's
+    minimum pool size as a ``min_pool_size=N`` line (deploy uses it to tell when no flip is legal).
+    """
+    try:
+        meta = read_metadata(Path(path))
+    except CheckpointError:
+        return []  # loading it reports the problem
+    lines = distribution_warnings(meta, preset=preset, num_instances=num_instances, slo_ttft_s=slo_ttft_s,
+                                  slo_tpot_s=slo_tpot_s, source=str(path))
+    what = "its decisions on this cluster are" if live else "its results here are"
+    out = [f"{line}; {what} outside what it was trained for" for line in lines]
+    if live:
+        trained = training_distribution(meta).get("preset")
+        if trained:
+            out.append(f"{path} was trained on the emulated preset {trained!r}; the live instances' latency "
+                       "profile differs (run arrow-rl live-profile and compare)")
+        out.append(f"min_pool_size={int((meta.get('action_encoding') or {}).get('min_pool_size', 1))}")
+    return out

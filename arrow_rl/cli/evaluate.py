@@ -46,6 +46,12 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_command)
 
 
+# Bounds that keep one evaluation finite: a controller period below 10 ms is no real control loop,
+# and a rate that stretches the trace over more than 100,000 control intervals would run for hours.
+MIN_CONTROL_INTERVAL_S = 0.01
+MAX_CONTROL_STEPS = 100_000
+
+
 def evaluate_command(
     preset: str = typer.Option(..., "--preset", help="instance type preset, e.g. h100-llama3.1-70b-tp4"),
     instances: int = typer.Option(..., "--instances", min=2, help="number of instances N"),
@@ -132,6 +138,18 @@ def evaluate_command(
         _fail(format_validation_error(exc))
         return
     base = wl.mean_rate
+    explicit = [("--rates", r) for r in _parse_floats(rates, "--rates")]
+    explicit += [(opt, r) for opt, r in (("--reference-rate", reference_rate), ("--initial-rate", initial_rate))
+                 if r is not None]
+    if control_interval < MIN_CONTROL_INTERVAL_S:
+        _fail(f"--control-interval must be at least {MIN_CONTROL_INTERVAL_S:g} s, got {control_interval:g}")
+    for opt, r in explicit:
+        # a rate far below the trace's stretches it over so many control intervals that the run never ends
+        steps = wl.duration_s * base / r / control_interval if r > 0 else math.inf
+        if steps > MAX_CONTROL_STEPS:
+            _fail(f"{opt} {r:g} req/s stretches the {wl.duration_s:,.0f} s workload over {steps:,.0f} control "
+                  f"intervals (limit {MAX_CONTROL_STEPS:,}); use a rate of at least "
+                  f"{wl.duration_s * base / control_interval / MAX_CONTROL_STEPS:.3g} req/s")
     extra_scales = tuple(r / base for r in _parse_floats(rates, "--rates"))
     initial_scale = (initial_rate / base) if initial_rate else 1.0
     if rate_mode not in ("scale", "superpose"):
@@ -212,15 +230,10 @@ def _checkpoint_warnings(spec: str, preset: str, instances: int, slo_ttft: float
     path = Path(spec)
     if not (path / "metadata.json").is_file():
         return []
-    from agents.checkpoint import CheckpointError, distribution_warnings, read_metadata
+    from arrow_rl.controllers.registry import checkpoint_warnings
 
-    try:
-        meta = read_metadata(path)
-    except CheckpointError:
-        return []  # make_policy already reported it
-    lines = distribution_warnings(meta, preset=preset, num_instances=instances, slo_ttft_s=slo_ttft,
-                                  slo_tpot_s=slo_tpot, source=str(path))
-    return [f"{line}; its results here are outside what it was trained for" for line in lines]
+    return checkpoint_warnings(str(path), preset=preset, num_instances=instances, slo_ttft_s=slo_ttft,
+                               slo_tpot_s=slo_tpot)
 
 
 def _json_default(o: object) -> object:

@@ -336,26 +336,17 @@ def _deploy_warnings(controller: str, info: Any, policy: Any) -> list[str]:
     cluster so small that no flip is legal (then no controller can change anything)."""
     out = []
     ckpt = Path(controller)
+    min_pool = 1
     if (ckpt / "metadata.json").is_file():
-        from agents.checkpoint import CheckpointError, distribution_warnings, read_metadata, training_distribution
+        from arrow_rl.controllers.registry import checkpoint_warnings
 
-        try:
-            meta = read_metadata(ckpt)
-        except CheckpointError:
-            meta = None
-        if meta is not None:
-            lines = distribution_warnings(meta, num_instances=info.num_instances, slo_ttft_s=info.slo.ttft_s,
-                                          slo_tpot_s=info.slo.tpot_s, source=str(ckpt))
-            out += [f"{line}; its decisions on this cluster are outside what it was trained for" for line in lines]
-            trained = training_distribution(meta).get("preset")
-            if trained:
-                out.append(f"{ckpt} was trained on the emulated preset {trained!r}; the live instances' latency "
-                           "profile differs (run arrow-rl live-profile and compare)")
-            min_pool = int((meta.get("action_encoding") or {}).get("min_pool_size", 1))
-        else:
-            min_pool = 1
-    else:
-        min_pool = 1
+        lines = checkpoint_warnings(str(ckpt), num_instances=info.num_instances, slo_ttft_s=info.slo.ttft_s,
+                                    slo_tpot_s=info.slo.tpot_s, live=True)
+        for line in lines:
+            if line.startswith("min_pool_size="):   # the inspector's note of the action encoding
+                min_pool = int(line.split("=", 1)[1])
+            else:
+                out.append(line)
     if info.num_instances < 2 * min_pool + 1:
         out.append(f"with {info.num_instances} instances and a minimum pool size of {min_pool}, no flip is legal "
                    "(it would empty a pool): the controller can only observe; use at least "

@@ -49,6 +49,28 @@ def checkpoint_loaders() -> dict[str, Callable[[str], Controller]]:
     return dict(_CHECKPOINT_LOADERS)
 
 
+# Checkpoint inspectors: ``inspect(path, **context) -> list[str]`` of warnings about running a saved
+# controller in ``context`` (preset, num_instances, slo_ttft_s, slo_tpot_s, live); registered like the
+# loaders, through the ``arrow_rl.checkpoint_inspectors`` entry point group.
+CHECKPOINT_INSPECTOR_GROUP = "arrow_rl.checkpoint_inspectors"
+_CHECKPOINT_INSPECTORS: dict[str, Callable[..., list[str]]] = {}
+
+
+def register_checkpoint_inspector(name: str, inspect: Callable[..., list[str]]) -> None:
+    """Register ``inspect(path, **context) -> warnings`` (a plugin's registration hook)."""
+    _CHECKPOINT_INSPECTORS[name] = inspect
+
+
+def checkpoint_warnings(path: str, **context: Any) -> list[str]:
+    """Every registered inspector's warnings about running checkpoint ``path`` in ``context``."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=CHECKPOINT_INSPECTOR_GROUP):
+        if ep.name not in _CHECKPOINT_INSPECTORS:
+            _CHECKPOINT_INSPECTORS[ep.name] = ep.load()
+    return [w for inspect in _CHECKPOINT_INSPECTORS.values() for w in inspect(path, **context)]
+
+
 def load_checkpoint(path: str) -> Controller:
     """Load a saved controller with the first registered loader (clear error when none is)."""
     loaders = checkpoint_loaders()
