@@ -2,9 +2,9 @@
 
 The stage's sends are evenly spaced at its rate (inference-perf's constant load), prompt lengths are
 drawn from the stage's measured prompt-length percentiles (inverse CDF, linear between the knots,
-seeded), every output is the configured ``output_len`` (the runs use ``ignore_eos``), and each request
-belongs to one of the ``groups × users`` users in turn, so the shared system prompt of its group is in
-the instance's prefix cache for all but the group's first request.
+seeded), every output is the configured ``output_len`` (the runs use ``ignore_eos``), and request
+``i`` carries prompt ``i mod (groups × users)``, as inference-perf sends them, so after its first use
+a prompt is found in the instance's prefix cache (docs/fidelity.md).
 """
 
 from __future__ import annotations
