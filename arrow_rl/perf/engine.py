@@ -125,6 +125,7 @@ class EngineLatencyModel:
         self._dense_n: list[float] = token.tolist()
         self._tok_slope_tail = float(token[-1] - token[-1025]) / 1024.0
         dec = self.c.step_overhead_s + L * self.c.layer_overhead_s + self.c.seq_overhead_s * n + token + self.lm_head_s(n)
+        self._dense_lm: list[float] = self.lm_head_s(n).tolist()
         self._dense_dec: list[float] = dec.tolist()
         self._dense_dec[0] = 0.0
         self.frontend_s = self.c.frontend_s
@@ -228,8 +229,7 @@ class EngineLatencyModel:
             intercept, slope = self.decode_time_coefficients(decode_seqs)
             return intercept + slope * decode_context
         n_seqs = decode_seqs + 1  # at least one prefill sequence produces logits
-        lm = self._dense_dec[n_seqs] - self.cpu_overhead_s(n_seqs) - self._dense_n[n_seqs] \
-            if n_seqs <= DENSE_TOKENS else float(self.lm_head_s(float(n_seqs)))
+        lm = self._dense_lm[n_seqs] if n_seqs <= DENSE_TOKENS else float(self.lm_head_s(float(n_seqs)))
         return (self.cpu_overhead_s(n_seqs) + self._tokens_s(prefill_tokens + decode_seqs) + lm
                 + self.prefill_pair_s * prefill_attention + self.decode_slope_s * decode_context)
 

@@ -954,13 +954,7 @@ class EmulatedCluster(Cluster):
         if nics is not None and rid in nics.active:
             nics.remove(rid)
         self._progress_s = T
-        src = self._insts[R.prefill_instance[rid]]
-        nb = R.source_blocks[rid]
-        src.other_blocks -= nb
-        src.cached_view = None
-        R.source_blocks[rid] = 0
-        if self._pfx:
-            self._kv.release(src, rid, nb, T)
+        src = self._free_source_kv(rid, T)
         D = self._insts[R.instance[rid]]
         D.transfers_in -= 1
         D.cached_view = None
@@ -970,6 +964,18 @@ class EmulatedCluster(Cluster):
         if src.waiting or src.transfer_queue:
             self._kick(src, T)
         self._kick(D, T)
+
+    def _free_source_kv(self, rid: int, T: float) -> InstanceState:
+        """The prefill instance lets go of ``rid``'s KV (landed elsewhere, or its lease expired)."""
+        R = self.requests
+        src = self._insts[R.prefill_instance[rid]]
+        nb = R.source_blocks[rid]
+        src.other_blocks -= nb
+        src.cached_view = None
+        R.source_blocks[rid] = 0
+        if self._pfx:
+            self._kv.release(src, rid, nb, T)
+        return src
 
     def _expire_leases(self, T: float) -> None:
         """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
@@ -994,13 +1000,7 @@ class EmulatedCluster(Cluster):
             return
         self.num_lease_expiries += 1
         self._progress_s = T
-        src = self._insts[R.prefill_instance[rid]]
-        nb = R.source_blocks[rid]
-        src.other_blocks -= nb
-        src.cached_view = None
-        R.source_blocks[rid] = 0
-        if self._pfx:
-            self._kv.release(src, rid, nb, T)
+        src = self._free_source_kv(rid, T)
         D = self._insts[R.instance[rid]]
         D.transfer_queue.remove(rid)
         D.decode_legs_waiting_tokens -= R.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
