@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -385,7 +386,9 @@ def test_openai_chat_hands_the_decode_leg_to_the_other_instance(vllm_instances):
     before = scrape(b.url)
     with router_for(vllm_instances, ["prefill", "decode"]) as (router, url), _openai(url) as c:
         router.routing = Fixed(0, 1)
-        messages = [{"role": "user", "content": "Please write a short story about a cat. " * 12}]
+        # A fresh prompt on every attempt: a rerun must not find the first attempt's blocks in instance
+        # 1's prefix cache (then far fewer than prompt_tokens move and the check below fails).
+        messages = [{"role": "user", "content": f"[{uuid.uuid4().hex[:12]}] " + "Please write a short story about a cat. " * 12}]
         out = c.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0.0,
                                         extra_body={"ignore_eos": True})
         assert out.usage.completion_tokens == 8
