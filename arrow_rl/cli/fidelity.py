@@ -8,19 +8,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-# Output redirected to a file is not cut to 80 columns.
-console = Console() if Console().is_terminal else Console(width=200)
+from arrow_rl.cli.output import fail, make_console
+
+console = make_console()  # output redirected to a file is not cut to 80 columns
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def _fmt(x: float | None, scale: float = 1.0, digits: int = 1) -> str:

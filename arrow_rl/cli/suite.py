@@ -9,21 +9,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+from arrow_rl.cli.output import fail, make_console
+
+console = make_console()
 suite_app = typer.Typer(help="Scenario suites: rank controllers with seeds and 95% intervals.", no_args_is_help=True)
 QUICK_CONTROLLERS = "arrow,static-best,colocated"
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def register(app: typer.Typer) -> None:
