@@ -61,8 +61,8 @@ PRESETS = {
                                mlp=("h100", "Llama-2-7b-hf", 1.0)),
     "h100-llama2-70b-tp4": dict(gpu="h100", model="llama2-70b", tp=4,
                                 mlp=("h100", "Llama-2-70b-hf", 1.0)),
-    # Llama-3.1-8B has 218M params/layer vs 202M for Llama-2-7B (same hidden size): x1.08, as in
-    # CALIBRATION.md; cross-checked against the LLMServingSim H100 Llama-3.1-8B table in the report.
+    # Llama-3.1-8B has 218M params/layer vs 202M for Llama-2-7B (same hidden size): x1.08,
+    # cross-checked against the LLMServingSim H100 Llama-3.1-8B table in the report.
     "h100-llama3.1-8b-tp1": dict(gpu="h100", model="llama3.1-8b", tp=1,
                                  mlp=("h100", "Llama-2-7b-hf", 218.1 / 202.4)),
     # Llama-3-70B's layers are shape-identical to Llama-2-70B's (vocab differs: LM head only).

@@ -31,7 +31,7 @@ def test_unknown_preset_error_lists_valid_names():
                                       ("h100-llama3.1-70b-tp4", 320), ("a100-llama3-70b-tp4", 320),
                                       ("h100-llama2-70b-tp4", 320), ("h100-llama2-7b-tp1", 512)])
 def test_kv_bytes_per_token_match_model_configs(name, kib):
-    # CALIBRATION.md: 2 (K,V) x layers x kv_heads x head_dim x 2 B
+    # KV bytes per token = 2 (K and V) x layers x kv_heads x head_dim x 2 B (fp16), from each model's config.json
     assert get_preset(name).kv_bytes_per_token == kib * 1024
 
 
