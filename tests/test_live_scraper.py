@@ -108,3 +108,28 @@ def test_quick_kv_reads_usage_and_capacity_like_the_full_parser():
     snap = parse_metrics(text)
     assert quick_kv(text) == (snap.value("vllm:kv_cache_usage_perc"), kv_capacity_tokens(snap))
     assert quick_kv("") == (0.0, 0)
+
+
+def test_window_scrapes_every_instance_at_once_and_a_stalled_one_yields_none():
+    # Each /metrics answer waits until both instances are being scraped: scraped one after another,
+    # the barrier would break and every window would be None. The third instance never answers.
+    import threading
+
+    from arrow_rl.cluster.live.scraper import Scraper
+
+    barrier = threading.Barrier(2, timeout=10)
+
+    class Client:
+        def get(self, url):
+            if "c:" in url:
+                raise TimeoutError("stalled")
+            barrier.wait()
+            return type("R", (), {"text": body(), "raise_for_status": lambda self: None})()
+
+        def close(self):
+            pass
+
+    scraper = Scraper(["http://a:1", "http://b:1", "http://c:1"], client=Client())
+    first = scraper.window()
+    assert first[0] is not None and first[1] is not None and first[2] is None
+    scraper.close()

