@@ -28,8 +28,8 @@ def record_states(env_kwargs: dict, n: int, seed: int):
     states, cluster_info = [], u.cluster.info
     while len(states) < n:
         states.append(u.control_state)
-        _, _, _, truncated, info = env.step(info["teacher_action"])
-        if truncated:
+        _, _, terminated, truncated, info = env.step(info["teacher_action"])
+        if terminated or truncated:
             _, info = env.reset()
     env.close()
     return states, cluster_info

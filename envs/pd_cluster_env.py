@@ -118,6 +118,16 @@ class PDClusterEnv(gym.Env):
     ``invalid_action``, ``applied_flips`` (this step), ``num_prefill``, ``reward_terms``. On the
     last step also ``slo_attainment``, ``goodput``, ``flip_count`` (= ``episode_flips``),
     ``episode_duration_s`` and ``episode_stats`` (all of them plus the episode's description).
+
+    Episode end: ``terminated`` is True on the step that reaches the episode's horizon (or serves
+    its last request), and ``truncated`` is always False. That step's reward already charges every
+    request still unfinished as a miss (``envs.reward``), so nothing of the episode's objective lies
+    beyond it: it is a terminal state, and a learner must not bootstrap a value on top of it (SB3
+    bootstraps on ``truncated``). A time limit added by a wrapper truncates as usual.
+
+    The teacher (``teacher_action``) proposes before the agent acts; after the step it is told
+    which flips took effect (``sync_applied``), so its cooldown and sustain counters follow the
+    agent's flips, not its own unapplied proposals.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -300,6 +310,7 @@ class PDClusterEnv(gym.Env):
             teacher_flips = list(self.teacher.act(state))
             teacher_action = self.codec.encode(teacher_flips, views)
         self._teacher_action = teacher_action
+        self._teacher_flips = teacher_flips
         tl = self._timeline
         tl["t"].append(state.now)
         tl["num_prefill"].append(num_prefill)
@@ -344,14 +355,18 @@ class PDClusterEnv(gym.Env):
             flips = []
         for f in flips:
             self.cluster.flip(f.instance_id, f.role)
-        if self.teacher is not None and a == self._teacher_action:
-            self._teacher_agree += 1
+        if self.teacher is not None:
+            if a == self._teacher_action:
+                self._teacher_agree += 1
+            sync = getattr(self.teacher, "sync_applied", None)
+            if sync is not None:  # the teacher's counters follow what was applied (class docstring)
+                sync(self._state.now, self._teacher_flips, flips)
         self._flip_count += len(flips)
         window = self._advance()
         self._steps += 1
-        truncated = bool(self.cluster.done or self.cluster.now >= self._end_s - 1e-9)
-        records = self.cluster.completed() if truncated else ()
-        unfinished = len(self.workload) - sum(1 for r in records if r.finished or r.rejected) if truncated else 0
+        terminated = bool(self.cluster.done or self.cluster.now >= self._end_s - 1e-9)
+        records = self.cluster.completed() if terminated else ()
+        unfinished = len(self.workload) - sum(1 for r in records if r.finished or r.rejected) if terminated else 0
         terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward, unfinished_at_end=unfinished)
         if self._reset_terms is not None:
             # The window reset() advanced has no step of its own; its requests count in the first step,
@@ -363,13 +378,13 @@ class PDClusterEnv(gym.Env):
         self._return += terms.reward
         obs, info = self._observe(window)
         info.update(invalid_action=invalid, applied_flips=flips, reward_terms=terms)
-        if truncated:
+        if terminated:
             self._done = True
             stats = self._episode_stats(records, unfinished)
             info.update(slo_attainment=stats["slo_attainment"], goodput=stats["goodput"],
                         flip_count=stats["flip_count"], episode_flips=stats["flip_count"],
                         episode_duration_s=stats["duration_s"], episode_stats=stats)
-        return obs, terms.reward, False, truncated, info
+        return obs, terms.reward, terminated, False, info
 
     def _episode_stats(self, records: Sequence, unfinished: int) -> dict[str, Any]:
         offered = len(self.workload)

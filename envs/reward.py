@@ -17,11 +17,24 @@ Per step (one control interval)::
   reward is per offered request and one scale fits light and heavy traffic.
 - ``flips_t``: instances flipped this step; ``w_f`` models engines where a flip is not free.
 
-Why this is aligned: every offered request ends in exactly one of ``good`` or ``bad`` once, so
-with ``w_p = w_f = 0`` the episode return is ``((1 + w_v)·G − w_v·N) / λ`` where G is the number
-of requests within SLO and N the offered requests: an increasing affine function of the episode's
-SLO attainment G/N. ``w_v`` only moves credit earlier (a late request is punished when it lands
-rather than only missing a reward); it does not change which policy is best.
+What is aligned and what the shaping changes, exactly:
+
+- Every offered request ends in exactly one of ``good`` or ``bad``, once. So with ``w_p = w_f = 0``
+  the *undiscounted* episode return is ``((1 + w_v)·G − w_v·N) / λ`` (G: requests within SLO, N:
+  offered): an increasing affine function of the episode's SLO attainment G/N, whatever ``w_v``.
+  The policy that maximises it is the one that maximises attainment.
+- ``w_v`` with discounting (γ < 1): a miss is charged when it ends, a success paid when it ends; a
+  discounted return therefore weighs early outcomes more than late ones, and ``w_v`` sets how much a
+  near-term miss costs against a near-term success. It changes the preferred policy only through
+  *when* outcomes land, not through which requests succeed.
+- ``w_p > 0`` is not potential-based shaping and does change the objective: a request predicted to
+  miss TTFT is charged ``w_p / λ`` at *every* step it waits, on top of the one ``bad`` it gets when
+  it ends. The return then also prefers splits that drain queues of already-lost requests sooner,
+  which attainment does not value. It buys an earlier signal for the step whose split built the
+  backlog; evaluation (``arrow-rl evaluate``, the suite) judges attainment alone.
+- ``w_f > 0`` charges each flip; it changes the objective by design (fewer flips at equal goodput).
+- The episode ends ``terminated`` (the last step carries the unfinished requests' charge), so no
+  value is bootstrapped past it.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ def episode_attainment(env_id: str, seed: int, rate_scale: float, policy: str) -
     _, info = env.reset(seed=seed, options={"rate_scale": rate_scale})
     while True:
         action = 0 if policy == "static" else info["teacher_action"]
-        _, _, _, truncated, info = env.step(action)
-        if truncated:
+        _, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
             return float(info["slo_attainment"])
 
 

@@ -73,8 +73,8 @@ def test_checkpoint_controller_sees_exactly_the_env_observation(checkpoint):
         np.testing.assert_array_equal(c_obs, obs)
         np.testing.assert_array_equal(c_mask, env.unwrapped.action_masks())
         action = controller.checkpoint.act(obs, c_mask)
-        obs, _, _, truncated, _ = env.step(action)
-        if truncated:
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
             break
 
 

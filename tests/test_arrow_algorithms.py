@@ -416,3 +416,37 @@ def test_alg1_decode_capacity_limits_extension_respects_max_num_seqs():
     ctx.info = Info({"max_num_seqs": 4})
     ArrowRouter(ArrowConfig(decode_capacity_limits=True)).route_decode(req(50), 0, ctx)
     assert ctx.flips == [(0, Role.DECODE)]
+
+
+# ---------------------------------------------------------------- a teacher beside a learner ------
+def test_sync_applied_undoes_a_proposal_that_was_not_applied():
+    # Issue 12 §2: the teacher's cooldown and sustain count follow the applied flips. Proposed P→D at
+    # t=1 but the learner did nothing: no cooldown started, the sustained trigger still stands, so the
+    # teacher proposes again at t=2 (without the sync the 10 s cooldown would silence it until t=11).
+    ctrl = ArrowMonitor(ArrowConfig(sustain_count=2, cooldown_s=10.0))
+    ctrl.reset(INFO)
+    out = run_monitor(ctrl, [(0.9, 1.5), (0.9, 1.5)])
+    assert out == [[], [Flip(0, Role.DECODE)]]
+    ctrl.sync_applied(2.0, out[1], [])
+    assert ctrl.state.last_p2d_flip_s == -math.inf and ctrl.state.flip_log == []
+    again = ctrl.act(ControlState(now=3.0, window=window(0.9, 1.5, start=2.0, end=3.0), instances=four_views()))
+    assert again == [Flip(0, Role.DECODE)]
+
+
+def test_sync_applied_records_the_learners_flip_and_starts_the_cooldown():
+    ctrl = ArrowMonitor(ArrowConfig(sustain_count=1, cooldown_s=10.0))
+    ctrl.reset(INFO)
+    assert run_monitor(ctrl, [(0.9, 0.1)]) == [[]]  # no trigger: the teacher proposes nothing
+    ctrl.sync_applied(1.0, [], [Flip(1, Role.DECODE)])  # ...but the learner flipped P→D
+    assert ctrl.state.last_p2d_flip_s == 1.0 and [e.instance_id for e in ctrl.state.flip_log] == [1]
+    # The cooldown now gates the teacher's own P→D proposals.
+    out = run_monitor(ctrl, [(0.9, 1.5)] * 3, start=1.0)
+    assert out == [[], [], []]
+
+
+def test_sync_applied_is_a_noop_when_the_proposal_was_applied():
+    ctrl = ArrowMonitor(ArrowConfig(sustain_count=1, cooldown_s=10.0))
+    ctrl.reset(INFO)
+    out = run_monitor(ctrl, [(0.9, 1.5)])
+    ctrl.sync_applied(1.0, out[0], out[0])
+    assert ctrl.state.last_p2d_flip_s == 1.0 and len(ctrl.state.flip_log) == 1

@@ -96,13 +96,15 @@ def test_flips_are_applied_before_the_interval_is_advanced():
     assert e.cluster.now == pytest.approx(t0 + 1.0)
 
 
-def test_episode_truncates_at_the_window_end_and_never_terminates():
+def test_episode_terminates_at_the_window_end_and_never_truncates():
+    # The last step charges every unfinished request as a miss: a terminal state, on which SB3 must
+    # not bootstrap (it would on truncated).
     e = env()
     e.reset(seed=0, options={"workload": workload(), "duration_s": 10.0})
-    steps, trunc = 0, False
-    while not trunc:
+    steps, term = 0, False
+    while not term:
         _, _, term, trunc, info = e.step(0)
-        assert not term
+        assert not trunc
         steps += 1
     assert steps == 9  # reset advanced the first second
     assert info["slo_attainment"] == 0.0 and info["flip_count"] == 0
@@ -116,9 +118,9 @@ def test_the_right_split_earns_more_than_the_wrong_one():
     for name, first in (("right", 3), ("wrong", 0)):
         e = env(best=5)
         e.reset(seed=0, options={"workload": workload(), "duration_s": 10.0})
-        total, trunc, a = 0.0, False, first
-        while not trunc:
-            _, r, _, trunc, info = e.step(a)
+        total, term, a = 0.0, False, first
+        while not term:
+            _, r, term, _, info = e.step(a)
             total += r
             a = 0
         returns[name] = (total, info["slo_attainment"])

@@ -62,6 +62,7 @@ class ArrowMonitor:
         self._sustained = 0
         self._last_pass_s = -math.inf
         self.info: ClusterInfo | None = None
+        self._proposal: tuple[float, int, int] | None = None  # state before act(): see sync_applied
 
     def reset(self, info: ClusterInfo) -> None:
         self.info = info
@@ -69,6 +70,7 @@ class ArrowMonitor:
         self.profiles = self._fixed_profiles if self._fixed_profiles is not None else default_profiles(info)
         self._sustained = 0
         self._last_pass_s = -math.inf
+        self._proposal = None
 
     # -- Algorithm 2 --------------------------------------------------------------------------
     def trigger(self, lp: float, ld: float) -> bool:
@@ -85,6 +87,7 @@ class ArrowMonitor:
         lp, ld = float(state.window.prefill.load), float(state.window.decode.load)
         self.state.prefill_load, self.state.decode_load = lp, ld
         self._sustained = self._sustained + 1 if self.trigger(lp, ld) else 0
+        self._note_sustained()
         if self._sustained < self.config.sustain_count:  # "held over a period of time" (§5.5)
             return []
         return self.flip_to_decode(now, views, source="alg2")
@@ -102,7 +105,35 @@ class ArrowMonitor:
         return [Flip(target, Role.DECODE)]
 
     def act(self, state: ControlState) -> list[Flip]:
+        self._proposal = (self.state.last_p2d_flip_s, len(self.state.flip_log), self._sustained)
+        return self.decide(state)
+
+    def decide(self, state: ControlState) -> list[Flip]:
+        """This interval's flips; ``act`` wraps it to remember the state they will be judged against."""
         return self.monitoring_pass(state, list(state.instances))
+
+    def _note_sustained(self) -> None:
+        """The sustain count after this interval's pass, before a flip may reset it."""
+        if self._proposal is not None:
+            self._proposal = (*self._proposal[:2], self._sustained)
+
+    def sync_applied(self, now: float, proposed: Sequence[Flip], applied: Sequence[Flip]) -> None:
+        """Make the cooldown clock and sustain count follow the flips that took effect, not the ones
+        ``act`` proposed: as a teacher beside a learner (the env applies the learner's action) or when
+        a cluster refuses some flips. Without it the teacher would believe it had flipped, wait out a
+        cooldown that never started and restart a sustain count that never fired."""
+        if self._proposal is None or list(applied) == list(proposed):
+            return
+        last_p2d, log_len, sustained = self._proposal
+        self._proposal = None
+        self.state.last_p2d_flip_s = last_p2d
+        del self.state.flip_log[log_len:]
+        self._sustained = sustained
+        for f in applied:
+            role = Role(f.role)
+            self.state.record(now, f.instance_id, role, "applied")
+            if role is Role.DECODE and self.config.reset_sustain_after_flip:
+                self._sustained = 0
 
 
 class ArrowIntervalController(ArrowMonitor):
@@ -178,7 +209,7 @@ class ArrowIntervalController(ArrowMonitor):
                 return False
         return True
 
-    def act(self, state: ControlState) -> list[Flip]:
+    def decide(self, state: ControlState) -> list[Flip]:
         views = list(state.instances)
         now = state.now
         ld = float(state.window.decode.load)
@@ -211,3 +242,4 @@ class ArrowIntervalController(ArrowMonitor):
         lp, ld = float(state.window.prefill.load), float(state.window.decode.load)
         self.state.prefill_load, self.state.decode_load = lp, ld
         self._sustained = self._sustained + 1 if self.trigger(lp, ld) else 0
+        self._note_sustained()

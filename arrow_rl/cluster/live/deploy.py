@@ -127,6 +127,10 @@ def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float
                 except Exception as exc:  # noqa: BLE001 - the router's reason goes to the log
                     entry["error"] = f"flips rejected: {exc}"
                     stats.flips_rejected += len(flips)
+                sync = getattr(controller, "sync_applied", None)
+                if sync is not None:  # Arrow's cooldown follows the flips the router applied
+                    sync(state.now, flips, [Flip(int(d["id"]), Role(d.get("new", d.get("role"))))
+                                            for d in entry["applied"]])
             stats.decisions.append(entry)
             log(entry)
     finally:
