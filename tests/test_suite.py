@@ -134,6 +134,46 @@ def test_suite_run_writes_json_table_plot_and_leaderboard(tmp_path):
     assert "winner" in res.output
     text = readme.read_text()
     assert "OLDBLOCK" not in text and "| tiny-trace" in text and text.endswith("after\n")
+    # `suite report` renders the saved result again: the same tables, nothing re-run.
+    md2 = tmp_path / "lb2.md"
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(out), "--suite", str(TINY), "--markdown", str(md2)])
+    assert res.exit_code == 0, res.output
+    tables = lambda p: [l for l in p.read_text().splitlines() if l.startswith("|")]  # noqa: E731
+    assert tables(md2) == tables(md)
+
+
+def _saved_result(per_seed=(1.0, 2.0, 3.0)) -> dict:
+    """A suite JSON as written before per-seed records were kept (rates, mean flips/min only)."""
+    row = {"serving_rate": sum(per_seed) / 3, "ci95": [0, 9], "per_seed": list(per_seed), "flips_per_min": 0.5,
+           "at_ceiling": False, "simulations": 9, "cpu_s": 1.0}
+    return {"suite": "tiny", "quick": False, "summary": {},
+            "settings": {"jobs": 2, "controllers": ["colocated", "static-best"], "wall_s": 60, "cpu_s": 100,
+                         "simulations": 18},
+            "scenarios": {"tiny-poisson": {"split": "train", "counted_span_s": 600.0, "controllers": {
+                "colocated": row, "static-best": {**row, "per_seed": [4.0, 4.0, 4.0], "best_split": 1,
+                                                  "per_seed_split": [1, 1, 1]}}}}}
+
+
+def test_suite_report_renders_a_saved_result_without_running(tmp_path):
+    src, md = tmp_path / "s.json", tmp_path / "lb.md"
+    src.write_text(json.dumps(_saved_result()))
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(src), "--suite", str(TINY), "--markdown", str(md)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "| tiny-poisson | train | 2 ± 2 | 4 ± 0 (1P:2D) | tie: colocated, static-best |" in text
+    assert "--controllers colocated,static-best" in text and "--jobs 2" in text
+
+
+def test_suite_report_names_what_is_wrong_with_the_file(tmp_path):
+    src = tmp_path / "s.json"
+    bad = _saved_result()
+    bad["scenarios"]["no-such-scenario"] = bad["scenarios"].pop("tiny-poisson")
+    src.write_text(json.dumps(bad))
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(src), "--suite", str(TINY)])
+    assert res.exit_code == 2 and "no-such-scenario" in res.output and "Traceback" not in res.output
+    src.write_text("[1, 2]")
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(src), "--suite", str(TINY)])
+    assert res.exit_code == 2 and "not an arrow-rl suite result" in res.output
 
 
 def test_suite_run_rejects_unknown_controller_before_simulating(tmp_path):

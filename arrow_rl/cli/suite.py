@@ -50,7 +50,6 @@ def run_command(
         None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
 ) -> None:
     """Measure each controller's serving rate on every scenario (mean of seeds, 95% CI, ties called)."""
-    from arrow_rl.evaluation.leaderboard import plot_suite, rate_cell, ratio_cell, update_marked_block, write_markdown
     from arrow_rl.evaluation.suite import run_suite
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
@@ -95,6 +94,50 @@ def run_command(
             _fail(str(exc))
             return
         bar.update(task, description="done")
+    result.settings.update(scenarios=[sc.name for sc in s.scenarios] if only else None,
+                           rate_mode=rate_mode, warmup_s=warmup)
+    _publish(result, names, json_out, plots, markdown, update_readme)
+
+
+@suite_app.command("report")
+def report_command(
+    json_in: Path = typer.Option(..., "--json", help="a suite result written by `arrow-rl suite run --json`"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="the suite it ran (default: the name recorded in the JSON)"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="directory for suite_serving_rate.png"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the leaderboard Markdown here"),
+    update_readme: Optional[Path] = typer.Option(
+        None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
+) -> None:
+    """Render a saved suite result again (tables, plot, Markdown, README block) without re-running it."""
+    from arrow_rl.evaluation.suite import result_from_json
+    from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
+
+    try:
+        payload = json.loads(_read(json_in))
+    except json.JSONDecodeError as exc:
+        _fail(f"--json {json_in}: not JSON ({exc})")
+    if not isinstance(payload, dict):
+        _fail(f"--json {json_in}: not an arrow-rl suite result (top level is not an object)")
+    if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
+        _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
+    try:
+        s = load_suite(suite or str(payload.get("suite", "standard")), quick=bool(payload.get("quick", False)))
+        recorded = payload.get("settings") or {}
+        if recorded.get("rate_mode") is not None or recorded.get("warmup_s") is not None:
+            s = _override(s, recorded.get("rate_mode"), recorded.get("warmup_s"))
+        result = result_from_json(payload, s, source=f"--json {json_in}")
+    except (SuiteError, ValueError, KeyError, TypeError) as exc:
+        _fail(str(exc) if not isinstance(exc, (KeyError, TypeError)) else
+              f"--json {json_in}: not an arrow-rl suite result ({type(exc).__name__}: {exc})")
+    _publish(result, result.controllers, None, plots, markdown, update_readme)
+
+
+def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)
+             markdown: Optional[Path], update_readme: Optional[Path]) -> None:
+    """Print the tables and write whichever outputs were asked for."""
+    from arrow_rl.evaluation.leaderboard import plot_suite, rate_cell, ratio_cell, update_marked_block, write_markdown
+
+    s = result.suite
 
     table = Table(title=f"Serving rate (req/s, mean ± 95% CI over {len(s.protocol.seeds)} seeds) — suite {s.name}")
     table.add_column("scenario")
@@ -124,9 +167,10 @@ def run_command(
         console.print(f"wrote {write_markdown(result, markdown)}")
     if update_readme is not None:
         console.print(f"updated {update_marked_block(update_readme, result, str(markdown) if markdown else None)}")
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
-    console.print(f"wrote {json_out}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
+        console.print(f"wrote {json_out}")
 
 
 def _override(s, rate_mode: str | None, warmup: float | None):  # noqa: ANN001, ANN202 - Suite (lazy import)

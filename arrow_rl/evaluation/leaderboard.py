@@ -29,10 +29,22 @@ def ratio_cell(x: float | None) -> str:
 
 
 def command_line(result: SuiteResult, markdown: str | None = None) -> str:
+    """The ``suite run`` command that reproduces ``result``: every option the run recorded that
+    changes what is measured or what it costs (``--scenarios``, ``--rate-mode``, ``--warmup``,
+    ``--jobs``)."""
+    st = result.settings
     parts = ["arrow-rl suite run", f"--suite {result.suite.name}",
              "--controllers " + ",".join(result.controllers)]
     if result.quick:
         parts.append("--quick")
+    if st.get("scenarios"):
+        parts.append("--scenarios " + ",".join(st["scenarios"]))
+    for key, flag in (("rate_mode", "--rate-mode"), ("warmup_s", "--warmup")):
+        if st.get(key) is not None:
+            parts.append(f"{flag} {st[key]:g}" if isinstance(st[key], float) else f"{flag} {st[key]}")
+    if st.get("jobs", 1) > 1:
+        parts.append(f"--jobs {st['jobs']}")
+    parts.append("--json OUT.json")  # where outputs go does not change the figures
     if markdown:
         parts.append(f"--markdown {markdown}")
     return " ".join(parts)

@@ -123,6 +123,10 @@ class SuiteResult:
                 if o.best_split is not None:
                     entry["best_split"] = o.best_split
                     entry["per_seed_split"] = [s.best_split for s in o.seeds]
+                entry["seeds"] = [{"seed": s.seed, "factor": s.factor, "rate": s.rate, "at_ceiling": s.at_ceiling,
+                                   "flips_per_min": s.flips_per_min, "counted_span_s": s.counted_span_s,
+                                   "simulations": s.simulations, "best_split": s.best_split} for s in o.seeds]
+                entry["wall_s"] = o.wall_s
                 ctrls[c] = entry
             s = sc.scenario
             scenarios[name] = {
@@ -137,6 +141,51 @@ class SuiteResult:
                 "settings": self.settings | {"protocol": self.suite.protocol.describe(),
                                              "wall_s": self.wall_s, "cpu_s": self.cpu_s,
                                              "simulations": self.simulations}}
+
+
+def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") -> SuiteResult:
+    """Rebuild a ``SuiteResult`` from ``to_json`` output, to render tables, plots and Markdown again
+    without re-running (``arrow-rl suite report``). ``suite`` supplies the scenario definitions; a
+    scenario of the JSON that the suite lacks is an error naming it. Files written before per-seed
+    records were kept give each seed the job's mean flips/min and the scenario's counted span,
+    which is what the rendering uses."""
+    try:
+        scen_json: dict = payload["scenarios"]
+        settings = dict(payload.get("settings") or {})
+        quick = bool(payload.get("quick", False))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{source}: not an arrow-rl suite result (missing {exc})") from exc
+    by_name = {sc.name: sc for sc in suite.scenarios}
+    unknown = [n for n in scen_json if n not in by_name]
+    if unknown:
+        raise ValueError(f"{source}: scenario(s) {', '.join(unknown)} are not in suite {suite.name}")
+    controllers: list[str] = list(settings.get("controllers") or [])
+    outcomes: dict[str, ScenarioOutcome] = {}
+    sims = 0
+    for name, sj in scen_json.items():
+        row: dict[str, ControllerOutcome] = {}
+        for c, e in sj["controllers"].items():
+            if c not in controllers:
+                controllers.append(c)
+            if "seeds" in e:
+                seeds = [SeedResult(int(d["seed"]), float(d["factor"]), float(d["rate"]), bool(d["at_ceiling"]),
+                                    float(d["flips_per_min"]), float(d["counted_span_s"]), int(d["simulations"]),
+                                    d.get("best_split")) for d in e["seeds"]]
+            else:
+                rates = e["per_seed"]
+                splits = e.get("per_seed_split") or [None] * len(rates)
+                seeds = [SeedResult(k, math.nan, float(r), bool(e.get("at_ceiling", False)), float(e["flips_per_min"]),
+                                    float(sj.get("counted_span_s", 0.0)), int(e.get("simulations", 0)) // len(rates),
+                                    splits[k]) for k, r in enumerate(rates)]
+            sims += sum(x.simulations for x in seeds)
+            row[c] = ControllerOutcome(c, seeds, mean_ci95([x.rate for x in seeds],
+                                                           at_ceiling=any(x.at_ceiling for x in seeds)),
+                                       float(e.get("wall_s", 0.0)), float(e.get("cpu_s", 0.0)))
+        outcomes[name] = ScenarioOutcome(by_name[name], row)
+    kept = Suite(suite.name, suite.path, suite.description, [by_name[n] for n in scen_json], suite.protocol)
+    return SuiteResult(kept, controllers, outcomes, quick, wall_s=float(settings.get("wall_s", 0.0)),
+                       cpu_s=float(settings.get("cpu_s", 0.0)), simulations=int(settings.get("simulations", sims)),
+                       settings=settings)
 
 
 def _job(scenario: Scenario, controller: str, notify: Callable | None) -> tuple[list[SeedResult], float, float]:
