@@ -158,6 +158,34 @@ def test_malformed_json_to_admin_and_client_endpoints_is_a_400():
         assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_kv_pull_that_fails_inside_the_stream_is_retried_before_any_byte_reaches_the_client(chat):
+    # Real vLLM (kv_load_failure_policy "fail") answers the decode leg 200 and then sends an error
+    # event as the first (chat: second, after the role delta) event. Nothing has reached the client
+    # yet, so the router retries the request plain elsewhere instead of relaying the error.
+    cfg = [FakeConfig(), FakeConfig(fail_kv_pull_in_stream=1), FakeConfig()]
+    with live_rig(roles=["prefill", "decode", "decode"], configs=cfg) as rig, rig.client() as c:
+        rig.router.routing.route_decode = lambda r, p, ctx: 1  # type: ignore[method-assign]
+        if chat:
+            body = {"model": "tiny", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4,
+                    "ignore_eos": True, "stream": True}
+            with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                events = [x for x in r.iter_lines() if x.startswith("data: ")]
+            assert events[-1] == "data: [DONE]" and not any('"error"' in x for x in events)
+            assert sum(1 for x in events if '"content"' in x and '"content": ""' not in x
+                       and '"content":""' not in x) == 4
+        else:
+            body = completion(max_tokens=4)
+            with c.stream("POST", "/v1/completions", json=body) as r:
+                assert r.status_code == 200
+                tokens, _ = read_stream(r)
+            assert tokens == expected_tokens(body["prompt"], 4)
+        rec = rig.router.records[-1]
+        assert not rec.rejected and rec.decode_instance != 1
+        assert rig.fakes[1].config.fail_kv_pull_in_stream == 0  # the injected failure did fire
+
+
 def test_decode_failure_before_first_byte_is_retried_once_as_plain_request(tmp_path):
     cfg = [FakeConfig(), FakeConfig(fail_decode_before_stream=1), FakeConfig()]
     journal = tmp_path / "journal.jsonl"
@@ -303,7 +331,7 @@ def test_client_disconnect_mid_stream_releases_the_instance_bookkeeping():
                 for line in r.iter_lines():
                     if line.startswith("data: "):
                         break  # read one chunk, then hang up
-        deadline = time.time() + 5
+        deadline = time.time() + 30  # returns as soon as the relay cleaned up
         d = rig.router.state.instances[1]
         while (d.num_decode or not rig.router.records) and time.time() < deadline:
             time.sleep(0.05)

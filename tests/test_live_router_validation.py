@@ -11,7 +11,7 @@ from live_fixtures import AUTH, completion, live_rig
 
 
 def _wait_models(rig) -> None:
-    deadline = time.time() + 5
+    deadline = time.time() + 30  # learned by the first health check; a loaded box delays it
     while rig.router.models is None and time.time() < deadline:
         time.sleep(0.02)
     assert rig.router.models == frozenset({"tiny"}) and rig.router.max_model_len == 2048

@@ -146,7 +146,8 @@ def test_an_engine_4xx_is_passed_through_unchanged_and_not_retried():
 
 def test_a_stream_broken_by_the_engine_fails_that_request_only():
     cfg = [FakeConfig(), FakeConfig(break_stream_after=1)]
-    with live_rig(configs=cfg, health_interval_s=5.0) as rig, \
+    # A generous health timeout: on a loaded box the probe after the broken stream must not time out.
+    with live_rig(configs=cfg, health_interval_s=5.0, health_timeout_s=30.0) as rig, \
             openai.OpenAI(base_url=rig.url + "/v1", api_key="unused", max_retries=0) as c:
         with pytest.raises(openai.APIError):
             list(c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, stream=True))

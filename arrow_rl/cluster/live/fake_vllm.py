@@ -56,6 +56,8 @@ class FakeConfig:
     fail_prefill: int = 0                 # answer prefill legs with HTTP 500
     fail_decode_before_stream: int = 0    # answer decode legs with HTTP 500
     break_stream_after: int = -1          # close a stream after this many tokens (-1: never)
+    fail_kv_pull_in_stream: int = 0       # a streamed decode leg answers 200, then an error event: what vLLM
+                                          # sends when a KV pull fails (kv_load_failure_policy "fail")
     hang: bool = False                    # accept requests but never answer
     healthy: bool = True                  # /health answers 200 (else 503)
 
@@ -176,6 +178,10 @@ class FakeVllm:
                 self.c_fail.labels(*self._lab).inc()
                 return _error(500, "KV pull failed")
             await asyncio.sleep(cfg.kv_pull_s)
+            fire, cfg.fail_kv_pull_in_stream = self._take(cfg.fail_kv_pull_in_stream)
+            if fire and body.get("stream"):
+                self.c_fail.labels(*self._lab).inc()
+                return StreamingResponse(self._failed_stream(chat), media_type="text/event-stream")
             self.c_src.labels(*self._lab, "external_kv_transfer").inc(len(prompt))
         else:
             fire, cfg.fail_decode_before_stream = self._take(cfg.fail_decode_before_stream)
@@ -250,6 +256,15 @@ class FakeVllm:
         return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
                 "model": self.model, "choices": choices,
                 "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}}
+
+    async def _failed_stream(self, chat: bool):
+        """A stream the engine fails before its first token: (chat: the role delta, then) vLLM's
+        error object as an SSE event, then [DONE]."""
+        if chat:
+            yield (b'data: {"id": "chatcmpl-failed", "object": "chat.completion.chunk", "model": "' + self.model.encode()
+                   + b'", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}\n\n')
+        yield b"data: " + json.dumps(error_body(500, "Internal server error")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
 
     async def _stream(self, rid: str, seqs: list[tuple[list[int], str | None]], n_prompt: int, t0: float,
                       body: dict, chat: bool):

