@@ -11,7 +11,7 @@ A suite is YAML (schema in docs/evaluation.md)::
          preset: h100-llama3.1-70b-tp4, instances: 8, slo: loose}
 
 ``split: test`` scenarios are held out: nothing (agents, Arrow's constants, reward weights) may
-be trained or tuned on them; ``tests/test_suite_split.py`` checks that shipped configs never
+be trained or tuned on them; ``tests/test_suite.py`` checks that shipped configs never
 name one. Errors name the file, the scenario and the field.
 """
 
