@@ -49,6 +49,7 @@ from arrow_rl.cluster.emulator.kv_cache import KvCacheManager
 from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
+from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.cluster.emulator.views import fresh_view, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
@@ -97,7 +98,9 @@ class EmulatedCluster(Cluster):
         self._lat = self.preset.latency
         self._M = config.max_num_batched_tokens
         self._S = config.max_num_seqs
-        self._exact = config.exact_stepping
+        self._scheduler = BatchScheduler(SchedulerLimits(
+            max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
+            client_timeout_s=config.client_timeout_s, exact_stepping=config.exact_stepping))
         bs = self.preset.block_size
         self._bs = bs
         cap_blocks = self.preset.kv_capacity_tokens // bs
@@ -516,117 +519,28 @@ class EmulatedCluster(Cluster):
             heapq.heappop(heap)
         raise AssertionError("decode set is empty")
 
-    # ------------------------------------------------------------------ internals: scheduler
+    # ------------------------------------------------------------------ internals: batches
     def _schedule(self, I: InstanceState, t: float) -> None:
-        """Form the next batch at an iteration boundary (vLLM v1 order, decode first, Arrow §5.4)
-        and plan it: one iteration, a closed-form run of decode iterations, or idle."""
-        R = self.requests
-        bs = I.block_size
-        cap = I.capacity_blocks
-        S = self._S
-        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
+        """At an iteration boundary: form the next batch (scheduler.py), apply it, and plan it as
+        one iteration, a closed-form run of decode iterations, or idle."""
         I.cached_view = None
+        plan = self._scheduler.plan(I, self.requests, t, self._kv.plan_view(I) if self._pfx else None)
+        if plan is not DECODES_ONLY:
+            self._apply(I, plan, t)
         admit_ok = t >= I.blocked_until
-        # transferred KV that has landed joins the running batch (it already holds its blocks)
-        while I.landed and len(I.running) < S:
-            rid = I.landed.popleft()
-            I.other_blocks -= blk[rid]
-            blk[rid] = 0
-            I.decode_legs_waiting -= 1
-            I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
-            I.running.append(rid)
-            # the pulled KV covers the prompt but its last token, which the first decode step
-            # recomputes to emit the first output token: the decode instance produces every output
-            # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
-            gen[rid] = 0
-            comp[rid] = n_in[rid] - 1
-            self._dec_join(I, rid, comp[rid])
-            I.awaiting_first_token.append(rid)
-        it = I.decode_iterations
-        chunks: list[tuple[int, int]] = []
-        budget = self._M - I.num_decoding
-        need = I.other_blocks + I.decode_set_blocks(it + 1)
-        preempted = False
-        if I.prefilling:
-            adds = []
-            for rid in I.prefilling:
-                if budget <= 0:
-                    break
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                need += add
-                chunks.append((rid, c))
-                adds.append(add)
-                budget -= c
-            if need <= cap:
-                for (rid, _), add in zip(chunks, adds):
-                    blk[rid] += add
-                I.other_blocks += sum(adds)
-        if need > cap:
-            chunks, preempted = self._schedule_under_pressure(I)
-            budget = self._M - I.num_decoding - sum(c for _, c in chunks)
-            need = I.other_blocks + I.decode_set_blocks(it + 1)
-        # admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
-        if I.waiting and not preempted and admit_ok:
-            free = cap - need
-            running = I.running
-            pfx = self._pfx
-            timeout = self.config.client_timeout_s
-            while budget > 0 and I.waiting and len(running) < S:
-                rid = I.waiting[0]
-                if timeout is not None and comp[rid] == 0 and t - R.arrival_s[rid] > timeout:
-                    self._drop_timed_out(I, I.waiting.popleft())
-                    continue
-                if pfx and comp[rid] == 0:
-                    if not self._kv.admit(I, rid, budget, free, cap - free):
-                        break
-                    rid = I.waiting.popleft()
-                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    free = cap - I.other_blocks - I.decode_set_blocks(it + 1)
-                else:
-                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    add = -(-(comp[rid] + c) // bs) - blk[rid]
-                    if add > free:
-                        break
-                    I.waiting.popleft()
-                    free -= add
-                    blk[rid] += add
-                    I.other_blocks += add
-                running.append(rid)
-                I.prefilling.append(rid)
-                st[rid] = PREFILLING
-                chunks.append((rid, c))
-                budget -= c
-            need = cap - free
-        # start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
-        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
-        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
-        # running batch, so a pull in flight takes no max_num_seqs slot (vllm/v1/core/sched/scheduler.py)
-        if I.transfer_queue and admit_ok:
-            free = cap - need
-            while I.transfer_queue and len(I.running) < S:
-                rid = I.transfer_queue[0]
-                add = -(-n_in[rid] // bs)
-                if add > free:
-                    break
-                I.transfer_queue.popleft()
-                free -= add
-                blk[rid] = add
-                I.other_blocks += add
-                I.transfers_in += 1
-                st[rid] = TRANSFERRING
-                self.num_transfers += 1
-                self._start_transfer(rid, I.id, t)
         if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
             self._push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
-        # plan
+        preempted = bool(plan.preempted)
+        chunks = plan.chunks
+        it = I.decode_iterations
         I.plan_version += 1
         I.plan_start = t
         I.plan_iterations_counted = 0
         n = I.num_decoding
         I.plan_decodes = n
         if chunks:
+            comp = self.requests.computed
             ptok = 0
             att = 0.0
             for rid, c in chunks:
@@ -640,18 +554,8 @@ class EmulatedCluster(Cluster):
             I.plan_iterations = 1
             I.plan_end = t + dur
         elif n:
-            k = self._next_finish(I) - it
-            if self._exact or (preempted and (I.waiting or I.transfer_queue)):
-                k = 1   # after a preemption vLLM admits waiting work again at the next step
-            elif I.other_blocks + I.decode_set_blocks(it + k) > cap:
-                lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if I.other_blocks + I.decode_set_blocks(it + mid) <= cap:
-                        lo = mid
-                    else:
-                        hi = mid
-                k = lo
+            k = self._scheduler.decode_run_length(
+                I, self._next_finish(I) - it, preempted and bool(I.waiting or I.transfer_queue))
             alpha, beta = self._coefs(n)
             I.plan = DECODE_RUN
             I.run_step_base_s = alpha
@@ -669,64 +573,87 @@ class EmulatedCluster(Cluster):
             return
         self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
 
-    def _schedule_under_pressure(self, I: InstanceState) -> tuple[list[tuple[int, int]], bool]:
-        """The exact vLLM v1 allocation loop when KV does not fit everything (rare path).
-
-        Decode sequences first (Arrow §5.4), then running prompts; when a request cannot get its
-        blocks, the newest running request is preempted (recompute) until it fits or the request
-        itself is preempted (vLLM v1 ``Scheduler.schedule``)."""
+    def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
+        """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls."""
         R = self.requests
         bs = I.block_size
         comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
-        # materialise the lazy decode set
-        decs = [rid for rid in I.running if st[rid] == DECODING]
-        for rid in decs:
-            c = self._dec_leave(I, rid)
-            comp[rid] = c
-            gen[rid] = c + 1 - n_in[rid]
-            b = -(-c // bs)
-            blk[rid] = b
-            I.other_blocks += b
-        I.finish_heap = []
-        order = decs + list(I.prefilling)
-        free = I.capacity_blocks - I.other_blocks
-        budget = self._M
-        sched: dict[int, int] = {}
-        preempted = False
-        is_dec = set(decs)
-        for rid in order:
-            if budget <= 0:
-                break
-            if st[rid] == WAITING:      # preempted earlier in this loop
-                continue
-            c = 1 if rid in is_dec else min(n_in[rid] + gen[rid] - comp[rid], budget)
-            need = -(-(comp[rid] + c) // bs) - blk[rid]
-            ok = True
-            while need > free:
-                victim = I.running.pop()
-                preempted = True
-                if victim in sched:
-                    budget += sched.pop(victim)
+        for _ in range(plan.joined):   # landed KV joins the running batch (it holds its blocks)
+            rid = I.landed.popleft()
+            I.other_blocks -= blk[rid]
+            blk[rid] = 0
+            I.decode_legs_waiting -= 1
+            I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
+            I.running.append(rid)
+            # the pulled KV covers the prompt but its last token, which the first decode step
+            # recomputes to emit the first output token: the decode instance produces every output
+            # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
+            gen[rid] = 0
+            comp[rid] = n_in[rid] - 1
+            self._dec_join(I, rid, comp[rid])
+            I.awaiting_first_token.append(rid)
+        if plan.materialised:
+            # the decode set as explicit requests, for the exact allocation loop
+            decs = [rid for rid in I.running if st[rid] == DECODING]
+            for rid in decs:
+                c = self._dec_leave(I, rid)
+                comp[rid] = c
+                gen[rid] = c + 1 - n_in[rid]
+                b = -(-c // bs)
+                blk[rid] = b
+                I.other_blocks += b
+            I.finish_heap = []
+            is_dec = set(decs)
+            allocs = plan.allocations
+            j = 0
+            for victim, before in plan.preempted:
+                for rid, add in allocs[j:before]:
+                    blk[rid] += add
+                    I.other_blocks += add
+                j = before
+                I.running.pop()   # the victim: the newest running request
                 self._preempt(I, victim, victim in is_dec)
-                free = I.capacity_blocks - I.other_blocks   # shared prefix blocks stay in use
-                if victim == rid:
-                    ok = False
-                    break
-            if not ok:
-                break
-            free -= need
-            blk[rid] += need
-            I.other_blocks += need
-            sched[rid] = c
-            budget -= c
-        # scheduled decodes go back into the lazy set; their new block is counted by dec_blocks(it+1)
-        for rid in decs:
-            if st[rid] == DECODING:
-                I.other_blocks -= blk[rid]
-                blk[rid] = 0
-                self._dec_join(I, rid, comp[rid])
-        chunks = [(rid, c) for rid, c in sched.items() if rid not in is_dec]
-        return chunks, preempted
+            for rid, add in allocs[j:]:
+                blk[rid] += add
+                I.other_blocks += add
+            # surviving decodes go back into the lazy set; their new block is counted by dec_blocks(it+1)
+            for rid in decs:
+                if st[rid] == DECODING:
+                    I.other_blocks -= blk[rid]
+                    blk[rid] = 0
+                    self._dec_join(I, rid, comp[rid])
+        else:
+            for rid, add in plan.allocations:
+                blk[rid] += add
+                I.other_blocks += add
+        if plan.evicted:
+            entries = I.prefix_cache.entries
+            for key in plan.evicted:
+                entries.pop(key, None)
+        if plan.timed_out or plan.admitted:
+            dropped = set(plan.timed_out)
+            for _ in range(len(plan.timed_out) + len(plan.admitted)):
+                rid = I.waiting.popleft()
+                if rid in dropped:
+                    self._drop_timed_out(I, rid)
+            for rid, hit_blocks, add in plan.admitted:
+                if self._pfx and comp[rid] == 0:
+                    self._kv.admit(I, rid, hit_blocks, add)
+                else:
+                    blk[rid] += add
+                    I.other_blocks += add
+                I.running.append(rid)
+                I.prefilling.append(rid)
+                st[rid] = PREFILLING
+        for rid in plan.pulls:   # the decode leg starts pulling its KV into the blocks it got
+            I.transfer_queue.popleft()
+            add = -(-n_in[rid] // bs)
+            blk[rid] = add
+            I.other_blocks += add
+            I.transfers_in += 1
+            st[rid] = TRANSFERRING
+            self.num_transfers += 1
+            self._start_transfer(rid, I.id, t)
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
