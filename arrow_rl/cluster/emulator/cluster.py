@@ -242,7 +242,7 @@ class EmulatedCluster(Cluster):
         delay = self.config.flip_delay_s
         if delay > 0:
             I.blocked_until = I.wake_at = t + delay
-            self._push(t + delay, FLIP_DELAY_END, instance_id, 0)
+            self._events.push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
     def advance(self, dt: float) -> MetricsWindow:
         """Run ``dt`` seconds of cluster time; return the metrics of [now, now + dt)."""
@@ -322,15 +322,6 @@ class EmulatedCluster(Cluster):
         if not isinstance(instance_id, (int, np.integer)) or not 0 <= instance_id < len(self._insts):
             raise ValueError(f"unknown instance id {instance_id!r}; the cluster has instances "
                              f"0..{len(self._insts) - 1}")
-
-    def _push(self, t: float, kind: int, a: int, b: int) -> None:
-        self._events.push(t, kind, a, b)
-
-    def _coefs(self, n: int) -> tuple[float, float]:
-        c = self._coef.get(n)
-        if c is None:
-            c = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
-        return c
 
     def _target(self, i, what: str) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._insts):
@@ -478,7 +469,7 @@ class EmulatedCluster(Cluster):
                 return
             I.plan_iterations = k
             I.plan_end = I.plan_start + run_time(I, k)
-            self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+            self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: decode set
@@ -530,7 +521,7 @@ class EmulatedCluster(Cluster):
         admit_ok = t >= I.blocked_until
         if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
-            self._push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
+            self._events.push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
         preempted = bool(plan.preempted)
         chunks = plan.chunks
         it = I.decode_iterations
@@ -556,7 +547,10 @@ class EmulatedCluster(Cluster):
         elif n:
             k = self._scheduler.decode_run_length(
                 I, self._next_finish(I) - it, preempted and bool(I.waiting or I.transfer_queue))
-            alpha, beta = self._coefs(n)
+            coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
+            if coef is None:
+                coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
+            alpha, beta = coef
             I.plan = DECODE_RUN
             I.run_step_base_s = alpha
             I.run_step_per_token_s = beta
@@ -571,14 +565,14 @@ class EmulatedCluster(Cluster):
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(I, t)
             return
-        self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+        self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
 
     def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
         """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls."""
         R = self.requests
         bs = I.block_size
         comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
-        for _ in range(plan.joined):   # landed KV joins the running batch (it holds its blocks)
+        for _ in range(plan.joined) if plan.joined else ():   # landed KV joins the running batch
             rid = I.landed.popleft()
             I.other_blocks -= blk[rid]
             blk[rid] = 0
@@ -622,31 +616,41 @@ class EmulatedCluster(Cluster):
                     I.other_blocks -= blk[rid]
                     blk[rid] = 0
                     self._dec_join(I, rid, comp[rid])
-        else:
-            for rid, add in plan.allocations:
+        else:   # the running prompts' chunks (the first ones) get their blocks
+            for k in range(len(plan.chunks) - plan.admitted):
+                rid, c = plan.chunks[k]
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
                 blk[rid] += add
                 I.other_blocks += add
         if plan.evicted:
             entries = I.prefix_cache.entries
             for key in plan.evicted:
                 entries.pop(key, None)
-        if plan.timed_out or plan.admitted:
-            dropped = set(plan.timed_out)
-            for _ in range(len(plan.timed_out) + len(plan.admitted)):
-                rid = I.waiting.popleft()
-                if rid in dropped:
-                    self._drop_timed_out(I, rid)
-            for rid, hit_blocks, add in plan.admitted:
-                if self._pfx and comp[rid] == 0:
-                    self._kv.admit(I, rid, hit_blocks, add)
+        if plan.admitted or plan.timed_out:
+            timed_out = plan.timed_out
+            if timed_out:   # the waiting queue's head holds the dropped and the admitted, in order
+                dropped = set(timed_out)
+                for _ in range(len(timed_out) + plan.admitted):
+                    rid = I.waiting.popleft()
+                    if rid in dropped:
+                        self._drop_timed_out(I, rid)
+            chunks, hits = plan.chunks, plan.hit_blocks
+            first = len(chunks) - plan.admitted
+            for k in range(plan.admitted):
+                rid, c = chunks[first + k]
+                if not timed_out:
+                    I.waiting.popleft()
+                if hits and comp[rid] == 0:   # prefix caching: looked up in the cache
+                    self._kv.admit(I, rid, hits[k], c)
                 else:
+                    add = -(-(comp[rid] + c) // bs) - blk[rid]
                     blk[rid] += add
                     I.other_blocks += add
                 I.running.append(rid)
                 I.prefilling.append(rid)
                 st[rid] = PREFILLING
-        for rid in plan.pulls:   # the decode leg starts pulling its KV into the blocks it got
-            I.transfer_queue.popleft()
+        for _ in range(plan.pulls) if plan.pulls else ():   # decode legs start pulling their KV
+            rid = I.transfer_queue.popleft()
             add = -(-n_in[rid] // bs)
             blk[rid] = add
             I.other_blocks += add
@@ -798,7 +802,7 @@ class EmulatedCluster(Cluster):
                 self._leases.append((T + self._lease_s, rid))
                 if not self._lease_ev:
                     self._lease_ev = True
-                    self._push(T + self._lease_s, LEASE_CHECK, 0, 0)
+                    self._events.push(T + self._lease_s, LEASE_CHECK, 0, 0)
                 D.decode_legs_waiting += 1
                 D.decode_legs_waiting_tokens += R.input_tokens[rid] + R.generated[rid]
                 D.cached_view = None
@@ -850,14 +854,14 @@ class EmulatedCluster(Cluster):
         land = t + preset.kv_transfer_time(R.input_tokens[rid])
         nics = self._nics
         if nics is None:
-            self._push(land, KV_LANDED, rid, self._xver[rid])
+            self._events.push(land, KV_LANDED, rid, self._xver[rid])
             return
         nbytes = R.input_tokens[rid] * preset.kv_bytes_per_token
         changed = nics.start(rid, R.prefill_instance[rid], dst, nbytes, t, land)
         if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
             v = self._xver[rid] + 1
             self._xver[rid] = v
-            self._push(land, KV_LANDED, rid, v)
+            self._events.push(land, KV_LANDED, rid, v)
         else:
             self._reschedule_transfers(changed)
 
@@ -868,9 +872,9 @@ class EmulatedCluster(Cluster):
         for rid, byte_end, land in changed:
             v = self._xver[rid] + 1
             self._xver[rid] = v
-            self._push(land, KV_LANDED, rid, v)
+            self._events.push(land, KV_LANDED, rid, v)
             if nics.shared(rid):
-                self._push(byte_end, NIC_BYTES_SENT, rid, v)
+                self._events.push(byte_end, NIC_BYTES_SENT, rid, v)
 
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
@@ -915,7 +919,7 @@ class EmulatedCluster(Cluster):
             leases.popleft()
         if leases:
             self._lease_ev = True
-            self._push(leases[0][0], LEASE_CHECK, 0, 0)
+            self._events.push(leases[0][0], LEASE_CHECK, 0, 0)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the

@@ -106,16 +106,17 @@ class KvCacheManager:
         """A what-if view of ``I``'s prefix cache for one scheduling step (scheduler.py)."""
         return PrefixPlanView(self, I)
 
-    def admit(self, I: InstanceState, rid: int, hit_blocks: int, add: int) -> None:
+    def admit(self, I: InstanceState, rid: int, hit_blocks: int, tokens: int) -> None:
         """Admit ``rid`` on ``I`` as the scheduler planned it (``PrefixPlanView.admission``): take
         its ``hit_blocks`` cached blocks (their tokens are not computed but count as its KV) and
-        ``add`` new blocks for its first chunk."""
+        the new blocks of its first chunk of ``tokens``."""
         R = self.requests
         bs = I.block_size
         total = R.input_tokens[rid] + R.generated[rid]
         keys = self.block_keys(rid)
         h = hit_blocks
         hit = h * bs
+        add = -(-(hit + tokens) // bs) - h        # blocks beyond the hit ones
         pc = I.prefix_cache
         shared = pc.acquire(keys[:h]) if h else 0
         R.blocks[rid] = h + add
@@ -179,12 +180,12 @@ class PrefixPlanView:
         self.touched_delta = 0
         self.evicted: list[int] = []
 
-    def admission(self, rid: int, total: int, budget: int, free: int) -> tuple[int, int, int, int] | None:
+    def admission(self, rid: int, total: int, budget: int, free: int) -> tuple[int, int, int] | None:
         """Admit a waiting prompt of ``total`` tokens (none computed) with ``free`` KV blocks left and
         ``budget`` tokens: look its prefix up (vLLM ``get_computed_blocks``: at most prompt − 1 tokens
-        hit, so one token is always computed). Returns ``(hit blocks, new blocks, tokens to compute,
-        free blocks it uses)`` (hit blocks no one holds leave the free queue: they count), or None if
-        its first chunk does not fit."""
+        hit, so one token is always computed). Returns ``(hit blocks, tokens to compute, free blocks it
+        uses)`` (its new blocks and the hit blocks no one holds: those leave the free queue), or None
+        if its first chunk does not fit."""
         I = self.inst
         bs = I.block_size
         keys = self.kv.block_keys(rid)
@@ -204,7 +205,7 @@ class PrefixPlanView:
         for k in keys[:h]:
             delta[k] = delta.get(k, 0) + 1
         self.touched_delta += touched
-        return h, add, c, add + touched
+        return h, c, add + touched
 
     def release(self, rid: int) -> int:
         """``rid``'s KV leaves the instance (preempted): how many of its blocks stay in use because

@@ -23,8 +23,8 @@ says how many identical decode-only iterations the engine may sum in closed form
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from itertools import islice
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from arrow_rl.cluster.emulator.instance import InstanceState
 from arrow_rl.cluster.emulator.kv_cache import PrefixPlanView
@@ -43,21 +43,27 @@ class SchedulerLimits:
 
 @dataclass(slots=True)
 class BatchPlan:
-    """What an instance does at one iteration boundary. Request ids throughout; lists in the order
-    the engine must apply them. The decode set runs in every batch and is not listed."""
+    """What an instance does at one iteration boundary: request ids, in the order the engine applies
+    them. The decode set runs in every batch and is not listed. A chunk of ``c`` tokens for a
+    request with ``computed`` tokens and ``blocks`` KV blocks needs ``ceil((computed + c) / bs) −
+    blocks`` more blocks; the engine allocates them from the chunks, except on the exact allocation
+    loop's path (``materialised``), where preemptions interleave with explicit ``allocations``.
+    Parts a plan does not use stay shared empty tuples (plans are made at every busy boundary)."""
 
     joined: int = 0          # landed transfers joining the decode set: the head of ``landed``
+    chunks: Sequence[tuple[int, int]] = ()   # the iteration's prompt chunks (request, tokens):
+                                             # running prompts first, then the admitted ones
+    admitted: int = 0        # the last ``admitted`` chunks are prompts admitted from ``waiting``
+    hit_blocks: Sequence[int] = ()     # prefix caching: each admitted prompt's cached blocks
+    timed_out: Sequence[int] = ()      # waiting prompts dropped (client timeout); they and the
+                                       # admitted are the head of ``waiting``, in its order
+    pulls: int = 0           # queued decode legs (head of ``transfer_queue``) starting their KV pull
     materialised: bool = False   # the exact allocation loop ran (KV did not fit): the decode set is
                                  # expanded to explicit requests, then the survivors go back into it
-    allocations: list[tuple[int, int]] = field(default_factory=list)   # (request, KV blocks added)
-    # (victim, allocations applied before it), newest running request first
-    preempted: list[tuple[int, int]] = field(default_factory=list)
-    timed_out: list[int] = field(default_factory=list)   # waiting prompts dropped (client timeout)
-    # (request, prefix-cache hit blocks, new KV blocks) admitted from the head of ``waiting``
-    admitted: list[tuple[int, int, int]] = field(default_factory=list)
-    pulls: list[int] = field(default_factory=list)       # head of ``transfer_queue`` starting a pull
-    chunks: list[tuple[int, int]] = field(default_factory=list)   # prompt chunks (request, tokens)
-    evicted: list[int] = field(default_factory=list)     # prefix-cache keys lookups found evicted
+    allocations: Sequence[tuple[int, int]] = ()   # materialised: (request, KV blocks added), in order
+    # materialised: (victim, allocations applied before it), newest running request first
+    preempted: Sequence[tuple[int, int]] = ()
+    evicted: Sequence[int] = ()        # prefix-cache keys the lookups found evicted
 
 
 # The plan when nothing but the decode set runs and its KV fits (most boundaries): one shared,
@@ -68,10 +74,13 @@ DECODES_ONLY = BatchPlan()
 class BatchScheduler:
     """Forms batches under ``limits``; holds no state of its own and no reference to the cluster."""
 
-    __slots__ = ("limits",)
+    __slots__ = ("limits", "_M", "_S", "_timeout")
 
     def __init__(self, limits: SchedulerLimits) -> None:
         self.limits = limits
+        self._M = limits.max_num_batched_tokens    # read on every boundary: plain slots
+        self._S = limits.max_num_seqs
+        self._timeout = limits.client_timeout_s
 
     def plan(self, I: InstanceState, R: RequestTable, t: float,
              prefix: PrefixPlanView | None = None) -> BatchPlan:
@@ -79,11 +88,12 @@ class BatchScheduler:
 
         Reads ``I``'s queues, decode set and KV counts and ``R``'s per-request counters; changes
         neither. ``prefix`` is ``I``'s prefix-cache view when prefix caching is on."""
-        S = self.limits.max_num_seqs
+        S = self._S
         it = I.decode_iterations
         cap = I.capacity_blocks
-        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) \
-                and I.other_blocks + I.decode_set_blocks(it + 1) <= cap:
+        other = I.other_blocks
+        dec_next = I.decode_set_blocks(it + 1)       # decode-set KV after this iteration
+        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and other + dec_next <= cap:
             return DECODES_ONLY
         bs = I.block_size
         comp, gen, blk, n_in = R.computed, R.generated, R.blocks, R.input_tokens
@@ -91,82 +101,90 @@ class BatchScheduler:
         # 1. landed KV joins (it already holds its blocks); the pulled KV covers the prompt but its
         # last token, which the first decode step recomputes: a decode-set sequence of n_in − 1 tokens
         n_run = len(I.running)
-        joined = min(len(I.landed), S - n_run) if n_run < S else 0
-        other = I.other_blocks
-        dec_next = I.decode_set_blocks(it + 1)       # decode-set KV after this iteration
-        joined_ids = list(islice(I.landed, joined)) if joined else []
-        for rid in joined_ids:
-            other -= blk[rid]
-            dec_next += -(-n_in[rid] // bs)
-        p.joined = joined
-        n_run += joined
-        # 2. running prompts get chunks after the decodes' tokens
-        budget = self.limits.max_num_batched_tokens - I.num_decoding - joined
-        need = other + dec_next
-        chunks = p.chunks
-        if I.prefilling:
-            allocs = p.allocations
-            for rid in I.prefilling:
-                if budget <= 0:
+        joined_ids: list[int] | tuple = ()
+        if I.landed and n_run < S:
+            joined_ids = []
+            for rid in I.landed:
+                if n_run == S:
                     break
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                need += add
-                chunks.append((rid, c))
-                allocs.append((rid, add))
-                budget -= c
+                joined_ids.append(rid)
+                other -= blk[rid]
+                dec_next += -(-n_in[rid] // bs)
+                n_run += 1
+            p.joined = len(joined_ids)
+        # 2. running prompts get chunks after the decodes' tokens
+        budget = self._M - I.num_decoding - p.joined
+        need = other + dec_next
+        chunks = []
+        for rid in I.prefilling:
+            if budget <= 0:
+                break
+            c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+            need += -(-(comp[rid] + c) // bs) - blk[rid]
+            chunks.append((rid, c))
+            budget -= c
         # 3. the KV does not fit: the exact allocation loop, with preemption
         if need > cap:
-            p.allocations = []
             budget, need, n_run = self._plan_under_pressure(I, R, p, joined_ids, other, prefix)
-            chunks = p.chunks
+            chunks = list(p.chunks)
         # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
         admit_ok = t >= I.blocked_until
         if I.waiting and not p.preempted and admit_ok:
             free = cap - need
-            timeout = self.limits.client_timeout_s
+            timeout = self._timeout
             arrival = R.arrival_s
+            hits = [] if prefix is not None else None
             for rid in I.waiting:
                 if budget <= 0 or n_run >= S:
                     break
                 if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
+                    if not p.timed_out:
+                        p.timed_out = []
                     p.timed_out.append(rid)
                     continue
                 if prefix is not None and comp[rid] == 0:
                     a = prefix.admission(rid, n_in[rid] + gen[rid], budget, free)
                     if a is None:
                         break
-                    h, add, c, used = a
+                    h, c, used = a
                     free -= used
+                    hits.append(h)
                 else:
-                    h = 0
                     c = min(n_in[rid] + gen[rid] - comp[rid], budget)
                     add = -(-(comp[rid] + c) // bs) - blk[rid]
                     if add > free:
                         break
                     free -= add
-                p.admitted.append((rid, h, add))
+                    if hits is not None:
+                        hits.append(0)
                 chunks.append((rid, c))
+                p.admitted += 1
                 budget -= c
                 n_run += 1
+            if hits:
+                p.hit_blocks = hits
             need = cap - free
+        if chunks:
+            p.chunks = chunks
         # 5. start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
         # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
         # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
         # running batch, so a pull in flight takes no max_num_seqs slot
         if I.transfer_queue and admit_ok and n_run < S:
             free = cap - need
+            pulls = 0
             for rid in I.transfer_queue:
                 add = -(-n_in[rid] // bs)
                 if add > free:
                     break
                 free -= add
-                p.pulls.append(rid)
-        if prefix is not None:
+                pulls += 1
+            p.pulls = pulls
+        if prefix is not None and prefix.evicted:
             p.evicted = prefix.evicted
         return p
 
-    def _plan_under_pressure(self, I: InstanceState, R: RequestTable, p: BatchPlan, joined_ids: list[int],
+    def _plan_under_pressure(self, I: InstanceState, R: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
                              other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
         """The exact vLLM v1 allocation loop when the KV does not fit everything (rare path).
 
@@ -182,9 +200,11 @@ class BatchScheduler:
         comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
         offset = R.decode_offset
         p.materialised = True
-        running = list(I.running) + joined_ids
+        running = list(I.running)
+        running += joined_ids
         # the decode set as explicit requests: its KV tokens now and its blocks
-        decs = [rid for rid in I.running if st[rid] == DECODING] + joined_ids
+        decs = [rid for rid in I.running if st[rid] == DECODING]
+        decs += joined_ids
         ctx: dict[int, int] = {}
         blocks: dict[int, int] = {}            # blocks of the requests this step touches
         joined = set(joined_ids)
@@ -199,7 +219,9 @@ class BatchScheduler:
         free = cap - other
         budget = self.limits.max_num_batched_tokens
         sched: dict[int, int] = {}
-        allocs, preempted = p.allocations, p.preempted
+        allocs: list[tuple[int, int]] = []
+        preempted: list[tuple[int, int]] = []
+        p.allocations, p.preempted = allocs, preempted
         for rid in decs + list(I.prefilling):
             if budget <= 0:
                 break
