@@ -472,44 +472,6 @@ class EmulatedCluster(Cluster):
             self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
-    # ------------------------------------------------------------------ internals: decode set
-    def _dec_join(self, I: InstanceState, rid: int, comp: int) -> None:
-        R = self.requests
-        o = comp - I.decode_iterations
-        R.decode_offset[rid] = o
-        I.num_decoding += 1
-        I.decode_offset_sum += o
-        q, r = divmod(o, I.block_size)
-        I.decode_offset_blocks_sum += q
-        I.decode_offset_residues[r] += 1
-        I.decode_blocks_memo_at = -1
-        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
-        R.last_token_iteration[rid] = fit
-        heapq.heappush(I.finish_heap, (fit, rid))
-        R.state[rid] = DECODING
-
-    def _dec_leave(self, I: InstanceState, rid: int) -> int:
-        """Remove from the lazy decode set; return the request's KV tokens now."""
-        o = self.requests.decode_offset[rid]
-        I.num_decoding -= 1
-        I.decode_offset_sum -= o
-        q, r = divmod(o, I.block_size)
-        I.decode_offset_blocks_sum -= q
-        I.decode_offset_residues[r] -= 1
-        I.decode_blocks_memo_at = -1
-        return o + I.decode_iterations
-
-    def _next_finish(self, I: InstanceState) -> int:
-        R = self.requests
-        heap = I.finish_heap
-        st, fit = R.state, R.last_token_iteration
-        while heap:
-            f, rid = heap[0]
-            if st[rid] == DECODING and fit[rid] == f and R.instance[rid] == I.id:
-                return f
-            heapq.heappop(heap)
-        raise AssertionError("decode set is empty")
-
     # ------------------------------------------------------------------ internals: batches
     def _schedule(self, I: InstanceState, t: float) -> None:
         """At an iteration boundary: form the next batch (scheduler.py), apply it, and plan it as
@@ -546,7 +508,7 @@ class EmulatedCluster(Cluster):
             I.plan_end = t + dur
         elif n:
             k = self._scheduler.decode_run_length(
-                I, self._next_finish(I) - it, preempted and bool(I.waiting or I.transfer_queue))
+                I, I.next_finish(self.requests) - it, preempted and bool(I.waiting or I.transfer_queue))
             coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
             if coef is None:
                 coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
@@ -584,13 +546,13 @@ class EmulatedCluster(Cluster):
             # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
             gen[rid] = 0
             comp[rid] = n_in[rid] - 1
-            self._dec_join(I, rid, comp[rid])
+            I.join_decode_set(R, rid, comp[rid])
             I.awaiting_first_token.append(rid)
         if plan.materialised:
             # the decode set as explicit requests, for the exact allocation loop
             decs = [rid for rid in I.running if st[rid] == DECODING]
             for rid in decs:
-                c = self._dec_leave(I, rid)
+                c = I.leave_decode_set(R, rid)
                 comp[rid] = c
                 gen[rid] = c + 1 - n_in[rid]
                 b = -(-c // bs)
@@ -615,7 +577,7 @@ class EmulatedCluster(Cluster):
                 if st[rid] == DECODING:
                     I.other_blocks -= blk[rid]
                     blk[rid] = 0
-                    self._dec_join(I, rid, comp[rid])
+                    I.join_decode_set(R, rid, comp[rid])
         else:   # the running prompts' chunks (the first ones) get their blocks
             for k in range(len(plan.chunks) - plan.admitted):
                 rid, c = plan.chunks[k]
@@ -722,7 +684,7 @@ class EmulatedCluster(Cluster):
         while heap and heap[0][0] <= I.decode_iterations:
             f, rid = heapq.heappop(heap)
             if st[rid] == DECODING and fit[rid] == f and where[rid] == iid:
-                kv = self._dec_leave(I, rid)
+                kv = I.leave_decode_set(R, rid)
                 I.running.remove(rid)
                 if self._pfx:
                     self._kv.release_finished(I, rid, kv, T)
@@ -817,7 +779,7 @@ class EmulatedCluster(Cluster):
             I.decode_stall_since = T
         I.other_blocks -= R.blocks[rid]
         R.blocks[rid] = 0
-        self._dec_join(I, rid, R.computed[rid])
+        I.join_decode_set(R, rid, R.computed[rid])
 
     def _client_first(self, rid: int, T: float) -> None:
         """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to

@@ -11,9 +11,15 @@ the cluster jump over whole runs of decode iterations in closed form.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from typing import TYPE_CHECKING
 
 from arrow_rl.cluster.base import Role
+from arrow_rl.cluster.emulator.requests import DECODING
+
+if TYPE_CHECKING:
+    from arrow_rl.cluster.emulator.requests import RequestTable
 
 # plan kinds
 IDLE = 0
@@ -118,6 +124,46 @@ class InstanceState:
         return new
 
     # -- lazy decode set -----------------------------------------------------------------------
+    def join_decode_set(self, R: "RequestTable", rid: int, kv_tokens: int) -> None:
+        """``rid`` (running here with ``kv_tokens`` of KV) decodes from now on: record its offset
+        and the iteration of its last token."""
+        o = kv_tokens - self.decode_iterations
+        R.decode_offset[rid] = o
+        self.num_decoding += 1
+        self.decode_offset_sum += o
+        q, r = divmod(o, self.block_size)
+        self.decode_offset_blocks_sum += q
+        self.decode_offset_residues[r] += 1
+        self.decode_blocks_memo_at = -1
+        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
+        R.last_token_iteration[rid] = fit
+        heapq.heappush(self.finish_heap, (fit, rid))
+        R.state[rid] = DECODING
+
+    def leave_decode_set(self, R: "RequestTable", rid: int) -> int:
+        """Take ``rid`` out of the decode set (finished or preempted); return its KV tokens now.
+        Its finish-heap entry goes stale (``next_finish`` skips it)."""
+        o = R.decode_offset[rid]
+        self.num_decoding -= 1
+        self.decode_offset_sum -= o
+        q, r = divmod(o, self.block_size)
+        self.decode_offset_blocks_sum -= q
+        self.decode_offset_residues[r] -= 1
+        self.decode_blocks_memo_at = -1
+        return o + self.decode_iterations
+
+    def next_finish(self, R: "RequestTable") -> int:
+        """The decode iteration at which the next sequence emits its last token (drops stale
+        heap entries: sequences that left, or moved to another instance)."""
+        heap = self.finish_heap
+        st, fit, where = R.state, R.last_token_iteration, R.instance
+        while heap:
+            f, rid = heap[0]
+            if st[rid] == DECODING and fit[rid] == f and where[rid] == self.id:
+                return f
+            heapq.heappop(heap)
+        raise AssertionError("decode set is empty")
+
     def decode_set_blocks(self, it: int) -> int:
         """Σ ceil((o + it) / bs) over the decode set: its KV blocks after ``it`` iterations.
 
