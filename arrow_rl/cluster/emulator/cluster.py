@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from arrow_rl.cluster.base import (
     Role,
     SLO,
 )
+from arrow_rl.cluster.emulator.audit import audit_state
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
 from arrow_rl.cluster.emulator.events import (
@@ -51,7 +52,7 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import SharedNics
-from arrow_rl.cluster.emulator.views import fresh_view, view_at, views_at
+from arrow_rl.cluster.emulator.views import view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
@@ -911,64 +912,5 @@ class EmulatedCluster(Cluster):
         """Recompute every instance's KV use and resident-work sums from the per-request state
         and check them against the incremental accounting and the KV capacity (O(requests);
         for tests). Raises ``AssertionError`` naming the instance and quantity on a mismatch."""
-        bs = self._bs
-        n_inst = len(self._insts)
-        blocks = [0] * n_inst
-        dec_blocks = [0] * n_inst
-        pf = [[0, 0, 0] for _ in range(n_inst)]
-        dl = [[0, 0] for _ in range(n_inst)]
-        running = [set() for _ in range(n_inst)]
-        for rid in range(self.requests.num):
-            s = self.requests.state[rid]
-            w = self.requests.instance[rid]
-            if s in (NEW, FINISHED, REJECTED):
-                continue
-            I = self._insts[w]
-            total = self.requests.input_tokens[rid] + self.requests.generated[rid]
-            if s == DECODING:
-                c = self.requests.decode_offset[rid] + I.decode_iterations
-                dec_blocks[w] += -(-c // bs)
-                running[w].add(rid)
-                # in − 1: a pulled KV before the decode instance's first step recomputes the last token
-                assert self.requests.input_tokens[rid] - 1 <= c < self.requests.input_tokens[rid] + self.requests.output_tokens[rid] - 1, f"request {rid}: KV {c} out of range"
-                continue
-            if s in (WAITING, PREFILLING):
-                blocks[w] += self.requests.blocks[rid]
-                if s == PREFILLING:
-                    running[w].add(rid)
-                if self.requests.leg[rid] == 0:
-                    rem = total - self.requests.computed[rid]
-                    pf[w][0] += 1
-                    pf[w][1] += rem
-                    pf[w][2] += rem * rem
-                else:
-                    dl[w][0] += 1
-                    dl[w][1] += total
-            elif s in (QUEUED_FOR_KV, TRANSFERRING, LANDED):
-                blocks[w] += self.requests.blocks[rid]
-                dl[w][0] += 1
-                dl[w][1] += total
-                if s in (QUEUED_FOR_KV, TRANSFERRING):
-                    blocks[self.requests.prefill_instance[rid]] += self.requests.source_blocks[rid]
-        dup = [0] * n_inst
-        if self._pfx:
-            dup = self._kv.check(self._insts)
-        if self._nics is not None:
-            self._nics.check()
-            for rid in self._nics.active:
-                assert self.requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
-        for I in self._insts:
-            i = I.id
-            assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-            assert I.other_blocks == blocks[i] - dup[i], \
-                f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
-            assert [I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
-            assert [I.decode_legs_waiting, I.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
-            assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"
-            assert len(I.running) <= self._S, f"instance {i}: more than max_num_seqs running"
-            peak = I.decode_iterations + (I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0))
-            assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
-            t = self._now
-            k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-            assert view_at(I, t) == fresh_view(I, I.decode_iterations + k, t >= I.blocked_until), \
-                f"instance {i}: cached view is stale"
+        audit_state(self._insts, self.requests, self._now, self._S,
+                    self._kv if self._pfx else None, self._nics)
