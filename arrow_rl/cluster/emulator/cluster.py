@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -51,7 +50,7 @@ from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
-from arrow_rl.cluster.emulator.transfers import SharedNics
+from arrow_rl.cluster.emulator.transfers import KvTransfers
 from arrow_rl.cluster.emulator.views import view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
@@ -130,15 +129,9 @@ class EmulatedCluster(Cluster):
         self.num_preemptions = 0
         self.num_transfers = 0
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
-        self._lease_s = config.kv_lease_timeout_s
-        # leases in creation order: with one timeout they also expire in this order, so one event
-        # (for the oldest lease that may still be pending) covers them all
-        self._leases: deque[tuple[float, int]] = deque()
-        self._lease_ev = False
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
-        self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
-        self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
-                                self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
+        self._transfers = KvTransfers(self.preset, config.num_instances, n, self._events,
+                                      config.kv_lease_timeout_s, config.kv_link_sharing)
         # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
         self._pfx = config.enable_prefix_caching and workload.has_prefixes
         self._kv = KvCacheManager(workload, self.requests, bs)
@@ -302,15 +295,13 @@ class EmulatedCluster(Cluster):
 
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
-        for name in ("_records", "flips", "_xver"):
+        for name in ("_records", "flips"):
             d[name] = list(d[name])
         d["requests"] = self.requests.copy()
         d["_events"] = self._events.copy()
         d["_kv"] = self._kv.copy(d["requests"])
         d["_window"] = self._window.copy()
-        d["_leases"] = deque(self._leases)
-        if self._nics is not None:
-            d["_nics"] = self._nics.copy()
+        d["_transfers"] = self._transfers.copy(d["_events"])
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
         d["router"] = copy.deepcopy(self.router)
@@ -363,11 +354,11 @@ class EmulatedCluster(Cluster):
                     if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
             elif kind == KV_LANDED:
-                if b == self._xver[a]:
+                if b == self._transfers.version[a]:
                     self._land(a, t)
             elif kind == NIC_BYTES_SENT:
-                if b == self._xver[a]:
-                    self._reschedule_transfers(self._nics.finish_bytes(a, t))
+                if b == self._transfers.version[a]:
+                    self._transfers.bytes_sent(a, t)
             elif kind == LEASE_CHECK:
                 self._expire_leases(t)
             else:  # FLIP_DELAY_END: a flip delay ended
@@ -441,9 +432,7 @@ class EmulatedCluster(Cluster):
             I.plan = IDLE
             I.plan_version += 1
             I.cached_view = None
-        if self._nics is not None:
-            self._nics.clear()
-        self._leases.clear()
+        self._transfers.clear()
         if self._pfx:
             for I in self._insts:
                 I.prefix_cache.clear()
@@ -620,7 +609,7 @@ class EmulatedCluster(Cluster):
             I.transfers_in += 1
             st[rid] = TRANSFERRING
             self.num_transfers += 1
-            self._start_transfer(rid, I.id, t)
+            self._transfers.start(rid, R.prefill_instance[rid], I.id, n_in[rid], t)
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
@@ -760,12 +749,7 @@ class EmulatedCluster(Cluster):
                 if D.num_decoding == 0 and D.decode_legs_waiting == 0:
                     D.decode_stall_since = T
                 D.transfer_queue.append(rid)
-                # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
-                # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
-                self._leases.append((T + self._lease_s, rid))
-                if not self._lease_ev:
-                    self._lease_ev = True
-                    self._events.push(T + self._lease_s, LEASE_CHECK, 0, 0)
+                self._transfers.lease(rid, T)   # the prefill side holds the KV until it is pulled
                 D.decode_legs_waiting += 1
                 D.decode_legs_waiting_tokens += R.input_tokens[rid] + R.generated[rid]
                 D.cached_view = None
@@ -810,43 +794,12 @@ class EmulatedCluster(Cluster):
         self._window.on_finish(rid)
         self._records.append(self.requests.record(rid))
 
-    def _start_transfer(self, rid: int, dst: int, t: float) -> None:
-        """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
-        R = self.requests
-        preset = self.preset
-        land = t + preset.kv_transfer_time(R.input_tokens[rid])
-        nics = self._nics
-        if nics is None:
-            self._events.push(land, KV_LANDED, rid, self._xver[rid])
-            return
-        nbytes = R.input_tokens[rid] * preset.kv_bytes_per_token
-        changed = nics.start(rid, R.prefill_instance[rid], dst, nbytes, t, land)
-        if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
-            v = self._xver[rid] + 1
-            self._xver[rid] = v
-            self._events.push(land, KV_LANDED, rid, v)
-        else:
-            self._reschedule_transfers(changed)
-
-    def _reschedule_transfers(self, changed: list[tuple[int, float, float]]) -> None:
-        """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
-        whose rate changed; their older events become stale by version."""
-        nics = self._nics
-        for rid, byte_end, land in changed:
-            v = self._xver[rid] + 1
-            self._xver[rid] = v
-            self._events.push(land, KV_LANDED, rid, v)
-            if nics.shared(rid):
-                self._events.push(byte_end, NIC_BYTES_SENT, rid, v)
-
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
         R = self.requests
         if R.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
-        nics = self._nics
-        if nics is not None and rid in nics.active:
-            nics.remove(rid)
+        self._transfers.landed(rid)
         self._progress_s = T
         src = self._free_source_kv(rid, T)
         D = self._insts[R.instance[rid]]
@@ -872,17 +825,10 @@ class EmulatedCluster(Cluster):
         return src
 
     def _expire_leases(self, T: float) -> None:
-        """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
-        next check at the oldest lease still pending."""
-        self._lease_ev = False
-        leases, st = self._leases, self.requests.state
-        while leases and leases[0][0] <= T:
-            self._expire_lease(leases.popleft()[1], T)
-        while leases and st[leases[0][1]] != QUEUED_FOR_KV:   # pulled in time
-            leases.popleft()
-        if leases:
-            self._lease_ev = True
-            self._events.push(leases[0][0], LEASE_CHECK, 0, 0)
+        """Expire the leases due by ``T`` whose KV is still waiting to be pulled."""
+        for rid in self._transfers.due_leases(T):
+            self._expire_lease(rid, T)
+        self._transfers.schedule_lease_check(self.requests.state)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the
@@ -913,4 +859,4 @@ class EmulatedCluster(Cluster):
         and check them against the incremental accounting and the KV capacity (O(requests);
         for tests). Raises ``AssertionError`` naming the instance and quantity on a mismatch."""
         audit_state(self._insts, self.requests, self._now, self._S,
-                    self._kv if self._pfx else None, self._nics)
+                    self._kv if self._pfx else None, self._transfers.nics)
