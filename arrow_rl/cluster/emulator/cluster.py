@@ -418,20 +418,8 @@ class EmulatedCluster(Cluster):
         for rid in range(R.num):
             if R.state[rid] not in (FINISHED, REJECTED, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
-        bs = self._bs
         for I in self._insts:
-            I.running, I.prefilling, I.finish_heap = [], [], []
-            I.waiting.clear()
-            I.transfer_queue.clear()
-            I.landed.clear()
-            I.awaiting_first_token = []
-            I.transfers_in = I.num_decoding = I.decode_offset_sum = I.decode_offset_blocks_sum = I.other_blocks = 0
-            I.decode_offset_residues = [0] * bs
-            I.decode_blocks_memo_at = -1
-            I.prefill_legs = I.prefill_tokens_left = I.prefill_tokens_left_sq = I.decode_legs_waiting = I.decode_legs_waiting_tokens = 0
-            I.plan = IDLE
-            I.plan_version += 1
-            I.cached_view = None
+            I.clear_work()
         self._transfers.clear()
         if self._pfx:
             for I in self._insts:
@@ -539,16 +527,7 @@ class EmulatedCluster(Cluster):
             I.join_decode_set(R, rid, comp[rid])
             I.awaiting_first_token.append(rid)
         if plan.materialised:
-            # the decode set as explicit requests, for the exact allocation loop
-            decs = [rid for rid in I.running if st[rid] == DECODING]
-            for rid in decs:
-                c = I.leave_decode_set(R, rid)
-                comp[rid] = c
-                gen[rid] = c + 1 - n_in[rid]
-                b = -(-c // bs)
-                blk[rid] = b
-                I.other_blocks += b
-            I.finish_heap = []
+            decs = I.expand_decode_set(R)   # explicit requests, for the exact allocation loop
             is_dec = set(decs)
             allocs = plan.allocations
             j = 0
@@ -562,12 +541,7 @@ class EmulatedCluster(Cluster):
             for rid, add in allocs[j:]:
                 blk[rid] += add
                 I.other_blocks += add
-            # surviving decodes go back into the lazy set; their new block is counted by dec_blocks(it+1)
-            for rid in decs:
-                if st[rid] == DECODING:
-                    I.other_blocks -= blk[rid]
-                    blk[rid] = 0
-                    I.join_decode_set(R, rid, comp[rid])
+            I.collapse_decode_set(R, decs)   # the survivors go back into the lazy set
         else:   # the running prompts' chunks (the first ones) get their blocks
             for k in range(len(plan.chunks) - plan.admitted):
                 rid, c = plan.chunks[k]
