@@ -245,29 +245,10 @@ class EmulatedCluster(Cluster):
         t1 = self._t_adv + dt
         self._run_until(t1)
         self._now = self._t_adv = t1
-        self._account_runs_until(t1)
+        for I, t_first in self._window.count_plans_in_progress(self._insts, t1):
+            self._emit_new_decodes(I, t_first)   # a decode run's first step is out: first tokens
         views = [view_at(I, t1) for I in self._insts]
         return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
-
-    def _account_runs_until(self, t1: float) -> None:
-        """Count the iterations of plans in progress that ended by ``t1`` in this window (and
-        the busy time up to ``t1``); a decode run's first step may emit first tokens."""
-        t0 = self._window.start_s
-        for I in self._insts:
-            if I.plan == DECODE_RUN and I.plan_start < t1:
-                k = iterations_done_by(I, t1)
-                counted = I.plan_iterations_counted
-                if k > counted:
-                    I.w_decode_iterations += k - counted
-                    I.w_decode_time_s += run_time(I, k) - run_time(I, counted)
-                    I.w_decode_tokens += I.plan_decodes * (k - counted)
-                    I.decode_stall_since = I.plan_start + run_time(I, k)
-                    if I.awaiting_first_token and counted == 0:   # their first client token is out
-                        self._emit_new_decodes(I, I.plan_start + run_time(I, 1))
-                    I.plan_iterations_counted = k
-                I.w_busy_s += t1 - max(I.plan_start, t0)
-            elif I.plan == ONE_ITERATION and I.plan_start < t1:
-                I.w_busy_s += t1 - max(I.plan_start, t0)
 
     def run_until_done(self, max_time_s: float | None = None,
                        progress: Callable[[float], None] | None = None) -> list[RequestRecord]:
