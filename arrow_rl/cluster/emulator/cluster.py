@@ -9,8 +9,9 @@ preempted by recompute; prompt blocks found in the instance's prefix cache are n
 a run of identical decode iterations summed in closed form), a KV transfer sending its last byte or
 landing (transfers share NICs, transfers.py), a KV lease expiring, a flip delay ending, the end of an
 ``advance`` window. See docs/emulator.md for the full semantics and its "Code map": this module is
-the engine; the request table, events, decode-run maths, KV-cache manager, transfers, views and
-the window accumulator live in their own modules.
+the engine. The batch scheduler (scheduler.py) plans each batch without changing any state and the
+engine applies the plan; the request table, events, decode-run maths, KV-cache manager, transfers,
+views, the window accumulator and the audit live in their own modules.
 
 Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
