@@ -102,6 +102,7 @@ class BatchScheduler:
         # last token, which the first decode step recomputes: a decode-set sequence of n_in − 1 tokens
         n_run = len(I.running)
         joined_ids: list[int] | tuple = ()
+        joined = 0
         if I.landed and n_run < S:
             joined_ids = []
             for rid in I.landed:
@@ -111,9 +112,9 @@ class BatchScheduler:
                 other -= blk[rid]
                 dec_next += -(-n_in[rid] // bs)
                 n_run += 1
-            p.joined = len(joined_ids)
+            p.joined = joined = len(joined_ids)
         # 2. running prompts get chunks after the decodes' tokens
-        budget = self._M - I.num_decoding - p.joined
+        budget = self._M - I.num_decoding - joined
         need = other + dec_next
         chunks = []
         for rid in I.prefilling:
@@ -124,12 +125,14 @@ class BatchScheduler:
             chunks.append((rid, c))
             budget -= c
         # 3. the KV does not fit: the exact allocation loop, with preemption
+        preempted = False
         if need > cap:
             budget, need, n_run = self._plan_under_pressure(I, R, p, joined_ids, other, prefix)
             chunks = list(p.chunks)
+            preempted = bool(p.preempted)
         # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
         admit_ok = t >= I.blocked_until
-        if I.waiting and not p.preempted and admit_ok:
+        if I.waiting and not preempted and admit_ok:
             free = cap - need
             timeout = self._timeout
             arrival = R.arrival_s
