@@ -490,25 +490,28 @@ class EmulatedCluster(Cluster):
         self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
 
     def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
-        """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls."""
+        """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
+        part loads what it needs: most plans have one part, and this runs at every busy boundary.)"""
         R = self.requests
         bs = I.block_size
-        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
-        for _ in range(plan.joined) if plan.joined else ():   # landed KV joins the running batch
-            rid = I.landed.popleft()
-            I.other_blocks -= blk[rid]
-            blk[rid] = 0
-            I.decode_legs_waiting -= 1
-            I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
-            I.running.append(rid)
-            # the pulled KV covers the prompt but its last token, which the first decode step
-            # recomputes to emit the first output token: the decode instance produces every output
-            # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
-            gen[rid] = 0
-            comp[rid] = n_in[rid] - 1
-            I.join_decode_set(R, rid, comp[rid])
-            I.awaiting_first_token.append(rid)
+        if plan.joined:   # landed KV joins the running batch
+            blk, gen, comp, n_in = R.blocks, R.generated, R.computed, R.input_tokens
+            for _ in range(plan.joined):
+                rid = I.landed.popleft()
+                I.other_blocks -= blk[rid]
+                blk[rid] = 0
+                I.decode_legs_waiting -= 1
+                I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
+                I.running.append(rid)
+                # the pulled KV covers the prompt but its last token, which the first decode step
+                # recomputes to emit the first output token: the decode instance produces every output
+                # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
+                gen[rid] = 0
+                comp[rid] = n_in[rid] - 1
+                I.join_decode_set(R, rid, comp[rid])
+                I.awaiting_first_token.append(rid)
         if plan.materialised:
+            blk = R.blocks
             decs = I.expand_decode_set(R)   # explicit requests, for the exact allocation loop
             is_dec = set(decs)
             allocs = plan.allocations
@@ -524,9 +527,10 @@ class EmulatedCluster(Cluster):
                 blk[rid] += add
                 I.other_blocks += add
             I.collapse_decode_set(R, decs)   # the survivors go back into the lazy set
-        else:   # the running prompts' chunks (the first ones) get their blocks
-            for k in range(len(plan.chunks) - plan.admitted):
-                rid, c = plan.chunks[k]
+        elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
+            blk, comp, chunks = R.blocks, R.computed, plan.chunks
+            for k in range(len(chunks) - plan.admitted):
+                rid, c = chunks[k]
                 add = -(-(comp[rid] + c) // bs) - blk[rid]
                 blk[rid] += add
                 I.other_blocks += add
@@ -535,37 +539,47 @@ class EmulatedCluster(Cluster):
             for key in plan.evicted:
                 entries.pop(key, None)
         if plan.admitted or plan.timed_out:
-            timed_out = plan.timed_out
-            if timed_out:   # the waiting queue's head holds the dropped and the admitted, in order
-                dropped = set(timed_out)
-                for _ in range(len(timed_out) + plan.admitted):
-                    rid = I.waiting.popleft()
-                    if rid in dropped:
-                        self._drop_timed_out(I, rid)
-            chunks, hits = plan.chunks, plan.hit_blocks
-            first = len(chunks) - plan.admitted
-            for k in range(plan.admitted):
-                rid, c = chunks[first + k]
-                if not timed_out:
-                    I.waiting.popleft()
-                if hits and comp[rid] == 0:   # prefix caching: looked up in the cache
-                    self._kv.admit(I, rid, hits[k], c)
-                else:
-                    add = -(-(comp[rid] + c) // bs) - blk[rid]
-                    blk[rid] += add
-                    I.other_blocks += add
-                I.running.append(rid)
-                I.prefilling.append(rid)
-                st[rid] = PREFILLING
-        for _ in range(plan.pulls) if plan.pulls else ():   # decode legs start pulling their KV
-            rid = I.transfer_queue.popleft()
-            add = -(-n_in[rid] // bs)
-            blk[rid] = add
-            I.other_blocks += add
-            I.transfers_in += 1
-            st[rid] = TRANSFERRING
-            self.num_transfers += 1
-            self._transfers.start(rid, R.prefill_instance[rid], I.id, n_in[rid], t)
+            self._admit(I, plan)
+        if plan.pulls:   # decode legs start pulling their KV into the blocks they get
+            blk, st, n_in, src = R.blocks, R.state, R.input_tokens, R.prefill_instance
+            for _ in range(plan.pulls):
+                rid = I.transfer_queue.popleft()
+                add = -(-n_in[rid] // bs)
+                blk[rid] = add
+                I.other_blocks += add
+                I.transfers_in += 1
+                st[rid] = TRANSFERRING
+                self.num_transfers += 1
+                self._transfers.start(rid, src[rid], I.id, n_in[rid], t)
+
+    def _admit(self, I: InstanceState, plan: BatchPlan) -> None:
+        """Take the plan's admitted prompts (the last chunks) and dropped ones off the head of
+        ``I.waiting``, in queue order: the admitted get their KV blocks and start prefilling."""
+        R = self.requests
+        comp, blk, st = R.computed, R.blocks, R.state
+        bs = I.block_size
+        timed_out = plan.timed_out
+        if timed_out:   # the waiting queue's head holds the dropped and the admitted, in order
+            dropped = set(timed_out)
+            for _ in range(len(timed_out) + plan.admitted):
+                rid = I.waiting.popleft()
+                if rid in dropped:
+                    self._drop_timed_out(I, rid)
+        chunks, hits = plan.chunks, plan.hit_blocks
+        first = len(chunks) - plan.admitted
+        for k in range(plan.admitted):
+            rid, c = chunks[first + k]
+            if not timed_out:
+                I.waiting.popleft()
+            if hits and comp[rid] == 0:   # prefix caching: looked up in the cache
+                self._kv.admit(I, rid, hits[k], c)
+            else:
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
+                blk[rid] += add
+                I.other_blocks += add
+            I.running.append(rid)
+            I.prefilling.append(rid)
+            st[rid] = PREFILLING
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
