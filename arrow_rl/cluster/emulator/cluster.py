@@ -769,7 +769,8 @@ class EmulatedCluster(Cluster):
         R = self.requests
         if R.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
-        self._transfers.landed(rid)
+        if self._transfers.nics is not None:
+            self._transfers.landed(rid)
         self._progress_s = T
         src = self._free_source_kv(rid, T)
         D = self._insts[R.instance[rid]]

@@ -92,7 +92,7 @@ class BatchScheduler:
         it = I.decode_iterations
         cap = I.capacity_blocks
         other = I.other_blocks
-        dec_next = I.decode_set_blocks(it + 1)       # decode-set KV after this iteration
+        dec_next = I.decode_set_blocks(it + 1) if I.num_decoding else 0   # decode-set KV next step
         if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and other + dec_next <= cap:
             return DECODES_ONLY
         bs = I.block_size
