@@ -9,8 +9,9 @@ preempted by recompute; prompt blocks found in the instance's prefix cache are n
 a run of identical decode iterations summed in closed form), a KV transfer sending its last byte or
 landing (transfers share NICs, transfers.py), a KV lease expiring, a flip delay ending, the end of an
 ``advance`` window. See docs/emulator.md for the full semantics and its "Code map": this module is
-the engine; the request table, events, decode-run maths, KV-cache manager, transfers, views and
-the window accumulator live in their own modules.
+the engine. The batch scheduler (scheduler.py) plans each batch without changing any state and the
+engine applies the plan; the request table, events, decode-run maths, KV-cache manager, transfers,
+views, the window accumulator and the audit live in their own modules.
 
 Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
@@ -25,8 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from arrow_rl.cluster.base import (
     Role,
     SLO,
 )
+from arrow_rl.cluster.emulator.audit import audit_state
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
 from arrow_rl.cluster.emulator.events import (
@@ -49,8 +50,9 @@ from arrow_rl.cluster.emulator.kv_cache import KvCacheManager
 from arrow_rl.cluster.emulator.prefix_cache import PrefixCache
 from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
-from arrow_rl.cluster.emulator.transfers import SharedNics
-from arrow_rl.cluster.emulator.views import fresh_view, view_at, views_at
+from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
+from arrow_rl.cluster.emulator.transfers import KvTransfers
+from arrow_rl.cluster.emulator.views import view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
@@ -97,7 +99,9 @@ class EmulatedCluster(Cluster):
         self._lat = self.preset.latency
         self._M = config.max_num_batched_tokens
         self._S = config.max_num_seqs
-        self._exact = config.exact_stepping
+        self._scheduler = BatchScheduler(SchedulerLimits(
+            max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
+            client_timeout_s=config.client_timeout_s, exact_stepping=config.exact_stepping))
         bs = self.preset.block_size
         self._bs = bs
         cap_blocks = self.preset.kv_capacity_tokens // bs
@@ -126,15 +130,9 @@ class EmulatedCluster(Cluster):
         self.num_preemptions = 0
         self.num_transfers = 0
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
-        self._lease_s = config.kv_lease_timeout_s
-        # leases in creation order: with one timeout they also expire in this order, so one event
-        # (for the oldest lease that may still be pending) covers them all
-        self._leases: deque[tuple[float, int]] = deque()
-        self._lease_ev = False
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
-        self._xver = [0] * n         # version of a transfer's schedule (NIC sharing reschedules it)
-        self._nics = SharedNics(config.num_instances, self.preset.kv_transfer_bandwidth_Bps,
-                                self.preset.kv_transfer_latency_s) if config.kv_link_sharing else None
+        self._transfers = KvTransfers(self.preset, config.num_instances, n, self._events,
+                                      config.kv_lease_timeout_s, config.kv_link_sharing)
         # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
         self._pfx = config.enable_prefix_caching and workload.has_prefixes
         self._kv = KvCacheManager(workload, self.requests, bs)
@@ -239,7 +237,7 @@ class EmulatedCluster(Cluster):
         delay = self.config.flip_delay_s
         if delay > 0:
             I.blocked_until = I.wake_at = t + delay
-            self._push(t + delay, FLIP_DELAY_END, instance_id, 0)
+            self._events.push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
     def advance(self, dt: float) -> MetricsWindow:
         """Run ``dt`` seconds of cluster time; return the metrics of [now, now + dt)."""
@@ -248,29 +246,10 @@ class EmulatedCluster(Cluster):
         t1 = self._t_adv + dt
         self._run_until(t1)
         self._now = self._t_adv = t1
-        self._account_runs_until(t1)
+        for I, t_first in self._window.count_plans_in_progress(self._insts, t1):
+            self._emit_new_decodes(I, t_first)   # a decode run's first step is out: first tokens
         views = [view_at(I, t1) for I in self._insts]
         return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
-
-    def _account_runs_until(self, t1: float) -> None:
-        """Count the iterations of plans in progress that ended by ``t1`` in this window (and
-        the busy time up to ``t1``); a decode run's first step may emit first tokens."""
-        t0 = self._window.start_s
-        for I in self._insts:
-            if I.plan == DECODE_RUN and I.plan_start < t1:
-                k = iterations_done_by(I, t1)
-                counted = I.plan_iterations_counted
-                if k > counted:
-                    I.w_decode_iterations += k - counted
-                    I.w_decode_time_s += run_time(I, k) - run_time(I, counted)
-                    I.w_decode_tokens += I.plan_decodes * (k - counted)
-                    I.decode_stall_since = I.plan_start + run_time(I, k)
-                    if I.awaiting_first_token and counted == 0:   # their first client token is out
-                        self._emit_new_decodes(I, I.plan_start + run_time(I, 1))
-                    I.plan_iterations_counted = k
-                I.w_busy_s += t1 - max(I.plan_start, t0)
-            elif I.plan == ONE_ITERATION and I.plan_start < t1:
-                I.w_busy_s += t1 - max(I.plan_start, t0)
 
     def run_until_done(self, max_time_s: float | None = None,
                        progress: Callable[[float], None] | None = None) -> list[RequestRecord]:
@@ -298,15 +277,13 @@ class EmulatedCluster(Cluster):
 
         new = EmulatedCluster.__new__(EmulatedCluster)
         d = dict(self.__dict__)
-        for name in ("_records", "flips", "_xver"):
+        for name in ("_records", "flips"):
             d[name] = list(d[name])
         d["requests"] = self.requests.copy()
         d["_events"] = self._events.copy()
         d["_kv"] = self._kv.copy(d["requests"])
         d["_window"] = self._window.copy()
-        d["_leases"] = deque(self._leases)
-        if self._nics is not None:
-            d["_nics"] = self._nics.copy()
+        d["_transfers"] = self._transfers.copy(d["_events"])
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
         d["router"] = copy.deepcopy(self.router)
@@ -319,15 +296,6 @@ class EmulatedCluster(Cluster):
         if not isinstance(instance_id, (int, np.integer)) or not 0 <= instance_id < len(self._insts):
             raise ValueError(f"unknown instance id {instance_id!r}; the cluster has instances "
                              f"0..{len(self._insts) - 1}")
-
-    def _push(self, t: float, kind: int, a: int, b: int) -> None:
-        self._events.push(t, kind, a, b)
-
-    def _coefs(self, n: int) -> tuple[float, float]:
-        c = self._coef.get(n)
-        if c is None:
-            c = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
-        return c
 
     def _target(self, i, what: str) -> int:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < len(self._insts):
@@ -368,11 +336,11 @@ class EmulatedCluster(Cluster):
                     if t - self._progress_s > self._stuck_s:
                         self._reject_stuck()
             elif kind == KV_LANDED:
-                if b == self._xver[a]:
+                if b == self._transfers.version[a]:
                     self._land(a, t)
             elif kind == NIC_BYTES_SENT:
-                if b == self._xver[a]:
-                    self._reschedule_transfers(self._nics.finish_bytes(a, t))
+                if b == self._transfers.version[a]:
+                    self._transfers.bytes_sent(a, t)
             elif kind == LEASE_CHECK:
                 self._expire_leases(t)
             else:  # FLIP_DELAY_END: a flip delay ended
@@ -432,23 +400,9 @@ class EmulatedCluster(Cluster):
         for rid in range(R.num):
             if R.state[rid] not in (FINISHED, REJECTED, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
-        bs = self._bs
         for I in self._insts:
-            I.running, I.prefilling, I.finish_heap = [], [], []
-            I.waiting.clear()
-            I.transfer_queue.clear()
-            I.landed.clear()
-            I.awaiting_first_token = []
-            I.transfers_in = I.num_decoding = I.decode_offset_sum = I.decode_offset_blocks_sum = I.other_blocks = 0
-            I.decode_offset_residues = [0] * bs
-            I.decode_blocks_memo_at = -1
-            I.prefill_legs = I.prefill_tokens_left = I.prefill_tokens_left_sq = I.decode_legs_waiting = I.decode_legs_waiting_tokens = 0
-            I.plan = IDLE
-            I.plan_version += 1
-            I.cached_view = None
-        if self._nics is not None:
-            self._nics.clear()
-        self._leases.clear()
+            I.clear_work()
+        self._transfers.clear()
         if self._pfx:
             for I in self._insts:
                 I.prefix_cache.clear()
@@ -475,158 +429,31 @@ class EmulatedCluster(Cluster):
                 return
             I.plan_iterations = k
             I.plan_end = I.plan_start + run_time(I, k)
-            self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+            self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
-    # ------------------------------------------------------------------ internals: decode set
-    def _dec_join(self, I: InstanceState, rid: int, comp: int) -> None:
-        R = self.requests
-        o = comp - I.decode_iterations
-        R.decode_offset[rid] = o
-        I.num_decoding += 1
-        I.decode_offset_sum += o
-        q, r = divmod(o, I.block_size)
-        I.decode_offset_blocks_sum += q
-        I.decode_offset_residues[r] += 1
-        I.decode_blocks_memo_at = -1
-        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
-        R.last_token_iteration[rid] = fit
-        heapq.heappush(I.finish_heap, (fit, rid))
-        R.state[rid] = DECODING
-
-    def _dec_leave(self, I: InstanceState, rid: int) -> int:
-        """Remove from the lazy decode set; return the request's KV tokens now."""
-        o = self.requests.decode_offset[rid]
-        I.num_decoding -= 1
-        I.decode_offset_sum -= o
-        q, r = divmod(o, I.block_size)
-        I.decode_offset_blocks_sum -= q
-        I.decode_offset_residues[r] -= 1
-        I.decode_blocks_memo_at = -1
-        return o + I.decode_iterations
-
-    def _next_finish(self, I: InstanceState) -> int:
-        R = self.requests
-        heap = I.finish_heap
-        st, fit = R.state, R.last_token_iteration
-        while heap:
-            f, rid = heap[0]
-            if st[rid] == DECODING and fit[rid] == f and R.instance[rid] == I.id:
-                return f
-            heapq.heappop(heap)
-        raise AssertionError("decode set is empty")
-
-    # ------------------------------------------------------------------ internals: scheduler
+    # ------------------------------------------------------------------ internals: batches
     def _schedule(self, I: InstanceState, t: float) -> None:
-        """Form the next batch at an iteration boundary (vLLM v1 order, decode first, Arrow §5.4)
-        and plan it: one iteration, a closed-form run of decode iterations, or idle."""
-        R = self.requests
-        bs = I.block_size
-        cap = I.capacity_blocks
-        S = self._S
-        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
+        """At an iteration boundary: form the next batch (scheduler.py), apply it, and plan it as
+        one iteration, a closed-form run of decode iterations, or idle."""
         I.cached_view = None
+        plan = self._scheduler.plan(I, self.requests, t, self._kv.plan_view(I) if self._pfx else None)
+        if plan is not DECODES_ONLY:
+            self._apply(I, plan, t)
         admit_ok = t >= I.blocked_until
-        # transferred KV that has landed joins the running batch (it already holds its blocks)
-        while I.landed and len(I.running) < S:
-            rid = I.landed.popleft()
-            I.other_blocks -= blk[rid]
-            blk[rid] = 0
-            I.decode_legs_waiting -= 1
-            I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
-            I.running.append(rid)
-            # the pulled KV covers the prompt but its last token, which the first decode step
-            # recomputes to emit the first output token: the decode instance produces every output
-            # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
-            gen[rid] = 0
-            comp[rid] = n_in[rid] - 1
-            self._dec_join(I, rid, comp[rid])
-            I.awaiting_first_token.append(rid)
-        it = I.decode_iterations
-        chunks: list[tuple[int, int]] = []
-        budget = self._M - I.num_decoding
-        need = I.other_blocks + I.decode_set_blocks(it + 1)
-        preempted = False
-        if I.prefilling:
-            adds = []
-            for rid in I.prefilling:
-                if budget <= 0:
-                    break
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                need += add
-                chunks.append((rid, c))
-                adds.append(add)
-                budget -= c
-            if need <= cap:
-                for (rid, _), add in zip(chunks, adds):
-                    blk[rid] += add
-                I.other_blocks += sum(adds)
-        if need > cap:
-            chunks, preempted = self._schedule_under_pressure(I)
-            budget = self._M - I.num_decoding - sum(c for _, c in chunks)
-            need = I.other_blocks + I.decode_set_blocks(it + 1)
-        # admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
-        if I.waiting and not preempted and admit_ok:
-            free = cap - need
-            running = I.running
-            pfx = self._pfx
-            timeout = self.config.client_timeout_s
-            while budget > 0 and I.waiting and len(running) < S:
-                rid = I.waiting[0]
-                if timeout is not None and comp[rid] == 0 and t - R.arrival_s[rid] > timeout:
-                    self._drop_timed_out(I, I.waiting.popleft())
-                    continue
-                if pfx and comp[rid] == 0:
-                    if not self._kv.admit(I, rid, budget, free, cap - free):
-                        break
-                    rid = I.waiting.popleft()
-                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    free = cap - I.other_blocks - I.decode_set_blocks(it + 1)
-                else:
-                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    add = -(-(comp[rid] + c) // bs) - blk[rid]
-                    if add > free:
-                        break
-                    I.waiting.popleft()
-                    free -= add
-                    blk[rid] += add
-                    I.other_blocks += add
-                running.append(rid)
-                I.prefilling.append(rid)
-                st[rid] = PREFILLING
-                chunks.append((rid, c))
-                budget -= c
-            need = cap - free
-        # start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
-        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
-        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
-        # running batch, so a pull in flight takes no max_num_seqs slot (vllm/v1/core/sched/scheduler.py)
-        if I.transfer_queue and admit_ok:
-            free = cap - need
-            while I.transfer_queue and len(I.running) < S:
-                rid = I.transfer_queue[0]
-                add = -(-n_in[rid] // bs)
-                if add > free:
-                    break
-                I.transfer_queue.popleft()
-                free -= add
-                blk[rid] = add
-                I.other_blocks += add
-                I.transfers_in += 1
-                st[rid] = TRANSFERRING
-                self.num_transfers += 1
-                self._start_transfer(rid, I.id, t)
         if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
             I.wake_at = I.blocked_until
-            self._push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
-        # plan
+            self._events.push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
+        preempted = bool(plan.preempted)
+        chunks = plan.chunks
+        it = I.decode_iterations
         I.plan_version += 1
         I.plan_start = t
         I.plan_iterations_counted = 0
         n = I.num_decoding
         I.plan_decodes = n
         if chunks:
+            comp = self.requests.computed
             ptok = 0
             att = 0.0
             for rid, c in chunks:
@@ -640,19 +467,12 @@ class EmulatedCluster(Cluster):
             I.plan_iterations = 1
             I.plan_end = t + dur
         elif n:
-            k = self._next_finish(I) - it
-            if self._exact or (preempted and (I.waiting or I.transfer_queue)):
-                k = 1   # after a preemption vLLM admits waiting work again at the next step
-            elif I.other_blocks + I.decode_set_blocks(it + k) > cap:
-                lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if I.other_blocks + I.decode_set_blocks(it + mid) <= cap:
-                        lo = mid
-                    else:
-                        hi = mid
-                k = lo
-            alpha, beta = self._coefs(n)
+            k = self._scheduler.decode_run_length(
+                I, I.next_finish(self.requests) - it, preempted and bool(I.waiting or I.transfer_queue))
+            coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
+            if coef is None:
+                coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
+            alpha, beta = coef
             I.plan = DECODE_RUN
             I.run_step_base_s = alpha
             I.run_step_per_token_s = beta
@@ -667,66 +487,99 @@ class EmulatedCluster(Cluster):
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(I, t)
             return
-        self._push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+        self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
 
-    def _schedule_under_pressure(self, I: InstanceState) -> tuple[list[tuple[int, int]], bool]:
-        """The exact vLLM v1 allocation loop when KV does not fit everything (rare path).
-
-        Decode sequences first (Arrow §5.4), then running prompts; when a request cannot get its
-        blocks, the newest running request is preempted (recompute) until it fits or the request
-        itself is preempted (vLLM v1 ``Scheduler.schedule``)."""
+    def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
+        """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
+        part loads what it needs: most plans have one part, and this runs at every busy boundary.)"""
         R = self.requests
         bs = I.block_size
-        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
-        # materialise the lazy decode set
-        decs = [rid for rid in I.running if st[rid] == DECODING]
-        for rid in decs:
-            c = self._dec_leave(I, rid)
-            comp[rid] = c
-            gen[rid] = c + 1 - n_in[rid]
-            b = -(-c // bs)
-            blk[rid] = b
-            I.other_blocks += b
-        I.finish_heap = []
-        order = decs + list(I.prefilling)
-        free = I.capacity_blocks - I.other_blocks
-        budget = self._M
-        sched: dict[int, int] = {}
-        preempted = False
-        is_dec = set(decs)
-        for rid in order:
-            if budget <= 0:
-                break
-            if st[rid] == WAITING:      # preempted earlier in this loop
-                continue
-            c = 1 if rid in is_dec else min(n_in[rid] + gen[rid] - comp[rid], budget)
-            need = -(-(comp[rid] + c) // bs) - blk[rid]
-            ok = True
-            while need > free:
-                victim = I.running.pop()
-                preempted = True
-                if victim in sched:
-                    budget += sched.pop(victim)
-                self._preempt(I, victim, victim in is_dec)
-                free = I.capacity_blocks - I.other_blocks   # shared prefix blocks stay in use
-                if victim == rid:
-                    ok = False
-                    break
-            if not ok:
-                break
-            free -= need
-            blk[rid] += need
-            I.other_blocks += need
-            sched[rid] = c
-            budget -= c
-        # scheduled decodes go back into the lazy set; their new block is counted by dec_blocks(it+1)
-        for rid in decs:
-            if st[rid] == DECODING:
+        if plan.joined:   # landed KV joins the running batch
+            blk, gen, comp, n_in = R.blocks, R.generated, R.computed, R.input_tokens
+            for _ in range(plan.joined):
+                rid = I.landed.popleft()
                 I.other_blocks -= blk[rid]
                 blk[rid] = 0
-                self._dec_join(I, rid, comp[rid])
-        chunks = [(rid, c) for rid, c in sched.items() if rid not in is_dec]
-        return chunks, preempted
+                I.decode_legs_waiting -= 1
+                I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
+                I.running.append(rid)
+                # the pulled KV covers the prompt but its last token, which the first decode step
+                # recomputes to emit the first output token: the decode instance produces every output
+                # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
+                gen[rid] = 0
+                comp[rid] = n_in[rid] - 1
+                I.join_decode_set(R, rid, comp[rid])
+                I.awaiting_first_token.append(rid)
+        if plan.materialised:
+            blk = R.blocks
+            decs = I.expand_decode_set(R)   # explicit requests, for the exact allocation loop
+            is_dec = set(decs)
+            allocs = plan.allocations
+            j = 0
+            for victim, before in plan.preempted:
+                for rid, add in allocs[j:before]:
+                    blk[rid] += add
+                    I.other_blocks += add
+                j = before
+                I.running.pop()   # the victim: the newest running request
+                self._preempt(I, victim, victim in is_dec)
+            for rid, add in allocs[j:]:
+                blk[rid] += add
+                I.other_blocks += add
+            I.collapse_decode_set(R, decs)   # the survivors go back into the lazy set
+        elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
+            blk, comp, chunks = R.blocks, R.computed, plan.chunks
+            for k in range(len(chunks) - plan.admitted):
+                rid, c = chunks[k]
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
+                blk[rid] += add
+                I.other_blocks += add
+        if plan.evicted:
+            entries = I.prefix_cache.entries
+            for key in plan.evicted:
+                entries.pop(key, None)
+        if plan.admitted or plan.timed_out:
+            self._admit(I, plan)
+        if plan.pulls:   # decode legs start pulling their KV into the blocks they get
+            blk, st, n_in, src = R.blocks, R.state, R.input_tokens, R.prefill_instance
+            for _ in range(plan.pulls):
+                rid = I.transfer_queue.popleft()
+                add = -(-n_in[rid] // bs)
+                blk[rid] = add
+                I.other_blocks += add
+                I.transfers_in += 1
+                st[rid] = TRANSFERRING
+                self.num_transfers += 1
+                self._transfers.start(rid, src[rid], I.id, n_in[rid], t)
+
+    def _admit(self, I: InstanceState, plan: BatchPlan) -> None:
+        """Take the plan's admitted prompts (the last chunks) and dropped ones off the head of
+        ``I.waiting``, in queue order: the admitted get their KV blocks and start prefilling."""
+        R = self.requests
+        comp, blk, st = R.computed, R.blocks, R.state
+        bs = I.block_size
+        timed_out = plan.timed_out
+        if timed_out:   # the waiting queue's head holds the dropped and the admitted, in order
+            dropped = set(timed_out)
+            for _ in range(len(timed_out) + plan.admitted):
+                rid = I.waiting.popleft()
+                if rid in dropped:
+                    self._drop_timed_out(I, rid)
+        chunks, hits = plan.chunks, plan.hit_blocks
+        first = len(chunks) - plan.admitted
+        for k in range(plan.admitted):
+            rid, c = chunks[first + k]
+            if not timed_out:
+                I.waiting.popleft()
+            if hits and comp[rid] == 0:   # prefix caching: looked up in the cache
+                self._kv.admit(I, rid, hits[k], c)
+            else:
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
+                blk[rid] += add
+                I.other_blocks += add
+            I.running.append(rid)
+            I.prefilling.append(rid)
+            st[rid] = PREFILLING
 
     def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
@@ -791,7 +644,7 @@ class EmulatedCluster(Cluster):
         while heap and heap[0][0] <= I.decode_iterations:
             f, rid = heapq.heappop(heap)
             if st[rid] == DECODING and fit[rid] == f and where[rid] == iid:
-                kv = self._dec_leave(I, rid)
+                kv = I.leave_decode_set(R, rid)
                 I.running.remove(rid)
                 if self._pfx:
                     self._kv.release_finished(I, rid, kv, T)
@@ -866,12 +719,7 @@ class EmulatedCluster(Cluster):
                 if D.num_decoding == 0 and D.decode_legs_waiting == 0:
                     D.decode_stall_since = T
                 D.transfer_queue.append(rid)
-                # the prefill side holds this KV until it is pulled, at most kv_lease_timeout_s
-                # (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)
-                self._leases.append((T + self._lease_s, rid))
-                if not self._lease_ev:
-                    self._lease_ev = True
-                    self._push(T + self._lease_s, LEASE_CHECK, 0, 0)
+                self._transfers.lease(rid, T)   # the prefill side holds the KV until it is pulled
                 D.decode_legs_waiting += 1
                 D.decode_legs_waiting_tokens += R.input_tokens[rid] + R.generated[rid]
                 D.cached_view = None
@@ -886,7 +734,7 @@ class EmulatedCluster(Cluster):
             I.decode_stall_since = T
         I.other_blocks -= R.blocks[rid]
         R.blocks[rid] = 0
-        self._dec_join(I, rid, R.computed[rid])
+        I.join_decode_set(R, rid, R.computed[rid])
 
     def _client_first(self, rid: int, T: float) -> None:
         """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
@@ -916,43 +764,13 @@ class EmulatedCluster(Cluster):
         self._window.on_finish(rid)
         self._records.append(self.requests.record(rid))
 
-    def _start_transfer(self, rid: int, dst: int, t: float) -> None:
-        """The decode instance ``dst`` starts pulling the request's KV (full prompt) at ``t``."""
-        R = self.requests
-        preset = self.preset
-        land = t + preset.kv_transfer_time(R.input_tokens[rid])
-        nics = self._nics
-        if nics is None:
-            self._push(land, KV_LANDED, rid, self._xver[rid])
-            return
-        nbytes = R.input_tokens[rid] * preset.kv_bytes_per_token
-        changed = nics.start(rid, R.prefill_instance[rid], dst, nbytes, t, land)
-        if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
-            v = self._xver[rid] + 1
-            self._xver[rid] = v
-            self._push(land, KV_LANDED, rid, v)
-        else:
-            self._reschedule_transfers(changed)
-
-    def _reschedule_transfers(self, changed: list[tuple[int, float, float]]) -> None:
-        """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
-        whose rate changed; their older events become stale by version."""
-        nics = self._nics
-        for rid, byte_end, land in changed:
-            v = self._xver[rid] + 1
-            self._xver[rid] = v
-            self._push(land, KV_LANDED, rid, v)
-            if nics.shared(rid):
-                self._push(byte_end, NIC_BYTES_SENT, rid, v)
-
     def _land(self, rid: int, T: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
         R = self.requests
         if R.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
-        nics = self._nics
-        if nics is not None and rid in nics.active:
-            nics.remove(rid)
+        if self._transfers.nics is not None:
+            self._transfers.landed(rid)
         self._progress_s = T
         src = self._free_source_kv(rid, T)
         D = self._insts[R.instance[rid]]
@@ -978,17 +796,10 @@ class EmulatedCluster(Cluster):
         return src
 
     def _expire_leases(self, T: float) -> None:
-        """Expire the leases due by ``T`` whose KV is still waiting to be pulled, then schedule the
-        next check at the oldest lease still pending."""
-        self._lease_ev = False
-        leases, st = self._leases, self.requests.state
-        while leases and leases[0][0] <= T:
-            self._expire_lease(leases.popleft()[1], T)
-        while leases and st[leases[0][1]] != QUEUED_FOR_KV:   # pulled in time
-            leases.popleft()
-        if leases:
-            self._lease_ev = True
-            self._push(leases[0][0], LEASE_CHECK, 0, 0)
+        """Expire the leases due by ``T`` whose KV is still waiting to be pulled."""
+        for rid in self._transfers.due_leases(T):
+            self._expire_lease(rid, T)
+        self._transfers.schedule_lease_check(self.requests.state)
 
     def _expire_lease(self, rid: int, T: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the
@@ -1018,64 +829,5 @@ class EmulatedCluster(Cluster):
         """Recompute every instance's KV use and resident-work sums from the per-request state
         and check them against the incremental accounting and the KV capacity (O(requests);
         for tests). Raises ``AssertionError`` naming the instance and quantity on a mismatch."""
-        bs = self._bs
-        n_inst = len(self._insts)
-        blocks = [0] * n_inst
-        dec_blocks = [0] * n_inst
-        pf = [[0, 0, 0] for _ in range(n_inst)]
-        dl = [[0, 0] for _ in range(n_inst)]
-        running = [set() for _ in range(n_inst)]
-        for rid in range(self.requests.num):
-            s = self.requests.state[rid]
-            w = self.requests.instance[rid]
-            if s in (NEW, FINISHED, REJECTED):
-                continue
-            I = self._insts[w]
-            total = self.requests.input_tokens[rid] + self.requests.generated[rid]
-            if s == DECODING:
-                c = self.requests.decode_offset[rid] + I.decode_iterations
-                dec_blocks[w] += -(-c // bs)
-                running[w].add(rid)
-                # in − 1: a pulled KV before the decode instance's first step recomputes the last token
-                assert self.requests.input_tokens[rid] - 1 <= c < self.requests.input_tokens[rid] + self.requests.output_tokens[rid] - 1, f"request {rid}: KV {c} out of range"
-                continue
-            if s in (WAITING, PREFILLING):
-                blocks[w] += self.requests.blocks[rid]
-                if s == PREFILLING:
-                    running[w].add(rid)
-                if self.requests.leg[rid] == 0:
-                    rem = total - self.requests.computed[rid]
-                    pf[w][0] += 1
-                    pf[w][1] += rem
-                    pf[w][2] += rem * rem
-                else:
-                    dl[w][0] += 1
-                    dl[w][1] += total
-            elif s in (QUEUED_FOR_KV, TRANSFERRING, LANDED):
-                blocks[w] += self.requests.blocks[rid]
-                dl[w][0] += 1
-                dl[w][1] += total
-                if s in (QUEUED_FOR_KV, TRANSFERRING):
-                    blocks[self.requests.prefill_instance[rid]] += self.requests.source_blocks[rid]
-        dup = [0] * n_inst
-        if self._pfx:
-            dup = self._kv.check(self._insts)
-        if self._nics is not None:
-            self._nics.check()
-            for rid in self._nics.active:
-                assert self.requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
-        for I in self._insts:
-            i = I.id
-            assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-            assert I.other_blocks == blocks[i] - dup[i], \
-                f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
-            assert [I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq] == pf[i], f"instance {i}: prefill sums {pf[i]}"
-            assert [I.decode_legs_waiting, I.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
-            assert set(I.running) == running[i] and len(I.running) == len(running[i]), f"instance {i}: running set"
-            assert len(I.running) <= self._S, f"instance {i}: more than max_num_seqs running"
-            peak = I.decode_iterations + (I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0))
-            assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
-            t = self._now
-            k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-            assert view_at(I, t) == fresh_view(I, I.decode_iterations + k, t >= I.blocked_until), \
-                f"instance {i}: cached view is stale"
+        audit_state(self._insts, self.requests, self._now, self._S,
+                    self._kv if self._pfx else None, self._transfers.nics)

@@ -10,8 +10,8 @@ reads them from the workload in order.
 
 from __future__ import annotations
 
-import heapq
 from enum import IntEnum
+from heapq import heappush as _heappush
 
 
 class EventKind(IntEnum):
@@ -32,8 +32,9 @@ class EventQueue:
         self.seq = 0
 
     def push(self, t: float, kind: int, a: int, b: int) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (t, kind, self.seq, a, b))
+        seq = self.seq + 1
+        self.seq = seq
+        _heappush(self.heap, (t, kind, seq, a, b))
 
     def copy(self) -> "EventQueue":
         new = EventQueue()

@@ -11,9 +11,15 @@ the cluster jump over whole runs of decode iterations in closed form.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from typing import TYPE_CHECKING
 
 from arrow_rl.cluster.base import Role
+from arrow_rl.cluster.emulator.requests import DECODING
+
+if TYPE_CHECKING:
+    from arrow_rl.cluster.emulator.requests import RequestTable
 
 # plan kinds
 IDLE = 0
@@ -117,7 +123,92 @@ class InstanceState:
         new.plan_chunks = list(self.plan_chunks)
         return new
 
+    def clear_work(self) -> None:
+        """Forget every resident request (the cluster rejected them all as stuck); the role, the
+        counters of iterations run and the window accumulators stay."""
+        self.running, self.prefilling, self.finish_heap = [], [], []
+        self.waiting.clear()
+        self.transfer_queue.clear()
+        self.landed.clear()
+        self.awaiting_first_token = []
+        self.transfers_in = self.num_decoding = self.decode_offset_sum = self.decode_offset_blocks_sum = 0
+        self.other_blocks = 0
+        self.decode_offset_residues = [0] * self.block_size
+        self.decode_blocks_memo_at = -1
+        self.prefill_legs = self.prefill_tokens_left = self.prefill_tokens_left_sq = 0
+        self.decode_legs_waiting = self.decode_legs_waiting_tokens = 0
+        self.plan = IDLE
+        self.plan_version += 1
+        self.cached_view = None
+
     # -- lazy decode set -----------------------------------------------------------------------
+    def join_decode_set(self, R: "RequestTable", rid: int, kv_tokens: int) -> None:
+        """``rid`` (running here with ``kv_tokens`` of KV) decodes from now on: record its offset
+        and the iteration of its last token."""
+        o = kv_tokens - self.decode_iterations
+        R.decode_offset[rid] = o
+        self.num_decoding += 1
+        self.decode_offset_sum += o
+        q, r = divmod(o, self.block_size)
+        self.decode_offset_blocks_sum += q
+        self.decode_offset_residues[r] += 1
+        self.decode_blocks_memo_at = -1
+        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
+        R.last_token_iteration[rid] = fit
+        heapq.heappush(self.finish_heap, (fit, rid))
+        R.state[rid] = DECODING
+
+    def leave_decode_set(self, R: "RequestTable", rid: int) -> int:
+        """Take ``rid`` out of the decode set (finished or preempted); return its KV tokens now.
+        Its finish-heap entry goes stale (``next_finish`` skips it)."""
+        o = R.decode_offset[rid]
+        self.num_decoding -= 1
+        self.decode_offset_sum -= o
+        q, r = divmod(o, self.block_size)
+        self.decode_offset_blocks_sum -= q
+        self.decode_offset_residues[r] -= 1
+        self.decode_blocks_memo_at = -1
+        return o + self.decode_iterations
+
+    def expand_decode_set(self, R: "RequestTable") -> list[int]:
+        """Turn the decode set into explicit running requests (the exact allocation loop of a step
+        whose KV does not fit, scheduler.py): each gets its computed tokens, generated tokens and
+        KV blocks in ``R`` and on ``other_blocks``. Returns them in running order."""
+        decs = [rid for rid in self.running if R.state[rid] == DECODING]
+        comp, gen, blk, n_in = R.computed, R.generated, R.blocks, R.input_tokens
+        bs = self.block_size
+        for rid in decs:
+            c = self.leave_decode_set(R, rid)
+            comp[rid] = c
+            gen[rid] = c + 1 - n_in[rid]
+            b = -(-c // bs)
+            blk[rid] = b
+            self.other_blocks += b
+        self.finish_heap = []
+        return decs
+
+    def collapse_decode_set(self, R: "RequestTable", decs: list[int]) -> None:
+        """Put the requests of ``decs`` still decoding (not preempted) back into the decode set; the
+        block their next token needs is counted there (``decode_set_blocks``)."""
+        blk = R.blocks
+        for rid in decs:
+            if R.state[rid] == DECODING:
+                self.other_blocks -= blk[rid]
+                blk[rid] = 0
+                self.join_decode_set(R, rid, R.computed[rid])
+
+    def next_finish(self, R: "RequestTable") -> int:
+        """The decode iteration at which the next sequence emits its last token (drops stale
+        heap entries: sequences that left, or moved to another instance)."""
+        heap = self.finish_heap
+        st, fit, where = R.state, R.last_token_iteration, R.instance
+        while heap:
+            f, rid = heap[0]
+            if st[rid] == DECODING and fit[rid] == f and where[rid] == self.id:
+                return f
+            heapq.heappop(heap)
+        raise AssertionError("decode set is empty")
+
     def decode_set_blocks(self, it: int) -> int:
         """Σ ceil((o + it) / bs) over the decode set: its KV blocks after ``it`` iterations.
 

@@ -6,8 +6,11 @@ eviction are its ``PrefixCache`` (prefix_cache.py, after vLLM v1's ``KVCacheMana
 ties the two to requests, with the calls the scheduler and the engine make at each step of a
 request's KV life:
 
-- ``admit``: a waiting prompt is admitted on an instance: look its prefix up, take the hit blocks,
-  allocate the first chunk's (the scheduler calls it only for requests with nothing computed);
+- ``plan_view``: the scheduler's what-if view for one step (``PrefixPlanView``): looks a waiting
+  prompt's prefix up and tells how many blocks its first chunk needs, as if the step's earlier
+  admissions (or preemptions) had happened, without changing the cache;
+- ``admit``: the engine applies a planned admission: take the hit blocks, allocate the first chunk's
+  (only requests with nothing computed are looked up);
 - ``register``: a chunk was computed: cache its full keyed blocks;
 - ``release``: the request's KV left the instance (preempted, transferred, lease expired);
 - ``release_finished``: it finished: cache what it computed (its output too) and free the rest.
@@ -99,21 +102,21 @@ class KvCacheManager:
             self.keys[rid] = keys
         return keys
 
-    def admit(self, I: InstanceState, rid: int, budget: int, free: int, used: int) -> bool:
-        """Admit the waiting request at the head of ``I.waiting`` (no token computed yet) if its first
-        chunk fits, after looking up its prefix in ``I``'s cache (vLLM ``get_computed_blocks``: at
-        most prompt − 1 tokens hit, so one token is always computed). Cached tokens are not computed
-        but their blocks count as its KV. Returns False (nothing changed) if it does not fit."""
+    def plan_view(self, I: InstanceState) -> "PrefixPlanView":
+        """A what-if view of ``I``'s prefix cache for one scheduling step (scheduler.py)."""
+        return PrefixPlanView(self, I)
+
+    def admit(self, I: InstanceState, rid: int, hit_blocks: int, tokens: int) -> None:
+        """Admit ``rid`` on ``I`` as the scheduler planned it (``PrefixPlanView.admission``): take
+        its ``hit_blocks`` cached blocks (their tokens are not computed but count as its KV) and
+        the new blocks of its first chunk of ``tokens``."""
         R = self.requests
         bs = I.block_size
         total = R.input_tokens[rid] + R.generated[rid]
         keys = self.block_keys(rid)
-        h, touched = I.prefix_cache.lookup(keys, (total - 1) // bs, used) if keys else (0, 0)
+        h = hit_blocks
         hit = h * bs
-        c = min(total - hit, budget)
-        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
-        if add + touched > free:
-            return False
+        add = -(-(hit + tokens) // bs) - h        # blocks beyond the hit ones
         pc = I.prefix_cache
         shared = pc.acquire(keys[:h]) if h else 0
         R.blocks[rid] = h + add
@@ -132,7 +135,6 @@ class KvCacheManager:
         I.w_prefix_hit_tokens += hit
         self.query_tokens += total
         self.hit_tokens += hit
-        return True
 
     def register(self, I: InstanceState, rid: int, upto: int, t: float) -> None:
         """The request's first ``upto`` blocks are computed on ``I``: cache its keyed ones."""
@@ -159,3 +161,63 @@ class KvCacheManager:
         if self.held_on.get(rid) == I.id:
             self.register(I, rid, kv_tokens // I.block_size, t)
         self.release(I, rid, -(-kv_tokens // I.block_size) if nblocks is None else nblocks, t)
+
+
+class PrefixPlanView:
+    """One scheduling step's what-if view of an instance's prefix cache (scheduler.py plans a batch
+    without changing any state). It answers admission lookups and preemption releases exactly as
+    the cache would after the step's earlier decisions, by keeping their reference-count changes
+    (``ref_delta``) and taken-back free blocks (``touched_delta``) aside. Entries a lookup finds
+    evicted are listed in ``evicted``; the engine drops them when it applies the plan (vLLM's
+    free-queue pop evicts them; the cache forgets them lazily)."""
+
+    __slots__ = ("kv", "inst", "ref_delta", "touched_delta", "evicted")
+
+    def __init__(self, kv: KvCacheManager, I: InstanceState) -> None:
+        self.kv = kv
+        self.inst = I
+        self.ref_delta: dict[int, int] = {}
+        self.touched_delta = 0
+        self.evicted: list[int] = []
+
+    def admission(self, rid: int, total: int, budget: int, free: int) -> tuple[int, int, int] | None:
+        """Admit a waiting prompt of ``total`` tokens (none computed) with ``free`` KV blocks left and
+        ``budget`` tokens: look its prefix up (vLLM ``get_computed_blocks``: at most prompt − 1 tokens
+        hit, so one token is always computed). Returns ``(hit blocks, tokens to compute, free blocks it
+        uses)`` (its new blocks and the hit blocks no one holds: those leave the free queue), or None
+        if its first chunk does not fit."""
+        I = self.inst
+        bs = I.block_size
+        keys = self.kv.block_keys(rid)
+        if keys:
+            h, touched, ev = I.prefix_cache.peek(keys, (total - 1) // bs, I.capacity_blocks - free,
+                                                 self.ref_delta, self.touched_delta)
+            if ev is not None:
+                self.evicted.append(ev)
+        else:
+            h = touched = 0
+        hit = h * bs
+        c = min(total - hit, budget)
+        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
+        if add + touched > free:
+            return None
+        delta = self.ref_delta
+        for k in keys[:h]:
+            delta[k] = delta.get(k, 0) + 1
+        self.touched_delta += touched
+        return h, c, add + touched
+
+    def release(self, rid: int) -> int:
+        """``rid``'s KV leaves the instance (preempted): how many of its blocks stay in use because
+        other requests hold them (cached prefix blocks)."""
+        kv = self.kv
+        if kv.held_on.get(rid) != self.inst.id:
+            return 0
+        entries, delta = self.inst.prefix_cache.entries, self.ref_delta
+        still = 0
+        for k in kv.held.get(rid, ()):
+            d = delta.get(k, 0) - 1
+            delta[k] = d
+            if entries[k][0] + d:
+                still += 1
+        return still

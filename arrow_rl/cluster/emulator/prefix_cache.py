@@ -52,6 +52,16 @@ class PrefixCache:
     def lookup(self, keys: list[int], max_blocks: int, used: int) -> tuple[int, int]:
         """Longest run of cached blocks at the start of ``keys`` (at most ``max_blocks``):
         ``(hit blocks, how many of them are free and must be taken back)``. Drops evicted entries."""
+        h, touched, evicted = self.peek(keys, max_blocks, used)
+        if evicted is not None:
+            del self.entries[evicted]
+        return h, touched
+
+    def peek(self, keys: list[int], max_blocks: int, used: int, ref_delta: dict[int, int] | None = None,
+             touched_delta: int = 0) -> tuple[int, int, int | None]:
+        """:meth:`lookup` without changing anything: ``(hit blocks, free ones among them, the key
+        found evicted or None)``. ``ref_delta`` and ``touched_delta`` describe holds taken or given
+        up since (the scheduler's what-if view of one step, ``kv_cache.PrefixPlanView``)."""
         entries = self.entries
         pops = None
         touched = 0
@@ -60,15 +70,15 @@ class PrefixCache:
             e = entries.get(k)
             if e is None:
                 break
-            if e[0] == 0:
+            refs = e[0] + ref_delta.get(k, 0) if ref_delta else e[0]
+            if refs == 0:
                 if pops is None:
-                    pops = self.pops(used)
+                    pops = used + self.freed - self.touched - touched_delta
                 if pops >= e[1]:
-                    del entries[k]
-                    break
+                    return h, touched, k
                 touched += 1
             h += 1
-        return h, touched
+        return h, touched, None
 
     def acquire(self, keys: list[int]) -> int:
         """A request takes the hit blocks ``keys`` (found by :meth:`lookup`); returns the number

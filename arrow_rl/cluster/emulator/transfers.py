@@ -9,15 +9,23 @@ completion notification) is added after the last byte and takes no bandwidth. A 
 both its NICs therefore takes exactly ``preset.kv_transfer_time(tokens)``, as before sharing was
 modelled; seven senders into one receiver take about seven times as long as one.
 
-The cluster owns events and versions: :meth:`SharedNics.start` and :meth:`SharedNics.finish_bytes`
-return the new schedule of every transfer whose rate changed, and the cluster (re)pushes their
-events. A transfer whose NICs carry nothing else needs no byte-end event: its end changes nobody's
-rate, so it is retired lazily, the next time its NICs are looked at.
+:class:`SharedNics` is the fluid model: :meth:`SharedNics.start` and :meth:`SharedNics.finish_bytes`
+return the new schedule of every transfer whose rate changed. :class:`KvTransfers` turns schedules
+into events: it versions each transfer's schedule (a rescheduled transfer's older events go stale)
+and pushes its landing (and, while it shares a NIC, byte-end) events. A transfer whose NICs carry
+nothing else needs no byte-end event: its end changes nobody's rate, so it is retired lazily, the
+next time its NICs are looked at. ``KvTransfers`` also keeps the prefill side's KV leases: a
+finished prompt's KV waits at most ``kv_lease_timeout_s`` to be pulled.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+
+from arrow_rl.cluster.emulator.events import KV_LANDED, LEASE_CHECK, NIC_BYTES_SENT, EventQueue
+from arrow_rl.cluster.emulator.requests import QUEUED_FOR_KV
+from arrow_rl.perf.preset import Preset
 
 # relative slack when deciding that a transfer has sent all its bytes (float round-off of the
 # piecewise-constant rate integration)
@@ -148,3 +156,104 @@ class SharedNics:
         assert n_out == self.n_out and n_in == self.n_in, "NIC transfer counts drift"
         limit = self.bandwidth * (1 + _EPS)
         assert max(load_out, default=0) <= limit and max(load_in, default=0) <= limit, "NIC over bandwidth"
+
+
+class KvTransfers:
+    """KV transfers as events: their schedules (``SharedNics`` when links are shared, else each
+    transfer alone at ``preset.kv_transfer_time``), versions, and the prefill side's KV leases.
+    The engine frees and allocates the KV; this class only says when bytes move and leases end."""
+
+    __slots__ = ("preset", "events", "nics", "version", "lease_s", "leases", "lease_check_pending")
+
+    def __init__(self, preset: Preset, num_instances: int, num_requests: int, events: EventQueue,
+                 lease_timeout_s: float, link_sharing: bool) -> None:
+        self.preset = preset
+        self.events = events
+        self.nics = SharedNics(num_instances, preset.kv_transfer_bandwidth_Bps,
+                               preset.kv_transfer_latency_s) if link_sharing else None
+        self.version = [0] * num_requests    # version of each transfer's schedule (events carry it)
+        self.lease_s = lease_timeout_s
+        # leases in creation order: with one timeout they also expire in this order, so one event
+        # (for the oldest lease that may still be pending) covers them all
+        self.leases: deque[tuple[float, int]] = deque()
+        self.lease_check_pending = False
+
+    def copy(self, events: EventQueue) -> "KvTransfers":
+        """A copy that pushes onto ``events`` (the cloned cluster's queue)."""
+        new = KvTransfers.__new__(KvTransfers)
+        new.preset, new.events, new.lease_s = self.preset, events, self.lease_s
+        new.nics = self.nics.copy() if self.nics is not None else None
+        new.version = list(self.version)
+        new.leases = deque(self.leases)
+        new.lease_check_pending = self.lease_check_pending
+        return new
+
+    def clear(self) -> None:
+        """The cluster was emptied: nothing is in flight, nothing is leased."""
+        if self.nics is not None:
+            self.nics.clear()
+        self.leases.clear()
+
+    def start(self, rid: int, src: int, dst: int, tokens: int, t: float) -> None:
+        """``dst`` starts pulling ``rid``'s KV (``tokens`` of prompt) from ``src`` at ``t``."""
+        preset = self.preset
+        land = t + preset.kv_transfer_time(tokens)
+        nics = self.nics
+        if nics is None:
+            self.events.push(land, KV_LANDED, rid, self.version[rid])
+            return
+        changed = nics.start(rid, src, dst, tokens * preset.kv_bytes_per_token, t, land)
+        if len(changed) == 1 and changed[0][0] == rid and not nics.shared(rid):   # alone on its NICs
+            v = self.version[rid] + 1
+            self.version[rid] = v
+            self.events.push(land, KV_LANDED, rid, v)
+        else:
+            self._reschedule(changed)
+
+    def bytes_sent(self, rid: int, t: float) -> None:
+        """A transfer that shared a NIC sent its last byte at ``t``: the others speed up."""
+        self._reschedule(self.nics.finish_bytes(rid, t))
+
+    def _reschedule(self, changed: list[tuple[int, float, float]]) -> None:
+        """Push the new landing (and, for transfers sharing a NIC, byte-end) events of transfers
+        whose rate changed; their older events become stale by version."""
+        nics, version, push = self.nics, self.version, self.events.push
+        for rid, byte_end, land in changed:
+            v = version[rid] + 1
+            version[rid] = v
+            push(land, KV_LANDED, rid, v)
+            if nics.shared(rid):
+                push(byte_end, NIC_BYTES_SENT, rid, v)
+
+    def landed(self, rid: int) -> None:
+        """``rid``'s KV arrived: it no longer uses its NICs."""
+        nics = self.nics
+        if nics is not None and rid in nics.active:
+            nics.remove(rid)
+
+    def lease(self, rid: int, t: float) -> None:
+        """The prefill side holds ``rid``'s KV from ``t`` until it is pulled, at most the lease
+        timeout (vLLM NixlConnector: VLLM_NIXL_ABORT_REQUEST_TIMEOUT, vllm/envs.py, default 480 s)."""
+        self.leases.append((t + self.lease_s, rid))
+        if not self.lease_check_pending:
+            self.lease_check_pending = True
+            self.events.push(t + self.lease_s, LEASE_CHECK, 0, 0)
+
+    def due_leases(self, t: float) -> list[int]:
+        """The requests whose lease ended by ``t``, oldest first (the engine expires those whose KV
+        is still waiting to be pulled, then calls :meth:`schedule_lease_check`)."""
+        self.lease_check_pending = False
+        leases = self.leases
+        due = []
+        while leases and leases[0][0] <= t:
+            due.append(leases.popleft()[1])
+        return due
+
+    def schedule_lease_check(self, state: list[int]) -> None:
+        """Forget the leases whose KV was pulled in time; check again at the oldest pending one."""
+        leases = self.leases
+        while leases and state[leases[0][1]] != QUEUED_FOR_KV:
+            leases.popleft()
+        if leases:
+            self.lease_check_pending = True
+            self.events.push(leases[0][0], LEASE_CHECK, 0, 0)

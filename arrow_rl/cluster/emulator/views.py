@@ -19,12 +19,20 @@ _new = object.__new__
 def make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
               decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
     """Build an ``InstanceView`` without the frozen-dataclass ``__init__`` (which sets each field
-    through ``object.__setattr__``)."""
+    through ``object.__setattr__``): fill its ``__dict__`` item by item (faster than ``update``
+    with keywords, which builds a second dict)."""
     v = _new(InstanceView)
-    v.__dict__.update(instance_id=instance_id, role=role, num_prefill=num_prefill,
-                      prefill_tokens=prefill_tokens, prefill_tokens_sq=prefill_tokens_sq,
-                      num_decode=num_decode, decode_tokens=decode_tokens, kv_used_tokens=kv_used_tokens,
-                      kv_capacity_tokens=kv_capacity_tokens, healthy=healthy)
+    d = v.__dict__
+    d["instance_id"] = instance_id
+    d["role"] = role
+    d["num_prefill"] = num_prefill
+    d["prefill_tokens"] = prefill_tokens
+    d["prefill_tokens_sq"] = prefill_tokens_sq
+    d["num_decode"] = num_decode
+    d["decode_tokens"] = decode_tokens
+    d["kv_used_tokens"] = kv_used_tokens
+    d["kv_capacity_tokens"] = kv_capacity_tokens
+    d["healthy"] = healthy
     return v
 
 

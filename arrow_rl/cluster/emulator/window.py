@@ -21,7 +21,8 @@ Choices where the paper (§5.5) leaves room (documented in docs/emulator.md):
 from __future__ import annotations
 
 from arrow_rl.cluster.base import SLO, InstanceView, InstanceWindowStats, MetricsWindow, Mode, PoolStats, Role
-from arrow_rl.cluster.emulator.instance import InstanceState
+from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
+from arrow_rl.cluster.emulator.instance import DECODE_RUN, ONE_ITERATION, InstanceState
 from arrow_rl.cluster.emulator.requests import PREFILL_LEG, RequestTable
 from arrow_rl.perf.profile import InstanceProfile
 
@@ -84,6 +85,30 @@ class WindowAccumulator:
 
     def on_reject(self) -> None:
         self.rejected += 1
+
+    def count_plans_in_progress(self, insts: list[InstanceState], t1: float) -> list[tuple[InstanceState, float]]:
+        """At the window's end ``t1``: count the iterations of the plans in progress that ended by
+        ``t1`` (and the busy time up to ``t1``) on their instances. Returns ``(instance, time)`` for
+        each decode run whose first step (which emits the first token of sequences that joined
+        from a transfer) ended in this window: the engine emits those tokens."""
+        t0 = self.start_s
+        firsts = []
+        for I in insts:
+            if I.plan == DECODE_RUN and I.plan_start < t1:
+                k = iterations_done_by(I, t1)
+                counted = I.plan_iterations_counted
+                if k > counted:
+                    I.w_decode_iterations += k - counted
+                    I.w_decode_time_s += run_time(I, k) - run_time(I, counted)
+                    I.w_decode_tokens += I.plan_decodes * (k - counted)
+                    I.decode_stall_since = I.plan_start + run_time(I, k)
+                    if I.awaiting_first_token and counted == 0:
+                        firsts.append((I, I.plan_start + run_time(I, 1)))
+                    I.plan_iterations_counted = k
+                I.w_busy_s += t1 - max(I.plan_start, t0)
+            elif I.plan == ONE_ITERATION and I.plan_start < t1:
+                I.w_busy_s += t1 - max(I.plan_start, t0)
+        return firsts
 
     def close(self, t1: float, insts: list[InstanceState], views: list[InstanceView], slo: SLO,
               profile: InstanceProfile, mode: Mode, requests: RequestTable) -> MetricsWindow:

@@ -1,0 +1,290 @@
+"""Batch forming for one instance, as a planner that changes nothing: vLLM v1's scheduler.
+
+At every iteration boundary an instance forms its next batch the way vLLM v1's
+``Scheduler.schedule`` does with chunked prefill (vllm/v1/core/sched/scheduler.py):
+
+1. transferred KV that has landed joins the running batch (while fewer than ``max_num_seqs`` run);
+2. running requests come first: every decode sequence gets one token (Arrow §5.4: decode requests
+   are always in the batch), then the running prompts get chunks, in admission order, while
+   ``max_num_batched_tokens`` lasts;
+3. if their KV does not fit, the exact allocation loop runs: a request that cannot get its blocks
+   preempts the newest running request (recompute) until it fits or is preempted itself;
+4. waiting prompts are admitted FCFS while tokens, sequence slots and KV blocks last: none in a step
+   that preempted, none during a flip delay; a never-started prompt whose client gave up
+   (``client_timeout_s``) is dropped instead;
+5. decode legs queued for KV room start pulling their KV, FCFS, while it fits.
+
+:meth:`BatchScheduler.plan` reads the instance (``InstanceState``) and the request table and returns
+a :class:`BatchPlan`; it changes neither (prefix-cache lookups go through the step's what-if view,
+``kv_cache.PrefixPlanView``). The engine (cluster.py) applies the plan: it allocates the KV, moves
+requests between queues and schedules the events. :meth:`BatchScheduler.decode_run_length` then
+says how many identical decode-only iterations the engine may sum in closed form (decode_run.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from arrow_rl.cluster.emulator.instance import InstanceState
+from arrow_rl.cluster.emulator.kv_cache import PrefixPlanView
+from arrow_rl.cluster.emulator.requests import DECODING, RequestTable
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    """The vLLM engine limits and emulator switches batch forming obeys (``EmulatorConfig``)."""
+
+    max_num_batched_tokens: int          # tokens per iteration, decodes included
+    max_num_seqs: int                    # requests running at once
+    client_timeout_s: float | None = None  # drop waiting, never-started prompts older than this
+    exact_stepping: bool = False         # plan every decode iteration on its own (reference mode)
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What an instance does at one iteration boundary: request ids, in the order the engine applies
+    them. The decode set runs in every batch and is not listed. A chunk of ``c`` tokens for a
+    request with ``computed`` tokens and ``blocks`` KV blocks needs ``ceil((computed + c) / bs) −
+    blocks`` more blocks; the engine allocates them from the chunks, except on the exact allocation
+    loop's path (``materialised``), where preemptions interleave with explicit ``allocations``.
+    Parts a plan does not use stay shared empty tuples (plans are made at every busy boundary)."""
+
+    joined: int = 0          # landed transfers joining the decode set: the head of ``landed``
+    chunks: Sequence[tuple[int, int]] = ()   # the iteration's prompt chunks (request, tokens):
+                                             # running prompts first, then the admitted ones
+    admitted: int = 0        # the last ``admitted`` chunks are prompts admitted from ``waiting``
+    hit_blocks: Sequence[int] = ()     # prefix caching: each admitted prompt's cached blocks
+    timed_out: Sequence[int] = ()      # waiting prompts dropped (client timeout); they and the
+                                       # admitted are the head of ``waiting``, in its order
+    pulls: int = 0           # queued decode legs (head of ``transfer_queue``) starting their KV pull
+    materialised: bool = False   # the exact allocation loop ran (KV did not fit): the decode set is
+                                 # expanded to explicit requests, then the survivors go back into it
+    allocations: Sequence[tuple[int, int]] = ()   # materialised: (request, KV blocks added), in order
+    # materialised: (victim, allocations applied before it), newest running request first
+    preempted: Sequence[tuple[int, int]] = ()
+    evicted: Sequence[int] = ()        # prefix-cache keys the lookups found evicted
+
+
+# The plan when nothing but the decode set runs and its KV fits (most boundaries): one shared,
+# never-mutated object, so the common case allocates nothing.
+DECODES_ONLY = BatchPlan()
+
+
+class BatchScheduler:
+    """Forms batches under ``limits``; holds no state of its own and no reference to the cluster."""
+
+    __slots__ = ("limits", "_M", "_S", "_timeout")
+
+    def __init__(self, limits: SchedulerLimits) -> None:
+        self.limits = limits
+        self._M = limits.max_num_batched_tokens    # read on every boundary: plain slots
+        self._S = limits.max_num_seqs
+        self._timeout = limits.client_timeout_s
+
+    def plan(self, I: InstanceState, R: RequestTable, t: float,
+             prefix: PrefixPlanView | None = None) -> BatchPlan:
+        """The batch instance ``I`` runs from ``t`` (see the module docstring for the order).
+
+        Reads ``I``'s queues, decode set and KV counts and ``R``'s per-request counters; changes
+        neither. ``prefix`` is ``I``'s prefix-cache view when prefix caching is on."""
+        S = self._S
+        it = I.decode_iterations
+        cap = I.capacity_blocks
+        other = I.other_blocks
+        dec_next = I.decode_set_blocks(it + 1) if I.num_decoding else 0   # decode-set KV next step
+        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and other + dec_next <= cap:
+            return DECODES_ONLY
+        bs = I.block_size
+        comp, gen, blk, n_in = R.computed, R.generated, R.blocks, R.input_tokens
+        p = BatchPlan()
+        # 1. landed KV joins (it already holds its blocks); the pulled KV covers the prompt but its
+        # last token, which the first decode step recomputes: a decode-set sequence of n_in − 1 tokens
+        n_run = len(I.running)
+        joined_ids: list[int] | tuple = ()
+        joined = 0
+        if I.landed and n_run < S:
+            joined_ids = []
+            for rid in I.landed:
+                if n_run == S:
+                    break
+                joined_ids.append(rid)
+                other -= blk[rid]
+                dec_next += -(-n_in[rid] // bs)
+                n_run += 1
+            p.joined = joined = len(joined_ids)
+        # 2. running prompts get chunks after the decodes' tokens
+        budget = self._M - I.num_decoding - joined
+        need = other + dec_next
+        chunks = []
+        for rid in I.prefilling:
+            if budget <= 0:
+                break
+            c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+            need += -(-(comp[rid] + c) // bs) - blk[rid]
+            chunks.append((rid, c))
+            budget -= c
+        # 3. the KV does not fit: the exact allocation loop, with preemption
+        preempted = False
+        if need > cap:
+            budget, need, n_run = self._plan_under_pressure(I, R, p, joined_ids, other, prefix)
+            chunks = list(p.chunks)
+            preempted = bool(p.preempted)
+        # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
+        admit_ok = t >= I.blocked_until
+        if I.waiting and not preempted and admit_ok:
+            free = cap - need
+            timeout = self._timeout
+            arrival = R.arrival_s
+            hits = [] if prefix is not None else None
+            for rid in I.waiting:
+                if budget <= 0 or n_run >= S:
+                    break
+                if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
+                    if not p.timed_out:
+                        p.timed_out = []
+                    p.timed_out.append(rid)
+                    continue
+                if prefix is not None and comp[rid] == 0:
+                    a = prefix.admission(rid, n_in[rid] + gen[rid], budget, free)
+                    if a is None:
+                        break
+                    h, c, used = a
+                    free -= used
+                    hits.append(h)
+                else:
+                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+                    add = -(-(comp[rid] + c) // bs) - blk[rid]
+                    if add > free:
+                        break
+                    free -= add
+                    if hits is not None:
+                        hits.append(0)
+                chunks.append((rid, c))
+                p.admitted += 1
+                budget -= c
+                n_run += 1
+            if hits:
+                p.hit_blocks = hits
+            need = cap - free
+        if chunks:
+            p.chunks = chunks
+        # 5. start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
+        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
+        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
+        # running batch, so a pull in flight takes no max_num_seqs slot
+        if I.transfer_queue and admit_ok and n_run < S:
+            free = cap - need
+            pulls = 0
+            for rid in I.transfer_queue:
+                add = -(-n_in[rid] // bs)
+                if add > free:
+                    break
+                free -= add
+                pulls += 1
+            p.pulls = pulls
+        if prefix is not None and prefix.evicted:
+            p.evicted = prefix.evicted
+        return p
+
+    def _plan_under_pressure(self, I: InstanceState, R: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
+                             other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
+        """The exact vLLM v1 allocation loop when the KV does not fit everything (rare path).
+
+        Decode sequences first (Arrow §5.4), then running prompts. When a request cannot get its
+        blocks, the newest running request is preempted (recompute) until the request fits or is
+        preempted itself: vLLM v1 ``Scheduler.schedule`` pops ``self.running`` from the end (the
+        last admitted) under the FCFS policy, and a step that preempted admits nothing new. Fills
+        ``p`` and returns the token budget left, the KV blocks needed after the step and the
+        number of requests running."""
+        bs = I.block_size
+        cap = I.capacity_blocks
+        it = I.decode_iterations
+        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
+        offset = R.decode_offset
+        p.materialised = True
+        running = list(I.running)
+        running += joined_ids
+        # the decode set as explicit requests: its KV tokens now and its blocks
+        decs = [rid for rid in I.running if st[rid] == DECODING]
+        decs += joined_ids
+        ctx: dict[int, int] = {}
+        blocks: dict[int, int] = {}            # blocks of the requests this step touches
+        joined = set(joined_ids)
+        for rid in decs:
+            c = n_in[rid] - 1 if rid in joined else offset[rid] + it
+            ctx[rid] = c
+            b = -(-c // bs)
+            blocks[rid] = b
+            other += b
+        is_dec = set(decs)
+        gone: set[int] = set()
+        free = cap - other
+        budget = self.limits.max_num_batched_tokens
+        sched: dict[int, int] = {}
+        allocs: list[tuple[int, int]] = []
+        preempted: list[tuple[int, int]] = []
+        p.allocations, p.preempted = allocs, preempted
+        for rid in decs + list(I.prefilling):
+            if budget <= 0:
+                break
+            if rid in gone:      # preempted earlier in this loop
+                continue
+            if rid in is_dec:
+                c, kv = 1, ctx[rid]
+            else:
+                c, kv = min(n_in[rid] + gen[rid] - comp[rid], budget), comp[rid]
+            have = blocks.get(rid, blk[rid])
+            need = -(-(kv + c) // bs) - have
+            ok = True
+            while need > free:
+                victim = running.pop()
+                if victim in sched:
+                    budget += sched.pop(victim)
+                still = prefix.release(victim) if prefix is not None else 0   # shared prefix blocks stay
+                other -= blocks.get(victim, blk[victim]) - still
+                free = cap - other
+                gone.add(victim)
+                preempted.append((victim, len(allocs)))
+                if victim == rid:
+                    ok = False
+                    break
+            if not ok:
+                break
+            free -= need
+            other += need
+            blocks[rid] = have + need
+            allocs.append((rid, need))
+            sched[rid] = c
+            budget -= c
+        # surviving decodes go back into the decode set; their next block is counted there
+        dec_next = 0
+        survivors = 0
+        for rid in decs:
+            if rid not in gone:
+                survivors += 1
+                other -= blocks[rid]
+                dec_next += -(-(ctx[rid] + 1) // bs)
+        p.chunks = [(rid, c) for rid, c in sched.items() if rid not in is_dec]
+        budget = self.limits.max_num_batched_tokens - survivors - sum(c for _, c in p.chunks)
+        return budget, other + dec_next, len(running)
+
+    def decode_run_length(self, I: InstanceState, until_finish: int, after_preemption: bool) -> int:
+        """How many decode-only iterations to plan as one closed-form run (decode_run.py): up to the
+        next sequence's last token (``until_finish`` iterations away), fewer if the decode set's KV
+        outgrows the instance first. One iteration in ``exact_stepping`` mode, or after a preemption
+        while work waits (vLLM admits waiting work again at the next step)."""
+        if self.limits.exact_stepping or after_preemption:
+            return 1
+        k = until_finish
+        cap, it, other = I.capacity_blocks, I.decode_iterations, I.other_blocks
+        if other + I.decode_set_blocks(it + k) > cap:
+            lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if other + I.decode_set_blocks(it + mid) <= cap:
+                    lo = mid
+                else:
+                    hi = mid
+            k = lo
+        return k
