@@ -27,5 +27,5 @@ def pytest_terminal_summary(terminalreporter):
         for nodeid, text in _RERUN_REASONS:
             lines = text.splitlines()
             terminalreporter.write_line(f"{nodeid}:")
-            for line in lines[-40:]:  # the assertion, its message and the router's story
+            for line in lines[-80:]:  # the assertion, its message, the router's story, the frames that led there
                 terminalreporter.write_line("    " + line)

@@ -323,7 +323,7 @@ def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_lo
     # 2P0D: all decode work runs on prefill-labelled instances; a 1 ms TPOT SLO makes it "heavy".
     with router_for(vllm_instances, ["prefill", "prefill"], routing="arrow-noflip",
                     slo_ttft_s=30.0, slo_tpot_s=0.001) as (router, url):
-        cl = LiveCluster(url, TOKEN)
+        cl = LiveCluster(url, TOKEN, timeout_s=30.0)  # the in-process router shares a loaded box with two engines
         policy = make_policy("arrow", 2, arrow_config=ArrowConfig(update_interval_s=0.5, sustain_count=2))
         stop = threading.Event()
 

@@ -44,10 +44,16 @@ class RouterAPIError(RuntimeError):
         self.reason = message
 
 
+# How long the control loop waits for the router's admin API. A router that shares its cores with
+# vLLM engines can stall for seconds (seen: 5 s reads timing out under load 20 on 2 cores, and
+# `deploy` then spent its steps in retries); a read that waits beats a retry that sleeps an interval.
+ADMIN_TIMEOUT_S = 15.0
+
+
 class AdminClient:
     """Thin client of the router's admin API (bearer token)."""
 
-    def __init__(self, url: str, token: str, timeout_s: float = 5.0, client: httpx.Client | None = None) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = ADMIN_TIMEOUT_S, client: httpx.Client | None = None) -> None:
         self.url = url.rstrip("/")
         self._client = client or httpx.Client(timeout=timeout_s)
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -116,7 +122,7 @@ def _p90(xs: Sequence[float]) -> float:
 class LiveCluster(Cluster):
     """A running router + its instances, seen through the backend-neutral ``Cluster`` API."""
 
-    def __init__(self, router_url: str, token: str, *, scrape: bool = True, timeout_s: float = 5.0,
+    def __init__(self, router_url: str, token: str, *, scrape: bool = True, timeout_s: float = ADMIN_TIMEOUT_S,
                  preset: str = "live", admin: AdminClient | None = None) -> None:
         self.admin = admin or AdminClient(router_url, token, timeout_s)
         st = self.admin.state()
