@@ -87,6 +87,7 @@ def run_command(
             bar.update(task, advance=1)
             if not console.is_terminal:  # logs and CI: one line per finished job, the bar shows only at the end
                 console.print(f"done {scenario} / {controller} in {wall:.0f} s")
+                console.file.flush()  # a redirected stdout is block-buffered: a long run's log would stay empty
 
         try:
             result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run)
