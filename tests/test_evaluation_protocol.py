@@ -128,3 +128,18 @@ def test_seeded_search_is_deterministic_and_reports_every_seed():
 def test_protocol_rejects_unknown_rate_mode():
     with pytest.raises(ValueError, match="rate_mode"):
         Protocol(rate_mode="squash")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["superpose", "scale"])
+def test_loads_of_a_trace_with_prefixes_keep_each_requests_own_block_ids(mode):
+    # Mooncake carries hash_ids: overlaid copies, rotations and the warm-up must move each request's
+    # ids with it (the flat id array is not a per-request column; the suite's mooncake scenario
+    # failed on that).
+    base = trace()
+    ids = [[k % 7, 100 + k] if k % 3 else [] for k in range(len(base))]
+    src_w = base.with_prefix_hashes(ids, block_tokens=16)
+    key = {(int(src_w.input_tokens[k]), int(src_w.output_tokens[k])): list(src_w.prefix_ids(k)) for k in range(len(base))}
+    load = build_load(LoadSource("t", trace=src_w), 2.5, 1, Protocol(rate_mode=mode, warmup_s=60, span_s=600))
+    w = load.workload
+    assert w.prefix_offsets[-1] == w.prefix_hashes.size and len(w.prefix_offsets) == len(w) + 1
+    assert all(list(w.prefix_ids(i)) == key[(int(w.input_tokens[i]), int(w.output_tokens[i]))] for i in range(len(w)))

@@ -186,3 +186,14 @@ def test_suite_run_rejects_unknown_rate_mode(tmp_path):
     res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--rate-mode", "squash",
                                    "--json", str(tmp_path / "x.json")])
     assert res.exit_code == 2 and "--rate-mode must be scale or superpose" in res.output
+
+
+def test_a_failing_job_names_its_scenario_and_controller(monkeypatch):
+    import arrow_rl.evaluation.suite as suite_mod
+
+    def boom(scenario, controller, notify):
+        raise ValueError("prefix_offsets must be non-decreasing")
+
+    monkeypatch.setattr(suite_mod, "_job", boom)
+    with pytest.raises(ValueError, match=r"scenario tiny-\w+, controller colocated: prefix_offsets"):
+        suite_mod.run_suite(load_suite(str(TINY)), ["colocated"], jobs=1)

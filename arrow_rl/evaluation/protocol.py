@@ -130,20 +130,33 @@ def spec_at_rate_factor(spec: GeneratorSpecT, k: float) -> GeneratorSpecT:
     return spec.model_copy(update={"rate": spec.rate * k})
 
 
+# Prefix block ids are stored flat (``prefix_hashes``) with per-request offsets (N + 1 entries):
+# not per-request columns, so they are re-assembled request by request.
+_PREFIX_FIELDS = ("prefix_hashes", "prefix_offsets")
+
+
 def _columns(w: Workload) -> list[str]:
-    """Per-request column names of a workload (every ndarray field), so added columns travel too."""
-    return [f.name for f in dataclasses.fields(w) if isinstance(getattr(w, f.name), np.ndarray)]
+    """Per-request column names of a workload (every ndarray field but the flat prefix ids), so
+    added columns travel too."""
+    return [f.name for f in dataclasses.fields(w)
+            if isinstance(getattr(w, f.name), np.ndarray) and f.name not in _PREFIX_FIELDS]
 
 
 def _assemble(parts: list[tuple[Workload, np.ndarray, np.ndarray]], like: Workload, name: str) -> Workload:
-    """Concatenate (workload, row indices, new arrival times) parts into one workload sorted by arrival."""
+    """Concatenate (workload, row indices, new arrival times) parts into one workload sorted by
+    arrival; each copied request keeps its own prefix block ids (Mooncake ``hash_ids``)."""
     cols = _columns(like)
     arrival = np.concatenate([t for _, _, t in parts]) if parts else np.empty(0)
     order = np.argsort(arrival, kind="stable")
     data = {c: np.concatenate([getattr(w, c)[idx] for w, idx, _ in parts])[order] if parts
             else getattr(like, c)[:0] for c in cols}
     data["arrival_s"] = arrival[order]
-    return dataclasses.replace(like, **data, name=name)
+    out = dataclasses.replace(like, **data, name=name, prefix_hashes=None, prefix_offsets=None)
+    if like.prefix_hashes is None:
+        return out
+    ids = [w.prefix_ids(int(i)) for w, idx, _ in parts for i in idx]
+    return dataclasses.replace(out.with_prefix_hashes([ids[k] for k in order], like.prefix_block_tokens),
+                               name=name, source=like.source)
 
 
 def _loop_period(w: Workload) -> float:

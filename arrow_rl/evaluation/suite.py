@@ -237,7 +237,10 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     done: dict[tuple[str, str], tuple[list[SeedResult], float, float]] = {}
     if jobs <= 1:
         for sc, c in tasks:
-            done[(sc.name, c)] = _job(sc, c, on_run)
+            try:
+                done[(sc.name, c)] = _job(sc, c, on_run)
+            except ValueError as exc:
+                raise ValueError(f"scenario {sc.name}, controller {c}: {exc}") from exc
             if on_job_done:
                 on_job_done(sc.name, c, done[(sc.name, c)][1])
     else:
@@ -246,7 +249,9 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
         with mp.Manager() as manager:
             q = manager.Queue()
             notify = _Notifier(q) if on_run is not None else None
-            with _process_pool(jobs) as pool:
+            pool = _process_pool(jobs)
+            failed = True
+            try:
                 futures: dict[Future, tuple[str, str]] = {pool.submit(_job, sc, c, notify): (sc.name, c)
                                                           for sc, c in tasks}
                 pending = set(futures)
@@ -255,10 +260,22 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
                     _drain(q, on_run)
                     for fut in finished:
                         key = futures[fut]
-                        done[key] = fut.result()
+                        try:
+                            done[key] = fut.result()
+                        except ValueError as exc:
+                            raise ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}") from exc
                         if on_job_done:
                             on_job_done(key[0], key[1], done[key][1])
                 _drain(q, on_run)
+                failed = False
+            finally:
+                # One failed job ends the run: the queued jobs are cancelled and the running ones
+                # stopped, rather than run for results nobody will see (a failure once kept both
+                # cores busy for an hour). ProcessPoolExecutor has no public way to stop a running job.
+                pool.shutdown(wait=not failed, cancel_futures=True)
+                if failed:
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        proc.terminate()
     cpu = sum(v[2] for v in done.values())
     outcomes: dict[str, ScenarioOutcome] = {}
     sims = 0
