@@ -272,9 +272,10 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
                 # One failed job ends the run: the queued jobs are cancelled and the running ones
                 # stopped, rather than run for results nobody will see (a failure once kept both
                 # cores busy for an hour). ProcessPoolExecutor has no public way to stop a running job.
+                running = list((getattr(pool, "_processes", None) or {}).values())
                 pool.shutdown(wait=not failed, cancel_futures=True)
                 if failed:
-                    for proc in list(getattr(pool, "_processes", {}).values()):
+                    for proc in running:
                         proc.terminate()
     cpu = sum(v[2] for v in done.values())
     outcomes: dict[str, ScenarioOutcome] = {}
