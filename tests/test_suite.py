@@ -171,6 +171,8 @@ def test_suite_report_names_what_is_wrong_with_the_file(tmp_path):
     src.write_text(json.dumps(bad))
     res = CliRunner().invoke(app, ["suite", "report", "--json", str(src), "--suite", str(TINY)])
     assert res.exit_code == 2 and "no-such-scenario" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(tmp_path / "none.json"), "--suite", str(TINY)])
+    assert res.exit_code == 2 and f"--json {tmp_path / 'none.json'}: cannot read" in res.output
     src.write_text("[1, 2]")
     res = CliRunner().invoke(app, ["suite", "report", "--json", str(src), "--suite", str(TINY)])
     assert res.exit_code == 2 and "not an arrow-rl suite result" in res.output

@@ -114,7 +114,7 @@ def report_command(
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
     try:
-        payload = json.loads(_read(json_in))
+        payload = json.loads(_read(json_in, "--json"))
     except json.JSONDecodeError as exc:
         _fail(f"--json {json_in}: not JSON ({exc})")
     if not isinstance(payload, dict):
@@ -183,11 +183,11 @@ def _override(s, rate_mode: str | None, warmup: float | None):  # noqa: ANN001, 
                    scenarios=[replace(sc, protocol=replace(sc.protocol, **upd)) for sc in s.scenarios])
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, flag: str = "--update-readme") -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(f"--update-readme {path}: cannot read ({exc.strerror or exc})")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{flag} {path}: cannot read ({getattr(exc, 'strerror', None) or exc})")
         return ""
 
 

@@ -155,8 +155,7 @@ def _assemble(parts: list[tuple[Workload, np.ndarray, np.ndarray]], like: Worklo
     if like.prefix_hashes is None:
         return out
     ids = [w.prefix_ids(int(i)) for w, idx, _ in parts for i in idx]
-    return dataclasses.replace(out.with_prefix_hashes([ids[k] for k in order], like.prefix_block_tokens),
-                               name=name, source=like.source)
+    return out.with_prefix_hashes([ids[k] for k in order], like.prefix_block_tokens)
 
 
 def _loop_period(w: Workload) -> float:
