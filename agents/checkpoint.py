@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from arrow_rl.control import ControllerMismatch
 from agents.config import algo_class
 from agents.inference import greedy_actions
 
@@ -45,7 +46,7 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete or malformed."""
 
 
-class CheckpointMismatchError(CheckpointError):
+class CheckpointMismatchError(CheckpointError, ControllerMismatch):
     """A checkpoint does not fit the cluster / environment it is asked to control."""
 
 

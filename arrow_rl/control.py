@@ -13,6 +13,12 @@ from typing import Protocol, Sequence, runtime_checkable
 from arrow_rl.cluster.base import ClusterInfo, Flip, InstanceView, MetricsWindow
 
 
+class ControllerMismatch(ValueError):
+    """A controller that cannot run on this cluster (a checkpoint trained for fewer instances, or
+    for another observation or action space). Raised by ``Controller.reset``; a suite reports the
+    pair as not applicable rather than failing the whole run."""
+
+
 @dataclass(frozen=True)
 class ControlState:
     """What a controller observes at a decision point."""

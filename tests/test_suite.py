@@ -199,3 +199,30 @@ def test_a_failing_job_names_its_scenario_and_controller(monkeypatch):
     monkeypatch.setattr(suite_mod, "_job", boom)
     with pytest.raises(ValueError, match=r"scenario tiny-\w+, controller colocated: prefix_offsets"):
         suite_mod.run_suite(load_suite(str(TINY)), ["colocated"], jobs=1)
+
+
+def test_a_checkpoint_that_does_not_fit_a_scenario_is_reported_not_applicable(tmp_path):
+    """The shipped checkpoint (8 instances) on a 16-instance scenario: n/a, found before any
+    simulation, and the rest of the suite still runs."""
+    from arrow_rl.evaluation.leaderboard import tables_markdown
+    from arrow_rl.evaluation.suite import controller_misfit, result_from_json, run_suite
+
+    data = tiny_data()
+    big = dict(data["scenarios"][0], name="tiny-x16", instances=16)
+    data["scenarios"] = [big]
+    suite = load_suite(str(write(tmp_path, data)), quick=True)
+    ckpt = str(ROOT / "agents" / "checkpoints" / "default")
+    assert controller_misfit(suite.scenarios[0], "colocated") is None
+    why = controller_misfit(suite.scenarios[0], ckpt)
+    assert why is not None and "does not fit this cluster" in why
+    res = run_suite(suite, ["colocated", ckpt])
+    sc = res.scenarios["tiny-x16"]
+    assert list(sc.controllers) == ["colocated"] and sc.not_applicable == {ckpt: why}
+    assert res.summary()[ckpt] == {"geomean_ratio_to_arrow": None, "wins": 0, "ties": 0, "losses": 0,
+                                   "not_applicable": 1}
+    payload = json.loads(json.dumps(res.to_json()))
+    assert payload["scenarios"]["tiny-x16"]["not_applicable"] == {ckpt: why}
+    row = next(line for line in tables_markdown(res) if line.startswith("| tiny-x16"))
+    assert row.split("|")[4].strip() == "n/a" and row.split("|")[-2].strip() == "colocated"
+    again = result_from_json(payload, suite)
+    assert tables_markdown(again) == tables_markdown(res)

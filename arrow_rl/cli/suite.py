@@ -136,7 +136,8 @@ def report_command(
 def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)
              markdown: Optional[Path], update_readme: Optional[Path]) -> None:
     """Print the tables and write whichever outputs were asked for."""
-    from arrow_rl.evaluation.leaderboard import plot_suite, rate_cell, ratio_cell, update_marked_block, write_markdown
+    from arrow_rl.evaluation.leaderboard import (outcome_cell, plot_suite, ratio_cell, update_marked_block,
+                                                 write_markdown)
 
     s = result.suite
 
@@ -148,14 +149,14 @@ def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional
     table.add_column("winner")
     for name, sc in result.scenarios.items():
         table.add_row(name + (" †" if sc.short_span else ""), sc.scenario.split,
-                      *[rate_cell(sc.controllers[c].interval) for c in names], sc.verdict)
+                      *[outcome_cell(sc, c, with_split=False) for c in names], sc.verdict)
     console.print(table)
     summary = Table(title="Summary")
-    for col in ("controller", "geomean ratio to arrow", "wins", "ties", "losses"):
+    for col in ("controller", "geomean ratio to arrow", "wins", "ties", "losses", "n/a"):
         summary.add_column(col, justify="left" if col == "controller" else "right")
     for c, row in result.summary().items():
         summary.add_row(c, ratio_cell(row["geomean_ratio_to_arrow"]), str(row["wins"]), str(row["ties"]),
-                        str(row["losses"]))
+                        str(row["losses"]), str(row.get("not_applicable", 0)))
     console.print(summary)
     console.print(f"{result.simulations:,} simulations in {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU-s"
                   + ("; † counted span under 10 simulated minutes" if any(sc.short_span for sc in result.scenarios.values()) else ""))

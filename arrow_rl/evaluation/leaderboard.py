@@ -13,7 +13,7 @@ from pathlib import Path
 
 from arrow_rl.evaluation.intervals import Interval
 from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
-from arrow_rl.evaluation.suite import SuiteResult
+from arrow_rl.evaluation.suite import ScenarioOutcome, SuiteResult
 
 SHORT_MARK = "†"
 
@@ -22,6 +22,21 @@ def rate_cell(iv: Interval) -> str:
     if iv.at_ceiling:
         return f"≥ {iv.mean:.3g}"
     return f"{iv.mean:.3g} ± {iv.mean - iv.lo:.2g}"
+
+
+NOT_APPLICABLE = "n/a"
+
+
+def outcome_cell(sc: ScenarioOutcome, controller: str, with_split: bool = True) -> str:
+    """A controller's cell on one scenario: its rate (and best split for static-best), or n/a."""
+    o = sc.controllers.get(controller)
+    if o is None:
+        return NOT_APPLICABLE if controller in sc.not_applicable else "-"
+    cell = rate_cell(o.interval)
+    if with_split and o.best_split is not None:
+        n = sc.scenario.emulator_config.num_instances
+        cell += f" ({o.best_split}P:{n - o.best_split}D)"
+    return cell
 
 
 def ratio_cell(x: float | None) -> str:
@@ -104,21 +119,19 @@ def tables_markdown(result: SuiteResult) -> list[str]:
              "| scenario | split | " + " | ".join(ctrls) + " | winner |",
              "|---|---|" + "---:|" * len(ctrls) + "---|"]
     for name, sc in result.scenarios.items():
-        cells = []
-        for c in ctrls:
-            o = sc.controllers[c]
-            cell = rate_cell(o.interval)
-            if o.best_split is not None:
-                n = sc.scenario.emulator_config.num_instances
-                cell += f" ({o.best_split}P:{n - o.best_split}D)"
-            cells.append(cell)
+        cells = [outcome_cell(sc, c) for c in ctrls]
         mark = f" {SHORT_MARK}" if sc.short_span else ""
         lines.append(f"| {name}{mark} | {sc.scenario.split} | " + " | ".join(cells) + f" | {sc.verdict} |")
+    na = {c: why for sc in result.scenarios.values() for c, why in sc.not_applicable.items()}
+    if na:
+        lines += ["", f"{NOT_APPLICABLE}: the controller cannot run that scenario; it is left out of that "
+                  "scenario's ranking and of its own summary. " + "; ".join(f"`{c}`: {why}" for c, why in na.items())]
     lines += ["", "Summary per controller (geometric mean of the ratio of mean serving rates to Arrow; a win: the "
               "only controller whose interval reaches the best; a tie: one of several).", "",
-              "| controller | geomean ratio to Arrow | wins | ties | losses |", "|---|---:|---:|---:|---:|"]
+              "| controller | geomean ratio to Arrow | wins | ties | losses | n/a |", "|---|---:|---:|---:|---:|---:|"]
     for c, s in result.summary().items():
-        lines.append(f"| {c} | {ratio_cell(s['geomean_ratio_to_arrow'])} | {s['wins']} | {s['ties']} | {s['losses']} |")
+        lines.append(f"| {c} | {ratio_cell(s['geomean_ratio_to_arrow'])} | {s['wins']} | {s['ties']} | {s['losses']} "
+                     f"| {s.get('not_applicable', 0)} |")
     return lines
 
 
@@ -147,6 +160,8 @@ def plot_suite(result: SuiteResult, path: Path) -> Path:
             sc = result.scenarios[n]
             ref = sc.controllers["arrow"].interval.mean if "arrow" in sc.controllers else 1.0
             ref = ref if ref > 0 else 1.0
+            if c not in sc.controllers:  # n/a: no bar
+                continue
             iv = sc.controllers[c].interval
             xs.append(i + (j - (len(ctrls) - 1) / 2) * width)
             ys.append(iv.mean / ref)

@@ -59,6 +59,9 @@ class RunResult:
     sim_end_s: float
     wall_s: float
     timeline: list[TimelinePoint] = field(default_factory=list)
+    # ``stop_below`` ended the run once its attainment could no longer reach the target; then
+    # ``attainment`` (and the TTFT/TPOT ones) are upper bounds, all below the target.
+    stopped_early: bool = False
 
     def summary(self) -> dict:
         """Scalar summary (JSON-friendly)."""
@@ -126,6 +129,78 @@ def attainment_of(records: list[RequestRecord], num_requests: int, slo: SLO,
     return both / num_requests, ttft_ok / num_requests, tpot_ok / num_requests, fin
 
 
+def meets_slo(record: RequestRecord, slo: SLO) -> bool:
+    """Both SLOs met (§6.1): finished, TTFT within its SLO, and mean TPOT within its SLO (a
+    one-token answer has no TPOT)."""
+    if not record.finished or not record.ttft_s <= slo.ttft_s:
+        return False
+    tpot = record.tpot_s
+    return math.isnan(tpot) or tpot <= slo.tpot_s
+
+
+class CertainMisses:
+    """Counts counted requests that can no longer meet both SLOs, as a run goes.
+
+    A counted request is a certain miss once it ended without meeting them; once it is unended
+    with no first token past arrival + TTFT SLO (its TTFT will exceed the SLO); or once it is
+    unended past its deadline, arrival + TTFT SLO + TPOT SLO × (output − 1) (finishing later means
+    a mean TPOT over the SLO: the argument of ``last_useful_time``). When certain misses exceed
+    ``(1 − target)`` of the counted requests, the final attainment is below ``target`` whatever
+    happens next, so a serving-rate search may stop the run there: an overloaded run, which costs
+    10–20× a passing one when played to the end (its queues grow without bound), ends about one
+    TTFT SLO after the overload starts. Each request is looked at a bounded number of times.
+    """
+
+    def __init__(self, workload: Workload, slo: SLO, count_from_s: float, target: float) -> None:
+        n = len(workload)
+        self.first = int(np.searchsorted(workload.arrival_s, count_from_s, side="left"))
+        self.counted = n - self.first
+        self.allowed = (1.0 - target) * self.counted
+        arrival = np.asarray(workload.arrival_s, dtype=float)
+        out = np.asarray(workload.output_tokens, dtype=float)
+        deadline = arrival[self.first:] + slo.ttft_s + slo.tpot_s * np.maximum(out[self.first:] - 1.0, 0.0)
+        order = np.argsort(deadline, kind="stable")
+        self._by_deadline = (order + self.first).tolist()  # request ids, earliest deadline first
+        self._deadlines = deadline[order].tolist()
+        self._ttft_due = (arrival + slo.ttft_s).tolist()   # a first token after this misses
+        self._ended = [False] * n
+        self._doomed: set[int] = set()                      # unended when their miss became certain
+        self._slo = slo
+        self._seen = 0
+        self._next_ttft = self.first
+        self._next_deadline = 0
+        self.ended_counted = 0
+        self._ended_missed = 0
+
+    def update(self, cluster: Any) -> int:
+        """Certain misses as of ``cluster.now``."""
+        for r in cluster.ended_since(self._seen):
+            self._seen += 1
+            rid = r.request_id
+            self._ended[rid] = True
+            if rid >= self.first:
+                self.ended_counted += 1
+                if rid not in self._doomed and not meets_slo(r, self._slo):
+                    self._ended_missed += 1
+        now = cluster.now
+        due, n = self._ttft_due, len(self._ttft_due)
+        while self._next_ttft < n and due[self._next_ttft] < now:
+            rid = self._next_ttft
+            if not self._ended[rid] and math.isnan(cluster.first_token_s(rid)):
+                self._doomed.add(rid)
+            self._next_ttft += 1
+        dl, m = self._deadlines, len(self._deadlines)
+        while self._next_deadline < m and dl[self._next_deadline] < now:
+            rid = self._by_deadline[self._next_deadline]
+            if not self._ended[rid]:
+                self._doomed.add(rid)
+            self._next_deadline += 1
+        return self._ended_missed + len(self._doomed)
+
+    def hopeless(self, cluster: Any) -> bool:
+        return self.counted > 0 and self.update(cluster) > self.allowed
+
+
 def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed: int) -> Any:
     from arrow_rl.cluster.emulator import EmulatedCluster
 
@@ -147,6 +222,7 @@ def run_policy(
     record_timeline: bool = False,
     progress: Callable[[float, float], None] | None = None,
     count_from_s: float = 0.0,
+    stop_below: float | None = None,
 ) -> RunResult:
     """Run ``policy`` over ``workload`` on a fresh emulated cluster and score it.
 
@@ -154,6 +230,9 @@ def run_policy(
     then count as misses either way). Requests arriving before ``count_from_s`` are a warm-up:
     served (they load the cluster and the controller reacts to them) but left out of the
     attainment, so the initial split does not decide the result (``arrow_rl.evaluation.protocol``).
+    With ``stop_below`` (a target attainment), the run also stops at the first control interval
+    where the attainment can no longer reach it (``CertainMisses``): pass/fail against that target
+    is unchanged, and the result says ``stopped_early`` with upper-bound attainments.
     """
     if control_interval_s <= 0:
         raise ValueError(f"control_interval_s must be > 0, got {control_interval_s}")
@@ -166,6 +245,8 @@ def run_policy(
         if policy.needs_cluster:
             controller.bind_cluster(cluster)  # type: ignore[attr-defined]
     horizon = last_useful_time(workload, slo)
+    misses = CertainMisses(workload, slo, count_from_s, stop_below) if stop_below is not None else None
+    stopped = False
     flips: list[FlipRecord] = []
     timeline: list[TimelinePoint] = []
     while not cluster.done and cluster.now < horizon - 1e-9:
@@ -185,15 +266,23 @@ def run_policy(
                 flips.append(FlipRecord(cluster.now, f.instance_id, Role(f.role).value, "controller"))
         if progress is not None:
             progress(cluster.now, horizon)
+        if misses is not None and misses.hopeless(cluster):
+            stopped = True
+            break
     flips = _all_flips(cluster, policy, flips)
     records = list(cluster.completed())
     counted = len(workload) - int(np.searchsorted(workload.arrival_s, count_from_s, side="left"))
     both, t_ok, p_ok, fin = attainment_of(records, counted, slo, count_from_s)
+    if stopped and misses is not None and counted:
+        # unended requests may still meet their SLOs: the best case is every one not already a miss
+        unended = (counted - misses.ended_counted) / counted
+        both = 1.0 - misses.update(cluster) / counted
+        t_ok, p_ok = min(1.0, t_ok + unended), min(1.0, p_ok + unended)
     minutes = max(cluster.now, 1e-9) / 60.0
     return RunResult(policy=policy.name, num_requests=counted, records=records, attainment=both,
                      ttft_attainment=t_ok, tpot_attainment=p_ok, finished=fin, flips=flips,
                      flips_per_min=len(flips) / minutes, sim_end_s=cluster.now,
-                     wall_s=time.perf_counter() - t0, timeline=timeline)
+                     wall_s=time.perf_counter() - t0, timeline=timeline, stopped_early=stopped)
 
 
 def _all_flips(cluster: Any, policy: Policy, controller_flips: list[FlipRecord]) -> list[FlipRecord]:

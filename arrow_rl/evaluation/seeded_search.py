@@ -11,9 +11,15 @@ at a rate factor ``k`` the union passes as soon as one split passes. Assuming ea
 attainment does not rise with load, a split that failed at some factor ≤ ``k`` is skipped and
 one that passed at some factor ≥ ``k`` counts as passing without a run. Two screens keep it from
 running every split at every failing step (documented choices, ``STATIC_BEST_SCREEN``): when all
-surviving splits fail at a factor, only the ``STATIC_BEST_SCREEN`` best by attainment there (and
-with at least half the best one's attainment) stay in the search (attainment just above the serving rate ranks splits as their serving rates do);
-later seeds search only the first seed's best split and its two neighbours.
+surviving splits fail at a factor, only the ``STATIC_BEST_SCREEN`` best there stay in the search
+(ranked by how far into the counted span each ran before its attainment could no longer reach the
+target, then by attainment; a split that failed less than half as far in as the best is dropped:
+near the serving rate this ranks splits as their serving rates do); later seeds search only the
+first seed's best split and its two neighbours.
+
+Every run stops as soon as it cannot reach the target (``run_policy(stop_below=...)``): a search
+needs only pass/fail, and an overloaded run costs 10–20× a passing one if played to the end. The
+attainments kept for failed factors are therefore upper bounds (all below the target).
 """
 
 from __future__ import annotations
@@ -65,17 +71,21 @@ class _Runner:
             self._loads[key] = build_load(self.source, factor, seed, self.protocol)
         return self._loads[key]
 
-    def run(self, spec: str, factor: float, seed: int) -> tuple[float, float]:
-        """(attainment, flips per minute) of ``spec``."""
+    def run(self, spec: str, factor: float, seed: int) -> tuple[float, float, float]:
+        """(attainment, flips per minute, reach) of ``spec``; a run that cannot reach the target
+        stops early, and ``reach`` is the fraction of the counted span it got through (1: all)."""
         load = self.load(factor, seed)
         policy = make_policy(spec, int(self.emulator_config.num_instances), arrow_config=self.arrow_config)
         r = run_policy(load.workload, self.emulator_config, policy,
                        control_interval_s=self.protocol.control_interval_s, seed=seed,
-                       count_from_s=load.count_from_s)
+                       count_from_s=load.count_from_s, stop_below=TARGET_ATTAINMENT)
         self.runs += 1
         if self.on_run is not None:
             self.on_run(spec, load.offered_rate, r.attainment)
-        return r.attainment, r.flips_per_min
+        reach = 1.0
+        if r.stopped_early and load.counted_span_s > 0:
+            reach = min(1.0, max(0.0, (r.sim_end_s - load.count_from_s) / load.counted_span_s))
+        return r.attainment, r.flips_per_min, reach
 
 
 def _search(f: Callable[[float], float], protocol: Protocol, hint: float | None) -> tuple[float, dict[float, float]]:
@@ -101,7 +111,7 @@ def search_seed(runner: _Runner, controller: str, seed: int, hint: float | None 
     flips: dict[float, float] = {}
 
     def f(k: float) -> float:
-        att, fpm = runner.run(controller, k, seed)
+        att, fpm, _ = runner.run(controller, k, seed)
         flips[k] = fpm
         return att
 
@@ -115,12 +125,14 @@ def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: flo
     passed: dict[int, float] = {}  # split -> highest factor it passed at
     failed: dict[int, float] = {}  # split -> lowest factor it failed at
     last_att: dict[int, float] = {}
+    last_reach: dict[int, float] = {}
     winner_at: dict[float, int] = {}
 
     def order() -> list[int]:
-        # most promising first: highest known pass, then best last attainment; unknown splits
+        # most promising first: highest known pass, then furthest reach and best attainment; unknown splits
         # break ties toward the middle split (no prior on which side wins).
-        return sorted(splits, key=lambda p: (-passed.get(p, 0.0), -last_att.get(p, 1.0), abs(p - n / 2), p))
+        return sorted(splits, key=lambda p: (-passed.get(p, 0.0), -last_reach.get(p, 1.0), -last_att.get(p, 1.0),
+                                             abs(p - n / 2), p))
 
     def f(k: float) -> float:
         best = 0.0
@@ -131,8 +143,8 @@ def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: flo
             if passed.get(p, 0.0) >= k:  # passed at a higher load already: passes here (no run)
                 winner_at[k] = p
                 return TARGET_ATTAINMENT
-            att, _ = runner.run(f"static:{p}", k, seed)
-            last_att[p] = att
+            att, _, reach = runner.run(f"static:{p}", k, seed)
+            last_att[p], last_reach[p] = att, reach
             if att >= TARGET_ATTAINMENT:
                 passed[p] = max(passed.get(p, 0.0), k)
                 winner_at[k] = p
@@ -140,9 +152,10 @@ def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: flo
             failed[p] = min(failed.get(p, float("inf")), k)
             tried.append(p)
             best = max(best, att)
-        keep = {p for p in sorted(tried, key=lambda p: -last_att[p])[:STATIC_BEST_SCREEN]
-                if last_att[p] >= 0.5 * best}
-        for p in splits:  # every split failed here: only the best few (at ≥ half the best attainment) stay
+        ranked = sorted(tried, key=lambda p: (-last_reach[p], -last_att[p]))
+        far = last_reach[ranked[0]] if ranked else 0.0
+        keep = {p for p in ranked[:STATIC_BEST_SCREEN] if last_reach[p] >= 0.5 * far}
+        for p in splits:  # every split failed here: only the best few (at least half as far in) stay
             if p not in keep:
                 failed[p] = 0.0
         return best

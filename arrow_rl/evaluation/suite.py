@@ -50,6 +50,9 @@ class ControllerOutcome:
 class ScenarioOutcome:
     scenario: Scenario
     controllers: dict[str, ControllerOutcome]
+    # controllers that cannot run this scenario (``ControllerMismatch``: e.g. a checkpoint trained
+    # for 8 instances on a 16-instance scenario), with the reason; they are in no ranking here
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     @property
     def winners(self) -> list[str]:
@@ -88,9 +91,10 @@ class SuiteResult:
         controller whose interval reaches the best one; a tie: one of several; else a loss)."""
         out: dict[str, dict] = {}
         for c in self.controllers:
-            ratios, w, t, lost = [], 0, 0, 0
+            ratios, w, t, lost, na = [], 0, 0, 0, 0
             for sc in self.scenarios.values():
                 if c not in sc.controllers:
+                    na += c in sc.not_applicable
                     continue
                 ratios.append(sc.ratio_to(c))
                 win = sc.winners
@@ -101,7 +105,7 @@ class SuiteResult:
                 else:
                     lost += 1
             out[c] = {"geomean_ratio_to_arrow": geomean(ratios) if BASELINE in self.controllers else None,
-                      "wins": w, "ties": t, "losses": lost}
+                      "wins": w, "ties": t, "losses": lost, "not_applicable": na}
         return out
 
     def to_json(self) -> dict:
@@ -137,6 +141,8 @@ class SuiteResult:
                 "counted_span_s": min((o.counted_span_s for o in sc.controllers.values()), default=0.0),
                 "short_span": sc.short_span, "protocol": s.protocol.describe(),
             }
+            if sc.not_applicable:
+                scenarios[name]["not_applicable"] = dict(sc.not_applicable)
         return {"suite": self.suite.name, "quick": self.quick, "scenarios": scenarios, "summary": self.summary(),
                 "settings": self.settings | {"protocol": self.suite.protocol.describe(),
                                              "wall_s": self.wall_s, "cpu_s": self.cpu_s,
@@ -181,7 +187,11 @@ def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") ->
             row[c] = ControllerOutcome(c, seeds, mean_ci95([x.rate for x in seeds],
                                                            at_ceiling=any(x.at_ceiling for x in seeds)),
                                        float(e.get("wall_s", 0.0)), float(e.get("cpu_s", 0.0)))
-        outcomes[name] = ScenarioOutcome(by_name[name], row)
+        na = {str(c): str(why) for c, why in (sj.get("not_applicable") or {}).items()}
+        for c in na:
+            if c not in controllers:
+                controllers.append(c)
+        outcomes[name] = ScenarioOutcome(by_name[name], row, na)
     kept = Suite(suite.name, suite.path, suite.description, [by_name[n] for n in scen_json], suite.protocol)
     return SuiteResult(kept, controllers, outcomes, quick, wall_s=float(settings.get("wall_s", 0.0)),
                        cpu_s=float(settings.get("cpu_s", 0.0)), simulations=int(settings.get("simulations", sims)),
@@ -219,7 +229,6 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
               on_job_done: Callable[[str, str, float], None] | None = None,
               on_run: Callable[[str, str, float, float], None] | None = None) -> SuiteResult:
     """Measure every controller on every scenario of ``suite``."""
-    from arrow_rl.controllers.registry import expand_spec, make_policy
     from arrow_rl.evaluation.evaluate import _process_pool
 
     names = [c.strip() for c in controllers if c.strip()]
@@ -227,12 +236,14 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
         raise ValueError("no controllers given")
     if len(set(names)) != len(names):
         raise ValueError(f"controller listed twice in {names}")
-    for sc in suite.scenarios:  # reject an unknown controller before any simulation
-        n = sc.emulator_config.num_instances
+    unfit: dict[tuple[str, str], str] = {}
+    for sc in suite.scenarios:  # reject an unknown controller, and find the unfit pairs, before any simulation
         for c in names:
-            for spec in expand_spec(c, n):
-                make_policy(spec, n)
-    tasks = sorted(((sc, c) for sc in suite.scenarios for c in names), key=lambda t: -_cost_rank(*t))
+            why = controller_misfit(sc, c)
+            if why is not None:
+                unfit[(sc.name, c)] = why
+    tasks = sorted(((sc, c) for sc in suite.scenarios for c in names if (sc.name, c) not in unfit),
+                   key=lambda t: -_cost_rank(*t))
     t0, c0 = time.perf_counter(), time.process_time()
     done: dict[tuple[str, str], tuple[list[SeedResult], float, float]] = {}
     if jobs <= 1:
@@ -283,16 +294,42 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     for sc in suite.scenarios:
         row: dict[str, ControllerOutcome] = {}
         for c in names:
+            if (sc.name, c) in unfit:
+                continue
             seeds, wall, job_cpu = done[(sc.name, c)]
             sims += sum(s.simulations for s in seeds)
             row[c] = ControllerOutcome(c, seeds, mean_ci95([s.rate for s in seeds],
                                                            at_ceiling=any(s.at_ceiling for s in seeds)), wall, job_cpu)
-        outcomes[sc.name] = ScenarioOutcome(sc, row)
+        outcomes[sc.name] = ScenarioOutcome(sc, row, {c: why for (n, c), why in unfit.items() if n == sc.name})
     wall = time.perf_counter() - t0
     if jobs <= 1:
         cpu = time.process_time() - c0
     return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims,
                        settings={"jobs": jobs, "controllers": names})
+
+
+def controller_misfit(scenario: Scenario, controller: str) -> str | None:
+    """Why ``controller`` cannot run ``scenario`` (``ControllerMismatch`` from its ``reset`` on the
+    scenario's cluster), or None when it can. Any other error (an unknown controller, a broken
+    checkpoint) propagates: that is the user's mistake, not a property of the scenario."""
+    from arrow_rl.control import ControllerMismatch
+    from arrow_rl.controllers.registry import expand_spec, make_policy
+    from arrow_rl.evaluation.runner import build_cluster
+    from arrow_rl.workload.workload import Workload
+
+    import numpy as np
+
+    n = int(scenario.emulator_config.num_instances)
+    probe = Workload(np.zeros(1), np.ones(1, dtype=np.int64), np.ones(1, dtype=np.int64), name="probe")
+    for spec in expand_spec(controller, n):
+        policy = make_policy(spec, n)
+        if policy.controller is None:
+            continue
+        try:
+            policy.controller.reset(build_cluster(probe, scenario.emulator_config, policy, seed=0).info)
+        except ControllerMismatch as exc:
+            return str(exc)
+    return None
 
 
 def _drain(q: Any, on_run: Callable | None) -> None:

@@ -191,6 +191,15 @@ class EmulatedCluster(Cluster):
     def completed(self) -> list[RequestRecord]:
         return list(self._records)
 
+    def first_token_s(self, request_id: int) -> float:
+        """When the client saw the request's first token (NaN: not yet)."""
+        return self.requests.first_token_s[request_id]
+
+    def ended_since(self, start: int) -> list[RequestRecord]:
+        """Records of requests that ended after the first ``start`` (records are kept in the order
+        requests end), so a caller can follow outcomes incrementally without copying them all."""
+        return self._records[start:]
+
     def records(self) -> list[RequestRecord]:
         """Records of every request, ended or not (unended ones have NaN times)."""
         ended = {r.request_id for r in self._records}
