@@ -9,13 +9,12 @@ controller (common random numbers), so differences between controllers are not l
 ``static-best`` is the best static split *per seed*, found by one pruned search over all splits:
 at a rate factor ``k`` the union passes as soon as one split passes. Assuming each split's
 attainment does not rise with load, a split that failed at some factor ≤ ``k`` is skipped and
-one that passed at some factor ≥ ``k`` counts as passing without a run. Two screens keep it from
-running every split at every failing step (documented choices, ``STATIC_BEST_SCREEN``): when all
-surviving splits fail at a factor, only the ``STATIC_BEST_SCREEN`` best there stay in the search
-(ranked by how far into the counted span each ran before its attainment could no longer reach the
-target, then by attainment; a split that failed less than half as far in as the best is dropped:
-near the serving rate this ranks splits as their serving rates do); later seeds search only the
-first seed's best split and its two neighbours.
+one that passed at some factor ≥ ``k`` counts as passing without a run. Every surviving split is
+tried at a failing factor: an earlier screen that kept only the three best by attainment (or by how
+far a stopped run got) dropped the true best split on non-stationary loads (phase shift: 7P:1D
+outlasts 6P:2D in a prefill-heavy phase yet fails the decode-heavy one), and early stopping makes
+a failing run cheap enough not to need it. Later seeds search only the first seed's best split and
+its two neighbours (a documented choice).
 
 Every run stops as soon as it cannot reach the target (``run_policy(stop_below=...)``): a search
 needs only pass/fail, and an overloaded run costs 10–20× a passing one if played to the end. The
@@ -33,7 +32,6 @@ from arrow_rl.evaluation.runner import run_policy
 from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT, find_serving_rate
 
 MIN_FACTOR = 1.0 / 64
-STATIC_BEST_SCREEN = 3
 
 
 @dataclass
@@ -121,7 +119,7 @@ def search_seed(runner: _Runner, controller: str, seed: int, hint: float | None 
 
 def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: float | None,
                         runs_before: int) -> SeedResult:
-    n = len(splits) + 1
+    n = int(runner.emulator_config.num_instances)
     passed: dict[int, float] = {}  # split -> highest factor it passed at
     failed: dict[int, float] = {}  # split -> lowest factor it failed at
     last_att: dict[int, float] = {}
@@ -136,7 +134,6 @@ def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: flo
 
     def f(k: float) -> float:
         best = 0.0
-        tried: list[int] = []
         for p in order():
             if failed.get(p, float("inf")) <= k:
                 continue
@@ -150,14 +147,7 @@ def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: flo
                 winner_at[k] = p
                 return att
             failed[p] = min(failed.get(p, float("inf")), k)
-            tried.append(p)
             best = max(best, att)
-        ranked = sorted(tried, key=lambda p: (-last_reach[p], -last_att[p]))
-        far = last_reach[ranked[0]] if ranked else 0.0
-        keep = {p for p in ranked[:STATIC_BEST_SCREEN] if last_reach[p] >= 0.5 * far}
-        for p in splits:  # every split failed here: only the best few (at least half as far in) stay
-            if p not in keep:
-                failed[p] = 0.0
         return best
 
     k, points = _search(f, runner.protocol, hint)
