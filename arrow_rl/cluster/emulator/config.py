@@ -106,8 +106,8 @@ class EmulatorConfig(BaseModel):
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) must not exceed max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")
         if self.mode is Mode.COLOCATED and self.num_mixed:
-            raise ValueError(f"num_mixed={self.num_mixed} needs mode disaggregated (colocated mode serves "
-                             f"every request whole on every instance already: it is all-MIXED)")
+            raise ValueError(f"num_mixed: {self.num_mixed} MIXED instances need mode disaggregated (colocated "
+                             f"mode already serves every request whole on every instance: it is all-MIXED)")
         if self.mode is Mode.DISAGGREGATED and self.num_mixed == 0:
             if self.num_instances < 2:
                 raise ValueError("disaggregated mode needs num_instances >= 2 (one prefill, one decode)")
@@ -120,7 +120,7 @@ class EmulatorConfig(BaseModel):
             # all go MIXED (arrow_rl/arrow/mixed.py)
             rest = self.num_instances - self.num_mixed
             if rest < 0:
-                raise ValueError(f"num_mixed={self.num_mixed} exceeds num_instances={self.num_instances}")
+                raise ValueError(f"num_mixed: {self.num_mixed} exceeds num_instances={self.num_instances}")
             p = self.prefill_count
             if not 0 <= p <= rest:
                 raise ValueError(f"num_prefill must be between 0 and num_instances-num_mixed ({rest}), got {p}")
