@@ -19,7 +19,9 @@ Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has
   landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
   streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
-  prefill's own token is the client's first token. Colocated mode skips the decode routing.
+  prefill's own token is the client's first token. Colocated mode skips the decode routing, and so
+  does a *plain* request: one whose prompt was placed on a MIXED instance (issue 12), served there
+  whole exactly as a colocated instance serves it; its path is fixed at arrival, whatever flips follow.
 """
 
 from __future__ import annotations
@@ -241,7 +243,10 @@ class EmulatedCluster(Cluster):
     def flip(self, instance_id: int, role: Role) -> None:
         """Relabel an instance (Arrow §5.2: resident work finishes in place, nothing migrates).
 
-        With ``flip_delay_s`` > 0 the instance admits no new work of either role for that long."""
+        The same for flips to and from MIXED: admitted prompts keep the path they arrived on (a
+        plain request still decodes here, a prefill leg still gets its decode leg routed) and only
+        new arrivals follow the new role. With ``flip_delay_s`` > 0 the instance admits no new work
+        of any role for that long."""
         self._check_id(instance_id)
         role = Role(role)
         I = self._insts[instance_id]
