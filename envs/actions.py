@@ -119,6 +119,9 @@ class ActionCodec:
             current = roles.get(f.instance_id)
             if current is None or current is f.role:
                 continue
+            if Role.MIXED in (current, Role(f.role)):
+                raise ValueError(f"the action codec encodes PREFILL<->DECODE flips only, got instance "
+                                 f"{f.instance_id} {current.value}->{Role(f.role).value} (issue 12 step 4)")
             roles[f.instance_id] = f.role
             delta += 1 if f.role is Role.PREFILL else -1
         lo = self.min_pool - num_prefill

@@ -135,6 +135,9 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
     n = max(len(views), 1)
     n_p = sum(1 for v in views if v.role is Role.PREFILL)
     n_d = len(views) - n_p
+    if any(v.role is Role.MIXED for v in views):
+        raise ValueError("the observation knows PREFILL and DECODE instances only; this cluster has MIXED "
+                         "ones (issue 12 step 4 adds them to the env)")
     tok = config.token_scale
     p, d = w.prefill, w.decode
 

@@ -257,6 +257,9 @@ class PDClusterEnv(gym.Env):
         if mode != "disaggregated":
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
+        if getattr(policy, "initial_mixed", 0):
+            raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} has MIXED instances; the env's action "
+                             "codec knows PREFILL and DECODE only (MIXED comes with issue 12 step 4)")
         num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or self.num_instances // 2
         router = policy.router if policy is not None else None
         cluster_seed = (_option_int(options, "cluster_seed") if "cluster_seed" in options

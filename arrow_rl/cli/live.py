@@ -282,6 +282,8 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
+    if policy.initial_mixed:
+        _fail(f"{controller!r} has MIXED instances: role 'mixed' is not supported by the live router yet")
     for line in _deploy_warnings(controller, cluster.info, policy):
         warn(line)
     step = "set the routing policy"

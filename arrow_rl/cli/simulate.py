@@ -33,6 +33,12 @@ def simulate(
     mode: Optional[str] = typer.Option(None, "--mode", help="colocated | disaggregated"),
     prefill_instances: Optional[int] = typer.Option(
         None, "--prefill-instances", help="instances labelled prefill at start (disaggregated; default half)"),
+    mixed_instances: Optional[int] = typer.Option(
+        None, "--mixed-instances", help="instances labelled mixed at start (disaggregated): they serve whole "
+                                        "requests like colocated ones; the last ones (default 0)"),
+    mixed_policy: str = typer.Option("cost", "--mixed-policy",
+                                     help="with mixed instances, which requests go to them: cost | fraction | "
+                                          "prompt-threshold (docs/design_mixed_role.md)"),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens",
                                                          help="vLLM token budget per iteration (default: vLLM serve's on the preset's GPU, 8192 on H100)"),
     max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="vLLM running-sequence limit (default: vLLM serve's on the preset's GPU, 1024 on H100)"),
@@ -77,12 +83,14 @@ def simulate(
             return
         fields = base.model_dump(exclude_unset=True)
     overrides = {"preset": preset, "num_instances": instances, "mode": mode, "num_prefill": prefill_instances,
+                 "num_mixed": mixed_instances,
                  "max_num_batched_tokens": max_num_batched_tokens, "max_num_seqs": max_num_seqs,
                  "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "flip_delay_s": flip_delay,
                  "gpu_memory_utilization": gpu_memory_utilization}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     option_of = {"preset": "--preset", "num_instances": "--instances", "mode": "--mode",
-                 "num_prefill": "--prefill-instances", "max_num_batched_tokens": "--max-num-batched-tokens",
+                 "num_prefill": "--prefill-instances", "num_mixed": "--mixed-instances",
+                 "max_num_batched_tokens": "--max-num-batched-tokens",
                  "max_num_seqs": "--max-num-seqs", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
                  "flip_delay_s": "--flip-delay", "gpu_memory_utilization": "--gpu-memory-utilization"}
     for key in ("preset", "num_instances"):
@@ -108,6 +116,14 @@ def simulate(
     except ValueError:
         _fail(f"--router: unknown router {router!r}; valid routers: {', '.join(router_names())}")
         return
+    if cfg.num_mixed:   # requests split between the router's P/D path and the MIXED pool
+        from arrow_rl.arrow.mixed import MixedConfig, MixedDispatcher
+
+        try:
+            rt = MixedDispatcher(rt, MixedConfig.from_mapping({"mixed_policy": mixed_policy}, "--mixed-policy"))
+        except ValueError as exc:
+            _fail(str(exc))
+            return
     try:
         wl = load_workload(workload, format=format)
         if rate_scale != 1.0:

@@ -16,12 +16,21 @@ from typing import Sequence
 
 class Role(str, Enum):
     """An instance's routing label. Arrow §5.2: every instance can run both phases; a role only
-    says which kind of *new* work the router sends it."""
+    says which kind of *new* work the router sends it.
+
+    PREFILL and DECODE are Arrow's two pools (prefill legs, decode legs). MIXED (issue 12,
+    docs/design_mixed_role.md) takes *plain* requests: it computes the prompt and decodes it in
+    place, chunked prefill mixed into its decode batches, as a colocated vLLM instance does. Arrow's
+    algorithms never flip to or from MIXED; a flip to or from it drains like a P<->D flip."""
 
     PREFILL = "prefill"
     DECODE = "decode"
+    MIXED = "mixed"
 
     def other(self) -> "Role":
+        """The other side of a P<->D flip. MIXED has none (Arrow flips P<->D only)."""
+        if self is Role.MIXED:
+            raise ValueError("Role.MIXED has no other role: Arrow's flips are PREFILL<->DECODE only")
         return Role.DECODE if self is Role.PREFILL else Role.PREFILL
 
 
@@ -29,7 +38,9 @@ class Mode(str, Enum):
     """How requests use the cluster."""
 
     COLOCATED = "colocated"          # every instance serves whole requests (vLLM default)
-    DISAGGREGATED = "disaggregated"  # prefill on a prefill instance, decode on a decode instance
+    # prefill on a prefill instance, decode on a decode instance; instances labelled MIXED serve
+    # whole requests (an all-MIXED disaggregated cluster serves exactly as colocated mode does)
+    DISAGGREGATED = "disaggregated"
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,8 @@ class MetricsWindow:
     # prefix caching (vLLM's vllm:prefix_cache_queries / vllm:prefix_cache_hits, in tokens)
     prefix_cache_query_tokens: int = 0
     prefix_cache_hit_tokens: int = 0
+    # the MIXED pool (issue 12); an empty PoolStats when the cluster has no MIXED instance
+    mixed: PoolStats = PoolStats()
 
     @property
     def prefix_cache_hit_rate(self) -> float:
@@ -266,3 +279,7 @@ class Cluster(ABC):
 
     def num_prefill(self) -> int:
         return sum(1 for r in self.roles() if r is Role.PREFILL)
+
+    def num_mixed(self) -> int:
+        """Instances labelled MIXED (routers skip their MIXED dispatch when there are none)."""
+        return sum(1 for r in self.roles() if r is Role.MIXED)

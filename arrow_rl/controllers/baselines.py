@@ -221,7 +221,8 @@ class OracleController:
         views = list(state.instances)
         current = sum(1 for v in views if v.role is Role.PREFILL)
         best, best_key = current, None
-        for i, cand in enumerate(self.candidates(current, len(views))):
+        pd = sum(1 for v in views if v.role is not Role.MIXED)   # it moves P<->D only (Alg. 3)
+        for i, cand in enumerate(self.candidates(current, pd)):
             key = (self.score(cand, views), -abs(cand - current), -i)
             if best_key is None or key > best_key:
                 best, best_key = cand, key

@@ -7,6 +7,12 @@ because routers and controllers keep per-run state (cooldown clocks, sustain cou
 Disaggregated baselines (static, Dynamo, oracle, learned checkpoints) route with Arrow's
 Algorithm 1 without flips, so that comparisons with Arrow isolate instance scheduling, as in the
 paper's static-versus-adaptive ablation (§6.3).
+
+Static splits: ``static:P`` is P prefill and N−P decode instances (1 <= P <= N−1). ``static:P:D:M``
+adds a MIXED pool (issue 12): P prefill, D decode and M MIXED instances, P + D + M = N, M >= 1, and
+P and D both zero or both at least 1; requests split between Algorithm 1 (no flips) and the MIXED
+instances by ``MixedDispatcher`` (``mixed_config``, default policy ``cost``). ``static:0:0:N`` is an
+all-MIXED cluster, which serves exactly as ``colocated``; ``static:P:D:0`` is ``static:P``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Callable
 from arrow_rl.cluster.base import Mode
 from arrow_rl.control import Controller
 from arrow_rl.arrow.config import ArrowConfig, ArrowState
+from arrow_rl.arrow.mixed import MixedConfig, MixedDispatcher
 from arrow_rl.arrow.monitor import ArrowIntervalController, ArrowMonitor
 from arrow_rl.controllers.baselines import (
     DynamoConfig,
@@ -94,6 +101,7 @@ class Policy:
     initial_prefill: int | None   # None in colocated mode
     needs_cluster: bool = False   # controller.bind_cluster(cluster) before the run (oracle)
     extra: dict = field(default_factory=dict)
+    initial_mixed: int = 0        # MIXED instances at start (static:P:D:M), the last ones
 
 
 def _least_loaded_router() -> Any:
@@ -113,7 +121,8 @@ def default_initial_prefill(num_instances: int, config: ArrowConfig | None = Non
 
 def valid_specs_message() -> str:
     return ("valid controllers: " + ", ".join(BUILTIN_SPECS)
-            + " (static:P with 1 <= P <= N-1), or a path to a saved controller checkpoint")
+            + " (static:P with 1 <= P <= N-1; static:P:D:M with P+D+M = N, M of them MIXED), "
+              "or a path to a saved controller checkpoint")
 
 
 def make_policy(
@@ -123,6 +132,7 @@ def make_policy(
     arrow_config: ArrowConfig | None = None,
     dynamo_config: DynamoConfig | None = None,
     oracle_config: OracleConfig | None = None,
+    mixed_config: MixedConfig | None = None,
 ) -> Policy:
     """Build the policy named by ``spec`` for a cluster of ``num_instances``.
 
@@ -147,6 +157,8 @@ def make_policy(
                       ArrowIntervalController(cfg), half)
     if s == "colocated":
         return Policy("colocated", Mode.COLOCATED, _least_loaded_router(), NoFlipController("colocated"), None)
+    if s.startswith("static:") and s.count(":") == 3:
+        return _static_mixed(spec, num_instances, cfg, mixed_config)
     if s.startswith("static:"):
         try:
             p = int(s.split(":", 1)[1])
@@ -170,6 +182,27 @@ def make_policy(
         return Policy(getattr(controller, "name", Path(s).name) or Path(s).name, Mode.DISAGGREGATED,
                       ArrowRouter(cfg, enable_flips=False), controller, half, extra={"checkpoint": s})
     raise ValueError(f"unknown controller {spec!r}; {valid_specs_message()}")
+
+
+def _static_mixed(spec: str, num_instances: int, cfg: ArrowConfig, mixed_config: MixedConfig | None) -> Policy:
+    """``static:P:D:M``: a fixed split with a MIXED pool (module docstring)."""
+    from arrow_rl.arrow.router import ArrowRouter
+
+    try:
+        p, d, m = (int(x) for x in spec.strip().split(":")[1:])
+    except ValueError:
+        raise ValueError(f"bad controller {spec!r}: static:P:D:M needs three integers; {valid_specs_message()}") from None
+    if min(p, d, m) < 0 or p + d + m != num_instances:
+        raise ValueError(f"bad controller {spec!r}: P, D and M must be >= 0 and add up to {num_instances} instances")
+    if (p == 0) != (d == 0):
+        raise ValueError(f"bad controller {spec!r}: a disaggregated path needs both a prefill and a decode "
+                         f"instance (give P and D both >= 1, or both 0 for an all-MIXED cluster)")
+    if m == 0:
+        return make_policy(f"static:{p}", num_instances, arrow_config=cfg)
+    name = f"static:{p}:{d}:{m}"
+    router = MixedDispatcher(ArrowRouter(cfg, enable_flips=False), mixed_config)
+    return Policy(name, Mode.DISAGGREGATED, router, NoFlipController(name), p, initial_mixed=m,
+                  extra={"mixed_policy": router.config.mixed_policy})
 
 
 def expand_spec(spec: str, num_instances: int) -> list[str]:

@@ -205,11 +205,14 @@ def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed
     from arrow_rl.cluster.emulator import EmulatedCluster
 
     n = int(emulator_config.num_instances)
+    # the policy sets the whole split: a config's own num_mixed does not outlive it
+    m = int(getattr(policy, "initial_mixed", 0) or 0)
+    mixed = {"num_mixed": m} if m or getattr(emulator_config, "num_mixed", 0) else {}
     if policy.mode is Mode.COLOCATED:
-        cfg = configure(emulator_config, mode=Mode.COLOCATED)
+        cfg = configure(emulator_config, mode=Mode.COLOCATED, **mixed)
     else:
         p = policy.initial_prefill if policy.initial_prefill is not None else default_initial_prefill(n)
-        cfg = configure(emulator_config, mode=Mode.DISAGGREGATED, num_prefill=p)
+        cfg = configure(emulator_config, mode=Mode.DISAGGREGATED, num_prefill=p, **mixed)
     return EmulatedCluster(workload, cfg, router=policy.router, seed=seed)
 
 

@@ -19,7 +19,9 @@ Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has
   landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
   streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
-  prefill's own token is the client's first token. Colocated mode skips the decode routing.
+  prefill's own token is the client's first token. Colocated mode skips the decode routing, and so
+  does a *plain* request: one whose prompt was placed on a MIXED instance (issue 12), served there
+  whole exactly as a colocated instance serves it; its path is fixed at arrival, whatever flips follow.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Workload
+
+_MIXED = Role.MIXED
 
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
@@ -96,6 +100,7 @@ class EmulatedCluster(Cluster):
         self.rng = np.random.default_rng(seed)
         self._slo = config.slo
         self._mode = config.mode
+        self._colocated = config.mode is Mode.COLOCATED
         self._lat = self.preset.latency
         self._M = config.max_num_batched_tokens
         self._S = config.max_num_seqs
@@ -112,6 +117,7 @@ class EmulatedCluster(Cluster):
         roles = config.initial_roles()
         self._initial_roles = roles
         self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
+        self._num_mixed = sum(1 for r in roles if r is Role.MIXED)
         self._coef: dict[int, tuple[float, float]] = {}
 
         self.requests = RequestTable(workload)
@@ -152,7 +158,7 @@ class EmulatedCluster(Cluster):
                    "enable_prefix_caching": config.enable_prefix_caching})
 
     def __repr__(self) -> str:
-        roles = "".join("P" if I.role is Role.PREFILL else "D" for I in self._insts)
+        roles = "".join(I.role.value[0].upper() for I in self._insts)
         return (f"EmulatedCluster({self.preset.name}, {self._mode.value}, roles={roles}, now={self._now:.3f}s, "
                 f"ended={self._ended}/{self.requests.num})")
 
@@ -176,6 +182,10 @@ class EmulatedCluster(Cluster):
     @property
     def done(self) -> bool:
         return self._ended == self.requests.num
+
+    def num_mixed(self) -> int:
+        """Instances labelled MIXED now (O(1): the MIXED dispatcher asks at every arrival)."""
+        return self._num_mixed
 
     def profile(self, instance_id: int) -> InstanceProfile:
         self._check_id(instance_id)
@@ -233,12 +243,16 @@ class EmulatedCluster(Cluster):
     def flip(self, instance_id: int, role: Role) -> None:
         """Relabel an instance (Arrow §5.2: resident work finishes in place, nothing migrates).
 
-        With ``flip_delay_s`` > 0 the instance admits no new work of either role for that long."""
+        The same for flips to and from MIXED: admitted prompts keep the path they arrived on (a
+        plain request still decodes here, a prefill leg still gets its decode leg routed) and only
+        new arrivals follow the new role. With ``flip_delay_s`` > 0 the instance admits no new work
+        of any role for that long."""
         self._check_id(instance_id)
         role = Role(role)
         I = self._insts[instance_id]
         if I.role is role:
             return
+        self._num_mixed += (role is Role.MIXED) - (I.role is Role.MIXED)
         I.role = role
         I.cached_view = None
         t = self._now
@@ -375,6 +389,9 @@ class EmulatedCluster(Cluster):
         I = self._insts[i]
         R.instance[rid] = i
         R.prefill_instance[rid] = i
+        # a MIXED instance serves the request whole (issue 12): fixed now, whatever later flips do
+        if self._colocated or I.role is _MIXED:
+            R.plain[rid] = True
         R.state[rid] = WAITING
         I.waiting.append(rid)
         I.prefill_legs += 1
@@ -661,7 +678,7 @@ class EmulatedCluster(Cluster):
         # prompt chunks
         first: list[int] = []
         if chunks:
-            comp, gen, n_in, leg = R.computed, R.generated, R.input_tokens, R.leg
+            comp, gen, n_in, leg, plain = R.computed, R.generated, R.input_tokens, R.leg, R.plain
             pref_done = False
             for rid, c in chunks:
                 total = n_in[rid] + gen[rid]
@@ -681,7 +698,7 @@ class EmulatedCluster(Cluster):
                 if leg[rid] == 0:
                     I.prefill_legs -= 1
                     R.prefill_done_s[rid] = T
-                    if self._mode is Mode.COLOCATED or gen[rid] + 1 >= R.output_tokens[rid]:
+                    if plain[rid] or gen[rid] + 1 >= R.output_tokens[rid]:
                         self._client_first(rid, T)
                 else:   # a preempted decode leg recomputed its context: its next token is out
                     I.decode_legs_waiting -= 1
@@ -700,7 +717,7 @@ class EmulatedCluster(Cluster):
                     st[rid] = FINISHED
                     leg[rid] = 1
                     self._finish(rid, T)
-                elif leg[rid] == 0 and self._mode is Mode.DISAGGREGATED:
+                elif leg[rid] == 0 and not plain[rid]:
                     leg[rid] = 1
                     first.append(rid)
                 else:

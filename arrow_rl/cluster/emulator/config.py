@@ -30,7 +30,12 @@ class EmulatorConfig(BaseModel):
     mode: Mode = Mode.DISAGGREGATED
     num_prefill: int | None = Field(
         default=None, ge=0,
-        description="instances labelled PREFILL at start (disaggregated; default half, rounded down, >= 1)")
+        description="instances labelled PREFILL at start (disaggregated; default half of the non-MIXED "
+                    "instances, rounded down, >= 1)")
+    num_mixed: int = Field(
+        default=0, ge=0,
+        description="instances labelled MIXED at start (disaggregated mode): they serve whole requests, "
+                    "prefill then decode in place, like a colocated instance (docs/design_mixed_role.md)")
     max_num_batched_tokens: int = Field(
         default=None, ge=1, validate_default=False,
         description="vLLM token budget per iteration; default: what `vllm serve` picks on the preset's GPU "
@@ -100,13 +105,25 @@ class EmulatorConfig(BaseModel):
             # decode-first scheduling (Arrow §5.4) must always fit one token per running sequence
             raise ValueError(f"max_num_seqs ({self.max_num_seqs}) must not exceed max_num_batched_tokens "
                              f"({self.max_num_batched_tokens})")
-        if self.mode is Mode.DISAGGREGATED:
+        if self.mode is Mode.COLOCATED and self.num_mixed:
+            raise ValueError(f"num_mixed: {self.num_mixed} MIXED instances need mode disaggregated (colocated "
+                             f"mode already serves every request whole on every instance: it is all-MIXED)")
+        if self.mode is Mode.DISAGGREGATED and self.num_mixed == 0:
             if self.num_instances < 2:
                 raise ValueError("disaggregated mode needs num_instances >= 2 (one prefill, one decode)")
             p = self.prefill_count
             if not 1 <= p <= self.num_instances - 1:
                 raise ValueError(f"num_prefill must be between 1 and num_instances-1 "
                                  f"({self.num_instances - 1}) in disaggregated mode, got {p}")
+        if self.mode is Mode.DISAGGREGATED and self.num_mixed:
+            # with a MIXED pool the disaggregated path may be absent (P or D empty): requests then
+            # all go MIXED (arrow_rl/arrow/mixed.py)
+            rest = self.num_instances - self.num_mixed
+            if rest < 0:
+                raise ValueError(f"num_mixed: {self.num_mixed} exceeds num_instances={self.num_instances}")
+            p = self.prefill_count
+            if not 0 <= p <= rest:
+                raise ValueError(f"num_prefill must be between 0 and num_instances-num_mixed ({rest}), got {p}")
         if (self.slo_ttft_s is None) != (self.slo_tpot_s is None):
             raise ValueError("give both slo_ttft_s and slo_tpot_s, or neither")
         from arrow_rl.perf.presets import get_preset
@@ -116,9 +133,12 @@ class EmulatorConfig(BaseModel):
 
     @property
     def prefill_count(self) -> int:
+        """Instances labelled PREFILL at start: ``num_prefill``, or half of the non-MIXED ones
+        (at least 1 while two or more are left for the P and D pools)."""
         if self.num_prefill is not None:
             return self.num_prefill
-        return max(1, self.num_instances // 2)
+        rest = self.num_instances - self.num_mixed
+        return max(1, rest // 2) if rest >= 2 or not self.num_mixed else 0
 
     @property
     def slo(self) -> SLO:
@@ -132,12 +152,14 @@ class EmulatorConfig(BaseModel):
         return self.slo_ttft_s is not None
 
     def initial_roles(self) -> tuple[Role, ...]:
-        """Disaggregated: the first ``num_prefill`` instances are PREFILL, the rest DECODE.
-        Colocated: every instance is labelled PREFILL (roles are ignored there)."""
+        """Disaggregated: the first ``num_prefill`` instances are PREFILL, the last ``num_mixed``
+        MIXED, the rest DECODE. Colocated: every instance is labelled PREFILL (roles are ignored
+        there; it serves as an all-MIXED cluster does)."""
         if self.mode is Mode.COLOCATED:
             return tuple(Role.PREFILL for _ in range(self.num_instances))
-        p = self.prefill_count
-        return tuple(Role.PREFILL if i < p else Role.DECODE for i in range(self.num_instances))
+        p, m = self.prefill_count, self.num_instances - self.num_mixed
+        return tuple(Role.PREFILL if i < p else Role.DECODE if i < m else Role.MIXED
+                     for i in range(self.num_instances))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EmulatorConfig":

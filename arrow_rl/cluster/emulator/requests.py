@@ -11,6 +11,8 @@ Life cycle (``RequestState``; docs/emulator.md "Code map" draws it)::
     NEW ─arrival→ WAITING ─admitted→ PREFILLING ─prompt done→ DECODING ─last token→ FINISHED
                      ↑  preempted (recompute) ─┘                 │
                      └──────────── preempted ────────────────────┘
+    plain (colocated, or placed on a MIXED instance): decodes in place, like a decode leg kept
+    on its prefill instance.
     disaggregated, decode leg routed to another instance:
     PREFILLING ─prompt done→ QUEUED_FOR_KV ─KV room on the decode instance→ TRANSFERRING
         ─KV landed→ LANDED ─joins the running batch→ DECODING
@@ -77,7 +79,7 @@ class RequestTable:
     # fields copied by ``copy`` (the workload columns are immutable and shared)
     _LISTS = ("state", "leg", "computed", "generated", "decode_offset", "last_token_iteration", "blocks",
               "source_blocks", "instance", "prefill_instance", "decode_instance", "first_token_s",
-              "prefill_done_s", "finish_s", "preemptions")
+              "prefill_done_s", "finish_s", "preemptions", "plain")
 
     def __init__(self, workload: Workload) -> None:
         n = len(workload)
@@ -102,6 +104,9 @@ class RequestTable:
         self.prefill_done_s = [math.nan] * n   # prompt computed on the prefill instance (its own token)
         self.finish_s = [math.nan] * n
         self.preemptions = [0] * n
+        # served whole where its prompt was placed (colocated mode, or routed to a MIXED instance):
+        # set at arrival and kept through flips (Arrow §5.2: admitted work finishes where it is)
+        self.plain = [False] * n
         self.reject_reason: dict[int, str] = {}
         self.cached_tokens: dict[int, int] = {}   # prompt tokens found in a prefix cache at first admission
 

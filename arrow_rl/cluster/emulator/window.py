@@ -184,6 +184,8 @@ class WindowAccumulator:
                 load = _mean([s.decode_load for s in members])
             elif role is Role.PREFILL:
                 load = _mean([s.prefill_load for s in members])
+            elif role is Role.MIXED:   # both SLOs bind on a MIXED instance: the tighter of its two loads
+                load = _mean([max(s.prefill_load, s.decode_load) for s in members])
             else:
                 load = 0.0
             return PoolStats(
@@ -202,6 +204,8 @@ class WindowAccumulator:
         else:
             prefill = pool(Role.PREFILL)
             decode = pool(Role.DECODE)
+        mixed = pool(Role.MIXED) if mode is not Mode.COLOCATED and any(I.role is Role.MIXED for I in insts) \
+            else PoolStats()
 
         w_in = self.arrival_input_tokens
         window = MetricsWindow(
@@ -212,7 +216,7 @@ class WindowAccumulator:
             ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=self.rejected,
             pending_predicted_ttft_misses=pending_misses,
             prefix_cache_query_tokens=sum(I.w_prefix_query_tokens for I in insts),
-            prefix_cache_hit_tokens=sum(I.w_prefix_hit_tokens for I in insts))
+            prefix_cache_hit_tokens=sum(I.w_prefix_hit_tokens for I in insts), mixed=mixed)
         # reset the accumulators for the next window
         self.reset(t1)
         for I in insts:

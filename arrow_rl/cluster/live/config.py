@@ -27,6 +27,13 @@ class InstanceSpec(BaseModel):
             raise ValueError(f"instance url must start with http:// or https://, got {v!r}")
         return v.rstrip("/")
 
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: Role) -> Role:
+        if v is Role.MIXED:   # issue 12 step 2
+            raise ValueError("role 'mixed' is not supported by the live router yet (use prefill or decode)")
+        return v
+
 
 class RouterConfig(BaseModel):
     """Everything ``arrow-rl serve`` needs. Defaults are documented in docs/live_cluster.md."""

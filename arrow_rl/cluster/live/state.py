@@ -130,6 +130,8 @@ class RouterState:
         for iid, role in flips:
             self.get(iid)
             new_roles[iid] = Role(role)
+            if new_roles[iid] is Role.MIXED:   # issue 12 step 2 adds the plain path to MIXED instances
+                raise FlipError(f"instance {iid}: role 'mixed' is not supported by the live router yet", 400)
         for role in Role:
             before = sum(1 for s in self.instances if s.role is role)
             after = sum(1 for r in new_roles if r is role)
