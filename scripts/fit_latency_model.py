@@ -10,7 +10,8 @@ Splitwise; see ``arrow_rl/perf/data/README.md`` for sources and licences) and wr
 * ``profile_rows/<preset>.csv``: the measured rows the fit report compares against (component,
   x1, x2, measured_ms, source).
 
-Usage: ``python scripts/fit_latency_model.py /work/shared/data [--out arrow_rl/perf/data]``
+Usage: ``python scripts/fit_latency_model.py DATA_DIR [--out arrow_rl/perf/data]``, where ``DATA_DIR`` holds
+the downloaded public profiles (their sources and layout are listed in ``arrow_rl/perf/data/README.md``).
 """
 
 from __future__ import annotations
