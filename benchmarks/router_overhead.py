@@ -52,11 +52,11 @@ def serve_fakes(ports: list[int], decode_step_s: float) -> None:
         s.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (and its reaped children), from /proc."""
+    fields = [int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[2]) / tick, (fields[1] + fields[3]) / tick  # utime+cutime, stime+cstime
 
 
 def wait_port(port: int, timeout_s: float = 60.0) -> None:
@@ -175,7 +175,8 @@ def main() -> None:
         asyncio.run(load(rport, warm, a.concurrency, a.max_tokens, a.prompt_len))
         c0 = cpu_seconds(router.pid)
         routed = asyncio.run(load(rport, a.requests, a.concurrency, a.max_tokens, a.prompt_len))
-        cpu = cpu_seconds(router.pid) - c0
+        c1 = cpu_seconds(router.pid)
+        user, system = c1[0] - c0[0], c1[1] - c0[1]
     finally:
         for p in (router, fakes):
             if p is not None:
@@ -189,7 +190,9 @@ def main() -> None:
               f"e2e p50 {r['e2e_p50_ms']:7.1f} ms  p99 {r['e2e_p99_ms']:7.1f} ms   "
               f"{a.requests / r['wall_s']:6.0f} req/s  failed {r['failed']}")
     print(f"added_p99_ttft_ms: {routed['ttft_p99_ms'] - direct['ttft_p99_ms']:.1f}")
-    print(f"router_cpu_ms_per_request: {1e3 * cpu / a.requests:.3f}")
+    print(f"router CPU per request: user {1e3 * user / a.requests:.3f} ms, system (sockets) "
+          f"{1e3 * system / a.requests:.3f} ms; load average {os.getloadavg()[0]:.2f}")
+    print(f"router_cpu_ms_per_request: {1e3 * (user + system) / a.requests:.3f}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ class Flight:
     notes: list[str] = field(default_factory=list)
 
 
+# Flight's float fields that stay NaN until their moment comes (None in the journal and /events).
+_FLIGHT_TIMES = tuple(k for k, t in Flight.__annotations__.items() if t == "float")
+
 # Admin ids are JSON integers only: "1", 1.0 and true are refused, not coerced.
 InstanceId = Annotated[int, Strict()]
 # A load signal is a finite number (Alg. 2's LP/LD); NaN/Infinity would poison Alg. 1's comparisons.
@@ -130,10 +133,6 @@ class SignalsBody(BaseModel):
     prefill_load: Load | None = None
 
 
-def _nan_to_none(x: float) -> float | None:
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
 class Router:
     """State + HTTP app. Build with ``Router(config).app`` and serve with uvicorn."""
 
@@ -147,6 +146,8 @@ class Router:
         self.slo = config.slo
         self.client: aiohttp.ClientSession | None = None
         self.pool: UpstreamPool | None = None
+        # Request ids the router makes up: unique per process (random prefix) and cheap (a counter).
+        self._xid_prefix = uuid.uuid4().hex[:16]
         self._health_task: asyncio.Task | None = None
         self._probes: set[asyncio.Task] = set()
         self._journal = open(config.journal, "ab") if config.journal else None
@@ -400,8 +401,9 @@ class Router:
             return _error_reply(exc.status, str(exc), exc.param)
         st = self.state
         xid = req.header(b"x-request-id")
-        f = Flight(request_id=next(st.next_request_id),
-                   x_request_id=xid.decode("latin-1") if xid else uuid.uuid4().hex,
+        f_id = next(st.next_request_id)
+        f = Flight(request_id=f_id,
+                   x_request_id=xid.decode("latin-1") if xid else f"{self._xid_prefix}-{f_id}",
                    arrival_s=st.now(), input_tokens=n_prompt or prompt_tokens(body, chat),
                    max_tokens=max_output_tokens(body), stream=bool(body.get("stream", False)), chat=chat)
         st.arrivals += 1
@@ -429,7 +431,7 @@ class Router:
             usage = resp.get("usage") or {} if isinstance(resp, dict) else {}
             true_len = usage.get("prompt_tokens") if isinstance(usage, dict) else None
             if isinstance(true_len, int) and true_len > 0:  # the instance's count replaces the estimate
-                request = dataclasses.replace(request, input_tokens=true_len)
+                request = Request(f.request_id, f.arrival_s, true_len, f.max_tokens)
         except LegError as exc:
             st.end_prefill(p, est, computed=False)
             f.prefill_end_s = st.now()
@@ -617,7 +619,10 @@ class Router:
         )
         self.records.append(rec)
         self.completed += 1
-        entry = {k: _nan_to_none(v) for k, v in f.__dict__.items()}
+        entry = dict(f.__dict__)
+        for k in _FLIGHT_TIMES:
+            if entry[k] != entry[k]:  # NaN: JSON has none
+                entry[k] = None
         entry["notes"] = list(f.notes)
         self.state.log("finish", **entry, t=f.finish_s)
         if self._journal:
@@ -774,7 +779,7 @@ class StreamRelay:
     """
 
     __slots__ = ("router", "f", "d", "conn", "first", "context", "inject_usage", "client", "splitter",
-                 "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished")
+                 "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished", "held")
 
     def __init__(self, router: Router, f: Flight, d: InstanceState, conn: UpstreamConnection, first: bytes,
                  context: int, inject_usage: bool) -> None:
@@ -789,6 +794,7 @@ class StreamRelay:
         self.ok = False
         self.err = ""
         self.finished = False
+        self.held = b""  # events of the read that also ended the response
 
     def start(self, client: ClientConnection) -> None:
         self.client = client
@@ -821,7 +827,10 @@ class StreamRelay:
             out.append(event)
             out.append(b"\n\n")
         if out:
-            self.client.write_chunk(b"".join(out))
+            if self.conn.complete:  # the response ends in this read: on_end writes it with the end
+                self.held += b"".join(out)
+            else:
+                self.client.write_chunk(b"".join(out))
 
     def _scan(self, payload: bytes, now: float) -> bool:
         """Account for one event (tokens, ITL, usage, errors); False: do not forward it."""
@@ -859,10 +868,11 @@ class StreamRelay:
 
     def on_end(self, exc: UpstreamError | None) -> None:
         client = self.client
+        last, self.held = self.held, b""
         if exc is None:
             tail = self.splitter.tail
-            if tail.strip() and client is not None:
-                client.write_chunk(tail)
+            if tail.strip():
+                last += tail
             if not self.ok and not self.err:
                 self.err = "upstream stream ended without [DONE]"
         else:
@@ -872,11 +882,10 @@ class StreamRelay:
             else:
                 self.router._probe(self.d)  # one broken stream; the health check tells a dead engine apart
             self.ok = False
-            if client is not None:
-                client.write_chunk(b"data: " + orjson.dumps(error_body(502, self.err)) + b"\n\ndata: [DONE]\n\n")
+            last += b"data: " + orjson.dumps(error_body(502, self.err)) + b"\n\ndata: [DONE]\n\n"
         self._finish()
         if client is not None:
-            client.end_stream()
+            client.end_stream(last)
 
     # ---- client side ------------------------------------------------------------------------
     def client_lost(self) -> None:

@@ -104,13 +104,17 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.fail(UpstreamClosed(f"unparseable HTTP from the instance ({exc})"))
             return
-        if self.sink is not None and self.body:
-            data, self.body = (self.body[0] if len(self.body) == 1 else b"".join(self.body)), []
-            self.sink.on_body(data)
+        sink = self.sink
+        if sink is not None:  # the relay: everything this read carried, in one call
+            body = self.body
+            if body:
+                self.body = []
+                sink.on_body(body[0] if len(body) == 1 else b"".join(body))
+            if self.complete:
+                self._end(None)
+            return
         if self.complete:
             self._cancel_timer()
-            if self.sink is not None:
-                self._end(None)
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
