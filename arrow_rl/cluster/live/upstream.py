@@ -278,6 +278,7 @@ class UpstreamPool:
         self.api_key = api_key
         self.endpoints: dict[str, Endpoint] = {}
         self.idle: dict[str, list[UpstreamConnection]] = {}
+        self.connects = 0  # connections opened so far (the rest of the legs reused one)
         self._ssl: ssl.SSLContext | None = None
 
     def endpoint(self, url: str) -> Endpoint:
@@ -309,6 +310,7 @@ class UpstreamPool:
             raise UpstreamTimeout(f"connect timed out after {self.connect_timeout_s:g}s") from None
         except OSError as exc:
             raise UpstreamConnectError(f"cannot connect to {ep.host}:{ep.port}: {exc.strerror or exc}") from None
+        self.connects += 1
         return conn
 
     def put(self, conn: UpstreamConnection) -> None:
