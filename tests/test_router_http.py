@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 
 from arrow_rl.cluster.live.fake_vllm import expected_tokens
 from live_fixtures import completion, live_rig
@@ -109,3 +110,17 @@ def test_expect_100_continue_is_answered_before_the_body():
         while chunk := s.recv(65536):
             out += chunk
         assert out.startswith(b"HTTP/1.1 200 OK") and b'"token_ids"' in out
+
+
+def test_oversized_headers_get_a_431_and_idle_keep_alive_connections_are_closed():
+    with live_rig(client_keepalive_s=0.3) as rig:
+        out = _raw(rig.router_server.port, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 431 ") and b"headers exceed" in out
+        with socket.create_connection(("127.0.0.1", rig.router_server.port), timeout=30) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            t0 = time.monotonic()
+            got = b""
+            while chunk := s.recv(65536):  # the answer, then the router's close after 0.3 s idle
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200 ") and b"date: " in got.lower()
+            assert 0.2 < time.monotonic() - t0 < 20

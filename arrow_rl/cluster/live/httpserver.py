@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import email.utils
 import gc
 import logging
 import signal
@@ -40,8 +41,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATA_PATHS = {b"/v1/completions": False, b"/v1/chat/completions": True}  # path -> chat
+# Request line and headers together, at most (a request with more gets a 431 and a close); the
+# body has its own limit, RouterConfig.max_body_bytes.
+MAX_HEAD_BYTES = 64 * 1024
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+_date = [0, b""]  # [second, b"date: ...\r\n"]: formatted once a second
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0], _date[1] = now, b"date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
+    return _date[1]
 
 
 class StreamHandler(Protocol):
@@ -70,8 +82,8 @@ class ClientRequest:
 
 
 def response_head(status: int, content_type: bytes, length: int, extra: bytes = b"", close: bool = False) -> bytes:
-    return (b"HTTP/1.1 " + str(status).encode() + b" " + _PHRASES.get(status, b"Unknown") + b"\r\ncontent-type: "
-            + content_type + b"\r\ncontent-length: " + str(length).encode() + b"\r\n" + extra
+    return (b"HTTP/1.1 " + str(status).encode() + b" " + _PHRASES.get(status, b"Unknown") + b"\r\n" + _date_header()
+            + b"content-type: " + content_type + b"\r\ncontent-length: " + str(length).encode() + b"\r\n" + extra
             + (b"connection: close\r\n\r\n" if close else b"\r\n"))
 
 
@@ -98,11 +110,23 @@ class ClientConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._refused = False
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # (uvloop sets TCP_NODELAY itself)
         self.server.connections.add(self)
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        """Close the connection if no request starts within ``client_keepalive_s``."""
+        self._idle_timer = asyncio.get_running_loop().call_later(self.router.config.client_keepalive_s,
+                                                                 self._idle_close)
+
+    def _idle_close(self) -> None:
+        self._idle_timer = None
+        if not self.busy and not self.queue and self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -118,6 +142,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self.lost is not None and not self.lost.done():
             self.lost.set_result(None)
         stream, self.stream = self.stream, None
@@ -137,14 +164,26 @@ class ClientConnection(asyncio.Protocol):
     # ---- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url, self._headers, self._body, self._size = b"", [], [], 0
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._size += len(url)
+        if self._size > MAX_HEAD_BYTES:
+            self._refuse(431, f"request line and headers exceed {MAX_HEAD_BYTES} bytes")
+            raise httptools.HttpParserError("head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._size += len(name) + len(value)
+        if self._size > MAX_HEAD_BYTES:
+            self._refuse(431, f"request line and headers exceed {MAX_HEAD_BYTES} bytes")
+            raise httptools.HttpParserError("head too large")
 
     def on_headers_complete(self) -> None:
+        self._size = 0  # from here on: the body's size
         for k, v in self._headers:
             if k == b"content-length" and v.isdigit() and int(v) > self.max_body:
                 self._refuse(413, f"request body is {v.decode()} bytes; the router accepts at most "
@@ -216,6 +255,7 @@ class ClientConnection(asyncio.Protocol):
             self._dispatch()
         elif self.transport is not None:
             self.transport.resume_reading()
+            self._arm_idle()
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer a request that cannot be parsed or accepted, then close the connection."""
@@ -242,10 +282,10 @@ class ClientConnection(asyncio.Protocol):
         with the first chunk (one write, not two)."""
         self.stream = handler
         if self.chunked:
-            self.head = _SSE_HEAD + extra + b"transfer-encoding: chunked\r\n\r\n"
+            self.head = _SSE_HEAD + _date_header() + extra + b"transfer-encoding: chunked\r\n\r\n"
         else:  # HTTP/1.0: the body ends when the connection closes
             self.close_after = True
-            self.head = _SSE_HEAD + extra + b"connection: close\r\n\r\n"
+            self.head = _SSE_HEAD + _date_header() + extra + b"connection: close\r\n\r\n"
         if self.paused:
             handler.client_paused()
 
