@@ -1,7 +1,7 @@
 """What the live router costs: CPU per request and added latency, direct vs through the router.
 
-Two fake vLLM instances run in one child process, the router (``arrow-rl serve``, uvicorn with
-uvloop/httptools when installed) in another. A load generator (a minimal asyncio HTTP/1.1 client,
+Two fake vLLM instances run in one child process, the router (``arrow-rl serve``: its own HTTP
+server on uvloop/httptools for the data path, arrow_rl/cluster/live/httpserver.py) in another. A load generator (a minimal asyncio HTTP/1.1 client,
 so the generator's own CPU stays small) keeps ``--concurrency`` streaming completions in flight,
 each ``max_tokens`` tokens: first straight to one fake instance, then through the router (two legs:
 prefill on one fake, decode on the other). The router's CPU is read from ``/proc`` before and after
@@ -157,8 +157,8 @@ def main() -> None:
         rport = free_port()
         code = "from arrow_rl.cli import main; main()"
         if a.profile:
-            # uvicorn re-raises SIGTERM after its graceful exit: turn it into SystemExit so the
-            # profile is written.
+            # The router exits gracefully on SIGTERM, so cProfile.run returns and writes the
+            # profile; the handler is a fallback should SIGTERM arrive before the loop runs.
             code = ("import cProfile, signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
                     f"from arrow_rl.cli import main; cProfile.run('main()', {a.profile!r})")
         router = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(rport),

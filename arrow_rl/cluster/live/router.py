@@ -11,6 +11,18 @@ Faults: a connection error or timeout marks the instance unhealthy (no new work 
 check passes). A prefill leg that fails, or a decode leg that fails before any byte streamed, is
 retried once as a plain request on another healthy instance; any later failure ends the client's
 request with a clean error (an HTTP error, or an SSE ``error`` event then ``[DONE]`` mid-stream).
+
+Serving (docs/live_cluster.md, "Speed"): the data path, ``POST /v1/completions`` and
+``POST /v1/chat/completions``, does not go through ASGI. ``httpserver.FrontServer`` parses those
+requests itself and calls :meth:`Router.handle_client`; the legs go out on ``upstream.UpstreamPool``
+(raw asyncio, keep-alive), and a streamed decode leg is relayed by :class:`StreamRelay` from the
+upstream connection's ``data_received`` straight to the client's transport: whatever one socket
+read carried, split into whole SSE events (``sse.EventSplitter``), scanned for tokens, usage and
+errors, and written in one write. Every other endpoint (admin API, ``/metrics``, ``/health``,
+``/v1/models``) is ``Router.app``, a Starlette app the front server calls through a minimal ASGI
+bridge. Serve with ``httpserver.serve`` (``arrow-rl serve``) or ``httpserver.RouterServer``
+(a background thread: tests, demos); ``Router.app`` alone under uvicorn serves only those other
+endpoints.
 """
 
 from __future__ import annotations
@@ -134,7 +146,8 @@ class SignalsBody(BaseModel):
 
 
 class Router:
-    """State + HTTP app. Build with ``Router(config).app`` and serve with uvicorn."""
+    """State, the data path (:meth:`handle_client`) and the Starlette app for everything else
+    (``app``). Serve with ``httpserver.serve(router, host, port)`` or ``httpserver.RouterServer``."""
 
     def __init__(self, config: RouterConfig, token: str | None = None,
                  profiles: dict[int, InstanceProfile] | None = None) -> None:
