@@ -125,3 +125,18 @@ def test_oversized_headers_get_a_431_and_idle_keep_alive_connections_are_closed(
                 got += chunk
             assert got.startswith(b"HTTP/1.1 200 ") and b"date: " in got.lower()
             assert 0.2 < time.monotonic() - t0 < 20
+
+
+def test_serve_on_a_taken_port_fails_with_one_line():
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(app, ["serve", "--port", str(port), "--token", "t", "--routing", "least-loaded",
+                                     "--instance", "http://127.0.0.1:9=prefill", "--instance", "http://127.0.0.1:10=decode"])
+    assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.output
+    assert "Traceback" not in r.output

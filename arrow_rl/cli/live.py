@@ -189,7 +189,10 @@ def serve(
     router = Router(cfg, token=tok, profiles=profs)
     console.print(f"router on http://{cfg.host}:{cfg.port} → {len(cfg.instances)} instances "
                   f"({', '.join(i.role.value for i in cfg.instances)}), routing {cfg.routing}")
-    serve_router(router, cfg.host, cfg.port)
+    try:
+        serve_router(router, cfg.host, cfg.port)
+    except OSError as exc:  # the port is taken, the address is not this host's, ...
+        _fail(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}")
 
 
 # ---------------------------------------------------------------------------------------------

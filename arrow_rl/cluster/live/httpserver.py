@@ -363,13 +363,16 @@ class FrontServer:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
-        await self.router.startup()
+        """Bind (an error here leaves nothing running), start the router, then accept."""
         loop = asyncio.get_running_loop()
         if sock is not None:
-            self.server = await loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=2048)
+            self.server = await loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=2048,
+                                                   start_serving=False)
         else:
             self.server = await loop.create_server(lambda: ClientConnection(self), host, port, backlog=2048,
-                                                   reuse_address=True)
+                                                   reuse_address=True, start_serving=False)
+        await self.router.startup()
+        await self.server.start_serving()
 
     async def stop(self, grace_s: float = 1.0) -> None:
         """Stop accepting, give in-flight requests ``grace_s``, close the rest, stop the router."""
