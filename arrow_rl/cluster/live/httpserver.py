@@ -399,21 +399,21 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def serve(router: "Router", host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM (``arrow-rl serve``: this process serves nothing else)."""
-    # The cyclic GC's full passes traverse every object the router keeps (up to max_records
-    # records and event_log_size events): freeze what exists at start-up and collect the young
-    # generation less often. The router's per-request objects are acyclic, freed by refcounting.
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 100)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     front = FrontServer(router)
 
     async def main() -> None:
         stop = asyncio.Event()
+        await front.start(host, port)
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        await front.start(host, port)
+        # The cyclic GC's full passes traverse every object the router keeps (up to max_records
+        # records and event_log_size events): freeze what exists at start-up and collect the
+        # young generation less often. Per-request objects are acyclic, freed by refcounting.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 100)
         await stop.wait()
         await front.stop()
 
@@ -421,6 +421,7 @@ def serve(router: "Router", host: str, port: int) -> None:
         loop.run_until_complete(main())
     finally:
         loop.close()
+        asyncio.set_event_loop(None)
 
 
 class RouterServer:
