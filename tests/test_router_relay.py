@@ -59,6 +59,7 @@ class _Transport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closed = False
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -67,10 +68,10 @@ class _Transport:
         self.closed = True
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
     def get_extra_info(self, name: str) -> None:
         return None
@@ -263,3 +264,24 @@ def test_json_response_split_at_every_byte(loop):
 
     for cut in range(1, len(wire)):
         assert loop.run_until_complete(go(cut)) == (200, body), cut
+
+
+def test_a_client_that_stops_reading_pauses_the_instance_stream(loop):
+    """Bounded memory: the relay never buffers more than the client's transport holds."""
+    wire = _chunked_response(_stream_events(6))
+
+    async def go() -> _Rig:
+        rig = _Rig()
+        rig.relay()
+        rig.conn.data_received(wire[:wire.index(b"t2")])
+        rig.client.pause_writing()  # the client's socket buffer is full
+        assert not rig.up.reading
+        rig.client.resume_writing()
+        assert rig.up.reading
+        rig.client.pause_writing()
+        rig.conn.data_received(wire[wire.index(b"t2"):])  # what was in flight still goes through
+        return rig
+
+    rig = loop.run_until_complete(go())
+    assert rig.router.records[-1].output_tokens == 6 and not rig.router.records[-1].rejected
+    assert rig.up.reading and not rig.up.closed  # released to the pool, reading again
