@@ -15,7 +15,13 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, min=0, max=2**32 - 1, help="Override the config's seed."),
         n_timesteps: Optional[int] = typer.Option(None, "--n-timesteps", help="Override the RL step budget."),
         n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Override the number of parallel envs."),
-        vec_env: Optional[str] = typer.Option(None, "--vec-env", help="Override: dummy | subproc."),
+        vec_env: Optional[str] = typer.Option(None, "--vec-env", help="Override: dummy | subproc | ray."),
+        backend: Optional[str] = typer.Option(
+            None, "--backend", help="ray: env workers as Ray actors (vec_env: ray, docs/scaling.md); local: the "
+            "config's dummy/subproc envs (default: as the config says)"),
+        ray_address: Optional[str] = typer.Option(
+            None, "--ray-address", help="with --backend ray: auto, HOST:PORT of the head node, or unset for a private "
+            "local Ray"),
         out: Optional[Path] = typer.Option(
             None, help="Also copy the selected checkpoint (best held-out, else final) to this directory."
         ),
@@ -31,11 +37,26 @@ def register(app: typer.Typer) -> None:
         from agents.config import ConfigError, load_config
         from agents.train import export_checkpoint, train
 
+        from arrow_rl.cli.backend import check_backend
+
         console = make_console()
+        if backend is not None:
+            check_backend(backend, ray_address)
+            if vec_env is not None and (vec_env == "ray") != (backend == "ray"):
+                fail(f"--vec-env {vec_env} contradicts --backend {backend}")
+        elif ray_address is not None:
+            fail("--ray-address needs --backend ray")
         try:
             cfg = load_config(config, {"seed": seed, "n_timesteps": n_timesteps, "n_envs": n_envs, "vec_env": vec_env})
         except ConfigError as exc:
             fail(str(exc))
+        if backend == "ray":
+            cfg = cfg.model_copy(update={"vec_env": "ray", "ray": cfg.ray.model_copy(
+                update={"address": ray_address} if ray_address else {})})
+        elif backend == "local" and cfg.vec_env == "ray":
+            cfg = cfg.model_copy(update={"vec_env": "dummy"})
+        if cfg.vec_env == "ray":
+            check_backend("ray", None)  # a config that says vec_env: ray needs Ray installed too
         console.print(f"training [bold]{cfg.name}[/bold] ({cfg.algo}, seed {cfg.seed}, {cfg.n_envs} {cfg.vec_env} envs)")
         try:
             result = train(cfg, run_root=log_dir, progress=progress, on_message=console.print)
