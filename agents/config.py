@@ -247,6 +247,8 @@ class TrainConfig(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(enabled=False))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    tune: dict[str, Any] | None = Field(
+        None, description="search space for `arrow-rl tune` (validated by agents.tune); `arrow-rl train` ignores it")
 
     @field_validator("normalize", mode="before")
     @classmethod

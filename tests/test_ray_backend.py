@@ -105,6 +105,7 @@ def test_ray_jobs_post_progress_back_to_the_driver(local_ray):
     ["suite", "run", "--suite", str(SUITE), "--json", "x.json", "--backend", "ray"],
     ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "3", "--workload", "azure-code",
      "--slo-ttft", "2", "--slo-tpot", "0.1", "--backend", "ray"],
+    ["tune", "--config", str(ROOT / "tests" / "data" / "tune_smoke.yaml"), "--out", "best.yaml"],
 ])
 def test_backend_ray_without_ray_installed_says_how_to_install(monkeypatch, command):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
