@@ -10,6 +10,8 @@ Semantics follow SB3's ``DummyVecEnv``/``SubprocVecEnv`` exactly (auto-reset wit
 next ``reset`` only, rewards as float32), so the same seed gives the same observations and
 rewards as the local vector env (``tests/test_ray_vec_env.py``), and every SB3 algorithm, the
 action masks of MaskablePPO (``env_method("action_masks")``) and ``VecNormalize`` work unchanged.
+Workers send each env's action mask with its step results, so MaskablePPO's mask query before
+each step is answered on the driver instead of costing a second round trip.
 """
 
 from __future__ import annotations
@@ -23,23 +25,32 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 
+MASK_METHOD = "action_masks"
+
+
 class EnvWorker:
     """A batch of envs in one Ray actor process (created by ``RayVecEnv``)."""
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
         self.envs = [fn() for fn in env_fns]
+        self.masked = self.has_attr(MASK_METHOD)
+
+    def _masks(self) -> list[np.ndarray] | None:
+        """Every env's action mask after a step or reset, sent with its results (MaskablePPO asks
+        for them before every step: this saves a second round trip per step)."""
+        return [env.get_wrapper_attr(MASK_METHOD)() for env in self.envs] if self.masked else None
 
     def spaces(self) -> tuple[spaces.Space, spaces.Space, dict, str | None]:
         env = self.envs[0]
         return env.observation_space, env.action_space, dict(env.metadata or {}), env.render_mode
 
-    def reset(self, seeds: list[int | None], options: list[dict]) -> list[tuple[Any, dict]]:
+    def reset(self, seeds: list[int | None], options: list[dict]) -> tuple[list[tuple[Any, dict]], Any]:
         out = []
         for env, seed, opts in zip(self.envs, seeds, options):
             out.append(env.reset(seed=seed, **({"options": opts} if opts else {})))
-        return out
+        return out, self._masks()
 
-    def step(self, actions: np.ndarray) -> list[tuple[Any, float, bool, dict, dict | None]]:
+    def step(self, actions: np.ndarray) -> tuple[list[tuple[Any, float, bool, dict, dict | None]], Any]:
         out = []
         for env, action in zip(self.envs, actions):
             obs, reward, terminated, truncated, info = env.step(action)
@@ -50,7 +61,7 @@ class EnvWorker:
                 info["terminal_observation"] = obs
                 obs, reset_info = env.reset()
             out.append((obs, reward, done, info, reset_info))
-        return out
+        return out, self._masks()
 
     def get_attr(self, name: str, local: list[int]) -> list[Any]:
         return [self.envs[i].get_wrapper_attr(name) for i in local]
@@ -120,6 +131,7 @@ class RayVecEnv(VecEnv):
         self.metadata = metadata
         self.render_mode = render_mode
         self._pending: list[Any] | None = None
+        self._mask_cache: list[np.ndarray] | None = None  # masks sent with the last step/reset
         self.closed = False
 
     # ---- stepping -------------------------------------------------------------------------------
@@ -127,8 +139,14 @@ class RayVecEnv(VecEnv):
         self._pending = [w.step.remote(actions[a:b]) for w, a, b in zip(self.workers, self._bounds[:-1],
                                                                            self._bounds[1:])]
 
+    def _unpack(self, replies: list[tuple[list, Any]]) -> list[Any]:
+        """Results of every worker, in env order; the action masks that came with them cached."""
+        masks = [m for _, batch in replies for m in (batch or [])]
+        self._mask_cache = masks if len(masks) == self.num_envs else None
+        return [r for batch, _ in replies for r in batch]
+
     def step_wait(self) -> VecEnvStepReturn:
-        results = [r for batch in self._ray.get(self._pending) for r in batch]
+        results = self._unpack(self._ray.get(self._pending))
         self._pending = None
         obs, rews, dones, infos, reset_infos = zip(*results)
         for i, info in enumerate(reset_infos):
@@ -139,7 +157,7 @@ class RayVecEnv(VecEnv):
     def reset(self) -> VecEnvObs:
         refs = [w.reset.remote(self._seeds[a:b], self._options[a:b])
                 for w, a, b in zip(self.workers, self._bounds[:-1], self._bounds[1:])]
-        results = [r for batch in self._ray.get(refs) for r in batch]
+        results = self._unpack(self._ray.get(refs))
         obs = [o for o, _ in results]
         self.reset_infos = [info for _, info in results]
         self._reset_seeds()  # seeds and options are used once (SB3 VecEnv contract)
@@ -185,10 +203,14 @@ class RayVecEnv(VecEnv):
         return bool(self._ray.get(self.workers[0].has_attr.remote(attr_name)))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._mask_cache = None  # the envs may change: masks are asked for again
         self._call("set_attr", indices, attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
+        if method_name == MASK_METHOD and not method_args and not method_kwargs and self._mask_cache is not None:
+            return [self._mask_cache[i].copy() for i in self._get_indices(indices)]
+        self._mask_cache = None  # any other call may change an env's state
         return self._call("env_method", indices, method_name, method_args, method_kwargs)
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
