@@ -47,8 +47,10 @@ def _suite_json(tmp_path: Path, name: str, *extra: str) -> dict:
 
 def test_suite_on_ray_matches_the_process_pool_bit_for_bit(local_ray, tmp_path):
     pool = _suite_json(tmp_path, "pool", "--jobs", "2")
-    on_ray = _suite_json(tmp_path, "ray", "--backend", "ray")
+    md = tmp_path / "lb.md"
+    on_ray = _suite_json(tmp_path, "ray", "--backend", "ray", "--markdown", str(md))
     assert on_ray["settings"]["backend"] == "ray"
+    assert "--quick --backend ray --json OUT.json" in md.read_text()  # the leaderboard's command reproduces it
     assert on_ray["settings"]["simulations"] > 0
     # exact equality of every rate, factor, split, interval and count (JSON floats round-trip exactly)
     assert _strip_timings(on_ray) == _strip_timings(pool)
