@@ -61,7 +61,7 @@ def main() -> None:
 
     out: dict[str, float] = {}
     t0 = time.perf_counter()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     out["ray_init_s"] = time.perf_counter() - t0
 
     @ray.remote(num_cpus=1)

@@ -22,7 +22,7 @@ TIMINGS = {"wall_s", "cpu_s"}
 @pytest.fixture(scope="module")
 def local_ray():
     """One private 2-CPU Ray for the module (started once: ~5 s), shut down after."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

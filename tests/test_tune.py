@@ -60,7 +60,7 @@ def test_two_trials_on_ray_write_the_best_config(tmp_path):
     ray = pytest.importorskip("ray")
     from agents.tune import run_tune, write_best
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         job = load_tune_job(CONFIG)
         result = run_tune(job, tmp_path / "runs")

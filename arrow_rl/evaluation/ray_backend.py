@@ -44,15 +44,17 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        kwargs["address"] = address
-    elif num_cpus is not None:
+    # "local" starts a new private Ray even when `ray start` left a cluster on this machine (plain
+    # ray.init() would join that one): no address means this process's own Ray, as documented.
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "address": address or "local"}
+    if not address and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
-        raise ValueError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc})") from None
+        raise ValueError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc}); a cluster with token "
+                         "authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token in "
+                         "~/.ray/auth_token here (docs/scaling.md)") from None
     return True
 
 
