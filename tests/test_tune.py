@@ -75,3 +75,15 @@ def test_two_trials_on_ray_write_the_best_config(tmp_path):
     assert best.learning_rate == result.best_params["learning_rate"]
     assert best.policy_kwargs["net_arch"] == result.best_params["policy_kwargs.net_arch"]
     assert 1e-4 <= best.learning_rate <= 1e-3
+
+
+def test_tune_command_refuses_a_test_scenario_in_one_line(tmp_path):
+    pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    cfg = _variant(tmp_path, scenarios=["ray-gamma"])
+    res = CliRunner().invoke(app, ["tune", "--config", str(cfg), "--out", str(tmp_path / "best.yaml")])
+    assert res.exit_code == 2 and "'ray-gamma' is a split: test scenario" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "best.yaml").exists()

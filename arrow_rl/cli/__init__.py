@@ -27,7 +27,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.suite",
     "arrow_rl.cli.live",
     "arrow_rl.cli.fidelity",
-    "arrow_rl.cli.tune",
 )
 
 for _name in COMMAND_MODULES:
