@@ -13,7 +13,8 @@ Layout (see ``docs/agents.md`` for every field)::
     n_timesteps: 200000
     normalize: false              # or true, or {norm_obs: true, norm_reward: false, clip_obs: 10}
     seed: 0
-    vec_env: dummy                # dummy | subproc
+    vec_env: dummy                # dummy | subproc | ray (env workers as Ray actors, docs/scaling.md)
+    ray: {envs_per_worker: 4}     # with vec_env: ray (address, cpus_per_worker)
     learning_rate: lin_3e-4       # any other key is an algorithm hyperparameter
     n_steps: 256
     env: {...}                    # EnvConfig fields (+ optional ``id``)
@@ -130,6 +131,19 @@ class NormalizeConfig(BaseModel):
     gamma: float = Field(0.99, gt=0, le=1)
 
 
+class RayConfig(BaseModel):
+    """``vec_env: ray``: env workers as Ray actors (``agents.ray_vec_env``, docs/scaling.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    envs_per_worker: int = Field(
+        4, ge=1, description="envs one actor holds and steps as a batch (one message per worker per step: "
+        "a ~1 ms emulator step is about what one actor call costs)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each actor reserves on the Ray cluster")
+    address: str | None = Field(None, description="Ray cluster: auto, HOST:PORT, or null for a private local Ray")
+    start_timeout_s: float = Field(120.0, gt=0, description="error out when the cluster cannot start every worker "
+                                   "within this time (too few free CPUs) instead of waiting forever")
+
+
 class EnvBlock(BaseModel):
     """The environment: a registered gymnasium id plus the fields of its ``EnvConfig``.
 
@@ -224,7 +238,8 @@ class TrainConfig(BaseModel):
     n_timesteps: int = Field(100_000, ge=0)
     normalize: Union[bool, NormalizeConfig] = False
     seed: int = 0
-    vec_env: Literal["dummy", "subproc"] = "dummy"
+    vec_env: Literal["dummy", "subproc", "ray"] = "dummy"
+    ray: RayConfig = Field(default_factory=RayConfig)
     device: str = "cpu"
     log_dir: str = "runs"
     tensorboard: bool = True
@@ -232,6 +247,8 @@ class TrainConfig(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(enabled=False))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    tune: dict[str, Any] | None = Field(
+        None, description="search space for `arrow-rl tune` (validated by agents.tune); `arrow-rl train` ignores it")
 
     @field_validator("normalize", mode="before")
     @classmethod

@@ -61,12 +61,17 @@ def run_name(config: TrainConfig, now: float | None = None) -> str:
 
 
 def build_vec_env(config: TrainConfig) -> VecEnv:
-    """``n_envs`` copies of the training env in a Dummy or Subproc VecEnv, optionally normalized."""
+    """``n_envs`` copies of the training env in a Dummy, Subproc or Ray VecEnv, optionally normalized."""
     kwargs = config.env.env_kwargs()
     env_config(config.env.id, kwargs)  # validate once here: a bad field fails before workers start
     thunks = [env_thunk(config.env.id, kwargs) for _ in range(config.n_envs)]
-    if config.vec_env == "subproc" and config.n_envs > 1:
-        venv: VecEnv = SubprocVecEnv(thunks, start_method="spawn")
+    if config.vec_env == "ray":
+        from agents.ray_vec_env import RayVecEnv
+
+        venv: VecEnv = RayVecEnv(thunks, envs_per_worker=config.ray.envs_per_worker, address=config.ray.address,
+                                 cpus_per_worker=config.ray.cpus_per_worker, start_timeout_s=config.ray.start_timeout_s)
+    elif config.vec_env == "subproc" and config.n_envs > 1:
+        venv = SubprocVecEnv(thunks, start_method="spawn")
     else:
         venv = DummyVecEnv(thunks)
     venv.seed(config.seed)

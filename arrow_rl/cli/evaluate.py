@@ -3,6 +3,7 @@
 Contract kept for external checks:
     arrow-rl evaluate --preset P --instances N --workload TRACE --slo-ttft S --slo-tpot S \
         --controllers arrow,static-best,colocated,dynamo,oracle [--seed K] [--jobs J] --json OUT.json
+        [--backend ray [--ray-address ADDR]]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 import typer
+from arrow_rl.cli.backend import address_option, backend_option, check_backend
 from arrow_rl.cli.output import fail, make_console, warn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -91,6 +93,8 @@ def evaluate_command(
     oracle_max_step: int = typer.Option(2, "--oracle-max-step", min=1, help="oracle: candidates = current split ± 1..K"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for attainment_vs_rate.png and timeline.png"),
     timeline_controller: Optional[str] = typer.Option(None, "--timeline-controller", help="controller whose run the timeline plot shows (default arrow)"),
+    backend: str = backend_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Sweep the request rate for each controller and report its serving rate (≥90% attainment)."""
     from arrow_rl.cluster.emulator.config import EmulatorConfig, format_validation_error
@@ -100,6 +104,8 @@ def evaluate_command(
     from arrow_rl.evaluation.serving_rate import SweepSettings
     from arrow_rl.workload.loaders import load_workload
     from pydantic import ValidationError
+
+    check_backend(backend, ray_address)
 
     for opt, val in (("--reference-rate", reference_rate), ("--initial-rate", initial_rate),
                      ("--duration", duration), ("--control-interval", control_interval),
@@ -174,7 +180,7 @@ def evaluate_command(
     est_points = n_sweeps * (max_evals + len(extra_scales) + 1)
     console.print(f"[bold]{wl.name}[/bold]: {len(wl):,} requests over {wl.duration_s:,.0f} s "
                   f"({base:.3f} req/s); {instances}x {preset}; SLO TTFT {slo_ttft:g} s, TPOT {slo_tpot:g} s; "
-                  f"{n_sweeps} sweeps on {jobs} process(es)")
+                  f"{n_sweeps} sweeps on " + (f"Ray ({ray_address or 'local'})" if backend == "ray" else f"{jobs} process(es)"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         task = bar.add_task("simulations", total=est_points)
@@ -183,8 +189,10 @@ def evaluate_command(
             bar.update(task, advance=1, description=f"{spec} @ {scale * base:.3g} req/s: {100 * att:.1f}%")
 
         try:
-            result = evaluate(wl, emu, names, settings, arrow_config=acfg, oracle_config=ocfg, jobs=jobs, reference_rate=reference_rate,
-                              timeline_controller=timeline_controller, progress=on_point)
+            with _session(backend, ray_address):  # one Ray connection for the sweeps and the reference points
+                result = evaluate(wl, emu, names, settings, arrow_config=acfg, oracle_config=ocfg, jobs=jobs,
+                                  reference_rate=reference_rate, timeline_controller=timeline_controller,
+                                  progress=on_point, backend=backend, ray_address=ray_address)
         except ValueError as exc:
             _fail(str(exc))
             return
@@ -223,6 +231,16 @@ def evaluate_command(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+def _session(backend: str, ray_address: Optional[str]):  # noqa: ANN202 - a context manager
+    import contextlib
+
+    if backend != "ray":
+        return contextlib.nullcontext()
+    from arrow_rl.evaluation.ray_backend import ray_session
+
+    return ray_session(ray_address)
 
 
 def _checkpoint_warnings(spec: str, preset: str, instances: int, slo_ttft: float, slo_tpot: float) -> list[str]:

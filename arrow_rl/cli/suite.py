@@ -1,7 +1,8 @@
 """``arrow-rl suite run``: rank controllers across a scenario suite with seeds and intervals.
 
     arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-best,colocated,...
-        [--quick] [--jobs N] --json OUT [--plots DIR] [--markdown docs/leaderboard.md]
+        [--quick] [--jobs N | --backend ray [--ray-address ADDR]] --json OUT [--plots DIR]
+        [--markdown docs/leaderboard.md]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from arrow_rl.cli.backend import address_option, backend_option, check_backend
 from arrow_rl.cli.output import fail, make_console
 
 console = make_console()
@@ -48,11 +50,14 @@ def run_command(
                                            help="override the suite's warm-up (s, served not counted; default 120)"),
     update_readme: Optional[Path] = typer.Option(
         None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
+    backend: str = backend_option(),
+    ray_address: Optional[str] = address_option(),
 ) -> None:
     """Measure each controller's serving rate on every scenario (mean of seeds, 95% CI, ties called)."""
     from arrow_rl.evaluation.suite import run_suite
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
+    check_backend(backend, ray_address)
     if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
         _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
     try:
@@ -75,7 +80,8 @@ def run_command(
              .split(",") if c.strip()]
     console.print(f"[bold]suite {s.name}[/bold]{' (quick)' if quick else ''}: {len(s.scenarios)} scenarios x "
                   f"{len(names)} controllers, seeds {list(s.protocol.seeds)}, rate mode {s.protocol.rate_mode}, "
-                  f"warm-up {s.protocol.warmup_s:g} s, tolerance {100 * s.protocol.rel_tol:g}%; {jobs} process(es)")
+                  f"warm-up {s.protocol.warmup_s:g} s, tolerance {100 * s.protocol.rel_tol:g}%; "
+                  + (f"Ray ({ray_address or 'local'})" if backend == "ray" else f"{jobs} process(es)"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         task = bar.add_task("jobs", total=len(s.scenarios) * len(names))
@@ -90,7 +96,8 @@ def run_command(
                 console.file.flush()  # a redirected stdout is block-buffered: a long run's log would stay empty
 
         try:
-            result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run)
+            result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run,
+                               backend=backend, ray_address=ray_address)
         except ValueError as exc:
             _fail(str(exc))
             return

@@ -1,7 +1,8 @@
 """Compare several policies on one workload, preset and SLO pair (Arrow §6.1 methodology).
 
 Each policy gets its own serving-rate sweep (rate-scale search); sweeps run in parallel worker
-processes. ``static-best`` expands into every static split and reports the best one.
+processes, or as Ray tasks (``backend="ray"``, ``arrow_rl.evaluation.ray_backend``).
+``static-best`` expands into every static split and reports the best one.
 """
 
 from __future__ import annotations
@@ -126,12 +127,15 @@ def evaluate(
     reference_rate: float | None = None,
     timeline_controller: str | None = None,
     progress: Callable[[str, float, float], None] | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> EvaluationResult:
     """Sweep every controller and assemble the comparison.
 
     ``reference_rate`` (req/s) is evaluated for every controller (default: the trace's own rate
     times ``settings.initial_scale``, which every sweep evaluates anyway). ``timeline_controller``
-    gets one extra run at its serving rate with the per-interval timeline recorded.
+    gets one extra run at its serving rate with the per-interval timeline recorded. ``backend``:
+    ``local`` (``jobs`` processes) or ``ray`` (one Ray task per sweep, at ``ray_address``).
     """
     settings = settings or SweepSettings()
     n = int(emulator_config.num_instances)
@@ -156,7 +160,13 @@ def evaluate(
 
     tasks = [(name, spec) for name in names for spec in expand_spec(name, n)]
     results: dict[str, SweepResult] = {}
-    if jobs <= 1 or len(tasks) == 1:
+    if backend == "ray":
+        from arrow_rl.evaluation.ray_backend import run_jobs
+
+        results = run_jobs(_sweep_job, [(spec, (workload, emulator_config, spec, run_settings, arrow_config,
+                                                dynamo_config, oracle_config)) for _, spec in tasks],
+                           progress=progress, notify_arg=True, address=ray_address, shared=(0,))
+    elif jobs <= 1 or len(tasks) == 1:
         for _, spec in tasks:
             results[spec] = sweep_policy(workload, emulator_config, spec, run_settings, arrow_config,
                                          dynamo_config, oracle_config, on_point=progress)
@@ -199,7 +209,7 @@ def evaluate(
         missing = [(name, f"static:{row.best_split}" if row.best_split is not None else name)
                    for name, row in rows.items() if row.attainment_at(ref_rate) is None]
         runs = _run_points(workload, emulator_config, [s for _, s in missing], ref_scale, run_settings,
-                           arrow_config, dynamo_config, oracle_config, jobs)
+                           arrow_config, dynamo_config, oracle_config, jobs, backend, ray_address)
         for (name, _), res in zip(missing, runs):
             rows[name].attainment[ref_rate] = res
             rows[name].attainment = dict(sorted(rows[name].attainment.items()))
@@ -239,9 +249,15 @@ def _attainment_job(workload: Workload, emulator_config: Any, spec: str, scale: 
 
 def _run_points(workload: Workload, emulator_config: Any, specs: list[str], scale: float, settings: SweepSettings,
                 arrow_config: ArrowConfig | None, dynamo_config: DynamoConfig | None,
-                oracle_config: OracleConfig | None, jobs: int) -> list[float]:
-    """Attainment of several specs at one rate scale (parallel when ``jobs`` > 1)."""
+                oracle_config: OracleConfig | None, jobs: int, backend: str = "local",
+                ray_address: str | None = None) -> list[float]:
+    """Attainment of several specs at one rate scale (parallel when ``jobs`` > 1, or on Ray)."""
     args = [(workload, emulator_config, s, scale, settings, arrow_config, dynamo_config, oracle_config) for s in specs]
+    if backend == "ray":
+        from arrow_rl.evaluation.ray_backend import run_jobs
+
+        out = run_jobs(_attainment_job, list(enumerate(args)), address=ray_address, shared=(0,))
+        return [out[i] for i in range(len(args))]
     if jobs <= 1 or len(specs) <= 1:
         return [_attainment_job(*a) for a in args]
     with _process_pool(jobs) as pool:

@@ -46,7 +46,7 @@ def ratio_cell(x: float | None) -> str:
 def command_line(result: SuiteResult, markdown: str | None = None) -> str:
     """The ``suite run`` command that reproduces ``result``: every option the run recorded that
     changes what is measured or what it costs (``--scenarios``, ``--rate-mode``, ``--warmup``,
-    ``--jobs``)."""
+    ``--jobs``, ``--backend ray``; not the Ray address, which names the user's own cluster)."""
     st = result.settings
     parts = ["arrow-rl suite run", f"--suite {result.suite.name}",
              "--controllers " + ",".join(result.controllers)]
@@ -57,7 +57,9 @@ def command_line(result: SuiteResult, markdown: str | None = None) -> str:
     for key, flag in (("rate_mode", "--rate-mode"), ("warmup_s", "--warmup")):
         if st.get(key) is not None:
             parts.append(f"{flag} {st[key]:g}" if isinstance(st[key], float) else f"{flag} {st[key]}")
-    if st.get("jobs", 1) > 1:
+    if st.get("backend") == "ray":
+        parts.append("--backend ray")
+    elif st.get("jobs", 1) > 1:
         parts.append(f"--jobs {st['jobs']}")
     parts.append("--json OUT.json")  # where outputs go does not change the figures
     if markdown:
@@ -86,7 +88,9 @@ def to_markdown(result: SuiteResult, markdown_path: str | None = None) -> str:
              f"Command: `{command_line(result, markdown_path)}`", "",
              f"Protocol: {protocol_text(result)}", "",
              f"Cost: {result.simulations:,} simulations, {result.wall_s / 60:.1f} min wall, "
-             f"{result.cpu_s / 60:.1f} CPU-min (jobs={result.settings.get('jobs', 1)}).", "",
+             f"{result.cpu_s / 60:.1f} CPU-min ("
+             + ("Ray" if result.settings.get("backend") == "ray" else f"jobs={result.settings.get('jobs', 1)}")
+             + ").", "",
              *tables_markdown(result)]
     lines += ["", "Scenarios:", ""]
     for name, sc in result.scenarios.items():

@@ -1,7 +1,8 @@
 """Run a scenario suite: every controller's serving rate on every scenario, per seed, with intervals.
 
 One job per (scenario, controller) runs all of the protocol's seeds (later seeds start from the
-first one's answer); jobs run in spawned worker processes (``--jobs``), longest first.
+first one's answer); jobs run in spawned worker processes (``--jobs``), longest first, or as Ray
+tasks (``backend="ray"``, ``arrow_rl.evaluation.ray_backend``: the same jobs, the same results).
 """
 
 from __future__ import annotations
@@ -227,8 +228,11 @@ def _cost_rank(scenario: Scenario, controller: str) -> float:
 
 def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: bool = False,
               on_job_done: Callable[[str, str, float], None] | None = None,
-              on_run: Callable[[str, str, float, float], None] | None = None) -> SuiteResult:
-    """Measure every controller on every scenario of ``suite``."""
+              on_run: Callable[[str, str, float, float], None] | None = None,
+              backend: str = "local", ray_address: str | None = None) -> SuiteResult:
+    """Measure every controller on every scenario of ``suite``. ``backend``: ``local`` (``jobs``
+    worker processes) or ``ray`` (one Ray task per job on the cluster at ``ray_address``, a
+    private local Ray when None; ``jobs`` is then unused: Ray runs as many as it has CPUs)."""
     from arrow_rl.evaluation.evaluate import _process_pool
 
     names = [c.strip() for c in controllers if c.strip()]
@@ -246,7 +250,15 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
                    key=lambda t: -_cost_rank(*t))
     t0, c0 = time.perf_counter(), time.process_time()
     done: dict[tuple[str, str], tuple[list[SeedResult], float, float]] = {}
-    if jobs <= 1:
+    if backend == "ray":
+        from arrow_rl.evaluation.ray_backend import run_jobs
+
+        done = run_jobs(_job, [((sc.name, c), (sc, c)) for sc, c in tasks], progress=on_run, notify_arg=True,
+                        on_done=(lambda key, res: on_job_done(key[0], key[1], res[1])) if on_job_done else None,
+                        describe_error=lambda key, exc: ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}")
+                        if isinstance(exc, ValueError) else exc,
+                        address=ray_address, shared=(0,))
+    elif jobs <= 1:
         for sc, c in tasks:
             try:
                 done[(sc.name, c)] = _job(sc, c, on_run)
@@ -302,10 +314,10 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
                                                            at_ceiling=any(s.at_ceiling for s in seeds)), wall, job_cpu)
         outcomes[sc.name] = ScenarioOutcome(sc, row, {c: why for (n, c), why in unfit.items() if n == sc.name})
     wall = time.perf_counter() - t0
-    if jobs <= 1:
+    if jobs <= 1 and backend != "ray":
         cpu = time.process_time() - c0
     return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims,
-                       settings={"jobs": jobs, "controllers": names})
+                       settings={"jobs": jobs, "controllers": names} | ({"backend": backend} if backend != "local" else {}))
 
 
 def controller_misfit(scenario: Scenario, controller: str) -> str | None:
