@@ -11,7 +11,6 @@ import httpx
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, FakeVllm, ServerThread
-from arrow_rl.cluster.live.httpserver import RouterServer
 from arrow_rl.cluster.live.router import Router
 from arrow_rl.perf.profile import InstanceProfile
 
@@ -25,7 +24,7 @@ class LiveRig:
     fakes: list[FakeVllm]
     servers: list[ServerThread]
     router: Router
-    router_server: RouterServer
+    router_server: ServerThread
 
     @property
     def url(self) -> str:
@@ -46,7 +45,7 @@ def live_rig(roles: list[str] = ("prefill", "decode"), routing: str = "least-loa
                        routing=routing, journal=journal, health_interval_s=health_interval_s,
                        unhealthy_after_failures=1, **router_kw)
     router = Router(cfg, token=TOKEN, profiles={i: PROFILE for i in range(len(roles))})
-    rs = RouterServer(router).start()
+    rs = ServerThread(router.app).start()
     try:
         yield LiveRig(fakes, servers, router, rs)
     finally:
