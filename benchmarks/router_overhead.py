@@ -1,8 +1,8 @@
 """What the live router costs: CPU per request and added latency, direct vs through the router.
 
-Two fake vLLM instances run in one child process, the router (``arrow-rl serve``, uvicorn with
-uvloop/httptools when installed) in another. A load generator (a minimal asyncio HTTP/1.1 client,
-so the generator's own CPU stays small) keeps ``--concurrency`` streaming completions in flight,
+Two fake vLLM instances run in one child process, the router (``arrow-rl serve``: its own HTTP
+server on uvloop/httptools, arrow_rl/cluster/live/httpserver.py) in another. A load generator (a
+minimal asyncio HTTP/1.1 client, so the generator's own CPU stays small) keeps ``--concurrency`` streaming completions in flight,
 each ``max_tokens`` tokens: first straight to one fake instance, then through the router (two legs:
 prefill on one fake, decode on the other). The router's CPU is read from ``/proc`` before and after
 its run. Issue 13's target: <= 0.5 ms router CPU per request and <= 50 ms added p99 TTFT at 200
@@ -52,11 +52,11 @@ def serve_fakes(ports: list[int], decode_step_s: float) -> None:
         s.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (and its reaped children), from /proc."""
+    fields = [int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[2]) / tick, (fields[1] + fields[3]) / tick  # utime+cutime, stime+cstime
 
 
 def wait_port(port: int, timeout_s: float = 60.0) -> None:
@@ -157,8 +157,8 @@ def main() -> None:
         rport = free_port()
         code = "from arrow_rl.cli import main; main()"
         if a.profile:
-            # uvicorn re-raises SIGTERM after its graceful exit: turn it into SystemExit so the
-            # profile is written.
+            # The router exits gracefully on SIGTERM, so cProfile.run returns and writes the
+            # profile; the handler is a fallback should SIGTERM arrive before the loop runs.
             code = ("import cProfile, signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
                     f"from arrow_rl.cli import main; cProfile.run('main()', {a.profile!r})")
         router = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(rport),
@@ -175,7 +175,8 @@ def main() -> None:
         asyncio.run(load(rport, warm, a.concurrency, a.max_tokens, a.prompt_len))
         c0 = cpu_seconds(router.pid)
         routed = asyncio.run(load(rport, a.requests, a.concurrency, a.max_tokens, a.prompt_len))
-        cpu = cpu_seconds(router.pid) - c0
+        c1 = cpu_seconds(router.pid)
+        user, system = c1[0] - c0[0], c1[1] - c0[1]
     finally:
         for p in (router, fakes):
             if p is not None:
@@ -189,7 +190,9 @@ def main() -> None:
               f"e2e p50 {r['e2e_p50_ms']:7.1f} ms  p99 {r['e2e_p99_ms']:7.1f} ms   "
               f"{a.requests / r['wall_s']:6.0f} req/s  failed {r['failed']}")
     print(f"added_p99_ttft_ms: {routed['ttft_p99_ms'] - direct['ttft_p99_ms']:.1f}")
-    print(f"router_cpu_ms_per_request: {1e3 * cpu / a.requests:.3f}")
+    print(f"router CPU per request: user {1e3 * user / a.requests:.3f} ms, system (sockets) "
+          f"{1e3 * system / a.requests:.3f} ms; load average {os.getloadavg()[0]:.2f}")
+    print(f"router_cpu_ms_per_request: {1e3 * (user + system) / a.requests:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import httpx
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, FakeVllm, ServerThread
+from arrow_rl.cluster.live.httpserver import RouterServer
 from arrow_rl.cluster.live.router import Router
 from arrow_rl.perf.profile import InstanceProfile
 
@@ -24,7 +25,7 @@ class LiveRig:
     fakes: list[FakeVllm]
     servers: list[ServerThread]
     router: Router
-    router_server: ServerThread
+    router_server: RouterServer
 
     @property
     def url(self) -> str:
@@ -45,7 +46,7 @@ def live_rig(roles: list[str] = ("prefill", "decode"), routing: str = "least-loa
                        routing=routing, journal=journal, health_interval_s=health_interval_s,
                        unhealthy_after_failures=1, **router_kw)
     router = Router(cfg, token=TOKEN, profiles={i: PROFILE for i in range(len(roles))})
-    rs = ServerThread(router.app).start()
+    rs = RouterServer(router).start()
     try:
         yield LiveRig(fakes, servers, router, rs)
     finally:

@@ -176,3 +176,24 @@ def test_request_records_and_flips_are_bounded_by_the_config():
         assert len(rig.router.state.flips) == 2
         state = c.get("/state", headers=AUTH).json()
         assert state["completed"] == 6 and len(state["flips"]) == 2
+
+
+@pytest.mark.parametrize("prompt, needle", [
+    ([1, True], "non-negative integers, got True"),
+    ([False], "non-negative integers, got False"),
+    ([1, 2.0], "non-negative integers, got 2.0"),
+    ([1, -3], "non-negative integers, got -3"),
+    ([1, None], "non-negative integers, got None"),
+    ([1, 2**63], "non-negative integers"),
+    ([1, 2**64], "non-negative integers"),
+    ([1, 10**30], "non-negative integers"),
+    ([1, "a"], "batch of prompts"),
+    ([[1, 2], [3]], "batch of prompts"),
+    ([1, {"x": 1}], "non-negative integers"),
+])
+def test_token_id_prompts_hold_only_non_negative_64_bit_integers(prompt, needle):
+    from arrow_rl.cluster.live.validation import BadRequest, validate_request
+
+    with pytest.raises(BadRequest, match=needle):
+        validate_request({"prompt": prompt}, chat=False)
+    assert validate_request({"prompt": [0, 7, 2**63 - 1]}, chat=False)[1] == 3

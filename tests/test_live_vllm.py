@@ -24,7 +24,7 @@ import pytest
 
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
-from arrow_rl.cluster.live.fake_vllm import ServerThread
+from arrow_rl.cluster.live.httpserver import RouterServer
 from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, PortInUse, vllm_available
 from arrow_rl.cluster.live.router import Router
 from arrow_rl.cluster.live.scraper import counter_delta, parse_metrics
@@ -105,7 +105,7 @@ def router_for(launcher, roles, routing="least-loaded", **kw):
     cfg = RouterConfig(instances=[InstanceSpec(url=i.url, role=Role(r)) for i, r in zip(launcher.instances, roles)],
                        routing=routing, **kw)
     router = Router(cfg, token=TOKEN)
-    with ServerThread(router.app) as srv:
+    with RouterServer(router) as srv:
         yield router, srv.url
 
 

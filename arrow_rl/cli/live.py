@@ -157,9 +157,8 @@ def serve(
     slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO, s"),
 ) -> None:
     """Run the P/D router (OpenAI API for clients, two-leg NIXL protocol to instances, admin API)."""
-    import uvicorn
-
     from arrow_rl.cluster.live.config import RouterConfig, load_config_file
+    from arrow_rl.cluster.live.httpserver import serve as serve_router
     from arrow_rl.cluster.live.profiles import load_profiles
     from arrow_rl.cluster.live.router import Router
 
@@ -190,7 +189,10 @@ def serve(
     router = Router(cfg, token=tok, profiles=profs)
     console.print(f"router on http://{cfg.host}:{cfg.port} → {len(cfg.instances)} instances "
                   f"({', '.join(i.role.value for i in cfg.instances)}), routing {cfg.routing}")
-    uvicorn.run(router.app, host=cfg.host, port=cfg.port, log_level="warning")
+    try:
+        serve_router(router, cfg.host, cfg.port)
+    except OSError as exc:  # the port is taken, the address is not this host's, ...
+        _fail(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class RouterConfig(BaseModel):
     journal_flush_s: float = Field(0.5, gt=0, description="Journal lines are written in batches this often, "
                                    "off the request path")
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest client body accepted (413 beyond)")
+    client_keepalive_s: float = Field(5.0, gt=0, description="An idle client keep-alive connection is closed "
+                                      "after this long (uvicorn's default, which vLLM serves with)")
     max_model_len: int | None = Field(None, ge=2, description="Context length for the max_tokens check "
                                       "(None: learned from the instances' /v1/models)")
     max_records: int = Field(100_000, ge=1, description="Completed-request records kept in memory (a ring)")

@@ -11,6 +11,18 @@ Faults: a connection error or timeout marks the instance unhealthy (no new work 
 check passes). A prefill leg that fails, or a decode leg that fails before any byte streamed, is
 retried once as a plain request on another healthy instance; any later failure ends the client's
 request with a clean error (an HTTP error, or an SSE ``error`` event then ``[DONE]`` mid-stream).
+
+Serving (docs/live_cluster.md, "Speed"): the data path, ``POST /v1/completions`` and
+``POST /v1/chat/completions``, does not go through ASGI. ``httpserver.FrontServer`` parses those
+requests itself and calls :meth:`Router.handle_client`; the legs go out on ``upstream.UpstreamPool``
+(raw asyncio, keep-alive), and a streamed decode leg is relayed by :class:`StreamRelay` from the
+upstream connection's ``data_received`` straight to the client's transport: whatever one socket
+read carried, split into whole SSE events (``sse.EventSplitter``), scanned for tokens, usage and
+errors, and written in one write. Every other endpoint (admin API, ``/metrics``, ``/health``,
+``/v1/models``) is ``Router.app``, a Starlette app the front server calls through a minimal ASGI
+bridge. Serve with ``httpserver.serve`` (``arrow-rl serve``) or ``httpserver.RouterServer``
+(a background thread: tests, demos); ``Router.app`` alone under uvicorn serves only those other
+endpoints.
 """
 
 from __future__ import annotations
@@ -34,16 +46,19 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from arrow_rl.cluster.base import RequestRecord, Role
 from arrow_rl.cluster.live.config import RouterConfig
+from arrow_rl.cluster.live.httpserver import ClientConnection, ClientRequest
 from arrow_rl.cluster.live.protocol import decode_body, max_output_tokens, plain_body, prefill_body, prompt_tokens
 from arrow_rl.cluster.live.routing import LiveRoutingContext, make_live_router
 from arrow_rl.cluster.live.scraper import quick_kv
+from arrow_rl.cluster.live.sse import EventSplitter
 from arrow_rl.cluster.live.state import FlipError, InstanceState, RouterState
+from arrow_rl.cluster.live.upstream import (UpstreamClosed, UpstreamConnectError, UpstreamConnection, UpstreamError,
+                                            UpstreamPool, UpstreamTimeout)
 from arrow_rl.cluster.live.validation import BadRequest, error_body, parse_json, validate_request
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request
@@ -96,6 +111,9 @@ class Flight:
     notes: list[str] = field(default_factory=list)
 
 
+# Flight's float fields that stay NaN until their moment comes (None in the journal and /events).
+_FLIGHT_TIMES = tuple(k for k, t in Flight.__annotations__.items() if t == "float")
+
 # Admin ids are JSON integers only: "1", 1.0 and true are refused, not coerced.
 InstanceId = Annotated[int, Strict()]
 # A load signal is a finite number (Alg. 2's LP/LD); NaN/Infinity would poison Alg. 1's comparisons.
@@ -127,12 +145,9 @@ class SignalsBody(BaseModel):
     prefill_load: Load | None = None
 
 
-def _nan_to_none(x: float) -> float | None:
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
 class Router:
-    """State + HTTP app. Build with ``Router(config).app`` and serve with uvicorn."""
+    """State, the data path (:meth:`handle_client`) and the Starlette app for everything else
+    (``app``). Serve with ``httpserver.serve(router, host, port)`` or ``httpserver.RouterServer``."""
 
     def __init__(self, config: RouterConfig, token: str | None = None,
                  profiles: dict[int, InstanceProfile] | None = None) -> None:
@@ -143,6 +158,9 @@ class Router:
         self.profiles: dict[int, InstanceProfile] = dict(profiles or {})
         self.slo = config.slo
         self.client: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
+        # Request ids the router makes up: unique per process (random prefix) and cheap (a counter).
+        self._xid_prefix = uuid.uuid4().hex[:16]
         self._health_task: asyncio.Task | None = None
         self._probes: set[asyncio.Task] = set()
         self._journal = open(config.journal, "ab") if config.journal else None
@@ -158,8 +176,6 @@ class Router:
         self.set_routing(config.routing)
         self._build_metrics()
         self.app = Starlette(routes=[
-            Route("/v1/completions", self._completions, methods=["POST"]),
-            Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -173,10 +189,17 @@ class Router:
     # ---- lifecycle ------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # aiohttp, not httpx, upstream: httpx's pool scans every connection on each request
-        # (O(connections) per request: 10-20 ms of CPU per request at 200 concurrent streams,
-        # benchmarks/router_overhead.py). Idle connections are dropped after 4 s, before vLLM's
-        # uvicorn (5 s keep-alive) closes them, so a pooled connection is not reused as it closes.
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        """Open the upstream pools and start the health and journal loops (on the serving loop)."""
+        # The data path's legs use UpstreamPool (raw asyncio, keep-alive; arrow_rl/cluster/live/
+        # upstream.py); aiohttp serves the background GETs (health, KV poll, /v1/models).
+        self.pool = UpstreamPool(self.config.connect_timeout_s, self.config.api_key)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
         self.client = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s,
@@ -184,18 +207,20 @@ class Router:
         self._health_task = asyncio.create_task(self._health_loop())
         if self._journal:
             self._flush_task = asyncio.create_task(self._journal_loop())
-        try:
-            yield
-        finally:
-            for task in (self._health_task, self._flush_task):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+
+    async def shutdown(self) -> None:
+        for task in (self._health_task, self._flush_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.pool is not None:
+            self.pool.close()
+        if self.client is not None:
             await self.client.close()
-            if self._journal:
-                self._flush_journal()
-                self._journal.close()
+        if self._journal:
+            self._flush_journal()
+            self._journal.close()
 
     async def _journal_loop(self) -> None:
         """Journal lines are batched and written in a worker thread, never on the request path."""
@@ -235,6 +260,9 @@ class Router:
         r = self.registry = CollectorRegistry()
         self.m_requests = Counter("arrow_router_requests", "Client requests by outcome", ["outcome", "path"], registry=r)
         self.m_retries = Counter("arrow_router_retries", "Legs retried as plain requests", ["leg"], registry=r)
+        self.m_retries_prefill = self.m_retries.labels(leg="prefill")
+        self.m_retries_decode = self.m_retries.labels(leg="decode")
+        self._m_requests: dict[tuple[str, str], Any] = {}  # label children, looked up once
         self.m_flips = Counter("arrow_router_flips", "Applied role flips", ["source"], registry=r)
         lat = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
         self.m_ttft = Histogram("arrow_router_ttft_seconds", "Client-visible time to first token", buckets=lat, registry=r)
@@ -335,13 +363,7 @@ class Router:
         f.notes.append(f"{role.value} routed to {chosen}, {why} -> {alt.instance_id if alt else 'none'}")
         return alt
 
-    # ---- client endpoints ---------------------------------------------------------------------
-    async def _completions(self, request: HTTPRequest) -> Response:
-        return await self._serve(request, chat=False)
-
-    async def _chat_completions(self, request: HTTPRequest) -> Response:
-        return await self._serve(request, chat=True)
-
+    # ---- endpoints on the Starlette app ----------------------------------------------------
     async def _models(self, request: HTTPRequest) -> Response:
         assert self.client is not None
         for s in self.state.healthy():
@@ -376,22 +398,33 @@ class Router:
         self._refresh_gauges()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def _serve(self, request: HTTPRequest, chat: bool) -> Response:
+    # ---- the data path (served by httpserver.ClientConnection, not by the Starlette app) --------
+    async def handle_client(self, conn: ClientConnection, req: ClientRequest, chat: bool) -> None:
+        """Answer one completions/chat request on ``conn``: a whole response, or an SSE relay."""
+        out = await self._serve(req, chat)
+        if isinstance(out, Reply):
+            conn.reply(out.status, out.body, extra=out.extra, close=out.close)
+        else:
+            out.start(conn)
+
+    async def _serve(self, req: ClientRequest, chat: bool) -> "Reply | StreamRelay":
         try:
-            body, n_prompt = validate_request(await self._read_json(request), chat, self.max_model_len, self.models)
+            body, n_prompt = validate_request(parse_json(req.body), chat, self.max_model_len, self.models)
         except BadRequest as exc:
-            return _error(exc.status, str(exc), exc.param)
+            return _error_reply(exc.status, str(exc), exc.param)
         st = self.state
-        f = Flight(request_id=next(st.next_request_id),
-                   x_request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+        xid = req.header(b"x-request-id")
+        f_id = next(st.next_request_id)
+        f = Flight(request_id=f_id,
+                   x_request_id=xid.decode("latin-1") if xid else f"{self._xid_prefix}-{f_id}",
                    arrival_s=st.now(), input_tokens=n_prompt or prompt_tokens(body, chat),
                    max_tokens=max_output_tokens(body), stream=bool(body.get("stream", False)), chat=chat)
         st.arrivals += 1
         st.log("arrival", id=f.request_id, input_tokens=f.input_tokens, t=f.arrival_s)
         path = "/v1/chat/completions" if chat else "/v1/completions"
-        req = Request(f.request_id, f.arrival_s, f.input_tokens, f.max_tokens)
+        request = Request(f.request_id, f.arrival_s, f.input_tokens, f.max_tokens)
 
-        p = self._pick(f, self.routing.route_prefill(req, self.ctx), Role.PREFILL)
+        p = self._pick(f, self.routing.route_prefill(request, self.ctx), Role.PREFILL)
         if p is None:
             return self._finish_error(f, 503, "no healthy instance")
         if len(st.healthy()) == 1 or (body.get("n") or 1) > 1:
@@ -409,29 +442,29 @@ class Router:
             resp = await self._post_json(p, path, prefill_body(body), f.x_request_id, self.config.prefill_timeout_s)
             kv = resp.get("kv_transfer_params") if isinstance(resp, dict) else None
             usage = resp.get("usage") or {} if isinstance(resp, dict) else {}
-            true_len = usage.get("prompt_tokens")
+            true_len = usage.get("prompt_tokens") if isinstance(usage, dict) else None
             if isinstance(true_len, int) and true_len > 0:  # the instance's count replaces the estimate
-                req = dataclasses.replace(req, input_tokens=true_len)
+                request = Request(f.request_id, f.arrival_s, true_len, f.max_tokens)
         except LegError as exc:
             st.end_prefill(p, est, computed=False)
             f.prefill_end_s = st.now()
             f.notes.append(f"prefill@{p.instance_id}: {exc}")
             if not exc.retryable:
                 return self._finish_error(f, exc.status, str(exc), exc.body)
-            self.m_retries.labels(leg="prefill").inc()
+            self.m_retries_prefill.inc()
             f.retried = True
             q = self._fallback(Role.DECODE, {p.instance_id})
             if q is None:
                 return self._finish_error(f, 502, f"prefill leg failed on instance {p.instance_id}: {exc}")
             return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
         st.end_prefill(p, est, computed=True)
-        f.input_tokens = req.input_tokens
+        f.input_tokens = request.input_tokens
         f.prefill_end_s = st.now()
         self.m_prefill_leg.observe(f.prefill_end_s - f.prefill_start_s)
         st.log("prefill_done", id=f.request_id, instance=p.instance_id, t=f.prefill_end_s)
 
         # ---- decode leg ----
-        d = self._pick(f, self.routing.route_decode(req, p.instance_id, self.ctx), Role.DECODE)
+        d = self._pick(f, self.routing.route_decode(request, p.instance_id, self.ctx), Role.DECODE)
         if d is None:
             return self._finish_error(f, 503, "no healthy instance for the decode leg")
         if d.instance_id == p.instance_id:
@@ -440,30 +473,30 @@ class Router:
         return await self._run_decode(f, d, path, decode_body(body, kv), "disaggregated", allow_retry=True,
                                       body=body, kv=bool(kv))
 
-    def _transport_failure(self, s: InstanceState, exc: BaseException, timeout: float) -> LegError:
+    def _transport_failure(self, s: InstanceState, exc: UpstreamError, timeout: float) -> LegError:
         """A leg that got no HTTP answer. Refused/unreachable or silent past its timeout: the
         instance leaves rotation until a health check passes. A connection the instance closed
         before answering may be one request's casualty: a health check decides, now."""
-        name = type(exc).__name__
-        if isinstance(exc, asyncio.TimeoutError):
+        if isinstance(exc, UpstreamTimeout):
             self.state.mark_unhealthy(s, "timeout")
             return LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504)
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            self.state.mark_unhealthy(s, f"{name}: {exc}")
+        if isinstance(exc, UpstreamConnectError):
+            self.state.mark_unhealthy(s, f"{type(exc).__name__}: {exc}")
         else:
             self._probe(s)
-        return LegError(f"instance {s.instance_id} unreachable ({name})")
+        return LegError(f"instance {s.instance_id} unreachable ({type(exc).__name__}: {exc})")
 
     async def _post_json(self, s: InstanceState, path: str, body: dict, xid: str, timeout: float) -> Any:
-        assert self.client is not None
+        assert self.pool is not None
         try:
-            async with self.client.post(s.url + path, data=orjson.dumps(body), headers=self._headers(xid),
-                                        timeout=aiohttp.ClientTimeout(total=timeout,
-                                                                      connect=self.config.connect_timeout_s)) as r:
-                content = await r.read()
-                status = r.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise self._transport_failure(s, exc, timeout) from exc
+            conn = await self.pool.acquire(s.url)
+            conn.send(path, orjson.dumps(body), xid)
+            conn.set_timeout(total_s=timeout)
+            status = await conn.headers()
+            content = await conn.read_all()
+        except UpstreamError as exc:
+            raise self._transport_failure(s, exc, timeout) from None
+        conn.release()
         if status >= 400:
             body_json = _json_or_text(content)
             raise LegError(f"instance {s.instance_id} answered HTTP {status}: {_short(body_json)}",
@@ -474,7 +507,7 @@ class Router:
             raise LegError(f"instance {s.instance_id} returned a non-JSON body") from exc
 
     async def _run_decode(self, f: Flight, d: InstanceState, path: str, leg_body: dict, how: str,
-                          allow_retry: bool, body: dict, kv: bool = False) -> Response:
+                          allow_retry: bool, body: dict, kv: bool = False) -> "Reply | StreamRelay":
         """Send the decode (or only) leg; one plain retry elsewhere if it fails before any byte."""
         st = self.state
         f.path, f.decode_instance, f.kv_transfer = how, d.instance_id, kv
@@ -486,10 +519,8 @@ class Router:
                 inject_usage = "stream_options" not in leg_body
                 if inject_usage:
                     leg_body = {**leg_body, "stream_options": {"include_usage": True}}
-                resp, first = await self._open_stream(d, path, leg_body, f.x_request_id)
-                return RelayResponse(self._relay(f, d, resp, first, context, inject_usage),
-                                         media_type="text/event-stream",
-                                         headers={"X-Request-Id": f.x_request_id})
+                conn, first = await self._open_stream(d, path, leg_body, f.x_request_id)
+                return StreamRelay(self, f, d, conn, first, context, inject_usage)
             out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
         except LegError as exc:
             st.end_decode(d, context)
@@ -497,14 +528,14 @@ class Router:
             if allow_retry and exc.retryable:
                 q = self._fallback(Role.DECODE, {d.instance_id})
                 if q is not None:
-                    self.m_retries.labels(leg="decode").inc()
+                    self.m_retries_decode.inc()
                     f.retried = True
                     return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
             return self._finish_error(f, exc.status, str(exc), exc.body)
         st.end_decode(d, context)
         f.finish_s = st.now()
         usage = out.get("usage") or {} if isinstance(out, dict) else {}
-        f.output_tokens = int(usage.get("completion_tokens") or 0)
+        f.output_tokens = int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
         if how == "disaggregated" or not math.isnan(f.prefill_end_s) and how != "retry":
             f.first_token_s, f.ttft_source = f.prefill_end_s, "prefill_leg"
         else:
@@ -512,148 +543,62 @@ class Router:
         if isinstance(out, dict):
             out.pop("kv_transfer_params", None)
         self._finish_ok(f)
-        return FastJSON(out, headers={"X-Request-Id": f.x_request_id})
+        return Reply(200, orjson.dumps(out), _xid_header(f.x_request_id))
 
     async def _open_stream(self, s: InstanceState, path: str, body: dict,
-                           xid: str) -> tuple[aiohttp.ClientResponse, list[bytes]]:
+                           xid: str) -> tuple[UpstreamConnection, bytes]:
         """Open the upstream stream and hold its events until the first decisive one (a token, the
         usage chunk, [DONE] or an error): until then nothing has reached the client, so a failure
         here is still retryable. An error as the first decisive event is the engine failing the
         request before its first token, e.g. a KV pull that failed (vLLM's
         ``kv_load_failure_policy: fail``; seen on vLLM-CPU when the first NIXL hand-off in a new
         direction happens under load): a 5xx there is retried like a leg that never answered."""
-        assert self.client is not None
+        assert self.pool is not None
         idle = self.config.stream_idle_timeout_s
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s, sock_read=idle)
         try:
-            resp = await self.client.post(s.url + path, data=orjson.dumps(body), headers=self._headers(xid),
-                                          timeout=timeout)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise self._transport_failure(s, exc, idle) from exc
-        if resp.status >= 400:
+            conn = await self.pool.acquire(s.url)
+            conn.send(path, orjson.dumps(body), xid)
+            conn.set_timeout(idle_s=idle)
+            status = await conn.headers()
+        except UpstreamError as exc:
+            raise self._transport_failure(s, exc, idle) from None
+        if status >= 400:
             try:
-                content = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                content = await conn.read_all()
+                conn.release()
+            except UpstreamError:
                 content = b""
-            resp.release()
             body_json = _json_or_text(content)
-            raise LegError(f"instance {s.instance_id} answered HTTP {resp.status}: {_short(body_json)}",
-                           resp.status, retryable=resp.status >= 500, body=body_json)
+            raise LegError(f"instance {s.instance_id} answered HTTP {status}: {_short(body_json)}",
+                           status, retryable=status >= 500, body=body_json)
         buf = b""
         try:
             while True:
-                chunk = await resp.content.readany()
+                chunk = await conn.read_some()
                 if not chunk:
-                    resp.close()
+                    conn.close()
                     raise LegError(f"instance {s.instance_id} closed the stream before the first event")
                 buf += chunk
                 failure = _first_decisive_event(buf)
                 if failure is None:
                     continue
                 if failure is not _DECISIVE:
-                    resp.close()
+                    conn.close()
                     code = failure.get("code") if isinstance(failure, dict) else None
                     status = code if isinstance(code, int) and 400 <= code < 600 else 502
                     raise LegError(f"instance {s.instance_id} failed the request before its first token: "
                                    f"{_short(failure)}", status, retryable=status >= 500, body={"error": failure})
                 break
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            resp.close()
-            if isinstance(exc, asyncio.TimeoutError):
+        except UpstreamError as exc:
+            conn.close()
+            if isinstance(exc, UpstreamTimeout):
                 self.state.mark_unhealthy(s, "stream timeout")
             else:
                 # The instance answered (status 200) and then broke this one stream: that is this
                 # request's failure, not proof the engine is down. A health check decides, now.
                 self._probe(s)
-            raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from exc
-        return resp, [buf]
-
-    async def _relay(self, f: Flight, d: InstanceState, resp: aiohttp.ClientResponse, first: list[bytes],
-                     context: int, inject_usage: bool) -> AsyncIterator[bytes]:
-        """Forward SSE events, timing the first content chunk and the gaps between chunks."""
-        st = self.state
-        buf = b"".join(first)
-        last_t: float | None = None
-        usage_tokens: int | None = None
-        content_events = 0
-        grown = 0
-        ok = False
-        err = ""
-        try:
-            while True:
-                out: list[bytes] = []  # every complete event of this upstream read: one write
-                while b"\n\n" in buf:
-                    event, buf = buf.split(b"\n\n", 1)
-                    forward = True
-                    data = event[6:] if event.startswith(b"data: ") else None
-                    if data is not None and data != b"[DONE]":
-                        try:
-                            obj = orjson.loads(data)
-                        except orjson.JSONDecodeError:
-                            obj = None
-                        if isinstance(obj, dict):
-                            if obj.get("usage"):
-                                usage_tokens = obj["usage"].get("completion_tokens", usage_tokens)
-                            choices = obj.get("choices")
-                            if choices:
-                                now = st.now()
-                                n_tok = _chunk_tokens(choices[0])
-                                if math.isnan(f.first_token_s):
-                                    f.first_token_s, f.ttft_source = now, "stream"
-                                    self.m_decode_first.observe(now - f.decode_start_s)
-                                elif last_t is not None and n_tok:
-                                    d.itl_sum_s += now - last_t
-                                    d.itl_count += n_tok
-                                if n_tok:
-                                    last_t = now
-                                    content_events += n_tok
-                                    d.decode_tokens_out += n_tok
-                                    st.grow_decode(d, n_tok)
-                                    grown += n_tok
-                            elif inject_usage and obj.get("usage") is not None:
-                                forward = False  # the client did not ask for the usage chunk
-                            if "error" in obj:
-                                err = _short(obj["error"])
-                    elif data == b"[DONE]":
-                        ok = not err
-                    if forward:
-                        out.append(event + b"\n\n")
-                if out:
-                    yield b"".join(out)
-                chunk = await resp.content.readany()
-                if not chunk:
-                    break
-                buf += chunk
-            if buf.strip():
-                yield buf
-            if not ok and not err:
-                err = "upstream stream ended without [DONE]"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            err = f"decode instance {d.instance_id} failed mid-stream ({type(exc).__name__})"
-            if isinstance(exc, asyncio.TimeoutError):
-                self.state.mark_unhealthy(d, err)  # silent for stream_idle_timeout_s: stalled
-            else:
-                self._probe(d)  # one broken stream; the health check tells a dead engine apart
-            yield b"data: " + orjson.dumps(error_body(502, err)) + b"\n\n"
-            yield b"data: [DONE]\n\n"
-        finally:
-            # Bookkeeping first and synchronously: on a client disconnect this task is being
-            # cancelled, and an await here could be interrupted before the counts are restored.
-            st.end_decode(d, context + grown)
-            f.finish_s = st.now()
-            f.output_tokens = int(usage_tokens if usage_tokens is not None else content_events)
-            if err:
-                f.status, f.error = 502, err
-                self._record(f, rejected=True)
-            elif not ok:
-                f.status, f.error = 499, "client disconnected"
-                self._record(f, rejected=True)
-            else:
-                self._finish_ok(f)
-            if ok:
-                resp.release()  # the connection goes back to the pool
-            else:
-                resp.close()  # closing the upstream stream aborts the request on the instance
+            raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from None
+        return conn, buf
 
     # ---- outcomes -------------------------------------------------------------------------------
     def _finish_ok(self, f: Flight) -> None:
@@ -664,18 +609,21 @@ class Router:
                 self.m_tpot.observe(max(0.0, (f.finish_s - f.first_token_s) / (f.output_tokens - 1)))
         self._record(f, rejected=False)
 
-    def _finish_error(self, f: Flight, status: int, message: str, upstream: Any = None) -> Response:
+    def _finish_error(self, f: Flight, status: int, message: str, upstream: Any = None) -> Reply:
         f.status, f.error = status, message
         f.finish_s = self.state.now()
         self._record(f, rejected=True)
         if status >= 400 and isinstance(upstream, dict) and "error" in upstream:
             # The engine's own answer to this request (vLLM's error object): the client's error.
-            return FastJSON(upstream, status_code=status, headers={"X-Request-Id": f.x_request_id})
-        return _error(status if status >= 400 else 502, message)
+            return Reply(status, orjson.dumps(upstream), _xid_header(f.x_request_id))
+        return _error_reply(status if status >= 400 else 502, message)
 
     def _record(self, f: Flight, rejected: bool) -> None:
-        outcome = "error" if rejected else "ok"
-        self.m_requests.labels(outcome=outcome, path=f.path or "none").inc()
+        key = ("error" if rejected else "ok", f.path or "none")
+        counter = self._m_requests.get(key)
+        if counter is None:
+            counter = self._m_requests[key] = self.m_requests.labels(outcome=key[0], path=key[1])
+        counter.inc()
         rec = RequestRecord(
             request_id=f.request_id, arrival_s=f.arrival_s, input_tokens=f.input_tokens,
             output_tokens=f.output_tokens, prefill_instance=f.prefill_instance if f.prefill_instance >= 0 else f.decode_instance,
@@ -684,7 +632,10 @@ class Router:
         )
         self.records.append(rec)
         self.completed += 1
-        entry = {k: _nan_to_none(v) for k, v in f.__dict__.items()}
+        entry = dict(f.__dict__)
+        for k in _FLIGHT_TIMES:
+            if entry[k] != entry[k]:  # NaN: JSON has none
+                entry[k] = None
         entry["notes"] = list(f.notes)
         self.state.log("finish", **entry, t=f.finish_s)
         if self._journal:
@@ -812,38 +763,182 @@ class Router:
         return FastJSON({"ok": True, "used": ast is not None})
 
 
-class RelayResponse(StreamingResponse):
-    """An SSE relay with less per-request machinery than Starlette's ``StreamingResponse`` (no
-    anyio task group): one plain task watches for the client's disconnect and cancels the relay,
-    whose ``finally`` restores the bookkeeping and closes the upstream stream (aborting the request
-    on the instance)."""
+class Reply:
+    """A whole data-path response: status, JSON body, preformatted extra header lines."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
+    __slots__ = ("status", "body", "extra", "close")
 
-        async def watch() -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            task.cancel()
+    def __init__(self, status: int, body: bytes, extra: bytes = b"", close: bool = False) -> None:
+        self.status, self.body, self.extra, self.close = status, body, extra, close
 
-        watcher = asyncio.create_task(watch())
+
+def _xid_header(xid: str) -> bytes:
+    return b"x-request-id: " + xid.encode("latin-1", "replace") + b"\r\n"
+
+
+def _error_reply(status: int, message: str, param: str | None = None) -> Reply:
+    """vLLM's error object; a 413 also closes the connection (the rest of the body is unread)."""
+    return Reply(status, orjson.dumps(error_body(status, message, param)), close=status == 413)
+
+
+class StreamRelay:
+    """The decode leg's SSE stream, relayed to the client as it arrives.
+
+    The upstream connection calls :meth:`on_body` from its ``data_received`` with every byte one
+    socket read carried; the complete events in it are scanned (token counts, the usage chunk,
+    errors, ``[DONE]``) and forwarded in one write. No task, no await, no per-event
+    re-serialisation on this path. Ends once, in :meth:`_finish`: the upstream response ended
+    (:meth:`on_end`), or the client left (:meth:`client_lost`).
+    """
+
+    __slots__ = ("router", "f", "d", "conn", "first", "context", "inject_usage", "client", "splitter",
+                 "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished", "held")
+
+    def __init__(self, router: Router, f: Flight, d: InstanceState, conn: UpstreamConnection, first: bytes,
+                 context: int, inject_usage: bool) -> None:
+        self.router, self.f, self.d, self.conn, self.first = router, f, d, conn, first
+        self.context, self.inject_usage = context, inject_usage
+        self.client: ClientConnection | None = None
+        self.splitter = EventSplitter()
+        self.last_t: float | None = None
+        self.usage_tokens: int | None = None
+        self.content_events = 0
+        self.grown = 0
+        self.ok = False
+        self.err = ""
+        self.finished = False
+        self.held = b""  # events of the read that also ended the response
+
+    def start(self, client: ClientConnection) -> None:
+        self.client = client
+        if client.closed:
+            self.client_lost()
+            return
+        client.start_stream(self, _xid_header(self.f.x_request_id))
+        first, self.first = self.first, b""
+        self.on_body(first)
+        if not self.finished:
+            self.conn.attach(self)
+
+    # ---- upstream side ----------------------------------------------------------------------
+    def on_body(self, data: bytes) -> None:
+        events = self.splitter.feed(data)
+        if not events or self.client is None:
+            return
+        out: list[bytes] = []
+        now = 0.0
+        for event in events:
+            if event.startswith(b"data: "):
+                payload = event[6:]
+                if payload == b"[DONE]":
+                    self.ok = not self.err
+                else:
+                    if not now:
+                        now = self.router.state.now()
+                    if not self._scan(payload, now):
+                        continue  # the injected usage chunk the client did not ask for
+            out.append(event)
+            out.append(b"\n\n")
+        if out:
+            if self.conn.complete:  # the response ends in this read: on_end writes it with the end
+                self.held += b"".join(out)
+            else:
+                self.client.write_chunk(b"".join(out))
+
+    def _scan(self, payload: bytes, now: float) -> bool:
+        """Account for one event (tokens, ITL, usage, errors); False: do not forward it."""
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            task.uncancel()  # our own cancellation: the client left, nothing more to do
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(obj, dict):
+            return True
+        forward = True
+        usage = obj.get("usage")
+        if usage and isinstance(usage, dict):
+            self.usage_tokens = usage.get("completion_tokens", self.usage_tokens)
+        choices = obj.get("choices")
+        if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+            f, d = self.f, self.d
+            n_tok = _chunk_tokens(choices[0])
+            if math.isnan(f.first_token_s):
+                f.first_token_s, f.ttft_source = now, "stream"
+                self.router.m_decode_first.observe(now - f.decode_start_s)
+            elif self.last_t is not None and n_tok:
+                d.itl_sum_s += now - self.last_t
+                d.itl_count += n_tok
+            if n_tok:
+                self.last_t = now
+                self.content_events += n_tok
+                d.decode_tokens_out += n_tok
+                d.decode_tokens += n_tok  # RouterState.grow_decode, inlined (per event)
+                self.grown += n_tok
+        elif self.inject_usage and usage is not None:
+            forward = False  # the client did not ask for the usage chunk
+        if "error" in obj:
+            self.err = _short(obj["error"])
+        return forward
+
+    def on_end(self, exc: UpstreamError | None) -> None:
+        client = self.client
+        last, self.held = self.held, b""
+        if exc is None:
+            tail = self.splitter.tail
+            if tail.strip():
+                last += tail
+            if not self.ok and not self.err:
+                self.err = "upstream stream ended without [DONE]"
+        else:
+            self.err = f"decode instance {self.d.instance_id} failed mid-stream ({_exc_name(exc)})"
+            if isinstance(exc, UpstreamTimeout):
+                self.router.state.mark_unhealthy(self.d, self.err)  # silent for stream_idle_timeout_s: stalled
+            else:
+                self.router._probe(self.d)  # one broken stream; the health check tells a dead engine apart
+            self.ok = False
+            last += b"data: " + orjson.dumps(error_body(502, self.err)) + b"\n\ndata: [DONE]\n\n"
+        self._finish()
+        if client is not None:
+            client.end_stream(last)
+
+    # ---- client side ------------------------------------------------------------------------
+    def client_lost(self) -> None:
+        if self.finished:
+            return
+        self.conn.sink = None  # its end is this one: no probe, no error event
+        self.conn.close()  # closing the upstream stream aborts the request on the instance
+        self._finish()
+
+    def client_paused(self) -> None:
+        self.conn.pause()
+
+    def client_resumed(self) -> None:
+        self.conn.resume()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        r, f = self.router, self.f
+        st = r.state
+        st.end_decode(self.d, self.context + self.grown)
+        f.finish_s = st.now()
+        f.output_tokens = int(self.usage_tokens if self.usage_tokens is not None else self.content_events)
+        if self.err:
+            f.status, f.error = 502, self.err
+            r._record(f, rejected=True)
+        elif not self.ok:
+            f.status, f.error = 499, "client disconnected"
+            r._record(f, rejected=True)
+        else:
+            r._finish_ok(f)
+        if self.ok:
+            self.conn.release()  # the connection goes back to the pool
+        else:
+            self.conn.close()
+
+
+def _exc_name(exc: UpstreamError) -> str:
+    return {UpstreamTimeout: "TimeoutError", UpstreamClosed: "ServerDisconnectedError"}.get(type(exc), type(exc).__name__)
 
 
 class FastJSON(JSONResponse):
