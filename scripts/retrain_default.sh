@@ -29,9 +29,10 @@ if [[ "$SHORT" == 1 ]]; then
   "$PY" - "$CONFIG" <<'PYEOF'
 import sys, yaml
 cfg = yaml.safe_load(open("configs/train/generalist.yaml"))
-cfg.update(name="generalist_short", n_envs=2, n_timesteps=4096, n_steps=256, batch_size=128)
-cfg["pretrain"].update(teacher_steps=1200, dagger_rounds=1, dagger_steps=800, epochs=8)
-cfg["eval"].update(freq=4096, n_episodes=1, rate_scales=[4.0, 12.0])
+cfg.update(name="generalist_short", n_envs=2, n_timesteps=2048, n_steps=256, batch_size=128)
+cfg["env"]["teacher_config"].update(lookahead_s=10.0, candidate_fractions=[0.25])  # 7 candidates
+cfg["pretrain"].update(teacher_steps=300, dagger_rounds=1, dagger_steps=200, epochs=8)
+cfg["eval"].update(freq=2048, n_episodes=1, rate_scales=[4.0, 12.0])
 yaml.safe_dump(cfg, open(sys.argv[1], "w"), sort_keys=False)
 PYEOF
 fi
