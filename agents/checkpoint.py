@@ -219,12 +219,28 @@ def distribution_warnings(meta: dict[str, Any], *, preset: str | None = None, nu
     """
     dist = training_distribution(meta)
     out = []
-    trained_preset = dist.get("preset")
-    if preset is not None and trained_preset and preset != trained_preset:
-        out.append(f"{source} was trained on preset {trained_preset!r}, not {preset!r}")
+    presets = [p for p in (dist.get("presets") or [dist.get("preset")]) if isinstance(p, str) and p]
+    if preset is not None and presets and preset not in presets:
+        out.append(f"{source} was trained on preset{'s' if len(presets) > 1 else ''} "
+                   f"{', '.join(repr(p) for p in presets)}, not {preset!r}")
     sizes = [int(n) for n in dist.get("cluster_sizes") or [] if isinstance(n, (int, float))]
     if num_instances is not None and sizes and num_instances not in sizes:
-        out.append(f"{source} was trained on clusters of {'/'.join(map(str, sizes))} instances, not {num_instances}")
+        span = dist.get("num_instances_range")
+        what = (f"{span[0]} to {span[1]}" if isinstance(span, list) and len(span) == 2 else '/'.join(map(str, sizes)))
+        out.append(f"{source} was trained on clusters of {what} instances, not {num_instances}")
+    tiers = dist.get("slo_tiers")
+    if isinstance(tiers, dict) and tiers:   # several tiers: the target must be near one of them
+        if slo_ttft_s is not None and slo_tpot_s is not None and slo_ttft_s > 0 and slo_tpot_s > 0:
+            def near(t: Any) -> bool:
+                return isinstance(t, dict) and all(
+                    isinstance(t.get(k), (int, float)) and t[k] > 0 and max(v / t[k], t[k] / v) <= SLO_TOLERANCE
+                    for k, v in (("ttft_s", slo_ttft_s), ("tpot_s", slo_tpot_s)))
+            if not any(near(t) for t in tiers.values()):
+                names = ", ".join(f"{k} (TTFT {t.get('ttft_s'):g} s / TPOT {t.get('tpot_s'):g} s)"
+                                  for k, t in sorted(tiers.items()) if isinstance(t, dict))
+                out.append(f"{source} was trained for the SLO tiers {names}, not TTFT {slo_ttft_s:g} s / "
+                           f"TPOT {slo_tpot_s:g} s")
+        return out
     for name, have, want in (("TTFT", slo_ttft_s, dist.get("slo_ttft_s")), ("TPOT", slo_tpot_s, dist.get("slo_tpot_s"))):
         if have is not None and isinstance(want, (int, float)) and want > 0 and have > 0:
             if max(have / want, want / have) > SLO_TOLERANCE:

@@ -183,6 +183,9 @@ class PretrainConfig(BaseModel):
     value_pretrain: bool = Field(True, description="fit the value head to Monte-Carlo returns of the clone before RL")
     max_dataset: int = Field(500_000, ge=1, description="oldest samples are dropped beyond this")
     rl_after: bool = Field(True, description="fine-tune with RL after cloning (n_timesteps steps)")
+    teacher_during_rl: bool = Field(
+        True, description="keep running the env's teacher during RL fine-tuning (info['teacher_action']); "
+        "false saves its cost when it is expensive (a lookahead teacher clones the cluster per candidate)")
 
 
 class EvalConfig(BaseModel):

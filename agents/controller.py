@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from arrow_rl.cluster.base import SLO, ClusterInfo, Flip, Role
+from arrow_rl.cluster.base import SLO, ClusterInfo, Flip
 from arrow_rl.control import ControlState
 
 from agents.checkpoint import Checkpoint, CheckpointError, CheckpointMismatchError, load_checkpoint, read_metadata
@@ -36,7 +36,8 @@ def check_cluster(meta: dict[str, Any], info: ClusterInfo, source: str) -> None:
         )
     problems = []
     max_instances = int(meta["max_instances"])
-    if info.num_instances > max_instances:
+    size_free = (meta.get("env_config") or {}).get("observation", {}).get("kind") == "pools"
+    if info.num_instances > max_instances and not size_free:   # pools: no padding, any size runs
         problems.append(f"cluster has {info.num_instances} instances but the checkpoint supports at most "
                         f"max_instances={max_instances} (trained on {meta.get('num_instances')})")
     if info.mode.value != "disaggregated":
@@ -82,12 +83,19 @@ class CheckpointController:
 
         check_cluster(self.metadata, info, self._source)
         cfg = self.env_config
-        obs_cfg = cfg.observation.model_copy(update={"max_instances": int(self.metadata["max_instances"])})
-        act_cfg = cfg.action.model_copy(update={"max_instances": int(self.metadata["max_instances"])}) \
-            if cfg.action.kind == "target" else cfg.action
-        builder = ObservationBuilder(SLO(info.slo.ttft_s, info.slo.tpot_s), info.num_instances, obs_cfg,
-                                     cfg.action.min_pool_size)
-        codec = ActionCodec(act_cfg, info.num_instances)
+        slo = SLO(info.slo.ttft_s, info.slo.tpot_s)
+        if cfg.action.kind == "moves":   # size-free: built for this cluster, nothing padded
+            from envs.moves import MoveCodec
+            from envs.pool_observation import PoolObservationBuilder
+
+            builder = PoolObservationBuilder(slo, info.num_instances, cfg.observation, cfg.action.min_pool_size)
+            codec = MoveCodec(cfg.action, info.num_instances)
+        else:
+            obs_cfg = cfg.observation.model_copy(update={"max_instances": int(self.metadata["max_instances"])})
+            act_cfg = cfg.action.model_copy(update={"max_instances": int(self.metadata["max_instances"])}) \
+                if cfg.action.kind == "target" else cfg.action
+            builder = ObservationBuilder(slo, info.num_instances, obs_cfg, cfg.action.min_pool_size)
+            codec = ActionCodec(act_cfg, info.num_instances)
         problems = []
         obs_size = int(np.prod(builder.observation_space.shape)) if builder.observation_space.shape else -1
         if obs_size != self.checkpoint.obs_size:
@@ -107,8 +115,7 @@ class CheckpointController:
         if self._builder is None or self._codec is None:
             raise RuntimeError(f"{self.name}: reset(cluster_info) must be called before act()")
         obs = self._builder.build(state)
-        num_prefill = sum(1 for v in state.instances if v.role is Role.PREFILL)
-        return np.asarray(obs, np.float32), self._codec.masks(num_prefill)
+        return np.asarray(obs, np.float32), self._codec.masks_for(state.instances)
 
     def act(self, state: ControlState) -> list[Flip]:
         obs, mask = self.observe(state)

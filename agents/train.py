@@ -61,8 +61,11 @@ def run_name(config: TrainConfig, now: float | None = None) -> str:
 
 
 def build_vec_env(config: TrainConfig) -> VecEnv:
-    """``n_envs`` copies of the training env in a Dummy, Subproc or Ray VecEnv, optionally normalized."""
+    """``n_envs`` copies of the training env in a Dummy, Subproc or Ray VecEnv, optionally normalized.
+    With ``pretrain.teacher_during_rl: false`` these (RL) envs run without the teacher's labels."""
     kwargs = config.env.env_kwargs()
+    if config.pretrain.enabled and not config.pretrain.teacher_during_rl and not is_toy(config.env.id):
+        kwargs = {**kwargs, "teacher_in_info": False}
     env_config(config.env.id, kwargs)  # validate once here: a bad field fails before workers start
     thunks = [env_thunk(config.env.id, kwargs) for _ in range(config.n_envs)]
     if config.vec_env == "ray":
@@ -118,13 +121,17 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
     if cfg is None:
         meta["env_config"] = kwargs
         return meta
-    from arrow_rl.cluster.base import SLO
-    from envs.actions import ActionCodec
-    from envs.observation import ObservationBuilder
+    from envs.pd_cluster_env import make_encoders
 
-    slo = SLO(cfg.slo_ttft_s, cfg.slo_tpot_s)
-    builder = ObservationBuilder(slo, cfg.num_instances, cfg.observation, cfg.action.min_pool_size)
-    codec = ActionCodec(cfg.action, cfg.num_instances)
+    builder, codec = make_encoders(cfg, cfg.num_instances)
+    if cfg.observation.kind != "pools":   # the padded encodings: the size they were built for
+        from arrow_rl.cluster.base import SLO
+        from envs.actions import ActionCodec
+        from envs.observation import ObservationBuilder
+
+        builder = ObservationBuilder(SLO(cfg.slo_ttft_s, cfg.slo_tpot_s), cfg.num_instances, cfg.observation,
+                                     cfg.action.min_pool_size)
+        codec = ActionCodec(cfg.action, cfg.num_instances)
     meta.update(
         {
             "env_config": cfg.model_dump(mode="json"),
@@ -138,14 +145,32 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
                                 "min_pool_size": cfg.action.min_pool_size},
             "control_interval_s": cfg.control_interval_s,
             # what evaluate/deploy compare a target cluster with (agents.checkpoint.distribution_warnings)
-            "training_distribution": {"preset": cfg.preset, "cluster_sizes": list(cfg.cluster_sizes),
-                                      "slo_ttft_s": cfg.slo_ttft_s, "slo_tpot_s": cfg.slo_tpot_s,
-                                      "traces": list(cfg.episode.traces) if cfg.episode.generator is None else None,
-                                      "generator": cfg.episode.generator,
-                                      "rate_scale": list(cfg.episode.rate_scale)},
+            "training_distribution": training_distribution_of(cfg),
         }
     )
+    if cfg.action.kind == "moves":
+        meta["action_encoding"]["move_fractions"] = list(cfg.action.move_fractions)
     return meta
+
+
+def training_distribution_of(cfg) -> dict[str, Any]:
+    """What a checkpoint trained on ``cfg`` (an ``EnvConfig``) saw: presets, cluster sizes, SLO tiers,
+    roles, workloads. ``agents.checkpoint.distribution_warnings`` compares a target cluster with it."""
+    roles = ["prefill", "decode", "mixed"] if cfg.action.kind == "moves" else ["prefill", "decode"]
+    dist = cfg.distribution
+    if dist is not None:
+        lo, hi = dist.num_instances
+        return {"preset": dist.presets[0] if len(dist.presets) == 1 else None, "presets": list(dist.presets),
+                "cluster_sizes": list(range(lo, hi + 1)), "num_instances_range": [lo, hi],
+                "slo_tiers": {k: t.model_dump() for k, t in dist.slo_tiers.items()}, "roles": roles,
+                "traces": list(dist.traces) if dist.trace_probability > 0 else [],
+                "trace_rate_scale_per_8": list(dist.trace_rate_scale),
+                "generator": dist.generator.model_dump(mode="json") if dist.trace_probability < 1 else None,
+                "mixed_start_probability": dist.mixed_start_probability}
+    return {"preset": cfg.preset, "presets": [cfg.preset], "cluster_sizes": list(cfg.cluster_sizes),
+            "slo_ttft_s": cfg.slo_ttft_s, "slo_tpot_s": cfg.slo_tpot_s, "roles": roles,
+            "traces": list(cfg.episode.traces) if cfg.episode.generator is None else None,
+            "generator": cfg.episode.generator, "rate_scale": list(cfg.episode.rate_scale)}
 
 
 def _control_interval(config: TrainConfig) -> float:

@@ -20,7 +20,9 @@ from envs.actions import ActionCodec
 from envs.config import ActionConfig, EnvConfig, EpisodeConfig, ObservationConfig, RewardConfig
 from envs.observation import (FEATURE_NAMES, INSTANCE_FEATURE_NAMES, INSTANCE_FEATURES, OBSERVATION_FEATURES,
                               ObservationBuilder, frame_features)
+from envs.moves import MoveCodec
 from envs.pd_cluster_env import PDClusterEnv, make_encoders
+from envs.pool_observation import POOL_FEATURE_NAMES, PoolObservationBuilder
 from envs.reward import RewardTerms, step_reward
 
 ENTRY_POINT = "envs.pd_cluster_env:PDClusterEnv"
@@ -65,6 +67,6 @@ register_envs()
 __all__ = [
     "ActionCodec", "ActionConfig", "EnvConfig", "EpisodeConfig", "ObservationConfig", "RewardConfig",
     "FEATURE_NAMES", "INSTANCE_FEATURE_NAMES", "INSTANCE_FEATURES", "OBSERVATION_FEATURES",
-    "ObservationBuilder", "frame_features", "PDClusterEnv", "make_encoders", "RewardTerms", "step_reward", "VARIANTS",
+    "ObservationBuilder", "frame_features", "MoveCodec", "PoolObservationBuilder", "POOL_FEATURE_NAMES", "PDClusterEnv", "make_encoders", "RewardTerms", "step_reward", "VARIANTS",
     "register_envs",
 ]

@@ -82,6 +82,10 @@ class ActionCodec:
             raise ValueError(f"num_prefill={num_prefill} outside 0..{self.num_instances}")
         return self._mask_table[num_prefill].copy()
 
+    def masks_for(self, views: Sequence[InstanceView]) -> np.ndarray:
+        """``masks`` for the split of ``views`` (the interface ``envs.moves.MoveCodec`` shares)."""
+        return self.masks(sum(1 for v in views if v.role is Role.PREFILL))
+
     def _compute_masks(self, num_prefill: int) -> np.ndarray:
         n = int(self.space.n)
         return np.fromiter((self.is_valid(a, num_prefill) for a in range(n)), dtype=bool, count=n)

@@ -40,9 +40,9 @@ def emulator_config(config: "EnvConfig", num_prefill: int):
         flip_delay_s=config.flip_delay_s,
     )
     fields.update(config.emulator)
-    if fields.get("num_mixed"):
+    if fields.get("num_mixed") and config.action.kind != "moves":
         raise ValueError(f"env config: field 'emulator.num_mixed'={fields['num_mixed']!r}: the env's action codec "
-                         "and observation know PREFILL and DECODE only (MIXED comes with issue 12 step 4)")
+                         "and observation know PREFILL and DECODE only (set action.kind 'moves' and observation.kind 'pools')")
     try:
         return EmulatorConfig(**fields)
     except Exception as exc:  # pydantic or dataclass error: say which env field fed it

@@ -65,17 +65,33 @@ class ActionConfig(_Strict):
     decode→prefill, k = 1..K (K = ``max_flips_per_step``). Independent of the cluster size.
     ``target``: ``Discrete(max_instances + 1)``, the number of prefill instances wanted;
     targets that would leave a pool below ``min_pool_size`` are masked.
+    ``moves`` (issue 12, three roles): ``Discrete(1 + 6·F)`` = no-op, then "move k instances from
+    role X to role Y" for the 6 ordered pairs of PREFILL/DECODE/MIXED and k = ceil(f·N) for each f
+    of ``move_fractions`` (``envs.moves``). Independent of the cluster size.
     """
 
-    kind: Literal["discrete", "target"] = "discrete"
+    kind: Literal["discrete", "target", "moves"] = "discrete"
     max_flips_per_step: int = Field(2, ge=1)
     min_pool_size: int = Field(1, ge=1)  # Arrow §5.5 / Alg. 3: never empty a pool (|S| ≤ 1 guard)
     max_instances: int | None = Field(None, ge=2)
+    # moves: k = ceil(f * N) per fraction f (our choice: 1/16, 1/8, 1/4 give k = 1, 1, 1 at N = 4 and
+    # 2, 4, 8 at N = 32, so a 32-instance cluster can cross a quarter of itself in one step)
+    move_fractions: list[float] = Field(default_factory=lambda: [0.0625, 0.125, 0.25], min_length=1)
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "ActionConfig":
+        if any(not 0 < f <= 1 for f in self.move_fractions):
+            raise ValueError(f"move_fractions must lie in (0, 1], got {self.move_fractions}")
+        if len(set(self.move_fractions)) != len(self.move_fractions):
+            raise ValueError(f"move_fractions has duplicates: {self.move_fractions}")
+        return self
 
 
 class ObservationConfig(_Strict):
-    """The observation encoding (see ``envs.observation``)."""
+    """The observation encoding (see ``envs.observation``; ``kind: pools`` is ``envs.pool_observation``:
+    a fixed-length, size-free vector of per-role pool features relative to the SLOs)."""
 
+    kind: Literal["cluster", "pools"] = "cluster"
     history: int = Field(4, ge=1)                      # frames in the stack (current included)
     history_mode: Literal["stack", "delta"] = "stack"
     per_instance: bool = False                         # Dict space with padded per-instance rows
@@ -85,6 +101,71 @@ class ObservationConfig(_Strict):
     # append PREFIX_CACHE_FEATURE (the window's prefix-cache hit rate) to every frame; off by default
     # so that policies trained without it (the shipped checkpoints) keep their observation size
     prefix_cache: bool = False
+
+
+class SLOTier(_Strict):
+    ttft_s: float = Field(gt=0)
+    tpot_s: float = Field(gt=0)
+
+
+class GeneratorRanges(_Strict):
+    """Seeded synthetic workloads for ``DistributionConfig``: each draw picks a kind and samples every
+    parameter from its range (log-uniform for rates and lengths, uniform otherwise)."""
+
+    kinds: list[Literal["poisson", "gamma", "mmpp", "phase_shift"]] = Field(
+        default_factory=lambda: ["poisson", "gamma", "mmpp", "phase_shift"], min_length=1)
+    rate_per_instance: tuple[float, float] = (0.1, 1.0)        # requests / s / instance (mmpp: calm rate)
+    input_mean: tuple[float, float] = (200.0, 6000.0)          # tokens (the P/D mix, with output_mean)
+    input_cv: tuple[float, float] = (0.3, 1.5)
+    output_mean: tuple[float, float] = (50.0, 1500.0)
+    output_cv: tuple[float, float] = (0.3, 2.0)                # the output-length tail
+    burst_cv: tuple[float, float] = (1.0, 4.0)                 # gamma interarrival CV
+    burst_ratio: tuple[float, float] = (2.0, 8.0)              # mmpp burst rate / calm rate
+    burst_dwell_s: tuple[float, float] = (10.0, 60.0)          # mmpp mean dwell in each state
+    phase_s: tuple[float, float] = (20.0, 120.0)               # phase_shift period
+    max_tokens: int = Field(16384, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "GeneratorRanges":
+        for name in ("rate_per_instance", "input_mean", "input_cv", "output_mean", "output_cv", "burst_cv",
+                     "burst_ratio", "burst_dwell_s", "phase_s"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
+        return self
+
+
+class DistributionConfig(_Strict):
+    """The generalist's training distribution (issue 12 §2; ``envs.distribution``). When set, every
+    ``reset`` draws a preset, an SLO tier, a cluster size, a workload (a window of a training trace or a
+    seeded generator) and a starting P:D:M split; the fields of ``EnvConfig`` and ``episode`` it draws
+    are overridden for that episode. Test scenarios of the suite must never appear here."""
+
+    presets: list[str] = Field(default_factory=lambda: ["h100-llama3.1-70b-tp4"], min_length=1)
+    slo_tiers: dict[str, SLOTier] = Field(default_factory=lambda: {
+        "loose": SLOTier(ttft_s=10.0, tpot_s=0.125), "interactive": SLOTier(ttft_s=3.0, tpot_s=0.05)}, min_length=1)
+    num_instances: tuple[int, int] = (4, 32)                   # inclusive, drawn uniformly
+    trace_probability: float = Field(0.5, ge=0, le=1)          # else a generator
+    traces: list[str] = Field(default_factory=lambda: ["azure-code", "azure-conv", "mooncake"])
+    # trace windows replay at rate_scale = x * N / 8, x log-uniform here: a trace's native rate per
+    # 8 instances, so load per instance does not depend on the size drawn
+    trace_rate_scale: tuple[float, float] = (2.0, 16.0)
+    generator: GeneratorRanges = Field(default_factory=GeneratorRanges)
+    # starting split: with this probability a MIXED pool of uniform size 1..N, else none; P then
+    # uniform over the splits that keep P and D both >= 1 (or both 0 when MIXED takes everything)
+    mixed_start_probability: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistributionConfig":
+        lo, hi = self.num_instances
+        if not 2 <= lo <= hi:
+            raise ValueError(f"num_instances must satisfy 2 <= low <= high, got {self.num_instances}")
+        a, b = self.trace_rate_scale
+        if not 0 < a <= b:
+            raise ValueError(f"trace_rate_scale must satisfy 0 < low <= high, got {self.trace_rate_scale}")
+        if self.trace_probability > 0 and not self.traces:
+            raise ValueError("trace_probability > 0 needs at least one trace")
+        return self
 
 
 class RewardConfig(_Strict):
@@ -125,9 +206,23 @@ class EnvConfig(_Strict):
     action: ActionConfig = Field(default_factory=ActionConfig)
     observation: ObservationConfig = Field(default_factory=ObservationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    distribution: DistributionConfig | None = None
+    # fields of the env-side lookahead teacher (teacher: oracle-moves, envs.move_teacher.MoveOracleConfig)
+    teacher_config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> "EnvConfig":
+        three_roles = self.action.kind == "moves" or self.observation.kind == "pools"
+        if three_roles and (self.action.kind, self.observation.kind) != ("moves", "pools"):
+            raise ValueError(f"action.kind={self.action.kind!r} with observation.kind={self.observation.kind!r}: "
+                             "the three-role env needs action.kind 'moves' with observation.kind 'pools'")
+        if self.observation.kind == "pools" and self.observation.per_instance:
+            raise ValueError("observation.per_instance is not available with observation.kind 'pools'")
+        if self.distribution is not None and not three_roles:
+            raise ValueError("distribution (random sizes and P:D:M splits) needs action.kind 'moves' and "
+                             "observation.kind 'pools' (the only size-free encodings)")
+        if self.teacher == "oracle-moves" and self.action.kind != "moves":
+            raise ValueError("teacher 'oracle-moves' plans over the moves codec: set action.kind 'moves'")
         n = self.num_instances
         m = self.action.min_pool_size
         if 2 * m > n:
@@ -151,7 +246,11 @@ class EnvConfig(_Strict):
 
     @property
     def cluster_sizes(self) -> list[int]:
-        """The cluster sizes episodes may have (``episode.num_instances`` or ``[num_instances]``)."""
+        """The cluster sizes episodes may have (``distribution.num_instances``, ``episode.num_instances``
+        or ``[num_instances]``)."""
+        if self.distribution is not None:
+            lo, hi = self.distribution.num_instances
+            return list(range(lo, hi + 1))
         return list(self.episode.num_instances) if self.episode.num_instances else [self.num_instances]
 
     @property

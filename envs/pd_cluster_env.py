@@ -99,6 +99,12 @@ def make_encoders(config: EnvConfig, num_instances: int, slo: SLO | None = None)
     obs_cfg = config.observation.model_copy(update={"max_instances": config.observation.max_instances or top})
     act_cfg = config.action.model_copy(update={"max_instances": config.action.max_instances or top})
     slo = slo or SLO(config.slo_ttft_s, config.slo_tpot_s)
+    if config.action.kind == "moves":   # the size-free three-role encodings (issue 12)
+        from envs.moves import MoveCodec
+        from envs.pool_observation import PoolObservationBuilder
+
+        return (PoolObservationBuilder(slo, num_instances, obs_cfg, min_pool_size=config.action.min_pool_size),
+                MoveCodec(act_cfg, num_instances))
     return (ObservationBuilder(slo, num_instances, obs_cfg, min_pool_size=config.action.min_pool_size),
             ActionCodec(act_cfg, num_instances))
 
@@ -159,10 +165,17 @@ class PDClusterEnv(gym.Env):
         self.num_instances = n
         self.obs_builder, self.codec = make_encoders(self.config, n, self.slo)
 
-    def _draw_workload(self, options: dict) -> tuple[Workload, float, dict[str, Any]]:
-        """The episode's workload, the end of its arrival window (s) and a description."""
+    def _draw_workload(self, options: dict, draw: Any = None) -> tuple[Workload, float, dict[str, Any]]:
+        """The episode's workload, the end of its arrival window (s) and a description. ``draw`` (an
+        ``envs.distribution.EpisodeDraw``) supplies a generator spec when it drew one."""
         ep = self.config.episode
         rng = self.np_random
+        if draw is not None and draw.generator is not None and "workload" not in options and "trace" not in options:
+            from arrow_rl.workload.generators import generate, parse_spec
+
+            spec = parse_spec(draw.generator)
+            seed = int(rng.integers(2**31 - 1))
+            return generate(spec, seed), float(spec.horizon_s), {"source": f"generator:{spec.kind}", "seed": seed}
         if "workload" in options:
             wl = options["workload"]
             if not isinstance(wl, Workload):
@@ -217,18 +230,40 @@ class PDClusterEnv(gym.Env):
             wl = wl.scaled(scale)
         return wl, ep.duration_s, {"source": name, "start_s": start, "rate_scale": scale}
 
-    def _make_teacher(self):
-        """A fresh policy (router + interval controller) per episode, so no state leaks across resets."""
-        if self.config.teacher is None:
-            return None
+    def _arrow_config(self):
         from arrow_rl.arrow import ArrowConfig
-        from arrow_rl.controllers.registry import make_policy
 
         try:
-            arrow_config = ArrowConfig(**self.config.arrow) if self.config.arrow else None
+            return ArrowConfig(**self.config.arrow) if self.config.arrow else None
         except Exception as exc:
             raise ValueError(f"env config: field 'arrow': {exc}") from exc
-        return make_policy(self.config.teacher, self.num_instances, arrow_config=arrow_config)
+
+    def _make_teacher(self):
+        """A fresh policy (router + interval controller) per episode, so no state leaks across resets.
+
+        With the moves codec the router is wrapped in ``MixedDispatcher`` (MIXED instances get
+        requests; bit-identical to the bare router while there is none), and ``oracle-moves`` is the
+        env-side lookahead teacher (``envs.move_teacher``)."""
+        if self.config.teacher is None:
+            if self.config.action.kind != "moves":
+                return None
+            from arrow_rl.arrow.router import ArrowRouter
+            from arrow_rl.cluster.base import Mode
+            from arrow_rl.controllers.baselines import NoFlipController
+            from arrow_rl.controllers.registry import Policy
+
+            return Policy("none", Mode.DISAGGREGATED, ArrowRouter(self._arrow_config(), enable_flips=False),
+                          NoFlipController("none"), None)
+        from arrow_rl.controllers.registry import make_policy
+
+        if self.config.teacher == "oracle-moves":
+            from envs.move_teacher import MoveOracleConfig, MoveOracleTeacher
+
+            policy = make_policy("static:1", self.num_instances, arrow_config=self._arrow_config())
+            policy.name, policy.initial_prefill, policy.needs_cluster = "oracle-moves", None, True
+            policy.controller = MoveOracleTeacher(self.codec, MoveOracleConfig.from_mapping(self.config.teacher_config))
+            return policy
+        return make_policy(self.config.teacher, self.num_instances, arrow_config=self._arrow_config())
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -237,38 +272,74 @@ class PDClusterEnv(gym.Env):
         if unknown:
             raise ValueError(f"reset(options=...): unknown keys {sorted(unknown)}; valid: {sorted(RESET_OPTIONS)}")
         cfg = self.config
-        self.workload, self._arrival_end_s, desc = self._draw_workload(options)
         sizes = cfg.cluster_sizes
+        pinned_n = None
         if "num_instances" in options:
-            n = _option_int(options, "num_instances")
-            if n not in sizes:
-                raise ValueError(f"reset(options['num_instances']={n}) is not one of the configured sizes {sizes}")
-        elif len(sizes) > 1:  # drawn only when there is a choice, so other configs keep their RNG stream
-            n = sizes[int(self.np_random.integers(len(sizes)))]
+            pinned_n = _option_int(options, "num_instances")
+            if pinned_n not in sizes:
+                raise ValueError(f"reset(options['num_instances']={pinned_n}) is not one of the configured sizes {sizes}")
+        draw = None
+        split: tuple[int, int, int] | None = None
+        if cfg.distribution is not None:
+            from envs.distribution import draw_episode
+
+            draw = draw_episode(self.np_random, cfg.distribution, cfg.episode.duration_s, cfg.action.min_pool_size,
+                                num_instances=pinned_n)
+            n, split = draw.num_instances, draw.split
+            cfg = cfg.model_copy(update={"preset": draw.preset, "slo_ttft_s": draw.slo_ttft_s,
+                                         "slo_tpot_s": draw.slo_tpot_s})
+            self.slo = SLO(draw.slo_ttft_s, draw.slo_tpot_s)
+            if "workload" not in options and draw.trace is not None:
+                options.setdefault("trace", draw.trace)
+                options.setdefault("rate_scale", draw.trace_rate_scale)
+            self.workload, self._arrival_end_s, desc = self._draw_workload(options, draw)
+            desc.update(draw.describe())
         else:
-            n = sizes[0]
-        if n != self.num_instances:
+            self.workload, self._arrival_end_s, desc = self._draw_workload(options)
+            if pinned_n is not None:
+                n = pinned_n
+            elif len(sizes) > 1:  # drawn only when there is a choice, so other configs keep their RNG stream
+                n = sizes[int(self.np_random.integers(len(sizes)))]
+            else:
+                n = sizes[0]
+        if n != self.num_instances or draw is not None:
             self._use_size(n)
         if n != cfg.num_instances:
             cfg = cfg.model_copy(update={"num_instances": n})
+        self._episode_config = cfg
         policy = self._make_teacher()
         mode = getattr(policy, "mode", "disaggregated") if policy is not None else "disaggregated"
         mode = getattr(mode, "value", mode)
         if mode != "disaggregated":
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
-        if getattr(policy, "initial_mixed", 0):
+        three_roles = cfg.action.kind == "moves"
+        if getattr(policy, "initial_mixed", 0) and not three_roles:
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} has MIXED instances; the env's action "
-                             "codec knows PREFILL and DECODE only (MIXED comes with issue 12 step 4)")
-        num_prefill = cfg.initial_prefill or getattr(policy, "initial_prefill", None) or self.num_instances // 2
+                             "codec knows PREFILL and DECODE only (set action.kind 'moves', observation.kind 'pools')")
+        if split is not None:
+            num_prefill, num_mixed = split[0], split[2]
+        else:
+            num_mixed = int(cfg.emulator.get("num_mixed", 0) or 0) if three_roles else 0
+            num_mixed = num_mixed or int(getattr(policy, "initial_mixed", 0) or 0)
+            num_prefill = (cfg.initial_prefill or getattr(policy, "initial_prefill", None)
+                           or (self.num_instances - num_mixed) // 2)
+        if three_roles:
+            cfg = cfg.model_copy(update={"emulator": {**cfg.emulator, "num_mixed": num_mixed}})
         router = policy.router if policy is not None else None
+        if three_roles and router is not None:
+            from arrow_rl.arrow.mixed import MixedDispatcher
+
+            if not isinstance(router, MixedDispatcher):   # MIXED instances must get requests
+                router = MixedDispatcher(router)
         cluster_seed = (_option_int(options, "cluster_seed") if "cluster_seed" in options
                         else int(self.np_random.integers(2**31 - 1)))
         self.cluster = self.cluster_factory(self.workload, cfg, router, num_prefill, cluster_seed)
         if self.cluster.info.num_instances != cfg.num_instances:
             raise ValueError(f"cluster_factory built {self.cluster.info.num_instances} instances, "
                              f"config.num_instances={cfg.num_instances}")
-        self.teacher = policy.controller if policy is not None and cfg.teacher_in_info else None
+        self.teacher = (policy.controller if policy is not None and cfg.teacher is not None and cfg.teacher_in_info
+                        else None)
         if self.teacher is not None:
             self.teacher.reset(self.cluster.info)
             if getattr(policy, "needs_cluster", False):  # a clairvoyant teacher (oracle) plans on clones
@@ -306,12 +377,17 @@ class PDClusterEnv(gym.Env):
         self._state = state
         obs = self.obs_builder.build(state)
         num_prefill = sum(1 for v in views if v.role is Role.PREFILL)
-        mask = self.codec.masks(num_prefill)
+        mask = self.codec.masks_for(views)
         teacher_flips: list[Flip] = []
         teacher_action = -1
         if self.teacher is not None:
-            teacher_flips = list(self.teacher.act(state))
-            teacher_action = self.codec.encode(teacher_flips, views)
+            choose = getattr(self.teacher, "choose", None)
+            if choose is not None:   # a teacher that plans in the env's own action space (oracle-moves)
+                teacher_action = int(choose(state))
+                teacher_flips = list(self.codec.flips(teacher_action, views, self._profiles) or [])
+            else:
+                teacher_flips = list(self.teacher.act(state))
+                teacher_action = self.codec.encode(teacher_flips, views)
         self._teacher_action = teacher_action
         self._teacher_flips = teacher_flips
         tl = self._timeline
@@ -323,6 +399,10 @@ class PDClusterEnv(gym.Env):
         tl["arrivals"].append(window.arrivals)
         info = {"teacher_action": teacher_action, "teacher_flips": teacher_flips, "action_mask": mask,
                 "num_prefill": num_prefill, "time_s": state.now}
+        if self.config.action.kind == "moves":
+            from envs.moves import role_counts
+
+            info["split"] = role_counts(views)
         return obs, info
 
     # ------------------------------------------------------------------ stepping
@@ -413,8 +493,7 @@ class PDClusterEnv(gym.Env):
         """Valid actions in the current state (True = allowed). Used by sb3-contrib MaskablePPO."""
         if self._state is None:
             return np.ones(int(self.action_space.n), dtype=bool)
-        num_prefill = sum(1 for v in self._state.instances if v.role is Role.PREFILL)
-        return self.codec.masks(num_prefill)
+        return self.codec.masks_for(self._state.instances)
 
     def teacher_action(self) -> int:
         """The Arrow interval controller's action for the current state (-1 if disabled)."""
