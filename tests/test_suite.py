@@ -182,6 +182,7 @@ def test_suite_run_rejects_unknown_controller_before_simulating(tmp_path):
     res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "nope",
                                    "--json", str(tmp_path / "x.json")])
     assert res.exit_code == 2 and "unknown controller 'nope'" in res.output
+    assert "jobs" not in res.output  # no empty progress line left under the error
 
 
 def test_suite_run_rejects_unknown_rate_mode(tmp_path):

@@ -95,13 +95,17 @@ def run_command(
                 console.print(f"done {scenario} / {controller} in {wall:.0f} s")
                 console.file.flush()  # a redirected stdout is block-buffered: a long run's log would stay empty
 
+        error = None
         try:
             result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run,
                                backend=backend, ray_address=ray_address)
-        except ValueError as exc:
-            _fail(str(exc))
-            return
-        bar.update(task, description="done")
+            bar.update(task, description="done")
+        except ValueError as exc:  # refused before any job ran: no empty progress line under the error
+            bar.remove_task(task)
+            error = str(exc)
+    if error is not None:
+        _fail(error)
+        return
     result.settings.update(scenarios=[sc.name for sc in s.scenarios] if only else None,
                            rate_mode=rate_mode, warmup_s=warmup)
     _publish(result, names, json_out, plots, markdown, update_readme)
