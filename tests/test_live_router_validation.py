@@ -76,6 +76,7 @@ def test_a_malformed_body_is_a_400_and_the_connection_stays_usable(raw):
     ({"temperature": "hot"}, "temperature must be a finite number"),
     ({"top_p": 0}, "top_p"),
     ({"n": 0}, "n must be in"),
+    ({"n": 16385}, "n must be in [1, 16384]"),                   # vLLM: VLLM_MAX_N_SEQUENCES
     ({"stream": "yes"}, "stream must be a boolean"),
     ({"stop": ["", "x"]}, "stop cannot contain an empty string"),
     ({"stream": False, "stream_options": {"include_usage": True}}, "Stream options"),
