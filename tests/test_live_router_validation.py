@@ -177,3 +177,13 @@ def test_request_records_and_flips_are_bounded_by_the_config():
         assert len(rig.router.state.flips) == 2
         state = c.get("/state", headers=AUTH).json()
         assert state["completed"] == 6 and len(state["flips"]) == 2
+
+
+def test_arrow_routings_own_flip_log_is_bounded_too():
+    with live_rig(routing="arrow", roles=["prefill", "decode", "decode"], max_flips=2) as rig, rig.client() as c:
+        for k in range(6):
+            role = "prefill" if k % 2 == 0 else "decode"
+            c.post("/roles", json={"id": 1, "role": role}, headers=AUTH).raise_for_status()
+        state = rig.router.routing.state
+        assert state.flips_recorded == 6 and len(state.flip_log) <= 4  # cut back to 2 beyond twice the limit
+        assert [e.role.value for e in state.flip_log][-1] == "decode"
