@@ -220,6 +220,31 @@ def test_env_config_errors_are_value_errors(key, value):
         assert "fuzz" in str(exc)
 
 
+# Every command that reads a config or result file, given junk in it: bytes, or YAML of any shape.
+FILE_COMMANDS = {
+    "suite-run": lambda p, d: ["suite", "run", "--suite", p, "--controllers", "arrow", "--json", str(d / "s.json")],
+    "suite-report": lambda p, d: ["suite", "report", p],
+    "tune": lambda p, d: ["tune", "-c", p, "--out", str(d / "best.yaml")],
+    "simulate": lambda p, d: ["simulate", "--config", p, "--workload", str(d / "t.csv"), "--quiet"],
+    "train": lambda p, d: ["train", "-c", p, "--n-timesteps", "0", "--no-progress", "--log-dir", str(d / "runs")],
+    "serve": lambda p, d: ["serve", "--config", p, "--routing", "zzz"],
+    "launch": lambda p, d: ["launch", "--config", p, "--engine", "not-an-engine", "--workdir", str(d / "lc")],
+}
+file_bodies = st.one_of(st.binary(max_size=200),
+                        st.dictionaries(st.text(max_size=6), junk, max_size=4).map(lambda v: yaml.safe_dump(v).encode()),
+                        junk.map(lambda v: yaml.safe_dump(v).encode()))
+
+
+@FAST
+@given(cmd=st.sampled_from(sorted(FILE_COMMANDS)), body=file_bodies)
+def test_every_file_a_command_reads_fails_cleanly_on_junk(tiny, cmd, body):
+    path = tiny / "junk.yaml"
+    path.write_bytes(body)
+    r = invoke(FILE_COMMANDS[cmd](str(path), tiny))
+    assert_clean(r)
+    assert r.exit_code != 0
+
+
 # ---------------------------------------------------------------------------------- env methods
 @pytest.fixture(scope="module")
 def env():
