@@ -450,3 +450,17 @@ def test_sync_applied_is_a_noop_when_the_proposal_was_applied():
     out = run_monitor(ctrl, [(0.9, 1.5)])
     ctrl.sync_applied(1.0, out[0], out[0])
     assert ctrl.state.last_p2d_flip_s == 1.0 and len(ctrl.state.flip_log) == 1
+
+
+def test_a_bounded_flip_log_keeps_the_newest_and_still_undoes_only_the_unapplied_proposal():
+    from arrow_rl.arrow.config import ArrowState
+
+    state = ArrowState(flip_log_limit=3)
+    for k in range(7):
+        state.record(float(k), k % 4, Role.PREFILL, "alg1")
+    assert state.flips_recorded == 7 and [e.time_s for e in state.flip_log] == [4.0, 5.0, 6.0]
+    before = state.flips_recorded
+    state.record(7.0, 0, Role.DECODE, "alg2")  # a proposal...
+    state.record(8.0, 1, Role.DECODE, "alg2")
+    state.forget_flips_since(before)           # ...that did not take effect
+    assert state.flips_recorded == 7 and [e.time_s for e in state.flip_log] == [4.0, 5.0, 6.0]

@@ -9,6 +9,7 @@ always get at least one value known to be invalid.
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 
@@ -219,6 +220,31 @@ def test_env_config_errors_are_value_errors(key, value):
         assert "fuzz" in str(exc)
 
 
+# Every command that reads a config or result file, given junk in it: bytes, or YAML of any shape.
+FILE_COMMANDS = {
+    "suite-run": lambda p, d: ["suite", "run", "--suite", p, "--controllers", "arrow", "--json", str(d / "s.json")],
+    "suite-report": lambda p, d: ["suite", "report", p],
+    "tune": lambda p, d: ["tune", "-c", p, "--out", str(d / "best.yaml")],
+    "simulate": lambda p, d: ["simulate", "--config", p, "--workload", str(d / "t.csv"), "--quiet"],
+    "train": lambda p, d: ["train", "-c", p, "--n-timesteps", "0", "--no-progress", "--log-dir", str(d / "runs")],
+    "serve": lambda p, d: ["serve", "--config", p, "--routing", "zzz"],
+    "launch": lambda p, d: ["launch", "--config", p, "--engine", "not-an-engine", "--workdir", str(d / "lc")],
+}
+file_bodies = st.one_of(st.binary(max_size=200),
+                        st.dictionaries(st.text(max_size=6), junk, max_size=4).map(lambda v: yaml.safe_dump(v).encode()),
+                        junk.map(lambda v: yaml.safe_dump(v).encode()))
+
+
+@FAST
+@given(cmd=st.sampled_from(sorted(FILE_COMMANDS)), body=file_bodies)
+def test_every_file_a_command_reads_fails_cleanly_on_junk(tiny, cmd, body):
+    path = tiny / "junk.yaml"
+    path.write_bytes(body)
+    r = invoke(FILE_COMMANDS[cmd](str(path), tiny))
+    assert_clean(r)
+    assert r.exit_code != 0
+
+
 # ---------------------------------------------------------------------------------- env methods
 @pytest.fixture(scope="module")
 def env():
@@ -296,3 +322,82 @@ def test_every_shipped_env_config_still_validates(path):
     from envs.config import EnvConfig
 
     EnvConfig.from_yaml(path)
+
+
+# ------------------------------------------------------------------------------ router endpoints
+# Malformed bodies, fields and queries at every endpoint of the live router (fake vLLM instances):
+# an answer below 500 every time, the instances' bookkeeping restored after each request, and a
+# valid request still served afterwards (nothing accepted before is lost).
+CLIENT_FIELDS = ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "min_tokens", "n",
+                 "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                 "repetition_penalty", "seed", "stop", "stream", "stream_options", "ignore_eos", "logprobs",
+                 "echo", "top_logprobs", "return_token_ids", "kv_transfer_params", "zzz"]
+ADMIN_FIELDS = ["id", "role", "flips", "source", "policy", "decode_load", "prefill_load", "zzz"]
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.integers(-3, 4),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                         st.sampled_from(["tiny", "prefill", "decode", "arrow", "least-loaded", "user"]))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.sampled_from(["role", "content", "type", "text", "id", "x"]), inner,
+                                             max_size=3), max_leaves=6)
+
+
+def _body(fields: list[str]):
+    """A body as raw bytes: a valid request with fields replaced by junk, a junk object, any JSON
+    value, or any bytes. ``json.dumps`` writes NaN/Infinity literals and integers beyond 64 bits."""
+    valid = st.just({"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 2})
+    patched = st.tuples(valid, st.dictionaries(st.sampled_from(fields), json_values, min_size=1, max_size=3)) \
+        .map(lambda t: {**t[0], **t[1]})
+    return st.one_of(patched, st.dictionaries(st.sampled_from(fields), json_values, max_size=4), json_values) \
+        .map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64)
+
+
+@pytest.fixture(scope="module")
+def router_rig():
+    from arrow_rl.cluster.live.fake_vllm import FakeConfig
+    from live_fixtures import live_rig
+
+    quick = FakeConfig(decode_step_s=0.0, prefill_base_s=0.0, kv_pull_s=0.0)  # junk that is valid stays fast
+    with live_rig(roles=["prefill", "decode", "decode"], configs=[quick] * 3, routing="arrow") as rig:
+        with rig.client() as c:
+            yield rig, c
+
+
+def _assert_router_intact(rig, c) -> None:
+    import time as _time
+
+    deadline = _time.time() + 5  # a relay's bookkeeping is restored as its stream task ends
+    while any(s.num_prefill or s.num_decode for s in rig.router.state.instances) and _time.time() < deadline:
+        _time.sleep(0.01)
+    assert all(s.num_prefill == 0 and s.num_decode == 0 for s in rig.router.state.instances)
+    r = c.post("/v1/completions", json={"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 2, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2, r.text
+
+
+@FAST
+@given(path=st.sampled_from(["/v1/completions", "/v1/chat/completions"]), body=_body(CLIENT_FIELDS))
+def test_router_client_endpoints_answer_junk_below_500(router_rig, path, body):
+    rig, c = router_rig
+    r = c.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code < 500, (body[:200], r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        err = r.json()["error"]
+        assert err["message"] and err["code"] == r.status_code
+    _assert_router_intact(rig, c)
+
+
+@FAST
+@given(path=st.sampled_from(["/roles", "/routing", "/signals"]), body=_body(ADMIN_FIELDS),
+       after=st.one_of(st.text(max_size=12), st.integers(-2**70, 2**70).map(str)))
+def test_router_admin_endpoints_answer_junk_below_500(router_rig, path, body, after):
+    from live_fixtures import AUTH
+
+    rig, c = router_rig
+    r = c.post(path, content=body, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code < 500, (path, body[:200], r.status_code, r.text[:300])
+    assert r.status_code in (200, 400, 404, 409, 413, 422), (path, r.status_code, r.text[:300])
+    roles = [s.role for s in rig.router.state.instances]
+    assert len(set(roles)) == 2  # a flip never empties a pool
+    r = c.get("/events", params={"after": after}, headers=AUTH)
+    assert r.status_code in (200, 400), r.text[:300]
+    assert c.get("/state", headers=AUTH).status_code == 200
+    _assert_router_intact(rig, c)

@@ -169,3 +169,45 @@ def test_deploy_stops_cleanly_on_ctrl_c(served):
     text = "".join(lines) + out
     assert proc.returncode == 0, text
     assert "stopped (Ctrl-C)" in text
+
+
+def _gitignored(name: str, patterns: list[str]) -> bool:
+    """Whether the repository-root path ``name`` (its first component) matches a root .gitignore line."""
+    import fnmatch
+    from pathlib import PurePosixPath
+
+    first = PurePosixPath(name).parts[0]
+    return any(fnmatch.fnmatch(first, p.strip("/")) for p in patterns if p and not p.startswith("#"))
+
+
+def test_files_the_commands_write_by_default_are_gitignored():
+    """Run from the repository root, no command leaves an untracked file behind (issue 13 §4): every
+    path an option defaults to, the shipped router config's journal, and the files the docs' live
+    walkthrough names."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import typer
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = [ln.strip() for ln in (root / ".gitignore").read_text().splitlines()]
+    written: set[str] = set()
+
+    def walk(group) -> None:
+        for cmd in group.registered_commands:
+            for p in inspect.signature(cmd.callback).parameters.values():
+                d = p.default
+                if isinstance(d, typer.models.OptionInfo) and isinstance(d.default, Path):
+                    written.add(str(d.default))
+        for sub in group.registered_groups:
+            walk(sub.typer_instance)
+
+    walk(app)
+    assert {"cluster.json", "live-cluster", "profiles.json"} <= written  # the walk finds the defaults
+    written.add(yaml.safe_load((root / "configs/live/router.yaml").read_text())["journal"])
+    doc = (root / "docs/live_cluster.md").read_text()
+    written |= set(re.findall(r"--(?:journal|log|json|out|cluster-file) (\S+\.jsonl?)\b", doc))
+    assert {"router.jsonl", "decisions.jsonl", "bench.jsonl"} <= written
+    assert [w for w in sorted(written) if not _gitignored(w, patterns)] == []

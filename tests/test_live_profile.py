@@ -88,3 +88,19 @@ def test_live_profile_cli_writes_the_cache_and_fails_cleanly_on_a_dead_instance(
     assert r.exit_code == 2 and "cannot profile" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["live-profile", "--instance", f"{fake_instance}=prefill", "--lengths", "64,64"])
     assert r.exit_code == 2 and "--lengths" in r.output
+
+
+def test_live_profile_warns_when_the_measured_prefill_time_does_not_grow(tmp_path):
+    # An instance whose prefill gets 70 ms *faster* from 64 to 768 tokens: no timing noise turns
+    # that into growth, so the fit must be reported as not credible (a loaded box once gave b < 0
+    # with no warning at all).
+    fake = FakeVllm(name="p0", config=FakeConfig(prefill_s_per_token=-1e-4, prefill_base_s=0.1), nixl_port=5652)
+    out = tmp_path / "profiles.json"
+    with ServerThread(fake.app) as srv:
+        r = CliRunner().invoke(app, ["live-profile", "--instance", f"{srv.url}=prefill", "--out", str(out),
+                                     "--lengths", "64,256,768", "--batches", "1,2", "--repeats", "2"])
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.output and "not credible" in r.output and "does not grow" in r.output
+    data = json.loads(out.read_text())
+    assert data["meta"]["points"]["0"]["prefill_credible"] is False
+    assert data["profiles"]["0"]["prefill_b"] >= 0  # the fit itself never falls

@@ -76,6 +76,7 @@ def test_a_malformed_body_is_a_400_and_the_connection_stays_usable(raw):
     ({"temperature": "hot"}, "temperature must be a finite number"),
     ({"top_p": 0}, "top_p"),
     ({"n": 0}, "n must be in"),
+    ({"n": 16385}, "n must be in [1, 16384]"),                   # vLLM: VLLM_MAX_N_SEQUENCES
     ({"stream": "yes"}, "stream must be a boolean"),
     ({"stop": ["", "x"]}, "stop cannot contain an empty string"),
     ({"stream": False, "stream_options": {"include_usage": True}}, "Stream options"),
@@ -197,3 +198,13 @@ def test_token_id_prompts_hold_only_non_negative_64_bit_integers(prompt, needle)
     with pytest.raises(BadRequest, match=needle):
         validate_request({"prompt": prompt}, chat=False)
     assert validate_request({"prompt": [0, 7, 2**63 - 1]}, chat=False)[1] == 3
+
+
+def test_arrow_routings_own_flip_log_is_bounded_too():
+    with live_rig(routing="arrow", roles=["prefill", "decode", "decode"], max_flips=2) as rig, rig.client() as c:
+        for k in range(6):
+            role = "prefill" if k % 2 == 0 else "decode"
+            c.post("/roles", json={"id": 1, "role": role}, headers=AUTH).raise_for_status()
+        state = rig.router.routing.state
+        assert state.flips_recorded == 6 and len(state.flip_log) <= 4  # cut back to 2 beyond twice the limit
+        assert [e.role.value for e in state.flip_log][-1] == "decode"

@@ -123,12 +123,18 @@ class ArrowState:
     decode_load: float | None = None   # LD of the last monitoring pass (Alg. 2), read by Alg. 1 step 4
     prefill_load: float | None = None  # LP of the last monitoring pass
     flip_log: list[FlipEvent] = field(default_factory=list)
+    # A long-running process (the live router, deploy) keeps only the newest flips: with a limit,
+    # the log is cut back to ``flip_log_limit`` entries once it holds twice as many. None: all
+    # (an emulated run reads its whole log afterwards).
+    flip_log_limit: int | None = None
+    flips_recorded: int = 0  # every flip ever recorded; the log holds the newest of them
 
     def reset(self) -> None:
         self.last_p2d_flip_s = -math.inf
         self.decode_load = None
         self.prefill_load = None
         self.flip_log = []
+        self.flips_recorded = 0
 
     def p2d_allowed(self, now: float, cooldown_s: float) -> bool:
         """Arrow §5.5 / Alg. 3: the cooldown applies to P→D only."""
@@ -138,3 +144,14 @@ class ArrowState:
         if role is Role.DECODE:
             self.last_p2d_flip_s = now
         self.flip_log.append(FlipEvent(now, instance_id, role, source))
+        self.flips_recorded += 1
+        limit = self.flip_log_limit
+        if limit is not None and len(self.flip_log) > 2 * limit:
+            del self.flip_log[:len(self.flip_log) - limit]
+
+    def forget_flips_since(self, recorded: int) -> None:
+        """Drop the flips recorded after the first ``recorded`` (a proposal that did not take effect)."""
+        newer = self.flips_recorded - recorded
+        if newer > 0:
+            del self.flip_log[max(0, len(self.flip_log) - newer):]
+            self.flips_recorded = recorded

@@ -105,7 +105,7 @@ class ArrowMonitor:
         return [Flip(target, Role.DECODE)]
 
     def act(self, state: ControlState) -> list[Flip]:
-        self._proposal = (self.state.last_p2d_flip_s, len(self.state.flip_log), self._sustained)
+        self._proposal = (self.state.last_p2d_flip_s, self.state.flips_recorded, self._sustained)
         return self.decide(state)
 
     def decide(self, state: ControlState) -> list[Flip]:
@@ -124,10 +124,10 @@ class ArrowMonitor:
         cooldown that never started and restart a sustain count that never fired."""
         if self._proposal is None or list(applied) == list(proposed):
             return
-        last_p2d, log_len, sustained = self._proposal
+        last_p2d, recorded, sustained = self._proposal
         self._proposal = None
         self.state.last_p2d_flip_s = last_p2d
-        del self.state.flip_log[log_len:]
+        self.state.forget_flips_since(recorded)
         self._sustained = sustained
         for f in applied:
             role = Role(f.role)

@@ -19,6 +19,8 @@ Live definitions (where the emulator can see more than a router can):
 
 from __future__ import annotations
 
+import collections
+
 import math
 import time
 from dataclasses import dataclass
@@ -119,11 +121,18 @@ def _p90(xs: Sequence[float]) -> float:
     return float(np.percentile(xs, 90)) if len(xs) else 0.0
 
 
+# ``deploy`` runs until Ctrl-C, so the client keeps only the newest records and flip events, as the
+# router does (its RouterConfig.max_records / max_flips defaults).
+MAX_RECORDS = 100_000
+MAX_FLIP_EVENTS = 10_000
+
+
 class LiveCluster(Cluster):
     """A running router + its instances, seen through the backend-neutral ``Cluster`` API."""
 
     def __init__(self, router_url: str, token: str, *, scrape: bool = True, timeout_s: float = ADMIN_TIMEOUT_S,
-                 preset: str = "live", admin: AdminClient | None = None) -> None:
+                 preset: str = "live", admin: AdminClient | None = None, max_records: int = MAX_RECORDS,
+                 max_flip_events: int = MAX_FLIP_EVENTS) -> None:
         self.admin = admin or AdminClient(router_url, token, timeout_s)
         st = self.admin.state()
         self._t0_mono = time.monotonic()
@@ -139,13 +148,14 @@ class LiveCluster(Cluster):
         self.profiles = profiles
         self._state = st
         self._seq = int(st["last_seq"])  # windows start now: earlier history is not ours
-        self._records: list[RequestRecord] = []
+        self._records: collections.deque[RequestRecord] = collections.deque(maxlen=max_records)
         self._counters = self._read_counters(st)
         self._window_start = 0.0
         self.scraper = Scraper([d["url"] for d in st["instances"]]) if scrape else None
         if self.scraper:
             self.scraper.window()  # baseline snapshot
-        self.flip_events: list[dict] = []
+        self.flip_events: collections.deque[dict] = collections.deque(maxlen=max_flip_events)
+        self.flip_events_total = 0  # all flip events seen; flip_events holds the newest
 
     # ---- Cluster API ----------------------------------------------------------------------------
     @property
@@ -215,6 +225,7 @@ class LiveCluster(Cluster):
         for e in events:
             if e["kind"] == "flip":
                 self.flip_events.append({**e, "t": self._to_cluster_time(e["t"])})
+                self.flip_events_total += 1
             if e["kind"] != "finish":
                 continue
             ok = e["status"] == 200

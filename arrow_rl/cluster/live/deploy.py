@@ -5,6 +5,7 @@ interval (the split stays as it was); a flip the router rejects is logged and sk
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import math
 import time
@@ -13,6 +14,9 @@ from typing import Any, Callable
 
 from arrow_rl.cluster.base import Cluster, Flip, MetricsWindow, Role
 from arrow_rl.control import ControlState, Controller
+
+
+MAX_DECISIONS = 10_000
 
 
 class ClusterUnreachable(RuntimeError):
@@ -26,7 +30,8 @@ class DeployStats:
     flips_rejected: int = 0
     controller_errors: int = 0
     controller_timeouts: int = 0
-    decisions: list[dict] = field(default_factory=list)
+    # The newest decisions (the loop runs until Ctrl-C; ``deploy --log`` writes every one).
+    decisions: collections.deque[dict] = field(default_factory=lambda: collections.deque(maxlen=MAX_DECISIONS))
 
 
 def observation_summary(w: MetricsWindow, roles: list[str]) -> dict[str, Any]:
@@ -58,10 +63,12 @@ def _sync_arrow_clock(controller: Any, cluster: Any, seen: int) -> int:
     events = getattr(cluster, "flip_events", None)
     if state is None or not hasattr(state, "last_p2d_flip_s") or events is None:
         return seen
-    for e in events[seen:]:
+    total = getattr(cluster, "flip_events_total", len(events))  # events may keep only the newest
+    new = min(total - seen, len(events))
+    for e in list(events)[len(events) - new:] if new > 0 else ():
         if e.get("new") == Role.DECODE.value and e.get("source") != getattr(controller, "name", None):
             state.last_p2d_flip_s = max(state.last_p2d_flip_s, float(e["t"]))
-    return len(events)
+    return total
 
 
 def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float, *,
@@ -71,6 +78,9 @@ def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float
     """Run until ``steps`` intervals have passed or ``should_stop()``; Ctrl-C propagates."""
     stats = DeployStats()
     controller.reset(cluster.info)
+    state = getattr(controller, "state", None)
+    if getattr(state, "flip_log_limit", 0) is None:  # Arrow's flip log: the newest only, as above
+        state.flip_log_limit = MAX_DECISIONS
     timeout = act_timeout_s if act_timeout_s is not None else interval_s
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="controller")
     pending: concurrent.futures.Future | None = None

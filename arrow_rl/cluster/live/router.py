@@ -241,7 +241,7 @@ class Router:
             self._write_journal(lines)
 
     def set_routing(self, name: str) -> None:
-        self.routing = make_live_router(name)
+        self.routing = make_live_router(name, max_flips=self.config.max_flips)
         self.routing.reset(len(self.state.instances))
         self.ctx = LiveRoutingContext(self.state, self.slo, self.profile, on_flip=self._note_flip)
 

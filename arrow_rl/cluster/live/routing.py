@@ -70,13 +70,15 @@ class LeastLoadedRouter:
         return self._pick(ctx.instances(), Role.DECODE, lambda v: (v.decode_tokens, v.num_decode))
 
 
-def make_live_router(name: str) -> Any:
+def make_live_router(name: str, max_flips: int = 10_000) -> Any:
     """The routing policy by name: ``arrow`` (Algorithm 1 with its D→P/P→D flips), ``arrow-noflip``
-    (Algorithm 1 placement only; a separate controller owns flips), ``least-loaded``."""
+    (Algorithm 1 placement only; a separate controller owns flips), ``least-loaded``. Arrow's flip
+    log keeps the newest ``max_flips`` (``RouterConfig.max_flips``): the router runs for days."""
     if name == "least-loaded":
         return LeastLoadedRouter()
     if name in ("arrow", "arrow-noflip"):
+        from arrow_rl.arrow.config import ArrowState
         from arrow_rl.arrow.router import ArrowRouter
 
-        return ArrowRouter(enable_flips=(name == "arrow"))
+        return ArrowRouter(state=ArrowState(flip_log_limit=max_flips), enable_flips=(name == "arrow"))
     raise ValueError(f"unknown routing policy {name!r}; choose one of {', '.join(ROUTING_POLICIES)}")

@@ -19,6 +19,9 @@ import orjson
 
 # vLLM's engine transport (MessagePack) carries signed/unsigned 64-bit integers only.
 INT64_MAX = 2**63 - 1
+# vLLM refuses n above VLLM_MAX_N_SEQUENCES (default 16384; SamplingParams._verify_args): a client
+# asking for 10**6 parallel samples would otherwise reach an instance, which builds every one of them.
+MAX_N_SEQUENCES = 16384
 # OpenAI chat roles vLLM's chat template path accepts.
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
@@ -143,7 +146,7 @@ COMMON_FIELDS: dict[str, Callable[[Any], None]] = {
     "model": _model,
     "stream": _bool("stream"),
     "stream_options": _stream_options,
-    "n": _int("n", 1, INT64_MAX),
+    "n": _int("n", 1, MAX_N_SEQUENCES),
     "temperature": _num("temperature", 0.0, 2.0),
     "top_p": _num("top_p", 0.0, 1.0, lo_open=True),
     "top_k": _int("top_k", -1, INT64_MAX),
