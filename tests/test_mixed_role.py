@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from arrow_rl.arrow import ArrowRouter, MixedConfig, MixedDispatcher, select_flip_instance
-from arrow_rl.cluster.base import SLO, InstanceView, Role
+from arrow_rl.cluster.base import SLO, Flip, InstanceView, Role
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
 from arrow_rl.cluster.emulator.requests import PREFILLING, WAITING
 from arrow_rl.controllers.registry import Policy, make_policy
@@ -304,16 +304,41 @@ def test_without_a_disaggregated_path_every_request_goes_mixed():
     assert d.decisions == 0 and d.sent_mixed == 3
 
 
-@pytest.mark.parametrize("spec", ["arrow", "static:2"])
-def test_without_mixed_instances_the_dispatcher_changes_nothing(spec):
+@pytest.mark.parametrize("spec", ["arrow", "arrow-interval", "static:2", "dynamo", "oracle"])
+def test_every_disaggregated_policy_carries_the_dispatcher_and_without_mixed_instances_it_changes_nothing(spec):
     w = busy_workload()
     cfg = EmulatorConfig(preset=PRESET, num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)
-    plain = run_policy(w, cfg, make_policy(spec, 4))
+    if spec == "oracle":
+        w = Workload(w.arrival_s[:120], w.input_tokens[:120], w.output_tokens[:120])
+    wrapped = make_policy(spec, 4)
+    assert isinstance(wrapped.router, MixedDispatcher)
     p = make_policy(spec, 4)
-    wrapped = run_policy(w, cfg, Policy(p.name, p.mode, MixedDispatcher(p.router), p.controller, p.initial_prefill))
-    assert exact(wrapped.records) == exact(plain.records)
-    assert [(f.time_s, f.instance_id, f.role) for f in wrapped.flips] == \
-        [(f.time_s, f.instance_id, f.role) for f in plain.flips]
+    bare = Policy(p.name, p.mode, p.router.inner, p.controller, p.initial_prefill, needs_cluster=p.needs_cluster)
+    a, b = run_policy(w, cfg, wrapped), run_policy(w, cfg, bare)
+    assert exact(a.records) == exact(b.records)
+    assert [(f.time_s, f.instance_id, f.role) for f in a.flips] == [(f.time_s, f.instance_id, f.role) for f in b.flips]
+
+
+def test_a_controller_that_flips_an_instance_to_mixed_gets_it_served():
+    class ToMixed:
+        name = "to-mixed"
+
+        def reset(self, info):
+            self.done = False
+
+        def act(self, state):
+            if self.done or state.now < 2.0:
+                return []
+            self.done = True
+            return [Flip(3, Role.MIXED)]
+
+    w = busy_workload()
+    cfg = EmulatorConfig(preset=PRESET, num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)
+    p = make_policy("static:2", 4)
+    r = run_policy(w, cfg, Policy("to-mixed", p.mode, p.router, ToMixed(), 2))
+    plain = [x for x in r.records if x.prefill_instance == 3]
+    assert plain and all(x.arrival_s > 2.0 for x in plain) and p.router.sent_mixed == len(plain)
+    assert all(x.decode_instance == 3 for x in plain) and len(r.records) == len(w)
 
 
 def test_a_bad_mixed_config_is_one_line_naming_the_field():

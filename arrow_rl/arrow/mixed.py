@@ -102,6 +102,16 @@ class MixedDispatcher:
         """The wrapped router's ``ArrowState`` (one P→D clock with the monitor), if it has one."""
         return getattr(self.inner, "state", None)
 
+    @property
+    def enable_flips(self) -> bool:
+        """Whether the wrapped router flips (Algorithm 1's D→P / P→D steps); the dispatcher never does."""
+        return bool(getattr(self.inner, "enable_flips", False))
+
+    @property
+    def inner_name(self) -> str:
+        """The wrapped router's name (the live router's routing policies are named by it)."""
+        return str(getattr(self.inner, "name", "router"))
+
     def reset(self, num_instances: int) -> None:
         self.inner.reset(num_instances)
         self._profiles.clear()
