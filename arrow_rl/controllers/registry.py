@@ -93,7 +93,8 @@ def load_checkpoint(path: str) -> Controller:
     return next(iter(loaders.values()))(path)
 
 
-BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "dynamo", "oracle")
+BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "static-best-pd", "dynamo",
+                 "oracle")
 
 
 @dataclass
@@ -178,8 +179,8 @@ def make_policy(
             raise ValueError(f"bad controller {spec!r}: P must be in 1..{num_instances - 1} for {num_instances} instances")
         return Policy(f"static:{p}", Mode.DISAGGREGATED, alg1(),
                       NoFlipController(f"static:{p}"), p)
-    if s == "static-best":
-        raise ValueError("static-best is a sweep over static:1..N-1; expand it with expand_spec() "
+    if s in ("static-best", "static-best-pd"):
+        raise ValueError(f"{s} is a search over static splits; expand it with expand_spec() "
                          "(arrow-rl evaluate does this)")
     if s == "dynamo":
         return Policy("dynamo", Mode.DISAGGREGATED, alg1(),
@@ -221,7 +222,9 @@ def _static_mixed(spec: str, num_instances: int, cfg: ArrowConfig, mixed_config:
 
 
 def expand_spec(spec: str, num_instances: int) -> list[str]:
-    """``static-best`` → every split ``static:1 .. static:N-1``; anything else → itself."""
-    if spec.strip() == "static-best":
+    """``static-best`` and ``static-best-pd`` → the P/D splits ``static:1 .. static:N-1`` (what
+    ``arrow-rl evaluate`` sweeps one by one); anything else → itself. The suite's ``static-best``
+    also searches splits with a MIXED pool, coarse to fine (``arrow_rl.evaluation.seeded_search``)."""
+    if spec.strip() in ("static-best", "static-best-pd"):
         return [f"static:{p}" for p in range(1, num_instances)]
     return [spec.strip()]
