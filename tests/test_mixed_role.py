@@ -13,6 +13,7 @@ from arrow_rl.arrow import ArrowRouter, MixedConfig, MixedDispatcher, select_fli
 from arrow_rl.cluster.base import SLO, Flip, InstanceView, Role
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
 from arrow_rl.cluster.emulator.requests import PREFILLING, WAITING
+from arrow_rl.controllers.baselines import OracleConfig
 from arrow_rl.controllers.registry import Policy, make_policy
 from arrow_rl.evaluation.runner import run_policy
 from arrow_rl.perf.presets import get_preset
@@ -284,6 +285,21 @@ def test_cost_sends_mixed_only_when_it_predicts_an_earlier_first_token_and_tpot_
     assert d.route_prefill(req(2, 500), crowded) == 0                 # no TPOT room on the MIXED one
 
 
+def test_cost_counting_the_handoff_charges_the_kv_transfer_and_the_decode_first_step():
+    idle = [view(0, Role.PREFILL), view(1, Role.DECODE, decode_tokens=4000), view(2, Role.DECODE, decode_tokens=900),
+            view(3, Role.MIXED)]
+    assert dispatcher(mixed_policy="cost").route_prefill(req(0, 500), Ctx(idle)) == 0   # a tie goes disaggregated
+    d = dispatcher(mixed_policy="cost", cost_counts_handoff=True)
+    ctx = Ctx(idle)
+    ctx.preset = get_preset(PRESET)
+    want = ctx.preset.kv_transfer_time(500) + ctx.prof.decode_interval(900 + 500 + 1)   # least-loaded decode
+    assert d.predicted_handoff(req(0, 500), idle, ctx) == pytest.approx(want) and want > 0
+    assert d.route_prefill(req(0, 500), ctx) == 3                       # the handoff makes MIXED earlier
+    by_name = Ctx(idle)                                                 # a context naming its preset only
+    by_name.info = type("Info", (), {"preset": PRESET})()
+    assert dispatcher(cost_counts_handoff=True).predicted_handoff(req(0, 500), idle, by_name) == pytest.approx(want)
+
+
 def test_the_least_loaded_healthy_mixed_instance_is_picked():
     d = dispatcher(mixed_policy="fraction", fraction=1.0)
     ctx = Ctx([view(0, Role.PREFILL), view(1, Role.DECODE), view(2, Role.MIXED, decode_tokens=500),
@@ -310,9 +326,10 @@ def test_every_disaggregated_policy_carries_the_dispatcher_and_without_mixed_ins
     cfg = EmulatorConfig(preset=PRESET, num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)
     if spec == "oracle":
         w = Workload(w.arrival_s[:120], w.input_tokens[:120], w.output_tokens[:120])
-    wrapped = make_policy(spec, 4)
+    pd_only = OracleConfig(use_mixed=False)   # the oracle's own MIXED moves: tests/test_role_flips.py
+    wrapped = make_policy(spec, 4, oracle_config=pd_only)
     assert isinstance(wrapped.router, MixedDispatcher)
-    p = make_policy(spec, 4)
+    p = make_policy(spec, 4, oracle_config=pd_only)
     bare = Policy(p.name, p.mode, p.router.inner, p.controller, p.initial_prefill, needs_cluster=p.needs_cluster)
     a, b = run_policy(w, cfg, wrapped), run_policy(w, cfg, bare)
     assert exact(a.records) == exact(b.records)

@@ -11,7 +11,7 @@ import pytest
 
 from arrow_rl.evaluation.protocol import Protocol
 from arrow_rl.evaluation.seeded_search import search_seed
-from arrow_rl.evaluation.splits import (Split, all_splits, coarse_mixed, is_valid, neighbours, pd_splits,
+from arrow_rl.controllers.splits import (Split, all_splits, coarse_mixed, is_valid, neighbours, pd_splits,
                                         split_from_json)
 
 

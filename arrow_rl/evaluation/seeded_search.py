@@ -29,7 +29,7 @@ from typing import Any, Callable
 from arrow_rl.controllers.registry import make_policy
 from arrow_rl.evaluation.protocol import Load, LoadSource, Protocol, build_load
 from arrow_rl.evaluation.runner import run_policy
-from arrow_rl.evaluation.splits import Split, coarse_mixed, neighbours, pd_splits
+from arrow_rl.controllers.splits import Split, coarse_mixed, neighbours, pd_splits
 from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT, find_serving_rate
 
 MIN_FACTOR = 1.0 / 64

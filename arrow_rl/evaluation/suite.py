@@ -17,7 +17,7 @@ from typing import Any, Callable
 from arrow_rl.evaluation.intervals import Interval, geomean, mean_ci95, winners
 from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
 from arrow_rl.evaluation.seeded_search import STATIC_BEST, SeedResult, search_controller
-from arrow_rl.evaluation.splits import Split, split_from_json
+from arrow_rl.controllers.splits import Split, split_from_json
 from arrow_rl.evaluation.suite_spec import Scenario, Suite
 
 BASELINE = "arrow"

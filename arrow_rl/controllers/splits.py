@@ -4,7 +4,8 @@ A split of N instances is P prefill, D decode and M MIXED instances, P + D + M =
 both at least 1 (a disaggregated path) or both 0 (all-MIXED, which serves as ``colocated``). For
 N instances there are (N−1)(N)/2 + 1 of them (29 for N = 8): too many for an exhaustive serving
 rate search each, so ``static-best`` searches them coarse to fine (``coarse_mixed`` then
-``neighbours``, ``arrow_rl.evaluation.seeded_search``).
+``neighbours``, ``arrow_rl.evaluation.seeded_search``). The lookahead oracle's candidate moves are
+splits too (``arrow_rl.controllers.baselines``), reached by ``role_flips.flips_to_roles``.
 
 A P/D-only split (M = 0) keeps today's spec (``static:P``) and JSON form (the integer P), so suite
 files written before MIXED existed read back unchanged; a split with M ≥ 1 is ``static:P:D:M``
@@ -14,6 +15,8 @@ and ``"P:D:M"`` in JSON.
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+
+from arrow_rl.cluster.base import InstanceView, Role
 
 
 class Split(NamedTuple):
@@ -38,6 +41,16 @@ class Split(NamedTuple):
         if self.p == self.d == 0:
             return f"{self.m}M"
         return f"{self.p}P:{self.d}D" + (f":{self.m}M" if self.m else "")
+
+    def roles(self) -> dict[Role, int]:
+        """The target of ``flips_to_roles``."""
+        return {Role.PREFILL: self.p, Role.DECODE: self.d, Role.MIXED: self.m}
+
+    @classmethod
+    def of(cls, views: "list[InstanceView] | tuple[InstanceView, ...]") -> "Split":
+        """The split a cluster's instance views are in now."""
+        roles = [v.role for v in views]
+        return cls(roles.count(Role.PREFILL), roles.count(Role.DECODE), roles.count(Role.MIXED))
 
     def to_json(self) -> int | str:
         """The integer P for a P/D split (the pre-MIXED format), else ``"P:D:M"``."""
