@@ -273,7 +273,7 @@ def test_prompt_threshold_sends_short_prompts_to_the_mixed_pool():
 
 
 def test_cost_sends_mixed_only_when_it_predicts_an_earlier_first_token_and_tpot_room():
-    d = dispatcher(mixed_policy="cost")
+    d = dispatcher(mixed_policy="cost", cost_counts_handoff=False)
     idle = Ctx([view(0, Role.PREFILL), view(1, Role.DECODE), view(2, Role.MIXED)])
     assert d.route_prefill(req(0, 500), idle) == 0                    # a tie goes disaggregated
     queued = Ctx([view(0, Role.PREFILL, prefill_tokens=20000), view(1, Role.DECODE), view(2, Role.MIXED)])
@@ -288,8 +288,9 @@ def test_cost_sends_mixed_only_when_it_predicts_an_earlier_first_token_and_tpot_
 def test_cost_counting_the_handoff_charges_the_kv_transfer_and_the_decode_first_step():
     idle = [view(0, Role.PREFILL), view(1, Role.DECODE, decode_tokens=4000), view(2, Role.DECODE, decode_tokens=900),
             view(3, Role.MIXED)]
-    assert dispatcher(mixed_policy="cost").route_prefill(req(0, 500), Ctx(idle)) == 0   # a tie goes disaggregated
-    d = dispatcher(mixed_policy="cost", cost_counts_handoff=True)
+    off = dispatcher(mixed_policy="cost", cost_counts_handoff=False)
+    assert off.route_prefill(req(0, 500), Ctx(idle)) == 0      # prefill against prefill: a tie goes disaggregated
+    d = dispatcher(mixed_policy="cost")                          # on by default
     ctx = Ctx(idle)
     ctx.preset = get_preset(PRESET)
     want = ctx.preset.kv_transfer_time(500) + ctx.prof.decode_interval(900 + 500 + 1)   # least-loaded decode
@@ -356,6 +357,12 @@ def test_a_controller_that_flips_an_instance_to_mixed_gets_it_served():
     plain = [x for x in r.records if x.prefill_instance == 3]
     assert plain and all(x.arrival_s > 2.0 for x in plain) and p.router.sent_mixed == len(plain)
     assert all(x.decode_instance == 3 for x in plain) and len(r.records) == len(w)
+
+
+def test_a_dispatcher_around_a_dispatcher_replaces_it():
+    p = make_policy("arrow", 4)
+    outer = MixedDispatcher(p.router, MixedConfig(mixed_policy="fraction"))
+    assert isinstance(p.router, MixedDispatcher) and outer.inner is p.router.inner and outer.state is p.controller.state
 
 
 def test_a_bad_mixed_config_is_one_line_naming_the_field():
