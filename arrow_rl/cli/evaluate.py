@@ -207,7 +207,7 @@ def evaluate_command(
     for name, row in result.controllers.items():
         ratio = result.ratio_to(name)
         att = row.attainment_at(result.reference_rate)
-        label = f"{name} (P={row.best_split})" if row.best_split is not None else name
+        label = f"{name} ({row.best_split.label})" if row.best_split is not None else name
         table.add_row(label, f"{row.serving_rate:.3f}", "-" if ratio is None else f"{ratio:.2f}x",
                       "-" if att is None else f"{100 * att:.1f}%", f"{row.flips_per_min:.2f}")
     console.print(table)
