@@ -14,7 +14,15 @@ tried at a failing factor: an earlier screen that kept only the three best by at
 far a stopped run got) dropped the true best split on non-stationary loads (phase shift: 7P:1D
 outlasts 6P:2D in a prefill-heavy phase yet fails the decode-heavy one), and early stopping makes
 a failing run cheap enough not to need it. Later seeds search only the first seed's best split and
-its two neighbours (a documented choice).
+its two neighbours (a documented choice). That is ``static-best-pd``.
+
+``static-best`` adds splits with a MIXED pool (issue 12; ``arrow_rl.controllers.splits``), coarse
+to fine, in stages that share what was learned (which split passed or failed where): (1) the P/D
+search above, unchanged, so the answer never falls below it; (2) from its answer (which passes
+there without a run) the union of the P/D splits and the coarse grid (M and P on a step of about
+N/4, all-MIXED included); (3) the winner's neighbours one flip away, repeatedly, until none is
+left untried. Later seeds: the first seed's P/D winner ± 1 in stage 1, its overall winner and
+that split's neighbours in stage 2.
 
 Every run stops as soon as it cannot reach the target (``run_policy(stop_below=...)``): a search
 needs only pass/fail, and an overloaded run costs 10–20× a passing one if played to the end. The
