@@ -122,7 +122,7 @@ def test_seeded_search_is_deterministic_and_reports_every_seed():
     a = search_controller(src, emu, "static-best", proto)
     b = search_controller(src, emu, "static-best", proto)
     assert [r.rate for r in a] == [r.rate for r in b]
-    assert len(a) == 3 and all(r.rate > 0 and r.best_split in (1, 2) for r in a)
+    assert len(a) == 3 and all(r.rate > 0 and r.best_split.label in ("1P:2D", "2P:1D", "1P:1D:1M", "3M") for r in a)
 
 
 def test_protocol_rejects_unknown_rate_mode():

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from arrow_rl.arrow import ArrowRouter, MixedConfig, MixedDispatcher, select_flip_instance
-from arrow_rl.cluster.base import SLO, InstanceView, Role
+from arrow_rl.cluster.base import SLO, Flip, InstanceView, Role
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
 from arrow_rl.cluster.emulator.requests import PREFILLING, WAITING
+from arrow_rl.controllers.baselines import OracleConfig
 from arrow_rl.controllers.registry import Policy, make_policy
 from arrow_rl.evaluation.runner import run_policy
 from arrow_rl.perf.presets import get_preset
@@ -272,7 +273,7 @@ def test_prompt_threshold_sends_short_prompts_to_the_mixed_pool():
 
 
 def test_cost_sends_mixed_only_when_it_predicts_an_earlier_first_token_and_tpot_room():
-    d = dispatcher(mixed_policy="cost")
+    d = dispatcher(mixed_policy="cost", cost_counts_handoff=False)
     idle = Ctx([view(0, Role.PREFILL), view(1, Role.DECODE), view(2, Role.MIXED)])
     assert d.route_prefill(req(0, 500), idle) == 0                    # a tie goes disaggregated
     queued = Ctx([view(0, Role.PREFILL, prefill_tokens=20000), view(1, Role.DECODE), view(2, Role.MIXED)])
@@ -282,6 +283,22 @@ def test_cost_sends_mixed_only_when_it_predicts_an_earlier_first_token_and_tpot_
     crowded = Ctx([view(0, Role.PREFILL, prefill_tokens=20000), view(1, Role.DECODE),
                    view(2, Role.MIXED, decode_tokens=full)])
     assert d.route_prefill(req(2, 500), crowded) == 0                 # no TPOT room on the MIXED one
+
+
+def test_cost_counting_the_handoff_charges_the_kv_transfer_and_the_decode_first_step():
+    idle = [view(0, Role.PREFILL), view(1, Role.DECODE, decode_tokens=4000), view(2, Role.DECODE, decode_tokens=900),
+            view(3, Role.MIXED)]
+    off = dispatcher(mixed_policy="cost", cost_counts_handoff=False)
+    assert off.route_prefill(req(0, 500), Ctx(idle)) == 0      # prefill against prefill: a tie goes disaggregated
+    d = dispatcher(mixed_policy="cost")                          # on by default
+    ctx = Ctx(idle)
+    ctx.preset = get_preset(PRESET)
+    want = ctx.preset.kv_transfer_time(500) + ctx.prof.decode_interval(900 + 500 + 1)   # least-loaded decode
+    assert d.predicted_handoff(req(0, 500), idle, ctx) == pytest.approx(want) and want > 0
+    assert d.route_prefill(req(0, 500), ctx) == 3                       # the handoff makes MIXED earlier
+    by_name = Ctx(idle)                                                 # a context naming its preset only
+    by_name.info = type("Info", (), {"preset": PRESET})()
+    assert dispatcher(cost_counts_handoff=True).predicted_handoff(req(0, 500), idle, by_name) == pytest.approx(want)
 
 
 def test_the_least_loaded_healthy_mixed_instance_is_picked():
@@ -304,16 +321,48 @@ def test_without_a_disaggregated_path_every_request_goes_mixed():
     assert d.decisions == 0 and d.sent_mixed == 3
 
 
-@pytest.mark.parametrize("spec", ["arrow", "static:2"])
-def test_without_mixed_instances_the_dispatcher_changes_nothing(spec):
+@pytest.mark.parametrize("spec", ["arrow", "arrow-interval", "static:2", "dynamo", "oracle"])
+def test_every_disaggregated_policy_carries_the_dispatcher_and_without_mixed_instances_it_changes_nothing(spec):
     w = busy_workload()
     cfg = EmulatorConfig(preset=PRESET, num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)
-    plain = run_policy(w, cfg, make_policy(spec, 4))
-    p = make_policy(spec, 4)
-    wrapped = run_policy(w, cfg, Policy(p.name, p.mode, MixedDispatcher(p.router), p.controller, p.initial_prefill))
-    assert exact(wrapped.records) == exact(plain.records)
-    assert [(f.time_s, f.instance_id, f.role) for f in wrapped.flips] == \
-        [(f.time_s, f.instance_id, f.role) for f in plain.flips]
+    if spec == "oracle":
+        w = Workload(w.arrival_s[:120], w.input_tokens[:120], w.output_tokens[:120])
+    pd_only = OracleConfig(use_mixed=False)   # the oracle's own MIXED moves: tests/test_role_flips.py
+    wrapped = make_policy(spec, 4, oracle_config=pd_only)
+    assert isinstance(wrapped.router, MixedDispatcher)
+    p = make_policy(spec, 4, oracle_config=pd_only)
+    bare = Policy(p.name, p.mode, p.router.inner, p.controller, p.initial_prefill, needs_cluster=p.needs_cluster)
+    a, b = run_policy(w, cfg, wrapped), run_policy(w, cfg, bare)
+    assert exact(a.records) == exact(b.records)
+    assert [(f.time_s, f.instance_id, f.role) for f in a.flips] == [(f.time_s, f.instance_id, f.role) for f in b.flips]
+
+
+def test_a_controller_that_flips_an_instance_to_mixed_gets_it_served():
+    class ToMixed:
+        name = "to-mixed"
+
+        def reset(self, info):
+            self.done = False
+
+        def act(self, state):
+            if self.done or state.now < 2.0:
+                return []
+            self.done = True
+            return [Flip(3, Role.MIXED)]
+
+    w = busy_workload()
+    cfg = EmulatorConfig(preset=PRESET, num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)
+    p = make_policy("static:2", 4)
+    r = run_policy(w, cfg, Policy("to-mixed", p.mode, p.router, ToMixed(), 2))
+    plain = [x for x in r.records if x.prefill_instance == 3]
+    assert plain and all(x.arrival_s > 2.0 for x in plain) and p.router.sent_mixed == len(plain)
+    assert all(x.decode_instance == 3 for x in plain) and len(r.records) == len(w)
+
+
+def test_a_dispatcher_around_a_dispatcher_replaces_it():
+    p = make_policy("arrow", 4)
+    outer = MixedDispatcher(p.router, MixedConfig(mixed_policy="fraction"))
+    assert isinstance(p.router, MixedDispatcher) and outer.inner is p.router.inner and outer.state is p.controller.state
 
 
 def test_a_bad_mixed_config_is_one_line_naming_the_field():

@@ -18,7 +18,11 @@ Whether to use it (``MixedConfig.mixed_policy``; the paper is silent, these are 
   predicted TPOT load with the request added, decode_interval(Σ L(rd) + L(r)) / SLO_TPOT, is under
   ``tpot_load_limit`` (default Arrow's L_EXPAND, 1.0). Ties go to the disaggregated path. The
   profile prices a MIXED instance's prompt as if it ran alone and its decode batch without the
-  chunks mixed in, so the prediction is optimistic on a busy MIXED instance.
+  chunks mixed in, so the prediction is optimistic on a busy MIXED instance. With
+  ``cost_counts_handoff`` (default on: measured in docs/design_mixed_role.md) the disaggregated
+  side also pays its KV transfer and the decode instance's first step (where the emulator's TTFT
+  ends); off, the comparison is prefill against prefill, and MIXED instances sit idle while the
+  prefill pool queues.
 - ``fraction``: a fixed share, deterministic: after k dispatched requests, ceil(k · ``fraction``)
   went MIXED (tests, ablations).
 - ``prompt-threshold``: prompts shorter than ``prompt_threshold_tokens`` go MIXED (colocation
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -60,6 +64,10 @@ class MixedConfig(BaseModel):
     fraction: float = Field(0.5, ge=0, le=1, description="fraction: share of requests sent MIXED")
     prompt_threshold_tokens: int = Field(
         1024, ge=1, description="prompt-threshold: prompts with fewer input tokens go MIXED")
+    cost_counts_handoff: bool = Field(
+        True, description="cost: add the KV transfer (the preset's kv_transfer_time of the prompt) and "
+        "the least-loaded decode instance's first step to the disaggregated side's predicted TTFT "
+        "(docs/design_mixed_role.md: measured, up to +83% serving rate; on by default)")
     tpot_load_limit: float = Field(
         1.0, gt=0, description="cost: the MIXED instance's predicted decode interval with the request "
         "added, over SLO_TPOT, must be below this (default Arrow's L_EXPAND, §5.5)")
@@ -89,10 +97,15 @@ class MixedDispatcher:
     ``inner`` (Arrow's Algorithm 1 in the registry's policies). See the module docstring."""
 
     def __init__(self, inner: RequestRouter, config: MixedConfig | None = None) -> None:
+        # a dispatcher around a dispatcher replaces it (registry policies already carry one):
+        # two policies in a row would each send a share MIXED
+        while isinstance(inner, MixedDispatcher):
+            inner = inner.inner
         self.inner = inner
         self.config = config or MixedConfig()
         self.name = f"{getattr(inner, 'name', 'router')}+mixed-{self.config.mixed_policy}"
         self._profiles: dict[int, InstanceProfile] = {}
+        self._transfer: Callable[[int], float] | None = None   # the preset's KV transfer time
         self.decisions = 0      # requests the policy decided on (both paths existed)
         self.chosen_mixed = 0   # ... of which it sent to the MIXED pool
         self.sent_mixed = 0     # requests sent to a MIXED instance, forced or chosen
@@ -102,9 +115,20 @@ class MixedDispatcher:
         """The wrapped router's ``ArrowState`` (one P→D clock with the monitor), if it has one."""
         return getattr(self.inner, "state", None)
 
+    @property
+    def enable_flips(self) -> bool:
+        """Whether the wrapped router flips (Algorithm 1's D→P / P→D steps); the dispatcher never does."""
+        return bool(getattr(self.inner, "enable_flips", False))
+
+    @property
+    def inner_name(self) -> str:
+        """The wrapped router's name (the live router's routing policies are named by it)."""
+        return str(getattr(self.inner, "name", "router"))
+
     def reset(self, num_instances: int) -> None:
         self.inner.reset(num_instances)
         self._profiles.clear()
+        self._transfer = None
         self.decisions = self.chosen_mixed = self.sent_mixed = 0
 
     # -- the MIXED pool ---------------------------------------------------------------------------
@@ -132,6 +156,28 @@ class MixedDispatcher:
         prof = self._profile(ctx, v.instance_id)
         return prof.decode_interval(v.decode_tokens + request.input_tokens + 1) / ctx.slo.tpot_s
 
+    def predicted_handoff(self, request: Request, views: Sequence[InstanceView], ctx: RoutingContext) -> float:
+        """What a disaggregated request waits for after its prompt and a plain one does not: the KV
+        transfer (the preset's ``kv_transfer_time``, NICs assumed idle) and the decode instance's
+        first step, which emits the client's first token (the emulator's TTFT, cluster.py), priced
+        on the decode instance whose interval with L(r) added is shortest. 0 where the context
+        names no preset (the transfer is then unknown) and no decode instance exists."""
+        if self._transfer is None:
+            preset = getattr(ctx, "preset", None)
+            if not hasattr(preset, "kv_transfer_time"):
+                try:
+                    from arrow_rl.perf.presets import get_preset
+
+                    preset = get_preset(ctx.info.preset)  # type: ignore[attr-defined]
+                except (AttributeError, KeyError, ValueError):
+                    preset = None
+            self._transfer = preset.kv_transfer_time if preset is not None else (lambda tokens: 0.0)
+        decode = [v for v in views if v.role is _DECODE]
+        decode = [v for v in decode if v.healthy] or decode
+        first_step = min((self._profile(ctx, v.instance_id).decode_interval(v.decode_tokens + request.input_tokens + 1)
+                          for v in decode), default=0.0)
+        return self._transfer(request.input_tokens) + first_step
+
     def choose_mixed(self, request: Request, m: InstanceView, views: Sequence[InstanceView],
                      ctx: RoutingContext) -> bool:
         """The policy's verdict for a request both paths could take: True = MIXED instance ``m``."""
@@ -145,6 +191,8 @@ class MixedDispatcher:
             prefill = [v for v in views if v.role is _PREFILL]
             prefill = [v for v in prefill if v.healthy] or prefill
             best_p = min((self.predicted_ttft(request, v, ctx) for v in prefill), default=math.inf)
+            if c.cost_counts_handoff:
+                best_p += self.predicted_handoff(request, views, ctx)
             go = (self.predicted_ttft(request, m, ctx) < best_p
                   and self.predicted_tpot_load(request, m, ctx) < c.tpot_load_limit)
         self.chosen_mixed += go

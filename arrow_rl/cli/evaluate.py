@@ -62,7 +62,8 @@ def evaluate_command(
     slo_tpot: float = typer.Option(..., "--slo-tpot", help="TPOT SLO in seconds"),
     controllers: str = typer.Option(
         "arrow,static-best,colocated,dynamo", "--controllers",
-        help="comma list: arrow, arrow-interval, colocated, static:P, static-best, dynamo, oracle, or checkpoint paths"),
+        help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-best (P:D:M splits), "
+             "static-best-pd (P/D splits), dynamo, oracle, or checkpoint paths"),
     seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
     rate_mode: str = typer.Option(
         "scale", "--rate-mode",
@@ -91,6 +92,9 @@ def evaluate_command(
     oracle_lookahead: float = typer.Option(30.0, "--oracle-lookahead", help="oracle: seconds simulated per candidate split"),
     oracle_interval: float = typer.Option(5.0, "--oracle-interval", help="oracle: seconds between re-plans"),
     oracle_max_step: int = typer.Option(2, "--oracle-max-step", min=1, help="oracle: candidates = current split ± 1..K"),
+    oracle_mixed: Optional[bool] = typer.Option(
+        None, "--oracle-mixed/--no-oracle-mixed",
+        help="oracle: candidates include flips to and from MIXED (default: yes, the policies' routers serve MIXED)"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for attainment_vs_rate.png and timeline.png"),
     timeline_controller: Optional[str] = typer.Option(None, "--timeline-controller", help="controller whose run the timeline plot shows (default arrow)"),
     backend: str = backend_option(),
@@ -139,7 +143,8 @@ def evaluate_command(
         _fail(str(exc))
         return
     try:
-        ocfg = OracleConfig(lookahead_s=oracle_lookahead, decision_interval_s=oracle_interval, max_step=oracle_max_step)
+        ocfg = OracleConfig(lookahead_s=oracle_lookahead, decision_interval_s=oracle_interval, max_step=oracle_max_step,
+                            use_mixed=oracle_mixed)
     except ValidationError as exc:
         _fail(format_validation_error(exc))
         return
@@ -207,7 +212,7 @@ def evaluate_command(
     for name, row in result.controllers.items():
         ratio = result.ratio_to(name)
         att = row.attainment_at(result.reference_rate)
-        label = f"{name} (P={row.best_split})" if row.best_split is not None else name
+        label = f"{name} ({row.best_split.label})" if row.best_split is not None else name
         table.add_row(label, f"{row.serving_rate:.3f}", "-" if ratio is None else f"{ratio:.2f}x",
                       "-" if att is None else f"{100 * att:.1f}%", f"{row.flips_per_min:.2f}")
     console.print(table)

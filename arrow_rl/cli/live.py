@@ -291,7 +291,8 @@ def deploy(
     step = "set the routing policy"
     try:  # a router that fails a setup call gets one clear line, not a traceback
         if set_routing:
-            rname = getattr(policy.router, "name", "arrow-noflip")
+            # a MixedDispatcher is a no-op without MIXED instances (refused above): name what it wraps
+            rname = getattr(policy.router, "inner_name", None) or getattr(policy.router, "name", "arrow-noflip")
             if rname in ("arrow", "arrow-noflip", "least-loaded"):
                 cluster.admin.set_routing(rname)
         if policy.initial_prefill is not None and controller.startswith("static:"):

@@ -37,7 +37,8 @@ def run_command(
     suite: str = typer.Option("standard", "--suite", help="a shipped suite name (standard) or a suite YAML path"),
     controllers: Optional[str] = typer.Option(
         None, "--controllers",
-        help="comma list: arrow, arrow-interval, colocated, static:P, static-best, dynamo, oracle, or checkpoint "
+        help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-best (P:D:M splits), "
+             "static-best-pd (P/D splits only), dynamo, oracle, or checkpoint "
              f"paths (default: {QUICK_CONTROLLERS},dynamo; with --quick: {QUICK_CONTROLLERS})"),
     quick: bool = typer.Option(False, "--quick", help="the suite's quick protocol (shorter spans, coarser search)"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one (scenario, controller) each)"),

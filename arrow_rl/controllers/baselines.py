@@ -7,8 +7,8 @@
   one worker at a time between the two pools of a fixed-size cluster.
 - ``OracleController``: clairvoyant lookahead reference (greedy over a finite horizon, so not an
   upper bound); every decision interval it clones the emulator
-  (which holds the future trace) and picks the prefill count whose open-loop lookahead serves the
-  most requests within SLO.
+  (which holds the future trace) and picks the split (P:D, or P:D:M with MIXED moves) whose
+  open-loop lookahead serves the most requests within SLO.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arrow_rl.cluster.base import ClusterInfo, Flip, InstanceView, Role
 from arrow_rl.control import ControlState
-from arrow_rl.arrow.monitor import default_profiles, with_role
+from arrow_rl.arrow.monitor import default_profiles
 from arrow_rl.arrow.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
+from arrow_rl.controllers.role_flips import flips_to_roles
+from arrow_rl.controllers.splits import Split, is_valid
 
 
 class NoFlipController:
@@ -147,19 +149,32 @@ class OracleConfig(BaseModel):
 
     decision_interval_s: float = Field(5.0, gt=0, description="How often the oracle re-plans the split.")
     lookahead_s: float = Field(30.0, gt=0, description="Simulated future per candidate (open loop, split held fixed).")
-    max_step: int = Field(2, ge=1, description="Candidates: current prefill count ± 1..max_step (clipped to 1..N−1).")
+    max_step: int = Field(2, ge=1, description="Candidates: current prefill count ± 1..max_step (clipped to 1..N−1); "
+                          "with MIXED moves, k = 1..max_step instances moved between any two pools.")
     violation_weight: float = Field(1.0, ge=0, description="Score = within-SLO finishes − weight × (misses + doomed queued).")
+    use_mixed: bool | None = Field(
+        None, description="Candidates include flips to and from MIXED. None (default): yes when the bound "
+        "cluster's router carries the MIXED dispatcher (every registry policy's does), so a MIXED "
+        "instance gets served; False: P/D moves only, exactly the oracle before MIXED existed.")
 
 
 class OracleController:
-    """Clairvoyant reference (not an upper bound: greedy over ``lookahead_s``): search prefill
-    counts by lookahead in cloned emulators.
+    """Clairvoyant reference (not an upper bound: greedy over ``lookahead_s``): search splits by
+    lookahead in cloned emulators.
 
     Requires ``bind_cluster(cluster)`` (the runner calls it) because it must see the future trace;
-    a cluster without ``clone()`` cannot host it. Each candidate is reached with Arrow Algorithm 3
-    flips, simulated for ``lookahead_s``, and scored by requests finished within SLO minus
-    violations (finished late, plus queued requests already predicted to miss TTFT at the end).
-    Ties keep the current split, then the smaller move.
+    a cluster without ``clone()`` cannot host it. Each candidate split is reached with the fewest
+    flips (``flips_to_roles``: Arrow Algorithm 3 choices for P<->D), simulated for ``lookahead_s``,
+    and scored by requests finished within SLO minus violations (finished late, plus queued
+    requests already predicted to miss TTFT at the end). Ties keep the current split, then the
+    smaller move, then the earlier candidate.
+
+    Candidates (``candidate_splits``): P/D-only, the current prefill count ± 1..``max_step`` over
+    the non-MIXED instances. With MIXED moves (``OracleConfig.use_mixed``), every "move k
+    instances from pool X to pool Y" for the six ordered pairs and k = 1..``max_step`` that leaves
+    a valid split, plus the all-MIXED split when it is within ``max_step`` flips, and from
+    all-MIXED the splits with k1 prefill and k2 decode instances, k1 + k2 <= ``max_step`` (neither
+    is one move, since a disaggregated path needs both pools).
     """
 
     name = "oracle"
@@ -171,11 +186,16 @@ class OracleController:
         self.profiles: ProfileSource = None
         self._last_decision_s = -math.inf
         self.evaluations = 0
+        self.use_mixed = bool(self.config.use_mixed)
 
     def bind_cluster(self, cluster: Any) -> None:
         if not hasattr(cluster, "clone"):
             raise TypeError("the oracle needs a cluster with clone() (the emulator)")
         self.cluster = cluster
+        if self.config.use_mixed is None:
+            from arrow_rl.arrow.mixed import MixedDispatcher
+
+            self.use_mixed = isinstance(getattr(cluster, "router", None), MixedDispatcher)
 
     def reset(self, info: ClusterInfo) -> None:
         self.info = info
@@ -184,22 +204,18 @@ class OracleController:
         self.evaluations = 0
 
     def flips_to(self, views: Sequence[InstanceView], target_prefill: int) -> list[Flip]:
-        """Alg. 3 flips that move the current split to ``target_prefill`` prefill instances."""
-        flips: list[Flip] = []
-        views = list(views)
-        current = sum(1 for v in views if v.role is Role.PREFILL)
-        role = Role.PREFILL if target_prefill > current else Role.DECODE
-        for _ in range(abs(target_prefill - current)):
-            chosen = select_flip_instance(views, role, self.profiles)
-            if chosen is None:
-                break
-            flips.append(Flip(chosen, role))
-            views = with_role(views, chosen, role)
-        return flips
+        """Alg. 3 flips that move the current split to ``target_prefill`` prefill instances (MIXED
+        instances stay)."""
+        now = Split.of(views)
+        return flips_to_roles(views, Split(target_prefill, now.p + now.d - target_prefill, now.m).roles(),
+                              self.profiles)
 
-    def score(self, target_prefill: int, views: Sequence[InstanceView]) -> float:
+    def score(self, target: int | Split, views: Sequence[InstanceView]) -> float:
+        if not isinstance(target, Split):
+            now = Split.of(views)
+            target = Split(target, now.p + now.d - target, now.m)
         clone = self.cluster.clone()
-        for f in self.flips_to(views, target_prefill):
+        for f in flips_to_roles(views, target.roles(), self.profiles):
             clone.flip(f.instance_id, f.role)
         w = clone.advance(self.config.lookahead_s)
         self.evaluations += 1
@@ -207,10 +223,28 @@ class OracleController:
         return w.finished_within_slo - self.config.violation_weight * misses
 
     def candidates(self, current: int, n: int) -> list[int]:
+        """P/D-only candidates: prefill counts ``current`` ± 1..max_step within 1..n−1."""
         out = [current]
         for k in range(1, self.config.max_step + 1):
             out += [current - k, current + k]
         return [c for c in out if 1 <= c <= n - 1]
+
+    def candidate_splits(self, current: Split) -> list[Split]:
+        """The splits one decision may move to, ``current`` first (class docstring)."""
+        if not self.use_mixed:
+            pd = current.p + current.d   # P<->D moves over the non-MIXED instances (Alg. 3)
+            return [Split(c, pd - c, current.m) for c in self.candidates(current.p, pd)]
+        n, step = current.n, self.config.max_step
+        out = [current]
+        for k in range(1, step + 1):
+            for a, b, c in _PAIR_MOVES:
+                out.append(Split(current.p + k * a, current.d + k * b, current.m + k * c))
+        every_mixed = Split(0, 0, n)
+        if current.distance(every_mixed) <= step:
+            out.append(every_mixed)
+        if current == every_mixed:
+            out += [Split(k1, k - k1, n - k) for k in range(2, step + 1) for k1 in range(1, k)]
+        return [s for s in dict.fromkeys(out) if is_valid(s) and s.n == n]
 
     def act(self, state: ControlState) -> list[Flip]:
         if self.cluster is None:
@@ -219,11 +253,14 @@ class OracleController:
             return []
         self._last_decision_s = state.now
         views = list(state.instances)
-        current = sum(1 for v in views if v.role is Role.PREFILL)
+        current = Split.of(views)
         best, best_key = current, None
-        pd = sum(1 for v in views if v.role is not Role.MIXED)   # it moves P<->D only (Alg. 3)
-        for i, cand in enumerate(self.candidates(current, pd)):
-            key = (self.score(cand, views), -abs(cand - current), -i)
+        for i, cand in enumerate(self.candidate_splits(current)):
+            key = (self.score(cand, views), -current.distance(cand), -i)
             if best_key is None or key > best_key:
                 best, best_key = cand, key
-        return self.flips_to(views, best) if best != current else []
+        return flips_to_roles(views, best.roles(), self.profiles) if best != current else []
+
+
+# "move k instances X->Y" per unit k, for the six ordered pairs (P->D, D->P, P->M, M->P, D->M, M->D)
+_PAIR_MOVES = ((-1, 1, 0), (1, -1, 0), (-1, 0, 1), (1, 0, -1), (0, -1, 1), (0, 1, -1))

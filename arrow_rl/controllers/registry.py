@@ -8,6 +8,12 @@ Disaggregated baselines (static, Dynamo, oracle, learned checkpoints) route with
 Algorithm 1 without flips, so that comparisons with Arrow isolate instance scheduling, as in the
 paper's static-versus-adaptive ablation (§6.3).
 
+Every disaggregated policy's router is Algorithm 1 wrapped in ``MixedDispatcher`` (issue 12,
+docs/design_mixed_role.md "Decided"): a controller that flips an instance to MIXED gets it served
+with plain requests. While no instance is MIXED the dispatcher hands every call straight to
+Algorithm 1, so results are bit-identical to the bare router (tested). ``mixed_config`` sets its
+policy for every one of them.
+
 Static splits: ``static:P`` is P prefill and N−P decode instances (1 <= P <= N−1). ``static:P:D:M``
 adds a MIXED pool (issue 12): P prefill, D decode and M MIXED instances, P + D + M = N, M >= 1, and
 P and D both zero or both at least 1; requests split between Algorithm 1 (no flips) and the MIXED
@@ -87,7 +93,8 @@ def load_checkpoint(path: str) -> Controller:
     return next(iter(loaders.values()))(path)
 
 
-BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "dynamo", "oracle")
+BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "static-best-pd", "dynamo",
+                 "oracle")
 
 
 @dataclass
@@ -147,13 +154,17 @@ def make_policy(
     cfg = arrow_config or ArrowConfig()
     half = default_initial_prefill(num_instances, cfg)
     s = spec.strip()
+
+    def alg1(state: ArrowState | None = None, flips: bool = False) -> MixedDispatcher:
+        return _dispatched(ArrowRouter(cfg, state, enable_flips=flips), mixed_config)
+
     if s == "arrow":
         # Faithful event-driven Arrow: Alg. 1 flips in the router, Alg. 2 in the monitor, one state.
         state = ArrowState()
-        return Policy("arrow", Mode.DISAGGREGATED, ArrowRouter(cfg, state, enable_flips=True),
+        return Policy("arrow", Mode.DISAGGREGATED, alg1(state, flips=True),
                       ArrowMonitor(cfg, state), half)
     if s == "arrow-interval":
-        return Policy("arrow-interval", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+        return Policy("arrow-interval", Mode.DISAGGREGATED, alg1(),
                       ArrowIntervalController(cfg), half)
     if s == "colocated":
         return Policy("colocated", Mode.COLOCATED, _least_loaded_router(), NoFlipController("colocated"), None)
@@ -166,22 +177,27 @@ def make_policy(
             raise ValueError(f"bad controller {spec!r}: static:P needs an integer P; {valid_specs_message()}") from None
         if not 1 <= p <= num_instances - 1:
             raise ValueError(f"bad controller {spec!r}: P must be in 1..{num_instances - 1} for {num_instances} instances")
-        return Policy(f"static:{p}", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+        return Policy(f"static:{p}", Mode.DISAGGREGATED, alg1(),
                       NoFlipController(f"static:{p}"), p)
-    if s == "static-best":
-        raise ValueError("static-best is a sweep over static:1..N-1; expand it with expand_spec() "
+    if s in ("static-best", "static-best-pd"):
+        raise ValueError(f"{s} is a search over static splits; expand it with expand_spec() "
                          "(arrow-rl evaluate does this)")
     if s == "dynamo":
-        return Policy("dynamo", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+        return Policy("dynamo", Mode.DISAGGREGATED, alg1(),
                       DynamoPlannerController(dynamo_config), half)
     if s == "oracle":
-        return Policy("oracle", Mode.DISAGGREGATED, ArrowRouter(cfg, enable_flips=False),
+        return Policy("oracle", Mode.DISAGGREGATED, alg1(),
                       OracleController(oracle_config), half, needs_cluster=True)
     if s and Path(s).exists():
         controller = load_checkpoint(s)
         return Policy(getattr(controller, "name", Path(s).name) or Path(s).name, Mode.DISAGGREGATED,
-                      ArrowRouter(cfg, enable_flips=False), controller, half, extra={"checkpoint": s})
+                      alg1(), controller, half, extra={"checkpoint": s})
     raise ValueError(f"unknown controller {spec!r}; {valid_specs_message()}")
+
+
+def _dispatched(router: Any, mixed_config: MixedConfig | None) -> MixedDispatcher:
+    """Algorithm 1 behind the MIXED dispatcher (module docstring): a no-op until an instance is MIXED."""
+    return MixedDispatcher(router, mixed_config)
 
 
 def _static_mixed(spec: str, num_instances: int, cfg: ArrowConfig, mixed_config: MixedConfig | None) -> Policy:
@@ -198,15 +214,17 @@ def _static_mixed(spec: str, num_instances: int, cfg: ArrowConfig, mixed_config:
         raise ValueError(f"bad controller {spec!r}: a disaggregated path needs both a prefill and a decode "
                          f"instance (give P and D both >= 1, or both 0 for an all-MIXED cluster)")
     if m == 0:
-        return make_policy(f"static:{p}", num_instances, arrow_config=cfg)
+        return make_policy(f"static:{p}", num_instances, arrow_config=cfg, mixed_config=mixed_config)
     name = f"static:{p}:{d}:{m}"
-    router = MixedDispatcher(ArrowRouter(cfg, enable_flips=False), mixed_config)
+    router = _dispatched(ArrowRouter(cfg, enable_flips=False), mixed_config)
     return Policy(name, Mode.DISAGGREGATED, router, NoFlipController(name), p, initial_mixed=m,
                   extra={"mixed_policy": router.config.mixed_policy})
 
 
 def expand_spec(spec: str, num_instances: int) -> list[str]:
-    """``static-best`` → every split ``static:1 .. static:N-1``; anything else → itself."""
-    if spec.strip() == "static-best":
+    """``static-best`` and ``static-best-pd`` → the P/D splits ``static:1 .. static:N-1`` (what
+    ``arrow-rl evaluate`` sweeps one by one); anything else → itself. The suite's ``static-best``
+    also searches splits with a MIXED pool, coarse to fine (``arrow_rl.evaluation.seeded_search``)."""
+    if spec.strip() in ("static-best", "static-best-pd"):
         return [f"static:{p}" for p in range(1, num_instances)]
     return [spec.strip()]

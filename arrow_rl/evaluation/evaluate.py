@@ -2,7 +2,9 @@
 
 Each policy gets its own serving-rate sweep (rate-scale search); sweeps run in parallel worker
 processes, or as Ray tasks (``backend="ray"``, ``arrow_rl.evaluation.ray_backend``).
-``static-best`` expands into every static split and reports the best one.
+``static-best-pd`` sweeps every P/D split (``static:1..N-1``) and reports the best one;
+``static-best`` also sweeps splits with a MIXED pool, coarse to fine (``_static_best_mixed``), and
+reports the best of all, a P/D split on a tie (so never below ``static-best-pd``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Callable
 from arrow_rl.arrow.config import ArrowConfig
 from arrow_rl.controllers.baselines import DynamoConfig, OracleConfig
 from arrow_rl.controllers.registry import expand_spec, make_policy
+from arrow_rl.controllers.splits import Split, coarse_mixed, neighbours
 from arrow_rl.evaluation.runner import RunResult
 from arrow_rl.evaluation.serving_rate import SweepResult, SweepSettings, run_spec_at_scale, sweep_policy
 from arrow_rl.workload.workload import Workload
@@ -30,8 +33,8 @@ class ControllerResult:
     serving_scale: float
     attainment: dict[float, float]
     flips_per_min: float
-    best_split: int | None = None
-    splits: dict[int, float] = field(default_factory=dict)
+    best_split: Split | None = None
+    splits: dict[Split, float] = field(default_factory=dict)
     sweeps: list[SweepResult] = field(default_factory=list)
 
     def attainment_at(self, rate: float) -> float | None:
@@ -74,11 +77,41 @@ class EvaluationResult:
                 "ratio_to_arrow": self.ratio_to(name),
                 "attainment_at_reference_rate": c.attainment_at(self.reference_rate),
             }
-            if c.best_split is not None:
-                entry["best_split"] = c.best_split
-                entry["splits"] = {str(p): r for p, r in sorted(c.splits.items())}
+            if c.best_split is not None:   # an integer P for a P/D split (the old format), else "P:D:M"
+                entry["best_split"] = c.best_split.to_json()
+                entry["best_split_label"] = c.best_split.label
+                entry["splits"] = {str(p.to_json()): r for p, r in sorted(c.splits.items())}
             out["controllers"][name] = entry
         return out
+
+
+def split_of_spec(spec: str, n: int) -> Split:
+    """``static:P`` → P:(N−P):0, ``static:P:D:M`` → P:D:M."""
+    parts = [int(x) for x in spec.split(":")[1:]]
+    return Split(parts[0], n - parts[0], 0) if len(parts) == 1 else Split(*parts)
+
+
+def _static_rank(s: SweepResult, n: int) -> tuple:
+    """Best rate; ties go to a P/D split (today's answer), then toward the middle prefill count."""
+    if not s.spec.startswith("static:"):
+        return (s.serving_rate,)
+    split = split_of_spec(s.spec, n)
+    return (s.serving_rate, split.m == 0, -abs(split.p - n / 2), -split.m)
+
+
+def _static_best_mixed(n: int, results: dict[str, SweepResult],
+                       run_sweeps: Callable[[list[str]], dict[str, SweepResult]]) -> list[str]:
+    """Sweep the coarse grid of splits with a MIXED pool, then the neighbours of the best split
+    until none is left untried (docs/evaluation.md); ``results`` gains every sweep. Returns every
+    split spec swept for ``static-best``, the P/D ones first."""
+    specs = expand_spec("static-best", n)
+    fresh = [s.spec for s in coarse_mixed(n) if s.spec not in results]
+    while fresh:
+        results.update(run_sweeps(fresh))
+        specs += [s for s in fresh if s not in specs]
+        best = split_of_spec(max((results[s] for s in specs), key=lambda r: _static_rank(r, n)).spec, n)
+        fresh = [s.spec for s in neighbours(best, n) if s.spec not in specs]
+    return specs
 
 
 def _process_pool(jobs: int) -> ProcessPoolExecutor:
@@ -158,19 +191,19 @@ def evaluate(
     extra = tuple(sorted(set(settings.extra_scales) | ({ref_scale} if not ref_after else set())))
     run_settings = SweepSettings(**{**settings.__dict__, "extra_scales": extra})
 
-    tasks = [(name, spec) for name in names for spec in expand_spec(name, n)]
-    results: dict[str, SweepResult] = {}
-    if backend == "ray":
-        from arrow_rl.evaluation.ray_backend import run_jobs
+    def run_sweeps(specs: list[str]) -> dict[str, SweepResult]:
+        out: dict[str, SweepResult] = {}
+        if backend == "ray":
+            from arrow_rl.evaluation.ray_backend import run_jobs
 
-        results = run_jobs(_sweep_job, [(spec, (workload, emulator_config, spec, run_settings, arrow_config,
-                                                dynamo_config, oracle_config)) for _, spec in tasks],
-                           progress=progress, notify_arg=True, address=ray_address, shared=(0,))
-    elif jobs <= 1 or len(tasks) == 1:
-        for _, spec in tasks:
-            results[spec] = sweep_policy(workload, emulator_config, spec, run_settings, arrow_config,
+            return run_jobs(_sweep_job, [(spec, (workload, emulator_config, spec, run_settings, arrow_config,
+                                                 dynamo_config, oracle_config)) for spec in specs],
+                            progress=progress, notify_arg=True, address=ray_address, shared=(0,))
+        if jobs <= 1 or len(specs) == 1:
+            for spec in specs:
+                out[spec] = sweep_policy(workload, emulator_config, spec, run_settings, arrow_config,
                                          dynamo_config, oracle_config, on_point=progress)
-    else:
+            return out
         import multiprocessing as mp
 
         with mp.Manager() as manager:
@@ -180,33 +213,38 @@ def evaluate(
                 futures: dict[Future, str] = {
                     pool.submit(_sweep_job, workload, emulator_config, spec, run_settings, arrow_config,
                                 dynamo_config, oracle_config, notify): spec
-                    for _, spec in tasks
+                    for spec in specs
                 }
                 pending = set(futures)
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     _drain(q, progress)
                     for fut in done:
-                        results[futures[fut]] = fut.result()
+                        out[futures[fut]] = fut.result()
                 _drain(q, progress)
+        return out
+
+    expanded = {name: expand_spec(name, n) for name in names}
+    results = run_sweeps(list(dict.fromkeys(spec for specs in expanded.values() for spec in specs)))
+    if "static-best" in names:
+        expanded["static-best"] = _static_best_mixed(n, results, run_sweeps)
 
     rows: dict[str, ControllerResult] = {}
     for name in names:
-        sweeps = [results[s] for s in expand_spec(name, n)]
-        best = max(sweeps, key=lambda s: (s.serving_rate, -abs(int(s.spec.split(":")[1]) - n / 2)
-                                          if s.spec.startswith("static:") else 0))
+        sweeps = [results[s] for s in expanded[name]]
+        best = max(sweeps, key=lambda s: _static_rank(s, n))
         row = ControllerResult(name=name, serving_rate=best.serving_rate, serving_scale=best.serving_scale,
                                attainment=best.attainment_by_rate(), flips_per_min=best.flips_per_min,
                                sweeps=sweeps)
-        if name == "static-best":
-            row.best_split = int(best.spec.split(":")[1])
-            row.splits = {int(s.spec.split(":")[1]): s.serving_rate for s in sweeps}
+        if name in ("static-best", "static-best-pd"):
+            row.best_split = split_of_spec(best.spec, n)
+            row.splits = {split_of_spec(s.spec, n): s.serving_rate for s in sweeps}
         rows[name] = row
 
     if ref_after and rows["arrow"].serving_scale > 0:
         ref_scale = rows["arrow"].serving_scale
         ref_rate = ref_scale * base
-        missing = [(name, f"static:{row.best_split}" if row.best_split is not None else name)
+        missing = [(name, row.best_split.spec if row.best_split is not None else name)
                    for name, row in rows.items() if row.attainment_at(ref_rate) is None]
         runs = _run_points(workload, emulator_config, [s for _, s in missing], ref_scale, run_settings,
                            arrow_config, dynamo_config, oracle_config, jobs, backend, ray_address)
@@ -224,7 +262,7 @@ def evaluate(
         if chosen not in rows:
             raise ValueError(f"timeline controller {chosen!r} is not among {names}")
         row = rows[chosen]
-        spec = f"static:{row.best_split}" if row.best_split is not None else chosen
+        spec = row.best_split.spec if row.best_split is not None else chosen
         scale = row.serving_scale if row.serving_scale > 0 else ref_scale
         timeline = run_spec_at_scale(workload, emulator_config, spec, scale, run_settings, arrow_config,
                                      dynamo_config, oracle_config, record_timeline=True)

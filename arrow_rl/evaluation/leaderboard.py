@@ -34,8 +34,7 @@ def outcome_cell(sc: ScenarioOutcome, controller: str, with_split: bool = True) 
         return NOT_APPLICABLE if controller in sc.not_applicable else "-"
     cell = rate_cell(o.interval)
     if with_split and o.best_split is not None:
-        n = sc.scenario.emulator_config.num_instances
-        cell += f" ({o.best_split}P:{n - o.best_split}D)"
+        cell += f" ({o.best_split.label})"
     return cell
 
 

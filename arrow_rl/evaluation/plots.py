@@ -23,7 +23,7 @@ def plot_attainment(result: EvaluationResult, path: str | Path, target: float = 
         pts = sorted(row.attainment.items())
         if not pts:
             continue
-        label = f"{name} (static:{row.best_split})" if row.best_split is not None else name
+        label = f"{name} ({row.best_split.label})" if row.best_split is not None else name
         line, = ax.plot([r for r, _ in pts], [100 * a for _, a in pts], marker="o", ms=3, label=label)
         if row.serving_rate > 0:
             ax.axvline(row.serving_rate, color=line.get_color(), ls=":", lw=0.8)

@@ -14,7 +14,15 @@ tried at a failing factor: an earlier screen that kept only the three best by at
 far a stopped run got) dropped the true best split on non-stationary loads (phase shift: 7P:1D
 outlasts 6P:2D in a prefill-heavy phase yet fails the decode-heavy one), and early stopping makes
 a failing run cheap enough not to need it. Later seeds search only the first seed's best split and
-its two neighbours (a documented choice).
+its two neighbours (a documented choice). That is ``static-best-pd``.
+
+``static-best`` adds splits with a MIXED pool (issue 12; ``arrow_rl.controllers.splits``), coarse
+to fine, in stages that share what was learned (which split passed or failed where): (1) the P/D
+search above, unchanged, so the answer never falls below it; (2) from its answer (which passes
+there without a run) the union of the P/D splits and the coarse grid (M and P on a step of about
+N/4, all-MIXED included); (3) the winner's neighbours one flip away, repeatedly, until none is
+left untried. Later seeds: the first seed's P/D winner ± 1 in stage 1, its overall winner and
+that split's neighbours in stage 2.
 
 Every run stops as soon as it cannot reach the target (``run_policy(stop_below=...)``): a search
 needs only pass/fail, and an overloaded run costs 10–20× a passing one if played to the end. The
@@ -26,12 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from arrow_rl.controllers.registry import expand_spec, make_policy
+from arrow_rl.controllers.registry import make_policy
 from arrow_rl.evaluation.protocol import Load, LoadSource, Protocol, build_load
 from arrow_rl.evaluation.runner import run_policy
+from arrow_rl.controllers.splits import Split, coarse_mixed, neighbours, pd_splits
 from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT, find_serving_rate
 
 MIN_FACTOR = 1.0 / 64
+STATIC_BEST = ("static-best", "static-best-pd")
 
 
 @dataclass
@@ -45,8 +55,13 @@ class SeedResult:
     flips_per_min: float
     counted_span_s: float
     simulations: int
-    best_split: int | None = None
+    best_split: Split | None = None      # static-best: the winning split at ``factor``
     points: dict[float, float] = field(default_factory=dict)  # factor -> attainment (union for static-best)
+    # static-best: the P/D-only search on the way (what ``static-best-pd`` answers), for comparison
+    pd_factor: float | None = None
+    pd_rate: float | None = None
+    pd_split: Split | None = None
+    pd_simulations: int | None = None
 
 
 @dataclass
@@ -58,6 +73,7 @@ class _Runner:
     protocol: Protocol
     arrow_config: Any = None
     on_run: Callable[[str, float, float], None] | None = None
+    mixed_config: Any = None     # the MIXED dispatcher's policy (``MixedConfig``; None: its defaults)
     runs: int = 0
     _loads: dict[tuple[float, int], Load] = field(default_factory=dict)
 
@@ -73,7 +89,8 @@ class _Runner:
         """(attainment, flips per minute, reach) of ``spec``; a run that cannot reach the target
         stops early, and ``reach`` is the fraction of the counted span it got through (1: all)."""
         load = self.load(factor, seed)
-        policy = make_policy(spec, int(self.emulator_config.num_instances), arrow_config=self.arrow_config)
+        policy = make_policy(spec, int(self.emulator_config.num_instances), arrow_config=self.arrow_config,
+                             mixed_config=self.mixed_config)
         r = run_policy(load.workload, self.emulator_config, policy,
                        control_interval_s=self.protocol.control_interval_s, seed=seed,
                        count_from_s=load.count_from_s, stop_below=TARGET_ATTAINMENT)
@@ -96,16 +113,12 @@ def _search(f: Callable[[float], float], protocol: Protocol, hint: float | None)
 
 
 def search_seed(runner: _Runner, controller: str, seed: int, hint: float | None = None,
-                around: int | None = None) -> SeedResult:
-    """One seed's serving rate of ``controller`` (``static-best`` included; ``around``: search
-    only that split and its neighbours)."""
-    n = int(runner.emulator_config.num_instances)
+                around: SeedResult | None = None) -> SeedResult:
+    """One seed's serving rate of ``controller`` (``static-best`` and ``static-best-pd`` included;
+    ``around``: the first seed's result, whose best splits bound a later seed's static search)."""
     runs_before = runner.runs
-    if controller == "static-best":
-        splits = [int(s.split(":")[1]) for s in expand_spec(controller, n)]
-        if around is not None:
-            splits = [p for p in splits if abs(p - around) <= 1]
-        return _search_static_best(runner, splits, seed, hint, runs_before)
+    if controller in STATIC_BEST:
+        return _search_static_best(runner, seed, hint, around, runs_before, mixed=controller == "static-best")
     flips: dict[float, float] = {}
 
     def f(k: float) -> float:
@@ -117,42 +130,88 @@ def search_seed(runner: _Runner, controller: str, seed: int, hint: float | None 
     return _result(runner, seed, k, points, flips.get(k, 0.0), runs_before)
 
 
-def _search_static_best(runner: _Runner, splits: list[int], seed: int, hint: float | None,
-                        runs_before: int) -> SeedResult:
+class _UnionSearch:
+    """The pruned search over a set of splits at one seed (module docstring); what it learned
+    (which split passed or failed at which factor) carries over when the set grows."""
+
+    def __init__(self, runner: _Runner, seed: int) -> None:
+        self.runner, self.seed = runner, seed
+        self.passed: dict[Split, float] = {}   # split -> highest factor it passed at
+        self.failed: dict[Split, float] = {}   # split -> lowest factor it failed at
+        self.last_att: dict[Split, float] = {}
+        self.last_reach: dict[Split, float] = {}
+        self.winner_at: dict[float, Split] = {}
+        self.points: dict[float, float] = {}
+
+    def search(self, splits: list[Split], hint: float | None,
+               key: Callable[[Split], Any]) -> tuple[float, Split | None]:
+        """Highest factor at which one of ``splits`` passes, and that split. ``key`` breaks ties
+        among splits with no evidence yet (which to run first)."""
+
+        def order() -> list[Split]:
+            # most promising first: highest known pass, then furthest reach and best attainment
+            return sorted(splits, key=lambda s: (-self.passed.get(s, 0.0), -self.last_reach.get(s, 1.0),
+                                                 -self.last_att.get(s, 1.0), key(s)))
+
+        def f(k: float) -> float:
+            best = 0.0
+            for s in order():
+                if self.failed.get(s, float("inf")) <= k:
+                    continue
+                if self.passed.get(s, 0.0) >= k:  # passed at a higher load already: passes here (no run)
+                    self.winner_at[k] = s
+                    return TARGET_ATTAINMENT
+                att, _, reach = self.runner.run(s.spec, k, self.seed)
+                self.last_att[s], self.last_reach[s] = att, reach
+                if att >= TARGET_ATTAINMENT:
+                    self.passed[s] = max(self.passed.get(s, 0.0), k)
+                    self.winner_at[k] = s
+                    return att
+                self.failed[s] = min(self.failed.get(s, float("inf")), k)
+                best = max(best, att)
+            return best
+
+        k, points = _search(f, self.runner.protocol, hint)
+        self.points.update(points)
+        return k, self.winner_at.get(k) if k > 0 else None
+
+
+def _search_static_best(runner: _Runner, seed: int, hint: float | None, around: SeedResult | None,
+                        runs_before: int, mixed: bool = True) -> SeedResult:
+    """``static-best`` (P:D:M) or ``static-best-pd`` (P/D only) at one seed (module docstring)."""
     n = int(runner.emulator_config.num_instances)
-    passed: dict[int, float] = {}  # split -> highest factor it passed at
-    failed: dict[int, float] = {}  # split -> lowest factor it failed at
-    last_att: dict[int, float] = {}
-    last_reach: dict[int, float] = {}
-    winner_at: dict[float, int] = {}
-
-    def order() -> list[int]:
-        # most promising first: highest known pass, then furthest reach and best attainment; unknown splits
-        # break ties toward the middle split (no prior on which side wins).
-        return sorted(splits, key=lambda p: (-passed.get(p, 0.0), -last_reach.get(p, 1.0), -last_att.get(p, 1.0),
-                                             abs(p - n / 2), p))
-
-    def f(k: float) -> float:
-        best = 0.0
-        for p in order():
-            if failed.get(p, float("inf")) <= k:
-                continue
-            if passed.get(p, 0.0) >= k:  # passed at a higher load already: passes here (no run)
-                winner_at[k] = p
-                return TARGET_ATTAINMENT
-            att, _, reach = runner.run(f"static:{p}", k, seed)
-            last_att[p], last_reach[p] = att, reach
-            if att >= TARGET_ATTAINMENT:
-                passed[p] = max(passed.get(p, 0.0), k)
-                winner_at[k] = p
-                return att
-            failed[p] = min(failed.get(p, float("inf")), k)
-            best = max(best, att)
-        return best
-
-    k, points = _search(f, runner.protocol, hint)
-    res = _result(runner, seed, k, points, 0.0, runs_before)
-    res.best_split = winner_at.get(k)
+    u = _UnionSearch(runner, seed)
+    # 1. P/D splits exactly as the P/D-only static-best searches them (same order, same hint), so
+    #    the answer can only grow from here; unknown splits break ties toward the middle split.
+    pd = pd_splits(n)
+    pd_hint = hint
+    if around is not None:
+        pd_hint = around.pd_factor if around.pd_factor is not None else around.factor
+        if around.pd_split is not None:
+            pd = [s for s in pd if abs(s.p - around.pd_split.p) <= 1]
+    k_pd, w_pd = u.search(pd, pd_hint, key=lambda s: (abs(s.p - n / 2), s.p))
+    pd_runs = runner.runs - runs_before
+    k, w = k_pd, w_pd
+    if mixed:
+        # 2. splits with a MIXED pool, started from the P/D answer (it passes there without a run):
+        #    the coarse grid (first seed) or the first seed's winner and its neighbours (later ones),
+        #    then refined around the winner until no untried neighbour beats it.
+        if around is not None and around.best_split is not None:
+            extra = [around.best_split, *neighbours(around.best_split, n)]
+        else:
+            extra = coarse_mixed(n)
+        cands = list(dict.fromkeys(pd + extra))
+        for _ in range(n * n):   # bounded: each round adds at least one split of the finite set
+            centre = w if w is not None else Split(0, 0, n)
+            k, w = u.search(cands, k if k > 0 else hint, key=lambda s: (s.distance(centre), s))
+            centre = w if w is not None else centre
+            fresh = [s for s in neighbours(centre, n) if s not in cands]
+            if not fresh:
+                break
+            cands += fresh
+    res = _result(runner, seed, k, u.points, 0.0, runs_before)
+    res.best_split, res.pd_split, res.pd_factor, res.pd_simulations = w, w_pd, k_pd, pd_runs
+    res.pd_rate = runner.load(k_pd, seed).offered_rate if k_pd > 0 else 0.0
     return res
 
 
@@ -167,14 +226,15 @@ def _result(runner: _Runner, seed: int, k: float, points: dict[float, float], fp
 
 def search_controller(source: LoadSource, emulator_config: Any, controller: str, protocol: Protocol,
                       arrow_config: Any = None,
-                      on_run: Callable[[str, float, float], None] | None = None) -> list[SeedResult]:
+                      on_run: Callable[[str, float, float], None] | None = None,
+                      mixed_config: Any = None) -> list[SeedResult]:
     """Every seed of ``protocol`` for one controller; later seeds start from the first's answer."""
-    runner = _Runner(source, emulator_config, protocol, arrow_config, on_run)
+    runner = _Runner(source, emulator_config, protocol, arrow_config, on_run, mixed_config)
     out: list[SeedResult] = []
     hint, around = None, None
     for seed in protocol.seeds:
         r = search_seed(runner, controller, seed, hint, around)
         out.append(r)
         if hint is None and r.factor > 0:
-            hint, around = r.factor, r.best_split
+            hint, around = r.factor, r
     return out

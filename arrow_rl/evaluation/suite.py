@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from arrow_rl.evaluation.intervals import Interval, geomean, mean_ci95, winners
 from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
-from arrow_rl.evaluation.seeded_search import SeedResult, search_controller
+from arrow_rl.evaluation.seeded_search import STATIC_BEST, SeedResult, search_controller
+from arrow_rl.controllers.splits import Split, split_from_json
 from arrow_rl.evaluation.suite_spec import Scenario, Suite
 
 BASELINE = "arrow"
@@ -37,9 +38,10 @@ class ControllerOutcome:
         return sum(s.flips_per_min for s in self.seeds) / len(self.seeds)
 
     @property
-    def best_split(self) -> int | None:
+    def best_split(self) -> Split | None:
+        """The split that won most seeds (ties: the first seed's order)."""
         splits = [s.best_split for s in self.seeds if s.best_split is not None]
-        return max(set(splits), key=splits.count) if splits else None
+        return max(dict.fromkeys(splits), key=splits.count) if splits else None
 
     @property
     def counted_span_s(self) -> float:
@@ -125,12 +127,11 @@ class SuiteResult:
                     "simulations": sum(s.simulations for s in o.seeds),
                     "cpu_s": o.cpu_s,
                 }
-                if o.best_split is not None:
-                    entry["best_split"] = o.best_split
-                    entry["per_seed_split"] = [s.best_split for s in o.seeds]
-                entry["seeds"] = [{"seed": s.seed, "factor": s.factor, "rate": s.rate, "at_ceiling": s.at_ceiling,
-                                   "flips_per_min": s.flips_per_min, "counted_span_s": s.counted_span_s,
-                                   "simulations": s.simulations, "best_split": s.best_split} for s in o.seeds]
+                if o.best_split is not None:   # an integer P for a P/D split (the old format), else "P:D:M"
+                    entry["best_split"] = o.best_split.to_json()
+                    entry["best_split_label"] = o.best_split.label
+                    entry["per_seed_split"] = [_split_json(s.best_split) for s in o.seeds]
+                entry["seeds"] = [_seed_json(s) for s in o.seeds]
                 entry["wall_s"] = o.wall_s
                 ctrls[c] = entry
             s = sc.scenario
@@ -171,19 +172,22 @@ def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") ->
     sims = 0
     for name, sj in scen_json.items():
         row: dict[str, ControllerOutcome] = {}
+        n = int(by_name[name].emulator_config.num_instances)
         for c, e in sj["controllers"].items():
             if c not in controllers:
                 controllers.append(c)
             if "seeds" in e:
                 seeds = [SeedResult(int(d["seed"]), float(d["factor"]), float(d["rate"]), bool(d["at_ceiling"]),
                                     float(d["flips_per_min"]), float(d["counted_span_s"]), int(d["simulations"]),
-                                    d.get("best_split")) for d in e["seeds"]]
+                                    split_from_json(d.get("best_split"), n, f"{source}: {name}: {c}"))
+                         for d in e["seeds"]]
             else:
                 rates = e["per_seed"]
                 splits = e.get("per_seed_split") or [None] * len(rates)
                 seeds = [SeedResult(k, math.nan, float(r), bool(e.get("at_ceiling", False)), float(e["flips_per_min"]),
                                     float(sj.get("counted_span_s", 0.0)), int(e.get("simulations", 0)) // len(rates),
-                                    splits[k]) for k, r in enumerate(rates)]
+                                    split_from_json(splits[k], n, f"{source}: {name}: {c}"))
+                         for k, r in enumerate(rates)]
             sims += sum(x.simulations for x in seeds)
             row[c] = ControllerOutcome(c, seeds, mean_ci95([x.rate for x in seeds],
                                                            at_ceiling=any(x.at_ceiling for x in seeds)),
@@ -197,6 +201,20 @@ def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") ->
     return SuiteResult(kept, controllers, outcomes, quick, wall_s=float(settings.get("wall_s", 0.0)),
                        cpu_s=float(settings.get("cpu_s", 0.0)), simulations=int(settings.get("simulations", sims)),
                        settings=settings)
+
+
+def _split_json(s: Split | None) -> int | str | None:
+    return None if s is None else s.to_json()
+
+
+def _seed_json(s: SeedResult) -> dict[str, Any]:
+    out = {"seed": s.seed, "factor": s.factor, "rate": s.rate, "at_ceiling": s.at_ceiling,
+           "flips_per_min": s.flips_per_min, "counted_span_s": s.counted_span_s,
+           "simulations": s.simulations, "best_split": _split_json(s.best_split)}
+    if s.pd_factor is not None:   # static-best: its P/D-only answer on the way (static-best-pd's)
+        out["pd_only"] = {"factor": s.pd_factor, "rate": s.pd_rate, "best_split": _split_json(s.pd_split),
+                          "simulations": s.pd_simulations}
+    return out
 
 
 def _job(scenario: Scenario, controller: str, notify: Callable | None) -> tuple[list[SeedResult], float, float]:
@@ -223,7 +241,7 @@ class _Notifier:
 def _cost_rank(scenario: Scenario, controller: str) -> float:
     """Rough relative cost, to start the longest jobs first (static-best searches many splits)."""
     n = scenario.emulator_config.num_instances
-    return n * (3.0 if controller == "static-best" else 1.0)
+    return n * (4.0 if controller == "static-best" else 3.0 if controller in STATIC_BEST else 1.0)
 
 
 def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: bool = False,

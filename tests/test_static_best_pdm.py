@@ -1,0 +1,200 @@
+"""``static-best`` over P:D:M splits (issue 12 item 3, docs/design_mixed_role.md): the split set,
+the coarse-to-fine search, its floor (today's P/D-only answer) and the suite JSON's two formats."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+from arrow_rl.evaluation.protocol import Protocol
+from arrow_rl.evaluation.seeded_search import search_seed
+from arrow_rl.controllers.splits import (Split, all_splits, coarse_mixed, is_valid, neighbours, pd_splits,
+                                        split_from_json)
+
+
+# ------------------------------------------------------------------------------------ splits ----
+@pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
+def test_all_splits_are_every_valid_pdm_split_once(n):
+    every = {Split(p, d, n - p - d) for p in range(n + 1) for d in range(n + 1 - p)}
+    valid = {s for s in every if is_valid(s)}
+    assert len(all_splits(n)) == len(set(all_splits(n))) and set(all_splits(n)) == valid
+    assert len(valid) == (n - 1) * n // 2 + 1
+
+
+def test_the_coarse_grid_holds_all_mixed_and_steps_m_and_p():
+    assert [s.label for s in coarse_mixed(8)] == ["1P:5D:2M", "3P:3D:2M", "5P:1D:2M", "1P:3D:4M", "3P:1D:4M",
+                                                  "1P:1D:6M", "8M"]
+    assert all(is_valid(s) and s.n == 16 for s in coarse_mixed(16)) and Split(0, 0, 16) in coarse_mixed(16)
+    assert len(coarse_mixed(16)) < len(all_splits(16)) // 5
+
+
+def test_neighbours_are_the_valid_splits_one_flip_away():
+    assert set(neighbours(Split(3, 1, 4), 8)) == {Split(2, 2, 4), Split(4, 1, 3), Split(2, 1, 5), Split(3, 2, 3)}
+    assert Split(0, 0, 8) in neighbours(Split(1, 1, 6), 8) and Split(1, 1, 6) in neighbours(Split(0, 0, 8), 8)
+    for s in all_splits(8):
+        assert all(is_valid(x) and x.n == 8 and s.distance(x) <= 2 for x in neighbours(s, 8))
+
+
+def test_split_labels_specs_and_json_keep_the_p_d_format():
+    assert (Split(7, 1).label, Split(7, 1).spec, Split(7, 1).to_json()) == ("7P:1D", "static:7", 7)
+    assert (Split(3, 1, 4).label, Split(3, 1, 4).spec, Split(3, 1, 4).to_json()) == ("3P:1D:4M", "static:3:1:4",
+                                                                                     "3:1:4")
+    assert Split(0, 0, 8).label == "8M"
+    assert split_from_json(7, 8) == Split(7, 1, 0) and split_from_json("3:1:4", 8) == Split(3, 1, 4)
+    assert split_from_json(None, 8) is None
+    with pytest.raises(ValueError, match=r"x.json: best_split must be .*'3P'"):
+        split_from_json("3P", 8, "x.json")
+
+
+# ---------------------------------------------------------------------------- the search -------
+@dataclass
+class FakeRunner:
+    """A ``_Runner`` whose split ``s`` passes exactly up to rate factor ``capacity[s]``."""
+
+    capacity: dict[Split, float]
+    n: int
+    protocol: Protocol = field(default_factory=lambda: Protocol(seeds=(0,), rel_tol=0.05, max_evals=12))
+    runs: int = 0
+    ran: list = field(default_factory=list)
+
+    @property
+    def emulator_config(self):
+        return SimpleNamespace(num_instances=self.n)
+
+    def run(self, spec: str, k: float, seed: int):
+        s = next(x for x in all_splits(self.n) if x.spec == spec)
+        self.runs += 1
+        self.ran.append(s)
+        return (1.0 if k <= self.capacity[s] else 0.5), 0.0, 1.0
+
+    def load(self, k: float, seed: int):
+        return SimpleNamespace(offered_rate=k, counted_span_s=300.0)
+
+
+def landscape(n: int, peak: Split, top: float, pd_top: float) -> dict[Split, float]:
+    """Capacity falls by 1.5 per flip from ``peak``; P/D splits are capped at ``pd_top``."""
+    cap = {s: max(0.5, top - 1.5 * s.distance(peak)) for s in all_splits(n)}
+    return {s: min(c, pd_top) if s.m == 0 else c for s, c in cap.items()}
+
+
+def test_static_best_finds_an_off_grid_mixed_peak_by_refining_around_the_coarse_winner():
+    peak = Split(2, 1, 5)
+    assert peak not in coarse_mixed(8)
+    r = FakeRunner(landscape(8, peak, top=20.0, pd_top=9.0), 8)
+    res = search_seed(r, "static-best", 0)
+    assert res.best_split == peak and res.factor <= 20.0 and res.factor >= 20.0 / 1.05
+    assert res.pd_split is not None and res.pd_split.m == 0 and res.pd_factor <= 9.0
+    assert len(set(r.ran)) < len(all_splits(8))   # coarse to fine: not every split was run
+
+
+@pytest.mark.parametrize("peak, pd_top", [(Split(2, 1, 5), 9.0), (Split(6, 2, 0), 30.0), (Split(0, 0, 8), 6.0),
+                                          (Split(1, 6, 1), 12.0)])
+def test_static_best_is_never_below_the_pd_only_search_and_its_pd_answer_is_that_search(peak, pd_top):
+    cap = landscape(8, peak, top=20.0, pd_top=pd_top)
+    pdm = search_seed(FakeRunner(cap, 8), "static-best", 0)
+    only_pd = FakeRunner(cap, 8)
+    pd = search_seed(only_pd, "static-best-pd", 0)
+    assert all(s.m == 0 for s in only_pd.ran) and pd.best_split.m == 0
+    assert pdm.factor >= pd.factor and (pdm.pd_factor, pdm.pd_split) == (pd.factor, pd.best_split)
+    assert pdm.factor >= max(cap.values()) / 1.05 - 1e-9 and cap[pdm.best_split] == max(cap.values())
+
+
+def test_a_later_seed_searches_around_the_first_seeds_winners():
+    cap = landscape(8, Split(2, 1, 5), top=20.0, pd_top=9.0)
+    blind = FakeRunner(cap, 8)
+    first = search_seed(blind, "static-best", 0)
+    later = FakeRunner(cap, 8)
+    res = search_seed(later, "static-best", 1, hint=first.factor, around=first)
+    assert res.best_split == first.best_split and res.factor >= first.factor / 1.05
+    tried = set(later.ran)
+    assert all(abs(s.p - first.pd_split.p) <= 1 for s in tried if s.m == 0)
+    assert tried - {s for s in pd_splits(8)} <= {first.best_split, *neighbours(first.best_split, 8)}
+    assert later.runs < blind.runs / 2
+
+
+# --------------------------------------------------------------- on the emulator (slow) ----
+@pytest.mark.slow
+def test_on_a_colocation_friendly_load_static_best_beats_the_pd_only_search_with_a_mixed_split():
+    from arrow_rl.cluster.emulator import EmulatorConfig
+    from arrow_rl.evaluation.protocol import LoadSource
+    from arrow_rl.evaluation.seeded_search import search_controller
+    from arrow_rl.workload.generators import parse_spec
+
+    emu = EmulatorConfig(preset="h100-llama3.1-8b-tp1", num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)
+    spec = parse_spec({"kind": "poisson", "rate": 4.0, "duration_s": 30,
+                       "mix": {"input": {"kind": "lognormal", "mean": 300, "cv": 0.8, "max_tokens": 4000},
+                               "output": {"kind": "lognormal", "mean": 300, "cv": 0.8, "max_tokens": 2000}}})
+    proto = Protocol(warmup_s=5, seeds=(0, 1), rel_tol=0.2, max_evals=8)
+    src = LoadSource("short-prompts", spec=spec)
+    pdm = search_controller(src, emu, "static-best", proto)
+    pd = search_controller(src, emu, "static-best-pd", proto)
+    for a, b in zip(pdm, pd):
+        assert a.rate >= b.rate and (a.pd_factor, a.pd_split) == (b.factor, b.best_split)
+    assert any(a.best_split.m > 0 and a.rate > b.rate * 1.1 for a, b in zip(pdm, pd))
+    assert not math.isnan(pdm[0].rate)
+
+
+# --------------------------------------------------------------------------- the suite JSON ----
+def test_a_mixed_winner_round_trips_through_the_suite_json_and_the_table_names_it(tmp_path):
+    import json
+
+    from arrow_rl.evaluation.intervals import mean_ci95
+    from arrow_rl.evaluation.leaderboard import outcome_cell
+    from arrow_rl.evaluation.seeded_search import SeedResult
+    from arrow_rl.evaluation.suite import ControllerOutcome, ScenarioOutcome, SuiteResult, result_from_json
+    from arrow_rl.evaluation.suite_spec import load_suite
+    from pathlib import Path
+
+    suite = load_suite(str(Path(__file__).parent / "data" / "tiny_suite.yaml"))
+    sc = suite.scenarios[0]   # 3 instances
+    seeds = [SeedResult(k, 2.0, 4.0, False, 0.0, 40.0, 9, Split(1, 1, 1), pd_factor=1.5, pd_rate=3.0,
+                        pd_split=Split(1, 2), pd_simulations=5) for k in range(2)]
+    seeds.append(SeedResult(2, 2.0, 4.0, False, 0.0, 40.0, 9, Split(2, 1, 0)))
+    outcome = ControllerOutcome("static-best", seeds, mean_ci95([4.0] * 3), 1.0)
+    res = SuiteResult(suite, ["static-best"], {sc.name: ScenarioOutcome(sc, {"static-best": outcome})}, False,
+                      settings={"controllers": ["static-best"]})
+    payload = json.loads(json.dumps(res.to_json()))
+    entry = payload["scenarios"][sc.name]["controllers"]["static-best"]
+    assert (entry["best_split"], entry["best_split_label"], entry["per_seed_split"]) == ("1:1:1", "1P:1D:1M",
+                                                                                          ["1:1:1", "1:1:1", 2])
+    assert entry["seeds"][0]["pd_only"] == {"factor": 1.5, "rate": 3.0, "best_split": 1, "simulations": 5}
+    back = result_from_json(payload, suite)
+    again = back.scenarios[sc.name].controllers["static-best"]
+    assert [s.best_split for s in again.seeds] == [Split(1, 1, 1), Split(1, 1, 1), Split(2, 1, 0)]
+    assert outcome_cell(back.scenarios[sc.name], "static-best").endswith("(1P:1D:1M)")
+
+
+# ------------------------------------------------------------- arrow-rl evaluate's static-best ----
+def _sweeps(cap: dict[Split, float], n: int, ran: list):
+    from arrow_rl.evaluation.evaluate import split_of_spec
+    from arrow_rl.evaluation.serving_rate import SweepResult
+
+    def run(specs):
+        ran.extend(specs)
+        return {s: SweepResult(s, s, 1.0, cap[split_of_spec(s, n)], cap[split_of_spec(s, n)]) for s in specs}
+    return run
+
+
+def test_evaluate_static_best_sweeps_the_coarse_grid_then_climbs_to_the_best_split():
+    from arrow_rl.evaluation.evaluate import _static_best_mixed, _static_rank
+
+    cap = landscape(8, Split(2, 1, 5), top=20.0, pd_top=9.0)
+    ran: list[str] = []
+    run = _sweeps(cap, 8, ran)
+    results = run([s.spec for s in pd_splits(8)])
+    specs = _static_best_mixed(8, results, run)
+    best = max((results[s] for s in specs), key=lambda r: _static_rank(r, 8))
+    assert best.spec == "static:2:1:5" and len(ran) == len(set(ran)) < len(all_splits(8))
+
+
+def test_evaluate_static_best_keeps_the_pd_split_on_a_tie():
+    from arrow_rl.evaluation.evaluate import _static_best_mixed, _static_rank
+
+    cap = {s: (10.0 if s in (Split(5, 3), Split(3, 3, 2)) else 5.0) for s in all_splits(8)}
+    run = _sweeps(cap, 8, [])
+    results = run([s.spec for s in pd_splits(8)])
+    specs = _static_best_mixed(8, results, run)
+    assert max((results[s] for s in specs), key=lambda r: _static_rank(r, 8)).spec == "static:5"
