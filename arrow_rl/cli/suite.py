@@ -21,7 +21,9 @@ from arrow_rl.cli.output import fail, make_console
 
 console = make_console()
 suite_app = typer.Typer(help="Scenario suites: rank controllers with seeds and 95% intervals.", no_args_is_help=True)
-QUICK_CONTROLLERS = "arrow,static-best,colocated"
+# --quick keeps the P/D-only static search: the P:D:M one costs 2-2.5x it (docs/evaluation.md, Cost)
+QUICK_CONTROLLERS = "arrow,static-best-pd,colocated"
+FULL_CONTROLLERS = "arrow,static-best,colocated,dynamo"
 
 
 def _fail(message: str) -> NoReturn:
@@ -39,7 +41,7 @@ def run_command(
         None, "--controllers",
         help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-best (P:D:M splits), "
              "static-best-pd (P/D splits only), dynamo, oracle, or checkpoint "
-             f"paths (default: {QUICK_CONTROLLERS},dynamo; with --quick: {QUICK_CONTROLLERS})"),
+             f"paths (default: {FULL_CONTROLLERS}; with --quick: {QUICK_CONTROLLERS})"),
     quick: bool = typer.Option(False, "--quick", help="the suite's quick protocol (shorter spans, coarser search)"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one (scenario, controller) each)"),
     json_out: Path = typer.Option(..., "--json", help="write results as JSON"),
@@ -77,7 +79,7 @@ def run_command(
             _fail(f"--scenarios: unknown scenario(s) {', '.join(unknown)}; suite {s.name} has "
                   + ", ".join(sc.name for sc in s.scenarios))
         s = type(s)(s.name, s.path, s.description, [sc for sc in s.scenarios if sc.name in wanted], s.protocol)
-    names = [c.strip() for c in (controllers or (QUICK_CONTROLLERS if quick else QUICK_CONTROLLERS + ",dynamo"))
+    names = [c.strip() for c in (controllers or (QUICK_CONTROLLERS if quick else FULL_CONTROLLERS))
              .split(",") if c.strip()]
     console.print(f"[bold]suite {s.name}[/bold]{' (quick)' if quick else ''}: {len(s.scenarios)} scenarios x "
                   f"{len(names)} controllers, seeds {list(s.protocol.seeds)}, rate mode {s.protocol.rate_mode}, "
