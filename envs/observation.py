@@ -247,6 +247,65 @@ def instance_features(state: ControlState, slo: SLO, config: ObservationConfig, 
     return np.clip(out, _ILOW, _IHIGH, out=out)
 
 
+class FrameHistory:
+    """The last ``history`` frames and the last role change, shared by both observation builders.
+
+    ``mode="stack"``: [frame_t, frame_{t-1}, …, frame_{t-k+1}] (the oldest frames repeat the first
+    one until k frames exist). ``"delta"``: [frame_t, frame_t − frame_{t-1}, …]. Role changes are
+    noticed by comparing consecutive instance roles, so no hook into whoever flipped is needed.
+    """
+
+    def __init__(self, frame_low: np.ndarray, frame_high: np.ndarray, history: int, mode: str) -> None:
+        self.history, self.mode = history, mode
+        if mode == "stack":
+            low, high = np.tile(frame_low, history), np.tile(frame_high, history)
+        else:
+            span = frame_high - frame_low
+            low = np.concatenate([frame_low] + [-span] * (history - 1))
+            high = np.concatenate([frame_high] + [span] * (history - 1))
+        self.low, self.high = low.astype(np.float32), high.astype(np.float32)
+        self.reset()
+
+    def names(self, frame_names: Sequence[str]) -> list[str]:
+        """Names of the flat vector's entries, e.g. ``decode_load@t-1`` or ``decode_load@d1``."""
+        tag = "t-" if self.mode == "stack" else "d"
+        names = list(frame_names)
+        for lag in range(1, self.history):
+            names += [f"{f}@{tag}{lag}" for f in frame_names]
+        return names
+
+    def reset(self) -> None:
+        self._frames: deque[np.ndarray] = deque(maxlen=self.history)
+        self._roles: tuple[Role, ...] | None = None
+        self._last_flip_s: float | None = None
+        self._start_s: float | None = None
+
+    def seconds_since_flip(self, state: ControlState) -> float:
+        """Note ``state``'s roles and return the seconds since the last role change (or the start)."""
+        roles = tuple(v.role for v in state.instances)
+        if self._start_s is None:
+            self._start_s = state.window.start_s
+        if self._roles is not None and roles != self._roles:
+            # A controller's flips take effect at the window's start; a router's (Arrow Alg. 1
+            # step 4) somewhere inside it. The window start is exact for the first, close for the second.
+            self._last_flip_s = state.window.start_s
+        self._roles = roles
+        return state.now - (self._last_flip_s if self._last_flip_s is not None else self._start_s)
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Add the newest frame; return the flat, clipped observation (a fresh array each call)."""
+        if not self._frames:
+            self._frames.extend([frame] * self.history)
+        else:
+            self._frames.appendleft(frame)
+        if self.mode == "stack":
+            flat = np.concatenate(self._frames)
+        else:
+            fr = list(self._frames)
+            flat = np.concatenate([fr[0]] + [fr[i] - fr[i + 1] for i in range(len(fr) - 1)])
+        return np.clip(flat, self.low, self.high, out=flat).astype(np.float32, copy=False)
+
+
 class ObservationBuilder:
     """Stateful wrapper around ``frame_features``: keeps the frame history and the last role change.
 
@@ -254,8 +313,7 @@ class ObservationBuilder:
     SLO, the config): the builder notices role changes itself by comparing consecutive instance
     roles, so it needs no hook into whoever flipped (env action, Arrow's router, an operator).
 
-    ``history_mode="stack"``: [frame_t, frame_{t-1}, …, frame_{t-k+1}] (the oldest frames repeat
-    the first one until k frames exist). ``"delta"``: [frame_t, frame_t − frame_{t-1}, …].
+    ``history_mode``: stack or delta frames, as ``FrameHistory`` describes.
     """
 
     def __init__(self, slo: SLO, num_instances: int, config: ObservationConfig | None = None,
@@ -267,15 +325,9 @@ class ObservationBuilder:
         if self.max_instances < num_instances:
             raise ValueError(f"observation.max_instances={self.max_instances} < num_instances={num_instances}")
         self.min_pool_size = min_pool_size
-        k = self.config.history
         f_low, f_high = (_LOW_PC, _HIGH_PC) if self.config.prefix_cache else (_LOW, _HIGH)
-        if self.config.history_mode == "stack":
-            low, high = np.tile(f_low, k), np.tile(f_high, k)
-        else:
-            span = f_high - f_low
-            low = np.concatenate([f_low] + [-span] * (k - 1))
-            high = np.concatenate([f_high] + [span] * (k - 1))
-        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
+        self._history = FrameHistory(f_low, f_high, self.config.history, self.config.history_mode)
+        self._low, self._high = self._history.low, self._history.high
         flat = spaces.Box(self._low, self._high, dtype=np.float32)
         if self.config.per_instance:
             self.observation_space: spaces.Space = spaces.Dict({
@@ -285,47 +337,21 @@ class ObservationBuilder:
             })
         else:
             self.observation_space = flat
-        self.reset()
 
     @property
     def feature_names(self) -> list[str]:
         """Names of the flat vector's entries, e.g. ``decode_load@t-1`` or ``decode_load@d1``."""
-        tag = "t-" if self.config.history_mode == "stack" else "d"
-        frame = [f.name for f in frame_feature_list(self.config)]
-        names = list(frame)
-        for lag in range(1, self.config.history):
-            names += [f"{f}@{tag}{lag}" for f in frame]
-        return names
+        return self._history.names([f.name for f in frame_feature_list(self.config)])
 
     def reset(self) -> None:
-        self._frames: deque[np.ndarray] = deque(maxlen=self.config.history)
-        self._roles: tuple[Role, ...] | None = None
-        self._last_flip_s: float | None = None
-        self._start_s: float | None = None
+        self._history.reset()
 
     def build(self, state: ControlState) -> np.ndarray | dict[str, np.ndarray]:
         """Record ``state`` in the history and return the observation (a fresh array each call)."""
-        roles = tuple(v.role for v in state.instances)
-        if self._start_s is None:
-            self._start_s = state.window.start_s
-        if self._roles is not None and roles != self._roles:
-            # A controller's flips take effect at the window's start; a router's (Arrow Alg. 1
-            # step 4) somewhere inside it. The window start is exact for the first, close for the second.
-            self._last_flip_s = state.window.start_s
-        self._roles = roles
-        since = state.now - (self._last_flip_s if self._last_flip_s is not None else self._start_s)
+        since = self._history.seconds_since_flip(state)
         frame = frame_features(state, self.slo, self.config, self.num_instances, self.max_instances,
                                since, self.min_pool_size)
-        if not self._frames:
-            self._frames.extend([frame] * self.config.history)
-        else:
-            self._frames.appendleft(frame)
-        if self.config.history_mode == "stack":
-            flat = np.concatenate(self._frames)
-        else:
-            fr = list(self._frames)
-            flat = np.concatenate([fr[0]] + [fr[i] - fr[i + 1] for i in range(len(fr) - 1)])
-        flat = np.clip(flat, self._low, self._high, out=flat).astype(np.float32, copy=False)
+        flat = self._history.push(frame)
         if self.config.per_instance:
             return {"features": flat, "instances": instance_features(state, self.slo, self.config, self.max_instances)}
         return flat

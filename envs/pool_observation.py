@@ -17,7 +17,6 @@ so it depends only on ``arrow_rl.cluster.base`` / ``arrow_rl.control``.
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Sequence
 
 import numpy as np
@@ -27,7 +26,7 @@ from arrow_rl.cluster.base import SLO, InstanceView, MetricsWindow, PoolStats, R
 from arrow_rl.control import ControlState
 
 from envs.config import ObservationConfig
-from envs.observation import Feature, _log_tokens, _ratio
+from envs.observation import Feature, FrameHistory, _log_tokens, _ratio
 
 POOLS: tuple[tuple[str, Role], ...] = (("p", Role.PREFILL), ("d", Role.DECODE), ("m", Role.MIXED))
 
@@ -139,48 +138,17 @@ class PoolObservationBuilder:
         self.num_instances = num_instances
         self.max_instances = self.config.max_instances or num_instances
         self.min_pool_size = min_pool_size
-        k = self.config.history
-        if self.config.history_mode == "stack":
-            low, high = np.tile(_LOW, k), np.tile(_HIGH, k)
-        else:
-            span = _HIGH - _LOW
-            low = np.concatenate([_LOW] + [-span] * (k - 1))
-            high = np.concatenate([_HIGH] + [span] * (k - 1))
-        self._low, self._high = low.astype(np.float32), high.astype(np.float32)
+        self._history = FrameHistory(_LOW, _HIGH, self.config.history, self.config.history_mode)
+        self._low, self._high = self._history.low, self._history.high
         self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
-        self.reset()
 
     @property
     def feature_names(self) -> list[str]:
-        tag = "t-" if self.config.history_mode == "stack" else "d"
-        names = list(POOL_FEATURE_NAMES)
-        for lag in range(1, self.config.history):
-            names += [f"{f}@{tag}{lag}" for f in POOL_FEATURE_NAMES]
-        return names
+        return self._history.names(POOL_FEATURE_NAMES)
 
     def reset(self) -> None:
-        self._frames: deque[np.ndarray] = deque(maxlen=self.config.history)
-        self._roles: tuple[Role, ...] | None = None
-        self._last_flip_s: float | None = None
-        self._start_s: float | None = None
+        self._history.reset()
 
     def build(self, state: ControlState) -> np.ndarray:
         """Record ``state`` in the history and return the observation (a fresh array each call)."""
-        roles = tuple(v.role for v in state.instances)
-        if self._start_s is None:
-            self._start_s = state.window.start_s
-        if self._roles is not None and roles != self._roles:
-            self._last_flip_s = state.window.start_s
-        self._roles = roles
-        since = state.now - (self._last_flip_s if self._last_flip_s is not None else self._start_s)
-        frame = pool_frame(state, self.slo, self.config, since)
-        if not self._frames:
-            self._frames.extend([frame] * self.config.history)
-        else:
-            self._frames.appendleft(frame)
-        if self.config.history_mode == "stack":
-            flat = np.concatenate(self._frames)
-        else:
-            fr = list(self._frames)
-            flat = np.concatenate([fr[0]] + [fr[i] - fr[i + 1] for i in range(len(fr) - 1)])
-        return np.clip(flat, self._low, self._high, out=flat).astype(np.float32, copy=False)
+        return self._history.push(pool_frame(state, self.slo, self.config, self._history.seconds_since_flip(state)))
