@@ -58,6 +58,7 @@ class CheckpointController:
         self._codec = None
         self._profiles = None
         self._source = str(checkpoint.directory)
+        self._calls = 0
         from envs.config import EnvConfig
 
         try:
@@ -106,6 +107,7 @@ class CheckpointController:
         if problems:
             raise CheckpointMismatchError(f"{self._source} does not fit this cluster: " + "; ".join(problems))
         self._builder, self._codec = builder, codec
+        self._calls = 0
         from arrow_rl.arrow import default_profiles
 
         self._profiles = default_profiles(info)  # the same Alg. 3 profiles PDClusterEnv uses
@@ -118,7 +120,11 @@ class CheckpointController:
         return np.asarray(obs, np.float32), self._codec.masks_for(state.instances)
 
     def act(self, state: ControlState) -> list[Flip]:
-        obs, mask = self.observe(state)
+        obs, mask = self.observe(state)   # every call: the observation history advances each step
+        decides = self._calls % self.env_config.action.decision_every == 0
+        self._calls += 1
+        if not decides:   # action.decision_every: the env masked all but the no-op on these steps
+            return []
         action = self.checkpoint.act(obs, mask)
         flips = self._codec.flips(action, state.instances, self._profiles)
         return list(flips) if flips else []

@@ -9,7 +9,8 @@ deployed controller sees. From that:
 1. **Behaviour cloning**: roll out the teacher, record (observation, teacher action, action mask),
    minimise the mask-aware cross-entropy of the policy's categorical distribution (invalid actions
    get -inf logits, exactly as MaskablePPO samples). Arrow mostly does nothing, so the loss can be
-   class-weighted (``class_balance``) so rare flips are not drowned by no-ops.
+   class-weighted (``class_balance``) so rare flips are not drowned by no-ops. States with a single
+   valid action (between decisions, ``action.decision_every``) are not recorded: nothing to learn.
 2. **DAgger** (Ross et al., 2011): roll out a mixture (teacher with probability beta_i, else the
    student's greedy masked action), label every visited state with the teacher's action, aggregate
    and refit. This fixes the compounding-error problem of plain cloning: the student learns what
@@ -161,7 +162,11 @@ def collect(
         if progress is not None:
             progress(n_envs)
     data = Dataset.empty(obs_dim, n_actions, max_dataset)
-    data.add(obs_log.reshape(-1, obs_dim), act_log.reshape(-1), mask_log.reshape(-1, n_actions))
+    flat_masks = mask_log.reshape(-1, n_actions)
+    # a state with one valid action teaches nothing (between decisions with action.decision_every > 1,
+    # or a cluster too small to flip): kept, those forced no-ops would swamp the teacher's real choices
+    informative = flat_masks.sum(axis=1) > 1
+    data.add(obs_log.reshape(-1, obs_dim)[informative], act_log.reshape(-1)[informative], flat_masks[informative])
     return Rollout(data, obs_log, rew_log, done_log, teacher_steps / (horizon * n_envs), episode_infos)
 
 

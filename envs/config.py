@@ -77,9 +77,17 @@ class ActionConfig(_Strict):
     # moves: k = ceil(f * N) per fraction f (our choice: 1/16, 1/8, 1/4 give k = 1, 1, 1 at N = 4 and
     # 2, 4, 8 at N = 32, so a 32-instance cluster can cross a quarter of itself in one step)
     move_fractions: list[float] = Field(default_factory=lambda: [0.0625, 0.125, 0.25], min_length=1)
+    # The policy decides on every k-th control step only; in between, the no-op is the one valid
+    # action (masked). Our choice, not the paper's: a lookahead teacher that re-plans every 5 s labels
+    # the 4 steps between its plans "no-op" whatever the state, and a student trained on those
+    # labels learns to never move (issue 12). With k = the teacher's cadence every label is a plan,
+    # and a deployed checkpoint keeps the cadence it was trained with (agents.controller).
+    decision_every: int = Field(1, ge=1, le=60)
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "ActionConfig":
+        if self.decision_every > 1 and self.kind == "target":   # its no-op is state-dependent, not index 0
+            raise ValueError("decision_every > 1 needs action.kind 'discrete' or 'moves' (not 'target')")
         if any(not 0 < f <= 1 for f in self.move_fractions):
             raise ValueError(f"move_fractions must lie in (0, 1], got {self.move_fractions}")
         if len(set(self.move_fractions)) != len(self.move_fractions):
@@ -223,6 +231,12 @@ class EnvConfig(_Strict):
                              "observation.kind 'pools' (the only size-free encodings)")
         if self.teacher == "oracle-moves" and self.action.kind != "moves":
             raise ValueError("teacher 'oracle-moves' plans over the moves codec: set action.kind 'moves'")
+        if self.teacher == "oracle-moves" and self.action.decision_every > 1:
+            cadence = self.action.decision_every * self.control_interval_s
+            plan = float(self.teacher_config.get("decision_interval_s", 5.0))
+            if plan > cadence + 1e-9:   # the teacher would skip decision steps and label them no-op
+                raise ValueError(f"teacher_config.decision_interval_s={plan:g} is longer than the policy's decision "
+                                 f"cadence action.decision_every x control_interval_s = {cadence:g} s")
         n = self.num_instances
         m = self.action.min_pool_size
         if 2 * m > n:

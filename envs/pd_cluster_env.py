@@ -157,6 +157,7 @@ class PDClusterEnv(gym.Env):
         self.teacher = None
         self.workload: Workload | None = None
         self._state: ControlState | None = None
+        self._decision_step = True   # action.decision_every: may the policy move on this step
         self._timeline: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------ episodes
@@ -377,16 +378,21 @@ class PDClusterEnv(gym.Env):
         self._state = state
         obs = self.obs_builder.build(state)
         num_prefill = sum(1 for v in views if v.role is Role.PREFILL)
-        mask = self.codec.masks_for(views)
+        # action.decision_every: between decision steps the no-op is the only valid action
+        decides = self._steps % self.config.action.decision_every == 0
+        self._decision_step = decides
+        mask = self.codec.masks_for(views) if decides else self._noop_mask()
         teacher_flips: list[Flip] = []
         teacher_action = -1
         if self.teacher is not None:
             choose = getattr(self.teacher, "choose", None)
             if choose is not None:   # a teacher that plans in the env's own action space (oracle-moves)
-                teacher_action = int(choose(state))
+                teacher_action = int(choose(state)) if decides else 0
                 teacher_flips = list(self.codec.flips(teacher_action, views, self._profiles) or [])
             else:
-                teacher_flips = list(self.teacher.act(state))
+                teacher_flips = list(self.teacher.act(state))   # runs every step: its counters see every window
+                if not decides:
+                    teacher_flips = []
                 teacher_action = self.codec.encode(teacher_flips, views)
         self._teacher_action = teacher_action
         self._teacher_flips = teacher_flips
@@ -398,7 +404,7 @@ class PDClusterEnv(gym.Env):
         tl["itl_mean"].append(window.decode.itl_mean)
         tl["arrivals"].append(window.arrivals)
         info = {"teacher_action": teacher_action, "teacher_flips": teacher_flips, "action_mask": mask,
-                "num_prefill": num_prefill, "time_s": state.now}
+                "num_prefill": num_prefill, "time_s": state.now, "decision_step": decides}
         if self.config.action.kind == "moves":
             from envs.moves import role_counts
 
@@ -432,7 +438,7 @@ class PDClusterEnv(gym.Env):
             raise RuntimeError("PDClusterEnv.step called after the episode ended; call reset()")
         cfg = self.config
         a = self._action_index(action)
-        flips = self.codec.flips(a, self._state.instances, self._profiles)
+        flips = self.codec.flips(a, self._state.instances, self._profiles) if self._decision_step or a == 0 else None
         invalid = flips is None
         if invalid:  # masked action taken anyway: a no-op, flagged
             flips = []
@@ -493,7 +499,14 @@ class PDClusterEnv(gym.Env):
         """Valid actions in the current state (True = allowed). Used by sb3-contrib MaskablePPO."""
         if self._state is None:
             return np.ones(int(self.action_space.n), dtype=bool)
+        if not self._decision_step:
+            return self._noop_mask()
         return self.codec.masks_for(self._state.instances)
+
+    def _noop_mask(self) -> np.ndarray:
+        mask = np.zeros(int(self.action_space.n), dtype=bool)
+        mask[0] = True
+        return mask
 
     def teacher_action(self) -> int:
         """The Arrow interval controller's action for the current state (-1 if disabled)."""
