@@ -221,13 +221,14 @@ class ClientConnection(asyncio.Protocol):
         self.close_after = not req.keep_alive
         self.chunked = req.http_11
         chat = DATA_PATHS.get(req.path)
+        loop = asyncio.get_running_loop()
         if chat is None:
-            task = asyncio.ensure_future(self._asgi(req))
+            task = loop.create_task(self._asgi(req))
         elif req.method != b"POST":
             self.reply(405, b'{"detail":"Method Not Allowed"}', extra=b"allow: POST\r\n")
             return
         else:
-            task = asyncio.ensure_future(self.router.handle_client(self, req, chat))
+            task = loop.create_task(self.router.handle_client(self, req, chat))
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:

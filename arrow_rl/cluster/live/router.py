@@ -52,16 +52,19 @@ from starlette.routing import Route
 from arrow_rl.cluster.base import RequestRecord, Role
 from arrow_rl.cluster.live.config import RouterConfig
 from arrow_rl.cluster.live.httpserver import ClientConnection, ClientRequest
+from arrow_rl.cluster.live.metrics import BatchedHistogram
 from arrow_rl.cluster.live.protocol import decode_body, max_output_tokens, plain_body, prefill_body, prompt_tokens
 from arrow_rl.cluster.live.routing import LiveRoutingContext, make_live_router
 from arrow_rl.cluster.live.scraper import quick_kv
-from arrow_rl.cluster.live.sse import EventSplitter
+from arrow_rl.cluster.live.sse import SEP as SSE_SEP, EventSplitter
 from arrow_rl.cluster.live.state import FlipError, InstanceState, RouterState
 from arrow_rl.cluster.live.upstream import (UpstreamClosed, UpstreamConnectError, UpstreamConnection, UpstreamError,
                                             UpstreamPool, UpstreamTimeout)
 from arrow_rl.cluster.live.validation import BadRequest, error_body, parse_json, validate_request
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request
+
+_loads = orjson.loads
 
 # Used only when no measured profile exists (arrow routing without `arrow-rl live-profile`):
 # ordering-only defaults, documented in docs/live_cluster.md.
@@ -265,11 +268,18 @@ class Router:
         self._m_requests: dict[tuple[str, str], Any] = {}  # label children, looked up once
         self.m_flips = Counter("arrow_router_flips", "Applied role flips", ["source"], registry=r)
         lat = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-        self.m_ttft = Histogram("arrow_router_ttft_seconds", "Client-visible time to first token", buckets=lat, registry=r)
-        self.m_tpot = Histogram("arrow_router_tpot_seconds", "Time per output token after the first", buckets=lat, registry=r)
-        self.m_prefill_leg = Histogram("arrow_router_prefill_leg_seconds", "Prefill leg latency", buckets=lat, registry=r)
-        self.m_decode_first = Histogram("arrow_router_decode_leg_first_chunk_seconds",
-                                        "Decode leg: request sent to first chunk (KV pull + first step)", buckets=lat, registry=r)
+        # Observed on the request path: queued and applied in batches (live/metrics.py), always
+        # before a /metrics scrape.
+        self.m_ttft = BatchedHistogram(Histogram("arrow_router_ttft_seconds", "Client-visible time to first token",
+                                                 buckets=lat, registry=r))
+        self.m_tpot = BatchedHistogram(Histogram("arrow_router_tpot_seconds", "Time per output token after the first",
+                                                 buckets=lat, registry=r))
+        self.m_prefill_leg = BatchedHistogram(Histogram("arrow_router_prefill_leg_seconds", "Prefill leg latency",
+                                                        buckets=lat, registry=r))
+        self.m_decode_first = BatchedHistogram(Histogram(
+            "arrow_router_decode_leg_first_chunk_seconds", "Decode leg: request sent to first chunk (KV pull + first step)",
+            buckets=lat, registry=r))
+        self._histograms = (self.m_ttft, self.m_tpot, self.m_prefill_leg, self.m_decode_first)
         self.m_role = Gauge("arrow_router_instance_role", "1 if the instance is in the prefill pool, 0 if decode", ["instance"], registry=r)
         self.m_healthy = Gauge("arrow_router_instance_healthy", "1 if healthy", ["instance"], registry=r)
         self.m_inflight = Gauge("arrow_router_instance_inflight", "In-flight legs", ["instance", "phase"], registry=r)
@@ -396,6 +406,8 @@ class Router:
 
     async def _metrics(self, request: HTTPRequest) -> Response:
         self._refresh_gauges()
+        for h in self._histograms:
+            h.flush()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- the data path (served by httpserver.ClientConnection, not by the Starlette app) --------
@@ -637,9 +649,10 @@ class Router:
             if entry[k] != entry[k]:  # NaN: JSON has none
                 entry[k] = None
         entry["notes"] = list(f.notes)
-        self.state.log("finish", **entry, t=f.finish_s)
         if self._journal:
             self._journal_lines.append(orjson.dumps(entry) + b"\n")
+        entry["t"] = f.finish_s  # the event is the journal line plus its time (not copied again)
+        self.state.log_event("finish", entry)
 
     # ---- admin API ------------------------------------------------------------------------------
     def _authorized(self, request: HTTPRequest) -> Response | None:
@@ -792,7 +805,7 @@ class StreamRelay:
     """
 
     __slots__ = ("router", "f", "d", "conn", "first", "context", "inject_usage", "client", "splitter",
-                 "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished", "held")
+                 "clock", "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished", "held")
 
     def __init__(self, router: Router, f: Flight, d: InstanceState, conn: UpstreamConnection, first: bytes,
                  context: int, inject_usage: bool) -> None:
@@ -800,6 +813,7 @@ class StreamRelay:
         self.context, self.inject_usage = context, inject_usage
         self.client: ClientConnection | None = None
         self.splitter = EventSplitter()
+        self.clock = router.state.clock  # RouterState.now without the extra call, once per read
         self.last_t: float | None = None
         self.usage_tokens: int | None = None
         self.content_events = 0
@@ -822,52 +836,81 @@ class StreamRelay:
 
     # ---- upstream side ----------------------------------------------------------------------
     def on_body(self, data: bytes) -> None:
-        events = self.splitter.feed(data)
-        if not events or self.client is None:
+        """One socket read: account for its complete events and forward them in one write.
+
+        Runs once per token (vLLM sends each token as it is made), so it is kept lean: the
+        events are forwarded as the bytes they arrived in (``EventSplitter.split`` keeps the
+        ``\\n\\n`` framing), and only an event that must not reach the client (the usage chunk
+        the router asked for itself) makes it rebuild the output."""
+        sp = self.splitter
+        if sp.tail:
+            data = sp.tail + data
+        if SSE_SEP not in data:
+            sp.tail = data
             return
-        out: list[bytes] = []
+        events = data.split(SSE_SEP)
+        tail = sp.tail = events.pop()
+        if self.client is None:
+            return
+        dropped: list[int] | None = None
         now = 0.0
-        for event in events:
-            if event.startswith(b"data: "):
-                payload = event[6:]
-                if payload == b"[DONE]":
-                    self.ok = not self.err
-                else:
-                    if not now:
-                        now = self.router.state.now()
-                    if not self._scan(payload, now):
-                        continue  # the injected usage chunk the client did not ask for
-            out.append(event)
-            out.append(b"\n\n")
+        for k, event in enumerate(events):
+            if event[:6] != b"data: ":
+                continue
+            payload = event[6:]
+            if payload == b"[DONE]":
+                self.ok = not self.err
+                continue
+            if not now:
+                now = self.clock()
+            if not self._scan(payload, now):  # the injected usage chunk the client did not ask for
+                if dropped is None:
+                    dropped = []
+                dropped.append(k)
+        if dropped is None:
+            out = data[:len(data) - len(tail)] if tail else data  # the events, each with its \\n\\n
+        else:
+            out = b"".join(e + SSE_SEP for k, e in enumerate(events) if k not in dropped)
         if out:
             if self.conn.complete:  # the response ends in this read: on_end writes it with the end
-                self.held += b"".join(out)
+                self.held += out
             else:
-                self.client.write_chunk(b"".join(out))
+                self.client.write_chunk(out)
 
     def _scan(self, payload: bytes, now: float) -> bool:
         """Account for one event (tokens, ITL, usage, errors); False: do not forward it."""
         try:
-            obj = orjson.loads(payload)
+            obj = _loads(payload)
         except orjson.JSONDecodeError:
             return True
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:  # orjson builds plain dicts and lists only
             return True
         forward = True
         usage = obj.get("usage")
-        if usage and isinstance(usage, dict):
+        if usage and type(usage) is dict:
             self.usage_tokens = usage.get("completion_tokens", self.usage_tokens)
         choices = obj.get("choices")
-        if choices and isinstance(choices, list) and isinstance(choices[0], dict):
-            f, d = self.f, self.d
-            n_tok = _chunk_tokens(choices[0])
-            if math.isnan(f.first_token_s):
+        if choices and type(choices) is list and type(choices[0]) is dict:
+            # Tokens in the chunk (_chunk_tokens, inlined: this runs once per streamed token).
+            choice = choices[0]
+            ids = choice.get("token_ids")
+            if ids:
+                n_tok = len(ids)
+            elif choice.get("text"):
+                n_tok = 1
+            else:
+                delta = choice.get("delta")
+                n_tok = 1 if type(delta) is dict and (delta.get("content") or delta.get("reasoning_content")) else 0
+            f = self.f
+            if f.first_token_s != f.first_token_s:  # NaN: this is the first token
                 f.first_token_s, f.ttft_source = now, "stream"
                 self.router.m_decode_first.observe(now - f.decode_start_s)
-            elif self.last_t is not None and n_tok:
+            elif n_tok and self.last_t is not None:
+                d = self.d
                 d.itl_sum_s += now - self.last_t
                 d.itl_count += n_tok
             if n_tok:
+                d = self.d
                 self.last_t = now
                 self.content_events += n_tok
                 d.decode_tokens_out += n_tok

@@ -217,6 +217,13 @@ class RouterState:
         self.events.append((seq, kind, data))
         return seq
 
+    def log_event(self, kind: str, data: dict[str, Any]) -> int:
+        """:meth:`log` for a dict the caller hands over and no longer changes (kept, not copied:
+        the request path logs one per request); it holds its own ``t``."""
+        seq = next(self._seq)
+        self.events.append((seq, kind, data))
+        return seq
+
     def events_after(self, seq: int, limit: int = 50_000) -> tuple[list[dict[str, Any]], int, bool]:
         """Events with sequence number > ``seq``; ``lost`` is True when the log already dropped some."""
         out: list[dict[str, Any]] = []
