@@ -1,5 +1,7 @@
 """Pluggable per-request routing for the live router: a ``RoutingContext`` over the router's own
 bookkeeping, so any ``RequestRouter`` (Arrow's Algorithm 1 above all) runs on live instance state.
+The router puts the emulator's ``MixedDispatcher`` (arrow_rl.arrow.mixed) in front of the policy
+named here, so MIXED instances get plain requests by the same rule on both backends.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class LiveRoutingContext:
 
     def instances(self) -> Sequence[InstanceView]:
         return self._state.views()
+
+    def num_mixed(self) -> int:
+        """Instances labelled MIXED (``MixedDispatcher`` skips its dispatch when there are none)."""
+        return self._state.num_mixed
 
     def flip(self, instance_id: int, role: Role) -> None:
         try:
