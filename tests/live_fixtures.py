@@ -74,3 +74,35 @@ def read_stream(r: httpx.Response) -> tuple[list[int], list[dict]]:
         for ch in obj.get("choices") or []:
             tokens.extend(ch.get("token_ids") or [])
     return tokens, events
+
+
+def build_moves_checkpoint(directory, prefer: dict[int, float]):
+    """A tiny checkpoint with the three-role ``moves`` action space (envs/moves.py) whose masked-greedy
+    choice is fixed: the action net ignores the observation and its logits are ``prefer`` (action
+    index -> logit, 0 elsewhere), so the highest-preferred *valid* move is taken every step.
+    Built from the generalist's training config (configs/train/generalist.yaml), untrained: ~2 s."""
+    from pathlib import Path
+
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from agents.checkpoint import save_checkpoint
+    from agents.config import load_config
+    from agents.train import checkpoint_metadata
+    from envs import PDClusterEnv
+
+    root = Path(__file__).resolve().parents[1]
+    meta = checkpoint_metadata(load_config(root / "configs" / "train" / "generalist.yaml"))
+    env = PDClusterEnv({**meta["env_config"], "teacher": None, "episode": {"duration_s": 5, "drain_s": 1}})
+    model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs={"net_arch": [8]})
+    with torch.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.zero_()
+        for action, logit in prefer.items():
+            model.policy.action_net.bias[action] = logit
+    return save_checkpoint(Path(directory), model, meta)
+
+
+# MoveCodec action indices (envs/moves.py: 1 + pair·F + fraction, F = 3 default fractions)
+MOVE_M_TO_D = 1 + 5 * 3
+MOVE_D_TO_M = 1 + 4 * 3

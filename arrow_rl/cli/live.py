@@ -262,7 +262,8 @@ def deploy(
 ) -> None:
     """Run a controller against a live cluster; log every decision with its observation."""
     from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
-    from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_split, run_control_loop
+    from arrow_rl.cluster.base import Role
+    from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_roles, flips_to_split, run_control_loop
     from arrow_rl.controllers.registry import make_policy
 
     try:
@@ -284,20 +285,21 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
-    if policy.initial_mixed:
-        _fail(f"{controller!r} has MIXED instances: role 'mixed' is not supported by the live router yet")
     for line in _deploy_warnings(controller, cluster.info, policy):
         warn(line)
     step = "set the routing policy"
     try:  # a router that fails a setup call gets one clear line, not a traceback
         if set_routing:
-            # a MixedDispatcher is a no-op without MIXED instances (refused above): name what it wraps
+            # the live router has its own MixedDispatcher (RouterConfig.mixed): name what this one wraps
             rname = getattr(policy.router, "inner_name", None) or getattr(policy.router, "name", "arrow-noflip")
             if rname in ("arrow", "arrow-noflip", "least-loaded"):
                 cluster.admin.set_routing(rname)
         if policy.initial_prefill is not None and controller.startswith("static:"):
-            step = f"apply the initial {policy.initial_prefill}P split"
-            flips = flips_to_split(list(cluster.roles()), policy.initial_prefill)
+            m = policy.initial_mixed
+            step = f"apply the initial {policy.initial_prefill}P" + (f":{m}M" if m else "") + " split"
+            roles = list(cluster.roles())
+            flips = flips_to_roles(roles, policy.initial_prefill, m) if m or Role.MIXED in roles else \
+                flips_to_split(roles, policy.initial_prefill)
             if flips:
                 cluster.flip_many(flips, source=policy.name)
     except RouterAPIError as exc:
