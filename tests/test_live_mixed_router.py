@@ -355,3 +355,15 @@ def test_deploy_runs_a_moves_checkpoint_that_flips_to_and_from_mixed(tmp_path):
         moves = [(f.old, f.new) for f in rig.router.state.flips]
         assert moves == [(Role.MIXED, Role.DECODE), (Role.DECODE, Role.MIXED)] * 2
         assert results and all(results) and not any(r.rejected for r in rig.router.records)
+
+
+def test_launch_config_labels_the_last_instances_mixed():
+    from arrow_rl.cluster.live.launcher import LaunchConfig
+
+    assert LaunchConfig(num_instances=3, initial_mixed=1).roles() == [Role.PREFILL, Role.DECODE, Role.MIXED]
+    assert LaunchConfig(num_instances=4, initial_prefill=1, initial_mixed=1).roles() == \
+        [Role.PREFILL, Role.DECODE, Role.DECODE, Role.MIXED]
+    assert LaunchConfig(num_instances=2, initial_mixed=2).roles() == [Role.MIXED, Role.MIXED]
+    assert LaunchConfig(num_instances=4).roles() == [Role.PREFILL, Role.PREFILL, Role.DECODE, Role.DECODE]
+    with pytest.raises(ValueError, match="initial_prefill \\+ initial_mixed"):
+        LaunchConfig(num_instances=3, initial_prefill=2, initial_mixed=2)
