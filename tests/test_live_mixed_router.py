@@ -15,8 +15,8 @@ from arrow_rl.cluster.live.cluster import LiveCluster
 from arrow_rl.cluster.live.config import RouterConfig, load_config_file
 from arrow_rl.cluster.live.deploy import flips_to_roles, run_control_loop
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, expected_tokens
-from live_fixtures import (AUTH, MOVE_D_TO_M, MOVE_M_TO_D, TOKEN, build_moves_checkpoint, completion, live_rig,
-                           read_stream)
+from live_fixtures import (AUTH, MOVE_D_TO_M, MOVE_M_TO_D, TOKEN, build_moves_checkpoint, checkpoint_then_arrow,
+                           completion, live_rig, read_stream)
 
 PDM = ["prefill", "decode", "mixed"]
 ALL_MIXED = {"mixed_policy": "fraction", "fraction": 1.0}
@@ -367,3 +367,27 @@ def test_launch_config_labels_the_last_instances_mixed():
     assert LaunchConfig(num_instances=4).roles() == [Role.PREFILL, Role.PREFILL, Role.DECODE, Role.DECODE]
     with pytest.raises(ValueError, match="initial_prefill \\+ initial_mixed"):
         LaunchConfig(num_instances=3, initial_prefill=2, initial_mixed=2)
+
+
+def test_the_real_vllm_scenario_on_fakes_checkpoint_then_arrow_flip_and_every_request_completes(tmp_path):
+    # tests/test_live_mixed.py runs this on three real vLLM instances (the lead's live tier)
+    cfg = [FakeConfig(decode_step_s=0.02) for _ in range(3)]
+    with live_rig(roles=PDM, configs=cfg, routing="arrow-noflip", slo_tpot_s=0.01,
+                  mixed={"mixed_policy": "fraction", "fraction": 0.5}) as rig:
+        stop, results = threading.Event(), []
+        ts = _load_threads(rig, stop, results)
+        for t in ts:
+            t.start()
+        try:
+            run = checkpoint_then_arrow(rig.router, rig.url, TOKEN, tmp_path / "moves", interval_s=0.2,
+                                        arrow_interval_s=0.15)
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(30)
+        assert run.checkpoint_flips == [(Role.MIXED, Role.PREFILL), (Role.PREFILL, Role.MIXED),
+                                        (Role.MIXED, Role.PREFILL)], run.checkpoint_log
+        assert run.arrow_flips == [(Role.PREFILL, Role.DECODE)], run.arrow_log
+        assert sorted(s.role.value for s in rig.router.state.instances) == ["decode", "decode", "prefill"]
+        assert results and all(results) and not any(r.rejected for r in rig.router.records)
+        assert {p for p, _, _ in _paths(rig)} >= {"mixed", "disaggregated"}
