@@ -6,8 +6,9 @@ loop) flips P->D on the split the checkpoint left, and every request completes w
 asked for. Marked ``live`` (run with ``pytest -m live tests/test_live_mixed.py``; skipped with the
 reason when vLLM/NIXL are not importable by ``$ARROW_RL_VLLM_PYTHON``). The launch and the request
 helpers are test_live_vllm.py's; the three instances live for this module only (seen once: 2.5 min
-to start on a shared 2-core box; the test itself then runs about 20-40 s), so run this file on its
-own rather than beside the two-instance tier.
+to start on a shared 2-core box; the control loops then run at most 8 + 12 intervals of 1 s, plus
+the drain of the streams in flight), so run this file on its own rather than beside the two-instance
+tier.
 """
 
 from __future__ import annotations
