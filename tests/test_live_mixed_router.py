@@ -391,3 +391,22 @@ def test_the_real_vllm_scenario_on_fakes_checkpoint_then_arrow_flip_and_every_re
         assert sorted(s.role.value for s in rig.router.state.instances) == ["decode", "decode", "prefill"]
         assert results and all(results) and not any(r.rejected for r in rig.router.records)
         assert {p for p, _, _ in _paths(rig)} >= {"mixed", "disaggregated"}
+
+
+def test_cli_deploy_applies_a_static_split_with_a_mixed_pool():
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    with live_rig(roles=["prefill", "decode", "decode"]) as rig:
+        r = CliRunner().invoke(app, ["deploy", "--controller", "static:1:1:1", "--router", rig.url, "--interval",
+                                     "100ms", "--token", TOKEN, "--steps", "1"])
+        assert r.exit_code == 0, r.output
+        assert [s.role.value for s in rig.router.state.instances] == PDM
+        assert rig.router.routing.name == "arrow-noflip"
+
+
+def test_cli_instances_may_be_mixed():
+    from arrow_rl.cli.live import _instances_from
+
+    assert _instances_from(None, ["http://a:1=prefill", "http://b:2=mixed"])[1] == {"url": "http://b:2", "role": "mixed"}
