@@ -7,6 +7,11 @@ go to one instance with ``kv_transfer_params`` (NIXL rejects a self hand-off wit
 the decode leg lands where the prefill ran, it is sent as a plain request (vLLM's prefix cache
 holds the prompt's blocks, so the prompt is not recomputed).
 
+MIXED instances (issue 12; docs/live_cluster.md, "The MIXED pool"): ``Router.dispatcher``, the
+emulator's ``MixedDispatcher`` in front of the routing policy, sends each arrival either to the
+P->D path above or to one MIXED instance, which gets the client's body as one plain request and
+runs prefill and decode itself (journal path ``mixed``). Without MIXED instances it only forwards.
+
 Faults: a connection error or timeout marks the instance unhealthy (no new work until a health
 check passes). A prefill leg that fails, or a decode leg that fails before any byte streamed, is
 retried once as a plain request on another healthy instance; any later failure ends the client's
@@ -810,7 +815,7 @@ class Router:
             mixed = MixedConfig.from_mapping(b.mixed, "mixed") if b.mixed is not None else None
             if b.policy is not None:
                 self.set_routing(b.policy, mixed)
-            else:   # the split policy only: the routing policy keeps its state (Arrow's clocks)
+            elif mixed is not None:   # the split policy only: the routing policy keeps its state
                 self.mixed_config = mixed
                 self.routing = self._routing
         except BadRequest as exc:
