@@ -74,3 +74,85 @@ def read_stream(r: httpx.Response) -> tuple[list[int], list[dict]]:
         for ch in obj.get("choices") or []:
             tokens.extend(ch.get("token_ids") or [])
     return tokens, events
+
+
+def build_moves_checkpoint(directory, prefer: dict[int, float]):
+    """A tiny checkpoint with the three-role ``moves`` action space (envs/moves.py) whose masked-greedy
+    choice is fixed: the action net ignores the observation and its logits are ``prefer`` (action
+    index -> logit, 0 elsewhere), so the highest-preferred *valid* move is taken every step.
+    Built from the generalist's training config (configs/train/generalist.yaml), untrained: ~2 s."""
+    from pathlib import Path
+
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from agents.checkpoint import save_checkpoint
+    from agents.config import load_config
+    from agents.train import checkpoint_metadata
+    from envs import PDClusterEnv
+
+    root = Path(__file__).resolve().parents[1]
+    meta = checkpoint_metadata(load_config(root / "configs" / "train" / "generalist.yaml"))
+    # it decides every control step (the generalist plans every 5th), so a test sees a move per step
+    action = {**meta["env_config"]["action"], "decision_every": 1}
+    meta["env_config"] = {**meta["env_config"], "action": action, "teacher": None}
+    env = PDClusterEnv({**meta["env_config"], "teacher": None, "episode": {"duration_s": 5, "drain_s": 1}})
+    model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs={"net_arch": [8]})
+    with torch.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.zero_()
+        for action, logit in prefer.items():
+            model.policy.action_net.bias[action] = logit
+    return save_checkpoint(Path(directory), model, meta)
+
+
+# MoveCodec action indices (envs/moves.py: 1 + pair·F + fraction, F = 3 default fractions; the
+# pairs P->D, D->P, P->M, M->P, D->M, M->D)
+MOVE_P_TO_M = 1 + 2 * 3
+MOVE_M_TO_P = 1 + 3 * 3
+MOVE_D_TO_M = 1 + 4 * 3
+MOVE_M_TO_D = 1 + 5 * 3
+
+
+@dataclass
+class FlipScenario:
+    checkpoint_flips: list[tuple[Role, Role]]
+    arrow_flips: list[tuple[Role, Role]]
+    checkpoint_log: list[dict]
+    arrow_log: list[dict]
+
+
+def checkpoint_then_arrow(router: Router, url: str, token: str, ckpt_dir, interval_s: float,
+                          arrow_interval_s: float, timeout_s: float = 15.0) -> FlipScenario:
+    """Issue 12 item 4's scenario on a router whose cluster starts prefill, decode, mixed (the
+    caller keeps load on it and a 1-ms-scale TPOT SLO, so decode is "heavy"):
+
+    1. a moves checkpoint deployed with ``run_control_loop`` whose masked-greedy move is M->P while a
+       MIXED instance exists, else P->M: it flips M->P, P->M, M->P and is stopped there (2P1D);
+    2. Arrow (Algorithm 2 under the same loop) sees the decode-heavy load and flips P->D.
+
+    Returns the flips each made (from the router's flip log, by source) and their decision logs."""
+    from arrow_rl.arrow import ArrowConfig
+    from arrow_rl.cluster.live.cluster import LiveCluster
+    from arrow_rl.cluster.live.deploy import run_control_loop
+    from arrow_rl.controllers.registry import make_policy
+
+    n = len(router.state.instances)
+    ckpt = make_policy(str(build_moves_checkpoint(ckpt_dir, {MOVE_M_TO_P: 10.0, MOVE_P_TO_M: 9.0})), n).controller
+    arrow = make_policy("arrow", n, arrow_config=ArrowConfig(update_interval_s=arrow_interval_s,
+                                                             sustain_count=2)).controller
+
+    def by(source: str) -> list[tuple[Role, Role]]:
+        return [(f.old, f.new) for f in router.state.flips if f.source == source]
+
+    cl = LiveCluster(url, token, timeout_s=timeout_s)
+    ckpt_log: list[dict] = []
+    arrow_log: list[dict] = []
+    try:
+        run_control_loop(cl, ckpt, interval_s, steps=8, log=ckpt_log.append, act_timeout_s=20,
+                         should_stop=lambda: len(by(ckpt.name)) >= 3)
+        run_control_loop(cl, arrow, interval_s, steps=12, log=arrow_log.append, act_timeout_s=10,
+                         should_stop=lambda: bool(by(arrow.name)))
+    finally:
+        cl.close()
+    return FlipScenario(by(ckpt.name), by(arrow.name), ckpt_log, arrow_log)

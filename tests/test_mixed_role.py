@@ -389,22 +389,18 @@ def test_bad_static_pdm_specs_are_refused(spec, message):
 
 
 # ------------------------------------------------------------------- refused where not built yet ----
-def test_the_live_router_refuses_mixed_flips_with_400():
-    from arrow_rl.cluster.live.state import FlipError, RouterState
+def test_the_live_router_accepts_flips_to_mixed():
+    from arrow_rl.cluster.live.state import RouterState
 
     s = RouterState(["http://a", "http://b"], ["prefill", "decode"])
-    with pytest.raises(FlipError, match="not supported by the live router yet") as exc:
-        s.apply_flips([(0, Role.MIXED)], source="admin")
-    assert exc.value.status == 400 and [i.role for i in s.instances] == [Role.PREFILL, Role.DECODE]
+    s.apply_flips([(0, Role.MIXED)], source="admin")   # the MIXED instance is the serving path now
+    assert [i.role for i in s.instances] == [Role.MIXED, Role.DECODE] and s.num_mixed == 1
 
 
-def test_the_live_config_refuses_a_mixed_instance():
-    from pydantic import ValidationError
-
+def test_the_live_config_accepts_a_mixed_instance():
     from arrow_rl.cluster.live.config import InstanceSpec
 
-    with pytest.raises(ValidationError, match="not supported by the live router yet"):
-        InstanceSpec(url="http://a", role="mixed")
+    assert InstanceSpec(url="http://a", role="mixed").role is Role.MIXED
 
 
 def test_the_env_refuses_mixed_instances():

@@ -76,8 +76,8 @@ def _instances_from(cluster: Optional[Path], instance: list[str]) -> list[dict]:
         out.extend(data["instances"])
     for spec in instance:
         url, _, role = spec.rpartition("=")
-        if not url or role not in ("prefill", "decode"):
-            _fail(f"--instance {spec!r}: expected URL=prefill or URL=decode")
+        if not url or role not in ("prefill", "decode", "mixed"):
+            _fail(f"--instance {spec!r}: expected URL=prefill, URL=decode or URL=mixed")
         out.append({"url": url, "role": role})
     if not out:
         _fail("no instances: give --cluster FILE (from arrow-rl launch) or --instance URL=ROLE")
@@ -92,6 +92,8 @@ def launch(
     model: Optional[str] = typer.Option(None, "--model", help="model path/id (default: generated tiny dummy Llama)"),
     vllm_python: Optional[str] = typer.Option(None, "--vllm-python", help="python that has vLLM (default: this one)"),
     base_port: Optional[int] = typer.Option(None, "--base-port", help="HTTP port of instance 0 (default 8100)"),
+    mixed_instances: Optional[int] = typer.Option(None, "--mixed-instances",
+                                                  help="label the last M instances mixed (default 0)"),
     workdir: Path = typer.Option(Path("live-cluster"), "--workdir", help="model config, logs"),
     cluster_file: Path = typer.Option(Path("cluster.json"), "--cluster-file", help="where to write the instance list"),
 ) -> None:
@@ -102,7 +104,8 @@ def launch(
     try:
         cfg = load_config_file(config, LaunchConfig) if config else LaunchConfig()
         upd = {k: v for k, v in {"num_instances": instances, "engine": engine, "model": model,
-                                 "python": vllm_python, "base_port": base_port}.items() if v is not None}
+                                 "python": vllm_python, "base_port": base_port,
+                                 "initial_mixed": mixed_instances}.items() if v is not None}
         cfg = LaunchConfig.model_validate({**cfg.model_dump(), **upd})
     except ValueError as exc:
         _fail(_message(exc))
@@ -145,11 +148,13 @@ def launch(
 # ---------------------------------------------------------------------------------------------
 def serve(
     cluster: Optional[Path] = typer.Option(None, "--cluster", help="instance list written by arrow-rl launch"),
-    instance: list[str] = typer.Option([], "--instance", help="URL=prefill|decode (repeatable)"),
+    instance: list[str] = typer.Option([], "--instance", help="URL=prefill|decode|mixed (repeatable)"),
     config: Optional[Path] = typer.Option(None, "--config", help="RouterConfig YAML; options override it"),
     host: Optional[str] = typer.Option(None, "--host", help="bind address (default 127.0.0.1)"),
     port: Optional[int] = typer.Option(None, "--port", help="port (default 8000)"),
     routing: Optional[str] = typer.Option(None, "--routing", help="arrow | arrow-noflip | least-loaded"),
+    mixed_policy: Optional[str] = typer.Option(None, "--mixed-policy", help="how requests split between the P/D "
+                                               "path and mixed instances: cost | fraction | prompt-threshold"),
     token: Optional[str] = typer.Option(None, "--token", help=f"admin bearer token (or ${TOKEN_ENV}; generated if absent)"),
     journal: Optional[Path] = typer.Option(None, "--journal", help="JSONL request journal"),
     profiles: Optional[Path] = typer.Option(None, "--profiles", help="profiles JSON from arrow-rl live-profile"),
@@ -172,6 +177,11 @@ def serve(
                                  "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot}.items() if v is not None}
         if "instances" not in base:
             _instances_from(None, [])
+        if mixed_policy is not None:   # the other MixedConfig fields stay as the --config file has them
+            from arrow_rl.arrow.mixed import MixedConfig
+
+            upd["mixed"] = MixedConfig.from_mapping({**base.get("mixed", {}), "mixed_policy": mixed_policy},
+                                                    "--mixed-policy").model_dump()
         cfg = RouterConfig.model_validate({**base, **upd})
         profs = load_profiles(cfg.profiles) if cfg.profiles else {}
     except ValueError as exc:
@@ -187,8 +197,9 @@ def serve(
         err.print("[yellow]warning:[/yellow] no --profiles: Arrow routing uses ordering-only fallback profiles; "
                   "run arrow-rl live-profile first")
     router = Router(cfg, token=tok, profiles=profs)
+    mixed = f", mixed split {cfg.mixed.mixed_policy}" if any(i.role.value == "mixed" for i in cfg.instances) else ""
     console.print(f"router on http://{cfg.host}:{cfg.port} → {len(cfg.instances)} instances "
-                  f"({', '.join(i.role.value for i in cfg.instances)}), routing {cfg.routing}")
+                  f"({', '.join(i.role.value for i in cfg.instances)}), routing {cfg.routing}{mixed}")
     try:
         serve_router(router, cfg.host, cfg.port)
     except OSError as exc:  # the port is taken, the address is not this host's, ...
@@ -262,7 +273,8 @@ def deploy(
 ) -> None:
     """Run a controller against a live cluster; log every decision with its observation."""
     from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
-    from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_split, run_control_loop
+    from arrow_rl.cluster.base import Role
+    from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_roles, flips_to_split, run_control_loop
     from arrow_rl.controllers.registry import make_policy
 
     try:
@@ -284,20 +296,21 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
-    if policy.initial_mixed:
-        _fail(f"{controller!r} has MIXED instances: role 'mixed' is not supported by the live router yet")
     for line in _deploy_warnings(controller, cluster.info, policy):
         warn(line)
     step = "set the routing policy"
     try:  # a router that fails a setup call gets one clear line, not a traceback
         if set_routing:
-            # a MixedDispatcher is a no-op without MIXED instances (refused above): name what it wraps
+            # the live router has its own MixedDispatcher (RouterConfig.mixed): name what this one wraps
             rname = getattr(policy.router, "inner_name", None) or getattr(policy.router, "name", "arrow-noflip")
             if rname in ("arrow", "arrow-noflip", "least-loaded"):
                 cluster.admin.set_routing(rname)
         if policy.initial_prefill is not None and controller.startswith("static:"):
-            step = f"apply the initial {policy.initial_prefill}P split"
-            flips = flips_to_split(list(cluster.roles()), policy.initial_prefill)
+            m = policy.initial_mixed
+            step = f"apply the initial {policy.initial_prefill}P" + (f":{m}M" if m else "") + " split"
+            roles = list(cluster.roles())
+            flips = flips_to_roles(roles, policy.initial_prefill, m) if m or Role.MIXED in roles else \
+                flips_to_split(roles, policy.initial_prefill)
             if flips:
                 cluster.flip_many(flips, source=policy.name)
     except RouterAPIError as exc:

@@ -15,6 +15,10 @@ Live definitions (where the emulator can see more than a router can):
 - Pool load = mean over the pool's instances (§5.5). A pool with no members (allowed at start,
   e.g. 2P0D) takes the mean over the instances that did that phase's work in the window.
 - waiting/running/KV usage are the scraped vLLM gauges at window end.
+- MIXED instances (issue 12) form ``MetricsWindow.mixed``: TTFT of requests whose prompt they
+  computed, TPOT of requests that finished on them, load = mean of max(prefill, decode load) over
+  them (as the emulator). Those requests then leave the P/D pools' statistics, and MIXED instances
+  leave the P/D loads' fallback basis. Without a MIXED instance the window is as before.
 """
 
 from __future__ import annotations
@@ -220,6 +224,7 @@ class LiveCluster(Cluster):
         arrivals_in = [e["input_tokens"] for e in events if e["kind"] == "arrival"]
         finished: list[RequestRecord] = []
         ttft_by_prefill: dict[int, list[float]] = {}
+        tpot_by_decode: dict[int, list[float]] = {}
         ttfts: list[float] = []
         tpots: list[float] = []
         for e in events:
@@ -245,6 +250,7 @@ class LiveCluster(Cluster):
                 ttft_by_prefill.setdefault(rec.prefill_instance, []).append(rec.ttft_s)
                 if not math.isnan(rec.tpot_s):
                     tpots.append(rec.tpot_s)
+                    tpot_by_decode.setdefault(rec.decode_instance, []).append(rec.tpot_s)
 
         inst_stats: list[InstanceWindowStats] = []
         dur = max(end - start, 1e-9)
@@ -274,28 +280,38 @@ class LiveCluster(Cluster):
             ))
         self._counters = counters
 
+        # With MIXED instances, what they served is the MIXED pool's and the P/D pools keep the rest;
+        # without, the P/D pools see the whole cluster's client-visible latencies (module docstring).
+        mixed_ids = {v.instance_id for v in views if v.role is Role.MIXED}
+        if mixed_ids:
+            ttfts = [x for i, xs in ttft_by_prefill.items() if i not in mixed_ids for x in xs]
+            tpots = [x for i, xs in tpot_by_decode.items() if i not in mixed_ids for x in xs]
+        pd_stats = [s for s in inst_stats if s.instance_id not in mixed_ids]
+
         def pool(role: Role, loads: dict[int, float], worked: set[int]) -> tuple[list[InstanceWindowStats], float]:
-            members = [s for s in inst_stats if s.role is role]
-            basis = members or [s for s in inst_stats if s.instance_id in worked]
+            members = [s for s in pd_stats if s.role is role]
+            basis = members or [s for s in pd_stats if s.instance_id in worked]
             return members, _mean([loads[s.instance_id] for s in basis])
 
         did_decode = {s.instance_id for s in inst_stats if s.itl_mean > 0}
         did_prefill = {s.instance_id for s in inst_stats if s.prefill_load > 0}
         p_members, lp = pool(Role.PREFILL, prefill_loads, did_prefill)
         d_members, ld = pool(Role.DECODE, decode_loads, did_decode)
-        itls = [s.itl_mean for s in inst_stats if s.itl_mean > 0]
+        itls = [s.itl_mean for s in pd_stats if s.itl_mean > 0]
         ok_finished = [r for r in finished if r.finished]
+        pd_finished = [r for r in ok_finished if r.decode_instance not in mixed_ids]
         prefill_pool = PoolStats(
             num_instances=len(p_members), ttft_mean=_mean(ttfts), ttft_p90=_p90(ttfts), first_tokens=len(ttfts),
             waiting=sum(s.waiting for s in p_members), running=sum(s.running for s in p_members),
-            queued_prefill_tokens=sum(v.prefill_tokens for v in views), kv_usage_mean=_mean([s.kv_usage for s in p_members]),
-            load=lp,
+            queued_prefill_tokens=sum(v.prefill_tokens for v in views if v.instance_id not in mixed_ids),
+            kv_usage_mean=_mean([s.kv_usage for s in p_members]), load=lp,
         )
         decode_pool = PoolStats(
             num_instances=len(d_members), itl_mean=_mean(itls), tpot_mean=_mean(tpots), tpot_p90=_p90(tpots),
-            finished=len(ok_finished), waiting=sum(s.waiting for s in d_members), running=sum(s.running for s in d_members),
+            finished=len(pd_finished), waiting=sum(s.waiting for s in d_members), running=sum(s.running for s in d_members),
             kv_usage_mean=_mean([s.kv_usage for s in d_members]), load=ld,
         )
+        mixed_pool = _mixed_pool(inst_stats, views, mixed_ids, ttft_by_prefill, tpot_by_decode, ok_finished)
         window = MetricsWindow(
             start_s=start, end_s=end, prefill=prefill_pool, decode=decode_pool, instances=tuple(inst_stats),
             arrivals=len(arrivals_in), arrival_input_tokens_mean=_mean(arrivals_in), arrival_input_tokens_p90=_p90(arrivals_in),
@@ -305,6 +321,7 @@ class LiveCluster(Cluster):
             tpot_violations=sum(1 for r in ok_finished if not math.isnan(r.tpot_s) and r.tpot_s > slo.tpot_s),
             rejected=sum(1 for r in finished if r.rejected),
             pending_predicted_ttft_misses=int(st.get("pending_predicted_ttft_misses", 0)),
+            mixed=mixed_pool,
         )
         self._window_start = end
         return window
@@ -324,6 +341,28 @@ class LiveCluster(Cluster):
         if self.scraper:
             self.scraper.close()
         self.admin.close()
+
+
+def _mixed_pool(inst_stats: Sequence[InstanceWindowStats], views: Sequence[InstanceView], mixed_ids: set[int],
+                ttft_by_prefill: dict[int, list[float]], tpot_by_decode: dict[int, list[float]],
+                ok_finished: Sequence[RequestRecord]) -> PoolStats:
+    """The MIXED pool's window (an empty ``PoolStats`` without MIXED instances), as the emulator's:
+    first tokens and finishes of the requests its instances served, and a load that is the mean
+    over its instances of the larger of their §5.5 prefill and decode loads (both SLOs bind there)."""
+    if not mixed_ids:
+        return PoolStats()
+    members = [s for s in inst_stats if s.instance_id in mixed_ids]
+    fts = [x for i in mixed_ids for x in ttft_by_prefill.get(i, [])]
+    tps = [x for i in mixed_ids for x in tpot_by_decode.get(i, [])]
+    return PoolStats(
+        num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts), first_tokens=len(fts),
+        itl_mean=_mean([s.itl_mean for s in members if s.itl_mean > 0]), tpot_mean=_mean(tps), tpot_p90=_p90(tps),
+        finished=sum(1 for r in ok_finished if r.decode_instance in mixed_ids),
+        waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
+        queued_prefill_tokens=sum(v.prefill_tokens for v in views if v.instance_id in mixed_ids),
+        kv_usage_mean=_mean([s.kv_usage for s in members]),
+        load=_mean([max(s.prefill_load, s.decode_load) for s in members]),
+    )
 
 
 def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, scrape: bool = True,

