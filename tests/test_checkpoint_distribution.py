@@ -15,8 +15,8 @@ DEFAULT = "agents/checkpoints/default"
 
 def test_the_shipped_checkpoint_knows_its_training_distribution():
     dist = training_distribution(read_metadata(DEFAULT))
-    assert dist["preset"] == "h100-llama3.1-70b-tp4" and dist["cluster_sizes"] == [8]
-    assert dist["slo_ttft_s"] == 10.0 and dist["slo_tpot_s"] == 0.125
+    assert dist["presets"] == ["h100-llama3.1-70b-tp4"] and dist["cluster_sizes"] == list(range(4, 33))
+    assert dist["slo_tiers"] == {"loose": {"ttft_s": 10.0, "tpot_s": 0.125}, "interactive": {"ttft_s": 3.0, "tpot_s": 0.05}}
 
 
 def test_inside_the_distribution_nothing_is_said():
@@ -30,8 +30,8 @@ def test_another_preset_size_or_slo_tier_is_each_named():
     lines = distribution_warnings(meta, preset="h100-llama3.1-8b-tp1", num_instances=2, slo_ttft_s=2.0,
                                   slo_tpot_s=0.05)
     text = " | ".join(lines)
-    assert len(lines) == 4
-    assert "h100-llama3.1-70b-tp4" in text and "8 instances, not 2" in text and "TTFT" in text and "TPOT" in text
+    assert len(lines) == 3
+    assert "h100-llama3.1-70b-tp4" in text and "4 to 32 instances, not 2" in text and "SLO tiers" in text
 
 
 def test_deploy_warns_before_it_starts_on_the_two_instance_demo():
@@ -40,7 +40,7 @@ def test_deploy_warns_before_it_starts_on_the_two_instance_demo():
     info = ClusterInfo(num_instances=2, preset="live", slo=SLO(2.0, 0.1), mode=Mode.DISAGGREGATED,
                        initial_roles=(Role.PREFILL, Role.DECODE))
     text = " | ".join(_deploy_warnings(DEFAULT, info, policy=None))
-    assert "8 instances, not 2" in text and "no flip is legal" in text and "emulated preset" in text
+    assert "4 to 32 instances, not 2" in text and "no flip is legal" in text and "emulated preset" in text
     assert "no flip is legal" in " ".join(_deploy_warnings("arrow", info, policy=None))
 
 
