@@ -203,8 +203,10 @@ def test_a_failing_job_names_its_scenario_and_controller(monkeypatch):
 
 
 def test_a_checkpoint_that_does_not_fit_a_scenario_is_reported_not_applicable(tmp_path):
-    """The shipped checkpoint (8 instances) on a 16-instance scenario: n/a, found before any
-    simulation, and the rest of the suite still runs."""
+    """An 8-instance P/D checkpoint (padded observation) on a 16-instance scenario: n/a, found before
+    any simulation, and the rest of the suite still runs."""
+    from agents.config import config_from_dict
+    from agents.train import train
     from arrow_rl.evaluation.leaderboard import tables_markdown
     from arrow_rl.evaluation.suite import controller_misfit, result_from_json, run_suite
 
@@ -212,7 +214,12 @@ def test_a_checkpoint_that_does_not_fit_a_scenario_is_reported_not_applicable(tm
     big = dict(data["scenarios"][0], name="tiny-x16", instances=16)
     data["scenarios"] = [big]
     suite = load_suite(str(write(tmp_path, data)), quick=True)
-    ckpt = str(ROOT / "agents" / "checkpoints" / "default")
+    cfg = config_from_dict({
+        "name": "pd8", "algo": "maskable_ppo", "n_envs": 1, "n_timesteps": 64, "n_steps": 64, "batch_size": 32,
+        "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}, "eval": {"enabled": False}, "tensorboard": False,
+        "env": {"id": "arrow_rl/PDCluster-v0", "episode": {"traces": ["azure-conv"], "duration_s": 10.0, "drain_s": 2.0}},
+    })
+    ckpt = str(train(cfg, run_root=tmp_path / "runs", progress=False).final_dir)
     assert controller_misfit(suite.scenarios[0], "colocated") is None
     why = controller_misfit(suite.scenarios[0], ckpt)
     assert why is not None and "does not fit this cluster" in why
