@@ -43,6 +43,10 @@ def check_cluster(meta: dict[str, Any], info: ClusterInfo, source: str) -> None:
     if info.mode.value != "disaggregated":
         problems.append(f"cluster mode {info.mode.value!r}: a checkpoint controls prefill/decode roles, "
                         "it needs a disaggregated cluster")
+    roles = getattr(info, "initial_roles", None) or ()
+    if not size_free and any(getattr(r, "value", r) == "mixed" for r in roles):
+        problems.append("the cluster has MIXED instances but the checkpoint knows prefill and decode only "
+                        "(a three-role checkpoint has action.kind 'moves')")
     if problems:
         raise CheckpointMismatchError(f"{source} does not fit this cluster: " + "; ".join(problems))
 

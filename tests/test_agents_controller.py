@@ -102,6 +102,14 @@ def test_colocated_cluster_is_rejected(checkpoint):
         controller.reset(colo)
 
 
+def test_a_two_role_checkpoint_refuses_a_cluster_with_mixed_instances_up_front(checkpoint):
+    controller = load_controller(checkpoint)
+    _, info = _state_and_info()
+    mixed = ClusterInfo(8, info.preset, info.slo, Mode.DISAGGREGATED, (Role.PREFILL,) * 4 + (Role.DECODE,) * 3 + (Role.MIXED,))
+    with pytest.raises(CheckpointMismatchError, match="MIXED instances.*prefill and decode only"):
+        controller.reset(mixed)
+
+
 def _edited(checkpoint, tmp_path, edit):
     copy = tmp_path / "edited"
     shutil.copytree(checkpoint, copy)
