@@ -21,7 +21,7 @@ from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.httpserver import ClientConnection
 from arrow_rl.cluster.live.router import Flight, Router, StreamRelay
 from arrow_rl.cluster.live.sse import EventSplitter
-from arrow_rl.cluster.live.upstream import UpstreamConnection, UpstreamPool
+from arrow_rl.cluster.live.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 
 URLS = ("http://127.0.0.1:9", "http://127.0.0.1:10")
 
@@ -285,3 +285,65 @@ def test_a_client_that_stops_reading_pauses_the_instance_stream(loop):
     rig = loop.run_until_complete(go())
     assert rig.router.records[-1].output_tokens == 6 and not rig.router.records[-1].rejected
     assert rig.up.reading and not rig.up.closed  # released to the pool, reading again
+
+
+def _stale_server(loop):
+    """A real socket server: answers the first request on each connection with a keep-alive 200,
+    and closes a connection that sends a second request without answering it (a keep-alive
+    connection the instance dropped as we reused it)."""
+    body = orjson.dumps({"ok": True})
+    wire = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    seen = {"connections": 0}
+
+    async def handle(reader, writer):
+        seen["connections"] += 1
+        served = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+            await reader.readexactly(length)
+            if served:
+                writer.close()
+                return
+            writer.write(wire)
+            await writer.drain()
+            served += 1
+
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+
+
+def test_a_pooled_connection_the_instance_dropped_is_retried_once_on_a_fresh_one(loop):
+    server, url, seen = _stale_server(loop)
+
+    async def go():
+        pool = UpstreamPool(1.0)
+        answers = []
+        for _ in range(3):
+            conn, status = await pool.open(url, "/v1/completions", b"{}", None, total_s=5)
+            answers.append((status, await conn.read_all()))
+            conn.release()
+        return answers, pool.connects
+
+    answers, connects = loop.run_until_complete(go())
+    assert answers == [(200, b'{"ok":true}')] * 3
+    assert connects == 3 and seen["connections"] == 3   # each reuse was dropped, each retried fresh
+    server.close()
+
+
+def test_a_fresh_connection_that_closes_is_not_retried(loop):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def go():
+        pool = UpstreamPool(1.0)
+        with pytest.raises(UpstreamClosed):
+            await pool.open(url, "/v1/completions", b"{}", None, total_s=5)
+        return pool.connects
+
+    assert loop.run_until_complete(go()) == 1
+    server.close()

@@ -539,10 +539,7 @@ class Router:
     async def _post_json(self, s: InstanceState, path: str, body: dict, xid: str, timeout: float) -> Any:
         assert self.pool is not None
         try:
-            conn = await self.pool.acquire(s.url)
-            conn.send(path, orjson.dumps(body), xid)
-            conn.set_timeout(total_s=timeout)
-            status = await conn.headers()
+            conn, status = await self.pool.open(s.url, path, orjson.dumps(body), xid, total_s=timeout)
             content = await conn.read_all()
         except UpstreamError as exc:
             raise self._transport_failure(s, exc, timeout) from None
@@ -626,10 +623,7 @@ class Router:
         assert self.pool is not None
         idle = self.config.stream_idle_timeout_s
         try:
-            conn = await self.pool.acquire(s.url)
-            conn.send(path, orjson.dumps(body), xid)
-            conn.set_timeout(idle_s=idle)
-            status = await conn.headers()
+            conn, status = await self.pool.open(s.url, path, orjson.dumps(body), xid, idle_s=idle)
         except UpstreamError as exc:
             raise self._transport_failure(s, exc, idle) from None
         if status >= 400:

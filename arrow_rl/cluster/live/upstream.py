@@ -77,6 +77,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.reused = False   # taken from the pool (it may have been closed by the instance meanwhile)
         self._reset()
 
     def _reset(self) -> None:
@@ -85,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.error: UpstreamError | None = None
         self.headers_seen = False
+        self.received = False                # any response byte yet
         self.body: list[bytes] = []          # held body bytes (no sink yet)
         self.sink: Sink | None = None
         self._waiter: asyncio.Future | None = None
@@ -99,6 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.loop.time()
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -294,6 +297,7 @@ class UpstreamPool:
             while idle:
                 conn = idle.pop()
                 if not conn.closed and now - conn.idle_since < self.keepalive_s:
+                    conn.reused = True
                     return conn
                 conn.close()
         return await self._connect(self.endpoint(url))
@@ -312,6 +316,26 @@ class UpstreamPool:
             raise UpstreamConnectError(f"cannot connect to {ep.host}:{ep.port}: {exc.strerror or exc}") from None
         self.connects += 1
         return conn
+
+    async def open(self, url: str, path: str, body: bytes, xid: str | None,
+                   total_s: float | None = None, idle_s: float | None = None) -> tuple[UpstreamConnection, int]:
+        """Send one POST and wait for its status line: the connection and the status code.
+
+        A pooled connection can be closed by the instance just as we reuse it (an idle keep-alive
+        connection the server drops while our request is in flight). If a *reused* connection
+        closes before a single response byte arrived, the request is sent once more on a fresh
+        connection, as HTTP clients do (urllib3, httpx); any other failure is raised."""
+        conn = await self.acquire(url)
+        for attempt in (0, 1):
+            conn.send(path, body, xid)
+            conn.set_timeout(total_s=total_s, idle_s=idle_s)
+            try:
+                return conn, await conn.headers()
+            except UpstreamClosed:
+                if attempt or not conn.reused or conn.received:
+                    raise
+            conn = await self._connect(self.endpoint(url))
+        raise AssertionError("unreachable")
 
     def put(self, conn: UpstreamConnection) -> None:
         conn.idle_since = self.loop.time()
