@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import pickle
 import platform
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 
 from arrow_rl.control import ControllerMismatch
 from agents.config import algo_class
-from agents.inference import greedy_actions
+from agents.inference import action_scores, greedy_actions
 
 FORMAT = "arrow-rl-checkpoint"
 FORMAT_VERSION = 1
@@ -306,6 +307,27 @@ class Checkpoint:
         """Deterministic masked action for one raw observation."""
         return int(greedy_actions(self.model, self.normalize(obs)[None], None if mask is None else np.asarray(mask)[None])[0])
 
+    def scores(self, obs: np.ndarray) -> np.ndarray:
+        """The network's per-action scores (logits or Q-values) for one raw observation."""
+        return action_scores(self.model, self.normalize(obs)[None])[0]
+
+    @property
+    def move_margin(self) -> float:
+        """``metadata.json`` ``inference.move_margin``: how much a move must beat the no-op by at
+        deploy time (``agents.inference.hold_unless_confident``); 0 when absent."""
+        return move_margin_of(self.metadata, self.directory / "metadata.json")
+
+
+def move_margin_of(meta: dict[str, Any], source: Path | str) -> float:
+    """The validated ``inference.move_margin`` of checkpoint metadata (0.0 when absent)."""
+    inference = meta.get("inference") or {}
+    if not isinstance(inference, dict):
+        raise CheckpointError(f"{source}: field 'inference' must be a mapping, got {inference!r}")
+    value = inference.get("move_margin", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise CheckpointError(f"{source}: field 'inference.move_margin' must be a finite number >= 0, got {value!r}")
+    return float(value)
+
 
 def _load_normalizer(path: Path, observation_space) -> ObsNormalizer | None:
     """The frozen scaling from ``vecnormalize.pkl``; a damaged or mismatched file names itself."""
@@ -327,6 +349,7 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> Checkpoint:
     only load checkpoints you trust."""
     directory = Path(directory)
     meta = read_metadata(directory)
+    move_margin_of(meta, directory / "metadata.json")   # a bad value fails before anything is unpickled
     cls = algo_class(meta["algo"])
     try:
         model = cls.load(directory / MODEL_FILE, device=device)

@@ -3,7 +3,8 @@
 It computes exactly what ``PDClusterEnv`` computed during training, from the ``ControlState`` alone:
 the observation with ``envs.observation.ObservationBuilder`` (same config, same history), the valid
 actions with ``envs.actions.ActionCodec`` (never empty a pool), the deterministic masked-greedy
-action of the network, and the concrete flips through Arrow Algorithm 3 (which instance moves).
+action of the network (held at the no-op unless a move beats it by the checkpoint's
+``inference.move_margin``, a deploy-time setting: 0 inside training), and the concrete flips through Arrow Algorithm 3 (which instance moves).
 So the same object runs in ``arrow-rl evaluate``, inside the env, and against a live cluster.
 
 SECURITY: loading unpickles the SB3 ``model.zip`` (and ``vecnormalize.pkl``); load only checkpoints
@@ -17,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from arrow_rl.cluster.base import SLO, ClusterInfo, Flip
+from arrow_rl.cluster.base import SLO, ClusterInfo, Flip, Role
 from arrow_rl.control import ControlState
 
+from agents.inference import hold_unless_confident
 from agents.checkpoint import Checkpoint, CheckpointError, CheckpointMismatchError, load_checkpoint, read_metadata
 
 
@@ -63,6 +65,7 @@ class CheckpointController:
         self._profiles = None
         self._source = str(checkpoint.directory)
         self._calls = 0
+        self.move_margin = checkpoint.move_margin   # metadata inference.move_margin (0: plain greedy)
         from envs.config import EnvConfig
 
         try:
@@ -129,6 +132,7 @@ class CheckpointController:
         self._calls += 1
         if not decides:   # action.decision_every: the env masked all but the no-op on these steps
             return []
-        action = self.checkpoint.act(obs, mask)
+        noop = self._codec.noop_for(sum(1 for v in state.instances if v.role is Role.PREFILL))
+        action = hold_unless_confident(self.checkpoint.scores(obs), mask, noop, self.move_margin)
         flips = self._codec.flips(action, state.instances, self._profiles)
         return list(flips) if flips else []

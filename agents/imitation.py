@@ -107,8 +107,68 @@ class Rollout:
     episode_infos: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _PlainEnvs:
+    """Plain gym envs stepped one after another in this process (reset by hand at episode ends)."""
+
+    def __init__(self, envs: Sequence[gym.Env]) -> None:
+        self.envs = list(envs)
+        self.num_envs = len(self.envs)
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+
+    def reset(self, seed: int) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+        pairs = [env.reset(seed=seed + i) for i, env in enumerate(self.envs)]
+        return [o for o, _ in pairs], [info for _, info in pairs]
+
+    def masks(self) -> np.ndarray:
+        return np.stack([env_masks(env) for env in self.envs])
+
+    def step(self, actions: np.ndarray) -> tuple[list, np.ndarray, np.ndarray, list[dict], list[dict]]:
+        """(next observations, rewards, dones, step infos, infos of the next observations)."""
+        obs, rewards, dones, infos, next_infos = [], np.zeros(self.num_envs), np.zeros(self.num_envs, bool), [], []
+        for i, env in enumerate(self.envs):
+            o, r, terminated, truncated, info = env.step(int(actions[i]))
+            rewards[i], dones[i] = r, terminated or truncated
+            infos.append(info)
+            if dones[i]:
+                o, info = env.reset()
+            obs.append(o)
+            next_infos.append(info)
+        return obs, rewards, dones, infos, next_infos
+
+
+class _VecEnvs:
+    """An SB3 ``VecEnv`` (``SubprocVecEnv``: one env per process, stepped in parallel). Its workers
+    reset an env when its episode ends and hand back the reset ``info`` in ``reset_infos``, which is
+    where the label of the next episode's first state comes from."""
+
+    def __init__(self, venv: Any) -> None:
+        self.venv = venv
+        self.num_envs = venv.num_envs
+        self.observation_space = venv.observation_space
+        self.action_space = venv.action_space
+
+    def reset(self, seed: int) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+        self.venv.seed(seed)   # env i gets seed + i, as the plain path
+        obs = self.venv.reset()
+        return list(obs), list(self.venv.reset_infos)
+
+    def masks(self) -> np.ndarray:
+        return np.stack([np.asarray(m, dtype=bool) for m in self.venv.env_method("action_masks")])
+
+    def step(self, actions: np.ndarray) -> tuple[list, np.ndarray, np.ndarray, list[dict], list[dict]]:
+        obs, rewards, dones, infos = self.venv.step(np.asarray(actions))
+        next_infos = [self.venv.reset_infos[i] if dones[i] else infos[i] for i in range(self.num_envs)]
+        return list(obs), np.asarray(rewards), np.asarray(dones, bool), list(infos), next_infos
+
+
+def lockstep(envs: Any) -> _PlainEnvs | _VecEnvs:
+    """``collect``'s view of its envs: a list of gym envs, or an SB3 ``VecEnv`` for parallel labelling."""
+    return _VecEnvs(envs) if hasattr(envs, "step_async") else _PlainEnvs(envs)
+
+
 def collect(
-    envs: Sequence[gym.Env],
+    envs: Sequence[gym.Env] | Any,
     n_steps: int,
     act: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     rng: np.random.Generator,
@@ -120,20 +180,23 @@ def collect(
     """Step ``envs`` in lock-step for about ``n_steps`` transitions in total.
 
     At each step each env follows the teacher with probability ``beta`` and ``act(obs, masks,
-    teacher)`` otherwise; every visited state is labelled with the teacher's action. Plain gym envs
-    (not a VecEnv) so that the reset observation's label comes from the reset ``info`` without
-    auto-reset bookkeeping.
+    teacher)`` otherwise; every visited state is labelled with the teacher's action. ``envs`` is a
+    list of plain gym envs (stepped in this process) or an SB3 ``VecEnv`` (a ``SubprocVecEnv`` labels
+    in parallel: the lookahead teacher runs inside each env's step, so labelling scales with the
+    processes). Both give the same samples for the same seed: the label of a new episode's first
+    state comes from its reset ``info``.
     """
-    n_envs = len(envs)
+    pool = lockstep(envs)
+    n_envs = pool.num_envs
     horizon = max(1, -(-n_steps // n_envs))
-    obs_dim = int(np.prod(envs[0].observation_space.shape))
-    n_actions = int(envs[0].action_space.n)
+    obs_dim = int(np.prod(pool.observation_space.shape))
+    n_actions = int(pool.action_space.n)
     cur_obs = np.zeros((n_envs, obs_dim), np.float32)
     cur_teacher = np.zeros(n_envs, np.int64)
-    for i, env in enumerate(envs):
-        o, info = env.reset(seed=seed + i)
-        cur_obs[i] = np.asarray(o, np.float32).reshape(-1)
-        cur_teacher[i] = teacher_action(info)
+    first_obs, first_infos = pool.reset(seed)
+    for i in range(n_envs):
+        cur_obs[i] = np.asarray(first_obs[i], np.float32).reshape(-1)
+        cur_teacher[i] = teacher_action(first_infos[i])
     obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
     act_log = np.zeros((horizon, n_envs), np.int64)
     mask_log = np.zeros((horizon, n_envs, n_actions), bool)
@@ -142,7 +205,7 @@ def collect(
     teacher_steps = 0
     episode_infos: list[dict[str, Any]] = []
     for t in range(horizon):
-        masks = np.stack([env_masks(env) for env in envs])
+        masks = pool.masks()
         obs_log[t], act_log[t], mask_log[t] = cur_obs, cur_teacher, masks
         use_teacher = rng.random(n_envs) < beta
         teacher_steps += int(use_teacher.sum())
@@ -150,15 +213,13 @@ def collect(
         if not use_teacher.all():
             student = act(cur_obs, masks, cur_teacher)
             actions = np.where(use_teacher, cur_teacher, student)
-        for i, env in enumerate(envs):
-            o, r, terminated, truncated, info = env.step(int(actions[i]))
-            rew_log[t, i] = r
-            if terminated or truncated:
-                done_log[t, i] = True
-                episode_infos.append(info)
-                o, info = env.reset()
-            cur_obs[i] = np.asarray(o, np.float32).reshape(-1)
-            cur_teacher[i] = teacher_action(info)
+        obs, rewards, dones, infos, next_infos = pool.step(actions)
+        rew_log[t], done_log[t] = rewards, dones
+        for i in range(n_envs):
+            if dones[i]:
+                episode_infos.append(infos[i])
+            cur_obs[i] = np.asarray(obs[i], np.float32).reshape(-1)
+            cur_teacher[i] = teacher_action(next_infos[i])
         if progress is not None:
             progress(n_envs)
     data = Dataset.empty(obs_dim, n_actions, max_dataset)

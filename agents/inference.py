@@ -53,3 +53,20 @@ def masked_argmax(scores: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
 def greedy_actions(model, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
     """Deterministic masked actions for a batch of normalized observations."""
     return masked_argmax(action_scores(model, obs), masks)
+
+
+def hold_unless_confident(scores: np.ndarray, mask: np.ndarray | None, noop: int, margin: float) -> int:
+    """The masked-greedy action of one row of ``scores``, unless it is a move that beats the no-op
+    by less than ``margin``: then the no-op.
+
+    Why: a role flip drains an instance, so a move the policy only narrowly prefers costs more than
+    it gains. For PPO/MaskablePPO the scores are logits, so ``margin`` is a log-odds threshold (move
+    only when P(move) >= e^margin x P(no-op)); for DQN it is a Q-value gap. ``margin`` 0 is plain
+    ``masked_argmax``. A masked no-op (it cannot happen with the shipped codecs) leaves the choice as is.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    best = int(masked_argmax(scores[None], None if mask is None else np.asarray(mask)[None])[0])
+    if margin <= 0 or best == noop or (mask is not None and not bool(np.asarray(mask).reshape(-1)[noop])):
+        return best
+    return best if scores[best] - scores[noop] >= margin else int(noop)
+

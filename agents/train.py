@@ -85,6 +85,18 @@ def build_vec_env(config: TrainConfig) -> VecEnv:
     return venv
 
 
+def labelling_envs(config: TrainConfig) -> Any:
+    """The envs imitation labels on, with the teacher in their ``info``. ``vec_env: subproc`` runs
+    them in a ``SubprocVecEnv``: the lookahead teacher plans inside each env's step, so labelling,
+    the slow half of a privileged-teacher run, then uses one core per env. Otherwise plain envs,
+    stepped in turn in this process. Same seed, same samples either way (``imitation.collect``)."""
+    if config.vec_env == "subproc" and config.n_envs > 1:
+        return SubprocVecEnv([env_thunk(config.env.id, config.env.env_kwargs(), monitor=False)
+                              for _ in range(config.n_envs)],
+                             start_method="spawn")
+    return [make_env(config.env.id, config.env.env_kwargs()) for _ in range(config.n_envs)]
+
+
 def preflight(config: TrainConfig) -> None:
     """Check what the schema cannot before any directory, model or worker exists: the env block
     resolves to a valid ``EnvConfig`` and every trace it (or the eval block) names loads."""
@@ -319,7 +331,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     clone_dir = None
     if config.pretrain.enabled:
         t0 = time.time()
-        plain_envs = [make_env(config.env.id, config.env.env_kwargs()) for _ in range(config.n_envs)]
+        plain_envs = labelling_envs(config)
         if vecnorm is not None:
             vecnorm.training = False  # statistics come from the teacher's data inside pretrain()
 
@@ -345,7 +357,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
             pre_report, _data = pretrain(model, plain_envs, config.pretrain, seed=config.seed,
                                          gamma=float(getattr(model, "gamma", 0.99)), normalizer=vecnorm,
                                          on_round=on_round, progress=advance)
-        for env in plain_envs:
+        for env in (plain_envs if isinstance(plain_envs, list) else [plain_envs]):
             env.close()
         if vecnorm is not None:
             vecnorm.training = True

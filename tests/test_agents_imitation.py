@@ -156,3 +156,29 @@ def test_label_smoothing_caps_the_clones_confidence_on_valid_actions(fixed_datas
     m = agreement(model, held_out)
     assert m["accuracy"] >= 0.93
     assert 0.8 < m["teacher_prob"] < 0.97
+
+
+@pytest.mark.parametrize("vec", ["dummy", "subproc"])
+def test_collect_on_a_vecenv_gives_the_samples_of_the_plain_path(vec):
+    """Parallel labelling (an SB3 VecEnv) must not change what is learned: the same seed gives the
+    same observations, labels, masks, rewards and episode ends as plain envs stepped in turn,
+    including the label of each new episode's first state (from the worker's reset info)."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from agents.toy import TeacherToyEnv
+
+    student = lambda o, m, t: (t + 1) % m.shape[1]   # noqa: E731 - disagrees with the teacher
+    plain = collect([TeacherToyEnv() for _ in range(2)], 200, student, np.random.default_rng(3), beta=0.5, seed=7)
+    cls = DummyVecEnv if vec == "dummy" else SubprocVecEnv
+    venv = cls([lambda: TeacherToyEnv() for _ in range(2)])   # a worker process imports agents.toy
+    try:
+        par = collect(venv, 200, student, np.random.default_rng(3), beta=0.5, seed=7)
+    finally:
+        venv.close()
+    assert plain.dones.any()   # episodes ended inside the window
+    np.testing.assert_array_equal(par.obs, plain.obs)
+    np.testing.assert_array_equal(par.rewards, plain.rewards)
+    np.testing.assert_array_equal(par.dones, plain.dones)
+    np.testing.assert_array_equal(par.dataset.actions, plain.dataset.actions)
+    np.testing.assert_array_equal(par.dataset.masks, plain.dataset.masks)
+    assert len(par.episode_infos) == len(plain.episode_infos)
