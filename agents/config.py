@@ -182,6 +182,9 @@ class PretrainConfig(BaseModel):
     )
     value_pretrain: bool = Field(True, description="fit the value head to Monte-Carlo returns of the clone before RL")
     max_dataset: int = Field(500_000, ge=1, description="oldest samples are dropped beyond this")
+    label_envs: int | None = Field(
+        None, ge=1, description="envs imitation labels on (None: n_envs). With vec_env: subproc each is a process; "
+        "more envs than cores balance the lock-step, since a 32-instance episode plans far longer than a 4-instance one")
     rl_after: bool = Field(True, description="fine-tune with RL after cloning (n_timesteps steps)")
     teacher_during_rl: bool = Field(
         True, description="keep running the env's teacher during RL fine-tuning (info['teacher_action']); "

@@ -86,15 +86,16 @@ def build_vec_env(config: TrainConfig) -> VecEnv:
 
 
 def labelling_envs(config: TrainConfig) -> Any:
-    """The envs imitation labels on, with the teacher in their ``info``. ``vec_env: subproc`` runs
+    """The ``pretrain.label_envs`` (default ``n_envs``) envs imitation labels on, with the teacher in
+    their ``info``. ``vec_env: subproc`` runs
     them in a ``SubprocVecEnv``: the lookahead teacher plans inside each env's step, so labelling,
     the slow half of a privileged-teacher run, then uses one core per env. Otherwise plain envs,
     stepped in turn in this process. Same seed, same samples either way (``imitation.collect``)."""
-    if config.vec_env == "subproc" and config.n_envs > 1:
-        return SubprocVecEnv([env_thunk(config.env.id, config.env.env_kwargs(), monitor=False)
-                              for _ in range(config.n_envs)],
+    n = config.pretrain.label_envs or config.n_envs
+    if config.vec_env == "subproc" and n > 1:
+        return SubprocVecEnv([env_thunk(config.env.id, config.env.env_kwargs(), monitor=False) for _ in range(n)],
                              start_method="spawn")
-    return [make_env(config.env.id, config.env.env_kwargs()) for _ in range(config.n_envs)]
+    return [make_env(config.env.id, config.env.env_kwargs()) for _ in range(n)]
 
 
 def preflight(config: TrainConfig) -> None:
@@ -425,11 +426,13 @@ class _progress:
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         self._bar.start()
-        task = self._bar.add_task(self.label, total=self.total)
+        task = self._task = self._bar.add_task(self.label, total=self.total)
         return lambda n: self._bar.advance(task, n)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._bar is not None:
+            if exc_type is None:   # the total counts the value head's own rollout, skipped when DAgger's is on-policy enough
+                self._bar.update(self._task, completed=self.total)
             self._bar.stop()
 
 

@@ -178,6 +178,51 @@ def test_suite_report_names_what_is_wrong_with_the_file(tmp_path):
     assert res.exit_code == 2 and "not an arrow-rl suite result" in res.output
 
 
+def _split_saved_result(tmp_path):
+    """The saved result as two files: one per controller (a new controller run after the others)."""
+    whole = _saved_result()
+    parts = []
+    for c in ("colocated", "static-best"):
+        part = json.loads(json.dumps(whole))
+        part["settings"]["controllers"] = [c]
+        part["scenarios"]["tiny-poisson"]["controllers"] = {c: whole["scenarios"]["tiny-poisson"]["controllers"][c]}
+        path = tmp_path / f"{c}.json"
+        path.write_text(json.dumps(part))
+        parts.append(path)
+    return whole, parts
+
+
+def test_suite_report_merges_results_of_other_controllers(tmp_path):
+    whole, (a, b) = _split_saved_result(tmp_path)
+    (tmp_path / "whole.json").write_text(json.dumps(whole))
+    md_whole, md_merged, out = tmp_path / "w.md", tmp_path / "m.md", tmp_path / "merged.json"
+    for args, md in ((["--json", str(tmp_path / "whole.json")], md_whole), (["--json", str(a), "--json", str(b)], md_merged)):
+        res = CliRunner().invoke(app, ["suite", "report", *args, "--suite", str(TINY), "--markdown", str(md),
+                                       "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    tables = lambda p: [l for l in p.read_text().splitlines() if l.startswith("|")]  # noqa: E731
+    assert tables(md_merged) == tables(md_whole)
+    assert "summed over 2 runs merged" in md_merged.read_text()
+    merged = json.loads(out.read_text())
+    assert merged["settings"]["simulations"] == 36 and merged["settings"]["merged_from"] == 2
+
+
+def test_suite_report_refuses_to_merge_what_does_not_compare(tmp_path):
+    _, (a, b) = _split_saved_result(tmp_path)
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(a), "--json", str(a), "--suite", str(TINY)])
+    assert res.exit_code == 2 and "controller 'colocated' is also in" in res.output and "Traceback" not in res.output
+    other = json.loads(b.read_text())
+    other["quick"] = True
+    b.write_text(json.dumps(other))
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(a), "--json", str(b), "--suite", str(TINY)])
+    assert res.exit_code == 2 and f"--json {b}: quick True differs" in res.output
+    other["quick"] = False
+    other["settings"]["protocol"] = "seeds [0]"
+    b.write_text(json.dumps(other))
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(a), "--json", str(b), "--suite", str(TINY)])
+    assert res.exit_code == 2 and "settings.protocol" in res.output
+
+
 def test_suite_run_rejects_unknown_controller_before_simulating(tmp_path):
     res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "nope",
                                    "--json", str(tmp_path / "x.json")])

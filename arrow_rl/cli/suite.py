@@ -116,23 +116,37 @@ def run_command(
 
 @suite_app.command("report")
 def report_command(
-    json_in: Path = typer.Option(..., "--json", help="a suite result written by `arrow-rl suite run --json`"),
+    json_in: list[Path] = typer.Option(..., "--json", help="a suite result written by `arrow-rl suite run --json`; "
+                                       "repeat it to merge results of other controllers on the same suite and protocol"),
     suite: Optional[str] = typer.Option(None, "--suite", help="the suite it ran (default: the name recorded in the JSON)"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for suite_serving_rate.png"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="write the leaderboard Markdown here"),
     update_readme: Optional[Path] = typer.Option(
         None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
+    json_out: Optional[Path] = typer.Option(None, "--out", help="write the (merged) result as JSON here"),
 ) -> None:
     """Render a saved suite result again (tables, plot, Markdown, README block) without re-running it."""
     from arrow_rl.evaluation.suite import result_from_json
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
-    try:
-        payload = json.loads(_read(json_in, "--json"))
-    except json.JSONDecodeError as exc:
-        _fail(f"--json {json_in}: not JSON ({exc})")
-    if not isinstance(payload, dict):
-        _fail(f"--json {json_in}: not an arrow-rl suite result (top level is not an object)")
+    payloads = []
+    for path in json_in:
+        try:
+            payload = json.loads(_read(path, "--json"))
+        except json.JSONDecodeError as exc:
+            _fail(f"--json {path}: not JSON ({exc})")
+        if not isinstance(payload, dict):
+            _fail(f"--json {path}: not an arrow-rl suite result (top level is not an object)")
+        payloads.append((payload, f"--json {path}"))
+    source = payloads[0][1]
+    if len(payloads) > 1:
+        from arrow_rl.evaluation.suite import merge_result_payloads
+
+        try:
+            payload = merge_result_payloads(payloads)
+        except ValueError as exc:
+            _fail(str(exc))
+        source = "the merged --json files"
     if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
         _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
     try:
@@ -140,11 +154,11 @@ def report_command(
         recorded = payload.get("settings") or {}
         if recorded.get("rate_mode") is not None or recorded.get("warmup_s") is not None:
             s = _override(s, recorded.get("rate_mode"), recorded.get("warmup_s"))
-        result = result_from_json(payload, s, source=f"--json {json_in}")
+        result = result_from_json(payload, s, source=source)
     except (SuiteError, ValueError, KeyError, TypeError) as exc:
         _fail(str(exc) if not isinstance(exc, (KeyError, TypeError)) else
-              f"--json {json_in}: not an arrow-rl suite result ({type(exc).__name__}: {exc})")
-    _publish(result, result.controllers, None, plots, markdown, update_readme)
+              f"{source}: not an arrow-rl suite result ({type(exc).__name__}: {exc})")
+    _publish(result, result.controllers, json_out, plots, markdown, update_readme)
 
 
 def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)

@@ -89,7 +89,9 @@ def to_markdown(result: SuiteResult, markdown_path: str | None = None) -> str:
              f"Cost: {result.simulations:,} simulations, {result.wall_s / 60:.1f} min wall, "
              f"{result.cpu_s / 60:.1f} CPU-min ("
              + ("Ray" if result.settings.get("backend") == "ray" else f"jobs={result.settings.get('jobs', 1)}")
-             + ").", "",
+             + ")" + (f", summed over {result.settings['merged_from']} runs merged with `arrow-rl suite report --json A "
+                      "--json B` (same suite and protocol; the suite is deterministic, so the command above measures "
+                      "the same)" if result.settings.get("merged_from", 1) > 1 else "") + ".", "",
              *tables_markdown(result)]
     lines += ["", "Scenarios:", ""]
     for name, sc in result.scenarios.items():

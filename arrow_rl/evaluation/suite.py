@@ -203,6 +203,62 @@ def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") ->
                        settings=settings)
 
 
+def merge_result_payloads(payloads: list[tuple[dict, str]]) -> dict:
+    """Merge saved ``suite run --json`` results into one (``suite report --json A --json B``): a
+    controller run later (a new checkpoint) joins a leaderboard without re-running the others.
+
+    Every file must come from the same suite, quick flag and protocol (seeds, spans, warm-up, rate
+    mode): only then are the cells comparable, and, the suite being deterministic, the merged file
+    holds what one run of all the controllers would have measured. A (scenario, controller) pair in
+    two files is an error naming both, so nothing is silently overwritten. Costs add up."""
+    if not payloads:
+        raise ValueError("no suite results to merge")
+    first, first_src = payloads[0]
+    keys = ("suite", "quick")
+    merged = {"suite": first.get("suite"), "quick": first.get("quick", False), "scenarios": {}, "settings": {}}
+    owner: dict[tuple[str, str], str] = {}
+    controllers: list[str] = []
+    totals = {"wall_s": 0.0, "cpu_s": 0.0, "simulations": 0}
+    for payload, src in payloads:
+        if not isinstance(payload, dict) or not isinstance(payload.get("scenarios"), dict):
+            raise ValueError(f"{src}: not an arrow-rl suite result (no 'scenarios' object)")
+        settings = dict(payload.get("settings") or {})
+        for k in keys:
+            if payload.get(k, False if k == "quick" else None) != merged[k]:
+                raise ValueError(f"{src}: {k} {payload.get(k)!r} differs from {first_src}'s {merged[k]!r}; "
+                                 "only results of the same suite and protocol can be merged")
+        ref = dict(first.get("settings") or {})
+        for k in ("protocol", "rate_mode", "warmup_s", "scenarios"):
+            if k != "scenarios" and settings.get(k) != ref.get(k):
+                raise ValueError(f"{src}: settings.{k} {settings.get(k)!r} differs from {first_src}'s {ref.get(k)!r}; "
+                                 "only results of the same suite and protocol can be merged")
+        for c in settings.get("controllers") or []:
+            if c not in controllers:
+                controllers.append(c)
+        for name, sj in payload["scenarios"].items():
+            row = merged["scenarios"].setdefault(name, {k: v for k, v in sj.items() if k not in ("controllers", "not_applicable")}
+                                                | {"controllers": {}})
+            for c, entry in (sj.get("controllers") or {}).items():
+                if (name, c) in owner:
+                    raise ValueError(f"{src}: scenario {name!r} controller {c!r} is also in {owner[(name, c)]}; "
+                                     "merge results of different controllers only")
+                owner[(name, c)] = src
+                row["controllers"][c] = entry
+                if c not in controllers:
+                    controllers.append(c)
+            for c, why in (sj.get("not_applicable") or {}).items():
+                row.setdefault("not_applicable", {})[c] = why
+        for k in totals:
+            totals[k] += type(totals[k])(settings.get(k, 0) or 0)
+        for k in ("protocol", "rate_mode", "warmup_s", "jobs", "backend"):
+            if k in settings and k not in merged["settings"]:
+                merged["settings"][k] = settings[k]
+    subset = any((p.get("settings") or {}).get("scenarios") for p, _ in payloads)
+    merged["settings"] |= totals | {"controllers": controllers, "merged_from": len(payloads),
+                                    "scenarios": list(merged["scenarios"]) if subset else None}
+    return merged
+
+
 def _split_json(s: Split | None) -> int | str | None:
     return None if s is None else s.to_json()
 
