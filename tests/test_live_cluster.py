@@ -251,6 +251,24 @@ def test_pd_cluster_env_runs_unchanged_on_the_live_cluster():
         env.cluster.close()
 
 
+def test_a_live_env_reset_sets_the_episodes_mixed_pool_too():
+    """The live factory starts each episode from the env's P:D:M split, as the emulator does: the
+    episode's ``emulator.num_mixed`` MIXED instances, and none left over for a P/D episode."""
+    from types import SimpleNamespace
+
+    from arrow_rl.cluster.live.cluster import live_cluster_factory
+
+    P, D, M = Role.PREFILL, Role.DECODE, Role.MIXED
+    with live_rig(roles=["prefill", "prefill", "decode"]) as rig:
+        factory = live_cluster_factory(rig.url, TOKEN, replay=False, scrape=False)
+        cl = factory(None, SimpleNamespace(emulator={"num_mixed": 1}), None, 1, 0)
+        assert sorted(cl.roles()) == sorted([P, D, M])
+        cl.close()
+        cl = factory(None, SimpleNamespace(emulator={}), None, 1, 0)   # a P/D episode after a mixed one
+        assert sorted(cl.roles()) == sorted([P, D, D])
+        cl.close()
+
+
 def test_deploy_loop_survives_a_router_outage_then_gives_up_clearly():
     from arrow_rl.cluster.live.deploy import ClusterUnreachable
 

@@ -369,16 +369,20 @@ def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, sc
                          bench_options: Any = None):
     """A ``PDClusterEnv`` cluster factory (``envs.backends.ClusterFactory``) for a live cluster.
 
-    Each reset sets the split to ``num_prefill`` (one atomic batch of flips) and, with ``replay``,
+    Each reset sets the split the episode starts from, as the emulator backend does: ``num_prefill``
+    PREFILL, the env config's ``emulator.num_mixed`` MIXED (drawn per episode by ``env.distribution``;
+    0 for a P/D env, so MIXED instances left by an earlier episode become DECODE) and the rest DECODE,
+    in one atomic batch of flips. With ``replay`` it
     replays the episode's workload against the router in a background thread (``bench.replay``),
     so the env's steps observe real traffic. The env's ``router`` argument is ignored: routing runs
     inside the router process (``POST /routing`` selects it).
     """
-    from arrow_rl.cluster.live.deploy import flips_to_split
+    from arrow_rl.cluster.live.deploy import flips_to_roles
 
     def factory(workload, config, router, num_prefill: int, seed: int) -> LiveCluster:
         cl = LiveCluster(router_url, token, scrape=scrape)
-        flips = flips_to_split(list(cl.roles()), num_prefill)
+        num_mixed = int((getattr(config, "emulator", None) or {}).get("num_mixed") or 0)
+        flips = flips_to_roles(list(cl.roles()), num_prefill, num_mixed)
         if flips:
             cl.flip_many(flips, source="env-reset")
         if replay:
