@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, PortInUse, vllm_available
+from arrow_rl.cluster.live.launcher import vllm_available
 from live_fixtures import checkpoint_then_arrow
-from test_live_vllm import ENGINE, MODEL, TOKEN, VLLM_PYTHON, _free_base, body, explain, router_for, stream_tokens
+from test_live_vllm import ENGINE, TOKEN, VLLM_PYTHON, body, explain, router_for, start_launcher, stream_tokens
 
 pytestmark = [pytest.mark.live, pytest.mark.flaky(reruns=1, reruns_delay=10)]
 
@@ -34,19 +34,7 @@ def vllm_three(tmp_path_factory):
     ok, why = vllm_available(VLLM_PYTHON)
     if not ok:
         pytest.skip(f"real-vLLM tier skipped: {why}")
-    workdir = tmp_path_factory.mktemp("vllm3")
-    for attempt in range(5):
-        cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=N, initial_mixed=1,
-                           base_port=_free_base(N, 18300 + 40 * attempt),
-                           nixl_base_port=_free_base(N, 15800 + 40 * attempt), startup_timeout_s=420)
-        launcher = Launcher(cfg, workdir)
-        try:
-            launcher.start()
-            break
-        except PortInUse:
-            continue
-    else:
-        pytest.fail(f"no free port range for {N} vLLM instances after 5 tries")
+    launcher = start_launcher(tmp_path_factory.mktemp("vllm3"), N, 18300, 15800, initial_mixed=1)
     try:
         waited = launcher.wait_healthy()
         # No warm-up hand-offs (test_live_vllm._warm_up_handoffs): six directions cost minutes of NIXL

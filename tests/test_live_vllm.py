@@ -64,27 +64,31 @@ def _free_base(n: int, start: int) -> int:
     raise RuntimeError("no free port range")
 
 
+def start_launcher(workdir, n: int, base_port: int, nixl_base_port: int, **launch) -> Launcher:
+    """Start ``n`` vLLM instances on free port ranges at or above the given ones (not yet healthy).
+
+    A port found free can be taken before vLLM binds it: the launcher checks the ports again when
+    it starts (PortInUse: try the next range) and accepts only instances that serve its own
+    identity name, so another process's /health is never taken for ours."""
+    for attempt in range(5):
+        cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=n,
+                           base_port=_free_base(n, base_port + 40 * attempt),
+                           nixl_base_port=_free_base(n, nixl_base_port + 40 * attempt), startup_timeout_s=420, **launch)
+        launcher = Launcher(cfg, workdir)
+        try:
+            launcher.start()
+            return launcher
+        except PortInUse:
+            continue
+    pytest.fail(f"no free port range for {n} vLLM instances after 5 tries")
+
+
 @pytest.fixture(scope="session")
 def vllm_instances(tmp_path_factory):
     ok, why = vllm_available(VLLM_PYTHON)
     if not ok:
         pytest.skip(f"real-vLLM tier skipped: {why}")
-    workdir = tmp_path_factory.mktemp("vllm")
-    for attempt in range(5):
-        # A port found free can be taken before vLLM binds it: the launcher checks the ports again
-        # when it starts (PortInUse: try the next range) and accepts only instances that serve its
-        # own identity name, so another process's /health is never taken for ours.
-        cfg = LaunchConfig(engine=ENGINE, model=MODEL, python=VLLM_PYTHON, num_instances=2,
-                           base_port=_free_base(2, 18100 + 40 * attempt),
-                           nixl_base_port=_free_base(2, 15600 + 40 * attempt), startup_timeout_s=420)
-        launcher = Launcher(cfg, workdir)
-        try:
-            launcher.start()
-            break
-        except PortInUse:
-            continue
-    else:
-        pytest.fail("no free port range for two vLLM instances after 5 tries")
+    launcher = start_launcher(tmp_path_factory.mktemp("vllm"), 2, 18100, 15600)
     try:
         waited = launcher.wait_healthy()
         print(f"\n[live] two {ENGINE} instances healthy in {waited:.1f} s", file=sys.stderr)
