@@ -207,6 +207,23 @@ def test_suite_report_merges_results_of_other_controllers(tmp_path):
     assert merged["settings"]["simulations"] == 36 and merged["settings"]["merged_from"] == 2
 
 
+def test_suite_report_replace_lets_a_rerun_replace_its_cells(tmp_path):
+    whole, (a, b) = _split_saved_result(tmp_path)
+    rerun = json.loads(b.read_text())
+    cell = rerun["scenarios"]["tiny-poisson"]["controllers"]["static-best"]
+    cell.update(per_seed=[6.0, 6.0, 6.0], serving_rate=6.0, simulations=5)
+    b2 = tmp_path / "rerun.json"
+    b2.write_text(json.dumps(rerun))
+    whole_path, out = tmp_path / "whole.json", tmp_path / "m.json"
+    whole_path.write_text(json.dumps(whole))
+    res = CliRunner().invoke(app, ["suite", "report", "--json", str(whole_path), "--json", str(b2), "--suite", str(TINY),
+                                   "--replace", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    merged = json.loads(out.read_text())
+    assert merged["scenarios"]["tiny-poisson"]["controllers"]["static-best"]["per_seed"] == [6.0, 6.0, 6.0]
+    assert merged["settings"]["simulations"] == 18 - 9 + 18   # the replaced cell's 9 simulations left the cost
+
+
 def test_suite_report_refuses_to_merge_what_does_not_compare(tmp_path):
     _, (a, b) = _split_saved_result(tmp_path)
     res = CliRunner().invoke(app, ["suite", "report", "--json", str(a), "--json", str(a), "--suite", str(TINY)])

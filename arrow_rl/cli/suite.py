@@ -124,6 +124,8 @@ def report_command(
     update_readme: Optional[Path] = typer.Option(
         None, "--update-readme", help="rewrite the leaderboard block (between its markers) of this Markdown file"),
     json_out: Optional[Path] = typer.Option(None, "--out", help="write the (merged) result as JSON here"),
+    replace: bool = typer.Option(False, "--replace", help="when merging, a later file's (scenario, controller) "
+                                 "cell replaces an earlier one's (a checkpoint re-run at the same path)"),
 ) -> None:
     """Render a saved suite result again (tables, plot, Markdown, README block) without re-running it."""
     from arrow_rl.evaluation.suite import result_from_json
@@ -143,7 +145,7 @@ def report_command(
         from arrow_rl.evaluation.suite import merge_result_payloads
 
         try:
-            payload = merge_result_payloads(payloads)
+            payload = merge_result_payloads(payloads, replace=replace)
         except ValueError as exc:
             _fail(str(exc))
         source = "the merged --json files"

@@ -203,14 +203,16 @@ def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") ->
                        settings=settings)
 
 
-def merge_result_payloads(payloads: list[tuple[dict, str]]) -> dict:
+def merge_result_payloads(payloads: list[tuple[dict, str]], replace: bool = False) -> dict:
     """Merge saved ``suite run --json`` results into one (``suite report --json A --json B``): a
     controller run later (a new checkpoint) joins a leaderboard without re-running the others.
 
     Every file must come from the same suite, quick flag and protocol (seeds, spans, warm-up, rate
     mode): only then are the cells comparable, and, the suite being deterministic, the merged file
     holds what one run of all the controllers would have measured. A (scenario, controller) pair in
-    two files is an error naming both, so nothing is silently overwritten. Costs add up."""
+    two files is an error naming both, so nothing is silently overwritten, unless ``replace``: then
+    the later file's cell replaces the earlier one (a checkpoint retrained at the same path), and
+    the replaced cell's simulations and CPU time leave the cost. Costs add up."""
     if not payloads:
         raise ValueError("no suite results to merge")
     first, first_src = payloads[0]
@@ -240,8 +242,12 @@ def merge_result_payloads(payloads: list[tuple[dict, str]]) -> dict:
                                                 | {"controllers": {}})
             for c, entry in (sj.get("controllers") or {}).items():
                 if (name, c) in owner:
-                    raise ValueError(f"{src}: scenario {name!r} controller {c!r} is also in {owner[(name, c)]}; "
-                                     "merge results of different controllers only")
+                    if not replace:
+                        raise ValueError(f"{src}: scenario {name!r} controller {c!r} is also in {owner[(name, c)]}; "
+                                         "merge results of different controllers only (or let later files replace)")
+                    old_entry = row["controllers"][c]
+                    totals["simulations"] -= int(old_entry.get("simulations", 0) or 0)
+                    totals["cpu_s"] -= float(old_entry.get("cpu_s", 0.0) or 0.0)
                 owner[(name, c)] = src
                 row["controllers"][c] = entry
                 if c not in controllers:
