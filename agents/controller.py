@@ -4,7 +4,8 @@ It computes exactly what ``PDClusterEnv`` computed during training, from the ``C
 the observation with ``envs.observation.ObservationBuilder`` (same config, same history), the valid
 actions with ``envs.actions.ActionCodec`` (never empty a pool), the deterministic masked-greedy
 action of the network (held at the no-op unless a move beats it by the checkpoint's
-``inference.move_margin``, a deploy-time setting: 0 inside training), and the concrete flips through Arrow Algorithm 3 (which instance moves).
+``inference.move_margin``, a deploy-time setting: 0 inside training), and the concrete flips
+through Arrow Algorithm 3 (which instance moves).
 So the same object runs in ``arrow-rl evaluate``, inside the env, and against a live cluster.
 
 SECURITY: loading unpickles the SB3 ``model.zip`` (and ``vecnormalize.pkl``); load only checkpoints

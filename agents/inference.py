@@ -69,4 +69,3 @@ def hold_unless_confident(scores: np.ndarray, mask: np.ndarray | None, noop: int
     if margin <= 0 or best == noop or (mask is not None and not bool(np.asarray(mask).reshape(-1)[noop])):
         return best
     return best if scores[best] - scores[noop] >= margin else int(noop)
-

@@ -87,10 +87,10 @@ def build_vec_env(config: TrainConfig) -> VecEnv:
 
 def labelling_envs(config: TrainConfig) -> Any:
     """The ``pretrain.label_envs`` (default ``n_envs``) envs imitation labels on, with the teacher in
-    their ``info``. ``vec_env: subproc`` runs
-    them in a ``SubprocVecEnv``: the lookahead teacher plans inside each env's step, so labelling,
-    the slow half of a privileged-teacher run, then uses one core per env. Otherwise plain envs,
-    stepped in turn in this process. Same seed, same samples either way (``imitation.collect``)."""
+    their ``info``. ``vec_env: subproc`` runs them in a ``SubprocVecEnv``: the lookahead teacher
+    plans inside each env's step, so labelling, the slow half of a privileged-teacher run, then
+    uses every core. Otherwise plain envs, stepped in turn in this process. Same seed, same samples
+    either way (``imitation.collect``)."""
     n = config.pretrain.label_envs or config.n_envs
     if config.vec_env == "subproc" and n > 1:
         return SubprocVecEnv([env_thunk(config.env.id, config.env.env_kwargs(), monitor=False) for _ in range(n)],
@@ -332,7 +332,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     clone_dir = None
     if config.pretrain.enabled:
         t0 = time.time()
-        plain_envs = labelling_envs(config)
+        label_envs = labelling_envs(config)
         if vecnorm is not None:
             vecnorm.training = False  # statistics come from the teacher's data inside pretrain()
 
@@ -355,10 +355,10 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
         with _progress(progress, "imitation", config.pretrain.teacher_steps
                        + config.pretrain.dagger_rounds * config.pretrain.dagger_steps
                        + (config.pretrain.dagger_steps if config.pretrain.value_pretrain else 0)) as advance:
-            pre_report, _data = pretrain(model, plain_envs, config.pretrain, seed=config.seed,
+            pre_report, _data = pretrain(model, label_envs, config.pretrain, seed=config.seed,
                                          gamma=float(getattr(model, "gamma", 0.99)), normalizer=vecnorm,
                                          on_round=on_round, progress=advance)
-        for env in (plain_envs if isinstance(plain_envs, list) else [plain_envs]):
+        for env in (label_envs if isinstance(label_envs, list) else [label_envs]):
             env.close()
         if vecnorm is not None:
             vecnorm.training = True
