@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from agents.config import PretrainConfig
 from agents.inference import action_scores, greedy_actions, masked_argmax, policy_logits
+from agents.label_workers import EnvWorkers, env_masks
 
 Normalizer = Callable[[np.ndarray], np.ndarray]
 
@@ -42,15 +43,6 @@ class TeacherMissingError(RuntimeError):
 
 def _identity(obs: np.ndarray) -> np.ndarray:
     return obs
-
-
-def env_masks(env: gym.Env) -> np.ndarray:
-    """Action mask of a (possibly wrapped) env; all-valid when it offers none."""
-    try:
-        fn = env.get_wrapper_attr("action_masks")
-    except AttributeError:
-        return np.ones(env.action_space.n, dtype=bool)
-    return np.asarray(fn(), dtype=bool)
 
 
 def teacher_action(info: dict[str, Any]) -> int:
@@ -186,6 +178,8 @@ def collect(
     processes). Both give the same samples for the same seed: the label of a new episode's first
     state comes from its reset ``info``.
     """
+    if isinstance(envs, EnvWorkers):
+        return _collect_independent(envs, n_steps, act, rng, beta, seed, max_dataset, progress)
     pool = lockstep(envs)
     n_envs = pool.num_envs
     horizon = max(1, -(-n_steps // n_envs))
@@ -222,6 +216,13 @@ def collect(
             cur_teacher[i] = teacher_action(next_infos[i])
         if progress is not None:
             progress(n_envs)
+    return _rollout(obs_log, act_log, mask_log, rew_log, done_log, teacher_steps, episode_infos, max_dataset)
+
+
+def _rollout(obs_log: np.ndarray, act_log: np.ndarray, mask_log: np.ndarray, rew_log: np.ndarray,
+             done_log: np.ndarray, teacher_steps: int, episode_infos: list[dict[str, Any]], max_dataset: int) -> Rollout:
+    horizon, n_envs, obs_dim = obs_log.shape
+    n_actions = mask_log.shape[-1]
     data = Dataset.empty(obs_dim, n_actions, max_dataset)
     flat_masks = mask_log.reshape(-1, n_actions)
     # a state with one valid action teaches nothing (between decisions with action.decision_every > 1,
@@ -229,6 +230,63 @@ def collect(
     informative = flat_masks.sum(axis=1) > 1
     data.add(obs_log.reshape(-1, obs_dim)[informative], act_log.reshape(-1)[informative], flat_masks[informative])
     return Rollout(data, obs_log, rew_log, done_log, teacher_steps / (horizon * n_envs), episode_infos)
+
+
+def _collect_independent(workers: EnvWorkers, n_steps: int, act: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                         rng: np.random.Generator, beta: float, seed: int, max_dataset: int,
+                         progress: Callable[[int], None] | None) -> Rollout:
+    """``collect`` on ``EnvWorkers``: each env runs its ``horizon`` steps as fast as it goes.
+
+    The lock-step loop draws ``rng.random(n_envs)`` once per step; drawing the whole
+    ``(horizon, n_envs)`` table at once gives the same numbers, so env ``i`` at its step ``t`` makes
+    the same teacher/student choice as there, and the student (fixed during a collection) acts on
+    the same observation: the samples land in the same (t, i) cells, whatever order the envs
+    finish in. The student acts on one observation at a time here."""
+    n_envs = workers.num_envs
+    horizon = max(1, -(-n_steps // n_envs))
+    obs_dim = int(np.prod(workers.observation_space.shape))
+    n_actions = int(workers.action_space.n)
+    use_teacher = rng.random((horizon, n_envs)) < beta
+    obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
+    act_log = np.zeros((horizon, n_envs), np.int64)
+    mask_log = np.zeros((horizon, n_envs, n_actions), bool)
+    rew_log = np.zeros((horizon, n_envs), np.float32)
+    done_log = np.zeros((horizon, n_envs), bool)
+    ends: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]
+    step = [0] * n_envs
+    for i in range(n_envs):
+        workers.send(i, "reset", seed + i)
+    running = set(range(n_envs))
+    try:
+        while running:
+            for i in workers.ready(running):
+                msg = workers.recv(i)
+                if msg[0] == "reset":
+                    _, obs, info, mask = msg
+                else:
+                    _, obs, reward, done, end_info, info, mask = msg
+                    t = step[i]
+                    rew_log[t, i], done_log[t, i] = reward, done
+                    if done:
+                        ends[i].append(end_info)
+                    step[i] = t + 1
+                    if progress is not None:
+                        progress(1)
+                t = step[i]
+                if t == horizon:
+                    running.discard(i)
+                    continue
+                obs_log[t, i] = np.asarray(obs, np.float32).reshape(-1)
+                act_log[t, i] = teacher = teacher_action(info)
+                mask_log[t, i] = mask
+                action = teacher if use_teacher[t, i] else int(act(obs_log[t, i][None], mask_log[t, i][None],
+                                                                   np.array([teacher]))[0])
+                workers.send(i, "step", action)
+    except BaseException:
+        workers.close()   # a worker may be mid-step; the pool cannot be reused
+        raise
+    episode_infos = [info for i in range(n_envs) for info in ends[i]]
+    return _rollout(obs_log, act_log, mask_log, rew_log, done_log, int(use_teacher.sum()), episode_infos, max_dataset)
 
 
 def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -478,6 +536,7 @@ __all__ = [
     "agreement",
     "class_weights",
     "collect",
+    "env_masks",
     "discounted_returns",
     "fit_bc",
     "fit_value",

@@ -39,6 +39,7 @@ from agents.envs_bridge import check_traces, env_config, env_thunk, is_toy, make
 from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
 from agents.holdout import apply_holdout
 from agents.imitation import pretrain
+from agents.label_workers import EnvWorkers
 
 
 @dataclass
@@ -87,14 +88,14 @@ def build_vec_env(config: TrainConfig) -> VecEnv:
 
 def labelling_envs(config: TrainConfig) -> Any:
     """The ``pretrain.label_envs`` (default ``n_envs``) envs imitation labels on, with the teacher in
-    their ``info``. ``vec_env: subproc`` runs them in a ``SubprocVecEnv``: the lookahead teacher
-    plans inside each env's step, so labelling, the slow half of a privileged-teacher run, then
-    uses every core. Otherwise plain envs, stepped in turn in this process. Same seed, same samples
-    either way (``imitation.collect``)."""
+    their ``info``. ``vec_env: subproc`` runs each in its own process (``EnvWorkers``), stepped
+    independently: the lookahead teacher plans inside each env's step, so labelling, the slow half
+    of a privileged-teacher run, then uses every core, without a lock-step in which every env
+    waits for the slowest. Otherwise plain envs, stepped in turn in this process. Same seed, same
+    samples either way (``imitation.collect``)."""
     n = config.pretrain.label_envs or config.n_envs
     if config.vec_env == "subproc" and n > 1:
-        return SubprocVecEnv([env_thunk(config.env.id, config.env.env_kwargs(), monitor=False) for _ in range(n)],
-                             start_method="spawn")
+        return EnvWorkers([env_thunk(config.env.id, config.env.env_kwargs(), monitor=False) for _ in range(n)])
     return [make_env(config.env.id, config.env.env_kwargs()) for _ in range(n)]
 
 

@@ -158,18 +158,20 @@ def test_label_smoothing_caps_the_clones_confidence_on_valid_actions(fixed_datas
     assert 0.8 < m["teacher_prob"] < 0.97
 
 
-@pytest.mark.parametrize("vec", ["dummy", "subproc"])
+@pytest.mark.parametrize("vec", ["dummy", "subproc", "independent"])
 def test_collect_on_a_vecenv_gives_the_samples_of_the_plain_path(vec):
-    """Parallel labelling (an SB3 VecEnv) must not change what is learned: the same seed gives the
-    same observations, labels, masks, rewards and episode ends as plain envs stepped in turn,
-    including the label of each new episode's first state (from the worker's reset info)."""
+    """Parallel labelling (an SB3 VecEnv in lock-step, or EnvWorkers stepping each env on its own)
+    must not change what is learned: the same seed gives the same observations, labels, masks,
+    rewards and episode ends as plain envs stepped in turn, including the label of each new
+    episode's first state (from the worker's reset info)."""
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
+    from agents.label_workers import EnvWorkers
     from agents.toy import TeacherToyEnv
 
-    student = lambda o, m, t: (t + 1) % m.shape[1]   # noqa: E731 - disagrees with the teacher
+    student = lambda o, m, t: (t + 1) % m.shape[1]   # noqa: E731 - disagrees with the teacher (one row or many)
     plain = collect([TeacherToyEnv() for _ in range(2)], 200, student, np.random.default_rng(3), beta=0.5, seed=7)
-    cls = DummyVecEnv if vec == "dummy" else SubprocVecEnv
+    cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv, "independent": EnvWorkers}[vec]
     venv = cls([lambda: TeacherToyEnv() for _ in range(2)])   # a worker process imports agents.toy
     try:
         par = collect(venv, 200, student, np.random.default_rng(3), beta=0.5, seed=7)
@@ -182,3 +184,19 @@ def test_collect_on_a_vecenv_gives_the_samples_of_the_plain_path(vec):
     np.testing.assert_array_equal(par.dataset.actions, plain.dataset.actions)
     np.testing.assert_array_equal(par.dataset.masks, plain.dataset.masks)
     assert len(par.episode_infos) == len(plain.episode_infos)
+
+
+def test_an_env_that_fails_in_its_worker_names_itself():
+    from agents.label_workers import EnvWorkerError, EnvWorkers
+    from agents.toy import TeacherToyEnv
+
+    class Broken(TeacherToyEnv):
+        def step(self, action):
+            raise ValueError("emulator exploded")
+
+    workers = EnvWorkers([lambda: TeacherToyEnv(), lambda: Broken()])
+    try:
+        with pytest.raises(EnvWorkerError, match=r"labelling env 1 failed(.|\n)*emulator exploded"):
+            collect(workers, 20, lambda o, m, t: t, np.random.default_rng(0), beta=1.0, seed=0)
+    finally:
+        workers.close()

@@ -426,6 +426,10 @@ def test_openai_chat_hands_the_decode_leg_to_the_other_instance(vllm_instances):
         assert deltas[0].choices[0].delta.role == "assistant"
         assert "".join(ch.choices[0].delta.content or "" for ch in deltas if ch.choices) == \
             out.choices[0].message.content  # temperature 0: the hand-off decodes what a local run would
+        # the router files a request's record just after the client has its last byte: wait for it
+        deadline = time.monotonic() + 10
+        while len(router.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert [(r.prefill_instance, r.decode_instance, r.rejected) for r in router.records] == [(0, 1, False)] * 2
     moved = counter_delta(before, scrape(b.url), "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
     # The first hand-off moves the whole prompt; the second finds most of it in instance 1's prefix
@@ -449,8 +453,9 @@ def test_flip_in_the_middle_of_a_chat_stream_loses_nothing(vllm_instances):
         for t in threads:
             t.start()
         time.sleep(0.5)
+        # timeout: four streams, two vLLM-CPU engines and the router share two cores (a 10 s read timed out once)
         r = httpx.post(url + "/roles", json={"flips": [{"id": 0, "role": "decode"}, {"id": 1, "role": "prefill"}]},
-                       headers=AUTH, timeout=10)
+                       headers=AUTH, timeout=30)
         assert r.status_code == 200, r.text
         later = [threading.Thread(target=one, args=(10 + k,)) for k in range(2)]
         for t in later:
