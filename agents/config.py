@@ -177,6 +177,14 @@ class PretrainConfig(BaseModel):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="probability mass spread over the valid non-teacher actions in the cloning target"
     )
+    soft_label_weight: float = Field(
+        0.0, ge=0, le=1, description="share of the cloning target taken from the teacher's candidate scores "
+        "(softmax of score / soft_label_temperature over the actions it tried) instead of its argmax; 0: hard labels. "
+        "Only a teacher that scores its candidates (oracle-moves) gives them; other samples keep the hard label")
+    soft_label_temperature: float = Field(
+        0.02, gt=0, description="temperature of the soft labels as a share of the best candidate's score: a candidate "
+        "that much worse (0.02: 2%) gets 1/e of the best one's weight. Relative, because oracle-moves' scores (requests "
+        "within SLO over its lookahead) grow with the traffic: from tens to thousands across the training distribution")
     entropy_coef: float = Field(
         0.0, ge=0, description="entropy bonus in the cloning loss: keeps the clone stochastic so RL fine-tuning can explore"
     )

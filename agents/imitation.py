@@ -11,6 +11,10 @@ deployed controller sees. From that:
    get -inf logits, exactly as MaskablePPO samples). Arrow mostly does nothing, so the loss can be
    class-weighted (``class_balance``) so rare flips are not drowned by no-ops. States with a single
    valid action (between decisions, ``action.decision_every``) are not recorded: nothing to learn.
+   A teacher that scores its candidates (the lookahead oracle, ``info["teacher_scores"]``) can also
+   give soft labels (``soft_label_weight``): part of the target is a softmax of its scores, so two
+   candidates that only the future separates are taught as near-equal, not as right and wrong
+   (distillation, Hinton et al., 2015).
 2. **DAgger** (Ross et al., 2011): roll out a mixture (teacher with probability beta_i, else the
    student's greedy masked action), label every visited state with the teacher's action, aggregate
    and refit. This fixes the compounding-error problem of plain cloning: the student learns what
@@ -45,6 +49,14 @@ def _identity(obs: np.ndarray) -> np.ndarray:
     return obs
 
 
+def teacher_scores(info: dict[str, Any], n_actions: int) -> np.ndarray:
+    """The teacher's score per action (NaN where it gave none; all NaN for a teacher without scores)."""
+    scores = info.get("teacher_scores")
+    if scores is None:
+        return np.full(n_actions, np.nan, np.float32)
+    return np.asarray(scores, np.float32).reshape(n_actions)
+
+
 def teacher_action(info: dict[str, Any]) -> int:
     try:
         return int(info["teacher_action"])
@@ -57,34 +69,42 @@ def teacher_action(info: dict[str, Any]) -> int:
 
 @dataclass
 class Dataset:
-    """Aggregated (observation, teacher action, mask) samples; raw (un-normalized) observations."""
+    """Aggregated (observation, teacher action, mask, teacher scores) samples; raw (un-normalized)
+    observations. ``scores`` is NaN where the teacher gave no score (every Arrow label)."""
 
     obs: np.ndarray
     actions: np.ndarray
     masks: np.ndarray
+    scores: np.ndarray | None = None
     max_size: int = 500_000
+
+    def __post_init__(self) -> None:
+        if self.scores is None:
+            self.scores = np.full(self.masks.shape, np.nan, np.float32)
 
     @classmethod
     def empty(cls, obs_dim: int, n_actions: int, max_size: int = 500_000) -> "Dataset":
-        return cls(
-            np.zeros((0, obs_dim), np.float32), np.zeros(0, np.int64), np.zeros((0, n_actions), bool), max_size
-        )
+        return cls(np.zeros((0, obs_dim), np.float32), np.zeros(0, np.int64), np.zeros((0, n_actions), bool),
+                   np.zeros((0, n_actions), np.float32), max_size)
 
     def __len__(self) -> int:
         return int(self.actions.size)
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, masks: np.ndarray) -> None:
+    def add(self, obs: np.ndarray, actions: np.ndarray, masks: np.ndarray, scores: np.ndarray | None = None) -> None:
+        if scores is None:
+            scores = np.full(masks.shape, np.nan, np.float32)
         self.obs = np.concatenate([self.obs, obs.astype(np.float32)])[-self.max_size :]
         self.actions = np.concatenate([self.actions, actions.astype(np.int64)])[-self.max_size :]
         self.masks = np.concatenate([self.masks, masks.astype(bool)])[-self.max_size :]
+        self.scores = np.concatenate([self.scores, scores.astype(np.float32)])[-self.max_size :]
 
     def save(self, path) -> None:
-        np.savez_compressed(path, obs=self.obs, actions=self.actions, masks=self.masks)
+        np.savez_compressed(path, obs=self.obs, actions=self.actions, masks=self.masks, scores=self.scores)
 
     @classmethod
     def load(cls, path) -> "Dataset":
         with np.load(path) as z:
-            return cls(z["obs"], z["actions"], z["masks"])
+            return cls(z["obs"], z["actions"], z["masks"], z["scores"] if "scores" in z.files else None)
 
 
 @dataclass
@@ -187,20 +207,23 @@ def collect(
     n_actions = int(pool.action_space.n)
     cur_obs = np.zeros((n_envs, obs_dim), np.float32)
     cur_teacher = np.zeros(n_envs, np.int64)
+    cur_scores = np.zeros((n_envs, n_actions), np.float32)
     first_obs, first_infos = pool.reset(seed)
     for i in range(n_envs):
         cur_obs[i] = np.asarray(first_obs[i], np.float32).reshape(-1)
         cur_teacher[i] = teacher_action(first_infos[i])
+        cur_scores[i] = teacher_scores(first_infos[i], n_actions)
     obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
     act_log = np.zeros((horizon, n_envs), np.int64)
     mask_log = np.zeros((horizon, n_envs, n_actions), bool)
+    score_log = np.zeros((horizon, n_envs, n_actions), np.float32)
     rew_log = np.zeros((horizon, n_envs), np.float32)
     done_log = np.zeros((horizon, n_envs), bool)
     teacher_steps = 0
     episode_infos: list[dict[str, Any]] = []
     for t in range(horizon):
         masks = pool.masks()
-        obs_log[t], act_log[t], mask_log[t] = cur_obs, cur_teacher, masks
+        obs_log[t], act_log[t], mask_log[t], score_log[t] = cur_obs, cur_teacher, masks, cur_scores
         use_teacher = rng.random(n_envs) < beta
         teacher_steps += int(use_teacher.sum())
         actions = cur_teacher.copy()
@@ -214,13 +237,15 @@ def collect(
                 episode_infos.append(infos[i])
             cur_obs[i] = np.asarray(obs[i], np.float32).reshape(-1)
             cur_teacher[i] = teacher_action(next_infos[i])
+            cur_scores[i] = teacher_scores(next_infos[i], n_actions)
         if progress is not None:
             progress(n_envs)
-    return _rollout(obs_log, act_log, mask_log, rew_log, done_log, teacher_steps, episode_infos, max_dataset)
+    return _rollout(obs_log, act_log, mask_log, score_log, rew_log, done_log, teacher_steps, episode_infos, max_dataset)
 
 
-def _rollout(obs_log: np.ndarray, act_log: np.ndarray, mask_log: np.ndarray, rew_log: np.ndarray,
-             done_log: np.ndarray, teacher_steps: int, episode_infos: list[dict[str, Any]], max_dataset: int) -> Rollout:
+def _rollout(obs_log: np.ndarray, act_log: np.ndarray, mask_log: np.ndarray, score_log: np.ndarray,
+             rew_log: np.ndarray, done_log: np.ndarray, teacher_steps: int, episode_infos: list[dict[str, Any]],
+             max_dataset: int) -> Rollout:
     horizon, n_envs, obs_dim = obs_log.shape
     n_actions = mask_log.shape[-1]
     data = Dataset.empty(obs_dim, n_actions, max_dataset)
@@ -228,7 +253,8 @@ def _rollout(obs_log: np.ndarray, act_log: np.ndarray, mask_log: np.ndarray, rew
     # a state with one valid action teaches nothing (between decisions with action.decision_every > 1,
     # or a cluster too small to flip): kept, those forced no-ops would swamp the teacher's real choices
     informative = flat_masks.sum(axis=1) > 1
-    data.add(obs_log.reshape(-1, obs_dim)[informative], act_log.reshape(-1)[informative], flat_masks[informative])
+    data.add(obs_log.reshape(-1, obs_dim)[informative], act_log.reshape(-1)[informative], flat_masks[informative],
+             score_log.reshape(-1, n_actions)[informative])
     return Rollout(data, obs_log, rew_log, done_log, teacher_steps / (horizon * n_envs), episode_infos)
 
 
@@ -250,6 +276,7 @@ def _collect_independent(workers: EnvWorkers, n_steps: int, act: Callable[[np.nd
     obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
     act_log = np.zeros((horizon, n_envs), np.int64)
     mask_log = np.zeros((horizon, n_envs, n_actions), bool)
+    score_log = np.zeros((horizon, n_envs, n_actions), np.float32)
     rew_log = np.zeros((horizon, n_envs), np.float32)
     done_log = np.zeros((horizon, n_envs), bool)
     ends: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]
@@ -279,6 +306,7 @@ def _collect_independent(workers: EnvWorkers, n_steps: int, act: Callable[[np.nd
                 obs_log[t, i] = np.asarray(obs, np.float32).reshape(-1)
                 act_log[t, i] = teacher = teacher_action(info)
                 mask_log[t, i] = mask
+                score_log[t, i] = teacher_scores(info, n_actions)
                 action = teacher if use_teacher[t, i] else int(act(obs_log[t, i][None], mask_log[t, i][None],
                                                                    np.array([teacher]))[0])
                 workers.send(i, "step", action)
@@ -286,7 +314,8 @@ def _collect_independent(workers: EnvWorkers, n_steps: int, act: Callable[[np.nd
         workers.close()   # a worker may be mid-step; the pool cannot be reused
         raise
     episode_infos = [info for i in range(n_envs) for info in ends[i]]
-    return _rollout(obs_log, act_log, mask_log, rew_log, done_log, int(use_teacher.sum()), episode_infos, max_dataset)
+    return _rollout(obs_log, act_log, mask_log, score_log, rew_log, done_log, int(use_teacher.sum()), episode_infos,
+                    max_dataset)
 
 
 def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -322,6 +351,41 @@ def masked_logits(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks, logits, torch.full_like(logits, -1e8))
 
 
+def cloning_targets(actions: np.ndarray, masks: np.ndarray, scores: np.ndarray, label_smoothing: float = 0.0,
+                    soft_weight: float = 0.0, temperature: float = 0.02) -> np.ndarray:
+    """The target distribution per sample: the teacher's action, mixed with a softmax of its scores
+    (``soft_weight``; rows without scores keep the hard label) and label smoothing.
+
+    Soft part: ``exp((score - best) / (temperature * max(|best|, 1)))`` over the actions the
+    teacher tried and the mask allows: the temperature is a share of the best score, since the
+    oracle's scores grow with the traffic (a gap of 5 requests is decisive at 60, noise at 2,000). The hard label keeps ``1 - soft_weight`` of the mass, and with it the teacher's
+    tie-break (no-op first, then the smaller move): on a state where every candidate scores the
+    same the no-op still has the largest share. Label smoothing then spreads ``label_smoothing``
+    over the *valid* alternatives to the teacher's action only: a masked action keeps probability
+    0, the clone keeps most of its mass on the teacher, so PPO's rollouts still explore around it
+    and its importance ratios stay finite."""
+    n, n_actions = masks.shape
+    target = np.zeros((n, n_actions), np.float64)
+    target[np.arange(n), actions] = 1.0
+    if soft_weight > 0 and n:
+        tried = np.isfinite(scores) & masks
+        has = tried[np.arange(n), actions]   # scored rows (the teacher's own choice among them)
+        if has.any():
+            z = np.where(tried[has], scores[has], -np.inf)
+            best = z.max(axis=1, keepdims=True)
+            z = (z - best) / (temperature * np.maximum(np.abs(best), 1.0))
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            target[has] = (1.0 - soft_weight) * target[has] + soft_weight * p
+    if label_smoothing > 0:
+        others = masks.astype(np.float64)
+        others[np.arange(n), actions] = 0.0
+        n_others = others.sum(axis=1, keepdims=True)
+        eps = np.where(n_others > 0, label_smoothing, 0.0)
+        target = (1.0 - eps) * target + eps * others / np.maximum(n_others, 1.0)
+    return target.astype(np.float32)
+
+
 def fit_bc(
     policy,
     data: Dataset,
@@ -330,7 +394,8 @@ def fit_bc(
     seed: int = 0,
     epochs: int | None = None,
 ) -> list[float]:
-    """Mask-aware cross-entropy of the policy's action distribution on the teacher's actions.
+    """Mask-aware cross-entropy of the policy's action distribution on the teacher's targets
+    (:func:`cloning_targets`: its action, soft labels from its scores, label smoothing).
 
     Optimises the actor (features, policy MLP branch, action head) with Adam; returns the mean loss
     of each epoch. Samples whose teacher action is masked out (should not happen) are dropped.
@@ -340,6 +405,8 @@ def fit_bc(
     obs = torch.as_tensor(normalize(data.obs[ok]), dtype=torch.float32, device=policy.device)
     actions = torch.as_tensor(data.actions[ok], device=policy.device)
     masks = torch.as_tensor(data.masks[ok], device=policy.device)
+    targets = torch.as_tensor(cloning_targets(data.actions[ok], data.masks[ok], data.scores[ok], cfg.label_smoothing,
+                                              cfg.soft_label_weight, cfg.soft_label_temperature), device=policy.device)
     weights = torch.as_tensor(class_weights(data.actions[ok], n_actions, cfg.class_balance), device=policy.device)
     params = [p for name, p in policy.named_parameters() if not name.startswith(("value_net", "mlp_extractor.value_net"))]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
@@ -354,16 +421,7 @@ def fit_bc(
             idx = perm[start : start + cfg.batch_size]
             logits = masked_logits(policy_logits(policy, obs[idx]), masks[idx])
             logp = F.log_softmax(logits, dim=-1)
-            target = F.one_hot(actions[idx], n_actions).float()
-            if cfg.label_smoothing > 0:
-                # spread epsilon over the *valid* alternatives only (a masked action must keep
-                # probability 0): the clone keeps p(teacher) ~ 1 - epsilon, so PPO's rollouts
-                # still explore around it and its importance ratios stay finite
-                others = masks[idx].float() * (1.0 - target)
-                n_others = others.sum(-1, keepdim=True)
-                smooth = torch.where(n_others > 0, others / n_others.clamp(min=1.0), torch.zeros_like(others))
-                eps = torch.where(n_others > 0, torch.full_like(n_others, cfg.label_smoothing), torch.zeros_like(n_others))
-                target = (1.0 - eps) * target + eps * smooth
+            target = targets[idx]
             safe_logp = torch.where(masks[idx], logp, torch.zeros_like(logp))
             loss = -(weights[actions[idx]] * (target * safe_logp).sum(-1)).sum() / weights[actions[idx]].sum()
             if cfg.entropy_coef > 0:
@@ -495,7 +553,7 @@ def pretrain(
         beta = cfg.dagger_beta**r
         roll = collect(envs, cfg.dagger_steps, student, rng, beta=beta, seed=seed + 1000 * r, max_dataset=cfg.max_dataset, progress=progress)
         held_out = agreement(model, roll.dataset, normalize)
-        data.add(roll.dataset.obs, roll.dataset.actions, roll.dataset.masks)
+        data.add(roll.dataset.obs, roll.dataset.actions, roll.dataset.masks, roll.dataset.scores)
         loss = fit_bc(policy, data, cfg, normalize, seed=seed + r)
         metrics = {"round": r, "beta": beta, "samples": len(data), "on_policy_before_fit": held_out,
                    "train": agreement(model, data, normalize), "bc_loss": loss[-1],
@@ -535,6 +593,7 @@ __all__ = [
     "TeacherMissingError",
     "agreement",
     "class_weights",
+    "cloning_targets",
     "collect",
     "env_masks",
     "discounted_returns",

@@ -9,6 +9,11 @@ best score, the oracle's: within-SLO finishes − ``violation_weight`` × (late 
 queued requests already predicted to miss TTFT). Ties keep the no-op, then the smaller move.
 Between decisions it answers the no-op, as the oracle controller does. Greedy over a finite
 horizon, so a strong reference, not an upper bound.
+
+Each decision also leaves the score of every candidate it tried in :meth:`candidate_scores`
+(NaN for an action it did not try), so imitation can learn from soft labels: the student cannot
+see the future that separates two near-equal candidates, and a hard argmax turns those near-ties
+into label noise (``pretrain.soft_label_weight``, docs/agents.md).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arrow_rl.arrow.flip_selection import ProfileSource
@@ -58,6 +64,7 @@ class MoveOracleTeacher:
         self.cluster: Any = None
         self._last_decision_s = -math.inf
         self.evaluations = 0
+        self._scores: dict[int, float] = {}
         fr = self.config.candidate_fractions
         if fr is not None and not set(fr) <= set(codec.fractions):
             raise ValueError(f"env config: field 'teacher_config.candidate_fractions'={fr} must be a subset of "
@@ -78,6 +85,15 @@ class MoveOracleTeacher:
             self.profiles = default_profiles(info)
         self._last_decision_s = -math.inf
         self.evaluations = 0
+        self._scores = {}
+
+    def candidate_scores(self) -> np.ndarray:
+        """Score of each action at this step's decision (length ``codec.space.n``; NaN: not tried,
+        all NaN on a step between decisions)."""
+        out = np.full(int(self.codec.space.n), np.nan, np.float32)
+        for a, v in self._scores.items():
+            out[a] = v
+        return out
 
     def score(self, flips: list[Flip]) -> float:
         clone = self.cluster.clone()
@@ -93,18 +109,21 @@ class MoveOracleTeacher:
         if self.cluster is None:
             raise RuntimeError("MoveOracleTeacher.choose before bind_cluster(cluster)")
         if state.now - self._last_decision_s < self.config.decision_interval_s - 1e-9:
+            self._scores = {}   # no decision now: nothing was scored
             return 0
         self._last_decision_s = state.now
         views = list(state.instances)
         counts = role_counts(views)
         best, best_key = 0, None
+        self._scores = {}
         for a in self._candidates:
             flips = [] if a == 0 else self.codec.flips(a, views, self.profiles)
             if flips is None:
                 continue
             target = self.codec.result(a, counts)
             moved = 0 if target is None else sum(abs(x - y) for x, y in zip(target, counts))
-            key = (self.score(flips), -moved, -a)
+            self._scores[a] = value = self.score(flips)
+            key = (value, -moved, -a)
             if best_key is None or key > best_key:
                 best, best_key = a, key
         return best

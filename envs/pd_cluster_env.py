@@ -121,7 +121,9 @@ class PDClusterEnv(gym.Env):
 
     ``info`` every step: ``teacher_action`` (the Arrow interval controller's choice in this env's
     action encoding; -1 when ``teacher_in_info`` is off), ``teacher_flips``, ``action_mask``,
-    ``invalid_action``, ``applied_flips`` (this step), ``num_prefill``, ``reward_terms``. On the
+    ``invalid_action``, ``applied_flips`` (this step), ``num_prefill``, ``reward_terms``; on the
+    decision steps of a teacher that scores its candidates (``oracle-moves``) also
+    ``teacher_scores``, the score of every action it tried (NaN: not tried). On the
     last step also ``slo_attainment``, ``goodput``, ``flip_count`` (= ``episode_flips``),
     ``episode_duration_s`` and ``episode_stats`` (all of them plus the episode's description).
 
@@ -384,11 +386,16 @@ class PDClusterEnv(gym.Env):
         mask = self.codec.masks_for(views) if decides else self._noop_mask()
         teacher_flips: list[Flip] = []
         teacher_action = -1
+        teacher_scores = None
         if self.teacher is not None:
             choose = getattr(self.teacher, "choose", None)
             if choose is not None:   # a teacher that plans in the env's own action space (oracle-moves)
                 teacher_action = int(choose(state)) if decides else 0
                 teacher_flips = list(self.codec.flips(teacher_action, views, self._profiles) or [])
+                if decides and hasattr(self.teacher, "candidate_scores"):
+                    teacher_scores = self.teacher.candidate_scores()
+                    if np.isnan(teacher_scores).all():   # between the teacher's own decisions
+                        teacher_scores = None
             else:
                 teacher_flips = list(self.teacher.act(state))   # runs every step: its counters see every window
                 if not decides:
@@ -405,6 +412,8 @@ class PDClusterEnv(gym.Env):
         tl["arrivals"].append(window.arrivals)
         info = {"teacher_action": teacher_action, "teacher_flips": teacher_flips, "action_mask": mask,
                 "num_prefill": num_prefill, "time_s": state.now, "decision_step": decides}
+        if teacher_scores is not None:
+            info["teacher_scores"] = teacher_scores
         if self.config.action.kind == "moves":
             from envs.moves import role_counts
 
