@@ -358,15 +358,18 @@ def cloning_targets(actions: np.ndarray, masks: np.ndarray, scores: np.ndarray, 
 
     Soft part: ``exp((score - best) / (temperature * max(|best|, 1)))`` over the actions the
     teacher tried and the mask allows: the temperature is a share of the best score, since the
-    oracle's scores grow with the traffic (a gap of 5 requests is decisive at 60, noise at 2,000). The hard label keeps ``1 - soft_weight`` of the mass, and with it the teacher's
+    oracle's scores grow with the traffic (a gap of 5 requests is decisive at 60, noise at
+    2,000). The hard label keeps ``1 - soft_weight`` of the mass, and with it the teacher's
     tie-break (no-op first, then the smaller move): on a state where every candidate scores the
     same the no-op still has the largest share. Label smoothing then spreads ``label_smoothing``
     over the *valid* alternatives to the teacher's action only: a masked action keeps probability
     0, the clone keeps most of its mass on the teacher, so PPO's rollouts still explore around it
-    and its importance ratios stay finite."""
+    and its importance ratios stay finite. In float32, in the order the hard-label recipe always
+    used, so a shipped checkpoint's retrain stays bit-for-bit the same."""
     n, n_actions = masks.shape
-    target = np.zeros((n, n_actions), np.float64)
-    target[np.arange(n), actions] = 1.0
+    onehot = np.zeros((n, n_actions), np.float32)
+    onehot[np.arange(n), actions] = 1.0
+    target = onehot.copy()
     if soft_weight > 0 and n:
         tried = np.isfinite(scores) & masks
         has = tried[np.arange(n), actions]   # scored rows (the teacher's own choice among them)
@@ -376,13 +379,13 @@ def cloning_targets(actions: np.ndarray, masks: np.ndarray, scores: np.ndarray, 
             z = (z - best) / (temperature * np.maximum(np.abs(best), 1.0))
             p = np.exp(z)
             p /= p.sum(axis=1, keepdims=True)
-            target[has] = (1.0 - soft_weight) * target[has] + soft_weight * p
+            target[has] = ((1.0 - soft_weight) * onehot[has] + soft_weight * p).astype(np.float32)
     if label_smoothing > 0:
-        others = masks.astype(np.float64)
-        others[np.arange(n), actions] = 0.0
+        others = masks.astype(np.float32) * (np.float32(1.0) - onehot)
         n_others = others.sum(axis=1, keepdims=True)
-        eps = np.where(n_others > 0, label_smoothing, 0.0)
-        target = (1.0 - eps) * target + eps * others / np.maximum(n_others, 1.0)
+        smooth = np.where(n_others > 0, others / np.maximum(n_others, np.float32(1.0)), np.float32(0.0))
+        eps = np.where(n_others > 0, np.float32(label_smoothing), np.float32(0.0)).astype(np.float32)
+        target = (np.float32(1.0) - eps) * target + eps * smooth
     return target.astype(np.float32)
 
 

@@ -121,3 +121,21 @@ def test_soft_labels_teach_a_near_tie_as_one():
     assert hard[1] < 0.05                      # hard labels: the other best candidate is "wrong"
     assert soft[1] == pytest.approx(0.25, abs=0.03)   # soft 0.5: half of the tie shared, as the target says
     assert soft[0] > soft[1]
+
+
+def test_hard_labels_are_bit_identical_to_the_torch_recipe_the_shipped_checkpoint_used():
+    # the pre-soft-label cloning target, computed in torch float32 inside fit_bc: a retrain of the
+    # shipped checkpoint must not move by an ulp
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((500, 19)) < 0.6
+    actions = rng.integers(0, 19, 500)
+    masks[np.arange(500), actions] = True
+    ours = cloning_targets(actions, masks, np.full((500, 19), np.nan, np.float32), label_smoothing=0.1)
+    m, target = torch.as_tensor(masks), F.one_hot(torch.as_tensor(actions), 19).float()
+    others = m.float() * (1.0 - target)
+    n_others = others.sum(-1, keepdim=True)
+    smooth = torch.where(n_others > 0, others / n_others.clamp(min=1.0), torch.zeros_like(others))
+    eps = torch.where(n_others > 0, torch.full_like(n_others, 0.1), torch.zeros_like(n_others))
+    np.testing.assert_array_equal(ours, ((1.0 - eps) * target + eps * smooth).numpy())
