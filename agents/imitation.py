@@ -213,12 +213,7 @@ def collect(
         cur_obs[i] = np.asarray(first_obs[i], np.float32).reshape(-1)
         cur_teacher[i] = teacher_action(first_infos[i])
         cur_scores[i] = teacher_scores(first_infos[i], n_actions)
-    obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
-    act_log = np.zeros((horizon, n_envs), np.int64)
-    mask_log = np.zeros((horizon, n_envs, n_actions), bool)
-    score_log = np.zeros((horizon, n_envs, n_actions), np.float32)
-    rew_log = np.zeros((horizon, n_envs), np.float32)
-    done_log = np.zeros((horizon, n_envs), bool)
+    obs_log, act_log, mask_log, score_log, rew_log, done_log = _empty_logs(horizon, n_envs, obs_dim, n_actions)
     teacher_steps = 0
     episode_infos: list[dict[str, Any]] = []
     for t in range(horizon):
@@ -241,6 +236,14 @@ def collect(
         if progress is not None:
             progress(n_envs)
     return _rollout(obs_log, act_log, mask_log, score_log, rew_log, done_log, teacher_steps, episode_infos, max_dataset)
+
+
+def _empty_logs(horizon: int, n_envs: int, obs_dim: int, n_actions: int) -> tuple[np.ndarray, ...]:
+    """Per (step, env) logs of a collection: observations, teacher actions, masks, teacher scores,
+    rewards, episode ends."""
+    return (np.zeros((horizon, n_envs, obs_dim), np.float32), np.zeros((horizon, n_envs), np.int64),
+            np.zeros((horizon, n_envs, n_actions), bool), np.zeros((horizon, n_envs, n_actions), np.float32),
+            np.zeros((horizon, n_envs), np.float32), np.zeros((horizon, n_envs), bool))
 
 
 def _rollout(obs_log: np.ndarray, act_log: np.ndarray, mask_log: np.ndarray, score_log: np.ndarray,
@@ -273,12 +276,7 @@ def _collect_independent(workers: EnvWorkers, n_steps: int, act: Callable[[np.nd
     obs_dim = int(np.prod(workers.observation_space.shape))
     n_actions = int(workers.action_space.n)
     use_teacher = rng.random((horizon, n_envs)) < beta
-    obs_log = np.zeros((horizon, n_envs, obs_dim), np.float32)
-    act_log = np.zeros((horizon, n_envs), np.int64)
-    mask_log = np.zeros((horizon, n_envs, n_actions), bool)
-    score_log = np.zeros((horizon, n_envs, n_actions), np.float32)
-    rew_log = np.zeros((horizon, n_envs), np.float32)
-    done_log = np.zeros((horizon, n_envs), bool)
+    obs_log, act_log, mask_log, score_log, rew_log, done_log = _empty_logs(horizon, n_envs, obs_dim, n_actions)
     ends: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]
     step = [0] * n_envs
     for i in range(n_envs):
