@@ -184,6 +184,10 @@ class RewardConfig(_Strict):
     flip_penalty: float = Field(0.0, ge=0)
 
 
+# Teachers that live on the env's side and plan in the moves codec on emulator clones (privileged).
+ENV_TEACHERS = ("oracle-moves", "oracle-split")
+
+
 class EnvConfig(_Strict):
     """Everything ``PDClusterEnv`` needs. Defaults give an 8-instance H100 Llama-3.1-8B cluster,
     4P4D start (Arrow §6.1's fleet), on 2-minute windows of the Azure conversation trace."""
@@ -215,7 +219,8 @@ class EnvConfig(_Strict):
     observation: ObservationConfig = Field(default_factory=ObservationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     distribution: DistributionConfig | None = None
-    # fields of the env-side lookahead teacher (teacher: oracle-moves, envs.move_teacher.MoveOracleConfig)
+    # fields of the env-side lookahead teacher (teacher: oracle-moves, envs.move_teacher.MoveOracleConfig;
+    # oracle-split, envs.split_teacher.SplitOracleConfig)
     teacher_config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -229,9 +234,9 @@ class EnvConfig(_Strict):
         if self.distribution is not None and not three_roles:
             raise ValueError("distribution (random sizes and P:D:M splits) needs action.kind 'moves' and "
                              "observation.kind 'pools' (the only size-free encodings)")
-        if self.teacher == "oracle-moves" and self.action.kind != "moves":
-            raise ValueError("teacher 'oracle-moves' plans over the moves codec: set action.kind 'moves'")
-        if self.teacher == "oracle-moves" and self.action.decision_every > 1:
+        if self.teacher in ENV_TEACHERS and self.action.kind != "moves":
+            raise ValueError(f"teacher {self.teacher!r} plans over the moves codec: set action.kind 'moves'")
+        if self.teacher in ENV_TEACHERS and self.action.decision_every > 1:
             cadence = self.action.decision_every * self.control_interval_s
             plan = float(self.teacher_config.get("decision_interval_s", 5.0))
             if plan > cadence + 1e-9:   # the teacher would skip decision steps and label them no-op

@@ -52,6 +52,18 @@ class MoveOracleConfig(BaseModel):
             raise ValueError(f"env config: field 'teacher_config': {problems}") from None
 
 
+def lookahead_score(cluster: Any, flips: list[Flip], horizon_s: float, violation_weight: float) -> float:
+    """The oracle's score of ``flips`` applied now: on a clone of ``cluster``, run ``horizon_s`` open
+    loop; within-SLO finishes − ``violation_weight`` × (late or rejected finishes + queued requests
+    already predicted to miss TTFT)."""
+    clone = cluster.clone()
+    for f in flips:
+        clone.flip(f.instance_id, f.role)
+    w = clone.advance(horizon_s)
+    misses = (w.finished - w.finished_within_slo) + w.rejected + w.pending_predicted_ttft_misses
+    return w.finished_within_slo - violation_weight * misses
+
+
 class MoveOracleTeacher:
     """Lookahead teacher choosing an action of ``codec`` (module docstring)."""
 
@@ -96,13 +108,8 @@ class MoveOracleTeacher:
         return out
 
     def score(self, flips: list[Flip]) -> float:
-        clone = self.cluster.clone()
-        for f in flips:
-            clone.flip(f.instance_id, f.role)
-        w = clone.advance(self.config.lookahead_s)
         self.evaluations += 1
-        misses = (w.finished - w.finished_within_slo) + w.rejected + w.pending_predicted_ttft_misses
-        return w.finished_within_slo - self.config.violation_weight * misses
+        return lookahead_score(self.cluster, flips, self.config.lookahead_s, self.config.violation_weight)
 
     def choose(self, state: ControlState) -> int:
         """The action to take now (0 between decisions)."""

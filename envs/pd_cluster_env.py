@@ -25,7 +25,7 @@ from arrow_rl.workload.workload import Workload
 
 from envs.actions import ActionCodec
 from envs.backends import ClusterFactory, emulator_factory
-from envs.config import EnvConfig
+from envs.config import ENV_TEACHERS, EnvConfig
 from envs.observation import ObservationBuilder
 from envs.reward import RewardTerms, step_reward
 
@@ -245,8 +245,8 @@ class PDClusterEnv(gym.Env):
         """A fresh policy (router + interval controller) per episode, so no state leaks across resets.
 
         With the moves codec the router is wrapped in ``MixedDispatcher`` (MIXED instances get
-        requests; bit-identical to the bare router while there is none), and ``oracle-moves`` is the
-        env-side lookahead teacher (``envs.move_teacher``)."""
+        requests; bit-identical to the bare router while there is none), and ``oracle-moves`` /
+        ``oracle-split`` are the env-side lookahead teachers (``envs.move_teacher``, ``envs.split_teacher``)."""
         if self.config.teacher is None:
             if self.config.action.kind != "moves":
                 return None
@@ -259,14 +259,22 @@ class PDClusterEnv(gym.Env):
                           NoFlipController("none"), None)
         from arrow_rl.controllers.registry import make_policy
 
-        if self.config.teacher == "oracle-moves":
-            from envs.move_teacher import MoveOracleConfig, MoveOracleTeacher
-
+        if self.config.teacher in ENV_TEACHERS:
             policy = make_policy("static:1", self.num_instances, arrow_config=self._arrow_config())
-            policy.name, policy.initial_prefill, policy.needs_cluster = "oracle-moves", None, True
-            policy.controller = MoveOracleTeacher(self.codec, MoveOracleConfig.from_mapping(self.config.teacher_config))
+            policy.name, policy.initial_prefill, policy.needs_cluster = self.config.teacher, None, True
+            policy.controller = self._env_teacher()
             return policy
         return make_policy(self.config.teacher, self.num_instances, arrow_config=self._arrow_config())
+
+    def _env_teacher(self):
+        """The env-side privileged teacher named by ``config.teacher`` (plans on emulator clones)."""
+        if self.config.teacher == "oracle-split":
+            from envs.split_teacher import SplitOracleConfig, SplitOracleTeacher
+
+            return SplitOracleTeacher(self.codec, SplitOracleConfig.from_mapping(self.config.teacher_config))
+        from envs.move_teacher import MoveOracleConfig, MoveOracleTeacher
+
+        return MoveOracleTeacher(self.codec, MoveOracleConfig.from_mapping(self.config.teacher_config))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
