@@ -10,11 +10,14 @@ the same tokens.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
@@ -347,3 +350,62 @@ def test_a_fresh_connection_that_closes_is_not_retried(loop):
 
     assert loop.run_until_complete(go()) == 1
     server.close()
+
+
+# ---- any JSON an instance streams: counted as specified, never an exception in the relay ----------
+
+def _accounting(loop: asyncio.AbstractEventLoop, payloads: list[bytes]) -> tuple:
+    """Relay a first token then ``payloads`` (the response left open): what the relay counted and forwarded."""
+    first = _event({"id": "c", "choices": [{"index": 0, "text": "a"}], "usage": None})
+    events = [first, *(b"data: " + p + b"\n\n" for p in payloads)]
+    wire = _chunked_response(events)
+    open_end = len(wire) - len(b"0\r\n\r\n")   # no end of response: no record, nothing reset
+
+    async def go() -> tuple[_Rig, StreamRelay]:
+        rig = _Rig()
+        relay = rig.relay()
+        rig.conn.data_received(wire[:open_end])
+        return rig, relay
+
+    rig, r = loop.run_until_complete(go())
+    return r.content_events, r.usage_tokens, r.err, _dechunk(b"".join(rig.down.written) + b"0\r\n\r\n")
+
+
+def _spec_tokens(obj) -> int:
+    """The relay's token rule, written out: choices[0]'s token ids if a non-empty list, else 1 for a
+    non-empty text or a content / reasoning delta, else 0."""
+    if type(obj) is not dict or type(obj.get("choices")) is not list or not obj["choices"]:
+        return 0
+    ch = obj["choices"][0]
+    if type(ch) is not dict:
+        return 0
+    if type(ch.get("token_ids")) is list and ch["token_ids"]:
+        return len(ch["token_ids"])
+    if ch.get("text"):
+        return 1
+    delta = ch.get("delta")
+    return 1 if type(delta) is dict and (delta.get("content") or delta.get("reasoning_content")) else 0
+
+
+_json_value = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                               st.sampled_from(["text", "content", "usage", "error", "token_ids", "delta",
+                                                "reasoning_content", "completion_tokens", "x"]), inner, max_size=4),
+                           max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obj=st.fixed_dictionaries({"choices": st.lists(st.dictionaries(
+    st.sampled_from(["text", "delta", "token_ids", "index"]), _json_value, max_size=3), max_size=2)},
+    optional={"usage": _json_value, "error": _json_value}), compact=st.booleans())
+def test_any_chunk_is_counted_by_the_rule_and_never_breaks_the_relay(loop, obj, compact):
+    # found by this test: "token_ids": true raised TypeError inside data_received
+    payload = orjson.dumps(obj) if compact else json.dumps(obj).encode()
+    events, usage, err, out = _accounting(loop, [payload])
+    assert events == 1 + _spec_tokens(obj)
+    usage_in = obj.get("usage")
+    n = usage_in.get("completion_tokens") if type(usage_in) is dict else None
+    assert usage == (n if type(n) is int and n >= 0 else None)
+    assert bool(err) == ("error" in obj)
+    dropped = not _spec_tokens(obj) and type(obj["choices"]) is list and not obj["choices"] and usage_in is not None
+    assert out.endswith(b"data: " + payload + b"\n\n") != dropped   # only the injected usage chunk is held back

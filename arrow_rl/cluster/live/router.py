@@ -965,13 +965,15 @@ class StreamRelay:
         forward = True
         usage = obj.get("usage")
         if usage and type(usage) is dict:
-            self.usage_tokens = usage.get("completion_tokens", self.usage_tokens)
+            n_usage = usage.get("completion_tokens")
+            if type(n_usage) is int and n_usage >= 0:  # a malformed count is not trusted (nor fatal)
+                self.usage_tokens = n_usage
         choices = obj.get("choices")
         if choices and type(choices) is list and type(choices[0]) is dict:
             # Tokens in the chunk (_chunk_tokens, inlined: this runs once per streamed token).
             choice = choices[0]
             ids = choice.get("token_ids")
-            if ids:
+            if ids and type(ids) is list:
                 n_tok = len(ids)
             elif choice.get("text"):
                 n_tok = 1
@@ -1078,7 +1080,7 @@ def _chunk_tokens(choice: dict) -> int:
     """Tokens in one streamed choice: its token ids when returned, else 1 per non-empty text or
     content delta (vLLM streams one token per chunk); 0 for a role-only or finish-only chunk."""
     ids = choice.get("token_ids")
-    if ids:
+    if ids and isinstance(ids, list):
         return len(ids)
     if choice.get("text"):
         return 1
