@@ -409,3 +409,17 @@ def test_any_chunk_is_counted_by_the_rule_and_never_breaks_the_relay(loop, obj, 
     assert bool(err) == ("error" in obj)
     dropped = not _spec_tokens(obj) and type(obj["choices"]) is list and not obj["choices"] and usage_in is not None
     assert out.endswith(b"data: " + payload + b"\n\n") != dropped   # only the injected usage chunk is held back
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=st.dictionaries(st.sampled_from(["choices", "usage", "error", "x"]),
+                           _json_value | st.lists(_json_value, max_size=2), max_size=3))
+def test_the_first_decisive_event_judges_any_json_without_raising(obj):
+    # choices as a string or a list of non-objects raised AttributeError before the first token
+    from arrow_rl.cluster.live.router import _DECISIVE, _first_decisive_event
+
+    out = _first_decisive_event(b"data: " + orjson.dumps(obj) + b"\n\n")
+    if "error" in obj:
+        assert out is not None and out is not _DECISIVE
+    else:
+        assert out is None or out is _DECISIVE

@@ -1109,7 +1109,10 @@ def _first_decisive_event(buf: bytes) -> Any:
         if "error" in obj:
             return obj["error"] if obj["error"] is not None else {"message": "error"}
         choices = obj.get("choices")
-        if obj.get("usage") or (choices and (_chunk_tokens(choices[0]) or choices[0].get("finish_reason"))):
+        first = choices[0] if type(choices) is list and choices else None
+        if type(first) is not dict:  # not vLLM's shape: no token to wait for
+            first = {}
+        if obj.get("usage") or _chunk_tokens(first) or first.get("finish_reason"):
             return _DECISIVE
     return None
 
