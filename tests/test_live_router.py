@@ -348,3 +348,22 @@ def test_live_decode_fit_never_has_a_negative_fixed_cost():
     assert intercept == 0.0 and slope == pytest.approx((100 * 0.002 + 400 * 0.012) / (100**2 + 400**2))
     slope, intercept = fit_decode([100.0, 400.0], [0.010, 0.013])   # physical: kept as fitted
     assert intercept == pytest.approx(0.009) and slope == pytest.approx(1e-5)
+
+
+def test_a_prefill_answer_with_junk_kv_params_is_served_by_a_local_prefill(monkeypatch):
+    """An instance whose prefill answer carries ``kv_transfer_params`` that are not an object: the
+    decode leg goes without them (the decode instance prefills itself), and the client is served."""
+    with live_rig() as rig, rig.client() as c:
+        real = rig.router._post_json
+
+        async def junk_kv(*args, **kwargs):
+            out = await real(*args, **kwargs)
+            return {**out, "kv_transfer_params": ["not", "an", "object"]}
+
+        monkeypatch.setattr(rig.router, "_post_json", junk_kv)
+        body = completion(prompt_len=50, max_tokens=4, stream=True)
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            tokens, _ = read_stream(r)
+        assert tokens == expected_tokens(body["prompt"], 4)
+        assert "kv_transfer_params" not in rig.fakes[1].requests_seen[-1]

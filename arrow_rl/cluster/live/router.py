@@ -491,6 +491,8 @@ class Router:
         try:
             resp = await self._post_json(p, path, prefill_body(body), f.x_request_id, self.config.prefill_timeout_s)
             kv = resp.get("kv_transfer_params") if isinstance(resp, dict) else None
+            if not isinstance(kv, dict):  # not a connector's answer: the decode instance prefills locally
+                kv = None
             usage = resp.get("usage") or {} if isinstance(resp, dict) else {}
             true_len = usage.get("prompt_tokens") if isinstance(usage, dict) else None
             if isinstance(true_len, int) and true_len > 0:  # the instance's count replaces the estimate
