@@ -11,12 +11,12 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from fuzz import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -24,12 +24,7 @@ from arrow_rl.cli import app
 from arrow_rl.workload.workload import Workload
 
 runner = CliRunner()
-# ARROW_RL_FUZZ_EXAMPLES=500 for a deeper, randomised search than the default suite's quick one,
-# which is derandomised so that CI runs the same examples every time.
-_DEEP = "ARROW_RL_FUZZ_EXAMPLES" in os.environ
-FAST = settings(max_examples=int(os.environ.get("ARROW_RL_FUZZ_EXAMPLES", "25")), deadline=None,
-                derandomize=not _DEEP, database=None if not _DEEP else settings.default.database,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = fuzz(25)   # tests/fuzz.py: derandomised in the default suite, ARROW_RL_FUZZ_EXAMPLES for a deep search
 DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
 
 # Values that broke something once (issue 13) or sit on a boundary, plus arbitrary short text.

@@ -8,6 +8,9 @@ import time
 
 import httpx
 import pytest
+from fuzz import fuzz
+from hypothesis import given
+from hypothesis import strategies as st
 
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, expected_tokens
 from live_fixtures import AUTH, completion, live_rig, read_stream
@@ -367,3 +370,37 @@ def test_a_prefill_answer_with_junk_kv_params_is_served_by_a_local_prefill(monke
             tokens, _ = read_stream(r)
         assert tokens == expected_tokens(body["prompt"], 4)
         assert "kv_transfer_params" not in rig.fakes[1].requests_seen[-1]
+
+
+_junk = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                     max_leaves=8)
+
+
+@fuzz(40)
+@given(answer=st.one_of(_junk, st.fixed_dictionaries({}, optional={"kv_transfer_params": _junk, "usage": _junk,
+                                                                     "choices": _junk})))
+def test_any_prefill_answer_still_serves_the_request(live_pair, answer):
+    """Whatever JSON a prefill instance answers with status 200, the client gets its tokens: the
+    router takes what it can use (an object's ``kv_transfer_params``, an int ``prompt_tokens``) and
+    otherwise lets the decode instance prefill locally; a decode leg refused for bad params is retried."""
+    rig, c = live_pair
+
+    async def junk_answer(*args, **kwargs):
+        return answer
+
+    rig.router._post_json = junk_answer
+    try:
+        body = completion(prompt_len=20, max_tokens=3, stream=True)
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            tokens, _ = read_stream(r)
+    finally:
+        del rig.router._post_json
+    assert tokens == expected_tokens(body["prompt"], 3)
+
+
+@pytest.fixture(scope="module")
+def live_pair():
+    with live_rig() as rig, rig.client() as c:
+        yield rig, c

@@ -16,7 +16,8 @@ import time
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzz import fuzz
+from hypothesis import given
 from hypothesis import strategies as st
 
 from arrow_rl.cluster.base import Role
@@ -394,7 +395,7 @@ _json_value = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63
                            max_leaves=12)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz(200)
 @given(obj=st.fixed_dictionaries({"choices": st.lists(st.dictionaries(
     st.sampled_from(["text", "delta", "token_ids", "index"]), _json_value, max_size=3), max_size=2)},
     optional={"usage": _json_value, "error": _json_value}), compact=st.booleans())
@@ -411,7 +412,7 @@ def test_any_chunk_is_counted_by_the_rule_and_never_breaks_the_relay(loop, obj, 
     assert out.endswith(b"data: " + payload + b"\n\n") != dropped   # only the injected usage chunk is held back
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(obj=st.dictionaries(st.sampled_from(["choices", "usage", "error", "x"]),
                            _json_value | st.lists(_json_value, max_size=2), max_size=3))
 def test_the_first_decisive_event_judges_any_json_without_raising(obj):
