@@ -210,6 +210,9 @@ class EvalConfig(BaseModel):
     rate_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     seed: int = Field(10_000, description="eval episodes use seeds seed, seed+1, ...; fixed so evaluations compare")
     compare_teacher: bool = Field(True, description="also run the teacher (Arrow) on the same episodes")
+    keep: Literal["best", "final"] = Field(
+        "best", description="the checkpoint `train --out` exports: the best-scoring evaluation one, or the last one "
+        "(when the evaluation episodes are too narrow to choose by, e.g. one trace for a multi-workload policy)")
 
     @field_validator("rate_scales")
     @classmethod

@@ -49,10 +49,14 @@ class TrainResult:
     best_dir: Path | None
     clone_dir: Path | None
     report: dict[str, Any] = field(default_factory=dict)
+    keep: str = "best"   # EvalConfig.keep
 
     @property
     def selected_dir(self) -> Path:
-        """The checkpoint to ship: the best held-out one when evaluation ran, else the final one."""
+        """The checkpoint to ship: the best held-out one when evaluation ran (and ``eval.keep`` is
+        ``best``), else the final one."""
+        if self.keep == "final":
+            return self.final_dir
         return self.best_dir if self.best_dir is not None and self.best_dir.exists() else self.final_dir
 
 
@@ -402,7 +406,8 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     venv.close()
     if evaluator is not None:
         evaluator.close()
-    return TrainResult(run_dir, final_dir, best_dir if best_dir and best_dir.exists() else None, clone_dir, report)
+    return TrainResult(run_dir, final_dir, best_dir if best_dir and best_dir.exists() else None, clone_dir, report,
+                       keep=config.eval.keep)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -438,7 +443,7 @@ class _progress:
 
 
 def export_checkpoint(result: TrainResult, out: str | Path) -> Path:
-    """Copy the selected checkpoint (best, else final) to ``out`` (replacing it)."""
+    """Copy the selected checkpoint (``TrainResult.selected_dir``) to ``out`` (replacing it)."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)

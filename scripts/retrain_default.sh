@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Retrain the generalist checkpoint (issue 12) from scratch: oracle-moves DAgger (behaviour cloning +
-# DAgger rounds labelled by the privileged lookahead teacher) then MaskablePPO, on episodes drawn from
-# the training distribution of configs/train/generalist.yaml (4-32 instances, P/D/MIXED, both SLO tiers,
-# the suite's train preset and traces plus seeded generators). The best fixed-seed validation
-# checkpoint is kept. Deterministic for a seed on one machine.
+# Retrain the generalist checkpoint (issue 12) from scratch: behaviour cloning + DAgger rounds labelled
+# by the privileged target-split teacher (oracle-split, envs/split_teacher.py), then MaskablePPO, on
+# episodes drawn from the training distribution of configs/train/generalist_split.yaml (4-32 instances,
+# P/D/MIXED, both SLO tiers, the suite's train preset and traces plus seeded generators). The last
+# checkpoint is exported (eval.keep: final; the config says why). Deterministic for a seed on one machine.
 #
 #   scripts/retrain_default.sh [--short] [SEED] [OUT_DIR]
 #
-# Wall time of the shipped run (seed 0): 77 minutes on this project's 2-core machine, shared with
-# other work (imitation 69 min: 10,000 env steps, 2,032 labelled plans; PPO 60k steps, ~5 min).
+# Wall time of the shipped run (seed 0): 57 minutes on this project's 2-core machine, otherwise quiet
+# (imitation 49 min: 20,000 env steps, 4,069 labelled decisions; PPO 60k steps, 8 min).
 # --short: the same pipeline on a tiny budget (a few minutes on 2 cores) to check it end to end; its
-# checkpoint is a smoke artefact, not a controller to ship. The checkpoint shipped before issue 12 is
-# reproduced by `arrow-rl train --config configs/train/maskable_ppo_target_flipcost.yaml`.
+# checkpoint is a smoke artefact, not a controller to ship. The previous default (oracle-moves labels)
+# is reproduced by `arrow-rl train --config configs/train/generalist.yaml --out DIR`.
 #
 # The run directory (TensorBoard logs, report.json, clone/best/final checkpoints) goes to runs/.
 set -euo pipefail
@@ -23,15 +23,15 @@ OUT="${2:-agents/checkpoints/default}"
 PY="${PYTHON:-python}"
 ARROW_RL="${ARROW_RL:-arrow-rl}"   # e.g. ARROW_RL=/path/to/.venv/bin/arrow-rl
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-CONFIG=configs/train/generalist.yaml
+CONFIG=configs/train/generalist_split.yaml
 if [[ "$SHORT" == 1 ]]; then
   mkdir -p runs
   CONFIG=runs/generalist_short.yaml
   "$PY" - "$CONFIG" <<'PYEOF'
 import sys, yaml
-cfg = yaml.safe_load(open("configs/train/generalist.yaml"))
+cfg = yaml.safe_load(open("configs/train/generalist_split.yaml"))
 cfg.update(name="generalist_short", n_envs=2, n_timesteps=2048, n_steps=256, batch_size=128)
-cfg["env"]["teacher_config"].update(lookahead_s=10.0, candidate_fractions=[0.25])  # 7 candidates
+cfg["env"]["teacher_config"].update(horizon_s=15.0, grid=4)  # fewer, shorter plans
 cfg["pretrain"].update(teacher_steps=300, dagger_rounds=1, dagger_steps=200, epochs=8)
 cfg["eval"].update(freq=2048, n_episodes=1, rate_scales=[4.0, 12.0])
 yaml.safe_dump(cfg, open(sys.argv[1], "w"), sort_keys=False)

@@ -89,3 +89,21 @@ def test_cli_overrides_replace_config_values(tmp_path):
     path.write_text("name: x\nalgo: ppo\nseed: 1\nn_timesteps: 100\n")
     cfg = load_config(path, {"seed": 7, "n_timesteps": None})
     assert cfg.seed == 7 and cfg.n_timesteps == 100
+
+
+def test_eval_keep_chooses_which_checkpoint_is_exported(tmp_path):
+    from agents.config import EvalConfig
+    from agents.train import TrainResult, export_checkpoint
+
+    dirs = {}
+    for name in ("final", "best"):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        (dirs[name] / "model.zip").write_text(name)
+    best = TrainResult(tmp_path, dirs["final"], dirs["best"], None)
+    assert best.selected_dir == dirs["best"]
+    final = TrainResult(tmp_path, dirs["final"], dirs["best"], None, keep="final")
+    assert (export_checkpoint(final, tmp_path / "out") / "model.zip").read_text() == "final"
+    assert EvalConfig().keep == "best"
+    with pytest.raises(ValueError, match="keep"):
+        EvalConfig(keep="worst")

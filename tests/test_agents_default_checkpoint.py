@@ -15,7 +15,8 @@ def test_default_checkpoint_is_small_and_described():
     size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir())
     assert size < 1_000_000
     meta = read_metadata(DEFAULT_CHECKPOINT)
-    assert meta["algo"] == "maskable_ppo" and meta["name"] == "generalist"
+    assert meta["algo"] == "maskable_ppo" and meta["name"] == "generalist_split"
+    assert meta["env_config"]["teacher"] == "oracle-split"
     assert len(meta["observation_features"]) == meta["observation_space"]["shape"][0]
     dist = meta["training_distribution"]
     assert dist["num_instances_range"] == [4, 32] and dist["roles"] == ["prefill", "decode", "mixed"]

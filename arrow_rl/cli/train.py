@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
             None, "--ray-address", help="with --backend ray: auto, HOST:PORT of the head node, or unset for a private "
             "local Ray"),
         out: Optional[Path] = typer.Option(
-            None, help="Also copy the selected checkpoint (best held-out, else final) to this directory."
+            None, help="Also copy the selected checkpoint (best held-out, else final; eval.keep) to this directory."
         ),
         log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Run directory root (default: the config's log_dir, 'runs')."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
                           f"serving-rate estimate vs Arrow {last.get('serving_rate_vs_arrow', float('nan')):.3f}")
         if out is not None:
             dest = export_checkpoint(result, out)
-            console.print(f"checkpoint written to {dest}")
+            console.print(f"checkpoint written to {dest} (the {result.selected_dir.name} one)")
 
     @app.command("tune")
     def tune_cmd(
