@@ -31,10 +31,57 @@ from arrow_rl.control import ControlState
 from envs.moves import MoveCodec, role_counts
 
 
-class MoveOracleConfig(BaseModel):
-    """``EnvConfig.teacher_config`` for ``teacher: oracle-moves`` (cost: candidates × lookahead per decision)."""
+class TeacherConfig(BaseModel):
+    """Base of an env-side teacher's ``EnvConfig.teacher_config``: strict, and errors name the field."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> Any:
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"env config: field 'teacher_config': {problems}") from None
+
+
+class CloneTeacher:
+    """What the env-side privileged teachers share: they plan on clones of the emulator the env
+    binds (``bind_cluster``), and pick instances with Algorithm 3's profiles (``reset``)."""
+
+    name = "clone-teacher"
+
+    def __init__(self, codec: MoveCodec, profiles: ProfileSource = None) -> None:
+        self.codec = codec
+        self.profiles = profiles
+        self.cluster: Any = None
+        self.evaluations = 0
+        self._last_decision_s = -math.inf
+
+    def bind_cluster(self, cluster: Any) -> None:
+        if not hasattr(cluster, "clone"):
+            raise TypeError(f"the {self.name} teacher needs a cluster with clone() (the emulator)")
+        self.cluster = cluster
+
+    def reset(self, info: ClusterInfo) -> None:
+        if self.profiles is None:   # the Alg. 3 profiles the env and a deployed checkpoint use
+            from arrow_rl.arrow import default_profiles
+
+            self.profiles = default_profiles(info)
+        self.evaluations = 0
+        self._last_decision_s = -math.inf
+
+    def act(self, state: ControlState) -> list[Flip]:
+        """The ``Controller`` form (for running the teacher alone)."""
+        a = self.choose(state)
+        return [] if a == 0 else list(self.codec.flips(a, state.instances, self.profiles) or [])
+
+    def choose(self, state: ControlState) -> int:
+        raise NotImplementedError
+
+
+class MoveOracleConfig(TeacherConfig):
+    """``EnvConfig.teacher_config`` for ``teacher: oracle-moves`` (cost: candidates × lookahead per decision)."""
 
     decision_interval_s: float = Field(5.0, gt=0, description="how often it re-plans (the oracle's default)")
     lookahead_s: float = Field(20.0, gt=0, description="simulated future per candidate, split held fixed")
@@ -42,14 +89,6 @@ class MoveOracleConfig(BaseModel):
     candidate_fractions: list[float] | None = Field(
         None, description="move fractions it tries (a subset of action.move_fractions); None: all. "
         "Fewer candidates make labelling cheaper: each costs one emulator clone + lookahead")
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> "MoveOracleConfig":
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"env config: field 'teacher_config': {problems}") from None
 
 
 def lookahead_score(cluster: Any, flips: list[Flip], horizon_s: float, violation_weight: float) -> float:
@@ -64,18 +103,14 @@ def lookahead_score(cluster: Any, flips: list[Flip], horizon_s: float, violation
     return w.finished_within_slo - violation_weight * misses
 
 
-class MoveOracleTeacher:
+class MoveOracleTeacher(CloneTeacher):
     """Lookahead teacher choosing an action of ``codec`` (module docstring)."""
 
     name = "oracle-moves"
 
     def __init__(self, codec: MoveCodec, config: MoveOracleConfig | None = None, profiles: ProfileSource = None) -> None:
-        self.codec = codec
+        super().__init__(codec, profiles)
         self.config = config or MoveOracleConfig()
-        self.profiles = profiles
-        self.cluster: Any = None
-        self._last_decision_s = -math.inf
-        self.evaluations = 0
         self._scores: dict[int, float] = {}
         fr = self.config.candidate_fractions
         if fr is not None and not set(fr) <= set(codec.fractions):
@@ -85,18 +120,8 @@ class MoveOracleTeacher:
         self._candidates = [0] + [a for a in range(1, int(codec.space.n))
                                   if (a - 1) % len(codec.fractions) in keep]
 
-    def bind_cluster(self, cluster: Any) -> None:
-        if not hasattr(cluster, "clone"):
-            raise TypeError("the oracle-moves teacher needs a cluster with clone() (the emulator)")
-        self.cluster = cluster
-
     def reset(self, info: ClusterInfo) -> None:
-        if self.profiles is None:   # the Alg. 3 profiles the env and a deployed checkpoint use
-            from arrow_rl.arrow import default_profiles
-
-            self.profiles = default_profiles(info)
-        self._last_decision_s = -math.inf
-        self.evaluations = 0
+        super().reset(info)
         self._scores = {}
 
     def candidate_scores(self) -> np.ndarray:
@@ -134,8 +159,3 @@ class MoveOracleTeacher:
             if best_key is None or key > best_key:
                 best, best_key = a, key
         return best
-
-    def act(self, state: ControlState) -> list[Flip]:
-        """The ``Controller`` form (for running the teacher alone)."""
-        a = self.choose(state)
-        return [] if a == 0 else list(self.codec.flips(a, state.instances, self.profiles) or [])

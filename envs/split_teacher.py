@@ -25,23 +25,20 @@ finite horizon: a reference, not an upper bound. Cost per replan: one emulator c
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from arrow_rl.arrow.flip_selection import ProfileSource
-from arrow_rl.cluster.base import ClusterInfo, Flip
+from arrow_rl.cluster.base import ClusterInfo
 from arrow_rl.control import ControlState
 
-from envs.move_teacher import lookahead_score
+from envs.move_teacher import CloneTeacher, TeacherConfig, lookahead_score
 from envs.moves import Counts, MoveCodec, role_counts
 
 
-class SplitOracleConfig(BaseModel):
+class SplitOracleConfig(TeacherConfig):
     """``EnvConfig.teacher_config`` for ``teacher: oracle-split``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     decision_interval_s: float = Field(5.0, gt=0, description="how often it answers a move (the policy's cadence)")
     replan_s: float = Field(30.0, gt=0, description="how often it re-chooses the target split")
@@ -50,14 +47,6 @@ class SplitOracleConfig(BaseModel):
     violation_weight: float = Field(1.0, ge=0, description="score = good − weight × (misses + doomed queued)")
     min_gain: float = Field(0.02, ge=0, description="a new target must beat holding the current split by "
                             "this fraction of |its score| (hysteresis against near-ties)")
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> "SplitOracleConfig":
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"env config: field 'teacher_config': {problems}") from None
 
 
 def candidate_splits(codec: MoveCodec, grid: int) -> list[Counts]:
@@ -74,35 +63,21 @@ def candidate_splits(codec: MoveCodec, grid: int) -> list[Counts]:
     return out
 
 
-class SplitOracleTeacher:
+class SplitOracleTeacher(CloneTeacher):
     """Target-split teacher over the moves codec (module docstring)."""
 
     name = "oracle-split"
 
     def __init__(self, codec: MoveCodec, config: SplitOracleConfig | None = None, profiles: ProfileSource = None) -> None:
-        self.codec = codec
+        super().__init__(codec, profiles)
         self.config = config or SplitOracleConfig()
-        self.profiles = profiles
-        self.cluster: Any = None
         self.splits = candidate_splits(codec, self.config.grid)
         self.target: Counts | None = None
-        self.evaluations = 0
-        self._last_decision_s = -math.inf
         self._last_plan_s = -math.inf
 
-    def bind_cluster(self, cluster: Any) -> None:
-        if not hasattr(cluster, "clone"):
-            raise TypeError("the oracle-split teacher needs a cluster with clone() (the emulator)")
-        self.cluster = cluster
-
     def reset(self, info: ClusterInfo) -> None:
-        if self.profiles is None:   # the Alg. 3 profiles the env and a deployed checkpoint use
-            from arrow_rl.arrow import default_profiles
-
-            self.profiles = default_profiles(info)
+        super().reset(info)
         self.target = None
-        self.evaluations = 0
-        self._last_decision_s = -math.inf
         self._last_plan_s = -math.inf
 
     def candidate_scores(self) -> np.ndarray:
@@ -153,8 +128,3 @@ class SplitOracleTeacher:
             self._last_plan_s = state.now
             self.target = self.plan(state)
         return self.toward(role_counts(state.instances), self.target)
-
-    def act(self, state: ControlState) -> list[Flip]:
-        """The ``Controller`` form (for running the teacher alone)."""
-        a = self.choose(state)
-        return [] if a == 0 else list(self.codec.flips(a, state.instances, self.profiles) or [])
