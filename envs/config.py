@@ -236,6 +236,12 @@ class EnvConfig(_Strict):
                              "observation.kind 'pools' (the only size-free encodings)")
         if self.teacher in ENV_TEACHERS and self.action.kind != "moves":
             raise ValueError(f"teacher {self.teacher!r} plans over the moves codec: set action.kind 'moves'")
+        if self.teacher in ENV_TEACHERS:   # checked here, not first in a labelling worker after the model is built
+            if self.teacher == "oracle-split":
+                from envs.split_teacher import SplitOracleConfig as teacher_config
+            else:
+                from envs.move_teacher import MoveOracleConfig as teacher_config
+            teacher_config.from_mapping(self.teacher_config)
         if self.teacher in ENV_TEACHERS and self.action.decision_every > 1:
             cadence = self.action.decision_every * self.control_interval_s
             plan = float(self.teacher_config.get("decision_interval_s", 5.0))

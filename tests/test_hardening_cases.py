@@ -63,8 +63,10 @@ def _episode(**kw) -> dict:
     ("device", "gpu9", ["device", "gpu9"]),
     ("gamma", 2, ["gamma", "got 2"]),
     ("env", _episode(traces=["nonexistent"]), ["env.episode.traces[0]", "nonexistent"]),
+    ("env", {**SMOKE["env"], "action": {"kind": "moves"}, "observation": {"kind": "pools"},
+             "teacher": "oracle-split", "teacher_config": {"horizon": 3}}, ["teacher_config", "horizon"]),
 ], ids=["net_arch-big", "policy_kwargs-unknown-key", "n_steps-0", "batch_size-0", "CnnPolicy", "device-gpu9",
-        "gamma-2", "traces-nonexistent"])
+        "gamma-2", "traces-nonexistent", "teacher_config-unknown-key"])
 def test_train_refuses_each_bad_config_value_before_building_a_model(tmp_path, key, value, needles):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({**SMOKE, key: value}), encoding="utf-8")
