@@ -1000,7 +1000,7 @@ class StreamRelay:
         elif self.inject_usage and usage is not None:
             forward = False  # the client did not ask for the usage chunk
         if "error" in obj:
-            self.err = _short(obj["error"])
+            self.err = _short(obj["error"]) or "the instance sent an empty error"
         return forward
 
     def on_end(self, exc: UpstreamError | None) -> None:
