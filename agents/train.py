@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,7 +420,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 class _progress:
-    """A rich progress bar for the imitation phase (SB3 shows its own for RL)."""
+    """A rich progress bar for the imitation phase (SB3 shows its own for RL). Written to a file or a
+    pipe (a background run's log), where rich draws nothing until the end, it prints a plain line at
+    every tenth of the total instead, so an hour of labelling is not silent."""
 
     def __init__(self, enabled: bool, label: str, total: int) -> None:
         self.enabled, self.label, self.total = enabled, label, total
@@ -428,12 +431,25 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda _n: None
+        if not sys.stdout.isatty():
+            return self._lines()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         self._bar.start()
         task = self._task = self._bar.add_task(self.label, total=self.total)
         return lambda n: self._bar.advance(task, n)
+
+    def _lines(self) -> Callable[[int], None]:
+        step, start, done = max(1, self.total // 10), time.time(), [0]
+
+        def advance(n: int) -> None:
+            before = done[0] // step
+            done[0] += n
+            if done[0] // step > before:
+                print(f"{self.label}: {min(done[0], self.total):,}/{self.total:,} steps, {time.time() - start:.0f} s",
+                      flush=True)
+        return advance
 
     def __exit__(self, exc_type, *exc) -> None:
         if self._bar is not None:

@@ -107,3 +107,16 @@ def test_eval_keep_chooses_which_checkpoint_is_exported(tmp_path):
     assert EvalConfig().keep == "best"
     with pytest.raises(ValueError, match="keep"):
         EvalConfig(keep="worst")
+
+
+def test_imitation_progress_prints_plain_lines_when_not_on_a_terminal(capsys):
+    from agents.train import _progress
+
+    with _progress(True, "imitation", 100) as advance:   # capsys' stdout is not a terminal
+        for _ in range(25):
+            advance(4)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("imitation: ")]
+    assert len(lines) == 10 and lines[0].startswith("imitation: 12/100 steps") and lines[-1].startswith("imitation: 100/100")
+    with _progress(False, "imitation", 100) as advance:
+        advance(100)
+    assert capsys.readouterr().out == ""
