@@ -184,7 +184,8 @@ class RewardConfig(_Strict):
     flip_penalty: float = Field(0.0, ge=0)
 
 
-# Teachers that live on the env's side and plan in the moves codec on emulator clones (privileged).
+# Teachers that live on the env's side and plan in the moves codec on emulator clones (privileged);
+# their classes are in envs/teachers.py (imported lazily: the teachers import this module).
 ENV_TEACHERS = ("oracle-moves", "oracle-split")
 
 
@@ -237,11 +238,9 @@ class EnvConfig(_Strict):
         if self.teacher in ENV_TEACHERS and self.action.kind != "moves":
             raise ValueError(f"teacher {self.teacher!r} plans over the moves codec: set action.kind 'moves'")
         if self.teacher in ENV_TEACHERS:   # checked here, not first in a labelling worker after the model is built
-            if self.teacher == "oracle-split":
-                from envs.split_teacher import SplitOracleConfig as teacher_config
-            else:
-                from envs.move_teacher import MoveOracleConfig as teacher_config
-            teacher_config.from_mapping(self.teacher_config)
+            from envs.teachers import TEACHERS
+
+            TEACHERS[self.teacher][0].from_mapping(self.teacher_config)
         if self.teacher in ENV_TEACHERS and self.action.decision_every > 1:
             cadence = self.action.decision_every * self.control_interval_s
             plan = float(self.teacher_config.get("decision_interval_s", 5.0))

@@ -210,9 +210,13 @@ class MoveCodec:
         for f in flips:
             if f.instance_id in roles:
                 roles[f.instance_id] = Role(f.role)
-        counts = role_counts(instances)
         want = (sum(r is P for r in roles.values()), sum(r is D for r in roles.values()),
                 sum(r is M for r in roles.values()))
+        return self.nearest_action(role_counts(instances), want)
+
+    def nearest_action(self, counts: Counts, want: Counts) -> int:
+        """The valid action from ``counts`` whose resulting split is closest (L1) to ``want``; ties
+        prefer the no-op, then the smaller move, then the lower index."""
         if want == counts:
             return 0
         best, best_key = 0, None

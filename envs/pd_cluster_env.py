@@ -268,13 +268,10 @@ class PDClusterEnv(gym.Env):
 
     def _env_teacher(self):
         """The env-side privileged teacher named by ``config.teacher`` (plans on emulator clones)."""
-        if self.config.teacher == "oracle-split":
-            from envs.split_teacher import SplitOracleConfig, SplitOracleTeacher
+        from envs.teachers import TEACHERS
 
-            return SplitOracleTeacher(self.codec, SplitOracleConfig.from_mapping(self.config.teacher_config))
-        from envs.move_teacher import MoveOracleConfig, MoveOracleTeacher
-
-        return MoveOracleTeacher(self.codec, MoveOracleConfig.from_mapping(self.config.teacher_config))
+        config_cls, teacher_cls = TEACHERS[self.config.teacher]
+        return teacher_cls(self.codec, config_cls.from_mapping(self.config.teacher_config))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

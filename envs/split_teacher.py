@@ -107,15 +107,7 @@ class SplitOracleTeacher(CloneTeacher):
 
     def toward(self, counts: Counts, target: Counts) -> int:
         """The valid action whose result is closest to ``target`` (ties: no-op, then fewer moved)."""
-        best, best_key = 0, None
-        for a in range(int(self.codec.space.n)):
-            res = counts if a == 0 else self.codec.result(a, counts)
-            if res is None:
-                continue
-            key = (sum(abs(x - y) for x, y in zip(res, target)), sum(abs(x - y) for x, y in zip(res, counts)), a)
-            if best_key is None or key < best_key:
-                best, best_key = a, key
-        return best
+        return self.codec.nearest_action(counts, target)
 
     def choose(self, state: ControlState) -> int:
         """The action to take now (0 between decisions)."""

@@ -101,3 +101,10 @@ def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="decision_interval_s=10"):
         EnvConfig(**{**THREE, "teacher": "oracle-split", "action": {"kind": "moves", "decision_every": 5},
                      "teacher_config": {"decision_interval_s": 10.0}})
+
+
+def test_every_env_teacher_name_has_its_classes():
+    from envs.config import ENV_TEACHERS
+    from envs.teachers import TEACHERS
+
+    assert set(ENV_TEACHERS) == set(TEACHERS)
