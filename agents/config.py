@@ -264,6 +264,14 @@ class TrainConfig(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig(enabled=False))
     eval: EvalConfig = Field(default_factory=EvalConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    init_from: str | None = Field(
+        None, description="start RL from this checkpoint directory's network weights (and optimizer state) instead "
+        "of fresh ones: fine-tuning a shipped policy further. Its algorithm, observation and action spaces must be "
+        "this config's; no imitation (pretrain.enabled: false). Relative paths resolve from the working directory")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also save the policy every this many RL steps as checkpoints/step_<N>/ (None: only "
+        "clone, best and final), so a run's snapshots can be compared afterwards on several scenarios "
+        "(`arrow-rl suite run --controllers runs/<run>/checkpoints/step_*`)")
     tune: dict[str, Any] | None = Field(
         None, description="search space for `arrow-rl tune` (validated by agents.tune); `arrow-rl train` ignores it")
 
@@ -311,6 +319,11 @@ class TrainConfig(BaseModel):
     def _check(self) -> "TrainConfig":
         if self.pretrain.enabled and self.algo == "dqn":
             raise ValueError("pretrain (behaviour cloning) is implemented for ppo and maskable_ppo, not dqn")
+        if self.init_from is not None and self.pretrain.enabled:
+            raise ValueError("init_from starts RL from a checkpoint's weights, which imitation would overwrite; "
+                             "set pretrain.enabled: false (or drop init_from)")
+        if self.init_from is not None and self.n_timesteps == 0:
+            raise ValueError("init_from with n_timesteps: 0 trains nothing; give the RL steps to fine-tune for")
         unknown = set(self.hyperparams) - set(_algo_parameters(self.algo))
         if unknown:
             raise ValueError(

@@ -9,6 +9,7 @@ One call, ``train(config)``, does the whole run and leaves::
       progress.csv              the same scalars as CSV
       checkpoints/clone/        the cloned policy before RL (when pretraining)
       checkpoints/best/         best held-out evaluation (serving-rate estimate, then attainment)
+      checkpoints/step_<N>/     every ``checkpoint_every`` RL steps, when set
       checkpoints/final/        the policy at the end of training
       report.json               pretraining agreement, evaluations, timings
 
@@ -34,7 +35,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-from agents.checkpoint import save_checkpoint
+from agents.checkpoint import MODEL_FILE, CheckpointError, check_spaces, read_metadata, save_checkpoint
 from agents.config import TrainConfig, algo_class, build_hyperparams, build_policy_kwargs
 from agents.envs_bridge import check_traces, env_config, env_thunk, is_toy, make_env
 from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
@@ -70,7 +71,7 @@ def build_vec_env(config: TrainConfig) -> VecEnv:
     """``n_envs`` copies of the training env in a Dummy, Subproc or Ray VecEnv, optionally normalized.
     With ``pretrain.teacher_during_rl: false`` these (RL) envs run without the teacher's labels."""
     kwargs = config.env.env_kwargs()
-    if config.pretrain.enabled and not config.pretrain.teacher_during_rl and not is_toy(config.env.id):
+    if not config.pretrain.teacher_during_rl and not is_toy(config.env.id):
         kwargs = {**kwargs, "teacher_in_info": False}
     env_config(config.env.id, kwargs)  # validate once here: a bad field fails before workers start
     thunks = [env_thunk(config.env.id, kwargs) for _ in range(config.n_envs)]
@@ -106,8 +107,14 @@ def labelling_envs(config: TrainConfig) -> Any:
 
 def preflight(config: TrainConfig) -> None:
     """Check what the schema cannot before any directory, model or worker exists: the env block
-    resolves to a valid ``EnvConfig`` and every trace it (or the eval block) names loads."""
+    resolves to a valid ``EnvConfig``, every trace it (or the eval block) names loads, and
+    ``init_from`` is a readable checkpoint."""
     check_traces(config.env.id, config.env.env_kwargs(), "env")
+    if config.init_from is not None:
+        try:
+            read_metadata(config.init_from)
+        except CheckpointError as exc:
+            raise ValueError(f"init_from: {exc}") from None
     if config.eval.enabled:
         block = config.eval_env_block()
         check_traces(block.id, block.env_kwargs(), "eval.env")
@@ -124,6 +131,34 @@ def build_model(config: TrainConfig, venv: VecEnv):
         verbose=0,
         **build_hyperparams(config),
     )
+
+
+def load_initial_weights(model, config: TrainConfig) -> dict[str, Any]:
+    """Copy ``config.init_from``'s network weights and optimizer state into ``model`` (fine-tuning a
+    trained policy further). The metadata is checked first (algorithm, spaces, normalization), and
+    only the zip's tensors are read (``set_parameters``: ``torch.load(weights_only=True)``), never
+    its pickled class data. Returns the source's provenance for the new checkpoint's metadata."""
+    source = Path(str(config.init_from))
+    where = f"init_from: {source}"
+    try:
+        meta = read_metadata(source)
+    except CheckpointError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if meta["algo"] != config.algo:
+        raise ValueError(f"{where}: a {meta['algo']} checkpoint cannot start a {config.algo} run")
+    if bool(meta.get("normalized")) != (config.normalize_config is not None):
+        raise ValueError(f"{where}: the checkpoint was trained with normalize: {bool(meta.get('normalized'))}, this "
+                         "config has the other; observation statistics do not carry over, so set the same")
+    try:
+        check_spaces(meta, model.observation_space, model.action_space, source=where)
+        model.set_parameters(str(source / MODEL_FILE), exact_match=True, device=model.device)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
+    except (ValueError, RuntimeError, KeyError) as exc:   # another net_arch: state-dict shapes or names differ
+        raise ValueError(f"{where}: its networks do not fit this config's policy ({' '.join(str(exc).split())[:300]}); "
+                         "use the checkpoint's policy_kwargs") from None
+    return {"path": str(source), "name": meta.get("name"), "created": meta.get("created"),
+            "stage": (meta.get("training") or {}).get("stage")}
 
 
 def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
@@ -272,6 +307,24 @@ class ArrowEvalCallback(BaseCallback):
         return True
 
 
+class SnapshotCallback(BaseCallback):
+    """Every ``every`` RL steps, save the policy as its own checkpoint (``checkpoints/step_<N>/``), so
+    the run's snapshots can be judged afterwards on several scenarios, not only by the one held-out
+    evaluation that picks ``best``."""
+
+    def __init__(self, every: int, save: Callable[[int], Any]) -> None:
+        super().__init__(verbose=0)
+        self.every = every
+        self.save = save
+        self._last = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            self._last = self.num_timesteps - self.num_timesteps % self.every
+            self.save(self._last)
+        return True
+
+
 def _nan_low(x: float) -> float:
     return x if np.isfinite(x) else -np.inf
 
@@ -304,6 +357,13 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
         venv.close()
         raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
                          f"{' '.join(str(exc).split())}") from None
+    if config.init_from is not None:
+        try:
+            report["init_from"] = load_initial_weights(model, config)
+        except ValueError:
+            venv.close()
+            raise
+        on_message(f"starting from {config.init_from}'s weights")
     model.set_logger(logger)
     vecnorm = venv if isinstance(venv, VecNormalize) else None
     # as written: the holdout CSVs under the run directory are derived from it (and the cut times)
@@ -388,10 +448,14 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     n_rl = config.n_timesteps if (not config.pretrain.enabled or config.pretrain.rl_after) else 0
     if n_rl > 0:
         t0 = time.time()
-        if callback is not None and config.pretrain.enabled:
+        if callback is not None and (config.pretrain.enabled or config.init_from is not None):
             callback.init_callback(model)
-            callback.evaluate_now()  # the clone is the first candidate for "best"
-        model.learn(total_timesteps=n_rl, callback=CallbackList([callback]) if callback else None,
+            callback.evaluate_now()  # the clone (or the starting checkpoint) is the first candidate for "best"
+        callbacks: list[BaseCallback] = [c for c in (callback,) if c is not None]
+        if config.checkpoint_every:
+            callbacks.append(SnapshotCallback(config.checkpoint_every,
+                                              lambda n: save(ckpt_dir / f"step_{n}", {"stage": f"step_{n}"})))
+        model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks) if callbacks else None,
                     progress_bar=progress, reset_num_timesteps=True)
         report["timings_s"]["rl"] = time.time() - t0
         if callback is not None and (not callback.history or callback.history[-1]["timesteps"] != model.num_timesteps):

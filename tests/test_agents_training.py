@@ -135,3 +135,43 @@ def test_broken_checkpoint_directories_are_clear_errors(tmp_path):
     (tmp_path / "c" / METADATA_FILE).write_text(json.dumps({"format": "arrow-rl-checkpoint", "format_version": 99}))
     with pytest.raises(CheckpointError, match="format_version 99"):
         read_metadata(tmp_path / "c")
+
+
+def test_init_from_starts_rl_from_the_checkpoints_weights(tmp_path):
+    """``init_from`` loads the networks and the optimizer state (the run's first evaluation is the
+    starting policy's), and ``checkpoint_every`` leaves a snapshot per interval beside best/final."""
+    base = train(_config("maskable_ppo", n_timesteps=512, eval={"enabled": False}, seed=1), run_root=tmp_path / "a",
+                 progress=False)   # another seed than the runs below: other initial weights
+    start = load_checkpoint(base.final_dir)
+    cfg = _config("maskable_ppo", n_timesteps=512, init_from=str(base.final_dir), checkpoint_every=256,
+                  learning_rate=1e-12, eval={"enabled": False})
+    result = train(cfg, run_root=tmp_path / "b", progress=False)
+    assert sorted(p.name for p in (result.run_dir / "checkpoints").iterdir()) == ["final", "step_256", "step_512"]
+    assert result.report["init_from"]["path"] == str(base.final_dir)
+    # a learning rate of ~0 keeps the loaded weights: the policy acts as the starting checkpoint did
+    tuned = load_checkpoint(result.final_dir)
+    obs, masks = _obs_and_masks()
+    assert [tuned.act(o, m) for o, m in zip(obs, masks)] == [start.act(o, m) for o, m in zip(obs, masks)]
+    for pa, pb in zip(start.model.policy.parameters(), tuned.model.policy.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0)
+    fresh = load_checkpoint(train(_config("maskable_ppo", n_timesteps=512, learning_rate=1e-12,
+                                          eval={"enabled": False}), run_root=tmp_path / "c", progress=False).final_dir)
+    assert any(not torch.allclose(pa, pb) for pa, pb in zip(start.model.policy.parameters(),
+                                                            fresh.model.policy.parameters()))
+
+
+def test_init_from_refuses_what_cannot_carry_over(tmp_path):
+    from agents.config import ConfigError
+
+    with pytest.raises(ConfigError, match="init_from.*pretrain.enabled: false"):
+        _config("maskable_ppo", init_from="x", pretrain={"teacher_steps": 10})
+    with pytest.raises(ValueError, match="init_from: .*nope: not a checkpoint directory"):
+        train(_config("maskable_ppo", init_from=str(tmp_path / "nope")), run_root=tmp_path, progress=False)
+    base = train(_config("ppo", n_timesteps=256, eval={"enabled": False}), run_root=tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="a ppo checkpoint cannot start a maskable_ppo run"):
+        train(_config("maskable_ppo", init_from=str(base.final_dir)), run_root=tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="networks do not fit this config's policy"):
+        train(_config("ppo", init_from=str(base.final_dir), policy_kwargs={"net_arch": [8]}), run_root=tmp_path / "c",
+              progress=False)
+    with pytest.raises(ValueError, match="normalize: False"):
+        train(_config("ppo", init_from=str(base.final_dir), normalize=True), run_root=tmp_path / "d", progress=False)

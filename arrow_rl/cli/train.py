@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         ray_address: Optional[str] = typer.Option(
             None, "--ray-address", help="with --backend ray: auto, HOST:PORT of the head node, or unset for a private "
             "local Ray"),
+        init_from: Optional[Path] = typer.Option(
+            None, "--init-from", help="Override the config's init_from: start RL from this checkpoint's weights "
+            "(fine-tuning; needs pretrain.enabled: false)."),
         out: Optional[Path] = typer.Option(
             None, help="Also copy the selected checkpoint (best held-out, else final; eval.keep) to this directory."
         ),
@@ -55,7 +58,8 @@ def register(app: typer.Typer) -> None:
         elif ray_address is not None:
             fail("--ray-address needs --backend ray")
         try:
-            cfg = load_config(config, {"seed": seed, "n_timesteps": n_timesteps, "n_envs": n_envs, "vec_env": vec_env})
+            cfg = load_config(config, {"seed": seed, "n_timesteps": n_timesteps, "n_envs": n_envs, "vec_env": vec_env,
+                                       "init_from": str(init_from) if init_from is not None else None})
         except ConfigError as exc:
             fail(str(exc))
         if backend == "ray":
