@@ -3,6 +3,8 @@
     arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-best,colocated,...
         [--quick] [--jobs N | --backend ray [--ray-address ADDR]] --json OUT [--plots DIR]
         [--markdown docs/leaderboard.md]
+    arrow-rl suite report --json A.json [--json B.json ...] [--markdown ...] [--update-readme README.md]
+    arrow-rl suite compare --json NEW.json --json docs/leaderboard.json --reference agents/checkpoints/default
 """
 
 from __future__ import annotations
@@ -128,6 +130,63 @@ def report_command(
                                  "cell replaces an earlier one's (a checkpoint re-run at the same path)"),
 ) -> None:
     """Render a saved suite result again (tables, plot, Markdown, README block) without re-running it."""
+    if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
+        _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
+    result = _load_result(json_in, suite, replace)
+    _publish(result, result.controllers, json_out, plots, markdown, update_readme)
+
+
+@suite_app.command("compare")
+def compare_command(
+    json_in: list[Path] = typer.Option(..., "--json", help="suite results (`suite run --json`); repeat it to merge, "
+                                       "e.g. a new run of candidates with docs/leaderboard.json"),
+    reference: str = typer.Option(..., "--reference", help="the controller to beat, e.g. agents/checkpoints/default"),
+    candidates: Optional[str] = typer.Option(
+        None, "--candidates", help="comma list of controllers to judge (default: every one but the reference and arrow)"),
+    split: str = typer.Option("train", "--split", help="the scenarios to judge on: train, test or all. Choosing a "
+                              "checkpoint by the test split makes its test figures in-sample"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="the suite it ran (default: the name recorded in the JSON)"),
+    replace: bool = typer.Option(False, "--replace", help="when merging, a later file's cell replaces an earlier one's"),
+) -> None:
+    """Judge candidates against a reference by the model-selection rule: on every scenario of the split a
+    tie or a win (95% intervals), and a higher geometric mean vs Arrow."""
+    from arrow_rl.evaluation.compare import compare
+
+    if split not in ("train", "test", "all"):
+        _fail(f"--split must be train, test or all, got {split!r}")
+    result = _load_result(json_in, suite, replace)
+    names = ([c.strip() for c in candidates.split(",") if c.strip()] if candidates
+             else [c for c in result.controllers if c not in (reference, "arrow")])
+    if not names:
+        _fail("no candidates: the result holds only the reference and arrow; name them with --candidates")
+    try:
+        comparisons = [compare(result, c, reference, None if split == "all" else split) for c in names]
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    for cmp in comparisons:
+        table = Table(title=f"{cmp.candidate} vs {cmp.reference} ({split} scenarios; req/s, mean [95% CI])")
+        for col in ("scenario", "candidate", "reference", "arrow", "verdict", "flips/min"):
+            table.add_column(col, justify="left" if col in ("scenario", "verdict") else "right")
+        for cell in cmp.cells:
+            table.add_row(cell.scenario, _iv(cell.candidate), _iv(cell.reference),
+                          _iv(cell.arrow) if cell.arrow is not None else "-", cell.verdict, f"{cell.flips_per_min:.1f}")
+        console.print(table)
+        if cmp.missing:
+            console.print(f"missing (no cell for one of the two): {', '.join(cmp.missing)}")
+        geo = [f"{g:.3f}x" if g is not None else "n/a" for g in (cmp.candidate_geomean, cmp.reference_geomean)]
+        console.print(f"geomean vs arrow: candidate {geo[0]}, reference {geo[1]}; "
+                      f"{cmp.count('win')} win(s), {cmp.count('tie')} tie(s), {cmp.count('loss')} loss(es): "
+                      + ("[bold]meets the rule[/bold]" if cmp.meets_rule else "does not meet the rule"))
+
+
+def _iv(iv) -> str:  # noqa: ANN001 - Interval
+    hi = f"{iv.hi:.3g}" if math.isfinite(iv.hi) else "inf"
+    return f"{iv.mean:.3g} [{iv.lo:.3g}, {hi}]"
+
+
+def _load_result(json_in: list[Path], suite: Optional[str], replace: bool):  # noqa: ANN202 - SuiteResult (lazy import)
+    """Read (and merge) saved suite results and rebuild them against the suite's scenarios."""
     from arrow_rl.evaluation.suite import result_from_json
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
@@ -149,8 +208,6 @@ def report_command(
         except ValueError as exc:
             _fail(str(exc))
         source = "the merged --json files"
-    if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
-        _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
     try:
         s = load_suite(suite or str(payload.get("suite", "standard")), quick=bool(payload.get("quick", False)))
         recorded = payload.get("settings") or {}
@@ -160,7 +217,7 @@ def report_command(
     except (SuiteError, ValueError, KeyError, TypeError) as exc:
         _fail(str(exc) if not isinstance(exc, (KeyError, TypeError)) else
               f"{source}: not an arrow-rl suite result ({type(exc).__name__}: {exc})")
-    _publish(result, result.controllers, json_out, plots, markdown, update_readme)
+    return result
 
 
 def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)
