@@ -265,9 +265,10 @@ class TrainConfig(BaseModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
     init_from: str | None = Field(
-        None, description="start RL from this checkpoint directory's network weights (and optimizer state) instead "
-        "of fresh ones: fine-tuning a shipped policy further. Its algorithm, observation and action spaces must be "
-        "this config's; no imitation (pretrain.enabled: false). Relative paths resolve from the working directory")
+        None, description="start from this checkpoint directory's network weights (and optimizer state) instead "
+        "of fresh ones: fine-tuning a trained policy further, by RL (pretrain.enabled: false) or by more DAgger "
+        "rounds whose student starts as that policy (pretrain.enabled: true). Its algorithm, observation and action "
+        "spaces must be this config's. Relative paths resolve from the working directory")
     checkpoint_every: int | None = Field(
         None, ge=1, description="also save the policy every this many RL steps as checkpoints/step_<N>/ (None: only "
         "clone, best and final), so a run's snapshots can be compared afterwards on several scenarios "
@@ -319,11 +320,6 @@ class TrainConfig(BaseModel):
     def _check(self) -> "TrainConfig":
         if self.pretrain.enabled and self.algo == "dqn":
             raise ValueError("pretrain (behaviour cloning) is implemented for ppo and maskable_ppo, not dqn")
-        if self.init_from is not None and self.pretrain.enabled:
-            raise ValueError("init_from starts RL from a checkpoint's weights, which imitation would overwrite; "
-                             "set pretrain.enabled: false (or drop init_from)")
-        if self.init_from is not None and self.n_timesteps == 0:
-            raise ValueError("init_from with n_timesteps: 0 trains nothing; give the RL steps to fine-tune for")
         unknown = set(self.hyperparams) - set(_algo_parameters(self.algo))
         if unknown:
             raise ValueError(

@@ -161,10 +161,6 @@ def test_init_from_starts_rl_from_the_checkpoints_weights(tmp_path):
 
 
 def test_init_from_refuses_what_cannot_carry_over(tmp_path):
-    from agents.config import ConfigError
-
-    with pytest.raises(ConfigError, match="init_from.*pretrain.enabled: false"):
-        _config("maskable_ppo", init_from="x", pretrain={"teacher_steps": 10})
     with pytest.raises(ValueError, match="init_from: .*nope: not a checkpoint directory"):
         train(_config("maskable_ppo", init_from=str(tmp_path / "nope")), run_root=tmp_path, progress=False)
     base = train(_config("ppo", n_timesteps=256, eval={"enabled": False}), run_root=tmp_path / "a", progress=False)
@@ -175,3 +171,21 @@ def test_init_from_refuses_what_cannot_carry_over(tmp_path):
               progress=False)
     with pytest.raises(ValueError, match="normalize: False"):
         train(_config("ppo", init_from=str(base.final_dir), normalize=True), run_root=tmp_path / "d", progress=False)
+
+
+def test_init_from_with_imitation_continues_dagger_from_the_checkpoint(tmp_path):
+    """With ``pretrain.enabled`` the DAgger student is the starting checkpoint: at a learning rate
+    of ~0 the rounds leave its weights as they were (a fresh network's are other)."""
+    start = train(_config("maskable_ppo", n_timesteps=256, eval={"enabled": False}, seed=1),
+                  run_root=tmp_path / "a", progress=False)
+    cont = dict(teacher_steps=50, dagger_rounds=1, dagger_steps=100, dagger_beta=0.0, epochs=1, learning_rate=1e-12,
+                value_pretrain=False, rl_after=False)
+    warm = train(_config("maskable_ppo", n_timesteps=0, eval={"enabled": False}, init_from=str(start.final_dir),
+                         pretrain=cont), run_root=tmp_path / "b", progress=False)
+    assert warm.report["pretrain"]["rounds"][1]["beta"] == 0.0   # the student acted, on its own states
+    cold = train(_config("maskable_ppo", n_timesteps=0, eval={"enabled": False}, pretrain=cont),
+                 run_root=tmp_path / "c", progress=False)
+    a, b, c = (load_checkpoint(r.final_dir).model.policy for r in (start, warm, cold))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0)
+    assert any(not torch.allclose(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
