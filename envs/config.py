@@ -7,6 +7,7 @@ that a trained checkpoint can record exactly which environment it was trained in
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,6 +151,11 @@ class DistributionConfig(_Strict):
     are overridden for that episode. Test scenarios of the suite must never appear here."""
 
     presets: list[str] = Field(default_factory=lambda: ["h100-llama3.1-70b-tp4"], min_length=1)
+    # relative draw weights of ``presets`` (None: uniform); e.g. more episodes on the suite's train preset
+    preset_weights: list[float] | None = None
+    # scale drawn rates (generator rate_per_instance, trace_rate_scale) by the preset's capacity relative
+    # to ``presets[0]`` (arrow_rl.perf.capacity), so every model sees loads around its own saturation
+    rates_by_capacity: bool = False
     slo_tiers: dict[str, SLOTier] = Field(default_factory=lambda: {
         "loose": SLOTier(ttft_s=10.0, tpot_s=0.125), "interactive": SLOTier(ttft_s=3.0, tpot_s=0.05)}, min_length=1)
     num_instances: tuple[int, int] = (4, 32)                   # inclusive, drawn uniformly
@@ -171,6 +177,11 @@ class DistributionConfig(_Strict):
         a, b = self.trace_rate_scale
         if not 0 < a <= b:
             raise ValueError(f"trace_rate_scale must satisfy 0 < low <= high, got {self.trace_rate_scale}")
+        if self.preset_weights is not None:
+            if len(self.preset_weights) != len(self.presets):
+                raise ValueError(f"preset_weights has {len(self.preset_weights)} entries for {len(self.presets)} presets")
+            if any(not (w >= 0 and math.isfinite(w)) for w in self.preset_weights) or sum(self.preset_weights) <= 0:
+                raise ValueError(f"preset_weights must be finite, >= 0 and not all 0, got {self.preset_weights}")
         if self.trace_probability > 0 and not self.traces:
             raise ValueError("trace_probability > 0 needs at least one trace")
         return self

@@ -1,6 +1,7 @@
 """Episode draws for the generalist (issue 12 §2, ``EnvConfig.distribution``).
 
-Each ``reset`` draws, from the env's seeded ``np_random`` only: a preset, an SLO tier, a cluster
+Each ``reset`` draws, from the env's seeded ``np_random`` only: a preset (optionally weighted, with
+rates scaled to its capacity: ``preset_weights``, ``rates_by_capacity``), an SLO tier, a cluster
 size N, a workload (a window of a training trace replayed at a rate proportional to N, or a seeded
 synthetic workload with randomised rate, P/D mix, burstiness, phase period and output tail) and a
 starting P:D:M split. The suite's test scenarios are never drawn: the traces are configured (and
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from arrow_rl.perf.capacity import relative_capacity
 from envs.config import DistributionConfig, GeneratorRanges
 
 
@@ -70,10 +72,12 @@ def _length(rng: np.random.Generator, mean_range: tuple[float, float], cv_range:
             "max_tokens": max_tokens}
 
 
-def random_generator(rng: np.random.Generator, g: GeneratorRanges, n: int, duration_s: float) -> dict[str, Any]:
-    """A seeded generator spec whose rate scales with N (``rate_per_instance``)."""
+def random_generator(rng: np.random.Generator, g: GeneratorRanges, n: int, duration_s: float,
+                     capacity: float = 1.0) -> dict[str, Any]:
+    """A seeded generator spec whose rate scales with N (``rate_per_instance``) and with the preset's
+    ``capacity`` relative to the distribution's first preset (``rates_by_capacity``)."""
     kind = g.kinds[int(rng.integers(len(g.kinds)))]
-    rate = round(_log_uniform(rng, g.rate_per_instance) * n, 4)
+    rate = round(_log_uniform(rng, g.rate_per_instance) * n * capacity, 4)
     mix = {"input": _length(rng, g.input_mean, g.input_cv, g.max_tokens),
            "output": _length(rng, g.output_mean, g.output_cv, g.max_tokens)}
     spec: dict[str, Any] = {"kind": kind, "duration_s": float(duration_s), "mix": mix}
@@ -94,7 +98,12 @@ def random_generator(rng: np.random.Generator, g: GeneratorRanges, n: int, durat
 def draw_episode(rng: np.random.Generator, dist: DistributionConfig, duration_s: float, min_pool: int = 1,
                  num_instances: int | None = None) -> EpisodeDraw:
     """One episode's draw (module docstring). ``num_instances`` pins N (reset options)."""
-    preset = dist.presets[int(rng.integers(len(dist.presets)))]
+    if dist.preset_weights is None:   # the uniform draw keeps older configs' RNG stream
+        preset = dist.presets[int(rng.integers(len(dist.presets)))]
+    else:
+        w = np.asarray(dist.preset_weights, dtype=float)
+        preset = dist.presets[int(rng.choice(len(w), p=w / w.sum()))]
+    capacity = relative_capacity(preset, dist.presets[0]) if dist.rates_by_capacity else 1.0
     tiers = sorted(dist.slo_tiers)
     tier = tiers[int(rng.integers(len(tiers)))]
     lo, hi = dist.num_instances
@@ -105,6 +114,6 @@ def draw_episode(rng: np.random.Generator, dist: DistributionConfig, duration_s:
                   split=split)
     if dist.traces and rng.random() < dist.trace_probability:
         trace = dist.traces[int(rng.integers(len(dist.traces)))]
-        scale = _log_uniform(rng, dist.trace_rate_scale) * n / 8.0
+        scale = _log_uniform(rng, dist.trace_rate_scale) * n / 8.0 * capacity
         return EpisodeDraw(**common, trace=trace, trace_rate_scale=scale)
-    return EpisodeDraw(**common, generator=random_generator(rng, dist.generator, n, duration_s))
+    return EpisodeDraw(**common, generator=random_generator(rng, dist.generator, n, duration_s, capacity))

@@ -129,6 +129,45 @@ def test_drawn_generators_are_valid_specs():
     assert kinds == {"poisson", "gamma", "mmpp", "phase_shift"}
 
 
+def test_preset_weights_set_how_often_each_model_is_drawn():
+    dist = DistributionConfig(presets=["h100-llama3.1-70b-tp4", "h100-llama2-7b-tp1"], preset_weights=[3, 1])
+    rng = np.random.default_rng(0)
+    drawn = [draw_episode(rng, dist, 60.0).preset for _ in range(800)]
+    share = drawn.count("h100-llama3.1-70b-tp4") / len(drawn)
+    assert 0.70 < share < 0.80          # 3/4, binomial sd 0.015
+    only_second = DistributionConfig(presets=["h100-llama3.1-70b-tp4", "h100-llama2-7b-tp1"], preset_weights=[0, 1])
+    assert {draw_episode(rng, only_second, 60.0).preset for _ in range(50)} == {"h100-llama2-7b-tp1"}
+
+
+@pytest.mark.parametrize("weights, match", [([1.0], "1 entries for 2 presets"), ([0, 0], "not all 0"),
+                                            ([1, -1], ">= 0"), ([1, float("nan")], "finite")])
+def test_bad_preset_weights_are_named(weights, match):
+    with pytest.raises(ValueError, match=match):
+        DistributionConfig(presets=["h100-llama3.1-70b-tp4", "h100-llama2-7b-tp1"], preset_weights=weights)
+
+
+def test_rates_by_capacity_load_a_faster_model_with_more_traffic():
+    from arrow_rl.perf.capacity import relative_capacity
+
+    base = dict(presets=["h100-llama3.1-70b-tp4", "h100-llama2-7b-tp1"], preset_weights=[0, 1])
+    factor = relative_capacity("h100-llama2-7b-tp1", "h100-llama3.1-70b-tp4")
+    assert factor > 1.2                  # a 7B TP1 instance serves more than a 70B TP4 one
+    for trace_probability in (0.0, 1.0):
+        plain = DistributionConfig(**base, trace_probability=trace_probability)
+        scaled = DistributionConfig(**base, trace_probability=trace_probability, rates_by_capacity=True)
+        a = draw_episode(np.random.default_rng(5), plain, 60.0)
+        b = draw_episode(np.random.default_rng(5), scaled, 60.0)   # same stream, only the rate differs
+        if trace_probability:
+            assert b.trace_rate_scale == pytest.approx(a.trace_rate_scale * factor)
+        else:
+            rate = {"poisson": "rate", "gamma": "rate", "phase_shift": "rate", "mmpp": "rates"}[a.generator["kind"]]
+            ra, rb = np.ravel(a.generator[rate]), np.ravel(b.generator[rate])
+            assert rb[0] == pytest.approx(ra[0] * factor, rel=1e-3)
+    same = DistributionConfig(rates_by_capacity=True)   # one preset: its own reference, factor 1
+    assert draw_episode(np.random.default_rng(2), same, 60.0) == draw_episode(np.random.default_rng(2),
+                                                                             DistributionConfig(), 60.0)
+
+
 def test_three_role_encodings_go_together():
     with pytest.raises(ValueError, match="moves"):
         EnvConfig(action={"kind": "moves"})
