@@ -146,6 +146,11 @@ def test_bad_preset_weights_are_named(weights, match):
         DistributionConfig(presets=["h100-llama3.1-70b-tp4", "h100-llama2-7b-tp1"], preset_weights=weights)
 
 
+def test_an_unknown_preset_in_the_distribution_is_named_before_any_episode():
+    with pytest.raises(ValueError, match="presets: unknown preset 'tpu-v9'; valid presets: h100-"):
+        DistributionConfig(presets=["h100-llama3.1-70b-tp4", "tpu-v9"])
+
+
 def test_rates_by_capacity_load_a_faster_model_with_more_traffic():
     from arrow_rl.perf.capacity import relative_capacity
 
