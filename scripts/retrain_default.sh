@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain the generalist checkpoint (issue 12) from scratch: behaviour cloning + DAgger rounds labelled
 # by the privileged target-split teacher (oracle-split, envs/split_teacher.py), then MaskablePPO, on
-# episodes drawn from the training distribution of configs/train/generalist_split.yaml (4-32 instances,
+# episodes drawn from the training distribution of configs/train/generalist_split_wide.yaml (4-32 instances,
 # P/D/MIXED, both SLO tiers, the suite's train preset and traces plus seeded generators). The last
 # checkpoint is exported (eval.keep: final; the config says why). Deterministic for a seed on one machine.
 #
@@ -23,13 +23,13 @@ OUT="${2:-agents/checkpoints/default}"
 PY="${PYTHON:-python}"
 ARROW_RL="${ARROW_RL:-arrow-rl}"   # e.g. ARROW_RL=/path/to/.venv/bin/arrow-rl
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-CONFIG=configs/train/generalist_split.yaml
+CONFIG=configs/train/generalist_split_wide.yaml
 if [[ "$SHORT" == 1 ]]; then
   mkdir -p runs
   CONFIG=runs/generalist_short.yaml
   "$PY" - "$CONFIG" <<'PYEOF'
 import sys, yaml
-cfg = yaml.safe_load(open("configs/train/generalist_split.yaml"))
+cfg = yaml.safe_load(open("configs/train/generalist_split_wide.yaml"))
 cfg.update(name="generalist_short", n_envs=2, n_timesteps=2048, n_steps=256, batch_size=128)
 cfg["env"]["teacher_config"].update(horizon_s=15.0, grid=4)  # fewer, shorter plans
 cfg["pretrain"].update(teacher_steps=300, dagger_rounds=1, dagger_steps=200, epochs=8)
