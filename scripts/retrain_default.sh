@@ -7,11 +7,11 @@
 #
 #   scripts/retrain_default.sh [--short] [SEED] [OUT_DIR]
 #
-# Wall time of the shipped run (seed 0): 57 minutes on this project's 2-core machine, otherwise quiet
-# (imitation 49 min: 20,000 env steps, 4,069 labelled decisions; PPO 60k steps, 8 min).
+# Wall time of the shipped run (seed 0): 56 minutes on this project's 2-core machine, with tests at
+# times beside it (imitation 50 min: 20,000 env steps, 4,069 labelled decisions; PPO 60k steps, 6 min).
 # --short: the same pipeline on a tiny budget (a few minutes on 2 cores) to check it end to end; its
-# checkpoint is a smoke artefact, not a controller to ship. The previous default (oracle-moves labels)
-# is reproduced by `arrow-rl train --config configs/train/generalist.yaml --out DIR`.
+# checkpoint is a smoke artefact, not a controller to ship. The previous default (128x128) is reproduced by
+# `arrow-rl train --config configs/train/generalist_split.yaml --out DIR`; the one before it by `arrow-rl train --config configs/train/generalist.yaml --out DIR`.
 #
 # The run directory (TensorBoard logs, report.json, clone/best/final checkpoints) goes to runs/.
 set -euo pipefail
