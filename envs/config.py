@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from arrow_rl.config_io import format_validation_error, read_config_mapping
+from arrow_rl.perf.presets import PRESET_NAMES
 
 
 class _Strict(BaseModel):
@@ -177,11 +178,9 @@ class DistributionConfig(_Strict):
         a, b = self.trace_rate_scale
         if not 0 < a <= b:
             raise ValueError(f"trace_rate_scale must satisfy 0 < low <= high, got {self.trace_rate_scale}")
-        from arrow_rl.perf.presets import list_presets
-
-        unknown = [p for p in self.presets if p not in list_presets()]
+        unknown = [p for p in self.presets if p not in PRESET_NAMES]
         if unknown:
-            raise ValueError(f"presets: unknown preset {unknown[0]!r}; valid presets: {', '.join(list_presets())}")
+            raise ValueError(f"presets: unknown preset {unknown[0]!r}; valid presets: {', '.join(PRESET_NAMES)}")
         if self.preset_weights is not None:
             if len(self.preset_weights) != len(self.presets):
                 raise ValueError(f"preset_weights has {len(self.preset_weights)} entries for {len(self.presets)} presets")
