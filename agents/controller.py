@@ -93,12 +93,12 @@ class CheckpointController:
         check_cluster(self.metadata, info, self._source)
         cfg = self.env_config
         slo = SLO(info.slo.ttft_s, info.slo.tpot_s)
-        if cfg.action.kind == "moves":   # size-free: built for this cluster, nothing padded
-            from envs.moves import MoveCodec
+        if cfg.action.three_roles:   # size-free: built for this cluster, nothing padded
             from envs.pool_observation import PoolObservationBuilder
+            from envs.split_codec import three_role_codec
 
             builder = PoolObservationBuilder(slo, info.num_instances, cfg.observation, cfg.action.min_pool_size)
-            codec = MoveCodec(cfg.action, info.num_instances)
+            codec = three_role_codec(cfg.action, info.num_instances)
         else:
             obs_cfg = cfg.observation.model_copy(update={"max_instances": int(self.metadata["max_instances"])})
             act_cfg = cfg.action.model_copy(update={"max_instances": int(self.metadata["max_instances"])}) \

@@ -204,13 +204,15 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
     )
     if cfg.action.kind == "moves":
         meta["action_encoding"]["move_fractions"] = list(cfg.action.move_fractions)
+    if cfg.action.kind == "splits":
+        meta["action_encoding"]["split_grid"] = cfg.action.split_grid
     return meta
 
 
 def training_distribution_of(cfg) -> dict[str, Any]:
     """What a checkpoint trained on ``cfg`` (an ``EnvConfig``) saw: presets, cluster sizes, SLO tiers,
     roles, workloads. ``agents.checkpoint.distribution_warnings`` compares a target cluster with it."""
-    roles = ["prefill", "decode", "mixed"] if cfg.action.kind == "moves" else ["prefill", "decode"]
+    roles = ["prefill", "decode", "mixed"] if cfg.action.three_roles else ["prefill", "decode"]
     dist = cfg.distribution
     if dist is not None:
         lo, hi = dist.num_instances

@@ -40,7 +40,7 @@ def emulator_config(config: "EnvConfig", num_prefill: int):
         flip_delay_s=config.flip_delay_s,
     )
     fields.update(config.emulator)
-    if fields.get("num_mixed") and config.action.kind != "moves":
+    if fields.get("num_mixed") and not config.action.three_roles:
         raise ValueError(f"env config: field 'emulator.num_mixed'={fields['num_mixed']!r}: the env's action codec "
                          "and observation know PREFILL and DECODE only (set action.kind 'moves' and observation.kind 'pools')")
     try:

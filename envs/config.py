@@ -70,9 +70,12 @@ class ActionConfig(_Strict):
     ``moves`` (issue 12, three roles): ``Discrete(1 + 6·F)`` = no-op, then "move k instances from
     role X to role Y" for the 6 ordered pairs of PREFILL/DECODE/MIXED and k = ceil(f·N) for each f
     of ``move_fractions`` (``envs.moves``). Independent of the cluster size.
+    ``splits`` (three roles): ``Discrete(1 + L)`` = hold, then "go to this P:D:M split", one action
+    per valid split of a ``split_grid``-unit lattice of the pool (29 on the default 8-unit grid),
+    reached at once (``envs.split_codec``). Independent of the cluster size.
     """
 
-    kind: Literal["discrete", "target", "moves"] = "discrete"
+    kind: Literal["discrete", "target", "moves", "splits"] = "discrete"
     max_flips_per_step: int = Field(2, ge=1)
     min_pool_size: int = Field(1, ge=1)  # Arrow §5.5 / Alg. 3: never empty a pool (|S| ≤ 1 guard)
     max_instances: int | None = Field(None, ge=2)
@@ -85,11 +88,19 @@ class ActionConfig(_Strict):
     # labels learns to never move (issue 12). With k = the teacher's cadence every label is a plan,
     # and a deployed checkpoint keeps the cadence it was trained with (agents.controller).
     decision_every: int = Field(1, ge=1, le=60)
+    # splits: the lattice of target splits, in units of N / split_grid (8: eighths of the pool, the
+    # oracle-split teacher's default grid, so each of its targets on 8 instances is one action)
+    split_grid: int = Field(8, ge=2, le=32)
+
+    @property
+    def three_roles(self) -> bool:
+        """Whether the encoding knows MIXED (``moves`` and ``splits``; both need ``observation.kind: pools``)."""
+        return self.kind in ("moves", "splits")
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "ActionConfig":
         if self.decision_every > 1 and self.kind == "target":   # its no-op is state-dependent, not index 0
-            raise ValueError("decision_every > 1 needs action.kind 'discrete' or 'moves' (not 'target')")
+            raise ValueError("decision_every > 1 needs action.kind 'discrete', 'moves' or 'splits' (not 'target')")
         if any(not 0 < f <= 1 for f in self.move_fractions):
             raise ValueError(f"move_fractions must lie in (0, 1], got {self.move_fractions}")
         if len(set(self.move_fractions)) != len(self.move_fractions):
@@ -241,17 +252,20 @@ class EnvConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "EnvConfig":
-        three_roles = self.action.kind == "moves" or self.observation.kind == "pools"
-        if three_roles and (self.action.kind, self.observation.kind) != ("moves", "pools"):
+        three_roles = self.action.three_roles or self.observation.kind == "pools"
+        if three_roles and not (self.action.three_roles and self.observation.kind == "pools"):
             raise ValueError(f"action.kind={self.action.kind!r} with observation.kind={self.observation.kind!r}: "
-                             "the three-role env needs action.kind 'moves' with observation.kind 'pools'")
+                             "the three-role env needs action.kind 'moves' or 'splits' with observation.kind 'pools'")
         if self.observation.kind == "pools" and self.observation.per_instance:
             raise ValueError("observation.per_instance is not available with observation.kind 'pools'")
         if self.distribution is not None and not three_roles:
-            raise ValueError("distribution (random sizes and P:D:M splits) needs action.kind 'moves' and "
-                             "observation.kind 'pools' (the only size-free encodings)")
-        if self.teacher in ENV_TEACHERS and self.action.kind != "moves":
-            raise ValueError(f"teacher {self.teacher!r} plans over the moves codec: set action.kind 'moves'")
+            raise ValueError("distribution (random sizes and P:D:M splits) needs action.kind 'moves' or 'splits' "
+                             "and observation.kind 'pools' (the only size-free encodings)")
+        if self.teacher in ENV_TEACHERS and not self.action.three_roles:
+            raise ValueError(f"teacher {self.teacher!r} plans over the three-role codecs: set action.kind 'moves' or 'splits'")
+        if self.teacher == "oracle-moves" and self.action.kind != "moves":   # it scores the moves' own actions
+            raise ValueError("teacher 'oracle-moves' scores the moves codec's actions: set action.kind 'moves' "
+                             "(or use teacher 'oracle-split' with action.kind 'splits')")
         if self.teacher in ENV_TEACHERS:   # checked here, not first in a labelling worker after the model is built
             from envs.teachers import TEACHERS
 

@@ -99,12 +99,12 @@ def make_encoders(config: EnvConfig, num_instances: int, slo: SLO | None = None)
     obs_cfg = config.observation.model_copy(update={"max_instances": config.observation.max_instances or top})
     act_cfg = config.action.model_copy(update={"max_instances": config.action.max_instances or top})
     slo = slo or SLO(config.slo_ttft_s, config.slo_tpot_s)
-    if config.action.kind == "moves":   # the size-free three-role encodings (issue 12)
-        from envs.moves import MoveCodec
+    if config.action.three_roles:   # the size-free three-role encodings (issue 12)
         from envs.pool_observation import PoolObservationBuilder
+        from envs.split_codec import three_role_codec
 
         return (PoolObservationBuilder(slo, num_instances, obs_cfg, min_pool_size=config.action.min_pool_size),
-                MoveCodec(act_cfg, num_instances))
+                three_role_codec(act_cfg, num_instances))
     return (ObservationBuilder(slo, num_instances, obs_cfg, min_pool_size=config.action.min_pool_size),
             ActionCodec(act_cfg, num_instances))
 
@@ -248,7 +248,7 @@ class PDClusterEnv(gym.Env):
         requests; bit-identical to the bare router while there is none), and ``oracle-moves`` /
         ``oracle-split`` are the env-side lookahead teachers (``envs.move_teacher``, ``envs.split_teacher``)."""
         if self.config.teacher is None:
-            if self.config.action.kind != "moves":
+            if not self.config.action.three_roles:
                 return None
             from arrow_rl.arrow.router import ArrowRouter
             from arrow_rl.cluster.base import Mode
@@ -321,7 +321,7 @@ class PDClusterEnv(gym.Env):
         if mode != "disaggregated":
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
-        three_roles = cfg.action.kind == "moves"
+        three_roles = cfg.action.three_roles
         if getattr(policy, "initial_mixed", 0) and not three_roles:
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} has MIXED instances; the env's action "
                              "codec knows PREFILL and DECODE only (set action.kind 'moves', observation.kind 'pools')")
@@ -419,7 +419,7 @@ class PDClusterEnv(gym.Env):
                 "num_prefill": num_prefill, "time_s": state.now, "decision_step": decides}
         if teacher_scores is not None:
             info["teacher_scores"] = teacher_scores
-        if self.config.action.kind == "moves":
+        if self.config.action.three_roles:
             from envs.moves import role_counts
 
             info["split"] = role_counts(views)
