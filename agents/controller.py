@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from arrow_rl.cluster.base import SLO, ClusterInfo, Flip, Role
+from arrow_rl.cluster.base import SLO, ClusterInfo, Flip
 from arrow_rl.control import ControlState
 
 from agents.inference import hold_unless_confident
@@ -133,7 +133,7 @@ class CheckpointController:
         self._calls += 1
         if not decides:   # action.decision_every: the env masked all but the no-op on these steps
             return []
-        noop = self._codec.noop_for(sum(1 for v in state.instances if v.role is Role.PREFILL))
-        action = hold_unless_confident(self.checkpoint.scores(obs), mask, noop, self.move_margin)
+        hold = self._codec.hold_for(state.instances)   # what keeps the current split in this encoding
+        action = hold_unless_confident(self.checkpoint.scores(obs), mask, hold, self.move_margin)
         flips = self._codec.flips(action, state.instances, self._profiles)
         return list(flips) if flips else []

@@ -50,6 +50,10 @@ class ActionCodec:
     def noop_for(self, num_prefill: int) -> int:
         return 0 if self.config.kind == "discrete" else num_prefill
 
+    def hold_for(self, views: Sequence[InstanceView]) -> int:
+        """The action that keeps the split of ``views`` (a deploy-time margin compares moves with it)."""
+        return self.noop_for(sum(1 for v in views if v.role is Role.PREFILL))
+
     def delta(self, action: int) -> int | None:
         """Change in the prefill count the discrete action asks for (+ = decode→prefill);
         None for ``target`` actions, whose delta depends on the current split."""

@@ -95,6 +95,10 @@ class MoveCodec:
     def noop_for(self, _num_prefill: int) -> int:
         return 0
 
+    def hold_for(self, views: Sequence[InstanceView]) -> int:
+        """The action that keeps the split of ``views``: the no-op."""
+        return 0
+
     def describe(self, action: int) -> tuple[Role, Role, int] | None:
         """(source, target, k) of ``action``; None for the no-op."""
         a = int(action)

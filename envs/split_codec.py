@@ -90,6 +90,12 @@ class SplitCodec(MoveCodec):
         target = self.targets[a - 1]
         return target if target is not None and self.valid_split(target) else None
 
+    def hold_for(self, views: Sequence[InstanceView]) -> int:
+        """The action that keeps the split of ``views``: the one naming it (what a student trained on
+        split labels says to stay), or 0 when it is off the lattice."""
+        counts = role_counts(views)
+        return self.nearest_action(counts, counts)
+
     def is_valid(self, action: int, counts: Counts) -> bool:
         return self.space.contains(int(action)) and self.result(action, counts) is not None
 

@@ -157,3 +157,21 @@ def test_a_splits_checkpoint_controls_every_cluster_size(checkpoint, n):
     flips = ctrl.act(env.control_state)
     after = role_counts(apply(list(env.control_state.instances), flips))
     assert sum(after) == n and after in [t for t in ctrl._codec.targets] + [before]
+
+
+def test_a_deploy_time_margin_holds_against_the_action_naming_the_current_split():
+    import numpy as np
+
+    from agents.inference import hold_unless_confident
+
+    codec = SplitCodec(ActionConfig(kind="splits"), 8)
+    here = views(4, 4, 0)
+    hold = codec.hold_for(here)
+    assert codec.target_of(hold) == (4, 4, 0)
+    assert SplitCodec(ActionConfig(kind="splits"), 16).hold_for(views(3, 5, 8)) == 0   # off the lattice
+    assert MoveCodec(ActionConfig(kind="moves"), 8).hold_for(here) == 0
+    scores = np.zeros(int(codec.space.n))
+    scores[hold], scores[5] = 1.0, 1.5     # another split, preferred by 0.5 log-odds only
+    mask = codec.masks_for(here)
+    assert hold_unless_confident(scores, mask, hold, 1.0) == hold
+    assert hold_unless_confident(scores, mask, hold, 0.0) == 5
