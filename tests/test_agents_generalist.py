@@ -24,10 +24,11 @@ def meta():
     return checkpoint_metadata(load_config(GENERALIST))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, meta):
+@pytest.fixture(scope="module", params=["generalist.yaml", "generalist_splits.yaml"])   # moves, then splits
+def checkpoint(request, tmp_path_factory):
     from sb3_contrib import MaskablePPO
 
+    meta = checkpoint_metadata(load_config(GENERALIST.parent / request.param))
     cfg = dict(meta["env_config"])
     env = PDClusterEnv({**cfg, "teacher": None, "episode": {"duration_s": 5, "drain_s": 1}})
     model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs={"net_arch": [8]})
@@ -67,7 +68,7 @@ def test_one_checkpoint_controls_every_cluster_size(checkpoint, n):
     ctrl.reset(env.cluster.info)
     state: ControlState = env.control_state
     obs, mask = ctrl.observe(state)
-    assert obs.shape == env.observation_space.shape and mask.shape == (19,)
+    assert obs.shape == env.observation_space.shape and mask.shape == (read_metadata(checkpoint)["action_encoding"]["n"],)
     flips = ctrl.act(state)
     assert all(f.role in (Role.PREFILL, Role.DECODE, Role.MIXED) for f in flips)
 
