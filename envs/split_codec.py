@@ -22,7 +22,7 @@ from typing import Sequence
 
 from gymnasium import spaces
 
-from arrow_rl.cluster.base import Flip, InstanceView
+from arrow_rl.cluster.base import InstanceView
 
 from envs.config import ActionConfig
 from envs.moves import Counts, MoveCodec, role_counts
@@ -60,7 +60,7 @@ def lattice_counts(point: Lattice, grid: int, num_instances: int, min_pool: int)
 class SplitCodec(MoveCodec):
     """Maps action indices to target splits and to the flips that reach them (module docstring).
 
-    Shares ``MoveCodec``'s pool rules, ``flips_to_counts`` and ``encode``; what differs is the space,
+    Shares ``MoveCodec``'s pool rules, ``flips``, ``is_valid`` and ``encode``; what differs is the space,
     what an action means (``result``) and which action is nearest a wanted split (``nearest_action``)."""
 
     def __init__(self, config: ActionConfig, num_instances: int) -> None:
@@ -95,17 +95,6 @@ class SplitCodec(MoveCodec):
         split labels says to stay), or 0 when it is off the lattice."""
         counts = role_counts(views)
         return self.nearest_action(counts, counts)
-
-    def is_valid(self, action: int, counts: Counts) -> bool:
-        return self.space.contains(int(action)) and self.result(action, counts) is not None
-
-    def flips(self, action: int, instances: Sequence[InstanceView], profiles=None) -> list[Flip] | None:
-        if not self.space.contains(int(action)):
-            return None
-        target = self.result(action, role_counts(instances))
-        if target is None:
-            return None
-        return self.flips_to_counts(instances, target, profiles)
 
     def nearest_action(self, counts: Counts, want: Counts) -> int:
         """The action naming the split closest to ``want`` (L1 over instance counts, then over pool
