@@ -89,12 +89,12 @@ class CheckpointController:
     def reset(self, info: ClusterInfo) -> None:
         from envs.actions import ActionCodec
         from envs.observation import ObservationBuilder
+        from envs.pool_observation import PoolObservationBuilder, reference_profile
 
         check_cluster(self.metadata, info, self._source)
         cfg = self.env_config
         slo = SLO(info.slo.ttft_s, info.slo.tpot_s)
         if cfg.action.three_roles:   # size-free: built for this cluster, nothing padded
-            from envs.pool_observation import PoolObservationBuilder
             from envs.split_codec import three_role_codec
 
             builder = PoolObservationBuilder(slo, info.num_instances, cfg.observation, cfg.action.min_pool_size)
@@ -114,11 +114,20 @@ class CheckpointController:
                             f"Discrete({int(codec.space.n)}) (this cluster)")
         if problems:
             raise CheckpointMismatchError(f"{self._source} does not fit this cluster: " + "; ".join(problems))
-        self._builder, self._codec = builder, codec
-        self._calls = 0
         from arrow_rl.arrow import default_profiles
 
-        self._profiles = default_profiles(info)  # the same Alg. 3 profiles PDClusterEnv uses
+        profiles = default_profiles(info)  # the same Alg. 3 profiles PDClusterEnv uses
+        if isinstance(builder, PoolObservationBuilder):
+            profile = reference_profile(profiles)
+            if profile is None and cfg.observation.load_features == "capacity":
+                raise CheckpointMismatchError(
+                    f"{self._source} reads load in units of the instances' profiled capacity "
+                    f"(observation.load_features 'capacity') but cluster {info.preset!r} has no profile: "
+                    "measure one with `arrow-rl live-profile` and start the router with it")
+            builder.set_profile(profile)
+        self._builder, self._codec = builder, codec
+        self._calls = 0
+        self._profiles = profiles
 
     def observe(self, state: ControlState) -> tuple[np.ndarray, np.ndarray]:
         """The observation and action mask for ``state`` (advances the observation history)."""

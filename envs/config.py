@@ -122,6 +122,15 @@ class ObservationConfig(_Strict):
     # append PREFIX_CACHE_FEATURE (the window's prefix-cache hit rate) to every frame; off by default
     # so that policies trained without it (the shipped checkpoints) keep their observation size
     prefix_cache: bool = False
+    # how a pools observation reports offered load (``kind: pools`` only). "raw": arrivals, arriving
+    # prompt tokens and finished requests per second per instance, as the shipped checkpoints saw them.
+    # "capacity": the same load in units of the instance's profiled capacity (Arrow §5.2's T(r) and
+    # MT(SLO_TPOT)): the share of an instance's time the arrivals' prefills need, the share of its
+    # SLO-bound decode batch their decodes need, and the prefill share of the two. A model twice as
+    # fast reads half the load, so a policy need not have seen the model (our choice; the paper has no
+    # learned observation). Needs the instance profile: emulated presets have one; a live router has
+    # one when started with measured profiles (``arrow-rl live-profile``).
+    load_features: Literal["raw", "capacity"] = "raw"
 
 
 class SLOTier(_Strict):
@@ -258,6 +267,9 @@ class EnvConfig(_Strict):
                              "the three-role env needs action.kind 'moves' or 'splits' with observation.kind 'pools'")
         if self.observation.kind == "pools" and self.observation.per_instance:
             raise ValueError("observation.per_instance is not available with observation.kind 'pools'")
+        if self.observation.load_features != "raw" and self.observation.kind != "pools":
+            raise ValueError(f"observation.load_features={self.observation.load_features!r} needs observation.kind "
+                             "'pools' (the cluster encoding reports raw rates only)")
         if self.distribution is not None and not three_roles:
             raise ValueError("distribution (random sizes and P:D:M splits) needs action.kind 'moves' or 'splits' "
                              "and observation.kind 'pools' (the only size-free encodings)")

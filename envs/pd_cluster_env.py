@@ -371,6 +371,10 @@ class PDClusterEnv(gym.Env):
         self._teacher_agree = 0
         self._done = False
         self.obs_builder.reset()
+        if hasattr(self.obs_builder, "set_profile"):   # pools: load in units of this episode's model
+            from envs.pool_observation import reference_profile
+
+            self.obs_builder.set_profile(reference_profile(self._profiles))
         self._timeline = {k: [] for k in ("t", "num_prefill", "ttft_p90", "tpot_mean", "itl_mean", "arrivals")}
         window = self._advance()  # run_policy: advance first, then act
         self._reset_terms = step_reward(window, 0, self._offered_per_step, cfg.reward)

@@ -10,6 +10,13 @@ finished requests per instance, the window's miss fraction and TTFT/TPOT violati
 requests already predicted to miss TTFT per instance, half-flipped instances, time since the last role
 change, and 1/N (how coarse one move is). Nothing grows with N, so one policy runs on 4 to 32 instances.
 
+With ``observation.load_features: capacity`` the three raw rates (arrivals, arriving prompt tokens and
+finished requests per second per instance) become model-relative: the share of an instance's time
+the arrivals' prefills need (rate x T(mean prompt), Arrow §5.3's T), the share of an instance's
+decode context their decodes need (Little's law: rate x output x SLO_TPOT x mean context /
+min(MT(SLO_TPOT), KV capacity)), the prefill share of those two, and finished / arrived. Raw rates mean different things
+on an 8B and a 70B model; these do not, which is what a checkpoint needs on a model it never saw.
+
 The same builder runs inside ``PDClusterEnv`` and inside a deployed checkpoint (``agents.controller``),
 so it depends only on ``arrow_rl.cluster.base`` / ``arrow_rl.control``.
 """
@@ -17,16 +24,20 @@ so it depends only on ``arrow_rl.cluster.base`` / ``arrow_rl.control``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from gymnasium import spaces
 
 from arrow_rl.cluster.base import SLO, InstanceView, MetricsWindow, PoolStats, Role
 from arrow_rl.control import ControlState
+from arrow_rl.perf.profile import InstanceProfile
 
 from envs.config import ObservationConfig
 from envs.observation import Feature, FrameHistory, _log_tokens, _ratio
+
+if TYPE_CHECKING:
+    from arrow_rl.arrow.flip_selection import ProfileSource
 
 POOLS: tuple[tuple[str, Role], ...] = (("p", Role.PREFILL), ("d", Role.DECODE), ("m", Role.MIXED))
 
@@ -60,8 +71,69 @@ POOL_OBSERVATION_FEATURES: tuple[Feature, ...] = tuple(
     Feature("inverse_size", 0.0, 1.0, "1 / instances: how large one instance is in the fractions above"),
 )
 POOL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in POOL_OBSERVATION_FEATURES)
-_LOW = np.array([f.low for f in POOL_OBSERVATION_FEATURES], dtype=np.float32)
-_HIGH = np.array([f.high for f in POOL_OBSERVATION_FEATURES], dtype=np.float32)
+
+# ``load_features: capacity``: the raw rates they replace, in place, and one appended feature
+_RAW_RATE_FEATURES = ("arrival_rate", "arrival_prompt_rate", "finished_rate")
+_CAPACITY_FEATURES: dict[str, Feature] = {
+    "arrival_rate": Feature("offered_prefill", 0.0, 4.0,
+                            "arrivals/s per instance x T(mean prompt): the share of an instance's time their prefills need"),
+    "arrival_prompt_rate": Feature("offered_decode", 0.0, 4.0,
+                                   "arrivals/s per instance x mean output x SLO_TPOT x mean context / "
+                                   "min(MT(SLO_TPOT), KV capacity): the share of an instance's decode context "
+                                   "their decodes need"),
+    "finished_rate": Feature("finished_per_arrival", 0.0, 4.0, "requests finished / requests arrived in the window"),
+}
+OFFERED_PREFILL_SHARE = Feature("offered_prefill_share", 0.0, 1.0,
+                                "offered_prefill / (offered_prefill + offered_decode): the split the load asks for")
+
+
+def pool_features(config: ObservationConfig) -> tuple[Feature, ...]:
+    """The frame's features for ``config`` (``load_features`` changes it)."""
+    feats = POOL_OBSERVATION_FEATURES
+    if config.load_features == "capacity":
+        feats = tuple(_CAPACITY_FEATURES.get(f.name, f) for f in feats) + (OFFERED_PREFILL_SHARE,)
+    return feats
+
+
+def _bounds(features: Sequence[Feature]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([f.low for f in features], dtype=np.float32),
+            np.array([f.high for f in features], dtype=np.float32))
+
+
+_LOW, _HIGH = _bounds(POOL_OBSERVATION_FEATURES)
+_CAPACITY_LOW, _CAPACITY_HIGH = _bounds(pool_features(ObservationConfig(kind="pools", load_features="capacity")))
+
+
+def reference_profile(profiles: "ProfileSource") -> InstanceProfile | None:
+    """The profile load is measured against: the lowest-numbered instance's (clusters of one instance
+    type, as every preset and Arrow §6's fleets are). None when the cluster has none."""
+    from arrow_rl.arrow.flip_selection import profile_of
+
+    if isinstance(profiles, Mapping):
+        return profiles[min(profiles)] if profiles else None
+    return profile_of(profiles, 0)
+
+
+def offered_load(w: MetricsWindow, n: int, slo: SLO, profile: InstanceProfile,
+                 kv_capacity_tokens: float = math.inf, output_tokens_mean: float | None = None) -> tuple[float, float]:
+    """(prefill, decode) load the window's arrivals offer one instance, each in units of its capacity.
+
+    Prefill: arrivals/s per instance x T(mean prompt) (Arrow §5.3's T): seconds of prefill per second.
+    Decode: by Little's law the arrivals keep rate x output x TPOT sequences decoding, each holding about
+    prompt + output/2 tokens of context. At TPOT = SLO_TPOT one instance holds at most MT(SLO_TPOT)
+    tokens (§5.3) and at most its KV cache, so the context over the smaller of the two is the share of
+    one instance's decode capacity they need. The output length is ``output_tokens_mean``, else the
+    mean of requests that finished in the window (a live router knows it only then; none finished: 0).
+    """
+    duration = w.duration_s if w.duration_s > 0 else 1.0
+    rate = w.arrivals / duration / max(n, 1)
+    prompt = w.arrival_input_tokens_mean
+    prefill = rate * profile.prefill_time(prompt) if rate > 0 else 0.0
+    out = w.arrival_output_tokens_mean if output_tokens_mean is None else output_tokens_mean
+    capacity = min(profile.max_tokens(slo.tpot_s), kv_capacity_tokens)
+    context = rate * out * slo.tpot_s * (prompt + out / 2.0)
+    decode = context / capacity if capacity > 0 else (math.inf if context > 0 else 0.0)
+    return prefill, decode
 
 
 def _pool_stats(w: MetricsWindow, role: Role) -> PoolStats:
@@ -76,8 +148,12 @@ def _half_flipped(v: InstanceView) -> bool:
     return False   # a MIXED instance serves both phases of its own requests
 
 
-def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds_since_flip: float) -> np.ndarray:
-    """One frame (``len(POOL_OBSERVATION_FEATURES)`` floats) from one ``ControlState``. Pure."""
+def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds_since_flip: float,
+               profile: InstanceProfile | None = None, output_tokens_mean: float | None = None) -> np.ndarray:
+    """One frame (``len(pool_features(config))`` floats) from one ``ControlState``. Pure.
+
+    ``profile`` (the instances' Arrow §5.2 profile) is required with ``load_features: capacity``;
+    ``output_tokens_mean`` overrides the window's mean output length in ``offered_load``."""
     w = state.window
     views: Sequence[InstanceView] = state.instances
     n = max(len(views), 1)
@@ -121,34 +197,67 @@ def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds
         min(max(seconds_since_flip, 0.0) / config.flip_age_scale_s, 1.0),
         1.0 / n,
     ]
+    low, high = _LOW, _HIGH
+    if config.load_features == "capacity":
+        if profile is None:
+            raise ValueError("observation.load_features 'capacity' needs the instances' profile (Arrow §5.2): "
+                             "an emulated preset has one; start a live router with measured profiles "
+                             "(arrow-rl live-profile)")
+        kv = [v.kv_capacity_tokens for v in views if v.kv_capacity_tokens > 0]
+        prefill, decode = offered_load(w, n, slo, profile, sum(kv) / len(kv) if kv else math.inf, output_tokens_mean)
+        total = prefill + decode
+        rates = dict(zip(_RAW_RATE_FEATURES, (prefill, decode, w.finished / w.arrivals if w.arrivals else 0.0)))
+        for i, name in enumerate(POOL_FEATURE_NAMES):
+            if name in rates:
+                values[i] = rates[name]
+        values.append(prefill / total if total > 0 else 0.0)
+        low, high = _CAPACITY_LOW, _CAPACITY_HIGH
     vec = np.array(values, dtype=np.float32)
     if not np.isfinite(vec).all():   # a backend may report NaN/inf for empty windows
-        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(_HIGH.max()), neginf=0.0)
-    return np.clip(vec, _LOW, _HIGH, out=vec)
+        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(high.max()), neginf=0.0)
+    return np.clip(vec, low, high, out=vec)
 
 
 class PoolObservationBuilder:
     """``ObservationBuilder``'s interface for the size-free pool features: keeps a history of
-    ``config.history`` frames (stack or delta, as ``envs.observation``) and the last role change."""
+    ``config.history`` frames (stack or delta, as ``envs.observation``) and the last role change.
+
+    ``profile``: the instances' Arrow §5.2 profile, needed by ``load_features: capacity``; the env and
+    a deployed checkpoint set it per cluster (``set_profile``), since an episode may draw another model."""
 
     def __init__(self, slo: SLO, num_instances: int, config: ObservationConfig | None = None,
-                 min_pool_size: int = 1) -> None:
+                 min_pool_size: int = 1, profile: InstanceProfile | None = None) -> None:
         self.slo = slo
         self.config = config or ObservationConfig(kind="pools")
         self.num_instances = num_instances
         self.max_instances = self.config.max_instances or num_instances
         self.min_pool_size = min_pool_size
-        self._history = FrameHistory(_LOW, _HIGH, self.config.history, self.config.history_mode)
+        self.profile = profile
+        self._output_mean = 0.0   # the last window's mean output length where requests finished
+        self._features = pool_features(self.config)
+        low, high = _bounds(self._features)
+        self._history = FrameHistory(low, high, self.config.history, self.config.history_mode)
         self._low, self._high = self._history.low, self._history.high
         self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
 
     @property
     def feature_names(self) -> list[str]:
-        return self._history.names(POOL_FEATURE_NAMES)
+        return self._history.names([f.name for f in self._features])
+
+    def set_profile(self, profile: InstanceProfile | None) -> None:
+        """The profile ``load_features: capacity`` measures load against (the cluster's instances')."""
+        self.profile = profile
 
     def reset(self) -> None:
         self._history.reset()
+        self._output_mean = 0.0
 
     def build(self, state: ControlState) -> np.ndarray:
-        """Record ``state`` in the history and return the observation (a fresh array each call)."""
-        return self._history.push(pool_frame(state, self.slo, self.config, self._history.seconds_since_flip(state)))
+        """Record ``state`` in the history and return the observation (a fresh array each call).
+
+        The decode load carries the last known output length over windows where nothing finished
+        (most 1 s windows of a long-output workload), so it does not read 0 between completions."""
+        if state.window.finished > 0:
+            self._output_mean = state.window.arrival_output_tokens_mean
+        return self._history.push(pool_frame(state, self.slo, self.config, self._history.seconds_since_flip(state),
+                                             self.profile, self._output_mean))

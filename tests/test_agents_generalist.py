@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.checkpoint import distribution_warnings, read_metadata, save_checkpoint
@@ -24,7 +25,8 @@ def meta():
     return checkpoint_metadata(load_config(GENERALIST))
 
 
-@pytest.fixture(scope="module", params=["generalist.yaml", "generalist_splits.yaml"])   # moves, then splits
+# moves, splits, and splits reading load in units of the profiled capacity
+@pytest.fixture(scope="module", params=["generalist.yaml", "generalist_splits.yaml", "generalist_splits_capacity.yaml"])
 def checkpoint(request, tmp_path_factory):
     from sb3_contrib import MaskablePPO
 
@@ -64,11 +66,12 @@ def test_one_checkpoint_controls_every_cluster_size(checkpoint, n):
     env = PDClusterEnv({**read_metadata(checkpoint)["env_config"], "teacher": None, "num_instances": n,
                         "distribution": None, "emulator": {"num_mixed": n // 4},
                         "episode": {"traces": ["azure-code"], "duration_s": 5, "drain_s": 1, "rate_scale": [4.0, 4.0]}})
-    env.reset(seed=0)
+    env_obs, _ = env.reset(seed=0)
     ctrl.reset(env.cluster.info)
     state: ControlState = env.control_state
     obs, mask = ctrl.observe(state)
     assert obs.shape == env.observation_space.shape and mask.shape == (read_metadata(checkpoint)["action_encoding"]["n"],)
+    assert np.array_equal(obs, env_obs)   # deployed, the checkpoint reads what it read in training
     flips = ctrl.act(state)
     assert all(f.role in (Role.PREFILL, Role.DECODE, Role.MIXED) for f in flips)
 
@@ -80,3 +83,16 @@ def test_deploy_warns_before_it_starts_outside_the_distribution(checkpoint):
                        initial_roles=(Role.PREFILL, Role.DECODE))
     text = " | ".join(_deploy_warnings(str(checkpoint), info, policy=None))
     assert "4 to 32 instances, not 2" in text and "SLO tiers" in text
+
+
+def test_only_a_capacity_checkpoint_needs_the_instances_profile(checkpoint):
+    from agents.checkpoint import CheckpointMismatchError
+
+    info = ClusterInfo(num_instances=4, preset="live", slo=SLO(10.0, 0.125), mode=Mode.DISAGGREGATED,
+                       initial_roles=(Role.PREFILL,) * 2 + (Role.DECODE,) * 2, extra={"profiles": None})
+    ctrl = CheckpointController.load(checkpoint)
+    if read_metadata(checkpoint)["env_config"]["observation"].get("load_features", "raw") == "capacity":
+        with pytest.raises(CheckpointMismatchError, match="live-profile"):
+            ctrl.reset(info)
+    else:   # raw rates: a live router without measured profiles is enough
+        ctrl.reset(info)
