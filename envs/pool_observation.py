@@ -14,8 +14,9 @@ With ``observation.load_features: capacity`` the three raw rates (arrivals, arri
 finished requests per second per instance) become model-relative: the share of an instance's time
 the arrivals' prefills need (rate x T(mean prompt), Arrow §5.3's T), the share of an instance's
 decode context their decodes need (Little's law: rate x output x SLO_TPOT x mean context /
-min(MT(SLO_TPOT), KV capacity)), the prefill share of those two, and finished / arrived. Raw rates mean different things
-on an 8B and a 70B model; these do not, which is what a checkpoint needs on a model it never saw.
+min(MT(SLO_TPOT), KV capacity)), the prefill share of those two, and finished / arrived. The same
+raw rate is a light load for a fast model and an overload for a slow one; these features are not,
+which is what a checkpoint needs on a model it never saw.
 
 The same builder runs inside ``PDClusterEnv`` and inside a deployed checkpoint (``agents.controller``),
 so it depends only on ``arrow_rl.cluster.base`` / ``arrow_rl.control``.
