@@ -125,10 +125,10 @@ class ObservationConfig(_Strict):
     # how a pools observation reports offered load (``kind: pools`` only). "raw": arrivals, arriving
     # prompt tokens and finished requests per second per instance, as the shipped checkpoints saw them.
     # "capacity": the same load in units of the instance's profiled capacity (Arrow §5.2's T(r) and
-    # MT(SLO_TPOT)): the share of an instance's time the arrivals' prefills need, the share of its
-    # SLO-bound decode batch their decodes need, and the prefill share of the two. A model twice as
-    # fast reads half the load, so a policy need not have seen the model (our choice; the paper has no
-    # learned observation). Needs the instance profile: emulated presets have one; a live router has
+    # MT(SLO_TPOT), capped by its KV cache): the share of an instance's time the arrivals' prefills
+    # need, the share of its decode context their decodes need, and the prefill share of the two. A
+    # model twice as fast at prefill reads half the prefill load, so a policy need not have seen the
+    # model's raw rates (our choice; the paper has no learned observation). Needs the instance profile: emulated presets have one; a live router has
     # one when started with measured profiles (``arrow-rl live-profile``).
     load_features: Literal["raw", "capacity"] = "raw"
 
