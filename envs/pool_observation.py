@@ -75,6 +75,7 @@ POOL_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in POOL_OBSERVATION_FEA
 
 # ``load_features: capacity``: the raw rates they replace, in place, and one appended feature
 _RAW_RATE_FEATURES = ("arrival_rate", "arrival_prompt_rate", "finished_rate")
+_RAW_RATE_INDEX = tuple(POOL_FEATURE_NAMES.index(name) for name in _RAW_RATE_FEATURES)
 _CAPACITY_FEATURES: dict[str, Feature] = {
     "arrival_rate": Feature("offered_prefill", 0.0, 4.0,
                             "arrivals/s per instance x T(mean prompt): the share of an instance's time their prefills need"),
@@ -129,7 +130,7 @@ def offered_load(w: MetricsWindow, n: int, slo: SLO, profile: InstanceProfile,
     duration = w.duration_s if w.duration_s > 0 else 1.0
     rate = w.arrivals / duration / max(n, 1)
     prompt = w.arrival_input_tokens_mean
-    prefill = rate * profile.prefill_time(prompt) if rate > 0 else 0.0
+    prefill = rate * profile.prefill_time(prompt)
     out = w.arrival_output_tokens_mean if output_tokens_mean is None else output_tokens_mean
     capacity = min(profile.max_tokens(slo.tpot_s), kv_capacity_tokens)
     context = rate * out * slo.tpot_s * (prompt + out / 2.0)
@@ -207,10 +208,8 @@ def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds
         kv = [v.kv_capacity_tokens for v in views if v.kv_capacity_tokens > 0]
         prefill, decode = offered_load(w, n, slo, profile, sum(kv) / len(kv) if kv else math.inf, output_tokens_mean)
         total = prefill + decode
-        rates = dict(zip(_RAW_RATE_FEATURES, (prefill, decode, w.finished / w.arrivals if w.arrivals else 0.0)))
-        for i, name in enumerate(POOL_FEATURE_NAMES):
-            if name in rates:
-                values[i] = rates[name]
+        for i, value in zip(_RAW_RATE_INDEX, (prefill, decode, w.finished / w.arrivals if w.arrivals else 0.0)):
+            values[i] = value
         values.append(prefill / total if total > 0 else 0.0)
         low, high = _CAPACITY_LOW, _CAPACITY_HIGH
     vec = np.array(values, dtype=np.float32)
