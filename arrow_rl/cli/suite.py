@@ -23,9 +23,8 @@ from arrow_rl.cli.output import fail, make_console
 
 console = make_console()
 suite_app = typer.Typer(help="Scenario suites: rank controllers with seeds and 95% intervals.", no_args_is_help=True)
-# --quick keeps the P/D-only static search: the P:D:M one costs 2-2.5x it (docs/evaluation.md, Cost)
-QUICK_CONTROLLERS = "arrow,static-best-pd,colocated"
-FULL_CONTROLLERS = "arrow,static-best,colocated,dynamo"
+QUICK_CONTROLLERS = "arrow,static-tuned,colocated"
+FULL_CONTROLLERS = "arrow,static-tuned,static-oracle,colocated,dynamo"
 
 
 def _fail(message: str) -> NoReturn:
@@ -41,8 +40,9 @@ def run_command(
     suite: str = typer.Option("standard", "--suite", help="a shipped suite name (standard) or a suite YAML path"),
     controllers: Optional[str] = typer.Option(
         None, "--controllers",
-        help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-best (P:D:M splits), "
-             "static-best-pd (P/D splits only), dynamo, oracle, or checkpoint "
+        help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-tuned (the split a "
+             "deployer would fix, cross-fitted on other seeds), static-oracle (per-seed hindsight best split: not "
+             "deployable), dynamo, oracle (clairvoyant: not deployable), or checkpoint "
              f"paths (default: {FULL_CONTROLLERS}; with --quick: {QUICK_CONTROLLERS})"),
     quick: bool = typer.Option(False, "--quick", help="the suite's quick protocol (shorter spans, coarser search)"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one (scenario, controller) each)"),
@@ -58,7 +58,8 @@ def run_command(
     backend: str = backend_option(),
     ray_address: Optional[str] = address_option(),
 ) -> None:
-    """Measure each controller's serving rate on every scenario (mean of seeds, 95% CI, ties called)."""
+    """Measure each controller's serving rate on every scenario (independent seeds, common loads) and compare
+    them in pairs (per-seed ratios, 95% CI, Holm-corrected verdicts)."""
     from arrow_rl.evaluation.suite import run_suite
     from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
 
@@ -143,14 +144,17 @@ def compare_command(
     reference: str = typer.Option(..., "--reference", help="the controller to beat, e.g. agents/checkpoints/default"),
     candidates: Optional[str] = typer.Option(
         None, "--candidates", help="comma list of controllers to judge (default: every one but the reference and arrow)"),
+    pool: bool = typer.Option(False, "--pool", help="the candidates are one recipe's checkpoints (one per training "
+                              "seed, at least 3): judge their pooled rates (geometric mean per scenario and seed)"),
     split: str = typer.Option("train", "--split", help="the scenarios to judge on: train, test or all. Choosing a "
                               "checkpoint by the test split makes its test figures in-sample"),
     suite: Optional[str] = typer.Option(None, "--suite", help="the suite it ran (default: the name recorded in the JSON)"),
     replace: bool = typer.Option(False, "--replace", help="when merging, a later file's cell replaces an earlier one's"),
 ) -> None:
-    """Judge candidates against a reference by the model-selection rule: on every scenario of the split a
-    tie or a win (95% intervals), and a higher geometric mean vs Arrow."""
-    from arrow_rl.evaluation.compare import compare
+    """Judge candidates against a reference by the model-selection rule (non-inferiority): on every scenario
+    of the split the paired ratio's 95% lower bound is above 0.97, the geomean ratio's interval lies above 1.0,
+    and a recipe is judged over at least 3 training seeds (--pool)."""
+    from arrow_rl.evaluation.compare import MARGIN, compare
 
     if split not in ("train", "test", "all"):
         _fail(f"--split must be train, test or all, got {split!r}")
@@ -160,24 +164,27 @@ def compare_command(
     if not names:
         _fail("no candidates: the result holds only the reference and arrow; name them with --candidates")
     try:
-        comparisons = [compare(result, c, reference, None if split == "all" else split) for c in names]
+        groups = [names] if pool else [[c] for c in names]
+        comparisons = [compare(result, g if pool else g[0], reference, None if split == "all" else split)
+                       for g in groups]
     except ValueError as exc:
         _fail(str(exc))
         return
     for cmp in comparisons:
-        table = Table(title=f"{cmp.candidate} vs {cmp.reference} ({split} scenarios; req/s, mean [95% CI])")
-        for col in ("scenario", "candidate", "reference", "arrow", "verdict", "flips/min"):
+        table = Table(title=f"{cmp.candidate} vs {cmp.reference} ({split} scenarios; req/s mean [95% CI]; "
+                            f"paired ratio [95% CI], non-inferior if its lower bound > {MARGIN:g})")
+        for col in ("scenario", "candidate", "reference", "paired ratio", "verdict", "flips/min"):
             table.add_column(col, justify="left" if col in ("scenario", "verdict") else "right")
         for cell in cmp.cells:
+            p = cell.paired
             table.add_row(cell.scenario, _iv(cell.candidate), _iv(cell.reference),
-                          _iv(cell.arrow) if cell.arrow is not None else "-", cell.verdict, f"{cell.flips_per_min:.1f}")
+                          f"{p.ratio:.3f} [{p.lo:.3f}, {p.hi:.3f}]", cell.verdict, f"{cell.flips_per_min:.1f}")
         console.print(table)
-        if cmp.missing:
-            console.print(f"missing (no cell for one of the two): {', '.join(cmp.missing)}")
-        geo = [f"{g:.3f}x" if g is not None else "n/a" for g in (cmp.candidate_geomean, cmp.reference_geomean)]
-        console.print(f"geomean vs arrow: candidate {geo[0]}, reference {geo[1]}; "
-                      f"{cmp.count('win')} win(s), {cmp.count('tie')} tie(s), {cmp.count('loss')} loss(es): "
-                      + ("[bold]meets the rule[/bold]" if cmp.meets_rule else "does not meet the rule"))
+        g, lo, hi = cmp.geomean
+        console.print(f"geomean ratio to the reference: {g:.3f}x [{lo:.3f}, {hi:.3f}] over {len(cmp.cells)} scenario(s), "
+                      f"{cmp.training_seeds} training seed(s): "
+                      + ("[bold]meets the rule[/bold]" if cmp.meets_rule else
+                         "does not meet the rule (" + "; ".join(cmp.failures) + ")"))
 
 
 def _iv(iv) -> str:  # noqa: ANN001 - Interval
@@ -223,8 +230,8 @@ def _load_result(json_in: list[Path], suite: Optional[str], replace: bool):  # n
 def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)
              markdown: Optional[Path], update_readme: Optional[Path]) -> None:
     """Print the tables and write whichever outputs were asked for."""
-    from arrow_rl.evaluation.leaderboard import (outcome_cell, plot_suite, ratio_cell, update_marked_block,
-                                                 write_markdown)
+    from arrow_rl.evaluation.leaderboard import (controller_label, outcome_cell, paired_cell, plot_suite,
+                                                 summary_ratio_cell, update_marked_block, write_markdown)
 
     s = result.suite
 
@@ -232,24 +239,38 @@ def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional
     table.add_column("scenario")
     table.add_column("split")
     for c in names:
-        table.add_column(c, justify="right")
+        table.add_column(controller_label(c), justify="right")
     table.add_column("winner")
     for name, sc in result.scenarios.items():
         table.add_row(name + (" †" if sc.short_span else ""), sc.scenario.split,
                       *[outcome_cell(sc, c, with_split=False) for c in names], sc.verdict)
     console.print(table)
-    summary = Table(title="Summary")
-    for col in ("controller", "geomean ratio to arrow", "wins", "ties", "losses", "n/a"):
-        summary.add_column(col, justify="left" if col == "controller" else "right")
-    for c, row in result.summary().items():
-        summary.add_row(c, ratio_cell(row["geomean_ratio_to_arrow"]), str(row["wins"]), str(row["ties"]),
-                        str(row["losses"]), str(row.get("not_applicable", 0)))
+    others = [c for c in names if c != "arrow"]
+    if "arrow" in names and others:
+        paired = Table(title="Paired ratio to Arrow (same seeds and loads): ratio [95% CI], ▲ win ▼ loss = tie "
+                             "(Holm-corrected within each split)")
+        paired.add_column("scenario")
+        for c in others:
+            paired.add_column(controller_label(c), justify="right")
+        for name, sc in result.scenarios.items():
+            paired.add_row(name, *[paired_cell(sc.paired.get(c, {}).get("arrow")) for c in others])
+        console.print(paired)
+    summary = Table(title="Summary (W/T/L: paired verdicts against the best deployable rival; vs Arrow)")
+    for col in ("split", "controller", "geomean ratio to arrow [95% CI]", "W/T/L", "vs arrow W/T/L", "n/a"):
+        summary.add_column(col, justify="left" if col in ("split", "controller") else "right")
+    for split in [*result.splits(), None]:
+        for c, row in result.summary(split).items():
+            va = row["vs_arrow"]
+            summary.add_row(split or "all", controller_label(c), summary_ratio_cell(row),
+                            f"{row['wins']}/{row['ties']}/{row['losses']}",
+                            "-" if c == "arrow" else f"{va['wins']}/{va['ties']}/{va['losses']}",
+                            str(row.get("not_applicable", 0)))
     console.print(summary)
     console.print(f"{result.simulations:,} simulations in {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU-s"
                   + ("; † counted span under 10 simulated minutes" if any(sc.short_span for sc in result.scenarios.values()) else ""))
 
     payload = result.to_json()
-    if plots is not None:
+    if plots is not None and "arrow" in result.controllers and len(result.controllers) > 1:
         payload["plots"] = [str(plot_suite(result, plots / "suite_serving_rate.png"))]
         console.print("plot: " + payload["plots"][0])
     if markdown is not None:

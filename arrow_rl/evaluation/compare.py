@@ -1,40 +1,60 @@
 """Candidate against reference on a saved suite result: the model-selection rule, written down.
 
-Choosing a checkpoint (among a run's snapshots, or a new run against the shipped default) is a
-decision a test scenario must not see. The rule the project ships checkpoints by is: on every
-scenario of the chosen split (``train``), the candidate ties or beats the reference (their 95%
-intervals overlap, or the candidate's lies above), and its geometric-mean ratio to Arrow over those
-scenarios is higher. ``compare`` applies it to the cells of a ``SuiteResult`` (one run, or several
-merged with ``suite report``'s rules), so the choice is a command, not a notebook.
+Choosing a checkpoint (among a run's snapshots, or a new recipe against the shipped default) is a
+decision a test scenario must not see. The rule is a **non-inferiority** test on paired ratios
+(``arrow_rl.evaluation.paired``): a candidate replaces the reference only if
+
+* on every scenario of the chosen split (``train``, or the validation suite), the lower end of the
+  95% interval of its paired ratio to the reference is above ``MARGIN`` (0.97: it is at worst 3%
+  behind, with 95% confidence), and
+* the 95% interval of its geometric-mean ratio to the reference over those scenarios
+  (hierarchical bootstrap: scenarios, then seeds) lies above 1.0.
+
+A *recipe* is judged over at least ``MIN_TRAINING_SEEDS`` training seeds: its checkpoints are
+pooled into one controller whose rate on each (scenario, evaluation seed) is the geometric mean of
+the checkpoints' rates there, and the rule is applied to that pooled controller. One lucky seed
+then cannot carry a recipe, and a recipe's spread over seeds is part of its interval.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from arrow_rl.evaluation.intervals import Interval, geomean
-from arrow_rl.evaluation.suite import BASELINE, SuiteResult
+import numpy as np
+
+from arrow_rl.evaluation.intervals import Interval, mean_ci95
+from arrow_rl.evaluation.paired import Paired, geomean_interval, log_ratios, paired_ratio
+from arrow_rl.evaluation.suite import SuiteResult
+
+MARGIN = 0.97
+MIN_TRAINING_SEEDS = 3
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One scenario: the candidate's and the reference's intervals and the verdict between them."""
+    """One scenario: the candidate's and the reference's rates and their paired ratio."""
 
     scenario: str
     split: str
     candidate: Interval
     reference: Interval
-    arrow: Interval | None
+    paired: Paired
     flips_per_min: float
 
     @property
+    def non_inferior(self) -> bool:
+        return self.paired.lo > MARGIN
+
+    @property
     def verdict(self) -> str:
-        """``win`` (the candidate's interval lies above), ``loss`` (below) or ``tie`` (they overlap)."""
-        if self.candidate.lo > self.reference.hi:
+        """``win`` (the interval lies above 1), ``non-inferior`` (its lower end is above ``MARGIN``),
+        ``loss`` (it lies below 1 and reaches below the margin) or ``inconclusive``."""
+        if self.paired.lo > 1.0:
             return "win"
-        if self.candidate.hi < self.reference.lo:
+        if self.paired.hi < 1.0 and not self.non_inferior:
             return "loss"
-        return "tie"
+        return "non-inferior" if self.non_inferior else "inconclusive"
 
 
 @dataclass(frozen=True)
@@ -42,48 +62,70 @@ class Comparison:
     candidate: str
     reference: str
     cells: list[Cell]
-    missing: list[str]   # scenarios of the split where either controller has no cell
-
-    def _geomean(self, side: str) -> float | None:
-        ratios = [getattr(c, side).mean / c.arrow.mean for c in self.cells
-                  if c.arrow is not None and c.arrow.mean > 0]
-        return geomean(ratios) if len(ratios) == len(self.cells) else None
-
-    @property
-    def candidate_geomean(self) -> float | None:
-        """Geometric mean of the candidate's ratio to Arrow over the compared scenarios (None if Arrow
-        is missing on any of them)."""
-        return self._geomean("candidate")
-
-    @property
-    def reference_geomean(self) -> float | None:
-        return self._geomean("reference")
+    missing: list[str]           # scenarios of the split where either controller has no cell
+    geomean: tuple[float, float, float]   # (ratio, lo, hi) of the candidate to the reference
+    training_seeds: int = 1      # checkpoints pooled into the candidate (a recipe's training seeds)
 
     def count(self, verdict: str) -> int:
         return sum(c.verdict == verdict for c in self.cells)
 
     @property
+    def failures(self) -> list[str]:
+        """Why the rule is not met (empty when it is)."""
+        out = []
+        if not self.cells:
+            out.append("no scenario to compare on")
+        if self.missing:
+            out.append("no cell on " + ", ".join(self.missing))
+        below = [c.scenario for c in self.cells if not c.non_inferior]
+        if below:
+            out.append(f"paired-ratio lower bound not above {MARGIN:g} on " + ", ".join(below))
+        g, lo, _ = self.geomean
+        if not (lo > 1.0):
+            out.append(f"geomean interval not above 1.0 ({g:.3f}x, lower bound {lo:.3f})")
+        if self.training_seeds < MIN_TRAINING_SEEDS:
+            out.append(f"{self.training_seeds} training seed(s); a recipe is judged over at least {MIN_TRAINING_SEEDS}")
+        return out
+
+    @property
     def meets_rule(self) -> bool:
-        """No loss on any compared scenario, none missing, and a higher geomean vs Arrow."""
-        a, b = self.candidate_geomean, self.reference_geomean
-        return (bool(self.cells) and not self.missing and self.count("loss") == 0
-                and a is not None and b is not None and a > b)
+        return not self.failures
 
 
-def compare(result: SuiteResult, candidate: str, reference: str, split: str | None = "train") -> Comparison:
-    """Compare ``candidate`` with ``reference`` on every scenario of ``split`` (None: all)."""
-    for name in (candidate, reference):
+def _rates(result: SuiteResult, scenario: str, controllers: list[str]) -> dict[int, float] | None:
+    """Per evaluation seed, the geometric mean of ``controllers``' rates (one controller: its rates)."""
+    sc = result.scenarios[scenario]
+    if any(c not in sc.controllers for c in controllers):
+        return None
+    per = [sc.controllers[c].rates_by_seed() for c in controllers]
+    seeds = [s for s in per[0] if all(s in p for p in per)]
+    floor = sc.floor_rate
+    return {s: float(np.exp(np.mean([math.log(max(p[s], floor)) for p in per]))) for s in seeds}
+
+
+def compare(result: SuiteResult, candidate: str | list[str], reference: str, split: str | None = "train") -> Comparison:
+    """Compare ``candidate`` (one controller, or a list of checkpoints pooled as one recipe) with
+    ``reference`` on every scenario of ``split`` (None: all)."""
+    members = [candidate] if isinstance(candidate, str) else list(candidate)
+    for name in [*members, reference]:
         if name not in result.controllers:
             raise ValueError(f"controller {name!r} is not in the suite result; it has {', '.join(result.controllers)}")
-    cells, missing = [], []
+    label = members[0] if len(members) == 1 else "pool(" + ", ".join(members) + ")"
+    cells, missing, groups = [], [], []
     for name, sc in result.scenarios.items():
         if split is not None and sc.scenario.split != split:
             continue
-        cand, ref = sc.controllers.get(candidate), sc.controllers.get(reference)
+        cand, ref = _rates(result, name, members), _rates(result, name, [reference])
         if cand is None or ref is None:
             missing.append(name)
             continue
-        arrow = sc.controllers.get(BASELINE)
-        cells.append(Cell(name, sc.scenario.split, cand.interval, ref.interval,
-                          arrow.interval if arrow is not None else None, cand.flips_per_min))
-    return Comparison(candidate, reference, cells, missing)
+        seeds = [s for s in cand if s in ref]
+        a, b = [cand[s] for s in seeds], [ref[s] for s in seeds]
+        ceil = ("a" if any(sc.controllers[m].interval.at_ceiling for m in members) else "") + \
+               ("b" if sc.controllers[reference].interval.at_ceiling else "")
+        groups.append(log_ratios(a, b, sc.floor_rate))
+        fpm = float(np.mean([sc.controllers[m].flips_per_min for m in members]))
+        cells.append(Cell(name, sc.scenario.split, mean_ci95(a), mean_ci95(b),
+                          paired_ratio(a, b, sc.floor_rate, ceil), fpm))
+    geo = geomean_interval(groups) if groups else (math.nan, math.nan, math.nan)
+    return Comparison(label, reference, cells, missing, geo, training_seeds=len(members))

@@ -1,9 +1,11 @@
-"""Render a suite result: cell text, the Markdown leaderboard, and the error-bar plot.
+"""Render a suite result: cell text, the Markdown leaderboard, and the forest plot.
 
 Every published serving-rate figure comes from here, so the wording rules live in one place:
-a rate is "mean ± half-width of the 95% interval"; a rate at the search ceiling is "≥ x"; a
-scenario whose best intervals overlap says "tie", never a ratio; a counted span under 10
-simulated minutes carries a dagger.
+a rate is "mean ± half-width of the 95% interval over seeds"; a rate at the search ceiling is
+"≥ x"; a comparison is the *paired* ratio (``arrow_rl.evaluation.paired``) with its 95% interval
+and a verdict called after a Holm correction across the split's scenarios; a counted span under
+10 simulated minutes carries a dagger; a controller that picks with hindsight is marked as not
+deployable.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 from pathlib import Path
 
 from arrow_rl.evaluation.intervals import Interval
+from arrow_rl.evaluation.paired import Paired
 from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
-from arrow_rl.evaluation.suite import ScenarioOutcome, SuiteResult
+from arrow_rl.evaluation.suite import ScenarioOutcome, SuiteResult, is_deployable
 
 SHORT_MARK = "†"
 
@@ -40,6 +43,27 @@ def outcome_cell(sc: ScenarioOutcome, controller: str, with_split: bool = True) 
 
 def ratio_cell(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
+
+
+VERDICT_MARK = {"win": "▲", "loss": "▼", "tie": "="}
+
+
+def paired_cell(p: Paired | None) -> str:
+    """``1.12x [1.03, 1.22] ▲``: paired ratio, its 95% interval, and the Holm-corrected verdict."""
+    if p is None:
+        return "-"
+    return f"{p.ratio:.2f}x [{p.lo:.2f}, {p.hi:.2f}] {VERDICT_MARK[p.verdict]}"
+
+
+def summary_ratio_cell(row: dict) -> str:
+    g, ci = row.get("geomean_ratio_to_arrow"), row.get("ci95")
+    if g is None:
+        return "-"
+    return f"{g:.2f}x" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None else "")
+
+
+def controller_label(name: str) -> str:
+    return name if is_deployable(name) else f"{name} (oracle)"
 
 
 def command_line(result: SuiteResult, markdown: str | None = None) -> str:
@@ -69,11 +93,13 @@ def command_line(result: SuiteResult, markdown: str | None = None) -> str:
 def protocol_text(result: SuiteResult) -> str:
     p = result.suite.protocol
     return (f"rate mode `{p.rate_mode}`, warm-up {p.warmup_s:g} s (served, not counted), counted span "
-            f"{p.span_s:g} s for traces (generators: their own duration), seeds {list(p.seeds)}, serving rate = "
-            f"highest rate with ≥ 90% of counted requests meeting both SLOs (Arrow §6.1), search tolerance "
-            f"{100 * p.rel_tol:g}% (bisection stops at hi/lo ≤ {1 + p.rel_tol:g}), ceiling {p.ceiling_factor:g}x "
-            f"the workload's own rate. Cells: mean ± half-width of the 95% Student-t interval over seeds; "
-            f"overlapping intervals are a tie.")
+            f"{p.span_s:g} s for traces (generators: their own duration), {len(p.seeds)} independent seeds "
+            f"{list(p.seeds)} with common, nested loads for every controller, serving rate = where SLO "
+            f"attainment (both SLOs, counted requests) crosses 90% (Arrow §6.1), interpolated on a monotone fit "
+            f"of every probed load once the bracket is ≤ {100 * p.rel_tol:g}% wide, ceiling {p.ceiling_factor:g}x "
+            f"the workload's own rate. Rates: mean ± half-width of the 95% Student-t interval over seeds. "
+            f"Comparisons: paired per-seed ratios, 95% t-interval on the log-ratio, verdicts (▲ win, ▼ loss, "
+            f"= tie) Holm-corrected across the split's scenarios at 5%.")
 
 
 START_MARK = "<!-- leaderboard:summary:start -->"
@@ -117,11 +143,15 @@ def update_marked_block(path: Path, result: SuiteResult, markdown_path: str | No
 
 
 def tables_markdown(result: SuiteResult) -> list[str]:
-    """The per-scenario table and the per-controller summary."""
+    """The per-scenario rate table, the paired-ratio table and the per-controller summaries."""
     ctrls = result.controllers
-    lines = ["Serving rate (req/s) per scenario. `split: test` scenarios are held out: nothing is trained "
-             f"or tuned on them. {SHORT_MARK} = counted span under {MIN_TRUSTED_SPAN_S / 60:g} simulated minutes.", "",
-             "| scenario | split | " + " | ".join(ctrls) + " | winner |",
+    labels = [controller_label(c) for c in ctrls]
+    lines = ["Serving rate (req/s) per scenario, mean ± 95% CI over seeds. `split: test` scenarios are held out: "
+             f"nothing is trained or tuned on them. {SHORT_MARK} = counted span under "
+             f"{MIN_TRUSTED_SPAN_S / 60:g} simulated minutes. Winner: the deployable controller with the best mean "
+             "that wins its paired comparison with the runner-up; otherwise the tie of every deployable controller "
+             "that does not lose to the best.", "",
+             "| scenario | split | " + " | ".join(labels) + " | winner |",
              "|---|---|" + "---:|" * len(ctrls) + "---|"]
     for name, sc in result.scenarios.items():
         cells = [outcome_cell(sc, c) for c in ctrls]
@@ -131,12 +161,26 @@ def tables_markdown(result: SuiteResult) -> list[str]:
     if na:
         lines += ["", f"{NOT_APPLICABLE}: the controller cannot run that scenario; it is left out of that "
                   "scenario's ranking and of its own summary. " + "; ".join(f"`{c}`: {why}" for c, why in na.items())]
-    lines += ["", "Summary per controller (geometric mean of the ratio of mean serving rates to Arrow; a win: the "
-              "only controller whose interval reaches the best; a tie: one of several).", "",
-              "| controller | geomean ratio to Arrow | wins | ties | losses | n/a |", "|---|---:|---:|---:|---:|---:|"]
-    for c, s in result.summary().items():
-        lines.append(f"| {c} | {ratio_cell(s['geomean_ratio_to_arrow'])} | {s['wins']} | {s['ties']} | {s['losses']} "
-                     f"| {s.get('not_applicable', 0)} |")
+    others = [c for c in ctrls if c != "arrow"]
+    if "arrow" in ctrls and others:
+        lines += ["", "Paired ratio to Arrow per scenario (same seeds, same loads): ratio [95% CI] and verdict.", "",
+                  "| scenario | split | " + " | ".join(controller_label(c) for c in others) + " |",
+                  "|---|---|" + "---:|" * len(others)]
+        for name, sc in result.scenarios.items():
+            cells = [paired_cell(sc.paired.get(c, {}).get("arrow")) for c in others]
+            lines.append(f"| {name} | {sc.scenario.split} | " + " | ".join(cells) + " |")
+    lines += ["", "Summary per controller and split: geometric mean of the paired ratio to Arrow with a 95% "
+              "hierarchical-bootstrap interval (scenarios, then seeds); wins / ties / losses from the paired, "
+              "Holm-corrected verdicts against the best *deployable* rival on each scenario (the deployable "
+              "controller other than itself with the highest mean), and against Arrow.", "",
+              "| split | controller | geomean ratio to Arrow [95% CI] | vs best deployable rival W/T/L | vs Arrow W/T/L | n/a |",
+              "|---|---|---:|---:|---:|---:|"]
+    for split in [*result.splits(), None]:
+        for c, row in result.summary(split).items():
+            va = row["vs_arrow"]
+            vs_arrow = "-" if c == "arrow" else f"{va['wins']}/{va['ties']}/{va['losses']}"
+            lines.append(f"| {split or 'all'} | {controller_label(c)} | {summary_ratio_cell(row)} | "
+                         f"{row['wins']}/{row['ties']}/{row['losses']} | {vs_arrow} | {row.get('not_applicable', 0)} |")
     return lines
 
 
@@ -147,8 +191,8 @@ def write_markdown(result: SuiteResult, path: Path) -> Path:
 
 
 def plot_suite(result: SuiteResult, path: Path) -> Path:
-    """Serving rate per scenario, normalised to Arrow's mean, one bar per controller with its 95%
-    interval as an error bar (ceiling rates drawn hatched: lower bounds)."""
+    """A forest plot: per scenario, each controller's paired ratio to Arrow with its 95% interval
+    (filled marker: a Holm-corrected win or loss; hollow: a tie), on a log axis around 1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,36 +200,34 @@ def plot_suite(result: SuiteResult, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(result.scenarios)
-    ctrls = result.controllers
-    width = 0.8 / max(1, len(ctrls))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(names) * max(1, len(ctrls)) / 2), 4.8))
+    ctrls = [c for c in result.controllers if c != "arrow"]
+    if "arrow" not in result.controllers or not ctrls:
+        raise ValueError("the forest plot shows ratios to Arrow: run the suite with arrow and at least one other controller")
+    step = 0.8 / max(1, len(ctrls))
+    fig, ax = plt.subplots(figsize=(8.0, max(3.5, 0.45 * len(names) * max(1, len(ctrls)) / 2 + 1.5)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, c in enumerate(ctrls):
-        xs, ys, lo, hi, hatch = [], [], [], [], []
+        colour = colours[j % len(colours)]
         for i, n in enumerate(names):
-            sc = result.scenarios[n]
-            ref = sc.controllers["arrow"].interval.mean if "arrow" in sc.controllers else 1.0
-            ref = ref if ref > 0 else 1.0
-            if c not in sc.controllers:  # n/a: no bar
+            p = result.scenarios[n].paired.get(c, {}).get("arrow")
+            if p is None:
                 continue
-            iv = sc.controllers[c].interval
-            xs.append(i + (j - (len(ctrls) - 1) / 2) * width)
-            ys.append(iv.mean / ref)
-            lo.append((iv.mean - iv.lo) / ref)
-            hi.append(0.0 if iv.at_ceiling or not math.isfinite(iv.hi) else (iv.hi - iv.mean) / ref)
-            hatch.append(iv.at_ceiling)
-        bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=c)
-        for b, h in zip(bars, hatch):
-            if h:
-                b.set_hatch("//")
-    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([n + (f" {SHORT_MARK}" if result.scenarios[n].short_span else "") for n in names],
-                       rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("serving rate / Arrow's mean" if "arrow" in ctrls else "serving rate (req/s)")
-    ax.set_title(f"{result.suite.name} suite{' (quick)' if result.quick else ''}: mean over seeds, 95% CI "
-                 "(hatched: at the search ceiling)", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+            y = i + (j - (len(ctrls) - 1) / 2) * step
+            ax.plot([p.lo, p.hi], [y, y], color=colour, lw=1.5)
+            ax.plot([p.ratio], [y], marker="o", ms=6, color=colour,
+                    markerfacecolor=colour if p.verdict != "tie" else "white",
+                    label=controller_label(c) if i == 0 else None)
+    ax.axvline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([n + (f" {SHORT_MARK}" if result.scenarios[n].short_span else "")
+                        + f" ({result.scenarios[n].scenario.split})" for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("serving rate / Arrow's (paired per seed; 95% CI)")
+    ax.set_title(f"{result.suite.name} suite{' (quick)' if result.quick else ''}, {len(result.suite.protocol.seeds)} "
+                 "seeds: filled = Holm-corrected win/loss, hollow = tie", fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

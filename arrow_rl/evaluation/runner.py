@@ -201,7 +201,9 @@ class CertainMisses:
         return self.counted > 0 and self.update(cluster) > self.allowed
 
 
-def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed: int) -> Any:
+def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed: int, preset: Any = None) -> Any:
+    """A fresh emulated cluster for ``policy`` (``preset``: a preset object to use instead of the
+    config's named one, e.g. a handicapped one in the suite's power check)."""
     from arrow_rl.cluster.emulator import EmulatedCluster
 
     n = int(emulator_config.num_instances)
@@ -213,7 +215,7 @@ def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed
     else:
         p = policy.initial_prefill if policy.initial_prefill is not None else default_initial_prefill(n)
         cfg = configure(emulator_config, mode=Mode.DISAGGREGATED, num_prefill=p, **mixed)
-    return EmulatedCluster(workload, cfg, router=policy.router, seed=seed)
+    return EmulatedCluster(workload, cfg, router=policy.router, seed=seed, preset=preset)
 
 
 def run_policy(
@@ -226,6 +228,7 @@ def run_policy(
     progress: Callable[[float, float], None] | None = None,
     count_from_s: float = 0.0,
     stop_below: float | None = None,
+    preset: Any = None,
 ) -> RunResult:
     """Run ``policy`` over ``workload`` on a fresh emulated cluster and score it.
 
@@ -241,7 +244,7 @@ def run_policy(
         raise ValueError(f"control_interval_s must be > 0, got {control_interval_s}")
     t0 = time.perf_counter()
     slo = slo_of(emulator_config)
-    cluster = build_cluster(workload, emulator_config, policy, seed)
+    cluster = build_cluster(workload, emulator_config, policy, seed, preset)
     controller = policy.controller
     if controller is not None:
         controller.reset(cluster.info)

@@ -1,8 +1,15 @@
-"""Run a scenario suite: every controller's serving rate on every scenario, per seed, with intervals.
+"""Run a scenario suite: every controller's serving rate on every scenario, per seed, compared in pairs.
 
-One job per (scenario, controller) runs all of the protocol's seeds (later seeds start from the
-first one's answer); jobs run in spawned worker processes (``--jobs``), longest first, or as Ray
-tasks (``backend="ray"``, ``arrow_rl.evaluation.ray_backend``: the same jobs, the same results).
+One job per (scenario, controller) runs all of the protocol's seeds, each searched on its own
+(``arrow_rl.evaluation.seeded_search``); ``static-oracle`` and ``static-tuned`` share one job (the
+tuned split is cross-fitted on the oracle's per-seed winners). Jobs run in spawned worker
+processes (``--jobs``), longest first, or as Ray tasks (``backend="ray"``,
+``arrow_rl.evaluation.ray_backend``: the same jobs, the same results).
+
+Controllers are compared in pairs on the same seeds (``arrow_rl.evaluation.paired``): each one
+against Arrow, and each one against the best *deployable* rival on the scenario (the highest mean
+rate among the deployable controllers other than itself). ``static-oracle`` and the clairvoyant
+``oracle`` are not deployable: they are headroom lines, never a rival.
 """
 
 from __future__ import annotations
@@ -14,18 +21,29 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from arrow_rl.evaluation.intervals import Interval, geomean, mean_ci95, winners
-from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
-from arrow_rl.evaluation.seeded_search import STATIC_BEST, SeedResult, search_controller
+import numpy as np
+
 from arrow_rl.controllers.splits import Split, split_from_json
+from arrow_rl.evaluation.crossing import MIN_FACTOR
+from arrow_rl.evaluation.intervals import Interval, mean_ci95
+from arrow_rl.evaluation.paired import Paired, call_verdicts, geomean_interval, log_ratios, paired_ratio
+from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
+from arrow_rl.evaluation.seeded_search import (RENAMED, STATIC_FAMILY, STATIC_ORACLE, SeedResult, make_runner,
+                                               search_controller, search_static)
 from arrow_rl.evaluation.suite_spec import Scenario, Suite
 
 BASELINE = "arrow"
+BEST_DEPLOYABLE = "best_deployable"
+
+
+def is_deployable(controller: str) -> bool:
+    """Whether a deployed system could run this controller (the oracles pick with hindsight)."""
+    return controller != STATIC_ORACLE and controller.split(":")[0] != "oracle"
 
 
 @dataclass
 class ControllerOutcome:
-    """One controller on one scenario: per-seed results and their interval."""
+    """One controller on one scenario: per-seed results and their (unpaired) interval."""
 
     controller: str
     seeds: list[SeedResult]
@@ -48,6 +66,14 @@ class ControllerOutcome:
         spans = [s.counted_span_s for s in self.seeds if s.counted_span_s > 0]
         return min(spans) if spans else 0.0
 
+    def rates_by_seed(self) -> dict[int, float]:
+        return {s.seed: s.rate for s in self.seeds}
+
+
+def outcome_of(controller: str, seeds: list[SeedResult], wall_s: float = 0.0, cpu_s: float = 0.0) -> ControllerOutcome:
+    return ControllerOutcome(controller, seeds, mean_ci95([s.rate for s in seeds], at_ceiling=any(s.at_ceiling for s in seeds)),
+                             wall_s, cpu_s)
+
 
 @dataclass
 class ScenarioOutcome:
@@ -56,10 +82,43 @@ class ScenarioOutcome:
     # controllers that cannot run this scenario (``ControllerMismatch``: e.g. a checkpoint trained
     # for 8 instances on a 16-instance scenario), with the reason; they are in no ranking here
     not_applicable: dict[str, str] = field(default_factory=dict)
+    # filled by ``SuiteResult.compare_pairs``: controller -> {"arrow" | "best_deployable": Paired}
+    paired: dict[str, dict[str, Paired]] = field(default_factory=dict)
+    rivals: dict[str, str] = field(default_factory=dict)    # controller -> its best deployable rival
+
+    @property
+    def floor_rate(self) -> float:
+        """Rates of 0 are floored here before a log-ratio: the search's lowest probed load."""
+        return self.scenario.source.base_rate * MIN_FACTOR
+
+    def best_deployable(self, exclude: str | None = None) -> str | None:
+        cands = [c for c in self.controllers if is_deployable(c) and c != exclude]
+        return max(cands, key=lambda c: self.controllers[c].interval.mean) if cands else None
+
+    def raw_pair(self, a: str, b: str) -> Paired:
+        """``a`` against ``b`` on the seeds both have, before any multiple-testing correction."""
+        ra, rb = self.controllers[a].rates_by_seed(), self.controllers[b].rates_by_seed()
+        seeds = [s for s in ra if s in rb]
+        ceil = ("a" if self.controllers[a].interval.at_ceiling else "") + ("b" if self.controllers[b].interval.at_ceiling else "")
+        return paired_ratio([ra[s] for s in seeds], [rb[s] for s in seeds], self.floor_rate, ceil)
+
+    def log_ratios_to(self, a: str, b: str) -> np.ndarray:
+        ra, rb = self.controllers[a].rates_by_seed(), self.controllers[b].rates_by_seed()
+        seeds = [s for s in ra if s in rb]
+        return log_ratios([ra[s] for s in seeds], [rb[s] for s in seeds], self.floor_rate)
 
     @property
     def winners(self) -> list[str]:
-        return winners({k: v.interval for k, v in self.controllers.items()})
+        """The deployable controllers that cannot be told apart from the best one (paired verdicts
+        against their best rival); one name is a sole win. Without paired verdicts (a lone
+        controller) the best one."""
+        best = self.best_deployable()
+        if best is None:
+            return []
+        tied = [c for c in self.controllers if is_deployable(c) and c != best
+                and self.paired.get(c, {}).get(BEST_DEPLOYABLE) is not None
+                and self.paired[c][BEST_DEPLOYABLE].verdict != "loss"]
+        return [best, *tied]
 
     @property
     def verdict(self) -> str:
@@ -72,10 +131,12 @@ class ScenarioOutcome:
         return bool(spans) and min(spans) < MIN_TRUSTED_SPAN_S
 
     def ratio_to(self, controller: str, baseline: str = BASELINE) -> float | None:
+        """Paired ratio (exp of the mean per-seed log-ratio) of ``controller`` to ``baseline``."""
         if baseline not in self.controllers or controller not in self.controllers:
             return None
-        b = self.controllers[baseline].interval.mean
-        return self.controllers[controller].interval.mean / b if b > 0 else None
+        if controller == baseline:
+            return 1.0
+        return self.raw_pair(controller, baseline).ratio
 
 
 @dataclass
@@ -89,27 +150,59 @@ class SuiteResult:
     simulations: int = 0
     settings: dict = field(default_factory=dict)
 
-    def summary(self) -> dict[str, dict]:
-        """Per controller: geometric-mean ratio to Arrow and wins/ties/losses (a win: the only
-        controller whose interval reaches the best one; a tie: one of several; else a loss)."""
+    def __post_init__(self) -> None:
+        self.compare_pairs()
+
+    def compare_pairs(self) -> None:
+        """Paired verdicts of every controller against Arrow and against its best deployable rival,
+        Holm-corrected within each (controller, comparison, split) family."""
+        families: dict[tuple[str, str, str], list[tuple[ScenarioOutcome, Paired]]] = {}
+        for sc in self.scenarios.values():
+            sc.paired, sc.rivals = {}, {}
+            for c in sc.controllers:
+                pairs: dict[str, Paired] = {}
+                if c != BASELINE and BASELINE in sc.controllers:
+                    pairs[BASELINE] = sc.raw_pair(c, BASELINE)
+                rival = sc.best_deployable(exclude=c)
+                if rival is not None:
+                    sc.rivals[c] = rival
+                    pairs[BEST_DEPLOYABLE] = sc.raw_pair(c, rival)
+                for kind, p in pairs.items():
+                    families.setdefault((c, kind, sc.scenario.split), []).append((sc, p))
+                sc.paired[c] = pairs
+        for (c, kind, _), members in families.items():
+            called = call_verdicts([p for _, p in members])
+            for (sc, _), p in zip(members, called):
+                sc.paired[c][kind] = p
+
+    def summary(self, split: str | None = None) -> dict[str, dict]:
+        """Per controller over the scenarios of ``split`` (None: all): the geometric mean of its paired
+        ratio to Arrow with a hierarchical-bootstrap 95% interval, and wins/ties/losses from the
+        paired verdicts against the best deployable rival (``vs_arrow``: against Arrow)."""
         out: dict[str, dict] = {}
-        for c in self.controllers:
-            ratios, w, t, lost, na = [], 0, 0, 0, 0
-            for sc in self.scenarios.values():
+        scen = [sc for sc in self.scenarios.values() if split is None or sc.scenario.split == split]
+        for i, c in enumerate(self.controllers):
+            groups, counts, vs_arrow, na = [], {"win": 0, "tie": 0, "loss": 0}, {"win": 0, "tie": 0, "loss": 0}, 0
+            for sc in scen:
                 if c not in sc.controllers:
                     na += c in sc.not_applicable
                     continue
-                ratios.append(sc.ratio_to(c))
-                win = sc.winners
-                if win == [c]:
-                    w += 1
-                elif c in win:
-                    t += 1
-                else:
-                    lost += 1
-            out[c] = {"geomean_ratio_to_arrow": geomean(ratios) if BASELINE in self.controllers else None,
-                      "wins": w, "ties": t, "losses": lost, "not_applicable": na}
+                if BASELINE in sc.controllers:
+                    groups.append(sc.log_ratios_to(c, BASELINE))
+                pairs = sc.paired.get(c, {})
+                if BEST_DEPLOYABLE in pairs:
+                    counts[pairs[BEST_DEPLOYABLE].verdict] += 1
+                if BASELINE in pairs:
+                    vs_arrow[pairs[BASELINE].verdict] += 1
+            geo = geomean_interval(groups, seed=i) if groups and BASELINE in self.controllers else (None, None, None)
+            out[c] = {"geomean_ratio_to_arrow": geo[0], "ci95": [geo[1], geo[2]] if geo[0] is not None else None,
+                      "wins": counts["win"], "ties": counts["tie"], "losses": counts["loss"], "not_applicable": na,
+                      "vs_arrow": {"wins": vs_arrow["win"], "ties": vs_arrow["tie"], "losses": vs_arrow["loss"]},
+                      "deployable": is_deployable(c)}
         return out
+
+    def splits(self) -> list[str]:
+        return list(dict.fromkeys(sc.scenario.split for sc in self.scenarios.values()))
 
     def to_json(self) -> dict:
         scenarios: dict[str, Any] = {}
@@ -121,9 +214,13 @@ class SuiteResult:
                     "serving_rate": iv.mean,
                     "ci95": [iv.lo, iv.hi if math.isfinite(iv.hi) else None],
                     "per_seed": [s.rate for s in o.seeds],
+                    "brackets": [[s.bracket[0], s.bracket[1] if math.isfinite(s.bracket[1]) else None] for s in o.seeds],
                     "flips_per_min": o.flips_per_min,
                     "at_ceiling": iv.at_ceiling,
                     "ratio_to_arrow": sc.ratio_to(c),
+                    "deployable": is_deployable(c),
+                    "paired": {k: p.to_json() | ({"rival": sc.rivals[c]} if k == BEST_DEPLOYABLE else {})
+                               for k, p in sc.paired.get(c, {}).items()},
                     "simulations": sum(s.simulations for s in o.seeds),
                     "cpu_s": o.cpu_s,
                 }
@@ -146,6 +243,7 @@ class SuiteResult:
             if sc.not_applicable:
                 scenarios[name]["not_applicable"] = dict(sc.not_applicable)
         return {"suite": self.suite.name, "quick": self.quick, "scenarios": scenarios, "summary": self.summary(),
+                "summary_by_split": {sp: self.summary(sp) for sp in self.splits()},
                 "settings": self.settings | {"protocol": self.suite.protocol.describe(),
                                              "wall_s": self.wall_s, "cpu_s": self.cpu_s,
                                              "simulations": self.simulations}}
@@ -154,9 +252,8 @@ class SuiteResult:
 def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") -> SuiteResult:
     """Rebuild a ``SuiteResult`` from ``to_json`` output, to render tables, plots and Markdown again
     without re-running (``arrow-rl suite report``). ``suite`` supplies the scenario definitions; a
-    scenario of the JSON that the suite lacks is an error naming it. Files written before per-seed
-    records were kept give each seed the job's mean flips/min and the scenario's counted span,
-    which is what the rendering uses."""
+    scenario of the JSON that the suite lacks is an error naming it, and so is a file written by
+    the earlier protocol (no per-seed brackets: its rates are bisection low ends, not crossings)."""
     try:
         scen_json: dict = payload["scenarios"]
         settings = dict(payload.get("settings") or {})
@@ -176,22 +273,17 @@ def result_from_json(payload: dict, suite: Suite, source: str = "suite JSON") ->
         for c, e in sj["controllers"].items():
             if c not in controllers:
                 controllers.append(c)
-            if "seeds" in e:
-                seeds = [SeedResult(int(d["seed"]), float(d["factor"]), float(d["rate"]), bool(d["at_ceiling"]),
-                                    float(d["flips_per_min"]), float(d["counted_span_s"]), int(d["simulations"]),
-                                    split_from_json(d.get("best_split"), n, f"{source}: {name}: {c}"))
-                         for d in e["seeds"]]
-            else:
-                rates = e["per_seed"]
-                splits = e.get("per_seed_split") or [None] * len(rates)
-                seeds = [SeedResult(k, math.nan, float(r), bool(e.get("at_ceiling", False)), float(e["flips_per_min"]),
-                                    float(sj.get("counted_span_s", 0.0)), int(e.get("simulations", 0)) // len(rates),
-                                    split_from_json(splits[k], n, f"{source}: {name}: {c}"))
-                         for k, r in enumerate(rates)]
+            if "brackets" not in e:
+                raise ValueError(f"{source}: scenario {name!r} controller {c!r} comes from the earlier suite protocol "
+                                 "(no per-seed brackets); re-run it with `arrow-rl suite run`")
+            seeds = [SeedResult(int(d["seed"]), float(d["factor"]), float(d["rate"]), bool(d["at_ceiling"]),
+                                float(d["flips_per_min"]), float(d["counted_span_s"]), int(d["simulations"]),
+                                split_from_json(d.get("best_split"), n, f"{source}: {name}: {c}"),
+                                {float(k): float(v) for k, v in (d.get("points") or {}).items()},
+                                (float(d["bracket"][0]), math.inf if d["bracket"][1] is None else float(d["bracket"][1])))
+                     for d in e["seeds"]]
             sims += sum(x.simulations for x in seeds)
-            row[c] = ControllerOutcome(c, seeds, mean_ci95([x.rate for x in seeds],
-                                                           at_ceiling=any(x.at_ceiling for x in seeds)),
-                                       float(e.get("wall_s", 0.0)), float(e.get("cpu_s", 0.0)))
+            row[c] = outcome_of(c, seeds, float(e.get("wall_s", 0.0)), float(e.get("cpu_s", 0.0)))
         na = {str(c): str(why) for c, why in (sj.get("not_applicable") or {}).items()}
         for c in na:
             if c not in controllers:
@@ -270,24 +362,31 @@ def _split_json(s: Split | None) -> int | str | None:
 
 
 def _seed_json(s: SeedResult) -> dict[str, Any]:
-    out = {"seed": s.seed, "factor": s.factor, "rate": s.rate, "at_ceiling": s.at_ceiling,
-           "flips_per_min": s.flips_per_min, "counted_span_s": s.counted_span_s,
-           "simulations": s.simulations, "best_split": _split_json(s.best_split)}
-    if s.pd_factor is not None:   # static-best: its P/D-only answer on the way (static-best-pd's)
-        out["pd_only"] = {"factor": s.pd_factor, "rate": s.pd_rate, "best_split": _split_json(s.pd_split),
-                          "simulations": s.pd_simulations}
-    return out
+    return {"seed": s.seed, "factor": s.factor, "rate": s.rate, "at_ceiling": s.at_ceiling,
+            "bracket": [s.bracket[0], s.bracket[1] if math.isfinite(s.bracket[1]) else None],
+            "points": {f"{k:.6g}": v for k, v in sorted(s.points.items())},
+            "flips_per_min": s.flips_per_min, "counted_span_s": s.counted_span_s,
+            "simulations": s.simulations, "best_split": _split_json(s.best_split)}
 
 
-def _job(scenario: Scenario, controller: str, notify: Callable | None) -> tuple[list[SeedResult], float, float]:
+STATIC_JOB = "static"   # one job measures both static-oracle and static-tuned (cross-fitting needs both)
+
+
+def _job(scenario: Scenario, controller: str, notify: Callable | None,
+         preset: Any = None) -> tuple[dict[str, list[SeedResult]], float, float]:
+    """One (scenario, controller) job: {controller name: per-seed results} (two names for ``static``)."""
     t0, c0 = time.perf_counter(), time.process_time()
     on_run = None
     if notify is not None:
         def on_run(spec: str, rate: float, att: float) -> None:
             notify(scenario.name, spec, rate, att)
-    seeds = search_controller(scenario.source, scenario.emulator_config, controller, scenario.protocol,
-                              on_run=on_run)
-    return seeds, time.perf_counter() - t0, time.process_time() - c0
+    if controller == STATIC_JOB:
+        runner = make_runner(scenario.source, scenario.emulator_config, scenario.protocol, on_run=on_run, preset=preset)
+        out = search_static(runner, scenario.protocol.seeds)
+    else:
+        out = {controller: search_controller(scenario.source, scenario.emulator_config, controller, scenario.protocol,
+                                             on_run=on_run, preset=preset)}
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 class _Notifier:
@@ -303,37 +402,66 @@ class _Notifier:
 def _cost_rank(scenario: Scenario, controller: str) -> float:
     """Rough relative cost, to start the longest jobs first (static-best searches many splits)."""
     n = scenario.emulator_config.num_instances
-    return n * (4.0 if controller == "static-best" else 3.0 if controller in STATIC_BEST else 1.0)
+    return n * (5.0 if controller == STATIC_JOB else 1.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A controller run under another name: ``spec`` on a cluster built from ``preset`` (a preset
+    object instead of the scenario's named one). The suite's power check compares a controller
+    with itself on faster instances this way."""
+
+    spec: str
+    preset: Any = None
+
+
+def _job_name(controller: str) -> str:
+    return STATIC_JOB if controller in STATIC_FAMILY else controller
 
 
 def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: bool = False,
               on_job_done: Callable[[str, str, float], None] | None = None,
               on_run: Callable[[str, str, float, float], None] | None = None,
-              backend: str = "local", ray_address: str | None = None) -> SuiteResult:
+              backend: str = "local", ray_address: str | None = None,
+              variants: dict[str, Variant] | None = None) -> SuiteResult:
     """Measure every controller on every scenario of ``suite``. ``backend``: ``local`` (``jobs``
     worker processes) or ``ray`` (one Ray task per job on the cluster at ``ray_address``, a
-    private local Ray when None; ``jobs`` is then unused: Ray runs as many as it has CPUs)."""
+    private local Ray when None; ``jobs`` is then unused: Ray runs as many as it has CPUs).
+    ``variants``: names among ``controllers`` that stand for another spec and/or preset."""
     from arrow_rl.evaluation.evaluate import _process_pool
 
+    variants = dict(variants or {})
     names = [c.strip() for c in controllers if c.strip()]
     if not names:
         raise ValueError("no controllers given")
     if len(set(names)) != len(names):
         raise ValueError(f"controller listed twice in {names}")
+    for c in names:
+        if c in RENAMED:
+            raise ValueError(f"controller {c!r} was renamed: use {RENAMED[c]}")
     unfit: dict[tuple[str, str], str] = {}
     for sc in suite.scenarios:  # reject an unknown controller, and find the unfit pairs, before any simulation
         for c in names:
-            why = controller_misfit(sc, c)
+            if c in STATIC_FAMILY:
+                continue
+            why = controller_misfit(sc, variants[c].spec if c in variants else c)
             if why is not None:
                 unfit[(sc.name, c)] = why
-    tasks = sorted(((sc, c) for sc in suite.scenarios for c in names if (sc.name, c) not in unfit),
+    job_names = list(dict.fromkeys(_job_name(c) for c in names))
+    tasks = sorted(((sc, c) for sc in suite.scenarios for c in job_names if (sc.name, c) not in unfit),
                    key=lambda t: -_cost_rank(*t))
+
+    def job_args(sc: Scenario, c: str) -> tuple:
+        return sc, variants[c].spec if c in variants else c
+
     t0, c0 = time.perf_counter(), time.process_time()
-    done: dict[tuple[str, str], tuple[list[SeedResult], float, float]] = {}
+    done: dict[tuple[str, str], tuple[dict[str, list[SeedResult]], float, float]] = {}
     if backend == "ray":
         from arrow_rl.evaluation.ray_backend import run_jobs
 
-        done = run_jobs(_job, [((sc.name, c), (sc, c)) for sc, c in tasks], progress=on_run, notify_arg=True,
+        if any(v.preset is not None for v in variants.values()):
+            raise ValueError("controller variants with their own preset run on the local backend only")
+        done = run_jobs(_job, [((sc.name, c), job_args(sc, c)) for sc, c in tasks], progress=on_run, notify_arg=True,
                         on_done=(lambda key, res: on_job_done(key[0], key[1], res[1])) if on_job_done else None,
                         describe_error=lambda key, exc: ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}")
                         if isinstance(exc, ValueError) else exc,
@@ -341,7 +469,7 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     elif jobs <= 1:
         for sc, c in tasks:
             try:
-                done[(sc.name, c)] = _job(sc, c, on_run)
+                done[(sc.name, c)] = _job(*job_args(sc, c), on_run, variants[c].preset if c in variants else None)
             except ValueError as exc:
                 raise ValueError(f"scenario {sc.name}, controller {c}: {exc}") from exc
             if on_job_done:
@@ -355,8 +483,9 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
             pool = _process_pool(jobs)
             failed = True
             try:
-                futures: dict[Future, tuple[str, str]] = {pool.submit(_job, sc, c, notify): (sc.name, c)
-                                                          for sc, c in tasks}
+                futures: dict[Future, tuple[str, str]] = {
+                    pool.submit(_job, *job_args(sc, c), notify, variants[c].preset if c in variants else None): (sc.name, c)
+                    for sc, c in tasks}
                 pending = set(futures)
                 while pending:
                     finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -385,13 +514,19 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     sims = 0
     for sc in suite.scenarios:
         row: dict[str, ControllerOutcome] = {}
+        charged: set[str] = set()   # a shared job's cost is charged to the first name it serves
         for c in names:
-            if (sc.name, c) in unfit:
+            job = _job_name(c)
+            if (sc.name, job) in unfit or (sc.name, c) in unfit:
                 continue
-            seeds, wall, job_cpu = done[(sc.name, c)]
-            sims += sum(s.simulations for s in seeds)
-            row[c] = ControllerOutcome(c, seeds, mean_ci95([s.rate for s in seeds],
-                                                           at_ceiling=any(s.at_ceiling for s in seeds)), wall, job_cpu)
+            results, wall, job_cpu = done[(sc.name, job)]
+            seeds = results[c if c in results else (variants[c].spec if c in variants else c)]
+            first = job not in charged
+            charged.add(job)
+            if first:
+                sims += sum(s.simulations for s in seeds) if job != STATIC_JOB else \
+                    sum(s.simulations for r in results.values() for s in r)
+            row[c] = outcome_of(c, seeds, wall, job_cpu if first else 0.0)
         outcomes[sc.name] = ScenarioOutcome(sc, row, {c: why for (n, c), why in unfit.items() if n == sc.name})
     wall = time.perf_counter() - t0
     if jobs <= 1 and backend != "ray":

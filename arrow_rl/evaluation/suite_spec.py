@@ -4,8 +4,8 @@ A suite is YAML (schema in docs/evaluation.md)::
 
     name: standard
     slo_tiers: {loose: {ttft_s: 10, tpot_s: 0.125}}
-    protocol: {rate_mode: superpose, warmup_s: 120, span_s: 600, seeds: [0, 1, 2], rel_tol: 0.05}
-    quick: {span_s: 300, rel_tol: 0.1}     # what --quick changes
+    protocol: {rate_mode: superpose, warmup_s: 120, span_s: 600, seeds: [0, 1, 2, 3, 4], rel_tol: 0.02}
+    quick: {span_s: 300, rel_tol: 0.05}    # what --quick changes
     scenarios:
       - {name: azure-code-70b-x8, split: train, workload: azure-code,
          preset: h100-llama3.1-70b-tp4, instances: 8, slo: loose}
@@ -54,6 +54,9 @@ class ProtocolSpec(_Model):
     rel_tol: float | None = Field(default=None, gt=0, lt=1)
     max_evals: int | None = Field(default=None, ge=3)
     ceiling_factor: float | None = Field(default=None, gt=1)
+    growth: Literal["independent", "aligned"] | None = None
+    jitter_s: float | None = Field(default=None, ge=0)
+    stop_margin: float | None = Field(default=None, ge=0, lt=0.9)
 
     @field_validator("seeds")
     @classmethod
