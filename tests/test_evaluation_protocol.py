@@ -119,8 +119,8 @@ def test_seeded_search_is_deterministic_and_reports_every_seed():
                        "mix": {"input": {"kind": "fixed", "tokens": 512}, "output": {"kind": "fixed", "tokens": 32}}})
     proto = Protocol(warmup_s=5, seeds=(0, 1, 2), rel_tol=0.5, max_evals=5)
     src = LoadSource("p", spec=spec)
-    a = search_controller(src, emu, "static-best", proto)
-    b = search_controller(src, emu, "static-best", proto)
+    a = search_controller(src, emu, "static-oracle", proto)
+    b = search_controller(src, emu, "static-oracle", proto)
     assert [r.rate for r in a] == [r.rate for r in b]
     assert len(a) == 3 and all(r.rate > 0 and r.best_split.label in ("1P:2D", "2P:1D", "1P:1D:1M", "3M") for r in a)
 

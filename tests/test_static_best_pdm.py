@@ -1,5 +1,5 @@
-"""``static-best`` over P:D:M splits (issue 12 item 3, docs/design_mixed_role.md): the split set,
-the coarse-to-fine search, its floor (today's P/D-only answer) and the suite JSON's two formats."""
+"""Static P:D:M splits: the split set, ``static-oracle``'s coarse-to-fine search, ``static-tuned``'s
+cross-fitting, and the suite JSON's split formats."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from arrow_rl.evaluation.protocol import Protocol
-from arrow_rl.evaluation.seeded_search import search_seed
+from arrow_rl.evaluation.seeded_search import STATIC_ORACLE, STATIC_TUNED, search_static, search_static_oracle
 from arrow_rl.controllers.splits import (Split, all_splits, coarse_mixed, is_valid, neighbours, pd_splits,
                                         split_from_json)
 
@@ -52,11 +52,13 @@ def test_split_labels_specs_and_json_keep_the_p_d_format():
 # ---------------------------------------------------------------------------- the search -------
 @dataclass
 class FakeRunner:
-    """A ``_Runner`` whose split ``s`` passes exactly up to rate factor ``capacity[s]``."""
+    """A ``_Runner`` whose split ``s`` passes exactly up to rate factor ``capacity[s]`` (times a
+    per-seed scale, to tell seeds apart); attainment falls linearly in log factor past it."""
 
     capacity: dict[Split, float]
     n: int
-    protocol: Protocol = field(default_factory=lambda: Protocol(seeds=(0,), rel_tol=0.05, max_evals=12))
+    protocol: Protocol = field(default_factory=lambda: Protocol(seeds=(0,), rel_tol=0.05, max_evals=16))
+    seed_scale: dict[int, dict[Split, float]] = field(default_factory=dict)
     runs: int = 0
     ran: list = field(default_factory=list)
 
@@ -68,10 +70,24 @@ class FakeRunner:
         s = next(x for x in all_splits(self.n) if x.spec == spec)
         self.runs += 1
         self.ran.append(s)
-        return (1.0 if k <= self.capacity[s] else 0.5), 0.0, 1.0
+        cap = self.capacity[s] * self.seed_scale.get(seed, {}).get(s, 1.0)
+        return 0.9 - 0.5 * math.log(k / cap), 0.0, 1.0
 
     def load(self, k: float, seed: int):
         return SimpleNamespace(offered_rate=k, counted_span_s=300.0)
+
+    def points_of(self, spec: str, seed: int) -> dict[float, float]:
+        return self._points.get((spec, seed), {})
+
+    def __post_init__(self) -> None:
+        self._points: dict = {}
+        run = self.run
+
+        def recording(spec: str, k: float, seed: int):
+            out = run(spec, k, seed)
+            self._points.setdefault((spec, seed), {})[k] = out[0]
+            return out
+        self.run = recording
 
 
 def landscape(n: int, peak: Split, top: float, pd_top: float) -> dict[Split, float]:
@@ -80,44 +96,51 @@ def landscape(n: int, peak: Split, top: float, pd_top: float) -> dict[Split, flo
     return {s: min(c, pd_top) if s.m == 0 else c for s, c in cap.items()}
 
 
-def test_static_best_finds_an_off_grid_mixed_peak_by_refining_around_the_coarse_winner():
+def test_static_oracle_finds_an_off_grid_mixed_peak_by_refining_around_the_coarse_winner():
     peak = Split(2, 1, 5)
     assert peak not in coarse_mixed(8)
     r = FakeRunner(landscape(8, peak, top=20.0, pd_top=9.0), 8)
-    res = search_seed(r, "static-best", 0)
-    assert res.best_split == peak and res.factor <= 20.0 and res.factor >= 20.0 / 1.05
-    assert res.pd_split is not None and res.pd_split.m == 0 and res.pd_factor <= 9.0
+    res = search_static_oracle(r, 0)
+    assert res.best_split == peak and res.factor == pytest.approx(20.0, rel=1e-6)   # interpolated: exact here
+    assert res.bracket[0] <= 20.0 <= res.bracket[1] <= res.bracket[0] * 1.05
     assert len(set(r.ran)) < len(all_splits(8))   # coarse to fine: not every split was run
 
 
 @pytest.mark.parametrize("peak, pd_top", [(Split(2, 1, 5), 9.0), (Split(6, 2, 0), 30.0), (Split(0, 0, 8), 6.0),
                                           (Split(1, 6, 1), 12.0)])
-def test_static_best_is_never_below_the_pd_only_search_and_its_pd_answer_is_that_search(peak, pd_top):
+def test_static_oracle_reaches_the_best_split_of_the_landscape(peak, pd_top):
     cap = landscape(8, peak, top=20.0, pd_top=pd_top)
-    pdm = search_seed(FakeRunner(cap, 8), "static-best", 0)
-    only_pd = FakeRunner(cap, 8)
-    pd = search_seed(only_pd, "static-best-pd", 0)
-    assert all(s.m == 0 for s in only_pd.ran) and pd.best_split.m == 0
-    assert pdm.factor >= pd.factor and (pdm.pd_factor, pdm.pd_split) == (pd.factor, pd.best_split)
-    assert pdm.factor >= max(cap.values()) / 1.05 - 1e-9 and cap[pdm.best_split] == max(cap.values())
+    res = search_static_oracle(FakeRunner(cap, 8), 0)
+    assert cap[res.best_split] == max(cap.values()) and res.factor == pytest.approx(max(cap.values()), rel=1e-6)
 
 
-def test_a_later_seed_searches_around_the_first_seeds_winners():
+def test_static_tuned_picks_each_seeds_split_from_the_other_seeds_only():
+    """Seed 0 favours 2P:1D:5M (20), seeds 1-2 favour 6P:2D (27, it serves 9 on seed 0): the split
+    tuned for seed 0 is 6P:2D (all the other seeds say), scored on seed 0, below the oracle there;
+    for seeds 1 and 2 the other seeds' mean still prefers 6P:2D."""
+    a, b = Split(2, 1, 5), Split(6, 2, 0)
+    cap = landscape(8, a, top=20.0, pd_top=9.0)
+    worse = {s: 0.4 for s in cap if s.m > 0} | {b: 3.0}
+    r = FakeRunner(cap, 8, Protocol(seeds=(0, 1, 2), rel_tol=0.05, max_evals=16), seed_scale={1: worse, 2: worse})
+    out = search_static(r, (0, 1, 2))
+    oracle, tuned = out[STATIC_ORACLE], out[STATIC_TUNED]
+    assert [x.best_split for x in oracle] == [a, b, b]
+    assert [x.best_split for x in tuned] == [b, b, b]
+    assert tuned[0].factor == pytest.approx(9.0, rel=1e-6) and oracle[0].factor == pytest.approx(20.0, rel=1e-6)
+    assert [t.factor for t in tuned[1:]] == [o.factor for o in oracle[1:]]
+
+
+def test_static_search_of_a_seed_does_not_depend_on_the_other_seeds():
     cap = landscape(8, Split(2, 1, 5), top=20.0, pd_top=9.0)
-    blind = FakeRunner(cap, 8)
-    first = search_seed(blind, "static-best", 0)
-    later = FakeRunner(cap, 8)
-    res = search_seed(later, "static-best", 1, hint=first.factor, around=first)
-    assert res.best_split == first.best_split and res.factor >= first.factor / 1.05
-    tried = set(later.ran)
-    assert all(abs(s.p - first.pd_split.p) <= 1 for s in tried if s.m == 0)
-    assert tried - {s for s in pd_splits(8)} <= {first.best_split, *neighbours(first.best_split, 8)}
-    assert later.runs < blind.runs / 2
+    alone = search_static_oracle(FakeRunner(cap, 8, seed_scale={1: {s: 0.7 for s in cap}}), 1)
+    r = FakeRunner(cap, 8, Protocol(seeds=(0, 1), rel_tol=0.05, max_evals=16), seed_scale={1: {s: 0.7 for s in cap}})
+    both = search_static(r, (0, 1))[STATIC_ORACLE]
+    assert (both[1].factor, both[1].best_split, both[1].points) == (alone.factor, alone.best_split, alone.points)
 
 
 # --------------------------------------------------------------- on the emulator (slow) ----
 @pytest.mark.slow
-def test_on_a_colocation_friendly_load_static_best_beats_the_pd_only_search_with_a_mixed_split():
+def test_on_a_colocation_friendly_load_the_static_oracle_picks_a_mixed_split():
     from arrow_rl.cluster.emulator import EmulatorConfig
     from arrow_rl.evaluation.protocol import LoadSource
     from arrow_rl.evaluation.seeded_search import search_controller
@@ -129,12 +152,8 @@ def test_on_a_colocation_friendly_load_static_best_beats_the_pd_only_search_with
                                "output": {"kind": "lognormal", "mean": 300, "cv": 0.8, "max_tokens": 2000}}})
     proto = Protocol(warmup_s=5, seeds=(0, 1), rel_tol=0.2, max_evals=8)
     src = LoadSource("short-prompts", spec=spec)
-    pdm = search_controller(src, emu, "static-best", proto)
-    pd = search_controller(src, emu, "static-best-pd", proto)
-    for a, b in zip(pdm, pd):
-        assert a.rate >= b.rate and (a.pd_factor, a.pd_split) == (b.factor, b.best_split)
-    assert any(a.best_split.m > 0 and a.rate > b.rate * 1.1 for a, b in zip(pdm, pd))
-    assert not math.isnan(pdm[0].rate)
+    pdm = search_controller(src, emu, STATIC_ORACLE, proto)
+    assert any(a.best_split.m > 0 for a in pdm) and all(a.rate > 0 for a in pdm)
 
 
 # --------------------------------------------------------------------------- the suite JSON ----
@@ -150,21 +169,23 @@ def test_a_mixed_winner_round_trips_through_the_suite_json_and_the_table_names_i
 
     suite = load_suite(str(Path(__file__).parent / "data" / "tiny_suite.yaml"))
     sc = suite.scenarios[0]   # 3 instances
-    seeds = [SeedResult(k, 2.0, 4.0, False, 0.0, 40.0, 9, Split(1, 1, 1), pd_factor=1.5, pd_rate=3.0,
-                        pd_split=Split(1, 2), pd_simulations=5) for k in range(2)]
+    seeds = [SeedResult(k, 2.0, 4.0, False, 0.0, 40.0, 9, Split(1, 1, 1), {1.0: 1.0, 2.0: 0.95, 2.2: 0.5}, (2.0, 2.2))
+             for k in range(2)]
     seeds.append(SeedResult(2, 2.0, 4.0, False, 0.0, 40.0, 9, Split(2, 1, 0)))
-    outcome = ControllerOutcome("static-best", seeds, mean_ci95([4.0] * 3), 1.0)
-    res = SuiteResult(suite, ["static-best"], {sc.name: ScenarioOutcome(sc, {"static-best": outcome})}, False,
-                      settings={"controllers": ["static-best"]})
+    outcome = ControllerOutcome("static-oracle", seeds, mean_ci95([4.0] * 3), 1.0)
+    res = SuiteResult(suite, ["static-oracle"], {sc.name: ScenarioOutcome(sc, {"static-oracle": outcome})}, False,
+                      settings={"controllers": ["static-oracle"]})
     payload = json.loads(json.dumps(res.to_json()))
-    entry = payload["scenarios"][sc.name]["controllers"]["static-best"]
+    entry = payload["scenarios"][sc.name]["controllers"]["static-oracle"]
     assert (entry["best_split"], entry["best_split_label"], entry["per_seed_split"]) == ("1:1:1", "1P:1D:1M",
                                                                                           ["1:1:1", "1:1:1", 2])
-    assert entry["seeds"][0]["pd_only"] == {"factor": 1.5, "rate": 3.0, "best_split": 1, "simulations": 5}
+    assert entry["seeds"][0]["points"] == {"1": 1.0, "2": 0.95, "2.2": 0.5} and entry["brackets"][0] == [2.0, 2.2]
+    assert entry["deployable"] is False
     back = result_from_json(payload, suite)
-    again = back.scenarios[sc.name].controllers["static-best"]
+    again = back.scenarios[sc.name].controllers["static-oracle"]
     assert [s.best_split for s in again.seeds] == [Split(1, 1, 1), Split(1, 1, 1), Split(2, 1, 0)]
-    assert outcome_cell(back.scenarios[sc.name], "static-best").endswith("(1P:1D:1M)")
+    assert again.seeds[0].points == {1.0: 1.0, 2.0: 0.95, 2.2: 0.5} and again.seeds[0].bracket == (2.0, 2.2)
+    assert outcome_cell(back.scenarios[sc.name], "static-oracle").endswith("(1P:1D:1M)")
 
 
 # ------------------------------------------------------------- arrow-rl evaluate's static-best ----

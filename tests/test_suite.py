@@ -120,16 +120,18 @@ def test_quick_applies_the_suites_quick_section():
 def test_suite_run_writes_json_table_plot_and_leaderboard(tmp_path):
     out, md, plots, readme = tmp_path / "s.json", tmp_path / "lb.md", tmp_path / "plots", tmp_path / "R.md"
     readme.write_text("# R\n<!-- leaderboard:summary:start -->\nOLDBLOCK\n<!-- leaderboard:summary:end -->\nafter\n")
-    res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "static-best,colocated",
+    res = CliRunner().invoke(app, ["suite", "run", "--suite", str(TINY), "--controllers", "arrow,static-tuned,colocated",
                                    "--json", str(out), "--markdown", str(md), "--plots", str(plots),
                                    "--update-readme", str(readme)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert set(data["scenarios"]) == {"tiny-poisson", "tiny-trace"}
     row = data["scenarios"]["tiny-poisson"]["controllers"]["colocated"]
-    assert set(row) >= {"serving_rate", "ci95", "per_seed", "flips_per_min"} and len(row["per_seed"]) == 3
+    assert set(row) >= {"serving_rate", "ci95", "per_seed", "brackets", "flips_per_min", "paired"}
+    assert len(row["per_seed"]) == len(row["brackets"]) == 3
     assert row["ci95"][0] <= row["serving_rate"] <= row["ci95"][1]
-    assert set(data["summary"]["colocated"]) >= {"geomean_ratio_to_arrow", "wins", "ties", "losses"}
+    assert set(row["paired"]["arrow"]) >= {"ratio", "ci95", "verdict"} and row["paired"]["best_deployable"]["rival"]
+    assert set(data["summary"]["colocated"]) >= {"geomean_ratio_to_arrow", "ci95", "wins", "ties", "losses"}
     assert "| tiny-poisson" in md.read_text() and (plots / "suite_serving_rate.png").stat().st_size > 0
     assert "winner" in res.output
     text = readme.read_text()
@@ -142,16 +144,25 @@ def test_suite_run_writes_json_table_plot_and_leaderboard(tmp_path):
     assert tables(md2) == tables(md)
 
 
-def _saved_result(per_seed=(1.0, 2.0, 3.0)) -> dict:
-    """A suite JSON as written before per-seed records were kept (rates, mean flips/min only)."""
-    row = {"serving_rate": sum(per_seed) / 3, "ci95": [0, 9], "per_seed": list(per_seed), "flips_per_min": 0.5,
-           "at_ceiling": False, "simulations": 9, "cpu_s": 1.0}
-    return {"suite": "tiny", "quick": False, "summary": {},
-            "settings": {"jobs": 2, "controllers": ["colocated", "static-best"], "wall_s": 60, "cpu_s": 100,
-                         "simulations": 18},
-            "scenarios": {"tiny-poisson": {"split": "train", "counted_span_s": 600.0, "controllers": {
-                "colocated": row, "static-best": {**row, "per_seed": [4.0, 4.0, 4.0], "best_split": 1,
-                                                  "per_seed_split": [1, 1, 1]}}}}}
+def _saved_result() -> dict:
+    """A saved suite result (as ``suite run --json`` writes it) of two controllers on tiny-poisson,
+    built from per-seed results without simulating."""
+    from arrow_rl.controllers.splits import Split
+    from arrow_rl.evaluation.seeded_search import SeedResult
+    from arrow_rl.evaluation.suite import ScenarioOutcome, SuiteResult, outcome_of
+
+    suite = load_suite(str(TINY))
+    sc = suite.scenarios[0]
+
+    def seeds(rates, split=None):
+        return [SeedResult(k, r, r, False, 0.5, 600.0, 3, split, {r / 1.1: 0.95, r * 1.02: 0.85}, (r / 1.01, r * 1.02))
+                for k, r in enumerate(rates)]
+    row = {"colocated": outcome_of("colocated", seeds([1.0, 2.0, 3.0]), 1.0, 1.0),
+           "static-tuned": outcome_of("static-tuned", seeds([4.0, 4.0, 4.0], Split(1, 2)), 1.0, 1.0)}
+    kept = type(suite)(suite.name, suite.path, suite.description, [sc], suite.protocol)
+    res = SuiteResult(kept, ["colocated", "static-tuned"], {sc.name: ScenarioOutcome(sc, row)}, False, wall_s=60,
+                      cpu_s=100, simulations=18, settings={"jobs": 2, "controllers": ["colocated", "static-tuned"]})
+    return json.loads(json.dumps(res.to_json()))
 
 
 def test_suite_report_renders_a_saved_result_without_running(tmp_path):
@@ -160,8 +171,8 @@ def test_suite_report_renders_a_saved_result_without_running(tmp_path):
     res = CliRunner().invoke(app, ["suite", "report", "--json", str(src), "--suite", str(TINY), "--markdown", str(md)])
     assert res.exit_code == 0, res.output
     text = md.read_text()
-    assert "| tiny-poisson | train | 2 ± 2 | 4 ± 0 (1P:2D) | tie: colocated, static-best |" in text
-    assert "--controllers colocated,static-best" in text and "--jobs 2" in text
+    assert "| tiny-poisson | train | 2 ± 2 | 4 ± 0 (1P:2D) | tie: static-tuned, colocated |" in text
+    assert "--controllers colocated,static-tuned" in text and "--jobs 2" in text
 
 
 def test_suite_report_names_what_is_wrong_with_the_file(tmp_path):
@@ -182,7 +193,7 @@ def _split_saved_result(tmp_path):
     """The saved result as two files: one per controller (a new controller run after the others)."""
     whole = _saved_result()
     parts = []
-    for c in ("colocated", "static-best"):
+    for c in ("colocated", "static-tuned"):
         part = json.loads(json.dumps(whole))
         part["settings"]["controllers"] = [c]
         part["scenarios"]["tiny-poisson"]["controllers"] = {c: whole["scenarios"]["tiny-poisson"]["controllers"][c]}
@@ -210,8 +221,10 @@ def test_suite_report_merges_results_of_other_controllers(tmp_path):
 def test_suite_report_replace_lets_a_rerun_replace_its_cells(tmp_path):
     whole, (a, b) = _split_saved_result(tmp_path)
     rerun = json.loads(b.read_text())
-    cell = rerun["scenarios"]["tiny-poisson"]["controllers"]["static-best"]
+    cell = rerun["scenarios"]["tiny-poisson"]["controllers"]["static-tuned"]
     cell.update(per_seed=[6.0, 6.0, 6.0], serving_rate=6.0, simulations=5)
+    for seed in cell["seeds"]:
+        seed["rate"] = 6.0
     b2 = tmp_path / "rerun.json"
     b2.write_text(json.dumps(rerun))
     whole_path, out = tmp_path / "whole.json", tmp_path / "m.json"
@@ -220,7 +233,7 @@ def test_suite_report_replace_lets_a_rerun_replace_its_cells(tmp_path):
                                    "--replace", "--out", str(out)])
     assert res.exit_code == 0, res.output
     merged = json.loads(out.read_text())
-    assert merged["scenarios"]["tiny-poisson"]["controllers"]["static-best"]["per_seed"] == [6.0, 6.0, 6.0]
+    assert merged["scenarios"]["tiny-poisson"]["controllers"]["static-tuned"]["per_seed"] == [6.0, 6.0, 6.0]
     assert merged["settings"]["simulations"] == 18 - 9 + 18   # the replaced cell's 9 simulations left the cost
 
 
@@ -256,7 +269,7 @@ def test_suite_run_rejects_unknown_rate_mode(tmp_path):
 def test_a_failing_job_names_its_scenario_and_controller(monkeypatch):
     import arrow_rl.evaluation.suite as suite_mod
 
-    def boom(scenario, controller, notify):
+    def boom(scenario, controller, notify, preset=None):
         raise ValueError("prefix_offsets must be non-decreasing")
 
     monkeypatch.setattr(suite_mod, "_job", boom)
@@ -288,8 +301,9 @@ def test_a_checkpoint_that_does_not_fit_a_scenario_is_reported_not_applicable(tm
     res = run_suite(suite, ["colocated", ckpt])
     sc = res.scenarios["tiny-x16"]
     assert list(sc.controllers) == ["colocated"] and sc.not_applicable == {ckpt: why}
-    assert res.summary()[ckpt] == {"geomean_ratio_to_arrow": None, "wins": 0, "ties": 0, "losses": 0,
-                                   "not_applicable": 1}
+    row = res.summary()[ckpt]
+    assert (row["geomean_ratio_to_arrow"], row["wins"], row["ties"], row["losses"], row["not_applicable"]) == \
+        (None, 0, 0, 0, 1)
     payload = json.loads(json.dumps(res.to_json()))
     assert payload["scenarios"]["tiny-x16"]["not_applicable"] == {ckpt: why}
     row = next(line for line in tables_markdown(res) if line.startswith("| tiny-x16"))

@@ -1,84 +1,101 @@
-"""``arrow-rl suite compare``: the model-selection rule on a saved suite result (docs/leaderboard.json)."""
+"""``arrow-rl suite compare``: the model-selection rule (non-inferiority on paired ratios, a geomean
+interval above 1.0, a recipe judged over at least three training seeds) on saved suite results."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from arrow_rl.cli import app
-from arrow_rl.evaluation.compare import compare
-from arrow_rl.evaluation.suite import result_from_json
+from arrow_rl.evaluation.compare import MARGIN, compare
+from arrow_rl.evaluation.seeded_search import SeedResult
+from arrow_rl.evaluation.suite import ScenarioOutcome, SuiteResult, outcome_of
 from arrow_rl.evaluation.suite_spec import load_suite
 
-LEADERBOARD = Path(__file__).resolve().parents[1] / "docs" / "leaderboard.json"
-DEFAULT = "agents/checkpoints/default"
+TINY = Path(__file__).resolve().parent / "data" / "tiny_suite.yaml"
+REF = "agents/checkpoints/default"
+SEEDS = 5
 
 
-def _payload() -> dict:
-    return json.loads(LEADERBOARD.read_text())
+def _result(rates: dict[str, dict[str, list[float]]]) -> SuiteResult:
+    """A suite result on the tiny suite's scenarios: {controller: {scenario: per-seed rates}}."""
+    suite = load_suite(str(TINY))
+    suite = type(suite)(suite.name, suite.path, suite.description, suite.scenarios, suite.protocol)
+    outcomes = {}
+    for sc in suite.scenarios:
+        row = {c: outcome_of(c, [SeedResult(k, r, r, False, 0.0, 600.0, 3, None, {}, (r, r * 1.02))
+                                 for k, r in enumerate(per[sc.name])])
+               for c, per in rates.items() if sc.name in per}
+        outcomes[sc.name] = ScenarioOutcome(sc, row)
+    return SuiteResult(suite, list(rates), outcomes, False, settings={"controllers": list(rates)})
 
 
-def _result(payload: dict):
-    return result_from_json(payload, load_suite(payload["suite"], quick=payload["quick"]))
+BASE = {"tiny-poisson": [10.0, 12.0, 9.0, 11.0, 10.5], "tiny-trace": [20.0, 18.0, 22.0, 19.0, 21.0]}
 
 
-def _with_candidate(payload: dict, factor_by_split: dict[str, float]) -> dict:
-    """A copy with controller ``cand``: the shipped default's per-seed rates times a factor per split."""
-    out = copy.deepcopy(payload)
-    for sc in out["scenarios"].values():
-        entry = copy.deepcopy(sc["controllers"][DEFAULT])
-        f = factor_by_split[sc["split"]]
-        entry["seeds"] = [dict(s, rate=s["rate"] * f) for s in entry["seeds"]]
-        entry["per_seed"] = [r * f for r in entry["per_seed"]]
-        sc["controllers"]["cand"] = entry
-    return out
+def _scaled(factors: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {n: [r * f for r, f in zip(BASE[n], factors[n])] for n in BASE}
 
 
-def test_verdicts_follow_the_intervals_and_the_rule_needs_no_loss_and_a_higher_geomean():
-    result = _result(_payload())
-    vs_static = compare(result, DEFAULT, "static-best", split=None)
-    assert (vs_static.count("win"), vs_static.count("tie"), vs_static.count("loss")) == (0, 9, 3)
-    assert {c.scenario for c in vs_static.cells if c.verdict == "loss"} == {
-        "bursty-gamma-8b-x8-interactive", "reasoning-70b-x8", "long-context-70b-x8"}
-    assert not vs_static.meets_rule
-    # the same controller ties itself everywhere and its geomean is not higher: no
-    assert not compare(result, DEFAULT, DEFAULT).meets_rule
-    train_only = compare(result, DEFAULT, "static-best", split="train")
-    assert {c.split for c in train_only.cells} == {"train"} and len(train_only.cells) == 6
+def _gain(g: float, noise: float = 0.0, seed: int = 0) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    return _scaled({n: list(g * np.exp(rng.normal(0, noise, SEEDS))) for n in BASE})
 
 
-def test_a_candidate_better_on_train_meets_the_rule_whatever_it_does_on_test():
-    better = _result(_with_candidate(_payload(), {"train": 1.5, "test": 0.5}))
-    cmp = compare(better, "cand", DEFAULT, split="train")
-    assert cmp.count("loss") == 0 and cmp.candidate_geomean > cmp.reference_geomean
-    assert cmp.meets_rule
-    assert not compare(better, "cand", DEFAULT, split="test").meets_rule
-    slightly = _result(_with_candidate(_payload(), {"train": 1.01, "test": 1.0}))
-    tie = compare(slightly, "cand", DEFAULT)
-    assert tie.count("tie") == 6 and tie.meets_rule   # ties everywhere, a higher geomean
+def test_a_consistently_better_pooled_recipe_meets_the_rule():
+    rates = {"arrow": BASE, REF: BASE} | {f"cand{i}": _gain(1.08, 0.01, i) for i in range(3)}
+    res = _result(rates)
+    cmp = compare(res, ["cand0", "cand1", "cand2"], REF, split=None)
+    assert cmp.meets_rule, cmp.failures
+    assert cmp.training_seeds == 3 and all(c.paired.lo > MARGIN for c in cmp.cells) and cmp.geomean[1] > 1.0
 
 
-def test_a_missing_cell_fails_the_rule():
-    payload = _with_candidate(_payload(), {"train": 1.5, "test": 1.0})
-    del payload["scenarios"]["phase-shift-70b-x8"]["controllers"]["cand"]
-    cmp = compare(_result(payload), "cand", DEFAULT)
-    assert cmp.missing == ["phase-shift-70b-x8"] and not cmp.meets_rule
+def test_one_checkpoint_is_not_a_recipe():
+    res = _result({REF: BASE, "cand": _gain(1.08, 0.01)})
+    cmp = compare(res, "cand", REF, split=None)
+    assert not cmp.meets_rule and any("training seed" in f for f in cmp.failures)
 
 
-def test_cli_prints_the_verdicts_and_refuses_unknown_names(tmp_path):
-    path = tmp_path / "cand.json"
-    path.write_text(json.dumps(_with_candidate(_payload(), {"train": 1.5, "test": 1.0})))
+def test_a_tie_is_not_enough_and_a_small_loss_on_one_scenario_fails_non_inferiority():
+    same = _result({REF: BASE} | {f"c{i}": _gain(1.0, 0.02, i) for i in range(3)})
+    tie = compare(same, ["c0", "c1", "c2"], REF, split=None)
+    assert not tie.meets_rule and any("geomean interval" in f for f in tie.failures)
+    worse = _scaled({"tiny-poisson": [0.93] * SEEDS, "tiny-trace": [1.2] * SEEDS})
+    res = _result({REF: BASE, "a": worse, "b": worse, "c": worse})
+    cmp = compare(res, ["a", "b", "c"], REF, split=None)
+    assert not cmp.meets_rule and any("tiny-poisson" in f for f in cmp.failures)
+    assert [c.verdict for c in cmp.cells] == ["loss", "win"]
+
+
+def test_the_split_is_respected_and_a_missing_cell_fails():
+    res = _result({REF: BASE} | {f"c{i}": _gain(1.1, 0.01, i) for i in range(3)})
+    train = compare(res, ["c0", "c1", "c2"], REF, split="train")
+    assert [c.scenario for c in train.cells] == ["tiny-poisson"]
+    partial = _result({REF: BASE, "c0": {"tiny-poisson": BASE["tiny-poisson"]}})
+    cmp = compare(partial, "c0", REF, split=None)
+    assert cmp.missing == ["tiny-trace"] and not cmp.meets_rule
+
+
+def test_cli_prints_the_rule_and_refuses_unknown_names(tmp_path):
+    path = tmp_path / "r.json"
+    res = _result({"arrow": BASE, REF: BASE} | {f"c{i}": _gain(1.1, 0.01, i) for i in range(3)})
+    path.write_text(json.dumps(res.to_json()))
     runner = CliRunner()
-    ok = runner.invoke(app, ["suite", "compare", "--json", str(path), "--reference", DEFAULT, "--candidates", "cand"])
+    tiny = ["--suite", str(TINY)]
+    ok = runner.invoke(app, ["suite", "compare", "--json", str(path), *tiny, "--reference", REF, "--candidates",
+                             "c0,c1,c2", "--pool", "--split", "all"])
     assert ok.exit_code == 0, ok.output
-    assert "meets the rule" in ok.output and "6 tie(s)" not in ok.output
-    bad = runner.invoke(app, ["suite", "compare", "--json", str(path), "--reference", "nope"])
+    assert "meets the rule" in ok.output and "3 training seed(s)" in ok.output
+    single = runner.invoke(app, ["suite", "compare", "--json", str(path), *tiny, "--reference", REF,
+                                 "--candidates", "c0", "--split", "all"])
+    assert single.exit_code == 0 and "does not meet the rule" in single.output
+    bad = runner.invoke(app, ["suite", "compare", "--json", str(path), *tiny, "--reference", "nope"])
     assert bad.exit_code == 2 and "controller 'nope' is not in the suite result" in bad.output
-    split = runner.invoke(app, ["suite", "compare", "--json", str(path), "--reference", DEFAULT, "--split", "dev"])
+    split = runner.invoke(app, ["suite", "compare", "--json", str(path), *tiny, "--reference", REF, "--split", "dev"])
     assert split.exit_code == 2 and "--split must be train, test or all" in split.output
 
 
@@ -86,5 +103,5 @@ def test_cli_prints_the_verdicts_and_refuses_unknown_names(tmp_path):
 def test_cli_bad_json_is_one_line(tmp_path, content):
     path = tmp_path / "bad.json"
     path.write_text(content)
-    out = CliRunner().invoke(app, ["suite", "compare", "--json", str(path), "--reference", DEFAULT])
+    out = CliRunner().invoke(app, ["suite", "compare", "--json", str(path), "--reference", REF])
     assert out.exit_code == 2 and "Traceback" not in out.output and str(path) in out.output

@@ -263,7 +263,8 @@ def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional
             va = row["vs_arrow"]
             summary.add_row(split or "all", controller_label(c), summary_ratio_cell(row),
                             f"{row['wins']}/{row['ties']}/{row['losses']}",
-                            "-" if c == "arrow" else f"{va['wins']}/{va['ties']}/{va['losses']}",
+                            "-" if c == "arrow" or "arrow" not in result.controllers
+                            else f"{va['wins']}/{va['ties']}/{va['losses']}",
                             str(row.get("not_applicable", 0)))
     console.print(summary)
     console.print(f"{result.simulations:,} simulations in {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU-s"

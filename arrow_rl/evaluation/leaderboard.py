@@ -178,7 +178,7 @@ def tables_markdown(result: SuiteResult) -> list[str]:
     for split in [*result.splits(), None]:
         for c, row in result.summary(split).items():
             va = row["vs_arrow"]
-            vs_arrow = "-" if c == "arrow" else f"{va['wins']}/{va['ties']}/{va['losses']}"
+            vs_arrow = "-" if c == "arrow" or "arrow" not in result.controllers else f"{va['wins']}/{va['ties']}/{va['losses']}"
             lines.append(f"| {split or 'all'} | {controller_label(c)} | {summary_ratio_cell(row)} | "
                          f"{row['wins']}/{row['ties']}/{row['losses']} | {vs_arrow} | {row.get('not_applicable', 0)} |")
     return lines

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from arrow_rl.controllers.registry import make_policy
 from arrow_rl.controllers.splits import Split, coarse_mixed, neighbours, pd_splits
-from arrow_rl.evaluation.crossing import Crossing, search_crossing
+from arrow_rl.evaluation.crossing import Crossing, interpolated_crossing, search_crossing
 from arrow_rl.evaluation.protocol import GeneratorMaster, Load, LoadSource, Protocol, build_load, generator_master
 from arrow_rl.evaluation.runner import run_policy
 from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT
@@ -121,6 +121,10 @@ class _Runner:
         self._outcomes[key] = (r.attainment, r.flips_per_min, reach)
         return self._outcomes[key]
 
+    def points_of(self, spec: str, seed: int) -> dict[float, float]:
+        """Every attainment ``spec`` was run to at ``seed`` (factor -> attainment)."""
+        return {k: out[0] for (sp, k, sd), out in self._outcomes.items() if sp == spec and sd == seed}
+
 
 def _search(f: Callable[[float], float], protocol: Protocol) -> Crossing:
     return search_crossing(f, rel_tol=protocol.rel_tol, ceiling=protocol.ceiling_factor,
@@ -203,6 +207,9 @@ def search_static_oracle(runner: _Runner, seed: int) -> SeedResult:
         if not fresh:
             break
         cands += fresh
+    if w is not None:   # the crossing of the winner's own attainment curve, not of the union's mixed points
+        own = runner.points_of(w.spec, seed)
+        c = Crossing(max(interpolated_crossing(own), c.bracket[0]), c.bracket, c.points, c.at_ceiling)
     res = _result(runner, seed, c, 0.0, runs_before)
     res.best_split = w
     return res
