@@ -17,7 +17,7 @@ from arrow_rl.evaluation.suite_spec import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 LEADERBOARD = ROOT / "docs" / "leaderboard.json"
-HEADLINE_CONTROLLERS = ("arrow", "static-best")
+HEADLINE_CONTROLLERS = ("arrow", "static-tuned")
 
 
 def headline_rows() -> list[tuple[str, str]]:

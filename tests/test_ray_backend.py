@@ -40,7 +40,7 @@ def _strip_timings(obj):
 def _suite_json(tmp_path: Path, name: str, *extra: str) -> dict:
     out = tmp_path / f"{name}.json"
     res = CliRunner().invoke(app, ["suite", "run", "--suite", str(SUITE), "--quick",
-                                   "--controllers", "arrow,static-best,colocated", "--json", str(out), *extra])
+                                   "--controllers", "arrow,static-tuned,colocated", "--json", str(out), *extra])
     assert res.exit_code == 0, res.output
     return json.loads(out.read_text())
 
@@ -54,7 +54,7 @@ def test_suite_on_ray_matches_the_process_pool_bit_for_bit(local_ray, tmp_path):
     assert on_ray["settings"]["simulations"] > 0
     # exact equality of every rate, factor, split, interval and count (JSON floats round-trip exactly)
     assert _strip_timings(on_ray) == _strip_timings(pool)
-    seeds = pool["scenarios"]["ray-poisson"]["controllers"]["static-best"]["seeds"]
+    seeds = pool["scenarios"]["ray-poisson"]["controllers"]["static-tuned"]["seeds"]
     assert len(seeds) == 3 and all(s["rate"] > 0 for s in seeds)
 
 

@@ -305,3 +305,51 @@ def _json_default(o: object) -> object:
     if isinstance(o, float) and not math.isfinite(o):
         return None
     return str(o)
+
+
+@suite_app.command("power")
+def power_command(
+    suite: str = typer.Option(..., "--suite", help="the suite to check (e.g. tests/data/power_suite.yaml)"),
+    controller: str = typer.Option("arrow", "--controller", help="the controller run against its faster copy"),
+    speedup: float = typer.Option(1.05, "--speedup", min=1.0, help="how much faster the copy's instances are"),
+    quick: bool = typer.Option(False, "--quick", help="the suite's quick protocol"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the verdicts as JSON"),
+) -> None:
+    """The protocol's power: the same controller on instances --speedup times faster must be called a
+    win, and an identical copy a tie, on every scenario."""
+    from arrow_rl.evaluation.power import power_check
+    from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
+
+    try:
+        s = load_suite(suite, quick=quick)
+    except SuiteError as exc:
+        _fail(str(exc))
+        return
+    try:
+        res = power_check(s, controller, speedup, jobs=jobs,
+                          on_job_done=lambda sc, c, wall: console.print(f"done {sc} / {c} in {wall:.0f} s"))
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title=f"Power check: {controller} on {speedup:g}x faster instances vs itself "
+                        f"({len(s.protocol.seeds)} seeds, Holm across {len(res.faster)} scenarios)")
+    for col in ("scenario", "faster copy: paired ratio [95% CI]", "verdict", "identical copy", "verdict"):
+        table.add_column(col)
+    for name, p in res.faster.items():
+        q = res.identical[name]
+        table.add_row(name, f"{p.ratio:.3f} [{p.lo:.3f}, {p.hi:.3f}]", p.verdict,
+                      f"{q.ratio:.3f} [{q.lo:.3f}, {q.hi:.3f}]", q.verdict)
+    console.print(table)
+    console.print(f"power: {100 * res.power:.0f}% of scenarios call the {speedup:g}x copy a win; "
+                  f"{res.false_calls} false call(s) for the identical copy; "
+                  f"{res.result.simulations:,} simulations, {res.result.wall_s:.0f} s wall")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({
+            "controller": controller, "speedup": speedup, "power": res.power, "false_calls": res.false_calls,
+            "faster": {n: p.to_json() for n, p in res.faster.items()},
+            "identical": {n: p.to_json() for n, p in res.identical.items()},
+            "protocol": s.protocol.describe(), "wall_s": res.result.wall_s, "cpu_s": res.result.cpu_s,
+            "simulations": res.result.simulations}, indent=2, default=_json_default), encoding="utf-8")
+        console.print(f"wrote {json_out}")

@@ -373,9 +373,16 @@ STATIC_JOB = "static"   # one job measures both static-oracle and static-tuned (
 
 
 def _job(scenario: Scenario, controller: str, notify: Callable | None,
-         preset: Any = None) -> tuple[dict[str, list[SeedResult]], float, float]:
-    """One (scenario, controller) job: {controller name: per-seed results} (two names for ``static``)."""
+         speedup: float = 1.0) -> tuple[dict[str, list[SeedResult]], float, float]:
+    """One (scenario, controller) job: {controller name: per-seed results} (two names for ``static``);
+    ``speedup``: on instances that much faster than the scenario's (a ``Variant``)."""
     t0, c0 = time.perf_counter(), time.process_time()
+    preset = None
+    if speedup != 1.0:
+        from arrow_rl.perf.presets import get_preset
+
+        emu = scenario.emulator_config
+        preset = get_preset(emu.preset, gpu_memory_utilization=emu.gpu_memory_utilization).sped_up(speedup)
     on_run = None
     if notify is not None:
         def on_run(spec: str, rate: float, att: float) -> None:
@@ -407,12 +414,12 @@ def _cost_rank(scenario: Scenario, controller: str) -> float:
 
 @dataclass(frozen=True)
 class Variant:
-    """A controller run under another name: ``spec`` on a cluster built from ``preset`` (a preset
-    object instead of the scenario's named one). The suite's power check compares a controller
-    with itself on faster instances this way."""
+    """A controller run under another name: ``spec`` on instances ``speedup`` times faster than the
+    scenario's preset (``Preset.sped_up``). The suite's power check compares a controller with
+    itself on faster instances this way (``arrow_rl.evaluation.power``)."""
 
     spec: str
-    preset: Any = None
+    speedup: float = 1.0
 
 
 def _job_name(controller: str) -> str:
@@ -454,13 +461,16 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     def job_args(sc: Scenario, c: str) -> tuple:
         return sc, variants[c].spec if c in variants else c
 
+    def speedup(c: str) -> float:
+        return variants[c].speedup if c in variants else 1.0
+
     t0, c0 = time.perf_counter(), time.process_time()
     done: dict[tuple[str, str], tuple[dict[str, list[SeedResult]], float, float]] = {}
     if backend == "ray":
         from arrow_rl.evaluation.ray_backend import run_jobs
 
-        if any(v.preset is not None for v in variants.values()):
-            raise ValueError("controller variants with their own preset run on the local backend only")
+        if any(v.speedup != 1.0 for v in variants.values()):
+            raise ValueError("controller variants on faster instances run on the local backend only")
         done = run_jobs(_job, [((sc.name, c), job_args(sc, c)) for sc, c in tasks], progress=on_run, notify_arg=True,
                         on_done=(lambda key, res: on_job_done(key[0], key[1], res[1])) if on_job_done else None,
                         describe_error=lambda key, exc: ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}")
@@ -469,7 +479,7 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     elif jobs <= 1:
         for sc, c in tasks:
             try:
-                done[(sc.name, c)] = _job(*job_args(sc, c), on_run, variants[c].preset if c in variants else None)
+                done[(sc.name, c)] = _job(*job_args(sc, c), on_run, speedup(c))
             except ValueError as exc:
                 raise ValueError(f"scenario {sc.name}, controller {c}: {exc}") from exc
             if on_job_done:
@@ -484,7 +494,7 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
             failed = True
             try:
                 futures: dict[Future, tuple[str, str]] = {
-                    pool.submit(_job, *job_args(sc, c), notify, variants[c].preset if c in variants else None): (sc.name, c)
+                    pool.submit(_job, *job_args(sc, c), notify, speedup(c)): (sc.name, c)
                     for sc, c in tasks}
                 pending = set(futures)
                 while pending:
