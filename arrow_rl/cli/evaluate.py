@@ -1,9 +1,13 @@
 """``arrow-rl evaluate``: compare instance-scheduling policies by request serving rate (Arrow §6.1).
 
-Contract kept for external checks:
     arrow-rl evaluate --preset P --instances N --workload TRACE --slo-ttft S --slo-tpot S \
-        --controllers arrow,static-best,colocated,dynamo,oracle [--seed K] [--jobs J] --json OUT.json
+        --controllers arrow,static-tuned,colocated,dynamo [--seeds 5] [--jobs J] --json OUT.json
         [--backend ray [--ray-address ADDR]]
+
+By default the scenario the flags describe is measured under the suite's protocol
+(``arrow_rl.cli.evaluate_suite``), so its figures agree with the leaderboard's. ``--protocol
+paper`` is Arrow §6.1's exact setting: timestamp scaling of one seed, no warm-up, a bisection
+per controller (``static-best`` sweeps every split there).
 """
 
 from __future__ import annotations
@@ -60,18 +64,26 @@ def evaluate_command(
     workload: str = typer.Option(..., "--workload", help="trace file or bundled name (azure-code, azure-conv, mooncake)"),
     slo_ttft: float = typer.Option(..., "--slo-ttft", help="TTFT SLO in seconds"),
     slo_tpot: float = typer.Option(..., "--slo-tpot", help="TPOT SLO in seconds"),
-    controllers: str = typer.Option(
-        "arrow,static-best,colocated,dynamo", "--controllers",
-        help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-best (P:D:M splits), "
-             "static-best-pd (P/D splits), dynamo, oracle, or checkpoint paths"),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1),
-    rate_mode: str = typer.Option(
-        "scale", "--rate-mode",
-        help="scale: divide trace timestamps (Arrow §6.1); superpose: overlay shifted copies, keeping the "
-             "trace's time scale (docs/evaluation.md)"),
-    warmup: float = typer.Option(0.0, "--warmup", min=0.0, help="seconds at the measured rate served but not counted "
-                                 "(default 0 = the paper's protocol; the suite uses 120)"),
-    span: float = typer.Option(600.0, "--span", help="counted span (s) in superpose mode"),
+    controllers: Optional[str] = typer.Option(
+        None, "--controllers",
+        help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-tuned and static-oracle "
+             "(suite protocol), static-best and static-best-pd (paper protocol), dynamo, oracle, or checkpoint paths "
+             "(default: arrow,static-tuned,colocated,dynamo; paper: arrow,static-best,colocated,dynamo)"),
+    protocol: str = typer.Option(
+        "suite", "--protocol",
+        help="suite: the leaderboard's protocol (warm-up, superposed copies, independent seeds, paired ratios; "
+             "docs/evaluation.md); paper: Arrow §6.1 exactly (timestamp scaling, one seed, no warm-up)"),
+    seeds: int = typer.Option(5, "--seeds", min=1, max=50, help="suite protocol: independent seeds (0..N-1)"),
+    growth: str = typer.Option("independent", "--growth", help="suite protocol: how copies of the trace are "
+                               "overlaid: independent (random offsets) or aligned (the same window, jittered)"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="paper protocol: the one seed"),
+    rate_mode: Optional[str] = typer.Option(
+        None, "--rate-mode",
+        help="paper protocol: scale (default: divide trace timestamps, Arrow §6.1) or superpose"),
+    warmup: Optional[float] = typer.Option(None, "--warmup", min=0.0, help="seconds at the measured rate served but "
+                                           "not counted (default: 120 with the suite protocol, 0 with the paper's)"),
+    span: Optional[float] = typer.Option(None, "--span", help="counted span (s) of superposed loads (default: 300 "
+                                         "with the suite protocol, 600 with the paper's)"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one sweep each)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results as JSON"),
     trace_format: Optional[str] = typer.Option(None, "--format", help="trace format; default: detect"),
@@ -110,6 +122,21 @@ def evaluate_command(
     from pydantic import ValidationError
 
     check_backend(backend, ray_address)
+    if protocol not in ("suite", "paper"):
+        _fail(f"--protocol must be suite or paper, got {protocol!r}")
+    suite_protocol = protocol == "suite"
+    if suite_protocol:
+        for opt, val in (("--rates", rates), ("--reference-rate", reference_rate), ("--initial-rate", initial_rate),
+                         ("--rate-mode", rate_mode), ("--timeline-controller", timeline_controller)):
+            if val is not None:
+                _fail(f"{opt} applies to --protocol paper only (the suite protocol searches a common load grid)")
+        if growth not in ("independent", "aligned"):
+            _fail(f"--growth must be independent or aligned, got {growth!r}")
+    rate_mode = rate_mode or ("superpose" if suite_protocol else "scale")
+    warmup = warmup if warmup is not None else (120.0 if suite_protocol else 0.0)
+    span = span if span is not None else (300.0 if suite_protocol else 600.0)
+    controllers = controllers or ("arrow,static-tuned,colocated,dynamo" if suite_protocol else
+                                  "arrow,static-best,colocated,dynamo")
 
     for opt, val in (("--reference-rate", reference_rate), ("--initial-rate", initial_rate),
                      ("--duration", duration), ("--control-interval", control_interval),
@@ -172,8 +199,14 @@ def evaluate_command(
                              rate_mode=rate_mode, warmup_s=warmup, span_s=span)
     names = [c.strip() for c in controllers.split(",") if c.strip()]
     from arrow_rl.controllers.registry import expand_spec, make_policy
+    from arrow_rl.evaluation.seeded_search import RENAMED, STATIC_FAMILY
 
-    for spec in {s for name in names for s in expand_spec(name, instances)}:
+    for name in names:
+        if suite_protocol and name in RENAMED:
+            _fail(f"controller {name!r} is for --protocol paper; under the suite protocol use {RENAMED[name]}")
+        if not suite_protocol and name in STATIC_FAMILY:
+            _fail(f"controller {name!r} needs the suite protocol's seeds; with --protocol paper use static-best")
+    for spec in {s for name in names if name not in STATIC_FAMILY for s in expand_spec(name, instances)}:
         try:  # reject an unknown name or a bad checkpoint before any simulation starts
             make_policy(spec, instances)
         except ValueError as exc:
@@ -181,6 +214,17 @@ def evaluate_command(
     for name in names:
         for line in _checkpoint_warnings(name, preset, instances, slo_ttft, slo_tpot):
             warn(line)
+    if suite_protocol:
+        from arrow_rl.cli.evaluate_suite import evaluate_with_suite
+
+        if control_interval != 1.0 or oracle_lookahead != 30.0 or oracle_interval != 5.0 or oracle_max_step != 2 \
+                or oracle_mixed is not None:
+            _fail("--control-interval and the --oracle-* options apply to --protocol paper only")
+        evaluate_with_suite(wl, emu, names, workload_label=workload, seeds=seeds, span_s=span, warmup_s=warmup,
+                            rel_tol=rel_tol, max_evals=max_evals, growth=growth, jobs=jobs,
+                            arrow_config=acfg if arrow_config is not None else None, json_out=json_out,
+                            plots=plots, backend=backend, ray_address=ray_address)
+        return
     n_sweeps = sum(len(expand_spec(c, instances)) for c in names)
     est_points = n_sweeps * (max_evals + len(extra_scales) + 1)
     console.print(f"[bold]{wl.name}[/bold]: {len(wl):,} requests over {wl.duration_s:,.0f} s "

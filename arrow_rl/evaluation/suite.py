@@ -373,7 +373,7 @@ STATIC_JOB = "static"   # one job measures both static-oracle and static-tuned (
 
 
 def _job(scenario: Scenario, controller: str, notify: Callable | None,
-         speedup: float = 1.0) -> tuple[dict[str, list[SeedResult]], float, float]:
+         speedup: float = 1.0, arrow_config: Any = None) -> tuple[dict[str, list[SeedResult]], float, float]:
     """One (scenario, controller) job: {controller name: per-seed results} (two names for ``static``);
     ``speedup``: on instances that much faster than the scenario's (a ``Variant``)."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -388,11 +388,12 @@ def _job(scenario: Scenario, controller: str, notify: Callable | None,
         def on_run(spec: str, rate: float, att: float) -> None:
             notify(scenario.name, spec, rate, att)
     if controller == STATIC_JOB:
-        runner = make_runner(scenario.source, scenario.emulator_config, scenario.protocol, on_run=on_run, preset=preset)
+        runner = make_runner(scenario.source, scenario.emulator_config, scenario.protocol, arrow_config=arrow_config,
+                             on_run=on_run, preset=preset)
         out = search_static(runner, scenario.protocol.seeds)
     else:
         out = {controller: search_controller(scenario.source, scenario.emulator_config, controller, scenario.protocol,
-                                             on_run=on_run, preset=preset)}
+                                             arrow_config=arrow_config, on_run=on_run, preset=preset)}
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -430,11 +431,13 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
               on_job_done: Callable[[str, str, float], None] | None = None,
               on_run: Callable[[str, str, float, float], None] | None = None,
               backend: str = "local", ray_address: str | None = None,
-              variants: dict[str, Variant] | None = None) -> SuiteResult:
+              variants: dict[str, Variant] | None = None, arrow_config: Any = None) -> SuiteResult:
     """Measure every controller on every scenario of ``suite``. ``backend``: ``local`` (``jobs``
     worker processes) or ``ray`` (one Ray task per job on the cluster at ``ray_address``, a
     private local Ray when None; ``jobs`` is then unused: Ray runs as many as it has CPUs).
-    ``variants``: names among ``controllers`` that stand for another spec and/or preset."""
+    ``variants``: names among ``controllers`` that stand for another spec and/or faster instances;
+    ``arrow_config``: Arrow's constants for every policy that routes with Algorithm 1 (default: the
+    paper's defaults)."""
     from arrow_rl.evaluation.evaluate import _process_pool
 
     variants = dict(variants or {})
@@ -469,8 +472,9 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     if backend == "ray":
         from arrow_rl.evaluation.ray_backend import run_jobs
 
-        if any(v.speedup != 1.0 for v in variants.values()):
-            raise ValueError("controller variants on faster instances run on the local backend only")
+        if any(v.speedup != 1.0 for v in variants.values()) or arrow_config is not None:
+            raise ValueError("controller variants and Arrow constants other than the defaults run on the local "
+                             "backend only")
         done = run_jobs(_job, [((sc.name, c), job_args(sc, c)) for sc, c in tasks], progress=on_run, notify_arg=True,
                         on_done=(lambda key, res: on_job_done(key[0], key[1], res[1])) if on_job_done else None,
                         describe_error=lambda key, exc: ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}")
@@ -479,7 +483,7 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     elif jobs <= 1:
         for sc, c in tasks:
             try:
-                done[(sc.name, c)] = _job(*job_args(sc, c), on_run, speedup(c))
+                done[(sc.name, c)] = _job(*job_args(sc, c), on_run, speedup(c), arrow_config)
             except ValueError as exc:
                 raise ValueError(f"scenario {sc.name}, controller {c}: {exc}") from exc
             if on_job_done:
@@ -494,7 +498,7 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
             failed = True
             try:
                 futures: dict[Future, tuple[str, str]] = {
-                    pool.submit(_job, *job_args(sc, c), notify, speedup(c)): (sc.name, c)
+                    pool.submit(_job, *job_args(sc, c), notify, speedup(c), arrow_config): (sc.name, c)
                     for sc, c in tasks}
                 pending = set(futures)
                 while pending:
