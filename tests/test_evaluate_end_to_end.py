@@ -96,7 +96,7 @@ def test_evaluate_cli_writes_the_contract_json(tmp_path):
     poisson_workload(n=80).to_csv(trace)
     out = tmp_path / "out.json"
     result = CliRunner().invoke(app, [
-        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
         "--slo-tpot", "0.05", "--controllers", "arrow,static-best,colocated", "--seed", "0", "--jobs", "1",
         "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out), "--plots", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output
@@ -121,7 +121,7 @@ def test_evaluate_cli_unknown_controller_is_a_clear_error(tmp_path):
     trace = tmp_path / "t.csv"
     poisson_workload(n=20).to_csv(trace)
     result = CliRunner().invoke(app, [
-        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
         "--slo-tpot", "0.05", "--controllers", "arrow,bogus"])
     assert result.exit_code == 2 and "unknown controller 'bogus'" in result.output
 
@@ -147,7 +147,7 @@ def test_evaluate_cli_superpose_with_warmup_records_its_protocol(tmp_path):
     poisson_workload(n=80).to_csv(trace)
     out = tmp_path / "out.json"
     result = CliRunner().invoke(app, [
-        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
         "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "superpose", "--warmup", "5",
         "--span", "20", "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out)])
     assert result.exit_code == 0, result.output
@@ -164,6 +164,34 @@ def test_evaluate_cli_rejects_unknown_rate_mode(tmp_path):
     trace = tmp_path / "t.csv"
     poisson_workload(n=20).to_csv(trace)
     result = CliRunner().invoke(app, [
-        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
         "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "squash"])
     assert result.exit_code == 2 and "--rate-mode must be scale or superpose" in result.output
+
+
+def test_evaluate_uses_the_suite_protocol_by_default(tmp_path):
+    """The first command a user runs measures as the leaderboard does: warm-up, superposed copies,
+    independent seeds, interpolated crossings, paired ratios; the paper's names are refused with
+    the suite's replacements named."""
+    from typer.testing import CliRunner
+
+    from arrow_rl.cli import app
+
+    out = tmp_path / "e.json"
+    args = ["evaluate", "--preset", PRESET, "--instances", "3", "--workload", "azure-code", "--duration", "300",
+            "--slo-ttft", "2", "--slo-tpot", "0.1", "--seeds", "3", "--span", "30", "--warmup", "10",
+            "--rel-tol", "0.3", "--max-evals", "6"]
+    result = CliRunner().invoke(app, [*args, "--controllers", "arrow,colocated", "--json", str(out),
+                                      "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    (scenario,) = data["scenarios"].values()
+    col = scenario["controllers"]["colocated"]
+    assert len(col["per_seed"]) == len(col["brackets"]) == 3 and set(col["paired"]["arrow"]) >= {"ratio", "ci95", "verdict"}
+    assert scenario["protocol"]["rate_mode"] == "superpose" and scenario["protocol"]["warmup_s"] == 10
+    assert (tmp_path / "plots" / "attainment_vs_rate.png").stat().st_size > 0
+    assert "Paired ratio to Arrow" in result.output
+    bad = CliRunner().invoke(app, [*args, "--controllers", "arrow,static-best"])
+    assert bad.exit_code == 2 and "static-tuned" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--rates", "1,2"])
+    assert bad.exit_code == 2 and "--protocol paper only" in bad.output

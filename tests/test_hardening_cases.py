@@ -101,7 +101,7 @@ def _corrupt_vecnormalize(d: Path) -> Path:
     return d
 
 
-EVALUATE = ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "8", "--slo-ttft", "2",
+EVALUATE = ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "8", "--slo-ttft", "2",
             "--slo-tpot", "0.1", "--max-evals", "2"]
 
 

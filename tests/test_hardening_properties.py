@@ -83,7 +83,7 @@ EVAL_OPTS = ["--rates", "--reference-rate", "--initial-rate", "--rel-tol", "--st
 @given(picks=st.lists(st.tuples(st.sampled_from(EVAL_OPTS), values), min_size=1, max_size=2))
 def test_evaluate_never_tracebacks(tiny, picks):
     # (a tiny --rates/--reference-rate or --control-interval once made this run for ever; now refused)
-    args = ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2", "--workload", str(tiny / "t.csv"),
+    args = ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2", "--workload", str(tiny / "t.csv"),
             "--slo-ttft", "2", "--slo-tpot", "0.1", "--controllers", "static:1", "--max-evals", "2"]
     for opt, v in picks:
         args += [opt, v]

@@ -61,7 +61,7 @@ def test_suite_on_ray_matches_the_process_pool_bit_for_bit(local_ray, tmp_path):
 def test_evaluate_on_ray_matches_the_process_pool_bit_for_bit(local_ray, tmp_path):
     def run(name: str, *extra: str) -> dict:
         out = tmp_path / f"{name}.json"
-        res = CliRunner().invoke(app, ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "3",
+        res = CliRunner().invoke(app, ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "3",
                                        "--workload", "azure-code", "--duration", "60", "--slo-ttft", "2",
                                        "--slo-tpot", "0.1", "--controllers", "arrow,static-best,colocated",
                                        "--rel-tol", "0.3", "--max-evals", "5", "--json", str(out), *extra])
