@@ -339,32 +339,41 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     t_start = time.time()
     run_dir = Path(run_root if run_root is not None else config.log_dir) / run_name(config, t_start)
     ckpt_dir = run_dir / "checkpoints"
+    fresh = not run_dir.exists()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     formats = ["csv"] + (["tensorboard"] if config.tensorboard else [])
-    logger = configure(str(run_dir), formats)
-    if config.tensorboard:
-        _add_custom_scalars(logger)
-    report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
-    original = config
-    config, splits = apply_holdout(config, run_dir / "data")
+    logger = None
+    try:   # until the model exists, a failure leaves no run directory behind (nothing was trained)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        logger = configure(str(run_dir), formats)
+        if config.tensorboard:
+            _add_custom_scalars(logger)
+        report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
+        original = config
+        config, splits = apply_holdout(config, run_dir / "data")
+        venv = build_vec_env(config)
+        try:
+            model = build_model(config, venv)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
+            venv.close()
+            raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}") from None
+        if config.init_from is not None:
+            try:
+                report["init_from"] = load_initial_weights(model, config)
+            except ValueError:
+                venv.close()
+                raise
+    except BaseException:
+        if logger is not None:
+            logger.close()
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if splits:
         report["holdout"] = splits
         on_message("held out: " + ", ".join(f"{s['trace']} after {s['cut_s']:.0f} s" for s in splits))
-
-    venv = build_vec_env(config)
-    try:
-        model = build_model(config, venv)
-    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
-        venv.close()
-        raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())}") from None
     if config.init_from is not None:
-        try:
-            report["init_from"] = load_initial_weights(model, config)
-        except ValueError:
-            venv.close()
-            raise
         on_message(f"starting from {config.init_from}'s weights")
     model.set_logger(logger)
     vecnorm = venv if isinstance(venv, VecNormalize) else None

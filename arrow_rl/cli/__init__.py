@@ -10,7 +10,10 @@ import importlib.util
 
 import typer
 
+from arrow_rl.cli.output import StyledErrorsGroup
+
 app = typer.Typer(
+    cls=StyledErrorsGroup,
     name="arrow-rl",
     help="Adaptive prefill/decode instance scheduling (Arrow) as an RL environment, with an emulator.",
     no_args_is_help=True,
