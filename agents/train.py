@@ -38,6 +38,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from agents.checkpoint import MODEL_FILE, CheckpointError, check_spaces, read_metadata, save_checkpoint
 from agents.config import TrainConfig, algo_class, build_hyperparams, build_policy_kwargs
 from agents.envs_bridge import check_traces, env_config, env_thunk, is_toy, make_env
+from agents.export import env_metadata, training_distribution_of  # noqa: F401 (re-exported)
 from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
 from agents.holdout import apply_holdout
 from agents.imitation import pretrain
@@ -175,58 +176,8 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
     if cfg is None:
         meta["env_config"] = kwargs
         return meta
-    from envs.pd_cluster_env import make_encoders
-
-    builder, codec = make_encoders(cfg, cfg.num_instances)
-    if cfg.observation.kind != "pools":   # the padded encodings: the size they were built for
-        from arrow_rl.cluster.base import SLO
-        from envs.actions import ActionCodec
-        from envs.observation import ObservationBuilder
-
-        builder = ObservationBuilder(SLO(cfg.slo_ttft_s, cfg.slo_tpot_s), cfg.num_instances, cfg.observation,
-                                     cfg.action.min_pool_size)
-        codec = ActionCodec(cfg.action, cfg.num_instances)
-    meta.update(
-        {
-            "env_config": cfg.model_dump(mode="json"),
-            "preset": cfg.preset,
-            "num_instances": cfg.num_instances,
-            "max_instances": builder.max_instances,
-            "slo": {"ttft_s": cfg.slo_ttft_s, "tpot_s": cfg.slo_tpot_s},
-            "observation_features": builder.feature_names,
-            "action_encoding": {"kind": cfg.action.kind, "n": int(codec.space.n),
-                                "max_flips_per_step": cfg.action.max_flips_per_step,
-                                "min_pool_size": cfg.action.min_pool_size},
-            "control_interval_s": cfg.control_interval_s,
-            # what evaluate/deploy compare a target cluster with (agents.checkpoint.distribution_warnings)
-            "training_distribution": training_distribution_of(cfg),
-        }
-    )
-    if cfg.action.kind == "moves":
-        meta["action_encoding"]["move_fractions"] = list(cfg.action.move_fractions)
-    if cfg.action.kind == "splits":
-        meta["action_encoding"]["split_grid"] = cfg.action.split_grid
+    meta.update(env_metadata(cfg))
     return meta
-
-
-def training_distribution_of(cfg) -> dict[str, Any]:
-    """What a checkpoint trained on ``cfg`` (an ``EnvConfig``) saw: presets, cluster sizes, SLO tiers,
-    roles, workloads. ``agents.checkpoint.distribution_warnings`` compares a target cluster with it."""
-    roles = ["prefill", "decode", "mixed"] if cfg.action.three_roles else ["prefill", "decode"]
-    dist = cfg.distribution
-    if dist is not None:
-        lo, hi = dist.num_instances
-        return {"preset": dist.presets[0] if len(dist.presets) == 1 else None, "presets": list(dist.presets),
-                "cluster_sizes": list(range(lo, hi + 1)), "num_instances_range": [lo, hi],
-                "slo_tiers": {k: t.model_dump() for k, t in dist.slo_tiers.items()}, "roles": roles,
-                "traces": list(dist.traces) if dist.trace_probability > 0 else [],
-                "trace_rate_scale_per_8": list(dist.trace_rate_scale),
-                "generator": dist.generator.model_dump(mode="json") if dist.trace_probability < 1 else None,
-                "mixed_start_probability": dist.mixed_start_probability}
-    return {"preset": cfg.preset, "presets": [cfg.preset], "cluster_sizes": list(cfg.cluster_sizes),
-            "slo_ttft_s": cfg.slo_ttft_s, "slo_tpot_s": cfg.slo_tpot_s, "roles": roles,
-            "traces": list(cfg.episode.traces) if cfg.episode.generator is None else None,
-            "generator": cfg.episode.generator, "rate_scale": list(cfg.episode.rate_scale)}
 
 
 def _control_interval(config: TrainConfig) -> float:

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.suite",
     "arrow_rl.cli.live",
     "arrow_rl.cli.fidelity",
+    "arrow_rl.cli.checkpoint",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,104 @@
+"""Bring your own agent: a model from a plain SB3 script on the registered env, exported, runs where
+the shipped checkpoints run (the controller registry behind evaluate, suite run and deploy)."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from typer.testing import CliRunner
+
+import envs  # noqa: F401  (registers arrow_rl/PDCluster-v0)
+from agents import load_controller
+from agents.checkpoint import CheckpointError, CheckpointMismatchError, read_metadata
+from agents.controller import CheckpointController
+from agents.export import export_model, infer_algo
+from arrow_rl.cli import app
+
+SHORT = {"episode": {"duration_s": 15.0, "drain_s": 5.0}}   # short episodes keep the user script fast
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory):
+    """What a researcher writes: gymnasium.make, PPO, learn, save (a few hundred steps)."""
+    env = gym.make("arrow_rl/PDCluster-v0", **SHORT)
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, policy_kwargs={"net_arch": [16, 16]})
+    model.learn(256)
+    path = tmp_path_factory.mktemp("user") / "my_ppo"
+    model.save(path)
+    return model, env, path.with_suffix(".zip")
+
+
+def _run_short_span(ckpt) -> float:
+    """The registry path every command loads a controller through, on 20 s of the Azure trace."""
+    from arrow_rl.cluster.emulator import EmulatorConfig
+    from arrow_rl.controllers.registry import make_policy
+    from arrow_rl.evaluation.runner import run_policy
+    from arrow_rl.workload.loaders import load_workload
+
+    policy = make_policy(str(ckpt), 8)
+    assert isinstance(policy.controller, CheckpointController)
+    workload = load_workload("azure-conv").window(0.0, 20.0)
+    result = run_policy(workload, EmulatorConfig(preset="h100-llama3.1-8b-tp1", num_instances=8,
+                                                 slo_ttft_s=2.0, slo_tpot_s=0.1), policy)
+    assert result.num_requests == len(workload)
+    return result.attainment
+
+
+def test_export_api_writes_a_checkpoint_the_controller_loads(user_model, tmp_path):
+    model, env, _ = user_model
+    ckpt = export_model(model, tmp_path / "mine", env=env)
+    meta = read_metadata(ckpt)
+    assert meta["algo"] == "ppo" and meta["name"] == "mine" and meta["env_id"] == "arrow_rl/PDCluster-v0"
+    assert meta["env_config"]["episode"]["duration_s"] == 15.0   # the env's own config, overrides included
+    assert meta["env_config"]["episode"]["rate_scale"] == list(envs.VARIANTS["arrow_rl/PDCluster-v0"]["episode"]["rate_scale"])
+    controller = load_controller(ckpt)
+    obs, _ = env.reset(seed=3)
+    # the exported policy acts on the env's observation exactly as the model does
+    assert controller.checkpoint.act(obs) == int(model.predict(obs, deterministic=True)[0])
+    assert 0.0 <= _run_short_span(ckpt) <= 1.0
+
+
+def test_export_command_turns_a_saved_zip_into_a_checkpoint(user_model, tmp_path):
+    _, _, zip_path = user_model
+    assert infer_algo(zip_path) == "ppo"
+    env_yaml = tmp_path / "train.yaml"   # the env block of a training config, as the model was trained on it
+    env_yaml.write_text("env:\n  id: arrow_rl/PDCluster-v0\n  episode: {duration_s: 15, drain_s: 5}\n")
+    out = tmp_path / "ckpt"
+    r = CliRunner().invoke(app, ["checkpoint", "export", str(zip_path), "--env-config", str(env_yaml), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["exported_from"] == str(zip_path) and meta["env_config"]["episode"]["drain_s"] == 5.0
+    assert 0.0 <= _run_short_span(out) <= 1.0
+    # an existing directory is not overwritten without --force
+    r = CliRunner().invoke(app, ["checkpoint", "export", str(zip_path), "--out", str(out)])
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = CliRunner().invoke(app, ["checkpoint", "export", str(tmp_path / "nope.zip"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "nope.zip: model file not found" in r.output
+
+
+def test_vecnormalize_statistics_travel_with_the_export(tmp_path):
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("arrow_rl/PDCluster-v0", **SHORT)]), norm_reward=False)
+    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [8]})
+    model.learn(32)
+    ckpt = export_model(model, tmp_path / "norm", env=venv)
+    assert read_metadata(ckpt)["normalized"] is True
+    controller = load_controller(ckpt)
+    obs = venv.get_original_obs()[0]
+    assert controller.checkpoint.normalizer is not None
+    assert (abs(controller.checkpoint.normalize(obs) - venv.normalize_obs(obs)) < 1e-5).all()
+
+
+def test_a_model_that_does_not_fit_the_env_config_is_refused(user_model, tmp_path):
+    model, _, _ = user_model
+    # a shorter observation history and more flips per step: the user exported with the wrong config
+    with pytest.raises(CheckpointMismatchError, match=r"observation size 148 \(model\) vs 74 \(env config\); action space Discrete\(5\) \(model\) "
+                       r"vs Discrete\(7\)"):
+        export_model(model, tmp_path / "wrong", env_config={"observation": {"history": 2},
+                                                             "action": {"max_flips_per_step": 3}})
+    assert not (tmp_path / "wrong").exists()
+    with pytest.raises(CheckpointError, match="not a PDClusterEnv"):
+        export_model(model, tmp_path / "cartpole", env=gym.make("CartPole-v1"))
