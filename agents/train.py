@@ -278,6 +278,41 @@ class SnapshotCallback(BaseCallback):
         return True
 
 
+class ProgressCallback(BaseCallback):
+    """Feeds the RL steps really taken to a ``_progress`` advance function (SB3's own bar counts
+    against the budget asked for, so it ended at e.g. 40,960/40,000, and draws nothing into a file)."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        super().__init__(verbose=0)
+        self.advance = advance
+        self._seen = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps > self._seen:
+            self.advance(self.num_timesteps - self._seen)
+            self._seen = self.num_timesteps
+        return True
+
+
+def planned_unit(model) -> int:
+    """The steps SB3 takes between two checks of the budget: one rollout (``n_steps`` per env) for
+    PPO / MaskablePPO, ``train_freq`` steps per env for DQN (counted in steps), else one step per env."""
+    n_envs = int(getattr(model, "n_envs", 1) or 1)
+    if getattr(model, "n_steps", None):
+        return int(model.n_steps) * n_envs
+    freq = getattr(model, "train_freq", None)
+    if freq is not None and getattr(getattr(freq, "unit", None), "value", None) == "step":
+        return int(freq.frequency) * n_envs
+    return n_envs
+
+
+def planned_timesteps(model, total: int) -> int:
+    """The steps ``model.learn(total)`` really takes: SB3 stops at the first check past the budget,
+    so the budget rounds up to a whole number of ``planned_unit``s."""
+    unit = planned_unit(model)
+    return -(-int(total) // unit) * unit
+
+
 def _nan_low(x: float) -> float:
     return x if np.isfinite(x) else -np.inf
 
@@ -417,8 +452,14 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
         if config.checkpoint_every:
             callbacks.append(SnapshotCallback(config.checkpoint_every,
                                               lambda n: save(ckpt_dir / f"step_{n}", {"stage": f"step_{n}"})))
-        model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks) if callbacks else None,
-                    progress_bar=progress, reset_num_timesteps=True)
+        planned = planned_timesteps(model, n_rl)
+        if planned != n_rl:
+            on_message(f"RL: {planned:,} steps ({n_rl:,} asked, rounded up to whole rollouts of "
+                       f"{planned_unit(model):,} steps)")
+        with _progress(progress, "RL", planned) as advance:
+            callbacks.append(ProgressCallback(advance))
+            model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks), progress_bar=False,
+                        reset_num_timesteps=True)
         report["timings_s"]["rl"] = time.time() - t0
         if callback is not None and (not callback.history or callback.history[-1]["timesteps"] != model.num_timesteps):
             callback.evaluate_now()

@@ -102,3 +102,31 @@ def test_a_model_that_does_not_fit_the_env_config_is_refused(user_model, tmp_pat
     assert not (tmp_path / "wrong").exists()
     with pytest.raises(CheckpointError, match="not a PDClusterEnv"):
         export_model(model, tmp_path / "cartpole", env=gym.make("CartPole-v1"))
+
+
+def test_a_plain_function_runs_in_the_controller_seat():
+    from arrow_rl.cluster.base import Flip, Role
+    from arrow_rl.cluster.emulator import EmulatorConfig
+    from arrow_rl.control import Controller
+    from arrow_rl.evaluation.runner import run_policy
+    from arrow_rl.workload.loaders import load_workload
+
+    from agents.custom import FunctionController, policy_for
+
+    calls = []
+
+    def all_but_one_to_prefill(state):   # a deliberately blunt rule: its flips must show in the run
+        calls.append(state.now)
+        decode = [i for i in state.instances if i.role is Role.DECODE]
+        return [Flip(i.instance_id, Role.PREFILL) for i in decode[1:]]
+
+    controller = FunctionController(all_but_one_to_prefill)
+    assert isinstance(controller, Controller) and controller.name == "all_but_one_to_prefill"
+    policy = policy_for(controller, 8)
+    workload = load_workload("azure-conv").window(0.0, 10.0)
+    result = run_policy(workload, EmulatorConfig(preset="h100-llama3.1-8b-tp1", num_instances=8,
+                                                 slo_ttft_s=2.0, slo_tpot_s=0.1), policy)
+    assert calls and controller.info is not None and controller.info.num_instances == 8
+    assert len(result.flips) == 3 and result.policy == "all_but_one_to_prefill"
+    with pytest.raises(TypeError, match="return arrow_rl.cluster.base.Flip"):
+        FunctionController(lambda s: [3]).act(None)
