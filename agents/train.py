@@ -509,16 +509,25 @@ class _progress:
 
     def _lines(self) -> Callable[[int], None]:
         step, start, done = max(1, self.total // 10), time.time(), [0]
+        self._printed = 0
 
         def advance(n: int) -> None:
             before = done[0] // step
             done[0] += n
             if done[0] // step > before:
-                print(f"{self.label}: {min(done[0], self.total):,}/{self.total:,} steps, {time.time() - start:.0f} s",
-                      flush=True)
+                self._print(done[0], start)
+
+        self._done, self._start = done, start
         return advance
 
+    def _print(self, done: int, start: float) -> None:
+        print(f"{self.label}: {min(done, self.total):,}/{self.total:,} steps, {time.time() - start:.0f} s", flush=True)
+        self._printed = done
+
     def __exit__(self, exc_type, *exc) -> None:
+        if self.enabled and self._bar is None and exc_type is None and getattr(self, "_done", None):
+            if self._done[0] != self._printed:   # the last step, when it fell between two tenths
+                self._print(self._done[0], self._start)
         if self._bar is not None:
             if exc_type is None:   # the total counts the value head's own rollout, skipped when DAgger's is on-policy enough
                 self._bar.update(self._task, completed=self.total)

@@ -122,3 +122,25 @@ def test_jobs_zero_gets_the_same_error_line_as_other_bad_values(argv):
 def test_a_missing_option_keeps_the_usage_help():
     r = CliRunner().invoke(app, ["evaluate", "--preset", "h100-llama3.1-8b-tp1"])
     assert r.exit_code == 2 and "Usage" in r.output and "Missing option" in r.output
+
+
+def test_train_progress_is_printed_as_lines_and_ends_at_the_real_total(tmp_path):
+    # CliRunner's stdout is not a terminal: the run prints lines, counted against the steps really taken
+    r = CliRunner().invoke(app, ["train", "--config", str(SMOKE), "--log-dir", str(tmp_path / "runs"),
+                                 "--n-timesteps", "200"])
+    assert r.exit_code == 0, r.output
+    assert "RL: 256 steps (200 asked, rounded up to whole rollouts of 128 steps)" in r.output
+    rl_lines = [line for line in r.output.splitlines() if line.startswith("RL: ") and "/" in line]
+    assert rl_lines and rl_lines[-1].startswith("RL: 256/256 steps")
+    assert "imitation: " in r.output   # the imitation phase prints its lines too
+
+
+def test_planned_timesteps_match_what_sb3_takes():
+    from types import SimpleNamespace
+
+    from agents.train import planned_timesteps
+
+    ppo = SimpleNamespace(n_envs=2, n_steps=1024)
+    assert planned_timesteps(ppo, 40_000) == 40_960 and planned_timesteps(ppo, 4096) == 4096
+    dqn = SimpleNamespace(n_envs=4, n_steps=None, train_freq=SimpleNamespace(frequency=4, unit=SimpleNamespace(value="step")))
+    assert planned_timesteps(dqn, 100) == 112
