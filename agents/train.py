@@ -221,8 +221,10 @@ class ArrowEvalCallback(BaseCallback):
     the teacher, and keep the best model (highest serving-rate estimate, then attainment)."""
 
     def __init__(self, evaluator: HeldOutEvaluator, freq: int, save_best: Callable[[], None],
-                 teacher: EvalSummary | None, normalize: Callable[[np.ndarray], np.ndarray]) -> None:
+                 teacher: EvalSummary | None, normalize: Callable[[np.ndarray], np.ndarray],
+                 on_message: Callable[[str], None] = lambda _m: None) -> None:
         super().__init__(verbose=0)
+        self.on_message = on_message   # one line per evaluation: a run's progress in a log file
         self.evaluator = evaluator
         self.freq = freq
         self.save_best = save_best
@@ -251,6 +253,10 @@ class ArrowEvalCallback(BaseCallback):
             self.save_best()
             entry["saved_best"] = True
         self.history.append(entry)
+        self.on_message(f"evaluation at {int(self.num_timesteps):,} steps: attainment {entry['attainment']:.3f}, "
+                        f"serving-rate scale {summary.serving_rate:.3f}"
+                        + (f" ({entry['serving_rate_vs_arrow']:.3f}x Arrow)" if "serving_rate_vs_arrow" in entry else "")
+                        + (", kept as best" if entry.get("saved_best") else ""))
         return summary
 
     def _on_step(self) -> bool:
@@ -441,7 +447,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     if evaluator is not None:
         best_dir = ckpt_dir / "best"
         callback = ArrowEvalCallback(evaluator, config.eval.freq, lambda: save(best_dir, {"stage": "best"}),
-                                     teacher_summary, normalize)
+                                     teacher_summary, normalize, on_message)
     n_rl = config.n_timesteps if (not config.pretrain.enabled or config.pretrain.rl_after) else 0
     if n_rl > 0:
         t0 = time.time()

@@ -133,6 +133,7 @@ def test_train_progress_is_printed_as_lines_and_ends_at_the_real_total(tmp_path)
     rl_lines = [line for line in r.output.splitlines() if line.startswith("RL: ") and "/" in line]
     assert rl_lines and rl_lines[-1].startswith("RL: 256/256 steps")
     assert "imitation: " in r.output   # the imitation phase prints its lines too
+    assert "evaluation at 256 steps: attainment " in r.output
 
 
 def test_planned_timesteps_match_what_sb3_takes():
