@@ -64,6 +64,9 @@ def test_export_api_writes_a_checkpoint_the_controller_loads(user_model, tmp_pat
 
 def test_export_command_turns_a_saved_zip_into_a_checkpoint(user_model, tmp_path):
     _, _, zip_path = user_model
+    # given as a controller as it is, the plain zip is refused with the way to fix it
+    with pytest.raises(CheckpointError, match=r"arrow-rl checkpoint export MODEL\.zip --out DIR"):
+        load_controller(zip_path)
     assert infer_algo(zip_path) == "ppo"
     env_yaml = tmp_path / "train.yaml"   # the env block of a training config, as the model was trained on it
     env_yaml.write_text("env:\n  id: arrow_rl/PDCluster-v0\n  episode: {duration_s: 15, drain_s: 5}\n")
@@ -130,3 +133,15 @@ def test_a_plain_function_runs_in_the_controller_seat():
     assert len(result.flips) == 3 and result.policy == "all_but_one_to_prefill"
     with pytest.raises(TypeError, match="return arrow_rl.cluster.base.Flip"):
         FunctionController(lambda s: [3]).act(None)
+
+
+def test_suite_run_ranks_the_exported_checkpoint(user_model, tmp_path):
+    # a one-scenario tiny suite (quick protocol): the checkpoint gets a serving rate, not "n/a"
+    model, env, _ = user_model
+    ckpt = export_model(model, tmp_path / "mine", env=env)
+    out = tmp_path / "suite.json"
+    r = CliRunner().invoke(app, ["suite", "run", "--suite", "tests/data/tiny_suite.yaml", "--scenarios", "tiny-poisson",
+                                 "--quick", "--controllers", f"arrow,{ckpt}", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())["scenarios"]["tiny-poisson"]["controllers"][str(ckpt)]
+    assert result["serving_rate"] > 0 and len(result["per_seed"]) == 3
