@@ -25,13 +25,12 @@ match the env config's.
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from agents.checkpoint import (CheckpointError, CheckpointMismatchError, VECNORM_FILE, _algo_name, _load_normalizer,
+from agents.checkpoint import (CheckpointError, CheckpointMismatchError, _algo_name, _load_normalizer,
                                check_spaces, save_checkpoint, space_spec)
 from agents.config import ALGOS, DEFAULT_ENV_ID, algo_class
 
