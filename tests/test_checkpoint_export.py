@@ -84,15 +84,29 @@ def test_export_command_turns_a_saved_zip_into_a_checkpoint(user_model, tmp_path
 
 
 def test_vecnormalize_statistics_travel_with_the_export(tmp_path):
+    from sb3_contrib import MaskablePPO
+
     venv = VecNormalize(DummyVecEnv([lambda: gym.make("arrow_rl/PDCluster-v0", **SHORT)]), norm_reward=False)
-    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [8]})
+    model = MaskablePPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, policy_kwargs={"net_arch": [8]})
     model.learn(32)
     ckpt = export_model(model, tmp_path / "norm", env=venv)
-    assert read_metadata(ckpt)["normalized"] is True
+    meta = read_metadata(ckpt)
+    assert meta["normalized"] is True and meta["algo"] == "maskable_ppo"
     controller = load_controller(ckpt)
     obs = venv.get_original_obs()[0]
     assert controller.checkpoint.normalizer is not None
     assert (abs(controller.checkpoint.normalize(obs) - venv.normalize_obs(obs)) < 1e-5).all()
+    # the same from files: model.save + VecNormalize.save, then the command
+    model.save(tmp_path / "masked")
+    venv.save(str(tmp_path / "stats.pkl"))
+    assert infer_algo(tmp_path / "masked.zip") == "maskable_ppo"
+    env_yaml = tmp_path / "train.yaml"
+    env_yaml.write_text("env:\n  episode: {duration_s: 15, drain_s: 5}\n")
+    r = CliRunner().invoke(app, ["checkpoint", "export", str(tmp_path / "masked.zip"), "--env-config", str(env_yaml),
+                                 "--vecnormalize", str(tmp_path / "stats.pkl"), "--out", str(tmp_path / "from_files")])
+    assert r.exit_code == 0, r.output
+    again = load_controller(tmp_path / "from_files")
+    assert (abs(again.checkpoint.normalize(obs) - venv.normalize_obs(obs)) < 1e-5).all()
 
 
 def test_a_model_that_does_not_fit_the_env_config_is_refused(user_model, tmp_path):
