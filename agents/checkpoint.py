@@ -40,6 +40,10 @@ MODEL_FILE = "model.zip"
 VECNORM_FILE = "vecnormalize.pkl"
 METADATA_FILE = "metadata.json"
 
+# Said where a plain SB3 model is given for a checkpoint: what turns one into the other.
+EXPORT_HINT = ("an SB3 model from your own script becomes a checkpoint with "
+               "`arrow-rl checkpoint export MODEL.zip --out DIR` (docs/agents.md, \"Bring your own agent\")")
+
 _PACKAGES = ("arrow-rl", "torch", "stable-baselines3", "sb3-contrib", "gymnasium", "numpy")
 
 
@@ -130,12 +134,14 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     """Read and check ``metadata.json`` (no unpickling)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a checkpoint directory (expected {MODEL_FILE} + {METADATA_FILE})")
+        raise CheckpointError(f"{directory}: not a checkpoint directory (expected {MODEL_FILE} + {METADATA_FILE})"
+                              + (f"; {EXPORT_HINT}" if directory.is_file() else ""))
     path = directory / METADATA_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; a checkpoint directory needs {METADATA_FILE} beside {MODEL_FILE}") from None
+        raise CheckpointError(f"{path}: missing; a checkpoint directory needs {METADATA_FILE} beside {MODEL_FILE}; "
+                              f"{EXPORT_HINT}") from None
     except UnicodeDecodeError:
         raise CheckpointError(f"{path}: not a text file (expected JSON)") from None
     except (json.JSONDecodeError, RecursionError) as exc:

@@ -432,7 +432,28 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(str(exc)) from None
     if overrides:
         raw.update({k: v for k, v in overrides.items() if v is not None})
-    return config_from_dict(raw, source=str(path))
+    config = config_from_dict(raw, source=str(path))
+    check_env_blocks(config, source=str(path))
+    return config
+
+
+def check_env_blocks(config: "TrainConfig", source: str) -> None:
+    """Validate the ``env:`` block (and the evaluation's, with its overrides) as the env will, so a
+    bad field (an unknown preset, a typo) is one line naming the file and ``env.<field>``, reported
+    before a run directory, a worker or a model exists."""
+    from agents.envs_bridge import env_config
+    from envs.config import EnvConfigError
+
+    blocks = [("env", config.env)]
+    if config.eval.enabled and config.eval.env:
+        blocks.append(("eval.env", config.eval_env_block()))
+    for where, block in blocks:
+        try:
+            env_config(block.id, block.env_kwargs())
+        except EnvConfigError as exc:
+            raise ConfigError(exc.located(source, f"{where}.")) from None
+        except ValueError as exc:   # an unknown env id: the message already names env.id
+            raise ConfigError(f"{source}: {exc}" if where == "env" else f"{source}: {where}: {exc}") from None
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConfig:
@@ -444,8 +465,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConf
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
-        raise ConfigError(f"{source}: invalid training config\n" + "\n".join(lines)) from None
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        if len(lines) == 1:   # the usual case: one line naming the file and the field
+            raise ConfigError(f"{source}: {lines[0]}") from None
+        raise ConfigError(f"{source}: invalid training config\n" + "\n".join(f"  {line}" for line in lines)) from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

@@ -38,6 +38,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from agents.checkpoint import MODEL_FILE, CheckpointError, check_spaces, read_metadata, save_checkpoint
 from agents.config import TrainConfig, algo_class, build_hyperparams, build_policy_kwargs
 from agents.envs_bridge import check_traces, env_config, env_thunk, is_toy, make_env
+from agents.export import env_metadata, training_distribution_of  # noqa: F401 (re-exported)
 from agents.evaluation import EvalSummary, HeldOutEvaluator, student_chooser, teacher_chooser
 from agents.holdout import apply_holdout
 from agents.imitation import pretrain
@@ -175,58 +176,8 @@ def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
     if cfg is None:
         meta["env_config"] = kwargs
         return meta
-    from envs.pd_cluster_env import make_encoders
-
-    builder, codec = make_encoders(cfg, cfg.num_instances)
-    if cfg.observation.kind != "pools":   # the padded encodings: the size they were built for
-        from arrow_rl.cluster.base import SLO
-        from envs.actions import ActionCodec
-        from envs.observation import ObservationBuilder
-
-        builder = ObservationBuilder(SLO(cfg.slo_ttft_s, cfg.slo_tpot_s), cfg.num_instances, cfg.observation,
-                                     cfg.action.min_pool_size)
-        codec = ActionCodec(cfg.action, cfg.num_instances)
-    meta.update(
-        {
-            "env_config": cfg.model_dump(mode="json"),
-            "preset": cfg.preset,
-            "num_instances": cfg.num_instances,
-            "max_instances": builder.max_instances,
-            "slo": {"ttft_s": cfg.slo_ttft_s, "tpot_s": cfg.slo_tpot_s},
-            "observation_features": builder.feature_names,
-            "action_encoding": {"kind": cfg.action.kind, "n": int(codec.space.n),
-                                "max_flips_per_step": cfg.action.max_flips_per_step,
-                                "min_pool_size": cfg.action.min_pool_size},
-            "control_interval_s": cfg.control_interval_s,
-            # what evaluate/deploy compare a target cluster with (agents.checkpoint.distribution_warnings)
-            "training_distribution": training_distribution_of(cfg),
-        }
-    )
-    if cfg.action.kind == "moves":
-        meta["action_encoding"]["move_fractions"] = list(cfg.action.move_fractions)
-    if cfg.action.kind == "splits":
-        meta["action_encoding"]["split_grid"] = cfg.action.split_grid
+    meta.update(env_metadata(cfg))
     return meta
-
-
-def training_distribution_of(cfg) -> dict[str, Any]:
-    """What a checkpoint trained on ``cfg`` (an ``EnvConfig``) saw: presets, cluster sizes, SLO tiers,
-    roles, workloads. ``agents.checkpoint.distribution_warnings`` compares a target cluster with it."""
-    roles = ["prefill", "decode", "mixed"] if cfg.action.three_roles else ["prefill", "decode"]
-    dist = cfg.distribution
-    if dist is not None:
-        lo, hi = dist.num_instances
-        return {"preset": dist.presets[0] if len(dist.presets) == 1 else None, "presets": list(dist.presets),
-                "cluster_sizes": list(range(lo, hi + 1)), "num_instances_range": [lo, hi],
-                "slo_tiers": {k: t.model_dump() for k, t in dist.slo_tiers.items()}, "roles": roles,
-                "traces": list(dist.traces) if dist.trace_probability > 0 else [],
-                "trace_rate_scale_per_8": list(dist.trace_rate_scale),
-                "generator": dist.generator.model_dump(mode="json") if dist.trace_probability < 1 else None,
-                "mixed_start_probability": dist.mixed_start_probability}
-    return {"preset": cfg.preset, "presets": [cfg.preset], "cluster_sizes": list(cfg.cluster_sizes),
-            "slo_ttft_s": cfg.slo_ttft_s, "slo_tpot_s": cfg.slo_tpot_s, "roles": roles,
-            "traces": list(cfg.episode.traces) if cfg.episode.generator is None else None,
-            "generator": cfg.episode.generator, "rate_scale": list(cfg.episode.rate_scale)}
 
 
 def _control_interval(config: TrainConfig) -> float:
@@ -270,8 +221,10 @@ class ArrowEvalCallback(BaseCallback):
     the teacher, and keep the best model (highest serving-rate estimate, then attainment)."""
 
     def __init__(self, evaluator: HeldOutEvaluator, freq: int, save_best: Callable[[], None],
-                 teacher: EvalSummary | None, normalize: Callable[[np.ndarray], np.ndarray]) -> None:
+                 teacher: EvalSummary | None, normalize: Callable[[np.ndarray], np.ndarray],
+                 on_message: Callable[[str], None] = lambda _m: None) -> None:
         super().__init__(verbose=0)
+        self.on_message = on_message   # one line per evaluation: a run's progress in a log file
         self.evaluator = evaluator
         self.freq = freq
         self.save_best = save_best
@@ -300,6 +253,10 @@ class ArrowEvalCallback(BaseCallback):
             self.save_best()
             entry["saved_best"] = True
         self.history.append(entry)
+        self.on_message(f"evaluation at {int(self.num_timesteps):,} steps: attainment {entry['attainment']:.3f}, "
+                        f"serving-rate scale {summary.serving_rate:.3f}"
+                        + (f" ({entry['serving_rate_vs_arrow']:.3f}x Arrow)" if "serving_rate_vs_arrow" in entry else "")
+                        + (", kept as best" if entry.get("saved_best") else ""))
         return summary
 
     def _on_step(self) -> bool:
@@ -327,6 +284,41 @@ class SnapshotCallback(BaseCallback):
         return True
 
 
+class ProgressCallback(BaseCallback):
+    """Feeds the RL steps really taken to a ``_progress`` advance function (SB3's own bar counts
+    against the budget asked for, so it ended at e.g. 40,960/40,000, and draws nothing into a file)."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        super().__init__(verbose=0)
+        self.advance = advance
+        self._seen = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps > self._seen:
+            self.advance(self.num_timesteps - self._seen)
+            self._seen = self.num_timesteps
+        return True
+
+
+def planned_unit(model) -> int:
+    """The steps SB3 takes between two checks of the budget: one rollout (``n_steps`` per env) for
+    PPO / MaskablePPO, ``train_freq`` steps per env for DQN (counted in steps), else one step per env."""
+    n_envs = int(getattr(model, "n_envs", 1) or 1)
+    if getattr(model, "n_steps", None):
+        return int(model.n_steps) * n_envs
+    freq = getattr(model, "train_freq", None)
+    if freq is not None and getattr(getattr(freq, "unit", None), "value", None) == "step":
+        return int(freq.frequency) * n_envs
+    return n_envs
+
+
+def planned_timesteps(model, total: int) -> int:
+    """The steps ``model.learn(total)`` really takes: SB3 stops at the first check past the budget,
+    so the budget rounds up to a whole number of ``planned_unit``s."""
+    unit = planned_unit(model)
+    return -(-int(total) // unit) * unit
+
+
 def _nan_low(x: float) -> float:
     return x if np.isfinite(x) else -np.inf
 
@@ -339,32 +331,41 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     t_start = time.time()
     run_dir = Path(run_root if run_root is not None else config.log_dir) / run_name(config, t_start)
     ckpt_dir = run_dir / "checkpoints"
+    fresh = not run_dir.exists()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     formats = ["csv"] + (["tensorboard"] if config.tensorboard else [])
-    logger = configure(str(run_dir), formats)
-    if config.tensorboard:
-        _add_custom_scalars(logger)
-    report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
-    original = config
-    config, splits = apply_holdout(config, run_dir / "data")
+    logger = None
+    try:   # until the model exists, a failure leaves no run directory behind (nothing was trained)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        logger = configure(str(run_dir), formats)
+        if config.tensorboard:
+            _add_custom_scalars(logger)
+        report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
+        original = config
+        config, splits = apply_holdout(config, run_dir / "data")
+        venv = build_vec_env(config)
+        try:
+            model = build_model(config, venv)
+        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
+            venv.close()
+            raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}") from None
+        if config.init_from is not None:
+            try:
+                report["init_from"] = load_initial_weights(model, config)
+            except ValueError:
+                venv.close()
+                raise
+    except BaseException:
+        if logger is not None:
+            logger.close()
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if splits:
         report["holdout"] = splits
         on_message("held out: " + ", ".join(f"{s['trace']} after {s['cut_s']:.0f} s" for s in splits))
-
-    venv = build_vec_env(config)
-    try:
-        model = build_model(config, venv)
-    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
-        venv.close()
-        raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())}") from None
     if config.init_from is not None:
-        try:
-            report["init_from"] = load_initial_weights(model, config)
-        except ValueError:
-            venv.close()
-            raise
         on_message(f"starting from {config.init_from}'s weights")
     model.set_logger(logger)
     vecnorm = venv if isinstance(venv, VecNormalize) else None
@@ -446,7 +447,7 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     if evaluator is not None:
         best_dir = ckpt_dir / "best"
         callback = ArrowEvalCallback(evaluator, config.eval.freq, lambda: save(best_dir, {"stage": "best"}),
-                                     teacher_summary, normalize)
+                                     teacher_summary, normalize, on_message)
     n_rl = config.n_timesteps if (not config.pretrain.enabled or config.pretrain.rl_after) else 0
     if n_rl > 0:
         t0 = time.time()
@@ -457,8 +458,14 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
         if config.checkpoint_every:
             callbacks.append(SnapshotCallback(config.checkpoint_every,
                                               lambda n: save(ckpt_dir / f"step_{n}", {"stage": f"step_{n}"})))
-        model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks) if callbacks else None,
-                    progress_bar=progress, reset_num_timesteps=True)
+        planned = planned_timesteps(model, n_rl)
+        if planned != n_rl:
+            on_message(f"RL: {planned:,} steps ({n_rl:,} asked, rounded up to whole rollouts of "
+                       f"{planned_unit(model):,} steps)")
+        with _progress(progress, "RL", planned) as advance:
+            callbacks.append(ProgressCallback(advance))
+            model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks), progress_bar=False,
+                        reset_num_timesteps=True)
         report["timings_s"]["rl"] = time.time() - t0
         if callback is not None and (not callback.history or callback.history[-1]["timesteps"] != model.num_timesteps):
             callback.evaluate_now()
@@ -508,16 +515,25 @@ class _progress:
 
     def _lines(self) -> Callable[[int], None]:
         step, start, done = max(1, self.total // 10), time.time(), [0]
+        self._printed = 0
 
         def advance(n: int) -> None:
             before = done[0] // step
             done[0] += n
             if done[0] // step > before:
-                print(f"{self.label}: {min(done[0], self.total):,}/{self.total:,} steps, {time.time() - start:.0f} s",
-                      flush=True)
+                self._print(done[0], start)
+
+        self._done, self._start = done, start
         return advance
 
+    def _print(self, done: int, start: float) -> None:
+        print(f"{self.label}: {min(done, self.total):,}/{self.total:,} steps, {time.time() - start:.0f} s", flush=True)
+        self._printed = done
+
     def __exit__(self, exc_type, *exc) -> None:
+        if self.enabled and self._bar is None and exc_type is None and getattr(self, "_done", None):
+            if self._done[0] != self._printed:   # the last step, when it fell between two tenths
+                self._print(self._done[0], self._start)
         if self._bar is not None:
             if exc_type is None:   # the total counts the value head's own rollout, skipped when DAgger's is on-policy enough
                 self._bar.update(self._task, completed=self.total)

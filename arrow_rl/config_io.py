@@ -50,11 +50,14 @@ def read_config_mapping(path: str | Path, what: str = "config") -> dict[str, Any
     return data
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One clause per problem: ``field.path: message (got value)``."""
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One clause per problem: ``field.path: message (got value)``. ``prefix`` (e.g. ``"env."``) is put
+    before every field path, for a model validated as one block of a larger file."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        if prefix:
+            loc = prefix + loc if loc != "config" else prefix.rstrip(".")
         msg = err.get("msg", "invalid")
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]

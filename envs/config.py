@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arrow_rl.config_io import format_validation_error, read_config_mapping
 from arrow_rl.perf.presets import PRESET_NAMES
@@ -259,6 +259,15 @@ class EnvConfig(_Strict):
     # oracle-split, envs.split_teacher.SplitOracleConfig)
     teacher_config: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        """An unknown preset fails here, when the env is made, not at its first ``reset`` inside the
+        emulator (where the error would also drag in the scheduler limits derived from it)."""
+        if value not in PRESET_NAMES:
+            raise ValueError(f"unknown preset {value!r}; valid presets: {', '.join(PRESET_NAMES)}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "EnvConfig":
         three_roles = self.action.three_roles or self.observation.kind == "pools"
@@ -339,4 +348,18 @@ class EnvConfig(_Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ValueError(f"env config {source}: {format_validation_error(exc)}") from None
+            raise EnvConfigError(source, exc) from None
+
+
+class EnvConfigError(ValueError):
+    """An env config that does not validate. The message names the source and each field; ``located``
+    restates it for an env block inside a larger file (a training config's ``env:``), so the user
+    reads the file they wrote and the field path inside it, in one line."""
+
+    def __init__(self, source: str, error: ValidationError) -> None:
+        self.source, self.error = source, error
+        super().__init__(f"env config {source}: {format_validation_error(error)}")
+
+    def located(self, source: str, prefix: str) -> str:
+        """``<source>: <prefix><field>: <problem>`` for every field, e.g. ``x.yaml: env.preset: ...``."""
+        return f"{source}: {format_validation_error(self.error, prefix)}"

@@ -10,7 +10,10 @@ import importlib.util
 
 import typer
 
+from arrow_rl.cli.output import StyledErrorsGroup
+
 app = typer.Typer(
+    cls=StyledErrorsGroup,
     name="arrow-rl",
     help="Adaptive prefill/decode instance scheduling (Arrow) as an RL environment, with an emulator.",
     no_args_is_help=True,
@@ -27,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "arrow_rl.cli.suite",
     "arrow_rl.cli.live",
     "arrow_rl.cli.fidelity",
+    "arrow_rl.cli.checkpoint",
 )
 
 for _name in COMMAND_MODULES:

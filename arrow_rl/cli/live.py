@@ -275,12 +275,16 @@ def deploy(
     from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
     from arrow_rl.cluster.base import Role
     from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_roles, flips_to_split, run_control_loop
-    from arrow_rl.controllers.registry import make_policy
+    from arrow_rl.controllers.registry import check_spec, make_policy
 
     try:
         dt = parse_duration(interval)
         budget = parse_duration(act_timeout) if act_timeout else None
     except ValueError as exc:
+        _fail(str(exc))
+    try:   # the controller first: a bad checkpoint path fails before the token and the router are needed
+        check_spec(controller)
+    except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     tok = _token(token)
     try:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+try:   # typer >= 0.22 carries its own copy of click; its exceptions are the ones raised
+    from typer._click.exceptions import MissingParameter
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import MissingParameter
 
 # Width for output that goes to a file or pipe: wide enough for every table the CLI prints.
 FILE_WIDTH = 240
@@ -38,3 +43,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def warn(message: str) -> None:
     """``warning: <message>`` on stderr."""
     make_console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False)
+
+
+class StyledErrorsGroup(typer.core.TyperGroup):
+    """The ``arrow-rl`` command group: a bad option value (``--jobs 0``, ``--seed -1``) is reported as
+    the same one ``error:`` line as every value the commands check themselves, instead of click's
+    usage box. Missing options and unknown ones keep the box: there the usage is the help."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            if isinstance(exc, MissingParameter):
+                raise
+            hint = exc.param_hint if isinstance(exc.param_hint, str) else None
+            if hint is None and exc.param is not None:
+                hint = " / ".join(f"'{o}'" for o in getattr(exc.param, "opts", [])[:1]) or None
+            fail(f"invalid value for {hint}: {exc.message}" if hint else exc.message)

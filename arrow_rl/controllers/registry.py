@@ -132,6 +132,20 @@ def valid_specs_message() -> str:
               "or a path to a saved controller checkpoint")
 
 
+def check_spec(spec: str) -> None:
+    """Check what can be checked of a controller spec before any cluster exists: a built-in name (its
+    cluster-dependent parts, like static:P's range, wait for ``make_policy``) or a checkpoint that
+    loads. Why: ``deploy`` calls this before it asks for a token or contacts the router, so a
+    mistyped checkpoint path is reported at once, not only once a router is up."""
+    s = spec.strip()
+    if s in BUILTIN_SPECS or s.startswith("static:"):
+        return
+    if not s or not Path(s).exists():
+        raise ValueError(f"unknown controller {spec!r}: not a built-in controller and no such checkpoint "
+                         f"directory; {valid_specs_message()}")
+    load_checkpoint(s)   # reads metadata.json, then the model: a damaged checkpoint names its file here
+
+
 def make_policy(
     spec: str,
     num_instances: int,

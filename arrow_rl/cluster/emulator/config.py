@@ -86,17 +86,21 @@ class EmulatorConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _engine_defaults(cls, data: object) -> object:
-        """Unset scheduler limits take vLLM's ``serve`` defaults for the preset's GPU."""
-        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+        """Unset scheduler limits take vLLM's ``serve`` defaults for the preset's GPU. With no known
+        preset there is no default to take: unset limits are dropped, so the one error reported is
+        the preset's, not two more about limits the user never passed."""
+        if isinstance(data, dict):
             from arrow_rl.perf.presets import list_presets, vllm_serve_defaults
 
-            if data["preset"] in list_presets():
-                tokens, seqs = vllm_serve_defaults(data["preset"])
-                data = dict(data)
-                if data.get("max_num_batched_tokens") is None:
-                    data["max_num_batched_tokens"] = tokens
-                if data.get("max_num_seqs") is None:
-                    data["max_num_seqs"] = seqs
+            data = dict(data)
+            preset = data.get("preset")
+            defaults = vllm_serve_defaults(preset) if isinstance(preset, str) and preset in list_presets() else None
+            for key, default in zip(("max_num_batched_tokens", "max_num_seqs"), defaults or (None, None)):
+                if data.get(key) is None:
+                    if defaults is None:
+                        data.pop(key, None)
+                    else:
+                        data[key] = default
         return data
 
     @model_validator(mode="after")
