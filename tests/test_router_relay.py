@@ -284,11 +284,35 @@ def test_a_client_that_stops_reading_pauses_the_instance_stream(loop):
         assert rig.up.reading
         rig.client.pause_writing()
         rig.conn.data_received(wire[wire.index(b"t2"):])  # what was in flight still goes through
+        # the instance's side is done (slot and connection free), but the client has not taken the
+        # end yet: the journal waits for it
+        assert rig.d.num_decode == 0 and not rig.router.records
+        rig.client.resume_writing()
         return rig
 
     rig = loop.run_until_complete(go())
     assert rig.router.records[-1].output_tokens == 6 and not rig.router.records[-1].rejected
     assert rig.up.reading and not rig.up.closed  # released to the pool, reading again
+
+
+def test_a_stream_whose_end_the_client_never_takes_is_journaled_499(loop):
+    """The journal records what the client received: a stream that ended upstream while the client
+    had stopped reading, and whose client then went away, is not a 200."""
+    wire = _chunked_response(_stream_events(6))
+
+    async def go() -> _Rig:
+        rig = _Rig()
+        rig.relay()
+        rig.client.pause_writing()
+        rig.conn.data_received(wire)
+        assert rig.d.num_decode == 0 and not rig.router.records
+        rig.client.connection_lost(None)
+        return rig
+
+    rig = loop.run_until_complete(go())
+    rec = rig.router.records[-1]
+    assert rec.rejected and "before the end of the stream left the router" in rec.reject_reason
+    assert len(rig.router.records) == 1
 
 
 def _stale_server(loop):
