@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import threading
 import time
@@ -201,7 +202,30 @@ class FakeVllm:
         if len(prompt) + max_tokens > self.max_model_len:
             return _error(400, f"This model's maximum context length is {self.max_model_len} tokens. However, "
                                f"you requested {len(prompt) + max_tokens} tokens.", key)
-        return await self._handle(body, prompt, max_tokens, chat)
+        return await self._until_disconnect(request, self._handle(body, prompt, max_tokens, chat))
+
+    @staticmethod
+    async def _until_disconnect(request: Request, work: Any) -> Response:
+        """Run ``work`` but abandon it if the client disconnects first, as vLLM's API server does
+        (``with_cancellation``): a router that closes a leg frees the engine's slot. A streamed
+        answer is watched by Starlette's ``StreamingResponse`` itself once it starts."""
+        task = asyncio.ensure_future(work)
+
+        async def gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        watch = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return Response(status_code=499)   # nobody is listening
+        return task.result()
 
     async def _handle(self, body: dict, prompt: list[int], max_tokens: int, chat: bool) -> Response:
         cfg = self.config

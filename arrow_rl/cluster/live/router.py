@@ -189,6 +189,8 @@ class Router:
         # Per instance: connections of legs sent there that have produced no output yet. When the
         # instance leaves rotation they are aborted and their requests retried elsewhere at once.
         self._waiting: list[set[UpstreamConnection]] = [set() for _ in self.state.instances]
+        # Per instance: decode streams being relayed from it (a silent one ends when it leaves rotation).
+        self._streaming: list[set[StreamRelay]] = [set() for _ in self.state.instances]
         self.state.on_unhealthy = self._instance_down
         self._flip_sources: set[str] = set()
         self._journal = open(config.journal, "ab") if config.journal else None
@@ -400,12 +402,21 @@ class Router:
         ``UpstreamAborted`` where it waits and is retried on another instance at once (closing the
         connection also aborts the request on the instance, if it ever reads again)."""
         waiting = self._waiting[s.instance_id]
-        if not waiting:
-            return
-        why = UpstreamAborted(f"instance {s.instance_id} left rotation ({s.unhealthy_reason})")
-        for conn in list(waiting):
-            conn.fail(why)
-        waiting.clear()
+        if waiting:
+            why = UpstreamAborted(f"instance {s.instance_id} left rotation ({s.unhealthy_reason})")
+            for conn in list(waiting):
+                conn.fail(why)
+            waiting.clear()
+        # Streams that already sent tokens cannot be moved (docs/live_cluster.md, "Faults"), but one
+        # that has also been silent for a health timeout is ended now, not after stream_idle_timeout_s.
+        # A stream paused by its slow client is the client's, not the instance's: it stays.
+        now = asyncio.get_running_loop().time()
+        quiet = self.config.health_timeout_s
+        for relay in list(self._streaming[s.instance_id]):
+            conn = relay.conn
+            if not conn.paused and now - conn.last_rx >= quiet:
+                conn.fail(UpstreamTimeout(f"instance {s.instance_id} left rotation; its stream was silent for "
+                                          f"{now - conn.last_rx:.1f}s"))
 
     async def _learn_models(self, s: InstanceState) -> None:
         """Served model names and context length from an instance's ``/v1/models`` (vLLM's model
@@ -1034,6 +1045,7 @@ class StreamRelay:
         first, self.first = self.first, b""
         self.on_body(first)
         if not self.finished:
+            self.router._streaming[self.d.instance_id].add(self)
             self.conn.attach(self)
 
     # ---- upstream side ----------------------------------------------------------------------
@@ -1180,6 +1192,7 @@ class StreamRelay:
             return
         self.finished = True
         r, f = self.router, self.f
+        r._streaming[self.d.instance_id].discard(self)
         st = r.state
         st.end_decode(self.d, self.context + self.grown)
         f.finish_s = st.now()
