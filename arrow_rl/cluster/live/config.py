@@ -59,6 +59,8 @@ class RouterConfig(BaseModel):
     unhealthy_after_failures: int = Field(2, ge=1, description="Consecutive failed health checks")
     write_timeout_s: float = Field(10.0, gt=0, description="A client that reads nothing of what the router has "
                                    "queued for it for this long is disconnected (its legs are cancelled)")
+    client_sndbuf_bytes: int | None = Field(65536, ge=4096, description="Kernel send buffer per client socket "
+                                            "(SO_SNDBUF; None: the OS default, which autotunes up to megabytes)")
     max_client_connections: int = Field(1000, ge=1, description="Open client connections; one more gets a 503 "
                                         "and a close (mind the process's open-file limit)")
     max_flip_sources: int = Field(32, ge=1, description="Distinct flip 'source' label values on /metrics; "

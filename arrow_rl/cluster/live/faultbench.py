@@ -128,10 +128,10 @@ class FakeCluster:
 
 
 def router_for(cluster: FakeCluster, **overrides: Any) -> RouterServer:
-    """A router in front of ``cluster`` (least-loaded routing unless overridden), started."""
+    """A router in front of ``cluster`` (least-loaded routing unless overridden); ``with`` starts it."""
     cfg = RouterConfig(instances=[InstanceSpec(url=u, role=r) for u, r in zip(cluster.urls, cluster.roles)],
                        **{"routing": "least-loaded", **overrides})
-    return RouterServer(Router(cfg, token=TOKEN)).start()
+    return RouterServer(Router(cfg, token=TOKEN))
 
 
 @dataclass
@@ -245,20 +245,24 @@ def running_on(url: str) -> int:
     return -1
 
 
-def raw_slow_reader(url: str, body: bytes, read_bytes: int = 256, rcvbuf: int = 4096) -> socket.socket:
-    """Open a streamed completion on a raw socket with a small receive buffer, read ``read_bytes``
-    and stop reading (the socket stays open: the caller closes it)."""
+def slow_readers(url: str, body: bytes, n: int, read_bytes: int = 256, rcvbuf: int = 4096) -> list[socket.socket]:
+    """Open ``n`` streamed completions on raw sockets with a small receive buffer, read
+    ``read_bytes`` of each and stop reading (the sockets stay open: the caller closes them)."""
     host, port = url.removeprefix("http://").split(":")
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.connect((host, int(port)))
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
-    got = 0
-    s.settimeout(30)
-    while got < read_bytes:
-        chunk = s.recv(min(4096, read_bytes - got))
-        if not chunk:
-            break
-        got += len(chunk)
-    return s
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.connect((host, int(port)))
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+        socks.append(s)
+    for s in socks:
+        got = 0
+        s.settimeout(30)
+        while got < read_bytes:
+            chunk = s.recv(min(4096, read_bytes - got))
+            if not chunk:
+                break
+            got += len(chunk)
+    return socks

@@ -131,6 +131,13 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(503, f"the router has {cap} open client connections (max_client_connections); retry later")
             return
         self.server.connections.add(self)
+        sndbuf = self.router.config.client_sndbuf_bytes
+        sock = transport.get_extra_info("socket")
+        if sndbuf and sock is not None:
+            # A bounded kernel send buffer: what a client has not read stays in the router's own
+            # buffer, where the write timeout sees it (and the journal knows it was not delivered).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         self._arm_idle()
 
     def _arm_idle(self) -> None:
