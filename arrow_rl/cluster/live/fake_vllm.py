@@ -70,6 +70,7 @@ class FakeConfig:
     fail_kv_pull_in_stream: int = 0       # a streamed decode leg answers 200, then an error event: what vLLM
                                           # sends when a KV pull fails (kv_load_failure_policy "fail")
     hang: bool = False                    # accept requests but never answer
+    hang_health: bool = False             # /health never answers either (a frozen process)
     healthy: bool = True                  # /health answers 200 (else 503)
 
 
@@ -122,6 +123,8 @@ class FakeVllm:
 
     # ---- endpoints ------------------------------------------------------------------------
     async def _health(self, request: Request) -> Response:
+        if self.config.hang_health:
+            await asyncio.sleep(3600)
         return Response(status_code=200 if self.config.healthy else 503)
 
     async def _models(self, request: Request) -> Response:
