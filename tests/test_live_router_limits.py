@@ -126,3 +126,25 @@ def test_legs_waiting_on_an_instance_are_moved_when_it_leaves_rotation():
         assert all(not x.rejected and x.decode_instance == 2 for x in recs)
         assert sum("leg moved" in " ".join(e[2]["notes"]) for e in router.state.events if e[1] == "finish") == stuck
         assert not router._waiting[1]
+
+
+@pytest.mark.parametrize("end_silent", [True, False])
+def test_a_silent_stream_on_an_instance_leaving_rotation_ends_now_or_waits_as_configured(end_silent):
+    cfg = [FakeConfig(), FakeConfig(decode_step_s=1.5)]
+    with live_rig(configs=cfg, health_interval_s=60, health_timeout_s=0.3, end_silent_streams=end_silent) as rig, \
+            httpx.Client(base_url=rig.url, timeout=60) as c:
+        router = rig.router
+        with c.stream("POST", "/v1/completions", json=completion(max_tokens=3)) as r:
+            lines = r.iter_lines()
+            first = next(ln for ln in lines if ln.startswith("data: {"))   # the first token is out
+            assert "token_ids" in first
+            time.sleep(0.5)   # silent longer than health_timeout_s (the next token is 1.5 s away)
+            t0 = time.time()
+            rig.router_server.loop.call_soon_threadsafe(router.state.mark_unhealthy, router.state.instances[1], "t")
+            rest = list(lines)
+        took = time.time() - t0
+        text = "\n".join(rest)
+        if end_silent:
+            assert "failed mid-stream" in text and took < 1.0
+        else:
+            assert "error" not in text and text.count("token_ids") == 2 and took > 1.0

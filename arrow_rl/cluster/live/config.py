@@ -57,6 +57,9 @@ class RouterConfig(BaseModel):
                                      "(a failed check is repeated at once)")
     health_timeout_s: float = Field(0.75, gt=0, description="A /health answer slower than this is a failure")
     unhealthy_after_failures: int = Field(2, ge=1, description="Consecutive failed health checks")
+    end_silent_streams: bool = Field(True, description="When an instance leaves rotation, end its streams that "
+                                     "have been silent for health_timeout_s now (error event) rather than after "
+                                     "stream_idle_timeout_s; false: let them wait (a short freeze then resumes them)")
     write_timeout_s: float = Field(10.0, gt=0, description="A client that reads nothing of what the router has "
                                    "queued for it for this long is disconnected (its legs are cancelled)")
     client_sndbuf_bytes: int | None = Field(65536, ge=4096, description="Kernel send buffer per client socket "
@@ -73,9 +76,9 @@ class RouterConfig(BaseModel):
                                       "after this long (uvicorn's default, which vLLM serves with)")
     max_model_len: int | None = Field(None, ge=2, description="Context length for the max_tokens check "
                                       "(None: learned from the instances' /v1/models)")
-    max_records: int = Field(50_000, ge=1, description="Completed-request records kept in memory (a ring)")
+    max_records: int = Field(30_000, ge=1, description="Completed-request records kept in memory (a ring)")
     max_flips: int = Field(10_000, ge=1, description="Flip records kept in memory (a ring)")
-    event_log_size: int = Field(50_000, ge=100, description="Events kept for /events (a ring; readers "
+    event_log_size: int = Field(30_000, ge=100, description="Events kept for /events (a ring; readers "
                                 "that fall behind see lost=true)")
     profiles: str | None = Field(None, description="JSON file of per-instance InstanceProfiles")
     mixed: MixedConfig = Field(default_factory=MixedConfig, description="How requests split between the "

@@ -410,6 +410,8 @@ class Router:
         # Streams that already sent tokens cannot be moved (docs/live_cluster.md, "Faults"), but one
         # that has also been silent for a health timeout is ended now, not after stream_idle_timeout_s.
         # A stream paused by its slow client is the client's, not the instance's: it stays.
+        if not self.config.end_silent_streams:
+            return
         now = asyncio.get_running_loop().time()
         quiet = self.config.health_timeout_s
         for relay in list(self._streaming[s.instance_id]):
