@@ -459,8 +459,30 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def raise_open_file_limit(connections: int) -> int:
+    """Raise this process's soft open-file limit toward what ``connections`` clients need (each
+    in-flight request also holds up to two upstream connections), never above the hard limit.
+    Returns the soft limit now in force (a common default of 1024 is below the connection cap)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    return soft
+
+
 def serve(router: "Router", host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM (``arrow-rl serve``: this process serves nothing else)."""
+    limit = raise_open_file_limit(router.config.max_client_connections)
+    if 0 < limit < router.config.max_client_connections + 256:
+        log.warning("open-file limit %d is low for max_client_connections=%d; connections beyond it fail to open",
+                    limit, router.config.max_client_connections)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     front = FrontServer(router)
