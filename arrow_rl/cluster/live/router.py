@@ -39,7 +39,6 @@ import dataclasses
 import hmac
 import itertools
 import math
-import re
 import secrets
 import sys
 import uuid
