@@ -120,7 +120,7 @@ class ClientConnection(asyncio.Protocol):
         self.data_task: asyncio.Task | None = None  # the completions request being served (cancellable)
         # Told once whether a finished stream's last bytes left the router's buffer (True) or the
         # client went away first (False): the journal records what the client received.
-        self.drain_watch: Any = None
+        self.drain_watch: list[Any] = []
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -177,8 +177,8 @@ class ClientConnection(asyncio.Protocol):
             stream.client_lost(reason)
         elif self.data_task is not None and not self.data_task.done():
             self.data_task.cancel()   # waiting for a leg: the router closes it and journals 499
-        watch, self.drain_watch = self.drain_watch, None
-        if watch is not None:
+        watches, self.drain_watch = self.drain_watch, []
+        for watch in watches:
             watch(False, reason)
 
     def pause_writing(self) -> None:
@@ -196,8 +196,8 @@ class ClientConnection(asyncio.Protocol):
             self._write_timer = None
         if self.stream is not None:
             self.stream.client_resumed()
-        watch, self.drain_watch = self.drain_watch, None
-        if watch is not None:
+        watches, self.drain_watch = self.drain_watch, []
+        for watch in watches:
             watch(True, "")
 
     def _write_timeout(self) -> None:
@@ -363,7 +363,7 @@ class ClientConnection(asyncio.Protocol):
             if self.closed:
                 watch(False, "client disconnected")
             elif self.paused:
-                self.drain_watch = watch
+                self.drain_watch.append(watch)   # (several, when pipelined streams end while paused)
             else:
                 watch(True, "")
         self._done()
