@@ -76,9 +76,9 @@ class RouterConfig(BaseModel):
                                       "after this long (uvicorn's default, which vLLM serves with)")
     max_model_len: int | None = Field(None, ge=2, description="Context length for the max_tokens check "
                                       "(None: learned from the instances' /v1/models)")
-    max_records: int = Field(30_000, ge=1, description="Completed-request records kept in memory (a ring)")
+    max_records: int = Field(20_000, ge=1, description="Completed-request records kept in memory (a ring)")
     max_flips: int = Field(10_000, ge=1, description="Flip records kept in memory (a ring)")
-    event_log_size: int = Field(30_000, ge=100, description="Events kept for /events (a ring; readers "
+    event_log_size: int = Field(20_000, ge=100, description="Events kept for /events (a ring; readers "
                                 "that fall behind see lost=true)")
     profiles: str | None = Field(None, description="JSON file of per-instance InstanceProfiles")
     mixed: MixedConfig = Field(default_factory=MixedConfig, description="How requests split between the "
