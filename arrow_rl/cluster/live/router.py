@@ -400,6 +400,14 @@ class Router:
         """``s`` just left rotation: abort its legs that have produced no output yet. Each raises
         ``UpstreamAborted`` where it waits and is retried on another instance at once (closing the
         connection also aborts the request on the instance, if it ever reads again)."""
+        loop = self.pool.loop if self.pool is not None else None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:   # marked from another thread (tests, tools)
+            loop.call_soon_threadsafe(self._instance_down, s)
+            return
         waiting = self._waiting[s.instance_id]
         if waiting:
             why = UpstreamAborted(f"instance {s.instance_id} left rotation ({s.unhealthy_reason})")
@@ -409,11 +417,12 @@ class Router:
         # Streams that already sent tokens cannot be moved (docs/live_cluster.md, "Faults"), but one
         # that has also been silent for a health timeout is ended now, not after stream_idle_timeout_s.
         # A stream paused by its slow client is the client's, not the instance's: it stays.
-        if not self.config.end_silent_streams:
+        streams = self._streaming[s.instance_id]
+        if not self.config.end_silent_streams or not streams or loop is None:
             return
-        now = asyncio.get_running_loop().time()
+        now = loop.time()
         quiet = self.config.health_timeout_s
-        for relay in list(self._streaming[s.instance_id]):
+        for relay in list(streams):
             conn = relay.conn
             if not conn.paused and now - conn.last_rx >= quiet:
                 conn.fail(UpstreamTimeout(f"instance {s.instance_id} left rotation; its stream was silent for "
