@@ -214,6 +214,30 @@ def memory(total: int, concurrency: int) -> dict[str, Any]:
             proc.wait(20)
 
 
+def scrape(seconds: float = 6.0, interval_s: float = 0.5) -> dict[str, Any]:
+    """`LiveCluster` control windows (`interval_s`) while one instance is frozen for `seconds`: how
+    late each window comes back (a deploy step waits for it)."""
+    from arrow_rl.cluster.live.cluster import LiveCluster
+
+    with FakeCluster(tempfile.mkdtemp(), n=3) as cl, router_for(cl) as rs:
+        lc = LiveCluster(rs.url, TOKEN)
+        try:
+            lc.advance(interval_s)
+            cl.freeze(2)
+            t_end = time.monotonic() + seconds
+            late = []
+            while time.monotonic() < t_end:
+                t0 = time.monotonic()
+                lc.advance(interval_s)
+                late.append(time.monotonic() - t0 - interval_s)
+            cl.thaw(2)
+            return {"windows": len(late), "max_window_overrun_s": round(max(late), 2),
+                    "mean_window_overrun_s": round(sum(late) / len(late), 2),
+                    "scrape_lateness_s": [round(x, 2) for x in getattr(lc, "scrape_lateness_s", [])]}
+        finally:
+            lc.close()
+
+
 def _rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -224,7 +248,7 @@ def _rss(pid: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["kill", "freeze", "freeze-prefill", "abandon", "slow", "labels", "bearer",
-                                         "memory", "all"])
+                                         "scrape", "memory", "all"])
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--freeze-s", type=float, default=20.0)
@@ -234,7 +258,7 @@ def main() -> None:
             "freeze": lambda: freeze(a.requests, a.concurrency, 1, a.freeze_s),
             "freeze-prefill": lambda: freeze(a.requests, a.concurrency, 0, a.freeze_s),
             "abandon": lambda: abandon(10), "slow": lambda: slow(a.concurrency, 40.0), "labels": labels,
-            "bearer": bearer, "memory": lambda: memory(10 * a.requests, a.concurrency)}
+            "bearer": bearer, "scrape": scrape, "memory": lambda: memory(10 * a.requests, a.concurrency)}
     names = [n for n in runs if n != "memory"] if a.scenario == "all" else [a.scenario]
     results = {}
     for name in names:
