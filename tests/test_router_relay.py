@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.httpserver import ClientConnection
-from arrow_rl.cluster.live.router import Flight, Router, StreamRelay
+from arrow_rl.cluster.live.router import Flight, Reply, Router, StreamRelay
 from arrow_rl.cluster.live.sse import EventSplitter
 from arrow_rl.cluster.live.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 
@@ -448,3 +448,30 @@ def test_the_first_decisive_event_judges_any_json_without_raising(obj):
         assert out is not None and out is not _DECISIVE
     else:
         assert out is None or out is _DECISIVE
+
+
+@pytest.mark.parametrize("client_reads", [True, False])
+def test_a_whole_response_is_journaled_when_it_leaves_the_router_or_as_499_if_the_client_leaves_first(
+        loop, client_reads):
+    async def go() -> _Rig:
+        rig = _Rig()
+        f = rig.flight
+        f.stream, f.status = False, 0
+        rig.client.pause_writing()   # the client is not reading: the response stays in the router's buffer
+        reply = Reply(200, b'{"ok": true}', flight=f)
+        rig.client.reply(reply.status, reply.body,
+                         watch=lambda ok, why: rig.router._reply_sent(f, ok, why))
+        assert not rig.router.records
+        if client_reads:
+            rig.client.resume_writing()
+        else:
+            rig.client.connection_lost(None)
+        return rig
+
+    rig = loop.run_until_complete(go())
+    rec = rig.router.records[-1]
+    if client_reads:
+        assert not rec.rejected
+    else:
+        assert rec.rejected and rec.reject_reason == "client disconnected before the response left the router"
+    assert len(rig.router.records) == 1

@@ -320,13 +320,25 @@ class ClientConnection(asyncio.Protocol):
 
     # ---- responses ----------------------------------------------------------------------------
     def reply(self, status: int, body: bytes, content_type: bytes = b"application/json", extra: bytes = b"",
-              close: bool = False) -> None:
-        """A whole response in one write; ``extra`` is preformatted header lines."""
+              close: bool = False, watch: Any = None) -> None:
+        """A whole response in one write; ``extra`` is preformatted header lines. ``watch``: as
+        for :meth:`end_stream` (told whether the response left the router's buffer)."""
         if close:
             self.close_after = True
         if not self.closed and self.transport is not None:
             self.transport.write(response_head(status, content_type, len(body), extra, self.close_after) + body)
+        self._watch(watch)
         self._done()
+
+    def _watch(self, watch: Any) -> None:
+        if watch is None:
+            return
+        if self.closed:
+            watch(False, "client disconnected")
+        elif self.paused:
+            self.drain_watch.append(watch)   # (several, when pipelined responses end while paused)
+        else:
+            watch(True, "")
 
     def start_stream(self, handler: StreamHandler, extra: bytes = b"") -> None:
         """Begin an SSE response; ``handler`` hears of a lost or slow client. The head goes out
@@ -359,13 +371,7 @@ class ClientConnection(asyncio.Protocol):
                 data = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
             self.transport.write(self.head + data)
             self.head = b""
-        if watch is not None:
-            if self.closed:
-                watch(False, "client disconnected")
-            elif self.paused:
-                self.drain_watch.append(watch)   # (several, when pipelined streams end while paused)
-            else:
-                watch(True, "")
+        self._watch(watch)
         self._done()
 
     # ---- everything else: the Starlette app ---------------------------------------------------

@@ -521,9 +521,19 @@ class Router:
         leg in flight is then closed (which aborts it on the instance) and the journal says 499."""
         out = await self._serve(req, chat)
         if isinstance(out, Reply):
-            conn.reply(out.status, out.body, extra=out.extra, close=out.close)
+            f = out.flight
+            watch = None if f is None else (lambda delivered, reason: self._reply_sent(f, delivered, reason))
+            conn.reply(out.status, out.body, extra=out.extra, close=out.close, watch=watch)
         else:
             out.start(conn)
+
+    def _reply_sent(self, f: Flight, delivered: bool, reason: str) -> None:
+        """Journal a whole 200 response: ok once it left the router's buffer, else 499."""
+        if delivered:
+            self._finish_ok(f)
+        else:
+            f.status, f.error = 499, f"{reason} before the response left the router"
+            self._record(f, rejected=True)
 
     def _leg_timeout(self, tokens: int, per_token_s: float, cap_s: float) -> float:
         """A leg's deadline: ``leg_timeout_base_s`` + ``per_token_s`` × its tokens, at most ``cap_s``."""
@@ -733,8 +743,7 @@ class Router:
             f.first_token_s, f.ttft_source = f.finish_s, "response"
         if isinstance(out, dict):
             out.pop("kv_transfer_params", None)
-        self._finish_ok(f)
-        return Reply(200, orjson.dumps(out), _xid_header(f.x_request_id))
+        return Reply(200, orjson.dumps(out), _xid_header(f.x_request_id), flight=f)   # journaled when sent
 
     async def _open_stream(self, s: InstanceState, path: str, body: dict,
                            xid: str, first_s: float) -> tuple[UpstreamConnection, bytes]:
@@ -998,12 +1007,15 @@ class Router:
 
 
 class Reply:
-    """A whole data-path response: status, JSON body, preformatted extra header lines."""
+    """A whole data-path response: status, JSON body, preformatted extra header lines, and the
+    successful flight it answers (journaled once the response has left the router's buffer)."""
 
-    __slots__ = ("status", "body", "extra", "close")
+    __slots__ = ("status", "body", "extra", "close", "flight")
 
-    def __init__(self, status: int, body: bytes, extra: bytes = b"", close: bool = False) -> None:
+    def __init__(self, status: int, body: bytes, extra: bytes = b"", close: bool = False,
+                 flight: "Flight | None" = None) -> None:
         self.status, self.body, self.extra, self.close = status, body, extra, close
+        self.flight = flight
 
 
 def _xid_header(xid: str) -> bytes:
