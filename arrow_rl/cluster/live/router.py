@@ -126,6 +126,7 @@ class Flight:
 # Flight's float fields that stay NaN until their moment comes (None in the journal and /events).
 _FLIGHT_TIMES = tuple(k for k, t in Flight.__annotations__.items() if t == "float")
 
+KV_READ_EVERY_S = 1.0   # the health loop reads an instance's KV usage from /metrics at most this often
 MAX_XID = 200   # a client's X-Request-Id is kept (journal, logs, upstream) up to this many bytes
 
 _ROLE_GAUGE = {Role.PREFILL: 1, Role.DECODE: 0, Role.MIXED: 2}   # arrow_router_instance_role
@@ -191,6 +192,7 @@ class Router:
         # Per instance: decode streams being relayed from it (a silent one ends when it leaves rotation).
         self._streaming: list[set[StreamRelay]] = [set() for _ in self.state.instances]
         self.state.on_unhealthy = self._instance_down
+        self._kv_read_at: list[float] = [-math.inf for _ in self.state.instances]
         self._flip_sources: set[str] = set()
         self._journal = open(config.journal, "ab") if config.journal else None
         self._journal_lines: list[bytes] = []
@@ -384,6 +386,10 @@ class Router:
             self.state.mark_healthy(s)
             if self.models is None:
                 await self._learn_models(s)
+            now = asyncio.get_running_loop().time()
+            if now - self._kv_read_at[s.instance_id] < KV_READ_EVERY_S:
+                return ok   # /metrics is heavier than /health: KV usage is read at most once a second
+            self._kv_read_at[s.instance_id] = now
             with contextlib.suppress(Exception):  # KV usage is optional routing input
                 async with self.client.get(s.url + "/metrics", timeout=timeout, headers=self._headers()) as m:
                     text = await m.text()
