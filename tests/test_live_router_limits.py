@@ -148,3 +148,20 @@ def test_a_silent_stream_on_an_instance_leaving_rotation_ends_now_or_waits_as_co
             assert "failed mid-stream" in text and took < 1.0
         else:
             assert "error" not in text and text.count("token_ids") == 2 and took > 1.0
+
+
+def test_a_controller_whose_name_is_not_a_valid_label_still_flips():
+    """deploy sends the controller's name as the flip source; a checkpoint folder named with
+    spaces or accents is made a valid label on the client side, not refused."""
+    from arrow_rl.cluster.base import Flip, Role
+    from arrow_rl.cluster.live.cluster import LiveCluster, label_safe
+
+    assert label_safe("ckpt:my run (v2) é") == "ckpt:my_run__v2___" and label_safe("") == "controller"
+    assert len(label_safe("x" * 500)) == 64
+    with live_rig(roles=["prefill", "decode", "decode"]) as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False)
+        try:
+            res = cl.flip_many([Flip(1, Role.PREFILL)], source="ckpt:my run (v2)")
+        finally:
+            cl.close()
+        assert res["applied"] and rig.router.state.flips[-1].source == "ckpt:my_run__v2_"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -127,6 +128,13 @@ def _p90(xs: Sequence[float]) -> float:
 
 # ``deploy`` runs until Ctrl-C, so the client keeps only the newest records and flip events, as the
 # router does (its RouterConfig.max_records / max_flips defaults).
+def label_safe(source: str) -> str:
+    """``source`` as the router accepts it (``router.SOURCE_RE``): characters outside
+    ``[A-Za-z0-9_.:@/+-]`` become ``_``, at most 64 of them (``controller`` if nothing is left)."""
+    out = re.sub(r"[^A-Za-z0-9_.:@/+-]", "_", source)[:64]
+    return out or "controller"
+
+
 MAX_RECORDS = 100_000
 # A window waits at most this long for the instances' /metrics; a slower scrape serves a later window
 # (Scraper.window): the control loop decides on the last complete data and never blocks on a sick instance.
@@ -192,8 +200,9 @@ class LiveCluster(Cluster):
         self.flip_many([Flip(instance_id, role)])
 
     def flip_many(self, flips: Sequence[Flip], source: str = "controller") -> dict:
-        """Apply several flips atomically (the router validates all before applying any)."""
-        return self.admin.flip(flips, source=source) if flips else {"applied": []}
+        """Apply several flips atomically (the router validates all before applying any). The
+        source is made a valid label first (a checkpoint folder may have any name)."""
+        return self.admin.flip(flips, source=label_safe(source)) if flips else {"applied": []}
 
     def completed(self) -> Sequence[RequestRecord]:
         return list(self._records)
