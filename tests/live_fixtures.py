@@ -44,7 +44,7 @@ def live_rig(roles: list[str] = ("prefill", "decode"), routing: str = "least-loa
     servers = [ServerThread(f.app).start() for f in fakes]
     cfg = RouterConfig(instances=[InstanceSpec(url=s.url, role=Role(r)) for s, r in zip(servers, roles)],
                        routing=routing, journal=journal, health_interval_s=health_interval_s,
-                       unhealthy_after_failures=1, **router_kw)
+                       **{"unhealthy_after_failures": 1, **router_kw})
     router = Router(cfg, token=TOKEN, profiles={i: PROFILE for i in range(len(roles))})
     rs = RouterServer(router).start()
     try:

@@ -269,3 +269,52 @@ def test_launch_shows_progress_while_instances_start_and_writes_the_cluster_file
     assert "all 2 instances healthy" in out and "stopping instances" in out and "Traceback" not in out
     assert [i["url"] for i in json.loads(cluster.read_text())["instances"]] == ["http://127.0.0.1:19800",
                                                                               "http://127.0.0.1:19801"]
+
+
+def test_supervise_restarts_a_dead_instance_with_back_off_and_gives_up_after_the_cap(tmp_path):
+    """One instance dies: it is restarted (same port, same identity), the other is never touched;
+    after max_restarts restarts in a row the launcher stops restarting it but keeps running."""
+    import os
+    import signal
+
+    launcher = _standin_launcher(tmp_path, 19700)
+    launcher.config = launcher.config.model_copy(update={"max_restarts": 2, "restart_backoff_s": 0.1})
+    launcher.start()
+    try:
+        launcher.wait_healthy(timeout_s=30)
+        other_pid = launcher.instances[1].process.pid
+        events: list[str] = []
+
+        def supervise_until(needle: str, timeout_s: float = 30) -> None:
+            deadline = time.time() + timeout_s
+            while time.time() < deadline:
+                events.extend(launcher.supervise())
+                if any(needle in e for e in events):
+                    return
+                time.sleep(0.05)
+            raise AssertionError(f"no {needle!r} in {events}")
+
+        waits = []
+        for k in range(2):
+            os.killpg(launcher.instances[0].process.pid, signal.SIGKILL)
+            supervise_until(f"restart {k + 1} of at most 2")
+            waits.append(float(events[-1].split("restarting it in ")[1].split(" s")[0]))
+            supervise_until("instance 0 is back")
+            events.clear()
+        assert waits == [0.1, 0.2]   # the back-off doubles
+        os.killpg(launcher.instances[0].process.pid, signal.SIGKILL)
+        supervise_until("not restarting it (max_restarts=2 reached)")
+        assert launcher.instances[0].gave_up and launcher.instances[0].restarts_total == 2
+        assert launcher.instances[1].process.pid == other_pid and launcher.instances[1].process.poll() is None
+        assert launcher.cluster_file()["launch"]["restarts"] == [2, 0]
+    finally:
+        launcher.stop()
+
+
+def test_fake_engine_command_starts_the_stand_in_with_the_identity_name(tmp_path):
+    launcher = Launcher(LaunchConfig(engine="fake", num_instances=3, extra_args=["--decode-step-s", "0.02"]), tmp_path)
+    cmd = launcher.command(2, launcher._model())
+    assert cmd[1:3] == ["-m", "arrow_rl.cluster.live.fake_vllm"] and cmd[-2:] == ["--decode-step-s", "0.02"]
+    names = cmd[cmd.index("--served-model-name") + 1: cmd.index("--served-model-name") + 3]
+    assert names == ["tiny", launcher.identity_name(2)] and cmd[cmd.index("--port") + 1] == "8102"
+    assert not (tmp_path / "tiny-llama").exists()   # no model files for the stand-in

@@ -133,3 +133,42 @@ def test_window_scrapes_every_instance_at_once_and_a_stalled_one_yields_none():
     first = scraper.window()
     assert first[0] is not None and first[1] is not None and first[2] is None
     scraper.close()
+
+
+def test_a_slow_scrape_never_holds_the_window_and_serves_the_next_one():
+    """The control loop decides on the last complete data: a window waits at most wait_s, the
+    slow instance's scrape finishes in the background and its snapshot is used by a later window;
+    its lateness is reported meanwhile."""
+    import threading
+    import time
+
+    from arrow_rl.cluster.live.scraper import Scraper
+
+    release = threading.Event()
+    calls = {"b": 0}
+
+    class Client:
+        def get(self, url):
+            if "b:" in url:
+                calls["b"] += 1
+                if calls["b"] == 2:   # the second scrape of b hangs until released
+                    release.wait(10)
+            return type("R", (), {"text": body(gen=50.0 * calls["b"] + 50), "raise_for_status": lambda self: None})()
+
+        def close(self):
+            pass
+
+    scraper = Scraper(["http://a:1", "http://b:1"], client=Client())
+    assert all(w is not None for w in scraper.window(wait_s=5))     # baseline
+    t0 = time.monotonic()
+    w = scraper.window(wait_s=0.2)
+    assert time.monotonic() - t0 < 2 and w[0] is not None and w[1] is None
+    assert scraper.lateness_s["http://b:1"] > 0 and scraper.lateness_s["http://a:1"] == 0 and scraper.late_windows == 1
+    time.sleep(0.1)
+    w = scraper.window(wait_s=0.2)     # still hung: not scraped twice, still late
+    assert w[1] is None and calls["b"] == 2
+    release.set()
+    time.sleep(0.2)
+    w = scraper.window(wait_s=2)       # the late snapshot is complete now: it serves this window
+    assert w[1] is not None and w[1].generation_tokens == 50.0 and scraper.lateness_s["http://b:1"] == 0
+    scraper.close()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.httpserver import ClientConnection
-from arrow_rl.cluster.live.router import Flight, Router, StreamRelay
+from arrow_rl.cluster.live.router import Flight, Reply, Router, StreamRelay
 from arrow_rl.cluster.live.sse import EventSplitter
 from arrow_rl.cluster.live.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
 
@@ -284,11 +284,35 @@ def test_a_client_that_stops_reading_pauses_the_instance_stream(loop):
         assert rig.up.reading
         rig.client.pause_writing()
         rig.conn.data_received(wire[wire.index(b"t2"):])  # what was in flight still goes through
+        # the instance's side is done (slot and connection free), but the client has not taken the
+        # end yet: the journal waits for it
+        assert rig.d.num_decode == 0 and not rig.router.records
+        rig.client.resume_writing()
         return rig
 
     rig = loop.run_until_complete(go())
     assert rig.router.records[-1].output_tokens == 6 and not rig.router.records[-1].rejected
     assert rig.up.reading and not rig.up.closed  # released to the pool, reading again
+
+
+def test_a_stream_whose_end_the_client_never_takes_is_journaled_499(loop):
+    """The journal records what the client received: a stream that ended upstream while the client
+    had stopped reading, and whose client then went away, is not a 200."""
+    wire = _chunked_response(_stream_events(6))
+
+    async def go() -> _Rig:
+        rig = _Rig()
+        rig.relay()
+        rig.client.pause_writing()
+        rig.conn.data_received(wire)
+        assert rig.d.num_decode == 0 and not rig.router.records
+        rig.client.connection_lost(None)
+        return rig
+
+    rig = loop.run_until_complete(go())
+    rec = rig.router.records[-1]
+    assert rec.rejected and "before the end of the stream left the router" in rec.reject_reason
+    assert len(rig.router.records) == 1
 
 
 def _stale_server(loop):
@@ -424,3 +448,30 @@ def test_the_first_decisive_event_judges_any_json_without_raising(obj):
         assert out is not None and out is not _DECISIVE
     else:
         assert out is None or out is _DECISIVE
+
+
+@pytest.mark.parametrize("client_reads", [True, False])
+def test_a_whole_response_is_journaled_when_it_leaves_the_router_or_as_499_if_the_client_leaves_first(
+        loop, client_reads):
+    async def go() -> _Rig:
+        rig = _Rig()
+        f = rig.flight
+        f.stream, f.status = False, 0
+        rig.client.pause_writing()   # the client is not reading: the response stays in the router's buffer
+        reply = Reply(200, b'{"ok": true}', flight=f)
+        rig.client.reply(reply.status, reply.body,
+                         watch=lambda ok, why: rig.router._reply_sent(f, ok, why))
+        assert not rig.router.records
+        if client_reads:
+            rig.client.resume_writing()
+        else:
+            rig.client.connection_lost(None)
+        return rig
+
+    rig = loop.run_until_complete(go())
+    rec = rig.router.records[-1]
+    if client_reads:
+        assert not rec.rejected
+    else:
+        assert rec.rejected and rec.reject_reason == "client disconnected before the response left the router"
+    assert len(rig.router.records) == 1

@@ -88,7 +88,7 @@ def _instances_from(cluster: Optional[Path], instance: list[str]) -> list[dict]:
 def launch(
     config: Optional[Path] = typer.Option(None, "--config", help="LaunchConfig YAML (configs/live/cpu.yaml, gpu.yaml)"),
     instances: Optional[int] = typer.Option(None, "--instances", help="number of vLLM instances"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="vllm-cpu | vllm"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="vllm-cpu | vllm | fake (stand-ins, no vLLM)"),
     model: Optional[str] = typer.Option(None, "--model", help="model path/id (default: generated tiny dummy Llama)"),
     vllm_python: Optional[str] = typer.Option(None, "--vllm-python", help="python that has vLLM (default: this one)"),
     base_port: Optional[int] = typer.Option(None, "--base-port", help="HTTP port of instance 0 (default 8100)"),
@@ -97,7 +97,10 @@ def launch(
     workdir: Path = typer.Option(Path("live-cluster"), "--workdir", help="model config, logs"),
     cluster_file: Path = typer.Option(Path("cluster.json"), "--cluster-file", help="where to write the instance list"),
 ) -> None:
-    """Start N vLLM instances (kv_both + NIXL), wait until healthy, keep them up until Ctrl-C."""
+    """Start N vLLM instances (kv_both + NIXL), wait until healthy, keep them up until Ctrl-C.
+
+    An instance that exits is restarted with back-off (LaunchConfig.max_restarts, restart_backoff_s);
+    the others keep serving meanwhile. Only Ctrl-C or SIGTERM stops the launcher."""
     from arrow_rl.cluster.live.config import load_config_file
     from arrow_rl.cluster.live.launcher import LaunchConfig, LaunchError, Launcher
 
@@ -115,8 +118,8 @@ def launch(
     try:
         launcher.start()
         console.print(f"starting {cfg.num_instances} × {cfg.engine} instances (ports {cfg.base_port}.."
-                      f"{cfg.base_port + cfg.num_instances - 1}; logs in {workdir / cfg.log_dir}); vLLM takes "
-                      "30-100 s on a CPU host")
+                      f"{cfg.base_port + cfg.num_instances - 1}; logs in {workdir / cfg.log_dir})"
+                      + ("" if cfg.engine == "fake" else "; vLLM takes 30-100 s on a CPU host"))
         with console.status(f"starting {cfg.num_instances} × {cfg.engine} instances…") as status:
             last_line = [0.0]
 
@@ -133,10 +136,15 @@ def launch(
         cluster_file.write_text(json.dumps(launcher.cluster_file(), indent=2), encoding="utf-8")
         console.print(f"all {cfg.num_instances} instances healthy in {waited:.1f} s; instance list in {cluster_file}")
         console.print(f"next: arrow-rl serve --cluster {cluster_file}   (Ctrl-C here stops the instances)")
-        while all(i.process.poll() is None for i in launcher.instances):
-            time.sleep(1)
-        dead = [i.index for i in launcher.instances if i.process.poll() is not None]
-        _fail(f"instance(s) {dead} exited; logs in {workdir / cfg.log_dir}")
+        pids = [i.process.pid for i in launcher.instances]
+        while True:   # supervise until asked to stop: a dead instance is restarted, the others keep serving
+            for line in launcher.supervise():
+                console.print(line, highlight=False)
+            now_pids = [i.process.pid for i in launcher.instances]
+            if now_pids != pids:   # the cluster file names the live processes (its URLs do not change)
+                pids = now_pids
+                cluster_file.write_text(json.dumps(launcher.cluster_file(), indent=2), encoding="utf-8")
+            time.sleep(0.5)
     except LaunchError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -127,7 +128,17 @@ def _p90(xs: Sequence[float]) -> float:
 
 # ``deploy`` runs until Ctrl-C, so the client keeps only the newest records and flip events, as the
 # router does (its RouterConfig.max_records / max_flips defaults).
+def label_safe(source: str) -> str:
+    """``source`` as the router accepts it (``router.SOURCE_RE``): characters outside
+    ``[A-Za-z0-9_.:@/+-]`` become ``_``, at most 64 of them (``controller`` if nothing is left)."""
+    out = re.sub(r"[^A-Za-z0-9_.:@/+-]", "_", source)[:64]
+    return out or "controller"
+
+
 MAX_RECORDS = 100_000
+# A window waits at most this long for the instances' /metrics; a slower scrape serves a later window
+# (Scraper.window): the control loop decides on the last complete data and never blocks on a sick instance.
+SCRAPE_WAIT_S = 0.25
 MAX_FLIP_EVENTS = 10_000
 
 
@@ -136,7 +147,8 @@ class LiveCluster(Cluster):
 
     def __init__(self, router_url: str, token: str, *, scrape: bool = True, timeout_s: float = ADMIN_TIMEOUT_S,
                  preset: str = "live", admin: AdminClient | None = None, max_records: int = MAX_RECORDS,
-                 max_flip_events: int = MAX_FLIP_EVENTS) -> None:
+                 max_flip_events: int = MAX_FLIP_EVENTS, scrape_wait_s: float = SCRAPE_WAIT_S) -> None:
+        self.scrape_wait_s = scrape_wait_s
         self.admin = admin or AdminClient(router_url, token, timeout_s)
         st = self.admin.state()
         self._t0_mono = time.monotonic()
@@ -173,6 +185,13 @@ class LiveCluster(Cluster):
     def _to_cluster_time(self, router_t: float | None) -> float:
         return math.nan if router_t is None else router_t - self._router_offset - self._epoch0
 
+    @property
+    def scrape_lateness_s(self) -> list[float]:
+        """Per instance: the age of the newest ``/metrics`` snapshot the last window used (0: fresh)."""
+        if not self.scraper:
+            return []
+        return [self.scraper.lateness_s.get(u, 0.0) for u in self.scraper.urls]
+
     def instances(self) -> Sequence[InstanceView]:
         self._state = self.admin.state()
         return [_view(d) for d in self._state["instances"]]
@@ -181,8 +200,9 @@ class LiveCluster(Cluster):
         self.flip_many([Flip(instance_id, role)])
 
     def flip_many(self, flips: Sequence[Flip], source: str = "controller") -> dict:
-        """Apply several flips atomically (the router validates all before applying any)."""
-        return self.admin.flip(flips, source=source) if flips else {"applied": []}
+        """Apply several flips atomically (the router validates all before applying any). The
+        source is made a valid label first (a checkpoint folder may have any name)."""
+        return self.admin.flip(flips, source=label_safe(source)) if flips else {"applied": []}
 
     def completed(self) -> Sequence[RequestRecord]:
         return list(self._records)
@@ -216,7 +236,8 @@ class LiveCluster(Cluster):
         events = self._drain_events()
         st = self.admin.state()
         self._state = st
-        scraped: list[InstanceMetrics | None] = self.scraper.window() if self.scraper else [None] * len(st["instances"])
+        scraped: list[InstanceMetrics | None] = self.scraper.window(self.scrape_wait_s) if self.scraper \
+            else [None] * len(st["instances"])
         counters = self._read_counters(st)
         views = [_view(d) for d in st["instances"]]
         slo = self._slo

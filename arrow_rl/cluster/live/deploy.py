@@ -127,6 +127,9 @@ def run_control_loop(cluster: Cluster, controller: Controller, interval_s: float
             entry: dict[str, Any] = {"step": stats.steps, "t": round(cluster.now, 3),
                                      "obs": observation_summary(window, [v.role.value for v in views]),
                                      "flips": [], "applied": [], "error": None}
+            late = [round(x, 3) for x in getattr(cluster, "scrape_lateness_s", [])]
+            if any(late):   # an instance's /metrics was not in time: this window used older data for it
+                entry["scrape_lateness_s"] = late
             if push_signals and hasattr(cluster, "admin"):
                 try:  # Alg. 1's overload rule reads the monitor's LD (§5.5)
                     cluster.admin.signals(window.prefill.load, window.decode.load)

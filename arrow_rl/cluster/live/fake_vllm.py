@@ -10,12 +10,21 @@ character), ``text_completion`` and ``chat.completion`` objects, SSE chunks (cha
 first, then content deltas, ``finish_reason`` on the last, usage with ``stream_options``), ``n``,
 ``stop``, ``logprobs``, ``return_token_ids``, and vLLM's error object and validation. Output tokens
 are a pure function of the prompt, so a hand-off returns the same tokens as a local run. Latencies and failures are configurable (``FakeConfig``, ``/fake/config``).
+
+Engines in one process pull KV from each other's memory (``ENGINES``). An engine given its own
+``http_url`` also advertises it in ``kv_transfer_params`` (``remote_http``), and a decode leg whose
+source engine lives in another process pulls the KV over HTTP (``POST /fake/kv/pull``) with a
+timeout (``FakeConfig.kv_pull_timeout_s``): a dead or frozen prefill instance then fails the pull as
+it would with NIXL, instead of the pull succeeding from shared memory. ``python -m
+arrow_rl.cluster.live.fake_vllm --port P`` serves one engine in its own process (what ``arrow-rl
+launch --engine fake`` starts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import threading
 import time
@@ -36,6 +45,7 @@ from arrow_rl.cluster.live.validation import BadRequest, error_body, parse_json,
 ENGINES: dict[str, "FakeVllm"] = {}
 
 VOCAB = 1000
+KV_HELD_MAX = 10_000  # prompts held for pulls per engine (a real engine frees unpulled blocks after a timeout)
 
 
 def expected_tokens(prompt: list[int], n: int) -> list[int]:
@@ -52,6 +62,7 @@ class FakeConfig:
     prefill_base_s: float = 0.001
     decode_step_s: float = 0.002          # time per generated token
     kv_pull_s: float = 0.001
+    kv_pull_timeout_s: float = 2.0        # a pull over HTTP from an engine in another process
     # Failure injection (each counts down per matching request; -1 = forever):
     fail_prefill: int = 0                 # answer prefill legs with HTTP 500
     fail_decode_before_stream: int = 0    # answer decode legs with HTTP 500
@@ -59,6 +70,7 @@ class FakeConfig:
     fail_kv_pull_in_stream: int = 0       # a streamed decode leg answers 200, then an error event: what vLLM
                                           # sends when a KV pull fails (kv_load_failure_policy "fail")
     hang: bool = False                    # accept requests but never answer
+    hang_health: bool = False             # /health never answers either (a frozen process)
     healthy: bool = True                  # /health answers 200 (else 503)
 
 
@@ -70,9 +82,12 @@ class FakeVllm:
     config: FakeConfig = field(default_factory=FakeConfig)
     engine_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     nixl_port: int = 5600
+    http_url: str | None = None          # set: KV can be pulled over HTTP from another process
+    aliases: tuple[str, ...] = ()        # further served model names (vLLM's --served-model-name a b)
 
     def __post_init__(self) -> None:
         ENGINES[self.engine_id] = self
+        self._http: Any = None  # httpx.AsyncClient for KV pulls from other processes, made on first use
         self.kv_store: dict[str, list[int]] = {}      # remote_request_id -> prompt tokens held for pulls
         self.running = 0
         self.requests_seen: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
@@ -103,15 +118,51 @@ class FakeVllm:
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
             Route("/fake/config", self._set_config, methods=["POST"]),
+            Route("/fake/kv/pull", self._kv_pull, methods=["POST"]),
         ])
 
     # ---- endpoints ------------------------------------------------------------------------
     async def _health(self, request: Request) -> Response:
+        if self.config.hang_health:
+            await asyncio.sleep(3600)
         return Response(status_code=200 if self.config.healthy else 503)
 
     async def _models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": self.model, "object": "model",
-                                                         "max_model_len": self.max_model_len}]})
+        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model",
+                                                         "max_model_len": self.max_model_len}
+                                                        for name in (self.model, *self.aliases)]})
+
+    async def _kv_pull(self, request: Request) -> Response:
+        """Hand a held prompt's "KV" to a decode engine in another process (and forget it, as a
+        NIXL pull frees the prefill instance's blocks)."""
+        try:
+            rid = (await request.json())["request_id"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "body must be {\"request_id\": ...}"}, status_code=400)
+        held = self.kv_store.pop(str(rid), None)
+        if held is None:
+            return JSONResponse({"error": f"no KV held for {rid!r}"}, status_code=404)
+        return JSONResponse({"tokens": held})
+
+    async def _pull_remote(self, kvp: dict) -> list[int] | None:
+        """The prompt tokens a prefill engine holds for this decode leg, or None (pull failed)."""
+        rid = kvp.get("remote_request_id", "")
+        remote = ENGINES.get(kvp.get("remote_engine_id", ""))
+        if remote is not None:
+            return remote.kv_store.pop(rid, None)
+        url = kvp.get("remote_http")
+        if not isinstance(url, str) or not url.startswith("http://"):
+            return None
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        try:
+            r = await self._http.post(url + "/fake/kv/pull", json={"request_id": rid},
+                                      timeout=self.config.kv_pull_timeout_s)
+            return list(r.json()["tokens"]) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
 
     async def _metrics(self, request: Request) -> Response:
         self.g_running.labels(*self._lab).set(self.running)
@@ -143,7 +194,7 @@ class FakeVllm:
         """Validate like vLLM (same rules as the router: ``validation.py``), then serve."""
         try:
             body, _ = validate_request(parse_json(await request.body()), chat, self.max_model_len,
-                                       frozenset({self.model}), engine=True)
+                                       frozenset({self.model, *self.aliases}), engine=True)
         except BadRequest as exc:
             return _error(exc.status, str(exc), exc.param)
         self.requests_seen.append(body)
@@ -154,7 +205,30 @@ class FakeVllm:
         if len(prompt) + max_tokens > self.max_model_len:
             return _error(400, f"This model's maximum context length is {self.max_model_len} tokens. However, "
                                f"you requested {len(prompt) + max_tokens} tokens.", key)
-        return await self._handle(body, prompt, max_tokens, chat)
+        return await self._until_disconnect(request, self._handle(body, prompt, max_tokens, chat))
+
+    @staticmethod
+    async def _until_disconnect(request: Request, work: Any) -> Response:
+        """Run ``work`` but abandon it if the client disconnects first, as vLLM's API server does
+        (``with_cancellation``): a router that closes a leg frees the engine's slot. A streamed
+        answer is watched by Starlette's ``StreamingResponse`` itself once it starts."""
+        task = asyncio.ensure_future(work)
+
+        async def gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        watch = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return Response(status_code=499)   # nobody is listening
+        return task.result()
 
     async def _handle(self, body: dict, prompt: list[int], max_tokens: int, chat: bool) -> Response:
         cfg = self.config
@@ -172,8 +246,7 @@ class FakeVllm:
                 # Real NIXL: kv_connector/utils.py::register_remote_engine asserts.
                 self.c_fail.labels(*self._lab).inc()
                 return _error(500, f"AssertionError: Cannot register local engine {self.engine_id} as remote")
-            remote = ENGINES.get(kvp.get("remote_engine_id", ""))
-            held = remote.kv_store.pop(kvp.get("remote_request_id", ""), None) if remote else None
+            held = await self._pull_remote(kvp)
             if held is None or held != prompt:
                 self.c_fail.labels(*self._lab).inc()
                 return _error(500, "KV pull failed")
@@ -220,6 +293,8 @@ class FakeVllm:
         self.c_src.labels(*self._lab, "local_compute").inc(len(prompt))
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         self.kv_store[rid] = list(prompt)
+        if len(self.kv_store) > KV_HELD_MAX:  # never pulled (the router retried elsewhere): drop the oldest
+            self.kv_store.pop(next(iter(self.kv_store)))
         seqs = [_generate(prompt, 1, 0, None)]
         self._count_done(seqs[0][0], t0)
         out = self._response(rid, seqs, len(prompt), body, chat)
@@ -228,6 +303,8 @@ class FakeVllm:
             "remote_engine_id": self.engine_id, "remote_request_id": rid, "remote_host": "localhost",
             "remote_port": self.nixl_port, "tp_size": 1, "remote_num_tokens": len(prompt), "transfer_mode": "pull",
         }
+        if self.http_url:
+            out["kv_transfer_params"]["remote_http"] = self.http_url
         return JSONResponse(out)
 
     def _count_done(self, tokens: list[int], t0: float) -> None:
@@ -411,3 +488,32 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one fake engine in this process (``arrow-rl launch --engine fake`` starts these).
+
+    Accepts the flags ``arrow-rl launch`` gives every engine it knows (``--served-model-name`` with
+    several names: the first is what clients use, the others are aliases the launcher checks)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m arrow_rl.cluster.live.fake_vllm",
+                                 description="A fake vLLM OpenAI server with NIXL-like P/D semantics (tests, demos)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--served-model-name", nargs="+", default=["tiny"])
+    ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--nixl-port", type=int, default=5600)
+    for f in ("prefill_s_per_token", "prefill_base_s", "decode_step_s", "kv_pull_s", "kv_pull_timeout_s"):
+        ap.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(FakeConfig(), f))
+    a = ap.parse_args(argv)
+    cfg = FakeConfig(**{f: getattr(a, f) for f in ("prefill_s_per_token", "prefill_base_s", "decode_step_s",
+                                                     "kv_pull_s", "kv_pull_timeout_s")})
+    names = a.served_model_name
+    engine = FakeVllm(name=f"fake@{a.port}", model=names[0], aliases=tuple(names[1:]), max_model_len=a.max_model_len,
+                      config=cfg, nixl_port=a.nixl_port, http_url=f"http://{a.host}:{a.port}")
+    uvicorn.run(engine.app, host=a.host, port=a.port, log_level="warning", timeout_graceful_shutdown=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,11 @@ upstream read) was most of the router's CPU per request (benchmarks/router_overh
 Keep-alive and pipelining: requests on one connection are answered in order, one at a time
 (reading pauses while one is in flight). Limits: a body over ``max_body_bytes`` gets a 413 and the
 connection closes (the rest of the body is never read); unparseable HTTP gets a 400 and a close.
-A client that stops reading pauses the upstream stream it is fed from (bounded memory).
+A client that stops reading pauses the upstream stream it is fed from (bounded memory), and is
+disconnected once it has read nothing for ``write_timeout_s`` while the router has output queued
+for it (its legs end with it). A client that disconnects while its request waits for a leg
+cancels the request (the router closes the leg, which aborts it on the instance). At most
+``max_client_connections`` connections are open at once; one more is answered 503 and closed.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def _date_header() -> bytes:
 class StreamHandler(Protocol):
     """What a :class:`ClientConnection` tells the response stream it is writing."""
 
-    def client_lost(self) -> None: ...
+    def client_lost(self, reason: str = "client disconnected") -> None: ...
 
     def client_paused(self) -> None: ...
 
@@ -111,11 +115,29 @@ class ClientConnection(asyncio.Protocol):
         self._size = 0
         self._refused = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self.write_timed_out = False
+        self.data_task: asyncio.Task | None = None  # the completions request being served (cancellable)
+        # Told once whether a finished stream's last bytes left the router's buffer (True) or the
+        # client went away first (False): the journal records what the client received.
+        self.drain_watch: list[Any] = []
 
     # ---- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # (uvloop sets TCP_NODELAY itself)
+        cap = self.router.config.max_client_connections
+        if len(self.server.connections) >= cap:
+            self.server.refused += 1
+            self._refuse(503, f"the router has {cap} open client connections (max_client_connections); retry later")
+            return
         self.server.connections.add(self)
+        sndbuf = self.router.config.client_sndbuf_bytes
+        sock = transport.get_extra_info("socket")
+        if sndbuf and sock is not None:
+            # A bounded kernel send buffer: what a client has not read stays in the router's own
+            # buffer, where the write timeout sees it (and the journal knows it was not delivered).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -142,24 +164,50 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        for timer in (self._idle_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._write_timer = None
         if self.lost is not None and not self.lost.done():
             self.lost.set_result(None)
+        reason = (f"client read nothing for {self.router.config.write_timeout_s:g}s (write_timeout_s)"
+                  if self.write_timed_out else "client disconnected")
         stream, self.stream = self.stream, None
         if stream is not None:
-            stream.client_lost()
+            stream.client_lost(reason)
+        elif self.data_task is not None and not self.data_task.done():
+            self.data_task.cancel()   # waiting for a leg: the router closes it and journals 499
+        watches, self.drain_watch = self.drain_watch, []
+        for watch in watches:
+            watch(False, reason)
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self._write_timer is None:
+            self._write_timer = asyncio.get_running_loop().call_later(self.router.config.write_timeout_s,
+                                                                      self._write_timeout)
         if self.stream is not None:
             self.stream.client_paused()
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         if self.stream is not None:
             self.stream.client_resumed()
+        watches, self.drain_watch = self.drain_watch, []
+        for watch in watches:
+            watch(True, "")
+
+    def _write_timeout(self) -> None:
+        """The client has not read for ``write_timeout_s`` while output waits for it: drop it (the
+        queued bytes with it) so it holds no decode slot and no memory any longer."""
+        self._write_timer = None
+        if self.paused and self.transport is not None and not self.closed:
+            self.write_timed_out = True
+            self.server.write_timeouts += 1
+            self.transport.abort()
 
     # ---- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -228,10 +276,12 @@ class ClientConnection(asyncio.Protocol):
             self.reply(405, b'{"detail":"Method Not Allowed"}', extra=b"allow: POST\r\n")
             return
         else:
-            task = loop.create_task(self.router.handle_client(self, req, chat))
+            task = self.data_task = loop.create_task(self.router.handle_client(self, req, chat))
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
+        if task is self.data_task:
+            self.data_task = None
         if task.cancelled():
             return
         exc = task.exception()
@@ -270,13 +320,25 @@ class ClientConnection(asyncio.Protocol):
 
     # ---- responses ----------------------------------------------------------------------------
     def reply(self, status: int, body: bytes, content_type: bytes = b"application/json", extra: bytes = b"",
-              close: bool = False) -> None:
-        """A whole response in one write; ``extra`` is preformatted header lines."""
+              close: bool = False, watch: Any = None) -> None:
+        """A whole response in one write; ``extra`` is preformatted header lines. ``watch``: as
+        for :meth:`end_stream` (told whether the response left the router's buffer)."""
         if close:
             self.close_after = True
         if not self.closed and self.transport is not None:
             self.transport.write(response_head(status, content_type, len(body), extra, self.close_after) + body)
+        self._watch(watch)
         self._done()
+
+    def _watch(self, watch: Any) -> None:
+        if watch is None:
+            return
+        if self.closed:
+            watch(False, "client disconnected")
+        elif self.paused:
+            self.drain_watch.append(watch)   # (several, when pipelined responses end while paused)
+        else:
+            watch(True, "")
 
     def start_stream(self, handler: StreamHandler, extra: bytes = b"") -> None:
         """Begin an SSE response; ``handler`` hears of a lost or slow client. The head goes out
@@ -300,13 +362,16 @@ class ClientConnection(asyncio.Protocol):
             data, self.head = self.head + data, b""
         self.transport.write(data)
 
-    def end_stream(self, data: bytes = b"") -> None:
-        """The last chunk (if any) and the end of the stream, in one write."""
+    def end_stream(self, data: bytes = b"", watch: Any = None) -> None:
+        """The last chunk (if any) and the end of the stream, in one write. ``watch(delivered,
+        reason)``: called at once if the client has taken everything but what fits the transport's
+        buffer, else when it resumes reading (True) or goes away first (False)."""
         if not self.closed and self.transport is not None:
             if self.chunked:
                 data = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
             self.transport.write(self.head + data)
             self.head = b""
+        self._watch(watch)
         self._done()
 
     # ---- everything else: the Starlette app ---------------------------------------------------
@@ -362,6 +427,8 @@ class FrontServer:
         self.router = router
         self.connections: set[ClientConnection] = set()
         self.server: asyncio.AbstractServer | None = None
+        self.refused = 0          # connections refused over max_client_connections
+        self.write_timeouts = 0   # clients dropped by write_timeout_s
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
         """Bind (an error here leaves nothing running), start the router, then accept."""
@@ -398,8 +465,30 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def raise_open_file_limit(connections: int) -> int:
+    """Raise this process's soft open-file limit toward what ``connections`` clients need (each
+    in-flight request also holds up to two upstream connections), never above the hard limit.
+    Returns the soft limit now in force (a common default of 1024 is below the connection cap)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    return soft
+
+
 def serve(router: "Router", host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM (``arrow-rl serve``: this process serves nothing else)."""
+    limit = raise_open_file_limit(router.config.max_client_connections)
+    if 0 < limit < router.config.max_client_connections + 256:
+        log.warning("open-file limit %d is low for max_client_connections=%d; connections beyond it fail to open",
+                    limit, router.config.max_client_connections)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     front = FrontServer(router)

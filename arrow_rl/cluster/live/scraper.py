@@ -214,44 +214,70 @@ def quick_kv(text: str) -> tuple[float, int]:
 
 class Scraper:
     """Polls instances' ``/metrics`` and keeps the previous snapshot of each, so every call to
-    ``window`` returns values for the time since the last call. An instance that cannot be
-    scraped yields ``None`` for that window (and keeps its old snapshot)."""
+    ``window`` returns values for the time since the last complete scrape. An instance that cannot
+    be scraped, or whose scrape is still running when the window closes, yields ``None`` for that
+    window (and keeps its old snapshot): the control loop decides on what is complete and never
+    waits long for a slow instance. A late scrape is not thrown away: it finishes in the
+    background and its snapshot serves the next window. ``lateness_s[url]`` is the age of the
+    newest snapshot the last window could use (0 when it was fresh)."""
 
     def __init__(self, urls: Iterable[str], timeout_s: float = 2.0, client=None) -> None:
         import httpx
 
         self.urls = [u.rstrip("/") for u in urls]
+        self.timeout_s = timeout_s
         self._client = client or httpx.Client(timeout=timeout_s)
         self._prev: dict[str, Snapshot] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._inflight: dict[str, concurrent.futures.Future] = {}
+        self._taken: dict[str, float] = {}          # time.monotonic() of each newest snapshot
+        self.lateness_s: dict[str, float] = {u: 0.0 for u in self.urls}
+        self.late_windows = 0                       # windows in which some scrape was not complete
 
     def scrape(self, url: str) -> Snapshot:
         r = self._client.get(url + "/metrics")
         r.raise_for_status()
         return parse_metrics(r.text)
 
-    def _try_scrape(self, url: str) -> Snapshot | None:
+    def _try_scrape(self, url: str) -> tuple[Snapshot | None, float]:
         try:
-            return self.scrape(url)
+            return self.scrape(url), time.monotonic()
         except Exception:  # noqa: BLE001 - a dead or stalled instance is a window without metrics
-            return None
+            return None, time.monotonic()
 
-    def window(self) -> list[InstanceMetrics | None]:
-        """All instances are scraped at once: a control step waits for the slowest instance's
-        ``/metrics`` (at most ``timeout_s``), not for the sum of them (a busy vLLM-CPU API server
-        can take seconds to answer; one after another, they stretched 1 s control steps)."""
-        if self._pool is None and len(self.urls) > 1:
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(self.urls)),
+    def window(self, wait_s: float | None = None) -> list[InstanceMetrics | None]:
+        """All instances are scraped at once, and the call waits at most ``wait_s`` (default
+        ``timeout_s``) for them: a control step never waits for the sum of the scrapes, nor
+        longer than ``wait_s`` for a slow one (a busy vLLM-CPU API server can take seconds)."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(16, max(1, len(self.urls))),
                                                                thread_name_prefix="scrape")
-        snaps = list(self._pool.map(self._try_scrape, self.urls)) if self._pool else \
-            [self._try_scrape(u) for u in self.urls]
+        for url in self.urls:
+            if url not in self._inflight:   # a scrape still running from an earlier window is not doubled
+                self._inflight[url] = self._pool.submit(self._try_scrape, url)
+        concurrent.futures.wait([self._inflight[u] for u in self.urls],
+                                timeout=self.timeout_s if wait_s is None else wait_s)
+        now = time.monotonic()
         out: list[InstanceMetrics | None] = []
-        for url, cur in zip(self.urls, snaps):
+        late = False
+        for url in self.urls:
+            fut = self._inflight[url]
+            if not fut.done():
+                late = True
+                out.append(None)
+                self.lateness_s[url] = now - self._taken.get(url, now)
+                continue
+            del self._inflight[url]
+            cur, taken = fut.result()
             if cur is None:
                 out.append(None)
+                self.lateness_s[url] = now - self._taken.get(url, now)
                 continue
             out.append(instance_window(self._prev.get(url), cur))
             self._prev[url] = cur
+            self._taken[url] = taken
+            self.lateness_s[url] = 0.0
+        self.late_windows += late
         return out
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import collections
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from arrow_rl.cluster.base import InstanceView, Role
 
@@ -125,6 +125,8 @@ class RouterState:
         self.events: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=event_log_size)
         self.arrivals = 0
         self.next_request_id = itertools.count()
+        # Called once each time an instance leaves rotation (the router aborts its waiting legs).
+        self.on_unhealthy: Callable[[InstanceState], None] | None = None
 
     # ---- time -------------------------------------------------------------------------------
     def now(self) -> float:
@@ -179,6 +181,8 @@ class RouterState:
             s.healthy = False
             s.unhealthy_reason = reason
             self.log("health", instance=s.instance_id, healthy=False, reason=reason)
+            if self.on_unhealthy is not None:   # the router moves the legs still waiting there
+                self.on_unhealthy(s)
 
     def mark_healthy(self, s: InstanceState) -> None:
         if not s.healthy:

@@ -8,9 +8,14 @@ and then hands the connection a *sink*: from then on the body is delivered strai
 what keeps the relay at a few microseconds per read where an ``async for`` over a client library's
 stream costs a task wake-up, a future and a generator step per chunk.
 
-Failures are three exceptions the router maps onto its health rules: :class:`UpstreamConnectError`
-(refused/unreachable), :class:`UpstreamTimeout` (connect, whole-request or idle-stream timeout) and
-:class:`UpstreamClosed` (the instance closed the connection before the response ended).
+Failures are exceptions the router maps onto its health rules: :class:`UpstreamConnectError`
+(refused/unreachable), :class:`UpstreamTimeout` (connect, whole-request or idle-stream timeout),
+:class:`UpstreamClosed` (the instance closed the connection before the response ended) and
+:class:`UpstreamAborted` (the router gave up on the leg itself: its instance was marked unhealthy
+while the leg waited for output, so the leg is moved elsewhere).
+
+A leg that waits for its instance's answer is registered in a ``track`` set (``UpstreamPool.open``)
+until the router takes it out: that set is what the router aborts when a health check fails.
 
 Idle connections are kept for ``keepalive_s`` (4 s by default, under the 5 s after which vLLM's
 uvicorn closes an idle keep-alive connection, so a pooled connection is not reused as it closes).
@@ -40,6 +45,10 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamClosed(UpstreamError):
     """The instance closed the connection (or sent unparseable HTTP) before the response ended."""
+
+
+class UpstreamAborted(UpstreamError):
+    """The router aborted the leg (its instance left rotation while the leg had no output yet)."""
 
 
 class Sink(Protocol):
@@ -318,23 +327,38 @@ class UpstreamPool:
         return conn
 
     async def open(self, url: str, path: str, body: bytes, xid: str | None,
-                   total_s: float | None = None, idle_s: float | None = None) -> tuple[UpstreamConnection, int]:
+                   total_s: float | None = None, idle_s: float | None = None,
+                   track: set[UpstreamConnection] | None = None) -> tuple[UpstreamConnection, int]:
         """Send one POST and wait for its status line: the connection and the status code.
 
         A pooled connection can be closed by the instance just as we reuse it (an idle keep-alive
         connection the server drops while our request is in flight). If a *reused* connection
         closes before a single response byte arrived, the request is sent once more on a fresh
-        connection, as HTTP clients do (urllib3, httpx); any other failure is raised."""
+        connection, as HTTP clients do (urllib3, httpx); any other failure is raised.
+
+        ``track``: the connection in use is kept in this set from the moment the request is sent
+        (the caller removes it once the leg has output); an error or a cancellation here takes it
+        out and closes the connection (closing aborts the request on the instance)."""
         conn = await self.acquire(url)
-        for attempt in (0, 1):
-            conn.send(path, body, xid)
-            conn.set_timeout(total_s=total_s, idle_s=idle_s)
-            try:
-                return conn, await conn.headers()
-            except UpstreamClosed:
-                if attempt or not conn.reused or conn.received:
-                    raise
-            conn = await self._connect(self.endpoint(url))
+        try:
+            for attempt in (0, 1):
+                if track is not None:
+                    track.add(conn)
+                conn.send(path, body, xid)
+                conn.set_timeout(total_s=total_s, idle_s=idle_s)
+                try:
+                    return conn, await conn.headers()
+                except UpstreamClosed:
+                    if attempt or not conn.reused or conn.received:
+                        raise
+                if track is not None:
+                    track.discard(conn)
+                conn = await self._connect(self.endpoint(url))
+        except BaseException:
+            if track is not None:
+                track.discard(conn)
+            conn.close()
+            raise
         raise AssertionError("unreachable")
 
     def put(self, conn: UpstreamConnection) -> None:
