@@ -90,7 +90,10 @@ def run_command(
                   + (f"Ray ({ray_address or 'local'})" if backend == "ray" else f"{jobs} process(es)"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
-        task = bar.add_task("jobs", total=len(s.scenarios) * len(names))
+        from arrow_rl.evaluation.seeded_search import STATIC_FAMILY
+
+        jobs_per_scenario = len(set(n for n in names if n not in STATIC_FAMILY)) + any(n in STATIC_FAMILY for n in names)
+        task = bar.add_task("jobs", total=len(s.scenarios) * jobs_per_scenario)
 
         def on_run(scenario: str, spec: str, rate: float, att: float) -> None:
             bar.update(task, description=f"{scenario} {spec} @ {rate:.3g} req/s: {100 * att:.0f}%")
