@@ -32,3 +32,22 @@ def test_golden_case_is_bit_identical(name):
 @pytest.mark.parametrize("name", sorted(make_golden.SLOW_CASES))
 def test_golden_hour_of_traffic_is_bit_identical(name):
     assert make_golden.SLOW_CASES[name]() == WANT[name]
+
+
+@pytest.mark.parametrize("name", sorted(make_golden.CASES))
+def test_golden_case_is_bit_identical_on_the_reference_path(name, monkeypatch):
+    """With the fast paths off (``ARROW_EMULATOR_REFERENCE=1``) the digests are the same."""
+    from arrow_rl.cluster.emulator import fastpath
+
+    monkeypatch.setattr(fastpath, "ENABLED", False)
+    assert make_golden.CASES[name]() == WANT[name]
+
+
+def test_the_fast_paths_are_on_by_default_and_the_reference_switch_turns_them_off(monkeypatch):
+    from arrow_rl.cluster.emulator import fastpath
+    from arrow_rl.scheduling import make_router
+
+    w = make_golden._azure(0, 5)
+    assert make_golden._cluster(w, router=make_router("least-loaded"))._least_loaded is fastpath.ENABLED
+    monkeypatch.setattr(fastpath, "ENABLED", False)
+    assert not make_golden._cluster(w, router=make_router("least-loaded"))._least_loaded

@@ -42,6 +42,7 @@ from arrow_rl.cluster.base import (
     Role,
     SLO,
 )
+from arrow_rl.cluster.emulator import fastpath
 from arrow_rl.cluster.emulator.audit import audit_state
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
@@ -57,10 +58,29 @@ from arrow_rl.cluster.emulator.transfers import KvTransfers
 from arrow_rl.cluster.emulator.views import view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
+from arrow_rl.scheduling.simple import LeastLoadedRouter
 from arrow_rl.perf.profile import InstanceProfile
 from arrow_rl.workload.workload import Workload
 
 _MIXED = Role.MIXED
+_PREFILL = Role.PREFILL
+_DECODE = Role.DECODE
+
+
+def _decode_tokens_at(I: InstanceState, t: float) -> int:
+    """``InstanceView.decode_tokens`` of ``I`` at ``t`` (views.py ``fresh_view``), without the view."""
+    n = I.num_decoding
+    if not n:
+        return I.decode_legs_waiting_tokens
+    it = I.decode_iterations
+    if I.plan == DECODE_RUN and t > I.plan_start:
+        if t >= I.plan_end:
+            it += I.plan_iterations
+        elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
+            it += I.done_memo_iterations
+        else:
+            it += iterations_done_by(I, t)
+    return I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
 
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
@@ -88,7 +108,6 @@ class EmulatedCluster(Cluster):
         from arrow_rl.perf.profile import profile_instance
 
         if router is None:
-            from arrow_rl.scheduling.simple import LeastLoadedRouter
             router = LeastLoadedRouter()
         self.config = config
         self.workload = workload
@@ -148,6 +167,8 @@ class EmulatedCluster(Cluster):
         # window accumulators (per-instance ones live on InstanceState)
         self._window = WindowAccumulator()
         self.router.reset(config.num_instances)
+        # fast path (fastpath.py): the plain least-loaded router's choices, made from the running sums
+        self._least_loaded = fastpath.ENABLED and type(router) is LeastLoadedRouter
         self._info = ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
             initial_roles=roles,
@@ -326,6 +347,38 @@ class EmulatedCluster(Cluster):
                              f"{i!r}, not an instance id in 0..{len(self._insts) - 1}")
         return int(i)
 
+    # ------------------------------------------------------------------ internals: fast routing
+    # ``LeastLoadedRouter``'s choices (arrow_rl/scheduling/simple.py) computed from the instances'
+    # running sums: the same candidate pools (healthy instances of the role, else all healthy, else
+    # all), the same keys as the views carry, the same tie-break (lowest id).
+    def _least_loaded_prefill(self, t: float) -> InstanceState:
+        insts = self._insts
+        pool = [I for I in insts if t >= I.blocked_until] or insts
+        best = None
+        if self._colocated:
+            for I in pool:
+                key = I.prefill_tokens_left + _decode_tokens_at(I, t)
+                if best is None or key < best_key:
+                    best, best_key = I, key
+            return best
+        pool = [I for I in pool if I.role is _PREFILL] or pool
+        for I in pool:
+            key = I.prefill_tokens_left
+            if best is None or key < best_key:
+                best, best_key = I, key
+        return best
+
+    def _least_loaded_decode(self, t: float) -> int:
+        insts = self._insts
+        pool = [I for I in insts if t >= I.blocked_until] or insts
+        pool = [I for I in pool if I.role is _DECODE] or pool
+        best = None
+        for I in pool:
+            key = _decode_tokens_at(I, t)
+            if best is None or key < best_key:
+                best, best_key = I, key
+        return best.id
+
     # ------------------------------------------------------------------ internals: event loop
     def _run_until(self, t1: float) -> None:
         R = self.requests
@@ -384,9 +437,12 @@ class EmulatedCluster(Cluster):
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = R.router_request(rid)
-        i = self._target(self.router.route_prefill(req, self), "route_prefill")
-        I = self._insts[i]
+        if self._least_loaded:
+            I = self._least_loaded_prefill(t)
+            i = I.id
+        else:
+            i = self._target(self.router.route_prefill(R.router_request(rid), self), "route_prefill")
+            I = self._insts[i]
         R.instance[rid] = i
         R.prefill_instance[rid] = i
         # a MIXED instance serves the request whole (issue 12): fixed now, whatever later flips do
@@ -730,8 +786,10 @@ class EmulatedCluster(Cluster):
         # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
             I.cached_view = None   # the previous iteration changed this instance
-            d = self._target(self.router.route_decode(
-                R.router_request(rid), iid, self), "route_decode")
+            if self._least_loaded:
+                d = self._least_loaded_decode(T)
+            else:
+                d = self._target(self.router.route_decode(R.router_request(rid), iid, self), "route_decode")
             R.decode_instance[rid] = d
             if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
                 self._client_first(rid, T)
