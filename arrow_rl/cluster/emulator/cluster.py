@@ -169,6 +169,7 @@ class EmulatedCluster(Cluster):
         self.router.reset(config.num_instances)
         # fast path (fastpath.py): the plain least-loaded router's choices, made from the running sums
         self._least_loaded = fastpath.ENABLED and type(router) is LeastLoadedRouter
+        self._exact = config.exact_stepping
         self._info = ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
             initial_roles=roles,
@@ -519,6 +520,41 @@ class EmulatedCluster(Cluster):
         """At an iteration boundary: form the next batch (scheduler.py), apply it, and plan it as
         one iteration, a closed-form run of decode iterations, or idle."""
         I.cached_view = None
+        it = I.decode_iterations
+        n = I.num_decoding
+        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and \
+                I.other_blocks + (I.decode_set_blocks(it + 1) if n else 0) <= I.capacity_blocks:
+            # the planner's commonest answer (``DECODES_ONLY``: only the decode set runs, its KV
+            # fits), decided here with the planner's own test and planned without a plan object
+            I.plan_version += 1
+            I.plan_start = t
+            I.plan_iterations_counted = 0
+            I.plan_decodes = n
+            if not n:
+                I.plan = IDLE
+                return
+            R = self.requests
+            k = I.next_finish(R) - it
+            if self._exact or I.other_blocks + I.decode_set_blocks(it + k) > I.capacity_blocks:
+                k = self._scheduler.decode_run_length(I, k, False)
+            coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
+            if coef is None:
+                coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
+            alpha, beta = coef
+            C0 = I.decode_offset_sum + n * (it + 1)   # decode_set_context(it)
+            I.plan = DECODE_RUN
+            I.run_step_base_s = alpha
+            I.run_step_per_token_s = beta
+            I.run_start_context = C0
+            I.plan_iterations = k
+            I.plan_chunks = []
+            I.plan_prefill_tokens = 0
+            I.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(I, k)
+            ev = self._events
+            seq = ev.seq + 1
+            ev.seq = seq
+            heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
+            return
         plan = self._scheduler.plan(I, self.requests, t, self._kv.plan_view(I) if self._pfx else None)
         if plan is not DECODES_ONLY:
             self._apply(I, plan, t)
