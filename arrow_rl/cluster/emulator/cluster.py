@@ -498,11 +498,23 @@ class EmulatedCluster(Cluster):
         if plan == IDLE:
             self._schedule(I, t)
         elif plan == DECODE_RUN:
-            # first boundary at or after t (the running iteration always completes)
-            k = iterations_done_by(I, t)
-            if k < I.plan_iterations and run_time(I, k) < t - I.plan_start:
+            # first boundary at or after t (the running iteration always completes):
+            # iterations_done_by(I, t) with its quick answers inlined, then run_time(I, k)
+            K = I.plan_iterations
+            start = I.plan_start
+            dt = t - start
+            if dt <= 0:
+                k = 0
+            elif t >= I.plan_end:
+                return   # k = K: the run is over by t
+            elif I.done_memo_version == I.plan_version and I.done_memo_from <= dt < I.done_memo_until:
+                k = I.done_memo_iterations
+            else:
+                k = iterations_done_by(I, t)
+            alpha, beta, C0, n = I.run_step_base_s, I.run_step_per_token_s, I.run_start_context, I.plan_decodes
+            if k < K and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) < dt:
                 k += 1
-            if k >= I.plan_iterations:
+            if k >= K:
                 return
             I.plan_version += 1
             I.cached_view = None
@@ -511,8 +523,11 @@ class EmulatedCluster(Cluster):
                 self._schedule(I, t)
                 return
             I.plan_iterations = k
-            I.plan_end = I.plan_start + run_time(I, k)
-            self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+            I.plan_end = end = start + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))
+            ev = self._events
+            seq = ev.seq + 1
+            ev.seq = seq
+            heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: batches

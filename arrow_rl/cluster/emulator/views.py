@@ -69,9 +69,11 @@ def view_at(I: InstanceState, t: float) -> InstanceView:
 
 
 def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
-    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``
-    inlined (routers call this for every request leg; same answers)."""
+    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``,
+    ``fresh_view``, ``decode_set_blocks``' memo and ``make_view`` inlined (routers call this for
+    every request leg; same answers)."""
     out = []
+    append = out.append
     for I in insts:
         k = 0
         if I.plan == DECODE_RUN and t > I.plan_start:
@@ -84,9 +86,35 @@ def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
         healthy = t >= I.blocked_until
         vc = I.cached_view
         if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-            out.append(vc[1])
+            append(vc[1])
+            continue
+        # fresh_view(I, I.decode_iterations + k, healthy), inlined
+        n = I.num_decoding
+        if n:
+            it = I.decode_iterations + k
+            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
         else:
-            v = fresh_view(I, I.decode_iterations + k, healthy)
-            I.cached_view = (k, v)
-            out.append(v)
+            dec_tok = I.decode_legs_waiting_tokens
+            kv = I.other_blocks
+        bs = I.block_size
+        v = _new(InstanceView)
+        d = v.__dict__
+        d["instance_id"] = I.id
+        d["role"] = I.role
+        d["num_prefill"] = I.prefill_legs
+        d["prefill_tokens"] = I.prefill_tokens_left
+        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
+        d["num_decode"] = n + I.decode_legs_waiting
+        d["decode_tokens"] = dec_tok
+        d["kv_used_tokens"] = kv * bs
+        d["kv_capacity_tokens"] = I.capacity_blocks * bs
+        d["healthy"] = healthy
+        I.cached_view = (k, v)
+        append(v)
     return out
+
+
+if make_view is InstanceView:  # pragma: no cover  (a slotted InstanceView: the plain path)
+    def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:  # noqa: F811
+        return [view_at(I, t) for I in insts]
