@@ -27,6 +27,23 @@ from arrow_rl.cluster.emulator.requests import PREFILL_LEG, RequestTable
 from arrow_rl.perf.profile import InstanceProfile
 
 
+_new = object.__new__
+
+
+def _frozen(cls, **fields):
+    """Build a frozen dataclass given every field (in field order) without its ``__init__``,
+    which sets each field through ``object.__setattr__`` (nine of them per window)."""
+    obj = _new(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
+if not all(hasattr(c, "__dict__") and "__slots__" not in c.__dict__
+           for c in (InstanceWindowStats, PoolStats, MetricsWindow)):  # pragma: no cover
+    def _frozen(cls, **fields):  # noqa: F811  (slotted dataclasses: the plain constructor)
+        return cls(**fields)
+
+
 def _p90(values: list[float]) -> float:
     """90th percentile with linear interpolation (numpy's default), without numpy's overhead."""
     n = len(values)
@@ -157,8 +174,8 @@ class WindowAccumulator:
                 dload = 0.0
             pload = prof.prefill_time_sum(I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq) / slo.ttft_s
             fts = ttft_by_inst.get(I.id, [])
-            inst_stats.append(InstanceWindowStats(
-                instance_id=I.id, role=I.role, ttft_mean=_mean(fts), itl_mean=itl,
+            inst_stats.append(_frozen(
+                InstanceWindowStats, instance_id=I.id, role=I.role, ttft_mean=_mean(fts), itl_mean=itl,
                 prefill_tokens_computed=I.w_prefill_tokens, decode_tokens_generated=I.w_decode_tokens,
                 busy_fraction=min(1.0, I.w_busy_s / dur) if dur > 0 else 0.0,
                 waiting=len(I.waiting) + len(I.transfer_queue) + len(I.landed), running=len(I.running),
@@ -188,8 +205,8 @@ class WindowAccumulator:
                 load = _mean([max(s.prefill_load, s.decode_load) for s in members])
             else:
                 load = 0.0
-            return PoolStats(
-                num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
+            return _frozen(
+                PoolStats, num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
                 itl_mean=dtime / iters if iters else 0.0, tpot_mean=_mean(tps), tpot_p90=_p90(tps),
                 first_tokens=len(fts), finished=sum(1 for i in finished_on if i in ids),
                 waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
@@ -199,8 +216,8 @@ class WindowAccumulator:
         if mode is Mode.COLOCATED:
             # roles are ignored: both pools are the whole cluster, each with its own §5.5 load
             p_all = pool(None)
-            prefill = PoolStats(**{**p_all.__dict__, "load": _mean([s.prefill_load for s in inst_stats])})
-            decode = PoolStats(**{**p_all.__dict__, "load": _mean([s.decode_load for s in inst_stats])})
+            prefill = _frozen(PoolStats, **{**p_all.__dict__, "load": _mean([s.prefill_load for s in inst_stats])})
+            decode = _frozen(PoolStats, **{**p_all.__dict__, "load": _mean([s.decode_load for s in inst_stats])})
         else:
             prefill = pool(Role.PREFILL)
             decode = pool(Role.DECODE)
@@ -208,8 +225,8 @@ class WindowAccumulator:
             else PoolStats()
 
         w_in = self.arrival_input_tokens
-        window = MetricsWindow(
-            start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
+        window = _frozen(
+            MetricsWindow, start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
             arrivals=self.arrivals,
             arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
             arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
