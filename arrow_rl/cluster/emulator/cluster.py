@@ -562,7 +562,7 @@ class EmulatedCluster(Cluster):
             I.run_step_per_token_s = beta
             I.run_start_context = C0
             I.plan_iterations = k
-            I.plan_chunks = []
+            I.plan_chunks = ()
             I.plan_prefill_tokens = 0
             I.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(I, k)
             ev = self._events
@@ -611,7 +611,7 @@ class EmulatedCluster(Cluster):
             I.run_step_per_token_s = beta
             I.run_start_context = I.decode_set_context(it)
             I.plan_iterations = k
-            I.plan_chunks = []
+            I.plan_chunks = ()
             I.plan_prefill_tokens = 0
             I.plan_end = t + run_time(I, k)
         else:
@@ -752,7 +752,9 @@ class EmulatedCluster(Cluster):
             K = I.plan_iterations
             k0 = I.plan_iterations_counted
             I.w_decode_iterations += K - k0
-            I.w_decode_time_s += run_time(I, K) - run_time(I, k0)
+            # run_time(I, K) − run_time(I, k0); run_time(I, 0) is exactly 0.0
+            span = K * I.run_step_base_s + I.run_step_per_token_s * (I.run_start_context * K + n * (K * (K - 1) // 2))
+            I.w_decode_time_s += span - run_time(I, k0) if k0 else span
             I.w_decode_tokens += n * (K - k0)
             I.decode_iterations += K
             I.decode_stall_since = T
@@ -769,7 +771,8 @@ class EmulatedCluster(Cluster):
             I.w_prefill_tokens += I.plan_prefill_tokens
             chunks = I.plan_chunks
         I.plan = IDLE
-        I.plan_chunks = []
+        if chunks:
+            I.plan_chunks = ()
         # decode sequences that emitted their last token
         heap = I.finish_heap
         st, fit, where = R.state, R.last_token_iteration, R.instance
