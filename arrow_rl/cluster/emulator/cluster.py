@@ -55,7 +55,7 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import KvTransfers
-from arrow_rl.cluster.emulator.views import view_at, views_at
+from arrow_rl.cluster.emulator.views import lazy_views_at, settle, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.scheduling.simple import LeastLoadedRouter
@@ -170,6 +170,10 @@ class EmulatedCluster(Cluster):
         # fast path (fastpath.py): the plain least-loaded router's choices, made from the running sums
         self._least_loaded = fastpath.ENABLED and type(router) is LeastLoadedRouter
         self._exact = config.exact_stepping
+        # fast path (fastpath.py, views.py): lazy views while a router decides
+        self._lazy_ok = fastpath.ENABLED
+        self._deciding = False
+        self._lazy_views: list = []
         self._info = ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
             initial_roles=roles,
@@ -214,6 +218,8 @@ class EmulatedCluster(Cluster):
         return self._profile
 
     def instances(self) -> list[InstanceView]:
+        if self._deciding:   # a router places a prompt: lazy views of the decode pool (views.py)
+            return lazy_views_at(self._insts, self._now, self._lazy_views, _DECODE)
         return views_at(self._insts, self._now)
 
     def instance(self, instance_id: int) -> InstanceView:
@@ -271,6 +277,8 @@ class EmulatedCluster(Cluster):
         of any role for that long."""
         self._check_id(instance_id)
         role = Role(role)
+        if self._lazy_views:   # a router flips mid-decision: its views describe the state before
+            settle(self._lazy_views)
         I = self._insts[instance_id]
         if I.role is role:
             return
@@ -331,6 +339,7 @@ class EmulatedCluster(Cluster):
         d["_transfers"] = self._transfers.copy(d["_events"])
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
+        d["_lazy_views"] = []
         d["router"] = copy.deepcopy(self.router)
         d["rng"] = copy.deepcopy(self.rng)
         new.__dict__.update(d)
@@ -442,7 +451,14 @@ class EmulatedCluster(Cluster):
             I = self._least_loaded_prefill(t)
             i = I.id
         else:
-            i = self._target(self.router.route_prefill(R.router_request(rid), self), "route_prefill")
+            self._deciding = self._lazy_ok
+            try:
+                i = self.router.route_prefill(R.router_request(rid), self)
+            finally:
+                self._deciding = False
+                if self._lazy_views:
+                    settle(self._lazy_views)
+            i = self._target(i, "route_prefill")
             I = self._insts[i]
         R.instance[rid] = i
         R.prefill_instance[rid] = i
