@@ -86,6 +86,7 @@ def test_a_flip_in_the_middle_of_a_decision_does_not_change_the_views_taken_befo
 def test_lazy_views_complete_on_read_copy_and_pickle():
     cfg = EmulatorConfig(preset=PRESET, num_instances=4, mode="disaggregated", num_prefill=2)
     got = []
+    compared = []
 
     class Probe(LeastLoadedRouter):
         name = "probe"
@@ -104,11 +105,17 @@ def test_lazy_views_complete_on_read_copy_and_pickle():
                     got.append((pickle.loads(pickle.dumps(v)), ref[i]))
                 else:
                     got.append((copy.deepcopy(v), ref[i]))
+            if len(lazy) > 1 and "__dict__" in dir(lazy[-1]) and "_lazy_source" in lazy[-1].__dict__:
+                # compared, hashed or printed beside plain views, a lazy view is a plain view
+                w = lazy[-1]
+                r = views_at(ctx._insts, ctx.now)[w.instance_id]
+                assert (r == w) and (w == r) and hash(w) == hash(r) and repr(w) == repr(r)
+                compared.append(w)
             return super().route_prefill(request, ctx)
 
     c = EmulatedCluster(_workload(400, 1), cfg, router=Probe())
     c.run_until_done()
-    assert len(got) == 3
+    assert len(got) == 3 and compared
     for a, b in got:
         assert a == b
     assert type(got[1][0]) is InstanceView and type(got[2][0]) is InstanceView

@@ -148,9 +148,26 @@ class LazyView(InstanceView):
             return self.__dict__[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    # Everything else that looks at the whole view completes it first, then acts as the plain
+    # ``InstanceView`` it has become: equality and hashing with plain views (a subclass's reflected
+    # ``__eq__`` is tried first), repr, copies and pickles (a copy must not carry the instance
+    # reference out of the decision).
+    def __eq__(self, other):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return self == other
+
+    def __hash__(self):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return hash(self)
+
+    def __repr__(self):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return repr(self)
+
     def __reduce_ex__(self, protocol):
-        # copies and pickles are made of the completed, plain view (a copy must not carry the
-        # instance reference out of the decision)
         if _LAZY in self.__dict__:
             complete(self)
         return self.__reduce_ex__(protocol)
