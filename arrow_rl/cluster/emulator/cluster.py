@@ -67,6 +67,15 @@ _PREFILL = Role.PREFILL
 _DECODE = Role.DECODE
 
 
+def _fits_surely(I: InstanceState, n: int, it: int) -> bool:
+    """A sufficient test for ``I.other_blocks + I.decode_set_blocks(it) <= I.capacity_blocks``
+    (``n`` = ``I.num_decoding``) without the histogram: every sequence's ceil((o + it) / bs) is below
+    (o + it) / bs + 1, so the decode set's blocks are below (Σo + n·it) / bs + n. When this says
+    no, the exact count decides."""
+    bs = I.block_size
+    return bs * I.other_blocks + I.decode_offset_sum + n * (it + bs) <= bs * I.capacity_blocks
+
+
 def _decode_tokens_at(I: InstanceState, t: float) -> int:
     """``InstanceView.decode_tokens`` of ``I`` at ``t`` (views.py ``fresh_view``), without the view."""
     n = I.num_decoding
@@ -553,8 +562,8 @@ class EmulatedCluster(Cluster):
         I.cached_view = None
         it = I.decode_iterations
         n = I.num_decoding
-        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and \
-                I.other_blocks + (I.decode_set_blocks(it + 1) if n else 0) <= I.capacity_blocks:
+        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and (
+                _fits_surely(I, n, it + 1) or I.other_blocks + (I.decode_set_blocks(it + 1) if n else 0) <= I.capacity_blocks):
             # the planner's commonest answer (``DECODES_ONLY``: only the decode set runs, its KV
             # fits), decided here with the planner's own test and planned without a plan object
             I.plan_version += 1
@@ -566,7 +575,8 @@ class EmulatedCluster(Cluster):
                 return
             R = self.requests
             k = I.next_finish(R) - it
-            if self._exact or I.other_blocks + I.decode_set_blocks(it + k) > I.capacity_blocks:
+            if self._exact or not (_fits_surely(I, n, it + k) or
+                                   I.other_blocks + I.decode_set_blocks(it + k) <= I.capacity_blocks):
                 k = self._scheduler.decode_run_length(I, k, False)
             coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
             if coef is None:
