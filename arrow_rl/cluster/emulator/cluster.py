@@ -310,7 +310,7 @@ class EmulatedCluster(Cluster):
         self._now = self._t_adv = t1
         for I, t_first in self._window.count_plans_in_progress(self._insts, t1):
             self._emit_new_decodes(I, t_first)   # a decode run's first step is out: first tokens
-        views = [view_at(I, t1) for I in self._insts]
+        views = views_at(self._insts, t1)
         return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
 
     def run_until_done(self, max_time_s: float | None = None,
