@@ -55,7 +55,7 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import KvTransfers
-from arrow_rl.cluster.emulator.views import lazy_views_at, settle, view_at, views_at
+from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, lazy_views_at, settle, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.scheduling.simple import LeastLoadedRouter
@@ -180,7 +180,7 @@ class EmulatedCluster(Cluster):
         self._least_loaded = fastpath.ENABLED and type(router) is LeastLoadedRouter
         self._exact = config.exact_stepping
         # fast path (fastpath.py, views.py): lazy views while a router decides
-        self._lazy_ok = fastpath.ENABLED
+        self._lazy_ok = fastpath.ENABLED and LAZY_SUPPORTED
         self._deciding = False
         self._lazy_views: list = []
         self._info = ClusterInfo(

@@ -132,8 +132,12 @@ if make_view is InstanceView:  # pragma: no cover  (a slotted InstanceView: the 
 
 
 _set = object.__setattr__
-_refcount = sys.getrefcount
+_refcount = getattr(sys, "getrefcount", None)
 _LAZY = "_lazy_source"
+# ``settle`` tells kept views from dropped ones by their reference count: exact under CPython with
+# the GIL; elsewhere (PyPy, free-threaded builds) the engine hands out plain views only
+LAZY_SUPPORTED = _refcount is not None and getattr(sys, "_is_gil_enabled", lambda: True)() \
+    and sys.implementation.name == "cpython"
 
 
 class LazyView(InstanceView):
