@@ -407,28 +407,32 @@ class EmulatedCluster(Cluster):
         insts = self._insts
         audit = self.audit_every_event
         fe = self._frontend_s
+        stuck_s = self._stuck_s
+        nxt = self._next   # the next arrival (only this loop moves it)
+        ta = arr[nxt] + fe if nxt < N else math.inf
+        heappop = heapq.heappop
         while True:
             if audit:
                 self.audit()
-            ta = arr[self._next] + fe if self._next < N else math.inf
             th = heap[0][0] if heap else math.inf
             if ta <= th:
                 if ta >= t1:
                     break
                 self._now = ta
-                rid = self._next
-                self._next += 1
-                self._arrive(rid, ta)
+                self._next = nxt + 1
+                self._arrive(nxt, ta)
+                nxt += 1
+                ta = arr[nxt] + fe if nxt < N else math.inf
                 continue
             if th >= t1:
                 break
-            t, kind, _, a, b = heapq.heappop(heap)
+            t, kind, _, a, b = heappop(heap)
             self._now = t
             if kind == ITERATION_END:
                 I = insts[a]
                 if b == I.plan_version and I.plan != IDLE:
                     self._commit(I, t)
-                    if t - self._progress_s > self._stuck_s:
+                    if t - self._progress_s > stuck_s:
                         self._reject_stuck()
             elif kind == KV_LANDED:
                 if b == self._transfers.version[a]:
