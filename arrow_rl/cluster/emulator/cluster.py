@@ -227,7 +227,9 @@ class EmulatedCluster(Cluster):
         return self._profile
 
     def instances(self) -> list[InstanceView]:
-        if self._deciding:   # a router places a prompt: lazy views of the decode pool (views.py)
+        if self._deciding and not self._num_mixed:
+            # a router places a prompt: lazy views of the decode pool (views.py); not with MIXED
+            # instances, whose dispatcher weighs the decode pool's loads at every arrival
             return lazy_views_at(self._insts, self._now, self._lazy_views, _DECODE)
         return views_at(self._insts, self._now)
 
