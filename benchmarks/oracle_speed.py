@@ -13,8 +13,9 @@ oracle policy's router (Arrow's Algorithm 1 behind the MIXED dispatcher), stoppe
   the ``oracle-moves`` teacher's defaults);
 
 each with today's emulator and with the reference (the emulator before the speed work, extracted
-from git history by ``benchmarks/_reference_emulator.py``), alternating in this process, best of
-``--repeat``, at light load (rate scale 1) and contested load (``--contested-scale``). CPU seconds
+from git history by ``benchmarks/_reference_emulator.py``), in alternating rounds in this process,
+the best of ``--repeat`` rounds for each figure, at light load (rate scale 1) and contested load
+(``--contested-scale``). CPU seconds
 (``time.process_time``); the load average is printed. Issue target: an oracle decision 5x cheaper.
 
     python benchmarks/oracle_speed.py [--at 600] [--repeat 3]
@@ -59,29 +60,39 @@ def build(cls, workload, at: float):
     return cluster, oracle, window, resim
 
 
-def time_decisions(cls, workload, at: float, repeat: int) -> dict:
+def time_decisions(cls, workload, at: float) -> dict:
+    """One round: build (re-simulate to ``at``), clone, one oracle decision, one teacher decision."""
     cluster, oracle, window, resim = build(cls, workload, at)
     views = cluster.instances()
     state = ControlState(now=cluster.now, window=window, instances=views)
-    out = {"resim": resim}
-    n_clone = 50
+    n_clone = 20
     c0 = time.process_time()
     for _ in range(n_clone):
         cluster.clone()
-    out["clone"] = (time.process_time() - c0) / n_clone
-    best_o = best_t = float("inf")
+    clone = (time.process_time() - c0) / n_clone
     cands = [oracle.flips_to(views, p) for p in oracle.candidates(sum(v.role.value == "prefill" for v in views), N)]
+    oracle._last_decision_s = -float("inf")
+    c0 = time.process_time()
+    flips = oracle.act(state)
+    decision = time.process_time() - c0
+    c0 = time.process_time()
+    for k in range(13):
+        lookahead_score(cluster, cands[k % len(cands)], 15.0, 1.0)
+    teacher = time.process_time() - c0
+    return dict(resim=resim, clone=clone, oracle=decision, teacher=teacher, evaluations=oracle.evaluations,
+                flips=len(flips))
+
+
+def best_of(impls: dict, workload, at: float, repeat: int) -> dict:
+    """Per implementation, the best of ``repeat`` rounds for each figure; rounds alternate."""
+    best: dict = {}
     for _ in range(repeat):
-        oracle._last_decision_s = -float("inf")
-        c0 = time.process_time()
-        flips = oracle.act(state)
-        best_o = min(best_o, time.process_time() - c0)
-        c0 = time.process_time()
-        for k in range(13):
-            lookahead_score(cluster, cands[k % len(cands)], 15.0, 1.0)
-        best_t = min(best_t, time.process_time() - c0)
-    out.update(oracle=best_o, teacher=best_t, evaluations=oracle.evaluations // repeat, flips=len(flips))
-    return out
+        for name, cls in impls.items():
+            r = time_decisions(cls, workload, at)
+            b = best.setdefault(name, r)
+            for key in ("resim", "clone", "oracle", "teacher"):
+                b[key] = min(b[key], r[key])
+    return best
 
 
 def main() -> None:
@@ -101,8 +112,9 @@ def main() -> None:
             continue
         wl = trace.scaled(scale) if scale != 1.0 else trace
         la = os.getloadavg()[0]
-        new = time_decisions(EmulatedCluster, wl, args.at, args.repeat)
-        old = time_decisions(ref_cls, wl, args.at, args.repeat) if ref_cls else None
+        impls = {"new": EmulatedCluster, **({"ref": ref_cls} if ref_cls else {})}
+        best = best_of(impls, wl, args.at, args.repeat)
+        new, old = best["new"], best.get("ref")
         print(f"\n{label} load (rate scale {scale:g}), load average {la:.2f} -> {os.getloadavg()[0]:.2f}")
 
         def line(name: str, key: str, unit: float = 1.0, suffix: str = "s") -> None:
