@@ -395,6 +395,15 @@ class EmulatedCluster(Cluster):
         pool = [I for I in pool if I.role is _DECODE] or pool
         best = None
         for I in pool:
+            if best is not None and I.plan == DECODE_RUN and t < I.plan_end:
+                # a lower bound first, without solving the run: its iterations done by t are at
+                # least those of the memo (of this run, at an earlier time); decode tokens grow
+                # with them, and only a strictly smaller key beats the lower id already found
+                dt = t - I.plan_start
+                k = I.done_memo_iterations if I.done_memo_version == I.plan_version and dt >= I.done_memo_from else 0
+                n = I.num_decoding
+                if dt > 0 and I.decode_offset_sum + n * (I.decode_iterations + k + 1) + I.decode_legs_waiting_tokens >= best_key:
+                    continue
             key = _decode_tokens_at(I, t)
             if best is None or key < best_key:
                 best, best_key = I, key
