@@ -58,8 +58,8 @@ from arrow_rl.cluster.emulator.transfers import KvTransfers
 from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, lazy_views_at, settle, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
-from arrow_rl.scheduling.simple import LeastLoadedRouter
 from arrow_rl.perf.profile import InstanceProfile
+from arrow_rl.scheduling.simple import LeastLoadedRouter
 from arrow_rl.workload.workload import Workload
 
 _MIXED = Role.MIXED
