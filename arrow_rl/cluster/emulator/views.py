@@ -6,11 +6,11 @@ its decode run that view reflects (``InstanceState.cached_view``); every mutatio
 clears the cache, and a decode run in progress invalidates it only when it completes another
 iteration (``decode_run.iterations_done_by``).
 
-During a routing decision the engine hands out ``LazyView``s instead (``lazy_views_at``, a fast
-path: fastpath.py): an instance in the middle of a decode run whose iterations done by now are not
-known yet gets a view whose two costly fields, ``decode_tokens`` and ``kv_used_tokens``, are
-computed on first read; a router that reads only some instances' loads (Arrow's prefill routing
-reads the prefill pool's) skips the rest. When the decision ends, and before any state changes, the
+While a router places a prompt (and no instance is MIXED) the engine hands out ``LazyView``s
+(``lazy_views_at``, a fast path: fastpath.py): a DECODE instance in the middle of a decode run whose
+iterations done by now are not known yet gets a view whose two costly fields, ``decode_tokens`` and
+``kv_used_tokens``, are computed on first read; a router that reads only the prefill pool's loads
+(Arrow's prefill routing) skips them. When the decision ends, and before any state changes, the
 engine settles them (``settle``): a view still referenced outside the engine is completed and
 becomes a plain ``InstanceView`` with exactly the values ``views_at`` would have given; the others
 are dropped unread.
