@@ -593,23 +593,7 @@ class EmulatedCluster(Cluster):
             if self._exact or not (_fits_surely(I, n, it + k) or
                                    I.other_blocks + I.decode_set_blocks(it + k) <= I.capacity_blocks):
                 k = self._scheduler.decode_run_length(I, k, False)
-            coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
-            if coef is None:
-                coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
-            alpha, beta = coef
-            C0 = I.decode_offset_sum + n * (it + 1)   # decode_set_context(it)
-            I.plan = DECODE_RUN
-            I.run_step_base_s = alpha
-            I.run_step_per_token_s = beta
-            I.run_start_context = C0
-            I.plan_iterations = k
-            I.plan_chunks = ()
-            I.plan_prefill_tokens = 0
-            I.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(I, k)
-            ev = self._events
-            seq = ev.seq + 1
-            ev.seq = seq
-            heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
+            self._start_run(I, t, n, it, k)
             return
         plan = self._scheduler.plan(I, self.requests, t, self._kv.plan_view(I) if self._pfx else None)
         if plan is not DECODES_ONLY:
@@ -641,20 +625,12 @@ class EmulatedCluster(Cluster):
             I.plan_iterations = 1
             I.plan_end = t + dur
         elif n:
-            k = self._scheduler.decode_run_length(
-                I, I.next_finish(self.requests) - it, preempted and bool(I.waiting or I.transfer_queue))
-            coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
-            if coef is None:
-                coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
-            alpha, beta = coef
-            I.plan = DECODE_RUN
-            I.run_step_base_s = alpha
-            I.run_step_per_token_s = beta
-            I.run_start_context = I.decode_set_context(it)
-            I.plan_iterations = k
-            I.plan_chunks = ()
-            I.plan_prefill_tokens = 0
-            I.plan_end = t + run_time(I, k)
+            k = I.next_finish(self.requests) - it
+            after_preemption = preempted and bool(I.waiting or I.transfer_queue)
+            if self._exact or after_preemption or not _fits_surely(I, n, it + k):
+                k = self._scheduler.decode_run_length(I, k, after_preemption)
+            self._start_run(I, t, n, it, k)
+            return
         else:
             I.plan = IDLE
             if preempted and I.waiting and admit_ok:
@@ -662,6 +638,28 @@ class EmulatedCluster(Cluster):
                 self._schedule(I, t)
             return
         self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+
+    def _start_run(self, I: InstanceState, t: float, n: int, it: int, k: int) -> None:
+        """Plan ``k`` decode-only iterations of the decode set (``n`` sequences, ``it`` iterations
+        run so far) from ``t`` as one closed-form run (decode_run.py) and push its end event; the
+        plan version and start are already set."""
+        coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
+        if coef is None:
+            coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
+        alpha, beta = coef
+        C0 = I.decode_offset_sum + n * (it + 1)   # decode_set_context(it)
+        I.plan = DECODE_RUN
+        I.run_step_base_s = alpha
+        I.run_step_per_token_s = beta
+        I.run_start_context = C0
+        I.plan_iterations = k
+        I.plan_chunks = ()
+        I.plan_prefill_tokens = 0
+        I.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(I, k)
+        ev = self._events
+        seq = ev.seq + 1
+        ev.seq = seq
+        heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
 
     def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
         """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
