@@ -134,3 +134,26 @@ def test_the_reference_path_hands_out_plain_views(monkeypatch):
 
     _run(Types())
     assert seen == {InstanceView}
+
+
+def test_a_clone_made_by_a_router_mid_decision_hands_out_plain_views():
+    seen = []
+
+    class Cloner(LeastLoadedRouter):
+        name = "cloner"
+        inside = False   # the twins' routers (copies made inside) do not clone again
+
+        def route_prefill(self, request, ctx):
+            ctx.instances()
+            if not self.inside and len(seen) < 40:
+                self.inside = True
+                twin = ctx.clone()
+                seen.extend(type(v) for v in twin.instances())
+                twin.advance(0.5)
+                self.inside = False
+            return super().route_prefill(request, ctx)
+
+    cfg = EmulatorConfig(preset=PRESET, num_instances=4, mode="disaggregated", num_prefill=2)
+    c = EmulatedCluster(_workload(60, 2), cfg, router=Cloner())
+    c.run_until_done()
+    assert seen and set(seen) == {InstanceView}

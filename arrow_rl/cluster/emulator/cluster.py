@@ -351,6 +351,7 @@ class EmulatedCluster(Cluster):
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
         d["_lazy_views"] = []
+        d["_deciding"] = False   # cloned by a router mid-decision: the clone hands out plain views
         d["router"] = copy.deepcopy(self.router)
         d["rng"] = copy.deepcopy(self.rng)
         new.__dict__.update(d)
