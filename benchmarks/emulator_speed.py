@@ -1,73 +1,126 @@
 """Emulator speed on the one-hour Azure conversation trace (19,366 requests) on 8 H100 instances.
 
-Prints, for disaggregated 4P4D and colocated clusters, simulated requests per wall second and
-simulated time / wall time, and the speed-up of the closed-form decode runs over the reference
-stepping mode (``exact_stepping=True``: every decode iteration is its own event) on the same
-first ``--baseline-minutes`` of the trace, in the same process. Issue target: the whole trace in
-under 2 s of wall time on one core.
+Prints, for disaggregated 4P4D and colocated clusters (least-loaded router, what `arrow-rl simulate`
+runs), the CPU seconds of the whole trace with today's emulator and with the reference, timed
+alternately in this process (best of ``--repeat`` each), and their ratio; with ``--windows``, the
+same trace stepped by ``advance(1.0)`` as the RL environment does (a ``MetricsWindow`` per second).
 
-Times are the CPU seconds of this single-threaded process (``time.process_time``), which equal the
-wall time of one idle core and stay meaningful on a shared, loaded machine; wall times are printed
-beside them. The last line is ``simulated_requests_per_second: N`` (the slower of the two modes on
-the full trace, per CPU second).
+The reference is the emulator before the speed work (``benchmarks/_reference_emulator.py`` extracts
+it from git history; the golden set pins that both give bit-identical results), or, without git,
+today's emulator with its fast paths off (``ARROW_EMULATOR_REFERENCE=1``). ``--stepping`` adds the
+closed-form decode runs vs stepping every iteration (``exact_stepping``) on the first
+``--baseline-minutes`` of the trace.
 
-    python benchmarks/emulator_speed.py [--repeat 3] [--baseline-minutes 10]
+Times are CPU seconds of this single-threaded process (``time.process_time``): the wall time of one
+idle core, meaningful on a shared, loaded machine (the load average is printed); wall times beside.
+Issue targets: 4P4D <= 0.4 s CPU, colocated <= 0.3 s. The last line is
+``simulated_requests_per_second: N`` (the slower mode, today's emulator, per CPU second).
+
+    python benchmarks/emulator_speed.py [--repeat 5] [--windows] [--stepping]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
-from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
-from arrow_rl.scheduling import make_router
-from arrow_rl.workload import load_workload
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _reference_emulator import load as load_reference  # noqa: E402
+
+from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig  # noqa: E402
+from arrow_rl.cluster.emulator import fastpath  # noqa: E402
+from arrow_rl.scheduling import make_router  # noqa: E402
+from arrow_rl.workload import load_workload  # noqa: E402
 
 PRESET = "h100-llama3.1-8b-tp1"
 
 
-def timed_run(workload, mode: str, exact: bool = False, repeat: int = 1) -> tuple[float, float, EmulatedCluster]:
-    """Best CPU seconds (and its wall seconds) over ``repeat`` runs of the whole workload."""
-    best = (float("inf"), float("inf"), None)
-    for _ in range(repeat):
-        cfg = EmulatorConfig(preset=PRESET, num_instances=8, mode=mode, num_prefill=4, exact_stepping=exact)
-        cluster = EmulatedCluster(workload, cfg, router=make_router("least-loaded"))
-        w0, c0 = time.perf_counter(), time.process_time()
+def reference_cluster_class():
+    """``(class, label)`` of the reference emulator (module docstring)."""
+    ref = load_reference()
+    if ref is not None:
+        return ref.EmulatedCluster, "emulator before the speed work (git history)"
+    return None, "this emulator with ARROW_EMULATOR_REFERENCE=1"
+
+
+def build(cls, workload, mode: str, exact: bool = False):
+    cfg = EmulatorConfig(preset=PRESET, num_instances=8, mode=mode, num_prefill=4 if mode == "disaggregated" else None,
+                         exact_stepping=exact)
+    if cls is None:   # today's class on its reference path
+        saved = fastpath.ENABLED
+        fastpath.ENABLED = False
+        try:
+            return EmulatedCluster(workload, cfg, router=make_router("least-loaded"))
+        finally:
+            fastpath.ENABLED = saved
+    return cls(workload, cfg, router=make_router("least-loaded"))
+
+
+def one_run(cls, workload, mode: str, windows: bool, exact: bool = False):
+    cluster = build(cls, workload, mode, exact)
+    w0, c0 = time.perf_counter(), time.process_time()
+    if windows:
+        while not cluster.done:
+            cluster.advance(1.0)
+    else:
         cluster.run_until_done()
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        assert cluster.done and len(cluster.completed()) == len(workload)
-        if cpu < best[0]:
-            best = (cpu, wall, cluster)
-    return best
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    assert cluster.done and len(cluster.completed()) == len(workload)
+    return cpu, wall, cluster
+
+
+def compare(workload, mode: str, repeat: int, windows: bool, ref_cls) -> tuple[tuple, tuple]:
+    """Best (cpu, wall, cluster) of today's emulator and of the reference, runs alternating."""
+    best_new = best_ref = (float("inf"), float("inf"), None)
+    for _ in range(repeat):
+        r = one_run(EmulatedCluster, workload, mode, windows)
+        if r[0] < best_new[0]:
+            best_new = r
+        r = one_run(ref_cls, workload, mode, windows)
+        if r[0] < best_ref[0]:
+            best_ref = r
+    same = [(a.request_id, a.first_token_s, a.finish_s) for a in best_new[2].records()] == \
+           [(a.request_id, a.first_token_s, a.finish_s) for a in best_ref[2].records()]
+    assert same, "today's emulator and the reference disagree"
+    return best_new, best_ref
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (best wall time is kept)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per configuration and emulator (best CPU time kept)")
+    ap.add_argument("--windows", action="store_true", help="also step the trace by advance(1.0), as the env does")
+    ap.add_argument("--stepping", action="store_true", help="also compare with stepping every decode iteration")
     ap.add_argument("--baseline-minutes", type=float, default=10.0,
-                    help="trace prefix (minutes) on which the stepping baseline is compared")
+                    help="trace prefix (minutes) on which --stepping compares")
     args = ap.parse_args()
 
     trace = load_workload("azure-conv")
-    prefix = trace.window(0.0, args.baseline_minutes * 60.0)
-    print(f"trace: azure-conv, {len(trace):,} requests over {trace.duration_s:,.0f} s; preset {PRESET}, 8 instances")
+    ref_cls, ref_label = reference_cluster_class()
+    print(f"trace: azure-conv, {len(trace):,} requests over {trace.duration_s:,.0f} s; preset {PRESET}, 8 instances, "
+          f"least-loaded router; load average {os.getloadavg()[0]:.2f}")
+    print(f"reference: {ref_label}; best of {args.repeat} alternating runs each, CPU seconds (wall)")
     rates = []
     for mode in ("disaggregated", "colocated"):
         label = "4P4D disaggregated" if mode == "disaggregated" else "8 colocated"
-        cpu, wall, cluster = timed_run(trace, mode, repeat=args.repeat)
-        rate = len(trace) / cpu
-        rates.append(rate)
-        print(f"{label:>20}: {cpu:6.3f} s CPU ({wall:.3f} s wall), {rate:10,.0f} simulated requests/s, "
-              f"simulated/real time {cluster.now / cpu:8,.0f}x, {cluster.num_transfers:,} KV transfers, "
-              f"{cluster.num_preemptions:,} preemptions")
-        fast_wall, _, fast = timed_run(prefix, mode, repeat=args.repeat)
-        slow_wall, _, slow = timed_run(prefix, mode, exact=True, repeat=1)   # CPU seconds
-        same = all(abs(a.finish_s - b.finish_s) < 1e-6 for a, b in zip(
-            sorted(fast.completed(), key=lambda r: r.request_id),
-            sorted(slow.completed(), key=lambda r: r.request_id)))
-        print(f"{'':>20}  first {args.baseline_minutes:g} min ({len(prefix):,} requests): closed-form runs "
-              f"{fast_wall:.3f} s CPU vs stepping every iteration {slow_wall:.3f} s -> {slow_wall / fast_wall:5.1f}x faster"
-              f" (records identical: {same})")
+        for windows in (False, True) if args.windows else (False,):
+            (cpu, wall, cluster), (rcpu, rwall, _) = compare(trace, mode, args.repeat, windows, ref_cls)
+            how = "advance(1.0)" if windows else "run_until_done"
+            if not windows:
+                rates.append(len(trace) / cpu)
+            print(f"{label:>20} {how:>14}: {cpu:6.3f} s CPU ({wall:.3f} s wall) vs reference {rcpu:6.3f} s "
+                  f"({rwall:.3f} s wall) -> {rcpu / cpu:4.2f}x; {len(trace) / cpu:9,.0f} simulated requests/s, "
+                  f"{cluster.num_transfers:,} KV transfers, {cluster.num_preemptions:,} preemptions")
+        if args.stepping:
+            prefix = trace.window(0.0, args.baseline_minutes * 60.0)
+            fast = min(one_run(EmulatedCluster, prefix, mode, False)[0] for _ in range(args.repeat))
+            slow = one_run(EmulatedCluster, prefix, mode, False, exact=True)[0]
+            print(f"{'':>20}  first {args.baseline_minutes:g} min ({len(prefix):,} requests): closed-form runs "
+                  f"{fast:.3f} s CPU vs stepping every iteration {slow:.3f} s -> {slow / fast:5.1f}x faster")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"simulated_requests_per_second: {min(rates):.0f}")
 
 

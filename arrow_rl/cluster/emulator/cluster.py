@@ -42,6 +42,7 @@ from arrow_rl.cluster.base import (
     Role,
     SLO,
 )
+from arrow_rl.cluster.emulator import fastpath
 from arrow_rl.cluster.emulator.audit import audit_state
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
@@ -54,13 +55,41 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import KvTransfers
-from arrow_rl.cluster.emulator.views import view_at, views_at
+from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, lazy_views_at, settle, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
+from arrow_rl.scheduling.simple import LeastLoadedRouter
 from arrow_rl.workload.workload import Workload
 
 _MIXED = Role.MIXED
+_PREFILL = Role.PREFILL
+_DECODE = Role.DECODE
+
+
+def _fits_surely(I: InstanceState, n: int, it: int) -> bool:
+    """A sufficient test for ``I.other_blocks + I.decode_set_blocks(it) <= I.capacity_blocks``
+    (``n`` = ``I.num_decoding``) without the histogram: every sequence's ceil((o + it) / bs) is below
+    (o + it) / bs + 1, so the decode set's blocks are below (Σo + n·it) / bs + n. When this says
+    no, the exact count decides."""
+    bs = I.block_size
+    return bs * I.other_blocks + I.decode_offset_sum + n * (it + bs) <= bs * I.capacity_blocks
+
+
+def _decode_tokens_at(I: InstanceState, t: float) -> int:
+    """``InstanceView.decode_tokens`` of ``I`` at ``t`` (views.py ``fresh_view``), without the view."""
+    n = I.num_decoding
+    if not n:
+        return I.decode_legs_waiting_tokens
+    it = I.decode_iterations
+    if I.plan == DECODE_RUN and t > I.plan_start:
+        if t >= I.plan_end:
+            it += I.plan_iterations
+        elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
+            it += I.done_memo_iterations
+        else:
+            it += iterations_done_by(I, t)
+    return I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
 
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
@@ -88,7 +117,6 @@ class EmulatedCluster(Cluster):
         from arrow_rl.perf.profile import profile_instance
 
         if router is None:
-            from arrow_rl.scheduling.simple import LeastLoadedRouter
             router = LeastLoadedRouter()
         self.config = config
         self.workload = workload
@@ -148,6 +176,13 @@ class EmulatedCluster(Cluster):
         # window accumulators (per-instance ones live on InstanceState)
         self._window = WindowAccumulator()
         self.router.reset(config.num_instances)
+        # fast path (fastpath.py): the plain least-loaded router's choices, made from the running sums
+        self._least_loaded = fastpath.ENABLED and type(router) is LeastLoadedRouter
+        self._exact = config.exact_stepping
+        # fast path (fastpath.py, views.py): lazy views while a router decides
+        self._lazy_ok = fastpath.ENABLED and LAZY_SUPPORTED
+        self._deciding = False
+        self._lazy_views: list = []
         self._info = ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
             initial_roles=roles,
@@ -192,6 +227,10 @@ class EmulatedCluster(Cluster):
         return self._profile
 
     def instances(self) -> list[InstanceView]:
+        if self._deciding and not self._num_mixed:
+            # a router places a prompt: lazy views of the decode pool (views.py); not with MIXED
+            # instances, whose dispatcher weighs the decode pool's loads at every arrival
+            return lazy_views_at(self._insts, self._now, self._lazy_views, _DECODE)
         return views_at(self._insts, self._now)
 
     def instance(self, instance_id: int) -> InstanceView:
@@ -249,6 +288,8 @@ class EmulatedCluster(Cluster):
         of any role for that long."""
         self._check_id(instance_id)
         role = Role(role)
+        if self._lazy_views:   # a router flips mid-decision: its views describe the state before
+            settle(self._lazy_views)
         I = self._insts[instance_id]
         if I.role is role:
             return
@@ -271,7 +312,7 @@ class EmulatedCluster(Cluster):
         self._now = self._t_adv = t1
         for I, t_first in self._window.count_plans_in_progress(self._insts, t1):
             self._emit_new_decodes(I, t_first)   # a decode run's first step is out: first tokens
-        views = [view_at(I, t1) for I in self._insts]
+        views = views_at(self._insts, t1)
         return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
 
     def run_until_done(self, max_time_s: float | None = None,
@@ -309,6 +350,8 @@ class EmulatedCluster(Cluster):
         d["_transfers"] = self._transfers.copy(d["_events"])
         d["_insts"] = [I.copy() for I in self._insts]
         d["_coef"] = self._coef  # a pure cache
+        d["_lazy_views"] = []
+        d["_deciding"] = False   # cloned by a router mid-decision: the clone hands out plain views
         d["router"] = copy.deepcopy(self.router)
         d["rng"] = copy.deepcopy(self.rng)
         new.__dict__.update(d)
@@ -326,6 +369,47 @@ class EmulatedCluster(Cluster):
                              f"{i!r}, not an instance id in 0..{len(self._insts) - 1}")
         return int(i)
 
+    # ------------------------------------------------------------------ internals: fast routing
+    # ``LeastLoadedRouter``'s choices (arrow_rl/scheduling/simple.py) computed from the instances'
+    # running sums: the same candidate pools (healthy instances of the role, else all healthy, else
+    # all), the same keys as the views carry, the same tie-break (lowest id).
+    def _least_loaded_prefill(self, t: float) -> InstanceState:
+        insts = self._insts
+        pool = [I for I in insts if t >= I.blocked_until] or insts
+        best = None
+        if self._colocated:
+            for I in pool:
+                key = I.prefill_tokens_left + _decode_tokens_at(I, t)
+                if best is None or key < best_key:
+                    best, best_key = I, key
+            return best
+        pool = [I for I in pool if I.role is _PREFILL] or pool
+        for I in pool:
+            key = I.prefill_tokens_left
+            if best is None or key < best_key:
+                best, best_key = I, key
+        return best
+
+    def _least_loaded_decode(self, t: float) -> int:
+        insts = self._insts
+        pool = [I for I in insts if t >= I.blocked_until] or insts
+        pool = [I for I in pool if I.role is _DECODE] or pool
+        best = None
+        for I in pool:
+            if best is not None and I.plan == DECODE_RUN and t < I.plan_end:
+                # a lower bound first, without solving the run: its iterations done by t are at
+                # least those of the memo (of this run, at an earlier time); decode tokens grow
+                # with them, and only a strictly smaller key beats the lower id already found
+                dt = t - I.plan_start
+                k = I.done_memo_iterations if I.done_memo_version == I.plan_version and dt >= I.done_memo_from else 0
+                n = I.num_decoding
+                if dt > 0 and I.decode_offset_sum + n * (I.decode_iterations + k + 1) + I.decode_legs_waiting_tokens >= best_key:
+                    continue
+            key = _decode_tokens_at(I, t)
+            if best is None or key < best_key:
+                best, best_key = I, key
+        return best.id
+
     # ------------------------------------------------------------------ internals: event loop
     def _run_until(self, t1: float) -> None:
         R = self.requests
@@ -335,28 +419,32 @@ class EmulatedCluster(Cluster):
         insts = self._insts
         audit = self.audit_every_event
         fe = self._frontend_s
+        stuck_s = self._stuck_s
+        nxt = self._next   # the next arrival (only this loop moves it)
+        ta = arr[nxt] + fe if nxt < N else math.inf
+        heappop = heapq.heappop
         while True:
             if audit:
                 self.audit()
-            ta = arr[self._next] + fe if self._next < N else math.inf
             th = heap[0][0] if heap else math.inf
             if ta <= th:
                 if ta >= t1:
                     break
                 self._now = ta
-                rid = self._next
-                self._next += 1
-                self._arrive(rid, ta)
+                self._next = nxt + 1
+                self._arrive(nxt, ta)
+                nxt += 1
+                ta = arr[nxt] + fe if nxt < N else math.inf
                 continue
             if th >= t1:
                 break
-            t, kind, _, a, b = heapq.heappop(heap)
+            t, kind, _, a, b = heappop(heap)
             self._now = t
             if kind == ITERATION_END:
                 I = insts[a]
                 if b == I.plan_version and I.plan != IDLE:
                     self._commit(I, t)
-                    if t - self._progress_s > self._stuck_s:
+                    if t - self._progress_s > stuck_s:
                         self._reject_stuck()
             elif kind == KV_LANDED:
                 if b == self._transfers.version[a]:
@@ -384,9 +472,19 @@ class EmulatedCluster(Cluster):
             self._reject(rid, f"exceeds KV capacity: needs {peak} KV tokens > {self._cap_blocks * self._bs} "
                               f"on one instance")
             return
-        req = R.router_request(rid)
-        i = self._target(self.router.route_prefill(req, self), "route_prefill")
-        I = self._insts[i]
+        if self._least_loaded:
+            I = self._least_loaded_prefill(t)
+            i = I.id
+        else:
+            self._deciding = self._lazy_ok
+            try:
+                i = self.router.route_prefill(R.router_request(rid), self)
+            finally:
+                self._deciding = False
+                if self._lazy_views:
+                    settle(self._lazy_views)
+            i = self._target(i, "route_prefill")
+            I = self._insts[i]
         R.instance[rid] = i
         R.prefill_instance[rid] = i
         # a MIXED instance serves the request whole (issue 12): fixed now, whatever later flips do
@@ -441,11 +539,23 @@ class EmulatedCluster(Cluster):
         if plan == IDLE:
             self._schedule(I, t)
         elif plan == DECODE_RUN:
-            # first boundary at or after t (the running iteration always completes)
-            k = iterations_done_by(I, t)
-            if k < I.plan_iterations and run_time(I, k) < t - I.plan_start:
+            # first boundary at or after t (the running iteration always completes):
+            # iterations_done_by(I, t) with its quick answers inlined, then run_time(I, k)
+            K = I.plan_iterations
+            start = I.plan_start
+            dt = t - start
+            if dt <= 0:
+                k = 0
+            elif t >= I.plan_end:
+                return   # k = K: the run is over by t
+            elif I.done_memo_version == I.plan_version and I.done_memo_from <= dt < I.done_memo_until:
+                k = I.done_memo_iterations
+            else:
+                k = iterations_done_by(I, t)
+            alpha, beta, C0, n = I.run_step_base_s, I.run_step_per_token_s, I.run_start_context, I.plan_decodes
+            if k < K and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) < dt:
                 k += 1
-            if k >= I.plan_iterations:
+            if k >= K:
                 return
             I.plan_version += 1
             I.cached_view = None
@@ -454,8 +564,11 @@ class EmulatedCluster(Cluster):
                 self._schedule(I, t)
                 return
             I.plan_iterations = k
-            I.plan_end = I.plan_start + run_time(I, k)
-            self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+            I.plan_end = end = start + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))
+            ev = self._events
+            seq = ev.seq + 1
+            ev.seq = seq
+            heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: batches
@@ -463,6 +576,26 @@ class EmulatedCluster(Cluster):
         """At an iteration boundary: form the next batch (scheduler.py), apply it, and plan it as
         one iteration, a closed-form run of decode iterations, or idle."""
         I.cached_view = None
+        it = I.decode_iterations
+        n = I.num_decoding
+        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and (
+                _fits_surely(I, n, it + 1) or I.other_blocks + (I.decode_set_blocks(it + 1) if n else 0) <= I.capacity_blocks):
+            # the planner's commonest answer (``DECODES_ONLY``: only the decode set runs, its KV
+            # fits), decided here with the planner's own test and planned without a plan object
+            I.plan_version += 1
+            I.plan_start = t
+            I.plan_iterations_counted = 0
+            I.plan_decodes = n
+            if not n:
+                I.plan = IDLE
+                return
+            R = self.requests
+            k = I.next_finish(R) - it
+            if self._exact or not (_fits_surely(I, n, it + k) or
+                                   I.other_blocks + I.decode_set_blocks(it + k) <= I.capacity_blocks):
+                k = self._scheduler.decode_run_length(I, k, False)
+            self._start_run(I, t, n, it, k)
+            return
         plan = self._scheduler.plan(I, self.requests, t, self._kv.plan_view(I) if self._pfx else None)
         if plan is not DECODES_ONLY:
             self._apply(I, plan, t)
@@ -493,20 +626,12 @@ class EmulatedCluster(Cluster):
             I.plan_iterations = 1
             I.plan_end = t + dur
         elif n:
-            k = self._scheduler.decode_run_length(
-                I, I.next_finish(self.requests) - it, preempted and bool(I.waiting or I.transfer_queue))
-            coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
-            if coef is None:
-                coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
-            alpha, beta = coef
-            I.plan = DECODE_RUN
-            I.run_step_base_s = alpha
-            I.run_step_per_token_s = beta
-            I.run_start_context = I.decode_set_context(it)
-            I.plan_iterations = k
-            I.plan_chunks = []
-            I.plan_prefill_tokens = 0
-            I.plan_end = t + run_time(I, k)
+            k = I.next_finish(self.requests) - it
+            after_preemption = preempted and bool(I.waiting or I.transfer_queue)
+            if self._exact or after_preemption or not _fits_surely(I, n, it + k):
+                k = self._scheduler.decode_run_length(I, k, after_preemption)
+            self._start_run(I, t, n, it, k)
+            return
         else:
             I.plan = IDLE
             if preempted and I.waiting and admit_ok:
@@ -514,6 +639,28 @@ class EmulatedCluster(Cluster):
                 self._schedule(I, t)
             return
         self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+
+    def _start_run(self, I: InstanceState, t: float, n: int, it: int, k: int) -> None:
+        """Plan ``k`` decode-only iterations of the decode set (``n`` sequences, ``it`` iterations
+        run so far) from ``t`` as one closed-form run (decode_run.py) and push its end event; the
+        plan version and start are already set."""
+        coef = self._coef.get(n)   # the latency model's (alpha, beta) per batch size, cached
+        if coef is None:
+            coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
+        alpha, beta = coef
+        C0 = I.decode_offset_sum + n * (it + 1)   # decode_set_context(it)
+        I.plan = DECODE_RUN
+        I.run_step_base_s = alpha
+        I.run_step_per_token_s = beta
+        I.run_start_context = C0
+        I.plan_iterations = k
+        I.plan_chunks = ()
+        I.plan_prefill_tokens = 0
+        I.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(I, k)
+        ev = self._events
+        seq = ev.seq + 1
+        ev.seq = seq
+        heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
 
     def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
         """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
@@ -645,7 +792,9 @@ class EmulatedCluster(Cluster):
             K = I.plan_iterations
             k0 = I.plan_iterations_counted
             I.w_decode_iterations += K - k0
-            I.w_decode_time_s += run_time(I, K) - run_time(I, k0)
+            # run_time(I, K) − run_time(I, k0); run_time(I, 0) is exactly 0.0
+            span = K * I.run_step_base_s + I.run_step_per_token_s * (I.run_start_context * K + n * (K * (K - 1) // 2))
+            I.w_decode_time_s += span - run_time(I, k0) if k0 else span
             I.w_decode_tokens += n * (K - k0)
             I.decode_iterations += K
             I.decode_stall_since = T
@@ -662,7 +811,8 @@ class EmulatedCluster(Cluster):
             I.w_prefill_tokens += I.plan_prefill_tokens
             chunks = I.plan_chunks
         I.plan = IDLE
-        I.plan_chunks = []
+        if chunks:
+            I.plan_chunks = ()
         # decode sequences that emitted their last token
         heap = I.finish_heap
         st, fit, where = R.state, R.last_token_iteration, R.instance
@@ -730,8 +880,10 @@ class EmulatedCluster(Cluster):
         # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
         for rid in first:
             I.cached_view = None   # the previous iteration changed this instance
-            d = self._target(self.router.route_decode(
-                R.router_request(rid), iid, self), "route_decode")
+            if self._least_loaded:
+                d = self._least_loaded_decode(T)
+            else:
+                d = self._target(self.router.route_decode(R.router_request(rid), iid, self), "route_decode")
             R.decode_instance[rid] = d
             if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
                 self._client_first(rid, T)

@@ -67,6 +67,16 @@ def make_request(request_id: int, arrival_s: float, input_tokens: int, output_to
     return r
 
 
+_RECORD_FIELDS = ("request_id", "arrival_s", "input_tokens", "output_tokens", "prefill_instance", "decode_instance",
+                  "first_token_s", "finish_s", "prefill_done_s", "cached_tokens", "rejected", "reject_reason",
+                  "preemptions")
+# the record / request dataclasses are plain (a __dict__, exactly these fields): build them item by item,
+# in the order ``make_record`` has always stored them
+_plain_records = hasattr(RequestRecord(0, 0.0, 1, 1), "__dict__") and \
+    set(RequestRecord.__dataclass_fields__) == set(_RECORD_FIELDS)
+_plain_requests = hasattr(Request(0, 0.0, 1, 1), "__dict__") and \
+    tuple(Request.__dataclass_fields__) == ("request_id", "arrival_s", "input_tokens", "output_tokens")
+
 if not hasattr(RequestRecord(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
     make_record = RequestRecord  # noqa: F811  (a slotted RequestRecord: use the plain constructor)
 if not hasattr(Request(0, 0.0, 1, 1), "__dict__"):  # pragma: no cover
@@ -121,6 +131,23 @@ class RequestTable:
 
     def record(self, rid: int) -> RequestRecord:
         """The request's ``RequestRecord`` as of now (unended requests have NaN times)."""
+        if _plain_records:   # ``make_record`` with its fields stored one by one (one record per request)
+            r = _new(RequestRecord)
+            d = r.__dict__
+            d["request_id"] = rid
+            d["arrival_s"] = self.arrival_s[rid]
+            d["input_tokens"] = self.input_tokens[rid]
+            d["output_tokens"] = self.output_tokens[rid]
+            d["prefill_instance"] = self.prefill_instance[rid]
+            d["decode_instance"] = self.decode_instance[rid]
+            d["first_token_s"] = self.first_token_s[rid]
+            d["finish_s"] = self.finish_s[rid]
+            d["prefill_done_s"] = self.prefill_done_s[rid]
+            d["cached_tokens"] = self.cached_tokens.get(rid, 0)
+            d["rejected"] = self.state[rid] == REJECTED
+            d["reject_reason"] = self.reject_reason.get(rid, "")
+            d["preemptions"] = self.preemptions[rid]
+            return r
         return make_record(
             request_id=rid, arrival_s=self.arrival_s[rid], input_tokens=self.input_tokens[rid],
             output_tokens=self.output_tokens[rid], prefill_instance=self.prefill_instance[rid],
@@ -131,4 +158,12 @@ class RequestTable:
 
     def router_request(self, rid: int) -> Request:
         """The request as a router sees it (each leg is routed once)."""
+        if _plain_requests:
+            r = _new(Request)
+            d = r.__dict__
+            d["request_id"] = rid
+            d["arrival_s"] = self.arrival_s[rid]
+            d["input_tokens"] = self.input_tokens[rid]
+            d["output_tokens"] = self.output_tokens[rid]
+            return r
         return make_request(rid, self.arrival_s[rid], self.input_tokens[rid], self.output_tokens[rid])

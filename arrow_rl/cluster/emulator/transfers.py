@@ -109,17 +109,30 @@ class SharedNics:
             left = x[2] - x[4] * (t - x[3])
             x[2] = left if left > 0.0 else 0.0
             x[3] = t
-        # links: ("o", i) egress of i, ("i", i) ingress of i
-        users: dict[tuple[str, int], list[int]] = {}
+        # links: 2·i is the egress of i, 2·i + 1 its ingress; ``users`` lists each link's transfers
+        # in the order of ``active`` (the order links are first met decides ties, as it must)
+        users: dict[int, list[int]] = {}
         for rid, x in act.items():
-            users.setdefault(("o", x[0]), []).append(rid)
-            users.setdefault(("i", x[1]), []).append(rid)
-        cap = {link: self.bandwidth for link in users}
+            o = 2 * x[0]
+            u = users.get(o)
+            if u is None:
+                users[o] = [rid]
+            else:
+                u.append(rid)
+            i = 2 * x[1] + 1
+            u = users.get(i)
+            if u is None:
+                users[i] = [rid]
+            else:
+                u.append(rid)
+        bw = self.bandwidth
+        cap = dict.fromkeys(users, bw)
+        left = {link: len(rids) for link, rids in users.items()}   # transfers without a rate yet
         rate: dict[int, float] = {}
-        while len(rate) < len(act):
+        n_act = len(act)
+        while len(rate) < n_act:
             best, best_link = math.inf, None
-            for link, rids in users.items():
-                n = sum(1 for r in rids if r not in rate)
+            for link, n in left.items():
                 if n:
                     share = cap[link] / n
                     if share < best:
@@ -129,8 +142,11 @@ class SharedNics:
                     continue
                 rate[r] = best
                 x = act[r]
-                cap[("o", x[0])] -= best
-                cap[("i", x[1])] -= best
+                o, i = 2 * x[0], 2 * x[1] + 1
+                cap[o] -= best
+                cap[i] -= best
+                left[o] -= 1
+                left[i] -= 1
         changed = []
         for rid, x in act.items():
             r = rate[rid]

@@ -5,9 +5,20 @@ emulator's hottest allocation. Each instance caches its last view with the numbe
 its decode run that view reflects (``InstanceState.cached_view``); every mutation of the instance
 clears the cache, and a decode run in progress invalidates it only when it completes another
 iteration (``decode_run.iterations_done_by``).
+
+While a router places a prompt (and no instance is MIXED) the engine hands out ``LazyView``s
+(``lazy_views_at``, a fast path: fastpath.py): a DECODE instance in the middle of a decode run whose
+iterations done by now are not known yet gets a view whose two costly fields, ``decode_tokens`` and
+``kv_used_tokens``, are computed on first read; a router that reads only the prefill pool's loads
+(Arrow's prefill routing) skips them. When the decision ends, and before any state changes, the
+engine settles them (``settle``): a view still referenced outside the engine is completed and
+becomes a plain ``InstanceView`` with exactly the values ``views_at`` would have given; the others
+are dropped unread.
 """
 
 from __future__ import annotations
+
+import sys
 
 from arrow_rl.cluster.base import InstanceView, Role
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by
@@ -69,9 +80,11 @@ def view_at(I: InstanceState, t: float) -> InstanceView:
 
 
 def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
-    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``
-    inlined (routers call this for every request leg; same answers)."""
+    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``,
+    ``fresh_view``, ``decode_set_blocks``' memo and ``make_view`` inlined (routers call this for
+    every request leg; same answers)."""
     out = []
+    append = out.append
     for I in insts:
         k = 0
         if I.plan == DECODE_RUN and t > I.plan_start:
@@ -84,9 +97,180 @@ def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
         healthy = t >= I.blocked_until
         vc = I.cached_view
         if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-            out.append(vc[1])
+            append(vc[1])
+            continue
+        # fresh_view(I, I.decode_iterations + k, healthy), inlined
+        n = I.num_decoding
+        if n:
+            it = I.decode_iterations + k
+            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
         else:
-            v = fresh_view(I, I.decode_iterations + k, healthy)
-            I.cached_view = (k, v)
-            out.append(v)
+            dec_tok = I.decode_legs_waiting_tokens
+            kv = I.other_blocks
+        bs = I.block_size
+        v = _new(InstanceView)
+        d = v.__dict__
+        d["instance_id"] = I.id
+        d["role"] = I.role
+        d["num_prefill"] = I.prefill_legs
+        d["prefill_tokens"] = I.prefill_tokens_left
+        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
+        d["num_decode"] = n + I.decode_legs_waiting
+        d["decode_tokens"] = dec_tok
+        d["kv_used_tokens"] = kv * bs
+        d["kv_capacity_tokens"] = I.capacity_blocks * bs
+        d["healthy"] = healthy
+        I.cached_view = (k, v)
+        append(v)
     return out
+
+
+if make_view is InstanceView:  # pragma: no cover  (a slotted InstanceView: the plain path)
+    def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:  # noqa: F811
+        return [view_at(I, t) for I in insts]
+
+
+_set = object.__setattr__
+_refcount = getattr(sys, "getrefcount", None)
+_LAZY = "_lazy_source"
+# ``settle`` tells kept views from dropped ones by their reference count: exact under CPython with
+# the GIL; elsewhere (PyPy, free-threaded builds) the engine hands out plain views only
+LAZY_SUPPORTED = _refcount is not None and getattr(sys, "_is_gil_enabled", lambda: True)() \
+    and sys.implementation.name == "cpython"
+
+
+class LazyView(InstanceView):
+    """An ``InstanceView`` of one routing decision whose ``decode_tokens`` and ``kv_used_tokens``
+    are computed on first read (module docstring). Until then its ``__dict__`` holds the instance
+    and time it describes under ``_lazy_source``."""
+
+    def __getattr__(self, name: str):
+        # only called for attributes not in __dict__: the two lazy fields (or a genuine miss)
+        if name in ("decode_tokens", "kv_used_tokens") and _LAZY in self.__dict__:
+            complete(self)
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # Everything else that looks at the whole view completes it first, then acts as the plain
+    # ``InstanceView`` it has become: equality and hashing with plain views (a subclass's reflected
+    # ``__eq__`` is tried first), repr, copies and pickles (a copy must not carry the instance
+    # reference out of the decision).
+    def __eq__(self, other):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return self == other
+
+    def __hash__(self):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return hash(self)
+
+    def __repr__(self):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return repr(self)
+
+    def __reduce_ex__(self, protocol):
+        if _LAZY in self.__dict__:
+            complete(self)
+        return self.__reduce_ex__(protocol)
+
+
+def complete(v: LazyView) -> None:
+    """Fill a lazy view's two fields from its instance (unchanged since the view was made) and
+    turn it into a plain ``InstanceView`` (same field order as ``views_at``'s)."""
+    d = v.__dict__
+    I, t = d[_LAZY]
+    k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
+    n = I.num_decoding
+    if n:
+        it = I.decode_iterations + k
+        dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+        kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+    else:
+        dec_tok = I.decode_legs_waiting_tokens
+        kv = I.other_blocks
+    _set(v, "__dict__", {
+        "instance_id": d["instance_id"], "role": d["role"], "num_prefill": d["num_prefill"],
+        "prefill_tokens": d["prefill_tokens"], "prefill_tokens_sq": d["prefill_tokens_sq"],
+        "num_decode": d["num_decode"], "decode_tokens": dec_tok, "kv_used_tokens": kv * I.block_size,
+        "kv_capacity_tokens": d["kv_capacity_tokens"], "healthy": d["healthy"]})
+    _set(v, "__class__", InstanceView)
+    if I.cached_view is None:
+        I.cached_view = (k, v)
+
+
+def lazy_views_at(insts: list[InstanceState], t: float, pending: list[LazyView], lazy_role) -> list[InstanceView]:
+    """``views_at`` for a routing decision: the same views, except that an instance of role
+    ``lazy_role`` in the middle of a decode run whose iterations done by ``t`` are not known yet
+    gets a ``LazyView`` (appended to ``pending`` for ``settle``). The engine passes the role whose
+    loads the decision is least likely to read (DECODE when a prompt is placed): completing a lazy
+    view costs more than building it eagerly."""
+    out = []
+    append = out.append
+    for I in insts:
+        k = 0
+        if I.plan == DECODE_RUN and t > I.plan_start:
+            if t >= I.plan_end:
+                k = I.plan_iterations
+            elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
+                k = I.done_memo_iterations
+            elif I.role is lazy_role:
+                k = -1
+            else:
+                k = iterations_done_by(I, t)
+        healthy = t >= I.blocked_until
+        if k < 0:
+            v = _new(LazyView)
+            d = v.__dict__
+            d["instance_id"] = I.id
+            d["role"] = I.role
+            d["num_prefill"] = I.prefill_legs
+            d["prefill_tokens"] = I.prefill_tokens_left
+            d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
+            d["num_decode"] = I.num_decoding + I.decode_legs_waiting
+            d["kv_capacity_tokens"] = I.capacity_blocks * I.block_size
+            d["healthy"] = healthy
+            d[_LAZY] = (I, t)
+            pending.append(v)
+            append(v)
+            continue
+        vc = I.cached_view
+        if vc is not None and vc[0] == k and vc[1].healthy == healthy:
+            append(vc[1])
+            continue
+        n = I.num_decoding
+        if n:
+            it = I.decode_iterations + k
+            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+        else:
+            dec_tok = I.decode_legs_waiting_tokens
+            kv = I.other_blocks
+        bs = I.block_size
+        v = _new(InstanceView)
+        d = v.__dict__
+        d["instance_id"] = I.id
+        d["role"] = I.role
+        d["num_prefill"] = I.prefill_legs
+        d["prefill_tokens"] = I.prefill_tokens_left
+        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
+        d["num_decode"] = n + I.decode_legs_waiting
+        d["decode_tokens"] = dec_tok
+        d["kv_used_tokens"] = kv * bs
+        d["kv_capacity_tokens"] = I.capacity_blocks * bs
+        d["healthy"] = healthy
+        I.cached_view = (k, v)
+        append(v)
+    return out
+
+
+def settle(pending: list[LazyView]) -> None:
+    """End of a routing decision, before any state changes: complete the lazy views anything
+    outside the engine still references (the router kept them), drop the others."""
+    for v in pending:
+        # references: ``pending``, the loop variable and getrefcount's argument
+        if _refcount(v) > 3 and _LAZY in v.__dict__:
+            complete(v)
+    pending.clear()

@@ -27,6 +27,22 @@ from arrow_rl.cluster.emulator.requests import PREFILL_LEG, RequestTable
 from arrow_rl.perf.profile import InstanceProfile
 
 
+_new = object.__new__
+
+
+def _frozen(cls, **fields):
+    """Build a frozen dataclass given every field (in field order) without its ``__init__``,
+    which sets each field through ``object.__setattr__`` (a dozen of them per window)."""
+    obj = _new(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
+# ``_frozen`` and ``close`` fill the window dataclasses' ``__dict__``: they must be plain (not slotted)
+assert all(hasattr(c, "__dict__") and "__slots__" not in c.__dict__
+           for c in (InstanceWindowStats, PoolStats, MetricsWindow)), "window dataclasses must not be slotted"
+
+
 def _p90(values: list[float]) -> float:
     """90th percentile with linear interpolation (numpy's default), without numpy's overhead."""
     n = len(values)
@@ -147,39 +163,68 @@ class WindowAccumulator:
         inst_stats = []
         pending_misses = 0
         now_ttft = slo.ttft_s
+        tpot_slo = slo.tpot_s
+        # the profile's formulas inlined when it is the plain InstanceProfile (the same expressions)
+        plain_prof = type(prof) is InstanceProfile
+        pa, pb, pc = (prof.prefill_a, prof.prefill_b, prof.prefill_c) if plain_prof else (0.0, 0.0, 0.0)
+        empty: list[float] = []
         for I, v in zip(insts, views):
-            itl = I.w_decode_time_s / I.w_decode_iterations if I.w_decode_iterations else 0.0
-            if I.w_decode_iterations:
-                dload = itl / slo.tpot_s
+            iters = I.w_decode_iterations
+            itl = I.w_decode_time_s / iters if iters else 0.0
+            if iters:
+                dload = itl / tpot_slo
             elif v.num_decode:
-                dload = (t1 - max(t0, I.decode_stall_since)) / slo.tpot_s
+                dload = (t1 - max(t0, I.decode_stall_since)) / tpot_slo
             else:
                 dload = 0.0
-            pload = prof.prefill_time_sum(I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq) / slo.ttft_s
-            fts = ttft_by_inst.get(I.id, [])
-            inst_stats.append(InstanceWindowStats(
-                instance_id=I.id, role=I.role, ttft_mean=_mean(fts), itl_mean=itl,
-                prefill_tokens_computed=I.w_prefill_tokens, decode_tokens_generated=I.w_decode_tokens,
-                busy_fraction=min(1.0, I.w_busy_s / dur) if dur > 0 else 0.0,
-                waiting=len(I.waiting) + len(I.transfer_queue) + len(I.landed), running=len(I.running),
-                kv_usage=v.kv_usage, prefill_load=pload, decode_load=dload,
-                prefix_cache_hit_rate=I.w_prefix_hit_tokens / I.w_prefix_query_tokens if I.w_prefix_query_tokens else 0.0))
+            if plain_prof:   # prof.prefill_time_sum(legs, tokens, tokens_sq)
+                pload = (pa * I.prefill_tokens_left_sq + pb * I.prefill_tokens_left + pc * I.prefill_legs) / now_ttft
+            else:
+                pload = prof.prefill_time_sum(I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq) / now_ttft
+            fts = ttft_by_inst.get(I.id, empty)
+            cap = v.kv_capacity_tokens
+            q = I.w_prefix_query_tokens
+            st = _new(InstanceWindowStats)   # the fields in order, as _frozen would store them
+            d = st.__dict__
+            d["instance_id"] = I.id
+            d["role"] = I.role
+            d["ttft_mean"] = float(sum(fts) / len(fts)) if fts else 0.0   # _mean
+            d["itl_mean"] = itl
+            d["prefill_tokens_computed"] = I.w_prefill_tokens
+            d["decode_tokens_generated"] = I.w_decode_tokens
+            d["busy_fraction"] = min(1.0, I.w_busy_s / dur) if dur > 0 else 0.0
+            d["waiting"] = len(I.waiting) + len(I.transfer_queue) + len(I.landed)
+            d["running"] = len(I.running)
+            d["kv_usage"] = v.kv_used_tokens / cap if cap else 0.0   # InstanceView.kv_usage
+            d["prefill_load"] = pload
+            d["decode_load"] = dload
+            d["prefix_cache_hit_rate"] = I.w_prefix_hit_tokens / q if q else 0.0
+            inst_stats.append(st)
             # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
             if I.prefill_legs:
+                n_in, gen, comp, leg, arrival = (requests.input_tokens, requests.generated, requests.computed,
+                                                 requests.leg, requests.arrival_s)
                 cum = 0.0
-                for rid in list(I.prefilling) + list(I.waiting):
-                    rem = requests.input_tokens[rid] + requests.generated[rid] - requests.computed[rid]
-                    cum += prof.prefill_time(rem)
-                    if requests.leg[rid] == PREFILL_LEG and (t1 - requests.arrival_s[rid]) + cum > now_ttft:
-                        pending_misses += 1
+                for queue in (I.prefilling, I.waiting):
+                    for rid in queue:
+                        rem = n_in[rid] + gen[rid] - comp[rid]
+                        cum += pa * rem * rem + pb * rem + pc if plain_prof else prof.prefill_time(rem)
+                        if leg[rid] == PREFILL_LEG and (t1 - arrival[rid]) + cum > now_ttft:
+                            pending_misses += 1
 
         def pool(role: Role | None) -> PoolStats:
-            members = [s for s in inst_stats if role is None or s.role is role]
-            ids = {s.instance_id for s in members}
-            fts = [x for i in ids for x in ttft_by_inst.get(i, [])]
-            tps = [x for i in ids for x in tpot_by_inst.get(i, [])]
-            iters = sum(insts[i].w_decode_iterations for i in ids)
+            members = inst_stats if role is None else [s for s in inst_stats if s.role is role]
+            ids = {s.instance_id for s in members}   # float sums below run in this set's order
+            fts = [x for i in ids for x in ttft_by_inst.get(i, empty)]
+            tps = [x for i in ids for x in tpot_by_inst.get(i, empty)]
             dtime = sum(insts[i].w_decode_time_s for i in ids)
+            iters = waiting = running = queued = 0
+            for s in members:   # integer sums: any order
+                i = s.instance_id
+                iters += insts[i].w_decode_iterations
+                waiting += s.waiting
+                running += s.running
+                queued += views[i].prefill_tokens
             if role is Role.DECODE:
                 load = _mean([s.decode_load for s in members])
             elif role is Role.PREFILL:
@@ -188,19 +233,18 @@ class WindowAccumulator:
                 load = _mean([max(s.prefill_load, s.decode_load) for s in members])
             else:
                 load = 0.0
-            return PoolStats(
-                num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
+            return _frozen(
+                PoolStats, num_instances=len(members), ttft_mean=_mean(fts), ttft_p90=_p90(fts),
                 itl_mean=dtime / iters if iters else 0.0, tpot_mean=_mean(tps), tpot_p90=_p90(tps),
                 first_tokens=len(fts), finished=sum(1 for i in finished_on if i in ids),
-                waiting=sum(s.waiting for s in members), running=sum(s.running for s in members),
-                queued_prefill_tokens=sum(views[i].prefill_tokens for i in ids),
+                waiting=waiting, running=running, queued_prefill_tokens=queued,
                 kv_usage_mean=_mean([s.kv_usage for s in members]), load=load)
 
         if mode is Mode.COLOCATED:
             # roles are ignored: both pools are the whole cluster, each with its own §5.5 load
             p_all = pool(None)
-            prefill = PoolStats(**{**p_all.__dict__, "load": _mean([s.prefill_load for s in inst_stats])})
-            decode = PoolStats(**{**p_all.__dict__, "load": _mean([s.decode_load for s in inst_stats])})
+            prefill = _frozen(PoolStats, **{**p_all.__dict__, "load": _mean([s.prefill_load for s in inst_stats])})
+            decode = _frozen(PoolStats, **{**p_all.__dict__, "load": _mean([s.decode_load for s in inst_stats])})
         else:
             prefill = pool(Role.PREFILL)
             decode = pool(Role.DECODE)
@@ -208,8 +252,8 @@ class WindowAccumulator:
             else PoolStats()
 
         w_in = self.arrival_input_tokens
-        window = MetricsWindow(
-            start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
+        window = _frozen(
+            MetricsWindow, start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
             arrivals=self.arrivals,
             arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
             arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
