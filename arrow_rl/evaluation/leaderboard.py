@@ -10,7 +10,6 @@ deployable.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from arrow_rl.evaluation.intervals import Interval
