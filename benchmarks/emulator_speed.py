@@ -33,7 +33,7 @@ from _reference_emulator import load as load_reference  # noqa: E402
 
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig  # noqa: E402
 from arrow_rl.cluster.emulator import fastpath  # noqa: E402
-from arrow_rl.scheduling import make_router  # noqa: E402
+from arrow_rl.routing import make_router  # noqa: E402
 from arrow_rl.workload import load_workload  # noqa: E402
 
 PRESET = "h100-llama3.1-8b-tp1"

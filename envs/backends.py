@@ -13,7 +13,7 @@ from arrow_rl.cluster.base import Cluster
 from arrow_rl.workload.workload import Workload
 
 if TYPE_CHECKING:
-    from arrow_rl.scheduling.base import RequestRouter
+    from arrow_rl.routing.base import RequestRouter
     from envs.config import EnvConfig
 
 

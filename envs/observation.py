@@ -193,7 +193,7 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
         math.log1p(w.arrivals * w.arrival_input_tokens_mean / duration / n / tok),
         _log_tokens(w.arrival_input_tokens_mean),
         _log_tokens(w.arrival_input_tokens_p90),
-        _log_tokens(w.arrival_output_tokens_mean),
+        _log_tokens(w.finished_output_tokens_mean),
         math.log1p(w.finished / duration / n),
         (ended - w.finished_within_slo) / ended if ended else 0.0,
         w.ttft_violations / finished,

@@ -131,7 +131,7 @@ def offered_load(w: MetricsWindow, n: int, slo: SLO, profile: InstanceProfile,
     rate = w.arrivals / duration / max(n, 1)
     prompt = w.arrival_input_tokens_mean
     prefill = rate * profile.prefill_time(prompt)
-    out = w.arrival_output_tokens_mean if output_tokens_mean is None else output_tokens_mean
+    out = w.finished_output_tokens_mean if output_tokens_mean is None else output_tokens_mean
     capacity = min(profile.max_tokens(slo.tpot_s), kv_capacity_tokens)
     context = rate * out * slo.tpot_s * (prompt + out / 2.0)
     decode = context / capacity if capacity > 0 else (math.inf if context > 0 else 0.0)
@@ -189,7 +189,7 @@ def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds
         math.log1p(w.arrivals * w.arrival_input_tokens_mean / duration / n / tok),
         _log_tokens(w.arrival_input_tokens_mean),
         _log_tokens(w.arrival_input_tokens_p90),
-        _log_tokens(w.arrival_output_tokens_mean),
+        _log_tokens(w.finished_output_tokens_mean),
         math.log1p(w.finished / duration / n),
         (ended - w.finished_within_slo) / ended if ended else 0.0,
         w.ttft_violations / finished,
@@ -258,6 +258,6 @@ class PoolObservationBuilder:
         The decode load carries the last known output length over windows where nothing finished
         (most 1 s windows of a long-output workload), so it does not read 0 between completions."""
         if state.window.finished > 0:
-            self._output_mean = state.window.arrival_output_tokens_mean
+            self._output_mean = state.window.finished_output_tokens_mean
         return self._history.push(pool_frame(state, self.slo, self.config, self._history.seconds_since_flip(state),
                                              self.profile, self._output_mean))

@@ -24,7 +24,7 @@ CAPACITY = ObservationConfig(kind="pools", load_features="capacity")
 
 def window(arrivals: int, prompt: float, output: float, finished: int = 0, duration: float = 1.0) -> MetricsWindow:
     return MetricsWindow(start_s=0.0, end_s=duration, prefill=PoolStats(), decode=PoolStats(), instances=(),
-                         arrivals=arrivals, arrival_input_tokens_mean=prompt, arrival_output_tokens_mean=output,
+                         arrivals=arrivals, arrival_input_tokens_mean=prompt, finished_output_tokens_mean=output,
                          finished=finished)
 
 

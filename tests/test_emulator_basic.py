@@ -11,7 +11,7 @@ import pytest
 from arrow_rl.cluster.base import Mode, Role
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
 from arrow_rl.perf.presets import get_preset
-from arrow_rl.scheduling import LeastLoadedRouter, RoundRobinRouter, make_router
+from arrow_rl.routing import LeastLoadedRouter, RoundRobinRouter, make_router
 from arrow_rl.workload.workload import Workload
 
 PRESET = "h100-llama3.1-8b-tp1"

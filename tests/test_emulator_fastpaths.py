@@ -15,7 +15,7 @@ import pytest
 from arrow_rl.cluster.base import InstanceView, Role
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig, fastpath
 from arrow_rl.cluster.emulator.views import LazyView, views_at
-from arrow_rl.scheduling.simple import LeastLoadedRouter
+from arrow_rl.routing.simple import LeastLoadedRouter
 from arrow_rl.workload.workload import Workload
 
 PRESET = "h100-llama3.1-8b-tp1"

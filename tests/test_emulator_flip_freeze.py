@@ -14,7 +14,7 @@ import pytest
 
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
-from arrow_rl.scheduling import make_router
+from arrow_rl.routing import make_router
 from arrow_rl.workload import load_workload
 
 

@@ -45,7 +45,7 @@ def test_golden_case_is_bit_identical_on_the_reference_path(name, monkeypatch):
 
 def test_the_fast_paths_are_on_by_default_and_the_reference_switch_turns_them_off(monkeypatch):
     from arrow_rl.cluster.emulator import fastpath
-    from arrow_rl.scheduling import make_router
+    from arrow_rl.routing import make_router
 
     w = make_golden._azure(0, 5)
     assert make_golden._cluster(w, router=make_router("least-loaded"))._least_loaded is fastpath.ENABLED

@@ -118,7 +118,7 @@ class _ViewCheckingRouter:
     name = "view-checking"
 
     def __init__(self) -> None:
-        from arrow_rl.scheduling import LeastLoadedRouter
+        from arrow_rl.routing import LeastLoadedRouter
 
         self.inner = LeastLoadedRouter()
         self.checks = 0

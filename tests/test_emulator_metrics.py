@@ -47,7 +47,7 @@ def test_window_ttft_and_tpot_are_those_of_the_requests_in_it():
     assert first.prefill.first_tokens == 1 and first.prefill.ttft_mean == pytest.approx(r.ttft_s)
     assert first.prefill.ttft_p90 == pytest.approx(r.ttft_s)
     assert last.decode.finished == 1 and last.decode.tpot_mean == pytest.approx(r.tpot_s)
-    assert last.arrival_output_tokens_mean == 50
+    assert last.finished_output_tokens_mean == 50
 
 
 def test_decode_load_is_mean_token_latency_over_slo_tpot():

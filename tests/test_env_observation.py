@@ -31,7 +31,7 @@ def window(start, end, roles, scale=0.0, **extra):
                                      waiting=int(5 * s), running=int(3 * s), kv_usage=min(0.3 * s, 1.0),
                                      prefill_load=0.5 * s, decode_load=0.5 * s) for i, r in enumerate(roles))
     fields = dict(arrivals=int(10 * s), arrival_input_tokens_mean=1000.0 * s, arrival_input_tokens_p90=2000.0 * s,
-                  arrival_output_tokens_mean=200.0 * s, finished=int(10 * s), finished_within_slo=int(5 * s),
+                  finished_output_tokens_mean=200.0 * s, finished=int(10 * s), finished_within_slo=int(5 * s),
                   ttft_violations=int(3 * s), tpot_violations=int(3 * s), rejected=0,
                   pending_predicted_ttft_misses=int(20 * s))
     fields.update(extra)

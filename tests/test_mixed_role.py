@@ -18,7 +18,7 @@ from arrow_rl.controllers.registry import Policy, make_policy
 from arrow_rl.evaluation.runner import run_policy
 from arrow_rl.perf.presets import get_preset
 from arrow_rl.perf.profile import profile_instance
-from arrow_rl.scheduling import make_router
+from arrow_rl.routing import make_router
 from arrow_rl.workload.generators import generate
 from arrow_rl.workload.workload import Request, Workload
 

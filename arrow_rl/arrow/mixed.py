@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arrow_rl.cluster.base import InstanceView, Role
 from arrow_rl.perf.profile import InstanceProfile
-from arrow_rl.scheduling.base import RequestRouter, RoutingContext
+from arrow_rl.routing.base import RequestRouter, RoutingContext
 from arrow_rl.workload.workload import Request
 
 _MIXED, _PREFILL, _DECODE = Role.MIXED, Role.PREFILL, Role.DECODE

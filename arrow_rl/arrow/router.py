@@ -19,7 +19,7 @@ from arrow_rl.cluster.base import InstanceView, Role
 from arrow_rl.arrow.config import ArrowConfig, ArrowState
 from arrow_rl.arrow.flip_selection import select_flip_instance
 from arrow_rl.perf.profile import InstanceProfile
-from arrow_rl.scheduling.base import RoutingContext
+from arrow_rl.routing.base import RoutingContext
 from arrow_rl.workload.workload import Request
 
 

@@ -63,7 +63,7 @@ def simulate(
     from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
     from arrow_rl.cluster.emulator.config import format_validation_error
     from arrow_rl.metrics.summary import summarize
-    from arrow_rl.scheduling import make_router, router_names
+    from arrow_rl.routing import make_router, router_names
     from arrow_rl.workload.loaders import TraceFormatError, load_workload
 
     if rate_scale is None or not rate_scale > 0 or not math.isfinite(rate_scale):

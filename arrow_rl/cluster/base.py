@@ -196,7 +196,7 @@ class MetricsWindow:
     arrivals: int = 0
     arrival_input_tokens_mean: float = 0.0
     arrival_input_tokens_p90: float = 0.0
-    arrival_output_tokens_mean: float = 0.0   # of requests that finished in the window (known only then, live)
+    finished_output_tokens_mean: float = 0.0   # of requests that finished in the window (known only then, live)
     finished: int = 0
     finished_within_slo: int = 0
     ttft_violations: int = 0

@@ -112,7 +112,7 @@ class Policy:
 
 
 def _least_loaded_router() -> Any:
-    from arrow_rl.scheduling import make_router  # written by the emulator/simple-router work
+    from arrow_rl.routing import make_router  # written by the emulator/simple-router work
 
     return make_router("least-loaded")
 

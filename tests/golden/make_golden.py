@@ -55,7 +55,8 @@ def _record_tuple(r):
 
 
 def _window_repr(w) -> str:
-    return repr(w)
+    # values in field order, not field names: renaming a field is not a change of behaviour
+    return repr(dataclasses.astuple(w))
 
 
 class Recorder:
@@ -132,7 +133,7 @@ def _cluster(workload, router=None, preset=None, **kw) -> EmulatedCluster:
     base = dict(preset=PRESET, num_instances=4, mode="disaggregated")
     base.update(kw)
     if router is None:
-        from arrow_rl.scheduling import make_router
+        from arrow_rl.routing import make_router
         router = make_router("least-loaded")
     return EmulatedCluster(workload, EmulatorConfig(**base), router=router, preset=preset)
 
@@ -171,7 +172,7 @@ def case_exact_stepping():
 
 def case_mixed():
     from arrow_rl.arrow.mixed import MixedDispatcher
-    from arrow_rl.scheduling import make_router
+    from arrow_rl.routing import make_router
 
     r = MixedDispatcher(make_router("least-loaded"))
     c = _cluster(_azure(0, 60, 3.0), router=r, num_prefill=1, num_mixed=1, slo_ttft_s=1.0, slo_tpot_s=0.05)
@@ -187,7 +188,7 @@ def case_flips_with_delay():
 
 
 def case_arrow_router():
-    from arrow_rl.scheduling import make_router
+    from arrow_rl.routing import make_router
 
     c = _cluster(_azure(0, 60, 12.0), router=make_router("arrow"), flip_delay_s=0.3, num_prefill=1,
                  slo_ttft_s=1.0, slo_tpot_s=0.05)
@@ -248,7 +249,7 @@ def case_client_timeout_and_rejections():
 
 
 def case_run_until_done():
-    from arrow_rl.scheduling import make_router
+    from arrow_rl.routing import make_router
 
     c = _cluster(_azure(0, 120, 2.0), router=make_router("round-robin"), num_prefill=1)
     seen = []
@@ -280,7 +281,7 @@ CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswi
 
 
 def _hour(mode: str) -> dict:
-    from arrow_rl.scheduling import make_router
+    from arrow_rl.routing import make_router
 
     c = _cluster(load_workload("azure-conv"), router=make_router("least-loaded"), num_instances=8, mode=mode,
                  num_prefill=4 if mode == "disaggregated" else None)

@@ -59,7 +59,7 @@ from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, lazy_views_at, settl
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
-from arrow_rl.scheduling.simple import LeastLoadedRouter
+from arrow_rl.routing.simple import LeastLoadedRouter
 from arrow_rl.workload.workload import Workload
 
 _MIXED = Role.MIXED
@@ -370,7 +370,7 @@ class EmulatedCluster(Cluster):
         return int(i)
 
     # ------------------------------------------------------------------ internals: fast routing
-    # ``LeastLoadedRouter``'s choices (arrow_rl/scheduling/simple.py) computed from the instances'
+    # ``LeastLoadedRouter``'s choices (arrow_rl/routing/simple.py) computed from the instances'
     # running sums: the same candidate pools (healthy instances of the role, else all healthy, else
     # all), the same keys as the views carry, the same tie-break (lowest id).
     def _least_loaded_prefill(self, t: float) -> InstanceState:

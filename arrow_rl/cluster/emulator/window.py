@@ -256,7 +256,7 @@ class WindowAccumulator:
             MetricsWindow, start_s=t0, end_s=t1, prefill=prefill, decode=decode, instances=tuple(inst_stats),
             arrivals=self.arrivals,
             arrival_input_tokens_mean=_mean(w_in), arrival_input_tokens_p90=_p90(w_in),
-            arrival_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
+            finished_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
             ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=self.rejected,
             pending_predicted_ttft_misses=pending_misses,
             prefix_cache_query_tokens=sum(I.w_prefix_query_tokens for I in insts),

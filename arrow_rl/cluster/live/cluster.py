@@ -336,7 +336,7 @@ class LiveCluster(Cluster):
         window = MetricsWindow(
             start_s=start, end_s=end, prefill=prefill_pool, decode=decode_pool, instances=tuple(inst_stats),
             arrivals=len(arrivals_in), arrival_input_tokens_mean=_mean(arrivals_in), arrival_input_tokens_p90=_p90(arrivals_in),
-            arrival_output_tokens_mean=_mean([r.output_tokens for r in ok_finished]),
+            finished_output_tokens_mean=_mean([r.output_tokens for r in ok_finished]),
             finished=len(ok_finished), finished_within_slo=sum(1 for r in ok_finished if r.meets(slo)),
             ttft_violations=sum(1 for r in ok_finished if r.ttft_s > slo.ttft_s),
             tpot_violations=sum(1 for r in ok_finished if not math.isnan(r.tpot_s) and r.tpot_s > slo.tpot_s),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from arrow_rl.scheduling.base import RequestRouter, RoutingContext
-from arrow_rl.scheduling.simple import LeastLoadedRouter, RoundRobinRouter
+from arrow_rl.routing.base import RequestRouter, RoutingContext
+from arrow_rl.routing.simple import LeastLoadedRouter, RoundRobinRouter
 
 ROUTERS: dict[str, Callable[[], RequestRouter]] = {
     "least-loaded": LeastLoadedRouter,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from arrow_rl.cluster.base import InstanceView, Mode, Role
-from arrow_rl.scheduling.base import RoutingContext
+from arrow_rl.routing.base import RoutingContext
 from arrow_rl.workload.workload import Request
 
 
