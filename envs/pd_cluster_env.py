@@ -28,6 +28,7 @@ from envs.backends import ClusterFactory, emulator_factory
 from envs.config import ENV_TEACHERS, EnvConfig
 from envs.observation import ObservationBuilder
 from envs.reward import RewardTerms, step_reward
+from envs.teachers import TEACHERS
 
 _TRACE_CACHE: dict[str, Workload] = {}
 RESET_OPTIONS = frozenset({"workload", "duration_s", "trace", "start_s", "rate_scale", "cluster_seed", "num_instances"})
@@ -268,8 +269,6 @@ class PDClusterEnv(gym.Env):
 
     def _env_teacher(self):
         """The env-side privileged teacher named by ``config.teacher`` (plans on emulator clones)."""
-        from envs.teachers import TEACHERS
-
         config_cls, teacher_cls = TEACHERS[self.config.teacher]
         return teacher_cls(self.codec, config_cls.from_mapping(self.config.teacher_config))
 
