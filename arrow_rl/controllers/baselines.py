@@ -211,14 +211,6 @@ class OracleController:
         return flips_to_roles(views, Split(target_prefill, now.p + now.d - target_prefill, now.m).roles(),
                               self.profiles)
 
-    def score(self, target: int | Split, views: Sequence[InstanceView]) -> float:
-        """The lookahead score of moving to ``target`` (a split, or a prefill count) now."""
-        if not isinstance(target, Split):
-            now = Split.of(views)
-            target = Split(target, now.p + now.d - target, now.m)
-        self.evaluations += 1
-        return self.planner.score(self.cluster, flips_to_roles(views, target.roles(), self.profiles), RECORDED_FUTURE)
-
     def candidates(self, current: int, n: int) -> list[int]:
         """P/D-only candidates: prefill counts ``current`` ± 1..max_step within 1..n−1."""
         out = [current]
