@@ -329,33 +329,82 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     torch.set_num_threads(1)
     preflight(config)
     t_start = time.time()
-    run_dir = Path(run_root if run_root is not None else config.log_dir) / run_name(config, t_start)
-    ckpt_dir = run_dir / "checkpoints"
+    run = _start_run(config, Path(run_root if run_root is not None else config.log_dir) / run_name(config, t_start),
+                     progress, on_message)
+    evaluator, teacher_summary = _held_out_evaluation(run)
+    clone_dir = _imitate(run, evaluator) if run.config.pretrain.enabled else None
+    callback = None
+    if evaluator is not None:
+        callback = ArrowEvalCallback(evaluator, run.config.eval.freq, lambda: run.save(run.best_dir, {"stage": "best"}),
+                                     teacher_summary, run.normalize, on_message)
+    _reinforce(run, callback)
+    if callback is not None:
+        run.report["evaluations"] = callback.history
+    run.report["timings_s"]["total"] = time.time() - t_start
+    final_dir = run.save(run.ckpt_dir / "final", {"stage": "final"})
+    (run.run_dir / "report.json").write_text(json.dumps(run.report, indent=2, default=_jsonable) + "\n")
+    run.venv.close()
+    if evaluator is not None:
+        evaluator.close()
+    best_dir = run.best_dir if evaluator is not None and run.best_dir.exists() else None
+    return TrainResult(run.run_dir, final_dir, best_dir, clone_dir, run.report, keep=run.config.eval.keep)
+
+
+@dataclass
+class _Run:
+    """One training run's pieces, handed from step to step of ``train``."""
+
+    config: TrainConfig          # with the held-out tails cut (``apply_holdout``)
+    run_dir: Path
+    model: Any
+    venv: VecEnv
+    logger: Logger
+    report: dict[str, Any]
+    meta: dict[str, Any]         # checkpoint metadata, from the config as written
+    progress: bool
+    on_message: Callable[[str], None]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.ckpt_dir / "best"
+
+    @property
+    def vecnorm(self) -> VecNormalize | None:
+        return self.venv if isinstance(self.venv, VecNormalize) else None
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        vecnorm = self.vecnorm
+        return vecnorm.normalize_obs(obs).astype(np.float32) if vecnorm is not None else obs
+
+    def save(self, directory: Path, extra: dict[str, Any] | None = None) -> Path:
+        """A checkpoint of the model now, its metadata carrying the report so far and ``extra``."""
+        m = dict(self.meta)
+        m["training"] = {k: v for k, v in self.report.items() if k != "config"}
+        if extra:
+            m["training"].update(extra)
+        return save_checkpoint(directory, self.model, m, vecnormalize=self.vecnorm)
+
+
+def _start_run(config: TrainConfig, run_dir: Path, progress: bool, on_message: Callable[[str], None]) -> _Run:
+    """Create the run directory, logger, envs and model. Until the model exists, a failure leaves no
+    run directory behind (nothing was trained)."""
     fresh = not run_dir.exists()
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    formats = ["csv"] + (["tensorboard"] if config.tensorboard else [])
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     logger = None
-    try:   # until the model exists, a failure leaves no run directory behind (nothing was trained)
+    try:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        logger = configure(str(run_dir), formats)
+        logger = configure(str(run_dir), ["csv"] + (["tensorboard"] if config.tensorboard else []))
         if config.tensorboard:
             _add_custom_scalars(logger)
         report: dict[str, Any] = {"run": run_dir.name, "config": config.to_dict(), "timings_s": {}}
         original = config
         config, splits = apply_holdout(config, run_dir / "data")
         venv = build_vec_env(config)
-        try:
-            model = build_model(config, venv)
-        except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
-            venv.close()
-            raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())}") from None
-        if config.init_from is not None:
-            try:
-                report["init_from"] = load_initial_weights(model, config)
-            except ValueError:
-                venv.close()
-                raise
+        model = _model_for(config, venv, report)
     except BaseException:
         if logger is not None:
             logger.close()
@@ -368,120 +417,131 @@ def train(config: TrainConfig, run_root: str | Path | None = None, progress: boo
     if config.init_from is not None:
         on_message(f"starting from {config.init_from}'s weights")
     model.set_logger(logger)
-    vecnorm = venv if isinstance(venv, VecNormalize) else None
     # as written: the holdout CSVs under the run directory are derived from it (and the cut times)
     meta = checkpoint_metadata(original)
     if splits:
         meta["holdout"] = [{k: v for k, v in s.items() if k in ("trace", "cut_s", "train_requests", "heldout_requests")}
                            for s in splits]
+    return _Run(config, run_dir, model, venv, logger, report, meta, progress, on_message)
 
-    def normalize(obs: np.ndarray) -> np.ndarray:
-        return vecnorm.normalize_obs(obs).astype(np.float32) if vecnorm is not None else obs
 
-    def save(directory: Path, extra: dict[str, Any] | None = None) -> Path:
-        m = dict(meta)
-        m["training"] = {k: v for k, v in report.items() if k != "config"}
-        if extra:
-            m["training"].update(extra)
-        return save_checkpoint(directory, model, m, vecnormalize=vecnorm)
+def _model_for(config: TrainConfig, venv: VecEnv, report: dict[str, Any]) -> Any:
+    """The model on ``venv``, with ``init_from``'s weights when set (closing ``venv`` on failure)."""
+    try:
+        model = build_model(config, venv)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:  # SB3's own checks, last resort
+        venv.close()
+        raise ValueError(f"cannot build the {config.algo} model from this config: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}") from None
+    if config.init_from is not None:
+        try:
+            report["init_from"] = load_initial_weights(model, config)
+        except ValueError:
+            venv.close()
+            raise
+    return model
 
-    evaluator = teacher_summary = None
-    if config.eval.enabled:
-        eval_block = config.eval_env_block()
-        evaluator = HeldOutEvaluator(eval_block.id, eval_block.env_kwargs(), config.eval.rate_scales,
-                                     config.eval.n_episodes, config.eval.seed, _control_interval(config))
-        if config.eval.compare_teacher:
-            t0 = time.time()
-            teacher_summary = evaluator.evaluate(teacher_chooser)
-            report["teacher_eval"] = teacher_summary.to_dict()
-            report["timings_s"]["teacher_eval"] = time.time() - t0
-            on_message(f"teacher (Arrow) on the evaluation episodes: attainment {teacher_summary.mean('attainment'):.3f}, "
-                       f"serving-rate scale {teacher_summary.serving_rate:.3f}")
 
-    clone_dir = None
-    if config.pretrain.enabled:
-        t0 = time.time()
-        label_envs = labelling_envs(config)
-        if vecnorm is not None:
-            vecnorm.training = False  # statistics come from the teacher's data inside pretrain()
+def _held_out_evaluation(run: _Run) -> tuple[HeldOutEvaluator | None, EvalSummary | None]:
+    """The held-out evaluator (``eval.enabled``) and the teacher's score on it (``eval.compare_teacher``)."""
+    config = run.config
+    if not config.eval.enabled:
+        return None, None
+    eval_block = config.eval_env_block()
+    evaluator = HeldOutEvaluator(eval_block.id, eval_block.env_kwargs(), config.eval.rate_scales,
+                                 config.eval.n_episodes, config.eval.seed, _control_interval(config))
+    if not config.eval.compare_teacher:
+        return evaluator, None
+    t0 = time.time()
+    teacher_summary = evaluator.evaluate(teacher_chooser)
+    run.report["teacher_eval"] = teacher_summary.to_dict()
+    run.report["timings_s"]["teacher_eval"] = time.time() - t0
+    run.on_message(f"teacher (Arrow) on the evaluation episodes: attainment {teacher_summary.mean('attainment'):.3f}, "
+                   f"serving-rate scale {teacher_summary.serving_rate:.3f}")
+    return evaluator, teacher_summary
 
-        def on_round(r: int, metrics: dict[str, Any]) -> None:
-            train_m = metrics["train"]
-            logger.record("pretrain/accuracy", train_m["accuracy"])
-            logger.record("pretrain/flip_recall", train_m["flip_recall"])
-            logger.record("pretrain/entropy", train_m.get("entropy", float("nan")))
-            logger.record("pretrain/samples", metrics["samples"])
-            logger.record("pretrain/beta", metrics["beta"])
-            if "on_policy_before_fit" in metrics:
-                logger.record("pretrain/on_policy_accuracy", metrics["on_policy_before_fit"]["accuracy"])
-            logger.dump(r)
-            on_message(f"imitation round {r} (beta {metrics['beta']:.2f}, {metrics['samples']} samples): "
-                       f"agreement {train_m['accuracy']:.3f}, flip recall {train_m['flip_recall']:.3f}, "
-                       f"p(teacher action) {train_m.get('teacher_prob', float('nan')):.3f}"
-                       + (f", on the student's own states before refit {metrics['on_policy_before_fit']['accuracy']:.3f}"
-                          if "on_policy_before_fit" in metrics else ""))
 
-        with _progress(progress, "imitation", config.pretrain.teacher_steps
-                       + config.pretrain.dagger_rounds * config.pretrain.dagger_steps
-                       + (config.pretrain.dagger_steps if config.pretrain.value_pretrain else 0)) as advance:
-            pre_report, _data = pretrain(model, label_envs, config.pretrain, seed=config.seed,
-                                         gamma=float(getattr(model, "gamma", 0.99)), normalizer=vecnorm,
-                                         on_round=on_round, progress=advance)
-        for env in (label_envs if isinstance(label_envs, list) else [label_envs]):
-            env.close()
-        if vecnorm is not None:
-            vecnorm.training = True
-        report["pretrain"] = pre_report.to_dict()
-        report["timings_s"]["pretrain"] = time.time() - t0
-        if evaluator is not None:
-            clone_eval = evaluator.evaluate(student_chooser(model, normalize))
-            _log_summary(logger, "clone_eval", clone_eval)
-            logger.dump(0)
-            report["clone_eval"] = clone_eval.to_dict()
-            on_message(f"clone on the evaluation episodes: attainment {clone_eval.mean('attainment'):.3f}, "
-                       f"serving-rate scale {clone_eval.serving_rate:.3f}")
-        clone_dir = save(ckpt_dir / "clone", {"stage": "clone"})
+def _imitation_round_logger(logger: Logger, on_message: Callable[[str], None]) -> Callable[[int, dict[str, Any]], None]:
+    """``pretrain``'s ``on_round``: each imitation round's agreement to the logger and one message."""
 
-    best_dir = None
-    callback = None
+    def on_round(r: int, metrics: dict[str, Any]) -> None:
+        train_m = metrics["train"]
+        logger.record("pretrain/accuracy", train_m["accuracy"])
+        logger.record("pretrain/flip_recall", train_m["flip_recall"])
+        logger.record("pretrain/entropy", train_m.get("entropy", float("nan")))
+        logger.record("pretrain/samples", metrics["samples"])
+        logger.record("pretrain/beta", metrics["beta"])
+        if "on_policy_before_fit" in metrics:
+            logger.record("pretrain/on_policy_accuracy", metrics["on_policy_before_fit"]["accuracy"])
+        logger.dump(r)
+        on_message(f"imitation round {r} (beta {metrics['beta']:.2f}, {metrics['samples']} samples): "
+                   f"agreement {train_m['accuracy']:.3f}, flip recall {train_m['flip_recall']:.3f}, "
+                   f"p(teacher action) {train_m.get('teacher_prob', float('nan')):.3f}"
+                   + (f", on the student's own states before refit {metrics['on_policy_before_fit']['accuracy']:.3f}"
+                      if "on_policy_before_fit" in metrics else ""))
+
+    return on_round
+
+
+def _imitate(run: _Run, evaluator: HeldOutEvaluator | None) -> Path:
+    """Behaviour cloning + DAgger from the teacher (``agents.imitation``); the clone is evaluated
+    (when evaluation runs) and saved as ``checkpoints/clone``."""
+    config, model, vecnorm = run.config, run.model, run.vecnorm
+    t0 = time.time()
+    label_envs = labelling_envs(config)
+    if vecnorm is not None:
+        vecnorm.training = False  # statistics come from the teacher's data inside pretrain()
+    with _progress(run.progress, "imitation", config.pretrain.teacher_steps
+                   + config.pretrain.dagger_rounds * config.pretrain.dagger_steps
+                   + (config.pretrain.dagger_steps if config.pretrain.value_pretrain else 0)) as advance:
+        pre_report, _data = pretrain(model, label_envs, config.pretrain, seed=config.seed,
+                                     gamma=float(getattr(model, "gamma", 0.99)), normalizer=vecnorm,
+                                     on_round=_imitation_round_logger(run.logger, run.on_message), progress=advance)
+    for env in (label_envs if isinstance(label_envs, list) else [label_envs]):
+        env.close()
+    if vecnorm is not None:
+        vecnorm.training = True
+    run.report["pretrain"] = pre_report.to_dict()
+    run.report["timings_s"]["pretrain"] = time.time() - t0
     if evaluator is not None:
-        best_dir = ckpt_dir / "best"
-        callback = ArrowEvalCallback(evaluator, config.eval.freq, lambda: save(best_dir, {"stage": "best"}),
-                                     teacher_summary, normalize, on_message)
+        clone_eval = evaluator.evaluate(student_chooser(model, run.normalize))
+        _log_summary(run.logger, "clone_eval", clone_eval)
+        run.logger.dump(0)
+        run.report["clone_eval"] = clone_eval.to_dict()
+        run.on_message(f"clone on the evaluation episodes: attainment {clone_eval.mean('attainment'):.3f}, "
+                       f"serving-rate scale {clone_eval.serving_rate:.3f}")
+    return run.save(run.ckpt_dir / "clone", {"stage": "clone"})
+
+
+def _reinforce(run: _Run, callback: ArrowEvalCallback | None) -> None:
+    """The RL phase (skipped when imitation alone was asked for), evaluating through ``callback``;
+    the starting policy (a clone or ``init_from``) is the first candidate for ``best``."""
+    config, model = run.config, run.model
     n_rl = config.n_timesteps if (not config.pretrain.enabled or config.pretrain.rl_after) else 0
-    if n_rl > 0:
-        t0 = time.time()
-        if callback is not None and (config.pretrain.enabled or config.init_from is not None):
+    if n_rl <= 0:
+        if callback is not None:
             callback.init_callback(model)
-            callback.evaluate_now()  # the clone (or the starting checkpoint) is the first candidate for "best"
-        callbacks: list[BaseCallback] = [c for c in (callback,) if c is not None]
-        if config.checkpoint_every:
-            callbacks.append(SnapshotCallback(config.checkpoint_every,
-                                              lambda n: save(ckpt_dir / f"step_{n}", {"stage": f"step_{n}"})))
-        planned = planned_timesteps(model, n_rl)
-        if planned != n_rl:
-            on_message(f"RL: {planned:,} steps ({n_rl:,} asked, rounded up to whole rollouts of "
-                       f"{planned_unit(model):,} steps)")
-        with _progress(progress, "RL", planned) as advance:
-            callbacks.append(ProgressCallback(advance))
-            model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks), progress_bar=False,
-                        reset_num_timesteps=True)
-        report["timings_s"]["rl"] = time.time() - t0
-        if callback is not None and (not callback.history or callback.history[-1]["timesteps"] != model.num_timesteps):
             callback.evaluate_now()
-    elif callback is not None:
+        return
+    t0 = time.time()
+    if callback is not None and (config.pretrain.enabled or config.init_from is not None):
         callback.init_callback(model)
         callback.evaluate_now()
-    if callback is not None:
-        report["evaluations"] = callback.history
-    report["timings_s"]["total"] = time.time() - t_start
-    final_dir = save(ckpt_dir / "final", {"stage": "final"})
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
-    venv.close()
-    if evaluator is not None:
-        evaluator.close()
-    return TrainResult(run_dir, final_dir, best_dir if best_dir and best_dir.exists() else None, clone_dir, report,
-                       keep=config.eval.keep)
+    callbacks: list[BaseCallback] = [c for c in (callback,) if c is not None]
+    if config.checkpoint_every:
+        callbacks.append(SnapshotCallback(config.checkpoint_every,
+                                          lambda n: run.save(run.ckpt_dir / f"step_{n}", {"stage": f"step_{n}"})))
+    planned = planned_timesteps(model, n_rl)
+    if planned != n_rl:
+        run.on_message(f"RL: {planned:,} steps ({n_rl:,} asked, rounded up to whole rollouts of "
+                       f"{planned_unit(model):,} steps)")
+    with _progress(run.progress, "RL", planned) as advance:
+        callbacks.append(ProgressCallback(advance))
+        model.learn(total_timesteps=n_rl, callback=CallbackList(callbacks), progress_bar=False,
+                    reset_num_timesteps=True)
+    run.report["timings_s"]["rl"] = time.time() - t0
+    if callback is not None and (not callback.history or callback.history[-1]["timesteps"] != model.num_timesteps):
+        callback.evaluate_now()
 
 
 def _jsonable(obj: Any) -> Any:

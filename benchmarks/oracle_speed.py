@@ -9,7 +9,7 @@ oracle policy's router (Arrow's Algorithm 1 behind the MIXED dispatcher), stoppe
   without clones would pay per candidate);
 - one oracle decision (``OracleController.act`` with its defaults: the current split and +-1..2
   prefill instances, 30 s of lookahead each);
-- one teacher decision (13 candidates x 15 s of lookahead, ``envs.move_teacher.lookahead_score``,
+- one teacher decision (13 candidates x 15 s of lookahead, ``WhatIfPlanner.score``,
   the ``oracle-moves`` teacher's defaults);
 
 each with today's emulator and with the reference (the emulator before the speed work, extracted
@@ -37,7 +37,7 @@ from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig  # noqa: E
 from arrow_rl.control import ControlState  # noqa: E402
 from arrow_rl.controllers.registry import make_policy  # noqa: E402
 from arrow_rl.workload import load_workload  # noqa: E402
-from envs.move_teacher import lookahead_score  # noqa: E402
+from arrow_rl.controllers.whatif import RECORDED_FUTURE, WhatIfPlanner  # noqa: E402
 
 PRESET = "h100-llama3.1-8b-tp1"
 N = 8
@@ -75,9 +75,10 @@ def time_decisions(cls, workload, at: float) -> dict:
     c0 = time.process_time()
     flips = oracle.act(state)
     decision = time.process_time() - c0
+    teacher_planner = WhatIfPlanner(horizon_s=15.0, violation_weight=1.0)
     c0 = time.process_time()
     for k in range(13):
-        lookahead_score(cluster, cands[k % len(cands)], 15.0, 1.0)
+        teacher_planner.score(cluster, cands[k % len(cands)], RECORDED_FUTURE)
     teacher = time.process_time() - c0
     return dict(resim=resim, clone=clone, oracle=decision, teacher=teacher, evaluations=oracle.evaluations,
                 flips=len(flips))

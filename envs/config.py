@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from arrow_rl.config_io import format_validation_error, read_config_mapping
 from arrow_rl.perf.presets import PRESET_NAMES
 
+from envs.teacher_config import TEACHER_CONFIGS
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -220,8 +222,8 @@ class RewardConfig(_Strict):
 
 
 # Teachers that live on the env's side and plan in the moves codec on emulator clones (privileged);
-# their classes are in envs/teachers.py (imported lazily: the teachers import this module).
-ENV_TEACHERS = ("oracle-moves", "oracle-split")
+# their settings are in envs/teacher_config.py, their classes in envs/teachers.py.
+ENV_TEACHERS = tuple(TEACHER_CONFIGS)
 
 
 class EnvConfig(_Strict):
@@ -255,8 +257,8 @@ class EnvConfig(_Strict):
     observation: ObservationConfig = Field(default_factory=ObservationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     distribution: DistributionConfig | None = None
-    # fields of the env-side lookahead teacher (teacher: oracle-moves, envs.move_teacher.MoveOracleConfig;
-    # oracle-split, envs.split_teacher.SplitOracleConfig)
+    # fields of the env-side lookahead teacher (teacher: oracle-moves, envs.teacher_config.MoveOracleConfig;
+    # oracle-split, envs.teacher_config.SplitOracleConfig)
     teacher_config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("preset")
@@ -288,9 +290,7 @@ class EnvConfig(_Strict):
             raise ValueError("teacher 'oracle-moves' scores the moves codec's actions: set action.kind 'moves' "
                              "(or use teacher 'oracle-split' with action.kind 'splits')")
         if self.teacher in ENV_TEACHERS:   # checked here, not first in a labelling worker after the model is built
-            from envs.teachers import TEACHERS
-
-            TEACHERS[self.teacher][0].from_mapping(self.teacher_config)
+            TEACHER_CONFIGS[self.teacher].from_mapping(self.teacher_config)
         if self.teacher in ENV_TEACHERS and self.action.decision_every > 1:
             cadence = self.action.decision_every * self.control_interval_s
             plan = float(self.teacher_config.get("decision_interval_s", 5.0))

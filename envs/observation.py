@@ -37,6 +37,20 @@ class Feature:
     doc: str
 
 
+# The window's arrivals and outcomes, the same in both encodings (``window_features`` computes them).
+WINDOW_FEATURES: tuple[Feature, ...] = (
+    Feature("arrival_rate", 0.0, 12.0, "log1p(arrivals per second per instance)"),
+    Feature("arrival_prompt_rate", 0.0, 12.0, "log1p(arriving prompt tokens per second per instance / token_scale)"),
+    Feature("arrival_input_mean", 0.0, 1.5, "log1p(mean input tokens of arrivals) / log1p(32768)"),
+    Feature("arrival_input_p90", 0.0, 1.5, "log1p(p90 input tokens of arrivals) / log1p(32768)"),
+    Feature("finished_output_mean", 0.0, 1.5, "log1p(mean output tokens of requests finished in the window) / log1p(32768)"),
+    Feature("finished_rate", 0.0, 12.0, "log1p(requests finished per second per instance)"),
+    Feature("window_miss_fraction", 0.0, 1.0,
+            "(finished − finished within SLO + rejected) / (finished + rejected): recent attainment"),
+    Feature("ttft_violation_fraction", 0.0, 1.0, "TTFT violations / finished requests in the window"),
+    Feature("tpot_violation_fraction", 0.0, 1.0, "TPOT violations / finished requests in the window"),
+)
+
 OBSERVATION_FEATURES: tuple[Feature, ...] = (
     # -- latency relative to the SLOs
     Feature("prefill_ttft_mean_slo", 0.0, 10.0, "mean TTFT of first tokens emitted in the window / SLO_TTFT"),
@@ -66,17 +80,8 @@ OBSERVATION_FEATURES: tuple[Feature, ...] = (
     Feature("kv_usage_max", 0.0, 1.0, "max KV usage over all instances"),
     Feature("prefill_busy", 0.0, 1.0, "mean busy fraction of prefill instances in the window"),
     Feature("decode_busy", 0.0, 1.0, "mean busy fraction of decode instances in the window"),
-    # -- recent arrivals
-    Feature("arrival_rate", 0.0, 12.0, "log1p(arrivals per second per instance)"),
-    Feature("arrival_prompt_rate", 0.0, 12.0, "log1p(arriving prompt tokens per second per instance / token_scale)"),
-    Feature("arrival_input_mean", 0.0, 1.5, "log1p(mean input tokens of arrivals) / log1p(32768)"),
-    Feature("arrival_input_p90", 0.0, 1.5, "log1p(p90 input tokens of arrivals) / log1p(32768)"),
-    Feature("finished_output_mean", 0.0, 1.5, "log1p(mean output tokens of requests finished in the window) / log1p(32768)"),
-    # -- outcomes in the window
-    Feature("finished_rate", 0.0, 12.0, "log1p(requests finished per second per instance)"),
-    Feature("window_miss_fraction", 0.0, 1.0, "(finished − finished within SLO + rejected) / (finished + rejected)"),
-    Feature("ttft_violation_fraction", 0.0, 1.0, "TTFT violations / finished requests in the window"),
-    Feature("tpot_violation_fraction", 0.0, 1.0, "TPOT violations / finished requests in the window"),
+    # -- recent arrivals and outcomes in the window
+    *WINDOW_FEATURES,
     # -- split and flips
     Feature("prefill_fraction", 0.0, 1.0, "prefill-role instances / instances"),
     Feature("can_move_to_decode", 0.0, 1.0, "1 if the prefill pool can give up an instance (Alg. 3 guard)"),
@@ -127,6 +132,61 @@ def _log_tokens(x: float) -> float:
     return math.log1p(max(x, 0.0)) / _LOG_TOKENS_REF
 
 
+def window_features(w: MetricsWindow, n: int, token_scale: float) -> list[float]:
+    """``WINDOW_FEATURES`` of window ``w`` on a cluster of ``n`` instances (rates per instance)."""
+    duration = w.duration_s if w.duration_s > 0 else 1.0
+    ended = w.finished + w.rejected
+    finished = max(w.finished, 1)
+    return [
+        math.log1p(w.arrivals / duration / n),
+        math.log1p(w.arrivals * w.arrival_input_tokens_mean / duration / n / token_scale),
+        _log_tokens(w.arrival_input_tokens_mean),
+        _log_tokens(w.arrival_input_tokens_p90),
+        _log_tokens(w.finished_output_tokens_mean),
+        math.log1p(w.finished / duration / n),
+        (ended - w.finished_within_slo) / ended if ended else 0.0,
+        w.ttft_violations / finished,
+        w.tpot_violations / finished,
+    ]
+
+
+def flip_age(seconds_since_flip: float, config: ObservationConfig) -> float:
+    """Seconds since the last role change / ``flip_age_scale_s``, saturating at 1."""
+    return min(max(seconds_since_flip, 0.0) / config.flip_age_scale_s, 1.0)
+
+
+def half_flipped(v: InstanceView) -> bool:
+    """Whether ``v`` still holds work of the phase it was flipped away from (Arrow §5.5)."""
+    if v.role is Role.PREFILL:
+        return v.num_decode > 0
+    if v.role is Role.DECODE:
+        return v.num_prefill > 0
+    return False   # a MIXED instance serves both phases of its own requests
+
+
+def finite_clipped(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``values`` clipped to [low, high] in place, NaN read as 0 and ±inf as the bounds' extremes (a
+    backend may report NaN/inf for empty windows)."""
+    if not np.isfinite(values).all():
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=float(high.max()), neginf=0.0)
+    return np.clip(values, low, high, out=values)
+
+
+def _pool_maxima_and_busy(w: MetricsWindow) -> tuple[float, float, float, float]:
+    """(max prefill load over prefill instances, max decode load over decode instances, summed busy
+    fractions of the prefill instances, of the decode instances) in window ``w``."""
+    p_load_max = d_load_max = 0.0
+    p_busy = d_busy = 0.0
+    for s in w.instances:
+        if s.role is Role.PREFILL:
+            p_load_max = max(p_load_max, s.prefill_load)
+            p_busy += s.busy_fraction
+        else:
+            d_load_max = max(d_load_max, s.decode_load)
+            d_busy += s.busy_fraction
+    return p_load_max, d_load_max, p_busy, d_busy
+
+
 def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num_instances: int,
                    max_instances: int, seconds_since_flip: float, min_pool_size: int = 1) -> np.ndarray:
     """One frame (``len(OBSERVATION_FEATURES)`` floats) from one ``ControlState``. Pure."""
@@ -140,32 +200,11 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
                          "ones (issue 12 step 4 adds them to the env)")
     tok = config.token_scale
     p, d = w.prefill, w.decode
-
-    p_load_max = d_load_max = 0.0
-    p_busy = d_busy = 0.0
-    for s in w.instances:
-        if s.role is Role.PREFILL:
-            p_load_max = max(p_load_max, s.prefill_load)
-            p_busy += s.busy_fraction
-        else:
-            d_load_max = max(d_load_max, s.decode_load)
-            d_busy += s.busy_fraction
-    resident_prefill_tokens = 0
-    decode_tokens = 0
-    kv_capacity = 0
-    kv_max = 0.0
-    half_flipped = 0
-    for v in views:
-        resident_prefill_tokens += v.prefill_tokens
-        decode_tokens += v.decode_tokens
-        kv_capacity += v.kv_capacity_tokens
-        kv_max = max(kv_max, v.kv_usage)
-        if (v.role is Role.PREFILL and v.num_decode > 0) or (v.role is Role.DECODE and v.num_prefill > 0):
-            half_flipped += 1
-
-    duration = w.duration_s if w.duration_s > 0 else 1.0
-    ended = w.finished + w.rejected
-    finished = max(w.finished, 1)
+    p_load_max, d_load_max, p_busy, d_busy = _pool_maxima_and_busy(w)
+    resident_prefill_tokens = sum(v.prefill_tokens for v in views)
+    decode_tokens = sum(v.decode_tokens for v in views)
+    kv_capacity = sum(v.kv_capacity_tokens for v in views)
+    kv_max = max([0.0, *(v.kv_usage for v in views)])   # max(0.0, NaN) is 0.0
     vec = np.array([
         _ratio(p.ttft_mean, slo.ttft_s),
         _ratio(p.ttft_p90, slo.ttft_s),
@@ -189,30 +228,17 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
         kv_max,
         p_busy / n_p if n_p else 0.0,
         d_busy / n_d if n_d else 0.0,
-        math.log1p(w.arrivals / duration / n),
-        math.log1p(w.arrivals * w.arrival_input_tokens_mean / duration / n / tok),
-        _log_tokens(w.arrival_input_tokens_mean),
-        _log_tokens(w.arrival_input_tokens_p90),
-        _log_tokens(w.finished_output_tokens_mean),
-        math.log1p(w.finished / duration / n),
-        (ended - w.finished_within_slo) / ended if ended else 0.0,
-        w.ttft_violations / finished,
-        w.tpot_violations / finished,
+        *window_features(w, n, tok),
         n_p / n,
         1.0 if n_p > min_pool_size else 0.0,
         1.0 if n_d > min_pool_size else 0.0,
-        half_flipped / n,
-        min(max(seconds_since_flip, 0.0) / config.flip_age_scale_s, 1.0),
+        sum(1 for v in views if half_flipped(v)) / n,
+        flip_age(seconds_since_flip, config),
         num_instances / max_instances,
     ], dtype=np.float32)
     if config.prefix_cache:
-        vec = np.append(vec, np.float32(w.prefix_cache_hit_rate))
-        low, high = _LOW_PC, _HIGH_PC
-    else:
-        low, high = _LOW, _HIGH
-    if not np.isfinite(vec).all():  # a backend may report NaN/inf for empty windows
-        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(high.max()), neginf=0.0)
-    return np.clip(vec, low, high, out=vec)
+        return finite_clipped(np.append(vec, np.float32(w.prefix_cache_hit_rate)), _LOW_PC, _HIGH_PC)
+    return finite_clipped(vec, _LOW, _HIGH)
 
 
 _LOW_PC = np.append(_LOW, np.float32(PREFIX_CACHE_FEATURE.low))
@@ -242,9 +268,7 @@ def instance_features(state: ControlState, slo: SLO, config: ObservationConfig, 
             math.log1p(v.num_decode),
             _ratio(v.decode_tokens, v.kv_capacity_tokens),
         )
-    if not np.isfinite(out).all():
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=float(_IHIGH.max()), neginf=0.0)
-    return np.clip(out, _ILOW, _IHIGH, out=out)
+    return finite_clipped(out, _ILOW, _IHIGH)
 
 
 class FrameHistory:

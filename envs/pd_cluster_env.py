@@ -21,6 +21,7 @@ import numpy as np
 
 from arrow_rl.cluster.base import SLO, Cluster, Flip, MetricsWindow, Role
 from arrow_rl.control import ControlState
+from arrow_rl.workload.generators import generate, parse_spec
 from arrow_rl.workload.workload import Workload
 
 from envs.actions import ActionCodec
@@ -28,6 +29,7 @@ from envs.backends import ClusterFactory, emulator_factory
 from envs.config import ENV_TEACHERS, EnvConfig
 from envs.observation import ObservationBuilder
 from envs.reward import RewardTerms, step_reward
+from envs.teachers import TEACHERS
 
 _TRACE_CACHE: dict[str, Workload] = {}
 RESET_OPTIONS = frozenset({"workload", "duration_s", "trace", "start_s", "rate_scale", "cluster_seed", "num_instances"})
@@ -172,13 +174,8 @@ class PDClusterEnv(gym.Env):
         """The episode's workload, the end of its arrival window (s) and a description. ``draw`` (an
         ``envs.distribution.EpisodeDraw``) supplies a generator spec when it drew one."""
         ep = self.config.episode
-        rng = self.np_random
         if draw is not None and draw.generator is not None and "workload" not in options and "trace" not in options:
-            from arrow_rl.workload.generators import generate, parse_spec
-
-            spec = parse_spec(draw.generator)
-            seed = int(rng.integers(2**31 - 1))
-            return generate(spec, seed), float(spec.horizon_s), {"source": f"generator:{spec.kind}", "seed": seed}
+            return self._generated(parse_spec(draw.generator), None)
         if "workload" in options:
             wl = options["workload"]
             if not isinstance(wl, Workload):
@@ -186,34 +183,52 @@ class PDClusterEnv(gym.Env):
             end = (_option_number(options, "duration_s") if "duration_s" in options
                    else float(wl.arrival_s[-1]) if len(wl) else 0.0)
             return wl, end, {"source": wl.name}
-        lo, hi = ep.rate_scale
-        if "rate_scale" in options:
-            scale = _option_number(options, "rate_scale", positive=True)
-        elif ep.log_uniform_rate_scale:
-            scale = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        else:
-            scale = float(rng.uniform(lo, hi)) if hi > lo else lo
+        scale = self._draw_rate_scale(options)
         if ep.generator is not None and "trace" not in options:
-            from arrow_rl.workload.generators import generate, parse_spec
-
             try:
                 spec = parse_spec(ep.generator)
             except Exception as exc:
                 raise ValueError(f"env config: field 'episode.generator': {exc}") from None
-            seed = int(rng.integers(2**31 - 1))
-            base = generate(spec, seed)
-            span = spec.horizon_s  # the generator's arrival window
-            wl = base.scaled(scale) if scale != 1.0 else base
-            return wl, float(span) / scale, {"source": f"generator:{spec.kind}", "seed": seed, "rate_scale": scale}
+            return self._generated(spec, scale)
+        return self._trace_window(self._draw_trace_name(options), scale, options)
+
+    def _generated(self, spec: Any, scale: float | None) -> tuple[Workload, float, dict[str, Any]]:
+        """A workload from generator ``spec`` (seeded from the env's RNG), its arrivals ``scale`` times
+        as fast (None: as generated, and the description names no scale)."""
+        seed = int(self.np_random.integers(2**31 - 1))
+        base = generate(spec, seed)
+        if scale is None:
+            return base, float(spec.horizon_s), {"source": f"generator:{spec.kind}", "seed": seed}
+        wl = base.scaled(scale) if scale != 1.0 else base
+        span = spec.horizon_s  # the generator's arrival window
+        return wl, float(span) / scale, {"source": f"generator:{spec.kind}", "seed": seed, "rate_scale": scale}
+
+    def _draw_rate_scale(self, options: dict) -> float:
+        """The episode's rate scale: ``options['rate_scale']``, else drawn from ``episode.rate_scale``."""
+        ep = self.config.episode
+        lo, hi = ep.rate_scale
+        if "rate_scale" in options:
+            return _option_number(options, "rate_scale", positive=True)
+        if ep.log_uniform_rate_scale:
+            return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))
+        return float(self.np_random.uniform(lo, hi)) if hi > lo else lo
+
+    def _draw_trace_name(self, options: dict) -> str:
+        """``options['trace']``, else one of ``episode.traces`` (by ``trace_weights``)."""
+        ep = self.config.episode
         if "trace" in options:
             if not isinstance(options["trace"], (str, Path)):
                 raise ValueError(f"reset(options['trace']) must be a trace name or path, got {options['trace']!r}")
-            name = str(options["trace"])
-        elif len(ep.traces) == 1:
-            name = ep.traces[0]
-        else:
-            w = np.asarray(ep.trace_weights if ep.trace_weights is not None else [1.0] * len(ep.traces), dtype=float)
-            name = ep.traces[int(rng.choice(len(ep.traces), p=w / w.sum()))]
+            return str(options["trace"])
+        if len(ep.traces) == 1:
+            return ep.traces[0]
+        w = np.asarray(ep.trace_weights if ep.trace_weights is not None else [1.0] * len(ep.traces), dtype=float)
+        return ep.traces[int(self.np_random.choice(len(ep.traces), p=w / w.sum()))]
+
+    def _trace_window(self, name: str, scale: float, options: dict) -> tuple[Workload, float, dict[str, Any]]:
+        """``episode.duration_s`` of trace ``name`` at ``scale`` times its rate: the window starts at
+        ``options['start_s']``, else at random (``episode.random_start``), else at ``episode.start_s``."""
+        ep = self.config.episode
         trace = load_trace_cached(name)
         span = ep.duration_s * scale                       # trace seconds that become duration_s
         latest = max(float(trace.arrival_s[-1]) - span, 0.0)
@@ -225,7 +240,7 @@ class PDClusterEnv(gym.Env):
                 raise ValueError(f"reset(options['start_s']={start:g}): the {span:g} s window of trace {name!r} "
                                  f"from there has no requests (its arrivals span 0..{last:g} s)")
         elif ep.random_start:
-            start = float(rng.uniform(0.0, latest)) if latest > 0 else 0.0
+            start = float(self.np_random.uniform(0.0, latest)) if latest > 0 else 0.0
         else:
             start = min(ep.start_s, latest)
         wl = trace.window(start, start + span)
@@ -268,8 +283,6 @@ class PDClusterEnv(gym.Env):
 
     def _env_teacher(self):
         """The env-side privileged teacher named by ``config.teacher`` (plans on emulator clones)."""
-        from envs.teachers import TEACHERS
-
         config_cls, teacher_cls = TEACHERS[self.config.teacher]
         return teacher_cls(self.codec, config_cls.from_mapping(self.config.teacher_config))
 
@@ -279,6 +292,22 @@ class PDClusterEnv(gym.Env):
         unknown = set(options) - RESET_OPTIONS
         if unknown:
             raise ValueError(f"reset(options=...): unknown keys {sorted(unknown)}; valid: {sorted(RESET_OPTIONS)}")
+        # the random draws keep this order (size and split, workload, cluster seed): same seed, same episode
+        cfg, split, desc = self._draw_episode(options)
+        policy = self._episode_policy(cfg)
+        cfg, num_prefill = self._initial_split(cfg, policy, split)
+        cluster_seed = self._build_cluster(cfg, policy, num_prefill, options)
+        self._start_episode(cfg, desc, cluster_seed)
+        window = self._advance()  # run_policy: advance first, then act
+        self._reset_terms = step_reward(window, 0, self._offered_per_step, cfg.reward)
+        obs, info = self._observe(window)
+        info["episode_desc"] = self._episode_desc
+        return obs, info
+
+    def _draw_episode(self, options: dict[str, Any]) -> tuple[EnvConfig, tuple[int, int, int] | None, dict[str, Any]]:
+        """Draw the episode's cluster size (and with ``distribution`` its model, SLOs and P:D:M split)
+        and its workload; returns the episode's config, the drawn split (or None) and a description.
+        ``options`` may gain the trace a distribution drew."""
         cfg = self.config
         sizes = cfg.cluster_sizes
         pinned_n = None
@@ -315,16 +344,26 @@ class PDClusterEnv(gym.Env):
         if n != cfg.num_instances:
             cfg = cfg.model_copy(update={"num_instances": n})
         self._episode_config = cfg
+        return cfg, split, desc
+
+    def _episode_policy(self, cfg: EnvConfig) -> Any:
+        """The episode's teacher policy (its router serves the requests), checked against the env."""
         policy = self._make_teacher()
         mode = getattr(policy, "mode", "disaggregated") if policy is not None else "disaggregated"
         mode = getattr(mode, "value", mode)
         if mode != "disaggregated":
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} runs in {mode} mode; the env "
                              "needs a disaggregated policy (it chooses prefill/decode roles)")
-        three_roles = cfg.action.three_roles
-        if getattr(policy, "initial_mixed", 0) and not three_roles:
+        if getattr(policy, "initial_mixed", 0) and not cfg.action.three_roles:
             raise ValueError(f"env config: field 'teacher'={cfg.teacher!r} has MIXED instances; the env's action "
                              "codec knows PREFILL and DECODE only (set action.kind 'moves', observation.kind 'pools')")
+        return policy
+
+    def _initial_split(self, cfg: EnvConfig, policy: Any, split: tuple[int, int, int] | None) -> tuple[EnvConfig, int]:
+        """The episode's starting prefill count, and its config with the MIXED count the emulator
+        starts with (three-role envs): the drawn split, else the config's, else the policy's, else
+        half of the non-MIXED instances."""
+        three_roles = cfg.action.three_roles
         if split is not None:
             num_prefill, num_mixed = split[0], split[2]
         else:
@@ -334,8 +373,12 @@ class PDClusterEnv(gym.Env):
                            or (self.num_instances - num_mixed) // 2)
         if three_roles:
             cfg = cfg.model_copy(update={"emulator": {**cfg.emulator, "num_mixed": num_mixed}})
+        return cfg, num_prefill
+
+    def _build_cluster(self, cfg: EnvConfig, policy: Any, num_prefill: int, options: dict[str, Any]) -> int:
+        """Build the episode's cluster (``self.cluster``) and bind its teacher; returns the cluster seed."""
         router = policy.router if policy is not None else None
-        if three_roles and router is not None:
+        if cfg.action.three_roles and router is not None:
             from arrow_rl.arrow.mixed import MixedDispatcher
 
             if not isinstance(router, MixedDispatcher):   # MIXED instances must get requests
@@ -352,14 +395,18 @@ class PDClusterEnv(gym.Env):
             self.teacher.reset(self.cluster.info)
             if getattr(policy, "needs_cluster", False):  # a clairvoyant teacher (oracle) plans on clones
                 self.teacher.bind_cluster(self.cluster)
-        from arrow_rl.arrow import default_profiles
+        return cluster_seed
 
+    def _start_episode(self, cfg: EnvConfig, desc: dict[str, Any], cluster_seed: int) -> None:
+        """The episode's horizon, counters and observation state, before its first window."""
+        from arrow_rl.arrow import default_profiles
+        from arrow_rl.evaluation.runner import last_useful_time
+
+        assert self.cluster is not None and self.workload is not None
         self._profiles = default_profiles(self.cluster.info)
         n_steps = max(1, math.ceil(self._arrival_end_s / cfg.control_interval_s - 1e-9))
         self._offered_per_step = len(self.workload) / n_steps
         # Episode end = run_policy's horizon (nothing can change attainment after it), capped by drain_s.
-        from arrow_rl.evaluation.runner import last_useful_time
-
         self._end_s = last_useful_time(self.workload, self.slo)
         if cfg.episode.drain_s is not None:
             self._end_s = min(self._end_s, self._arrival_end_s + cfg.episode.drain_s)
@@ -376,11 +423,6 @@ class PDClusterEnv(gym.Env):
 
             self.obs_builder.set_profile(reference_profile(self._profiles))
         self._timeline = {k: [] for k in ("t", "num_prefill", "ttft_p90", "tpot_mean", "itl_mean", "arrivals")}
-        window = self._advance()  # run_policy: advance first, then act
-        self._reset_terms = step_reward(window, 0, self._offered_per_step, cfg.reward)
-        obs, info = self._observe(window)
-        info["episode_desc"] = self._episode_desc
-        return obs, info
 
     def _observe(self, window: MetricsWindow) -> tuple[Any, dict[str, Any]]:
         assert self.cluster is not None

@@ -35,7 +35,8 @@ from arrow_rl.control import ControlState
 from arrow_rl.perf.profile import InstanceProfile
 
 from envs.config import ObservationConfig
-from envs.observation import Feature, FrameHistory, _log_tokens, _ratio
+from envs.observation import (WINDOW_FEATURES, Feature, FrameHistory, _ratio, finite_clipped, flip_age, half_flipped,
+                              window_features)
 
 if TYPE_CHECKING:
     from arrow_rl.arrow.flip_selection import ProfileSource
@@ -57,15 +58,7 @@ POOL_OBSERVATION_FEATURES: tuple[Feature, ...] = tuple(
     Feature(f"{tag}_{name}", 0.0, high, f"{role.value} pool: {doc}")
     for tag, role in POOLS for name, high, doc in _POOL_FEATURES
 ) + (
-    Feature("arrival_rate", 0.0, 12.0, "log1p(arrivals per second per instance)"),
-    Feature("arrival_prompt_rate", 0.0, 12.0, "log1p(arriving prompt tokens per second per instance / token_scale)"),
-    Feature("arrival_input_mean", 0.0, 1.5, "log1p(mean input tokens of arrivals) / log1p(32768)"),
-    Feature("arrival_input_p90", 0.0, 1.5, "log1p(p90 input tokens of arrivals) / log1p(32768)"),
-    Feature("finished_output_mean", 0.0, 1.5, "log1p(mean output tokens of requests finished in the window) / log1p(32768)"),
-    Feature("finished_rate", 0.0, 12.0, "log1p(requests finished per second per instance)"),
-    Feature("window_miss_fraction", 0.0, 1.0, "(finished − finished within SLO + rejected) / (finished + rejected): recent attainment"),
-    Feature("ttft_violation_fraction", 0.0, 1.0, "TTFT violations / finished requests in the window"),
-    Feature("tpot_violation_fraction", 0.0, 1.0, "TPOT violations / finished requests in the window"),
+    *WINDOW_FEATURES,
     Feature("pending_ttft_misses", 0.0, 12.0, "log1p(queued requests predicted to miss TTFT / instances)"),
     Feature("half_flipped_fraction", 0.0, 1.0, "instances still holding work of a role they left (§5.5) / instances"),
     Feature("time_since_flip", 0.0, 1.0, "seconds since the last role change / flip_age_scale_s, saturating at 1"),
@@ -142,14 +135,6 @@ def _pool_stats(w: MetricsWindow, role: Role) -> PoolStats:
     return {Role.PREFILL: w.prefill, Role.DECODE: w.decode, Role.MIXED: w.mixed}[role]
 
 
-def _half_flipped(v: InstanceView) -> bool:
-    if v.role is Role.PREFILL:
-        return v.num_decode > 0
-    if v.role is Role.DECODE:
-        return v.num_prefill > 0
-    return False   # a MIXED instance serves both phases of its own requests
-
-
 def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds_since_flip: float,
                profile: InstanceProfile | None = None, output_tokens_mean: float | None = None) -> np.ndarray:
     """One frame (``len(pool_features(config))`` floats) from one ``ControlState``. Pure.
@@ -181,22 +166,11 @@ def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds
             sum(s.busy_fraction for s in members) / k if k else 0.0,
             math.log1p(sum(s.waiting for s in members) / k) if k else 0.0,
         ]
-    duration = w.duration_s if w.duration_s > 0 else 1.0
-    ended = w.finished + w.rejected
-    finished = max(w.finished, 1)
     values += [
-        math.log1p(w.arrivals / duration / n),
-        math.log1p(w.arrivals * w.arrival_input_tokens_mean / duration / n / tok),
-        _log_tokens(w.arrival_input_tokens_mean),
-        _log_tokens(w.arrival_input_tokens_p90),
-        _log_tokens(w.finished_output_tokens_mean),
-        math.log1p(w.finished / duration / n),
-        (ended - w.finished_within_slo) / ended if ended else 0.0,
-        w.ttft_violations / finished,
-        w.tpot_violations / finished,
+        *window_features(w, n, tok),
         math.log1p(w.pending_predicted_ttft_misses / n),
-        sum(1 for v in views if _half_flipped(v)) / n,
-        min(max(seconds_since_flip, 0.0) / config.flip_age_scale_s, 1.0),
+        sum(1 for v in views if half_flipped(v)) / n,
+        flip_age(seconds_since_flip, config),
         1.0 / n,
     ]
     low, high = _LOW, _HIGH
@@ -212,10 +186,7 @@ def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds
             values[i] = value
         values.append(prefill / total if total > 0 else 0.0)
         low, high = _CAPACITY_LOW, _CAPACITY_HIGH
-    vec = np.array(values, dtype=np.float32)
-    if not np.isfinite(vec).all():   # a backend may report NaN/inf for empty windows
-        np.nan_to_num(vec, copy=False, nan=0.0, posinf=float(high.max()), neginf=0.0)
-    return np.clip(vec, low, high, out=vec)
+    return finite_clipped(np.array(values, dtype=np.float32), low, high)
 
 
 class PoolObservationBuilder:

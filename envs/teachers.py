@@ -1,15 +1,21 @@
-"""The env-side privileged teachers by name (``EnvConfig.teacher`` in ``ENV_TEACHERS``).
+"""The env-side privileged teachers by name (``EnvConfig.teacher`` in ``ENV_TEACHERS``): each name's
+settings class and teacher class, for the env's construction.
 
-One lookup for the env config's validation and the env's construction, so the two never disagree.
-Imported lazily by both: the teachers import the moves codec, which imports the env config.
+The settings classes alone (``envs.teacher_config``) are what the env config validates with, so
+the config never imports the teachers (they import the moves codec, which imports the config).
 """
 
 from __future__ import annotations
 
-from envs.move_teacher import CloneTeacher, MoveOracleConfig, MoveOracleTeacher, TeacherConfig
-from envs.split_teacher import SplitOracleConfig, SplitOracleTeacher
+from envs.clone_teacher import CloneTeacher
+from envs.move_teacher import MoveOracleTeacher
+from envs.split_teacher import SplitOracleTeacher
+from envs.teacher_config import TEACHER_CONFIGS, TeacherConfig
 
+_TEACHER_CLASSES: dict[str, type[CloneTeacher]] = {
+    "oracle-moves": MoveOracleTeacher,
+    "oracle-split": SplitOracleTeacher,
+}
 TEACHERS: dict[str, tuple[type[TeacherConfig], type[CloneTeacher]]] = {
-    "oracle-moves": (MoveOracleConfig, MoveOracleTeacher),
-    "oracle-split": (SplitOracleConfig, SplitOracleTeacher),
+    name: (config, _TEACHER_CLASSES[name]) for name, config in TEACHER_CONFIGS.items()
 }

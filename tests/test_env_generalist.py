@@ -8,6 +8,7 @@ import pytest
 
 from arrow_rl.cluster.base import SLO, Role
 from arrow_rl.control import ControlState
+from arrow_rl.controllers.whatif import RECORDED_FUTURE
 from arrow_rl.workload.generators import parse_spec
 from envs import PDClusterEnv
 from envs.config import DistributionConfig, EnvConfig
@@ -201,7 +202,7 @@ def test_oracle_moves_labels_the_best_scoring_candidate():
     for a in teacher._candidates:
         flips = [] if a == 0 else env.codec.flips(a, views, teacher.profiles)
         if flips is not None:
-            scores[a] = teacher.score(flips)
+            scores[a] = teacher.planner.score(teacher.cluster, flips, RECORDED_FUTURE)
     best = max(scores.values())
     moved = {a: sum(abs(x - y) for x, y in zip(env.codec.result(a, counts), counts)) for a in scores}
     # ties keep the no-op, then the smaller move, then the lower index

@@ -186,3 +186,50 @@ def test_the_prefix_cache_hit_rate_is_an_optional_last_feature():
     assert on.feature_names[n] == "prefix_cache_hit_rate" and b[n] == pytest.approx(0.25)
     np.testing.assert_array_equal(b[:n], a[:n])
     assert on.observation_space.contains(b)
+
+
+def _digest_of_builds(builder, states) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in states:
+        obs = builder.build(s)
+        for part in (obs.values() if isinstance(obs, dict) else [obs]):
+            h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()[:24]
+
+
+def _pinned_states(roles):
+    """A run of states from idle to overload, one with NaN/inf metrics, and a role change."""
+    out = [state(float(t), scale, roles, prefill_tokens=300 * t, decode_tokens=900 * t, num_prefill=t % 3,
+                 num_decode=t % 2) for t, scale in enumerate([0.0, 0.3, 1.0, 2.5, 7.0, 40.0], start=1)]
+    out.append(ControlState(7.0, window(6.0, 7.0, roles, 1.0, arrival_input_tokens_mean=float("nan"),
+                                        finished_output_tokens_mean=float("inf")), views(roles)))
+    flipped = [Role.DECODE, *roles[1:]]
+    out.append(ControlState(8.0, window(7.0, 8.0, flipped, 2.0), views(flipped, prefill_tokens=5000)))
+    return out
+
+
+@pytest.mark.parametrize("config, want", [
+    (dict(history=4), "d42d3d20d73316e38cd6f468"),
+    (dict(history=3, history_mode="delta", per_instance=True, max_instances=10), "1a22b68bf9641fb17d1b8c55"),
+    (dict(history=2, prefix_cache=True), "ca3e30bbd63bfe757c44cba5"),
+])
+def test_cluster_observation_vectors_are_pinned_bit_for_bit(config, want):
+    """Shipped checkpoints read these vectors: any change of any bit must be deliberate."""
+    assert _digest_of_builds(ObservationBuilder(SLO_, 8, ObservationConfig(**config)), _pinned_states(ROLES)) == want
+
+
+@pytest.mark.parametrize("config, want", [
+    (dict(kind="pools", history=4), "ccff01d589596dba18b1a984"),
+    (dict(kind="pools", history=2, history_mode="delta", load_features="capacity"), "a2e6a76a0a4ec1a23b5872e3"),
+])
+def test_pool_observation_vectors_are_pinned_bit_for_bit(config, want):
+    from arrow_rl.perf.presets import get_preset
+    from arrow_rl.perf.profile import profile_instance
+    from envs.pool_observation import PoolObservationBuilder
+
+    roles = [Role.PREFILL] * 3 + [Role.DECODE] * 3 + [Role.MIXED] * 2
+    builder = PoolObservationBuilder(SLO_, 8, ObservationConfig(**config),
+                                     profile=profile_instance(get_preset("h100-llama3.1-8b-tp1")))
+    assert _digest_of_builds(builder, _pinned_states(roles)) == want

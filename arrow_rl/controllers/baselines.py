@@ -6,9 +6,9 @@
 - ``DynamoPlannerController``: NVIDIA Dynamo's load-based planner, modelled on its docs, moving
   one worker at a time between the two pools of a fixed-size cluster.
 - ``OracleController``: clairvoyant lookahead reference (greedy over a finite horizon, so not an
-  upper bound); every decision interval it clones the emulator
-  (which holds the future trace) and picks the split (P:D, or P:D:M with MIXED moves) whose
-  open-loop lookahead serves the most requests within SLO.
+  upper bound); every decision interval it asks the what-if planner (``arrow_rl.controllers.whatif``)
+  to run each candidate split (P:D, or P:D:M with MIXED moves) over the recorded future trace, and
+  moves to the one whose open-loop lookahead serves the most requests within SLO.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from arrow_rl.arrow.monitor import default_profiles
 from arrow_rl.arrow.flip_selection import ProfileSource, profile_of, resident_prefill_time, select_flip_instance
 from arrow_rl.controllers.role_flips import flips_to_roles
 from arrow_rl.controllers.splits import Split, is_valid
+from arrow_rl.controllers.whatif import RECORDED_FUTURE, Candidate, WhatIfPlanner
 
 
 class NoFlipController:
@@ -160,7 +161,7 @@ class OracleConfig(BaseModel):
 
 class OracleController:
     """Clairvoyant reference (not an upper bound: greedy over ``lookahead_s``): search splits by
-    lookahead in cloned emulators.
+    lookahead on the what-if planner (``arrow_rl.controllers.whatif``) over the recorded future.
 
     Requires ``bind_cluster(cluster)`` (the runner calls it) because it must see the future trace;
     a cluster without ``clone()`` cannot host it. Each candidate split is reached with the fewest
@@ -181,6 +182,7 @@ class OracleController:
 
     def __init__(self, config: OracleConfig | None = None) -> None:
         self.config = config or OracleConfig()
+        self.planner = WhatIfPlanner(self.config.lookahead_s, self.config.violation_weight)
         self.cluster: Any = None
         self.info: ClusterInfo | None = None
         self.profiles: ProfileSource = None
@@ -189,8 +191,7 @@ class OracleController:
         self.use_mixed = bool(self.config.use_mixed)
 
     def bind_cluster(self, cluster: Any) -> None:
-        if not hasattr(cluster, "clone"):
-            raise TypeError("the oracle needs a cluster with clone() (the emulator)")
+        RECORDED_FUTURE.require(cluster, "the oracle")
         self.cluster = cluster
         if self.config.use_mixed is None:
             from arrow_rl.arrow.mixed import MixedDispatcher
@@ -209,18 +210,6 @@ class OracleController:
         now = Split.of(views)
         return flips_to_roles(views, Split(target_prefill, now.p + now.d - target_prefill, now.m).roles(),
                               self.profiles)
-
-    def score(self, target: int | Split, views: Sequence[InstanceView]) -> float:
-        if not isinstance(target, Split):
-            now = Split.of(views)
-            target = Split(target, now.p + now.d - target, now.m)
-        clone = self.cluster.clone()
-        for f in flips_to_roles(views, target.roles(), self.profiles):
-            clone.flip(f.instance_id, f.role)
-        w = clone.advance(self.config.lookahead_s)
-        self.evaluations += 1
-        misses = (w.finished - w.finished_within_slo) + w.rejected + w.pending_predicted_ttft_misses
-        return w.finished_within_slo - self.config.violation_weight * misses
 
     def candidates(self, current: int, n: int) -> list[int]:
         """P/D-only candidates: prefill counts ``current`` ± 1..max_step within 1..n−1."""
@@ -254,12 +243,11 @@ class OracleController:
         self._last_decision_s = state.now
         views = list(state.instances)
         current = Split.of(views)
-        best, best_key = current, None
-        for i, cand in enumerate(self.candidate_splits(current)):
-            key = (self.score(cand, views), -current.distance(cand), -i)
-            if best_key is None or key > best_key:
-                best, best_key = cand, key
-        return flips_to_roles(views, best.roles(), self.profiles) if best != current else []
+        candidates = [Candidate(split, flips_to_roles(views, split.roles(), self.profiles), current.distance(split))
+                      for split in self.candidate_splits(current)]
+        ranking = self.planner.rank(self.cluster, candidates, RECORDED_FUTURE)
+        self.evaluations += len(ranking.scores)
+        return list(ranking.best.flips) if ranking.best.key != current else []
 
 
 # "move k instances X->Y" per unit k, for the six ordered pairs (P->D, D->P, P->M, M->P, D->M, M->D)

@@ -185,12 +185,7 @@ def make_policy(
     if s.startswith("static:") and s.count(":") == 3:
         return _static_mixed(spec, num_instances, cfg, mixed_config)
     if s.startswith("static:"):
-        try:
-            p = int(s.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"bad controller {spec!r}: static:P needs an integer P; {valid_specs_message()}") from None
-        if not 1 <= p <= num_instances - 1:
-            raise ValueError(f"bad controller {spec!r}: P must be in 1..{num_instances - 1} for {num_instances} instances")
+        p = _static_prefill(spec, num_instances)
         return Policy(f"static:{p}", Mode.DISAGGREGATED, alg1(),
                       NoFlipController(f"static:{p}"), p)
     if s in ("static-best", "static-best-pd"):
@@ -207,6 +202,17 @@ def make_policy(
         return Policy(getattr(controller, "name", Path(s).name) or Path(s).name, Mode.DISAGGREGATED,
                       alg1(), controller, half, extra={"checkpoint": s})
     raise ValueError(f"unknown controller {spec!r}; {valid_specs_message()}")
+
+
+def _static_prefill(spec: str, num_instances: int) -> int:
+    """P of ``static:P``, checked: an integer in 1..N−1."""
+    try:
+        p = int(spec.strip().split(":", 1)[1])
+    except ValueError:
+        raise ValueError(f"bad controller {spec!r}: static:P needs an integer P; {valid_specs_message()}") from None
+    if not 1 <= p <= num_instances - 1:
+        raise ValueError(f"bad controller {spec!r}: P must be in 1..{num_instances - 1} for {num_instances} instances")
+    return p
 
 
 def _dispatched(router: Any, mixed_config: MixedConfig | None) -> MixedDispatcher:
