@@ -1,6 +1,6 @@
 """PDClusterEnv speed: env steps per second with random (valid) actions, and where the time goes.
 
-Setting (issue 4): an 8-instance cluster (H100, Llama-3.1-8B, TP1) serving the bundled Azure
+Setting: an 8-instance cluster (H100, Llama-3.1-8B, TP1) serving the bundled Azure
 conversation trace at its own load (rate scale 1.0), one control interval (1 s) per step, random
 start windows, episodes of ``--duration`` seconds, one process. The cluster is wrapped in a timing
 proxy (it implements the same ``Cluster`` interface), so the report splits wall time into the

@@ -8,7 +8,7 @@ then through the router (two legs: prefill on one fake, decode on the other). Th
 sends to one fake because that is the stricter baseline here: sending whole requests to both fakes
 in turn made the direct p99 worse (the two fakes share one process), and the router's added
 latency look smaller than it is. The router's CPU is read from ``/proc`` before and after
-its run. Issue 13's target: <= 0.5 ms router CPU per request and <= 50 ms added p99 TTFT at 200
+its run. The target: <= 0.5 ms router CPU per request and <= 50 ms added p99 TTFT at 200
 concurrent streams of 16 tokens.
 
 Protocol: ``--rounds`` pairs (direct, then routed) alternate on the same processes, and the added

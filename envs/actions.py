@@ -129,7 +129,7 @@ class ActionCodec:
                 continue
             if Role.MIXED in (current, Role(f.role)):
                 raise ValueError(f"the action codec encodes PREFILL<->DECODE flips only, got instance "
-                                 f"{f.instance_id} {current.value}->{Role(f.role).value} (issue 12 step 4)")
+                                 f"{f.instance_id} {current.value}->{Role(f.role).value}")
             roles[f.instance_id] = f.role
             delta += 1 if f.role is Role.PREFILL else -1
         lo = self.min_pool - num_prefill

@@ -69,7 +69,7 @@ class ActionConfig(_Strict):
     decode→prefill, k = 1..K (K = ``max_flips_per_step``). Independent of the cluster size.
     ``target``: ``Discrete(max_instances + 1)``, the number of prefill instances wanted;
     targets that would leave a pool below ``min_pool_size`` are masked.
-    ``moves`` (issue 12, three roles): ``Discrete(1 + 6·F)`` = no-op, then "move k instances from
+    ``moves`` (three roles): ``Discrete(1 + 6·F)`` = no-op, then "move k instances from
     role X to role Y" for the 6 ordered pairs of PREFILL/DECODE/MIXED and k = ceil(f·N) for each f
     of ``move_fractions`` (``envs.moves``). Independent of the cluster size.
     ``splits`` (three roles): ``Discrete(1 + L)`` = hold, then "go to this P:D:M split", one action
@@ -87,7 +87,7 @@ class ActionConfig(_Strict):
     # The policy decides on every k-th control step only; in between, the no-op is the one valid
     # action (masked). Our choice, not the paper's: a lookahead teacher that re-plans every 5 s labels
     # the 4 steps between its plans "no-op" whatever the state, and a student trained on those
-    # labels learns to never move (issue 12). With k = the teacher's cadence every label is a plan,
+    # labels learns to never move. With k = the teacher's cadence every label is a plan,
     # and a deployed checkpoint keeps the cadence it was trained with (agents.controller).
     decision_every: int = Field(1, ge=1, le=60)
     # splits: the lattice of target splits, in units of N / split_grid (8: eighths of the pool, the
@@ -168,7 +168,7 @@ class GeneratorRanges(_Strict):
 
 
 class DistributionConfig(_Strict):
-    """The generalist's training distribution (issue 12 §2; ``envs.distribution``). When set, every
+    """The generalist's training distribution (``envs.distribution``). When set, every
     ``reset`` draws a preset, an SLO tier, a cluster size, a workload (a window of a training trace or a
     seeded generator) and a starting P:D:M split; the fields of ``EnvConfig`` and ``episode`` it draws
     are overridden for that episode. Test scenarios of the suite must never appear here."""

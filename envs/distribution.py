@@ -1,4 +1,4 @@
-"""Episode draws for the generalist (issue 12 §2, ``EnvConfig.distribution``).
+"""Episode draws for the generalist (``EnvConfig.distribution``).
 
 Each ``reset`` draws, from the env's seeded ``np_random`` only: a preset (optionally weighted, with
 rates scaled to its capacity: ``preset_weights``, ``rates_by_capacity``), an SLO tier, a cluster

@@ -1,4 +1,4 @@
-"""The three-role action codec (issue 12): "move k instances from role X to role Y".
+"""The three-role action codec: "move k instances from role X to role Y".
 
 ``Discrete(1 + 6·F)``: 0 = no-op; action ``1 + j·F + i`` moves ``k_i = ceil(f_i · N)`` instances along
 the j-th ordered pair of ``PAIRS`` (P→D, D→P, P→M, M→P, D→M, M→D), f_i the i-th of

@@ -197,7 +197,7 @@ def frame_features(state: ControlState, slo: SLO, config: ObservationConfig, num
     n_d = len(views) - n_p
     if any(v.role is Role.MIXED for v in views):
         raise ValueError("the observation knows PREFILL and DECODE instances only; this cluster has MIXED "
-                         "ones (issue 12 step 4 adds them to the env)")
+                         "ones (use observation.kind: pools, which sees all three roles)")
     tok = config.token_scale
     p, d = w.prefill, w.decode
     p_load_max, d_load_max, p_busy, d_busy = _pool_maxima_and_busy(w)

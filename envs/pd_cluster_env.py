@@ -101,7 +101,7 @@ def make_encoders(config: EnvConfig, num_instances: int, slo: SLO | None = None)
     obs_cfg = config.observation.model_copy(update={"max_instances": config.observation.max_instances or top})
     act_cfg = config.action.model_copy(update={"max_instances": config.action.max_instances or top})
     slo = slo or SLO(config.slo_ttft_s, config.slo_tpot_s)
-    if config.action.three_roles:   # the size-free three-role encodings (issue 12)
+    if config.action.three_roles:   # the size-free three-role encodings
         from envs.pool_observation import PoolObservationBuilder
         from envs.split_codec import three_role_codec
 

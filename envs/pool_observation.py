@@ -1,4 +1,4 @@
-"""The size-free observation (issue 12, ``ObservationConfig.kind = "pools"``): a fixed-length vector
+"""The size-free observation (``ObservationConfig.kind = "pools"``): a fixed-length vector
 whatever the cluster size, built from per-role pool statistics relative to the SLOs.
 
 Per pool (PREFILL, DECODE, MIXED): its fraction of the cluster, its queued prefill work as the mean

@@ -1,4 +1,4 @@
-"""The target-split action codec (issue 12, ``action.kind: splits``): "go to this P:D:M split".
+"""The target-split action codec (``action.kind: splits``): "go to this P:D:M split".
 
 ``Discrete(1 + L)``: 0 = hold (no flip); action ``1 + i`` names the i-th split of a lattice of the
 pool in units of N / ``split_grid`` (P, D, M ≥ 0 summing to the grid, P and D both zero or both

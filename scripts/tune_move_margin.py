@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pick a checkpoint's deploy-time move margin on the suite's TRAIN scenarios only (issue 12).
+"""Pick a checkpoint's deploy-time move margin on the suite's TRAIN scenarios only.
 
 A cloned policy that only narrowly prefers a move over the no-op flips an instance it did not need
 to, and every flip drains one. ``inference.move_margin`` in a checkpoint's ``metadata.json`` holds

@@ -1,4 +1,4 @@
-"""The MIXED dispatcher (issue 12, docs/design_mixed_role.md): which requests skip disaggregation.
+"""The MIXED dispatcher (docs/design_mixed_role.md): which requests skip disaggregation.
 
 A cluster may hold three pools: PREFILL and DECODE (Arrow's) and MIXED, whose instances serve a
 *plain* request whole, prefill then decode in place, like a colocated vLLM instance. Each arriving

@@ -8,14 +8,14 @@ Disaggregated baselines (static, Dynamo, oracle, learned checkpoints) route with
 Algorithm 1 without flips, so that comparisons with Arrow isolate instance scheduling, as in the
 paper's static-versus-adaptive ablation (§6.3).
 
-Every disaggregated policy's router is Algorithm 1 wrapped in ``MixedDispatcher`` (issue 12,
+Every disaggregated policy's router is Algorithm 1 wrapped in ``MixedDispatcher`` (
 docs/design_mixed_role.md "Decided"): a controller that flips an instance to MIXED gets it served
 with plain requests. While no instance is MIXED the dispatcher hands every call straight to
 Algorithm 1, so results are bit-identical to the bare router (tested). ``mixed_config`` sets its
 policy for every one of them.
 
 Static splits: ``static:P`` is P prefill and N−P decode instances (1 <= P <= N−1). ``static:P:D:M``
-adds a MIXED pool (issue 12): P prefill, D decode and M MIXED instances, P + D + M = N, M >= 1, and
+adds a MIXED pool: P prefill, D decode and M MIXED instances, P + D + M = N, M >= 1, and
 P and D both zero or both at least 1; requests split between Algorithm 1 (no flips) and the MIXED
 instances by ``MixedDispatcher`` (``mixed_config``, default policy ``cost``). ``static:0:0:N`` is an
 all-MIXED cluster, which serves exactly as ``colocated``; ``static:P:D:0`` is ``static:P``.

@@ -2,7 +2,7 @@
 
 Three-role generalisation of "flips to a prefill count" (the oracle's moves, the live deploy's
 ``flips_to_split``), for any caller that plans in splits: the oracle's candidates, an action codec
-that outputs target pool sizes (issue 12, docs/design_mixed_role.md).
+that outputs target pool sizes (docs/design_mixed_role.md).
 
 Fewest flips: only instances of a pool above its target move, each straight to a pool below its
 target, so the count is Σ max(0, current − target) over the three pools. With three pools the

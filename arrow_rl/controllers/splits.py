@@ -1,4 +1,4 @@
-"""Static P:D:M splits: what ``static-best`` searches (issue 12, docs/design_mixed_role.md).
+"""Static P:D:M splits: what ``static-best`` searches (docs/design_mixed_role.md).
 
 A split of N instances is P prefill, D decode and M MIXED instances, P + D + M = N, with P and D
 both at least 1 (a disaggregated path) or both 0 (all-MIXED, which serves as ``colocated``). For
