@@ -14,9 +14,9 @@ import json
 import sys
 import time
 
-from arrow_rl.cluster.live import router as R
-from arrow_rl.cluster.live.config import RouterConfig
-from arrow_rl.cluster.live.httpserver import ClientRequest
+from arrow_rl.serving import router as R
+from arrow_rl.serving.config import RouterConfig
+from arrow_rl.serving.httpserver import ClientRequest
 
 PREFILL = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "tiny",
     "choices": [{"index": 0, "text": "a", "logprobs": None, "finish_reason": "length"}],

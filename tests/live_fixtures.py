@@ -9,10 +9,10 @@ from typing import Iterator
 import httpx
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
+from arrow_rl.serving.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, FakeVllm, ServerThread
-from arrow_rl.cluster.live.httpserver import RouterServer
-from arrow_rl.cluster.live.router import Router
+from arrow_rl.serving.httpserver import RouterServer
+from arrow_rl.serving.router import Router
 from arrow_rl.perf.profile import InstanceProfile
 
 TOKEN = "test-token"
@@ -134,7 +134,7 @@ def checkpoint_then_arrow(router: Router, url: str, token: str, ckpt_dir, interv
     Returns the flips each made (from the router's flip log, by source) and their decision logs."""
     from arrow_rl.arrow import ArrowConfig
     from arrow_rl.cluster.live.cluster import LiveCluster
-    from arrow_rl.cluster.live.deploy import run_control_loop
+    from arrow_rl.serving.deploy import run_control_loop
     from arrow_rl.controllers.registry import make_policy
 
     n = len(router.state.instances)

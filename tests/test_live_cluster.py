@@ -11,7 +11,8 @@ import pytest
 
 from arrow_rl.cluster.base import Flip, Role
 from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
-from arrow_rl.cluster.live.deploy import flips_to_split, run_control_loop
+from arrow_rl.cluster.live.splits import flips_to_split
+from arrow_rl.serving.deploy import run_control_loop
 from arrow_rl.cluster.live.fake_vllm import FakeConfig
 from live_fixtures import TOKEN, completion, live_rig, read_stream
 
@@ -270,7 +271,7 @@ def test_a_live_env_reset_sets_the_episodes_mixed_pool_too():
 
 
 def test_deploy_loop_survives_a_router_outage_then_gives_up_clearly():
-    from arrow_rl.cluster.live.deploy import ClusterUnreachable
+    from arrow_rl.serving.deploy import ClusterUnreachable
 
     with live_rig() as rig:
         cl = LiveCluster(rig.url, TOKEN, scrape=False)
@@ -322,7 +323,7 @@ def test_the_arrow_clock_sync_reads_each_flip_event_once_from_a_bounded_log():
     from types import SimpleNamespace
 
     from arrow_rl.arrow.config import ArrowState
-    from arrow_rl.cluster.live.deploy import _sync_arrow_clock
+    from arrow_rl.serving.deploy import _sync_arrow_clock
 
     ctrl = SimpleNamespace(name="arrow", state=ArrowState())
     cl = SimpleNamespace(flip_events=collections.deque(maxlen=2), flip_events_total=0)

@@ -15,7 +15,7 @@ Live definitions (where the emulator can see more than a router can):
 - Pool load = mean over the pool's instances (§5.5). A pool with no members (allowed at start,
   e.g. 2P0D) takes the mean over the instances that did that phase's work in the window.
 - waiting/running/KV usage are the scraped vLLM gauges at window end.
-- MIXED instances (issue 12) form ``MetricsWindow.mixed``: TTFT of requests whose prompt they
+- MIXED instances form ``MetricsWindow.mixed``: TTFT of requests whose prompt they
   computed, TPOT of requests that finished on them, load = mean of max(prefill, decode load) over
   them (as the emulator). Those requests then leave the P/D pools' statistics, and MIXED instances
   leave the P/D loads' fallback basis. Without a MIXED instance the window is as before.
@@ -23,12 +23,13 @@ Live definitions (where the emulator can see more than a router can):
 
 from __future__ import annotations
 
+import asyncio
 import collections
-
 import math
 import re
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import httpx
@@ -38,7 +39,9 @@ from arrow_rl.cluster.base import (
     SLO, Cluster, ClusterInfo, Flip, InstanceView, InstanceWindowStats, MetricsWindow, Mode, PoolStats,
     RequestRecord, Role,
 )
+from arrow_rl.cluster.live.bench import BenchOptions, replay
 from arrow_rl.cluster.live.scraper import InstanceMetrics, Scraper
+from arrow_rl.cluster.live.splits import flips_to_roles
 from arrow_rl.perf.profile import InstanceProfile
 
 
@@ -129,7 +132,7 @@ def _p90(xs: Sequence[float]) -> float:
 # ``deploy`` runs until Ctrl-C, so the client keeps only the newest records and flip events, as the
 # router does (its RouterConfig.max_records / max_flips defaults).
 def label_safe(source: str) -> str:
-    """``source`` as the router accepts it (``router.SOURCE_RE``): characters outside
+    """``source`` as the router accepts it (``arrow_rl.serving.admin.SOURCE_RE``): characters outside
     ``[A-Za-z0-9_.:@/+-]`` become ``_``, at most 64 of them (``controller`` if nothing is left)."""
     out = re.sub(r"[^A-Za-z0-9_.:@/+-]", "_", source)[:64]
     return out or "controller"
@@ -350,8 +353,6 @@ class LiveCluster(Cluster):
     def start_replay(self, workload: Any, options: Any = None, seed: int = 0) -> None:
         """Send ``workload`` to the router in a background thread, arrivals relative to now
         (client-side records land in ``replay_records``)."""
-        import threading
-
         self.replay_records: list[RequestRecord] = []
         self.replay_thread = threading.Thread(
             target=_replay_thread, args=(self.info.extra["router"], workload, options, seed, self.replay_records),
@@ -398,8 +399,6 @@ def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, sc
     so the env's steps observe real traffic. The env's ``router`` argument is ignored: routing runs
     inside the router process (``POST /routing`` selects it).
     """
-    from arrow_rl.cluster.live.deploy import flips_to_roles
-
     def factory(workload, config, router, num_prefill: int, seed: int) -> LiveCluster:
         cl = LiveCluster(router_url, token, scrape=scrape)
         num_mixed = int((getattr(config, "emulator", None) or {}).get("num_mixed") or 0)
@@ -414,11 +413,6 @@ def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, sc
 
 
 def _replay_thread(url: str, workload, options, seed: int, out: list) -> None:
-    import asyncio
-    from dataclasses import replace
-
-    from arrow_rl.cluster.live.bench import BenchOptions, replay
-
     opts = replace(options or BenchOptions(), seed=seed)
     out.extend(asyncio.run(replay(url, workload, opts)))
 
