@@ -14,8 +14,8 @@ import pytest
 
 from arrow_rl.cluster.base import Role
 from arrow_rl.cluster.live.config import load_config_file
-from arrow_rl.serving.config import RouterConfig
 from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, stop_group, write_tiny_model
+from arrow_rl.serving.config import RouterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

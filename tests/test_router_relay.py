@@ -21,13 +21,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.serving.config import InstanceSpec, RouterConfig
-from arrow_rl.serving.httpserver import ClientConnection
-from arrow_rl.serving.flight import Flight, Reply
-from arrow_rl.serving.router import Router
-from arrow_rl.serving.stream_relay import StreamRelay
 from arrow_rl.cluster.live.sse import EventSplitter
 from arrow_rl.cluster.live.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
+from arrow_rl.serving.config import InstanceSpec, RouterConfig
+from arrow_rl.serving.flight import Flight, Reply
+from arrow_rl.serving.httpserver import ClientConnection
+from arrow_rl.serving.router import Router
+from arrow_rl.serving.stream_relay import StreamRelay
 
 URLS = ("http://127.0.0.1:9", "http://127.0.0.1:10")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import math
 import re
 import threading
@@ -168,6 +169,8 @@ class LiveCluster(Cluster):
         self._state = st
         self._seq = int(st["last_seq"])  # windows start now: earlier history is not ours
         self._records: collections.deque[RequestRecord] = collections.deque(maxlen=max_records)
+        self._ended_total = 0   # records ever kept; ``_records`` holds the newest
+        self._first_tokens: dict[int, float] = {}   # by request id, for the newest records
         self._counters = self._read_counters(st)
         self._window_start = 0.0
         self.scraper = Scraper([d["url"] for d in st["instances"]]) if scrape else None
@@ -210,6 +213,23 @@ class LiveCluster(Cluster):
     def completed(self) -> Sequence[RequestRecord]:
         return list(self._records)
 
+    def ended_since(self, start: int) -> list[RequestRecord]:
+        """Records of the requests that ended after the first ``start``, as of the last window (the
+        router's ``finish`` events are read at each ``advance``); of the newest ``max_records`` only."""
+        skip = start - (self._ended_total - len(self._records))
+        return list(itertools.islice(self._records, max(0, skip), None))
+
+    def first_token_s(self, request_id: int) -> float:
+        """When the client saw the request's first token (router's request id, cluster time). The
+        router reports first tokens with the request's ``finish`` event, so this is NaN until the
+        request has ended (and for a request that ended without one), as of the last window."""
+        return self._first_tokens.get(request_id, math.nan)
+
+    def flip_history(self) -> list[tuple[float, int, Role]]:
+        """The router's flips of every source (controllers, the admin API, Algorithm 1), oldest
+        first, as of the last window; the newest ``max_flip_events`` of them."""
+        return [(float(e["t"]), int(e["instance"]), Role(e["new"])) for e in self.flip_events]
+
     def advance(self, dt: float) -> MetricsWindow:
         end = self._window_start + dt
         delay = end - self.now
@@ -232,6 +252,26 @@ class LiveCluster(Cluster):
                 break
             self._seq = page["last_seq"]
         return out
+
+    def _keep_finish(self, e: dict) -> RequestRecord:
+        """The record of one ``finish`` event, kept for ``completed``, ``ended_since`` and ``first_token_s``."""
+        ok = e["status"] == 200
+        first_token_s = self._to_cluster_time(e["first_token_s"])
+        rec = RequestRecord(
+            request_id=int(e["request_id"]), arrival_s=self._to_cluster_time(e["arrival_s"]),
+            input_tokens=int(e["input_tokens"]), output_tokens=int(e["output_tokens"]),
+            prefill_instance=int(e["prefill_instance"] if e["prefill_instance"] >= 0 else e["decode_instance"]),
+            decode_instance=int(e["decode_instance"]),
+            first_token_s=first_token_s if ok else math.nan,
+            finish_s=self._to_cluster_time(e["finish_s"]) if ok else math.nan,
+            rejected=not ok, reject_reason=e.get("error") or "",
+        )
+        self._records.append(rec)
+        self._ended_total += 1
+        self._first_tokens[rec.request_id] = first_token_s
+        if len(self._first_tokens) > len(self._records):   # as bounded as the records
+            del self._first_tokens[next(iter(self._first_tokens))]
+        return rec
 
     def collect(self) -> MetricsWindow:
         """Build the window [last window end, now) from the router and the instances."""
@@ -257,19 +297,9 @@ class LiveCluster(Cluster):
                 self.flip_events_total += 1
             if e["kind"] != "finish":
                 continue
-            ok = e["status"] == 200
-            rec = RequestRecord(
-                request_id=int(e["request_id"]), arrival_s=self._to_cluster_time(e["arrival_s"]),
-                input_tokens=int(e["input_tokens"]), output_tokens=int(e["output_tokens"]),
-                prefill_instance=int(e["prefill_instance"] if e["prefill_instance"] >= 0 else e["decode_instance"]),
-                decode_instance=int(e["decode_instance"]),
-                first_token_s=self._to_cluster_time(e["first_token_s"]) if ok else math.nan,
-                finish_s=self._to_cluster_time(e["finish_s"]) if ok else math.nan,
-                rejected=not ok, reject_reason=e.get("error") or "",
-            )
-            self._records.append(rec)
+            rec = self._keep_finish(e)
             finished.append(rec)
-            if ok and not math.isnan(rec.first_token_s):
+            if not rec.rejected and not math.isnan(rec.first_token_s):
                 ttfts.append(rec.ttft_s)
                 ttft_by_prefill.setdefault(rec.prefill_instance, []).append(rec.ttft_s)
                 if not math.isnan(rec.tpot_s):
