@@ -9,7 +9,7 @@ Layers, top to bottom (docs/architecture.md explains each):
     fidelity                  (replays real runs through the emulator)
     controllers, arrow        (instance control policies; Arrow's algorithms)
     metrics, control
-    cluster.emulator, cluster.live   (Cluster backends; each hosts a request router)
+    cluster.emulator, cluster.live   (Cluster backends; the emulator hosts a request router)
     routing                   (request routers: they see only the cluster's types)
     cluster                   (cluster.base: the Cluster interface and its types)
     perf
