@@ -102,6 +102,15 @@ class TimedCluster(Cluster):
     def completed(self) -> Sequence[RequestRecord]:
         return self._timed(self.inner.completed)
 
+    def ended_since(self, start: int) -> Sequence[RequestRecord]:
+        return self._timed(self.inner.ended_since, start)
+
+    def first_token_s(self, request_id: int) -> float:
+        return self._timed(self.inner.first_token_s, request_id)
+
+    def flip_history(self) -> Sequence[tuple[float, int, Role]]:
+        return self._timed(self.inner.flip_history)
+
     def profile(self, instance_id: int):
         return self.inner.profile(instance_id)  # type: ignore[attr-defined]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from arrow_rl.cluster.live.faultbench import (TOKEN, FakeCluster, free_port_range, load, one_request, prompt,
+from arrow_rl.serving.faultbench import (TOKEN, FakeCluster, free_port_range, load, one_request, prompt,
                                               router_for, running_on, wait_until)
 
 CLI = [sys.executable, "-c", "from arrow_rl.cli import main; main()"]
@@ -130,7 +130,7 @@ def abandon(n: int) -> dict[str, Any]:
 
 def slow(n: int, watch_s: float) -> dict[str, Any]:
     """`n` clients read 256 bytes of a 3,000-token stream and stop reading."""
-    from arrow_rl.cluster.live import faultbench
+    from arrow_rl.serving import faultbench
 
     body = json.dumps({"model": "tiny", "prompt": prompt(1), "max_tokens": 3000, "stream": True, "ignore_eos": True,
                        "return_token_ids": True, "logprobs": 1}).encode()
@@ -182,7 +182,7 @@ def bearer() -> dict[str, Any]:
 
 def memory(total: int, concurrency: int) -> dict[str, Any]:
     """`arrow-rl serve` (defaults) in its own process: RSS after each slice of `total` requests."""
-    from arrow_rl.cluster.live.faultbench import free_port_range as fpr
+    from arrow_rl.serving.faultbench import free_port_range as fpr
 
     with FakeCluster(tempfile.mkdtemp(), n=3, decode_step_s=0.0) as cl:
         port = fpr(1)

@@ -14,9 +14,9 @@ import json
 import sys
 import time
 
-from arrow_rl.cluster.live import router as R
-from arrow_rl.cluster.live.config import RouterConfig
-from arrow_rl.cluster.live.httpserver import ClientRequest
+from arrow_rl.serving import router as R
+from arrow_rl.serving.config import RouterConfig
+from arrow_rl.serving.httpserver import ClientRequest
 
 PREFILL = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "tiny",
     "choices": [{"index": 0, "text": "a", "logprobs": None, "finish_reason": "length"}],
@@ -48,12 +48,17 @@ class Conn:
         sink.on_end(None)
 class Pool:
     async def acquire(self, url): return Conn(self)
+    async def open(self, url, path, body, xid, total_s=None, idle_s=None, track=None):
+        conn = await self.acquire(url)
+        conn.send(path, body, xid)
+        return conn, await conn.headers()
     def close(self): pass
 class Client:
     closed = False; paused = False
     def start_stream(self, h, extra=b""): pass
     def write_chunk(self, d): pass
-    def end_stream(self, d=b""): pass
+    def end_stream(self, d=b"", watch=None):
+        if watch is not None: watch(True, "")
     def reply(self, *a, **k): raise AssertionError(a)
 
 async def main(n):

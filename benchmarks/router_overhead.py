@@ -1,7 +1,7 @@
 """What the live router costs: CPU per request and added latency, direct vs through the router.
 
 Two fake vLLM instances run in one child process, the router (``arrow-rl serve``: its own HTTP
-server on uvloop/httptools, arrow_rl/cluster/live/httpserver.py) in another. A load generator (a
+server on uvloop/httptools, arrow_rl/serving/httpserver.py) in another. A load generator (a
 minimal asyncio HTTP/1.1 client, so the generator's own CPU stays small) keeps ``--concurrency``
 streaming completions in flight, each ``max_tokens`` tokens: first straight to one fake instance,
 then through the router (two legs: prefill on one fake, decode on the other). The direct side

@@ -9,11 +9,11 @@ from typing import Iterator
 import httpx
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, FakeVllm, ServerThread
-from arrow_rl.cluster.live.httpserver import RouterServer
-from arrow_rl.cluster.live.router import Router
 from arrow_rl.perf.profile import InstanceProfile
+from arrow_rl.serving.config import InstanceSpec, RouterConfig
+from arrow_rl.serving.httpserver import RouterServer
+from arrow_rl.serving.router import Router
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -134,8 +134,8 @@ def checkpoint_then_arrow(router: Router, url: str, token: str, ckpt_dir, interv
     Returns the flips each made (from the router's flip log, by source) and their decision logs."""
     from arrow_rl.arrow import ArrowConfig
     from arrow_rl.cluster.live.cluster import LiveCluster
-    from arrow_rl.cluster.live.deploy import run_control_loop
     from arrow_rl.controllers.registry import make_policy
+    from arrow_rl.serving.deploy import run_control_loop
 
     n = len(router.state.instances)
     ckpt = make_policy(str(build_moves_checkpoint(ckpt_dir, {MOVE_M_TO_P: 10.0, MOVE_P_TO_M: 9.0})), n).controller

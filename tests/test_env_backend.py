@@ -57,6 +57,15 @@ class SplitCluster(Cluster):
     def completed(self) -> Sequence[RequestRecord]:
         return self.records
 
+    def ended_since(self, start: int) -> Sequence[RequestRecord]:
+        return self.records[start:]
+
+    def first_token_s(self, request_id: int) -> float:
+        return next((r.first_token_s for r in self.records if r.request_id == request_id), float("nan"))
+
+    def flip_history(self) -> Sequence[tuple[float, int, Role]]:
+        return list(self.flip_log)
+
     @property
     def done(self) -> bool:
         return self.next >= len(self.wl)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from typing import Iterator
@@ -11,8 +12,9 @@ import pytest
 
 from arrow_rl.cluster.base import Flip, Role
 from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
-from arrow_rl.cluster.live.deploy import flips_to_split, run_control_loop
 from arrow_rl.cluster.live.fake_vllm import FakeConfig
+from arrow_rl.cluster.live.splits import flips_to_split
+from arrow_rl.serving.deploy import run_control_loop
 from live_fixtures import TOKEN, completion, live_rig, read_stream
 
 
@@ -270,7 +272,7 @@ def test_a_live_env_reset_sets_the_episodes_mixed_pool_too():
 
 
 def test_deploy_loop_survives_a_router_outage_then_gives_up_clearly():
-    from arrow_rl.cluster.live.deploy import ClusterUnreachable
+    from arrow_rl.serving.deploy import ClusterUnreachable
 
     with live_rig() as rig:
         cl = LiveCluster(rig.url, TOKEN, scrape=False)
@@ -322,7 +324,7 @@ def test_the_arrow_clock_sync_reads_each_flip_event_once_from_a_bounded_log():
     from types import SimpleNamespace
 
     from arrow_rl.arrow.config import ArrowState
-    from arrow_rl.cluster.live.deploy import _sync_arrow_clock
+    from arrow_rl.serving.deploy import _sync_arrow_clock
 
     ctrl = SimpleNamespace(name="arrow", state=ArrowState())
     cl = SimpleNamespace(flip_events=collections.deque(maxlen=2), flip_events_total=0)
@@ -341,3 +343,27 @@ def test_the_arrow_clock_sync_reads_each_flip_event_once_from_a_bounded_log():
     assert (seen, ctrl.state.last_p2d_flip_s) == (5, 5.0)
     ctrl.state.last_p2d_flip_s = -math.inf
     assert _sync_arrow_clock(ctrl, cl, seen) == 5 and ctrl.state.last_p2d_flip_s == -math.inf  # nothing read twice
+
+
+def test_live_cluster_implements_what_evaluation_reads_ended_since_first_token_s_flip_history():
+    """The ``Cluster`` interface the evaluation's early stop and flip accounting read, on a live
+    cluster: requests in the order they ended, their first tokens by id, and every effective flip."""
+    with live_rig(roles=["prefill", "decode", "decode"]) as rig:
+        cl = LiveCluster(rig.url, TOKEN, scrape=False, max_records=5)
+        assert cl.ended_since(0) == [] and cl.flip_history() == [] and math.isnan(cl.first_token_s(0))
+        _load(rig, 4)
+        cl.flip_many([Flip(2, Role.PREFILL)], source="test")
+        cl.advance(0.2)
+        ended = cl.ended_since(0)
+        assert len(ended) == 4 and list(cl.completed()) == ended and cl.ended_since(3) == ended[3:]
+        for r in ended:
+            assert r.finished and cl.first_token_s(r.request_id) == r.first_token_s >= r.arrival_s
+        (t, instance, role), = cl.flip_history()
+        assert (instance, role) == (2, Role.PREFILL) and 0.0 <= t <= cl.now
+        assert math.isnan(cl.first_token_s(10_000))   # never seen
+        _load(rig, 3)
+        cl.advance(0.2)
+        # 7 ended, the newest 5 kept: a caller that has seen 4 gets the 3 that ended since
+        assert [r.request_id for r in cl.ended_since(4)] == [r.request_id for r in list(cl.completed())[-3:]]
+        assert len(cl.ended_since(0)) == 5
+        cl.close()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from arrow_rl.cluster.live.fake_vllm import expected_tokens
-from arrow_rl.cluster.live.faultbench import (FakeCluster, load, one_request, prompt, router_for, running_on,
+from arrow_rl.serving.faultbench import (FakeCluster, load, one_request, prompt, router_for, running_on,
                                               slow_readers, wait_until)
 
 TOKENS = 20
@@ -86,7 +86,7 @@ def test_a_frozen_instance_is_failed_over_in_seconds_not_at_the_leg_timeouts(clu
                 assert o.started_streaming and "failed mid-stream" in o.error, (k, o)
             else:
                 assert o.tokens == expected_tokens(prompt(k), 10)
-        assert rs.router.m_retries_prefill._value.get() + rs.router.m_retries_decode._value.get() >= 1
+        assert rs.router.metrics.retries_prefill._value.get() + rs.router.metrics.retries_decode._value.get() >= 1
         assert wait_until(lambda: rs.router.state.instances[victim].healthy, 15)   # thawed: back in rotation
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from arrow_rl.cluster.live.fake_vllm import expected_tokens
-from arrow_rl.cluster.live.faultbench import free_port_range, load, prompt, wait_until
+from arrow_rl.serving.faultbench import free_port_range, load, prompt, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "launch-token"

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.config import RouterConfig, load_config_file
+from arrow_rl.cluster.live.config import load_config_file
 from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, stop_group, write_tiny_model
+from arrow_rl.serving.config import RouterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

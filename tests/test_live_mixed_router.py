@@ -12,9 +12,11 @@ import pytest
 
 from arrow_rl.cluster.base import Flip, Role
 from arrow_rl.cluster.live.cluster import LiveCluster
-from arrow_rl.cluster.live.config import RouterConfig, load_config_file
-from arrow_rl.cluster.live.deploy import flips_to_roles, run_control_loop
+from arrow_rl.cluster.live.config import load_config_file
 from arrow_rl.cluster.live.fake_vllm import FakeConfig, expected_tokens
+from arrow_rl.cluster.live.splits import flips_to_roles
+from arrow_rl.serving.config import RouterConfig
+from arrow_rl.serving.deploy import run_control_loop
 from live_fixtures import (AUTH, MOVE_D_TO_M, MOVE_M_TO_D, TOKEN, build_moves_checkpoint, checkpoint_then_arrow,
                            completion, live_rig, read_stream)
 

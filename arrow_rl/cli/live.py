@@ -170,10 +170,11 @@ def serve(
     slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO, s"),
 ) -> None:
     """Run the P/D router (OpenAI API for clients, two-leg NIXL protocol to instances, admin API)."""
-    from arrow_rl.cluster.live.config import RouterConfig, load_config_file
-    from arrow_rl.cluster.live.httpserver import serve as serve_router
+    from arrow_rl.cluster.live.config import load_config_file
     from arrow_rl.cluster.live.profiles import load_profiles
-    from arrow_rl.cluster.live.router import Router
+    from arrow_rl.serving.config import RouterConfig
+    from arrow_rl.serving.httpserver import serve as serve_router
+    from arrow_rl.serving.router import Router
 
     try:
         base = load_config_file(config, RouterConfig).model_dump() if config else {}
@@ -280,9 +281,10 @@ def deploy(
                                      help="switch the router to the policy's routing (arrow: Alg. 1 with flips)"),
 ) -> None:
     """Run a controller against a live cluster; log every decision with its observation."""
-    from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
     from arrow_rl.cluster.base import Role
-    from arrow_rl.cluster.live.deploy import ClusterUnreachable, flips_to_roles, flips_to_split, run_control_loop
+    from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
+    from arrow_rl.cluster.live.splits import flips_to_roles, flips_to_split
+    from arrow_rl.serving.deploy import ClusterUnreachable, run_control_loop
     from arrow_rl.controllers.registry import check_spec, make_policy
 
     try:

@@ -269,6 +269,27 @@ class Cluster(ABC):
     def completed(self) -> Sequence[RequestRecord]:
         """Records of every request that has ended so far (finished or rejected)."""
 
+    @abstractmethod
+    def ended_since(self, start: int) -> Sequence[RequestRecord]:
+        """Records of the requests that ended after the first ``start`` to end, in the order they
+        ended: a caller that remembers how many it has seen follows outcomes as a run goes (the
+        evaluation's early stop) without copying every record each interval. A backend that keeps
+        only the newest records returns those it still has."""
+
+    @abstractmethod
+    def first_token_s(self, request_id: int) -> float:
+        """When the client saw request ``request_id``'s first token, in cluster time; NaN while the
+        cluster knows of none (the request has not produced one, or the backend learns of first
+        tokens only when requests end). Read for unended requests: a first token that is not
+        there by arrival + TTFT SLO makes a certain SLO miss."""
+
+    @abstractmethod
+    def flip_history(self) -> Sequence[tuple[float, int, Role]]:
+        """Every effective relabel so far, oldest first, whoever made it (a controller through
+        :meth:`flip`, or the request router itself, as Arrow's Algorithm 1 does): ``(time_s,
+        instance_id, new role)``. A flip to the role an instance already has is not in it. A
+        backend that keeps only the newest flips returns those it still has."""
+
     @property
     def done(self) -> bool:
         """True when no more work will arrive or is in flight (a live cluster is never done)."""

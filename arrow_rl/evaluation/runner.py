@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from arrow_rl.cluster.base import SLO, Mode, RequestRecord, Role
+from arrow_rl.cluster.base import SLO, Cluster, Mode, RequestRecord, Role
 from arrow_rl.control import ControlState
 from arrow_rl.controllers.registry import Policy, default_initial_prefill
 from arrow_rl.workload.workload import Workload
@@ -172,7 +172,7 @@ class CertainMisses:
         self.ended_counted = 0
         self._ended_missed = 0
 
-    def update(self, cluster: Any) -> int:
+    def update(self, cluster: Cluster) -> int:
         """Certain misses as of ``cluster.now``."""
         for r in cluster.ended_since(self._seen):
             self._seen += 1
@@ -197,11 +197,11 @@ class CertainMisses:
             self._next_deadline += 1
         return self._ended_missed + len(self._doomed)
 
-    def hopeless(self, cluster: Any) -> bool:
+    def hopeless(self, cluster: Cluster) -> bool:
         return self.counted > 0 and self.update(cluster) > self.allowed
 
 
-def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed: int, preset: Any = None) -> Any:
+def build_cluster(workload: Workload, emulator_config: Any, policy: Policy, seed: int, preset: Any = None) -> Cluster:
     """A fresh emulated cluster for ``policy`` (``preset``: a preset object to use instead of the
     config's named one, e.g. a handicapped one in the suite's power check)."""
     from arrow_rl.cluster.emulator import EmulatedCluster
@@ -275,7 +275,7 @@ def run_policy(
         if misses is not None and misses.hopeless(cluster):
             stopped = True
             break
-    flips = _all_flips(cluster, policy, flips)
+    flips = _all_flips(cluster, flips)
     records = list(cluster.completed())
     counted = len(workload) - int(np.searchsorted(workload.arrival_s, count_from_s, side="left"))
     both, t_ok, p_ok, fin = attainment_of(records, counted, slo, count_from_s)
@@ -291,23 +291,14 @@ def run_policy(
                      wall_s=time.perf_counter() - t0, timeline=timeline, stopped_early=stopped)
 
 
-def _all_flips(cluster: Any, policy: Policy, controller_flips: list[FlipRecord]) -> list[FlipRecord]:
-    """Every effective relabel of the run: the cluster's own flip log when it keeps one (a no-op
-    relabel is not a flip), tagging the ones this loop applied as "controller" and the rest (Arrow
-    Algorithm 1 step 4, inside the router) as "alg1"; otherwise the controller's plus the router's
-    ``ArrowState`` log."""
-    log = getattr(cluster, "flips", None)
-    if log is not None:
-        applied = {(round(f.time_s, 9), f.instance_id, f.role) for f in controller_flips}
-        out = []
-        for t, i, role in log:
-            role_v = Role(role).value
-            src = "controller" if (round(t, 9), i, role_v) in applied else "alg1"
-            out.append(FlipRecord(float(t), int(i), role_v, src))
-        return out
-    out = list(controller_flips)
-    router_state = getattr(policy.router, "state", None)
-    for ev in getattr(router_state, "flip_log", []) or []:
-        if ev.source == "alg1":
-            out.append(FlipRecord(ev.time_s, ev.instance_id, ev.role.value, ev.source))
-    return sorted(out, key=lambda f: f.time_s)
+def _all_flips(cluster: Cluster, controller_flips: list[FlipRecord]) -> list[FlipRecord]:
+    """Every effective relabel of the run: the cluster's flip history (a no-op relabel is not a
+    flip), tagging the ones this loop applied as "controller" and the rest (Arrow Algorithm 1
+    step 4, inside the router) as "alg1"."""
+    applied = {(round(f.time_s, 9), f.instance_id, f.role) for f in controller_flips}
+    out = []
+    for t, i, role in cluster.flip_history():
+        role_v = Role(role).value
+        src = "controller" if (round(t, 9), i, role_v) in applied else "alg1"
+        out.append(FlipRecord(float(t), int(i), role_v, src))
+    return out

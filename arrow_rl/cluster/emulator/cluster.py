@@ -303,6 +303,10 @@ class EmulatedCluster(Cluster):
             I.blocked_until = I.wake_at = t + delay
             self._events.push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
+    def flip_history(self) -> list[tuple[float, int, Role]]:
+        """Every effective relabel so far (``self.flips``, copied): the router's as well as a controller's."""
+        return list(self.flips)
+
     def advance(self, dt: float) -> MetricsWindow:
         """Run ``dt`` seconds of cluster time; return the metrics of [now, now + dt)."""
         if not dt > 0:

@@ -15,7 +15,7 @@ Live definitions (where the emulator can see more than a router can):
 - Pool load = mean over the pool's instances (§5.5). A pool with no members (allowed at start,
   e.g. 2P0D) takes the mean over the instances that did that phase's work in the window.
 - waiting/running/KV usage are the scraped vLLM gauges at window end.
-- MIXED instances (issue 12) form ``MetricsWindow.mixed``: TTFT of requests whose prompt they
+- MIXED instances form ``MetricsWindow.mixed``: TTFT of requests whose prompt they
   computed, TPOT of requests that finished on them, load = mean of max(prefill, decode load) over
   them (as the emulator). Those requests then leave the P/D pools' statistics, and MIXED instances
   leave the P/D loads' fallback basis. Without a MIXED instance the window is as before.
@@ -23,12 +23,14 @@ Live definitions (where the emulator can see more than a router can):
 
 from __future__ import annotations
 
+import asyncio
 import collections
-
+import itertools
 import math
 import re
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import httpx
@@ -38,7 +40,9 @@ from arrow_rl.cluster.base import (
     SLO, Cluster, ClusterInfo, Flip, InstanceView, InstanceWindowStats, MetricsWindow, Mode, PoolStats,
     RequestRecord, Role,
 )
+from arrow_rl.cluster.live.bench import BenchOptions, replay
 from arrow_rl.cluster.live.scraper import InstanceMetrics, Scraper
+from arrow_rl.cluster.live.splits import flips_to_roles
 from arrow_rl.perf.profile import InstanceProfile
 
 
@@ -129,7 +133,7 @@ def _p90(xs: Sequence[float]) -> float:
 # ``deploy`` runs until Ctrl-C, so the client keeps only the newest records and flip events, as the
 # router does (its RouterConfig.max_records / max_flips defaults).
 def label_safe(source: str) -> str:
-    """``source`` as the router accepts it (``router.SOURCE_RE``): characters outside
+    """``source`` as the router accepts it (``arrow_rl.serving.admin.SOURCE_RE``): characters outside
     ``[A-Za-z0-9_.:@/+-]`` become ``_``, at most 64 of them (``controller`` if nothing is left)."""
     out = re.sub(r"[^A-Za-z0-9_.:@/+-]", "_", source)[:64]
     return out or "controller"
@@ -165,6 +169,8 @@ class LiveCluster(Cluster):
         self._state = st
         self._seq = int(st["last_seq"])  # windows start now: earlier history is not ours
         self._records: collections.deque[RequestRecord] = collections.deque(maxlen=max_records)
+        self._ended_total = 0   # records ever kept; ``_records`` holds the newest
+        self._first_tokens: dict[int, float] = {}   # by request id, for the newest records
         self._counters = self._read_counters(st)
         self._window_start = 0.0
         self.scraper = Scraper([d["url"] for d in st["instances"]]) if scrape else None
@@ -207,6 +213,23 @@ class LiveCluster(Cluster):
     def completed(self) -> Sequence[RequestRecord]:
         return list(self._records)
 
+    def ended_since(self, start: int) -> list[RequestRecord]:
+        """Records of the requests that ended after the first ``start``, as of the last window (the
+        router's ``finish`` events are read at each ``advance``); of the newest ``max_records`` only."""
+        skip = start - (self._ended_total - len(self._records))
+        return list(itertools.islice(self._records, max(0, skip), None))
+
+    def first_token_s(self, request_id: int) -> float:
+        """When the client saw the request's first token (router's request id, cluster time). The
+        router reports first tokens with the request's ``finish`` event, so this is NaN until the
+        request has ended (and for a request that ended without one), as of the last window."""
+        return self._first_tokens.get(request_id, math.nan)
+
+    def flip_history(self) -> list[tuple[float, int, Role]]:
+        """The router's flips of every source (controllers, the admin API, Algorithm 1), oldest
+        first, as of the last window; the newest ``max_flip_events`` of them."""
+        return [(float(e["t"]), int(e["instance"]), Role(e["new"])) for e in self.flip_events]
+
     def advance(self, dt: float) -> MetricsWindow:
         end = self._window_start + dt
         delay = end - self.now
@@ -230,6 +253,26 @@ class LiveCluster(Cluster):
             self._seq = page["last_seq"]
         return out
 
+    def _keep_finish(self, e: dict) -> RequestRecord:
+        """The record of one ``finish`` event, kept for ``completed``, ``ended_since`` and ``first_token_s``."""
+        ok = e["status"] == 200
+        first_token_s = self._to_cluster_time(e["first_token_s"])
+        rec = RequestRecord(
+            request_id=int(e["request_id"]), arrival_s=self._to_cluster_time(e["arrival_s"]),
+            input_tokens=int(e["input_tokens"]), output_tokens=int(e["output_tokens"]),
+            prefill_instance=int(e["prefill_instance"] if e["prefill_instance"] >= 0 else e["decode_instance"]),
+            decode_instance=int(e["decode_instance"]),
+            first_token_s=first_token_s if ok else math.nan,
+            finish_s=self._to_cluster_time(e["finish_s"]) if ok else math.nan,
+            rejected=not ok, reject_reason=e.get("error") or "",
+        )
+        self._records.append(rec)
+        self._ended_total += 1
+        self._first_tokens[rec.request_id] = first_token_s
+        if len(self._first_tokens) > len(self._records):   # as bounded as the records
+            del self._first_tokens[next(iter(self._first_tokens))]
+        return rec
+
     def collect(self) -> MetricsWindow:
         """Build the window [last window end, now) from the router and the instances."""
         start, end = self._window_start, self.now
@@ -241,98 +284,14 @@ class LiveCluster(Cluster):
         counters = self._read_counters(st)
         views = [_view(d) for d in st["instances"]]
         slo = self._slo
-
         arrivals_in = [e["input_tokens"] for e in events if e["kind"] == "arrival"]
-        finished: list[RequestRecord] = []
-        ttft_by_prefill: dict[int, list[float]] = {}
-        tpot_by_decode: dict[int, list[float]] = {}
-        ttfts: list[float] = []
-        tpots: list[float] = []
-        for e in events:
-            if e["kind"] == "flip":
-                self.flip_events.append({**e, "t": self._to_cluster_time(e["t"])})
-                self.flip_events_total += 1
-            if e["kind"] != "finish":
-                continue
-            ok = e["status"] == 200
-            rec = RequestRecord(
-                request_id=int(e["request_id"]), arrival_s=self._to_cluster_time(e["arrival_s"]),
-                input_tokens=int(e["input_tokens"]), output_tokens=int(e["output_tokens"]),
-                prefill_instance=int(e["prefill_instance"] if e["prefill_instance"] >= 0 else e["decode_instance"]),
-                decode_instance=int(e["decode_instance"]),
-                first_token_s=self._to_cluster_time(e["first_token_s"]) if ok else math.nan,
-                finish_s=self._to_cluster_time(e["finish_s"]) if ok else math.nan,
-                rejected=not ok, reject_reason=e.get("error") or "",
-            )
-            self._records.append(rec)
-            finished.append(rec)
-            if ok and not math.isnan(rec.first_token_s):
-                ttfts.append(rec.ttft_s)
-                ttft_by_prefill.setdefault(rec.prefill_instance, []).append(rec.ttft_s)
-                if not math.isnan(rec.tpot_s):
-                    tpots.append(rec.tpot_s)
-                    tpot_by_decode.setdefault(rec.decode_instance, []).append(rec.tpot_s)
-
-        inst_stats: list[InstanceWindowStats] = []
+        ended = self._read_events(events)
         dur = max(end - start, 1e-9)
-        decode_loads: dict[int, float] = {}
-        prefill_loads: dict[int, float] = {}
-        for v in views:
-            i = v.instance_id
-            c0, c1 = self._counters.get(i), counters[i]
-            d_itl = c1.itl_sum_s - (c0.itl_sum_s if c0 else 0.0)
-            n_itl = c1.itl_count - (c0.itl_count if c0 else 0)
-            itl = d_itl / n_itl if n_itl > 0 else 0.0
-            m = scraped[i] if i < len(scraped) else None
-            prof = self.profiles.get(i)
-            resident = (prof.prefill_time_sum(v.num_prefill, v.prefill_tokens, v.prefill_tokens_sq)
-                        if prof else 0.0)
-            pl = resident / slo.ttft_s            # Arrow §5.5 prefill load
-            dl = itl / slo.tpot_s                 # Arrow §5.5 decode load (mean token latency / SLO)
-            prefill_loads[i], decode_loads[i] = pl, dl
-            inst_stats.append(InstanceWindowStats(
-                instance_id=i, role=v.role, ttft_mean=_mean(ttft_by_prefill.get(i, [])), itl_mean=itl,
-                prefill_tokens_computed=int(m.prompt_tokens) if m else c1.prefill_tokens_done - (c0.prefill_tokens_done if c0 else 0),
-                decode_tokens_generated=int(m.generation_tokens) if m else c1.decode_tokens_out - (c0.decode_tokens_out if c0 else 0),
-                busy_fraction=min(1.0, max(0.0, (c1.busy_s - (c0.busy_s if c0 else 0.0)) / dur)),
-                waiting=int(m.waiting) if m else 0, running=int(m.running) if m else v.num_prefill + v.num_decode,
-                kv_usage=float(m.kv_usage) if m else v.kv_usage,
-                prefill_load=pl, decode_load=dl,
-            ))
+        inst_stats = [self._instance_stats(v, counters, scraped, ended, dur) for v in views]
         self._counters = counters
-
-        # With MIXED instances, what they served is the MIXED pool's and the P/D pools keep the rest;
-        # without, the P/D pools see the whole cluster's client-visible latencies (module docstring).
         mixed_ids = {v.instance_id for v in views if v.role is Role.MIXED}
-        if mixed_ids:
-            ttfts = [x for i, xs in ttft_by_prefill.items() if i not in mixed_ids for x in xs]
-            tpots = [x for i, xs in tpot_by_decode.items() if i not in mixed_ids for x in xs]
-        pd_stats = [s for s in inst_stats if s.instance_id not in mixed_ids]
-
-        def pool(role: Role, loads: dict[int, float], worked: set[int]) -> tuple[list[InstanceWindowStats], float]:
-            members = [s for s in pd_stats if s.role is role]
-            basis = members or [s for s in pd_stats if s.instance_id in worked]
-            return members, _mean([loads[s.instance_id] for s in basis])
-
-        did_decode = {s.instance_id for s in inst_stats if s.itl_mean > 0}
-        did_prefill = {s.instance_id for s in inst_stats if s.prefill_load > 0}
-        p_members, lp = pool(Role.PREFILL, prefill_loads, did_prefill)
-        d_members, ld = pool(Role.DECODE, decode_loads, did_decode)
-        itls = [s.itl_mean for s in pd_stats if s.itl_mean > 0]
-        ok_finished = [r for r in finished if r.finished]
-        pd_finished = [r for r in ok_finished if r.decode_instance not in mixed_ids]
-        prefill_pool = PoolStats(
-            num_instances=len(p_members), ttft_mean=_mean(ttfts), ttft_p90=_p90(ttfts), first_tokens=len(ttfts),
-            waiting=sum(s.waiting for s in p_members), running=sum(s.running for s in p_members),
-            queued_prefill_tokens=sum(v.prefill_tokens for v in views if v.instance_id not in mixed_ids),
-            kv_usage_mean=_mean([s.kv_usage for s in p_members]), load=lp,
-        )
-        decode_pool = PoolStats(
-            num_instances=len(d_members), itl_mean=_mean(itls), tpot_mean=_mean(tpots), tpot_p90=_p90(tpots),
-            finished=len(pd_finished), waiting=sum(s.waiting for s in d_members), running=sum(s.running for s in d_members),
-            kv_usage_mean=_mean([s.kv_usage for s in d_members]), load=ld,
-        )
-        mixed_pool = _mixed_pool(inst_stats, views, mixed_ids, ttft_by_prefill, tpot_by_decode, ok_finished)
+        ok_finished = [r for r in ended.records if r.finished]
+        prefill_pool, decode_pool = _pd_pools(inst_stats, views, mixed_ids, ended, ok_finished)
         window = MetricsWindow(
             start_s=start, end_s=end, prefill=prefill_pool, decode=decode_pool, instances=tuple(inst_stats),
             arrivals=len(arrivals_in), arrival_input_tokens_mean=_mean(arrivals_in), arrival_input_tokens_p90=_p90(arrivals_in),
@@ -340,18 +299,60 @@ class LiveCluster(Cluster):
             finished=len(ok_finished), finished_within_slo=sum(1 for r in ok_finished if r.meets(slo)),
             ttft_violations=sum(1 for r in ok_finished if r.ttft_s > slo.ttft_s),
             tpot_violations=sum(1 for r in ok_finished if not math.isnan(r.tpot_s) and r.tpot_s > slo.tpot_s),
-            rejected=sum(1 for r in finished if r.rejected),
+            rejected=sum(1 for r in ended.records if r.rejected),
             pending_predicted_ttft_misses=int(st.get("pending_predicted_ttft_misses", 0)),
-            mixed=mixed_pool,
+            mixed=_mixed_pool(inst_stats, views, mixed_ids, ended.ttft_by_prefill, ended.tpot_by_decode, ok_finished),
         )
         self._window_start = end
         return window
 
+    def _read_events(self, events: list[dict]) -> "_Ended":
+        """Keep the window's flip events and the records of its finish events; the latencies of
+        the requests that finished with a first token, by the instance that served each phase."""
+        ended = _Ended()
+        for e in events:
+            if e["kind"] == "flip":
+                self.flip_events.append({**e, "t": self._to_cluster_time(e["t"])})
+                self.flip_events_total += 1
+            if e["kind"] != "finish":
+                continue
+            rec = self._keep_finish(e)
+            ended.records.append(rec)
+            if not rec.rejected and not math.isnan(rec.first_token_s):
+                ended.ttfts.append(rec.ttft_s)
+                ended.ttft_by_prefill.setdefault(rec.prefill_instance, []).append(rec.ttft_s)
+                if not math.isnan(rec.tpot_s):
+                    ended.tpots.append(rec.tpot_s)
+                    ended.tpot_by_decode.setdefault(rec.decode_instance, []).append(rec.tpot_s)
+        return ended
+
+    def _instance_stats(self, v: InstanceView, counters: dict[int, _Counters], scraped: list[InstanceMetrics | None],
+                        ended: "_Ended", dur: float) -> InstanceWindowStats:
+        """One instance's window: the router's counters since the last window, its scraped gauges
+        (the router's own view when there are none), and its Arrow §5.5 loads."""
+        i = v.instance_id
+        c0, c1 = self._counters.get(i), counters[i]
+        d_itl = c1.itl_sum_s - (c0.itl_sum_s if c0 else 0.0)
+        n_itl = c1.itl_count - (c0.itl_count if c0 else 0)
+        itl = d_itl / n_itl if n_itl > 0 else 0.0
+        m = scraped[i] if i < len(scraped) else None
+        prof = self.profiles.get(i)
+        resident = (prof.prefill_time_sum(v.num_prefill, v.prefill_tokens, v.prefill_tokens_sq)
+                    if prof else 0.0)
+        return InstanceWindowStats(
+            instance_id=i, role=v.role, ttft_mean=_mean(ended.ttft_by_prefill.get(i, [])), itl_mean=itl,
+            prefill_tokens_computed=int(m.prompt_tokens) if m else c1.prefill_tokens_done - (c0.prefill_tokens_done if c0 else 0),
+            decode_tokens_generated=int(m.generation_tokens) if m else c1.decode_tokens_out - (c0.decode_tokens_out if c0 else 0),
+            busy_fraction=min(1.0, max(0.0, (c1.busy_s - (c0.busy_s if c0 else 0.0)) / dur)),
+            waiting=int(m.waiting) if m else 0, running=int(m.running) if m else v.num_prefill + v.num_decode,
+            kv_usage=float(m.kv_usage) if m else v.kv_usage,
+            prefill_load=resident / self._slo.ttft_s,   # Arrow §5.5 prefill load
+            decode_load=itl / self._slo.tpot_s,         # Arrow §5.5 decode load (mean token latency / SLO)
+        )
+
     def start_replay(self, workload: Any, options: Any = None, seed: int = 0) -> None:
         """Send ``workload`` to the router in a background thread, arrivals relative to now
         (client-side records land in ``replay_records``)."""
-        import threading
-
         self.replay_records: list[RequestRecord] = []
         self.replay_thread = threading.Thread(
             target=_replay_thread, args=(self.info.extra["router"], workload, options, seed, self.replay_records),
@@ -362,6 +363,54 @@ class LiveCluster(Cluster):
         if self.scraper:
             self.scraper.close()
         self.admin.close()
+
+
+@dataclass
+class _Ended:
+    """A window's ended requests, and the client-visible latencies of those that finished with a
+    first token: all of them, and by the instance that served each phase."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    tpots: list[float] = field(default_factory=list)
+    ttft_by_prefill: dict[int, list[float]] = field(default_factory=dict)
+    tpot_by_decode: dict[int, list[float]] = field(default_factory=dict)
+
+
+def _pd_pools(inst_stats: Sequence[InstanceWindowStats], views: Sequence[InstanceView], mixed_ids: set[int],
+              ended: _Ended, ok_finished: Sequence[RequestRecord]) -> tuple[PoolStats, PoolStats]:
+    """The prefill and decode pools' windows. With MIXED instances, what they served is the MIXED
+    pool's and the P/D pools keep the rest; without, the P/D pools see the whole cluster's
+    client-visible latencies (module docstring)."""
+    ttfts, tpots = ended.ttfts, ended.tpots
+    if mixed_ids:
+        ttfts = [x for i, xs in ended.ttft_by_prefill.items() if i not in mixed_ids for x in xs]
+        tpots = [x for i, xs in ended.tpot_by_decode.items() if i not in mixed_ids for x in xs]
+    pd_stats = [s for s in inst_stats if s.instance_id not in mixed_ids]
+
+    def pool(role: Role, load_of: Any, worked: set[int]) -> tuple[list[InstanceWindowStats], float]:
+        members = [s for s in pd_stats if s.role is role]
+        basis = members or [s for s in pd_stats if s.instance_id in worked]
+        return members, _mean([load_of(s) for s in basis])
+
+    did_decode = {s.instance_id for s in inst_stats if s.itl_mean > 0}
+    did_prefill = {s.instance_id for s in inst_stats if s.prefill_load > 0}
+    p_members, lp = pool(Role.PREFILL, lambda s: s.prefill_load, did_prefill)
+    d_members, ld = pool(Role.DECODE, lambda s: s.decode_load, did_decode)
+    itls = [s.itl_mean for s in pd_stats if s.itl_mean > 0]
+    pd_finished = [r for r in ok_finished if r.decode_instance not in mixed_ids]
+    prefill_pool = PoolStats(
+        num_instances=len(p_members), ttft_mean=_mean(ttfts), ttft_p90=_p90(ttfts), first_tokens=len(ttfts),
+        waiting=sum(s.waiting for s in p_members), running=sum(s.running for s in p_members),
+        queued_prefill_tokens=sum(v.prefill_tokens for v in views if v.instance_id not in mixed_ids),
+        kv_usage_mean=_mean([s.kv_usage for s in p_members]), load=lp,
+    )
+    decode_pool = PoolStats(
+        num_instances=len(d_members), itl_mean=_mean(itls), tpot_mean=_mean(tpots), tpot_p90=_p90(tpots),
+        finished=len(pd_finished), waiting=sum(s.waiting for s in d_members), running=sum(s.running for s in d_members),
+        kv_usage_mean=_mean([s.kv_usage for s in d_members]), load=ld,
+    )
+    return prefill_pool, decode_pool
 
 
 def _mixed_pool(inst_stats: Sequence[InstanceWindowStats], views: Sequence[InstanceView], mixed_ids: set[int],
@@ -398,8 +447,6 @@ def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, sc
     so the env's steps observe real traffic. The env's ``router`` argument is ignored: routing runs
     inside the router process (``POST /routing`` selects it).
     """
-    from arrow_rl.cluster.live.deploy import flips_to_roles
-
     def factory(workload, config, router, num_prefill: int, seed: int) -> LiveCluster:
         cl = LiveCluster(router_url, token, scrape=scrape)
         num_mixed = int((getattr(config, "emulator", None) or {}).get("num_mixed") or 0)
@@ -414,11 +461,6 @@ def live_cluster_factory(router_url: str, token: str, *, replay: bool = True, sc
 
 
 def _replay_thread(url: str, workload, options, seed: int, out: list) -> None:
-    import asyncio
-    from dataclasses import replace
-
-    from arrow_rl.cluster.live.bench import BenchOptions, replay
-
     opts = replace(options or BenchOptions(), seed=seed)
     out.extend(asyncio.run(replay(url, workload, opts)))
 

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -156,6 +156,54 @@ def _prompt(rng: np.random.Generator, n: int, vocab: int) -> list[int]:
     return rng.integers(10, vocab, size=n).tolist()
 
 
+def _time_prefills(client: Any, url: str, model: str, rng: np.random.Generator, vocab: int,
+                   lengths: Sequence[int], repeats: int) -> list[tuple[int, float]]:
+    """(prompt length, seconds) of one-token requests: every (length, repeat) once, in a shuffled
+    order, so a burst of outside load spreads over several lengths instead of shifting one
+    length's whole sample."""
+    schedule = [int(n) for n in lengths for _ in range(repeats)]
+    rng.shuffle(schedule)
+    samples: list[tuple[int, float]] = []
+    for n in schedule:
+        prompt = _prompt(rng, n, vocab)
+        t0 = time.perf_counter()
+        r = client.post(url + "/v1/completions", json={"model": model, "prompt": prompt,
+                                                       "max_tokens": 1, "ignore_eos": True})
+        r.raise_for_status()
+        samples.append((n, time.perf_counter() - t0))
+    return samples
+
+
+def _stream_itl(client: Any, url: str, model: str, prompt: list[int], steps: int) -> float:
+    """Median gap between the streamed chunks of one request (NaN with fewer than two chunks)."""
+    gaps, last = [], None
+    body = {"model": model, "prompt": prompt, "max_tokens": steps, "ignore_eos": True, "stream": True}
+    with client.stream("POST", url + "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            now = time.perf_counter()
+            if last is not None:
+                gaps.append(now - last)
+            last = now
+    return statistics.median(gaps) if gaps else float("nan")
+
+
+def _time_decode(client: Any, url: str, model: str, rng: np.random.Generator, vocab: int,
+                 batches: Sequence[int], context: int, steps: int) -> tuple[list[float], list[float]]:
+    """(batch tokens, median inter-token interval) with each batch size's requests decoding at once."""
+    ns, ivs = [], []
+    for bsz in batches:
+        prompts = [_prompt(rng, context, vocab) for _ in range(bsz)]
+        with ThreadPoolExecutor(max_workers=bsz) as pool:
+            itls = [x for x in pool.map(lambda p: _stream_itl(client, url, model, p, steps), prompts) if x == x]
+        if itls:
+            ns.append(bsz * (context + steps / 2))
+            ivs.append(statistics.median(itls))
+    return ns, ivs
+
+
 def measure_instance(url: str, model: str, *, vocab: int = 1000,
                      prefill_lengths: Sequence[int] = DEFAULT_PREFILL_LENGTHS, repeats: int = DEFAULT_REPEATS,
                      decode_batches: Sequence[int] = DEFAULT_DECODE_BATCHES,
@@ -180,48 +228,14 @@ def measure_instance(url: str, model: str, *, vocab: int = 1000,
         # Warm-up: the first request pays one-time costs (graph capture, allocator).
         client.post(url + "/v1/completions", json={"model": model, "prompt": _prompt(rng, 16, vocab),
                                                    "max_tokens": 2, "ignore_eos": True}).raise_for_status()
-        # Every (length, repeat) once, in a shuffled order: a burst of outside load then spreads
-        # over several lengths instead of shifting one length's whole sample.
-        schedule = [int(n) for n in prefill_lengths for _ in range(repeats)]
-        rng.shuffle(schedule)
-        samples: list[tuple[int, float]] = []
-        for n in schedule:
-            prompt = _prompt(rng, n, vocab)
-            t0 = time.perf_counter()
-            r = client.post(url + "/v1/completions", json={"model": model, "prompt": prompt,
-                                                           "max_tokens": 1, "ignore_eos": True})
-            r.raise_for_status()
-            samples.append((n, time.perf_counter() - t0))
+        samples = _time_prefills(client, url, model, rng, vocab, prefill_lengths, repeats)
         xs = [n for n, _ in samples]
         ts = [t for _, t in samples]
         a, b, c = fit_prefill(xs, ts)
         credible, why = prefill_credibility(xs, ts, (a, b, c))
         lens = sorted(set(xs))
         times = [float(np.median([t for n, t in samples if n == m])) for m in lens]
-
-        def stream_itl(prompt: list[int]) -> float:
-            gaps, last = [], None
-            body = {"model": model, "prompt": prompt, "max_tokens": decode_steps, "ignore_eos": True,
-                    "stream": True}
-            with client.stream("POST", url + "/v1/completions", json=body) as r:
-                r.raise_for_status()
-                for line in r.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    now = time.perf_counter()
-                    if last is not None:
-                        gaps.append(now - last)
-                    last = now
-            return statistics.median(gaps) if gaps else float("nan")
-
-        ns, ivs = [], []
-        for bsz in decode_batches:
-            prompts = [_prompt(rng, decode_context, vocab) for _ in range(bsz)]
-            with ThreadPoolExecutor(max_workers=bsz) as pool:
-                itls = [x for x in pool.map(stream_itl, prompts) if x == x]
-            if itls:
-                ns.append(bsz * (decode_context + decode_steps / 2))
-                ivs.append(statistics.median(itls))
+        ns, ivs = _time_decode(client, url, model, rng, vocab, decode_batches, decode_context, decode_steps)
         slope, intercept = fit_decode(ns, ivs) if len(ns) >= 2 else (1e-9, ivs[0] if ivs else 0.0)
     except httpx.HTTPStatusError as exc:
         raise ProfileError(f"{url}: HTTP {exc.response.status_code} while profiling "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from arrow_rl.cluster.base import InstanceView, Role

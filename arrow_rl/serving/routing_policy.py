@@ -1,7 +1,7 @@
-"""Pluggable per-request routing for the live router: a ``RoutingContext`` over the router's own
-bookkeeping, so any ``RequestRouter`` (Arrow's Algorithm 1 above all) runs on live instance state.
-The router puts the emulator's ``MixedDispatcher`` (arrow_rl.arrow.mixed) in front of the policy
-named here, so MIXED instances get plain requests by the same rule on both backends.
+"""The live router's routing policies by name, and the ``RoutingContext`` they run on: the
+router's own bookkeeping, so any ``RequestRouter`` (Arrow's Algorithm 1 above all) routes on live
+instance state. The router puts the emulator's ``MixedDispatcher`` (arrow_rl.arrow.mixed) in front
+of the policy named here, so MIXED instances get plain requests by the same rule on both backends.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any, Callable, Sequence
 
+from arrow_rl.arrow.config import ArrowState
+from arrow_rl.arrow.router import ArrowRouter
 from arrow_rl.cluster.base import SLO, InstanceView, Role
 from arrow_rl.cluster.live.state import FlipError, RouterState
 from arrow_rl.perf.profile import InstanceProfile
@@ -100,8 +102,5 @@ def make_live_router(name: str, max_flips: int = 10_000) -> Any:
     if name == "least-loaded":
         return LeastLoadedRouter()
     if name in ("arrow", "arrow-noflip"):
-        from arrow_rl.arrow.config import ArrowState
-        from arrow_rl.arrow.router import ArrowRouter
-
         return ArrowRouter(state=ArrowState(flip_log_limit=max_flips), enable_flips=(name == "arrow"))
     raise ValueError(f"unknown routing policy {name!r}; choose one of {', '.join(ROUTING_POLICIES)}")

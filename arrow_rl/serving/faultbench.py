@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 
 from arrow_rl.cluster.base import Role
-from arrow_rl.cluster.live.config import InstanceSpec, RouterConfig
-from arrow_rl.cluster.live.httpserver import RouterServer
 from arrow_rl.cluster.live.launcher import LaunchConfig, Launcher, port_is_free
-from arrow_rl.cluster.live.router import Router
+from arrow_rl.serving.config import InstanceSpec, RouterConfig
+from arrow_rl.serving.httpserver import RouterServer
+from arrow_rl.serving.router import Router
 
 TOKEN = "fault-token"
 

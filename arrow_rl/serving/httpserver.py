@@ -32,15 +32,13 @@ import socket
 import threading
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import httptools
 import orjson
 
 from arrow_rl.cluster.live.validation import error_body
-
-if TYPE_CHECKING:
-    from arrow_rl.cluster.live.router import Router
+from arrow_rl.serving.config import RouterConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,20 @@ class StreamHandler(Protocol):
     def client_paused(self) -> None: ...
 
     def client_resumed(self) -> None: ...
+
+
+class ServedRouter(Protocol):
+    """What the server needs of the router it serves (``arrow_rl.serving.router.Router``): the
+    server only parses and writes HTTP, the router decides every answer."""
+
+    config: RouterConfig
+    app: Callable[..., Awaitable[None]]   # the ASGI app for every path but the data path
+
+    async def handle_client(self, conn: "ClientConnection", req: "ClientRequest", chat: bool) -> None: ...
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class ClientRequest:
@@ -423,7 +435,7 @@ class ClientConnection(asyncio.Protocol):
 class FrontServer:
     """The listening socket and its connections, around one :class:`Router`."""
 
-    def __init__(self, router: "Router") -> None:
+    def __init__(self, router: ServedRouter) -> None:
         self.router = router
         self.connections: set[ClientConnection] = set()
         self.server: asyncio.AbstractServer | None = None
@@ -483,7 +495,7 @@ def raise_open_file_limit(connections: int) -> int:
     return soft
 
 
-def serve(router: "Router", host: str, port: int) -> None:
+def serve(router: ServedRouter, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM (``arrow-rl serve``: this process serves nothing else)."""
     limit = raise_open_file_limit(router.config.max_client_connections)
     if 0 < limit < router.config.max_client_connections + 256:
@@ -518,7 +530,7 @@ class RouterServer:
     """Serve a :class:`Router` on 127.0.0.1 in a background thread (tests, demos); the same
     ``url``/``start``/``stop`` as the fake vLLM's ``ServerThread``."""
 
-    def __init__(self, router: "Router", port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, router: ServedRouter, port: int = 0, host: str = "127.0.0.1") -> None:
         self.router, self.host = router, host
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
