@@ -18,7 +18,7 @@ from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.cluster.emulator.views import fresh_view, view_at
 
 
-def audit_state(insts: list[InstanceState], R: RequestTable, now: float, max_num_seqs: int,
+def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, max_num_seqs: int,
                 kv: KvCacheManager | None, nics: SharedNics | None) -> None:
     """Check every instance of a cluster at time ``now`` against its requests (``kv``: the prefix
     cache holdings when prefix caching is on; ``nics``: the shared-NIC model when it is on).
@@ -29,27 +29,27 @@ def audit_state(insts: list[InstanceState], R: RequestTable, now: float, max_num
     pf = [[0, 0, 0] for _ in range(n_inst)]
     dl = [[0, 0] for _ in range(n_inst)]
     running = [set() for _ in range(n_inst)]
-    for rid in range(R.num):
-        s = R.state[rid]
-        w = R.instance[rid]
+    for rid in range(requests.num):
+        s = requests.state[rid]
+        w = requests.instance[rid]
         if s in (NEW, FINISHED, REJECTED):
             continue
-        I = insts[w]
-        total = R.input_tokens[rid] + R.generated[rid]
+        inst = insts[w]
+        total = requests.input_tokens[rid] + requests.generated[rid]
         if s == DECODING:
-            c = R.decode_offset[rid] + I.decode_iterations
-            dec_blocks[w] += -(-c // I.block_size)
+            c = requests.decode_offset[rid] + inst.decode_iterations
+            dec_blocks[w] += -(-c // inst.block_size)
             running[w].add(rid)
             # in − 1: a pulled KV before the decode instance's first step recomputes the last token
-            assert R.input_tokens[rid] - 1 <= c < R.input_tokens[rid] + R.output_tokens[rid] - 1, \
+            assert requests.input_tokens[rid] - 1 <= c < requests.input_tokens[rid] + requests.output_tokens[rid] - 1, \
                 f"request {rid}: KV {c} out of range"
             continue
         if s in (WAITING, PREFILLING):
-            blocks[w] += R.blocks[rid]
+            blocks[w] += requests.blocks[rid]
             if s == PREFILLING:
                 running[w].add(rid)
-            if R.leg[rid] == 0:
-                rem = total - R.computed[rid]
+            if requests.leg[rid] == 0:
+                rem = total - requests.computed[rid]
                 pf[w][0] += 1
                 pf[w][1] += rem
                 pf[w][2] += rem * rem
@@ -57,32 +57,32 @@ def audit_state(insts: list[InstanceState], R: RequestTable, now: float, max_num
                 dl[w][0] += 1
                 dl[w][1] += total
         elif s in (QUEUED_FOR_KV, TRANSFERRING, LANDED):
-            blocks[w] += R.blocks[rid]
+            blocks[w] += requests.blocks[rid]
             dl[w][0] += 1
             dl[w][1] += total
             if s in (QUEUED_FOR_KV, TRANSFERRING):
-                blocks[R.prefill_instance[rid]] += R.source_blocks[rid]
+                blocks[requests.prefill_instance[rid]] += requests.source_blocks[rid]
     dup = [0] * n_inst
     if kv is not None:
         dup = kv.check(insts)
     if nics is not None:
         nics.check()
         for rid in nics.active:
-            assert R.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
-    for I in insts:
-        i = I.id
-        assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-        assert I.other_blocks == blocks[i] - dup[i], \
-            f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
-        assert [I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq] == pf[i], \
+            assert requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
+    for inst in insts:
+        i = inst.id
+        assert inst.decode_set_blocks(inst.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
+        assert inst.other_blocks == blocks[i] - dup[i], \
+            f"instance {i}: other blocks {inst.other_blocks} != {blocks[i]} - {dup[i]} shared"
+        assert [inst.prefill_legs, inst.prefill_tokens_left, inst.prefill_tokens_left_sq] == pf[i], \
             f"instance {i}: prefill sums {pf[i]}"
-        assert [I.decode_legs_waiting, I.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
-        assert set(I.running) == running[i] and len(I.running) == len(running[i]), \
+        assert [inst.decode_legs_waiting, inst.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
+        assert set(inst.running) == running[i] and len(inst.running) == len(running[i]), \
             f"instance {i}: running set"
-        assert len(I.running) <= max_num_seqs, f"instance {i}: more than max_num_seqs running"
-        ahead = I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0)
-        peak = I.decode_iterations + ahead
-        assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
-        k = iterations_done_by(I, now) if I.plan == DECODE_RUN and now > I.plan_start else 0
-        assert view_at(I, now) == fresh_view(I, I.decode_iterations + k, now >= I.blocked_until), \
+        assert len(inst.running) <= max_num_seqs, f"instance {i}: more than max_num_seqs running"
+        ahead = inst.plan_iterations if inst.plan == DECODE_RUN else (1 if inst.plan == ONE_ITERATION else 0)
+        peak = inst.decode_iterations + ahead
+        assert inst.other_blocks + inst.decode_set_blocks(peak) <= inst.capacity_blocks, f"instance {i}: KV over capacity"
+        k = iterations_done_by(inst, now) if inst.plan == DECODE_RUN and now > inst.plan_start else 0
+        assert view_at(inst, now) == fresh_view(inst, inst.decode_iterations + k, now >= inst.blocked_until), \
             f"instance {i}: cached view is stale"

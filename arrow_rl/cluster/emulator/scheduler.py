@@ -74,39 +74,39 @@ DECODES_ONLY = BatchPlan()
 class BatchScheduler:
     """Forms batches under ``limits``; holds no state of its own and no reference to the cluster."""
 
-    __slots__ = ("limits", "_M", "_S", "_timeout")
+    __slots__ = ("limits", "_max_tokens", "_max_seqs", "_timeout")
 
     def __init__(self, limits: SchedulerLimits) -> None:
         self.limits = limits
-        self._M = limits.max_num_batched_tokens    # read on every boundary: plain slots
-        self._S = limits.max_num_seqs
+        self._max_tokens = limits.max_num_batched_tokens    # read on every boundary: plain slots
+        self._max_seqs = limits.max_num_seqs
         self._timeout = limits.client_timeout_s
 
-    def plan(self, I: InstanceState, R: RequestTable, t: float,
+    def plan(self, inst: InstanceState, requests: RequestTable, t: float,
              prefix: PrefixPlanView | None = None) -> BatchPlan:
-        """The batch instance ``I`` runs from ``t`` (see the module docstring for the order).
+        """The batch instance ``inst`` runs from ``t`` (see the module docstring for the order).
 
-        Reads ``I``'s queues, decode set and KV counts and ``R``'s per-request counters; changes
-        neither. ``prefix`` is ``I``'s prefix-cache view when prefix caching is on."""
-        S = self._S
-        it = I.decode_iterations
-        cap = I.capacity_blocks
-        other = I.other_blocks
-        dec_next = I.decode_set_blocks(it + 1) if I.num_decoding else 0   # decode-set KV next step
-        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and other + dec_next <= cap:
+        Reads ``inst``'s queues, decode set and KV counts and ``requests``'s per-request counters; changes
+        neither. ``prefix`` is ``inst``'s prefix-cache view when prefix caching is on."""
+        max_seqs = self._max_seqs
+        it = inst.decode_iterations
+        cap = inst.capacity_blocks
+        other = inst.other_blocks
+        dec_next = inst.decode_set_blocks(it + 1) if inst.num_decoding else 0   # decode-set KV next step
+        if not (inst.landed or inst.prefilling or inst.waiting or inst.transfer_queue) and other + dec_next <= cap:
             return DECODES_ONLY
-        bs = I.block_size
-        comp, gen, blk, n_in = R.computed, R.generated, R.blocks, R.input_tokens
+        bs = inst.block_size
+        comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
         p = BatchPlan()
         # 1. landed KV joins (it already holds its blocks); the pulled KV covers the prompt but its
         # last token, which the first decode step recomputes: a decode-set sequence of n_in − 1 tokens
-        n_run = len(I.running)
+        n_run = len(inst.running)
         joined_ids: list[int] | tuple = ()
         joined = 0
-        if I.landed and n_run < S:
+        if inst.landed and n_run < max_seqs:
             joined_ids = []
-            for rid in I.landed:
-                if n_run == S:
+            for rid in inst.landed:
+                if n_run == max_seqs:
                     break
                 joined_ids.append(rid)
                 other -= blk[rid]
@@ -114,10 +114,10 @@ class BatchScheduler:
                 n_run += 1
             p.joined = joined = len(joined_ids)
         # 2. running prompts get chunks after the decodes' tokens
-        budget = self._M - I.num_decoding - joined
+        budget = self._max_tokens - inst.num_decoding - joined
         need = other + dec_next
         chunks = []
-        for rid in I.prefilling:
+        for rid in inst.prefilling:
             if budget <= 0:
                 break
             c = min(n_in[rid] + gen[rid] - comp[rid], budget)
@@ -127,18 +127,18 @@ class BatchScheduler:
         # 3. the KV does not fit: the exact allocation loop, with preemption
         preempted = False
         if need > cap:
-            budget, need, n_run = self._plan_under_pressure(I, R, p, joined_ids, other, prefix)
+            budget, need, n_run = self._plan_under_pressure(inst, requests, p, joined_ids, other, prefix)
             chunks = list(p.chunks)
             preempted = bool(p.preempted)
         # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
-        admit_ok = t >= I.blocked_until
-        if I.waiting and not preempted and admit_ok:
+        admit_ok = t >= inst.blocked_until
+        if inst.waiting and not preempted and admit_ok:
             free = cap - need
             timeout = self._timeout
-            arrival = R.arrival_s
+            arrival = requests.arrival_s
             hits = [] if prefix is not None else None
-            for rid in I.waiting:
-                if budget <= 0 or n_run >= S:
+            for rid in inst.waiting:
+                if budget <= 0 or n_run >= max_seqs:
                     break
                 if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
                     if not p.timed_out:
@@ -173,10 +173,10 @@ class BatchScheduler:
         # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
         # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
         # running batch, so a pull in flight takes no max_num_seqs slot
-        if I.transfer_queue and admit_ok and n_run < S:
+        if inst.transfer_queue and admit_ok and n_run < max_seqs:
             free = cap - need
             pulls = 0
-            for rid in I.transfer_queue:
+            for rid in inst.transfer_queue:
                 add = -(-n_in[rid] // bs)
                 if add > free:
                     break
@@ -187,7 +187,7 @@ class BatchScheduler:
             p.evicted = prefix.evicted
         return p
 
-    def _plan_under_pressure(self, I: InstanceState, R: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
+    def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
                              other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
         """The exact vLLM v1 allocation loop when the KV does not fit everything (rare path).
 
@@ -197,16 +197,16 @@ class BatchScheduler:
         last admitted) under the FCFS policy, and a step that preempted admits nothing new. Fills
         ``p`` and returns the token budget left, the KV blocks needed after the step and the
         number of requests running."""
-        bs = I.block_size
-        cap = I.capacity_blocks
-        it = I.decode_iterations
-        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
-        offset = R.decode_offset
+        bs = inst.block_size
+        cap = inst.capacity_blocks
+        it = inst.decode_iterations
+        comp, gen, blk, st, n_in = requests.computed, requests.generated, requests.blocks, requests.state, requests.input_tokens
+        offset = requests.decode_offset
         p.materialised = True
-        running = list(I.running)
+        running = list(inst.running)
         running += joined_ids
         # the decode set as explicit requests: its KV tokens now and its blocks
-        decs = [rid for rid in I.running if st[rid] == DECODING]
+        decs = [rid for rid in inst.running if st[rid] == DECODING]
         decs += joined_ids
         ctx: dict[int, int] = {}
         blocks: dict[int, int] = {}            # blocks of the requests this step touches
@@ -225,7 +225,7 @@ class BatchScheduler:
         allocs: list[tuple[int, int]] = []
         preempted: list[tuple[int, int]] = []
         p.allocations, p.preempted = allocs, preempted
-        for rid in decs + list(I.prefilling):
+        for rid in decs + list(inst.prefilling):
             if budget <= 0:
                 break
             if rid in gone:      # preempted earlier in this loop
@@ -269,7 +269,7 @@ class BatchScheduler:
         budget = self.limits.max_num_batched_tokens - survivors - sum(c for _, c in p.chunks)
         return budget, other + dec_next, len(running)
 
-    def decode_run_length(self, I: InstanceState, until_finish: int, after_preemption: bool) -> int:
+    def decode_run_length(self, inst: InstanceState, until_finish: int, after_preemption: bool) -> int:
         """How many decode-only iterations to plan as one closed-form run (decode_run.py): up to the
         next sequence's last token (``until_finish`` iterations away), fewer if the decode set's KV
         outgrows the instance first. One iteration in ``exact_stepping`` mode, or after a preemption
@@ -277,12 +277,12 @@ class BatchScheduler:
         if self.limits.exact_stepping or after_preemption:
             return 1
         k = until_finish
-        cap, it, other = I.capacity_blocks, I.decode_iterations, I.other_blocks
-        if other + I.decode_set_blocks(it + k) > cap:
+        cap, it, other = inst.capacity_blocks, inst.decode_iterations, inst.other_blocks
+        if other + inst.decode_set_blocks(it + k) > cap:
             lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if other + I.decode_set_blocks(it + mid) <= cap:
+                if other + inst.decode_set_blocks(it + mid) <= cap:
                     lo = mid
                 else:
                     hi = mid

@@ -51,31 +51,31 @@ if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__")
     make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
 
 
-def fresh_view(I: InstanceState, it: int, healthy: bool) -> InstanceView:
-    """The view of ``I`` after ``it`` decode iterations, computed from its sums (no cache)."""
-    n = I.num_decoding
+def fresh_view(inst: InstanceState, it: int, healthy: bool) -> InstanceView:
+    """The view of ``inst`` after ``it`` decode iterations, computed from its sums (no cache)."""
+    n = inst.num_decoding
     if n:
-        dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-        kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+        dec_tok = inst.decode_offset_sum + n * (it + 1) + inst.decode_legs_waiting_tokens
+        kv = inst.other_blocks + (inst.decode_blocks_memo if it == inst.decode_blocks_memo_at else inst.decode_set_blocks(it))
     else:
-        dec_tok = I.decode_legs_waiting_tokens
-        kv = I.other_blocks
-    bs = I.block_size
-    return make_view(I.id, I.role, I.prefill_legs, I.prefill_tokens_left, float(I.prefill_tokens_left_sq),
-                     n + I.decode_legs_waiting, dec_tok, kv * bs, I.capacity_blocks * bs, healthy)
+        dec_tok = inst.decode_legs_waiting_tokens
+        kv = inst.other_blocks
+    bs = inst.block_size
+    return make_view(inst.id, inst.role, inst.prefill_legs, inst.prefill_tokens_left, float(inst.prefill_tokens_left_sq),
+                     n + inst.decode_legs_waiting, dec_tok, kv * bs, inst.capacity_blocks * bs, healthy)
 
 
-def view_at(I: InstanceState, t: float) -> InstanceView:
+def view_at(inst: InstanceState, t: float) -> InstanceView:
     """The instance as routers see it at ``t`` (cached; ``views_at`` inlines the same steps)."""
     k = 0
-    if I.plan == DECODE_RUN and t > I.plan_start:
-        k = iterations_done_by(I, t)
-    healthy = t >= I.blocked_until
-    vc = I.cached_view
+    if inst.plan == DECODE_RUN and t > inst.plan_start:
+        k = iterations_done_by(inst, t)
+    healthy = t >= inst.blocked_until
+    vc = inst.cached_view
     if vc is not None and vc[0] == k and vc[1].healthy == healthy:
         return vc[1]
-    v = fresh_view(I, I.decode_iterations + k, healthy)
-    I.cached_view = (k, v)
+    v = fresh_view(inst, inst.decode_iterations + k, healthy)
+    inst.cached_view = (k, v)
     return v
 
 
@@ -85,50 +85,50 @@ def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
     every request leg; same answers)."""
     out = []
     append = out.append
-    for I in insts:
+    for inst in insts:
         k = 0
-        if I.plan == DECODE_RUN and t > I.plan_start:
-            if t >= I.plan_end:
-                k = I.plan_iterations
-            elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
-                k = I.done_memo_iterations
+        if inst.plan == DECODE_RUN and t > inst.plan_start:
+            if t >= inst.plan_end:
+                k = inst.plan_iterations
+            elif inst.done_memo_version == inst.plan_version and inst.done_memo_from <= t - inst.plan_start < inst.done_memo_until:
+                k = inst.done_memo_iterations
             else:
-                k = iterations_done_by(I, t)
-        healthy = t >= I.blocked_until
-        vc = I.cached_view
+                k = iterations_done_by(inst, t)
+        healthy = t >= inst.blocked_until
+        vc = inst.cached_view
         if vc is not None and vc[0] == k and vc[1].healthy == healthy:
             append(vc[1])
             continue
-        # fresh_view(I, I.decode_iterations + k, healthy), inlined
-        n = I.num_decoding
+        # fresh_view(inst, inst.decode_iterations + k, healthy), inlined
+        n = inst.num_decoding
         if n:
-            it = I.decode_iterations + k
-            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+            it = inst.decode_iterations + k
+            dec_tok = inst.decode_offset_sum + n * (it + 1) + inst.decode_legs_waiting_tokens
+            kv = inst.other_blocks + (inst.decode_blocks_memo if it == inst.decode_blocks_memo_at else inst.decode_set_blocks(it))
         else:
-            dec_tok = I.decode_legs_waiting_tokens
-            kv = I.other_blocks
-        bs = I.block_size
+            dec_tok = inst.decode_legs_waiting_tokens
+            kv = inst.other_blocks
+        bs = inst.block_size
         v = _new(InstanceView)
         d = v.__dict__
-        d["instance_id"] = I.id
-        d["role"] = I.role
-        d["num_prefill"] = I.prefill_legs
-        d["prefill_tokens"] = I.prefill_tokens_left
-        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
-        d["num_decode"] = n + I.decode_legs_waiting
+        d["instance_id"] = inst.id
+        d["role"] = inst.role
+        d["num_prefill"] = inst.prefill_legs
+        d["prefill_tokens"] = inst.prefill_tokens_left
+        d["prefill_tokens_sq"] = float(inst.prefill_tokens_left_sq)
+        d["num_decode"] = n + inst.decode_legs_waiting
         d["decode_tokens"] = dec_tok
         d["kv_used_tokens"] = kv * bs
-        d["kv_capacity_tokens"] = I.capacity_blocks * bs
+        d["kv_capacity_tokens"] = inst.capacity_blocks * bs
         d["healthy"] = healthy
-        I.cached_view = (k, v)
+        inst.cached_view = (k, v)
         append(v)
     return out
 
 
 if make_view is InstanceView:  # pragma: no cover  (a slotted InstanceView: the plain path)
     def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:  # noqa: F811
-        return [view_at(I, t) for I in insts]
+        return [view_at(inst, t) for inst in insts]
 
 
 _set = object.__setattr__
@@ -181,24 +181,24 @@ def complete(v: LazyView) -> None:
     """Fill a lazy view's two fields from its instance (unchanged since the view was made) and
     turn it into a plain ``InstanceView`` (same field order as ``views_at``'s)."""
     d = v.__dict__
-    I, t = d[_LAZY]
-    k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-    n = I.num_decoding
+    inst, t = d[_LAZY]
+    k = iterations_done_by(inst, t) if inst.plan == DECODE_RUN and t > inst.plan_start else 0
+    n = inst.num_decoding
     if n:
-        it = I.decode_iterations + k
-        dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-        kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+        it = inst.decode_iterations + k
+        dec_tok = inst.decode_offset_sum + n * (it + 1) + inst.decode_legs_waiting_tokens
+        kv = inst.other_blocks + (inst.decode_blocks_memo if it == inst.decode_blocks_memo_at else inst.decode_set_blocks(it))
     else:
-        dec_tok = I.decode_legs_waiting_tokens
-        kv = I.other_blocks
+        dec_tok = inst.decode_legs_waiting_tokens
+        kv = inst.other_blocks
     _set(v, "__dict__", {
         "instance_id": d["instance_id"], "role": d["role"], "num_prefill": d["num_prefill"],
         "prefill_tokens": d["prefill_tokens"], "prefill_tokens_sq": d["prefill_tokens_sq"],
-        "num_decode": d["num_decode"], "decode_tokens": dec_tok, "kv_used_tokens": kv * I.block_size,
+        "num_decode": d["num_decode"], "decode_tokens": dec_tok, "kv_used_tokens": kv * inst.block_size,
         "kv_capacity_tokens": d["kv_capacity_tokens"], "healthy": d["healthy"]})
     _set(v, "__class__", InstanceView)
-    if I.cached_view is None:
-        I.cached_view = (k, v)
+    if inst.cached_view is None:
+        inst.cached_view = (k, v)
 
 
 def lazy_views_at(insts: list[InstanceState], t: float, pending: list[LazyView], lazy_role) -> list[InstanceView]:
@@ -209,59 +209,59 @@ def lazy_views_at(insts: list[InstanceState], t: float, pending: list[LazyView],
     view costs more than building it eagerly."""
     out = []
     append = out.append
-    for I in insts:
+    for inst in insts:
         k = 0
-        if I.plan == DECODE_RUN and t > I.plan_start:
-            if t >= I.plan_end:
-                k = I.plan_iterations
-            elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
-                k = I.done_memo_iterations
-            elif I.role is lazy_role:
+        if inst.plan == DECODE_RUN and t > inst.plan_start:
+            if t >= inst.plan_end:
+                k = inst.plan_iterations
+            elif inst.done_memo_version == inst.plan_version and inst.done_memo_from <= t - inst.plan_start < inst.done_memo_until:
+                k = inst.done_memo_iterations
+            elif inst.role is lazy_role:
                 k = -1
             else:
-                k = iterations_done_by(I, t)
-        healthy = t >= I.blocked_until
+                k = iterations_done_by(inst, t)
+        healthy = t >= inst.blocked_until
         if k < 0:
             v = _new(LazyView)
             d = v.__dict__
-            d["instance_id"] = I.id
-            d["role"] = I.role
-            d["num_prefill"] = I.prefill_legs
-            d["prefill_tokens"] = I.prefill_tokens_left
-            d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
-            d["num_decode"] = I.num_decoding + I.decode_legs_waiting
-            d["kv_capacity_tokens"] = I.capacity_blocks * I.block_size
+            d["instance_id"] = inst.id
+            d["role"] = inst.role
+            d["num_prefill"] = inst.prefill_legs
+            d["prefill_tokens"] = inst.prefill_tokens_left
+            d["prefill_tokens_sq"] = float(inst.prefill_tokens_left_sq)
+            d["num_decode"] = inst.num_decoding + inst.decode_legs_waiting
+            d["kv_capacity_tokens"] = inst.capacity_blocks * inst.block_size
             d["healthy"] = healthy
-            d[_LAZY] = (I, t)
+            d[_LAZY] = (inst, t)
             pending.append(v)
             append(v)
             continue
-        vc = I.cached_view
+        vc = inst.cached_view
         if vc is not None and vc[0] == k and vc[1].healthy == healthy:
             append(vc[1])
             continue
-        n = I.num_decoding
+        n = inst.num_decoding
         if n:
-            it = I.decode_iterations + k
-            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
+            it = inst.decode_iterations + k
+            dec_tok = inst.decode_offset_sum + n * (it + 1) + inst.decode_legs_waiting_tokens
+            kv = inst.other_blocks + (inst.decode_blocks_memo if it == inst.decode_blocks_memo_at else inst.decode_set_blocks(it))
         else:
-            dec_tok = I.decode_legs_waiting_tokens
-            kv = I.other_blocks
-        bs = I.block_size
+            dec_tok = inst.decode_legs_waiting_tokens
+            kv = inst.other_blocks
+        bs = inst.block_size
         v = _new(InstanceView)
         d = v.__dict__
-        d["instance_id"] = I.id
-        d["role"] = I.role
-        d["num_prefill"] = I.prefill_legs
-        d["prefill_tokens"] = I.prefill_tokens_left
-        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
-        d["num_decode"] = n + I.decode_legs_waiting
+        d["instance_id"] = inst.id
+        d["role"] = inst.role
+        d["num_prefill"] = inst.prefill_legs
+        d["prefill_tokens"] = inst.prefill_tokens_left
+        d["prefill_tokens_sq"] = float(inst.prefill_tokens_left_sq)
+        d["num_decode"] = n + inst.decode_legs_waiting
         d["decode_tokens"] = dec_tok
         d["kv_used_tokens"] = kv * bs
-        d["kv_capacity_tokens"] = I.capacity_blocks * bs
+        d["kv_capacity_tokens"] = inst.capacity_blocks * bs
         d["healthy"] = healthy
-        I.cached_view = (k, v)
+        inst.cached_view = (k, v)
         append(v)
     return out
 

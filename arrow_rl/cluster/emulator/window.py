@@ -109,21 +109,21 @@ class WindowAccumulator:
         from a transfer) ended in this window: the engine emits those tokens."""
         t0 = self.start_s
         firsts = []
-        for I in insts:
-            if I.plan == DECODE_RUN and I.plan_start < t1:
-                k = iterations_done_by(I, t1)
-                counted = I.plan_iterations_counted
+        for inst in insts:
+            if inst.plan == DECODE_RUN and inst.plan_start < t1:
+                k = iterations_done_by(inst, t1)
+                counted = inst.plan_iterations_counted
                 if k > counted:
-                    I.w_decode_iterations += k - counted
-                    I.w_decode_time_s += run_time(I, k) - run_time(I, counted)
-                    I.w_decode_tokens += I.plan_decodes * (k - counted)
-                    I.decode_stall_since = I.plan_start + run_time(I, k)
-                    if I.awaiting_first_token and counted == 0:
-                        firsts.append((I, I.plan_start + run_time(I, 1)))
-                    I.plan_iterations_counted = k
-                I.w_busy_s += t1 - max(I.plan_start, t0)
-            elif I.plan == ONE_ITERATION and I.plan_start < t1:
-                I.w_busy_s += t1 - max(I.plan_start, t0)
+                    inst.w_decode_iterations += k - counted
+                    inst.w_decode_time_s += run_time(inst, k) - run_time(inst, counted)
+                    inst.w_decode_tokens += inst.plan_decodes * (k - counted)
+                    inst.decode_stall_since = inst.plan_start + run_time(inst, k)
+                    if inst.awaiting_first_token and counted == 0:
+                        firsts.append((inst, inst.plan_start + run_time(inst, 1)))
+                    inst.plan_iterations_counted = k
+                inst.w_busy_s += t1 - max(inst.plan_start, t0)
+            elif inst.plan == ONE_ITERATION and inst.plan_start < t1:
+                inst.w_busy_s += t1 - max(inst.plan_start, t0)
         return firsts
 
     def close(self, t1: float, insts: list[InstanceState], views: list[InstanceView], slo: SLO,
@@ -168,44 +168,44 @@ class WindowAccumulator:
         plain_prof = type(prof) is InstanceProfile
         pa, pb, pc = (prof.prefill_a, prof.prefill_b, prof.prefill_c) if plain_prof else (0.0, 0.0, 0.0)
         empty: list[float] = []
-        for I, v in zip(insts, views):
-            iters = I.w_decode_iterations
-            itl = I.w_decode_time_s / iters if iters else 0.0
+        for inst, v in zip(insts, views):
+            iters = inst.w_decode_iterations
+            itl = inst.w_decode_time_s / iters if iters else 0.0
             if iters:
                 dload = itl / tpot_slo
             elif v.num_decode:
-                dload = (t1 - max(t0, I.decode_stall_since)) / tpot_slo
+                dload = (t1 - max(t0, inst.decode_stall_since)) / tpot_slo
             else:
                 dload = 0.0
             if plain_prof:   # prof.prefill_time_sum(legs, tokens, tokens_sq)
-                pload = (pa * I.prefill_tokens_left_sq + pb * I.prefill_tokens_left + pc * I.prefill_legs) / now_ttft
+                pload = (pa * inst.prefill_tokens_left_sq + pb * inst.prefill_tokens_left + pc * inst.prefill_legs) / now_ttft
             else:
-                pload = prof.prefill_time_sum(I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq) / now_ttft
-            fts = ttft_by_inst.get(I.id, empty)
+                pload = prof.prefill_time_sum(inst.prefill_legs, inst.prefill_tokens_left, inst.prefill_tokens_left_sq) / now_ttft
+            fts = ttft_by_inst.get(inst.id, empty)
             cap = v.kv_capacity_tokens
-            q = I.w_prefix_query_tokens
+            q = inst.w_prefix_query_tokens
             st = _new(InstanceWindowStats)   # the fields in order, as _frozen would store them
             d = st.__dict__
-            d["instance_id"] = I.id
-            d["role"] = I.role
+            d["instance_id"] = inst.id
+            d["role"] = inst.role
             d["ttft_mean"] = float(sum(fts) / len(fts)) if fts else 0.0   # _mean
             d["itl_mean"] = itl
-            d["prefill_tokens_computed"] = I.w_prefill_tokens
-            d["decode_tokens_generated"] = I.w_decode_tokens
-            d["busy_fraction"] = min(1.0, I.w_busy_s / dur) if dur > 0 else 0.0
-            d["waiting"] = len(I.waiting) + len(I.transfer_queue) + len(I.landed)
-            d["running"] = len(I.running)
+            d["prefill_tokens_computed"] = inst.w_prefill_tokens
+            d["decode_tokens_generated"] = inst.w_decode_tokens
+            d["busy_fraction"] = min(1.0, inst.w_busy_s / dur) if dur > 0 else 0.0
+            d["waiting"] = len(inst.waiting) + len(inst.transfer_queue) + len(inst.landed)
+            d["running"] = len(inst.running)
             d["kv_usage"] = v.kv_used_tokens / cap if cap else 0.0   # InstanceView.kv_usage
             d["prefill_load"] = pload
             d["decode_load"] = dload
-            d["prefix_cache_hit_rate"] = I.w_prefix_hit_tokens / q if q else 0.0
+            d["prefix_cache_hit_rate"] = inst.w_prefix_hit_tokens / q if q else 0.0
             inst_stats.append(st)
             # queued prompts whose waiting so far + predicted prefill queue time already misses TTFT
-            if I.prefill_legs:
+            if inst.prefill_legs:
                 n_in, gen, comp, leg, arrival = (requests.input_tokens, requests.generated, requests.computed,
                                                  requests.leg, requests.arrival_s)
                 cum = 0.0
-                for queue in (I.prefilling, I.waiting):
+                for queue in (inst.prefilling, inst.waiting):
                     for rid in queue:
                         rem = n_in[rid] + gen[rid] - comp[rid]
                         cum += pa * rem * rem + pb * rem + pc if plain_prof else prof.prefill_time(rem)
@@ -248,7 +248,7 @@ class WindowAccumulator:
         else:
             prefill = pool(Role.PREFILL)
             decode = pool(Role.DECODE)
-        mixed = pool(Role.MIXED) if mode is not Mode.COLOCATED and any(I.role is Role.MIXED for I in insts) \
+        mixed = pool(Role.MIXED) if mode is not Mode.COLOCATED and any(inst.role is Role.MIXED for inst in insts) \
             else PoolStats()
 
         w_in = self.arrival_input_tokens
@@ -259,10 +259,10 @@ class WindowAccumulator:
             finished_output_tokens_mean=_mean(out_tokens), finished=finished, finished_within_slo=within,
             ttft_violations=ttft_viol, tpot_violations=tpot_viol, rejected=self.rejected,
             pending_predicted_ttft_misses=pending_misses,
-            prefix_cache_query_tokens=sum(I.w_prefix_query_tokens for I in insts),
-            prefix_cache_hit_tokens=sum(I.w_prefix_hit_tokens for I in insts), mixed=mixed)
+            prefix_cache_query_tokens=sum(inst.w_prefix_query_tokens for inst in insts),
+            prefix_cache_hit_tokens=sum(inst.w_prefix_hit_tokens for inst in insts), mixed=mixed)
         # reset the accumulators for the next window
         self.reset(t1)
-        for I in insts:
-            I.reset_window()
+        for inst in insts:
+            inst.reset_window()
         return window
