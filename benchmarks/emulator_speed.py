@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--against", metavar="REV", help="reference: the emulator at this git revision")
     ap.add_argument("--router", default="least-loaded", help="request router (default least-loaded)")
     ap.add_argument("--minutes", type=float, help="replay only the trace's first MINUTES minutes")
+    ap.add_argument("--mode", choices=("disaggregated", "colocated"), help="only this cluster mode (default both)")
     args = ap.parse_args()
 
     trace = load_workload("azure-conv")
@@ -122,7 +123,7 @@ def main() -> None:
           f"{args.router} router; load average {os.getloadavg()[0]:.2f}")
     print(f"reference: {ref_label}; best of {args.repeat} alternating runs each, CPU seconds (wall)")
     rates = []
-    for mode in ("disaggregated", "colocated"):
+    for mode in (args.mode,) if args.mode else ("disaggregated", "colocated"):
         label = "4P4D disaggregated" if mode == "disaggregated" else "8 colocated"
         for windows in (False, True) if args.windows else (False,):
             (cpu, wall, cluster), (rcpu, rwall, _) = compare(trace, mode, args.repeat, windows, ref_cls, args.router)

@@ -55,7 +55,7 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import KvTransfers
-from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, lazy_views_at, settle, view_at, views_at
+from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, settle, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
@@ -230,7 +230,7 @@ class EmulatedCluster(Cluster):
         if self._deciding and not self._num_mixed:
             # a router places a prompt: lazy views of the decode pool (views.py); not with MIXED
             # instances, whose dispatcher weighs the decode pool's loads at every arrival
-            return lazy_views_at(self._insts, self._now, self._lazy_views, _DECODE)
+            return views_at(self._insts, self._now, self._lazy_views, _DECODE)
         return views_at(self._insts, self._now)
 
     def instance(self, instance_id: int) -> InstanceView:
@@ -780,130 +780,179 @@ class EmulatedCluster(Cluster):
 
     # ------------------------------------------------------------------ internals: iteration end
     def _commit(self, inst: InstanceState, t: float) -> None:
-        """Apply the iteration(s) that end at ``t``, emit tokens, then form the next batch."""
-        requests = self.requests
-        w0 = self._window.start_s
+        """Apply the iteration(s) of ``inst`` that end at ``t``, then form its next batch. In order:
+        the tokens the iterations output, the decode sequences that emitted their last token, the
+        prompt chunks computed, then the decode legs of the prompts just completed, which the router
+        places (the router sees this instance idle, its finished sequences gone)."""
         inst.cached_view = None
-        inst.w_busy_s += t - max(inst.plan_start, w0)
-        n = inst.plan_decodes
-        if inst.awaiting_first_token and n and (inst.plan != DECODE_RUN or inst.plan_iterations_counted == 0):
-            self._emit_new_decodes(inst, inst.plan_start + run_time(inst, 1) if inst.plan == DECODE_RUN else t)
+        inst.w_busy_s += t - max(inst.plan_start, self._window.start_s)
         if inst.plan == DECODE_RUN:
-            K = inst.plan_iterations
-            k0 = inst.plan_iterations_counted
-            inst.w_decode_iterations += K - k0
-            # run_time(inst, K) − run_time(inst, k0); run_time(inst, 0) is exactly 0.0
-            span = K * inst.run_step_base_s + inst.run_step_per_token_s * (inst.run_start_context * K + n * (K * (K - 1) // 2))
-            inst.w_decode_time_s += span - run_time(inst, k0) if k0 else span
-            inst.w_decode_tokens += n * (K - k0)
-            inst.decode_iterations += K
-            inst.decode_stall_since = t
-            self._progress_s = t
+            self._count_decode_run(inst, t)
             chunks = ()
         else:
-            if n:
-                inst.w_decode_iterations += 1
-                inst.w_decode_time_s += t - inst.plan_start
-                inst.w_decode_tokens += n
-                inst.decode_iterations += 1
-                inst.decode_stall_since = t
-                self._progress_s = t
-            inst.w_prefill_tokens += inst.plan_prefill_tokens
-            chunks = inst.plan_chunks
+            chunks = self._count_iteration(inst, t)
         inst.plan = IDLE
-        if chunks:
-            inst.plan_chunks = ()
-        # decode sequences that emitted their last token
         heap = inst.finish_heap
-        st, fit, where = requests.state, requests.last_token_iteration, requests.instance
+        if heap and heap[0][0] <= inst.decode_iterations:
+            self._finish_decodes(inst, t)
+        if chunks:
+            for rid in self._complete_chunks(inst, chunks, t):
+                self._route_decode_leg(inst, rid, t)
+        self._schedule(inst, t)
+
+    def _count_decode_run(self, inst: InstanceState, t: float) -> None:
+        """Token output of a closed-form decode run ending at ``t``: its iterations not yet counted
+        in a window (``WindowAccumulator.count_plans_in_progress`` counts those of a window's end)
+        and the first tokens its first step emitted."""
+        n = inst.plan_decodes
+        K, counted = inst.plan_iterations, inst.plan_iterations_counted
+        if inst.awaiting_first_token and n and counted == 0:
+            self._emit_new_decodes(inst, inst.plan_start + run_time(inst, 1))
+        inst.w_decode_iterations += K - counted
+        # run_time(inst, K) − run_time(inst, counted); run_time(inst, 0) is exactly 0.0
+        span = K * inst.run_step_base_s + inst.run_step_per_token_s * (
+            inst.run_start_context * K + n * (K * (K - 1) // 2))
+        inst.w_decode_time_s += span - run_time(inst, counted) if counted else span
+        inst.w_decode_tokens += n * (K - counted)
+        inst.decode_iterations += K
+        inst.decode_stall_since = t
+        self._progress_s = t
+
+    def _count_iteration(self, inst: InstanceState, t: float) -> list[tuple[int, int]]:
+        """Token output of one iteration ending at ``t``: a token per decode sequence (the first
+        token of those that joined from a transfer) and the prefill tokens; returns the iteration's
+        prompt chunks, taken off the plan."""
+        n = inst.plan_decodes
+        if n:
+            if inst.awaiting_first_token:
+                self._emit_new_decodes(inst, t)
+            inst.w_decode_iterations += 1
+            inst.w_decode_time_s += t - inst.plan_start
+            inst.w_decode_tokens += n
+            inst.decode_iterations += 1
+            inst.decode_stall_since = t
+            self._progress_s = t
+        inst.w_prefill_tokens += inst.plan_prefill_tokens
+        chunks = inst.plan_chunks
+        inst.plan_chunks = ()
+        return chunks
+
+    def _finish_decodes(self, inst: InstanceState, t: float) -> None:
+        """The decode sequences whose last token is out by now leave the decode set and finish
+        (heap entries of sequences that left the set or the instance are dropped)."""
+        requests = self.requests
+        heap = inst.finish_heap
+        state, last_token, where = requests.state, requests.last_token_iteration, requests.instance
         iid = inst.id
         while heap and heap[0][0] <= inst.decode_iterations:
             f, rid = heapq.heappop(heap)
-            if st[rid] == DECODING and fit[rid] == f and where[rid] == iid:
+            if state[rid] == DECODING and last_token[rid] == f and where[rid] == iid:
                 kv = inst.leave_decode_set(requests, rid)
                 inst.running.remove(rid)
                 if self._pfx:
                     self._kv.release_finished(inst, rid, kv, t)
                 self._finish(rid, t)
-        # prompt chunks
-        first: list[int] = []
-        if chunks:
-            comp, gen, n_in, leg, plain = requests.computed, requests.generated, requests.input_tokens, requests.leg, requests.plain
-            pref_done = False
-            for rid, c in chunks:
-                total = n_in[rid] + gen[rid]
-                old_rem = total - comp[rid]
-                comp[rid] += c
-                rem = old_rem - c
-                if self._pfx and rid in self._kv.held_on:
-                    self._kv.register(inst, rid, comp[rid] // inst.block_size, t)
-                if leg[rid] == 0:
-                    inst.prefill_tokens_left -= c
-                    inst.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
-                if rem:
-                    continue
-                pref_done = True
-                st[rid] = DECODING  # provisional: leaves the prefill list below
-                self._progress_s = t
-                if leg[rid] == 0:
-                    inst.prefill_legs -= 1
-                    requests.prefill_done_s[rid] = t
-                    if plain[rid] or gen[rid] + 1 >= requests.output_tokens[rid]:
-                        self._client_first(rid, t)
-                else:   # a preempted decode leg recomputed its context: its next token is out
-                    inst.decode_legs_waiting -= 1
-                    inst.decode_legs_waiting_tokens -= total
-                    inst.w_decode_tokens += 1
-                    if requests.first_token_s[rid] != requests.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
-                        self._client_first(rid, t)
-                gen[rid] += 1
-                if gen[rid] >= requests.output_tokens[rid]:
-                    nb = requests.blocks[rid]
-                    inst.other_blocks -= nb
-                    requests.blocks[rid] = 0
-                    if self._pfx:
-                        self._kv.release_finished(inst, rid, comp[rid], t, nb)
-                    inst.running.remove(rid)
-                    st[rid] = FINISHED
-                    leg[rid] = 1
-                    self._finish(rid, t)
-                elif leg[rid] == 0 and not plain[rid]:
-                    leg[rid] = 1
-                    first.append(rid)
-                else:
-                    if leg[rid] == 0:
-                        leg[rid] = 1
-                        requests.decode_instance[rid] = iid
-                    self._to_decode_here(inst, rid, t)
-            if pref_done:
-                inst.prefilling = [r for r in inst.prefilling if st[r] == PREFILLING]
-        # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
-        for rid in first:
-            inst.cached_view = None   # the previous iteration changed this instance
-            if self._least_loaded:
-                d = self._least_loaded_decode(t)
-            else:
-                d = self._target(self.router.route_decode(requests.router_request(rid), iid, self), "route_decode")
-            requests.decode_instance[rid] = d
-            if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
+
+    def _complete_chunks(self, inst: InstanceState, chunks: list[tuple[int, int]], t: float) -> list[int]:
+        """Count the prompt chunks an iteration computed; a prompt (or a preempted decode leg's
+        recompute) now complete outputs its token (``_prompt_done``). Returns the prefill legs
+        whose decode leg the router must place."""
+        requests = self.requests
+        comp, gen, n_in, leg = requests.computed, requests.generated, requests.input_tokens, requests.leg
+        handoffs: list[int] = []
+        any_done = False
+        for rid, c in chunks:
+            total = n_in[rid] + gen[rid]
+            old_rem = total - comp[rid]
+            comp[rid] += c
+            rem = old_rem - c
+            if self._pfx and rid in self._kv.held_on:
+                self._kv.register(inst, rid, comp[rid] // inst.block_size, t)
+            if leg[rid] == 0:
+                inst.prefill_tokens_left -= c
+                inst.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
+            if not rem:
+                any_done = True
+                if self._prompt_done(inst, rid, total, t):
+                    handoffs.append(rid)
+        if any_done:
+            state = requests.state
+            inst.prefilling = [r for r in inst.prefilling if state[r] == PREFILLING]
+        return handoffs
+
+    def _prompt_done(self, inst: InstanceState, rid: int, total: int, t: float) -> bool:
+        """The context of ``rid`` (``total`` tokens) is computed on ``inst`` at ``t`` and its next
+        token is out: the request finishes, keeps decoding here, or (a disaggregated prefill leg)
+        needs its decode leg placed: then returns True."""
+        requests = self.requests
+        leg, gen = requests.leg, requests.generated
+        requests.state[rid] = DECODING  # provisional: leaves the prefill list (``_complete_chunks``)
+        self._progress_s = t
+        if leg[rid] == 0:
+            inst.prefill_legs -= 1
+            requests.prefill_done_s[rid] = t
+            if requests.plain[rid] or gen[rid] + 1 >= requests.output_tokens[rid]:
                 self._client_first(rid, t)
-                self._to_decode_here(inst, rid, t)
-            else:
-                inst.running.remove(rid)
-                requests.source_blocks[rid] = requests.blocks[rid]   # stays counted in inst.other_blocks until it lands
-                requests.blocks[rid] = 0
-                st[rid] = QUEUED_FOR_KV
-                dest = self._insts[d]
-                if dest.num_decoding == 0 and dest.decode_legs_waiting == 0:
-                    dest.decode_stall_since = t
-                dest.transfer_queue.append(rid)
-                self._transfers.lease(rid, t)   # the prefill side holds the KV until it is pulled
-                dest.decode_legs_waiting += 1
-                dest.decode_legs_waiting_tokens += requests.input_tokens[rid] + requests.generated[rid]
-                dest.cached_view = None
-                requests.instance[rid] = d
-                self._kick(dest, t)
-        self._schedule(inst, t)
+        else:   # a preempted decode leg recomputed its context: its next token is out
+            inst.decode_legs_waiting -= 1
+            inst.decode_legs_waiting_tokens -= total
+            inst.w_decode_tokens += 1
+            if requests.first_token_s[rid] != requests.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
+                self._client_first(rid, t)
+        gen[rid] += 1
+        if gen[rid] >= requests.output_tokens[rid]:
+            nb = requests.blocks[rid]
+            inst.other_blocks -= nb
+            requests.blocks[rid] = 0
+            if self._pfx:
+                self._kv.release_finished(inst, rid, requests.computed[rid], t, nb)
+            inst.running.remove(rid)
+            requests.state[rid] = FINISHED
+            leg[rid] = 1
+            self._finish(rid, t)
+            return False
+        if leg[rid] == 0:
+            leg[rid] = 1
+            if not requests.plain[rid]:
+                return True
+            requests.decode_instance[rid] = inst.id
+        self._to_decode_here(inst, rid, t)
+        return False
+
+    def _route_decode_leg(self, inst: InstanceState, rid: int, t: float) -> None:
+        """Arrow §4.2-4.3: the prompt of ``rid`` is computed on the prefill instance ``inst``; the
+        router places the decode leg, here (no KV transfer, Arrow §5.2: the prefill's token goes to
+        the client) or on another instance (``_queue_transfer``)."""
+        inst.cached_view = None   # the previous iteration changed this instance
+        requests = self.requests
+        if self._least_loaded:
+            d = self._least_loaded_decode(t)
+        else:
+            d = self._target(self.router.route_decode(requests.router_request(rid), inst.id, self), "route_decode")
+        requests.decode_instance[rid] = d
+        if d == inst.id:
+            self._client_first(rid, t)
+            self._to_decode_here(inst, rid, t)
+        else:
+            self._queue_transfer(inst, rid, self._insts[d], t)
+
+    def _queue_transfer(self, inst: InstanceState, rid: int, dest: InstanceState, t: float) -> None:
+        """The decode leg of ``rid`` goes to ``dest``: it leaves ``inst``'s batch, its KV stays on
+        ``inst`` under a lease until pulled, and it queues FCFS on ``dest`` for KV room."""
+        requests = self.requests
+        inst.running.remove(rid)
+        requests.source_blocks[rid] = requests.blocks[rid]   # stays counted in inst.other_blocks until it lands
+        requests.blocks[rid] = 0
+        requests.state[rid] = QUEUED_FOR_KV
+        if dest.num_decoding == 0 and dest.decode_legs_waiting == 0:
+            dest.decode_stall_since = t
+        dest.transfer_queue.append(rid)
+        self._transfers.lease(rid, t)   # the prefill side holds the KV until it is pulled
+        dest.decode_legs_waiting += 1
+        dest.decode_legs_waiting_tokens += requests.input_tokens[rid] + requests.generated[rid]
+        dest.cached_view = None
+        requests.instance[rid] = dest.id
+        self._kick(dest, t)
 
     def _to_decode_here(self, inst: InstanceState, rid: int, t: float) -> None:
         """A request whose prompt is computed keeps decoding on this instance (it is running)."""
