@@ -130,22 +130,10 @@ class EmulatedCluster(Cluster):
         self._mode = config.mode
         self._colocated = config.mode is Mode.COLOCATED
         self._lat = self.preset.latency
-        self._max_num_batched_tokens = config.max_num_batched_tokens
-        self._max_num_seqs = config.max_num_seqs
         self._scheduler = BatchScheduler(SchedulerLimits(
             max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
             client_timeout_s=config.client_timeout_s, exact_stepping=config.exact_stepping))
-        bs = self.preset.block_size
-        self._bs = bs
-        cap_blocks = self.preset.kv_capacity_tokens // bs
-        if cap_blocks <= 0:
-            raise ValueError(f"preset {self.preset.name!r} has no KV capacity")
-        self._cap_blocks = cap_blocks
-        self._max_len = self.preset.max_model_len
-        roles = config.initial_roles()
-        self._initial_roles = roles
-        self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
-        self._num_mixed = sum(1 for r in roles if r is Role.MIXED)
+        self._build_instances(config)
         self._coef: dict[int, tuple[float, float]] = {}
 
         self.requests = RequestTable(workload)
@@ -169,7 +157,7 @@ class EmulatedCluster(Cluster):
                                       config.kv_lease_timeout_s, config.kv_link_sharing)
         # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
         self._pfx = config.enable_prefix_caching and workload.has_prefixes
-        self._kv = KvCacheManager(workload, self.requests, bs)
+        self._kv = KvCacheManager(workload, self.requests, self._bs)
         if self._pfx:
             for inst in self._insts:
                 inst.prefix_cache = PrefixCache()
@@ -183,12 +171,31 @@ class EmulatedCluster(Cluster):
         self._lazy_ok = fastpath.ENABLED and LAZY_SUPPORTED
         self._deciding = False
         self._lazy_views: list = []
-        self._info = ClusterInfo(
+        self._info = self._describe()
+
+    def _build_instances(self, config: EmulatorConfig) -> None:
+        """The instances in their initial roles, with the preset's KV geometry."""
+        bs = self.preset.block_size
+        self._bs = bs
+        cap_blocks = self.preset.kv_capacity_tokens // bs
+        if cap_blocks <= 0:
+            raise ValueError(f"preset {self.preset.name!r} has no KV capacity")
+        self._cap_blocks = cap_blocks
+        self._max_len = self.preset.max_model_len
+        roles = config.initial_roles()
+        self._initial_roles = roles
+        self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
+        self._num_mixed = sum(1 for r in roles if r is Role.MIXED)
+
+    def _describe(self) -> ClusterInfo:
+        """The static facts of the cluster (``Cluster.info``)."""
+        config = self.config
+        return ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
-            initial_roles=roles,
-            extra={"max_num_batched_tokens": self._max_num_batched_tokens, "max_num_seqs": self._max_num_seqs,
-                   "kv_capacity_tokens": cap_blocks * bs, "block_size": bs,
-                   "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?"),
+            initial_roles=self._initial_roles,
+            extra={"max_num_batched_tokens": config.max_num_batched_tokens, "max_num_seqs": config.max_num_seqs,
+                   "kv_capacity_tokens": self._cap_blocks * self._bs, "block_size": self._bs,
+                   "flip_delay_s": config.flip_delay_s, "router": getattr(self.router, "name", "?"),
                    "kv_lease_timeout_s": config.kv_lease_timeout_s, "kv_link_sharing": config.kv_link_sharing,
                    "enable_prefix_caching": config.enable_prefix_caching})
 
@@ -604,40 +611,43 @@ class EmulatedCluster(Cluster):
             inst.wake_at = inst.blocked_until
             self._events.push(inst.blocked_until, FLIP_DELAY_END, inst.id, 0)
         preempted = bool(plan.preempted)
-        chunks = plan.chunks
         it = inst.decode_iterations
         inst.plan_version += 1
         inst.plan_start = t
         inst.plan_iterations_counted = 0
         n = inst.num_decoding
         inst.plan_decodes = n
-        if chunks:
-            comp = self.requests.computed
-            ptok = 0
-            att = 0.0
-            for rid, c in chunks:
-                ptok += c
-                att += c * (comp[rid] + 0.5 * c)
-            ctx = inst.decode_set_context(it) if n else 0
-            dur = self._lat.iteration_time(ptok, att, n, ctx)
-            inst.plan = ONE_ITERATION
-            inst.plan_chunks = chunks
-            inst.plan_prefill_tokens = ptok
-            inst.plan_iterations = 1
-            inst.plan_end = t + dur
+        if plan.chunks:
+            self._start_iteration(inst, t, plan.chunks, n, it)
         elif n:
             k = inst.next_finish(self.requests) - it
             after_preemption = preempted and bool(inst.waiting or inst.transfer_queue)
             if self._exact or after_preemption or not _fits_surely(inst, n, it + k):
                 k = self._scheduler.decode_run_length(inst, k, after_preemption)
             self._start_run(inst, t, n, it, k)
-            return
         else:
             inst.plan = IDLE
             if preempted and inst.waiting and admit_ok:
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(inst, t)
-            return
+
+    def _start_iteration(self, inst: InstanceState, t: float, chunks: list[tuple[int, int]], n: int, it: int) -> None:
+        """Plan one iteration from ``t`` of the prompt ``chunks`` beside the decode set (``n``
+        sequences, ``it`` iterations run so far), timed by the latency model, and push its end
+        event; the plan version and start are already set."""
+        comp = self.requests.computed
+        ptok = 0
+        att = 0.0
+        for rid, c in chunks:
+            ptok += c
+            att += c * (comp[rid] + 0.5 * c)
+        ctx = inst.decode_set_context(it) if n else 0
+        dur = self._lat.iteration_time(ptok, att, n, ctx)
+        inst.plan = ONE_ITERATION
+        inst.plan_chunks = chunks
+        inst.plan_prefill_tokens = ptok
+        inst.plan_iterations = 1
+        inst.plan_end = t + dur
         self._events.push(inst.plan_end, ITERATION_END, inst.id, inst.plan_version)
 
     def _start_run(self, inst: InstanceState, t: float, n: int, it: int, k: int) -> None:
@@ -684,22 +694,7 @@ class EmulatedCluster(Cluster):
                 inst.join_decode_set(requests, rid, comp[rid])
                 inst.awaiting_first_token.append(rid)
         if plan.materialised:
-            blk = requests.blocks
-            decs = inst.expand_decode_set(requests)   # explicit requests, for the exact allocation loop
-            is_dec = set(decs)
-            allocs = plan.allocations
-            j = 0
-            for victim, before in plan.preempted:
-                for rid, add in allocs[j:before]:
-                    blk[rid] += add
-                    inst.other_blocks += add
-                j = before
-                inst.running.pop()   # the victim: the newest running request
-                self._preempt(inst, victim, victim in is_dec)
-            for rid, add in allocs[j:]:
-                blk[rid] += add
-                inst.other_blocks += add
-            inst.collapse_decode_set(requests, decs)   # the survivors go back into the lazy set
+            self._allocate_with_preemption(inst, plan)
         elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
             blk, comp, chunks = requests.blocks, requests.computed, plan.chunks
             for k in range(len(chunks) - plan.admitted):
@@ -713,17 +708,46 @@ class EmulatedCluster(Cluster):
                 entries.pop(key, None)
         if plan.admitted or plan.timed_out:
             self._admit(inst, plan)
-        if plan.pulls:   # decode legs start pulling their KV into the blocks they get
-            blk, st, n_in, src = requests.blocks, requests.state, requests.input_tokens, requests.prefill_instance
-            for _ in range(plan.pulls):
-                rid = inst.transfer_queue.popleft()
-                add = -(-n_in[rid] // bs)
-                blk[rid] = add
+        if plan.pulls:
+            self._start_pulls(inst, plan.pulls, t)
+
+    def _allocate_with_preemption(self, inst: InstanceState, plan: BatchPlan) -> None:
+        """The exact allocation loop's plan (``plan.materialised``): the decode set is expanded to
+        explicit requests, the KV allocations and preemptions are applied in the planned order, and
+        the surviving decodes go back into the lazy decode set."""
+        requests = self.requests
+        blk = requests.blocks
+        decs = inst.expand_decode_set(requests)
+        is_dec = set(decs)
+        allocs = plan.allocations
+        j = 0
+        for victim, before in plan.preempted:
+            for rid, add in allocs[j:before]:
+                blk[rid] += add
                 inst.other_blocks += add
-                inst.transfers_in += 1
-                st[rid] = TRANSFERRING
-                self.num_transfers += 1
-                self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
+            j = before
+            inst.running.pop()   # the victim: the newest running request
+            self._preempt(inst, victim, victim in is_dec)
+        for rid, add in allocs[j:]:
+            blk[rid] += add
+            inst.other_blocks += add
+        inst.collapse_decode_set(requests, decs)
+
+    def _start_pulls(self, inst: InstanceState, count: int, t: float) -> None:
+        """The first ``count`` decode legs queued on ``inst`` get KV blocks and start pulling their
+        KV from their prefill instances."""
+        requests = self.requests
+        bs = inst.block_size
+        blk, n_in, src = requests.blocks, requests.input_tokens, requests.prefill_instance
+        for _ in range(count):
+            rid = inst.transfer_queue.popleft()
+            add = -(-n_in[rid] // bs)
+            blk[rid] = add
+            inst.other_blocks += add
+            inst.transfers_in += 1
+            requests.state[rid] = TRANSFERRING
+            self.num_transfers += 1
+            self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
 
     def _admit(self, inst: InstanceState, plan: BatchPlan) -> None:
         """Take the plan's admitted prompts (the last chunks) and dropped ones off the head of
@@ -1056,5 +1080,5 @@ class EmulatedCluster(Cluster):
         """Recompute every instance's KV use and resident-work sums from the per-request state
         and check them against the incremental accounting and the KV capacity (O(requests);
         for tests). Raises ``AssertionError`` naming the instance and quantity on a mismatch."""
-        audit_state(self._insts, self.requests, self._now, self._max_num_seqs,
+        audit_state(self._insts, self.requests, self._now, self.config.max_num_seqs,
                     self._kv if self._pfx else None, self._transfers.nics)
