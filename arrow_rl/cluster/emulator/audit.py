@@ -9,6 +9,8 @@ debugging, never on the hot path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by
 from arrow_rl.cluster.emulator.instance import DECODE_RUN, ONE_ITERATION, InstanceState
 from arrow_rl.cluster.emulator.kv_cache import KvCacheManager
@@ -23,12 +25,36 @@ def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, 
     """Check every instance of a cluster at time ``now`` against its requests (``kv``: the prefix
     cache holdings when prefix caching is on; ``nics``: the shared-NIC model when it is on).
     Raises ``AssertionError`` naming the instance or request and the quantity that drifted."""
+    sums = _recount(insts, requests)
+    dup = [0] * len(insts)
+    if kv is not None:
+        dup = kv.check(insts)
+    if nics is not None:
+        nics.check()
+        for rid in nics.active:
+            assert requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
+    for inst in insts:
+        _check_instance(inst, sums, dup[inst.id], now, max_num_seqs)
+
+
+@dataclass
+class _Sums:
+    """Per-instance sums rebuilt from the request table, indexed by instance id."""
+
+    blocks: list[int]               # KV blocks outside the decode set (shared prefix blocks once per request)
+    decode_blocks: list[int]        # KV blocks of the decode set
+    prefill: list[list[int]]        # prefill legs: [count, tokens still to compute, Σ tokens still to compute²]
+    decode_legs: list[list[int]]    # decode legs outside the decode set: [count, Σ input + generated]
+    running: list[set[int]]
+
+
+def _recount(insts: list[InstanceState], requests: RequestTable) -> _Sums:
+    """Every resident request's KV blocks, resident work and place in the running batch, summed by
+    instance."""
     n_inst = len(insts)
-    blocks = [0] * n_inst
-    dec_blocks = [0] * n_inst
-    pf = [[0, 0, 0] for _ in range(n_inst)]
-    dl = [[0, 0] for _ in range(n_inst)]
-    running = [set() for _ in range(n_inst)]
+    sums = _Sums([0] * n_inst, [0] * n_inst, [[0, 0, 0] for _ in range(n_inst)], [[0, 0] for _ in range(n_inst)],
+                 [set() for _ in range(n_inst)])
+    blocks, pf, dl = sums.blocks, sums.prefill, sums.decode_legs
     for rid in range(requests.num):
         s = requests.state[rid]
         w = requests.instance[rid]
@@ -38,8 +64,8 @@ def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, 
         total = requests.input_tokens[rid] + requests.generated[rid]
         if s == DECODING:
             c = requests.decode_offset[rid] + inst.decode_iterations
-            dec_blocks[w] += -(-c // inst.block_size)
-            running[w].add(rid)
+            sums.decode_blocks[w] += -(-c // inst.block_size)
+            sums.running[w].add(rid)
             # in − 1: a pulled KV before the decode instance's first step recomputes the last token
             assert requests.input_tokens[rid] - 1 <= c < requests.input_tokens[rid] + requests.output_tokens[rid] - 1, \
                 f"request {rid}: KV {c} out of range"
@@ -47,7 +73,7 @@ def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, 
         if s in (WAITING, PREFILLING):
             blocks[w] += requests.blocks[rid]
             if s == PREFILLING:
-                running[w].add(rid)
+                sums.running[w].add(rid)
             if requests.leg[rid] == 0:
                 rem = total - requests.computed[rid]
                 pf[w][0] += 1
@@ -62,27 +88,27 @@ def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, 
             dl[w][1] += total
             if s in (QUEUED_FOR_KV, TRANSFERRING):
                 blocks[requests.prefill_instance[rid]] += requests.source_blocks[rid]
-    dup = [0] * n_inst
-    if kv is not None:
-        dup = kv.check(insts)
-    if nics is not None:
-        nics.check()
-        for rid in nics.active:
-            assert requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
-    for inst in insts:
-        i = inst.id
-        assert inst.decode_set_blocks(inst.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-        assert inst.other_blocks == blocks[i] - dup[i], \
-            f"instance {i}: other blocks {inst.other_blocks} != {blocks[i]} - {dup[i]} shared"
-        assert [inst.prefill_legs, inst.prefill_tokens_left, inst.prefill_tokens_left_sq] == pf[i], \
-            f"instance {i}: prefill sums {pf[i]}"
-        assert [inst.decode_legs_waiting, inst.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
-        assert set(inst.running) == running[i] and len(inst.running) == len(running[i]), \
-            f"instance {i}: running set"
-        assert len(inst.running) <= max_num_seqs, f"instance {i}: more than max_num_seqs running"
-        ahead = inst.plan_iterations if inst.plan == DECODE_RUN else (1 if inst.plan == ONE_ITERATION else 0)
-        peak = inst.decode_iterations + ahead
-        assert inst.other_blocks + inst.decode_set_blocks(peak) <= inst.capacity_blocks, f"instance {i}: KV over capacity"
-        k = iterations_done_by(inst, now) if inst.plan == DECODE_RUN and now > inst.plan_start else 0
-        assert view_at(inst, now) == fresh_view(inst, inst.decode_iterations + k, now >= inst.blocked_until), \
-            f"instance {i}: cached view is stale"
+    return sums
+
+
+def _check_instance(inst: InstanceState, sums: _Sums, dup: int, now: float, max_num_seqs: int) -> None:
+    """``inst``'s incremental accounting against the recounted ``sums`` (``dup``: its prefix
+    blocks shared by several requests), its limits and its cached view."""
+    i = inst.id
+    assert inst.decode_set_blocks(inst.decode_iterations) == sums.decode_blocks[i], \
+        f"instance {i}: decode-set blocks drift"
+    assert inst.other_blocks == sums.blocks[i] - dup, \
+        f"instance {i}: other blocks {inst.other_blocks} != {sums.blocks[i]} - {dup} shared"
+    assert [inst.prefill_legs, inst.prefill_tokens_left, inst.prefill_tokens_left_sq] == sums.prefill[i], \
+        f"instance {i}: prefill sums {sums.prefill[i]}"
+    assert [inst.decode_legs_waiting, inst.decode_legs_waiting_tokens] == sums.decode_legs[i], \
+        f"instance {i}: decode-leg sums {sums.decode_legs[i]}"
+    assert set(inst.running) == sums.running[i] and len(inst.running) == len(sums.running[i]), \
+        f"instance {i}: running set"
+    assert len(inst.running) <= max_num_seqs, f"instance {i}: more than max_num_seqs running"
+    ahead = inst.plan_iterations if inst.plan == DECODE_RUN else (1 if inst.plan == ONE_ITERATION else 0)
+    peak = inst.decode_iterations + ahead
+    assert inst.other_blocks + inst.decode_set_blocks(peak) <= inst.capacity_blocks, f"instance {i}: KV over capacity"
+    k = iterations_done_by(inst, now) if inst.plan == DECODE_RUN and now > inst.plan_start else 0
+    assert view_at(inst, now) == fresh_view(inst, inst.decode_iterations + k, now >= inst.blocked_until), \
+        f"instance {i}: cached view is stale"
