@@ -133,6 +133,8 @@ class EmulatedCluster(Cluster):
         self._scheduler = BatchScheduler(SchedulerLimits(
             max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
             client_timeout_s=config.client_timeout_s, exact_stepping=config.exact_stepping))
+        # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
+        self._pfx = config.enable_prefix_caching and workload.has_prefixes
         self._build_instances(config)
         self._coef: dict[int, tuple[float, float]] = {}
 
@@ -155,12 +157,7 @@ class EmulatedCluster(Cluster):
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
         self._transfers = KvTransfers(self.preset, config.num_instances, n, self._events,
                                       config.kv_lease_timeout_s, config.kv_link_sharing)
-        # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
-        self._pfx = config.enable_prefix_caching and workload.has_prefixes
         self._kv = KvCacheManager(workload, self.requests, self._bs)
-        if self._pfx:
-            for inst in self._insts:
-                inst.prefix_cache = PrefixCache()
         # window accumulators (per-instance ones live on InstanceState)
         self._window = WindowAccumulator()
         self.router.reset(config.num_instances)
@@ -174,7 +171,8 @@ class EmulatedCluster(Cluster):
         self._info = self._describe()
 
     def _build_instances(self, config: EmulatorConfig) -> None:
-        """The instances in their initial roles, with the preset's KV geometry."""
+        """The instances in their initial roles, with the preset's KV geometry (and a prefix cache
+        each when prefix caching acts)."""
         bs = self.preset.block_size
         self._bs = bs
         cap_blocks = self.preset.kv_capacity_tokens // bs
@@ -185,6 +183,9 @@ class EmulatedCluster(Cluster):
         roles = config.initial_roles()
         self._initial_roles = roles
         self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
+        if self._pfx:
+            for inst in self._insts:
+                inst.prefix_cache = PrefixCache()
         self._num_mixed = sum(1 for r in roles if r is Role.MIXED)
 
     def _describe(self) -> ClusterInfo:
