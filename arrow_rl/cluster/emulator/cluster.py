@@ -85,7 +85,8 @@ def _decode_tokens_at(inst: InstanceState, t: float) -> int:
     if inst.plan == DECODE_RUN and t > inst.plan_start:
         if t >= inst.plan_end:
             it += inst.plan_iterations
-        elif inst.done_memo_version == inst.plan_version and inst.done_memo_from <= t - inst.plan_start < inst.done_memo_until:
+        elif inst.done_memo_version == inst.plan_version and \
+                inst.done_memo_from <= t - inst.plan_start < inst.done_memo_until:
             it += inst.done_memo_iterations
         else:
             it += iterations_done_by(inst, t)
@@ -409,9 +410,11 @@ class EmulatedCluster(Cluster):
                 # least those of the memo (of this run, at an earlier time); decode tokens grow
                 # with them, and only a strictly smaller key beats the lower id already found
                 dt = t - inst.plan_start
-                k = inst.done_memo_iterations if inst.done_memo_version == inst.plan_version and dt >= inst.done_memo_from else 0
+                memo = inst.done_memo_version == inst.plan_version and dt >= inst.done_memo_from
+                k = inst.done_memo_iterations if memo else 0
                 n = inst.num_decoding
-                if dt > 0 and inst.decode_offset_sum + n * (inst.decode_iterations + k + 1) + inst.decode_legs_waiting_tokens >= best_key:
+                low = inst.decode_offset_sum + n * (inst.decode_iterations + k + 1) + inst.decode_legs_waiting_tokens
+                if dt > 0 and low >= best_key:
                     continue
             key = _decode_tokens_at(inst, t)
             if best is None or key < best_key:
@@ -560,7 +563,8 @@ class EmulatedCluster(Cluster):
                 k = inst.done_memo_iterations
             else:
                 k = iterations_done_by(inst, t)
-            alpha, beta, C0, n = inst.run_step_base_s, inst.run_step_per_token_s, inst.run_start_context, inst.plan_decodes
+            alpha, beta = inst.run_step_base_s, inst.run_step_per_token_s
+            C0, n = inst.run_start_context, inst.plan_decodes
             if k < K and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) < dt:
                 k += 1
             if k >= K:
@@ -587,7 +591,8 @@ class EmulatedCluster(Cluster):
         it = inst.decode_iterations
         n = inst.num_decoding
         if not (inst.landed or inst.prefilling or inst.waiting or inst.transfer_queue) and (
-                _fits_surely(inst, n, it + 1) or inst.other_blocks + (inst.decode_set_blocks(it + 1) if n else 0) <= inst.capacity_blocks):
+                _fits_surely(inst, n, it + 1) or
+                inst.other_blocks + (inst.decode_set_blocks(it + 1) if n else 0) <= inst.capacity_blocks):
             # the planner's commonest answer (``DECODES_ONLY``: only the decode set runs, its KV
             # fits), decided here with the planner's own test and planned without a plan object
             inst.plan_version += 1
@@ -1066,7 +1071,8 @@ class EmulatedCluster(Cluster):
         src = self._free_source_kv(rid, t)
         dest = self._insts[requests.instance[rid]]
         dest.transfer_queue.remove(rid)
-        dest.decode_legs_waiting_tokens -= requests.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
+        # the prefill's token is lost with the KV: the prompt is recomputed
+        dest.decode_legs_waiting_tokens -= requests.generated[rid]
         requests.generated[rid] = 0
         requests.computed[rid] = 0
         requests.state[rid] = WAITING

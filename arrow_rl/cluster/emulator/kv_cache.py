@@ -79,7 +79,8 @@ class KvCacheManager:
             held = {k: e[0] for k, e in inst.prefix_cache.entries.items() if e[0]}
             assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
             dup.append(sum(v - 1 for v in held.values()))
-            assert inst.prefix_cache.dup == dup[i], f"instance {i}: shared-block count {inst.prefix_cache.dup} != {dup[i]}"
+            assert inst.prefix_cache.dup == dup[i], \
+                f"instance {i}: shared-block count {inst.prefix_cache.dup} != {dup[i]}"
         return dup
 
     def block_keys(self, rid: int) -> list[int]:
@@ -153,9 +154,11 @@ class KvCacheManager:
         if held is not None:
             del self.held_on[rid]
             del self.registered[rid]
-        inst.other_blocks += inst.prefix_cache.release(held or [], nblocks, kv_blocks_in_use(inst, t), inst.capacity_blocks)
+        inst.other_blocks += inst.prefix_cache.release(held or [], nblocks, kv_blocks_in_use(inst, t),
+                                                       inst.capacity_blocks)
 
-    def release_finished(self, inst: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
+    def release_finished(self, inst: InstanceState, rid: int, kv_tokens: int, t: float,
+                         nblocks: int | None = None) -> None:
         """A request finished on ``inst`` with ``kv_tokens`` of KV (already off the KV count): cache
         its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
         if self.held_on.get(rid) == inst.id:

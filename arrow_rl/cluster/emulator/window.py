@@ -233,7 +233,8 @@ def _instance_stats(t0: float, t1: float, insts: list[InstanceState], views: lis
         else:
             dload = 0.0
         if plain_prof:   # profile.prefill_time_sum(legs, tokens, tokens_sq)
-            pload = (pa * inst.prefill_tokens_left_sq + pb * inst.prefill_tokens_left + pc * inst.prefill_legs) / now_ttft
+            pload = (pa * inst.prefill_tokens_left_sq + pb * inst.prefill_tokens_left
+                     + pc * inst.prefill_legs) / now_ttft
         else:
             pload = profile.prefill_time_sum(inst.prefill_legs, inst.prefill_tokens_left,
                                              inst.prefill_tokens_left_sq) / now_ttft
