@@ -58,7 +58,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
 }
 KNOWN_CIRCLES: list[list[str]] = [
     ["arrow_rl.cluster.live.httpserver", "arrow_rl.cluster.live.router"],
-    ["arrow_rl.workload.bundled", "arrow_rl.workload.loaders"],
     ["envs.config", "envs.move_teacher", "envs.moves", "envs.split_teacher", "envs.teachers"],
 ]
 
