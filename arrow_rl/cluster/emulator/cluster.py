@@ -454,7 +454,10 @@ class EmulatedCluster(Cluster):
             if kind == ITERATION_END:
                 inst = insts[a]
                 if b == inst.plan_version and inst.plan != IDLE:
-                    self._commit(inst, t)
+                    if inst.plan == DECODE_RUN:
+                        self._commit_run(inst, t)
+                    else:
+                        self._commit_iteration(inst, t)
                     if t - self._progress_s > stuck_s:
                         self._reject_stuck()
             elif kind == KV_LANDED:
@@ -714,8 +717,17 @@ class EmulatedCluster(Cluster):
                 entries.pop(key, None)
         if plan.admitted or plan.timed_out:
             self._admit(inst, plan)
-        if plan.pulls:
-            self._start_pulls(inst, plan.pulls, t)
+        if plan.pulls:   # decode legs start pulling their KV into the blocks they get
+            blk, n_in, src = requests.blocks, requests.input_tokens, requests.prefill_instance
+            for _ in range(plan.pulls):
+                rid = inst.transfer_queue.popleft()
+                add = -(-n_in[rid] // bs)
+                blk[rid] = add
+                inst.other_blocks += add
+                inst.transfers_in += 1
+                requests.state[rid] = TRANSFERRING
+                self.num_transfers += 1
+                self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
 
     def _allocate_with_preemption(self, inst: InstanceState, plan: BatchPlan) -> None:
         """The exact allocation loop's plan (``plan.materialised``): the decode set is expanded to
@@ -738,22 +750,6 @@ class EmulatedCluster(Cluster):
             blk[rid] += add
             inst.other_blocks += add
         inst.collapse_decode_set(requests, decs)
-
-    def _start_pulls(self, inst: InstanceState, count: int, t: float) -> None:
-        """The first ``count`` decode legs queued on ``inst`` get KV blocks and start pulling their
-        KV from their prefill instances."""
-        requests = self.requests
-        bs = inst.block_size
-        blk, n_in, src = requests.blocks, requests.input_tokens, requests.prefill_instance
-        for _ in range(count):
-            rid = inst.transfer_queue.popleft()
-            add = -(-n_in[rid] // bs)
-            blk[rid] = add
-            inst.other_blocks += add
-            inst.transfers_in += 1
-            requests.state[rid] = TRANSFERRING
-            self.num_transfers += 1
-            self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
 
     def _admit(self, inst: InstanceState, plan: BatchPlan) -> None:
         """Take the plan's admitted prompts (the last chunks) and dropped ones off the head of
@@ -809,31 +805,13 @@ class EmulatedCluster(Cluster):
         inst.waiting.appendleft(rid)
 
     # ------------------------------------------------------------------ internals: iteration end
-    def _commit(self, inst: InstanceState, t: float) -> None:
-        """Apply the iteration(s) of ``inst`` that end at ``t``, then form its next batch. In order:
-        the tokens the iterations output, the decode sequences that emitted their last token, the
-        prompt chunks computed, then the decode legs of the prompts just completed, which the router
-        places (the router sees this instance idle, its finished sequences gone)."""
+    def _commit_run(self, inst: InstanceState, t: float) -> None:
+        """A closed-form decode run of ``inst`` ends at ``t``: count its tokens (the iterations not
+        counted yet by a window's end, ``WindowAccumulator.count_plans_in_progress``, and the first
+        tokens of its first step), finish the sequences whose last token is out, then form the
+        next batch."""
         inst.cached_view = None
         inst.w_busy_s += t - max(inst.plan_start, self._window.start_s)
-        if inst.plan == DECODE_RUN:
-            self._count_decode_run(inst, t)
-            chunks = ()
-        else:
-            chunks = self._count_iteration(inst, t)
-        inst.plan = IDLE
-        heap = inst.finish_heap
-        if heap and heap[0][0] <= inst.decode_iterations:
-            self._finish_decodes(inst, t)
-        if chunks:
-            for rid in self._complete_chunks(inst, chunks, t):
-                self._route_decode_leg(inst, rid, t)
-        self._schedule(inst, t)
-
-    def _count_decode_run(self, inst: InstanceState, t: float) -> None:
-        """Token output of a closed-form decode run ending at ``t``: its iterations not yet counted
-        in a window (``WindowAccumulator.count_plans_in_progress`` counts those of a window's end)
-        and the first tokens its first step emitted."""
         n = inst.plan_decodes
         K, counted = inst.plan_iterations, inst.plan_iterations_counted
         if inst.awaiting_first_token and n and counted == 0:
@@ -845,13 +823,21 @@ class EmulatedCluster(Cluster):
         inst.w_decode_time_s += span - run_time(inst, counted) if counted else span
         inst.w_decode_tokens += n * (K - counted)
         inst.decode_iterations += K
-        inst.decode_stall_since = t
-        self._progress_s = t
+        inst.decode_stall_since = self._progress_s = t
+        inst.plan = IDLE
+        heap = inst.finish_heap
+        if heap and heap[0][0] <= inst.decode_iterations:
+            self._finish_decodes(inst, t)
+        self._schedule(inst, t)
 
-    def _count_iteration(self, inst: InstanceState, t: float) -> list[tuple[int, int]]:
-        """Token output of one iteration ending at ``t``: a token per decode sequence (the first
-        token of those that joined from a transfer) and the prefill tokens; returns the iteration's
-        prompt chunks, taken off the plan."""
+    def _commit_iteration(self, inst: InstanceState, t: float) -> None:
+        """One iteration of ``inst`` ends at ``t``: count its tokens (one per decode sequence, the
+        first ones of sequences that joined from a transfer, the prefill tokens), finish the
+        sequences whose last token is out, complete the prompt chunks, place the decode legs of the
+        prompts just completed (the router sees this instance idle, its finished sequences gone),
+        then form the next batch."""
+        inst.cached_view = None
+        inst.w_busy_s += t - max(inst.plan_start, self._window.start_s)
         n = inst.plan_decodes
         if n:
             if inst.awaiting_first_token:
@@ -860,12 +846,17 @@ class EmulatedCluster(Cluster):
             inst.w_decode_time_s += t - inst.plan_start
             inst.w_decode_tokens += n
             inst.decode_iterations += 1
-            inst.decode_stall_since = t
-            self._progress_s = t
+            inst.decode_stall_since = self._progress_s = t
         inst.w_prefill_tokens += inst.plan_prefill_tokens
         chunks = inst.plan_chunks
         inst.plan_chunks = ()
-        return chunks
+        inst.plan = IDLE
+        heap = inst.finish_heap
+        if heap and heap[0][0] <= inst.decode_iterations:
+            self._finish_decodes(inst, t)
+        for rid in self._complete_chunks(inst, chunks, t):
+            self._route_decode_leg(inst, rid, t)
+        self._schedule(inst, t)
 
     def _finish_decodes(self, inst: InstanceState, t: float) -> None:
         """The decode sequences whose last token is out by now leave the decode set and finish
