@@ -152,6 +152,7 @@ class EmulatedCluster(Cluster):
         self._progress_s = 0.0       # last time a token was emitted, KV landed or a request ended
         self._t_adv = 0.0            # end of the last advance
         self.flips: list[tuple[float, int, Role]] = []
+        self._all_healthy_from = -math.inf   # the end of the last flip delay: no instance is blocked after it
         self.num_preemptions = 0
         self.num_transfers = 0
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
@@ -310,6 +311,7 @@ class EmulatedCluster(Cluster):
         delay = self.config.flip_delay_s
         if delay > 0:
             inst.blocked_until = inst.wake_at = t + delay
+            self._all_healthy_from = max(self._all_healthy_from, t + delay)
             self._events.push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
     def advance(self, dt: float) -> MetricsWindow:
@@ -384,7 +386,9 @@ class EmulatedCluster(Cluster):
     # all), the same keys as the views carry, the same tie-break (lowest id).
     def _least_loaded_prefill(self, t: float) -> InstanceState:
         insts = self._insts
-        pool = [inst for inst in insts if t >= inst.blocked_until] or insts
+        pool = insts
+        if t < self._all_healthy_from:   # a flip delay may still block some instance
+            pool = [inst for inst in insts if t >= inst.blocked_until] or insts
         best = None
         if self._colocated:
             for inst in pool:
@@ -401,7 +405,9 @@ class EmulatedCluster(Cluster):
 
     def _least_loaded_decode(self, t: float) -> int:
         insts = self._insts
-        pool = [inst for inst in insts if t >= inst.blocked_until] or insts
+        pool = insts
+        if t < self._all_healthy_from:   # a flip delay may still block some instance
+            pool = [inst for inst in insts if t >= inst.blocked_until] or insts
         pool = [inst for inst in pool if inst.role is _DECODE] or pool
         best = None
         for inst in pool:
