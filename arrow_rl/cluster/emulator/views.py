@@ -156,7 +156,8 @@ class LazyView(InstanceView):
 
 
 def _lazy_view(inst: InstanceState, t: float, pending: list[LazyView]) -> LazyView:
-    """A ``LazyView`` of ``inst`` at ``t``: every field but the two lazy ones, in field order."""
+    """A ``LazyView`` of ``inst`` at ``t``: every field but the two lazy ones, in field order (the
+    same stores as ``fresh_view``'s: a helper shared by both would cost a call per view built)."""
     v = _new(LazyView)
     d = v.__dict__
     d["instance_id"] = inst.id
