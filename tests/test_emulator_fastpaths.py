@@ -21,6 +21,12 @@ from arrow_rl.workload.workload import Workload
 PRESET = "h100-llama3.1-8b-tp1"
 
 
+@pytest.fixture(autouse=True)
+def _fast_paths_on(monkeypatch):
+    """These tests aim at the fast paths: on, even in a run with ARROW_EMULATOR_REFERENCE=1."""
+    monkeypatch.setattr(fastpath, "ENABLED", True)
+
+
 def _workload(n=300, seed=0):
     rng = np.random.default_rng(seed)
     return Workload(np.cumsum(rng.exponential(0.02, n)), rng.integers(50, 2000, n), rng.integers(20, 400, n))

@@ -52,7 +52,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("arrow_rl.perf.fit_report", "arrow_rl.fidelity.runs"),
 }
 KNOWN_CIRCLES: list[list[str]] = [
-    ["arrow_rl.workload.bundled", "arrow_rl.workload.loaders"],
 ]
 
 

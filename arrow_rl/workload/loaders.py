@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
-from arrow_rl.workload.workload import Workload
+from arrow_rl.workload.trace_paths import resolve_trace_path
+from arrow_rl.workload.workload import Workload, shared_prefix_ids
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +128,6 @@ def load_workload(path: str | Path, format: str | None = None, name: str | None 
 
 def load_trace(path: str | Path, format: str | None = None, name: str | None = None) -> LoadedTrace:
     """Like :func:`load_workload`, and also return the :class:`TraceReport`."""
-    from arrow_rl.workload.bundled import resolve_trace_path
-
     resolved = resolve_trace_path(path)
     extra: dict[str, list[str]] = {}
     try:
@@ -200,27 +199,13 @@ def _read_csv_columns(path: Path, fmt: str, extra: dict[str, list[str]] | None =
     never holds more than one chunk as Python strings. For the canonical format, the optional
     prefix columns present in the header are collected raw into ``extra`` (name → cells).
     """
-    wanted = _CSV_COLUMNS[fmt]
     chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
-        header: list[str] | None = None
-        for row in reader:
-            if row and any(cell.strip() for cell in row):
-                header = [cell.strip() for cell in row]
-                break
-        if header is None:
-            raise TraceFormatError(path, "file is empty (no header line)")
-        header_line = reader.line_num
-        lowered = [h.lower() for h in header]
-        idx = []
-        for col in wanted:
-            if col.lower() not in lowered:
-                raise TraceFormatError(path, f"header lacks column {col!r} required by the {fmt} format",
-                                       line=header_line, value=",".join(header))
-            idx.append(lowered.index(col.lower()))
+        header = _read_header(path, reader, fmt)
         ncols = len(header)
-        ti, ii, oi = idx
+        lowered = [h.lower() for h in header]
+        ti, ii, oi = (lowered.index(col.lower()) for col in _CSV_COLUMNS[fmt])
         opt: list[tuple[int, list[str]]] = []
         if fmt == "canonical" and extra is not None:
             for col in _PREFIX_COLUMNS:
@@ -256,6 +241,23 @@ def _read_csv_columns(path: Path, fmt: str, extra: dict[str, list[str]] | None =
     if not chunks:
         raise TraceFormatError(path, "trace has a header but no rows")
     return tuple(np.concatenate(parts) for parts in zip(*chunks))  # type: ignore[return-value]
+
+
+def _read_header(path: Path, reader, fmt: str) -> list[str]:
+    """The CSV's header (its first non-blank row, cells stripped), checked for the columns ``fmt``
+    requires (matched case-insensitively)."""
+    for row in reader:
+        if row and any(cell.strip() for cell in row):
+            header = [cell.strip() for cell in row]
+            break
+    else:
+        raise TraceFormatError(path, "file is empty (no header line)")
+    lowered = [h.lower() for h in header]
+    for col in _CSV_COLUMNS[fmt]:
+        if col.lower() not in lowered:
+            raise TraceFormatError(path, f"header lacks column {col!r} required by the {fmt} format",
+                                   line=reader.line_num, value=",".join(header))
+    return header
 
 
 def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
@@ -311,8 +313,6 @@ def _read_mooncake(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def _canonical_prefixes(path: Path, extra: dict[str, list[str]], inputs: np.ndarray,
                         lines: np.ndarray) -> tuple[list[list[int]], int]:
     """The canonical CSV's optional prefix columns → (chained block ids per row, tokens per id)."""
-    from arrow_rl.workload.workload import shared_prefix_ids
-
     def ints(col: str, k: int, default: int | None) -> int | None:
         cell = extra[col][k].strip()
         if not cell:
@@ -492,55 +492,11 @@ _TIME_FIELD = {"canonical": "arrival_s", "azure": "TIMESTAMP", "mooncake": "time
 
 def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs: np.ndarray,
             lines: np.ndarray, name: str, prefixes: tuple[list[list[int]], int] | None = None) -> LoadedTrace:
-    in_field, out_field = _TOKEN_FIELDS[fmt]
-    tfield = _TIME_FIELD[fmt]
+    """Parsed columns → the workload and its report, under the module docstring's policies."""
     rows_read = int(inputs.size)
-
-    epoch = 0.0
-    if fmt == "azure":
-        # Subtract in int64 ns so float64 seconds keep sub-microsecond resolution.
-        base = int(times.min())
-        arrival = (times - base).astype(np.float64) / 1e9
-        epoch = base / 1e9
-    else:
-        arrival = times
-    if fmt == "canonical":
-        neg = arrival < 0
-        if neg.any():
-            k = int(np.argmax(neg))
-            raise TraceFormatError(path, "arrival must be >= 0", line=int(lines[k]), field=tfield,
-                                   value=float(arrival[k]))
-        dec = np.diff(arrival) < 0
-        if dec.any():
-            k = int(np.argmax(dec)) + 1
-            raise TraceFormatError(
-                path, f"arrivals must be non-decreasing; previous row (line {int(lines[k - 1])}) "
-                f"arrives at {float(arrival[k - 1])!r}", line=int(lines[k]), field=tfield,
-                value=float(arrival[k]))
-
-    keep = np.ones(rows_read, dtype=bool)
-    dropped, drop_reason, clamped, clamp_reason = 0, "", 0, ""
-    if fmt == "canonical":
-        zero = (inputs < 1) | (outputs < 1)
-        if zero.any():
-            k = int(np.argmax(zero))
-            field = in_field if inputs[k] < 1 else out_field
-            raise TraceFormatError(path, "token counts must be >= 1", line=int(lines[k]), field=field,
-                                   value=int(inputs[k] if field == in_field else outputs[k]))
-    elif fmt == "burstgpt":
-        # BurstGPT README: rows whose response (or request) tokens are 0 are failed requests.
-        keep = (inputs > 0) & (outputs > 0)
-        dropped = int(rows_read - keep.sum())
-        drop_reason = "zero request or response tokens: failed requests"
-    else:  # azure, mooncake
-        keep = inputs > 0
-        dropped = int(rows_read - keep.sum())
-        drop_reason = "zero input tokens: nothing to prefill"
-        zero_out = keep & (outputs == 0)
-        clamped = int(zero_out.sum())
-        clamp_reason = "zero output tokens set to 1: the prefill still produces one token"
-        outputs = np.where(zero_out, 1, outputs)
-
+    arrival, epoch = _arrivals(path, fmt, times, lines)
+    keep, outputs, drops, clamps = _row_policies(path, fmt, inputs, outputs, lines)
+    (dropped, drop_reason), (clamped, clamp_reason) = drops, clamps
     if not keep.all():
         arrival, inputs, outputs = arrival[keep], inputs[keep], outputs[keep]
         if prefixes is not None:
@@ -571,6 +527,65 @@ def _finish(path: Path, fmt: str, times: np.ndarray, inputs: np.ndarray, outputs
         except ValueError as exc:
             raise TraceFormatError(path, str(exc), field="hash_ids") from None
     return LoadedTrace(workload=workload, report=report)
+
+
+def _arrivals(path: Path, fmt: str, times: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, float]:
+    """Arrival seconds from the time column (wall-clock Azure stamps: since the first one, which
+    is returned as the epoch) and, for a canonical file, checked to be >= 0 and non-decreasing."""
+    tfield = _TIME_FIELD[fmt]
+    epoch = 0.0
+    if fmt == "azure":
+        # Subtract in int64 ns so float64 seconds keep sub-microsecond resolution.
+        base = int(times.min())
+        arrival = (times - base).astype(np.float64) / 1e9
+        epoch = base / 1e9
+    else:
+        arrival = times
+    if fmt == "canonical":
+        neg = arrival < 0
+        if neg.any():
+            k = int(np.argmax(neg))
+            raise TraceFormatError(path, "arrival must be >= 0", line=int(lines[k]), field=tfield,
+                                   value=float(arrival[k]))
+        dec = np.diff(arrival) < 0
+        if dec.any():
+            k = int(np.argmax(dec)) + 1
+            raise TraceFormatError(
+                path, f"arrivals must be non-decreasing; previous row (line {int(lines[k - 1])}) "
+                f"arrives at {float(arrival[k - 1])!r}", line=int(lines[k]), field=tfield,
+                value=float(arrival[k]))
+    return arrival, epoch
+
+
+def _row_policies(path: Path, fmt: str, inputs: np.ndarray, outputs: np.ndarray, lines: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, str], tuple[int, str]]:
+    """The rows to keep, the output tokens (clamped), and (count, reason) of the rows dropped and
+    of those clamped; a canonical file's empty requests are an error instead."""
+    in_field, out_field = _TOKEN_FIELDS[fmt]
+    rows_read = int(inputs.size)
+    keep = np.ones(rows_read, dtype=bool)
+    dropped, drop_reason, clamped, clamp_reason = 0, "", 0, ""
+    if fmt == "canonical":
+        zero = (inputs < 1) | (outputs < 1)
+        if zero.any():
+            k = int(np.argmax(zero))
+            field = in_field if inputs[k] < 1 else out_field
+            raise TraceFormatError(path, "token counts must be >= 1", line=int(lines[k]), field=field,
+                                   value=int(inputs[k] if field == in_field else outputs[k]))
+    elif fmt == "burstgpt":
+        # BurstGPT README: rows whose response (or request) tokens are 0 are failed requests.
+        keep = (inputs > 0) & (outputs > 0)
+        dropped = int(rows_read - keep.sum())
+        drop_reason = "zero request or response tokens: failed requests"
+    else:  # azure, mooncake
+        keep = inputs > 0
+        dropped = int(rows_read - keep.sum())
+        drop_reason = "zero input tokens: nothing to prefill"
+        zero_out = keep & (outputs == 0)
+        clamped = int(zero_out.sum())
+        clamp_reason = "zero output tokens set to 1: the prefill still produces one token"
+        outputs = np.where(zero_out, 1, outputs)
+    return keep, outputs, (dropped, drop_reason), (clamped, clamp_reason)
 
 
 def _default_name(given: str | Path, resolved: Path) -> str:

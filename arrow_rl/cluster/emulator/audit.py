@@ -9,6 +9,8 @@ debugging, never on the hot path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by
 from arrow_rl.cluster.emulator.instance import DECODE_RUN, ONE_ITERATION, InstanceState
 from arrow_rl.cluster.emulator.kv_cache import KvCacheManager
@@ -18,38 +20,62 @@ from arrow_rl.cluster.emulator.transfers import SharedNics
 from arrow_rl.cluster.emulator.views import fresh_view, view_at
 
 
-def audit_state(insts: list[InstanceState], R: RequestTable, now: float, max_num_seqs: int,
+def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, max_num_seqs: int,
                 kv: KvCacheManager | None, nics: SharedNics | None) -> None:
     """Check every instance of a cluster at time ``now`` against its requests (``kv``: the prefix
     cache holdings when prefix caching is on; ``nics``: the shared-NIC model when it is on).
     Raises ``AssertionError`` naming the instance or request and the quantity that drifted."""
+    sums = _recount(insts, requests)
+    dup = [0] * len(insts)
+    if kv is not None:
+        dup = kv.check(insts)
+    if nics is not None:
+        nics.check()
+        for rid in nics.active:
+            assert requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
+    for inst in insts:
+        _check_instance(inst, sums, dup[inst.id], now, max_num_seqs)
+
+
+@dataclass
+class _Sums:
+    """Per-instance sums rebuilt from the request table, indexed by instance id."""
+
+    blocks: list[int]               # KV blocks outside the decode set (shared prefix blocks once per request)
+    decode_blocks: list[int]        # KV blocks of the decode set
+    prefill: list[list[int]]        # prefill legs: [count, tokens still to compute, Σ tokens still to compute²]
+    decode_legs: list[list[int]]    # decode legs outside the decode set: [count, Σ input + generated]
+    running: list[set[int]]
+
+
+def _recount(insts: list[InstanceState], requests: RequestTable) -> _Sums:
+    """Every resident request's KV blocks, resident work and place in the running batch, summed by
+    instance."""
     n_inst = len(insts)
-    blocks = [0] * n_inst
-    dec_blocks = [0] * n_inst
-    pf = [[0, 0, 0] for _ in range(n_inst)]
-    dl = [[0, 0] for _ in range(n_inst)]
-    running = [set() for _ in range(n_inst)]
-    for rid in range(R.num):
-        s = R.state[rid]
-        w = R.instance[rid]
+    sums = _Sums([0] * n_inst, [0] * n_inst, [[0, 0, 0] for _ in range(n_inst)], [[0, 0] for _ in range(n_inst)],
+                 [set() for _ in range(n_inst)])
+    blocks, pf, dl = sums.blocks, sums.prefill, sums.decode_legs
+    for rid in range(requests.num):
+        s = requests.state[rid]
+        w = requests.instance[rid]
         if s in (NEW, FINISHED, REJECTED):
             continue
-        I = insts[w]
-        total = R.input_tokens[rid] + R.generated[rid]
+        inst = insts[w]
+        total = requests.input_tokens[rid] + requests.generated[rid]
         if s == DECODING:
-            c = R.decode_offset[rid] + I.decode_iterations
-            dec_blocks[w] += -(-c // I.block_size)
-            running[w].add(rid)
+            c = requests.decode_offset[rid] + inst.decode_iterations
+            sums.decode_blocks[w] += -(-c // inst.block_size)
+            sums.running[w].add(rid)
             # in − 1: a pulled KV before the decode instance's first step recomputes the last token
-            assert R.input_tokens[rid] - 1 <= c < R.input_tokens[rid] + R.output_tokens[rid] - 1, \
+            assert requests.input_tokens[rid] - 1 <= c < requests.input_tokens[rid] + requests.output_tokens[rid] - 1, \
                 f"request {rid}: KV {c} out of range"
             continue
         if s in (WAITING, PREFILLING):
-            blocks[w] += R.blocks[rid]
+            blocks[w] += requests.blocks[rid]
             if s == PREFILLING:
-                running[w].add(rid)
-            if R.leg[rid] == 0:
-                rem = total - R.computed[rid]
+                sums.running[w].add(rid)
+            if requests.leg[rid] == 0:
+                rem = total - requests.computed[rid]
                 pf[w][0] += 1
                 pf[w][1] += rem
                 pf[w][2] += rem * rem
@@ -57,32 +83,32 @@ def audit_state(insts: list[InstanceState], R: RequestTable, now: float, max_num
                 dl[w][0] += 1
                 dl[w][1] += total
         elif s in (QUEUED_FOR_KV, TRANSFERRING, LANDED):
-            blocks[w] += R.blocks[rid]
+            blocks[w] += requests.blocks[rid]
             dl[w][0] += 1
             dl[w][1] += total
             if s in (QUEUED_FOR_KV, TRANSFERRING):
-                blocks[R.prefill_instance[rid]] += R.source_blocks[rid]
-    dup = [0] * n_inst
-    if kv is not None:
-        dup = kv.check(insts)
-    if nics is not None:
-        nics.check()
-        for rid in nics.active:
-            assert R.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
-    for I in insts:
-        i = I.id
-        assert I.decode_set_blocks(I.decode_iterations) == dec_blocks[i], f"instance {i}: decode-set blocks drift"
-        assert I.other_blocks == blocks[i] - dup[i], \
-            f"instance {i}: other blocks {I.other_blocks} != {blocks[i]} - {dup[i]} shared"
-        assert [I.prefill_legs, I.prefill_tokens_left, I.prefill_tokens_left_sq] == pf[i], \
-            f"instance {i}: prefill sums {pf[i]}"
-        assert [I.decode_legs_waiting, I.decode_legs_waiting_tokens] == dl[i], f"instance {i}: decode-leg sums {dl[i]}"
-        assert set(I.running) == running[i] and len(I.running) == len(running[i]), \
-            f"instance {i}: running set"
-        assert len(I.running) <= max_num_seqs, f"instance {i}: more than max_num_seqs running"
-        ahead = I.plan_iterations if I.plan == DECODE_RUN else (1 if I.plan == ONE_ITERATION else 0)
-        peak = I.decode_iterations + ahead
-        assert I.other_blocks + I.decode_set_blocks(peak) <= I.capacity_blocks, f"instance {i}: KV over capacity"
-        k = iterations_done_by(I, now) if I.plan == DECODE_RUN and now > I.plan_start else 0
-        assert view_at(I, now) == fresh_view(I, I.decode_iterations + k, now >= I.blocked_until), \
-            f"instance {i}: cached view is stale"
+                blocks[requests.prefill_instance[rid]] += requests.source_blocks[rid]
+    return sums
+
+
+def _check_instance(inst: InstanceState, sums: _Sums, dup: int, now: float, max_num_seqs: int) -> None:
+    """``inst``'s incremental accounting against the recounted ``sums`` (``dup``: its prefix
+    blocks shared by several requests), its limits and its cached view."""
+    i = inst.id
+    assert inst.decode_set_blocks(inst.decode_iterations) == sums.decode_blocks[i], \
+        f"instance {i}: decode-set blocks drift"
+    assert inst.other_blocks == sums.blocks[i] - dup, \
+        f"instance {i}: other blocks {inst.other_blocks} != {sums.blocks[i]} - {dup} shared"
+    assert [inst.prefill_legs, inst.prefill_tokens_left, inst.prefill_tokens_left_sq] == sums.prefill[i], \
+        f"instance {i}: prefill sums {sums.prefill[i]}"
+    assert [inst.decode_legs_waiting, inst.decode_legs_waiting_tokens] == sums.decode_legs[i], \
+        f"instance {i}: decode-leg sums {sums.decode_legs[i]}"
+    assert set(inst.running) == sums.running[i] and len(inst.running) == len(sums.running[i]), \
+        f"instance {i}: running set"
+    assert len(inst.running) <= max_num_seqs, f"instance {i}: more than max_num_seqs running"
+    ahead = inst.plan_iterations if inst.plan == DECODE_RUN else (1 if inst.plan == ONE_ITERATION else 0)
+    peak = inst.decode_iterations + ahead
+    assert inst.other_blocks + inst.decode_set_blocks(peak) <= inst.capacity_blocks, f"instance {i}: KV over capacity"
+    k = iterations_done_by(inst, now) if inst.plan == DECODE_RUN and now > inst.plan_start else 0
+    assert view_at(inst, now) == fresh_view(inst, inst.decode_iterations + k, now >= inst.blocked_until), \
+        f"instance {i}: cached view is stale"

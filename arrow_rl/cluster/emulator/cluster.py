@@ -55,7 +55,7 @@ from arrow_rl.cluster.emulator.requests import (
     DECODING, FINISHED, LANDED, NEW, PREFILLING, QUEUED_FOR_KV, REJECTED, TRANSFERRING, WAITING, RequestTable)
 from arrow_rl.cluster.emulator.scheduler import DECODES_ONLY, BatchPlan, BatchScheduler, SchedulerLimits
 from arrow_rl.cluster.emulator.transfers import KvTransfers
-from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, lazy_views_at, settle, view_at, views_at
+from arrow_rl.cluster.emulator.views import LAZY_SUPPORTED, settle, view_at, views_at
 from arrow_rl.cluster.emulator.window import WindowAccumulator
 from arrow_rl.perf.preset import Preset
 from arrow_rl.perf.profile import InstanceProfile
@@ -67,29 +67,30 @@ _PREFILL = Role.PREFILL
 _DECODE = Role.DECODE
 
 
-def _fits_surely(I: InstanceState, n: int, it: int) -> bool:
-    """A sufficient test for ``I.other_blocks + I.decode_set_blocks(it) <= I.capacity_blocks``
-    (``n`` = ``I.num_decoding``) without the histogram: every sequence's ceil((o + it) / bs) is below
+def _fits_surely(inst: InstanceState, n: int, it: int) -> bool:
+    """A sufficient test for ``inst.other_blocks + inst.decode_set_blocks(it) <= inst.capacity_blocks``
+    (``n`` = ``inst.num_decoding``) without the histogram: every sequence's ceil((o + it) / bs) is below
     (o + it) / bs + 1, so the decode set's blocks are below (Σo + n·it) / bs + n. When this says
     no, the exact count decides."""
-    bs = I.block_size
-    return bs * I.other_blocks + I.decode_offset_sum + n * (it + bs) <= bs * I.capacity_blocks
+    bs = inst.block_size
+    return bs * inst.other_blocks + inst.decode_offset_sum + n * (it + bs) <= bs * inst.capacity_blocks
 
 
-def _decode_tokens_at(I: InstanceState, t: float) -> int:
-    """``InstanceView.decode_tokens`` of ``I`` at ``t`` (views.py ``fresh_view``), without the view."""
-    n = I.num_decoding
+def _decode_tokens_at(inst: InstanceState, t: float) -> int:
+    """``InstanceView.decode_tokens`` of ``inst`` at ``t`` (views.py ``fresh_view``), without the view."""
+    n = inst.num_decoding
     if not n:
-        return I.decode_legs_waiting_tokens
-    it = I.decode_iterations
-    if I.plan == DECODE_RUN and t > I.plan_start:
-        if t >= I.plan_end:
-            it += I.plan_iterations
-        elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
-            it += I.done_memo_iterations
+        return inst.decode_legs_waiting_tokens
+    it = inst.decode_iterations
+    if inst.plan == DECODE_RUN and t > inst.plan_start:
+        if t >= inst.plan_end:
+            it += inst.plan_iterations
+        elif inst.done_memo_version == inst.plan_version and \
+                inst.done_memo_from <= t - inst.plan_start < inst.done_memo_until:
+            it += inst.done_memo_iterations
         else:
-            it += iterations_done_by(I, t)
-    return I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
+            it += iterations_done_by(inst, t)
+    return inst.decode_offset_sum + n * (it + 1) + inst.decode_legs_waiting_tokens
 
 # No token, hand-off or completion anywhere for this long (on top of the KV lease timeout, which
 # unwedges transfer cycles by itself) while requests are resident means the cluster is wedged; the
@@ -130,22 +131,12 @@ class EmulatedCluster(Cluster):
         self._mode = config.mode
         self._colocated = config.mode is Mode.COLOCATED
         self._lat = self.preset.latency
-        self._M = config.max_num_batched_tokens
-        self._S = config.max_num_seqs
         self._scheduler = BatchScheduler(SchedulerLimits(
             max_num_batched_tokens=config.max_num_batched_tokens, max_num_seqs=config.max_num_seqs,
             client_timeout_s=config.client_timeout_s, exact_stepping=config.exact_stepping))
-        bs = self.preset.block_size
-        self._bs = bs
-        cap_blocks = self.preset.kv_capacity_tokens // bs
-        if cap_blocks <= 0:
-            raise ValueError(f"preset {self.preset.name!r} has no KV capacity")
-        self._cap_blocks = cap_blocks
-        self._max_len = self.preset.max_model_len
-        roles = config.initial_roles()
-        self._initial_roles = roles
-        self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
-        self._num_mixed = sum(1 for r in roles if r is Role.MIXED)
+        # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
+        self._pfx = config.enable_prefix_caching and workload.has_prefixes
+        self._build_instances(config)
         self._coef: dict[int, tuple[float, float]] = {}
 
         self.requests = RequestTable(workload)
@@ -161,18 +152,14 @@ class EmulatedCluster(Cluster):
         self._progress_s = 0.0       # last time a token was emitted, KV landed or a request ended
         self._t_adv = 0.0            # end of the last advance
         self.flips: list[tuple[float, int, Role]] = []
+        self._all_healthy_from = -math.inf   # the end of the last flip delay: no instance is blocked after it
         self.num_preemptions = 0
         self.num_transfers = 0
         self.num_lease_expiries = 0  # KV leases freed by the prefill side's timeout (then recomputed)
         self._stuck_s = STUCK_AFTER_S + config.kv_lease_timeout_s
         self._transfers = KvTransfers(self.preset, config.num_instances, n, self._events,
                                       config.kv_lease_timeout_s, config.kv_link_sharing)
-        # prefix caching (vLLM automatic prefix caching): only workloads that carry prefixes pay for it
-        self._pfx = config.enable_prefix_caching and workload.has_prefixes
-        self._kv = KvCacheManager(workload, self.requests, bs)
-        if self._pfx:
-            for I in self._insts:
-                I.prefix_cache = PrefixCache()
+        self._kv = KvCacheManager(workload, self.requests, self._bs)
         # window accumulators (per-instance ones live on InstanceState)
         self._window = WindowAccumulator()
         self.router.reset(config.num_instances)
@@ -183,17 +170,40 @@ class EmulatedCluster(Cluster):
         self._lazy_ok = fastpath.ENABLED and LAZY_SUPPORTED
         self._deciding = False
         self._lazy_views: list = []
-        self._info = ClusterInfo(
+        self._info = self._describe()
+
+    def _build_instances(self, config: EmulatorConfig) -> None:
+        """The instances in their initial roles, with the preset's KV geometry (and a prefix cache
+        each when prefix caching acts)."""
+        bs = self.preset.block_size
+        self._bs = bs
+        cap_blocks = self.preset.kv_capacity_tokens // bs
+        if cap_blocks <= 0:
+            raise ValueError(f"preset {self.preset.name!r} has no KV capacity")
+        self._cap_blocks = cap_blocks
+        self._max_len = self.preset.max_model_len
+        roles = config.initial_roles()
+        self._initial_roles = roles
+        self._insts = [InstanceState(i, roles[i], cap_blocks, bs) for i in range(config.num_instances)]
+        if self._pfx:
+            for inst in self._insts:
+                inst.prefix_cache = PrefixCache()
+        self._num_mixed = sum(1 for r in roles if r is Role.MIXED)
+
+    def _describe(self) -> ClusterInfo:
+        """The static facts of the cluster (``Cluster.info``)."""
+        config = self.config
+        return ClusterInfo(
             num_instances=config.num_instances, preset=self.preset.name, slo=self._slo, mode=self._mode,
-            initial_roles=roles,
-            extra={"max_num_batched_tokens": self._M, "max_num_seqs": self._S,
-                   "kv_capacity_tokens": cap_blocks * bs, "block_size": bs,
-                   "flip_delay_s": config.flip_delay_s, "router": getattr(router, "name", "?"),
+            initial_roles=self._initial_roles,
+            extra={"max_num_batched_tokens": config.max_num_batched_tokens, "max_num_seqs": config.max_num_seqs,
+                   "kv_capacity_tokens": self._cap_blocks * self._bs, "block_size": self._bs,
+                   "flip_delay_s": config.flip_delay_s, "router": getattr(self.router, "name", "?"),
                    "kv_lease_timeout_s": config.kv_lease_timeout_s, "kv_link_sharing": config.kv_link_sharing,
                    "enable_prefix_caching": config.enable_prefix_caching})
 
     def __repr__(self) -> str:
-        roles = "".join(I.role.value[0].upper() for I in self._insts)
+        roles = "".join(inst.role.value[0].upper() for inst in self._insts)
         return (f"EmulatedCluster({self.preset.name}, {self._mode.value}, roles={roles}, now={self._now:.3f}s, "
                 f"ended={self._ended}/{self.requests.num})")
 
@@ -230,7 +240,7 @@ class EmulatedCluster(Cluster):
         if self._deciding and not self._num_mixed:
             # a router places a prompt: lazy views of the decode pool (views.py); not with MIXED
             # instances, whose dispatcher weighs the decode pool's loads at every arrival
-            return lazy_views_at(self._insts, self._now, self._lazy_views, _DECODE)
+            return views_at(self._insts, self._now, self._lazy_views, _DECODE)
         return views_at(self._insts, self._now)
 
     def instance(self, instance_id: int) -> InstanceView:
@@ -290,17 +300,18 @@ class EmulatedCluster(Cluster):
         role = Role(role)
         if self._lazy_views:   # a router flips mid-decision: its views describe the state before
             settle(self._lazy_views)
-        I = self._insts[instance_id]
-        if I.role is role:
+        inst = self._insts[instance_id]
+        if inst.role is role:
             return
-        self._num_mixed += (role is Role.MIXED) - (I.role is Role.MIXED)
-        I.role = role
-        I.cached_view = None
+        self._num_mixed += (role is Role.MIXED) - (inst.role is Role.MIXED)
+        inst.role = role
+        inst.cached_view = None
         t = self._now
         self.flips.append((t, instance_id, role))
         delay = self.config.flip_delay_s
         if delay > 0:
-            I.blocked_until = I.wake_at = t + delay
+            inst.blocked_until = inst.wake_at = t + delay
+            self._all_healthy_from = max(self._all_healthy_from, t + delay)
             self._events.push(t + delay, FLIP_DELAY_END, instance_id, 0)
 
     def flip_history(self) -> list[tuple[float, int, Role]]:
@@ -314,8 +325,8 @@ class EmulatedCluster(Cluster):
         t1 = self._t_adv + dt
         self._run_until(t1)
         self._now = self._t_adv = t1
-        for I, t_first in self._window.count_plans_in_progress(self._insts, t1):
-            self._emit_new_decodes(I, t_first)   # a decode run's first step is out: first tokens
+        for inst, t_first in self._window.count_plans_in_progress(self._insts, t1):
+            self._emit_new_decodes(inst, t_first)   # a decode run's first step is out: first tokens
         views = views_at(self._insts, t1)
         return self._window.close(t1, self._insts, views, self._slo, self._profile, self._mode, self.requests)
 
@@ -324,8 +335,8 @@ class EmulatedCluster(Cluster):
         """Advance until every request has ended (or ``max_time_s`` of cluster time); return records.
 
         ``progress(now)`` is called every ~1% of the trace's span."""
-        R = self.requests
-        span = max(R.arrival_s[-1] if R.num else 0.0, 1.0)
+        requests = self.requests
+        span = max(requests.arrival_s[-1] if requests.num else 0.0, 1.0)
         step = span / 100.0 if progress is not None else math.inf
         limit = math.inf if max_time_s is None else float(max_time_s)
         while not self.done and self._now < limit:
@@ -352,7 +363,7 @@ class EmulatedCluster(Cluster):
         d["_kv"] = self._kv.copy(d["requests"])
         d["_window"] = self._window.copy()
         d["_transfers"] = self._transfers.copy(d["_events"])
-        d["_insts"] = [I.copy() for I in self._insts]
+        d["_insts"] = [inst.copy() for inst in self._insts]
         d["_coef"] = self._coef  # a pure cache
         d["_lazy_views"] = []
         d["_deciding"] = False   # cloned by a router mid-decision: the clone hands out plain views
@@ -379,53 +390,59 @@ class EmulatedCluster(Cluster):
     # all), the same keys as the views carry, the same tie-break (lowest id).
     def _least_loaded_prefill(self, t: float) -> InstanceState:
         insts = self._insts
-        pool = [I for I in insts if t >= I.blocked_until] or insts
+        pool = insts
+        if t < self._all_healthy_from:   # a flip delay may still block some instance
+            pool = [inst for inst in insts if t >= inst.blocked_until] or insts
         best = None
         if self._colocated:
-            for I in pool:
-                key = I.prefill_tokens_left + _decode_tokens_at(I, t)
+            for inst in pool:
+                key = inst.prefill_tokens_left + _decode_tokens_at(inst, t)
                 if best is None or key < best_key:
-                    best, best_key = I, key
+                    best, best_key = inst, key
             return best
-        pool = [I for I in pool if I.role is _PREFILL] or pool
-        for I in pool:
-            key = I.prefill_tokens_left
+        pool = [inst for inst in pool if inst.role is _PREFILL] or pool
+        for inst in pool:
+            key = inst.prefill_tokens_left
             if best is None or key < best_key:
-                best, best_key = I, key
+                best, best_key = inst, key
         return best
 
     def _least_loaded_decode(self, t: float) -> int:
         insts = self._insts
-        pool = [I for I in insts if t >= I.blocked_until] or insts
-        pool = [I for I in pool if I.role is _DECODE] or pool
+        pool = insts
+        if t < self._all_healthy_from:   # a flip delay may still block some instance
+            pool = [inst for inst in insts if t >= inst.blocked_until] or insts
+        pool = [inst for inst in pool if inst.role is _DECODE] or pool
         best = None
-        for I in pool:
-            if best is not None and I.plan == DECODE_RUN and t < I.plan_end:
+        for inst in pool:
+            if best is not None and inst.plan == DECODE_RUN and t < inst.plan_end:
                 # a lower bound first, without solving the run: its iterations done by t are at
                 # least those of the memo (of this run, at an earlier time); decode tokens grow
                 # with them, and only a strictly smaller key beats the lower id already found
-                dt = t - I.plan_start
-                k = I.done_memo_iterations if I.done_memo_version == I.plan_version and dt >= I.done_memo_from else 0
-                n = I.num_decoding
-                if dt > 0 and I.decode_offset_sum + n * (I.decode_iterations + k + 1) + I.decode_legs_waiting_tokens >= best_key:
+                dt = t - inst.plan_start
+                memo = inst.done_memo_version == inst.plan_version and dt >= inst.done_memo_from
+                k = inst.done_memo_iterations if memo else 0
+                n = inst.num_decoding
+                low = inst.decode_offset_sum + n * (inst.decode_iterations + k + 1) + inst.decode_legs_waiting_tokens
+                if dt > 0 and low >= best_key:
                     continue
-            key = _decode_tokens_at(I, t)
+            key = _decode_tokens_at(inst, t)
             if best is None or key < best_key:
-                best, best_key = I, key
+                best, best_key = inst, key
         return best.id
 
     # ------------------------------------------------------------------ internals: event loop
     def _run_until(self, t1: float) -> None:
-        R = self.requests
+        requests = self.requests
         heap = self._events.heap
-        arr = R.arrival_s
-        N = R.num
+        arr = requests.arrival_s
+        num_requests = requests.num
         insts = self._insts
         audit = self.audit_every_event
         fe = self._frontend_s
         stuck_s = self._stuck_s
         nxt = self._next   # the next arrival (only this loop moves it)
-        ta = arr[nxt] + fe if nxt < N else math.inf
+        ta = arr[nxt] + fe if nxt < num_requests else math.inf
         heappop = heapq.heappop
         while True:
             if audit:
@@ -438,16 +455,19 @@ class EmulatedCluster(Cluster):
                 self._next = nxt + 1
                 self._arrive(nxt, ta)
                 nxt += 1
-                ta = arr[nxt] + fe if nxt < N else math.inf
+                ta = arr[nxt] + fe if nxt < num_requests else math.inf
                 continue
             if th >= t1:
                 break
             t, kind, _, a, b = heappop(heap)
             self._now = t
             if kind == ITERATION_END:
-                I = insts[a]
-                if b == I.plan_version and I.plan != IDLE:
-                    self._commit(I, t)
+                inst = insts[a]
+                if b == inst.plan_version and inst.plan != IDLE:
+                    if inst.plan == DECODE_RUN:
+                        self._commit_run(inst, t)
+                    else:
+                        self._commit_iteration(inst, t)
                     if t - self._progress_s > stuck_s:
                         self._reject_stuck()
             elif kind == KV_LANDED:
@@ -460,16 +480,16 @@ class EmulatedCluster(Cluster):
                 self._expire_leases(t)
             else:  # FLIP_DELAY_END: a flip delay ended
                 self._kick(insts[a], t)
-        if not heap and self._next >= N and self._ended < N:
+        if not heap and self._next >= num_requests and self._ended < num_requests:
             self._reject_stuck()
 
     def _arrive(self, rid: int, t: float) -> None:
-        R = self.requests
-        n_in = R.input_tokens[rid]
+        requests = self.requests
+        n_in = requests.input_tokens[rid]
         self._window.on_arrival(n_in)
-        peak = n_in + R.output_tokens[rid] - 1   # KV tokens while the last token is computed
-        if n_in + R.output_tokens[rid] > self._max_len:
-            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + R.output_tokens[rid]} > "
+        peak = n_in + requests.output_tokens[rid] - 1   # KV tokens while the last token is computed
+        if n_in + requests.output_tokens[rid] > self._max_len:
+            self._reject(rid, f"exceeds max_model_len: input+output tokens {n_in + requests.output_tokens[rid]} > "
                               f"{self._max_len}")
             return
         if -(-peak // self._bs) > self._cap_blocks:
@@ -477,174 +497,179 @@ class EmulatedCluster(Cluster):
                               f"on one instance")
             return
         if self._least_loaded:
-            I = self._least_loaded_prefill(t)
-            i = I.id
+            inst = self._least_loaded_prefill(t)
+            i = inst.id
         else:
             self._deciding = self._lazy_ok
             try:
-                i = self.router.route_prefill(R.router_request(rid), self)
+                i = self.router.route_prefill(requests.router_request(rid), self)
             finally:
                 self._deciding = False
                 if self._lazy_views:
                     settle(self._lazy_views)
             i = self._target(i, "route_prefill")
-            I = self._insts[i]
-        R.instance[rid] = i
-        R.prefill_instance[rid] = i
+            inst = self._insts[i]
+        requests.instance[rid] = i
+        requests.prefill_instance[rid] = i
         # a MIXED instance serves the request whole (issue 12): fixed now, whatever later flips do
-        if self._colocated or I.role is _MIXED:
-            R.plain[rid] = True
-        R.state[rid] = WAITING
-        I.waiting.append(rid)
-        I.prefill_legs += 1
-        I.prefill_tokens_left += n_in
-        I.prefill_tokens_left_sq += n_in * n_in
-        I.cached_view = None
-        self._kick(I, t)
+        if self._colocated or inst.role is _MIXED:
+            requests.plain[rid] = True
+        requests.state[rid] = WAITING
+        inst.waiting.append(rid)
+        inst.prefill_legs += 1
+        inst.prefill_tokens_left += n_in
+        inst.prefill_tokens_left_sq += n_in * n_in
+        inst.cached_view = None
+        self._kick(inst, t)
 
     def _reject(self, rid: int, reason: str) -> None:
-        R = self.requests
-        R.state[rid] = REJECTED
-        R.reject_reason[rid] = reason
+        requests = self.requests
+        requests.state[rid] = REJECTED
+        requests.reject_reason[rid] = reason
         self._ended += 1
         self._window.on_reject()
-        self._records.append(R.record(rid))
+        self._records.append(requests.record(rid))
 
-    def _drop_timed_out(self, I: InstanceState, rid: int) -> None:
+    def _drop_timed_out(self, inst: InstanceState, rid: int) -> None:
         """A waiting, never-started prompt whose client gave up (``client_timeout_s``): vLLM aborts it."""
-        R = self.requests
-        n = R.input_tokens[rid] + R.generated[rid]
-        I.prefill_legs -= 1
-        I.prefill_tokens_left -= n
-        I.prefill_tokens_left_sq -= n * n
-        I.cached_view = None
+        requests = self.requests
+        n = requests.input_tokens[rid] + requests.generated[rid]
+        inst.prefill_legs -= 1
+        inst.prefill_tokens_left -= n
+        inst.prefill_tokens_left_sq -= n * n
+        inst.cached_view = None
         self._reject(rid, f"client timeout: not started {self.config.client_timeout_s:g} s after arrival")
 
     def _reject_stuck(self) -> None:
         """Nothing can move any more (e.g. a cycle of KV transfers, each waiting for KV held by the
         other): end every resident request explicitly rather than dropping it silently, and empty
         the instances so that later arrivals start on a clean cluster."""
-        R = self.requests
-        for rid in range(R.num):
-            if R.state[rid] not in (FINISHED, REJECTED, NEW):
+        requests = self.requests
+        for rid in range(requests.num):
+            if requests.state[rid] not in (FINISHED, REJECTED, NEW):
                 self._reject(rid, "stuck: no instance could make progress (KV transfer deadlock)")
-        for I in self._insts:
-            I.clear_work()
+        for inst in self._insts:
+            inst.clear_work()
         self._transfers.clear()
         if self._pfx:
-            for I in self._insts:
-                I.prefix_cache.clear()
+            for inst in self._insts:
+                inst.prefix_cache.clear()
             self._kv.clear()
         self._progress_s = self._now
 
-    def _kick(self, I: InstanceState, t: float) -> None:
+    def _kick(self, inst: InstanceState, t: float) -> None:
         """New work or freed KV at ``t``: take it into account at the next iteration boundary."""
-        plan = I.plan
+        plan = inst.plan
         if plan == IDLE:
-            self._schedule(I, t)
+            self._schedule(inst, t)
         elif plan == DECODE_RUN:
             # first boundary at or after t (the running iteration always completes):
-            # iterations_done_by(I, t) with its quick answers inlined, then run_time(I, k)
-            K = I.plan_iterations
-            start = I.plan_start
+            # iterations_done_by(inst, t) with its quick answers inlined, then run_time(inst, k)
+            K = inst.plan_iterations
+            start = inst.plan_start
             dt = t - start
             if dt <= 0:
                 k = 0
-            elif t >= I.plan_end:
+            elif t >= inst.plan_end:
                 return   # k = K: the run is over by t
-            elif I.done_memo_version == I.plan_version and I.done_memo_from <= dt < I.done_memo_until:
-                k = I.done_memo_iterations
+            elif inst.done_memo_version == inst.plan_version and inst.done_memo_from <= dt < inst.done_memo_until:
+                k = inst.done_memo_iterations
             else:
-                k = iterations_done_by(I, t)
-            alpha, beta, C0, n = I.run_step_base_s, I.run_step_per_token_s, I.run_start_context, I.plan_decodes
+                k = iterations_done_by(inst, t)
+            alpha, beta = inst.run_step_base_s, inst.run_step_per_token_s
+            C0, n = inst.run_start_context, inst.plan_decodes
             if k < K and k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) < dt:
                 k += 1
             if k >= K:
                 return
-            I.plan_version += 1
-            I.cached_view = None
+            inst.plan_version += 1
+            inst.cached_view = None
             if k == 0:      # nothing of the run has happened yet: plan again now
-                I.plan = IDLE
-                self._schedule(I, t)
+                inst.plan = IDLE
+                self._schedule(inst, t)
                 return
-            I.plan_iterations = k
-            I.plan_end = end = start + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))
+            inst.plan_iterations = k
+            inst.plan_end = end = start + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))
             ev = self._events
             seq = ev.seq + 1
             ev.seq = seq
-            heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
+            heapq.heappush(ev.heap, (end, ITERATION_END, seq, inst.id, inst.plan_version))
         # ONE_ITERATION: the batch is re-formed when the iteration ends
 
     # ------------------------------------------------------------------ internals: batches
-    def _schedule(self, I: InstanceState, t: float) -> None:
+    def _schedule(self, inst: InstanceState, t: float) -> None:
         """At an iteration boundary: form the next batch (scheduler.py), apply it, and plan it as
         one iteration, a closed-form run of decode iterations, or idle."""
-        I.cached_view = None
-        it = I.decode_iterations
-        n = I.num_decoding
-        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and (
-                _fits_surely(I, n, it + 1) or I.other_blocks + (I.decode_set_blocks(it + 1) if n else 0) <= I.capacity_blocks):
+        inst.cached_view = None
+        it = inst.decode_iterations
+        n = inst.num_decoding
+        if not (inst.landed or inst.prefilling or inst.waiting or inst.transfer_queue) and (
+                _fits_surely(inst, n, it + 1) or
+                inst.other_blocks + (inst.decode_set_blocks(it + 1) if n else 0) <= inst.capacity_blocks):
             # the planner's commonest answer (``DECODES_ONLY``: only the decode set runs, its KV
             # fits), decided here with the planner's own test and planned without a plan object
-            I.plan_version += 1
-            I.plan_start = t
-            I.plan_iterations_counted = 0
-            I.plan_decodes = n
+            inst.plan_version += 1
+            inst.plan_start = t
+            inst.plan_iterations_counted = 0
+            inst.plan_decodes = n
             if not n:
-                I.plan = IDLE
+                inst.plan = IDLE
                 return
-            R = self.requests
-            k = I.next_finish(R) - it
-            if self._exact or not (_fits_surely(I, n, it + k) or
-                                   I.other_blocks + I.decode_set_blocks(it + k) <= I.capacity_blocks):
-                k = self._scheduler.decode_run_length(I, k, False)
-            self._start_run(I, t, n, it, k)
+            requests = self.requests
+            k = inst.next_finish(requests) - it
+            if self._exact or not (_fits_surely(inst, n, it + k) or
+                                   inst.other_blocks + inst.decode_set_blocks(it + k) <= inst.capacity_blocks):
+                k = self._scheduler.decode_run_length(inst, k, False)
+            self._start_run(inst, t, n, it, k)
             return
-        plan = self._scheduler.plan(I, self.requests, t, self._kv.plan_view(I) if self._pfx else None)
+        plan = self._scheduler.plan(inst, self.requests, t, self._kv.plan_view(inst) if self._pfx else None)
         if plan is not DECODES_ONLY:
-            self._apply(I, plan, t)
-        admit_ok = t >= I.blocked_until
-        if not admit_ok and (I.waiting or I.transfer_queue) and I.wake_at != I.blocked_until:
-            I.wake_at = I.blocked_until
-            self._events.push(I.blocked_until, FLIP_DELAY_END, I.id, 0)
+            self._apply(inst, plan, t)
+        admit_ok = t >= inst.blocked_until
+        if not admit_ok and (inst.waiting or inst.transfer_queue) and inst.wake_at != inst.blocked_until:
+            inst.wake_at = inst.blocked_until
+            self._events.push(inst.blocked_until, FLIP_DELAY_END, inst.id, 0)
         preempted = bool(plan.preempted)
-        chunks = plan.chunks
-        it = I.decode_iterations
-        I.plan_version += 1
-        I.plan_start = t
-        I.plan_iterations_counted = 0
-        n = I.num_decoding
-        I.plan_decodes = n
-        if chunks:
-            comp = self.requests.computed
-            ptok = 0
-            att = 0.0
-            for rid, c in chunks:
-                ptok += c
-                att += c * (comp[rid] + 0.5 * c)
-            ctx = I.decode_set_context(it) if n else 0
-            dur = self._lat.iteration_time(ptok, att, n, ctx)
-            I.plan = ONE_ITERATION
-            I.plan_chunks = chunks
-            I.plan_prefill_tokens = ptok
-            I.plan_iterations = 1
-            I.plan_end = t + dur
+        it = inst.decode_iterations
+        inst.plan_version += 1
+        inst.plan_start = t
+        inst.plan_iterations_counted = 0
+        n = inst.num_decoding
+        inst.plan_decodes = n
+        if plan.chunks:
+            self._start_iteration(inst, t, plan.chunks, n, it)
         elif n:
-            k = I.next_finish(self.requests) - it
-            after_preemption = preempted and bool(I.waiting or I.transfer_queue)
-            if self._exact or after_preemption or not _fits_surely(I, n, it + k):
-                k = self._scheduler.decode_run_length(I, k, after_preemption)
-            self._start_run(I, t, n, it, k)
-            return
+            k = inst.next_finish(self.requests) - it
+            after_preemption = preempted and bool(inst.waiting or inst.transfer_queue)
+            if self._exact or after_preemption or not _fits_surely(inst, n, it + k):
+                k = self._scheduler.decode_run_length(inst, k, after_preemption)
+            self._start_run(inst, t, n, it, k)
         else:
-            I.plan = IDLE
-            if preempted and I.waiting and admit_ok:
+            inst.plan = IDLE
+            if preempted and inst.waiting and admit_ok:
                 # everything running was preempted: vLLM's next step (now) admits from waiting
-                self._schedule(I, t)
-            return
-        self._events.push(I.plan_end, ITERATION_END, I.id, I.plan_version)
+                self._schedule(inst, t)
 
-    def _start_run(self, I: InstanceState, t: float, n: int, it: int, k: int) -> None:
+    def _start_iteration(self, inst: InstanceState, t: float, chunks: list[tuple[int, int]], n: int, it: int) -> None:
+        """Plan one iteration from ``t`` of the prompt ``chunks`` beside the decode set (``n``
+        sequences, ``it`` iterations run so far), timed by the latency model, and push its end
+        event; the plan version and start are already set."""
+        comp = self.requests.computed
+        ptok = 0
+        att = 0.0
+        for rid, c in chunks:
+            ptok += c
+            att += c * (comp[rid] + 0.5 * c)
+        ctx = inst.decode_set_context(it) if n else 0
+        dur = self._lat.iteration_time(ptok, att, n, ctx)
+        inst.plan = ONE_ITERATION
+        inst.plan_chunks = chunks
+        inst.plan_prefill_tokens = ptok
+        inst.plan_iterations = 1
+        inst.plan_end = t + dur
+        self._events.push(inst.plan_end, ITERATION_END, inst.id, inst.plan_version)
+
+    def _start_run(self, inst: InstanceState, t: float, n: int, it: int, k: int) -> None:
         """Plan ``k`` decode-only iterations of the decode set (``n`` sequences, ``it`` iterations
         run so far) from ``t`` as one closed-form run (decode_run.py) and push its end event; the
         plan version and start are already set."""
@@ -652,364 +677,416 @@ class EmulatedCluster(Cluster):
         if coef is None:
             coef = self._coef[n] = tuple(float(x) for x in self._lat.decode_time_coefficients(n))
         alpha, beta = coef
-        C0 = I.decode_offset_sum + n * (it + 1)   # decode_set_context(it)
-        I.plan = DECODE_RUN
-        I.run_step_base_s = alpha
-        I.run_step_per_token_s = beta
-        I.run_start_context = C0
-        I.plan_iterations = k
-        I.plan_chunks = ()
-        I.plan_prefill_tokens = 0
-        I.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(I, k)
+        C0 = inst.decode_offset_sum + n * (it + 1)   # decode_set_context(it)
+        inst.plan = DECODE_RUN
+        inst.run_step_base_s = alpha
+        inst.run_step_per_token_s = beta
+        inst.run_start_context = C0
+        inst.plan_iterations = k
+        inst.plan_chunks = ()
+        inst.plan_prefill_tokens = 0
+        inst.plan_end = end = t + (k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)))   # run_time(inst, k)
         ev = self._events
         seq = ev.seq + 1
         ev.seq = seq
-        heapq.heappush(ev.heap, (end, ITERATION_END, seq, I.id, I.plan_version))
+        heapq.heappush(ev.heap, (end, ITERATION_END, seq, inst.id, inst.plan_version))
 
-    def _apply(self, I: InstanceState, plan: BatchPlan, t: float) -> None:
+    def _apply(self, inst: InstanceState, plan: BatchPlan, t: float) -> None:
         """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
         part loads what it needs: most plans have one part, and this runs at every busy boundary.)"""
-        R = self.requests
-        bs = I.block_size
+        requests = self.requests
+        bs = inst.block_size
         if plan.joined:   # landed KV joins the running batch
-            blk, gen, comp, n_in = R.blocks, R.generated, R.computed, R.input_tokens
+            blk, gen, comp, n_in = requests.blocks, requests.generated, requests.computed, requests.input_tokens
             for _ in range(plan.joined):
-                rid = I.landed.popleft()
-                I.other_blocks -= blk[rid]
+                rid = inst.landed.popleft()
+                inst.other_blocks -= blk[rid]
                 blk[rid] = 0
-                I.decode_legs_waiting -= 1
-                I.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
-                I.running.append(rid)
+                inst.decode_legs_waiting -= 1
+                inst.decode_legs_waiting_tokens -= n_in[rid] + gen[rid]
+                inst.running.append(rid)
                 # the pulled KV covers the prompt but its last token, which the first decode step
                 # recomputes to emit the first output token: the decode instance produces every output
                 # token (vLLM v1 ``_update_waiting_for_remote_kv``); the prefill's token is not sent on
                 gen[rid] = 0
                 comp[rid] = n_in[rid] - 1
-                I.join_decode_set(R, rid, comp[rid])
-                I.awaiting_first_token.append(rid)
+                inst.join_decode_set(requests, rid, comp[rid])
+                inst.awaiting_first_token.append(rid)
         if plan.materialised:
-            blk = R.blocks
-            decs = I.expand_decode_set(R)   # explicit requests, for the exact allocation loop
-            is_dec = set(decs)
-            allocs = plan.allocations
-            j = 0
-            for victim, before in plan.preempted:
-                for rid, add in allocs[j:before]:
-                    blk[rid] += add
-                    I.other_blocks += add
-                j = before
-                I.running.pop()   # the victim: the newest running request
-                self._preempt(I, victim, victim in is_dec)
-            for rid, add in allocs[j:]:
-                blk[rid] += add
-                I.other_blocks += add
-            I.collapse_decode_set(R, decs)   # the survivors go back into the lazy set
+            self._allocate_with_preemption(inst, plan)
         elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
-            blk, comp, chunks = R.blocks, R.computed, plan.chunks
+            blk, comp, chunks = requests.blocks, requests.computed, plan.chunks
             for k in range(len(chunks) - plan.admitted):
                 rid, c = chunks[k]
                 add = -(-(comp[rid] + c) // bs) - blk[rid]
                 blk[rid] += add
-                I.other_blocks += add
+                inst.other_blocks += add
         if plan.evicted:
-            entries = I.prefix_cache.entries
+            entries = inst.prefix_cache.entries
             for key in plan.evicted:
                 entries.pop(key, None)
         if plan.admitted or plan.timed_out:
-            self._admit(I, plan)
+            self._admit(inst, plan)
         if plan.pulls:   # decode legs start pulling their KV into the blocks they get
-            blk, st, n_in, src = R.blocks, R.state, R.input_tokens, R.prefill_instance
+            blk, n_in, src = requests.blocks, requests.input_tokens, requests.prefill_instance
             for _ in range(plan.pulls):
-                rid = I.transfer_queue.popleft()
+                rid = inst.transfer_queue.popleft()
                 add = -(-n_in[rid] // bs)
                 blk[rid] = add
-                I.other_blocks += add
-                I.transfers_in += 1
-                st[rid] = TRANSFERRING
+                inst.other_blocks += add
+                inst.transfers_in += 1
+                requests.state[rid] = TRANSFERRING
                 self.num_transfers += 1
-                self._transfers.start(rid, src[rid], I.id, n_in[rid], t)
+                self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
 
-    def _admit(self, I: InstanceState, plan: BatchPlan) -> None:
+    def _allocate_with_preemption(self, inst: InstanceState, plan: BatchPlan) -> None:
+        """The exact allocation loop's plan (``plan.materialised``): the decode set is expanded to
+        explicit requests, the KV allocations and preemptions are applied in the planned order, and
+        the surviving decodes go back into the lazy decode set."""
+        requests = self.requests
+        blk = requests.blocks
+        decs = inst.expand_decode_set(requests)
+        is_dec = set(decs)
+        allocs = plan.allocations
+        j = 0
+        for victim, before in plan.preempted:
+            for rid, add in allocs[j:before]:
+                blk[rid] += add
+                inst.other_blocks += add
+            j = before
+            inst.running.pop()   # the victim: the newest running request
+            self._preempt(inst, victim, victim in is_dec)
+        for rid, add in allocs[j:]:
+            blk[rid] += add
+            inst.other_blocks += add
+        inst.collapse_decode_set(requests, decs)
+
+    def _admit(self, inst: InstanceState, plan: BatchPlan) -> None:
         """Take the plan's admitted prompts (the last chunks) and dropped ones off the head of
-        ``I.waiting``, in queue order: the admitted get their KV blocks and start prefilling."""
-        R = self.requests
-        comp, blk, st = R.computed, R.blocks, R.state
-        bs = I.block_size
+        ``inst.waiting``, in queue order: the admitted get their KV blocks and start prefilling."""
+        requests = self.requests
+        comp, blk, st = requests.computed, requests.blocks, requests.state
+        bs = inst.block_size
         timed_out = plan.timed_out
         if timed_out:   # the waiting queue's head holds the dropped and the admitted, in order
             dropped = set(timed_out)
             for _ in range(len(timed_out) + plan.admitted):
-                rid = I.waiting.popleft()
+                rid = inst.waiting.popleft()
                 if rid in dropped:
-                    self._drop_timed_out(I, rid)
+                    self._drop_timed_out(inst, rid)
         chunks, hits = plan.chunks, plan.hit_blocks
         first = len(chunks) - plan.admitted
         for k in range(plan.admitted):
             rid, c = chunks[first + k]
             if not timed_out:
-                I.waiting.popleft()
+                inst.waiting.popleft()
             if hits and comp[rid] == 0:   # prefix caching: looked up in the cache
-                self._kv.admit(I, rid, hits[k], c)
+                self._kv.admit(inst, rid, hits[k], c)
             else:
                 add = -(-(comp[rid] + c) // bs) - blk[rid]
                 blk[rid] += add
-                I.other_blocks += add
-            I.running.append(rid)
-            I.prefilling.append(rid)
+                inst.other_blocks += add
+            inst.running.append(rid)
+            inst.prefilling.append(rid)
             st[rid] = PREFILLING
 
-    def _preempt(self, I: InstanceState, rid: int, was_decode: bool) -> None:
+    def _preempt(self, inst: InstanceState, rid: int, was_decode: bool) -> None:
         """Preemption by recompute: drop the KV, back to the front of the waiting queue."""
-        R = self.requests
-        R.preemptions[rid] += 1
+        requests = self.requests
+        requests.preemptions[rid] += 1
         self.num_preemptions += 1
-        nb = R.blocks[rid]
-        I.other_blocks -= nb
-        R.blocks[rid] = 0
+        nb = requests.blocks[rid]
+        inst.other_blocks -= nb
+        requests.blocks[rid] = 0
         if self._pfx:
-            self._kv.release(I, rid, nb, self._now)
-        old_rem = R.input_tokens[rid] + R.generated[rid] - R.computed[rid]
-        R.computed[rid] = 0
-        total = R.input_tokens[rid] + R.generated[rid]
+            self._kv.release(inst, rid, nb, self._now)
+        old_rem = requests.input_tokens[rid] + requests.generated[rid] - requests.computed[rid]
+        requests.computed[rid] = 0
+        total = requests.input_tokens[rid] + requests.generated[rid]
         if was_decode:
-            I.decode_legs_waiting += 1
-            I.decode_legs_waiting_tokens += total
+            inst.decode_legs_waiting += 1
+            inst.decode_legs_waiting_tokens += total
         else:
-            I.prefilling.remove(rid)
-            if R.leg[rid] == 0:
-                I.prefill_tokens_left += total - old_rem
-                I.prefill_tokens_left_sq += total * total - old_rem * old_rem
-        R.state[rid] = WAITING
-        I.waiting.appendleft(rid)
+            inst.prefilling.remove(rid)
+            if requests.leg[rid] == 0:
+                inst.prefill_tokens_left += total - old_rem
+                inst.prefill_tokens_left_sq += total * total - old_rem * old_rem
+        requests.state[rid] = WAITING
+        inst.waiting.appendleft(rid)
 
     # ------------------------------------------------------------------ internals: iteration end
-    def _commit(self, I: InstanceState, T: float) -> None:
-        """Apply the iteration(s) that end at ``T``, emit tokens, then form the next batch."""
-        R = self.requests
-        w0 = self._window.start_s
-        I.cached_view = None
-        I.w_busy_s += T - max(I.plan_start, w0)
-        n = I.plan_decodes
-        if I.awaiting_first_token and n and (I.plan != DECODE_RUN or I.plan_iterations_counted == 0):
-            self._emit_new_decodes(I, I.plan_start + run_time(I, 1) if I.plan == DECODE_RUN else T)
-        if I.plan == DECODE_RUN:
-            K = I.plan_iterations
-            k0 = I.plan_iterations_counted
-            I.w_decode_iterations += K - k0
-            # run_time(I, K) − run_time(I, k0); run_time(I, 0) is exactly 0.0
-            span = K * I.run_step_base_s + I.run_step_per_token_s * (I.run_start_context * K + n * (K * (K - 1) // 2))
-            I.w_decode_time_s += span - run_time(I, k0) if k0 else span
-            I.w_decode_tokens += n * (K - k0)
-            I.decode_iterations += K
-            I.decode_stall_since = T
-            self._progress_s = T
-            chunks = ()
-        else:
-            if n:
-                I.w_decode_iterations += 1
-                I.w_decode_time_s += T - I.plan_start
-                I.w_decode_tokens += n
-                I.decode_iterations += 1
-                I.decode_stall_since = T
-                self._progress_s = T
-            I.w_prefill_tokens += I.plan_prefill_tokens
-            chunks = I.plan_chunks
-        I.plan = IDLE
-        if chunks:
-            I.plan_chunks = ()
-        # decode sequences that emitted their last token
-        heap = I.finish_heap
-        st, fit, where = R.state, R.last_token_iteration, R.instance
-        iid = I.id
-        while heap and heap[0][0] <= I.decode_iterations:
+    def _commit_run(self, inst: InstanceState, t: float) -> None:
+        """A closed-form decode run of ``inst`` ends at ``t``: count its tokens (the iterations not
+        counted yet by a window's end, ``WindowAccumulator.count_plans_in_progress``, and the first
+        tokens of its first step), finish the sequences whose last token is out, then form the
+        next batch."""
+        inst.cached_view = None
+        inst.w_busy_s += t - max(inst.plan_start, self._window.start_s)
+        n = inst.plan_decodes
+        K, counted = inst.plan_iterations, inst.plan_iterations_counted
+        if inst.awaiting_first_token and n and counted == 0:
+            self._emit_new_decodes(inst, inst.plan_start + run_time(inst, 1))
+        inst.w_decode_iterations += K - counted
+        # run_time(inst, K) − run_time(inst, counted); run_time(inst, 0) is exactly 0.0
+        span = K * inst.run_step_base_s + inst.run_step_per_token_s * (
+            inst.run_start_context * K + n * (K * (K - 1) // 2))
+        inst.w_decode_time_s += span - run_time(inst, counted) if counted else span
+        inst.w_decode_tokens += n * (K - counted)
+        inst.decode_iterations += K
+        inst.decode_stall_since = self._progress_s = t
+        inst.plan = IDLE
+        heap = inst.finish_heap
+        if heap and heap[0][0] <= inst.decode_iterations:
+            self._finish_decodes(inst, t)
+        self._schedule(inst, t)
+
+    def _commit_iteration(self, inst: InstanceState, t: float) -> None:
+        """One iteration of ``inst`` ends at ``t``: count its tokens (one per decode sequence, the
+        first ones of sequences that joined from a transfer, the prefill tokens), finish the
+        sequences whose last token is out, complete the prompt chunks, place the decode legs of the
+        prompts just completed (the router sees this instance idle, its finished sequences gone),
+        then form the next batch."""
+        inst.cached_view = None
+        inst.w_busy_s += t - max(inst.plan_start, self._window.start_s)
+        n = inst.plan_decodes
+        if n:
+            if inst.awaiting_first_token:
+                self._emit_new_decodes(inst, t)
+            inst.w_decode_iterations += 1
+            inst.w_decode_time_s += t - inst.plan_start
+            inst.w_decode_tokens += n
+            inst.decode_iterations += 1
+            inst.decode_stall_since = self._progress_s = t
+        inst.w_prefill_tokens += inst.plan_prefill_tokens
+        chunks = inst.plan_chunks
+        inst.plan_chunks = ()
+        inst.plan = IDLE
+        heap = inst.finish_heap
+        if heap and heap[0][0] <= inst.decode_iterations:
+            self._finish_decodes(inst, t)
+        for rid in self._complete_chunks(inst, chunks, t):
+            self._route_decode_leg(inst, rid, t)
+        self._schedule(inst, t)
+
+    def _finish_decodes(self, inst: InstanceState, t: float) -> None:
+        """The decode sequences whose last token is out by now leave the decode set and finish
+        (heap entries of sequences that left the set or the instance are dropped)."""
+        requests = self.requests
+        heap = inst.finish_heap
+        state, last_token, where = requests.state, requests.last_token_iteration, requests.instance
+        iid = inst.id
+        while heap and heap[0][0] <= inst.decode_iterations:
             f, rid = heapq.heappop(heap)
-            if st[rid] == DECODING and fit[rid] == f and where[rid] == iid:
-                kv = I.leave_decode_set(R, rid)
-                I.running.remove(rid)
+            if state[rid] == DECODING and last_token[rid] == f and where[rid] == iid:
+                kv = inst.leave_decode_set(requests, rid)
+                inst.running.remove(rid)
                 if self._pfx:
-                    self._kv.release_finished(I, rid, kv, T)
-                self._finish(rid, T)
-        # prompt chunks
-        first: list[int] = []
-        if chunks:
-            comp, gen, n_in, leg, plain = R.computed, R.generated, R.input_tokens, R.leg, R.plain
-            pref_done = False
-            for rid, c in chunks:
-                total = n_in[rid] + gen[rid]
-                old_rem = total - comp[rid]
-                comp[rid] += c
-                rem = old_rem - c
-                if self._pfx and rid in self._kv.held_on:
-                    self._kv.register(I, rid, comp[rid] // I.block_size, T)
-                if leg[rid] == 0:
-                    I.prefill_tokens_left -= c
-                    I.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
-                if rem:
-                    continue
-                pref_done = True
-                st[rid] = DECODING  # provisional: leaves the prefill list below
-                self._progress_s = T
-                if leg[rid] == 0:
-                    I.prefill_legs -= 1
-                    R.prefill_done_s[rid] = T
-                    if plain[rid] or gen[rid] + 1 >= R.output_tokens[rid]:
-                        self._client_first(rid, T)
-                else:   # a preempted decode leg recomputed its context: its next token is out
-                    I.decode_legs_waiting -= 1
-                    I.decode_legs_waiting_tokens -= total
-                    I.w_decode_tokens += 1
-                    if R.first_token_s[rid] != R.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
-                        self._client_first(rid, T)
-                gen[rid] += 1
-                if gen[rid] >= R.output_tokens[rid]:
-                    nb = R.blocks[rid]
-                    I.other_blocks -= nb
-                    R.blocks[rid] = 0
-                    if self._pfx:
-                        self._kv.release_finished(I, rid, comp[rid], T, nb)
-                    I.running.remove(rid)
-                    st[rid] = FINISHED
-                    leg[rid] = 1
-                    self._finish(rid, T)
-                elif leg[rid] == 0 and not plain[rid]:
-                    leg[rid] = 1
-                    first.append(rid)
-                else:
-                    if leg[rid] == 0:
-                        leg[rid] = 1
-                        R.decode_instance[rid] = iid
-                    self._to_decode_here(I, rid, T)
-            if pref_done:
-                I.prefilling = [r for r in I.prefilling if st[r] == PREFILLING]
-        # Arrow §4.2-4.3: the prompt is computed on the prefill instance; now place the decode leg
-        for rid in first:
-            I.cached_view = None   # the previous iteration changed this instance
-            if self._least_loaded:
-                d = self._least_loaded_decode(T)
-            else:
-                d = self._target(self.router.route_decode(R.router_request(rid), iid, self), "route_decode")
-            R.decode_instance[rid] = d
-            if d == iid:   # decode in place: no KV transfer (Arrow §5.2); its token goes to the client
-                self._client_first(rid, T)
-                self._to_decode_here(I, rid, T)
-            else:
-                I.running.remove(rid)
-                R.source_blocks[rid] = R.blocks[rid]   # stays counted in I.other_blocks until it lands
-                R.blocks[rid] = 0
-                st[rid] = QUEUED_FOR_KV
-                D = self._insts[d]
-                if D.num_decoding == 0 and D.decode_legs_waiting == 0:
-                    D.decode_stall_since = T
-                D.transfer_queue.append(rid)
-                self._transfers.lease(rid, T)   # the prefill side holds the KV until it is pulled
-                D.decode_legs_waiting += 1
-                D.decode_legs_waiting_tokens += R.input_tokens[rid] + R.generated[rid]
-                D.cached_view = None
-                R.instance[rid] = d
-                self._kick(D, T)
-        self._schedule(I, T)
+                    self._kv.release_finished(inst, rid, kv, t)
+                self._finish(rid, t)
 
-    def _to_decode_here(self, I: InstanceState, rid: int, T: float) -> None:
+    def _complete_chunks(self, inst: InstanceState, chunks: list[tuple[int, int]], t: float) -> list[int]:
+        """Count the prompt chunks an iteration computed; a prompt (or a preempted decode leg's
+        recompute) now complete outputs its token (``_prompt_done``). Returns the prefill legs
+        whose decode leg the router must place."""
+        requests = self.requests
+        comp, gen, n_in, leg = requests.computed, requests.generated, requests.input_tokens, requests.leg
+        handoffs: list[int] = []
+        any_done = False
+        for rid, c in chunks:
+            total = n_in[rid] + gen[rid]
+            old_rem = total - comp[rid]
+            comp[rid] += c
+            rem = old_rem - c
+            if self._pfx and rid in self._kv.held_on:
+                self._kv.register(inst, rid, comp[rid] // inst.block_size, t)
+            if leg[rid] == 0:
+                inst.prefill_tokens_left -= c
+                inst.prefill_tokens_left_sq += rem * rem - old_rem * old_rem
+            if not rem:
+                any_done = True
+                if self._prompt_done(inst, rid, total, t):
+                    handoffs.append(rid)
+        if any_done:
+            state = requests.state
+            inst.prefilling = [r for r in inst.prefilling if state[r] == PREFILLING]
+        return handoffs
+
+    def _prompt_done(self, inst: InstanceState, rid: int, total: int, t: float) -> bool:
+        """The context of ``rid`` (``total`` tokens) is computed on ``inst`` at ``t`` and its next
+        token is out: the request finishes, keeps decoding here, or (a disaggregated prefill leg)
+        needs its decode leg placed: then returns True."""
+        requests = self.requests
+        leg, gen = requests.leg, requests.generated
+        requests.state[rid] = DECODING  # provisional: leaves the prefill list (``_complete_chunks``)
+        self._progress_s = t
+        if leg[rid] == 0:
+            inst.prefill_legs -= 1
+            requests.prefill_done_s[rid] = t
+            if requests.plain[rid] or gen[rid] + 1 >= requests.output_tokens[rid]:
+                self._client_first(rid, t)
+        else:   # a preempted decode leg recomputed its context: its next token is out
+            inst.decode_legs_waiting -= 1
+            inst.decode_legs_waiting_tokens -= total
+            inst.w_decode_tokens += 1
+            if requests.first_token_s[rid] != requests.first_token_s[rid]:   # NaN: a lost transfer, recomputed here
+                self._client_first(rid, t)
+        gen[rid] += 1
+        if gen[rid] >= requests.output_tokens[rid]:
+            nb = requests.blocks[rid]
+            inst.other_blocks -= nb
+            requests.blocks[rid] = 0
+            if self._pfx:
+                self._kv.release_finished(inst, rid, requests.computed[rid], t, nb)
+            inst.running.remove(rid)
+            requests.state[rid] = FINISHED
+            leg[rid] = 1
+            self._finish(rid, t)
+            return False
+        if leg[rid] == 0:
+            leg[rid] = 1
+            if not requests.plain[rid]:
+                return True
+            requests.decode_instance[rid] = inst.id
+        self._to_decode_here(inst, rid, t)
+        return False
+
+    def _route_decode_leg(self, inst: InstanceState, rid: int, t: float) -> None:
+        """Arrow §4.2-4.3: the prompt of ``rid`` is computed on the prefill instance ``inst``; the
+        router places the decode leg, here (no KV transfer, Arrow §5.2: the prefill's token goes to
+        the client) or on another instance (``_queue_transfer``)."""
+        inst.cached_view = None   # the previous iteration changed this instance
+        requests = self.requests
+        if self._least_loaded:
+            d = self._least_loaded_decode(t)
+        else:
+            d = self._target(self.router.route_decode(requests.router_request(rid), inst.id, self), "route_decode")
+        requests.decode_instance[rid] = d
+        if d == inst.id:
+            self._client_first(rid, t)
+            self._to_decode_here(inst, rid, t)
+        else:
+            self._queue_transfer(inst, rid, self._insts[d], t)
+
+    def _queue_transfer(self, inst: InstanceState, rid: int, dest: InstanceState, t: float) -> None:
+        """The decode leg of ``rid`` goes to ``dest``: it leaves ``inst``'s batch, its KV stays on
+        ``inst`` under a lease until pulled, and it queues FCFS on ``dest`` for KV room."""
+        requests = self.requests
+        inst.running.remove(rid)
+        requests.source_blocks[rid] = requests.blocks[rid]   # stays counted in inst.other_blocks until it lands
+        requests.blocks[rid] = 0
+        requests.state[rid] = QUEUED_FOR_KV
+        if dest.num_decoding == 0 and dest.decode_legs_waiting == 0:
+            dest.decode_stall_since = t
+        dest.transfer_queue.append(rid)
+        self._transfers.lease(rid, t)   # the prefill side holds the KV until it is pulled
+        dest.decode_legs_waiting += 1
+        dest.decode_legs_waiting_tokens += requests.input_tokens[rid] + requests.generated[rid]
+        dest.cached_view = None
+        requests.instance[rid] = dest.id
+        self._kick(dest, t)
+
+    def _to_decode_here(self, inst: InstanceState, rid: int, t: float) -> None:
         """A request whose prompt is computed keeps decoding on this instance (it is running)."""
-        R = self.requests
-        if I.num_decoding == 0 and I.decode_legs_waiting == 0:
-            I.decode_stall_since = T
-        I.other_blocks -= R.blocks[rid]
-        R.blocks[rid] = 0
-        I.join_decode_set(R, rid, R.computed[rid])
+        requests = self.requests
+        if inst.num_decoding == 0 and inst.decode_legs_waiting == 0:
+            inst.decode_stall_since = t
+        inst.other_blocks -= requests.blocks[rid]
+        requests.blocks[rid] = 0
+        inst.join_decode_set(requests, rid, requests.computed[rid])
 
-    def _client_first(self, rid: int, T: float) -> None:
-        """The client sees the request's first token at ``T`` (TTFT ends). Windows attribute it to
+    def _client_first(self, rid: int, t: float) -> None:
+        """The client sees the request's first token at ``t`` (TTFT ends). Windows attribute it to
         the instance that computed the prompt, like the live cluster's per-prefill TTFT."""
-        R = self.requests
-        R.first_token_s[rid] = T
-        self._window.on_first_token(R.prefill_instance[rid], T - R.arrival_s[rid])
+        requests = self.requests
+        requests.first_token_s[rid] = t
+        self._window.on_first_token(requests.prefill_instance[rid], t - requests.arrival_s[rid])
 
-    def _emit_new_decodes(self, I: InstanceState, T: float) -> None:
-        """The first decode step after a transfer landed ended at ``T``: vLLM's decode instance
+    def _emit_new_decodes(self, inst: InstanceState, t: float) -> None:
+        """The first decode step after a transfer landed ended at ``t``: vLLM's decode instance
         recomputes the last prompt token and emits the client's first token itself (the loaded KV
         covers the prompt minus its last token: ``_update_waiting_for_remote_kv`` in
         vllm/v1/core/sched/scheduler.py). Skips those preempted meanwhile (their recompute emits)."""
-        R = self.requests
-        st, where, ft, iid = R.state, R.instance, R.first_token_s, I.id
-        for rid in I.awaiting_first_token:
+        requests = self.requests
+        st, where, ft, iid = requests.state, requests.instance, requests.first_token_s, inst.id
+        for rid in inst.awaiting_first_token:
             if st[rid] == DECODING and where[rid] == iid and ft[rid] != ft[rid]:
-                self._client_first(rid, T)
-        I.awaiting_first_token = []
+                self._client_first(rid, t)
+        inst.awaiting_first_token = []
 
-    def _finish(self, rid: int, T: float) -> None:
-        self._progress_s = T
-        R = self.requests
-        R.state[rid] = FINISHED
-        R.finish_s[rid] = T
+    def _finish(self, rid: int, t: float) -> None:
+        self._progress_s = t
+        requests = self.requests
+        requests.state[rid] = FINISHED
+        requests.finish_s[rid] = t
         self._ended += 1
         self._window.on_finish(rid)
         self._records.append(self.requests.record(rid))
 
-    def _land(self, rid: int, T: float) -> None:
+    def _land(self, rid: int, t: float) -> None:
         """A KV transfer completed: free the source copy, queue the request to join the batch."""
-        R = self.requests
-        if R.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
+        requests = self.requests
+        if requests.state[rid] != TRANSFERRING:   # rejected as stuck while in flight
             return
         if self._transfers.nics is not None:
             self._transfers.landed(rid)
-        self._progress_s = T
-        src = self._free_source_kv(rid, T)
-        D = self._insts[R.instance[rid]]
-        D.transfers_in -= 1
-        D.cached_view = None
-        R.state[rid] = LANDED
-        R.computed[rid] = R.input_tokens[rid]
-        D.landed.append(rid)
+        self._progress_s = t
+        src = self._free_source_kv(rid, t)
+        dest = self._insts[requests.instance[rid]]
+        dest.transfers_in -= 1
+        dest.cached_view = None
+        requests.state[rid] = LANDED
+        requests.computed[rid] = requests.input_tokens[rid]
+        dest.landed.append(rid)
         if src.waiting or src.transfer_queue:
-            self._kick(src, T)
-        self._kick(D, T)
+            self._kick(src, t)
+        self._kick(dest, t)
 
-    def _free_source_kv(self, rid: int, T: float) -> InstanceState:
+    def _free_source_kv(self, rid: int, t: float) -> InstanceState:
         """The prefill instance lets go of ``rid``'s KV (landed elsewhere, or its lease expired)."""
-        R = self.requests
-        src = self._insts[R.prefill_instance[rid]]
-        nb = R.source_blocks[rid]
+        requests = self.requests
+        src = self._insts[requests.prefill_instance[rid]]
+        nb = requests.source_blocks[rid]
         src.other_blocks -= nb
         src.cached_view = None
-        R.source_blocks[rid] = 0
+        requests.source_blocks[rid] = 0
         if self._pfx:
-            self._kv.release(src, rid, nb, T)
+            self._kv.release(src, rid, nb, t)
         return src
 
-    def _expire_leases(self, T: float) -> None:
-        """Expire the leases due by ``T`` whose KV is still waiting to be pulled."""
-        for rid in self._transfers.due_leases(T):
-            self._expire_lease(rid, T)
+    def _expire_leases(self, t: float) -> None:
+        """Expire the leases due by ``t`` whose KV is still waiting to be pulled."""
+        for rid in self._transfers.due_leases(t):
+            self._expire_lease(rid, t)
         self._transfers.schedule_lease_check(self.requests.state)
 
-    def _expire_lease(self, rid: int, T: float) -> None:
+    def _expire_lease(self, rid: int, t: float) -> None:
         """The prefill side's KV lease timed out before the decode instance started pulling it: the
         source frees its blocks and the decode instance recomputes the prompt itself, as vLLM v1 does
         for a failed remote KV load (``kv_load_failure_policy`` "recompute": the request goes back to
         WAITING with no computed tokens). Its first client token comes from that recompute."""
-        R = self.requests
-        if R.state[rid] != QUEUED_FOR_KV:   # pulled in time (or rejected as stuck)
+        requests = self.requests
+        if requests.state[rid] != QUEUED_FOR_KV:   # pulled in time (or rejected as stuck)
             return
         self.num_lease_expiries += 1
-        self._progress_s = T
-        src = self._free_source_kv(rid, T)
-        D = self._insts[R.instance[rid]]
-        D.transfer_queue.remove(rid)
-        D.decode_legs_waiting_tokens -= R.generated[rid]   # the prefill's token is lost with the KV: recompute the prompt
-        R.generated[rid] = 0
-        R.computed[rid] = 0
-        R.state[rid] = WAITING
-        D.waiting.append(rid)
-        D.cached_view = None
+        self._progress_s = t
+        src = self._free_source_kv(rid, t)
+        dest = self._insts[requests.instance[rid]]
+        dest.transfer_queue.remove(rid)
+        # the prefill's token is lost with the KV: the prompt is recomputed
+        dest.decode_legs_waiting_tokens -= requests.generated[rid]
+        requests.generated[rid] = 0
+        requests.computed[rid] = 0
+        requests.state[rid] = WAITING
+        dest.waiting.append(rid)
+        dest.cached_view = None
         if src.waiting or src.transfer_queue:
-            self._kick(src, T)
-        self._kick(D, T)
+            self._kick(src, t)
+        self._kick(dest, t)
 
     # ------------------------------------------------------------------ audit (tests, debugging)
     def audit(self) -> None:
         """Recompute every instance's KV use and resident-work sums from the per-request state
         and check them against the incremental accounting and the KV capacity (O(requests);
         for tests). Raises ``AssertionError`` naming the instance and quantity on a mismatch."""
-        audit_state(self._insts, self.requests, self._now, self._S,
+        audit_state(self._insts, self.requests, self._now, self.config.max_num_seqs,
                     self._kv if self._pfx else None, self._transfers.nics)

@@ -17,36 +17,36 @@ import math
 from arrow_rl.cluster.emulator.instance import InstanceState
 
 
-def run_time(I: InstanceState, k: int) -> float:
+def run_time(inst: InstanceState, k: int) -> float:
     """Σ of the first ``k`` iteration times of the current decode run (closed form):
     iteration j costs alpha + beta·(C0 + j·n)."""
-    return k * I.run_step_base_s + I.run_step_per_token_s * (
-        I.run_start_context * k + I.plan_decodes * (k * (k - 1) // 2))
+    return k * inst.run_step_base_s + inst.run_step_per_token_s * (
+        inst.run_start_context * k + inst.plan_decodes * (k * (k - 1) // 2))
 
 
-def iterations_done_by(I: InstanceState, t: float) -> int:
+def iterations_done_by(inst: InstanceState, t: float) -> int:
     """Iterations of the current run that have ended by time ``t`` (0..K): the root of the
     quadratic S(k) = dt, then a one-step correction so that it agrees with ``run_time``."""
-    dt = t - I.plan_start
+    dt = t - inst.plan_start
     if dt <= 0:
         return 0
-    K = I.plan_iterations
-    if t >= I.plan_end:
+    K = inst.plan_iterations
+    if t >= inst.plan_end:
         return K
-    alpha, beta, n, C0 = I.run_step_base_s, I.run_step_per_token_s, I.plan_decodes, I.run_start_context
-    if I.done_memo_version == I.plan_version:
-        if I.done_memo_from <= dt < I.done_memo_until:
-            return I.done_memo_iterations
-        if dt >= I.done_memo_until:
+    alpha, beta, n, C0 = inst.run_step_base_s, inst.run_step_per_token_s, inst.plan_decodes, inst.run_start_context
+    if inst.done_memo_version == inst.plan_version:
+        if inst.done_memo_from <= dt < inst.done_memo_until:
+            return inst.done_memo_iterations
+        if dt >= inst.done_memo_until:
             # the run moved on since the last question: try the next iteration first (same S(k)
             # expression, so the same largest j with S(j) ≤ dt)
-            k = I.done_memo_iterations + 1
+            k = inst.done_memo_iterations + 1
             if k == K:
-                I.done_memo_iterations, I.done_memo_from, I.done_memo_until = k, I.done_memo_until, math.inf
+                inst.done_memo_iterations, inst.done_memo_from, inst.done_memo_until = k, inst.done_memo_until, math.inf
                 return k
             hi = (k + 1) * alpha + beta * (C0 * (k + 1) + n * ((k + 1) * k // 2))
             if hi > dt:
-                I.done_memo_iterations, I.done_memo_from, I.done_memo_until = k, I.done_memo_until, hi
+                inst.done_memo_iterations, inst.done_memo_from, inst.done_memo_until = k, inst.done_memo_until, hi
                 return k
     a2 = 0.5 * beta * n
     b1 = alpha + beta * C0 - a2
@@ -69,8 +69,8 @@ def iterations_done_by(I: InstanceState, t: float) -> int:
         lo = k * alpha + beta * (C0 * k + n * (k * (k - 1) // 2)) if k > 0 else -math.inf
     # the same k answers every dt in [S(k), S(k+1)) of this plan (routers ask at every arrival;
     # the run moves far less often)
-    I.done_memo_version = I.plan_version
-    I.done_memo_iterations = k
-    I.done_memo_from = lo
-    I.done_memo_until = hi
+    inst.done_memo_version = inst.plan_version
+    inst.done_memo_iterations = k
+    inst.done_memo_from = lo
+    inst.done_memo_until = hi
     return k

@@ -142,26 +142,26 @@ class InstanceState:
         self.cached_view = None
 
     # -- lazy decode set -----------------------------------------------------------------------
-    def join_decode_set(self, R: "RequestTable", rid: int, kv_tokens: int) -> None:
+    def join_decode_set(self, requests: "RequestTable", rid: int, kv_tokens: int) -> None:
         """``rid`` (running here with ``kv_tokens`` of KV) decodes from now on: record its offset
         and the iteration of its last token."""
         o = kv_tokens - self.decode_iterations
-        R.decode_offset[rid] = o
+        requests.decode_offset[rid] = o
         self.num_decoding += 1
         self.decode_offset_sum += o
         q, r = divmod(o, self.block_size)
         self.decode_offset_blocks_sum += q
         self.decode_offset_residues[r] += 1
         self.decode_blocks_memo_at = -1
-        fit = R.input_tokens[rid] + R.output_tokens[rid] - 1 - o
-        R.last_token_iteration[rid] = fit
+        fit = requests.input_tokens[rid] + requests.output_tokens[rid] - 1 - o
+        requests.last_token_iteration[rid] = fit
         heapq.heappush(self.finish_heap, (fit, rid))
-        R.state[rid] = DECODING
+        requests.state[rid] = DECODING
 
-    def leave_decode_set(self, R: "RequestTable", rid: int) -> int:
+    def leave_decode_set(self, requests: "RequestTable", rid: int) -> int:
         """Take ``rid`` out of the decode set (finished or preempted); return its KV tokens now.
         Its finish-heap entry goes stale (``next_finish`` skips it)."""
-        o = R.decode_offset[rid]
+        o = requests.decode_offset[rid]
         self.num_decoding -= 1
         self.decode_offset_sum -= o
         q, r = divmod(o, self.block_size)
@@ -170,15 +170,15 @@ class InstanceState:
         self.decode_blocks_memo_at = -1
         return o + self.decode_iterations
 
-    def expand_decode_set(self, R: "RequestTable") -> list[int]:
+    def expand_decode_set(self, requests: "RequestTable") -> list[int]:
         """Turn the decode set into explicit running requests (the exact allocation loop of a step
         whose KV does not fit, scheduler.py): each gets its computed tokens, generated tokens and
-        KV blocks in ``R`` and on ``other_blocks``. Returns them in running order."""
-        decs = [rid for rid in self.running if R.state[rid] == DECODING]
-        comp, gen, blk, n_in = R.computed, R.generated, R.blocks, R.input_tokens
+        KV blocks in ``requests`` and on ``other_blocks``. Returns them in running order."""
+        decs = [rid for rid in self.running if requests.state[rid] == DECODING]
+        comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
         bs = self.block_size
         for rid in decs:
-            c = self.leave_decode_set(R, rid)
+            c = self.leave_decode_set(requests, rid)
             comp[rid] = c
             gen[rid] = c + 1 - n_in[rid]
             b = -(-c // bs)
@@ -187,21 +187,21 @@ class InstanceState:
         self.finish_heap = []
         return decs
 
-    def collapse_decode_set(self, R: "RequestTable", decs: list[int]) -> None:
+    def collapse_decode_set(self, requests: "RequestTable", decs: list[int]) -> None:
         """Put the requests of ``decs`` still decoding (not preempted) back into the decode set; the
         block their next token needs is counted there (``decode_set_blocks``)."""
-        blk = R.blocks
+        blk = requests.blocks
         for rid in decs:
-            if R.state[rid] == DECODING:
+            if requests.state[rid] == DECODING:
                 self.other_blocks -= blk[rid]
                 blk[rid] = 0
-                self.join_decode_set(R, rid, R.computed[rid])
+                self.join_decode_set(requests, rid, requests.computed[rid])
 
-    def next_finish(self, R: "RequestTable") -> int:
+    def next_finish(self, requests: "RequestTable") -> int:
         """The decode iteration at which the next sequence emits its last token (drops stale
         heap entries: sequences that left, or moved to another instance)."""
         heap = self.finish_heap
-        st, fit, where = R.state, R.last_token_iteration, R.instance
+        st, fit, where = requests.state, requests.last_token_iteration, requests.instance
         while heap:
             f, rid = heap[0]
             if st[rid] == DECODING and fit[rid] == f and where[rid] == self.id:

@@ -27,10 +27,10 @@ from arrow_rl.cluster.emulator.requests import ENDED, NEW, RequestTable
 from arrow_rl.workload.workload import Workload
 
 
-def kv_blocks_in_use(I: InstanceState, t: float) -> int:
-    """KV blocks in use on ``I`` at ``t`` (a decode run in progress included)."""
-    k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-    return I.other_blocks + I.decode_set_blocks(I.decode_iterations + k)
+def kv_blocks_in_use(inst: InstanceState, t: float) -> int:
+    """KV blocks in use on ``inst`` at ``t`` (a decode run in progress included)."""
+    k = iterations_done_by(inst, t) if inst.plan == DECODE_RUN and t > inst.plan_start else 0
+    return inst.other_blocks + inst.decode_set_blocks(inst.decode_iterations + k)
 
 
 class KvCacheManager:
@@ -74,12 +74,13 @@ class KvCacheManager:
             for k in keys:
                 r[k] = r.get(k, 0) + 1
         dup = []
-        for I in insts:
-            i = I.id
-            held = {k: e[0] for k, e in I.prefix_cache.entries.items() if e[0]}
+        for inst in insts:
+            i = inst.id
+            held = {k: e[0] for k, e in inst.prefix_cache.entries.items() if e[0]}
             assert held == refs[i], f"instance {i}: prefix-cache reference counts drift"
             dup.append(sum(v - 1 for v in held.values()))
-            assert I.prefix_cache.dup == dup[i], f"instance {i}: shared-block count {I.prefix_cache.dup} != {dup[i]}"
+            assert inst.prefix_cache.dup == dup[i], \
+                f"instance {i}: shared-block count {inst.prefix_cache.dup} != {dup[i]}"
         return dup
 
     def block_keys(self, rid: int) -> list[int]:
@@ -87,80 +88,82 @@ class KvCacheManager:
         to e = bs·(k+1)) is identified by the chained workload id of the workload block j holding
         token e − 1 and by e's offset in it, so two requests share it only when their first e
         tokens are the same. Blocks past the request's ids or its input + output have no key."""
-        R = self.requests
+        requests = self.requests
         keys = self.keys.get(rid)
         if keys is None:
             ids = self.workload.prefix_ids(rid).tolist()
-            B = self.workload.prefix_block_tokens
+            block_tokens = self.workload.prefix_block_tokens
             bs = self.block_size
-            limit = min(len(ids) * B, R.input_tokens[rid] + R.output_tokens[rid])
+            limit = min(len(ids) * block_tokens, requests.input_tokens[rid] + requests.output_tokens[rid])
             keys = []
             for k in range(limit // bs):
                 e = bs * (k + 1)
-                j = (e - 1) // B
-                keys.append(ids[j] * (B + 1) + (e - j * B))
+                j = (e - 1) // block_tokens
+                keys.append(ids[j] * (block_tokens + 1) + (e - j * block_tokens))
             self.keys[rid] = keys
         return keys
 
-    def plan_view(self, I: InstanceState) -> "PrefixPlanView":
-        """A what-if view of ``I``'s prefix cache for one scheduling step (scheduler.py)."""
-        return PrefixPlanView(self, I)
+    def plan_view(self, inst: InstanceState) -> "PrefixPlanView":
+        """A what-if view of ``inst``'s prefix cache for one scheduling step (scheduler.py)."""
+        return PrefixPlanView(self, inst)
 
-    def admit(self, I: InstanceState, rid: int, hit_blocks: int, tokens: int) -> None:
-        """Admit ``rid`` on ``I`` as the scheduler planned it (``PrefixPlanView.admission``): take
+    def admit(self, inst: InstanceState, rid: int, hit_blocks: int, tokens: int) -> None:
+        """Admit ``rid`` on ``inst`` as the scheduler planned it (``PrefixPlanView.admission``): take
         its ``hit_blocks`` cached blocks (their tokens are not computed but count as its KV) and
         the new blocks of its first chunk of ``tokens``."""
-        R = self.requests
-        bs = I.block_size
-        total = R.input_tokens[rid] + R.generated[rid]
+        requests = self.requests
+        bs = inst.block_size
+        total = requests.input_tokens[rid] + requests.generated[rid]
         keys = self.block_keys(rid)
         h = hit_blocks
         hit = h * bs
         add = -(-(hit + tokens) // bs) - h        # blocks beyond the hit ones
-        pc = I.prefix_cache
+        pc = inst.prefix_cache
         shared = pc.acquire(keys[:h]) if h else 0
-        R.blocks[rid] = h + add
-        I.other_blocks += h + add - shared
-        R.computed[rid] = hit
+        requests.blocks[rid] = h + add
+        inst.other_blocks += h + add - shared
+        requests.computed[rid] = hit
         if keys:
             self.held[rid] = keys[:h]
-            self.held_on[rid] = I.id
+            self.held_on[rid] = inst.id
             self.registered[rid] = h
-        if hit and R.leg[rid] == 0:
-            I.prefill_tokens_left -= hit
-            I.prefill_tokens_left_sq += (total - hit) ** 2 - total * total
-        if rid not in R.cached_tokens:
-            R.cached_tokens[rid] = hit
-        I.w_prefix_query_tokens += total
-        I.w_prefix_hit_tokens += hit
+        if hit and requests.leg[rid] == 0:
+            inst.prefill_tokens_left -= hit
+            inst.prefill_tokens_left_sq += (total - hit) ** 2 - total * total
+        if rid not in requests.cached_tokens:
+            requests.cached_tokens[rid] = hit
+        inst.w_prefix_query_tokens += total
+        inst.w_prefix_hit_tokens += hit
         self.query_tokens += total
         self.hit_tokens += hit
 
-    def register(self, I: InstanceState, rid: int, upto: int, t: float) -> None:
-        """The request's first ``upto`` blocks are computed on ``I``: cache its keyed ones."""
+    def register(self, inst: InstanceState, rid: int, upto: int, t: float) -> None:
+        """The request's first ``upto`` blocks are computed on ``inst``: cache its keyed ones."""
         done = self.registered[rid]
         keys = self.block_keys(rid)
         upto = min(upto, len(keys))
         if upto <= done:
             return
-        self.held[rid].extend(I.prefix_cache.register(keys[done:upto], kv_blocks_in_use(I, t)))
+        self.held[rid].extend(inst.prefix_cache.register(keys[done:upto], kv_blocks_in_use(inst, t)))
         self.registered[rid] = upto
 
-    def release(self, I: InstanceState, rid: int, nblocks: int, t: float) -> None:
-        """The request's ``nblocks`` blocks left ``I`` (already taken off its KV count): cached
+    def release(self, inst: InstanceState, rid: int, nblocks: int, t: float) -> None:
+        """The request's ``nblocks`` blocks left ``inst`` (already taken off its KV count): cached
         blocks others still hold stay in use, the rest join the free queue (still cached)."""
-        held = self.held.pop(rid, None) if self.held_on.get(rid) == I.id else None
+        held = self.held.pop(rid, None) if self.held_on.get(rid) == inst.id else None
         if held is not None:
             del self.held_on[rid]
             del self.registered[rid]
-        I.other_blocks += I.prefix_cache.release(held or [], nblocks, kv_blocks_in_use(I, t), I.capacity_blocks)
+        inst.other_blocks += inst.prefix_cache.release(held or [], nblocks, kv_blocks_in_use(inst, t),
+                                                       inst.capacity_blocks)
 
-    def release_finished(self, I: InstanceState, rid: int, kv_tokens: int, t: float, nblocks: int | None = None) -> None:
-        """A request finished on ``I`` with ``kv_tokens`` of KV (already off the KV count): cache
+    def release_finished(self, inst: InstanceState, rid: int, kv_tokens: int, t: float,
+                         nblocks: int | None = None) -> None:
+        """A request finished on ``inst`` with ``kv_tokens`` of KV (already off the KV count): cache
         its computed keyed blocks (its output too: a conversation's next turn repeats it), free."""
-        if self.held_on.get(rid) == I.id:
-            self.register(I, rid, kv_tokens // I.block_size, t)
-        self.release(I, rid, -(-kv_tokens // I.block_size) if nblocks is None else nblocks, t)
+        if self.held_on.get(rid) == inst.id:
+            self.register(inst, rid, kv_tokens // inst.block_size, t)
+        self.release(inst, rid, -(-kv_tokens // inst.block_size) if nblocks is None else nblocks, t)
 
 
 class PrefixPlanView:
@@ -173,9 +176,9 @@ class PrefixPlanView:
 
     __slots__ = ("kv", "inst", "ref_delta", "touched_delta", "evicted")
 
-    def __init__(self, kv: KvCacheManager, I: InstanceState) -> None:
+    def __init__(self, kv: KvCacheManager, inst: InstanceState) -> None:
         self.kv = kv
-        self.inst = I
+        self.inst = inst
         self.ref_delta: dict[int, int] = {}
         self.touched_delta = 0
         self.evicted: list[int] = []
@@ -186,11 +189,11 @@ class PrefixPlanView:
         hit, so one token is always computed). Returns ``(hit blocks, tokens to compute, free blocks it
         uses)`` (its new blocks and the hit blocks no one holds: those leave the free queue), or None
         if its first chunk does not fit."""
-        I = self.inst
-        bs = I.block_size
+        inst = self.inst
+        bs = inst.block_size
         keys = self.kv.block_keys(rid)
         if keys:
-            h, touched, ev = I.prefix_cache.peek(keys, (total - 1) // bs, I.capacity_blocks - free,
+            h, touched, ev = inst.prefix_cache.peek(keys, (total - 1) // bs, inst.capacity_blocks - free,
                                                  self.ref_delta, self.touched_delta)
             if ev is not None:
                 self.evicted.append(ev)

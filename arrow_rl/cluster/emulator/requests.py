@@ -134,10 +134,7 @@ class RequestTable:
         if _plain_records:   # ``make_record`` with its fields stored one by one (one record per request)
             r = _new(RequestRecord)
             d = r.__dict__
-            d["request_id"] = rid
-            d["arrival_s"] = self.arrival_s[rid]
-            d["input_tokens"] = self.input_tokens[rid]
-            d["output_tokens"] = self.output_tokens[rid]
+            self._put_request_fields(d, rid)
             d["prefill_instance"] = self.prefill_instance[rid]
             d["decode_instance"] = self.decode_instance[rid]
             d["first_token_s"] = self.first_token_s[rid]
@@ -160,10 +157,14 @@ class RequestTable:
         """The request as a router sees it (each leg is routed once)."""
         if _plain_requests:
             r = _new(Request)
-            d = r.__dict__
-            d["request_id"] = rid
-            d["arrival_s"] = self.arrival_s[rid]
-            d["input_tokens"] = self.input_tokens[rid]
-            d["output_tokens"] = self.output_tokens[rid]
+            self._put_request_fields(r.__dict__, rid)
             return r
         return make_request(rid, self.arrival_s[rid], self.input_tokens[rid], self.output_tokens[rid])
+
+    def _put_request_fields(self, d: dict, rid: int) -> None:
+        """Store the ``Request`` fields of ``rid`` in ``d``, a plain ``Request``'s or
+        ``RequestRecord``'s ``__dict__`` (both begin with them, in this order)."""
+        d["request_id"] = rid
+        d["arrival_s"] = self.arrival_s[rid]
+        d["input_tokens"] = self.input_tokens[rid]
+        d["output_tokens"] = self.output_tokens[rid]

@@ -74,50 +74,43 @@ DECODES_ONLY = BatchPlan()
 class BatchScheduler:
     """Forms batches under ``limits``; holds no state of its own and no reference to the cluster."""
 
-    __slots__ = ("limits", "_M", "_S", "_timeout")
+    __slots__ = ("limits", "_max_tokens", "_max_seqs", "_timeout")
 
     def __init__(self, limits: SchedulerLimits) -> None:
         self.limits = limits
-        self._M = limits.max_num_batched_tokens    # read on every boundary: plain slots
-        self._S = limits.max_num_seqs
+        self._max_tokens = limits.max_num_batched_tokens    # read on every boundary: plain slots
+        self._max_seqs = limits.max_num_seqs
         self._timeout = limits.client_timeout_s
 
-    def plan(self, I: InstanceState, R: RequestTable, t: float,
+    def plan(self, inst: InstanceState, requests: RequestTable, t: float,
              prefix: PrefixPlanView | None = None) -> BatchPlan:
-        """The batch instance ``I`` runs from ``t`` (see the module docstring for the order).
+        """The batch instance ``inst`` runs from ``t`` (see the module docstring for the order).
 
-        Reads ``I``'s queues, decode set and KV counts and ``R``'s per-request counters; changes
-        neither. ``prefix`` is ``I``'s prefix-cache view when prefix caching is on."""
-        S = self._S
-        it = I.decode_iterations
-        cap = I.capacity_blocks
-        other = I.other_blocks
-        dec_next = I.decode_set_blocks(it + 1) if I.num_decoding else 0   # decode-set KV next step
-        if not (I.landed or I.prefilling or I.waiting or I.transfer_queue) and other + dec_next <= cap:
+        Reads ``inst``'s queues, decode set and KV counts and ``requests``'s per-request counters; changes
+        neither. ``prefix`` is ``inst``'s prefix-cache view when prefix caching is on."""
+        it = inst.decode_iterations
+        cap = inst.capacity_blocks
+        other = inst.other_blocks
+        dec_next = inst.decode_set_blocks(it + 1) if inst.num_decoding else 0   # decode-set KV next step
+        if not (inst.landed or inst.prefilling or inst.waiting or inst.transfer_queue) and other + dec_next <= cap:
             return DECODES_ONLY
-        bs = I.block_size
-        comp, gen, blk, n_in = R.computed, R.generated, R.blocks, R.input_tokens
         p = BatchPlan()
-        # 1. landed KV joins (it already holds its blocks); the pulled KV covers the prompt but its
-        # last token, which the first decode step recomputes: a decode-set sequence of n_in − 1 tokens
-        n_run = len(I.running)
+        # 1. landed KV joins (it already holds its blocks)
+        n_run = len(inst.running)
         joined_ids: list[int] | tuple = ()
-        joined = 0
-        if I.landed and n_run < S:
-            joined_ids = []
-            for rid in I.landed:
-                if n_run == S:
-                    break
-                joined_ids.append(rid)
-                other -= blk[rid]
-                dec_next += -(-n_in[rid] // bs)
-                n_run += 1
-            p.joined = joined = len(joined_ids)
+        if inst.landed and n_run < self._max_seqs:
+            joined_ids, held, next_blocks = self._plan_joins(inst, requests, n_run)
+            p.joined = len(joined_ids)
+            n_run += p.joined
+            other -= held
+            dec_next += next_blocks
         # 2. running prompts get chunks after the decodes' tokens
-        budget = self._M - I.num_decoding - joined
+        bs = inst.block_size
+        comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
+        budget = self._max_tokens - inst.num_decoding - p.joined
         need = other + dec_next
         chunks = []
-        for rid in I.prefilling:
+        for rid in inst.prefilling:
             if budget <= 0:
                 break
             c = min(n_in[rid] + gen[rid] - comp[rid], budget)
@@ -127,67 +120,100 @@ class BatchScheduler:
         # 3. the KV does not fit: the exact allocation loop, with preemption
         preempted = False
         if need > cap:
-            budget, need, n_run = self._plan_under_pressure(I, R, p, joined_ids, other, prefix)
+            budget, need, n_run = self._plan_under_pressure(inst, requests, p, joined_ids, other, prefix)
             chunks = list(p.chunks)
             preempted = bool(p.preempted)
         # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
-        admit_ok = t >= I.blocked_until
-        if I.waiting and not preempted and admit_ok:
-            free = cap - need
-            timeout = self._timeout
-            arrival = R.arrival_s
-            hits = [] if prefix is not None else None
-            for rid in I.waiting:
-                if budget <= 0 or n_run >= S:
-                    break
-                if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
-                    if not p.timed_out:
-                        p.timed_out = []
-                    p.timed_out.append(rid)
-                    continue
-                if prefix is not None and comp[rid] == 0:
-                    a = prefix.admission(rid, n_in[rid] + gen[rid], budget, free)
-                    if a is None:
-                        break
-                    h, c, used = a
-                    free -= used
-                    hits.append(h)
-                else:
-                    c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                    add = -(-(comp[rid] + c) // bs) - blk[rid]
-                    if add > free:
-                        break
-                    free -= add
-                    if hits is not None:
-                        hits.append(0)
-                chunks.append((rid, c))
-                p.admitted += 1
-                budget -= c
-                n_run += 1
-            if hits:
-                p.hit_blocks = hits
-            need = cap - free
+        admit_ok = t >= inst.blocked_until
+        if inst.waiting and not preempted and admit_ok:
+            need = cap - self._plan_admissions(inst, requests, t, p, chunks, budget, n_run, cap - need, prefix)
+            n_run += p.admitted
         if chunks:
             p.chunks = chunks
         # 5. start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
         # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
         # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
         # running batch, so a pull in flight takes no max_num_seqs slot
-        if I.transfer_queue and admit_ok and n_run < S:
-            free = cap - need
-            pulls = 0
-            for rid in I.transfer_queue:
-                add = -(-n_in[rid] // bs)
-                if add > free:
-                    break
-                free -= add
-                pulls += 1
-            p.pulls = pulls
+        if inst.transfer_queue and admit_ok and n_run < self._max_seqs:
+            p.pulls = self._plan_pulls(inst, requests, cap - need)
         if prefix is not None and prefix.evicted:
             p.evicted = prefix.evicted
         return p
 
-    def _plan_under_pressure(self, I: InstanceState, R: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
+    def _plan_joins(self, inst: InstanceState, requests: RequestTable, n_run: int) -> tuple[list[int], int, int]:
+        """Step 1: landed KV joins the running batch, FCFS while fewer than ``max_num_seqs`` run
+        (``n_run`` do now). The pulled KV covers the prompt but its last token, which the first
+        decode step recomputes: each joins the decode set as a sequence of n_in − 1 tokens. Returns
+        the joining requests, the KV blocks they hold now and their decode-set blocks next step."""
+        blk, n_in, bs = requests.blocks, requests.input_tokens, inst.block_size
+        room = self._max_seqs - n_run
+        ids = []
+        held = next_blocks = 0
+        for rid in inst.landed:
+            if len(ids) == room:
+                break
+            ids.append(rid)
+            held += blk[rid]
+            next_blocks += -(-n_in[rid] // bs)
+        return ids, held, next_blocks
+
+    def _plan_admissions(self, inst: InstanceState, requests: RequestTable, t: float, p: BatchPlan,
+                         chunks: list[tuple[int, int]], budget: int, n_run: int, free: int,
+                         prefix: PrefixPlanView | None) -> int:
+        """Step 4: admit waiting prompts FCFS while the token ``budget``, ``max_num_seqs`` (``n_run``
+        running) and the ``free`` KV blocks last; drop those whose client gave up. Appends the
+        admitted chunks to ``chunks``, fills ``p`` and returns the KV blocks still free."""
+        bs = inst.block_size
+        comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
+        max_seqs = self._max_seqs
+        timeout = self._timeout
+        arrival = requests.arrival_s
+        hits = [] if prefix is not None else None
+        for rid in inst.waiting:
+            if budget <= 0 or n_run >= max_seqs:
+                break
+            if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
+                if not p.timed_out:
+                    p.timed_out = []
+                p.timed_out.append(rid)
+                continue
+            if prefix is not None and comp[rid] == 0:
+                a = prefix.admission(rid, n_in[rid] + gen[rid], budget, free)
+                if a is None:
+                    break
+                h, c, used = a
+                free -= used
+                hits.append(h)
+            else:
+                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
+                if add > free:
+                    break
+                free -= add
+                if hits is not None:
+                    hits.append(0)
+            chunks.append((rid, c))
+            p.admitted += 1
+            budget -= c
+            n_run += 1
+        if hits:
+            p.hit_blocks = hits
+        return free
+
+    def _plan_pulls(self, inst: InstanceState, requests: RequestTable, free: int) -> int:
+        """Step 5: how many decode legs at the head of the transfer queue get the KV blocks of
+        their pull from the ``free`` ones, FCFS."""
+        n_in, bs = requests.input_tokens, inst.block_size
+        pulls = 0
+        for rid in inst.transfer_queue:
+            add = -(-n_in[rid] // bs)
+            if add > free:
+                break
+            free -= add
+            pulls += 1
+        return pulls
+
+    def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
                              other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
         """The exact vLLM v1 allocation loop when the KV does not fit everything (rare path).
 
@@ -197,35 +223,22 @@ class BatchScheduler:
         last admitted) under the FCFS policy, and a step that preempted admits nothing new. Fills
         ``p`` and returns the token budget left, the KV blocks needed after the step and the
         number of requests running."""
-        bs = I.block_size
-        cap = I.capacity_blocks
-        it = I.decode_iterations
-        comp, gen, blk, st, n_in = R.computed, R.generated, R.blocks, R.state, R.input_tokens
-        offset = R.decode_offset
+        bs = inst.block_size
+        cap = inst.capacity_blocks
+        comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
         p.materialised = True
-        running = list(I.running)
+        running = list(inst.running)
         running += joined_ids
-        # the decode set as explicit requests: its KV tokens now and its blocks
-        decs = [rid for rid in I.running if st[rid] == DECODING]
-        decs += joined_ids
-        ctx: dict[int, int] = {}
-        blocks: dict[int, int] = {}            # blocks of the requests this step touches
-        joined = set(joined_ids)
-        for rid in decs:
-            c = n_in[rid] - 1 if rid in joined else offset[rid] + it
-            ctx[rid] = c
-            b = -(-c // bs)
-            blocks[rid] = b
-            other += b
+        decs, ctx, blocks = self._explicit_decodes(inst, requests, joined_ids)
+        other += sum(blocks.values())
         is_dec = set(decs)
         gone: set[int] = set()
-        free = cap - other
         budget = self.limits.max_num_batched_tokens
         sched: dict[int, int] = {}
         allocs: list[tuple[int, int]] = []
         preempted: list[tuple[int, int]] = []
         p.allocations, p.preempted = allocs, preempted
-        for rid in decs + list(I.prefilling):
+        for rid in decs + list(inst.prefilling):
             if budget <= 0:
                 break
             if rid in gone:      # preempted earlier in this loop
@@ -237,13 +250,12 @@ class BatchScheduler:
             have = blocks.get(rid, blk[rid])
             need = -(-(kv + c) // bs) - have
             ok = True
-            while need > free:
+            while other + need > cap:
                 victim = running.pop()
                 if victim in sched:
                     budget += sched.pop(victim)
                 still = prefix.release(victim) if prefix is not None else 0   # shared prefix blocks stay
                 other -= blocks.get(victim, blk[victim]) - still
-                free = cap - other
                 gone.add(victim)
                 preempted.append((victim, len(allocs)))
                 if victim == rid:
@@ -251,25 +263,36 @@ class BatchScheduler:
                     break
             if not ok:
                 break
-            free -= need
             other += need
             blocks[rid] = have + need
             allocs.append((rid, need))
             sched[rid] = c
             budget -= c
         # surviving decodes go back into the decode set; their next block is counted there
-        dec_next = 0
-        survivors = 0
-        for rid in decs:
-            if rid not in gone:
-                survivors += 1
-                other -= blocks[rid]
-                dec_next += -(-(ctx[rid] + 1) // bs)
+        survivors, held, next_blocks = _survivors(decs, gone, ctx, blocks, bs)
         p.chunks = [(rid, c) for rid, c in sched.items() if rid not in is_dec]
         budget = self.limits.max_num_batched_tokens - survivors - sum(c for _, c in p.chunks)
-        return budget, other + dec_next, len(running)
+        return budget, other - held + next_blocks, len(running)
 
-    def decode_run_length(self, I: InstanceState, until_finish: int, after_preemption: bool) -> int:
+    def _explicit_decodes(self, inst: InstanceState, requests: RequestTable, joined_ids: Sequence[int]
+                          ) -> tuple[list[int], dict[int, int], dict[int, int]]:
+        """The decode set and the joining requests as explicit requests, in running order, with
+        their KV tokens now and their KV blocks (the blocks of the requests the step touches)."""
+        bs = inst.block_size
+        it = inst.decode_iterations
+        st, n_in, offset = requests.state, requests.input_tokens, requests.decode_offset
+        decs = [rid for rid in inst.running if st[rid] == DECODING]
+        decs += joined_ids
+        ctx: dict[int, int] = {}
+        blocks: dict[int, int] = {}
+        joined = set(joined_ids)
+        for rid in decs:
+            c = n_in[rid] - 1 if rid in joined else offset[rid] + it
+            ctx[rid] = c
+            blocks[rid] = -(-c // bs)
+        return decs, ctx, blocks
+
+    def decode_run_length(self, inst: InstanceState, until_finish: int, after_preemption: bool) -> int:
         """How many decode-only iterations to plan as one closed-form run (decode_run.py): up to the
         next sequence's last token (``until_finish`` iterations away), fewer if the decode set's KV
         outgrows the instance first. One iteration in ``exact_stepping`` mode, or after a preemption
@@ -277,14 +300,27 @@ class BatchScheduler:
         if self.limits.exact_stepping or after_preemption:
             return 1
         k = until_finish
-        cap, it, other = I.capacity_blocks, I.decode_iterations, I.other_blocks
-        if other + I.decode_set_blocks(it + k) > cap:
+        cap, it, other = inst.capacity_blocks, inst.decode_iterations, inst.other_blocks
+        if other + inst.decode_set_blocks(it + k) > cap:
             lo, hi = 1, k  # largest run whose KV fits: lo fits, hi does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if other + I.decode_set_blocks(it + mid) <= cap:
+                if other + inst.decode_set_blocks(it + mid) <= cap:
                     lo = mid
                 else:
                     hi = mid
             k = lo
         return k
+
+
+def _survivors(decs: list[int], gone: set[int], ctx: dict[int, int], blocks: dict[int, int],
+               bs: int) -> tuple[int, int, int]:
+    """The decodes of ``decs`` not preempted (not in ``gone``): how many, the KV blocks they hold
+    now (``blocks``) and those of their next step in the decode set (``ctx`` KV tokens + 1)."""
+    survivors = held = next_blocks = 0
+    for rid in decs:
+        if rid not in gone:
+            survivors += 1
+            held += blocks[rid]
+            next_blocks += -(-(ctx[rid] + 1) // bs)
+    return survivors, held, next_blocks

@@ -7,7 +7,7 @@ clears the cache, and a decode run in progress invalidates it only when it compl
 iteration (``decode_run.iterations_done_by``).
 
 While a router places a prompt (and no instance is MIXED) the engine hands out ``LazyView``s
-(``lazy_views_at``, a fast path: fastpath.py): a DECODE instance in the middle of a decode run whose
+(``views_at`` with a ``lazy_role``, a fast path: fastpath.py): a DECODE instance in the middle of a decode run whose
 iterations done by now are not known yet gets a view whose two costly fields, ``decode_tokens`` and
 ``kv_used_tokens``, are computed on first read; a router that reads only the prefill pool's loads
 (Arrow's prefill routing) skips them. When the decision ends, and before any state changes, the
@@ -25,110 +25,88 @@ from arrow_rl.cluster.emulator.decode_run import iterations_done_by
 from arrow_rl.cluster.emulator.instance import DECODE_RUN, InstanceState
 
 _new = object.__new__
+# ``fresh_view`` and ``_lazy_view`` fill a view's ``__dict__``: the dataclass must be plain (not slotted)
+assert hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"), "InstanceView must not be slotted"
 
 
-def make_view(instance_id, role, num_prefill, prefill_tokens, prefill_tokens_sq, num_decode,
-              decode_tokens, kv_used_tokens, kv_capacity_tokens, healthy) -> InstanceView:
-    """Build an ``InstanceView`` without the frozen-dataclass ``__init__`` (which sets each field
-    through ``object.__setattr__``): fill its ``__dict__`` item by item (faster than ``update``
-    with keywords, which builds a second dict)."""
+def fresh_view(inst: InstanceState, it: int, healthy: bool) -> InstanceView:
+    """The view of ``inst`` after ``it`` decode iterations, computed from its sums (no cache).
+
+    Built without the frozen-dataclass ``__init__`` (which sets each field through
+    ``object.__setattr__``): its ``__dict__`` is filled item by item, in field order (faster than
+    ``update`` with keywords, which builds a second dict)."""
+    n = inst.num_decoding
+    if n:
+        dec_tok = inst.decode_offset_sum + n * (it + 1) + inst.decode_legs_waiting_tokens
+        kv = inst.other_blocks + (
+            inst.decode_blocks_memo if it == inst.decode_blocks_memo_at else inst.decode_set_blocks(it))
+    else:
+        dec_tok = inst.decode_legs_waiting_tokens
+        kv = inst.other_blocks
+    bs = inst.block_size
     v = _new(InstanceView)
     d = v.__dict__
-    d["instance_id"] = instance_id
-    d["role"] = role
-    d["num_prefill"] = num_prefill
-    d["prefill_tokens"] = prefill_tokens
-    d["prefill_tokens_sq"] = prefill_tokens_sq
-    d["num_decode"] = num_decode
-    d["decode_tokens"] = decode_tokens
-    d["kv_used_tokens"] = kv_used_tokens
-    d["kv_capacity_tokens"] = kv_capacity_tokens
+    d["instance_id"] = inst.id
+    d["role"] = inst.role
+    d["num_prefill"] = inst.prefill_legs
+    d["prefill_tokens"] = inst.prefill_tokens_left
+    d["prefill_tokens_sq"] = float(inst.prefill_tokens_left_sq)
+    d["num_decode"] = n + inst.decode_legs_waiting
+    d["decode_tokens"] = dec_tok
+    d["kv_used_tokens"] = kv * bs
+    d["kv_capacity_tokens"] = inst.capacity_blocks * bs
     d["healthy"] = healthy
     return v
 
 
-if not hasattr(InstanceView(0, Role.PREFILL, 0, 0, 0.0, 0, 0, 0, 1), "__dict__"):  # pragma: no cover
-    make_view = InstanceView  # noqa: F811  (a slotted InstanceView: use the plain constructor)
-
-
-def fresh_view(I: InstanceState, it: int, healthy: bool) -> InstanceView:
-    """The view of ``I`` after ``it`` decode iterations, computed from its sums (no cache)."""
-    n = I.num_decoding
-    if n:
-        dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-        kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
-    else:
-        dec_tok = I.decode_legs_waiting_tokens
-        kv = I.other_blocks
-    bs = I.block_size
-    return make_view(I.id, I.role, I.prefill_legs, I.prefill_tokens_left, float(I.prefill_tokens_left_sq),
-                     n + I.decode_legs_waiting, dec_tok, kv * bs, I.capacity_blocks * bs, healthy)
-
-
-def view_at(I: InstanceState, t: float) -> InstanceView:
+def view_at(inst: InstanceState, t: float) -> InstanceView:
     """The instance as routers see it at ``t`` (cached; ``views_at`` inlines the same steps)."""
     k = 0
-    if I.plan == DECODE_RUN and t > I.plan_start:
-        k = iterations_done_by(I, t)
-    healthy = t >= I.blocked_until
-    vc = I.cached_view
+    if inst.plan == DECODE_RUN and t > inst.plan_start:
+        k = iterations_done_by(inst, t)
+    healthy = t >= inst.blocked_until
+    vc = inst.cached_view
     if vc is not None and vc[0] == k and vc[1].healthy == healthy:
         return vc[1]
-    v = fresh_view(I, I.decode_iterations + k, healthy)
-    I.cached_view = (k, v)
+    v = fresh_view(inst, inst.decode_iterations + k, healthy)
+    inst.cached_view = (k, v)
     return v
 
 
-def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:
-    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``,
-    ``fresh_view``, ``decode_set_blocks``' memo and ``make_view`` inlined (routers call this for
-    every request leg; same answers)."""
+def views_at(insts: list[InstanceState], t: float, pending: list[LazyView] | None = None,
+             lazy_role: Role | None = None) -> list[InstanceView]:
+    """Every instance's view at ``t``: ``view_at`` with the memo hits of ``iterations_done_by``
+    inlined (routers call this for every request leg; same answers).
+
+    For a routing decision (module docstring) an instance of role ``lazy_role`` in the middle of a
+    decode run whose iterations done by ``t`` are not known yet gets a ``LazyView`` instead,
+    appended to ``pending`` for ``settle``. The engine passes the role whose loads the decision is
+    least likely to read (DECODE when a prompt is placed): completing a lazy view costs more than
+    building it eagerly."""
     out = []
     append = out.append
-    for I in insts:
+    for inst in insts:
         k = 0
-        if I.plan == DECODE_RUN and t > I.plan_start:
-            if t >= I.plan_end:
-                k = I.plan_iterations
-            elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
-                k = I.done_memo_iterations
+        if inst.plan == DECODE_RUN and t > inst.plan_start:
+            if t >= inst.plan_end:
+                k = inst.plan_iterations
+            elif inst.done_memo_version == inst.plan_version and \
+                    inst.done_memo_from <= t - inst.plan_start < inst.done_memo_until:
+                k = inst.done_memo_iterations
+            elif inst.role is lazy_role:
+                append(_lazy_view(inst, t, pending))
+                continue
             else:
-                k = iterations_done_by(I, t)
-        healthy = t >= I.blocked_until
-        vc = I.cached_view
+                k = iterations_done_by(inst, t)
+        healthy = t >= inst.blocked_until
+        vc = inst.cached_view
         if vc is not None and vc[0] == k and vc[1].healthy == healthy:
             append(vc[1])
             continue
-        # fresh_view(I, I.decode_iterations + k, healthy), inlined
-        n = I.num_decoding
-        if n:
-            it = I.decode_iterations + k
-            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
-        else:
-            dec_tok = I.decode_legs_waiting_tokens
-            kv = I.other_blocks
-        bs = I.block_size
-        v = _new(InstanceView)
-        d = v.__dict__
-        d["instance_id"] = I.id
-        d["role"] = I.role
-        d["num_prefill"] = I.prefill_legs
-        d["prefill_tokens"] = I.prefill_tokens_left
-        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
-        d["num_decode"] = n + I.decode_legs_waiting
-        d["decode_tokens"] = dec_tok
-        d["kv_used_tokens"] = kv * bs
-        d["kv_capacity_tokens"] = I.capacity_blocks * bs
-        d["healthy"] = healthy
-        I.cached_view = (k, v)
+        v = fresh_view(inst, inst.decode_iterations + k, healthy)
+        inst.cached_view = (k, v)
         append(v)
     return out
-
-
-if make_view is InstanceView:  # pragma: no cover  (a slotted InstanceView: the plain path)
-    def views_at(insts: list[InstanceState], t: float) -> list[InstanceView]:  # noqa: F811
-        return [view_at(I, t) for I in insts]
 
 
 _set = object.__setattr__
@@ -177,93 +155,35 @@ class LazyView(InstanceView):
         return self.__reduce_ex__(protocol)
 
 
+def _lazy_view(inst: InstanceState, t: float, pending: list[LazyView]) -> LazyView:
+    """A ``LazyView`` of ``inst`` at ``t``: every field but the two lazy ones, in field order (the
+    same stores as ``fresh_view``'s: a helper shared by both would cost a call per view built)."""
+    v = _new(LazyView)
+    d = v.__dict__
+    d["instance_id"] = inst.id
+    d["role"] = inst.role
+    d["num_prefill"] = inst.prefill_legs
+    d["prefill_tokens"] = inst.prefill_tokens_left
+    d["prefill_tokens_sq"] = float(inst.prefill_tokens_left_sq)
+    d["num_decode"] = inst.num_decoding + inst.decode_legs_waiting
+    d["kv_capacity_tokens"] = inst.capacity_blocks * inst.block_size
+    d["healthy"] = t >= inst.blocked_until
+    d[_LAZY] = (inst, t)
+    pending.append(v)
+    return v
+
+
 def complete(v: LazyView) -> None:
     """Fill a lazy view's two fields from its instance (unchanged since the view was made) and
-    turn it into a plain ``InstanceView`` (same field order as ``views_at``'s)."""
+    turn it into a plain ``InstanceView``, equal field for field to the one ``views_at`` would
+    have built then."""
     d = v.__dict__
-    I, t = d[_LAZY]
-    k = iterations_done_by(I, t) if I.plan == DECODE_RUN and t > I.plan_start else 0
-    n = I.num_decoding
-    if n:
-        it = I.decode_iterations + k
-        dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-        kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
-    else:
-        dec_tok = I.decode_legs_waiting_tokens
-        kv = I.other_blocks
-    _set(v, "__dict__", {
-        "instance_id": d["instance_id"], "role": d["role"], "num_prefill": d["num_prefill"],
-        "prefill_tokens": d["prefill_tokens"], "prefill_tokens_sq": d["prefill_tokens_sq"],
-        "num_decode": d["num_decode"], "decode_tokens": dec_tok, "kv_used_tokens": kv * I.block_size,
-        "kv_capacity_tokens": d["kv_capacity_tokens"], "healthy": d["healthy"]})
+    inst, t = d[_LAZY]
+    k = iterations_done_by(inst, t) if inst.plan == DECODE_RUN and t > inst.plan_start else 0
+    _set(v, "__dict__", fresh_view(inst, inst.decode_iterations + k, d["healthy"]).__dict__)
     _set(v, "__class__", InstanceView)
-    if I.cached_view is None:
-        I.cached_view = (k, v)
-
-
-def lazy_views_at(insts: list[InstanceState], t: float, pending: list[LazyView], lazy_role) -> list[InstanceView]:
-    """``views_at`` for a routing decision: the same views, except that an instance of role
-    ``lazy_role`` in the middle of a decode run whose iterations done by ``t`` are not known yet
-    gets a ``LazyView`` (appended to ``pending`` for ``settle``). The engine passes the role whose
-    loads the decision is least likely to read (DECODE when a prompt is placed): completing a lazy
-    view costs more than building it eagerly."""
-    out = []
-    append = out.append
-    for I in insts:
-        k = 0
-        if I.plan == DECODE_RUN and t > I.plan_start:
-            if t >= I.plan_end:
-                k = I.plan_iterations
-            elif I.done_memo_version == I.plan_version and I.done_memo_from <= t - I.plan_start < I.done_memo_until:
-                k = I.done_memo_iterations
-            elif I.role is lazy_role:
-                k = -1
-            else:
-                k = iterations_done_by(I, t)
-        healthy = t >= I.blocked_until
-        if k < 0:
-            v = _new(LazyView)
-            d = v.__dict__
-            d["instance_id"] = I.id
-            d["role"] = I.role
-            d["num_prefill"] = I.prefill_legs
-            d["prefill_tokens"] = I.prefill_tokens_left
-            d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
-            d["num_decode"] = I.num_decoding + I.decode_legs_waiting
-            d["kv_capacity_tokens"] = I.capacity_blocks * I.block_size
-            d["healthy"] = healthy
-            d[_LAZY] = (I, t)
-            pending.append(v)
-            append(v)
-            continue
-        vc = I.cached_view
-        if vc is not None and vc[0] == k and vc[1].healthy == healthy:
-            append(vc[1])
-            continue
-        n = I.num_decoding
-        if n:
-            it = I.decode_iterations + k
-            dec_tok = I.decode_offset_sum + n * (it + 1) + I.decode_legs_waiting_tokens
-            kv = I.other_blocks + (I.decode_blocks_memo if it == I.decode_blocks_memo_at else I.decode_set_blocks(it))
-        else:
-            dec_tok = I.decode_legs_waiting_tokens
-            kv = I.other_blocks
-        bs = I.block_size
-        v = _new(InstanceView)
-        d = v.__dict__
-        d["instance_id"] = I.id
-        d["role"] = I.role
-        d["num_prefill"] = I.prefill_legs
-        d["prefill_tokens"] = I.prefill_tokens_left
-        d["prefill_tokens_sq"] = float(I.prefill_tokens_left_sq)
-        d["num_decode"] = n + I.decode_legs_waiting
-        d["decode_tokens"] = dec_tok
-        d["kv_used_tokens"] = kv * bs
-        d["kv_capacity_tokens"] = I.capacity_blocks * bs
-        d["healthy"] = healthy
-        I.cached_view = (k, v)
-        append(v)
-    return out
+    if inst.cached_view is None:
+        inst.cached_view = (k, v)
 
 
 def settle(pending: list[LazyView]) -> None:
