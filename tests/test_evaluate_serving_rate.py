@@ -63,6 +63,12 @@ def test_always_passing_stops_at_the_ceiling():
     assert c.at_ceiling
 
 
+def test_a_tolerance_below_float_resolution_still_ends():
+    c = search(lambda s: 1.0 if s < 1.7 else 0.0, rel_tol=1e-300, max_evals=10_000)
+    lo, hi = c.bracket
+    assert lo < 1.7 <= hi and hi == math.nextafter(lo, math.inf) and len(c.points) < 200
+
+
 def test_exactly_90pct_counts_as_attained():
     c = search(lambda s: 0.9 if s <= 2.0 else 0.0, rel_tol=0.01)
     assert c.bracket[0] == pytest.approx(2.0) and c.points[c.bracket[0]] >= 0.9

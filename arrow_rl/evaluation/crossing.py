@@ -96,6 +96,8 @@ def search_crossing(attainment_at: Callable[[float], float], *, rel_tol: float, 
     if lo > 0 and math.isfinite(hi):
         while len(points) < max_evals and hi / lo > 1.0 + rel_tol:
             mid = math.sqrt(lo * hi)
+            if not lo < mid < hi:   # adjacent floats: a tolerance finer than float resolution ends here
+                break
             if f(mid) >= target:
                 lo = mid
             else:
