@@ -1,6 +1,6 @@
 """``arrow-rl suite run``: rank controllers across a scenario suite with seeds and intervals.
 
-    arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-best,colocated,...
+    arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-tuned,colocated,...
         [--quick] [--jobs N | --backend ray [--ray-address ADDR]] --json OUT [--plots DIR]
         [--markdown docs/leaderboard.md]
     arrow-rl suite report --json A.json [--json B.json ...] [--markdown ...] [--update-readme README.md]
