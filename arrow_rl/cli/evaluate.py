@@ -105,7 +105,7 @@ def _protocol(seeds: int, rate_mode: str, growth: str, warmup: float, span: floa
     if not (0 < rel_tol < 1):
         _fail(f"--rel-tol must be in (0, 1), got {rel_tol}")
     return Protocol(rate_mode=rate_mode, warmup_s=warmup, span_s=span, seeds=tuple(range(seeds)),  # type: ignore[arg-type]
-                    rel_tol=rel_tol, max_evals=max_evals, growth=growth)  # type: ignore[arg-type]
+                    rel_tol=rel_tol, max_evals=max_evals, growth=growth)
 
 
 def _trace(workload: str, trace_format: Optional[str], start: float, duration: Optional[float]) -> Any:
@@ -169,7 +169,7 @@ def _run_and_publish(suite: Any, names: list[str], *, jobs: int, backend: str, r
     from arrow_rl.cli.suite import publish, run_with_progress
 
     result = run_with_progress(suite, names, jobs=jobs, backend=backend, ray_address=ray_address,
-                               arrow_config=arrow_config)
+                               arrow_config=arrow_config, name_scenarios=False)
     result.settings.update(workload=workload_label)
     publish(result, names, json_out, plots, None, None)
     if plots is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -100,28 +100,28 @@ def _selected_suite(suite: str, quick: bool, rate_mode: Optional[str], warmup: O
     return s
 
 
-def run_with_progress(s, names: list[str], *, jobs: int, backend: str, ray_address: Optional[str],  # noqa: ANN001, ANN201 - Suite, SuiteResult (lazy import)
-                      quick: bool = False, arrow_config=None):  # noqa: ANN001 - ArrowConfig (lazy import)
+def run_with_progress(s: Any, names: list[str], *, jobs: int, backend: str, ray_address: Optional[str],
+                      quick: bool = False, arrow_config: Any = None, name_scenarios: bool = True) -> Any:
     """``run_suite`` under a progress bar that advances once per (scenario, controller) job and names
-    the simulation running now; without a terminal (logs, CI) one line per finished job. A run
-    refused before any job (an unknown controller, a renamed one) fails with its one line."""
+    the simulation running now (and its scenario, with ``name_scenarios``); without a terminal (logs,
+    CI) one line per finished job. A run refused before any job (an unknown controller, a renamed
+    one) fails with its one line."""
     from arrow_rl.evaluation.seeded_search import STATIC_FAMILY
     from arrow_rl.evaluation.suite import run_suite
 
-    several = len(s.scenarios) > 1
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         jobs_per_scenario = len(set(n for n in names if n not in STATIC_FAMILY)) + any(n in STATIC_FAMILY for n in names)
         task = bar.add_task("jobs", total=len(s.scenarios) * jobs_per_scenario)
 
         def on_run(scenario: str, spec: str, rate: float, att: float) -> None:
-            where = f"{scenario} " if several else ""
+            where = f"{scenario} " if name_scenarios else ""
             bar.update(task, description=f"{where}{spec} @ {rate:.3g} req/s: {100 * att:.0f}%")
 
         def on_job_done(scenario: str, controller: str, wall: float) -> None:
             bar.update(task, advance=1)
             if not console.is_terminal:  # logs and CI: one line per finished job, the bar shows only at the end
-                console.print(f"done {f'{scenario} / ' if several else ''}{controller} in {wall:.0f} s")
+                console.print(f"done {f'{scenario} / ' if name_scenarios else ''}{controller} in {wall:.0f} s")
                 console.file.flush()  # a redirected stdout is block-buffered: a long run's log would stay empty
 
         error = None

@@ -457,8 +457,8 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     wall = time.perf_counter() - t0
     in_process = jobs <= 1 and backend != "ray"
     cpu = time.process_time() - c0 if in_process else sum(v[2] for v in done.values())
-    return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims,
-                       settings={"jobs": jobs, "controllers": names} | ({"backend": backend} if backend != "local" else {}))
+    settings = {"jobs": jobs, "controllers": names} | ({"backend": backend} if backend != "local" else {})
+    return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims, settings=settings)
 
 
 def _checked_names(controllers: list[str]) -> list[str]:
