@@ -53,8 +53,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("arrow_rl.cluster.live.router", "arrow_rl.arrow.mixed"),
     ("arrow_rl.cluster.live.routing", "arrow_rl.arrow.config"),
     ("arrow_rl.cluster.live.routing", "arrow_rl.arrow.router"),
-    ("arrow_rl.perf.fit_report", "arrow_rl.fidelity.report"),
-    ("arrow_rl.perf.fit_report", "arrow_rl.fidelity.runs"),
 }
 KNOWN_CIRCLES: list[list[str]] = [
     ["arrow_rl.cluster.live.httpserver", "arrow_rl.cluster.live.router"],

@@ -84,10 +84,12 @@ def register(app: typer.Typer) -> None:
             names = [preset]
         else:
             fail("give --preset NAME or --all")
+        from arrow_rl.fidelity.calibration import end_to_end_in_sample
+
         reports = []
         for name in names:
             try:
-                rep = fit_report(name)
+                rep = fit_report(name, e2e=end_to_end_in_sample(name))
             except ValueError as exc:
                 fail(str(exc))
             render(rep, console)
