@@ -94,6 +94,8 @@ class EngineLatencyModel:
                                 sh["vocab"], sh.get("ffn", 0), int(moe.get("experts", 0)),
                                 int(moe.get("experts_per_token", 0)))
         self.tp = int(doc["tp"])
+        # Expert weights may be stored narrower than bf16 (gpt-oss: MXFP4); streaming them costs less.
+        self._expert_bytes = float(sh.get("expert_weight_bytes", BYTES))
         self.c = constants if constants is not None else engine_constants()
         g = doc["gpu_specs"]
         self.bw = float(g["hbm_Bps"]) * self.c.bw_efficiency
@@ -132,9 +134,9 @@ class EngineLatencyModel:
 
     # ---- components (vectorised) ----
     def gemm_s(self, weight_elems: float, tokens: np.ndarray, bw_scale: float = 1.0,
-               flops_scale: float = 1.0) -> np.ndarray:
-        """One GEMM of ``weight_elems`` bf16 weights over ``tokens`` rows: smooth max of streaming and compute."""
-        mem = weight_elems * BYTES / (self.bw * bw_scale)
+               flops_scale: float = 1.0, weight_bytes: float = BYTES) -> np.ndarray:
+        """One GEMM of ``weight_elems`` weights over ``tokens`` rows: smooth max of streaming and compute."""
+        mem = weight_elems * weight_bytes / (self.bw * bw_scale)
         comp = 2.0 * tokens * weight_elems / (self.flops * flops_scale)
         return _smax(np.full_like(tokens, mem, dtype=float), comp, self.c.smooth_p)
 
@@ -147,7 +149,8 @@ class EngineLatencyModel:
             E, k = s.experts, s.experts_per_token
             active = E * (1.0 - (1.0 - k / E) ** n)                 # expected experts touched
             per = np.where(active > 0, n * k / np.maximum(active, 1e-9), 0.0)
-            t = t + active * self.gemm_s(self._mlp_w, per, self.c.moe_bw_efficiency, self.c.moe_flops_efficiency)
+            t = t + active * self.gemm_s(self._mlp_w, per, self.c.moe_bw_efficiency, self.c.moe_flops_efficiency,
+                                          self._expert_bytes)
         else:
             t = t + self.gemm_s(self._mlp_w, n)
         return t

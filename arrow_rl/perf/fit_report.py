@@ -69,8 +69,11 @@ class FitReport:
 
 
 def load_profile_rows(name: str) -> list[dict[str, Any]]:
-    """The measured rows shipped for preset ``name``."""
-    text = resources.files("arrow_rl.perf").joinpath("data", "profile_rows", f"{name}.csv").read_text()
+    """The measured rows shipped for preset ``name`` (none for presets built from a shape alone)."""
+    path = resources.files("arrow_rl.perf").joinpath("data", "profile_rows", f"{name}.csv")
+    if not path.is_file():
+        return []
+    text = path.read_text()
     rows = []
     for i, r in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         try:
@@ -201,6 +204,7 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S,
         if not comp.startswith("xcheck"):
             all_err.append(err)
     errs = np.concatenate(all_err) if all_err else np.array([np.nan])
+    finite = errs[np.isfinite(errs)]
     prof = profile_instance(preset)
     facts = dict(gpu=preset.gpu, model=preset.model, tp=preset.tp,
                  kv_bytes_per_token=preset.kv_bytes_per_token,
@@ -208,8 +212,9 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S,
                  kv_transfer_bandwidth_GBps=preset.kv_transfer_bandwidth_Bps / 1e9,
                  kv_transfer_latency_ms=preset.kv_transfer_latency_s * 1e3)
     return FitReport(
-        preset=name, components=comps, overall_rows=int(errs.size),
-        overall_median_pct=float(np.median(errs)), overall_p90_pct=float(np.percentile(errs, 90)),
+        preset=name, components=comps, overall_rows=int(finite.size),
+        overall_median_pct=float(np.median(finite)) if finite.size else float("nan"),
+        overall_p90_pct=float(np.percentile(finite, 90)) if finite.size else float("nan"),
         anchors=evaluate_anchors(preset), profile=prof,
         max_tokens={s: prof.max_tokens(s) for s in tpot_slos_s}, facts=facts,
         e2e=e2e)
