@@ -15,6 +15,8 @@ import numpy as np
 
 from arrow_rl.fidelity.replay import SimStage, replay_stage
 from arrow_rl.fidelity.runs import RealRun, RealStage, preset_for
+from arrow_rl.fidelity.trace_replay import replay_trace
+from arrow_rl.fidelity.trace_run import TraceRun, TraceStage
 
 METRICS = ("ttft", "tpot", "e2e")
 
@@ -31,8 +33,10 @@ class StageResult:
     preset: str
     rate: float
     saturated: bool
-    real: RealStage
+    real: RealStage | TraceStage
     sim: SimStage
+    kind: str = "inference-perf"
+    topology: str = "1x colocated"
 
     @property
     def ape(self) -> dict[str, float]:
@@ -45,7 +49,8 @@ class StageResult:
         r, s = self.real, self.sim
         a = self.ape
         return {"run": self.run, "stage": self.stage, "preset": self.preset, "rate": self.rate,
-                "saturated": self.saturated,
+                "saturated": self.saturated, "format": self.kind, "topology": self.topology,
+                "concurrency": getattr(r, "concurrency", None),
                 "real": {"ttft_mean": r.ttft_mean, "tpot_mean": r.tpot_mean, "e2e_mean": r.e2e_mean,
                          "throughput_rps": r.throughput_rps},
                 "sim": {"ttft_mean": _num(s.ttft_mean), "tpot_mean": _num(s.tpot_mean),
@@ -77,7 +82,7 @@ class FidelityReport:
                                              "median": float(np.median(sat)) if sat else None}}
 
 
-def resolve_preset(run: RealRun, override: str | None) -> str:
+def resolve_preset(run: RealRun | TraceRun, override: str | None) -> str:
     """``override`` if given, else the preset matching the run's model and TP; a clear error otherwise."""
     if override is not None:
         return override
@@ -88,13 +93,21 @@ def resolve_preset(run: RealRun, override: str | None) -> str:
     return preset
 
 
-def compare_runs(runs: Sequence[RealRun], preset: str | None = None, seed: int = 0,
+def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, seed: int = 0,
                  duration_s: float | None = None,
                  progress: Callable[[str], None] | None = None) -> FidelityReport:
     """Replay every stage of every run and collect the comparison."""
     report = FidelityReport()
     for run in runs:
         name = resolve_preset(run, preset)
+        if isinstance(run, TraceRun):
+            if progress is not None:
+                progress(f"{run.name} ({run.kind}, {run.topology.label()}) on {name}")
+            sim = replay_trace(run, name, seed=seed, duration_s=duration_s)
+            st = run.stage
+            report.stages.append(StageResult(run.name, 0, name, st.rate, st.saturated, st, sim, run.kind,
+                                             run.topology.label()))
+            continue
         for stage in run.stages:
             if progress is not None:
                 progress(f"{run.name} stage {stage.index} ({stage.rate:g} req/s) on {name}")

@@ -199,23 +199,36 @@ def load_run(folder: str | Path) -> RealRun:
         shared_prefix=shared, streaming=bool(api.get("streaming", True)), stages=tuple(stages))
 
 
-# Which preset reproduces a run, by the model's name (case-insensitive, '/'-separated org dropped)
-# and tensor parallelism. Unknown models need an explicit --preset.
-_MODEL_PRESETS: tuple[tuple[str, int, str], ...] = (
-    (r"codellama-34b", 2, "h100-codellama-34b-tp2"),
-    (r"mixtral-8x7b", 2, "h100-mixtral-8x7b-tp2"),
-    (r"llama-2-7b", 1, "h100-llama2-7b-tp1"),
-    (r"llama-2-70b", 4, "h100-llama2-70b-tp4"),
-    (r"llama-3\.1-8b", 1, "h100-llama3.1-8b-tp1"),
-    (r"llama-3\.1-70b", 4, "h100-llama3.1-70b-tp4"),
+# Which preset reproduces a run, by the model's name (case-insensitive, '/'-separated org dropped),
+# tensor parallelism and GPU (None: an H100, or a run that does not say). Unknown models need an
+# explicit --preset.
+_MODEL_PRESETS: tuple[tuple[str, int, str | None, str], ...] = (
+    (r"codellama-34b", 2, None, "h100-codellama-34b-tp2"),
+    (r"mixtral-8x7b", 2, None, "h100-mixtral-8x7b-tp2"),
+    (r"llama-2-7b", 1, None, "h100-llama2-7b-tp1"),
+    (r"llama-2-70b", 4, None, "h100-llama2-70b-tp4"),
+    (r"llama-3\.1-8b", 1, r"4090", "rtx4090-llama3.1-8b-tp1"),
+    (r"llama-3\.1-8b", 1, r"rtx ?pro ?6000", "rtxpro6000-llama3.1-8b-tp1"),
+    (r"llama-3\.1-8b", 1, None, "h100-llama3.1-8b-tp1"),
+    (r"llama-3\.1-70b", 4, None, "h100-llama3.1-70b-tp4"),
+    (r"qwen3-14b", 1, None, "h100-qwen3-14b-tp1"),
+    (r"qwen3-32b", 2, r"rtx ?pro ?6000", "rtxpro6000-qwen3-32b-tp2"),
+    (r"qwen3-32b", 2, None, "h100-qwen3-32b-tp2"),
+    (r"gpt-oss-120b", 2, None, "h100-gpt-oss-120b-tp2"),
+    (r"gpt-oss-120b", 4, None, "h100-gpt-oss-120b-tp4"),
 )
 
 
-def preset_for(run: RealRun) -> str | None:
-    """The preset matching the run's model and tensor parallelism, or None."""
+def preset_for(run: Any) -> str | None:
+    """The preset matching the run's model, tensor parallelism and GPU (``run.gpu`` if it has one), or None."""
     model = run.model.lower().rsplit("/", 1)[-1]
-    for pattern, tp, preset in _MODEL_PRESETS:
-        if re.search(pattern, model) and tp == run.tensor_parallelism:
+    gpu = (getattr(run, "gpu", None) or "").lower()
+    for pattern, tp, gpu_pattern, preset in _MODEL_PRESETS:
+        if not re.search(pattern, model) or tp != run.tensor_parallelism:
+            continue
+        if gpu_pattern is None and (not gpu or "h100" in gpu):
+            return preset
+        if gpu_pattern is not None and re.search(gpu_pattern, gpu):
             return preset
     return None
 

@@ -1,0 +1,269 @@
+"""Read per-request runs: every request's send time, token counts, TTFT and end-to-end latency.
+
+Three layouts, each one stage:
+
+* BLIS traces (``trace.csv`` + ``trace.yaml``, times in the header's ``time_unit``): the request's
+  send, first and last chunk; ``server_input_tokens`` is the prompt as the server tokenized it.
+* ``requests.csv`` (residency runs): ``start_time`` (s), ``ttft_ms``, ``e2e_ms``,
+  ``num_output_tokens`` and ``num_input_tokens`` (older files lack it: the prompt length is then
+  ``summary.json``'s ``config.prompt_tokens``). A folder with both prefers the trace.
+* ``requests.jsonl`` + ``meta.json`` (in-process vLLM replays): the engine's own monotonic clock
+  (``queued_ts``, ``first_token_ts``, ``last_token_ts``) and the resolved engine arguments,
+  including the reported ``num_gpu_blocks``. No API server sits in the path.
+
+The server's knobs come from ``server_config.json`` in the run folder or a parent folder when there
+is one (``max_num_batched_tokens``, ``max_num_seqs``, ``num_gpu_blocks``, ``tensor_parallel_size``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from arrow_rl.fidelity.runs import RunFormatError
+from arrow_rl.fidelity.trace_run import Topology, TraceRun, UnsupportedRun, check_columns, measured_stage
+
+_TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+_PARENT_LEVELS = 4
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFormatError(f"{path}: not valid JSON ({what}): {exc}") from None
+
+
+def _rows(path: Path, need: tuple[str, ...]) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            check_columns(path, set(reader.fieldnames or ()), need)
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"{path}: not a UTF-8 CSV file: {exc}") from None
+    if not rows:
+        raise RunFormatError(f"{path}: no requests")
+    return rows
+
+
+def _num(row: dict[str, str], key: str, path: Path, line: int) -> float:
+    try:
+        v = float(row[key])
+    except (TypeError, ValueError):
+        raise RunFormatError(f"{path} line {line}: field {key!r} must be a number, got {row.get(key)!r}") from None
+    if not np.isfinite(v):
+        raise RunFormatError(f"{path} line {line}: field {key!r} must be finite, got {row[key]!r}")
+    return v
+
+
+def _server_config(root: Path) -> tuple[dict[str, Any], Path | None]:
+    """The nearest ``server_config.json`` at or above the run folder (server knobs), if any."""
+    for folder in [root, *root.parents][:_PARENT_LEVELS + 1]:
+        path = folder / "server_config.json"
+        if path.is_file():
+            doc = _read_json(path, "server knobs")
+            if not isinstance(doc, dict):
+                raise RunFormatError(f"{path}: expected a mapping (server knobs)")
+            return doc, path
+    return {}, None
+
+
+def _opt_int(doc: dict[str, Any], key: str, path: Path | None) -> int | None:
+    v = doc.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise RunFormatError(f"{path}: field {key!r} must be a positive integer, got {v!r}")
+    return v
+
+
+def _finish(name: str, root: Path, kind: str, model: str, server: dict[str, Any], server_path: Path | None,
+            arrivals: np.ndarray, inputs: np.ndarray, outputs: np.ndarray, ttft: np.ndarray, e2e: np.ndarray,
+            ok: np.ndarray, *, api_server: bool = True, gpu: str | None = None,
+            knobs: dict[str, int | None] | None = None) -> TraceRun:
+    order = np.argsort(arrivals, kind="stable")
+    arrivals, inputs, outputs, ttft, e2e, ok = (a[order] for a in (arrivals, inputs, outputs, ttft, e2e, ok))
+    t0 = float(arrivals.min())
+    arrivals = arrivals - t0
+    stage = measured_stage(arrivals[ok], ttft[ok], e2e[ok], outputs[ok], sent=int(arrivals.size))
+    k = knobs if knobs is not None else {key: _opt_int(server, key, server_path) for key in
+                                         ("max_num_batched_tokens", "max_num_seqs", "num_gpu_blocks")}
+    tp = _opt_int(server, "tensor_parallel_size", server_path) or 1
+    return TraceRun(name=name, path=root, kind=kind, model=model, tensor_parallelism=tp, gpu=gpu,
+                    max_num_batched_tokens=k["max_num_batched_tokens"], max_num_seqs=k["max_num_seqs"],
+                    num_gpu_blocks=k["num_gpu_blocks"], topology=Topology(tp_prefill=tp, tp_decode=tp),
+                    input_tokens=inputs.astype(np.int64), output_tokens=outputs.astype(np.int64),
+                    arrivals=arrivals, rate=None, concurrency=None, api_server=api_server, shared_prompt=False,
+                    stage=stage)
+
+
+def _run_name(root: Path) -> str:
+    """``agg_8rps/vanilla`` rather than ``vanilla``: the folder and its parent."""
+    return f"{root.parent.name}/{root.name}" if root.parent.name else root.name
+
+
+def load_blis_trace(root: Path) -> TraceRun:
+    """A folder with a BLIS ``trace.csv`` and its ``trace.yaml`` header."""
+    head_path = root / "trace.yaml"
+    if not head_path.is_file():
+        raise RunFormatError(f"{head_path}: missing (the trace header: time_unit, server.model)")
+    try:
+        head = yaml.safe_load(head_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RunFormatError(f"{head_path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(head, dict):
+        raise RunFormatError(f"{head_path}: expected a mapping")
+    unit = head.get("time_unit", "us")
+    if unit not in _TIME_UNITS:
+        raise RunFormatError(f"{head_path}: field 'time_unit' must be one of {', '.join(_TIME_UNITS)}, got {unit!r}")
+    server_node = head.get("server") if isinstance(head.get("server"), dict) else {}
+    model = server_node.get("model")
+    if not isinstance(model, str):
+        raise RunFormatError(f"{head_path}: missing field 'server.model'")
+    path = root / "trace.csv"
+    need = ("send_time_us", "first_chunk_time_us", "last_chunk_time_us", "output_tokens", "status")
+    need = tuple(c.replace("_us", f"_{unit}") if unit != "us" else c for c in need)
+    rows = _rows(path, need)
+    scale = _TIME_UNITS[unit]
+    send_key, first_key, last_key = need[:3]
+    in_key = "server_input_tokens" if "server_input_tokens" in rows[0] else "input_tokens"
+    check_columns(path, set(rows[0]), (in_key,))
+    n = len(rows)
+    send, first, last, inp, out = (np.empty(n) for _ in range(5))
+    ok = np.zeros(n, dtype=bool)
+    for i, r in enumerate(rows):
+        line = i + 2
+        send[i] = _num(r, send_key, path, line) * scale
+        inp[i] = _num(r, in_key, path, line)
+        out[i] = _num(r, "output_tokens", path, line)
+        ok[i] = r["status"] == "ok"
+        if ok[i]:
+            first[i] = _num(r, first_key, path, line) * scale
+            last[i] = _num(r, last_key, path, line) * scale
+            if not send[i] <= first[i] <= last[i]:
+                raise RunFormatError(f"{path} line {line}: times must satisfy send <= first chunk <= last chunk")
+        else:
+            first[i] = last[i] = np.nan
+    if np.any(inp[ok] < 1) or np.any(out[ok] < 1):
+        raise RunFormatError(f"{path}: every finished request needs input and output tokens >= 1")
+    server, server_path = _server_config(root)
+    return _finish(_run_name(root), root, "blis-trace", model, server, server_path, send, inp, out,
+                   first - send, last - send, ok)
+
+
+def load_requests_csv(root: Path) -> TraceRun:
+    """A folder with a residency ``requests.csv`` (and ``summary.json`` when it lacks input lengths)."""
+    path = root / "requests.csv"
+    rows = _rows(path, ("start_time", "ttft_ms", "e2e_ms", "num_output_tokens"))
+    summary_path = root / "summary.json"
+    summary = _read_json(summary_path, "run summary") if summary_path.is_file() else {}
+    config = summary.get("config", {}) if isinstance(summary, dict) else {}
+    prompt_tokens = config.get("prompt_tokens") if isinstance(config, dict) else None
+    has_inputs = "num_input_tokens" in rows[0]
+    if not has_inputs and not isinstance(prompt_tokens, int):
+        raise RunFormatError(f"{path}: missing field 'num_input_tokens' (and no config.prompt_tokens in "
+                             f"{summary_path})")
+    n = len(rows)
+    start, ttft, e2e, inp, out = (np.empty(n) for _ in range(5))
+    for i, r in enumerate(rows):
+        line = i + 2
+        start[i] = _num(r, "start_time", path, line)
+        ttft[i] = _num(r, "ttft_ms", path, line) * 1e-3
+        e2e[i] = _num(r, "e2e_ms", path, line) * 1e-3
+        out[i] = _num(r, "num_output_tokens", path, line)
+        inp[i] = _num(r, "num_input_tokens", path, line) if has_inputs else prompt_tokens
+        if not 0 <= ttft[i] <= e2e[i]:
+            raise RunFormatError(f"{path} line {line}: fields 'ttft_ms' and 'e2e_ms' must satisfy 0 <= ttft <= e2e")
+        if inp[i] < 1 or out[i] < 1:
+            raise RunFormatError(f"{path} line {line}: token counts must be >= 1")
+    server, server_path = _server_config(root)
+    model = server.get("model") or (config.get("model") if isinstance(config, dict) else None)
+    if not isinstance(model, str):
+        raise RunFormatError(f"{path}: no model named (server_config.json 'model' or summary.json 'config.model')")
+    return _finish(_run_name(root), root, "requests-csv", model, server, server_path, start, inp, out, ttft, e2e,
+                   np.ones(n, dtype=bool))
+
+
+def load_requests_jsonl(root: Path) -> TraceRun:
+    """A folder with an in-process replay's ``requests.jsonl`` and its ``meta.json``."""
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise RunFormatError(f"{meta_path}: missing (the engine arguments)")
+    meta = _read_json(meta_path, "engine arguments")
+    if not isinstance(meta, dict) or not isinstance(meta.get("engine_kwargs"), dict):
+        raise RunFormatError(f"{meta_path}: missing field 'engine_kwargs'")
+    kw = meta["engine_kwargs"]
+    model = kw.get("model") or meta.get("model")
+    if not isinstance(model, str):
+        raise RunFormatError(f"{meta_path}: missing field 'engine_kwargs.model'")
+    dp = kw.get("data_parallel_size", 1) or 1
+    if dp != 1 or kw.get("enable_expert_parallel"):
+        raise UnsupportedRun(f"{meta_path}: data_parallel_size {dp} with expert parallelism "
+                             f"{bool(kw.get('enable_expert_parallel'))}: the emulator models TP only")
+    kv = meta.get("kv_cache") if isinstance(meta.get("kv_cache"), dict) else {}
+    hw = meta.get("hardware") if isinstance(meta.get("hardware"), dict) else {}
+    knobs = {"max_num_batched_tokens": _opt_int(kw, "max_num_batched_tokens", meta_path),
+             "max_num_seqs": _opt_int(kw, "max_num_seqs", meta_path),
+             "num_gpu_blocks": _opt_int(kv, "num_gpu_blocks", meta_path)}
+    path = root / "requests.jsonl"
+    if not path.is_file():
+        raise RunFormatError(f"{path}: missing (the per-request records)")
+    need = ("input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts")
+    recs = []
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunFormatError(f"{path} line {line}: not valid JSON: {exc}") from None
+        if not isinstance(rec, dict):
+            raise RunFormatError(f"{path} line {line}: expected an object")
+        check_columns(Path(f"{path} line {line}"), set(rec), need)
+        recs.append({k: _num({k: rec[k]}, k, path, line) for k in need})
+    if not recs:
+        raise RunFormatError(f"{path}: no requests")
+    col = {k: np.array([r[k] for r in recs]) for k in need}
+    ttft = col["first_token_ts"] - col["queued_ts"]
+    e2e = col["last_token_ts"] - col["queued_ts"]
+    if np.any(ttft < 0) or np.any(e2e < ttft):
+        raise RunFormatError(f"{path}: times must satisfy queued_ts <= first_token_ts <= last_token_ts")
+    server = {"tensor_parallel_size": kw.get("tensor_parallel_size", 1)}
+    name = f"{root.parent.parent.name}/{root.parent.name}" if root.name == "vllm" else _run_name(root)
+    return _finish(name, root, "requests-jsonl", model, server, meta_path, col["queued_ts"], col["input_toks"],
+                   col["output_toks"], ttft, e2e, np.ones(len(recs), dtype=bool), api_server=False,
+                   gpu=hw.get("device_name") or _gpu_from_path(root), knobs=knobs)
+
+
+def _gpu_from_path(root: Path) -> str | None:
+    """A GPU named by a folder above the run (``RTX4090/Llama-3.1-8B/vllm``), for files that omit it."""
+    for part in root.parts[::-1]:
+        if part.upper().startswith(("RTX", "H100", "H200", "A100", "B200")):
+            return part
+    return None
+
+
+def is_per_request_run(root: Path) -> bool:
+    return root.is_dir() and any((root / f).is_file() for f in ("trace.csv", "requests.csv", "requests.jsonl"))
+
+
+def load_per_request_run(root: str | Path) -> TraceRun:
+    """Read a per-request run folder (trace.csv preferred, then requests.csv, then requests.jsonl)."""
+    root = Path(root)
+    if (root / "trace.csv").is_file():
+        return load_blis_trace(root)
+    if (root / "requests.csv").is_file():
+        return load_requests_csv(root)
+    if (root / "requests.jsonl").is_file():
+        return load_requests_jsonl(root)
+    raise RunFormatError(f"{root}: no trace.csv, requests.csv or requests.jsonl")
+
+
+__all__ = ["is_per_request_run", "load_blis_trace", "load_per_request_run", "load_requests_csv",
+           "load_requests_jsonl"]
