@@ -16,7 +16,7 @@ import numpy as np
 from arrow_rl.fidelity.replay import SimStage, replay_stage
 from arrow_rl.fidelity.runs import RealRun, RealStage, preset_for
 from arrow_rl.fidelity.trace_replay import replay_trace
-from arrow_rl.fidelity.trace_run import TraceRun, TraceStage
+from arrow_rl.fidelity.trace_run import TraceRun, TraceStage, UnsupportedRun
 
 METRICS = ("ttft", "tpot", "e2e")
 
@@ -65,6 +65,7 @@ def _num(x: float) -> float | None:
 @dataclass
 class FidelityReport:
     stages: list[StageResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # runs the emulator cannot reproduce, and why
 
     def median_ape(self) -> dict[str, float]:
         """Median APE of the means over unsaturated stages (NaN when there are none)."""
@@ -76,7 +77,7 @@ class FidelityReport:
 
     def to_json(self) -> dict[str, Any]:
         sat = self.saturated_throughput_ape()
-        return {"stages": [s.to_json() for s in self.stages],
+        return {"stages": [s.to_json() for s in self.stages], "skipped": list(self.skipped),
                 "median_ape": {k: _num(v) for k, v in self.median_ape().items()},
                 "saturated_throughput_ape": {"max": max(sat) if sat else None,
                                              "median": float(np.median(sat)) if sat else None}}
@@ -95,15 +96,25 @@ def resolve_preset(run: RealRun | TraceRun, override: str | None) -> str:
 
 def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, seed: int = 0,
                  duration_s: float | None = None,
-                 progress: Callable[[str], None] | None = None) -> FidelityReport:
-    """Replay every stage of every run and collect the comparison."""
+                 progress: Callable[[str], None] | None = None,
+                 skip_unsupported: bool = False) -> FidelityReport:
+    """Replay every stage of every run and collect the comparison.
+
+    ``skip_unsupported``: a run the emulator cannot reproduce (``UnsupportedRun``) is listed in
+    ``report.skipped`` instead of stopping the comparison."""
     report = FidelityReport()
     for run in runs:
         name = resolve_preset(run, preset)
         if isinstance(run, TraceRun):
             if progress is not None:
                 progress(f"{run.name} ({run.kind}, {run.topology.label()}) on {name}")
-            sim = replay_trace(run, name, seed=seed, duration_s=duration_s)
+            try:
+                sim = replay_trace(run, name, seed=seed, duration_s=duration_s)
+            except UnsupportedRun as exc:
+                if not skip_unsupported:
+                    raise
+                report.skipped.append(str(exc))
+                continue
             st = run.stage
             report.stages.append(StageResult(run.name, 0, name, st.rate, st.saturated, st, sim, run.kind,
                                              run.topology.label()))
