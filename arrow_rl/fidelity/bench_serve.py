@@ -75,12 +75,12 @@ def _topology_file(path: Path) -> Topology:
                     connector=doc.get("connector", "nixl" if p else None))
 
 
-def topology_from_names(path: Path) -> Topology:
-    """The deployment as the study's folder and file names state it (module docstring)."""
+def topology_from_names(path: Path, tag: str | None = None) -> Topology:
+    """The deployment as the study's folder and file names (and the result's ``tag``) state it."""
     side = path.parent / "topology.yaml"
     if side.is_file():
         return _topology_file(side)
-    text = f"{path.parent.name}/{path.stem}".lower()
+    text = f"{path.parent.name}/{path.stem}/{tag or ''}".lower()
     connector = "lmcache" if "lmcache" in text else "nixl"
     for pattern in _PD_PATTERNS:
         m = pattern.search(text)
@@ -138,7 +138,8 @@ def load_bench_result(path: str | Path) -> TraceRun:
     burst = _num(doc, "burstiness", path, optional=True) or 1.0
     inputs = _lengths(doc, "input_lens", "total_input_tokens", n, path)
     outputs = _lengths(doc, "output_lens", "total_output_tokens", n, path)
-    topo = topology_from_names(path)
+    tag = doc.get("tag") if isinstance(doc.get("tag"), str) else None
+    topo = topology_from_names(path, tag)
     if topo.connector == "lmcache":
         raise UnsupportedRun(f"{path}: an LMCache KV offload run; the emulator models vLLM's own KV cache only")
     model = doc.get("model_id")

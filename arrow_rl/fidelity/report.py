@@ -104,7 +104,13 @@ def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, 
     ``report.skipped`` instead of stopping the comparison."""
     report = FidelityReport()
     for run in runs:
-        name = resolve_preset(run, preset)
+        try:
+            name = resolve_preset(run, preset)
+        except ValueError as exc:
+            if not (skip_unsupported and isinstance(run, TraceRun)):
+                raise
+            report.skipped.append(str(exc))
+            continue
         if isinstance(run, TraceRun):
             if progress is not None:
                 progress(f"{run.name} ({run.kind}, {run.topology.label()}) on {name}")

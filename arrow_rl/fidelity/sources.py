@@ -2,7 +2,8 @@
 
 One path can be: an inference-perf run folder (``exp-config.yaml``), a per-request run folder
 (``trace.csv``, ``requests.csv`` or ``requests.jsonl``, possibly under ``vllm/``), one
-``vllm bench serve`` result file, or a folder of such files (one run per load point).
+``vllm bench serve`` result file, a folder of such files (one run per load point), or an
+aiconfigurator silicon table (``*.csv``, one run per vLLM row).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from arrow_rl.fidelity.bench_serve import bench_results_in, load_bench_result
 from arrow_rl.fidelity.request_runs import is_per_request_run, load_per_request_run
 from arrow_rl.fidelity.runs import RealRun, RunFormatError, load_run
+from arrow_rl.fidelity.silicon_points import is_silicon_table, load_silicon_points
 from arrow_rl.fidelity.trace_run import TraceRun
 
 
@@ -21,7 +23,10 @@ def load_runs(path: str | Path) -> list[RealRun | TraceRun]:
     if p.is_file():
         if p.suffix == ".json":
             return [load_bench_result(p)]
-        raise RunFormatError(f"{p}: not a run: expected a vllm bench serve result (*.json) or a run folder")
+        if is_silicon_table(p):
+            return load_silicon_points(p)
+        raise RunFormatError(f"{p}: not a run: expected a vllm bench serve result (*.json), an aiconfigurator "
+                             f"silicon table (*.csv) or a run folder")
     if not p.is_dir():
         raise RunFormatError(f"{p}: no such file or directory")
     if (p / "exp-config.yaml").is_file():
