@@ -333,3 +333,55 @@ def test_cli_errors_name_the_file(tmp_path):
     assert res.exit_code == 2 and "c.json: missing field 'mean_tpot_ms'" in res.output
     res = runner.invoke(app, ["fidelity", str(bad), "--preset", "h100-nope"])
     assert res.exit_code == 2 and "unknown preset 'h100-nope'" in res.output
+
+
+def test_failed_requests_in_requests_csv_count_as_sent_not_finished(tmp_path):
+    _server_config(tmp_path)
+    root = _requests_csv(tmp_path / "r", n=30)
+    lines = (root / "requests.csv").read_text().splitlines()
+    lines[5] = "A,4,-1.0,0.0,0.0,-1.0,1024,0,1700000003.000"
+    (root / "requests.csv").write_text("\n".join(lines) + "\n")
+    run = load_per_request_run(root)
+    assert (run.stage.sent, run.stage.finished) == (30, 29) and run.stage.saturated
+    assert run.output_tokens.min() == 128   # replayed with the run's usual output length
+
+
+def test_kv_over_tcp_is_unsupported(tmp_path):
+    with pytest.raises(UnsupportedRun, match="TCP"):
+        load_bench_result(_bench(tmp_path / "gptoss_itl5000_otl250_mixed_spread_tcp_p1xtp4-d1xtp4" / "conc4.json"))
+
+
+def test_one_token_outputs_leave_tpot_out_of_the_median(tmp_path):
+    a = load_bench_result(_bench(tmp_path / "a_1xtp2" / "conc4.json"))
+    b = load_bench_result(_bench(tmp_path / "b_1xtp2" / "conc4.json", total_output_tokens=20, mean_tpot_ms=0.0))
+    rep = compare_runs([a, b])
+    assert np.isfinite(rep.median_ape()["tpot"]) and rep.median_ape()["tpot"] == pytest.approx(rep.stages[0].ape["tpot"])
+
+
+SILICON_HEAD = ("id,silicon_data_source,backend,backend_version,model_path,system,precision,mode,isl,osl,"
+                "gemm_quant_mode,moe_quant_mode,batch_size,tp_size,pp_size,prefill_num_workers,prefill_tp_size,"
+                "decode_batch_size,decode_num_workers,decode_tp_size,silicon_ttft_ms,silicon_tpot_ms")
+
+
+def test_aiconfigurator_rows_are_closed_loop_points(tmp_path):
+    from arrow_rl.fidelity.silicon_points import PROMPTS_PER_SLOT
+
+    path = tmp_path / "silicon.csv"
+    path.write_text("\n".join([
+        SILICON_HEAD,
+        "q,src; silicon_concurrency=8,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,,agg,1024,128,,,8,2,1,,,,,,154.2,18.0",
+        "l,src,vllm,0.12.0,meta-llama/Llama-3.1-70B,h100_sxm,fp8,agg,1024,1024,fp8,,4,4,1,,,,,,100,20",
+        "d,src,vllm,0.12.0,Qwen/Qwen3-32B,h100_sxm,,disagg,4000,1000,,,,,,1,2,24,3,2,900,11",
+        "t,src,trtllm,1.0,Qwen/Qwen3-32B,h100_sxm,,agg,1024,128,,,8,2,1,,,,,,100,10",
+    ]) + "\n")
+    runs = load_runs(path)
+    assert len(runs) == 3                      # vLLM rows only
+    q, llama, d = runs
+    assert (q.concurrency, q.input_tokens.size, q.tensor_parallelism) == (8, 8 * PROMPTS_PER_SLOT, 2)
+    assert q.stage.e2e_mean == pytest.approx(0.1542 + 0.018 * 127)
+    assert preset_for(q) == "h100-qwen3-32b-tp2"
+    assert llama.model.endswith("[fp8]") and preset_for(llama) is None   # no bf16 preset stands in
+    assert d.topology.label() == "1P(TP2)+3D(TP2) nixl" and d.concurrency == 72
+    path.write_text(SILICON_HEAD.replace(",silicon_tpot_ms", "") + "\n")
+    with pytest.raises(RunFormatError, match="silicon.csv: missing field 'silicon_tpot_ms'"):
+        load_runs(path)

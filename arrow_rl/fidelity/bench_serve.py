@@ -142,6 +142,8 @@ def load_bench_result(path: str | Path) -> TraceRun:
     topo = topology_from_names(path, tag)
     if topo.connector == "lmcache":
         raise UnsupportedRun(f"{path}: an LMCache KV offload run; the emulator models vLLM's own KV cache only")
+    if topo.disaggregated and re.search(r"(?<![0-9a-z])tcp(?![0-9a-z])", f"{path.parent.name}/{path.stem}".lower()):
+        raise UnsupportedRun(f"{path}: KV moved over TCP; the emulator's KV link is RDMA (NIXL over UCX/EFA)")
     model = doc.get("model_id")
     if not isinstance(model, str):
         raise RunFormatError(f"{path}: missing field 'model_id'")

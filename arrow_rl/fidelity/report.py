@@ -68,12 +68,17 @@ class FidelityReport:
     skipped: list[str] = field(default_factory=list)   # runs the emulator cannot reproduce, and why
 
     def median_ape(self) -> dict[str, float]:
-        """Median APE of the means over unsaturated stages (NaN when there are none)."""
+        """Median APE of the means over unsaturated stages (NaN when there are none). A stage whose
+        real figure is 0 has no APE for it (TPOT of one-token outputs) and is left out of that median."""
         ok = [s for s in self.stages if not s.saturated]
-        return {k: float(np.median([s.ape[k] for s in ok])) if ok else math.nan for k in METRICS}
+        out = {}
+        for k in METRICS:
+            vals = [s.ape[k] for s in ok if math.isfinite(s.ape[k])]
+            out[k] = float(np.median(vals)) if vals else math.nan
+        return out
 
     def saturated_throughput_ape(self) -> list[float]:
-        return [s.ape["throughput"] for s in self.stages if s.saturated]
+        return [s.ape["throughput"] for s in self.stages if s.saturated and math.isfinite(s.ape["throughput"])]
 
     def to_json(self) -> dict[str, Any]:
         sat = self.saturated_throughput_ape()

@@ -6,7 +6,8 @@ Three layouts, each one stage:
   send, first and last chunk; ``server_input_tokens`` is the prompt as the server tokenized it.
 * ``requests.csv`` (residency runs): ``start_time`` (s), ``ttft_ms``, ``e2e_ms``,
   ``num_output_tokens`` and ``num_input_tokens`` (older files lack it: the prompt length is then
-  ``summary.json``'s ``config.prompt_tokens``). A folder with both prefers the trace.
+  ``summary.json``'s ``config.prompt_tokens``); a request the client marked failed (−1 ms, no
+  tokens) counts as sent, not finished. A folder with both prefers the trace.
 * ``requests.jsonl`` + ``meta.json`` (in-process vLLM replays): the engine's own monotonic clock
   (``queued_ts``, ``first_token_ts``, ``last_token_ts``) and the resolved engine arguments,
   including the reported ``num_gpu_blocks``. No API server sits in the path.
@@ -171,6 +172,7 @@ def load_requests_csv(root: Path) -> TraceRun:
                              f"{summary_path})")
     n = len(rows)
     start, ttft, e2e, inp, out = (np.empty(n) for _ in range(5))
+    ok = np.ones(n, dtype=bool)
     for i, r in enumerate(rows):
         line = i + 2
         start[i] = _num(r, "start_time", path, line)
@@ -178,16 +180,22 @@ def load_requests_csv(root: Path) -> TraceRun:
         e2e[i] = _num(r, "e2e_ms", path, line) * 1e-3
         out[i] = _num(r, "num_output_tokens", path, line)
         inp[i] = _num(r, "num_input_tokens", path, line) if has_inputs else prompt_tokens
+        if ttft[i] < 0 and e2e[i] < 0:   # the client's mark of a failed request (-1 ms, no tokens)
+            ok[i] = False
+            continue
         if not 0 <= ttft[i] <= e2e[i]:
             raise RunFormatError(f"{path} line {line}: fields 'ttft_ms' and 'e2e_ms' must satisfy 0 <= ttft <= e2e")
         if inp[i] < 1 or out[i] < 1:
             raise RunFormatError(f"{path} line {line}: token counts must be >= 1")
+    if not ok.any():
+        raise RunFormatError(f"{path}: every request failed; nothing to compare")
     server, server_path = _server_config(root)
     model = server.get("model") or (config.get("model") if isinstance(config, dict) else None)
     if not isinstance(model, str):
         raise RunFormatError(f"{path}: no model named (server_config.json 'model' or summary.json 'config.model')")
-    return _finish(_run_name(root), root, "requests-csv", model, server, server_path, start, inp, out, ttft, e2e,
-                   np.ones(n, dtype=bool))
+    if not ok.all():   # a failed request is sent and replayed with the run's usual output length
+        out[~ok] = float(np.median(out[ok]))
+    return _finish(_run_name(root), root, "requests-csv", model, server, server_path, start, inp, out, ttft, e2e, ok)
 
 
 def load_requests_jsonl(root: Path) -> TraceRun:

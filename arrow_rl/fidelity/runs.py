@@ -222,6 +222,8 @@ _MODEL_PRESETS: tuple[tuple[str, int, str | None, str], ...] = (
 def preset_for(run: Any) -> str | None:
     """The preset matching the run's model, tensor parallelism and GPU (``run.gpu`` if it has one), or None."""
     model = run.model.lower().rsplit("/", 1)[-1]
+    if "[" in model:   # weights quantized beyond what the model's preset describes ("... [fp8]")
+        return None
     gpu = (getattr(run, "gpu", None) or "").lower()
     for pattern, tp, gpu_pattern, preset in _MODEL_PRESETS:
         if not re.search(pattern, model) or tp != run.tensor_parallelism:
