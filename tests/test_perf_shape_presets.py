@@ -130,3 +130,12 @@ def test_missing_preset_file_is_a_clear_error(tmp_path):
 def test_calibrated_presets_are_unchanged_by_shape_support():
     assert set(CALIBRATED_PRESET_NAMES).isdisjoint(SHAPE_PRESET_NAMES)
     assert get_preset("h100-llama3.1-8b-tp1").kv_capacity_tokens == 448304
+
+
+def test_unset_engine_knobs_are_what_vllm_serve_picks_on_the_gpu(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(USER_YAML.replace("name: my-h100-qwen3-14b", "name: my-l40s-qwen").replace(
+        "gpu: H100-80GB-SXM", "gpu: L40S").split("engine:")[0])
+    name = register_preset_file(path)
+    assert vllm_serve_defaults(name) == (2048, 256)
+    assert vllm_serve_defaults("h100-gpt-oss-120b-tp2") == (8192, 1024)

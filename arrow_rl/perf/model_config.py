@@ -58,6 +58,8 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in (
             "NVIDIA H200 datasheet (same NVLink generation as H100)"),
     GpuSpec("RTX4090", 25250627584, 1.008e12, 165.2e12, 12.0e9, None,
             "NVIDIA Ada whitepaper (bf16 dense, fp32 accumulate); memory as vLLM 0.19 reported it"),
+    GpuSpec("L40S", 46068 * 2**20, 0.864e12, 362.05e12, 12.5e9, None,
+            "NVIDIA L40S datasheet (bf16 dense, fp32 accumulate; PCIe, no NVLink)"),
     GpuSpec("RTXPRO6000", 102_000_000_000, 1.792e12, 503.8e12, 25.0e9, None,
             "NVIDIA RTX PRO 6000 Blackwell datasheet (approximate; PCIe, no NVLink)"),
 )}
@@ -67,6 +69,13 @@ _ALL_REDUCE_FROM = {2: "h100-codellama-34b-tp2", 4: "h100-llama3.1-70b-tp4"}
 # GPUs without NVLink all-reduce over PCIe: ring all-reduce moves 2·(TP−1)/TP of the bytes.
 _PCIE_AR_LATENCY_MS = 0.02
 _PCIE_AR_Bps = 20e9
+
+
+def serve_defaults(gpu: GpuSpec) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) ``vllm serve`` picks on ``gpu`` (``presets.vllm_serve_defaults``:
+    8192 / 1024 on GPUs of 70 GiB or more other than A100, else 2048 / 256)."""
+    big = gpu.memory_bytes >= 70 * 2**30 and "a100" not in gpu.name.lower()
+    return (8192, 1024) if big else (2048, 256)
 
 
 class PresetSpecError(ValueError):

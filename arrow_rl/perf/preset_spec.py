@@ -16,7 +16,7 @@
       vocab: 151936
       experts: 0                  # optional: num_local_experts, experts_per_token
       max_model_len: 40960
-    engine:                       # optional: vllm serve knobs
+    engine:                       # optional: vllm serve knobs (unset: what vllm serve picks on the GPU)
       gpu_memory_utilization: 0.9
       max_num_batched_tokens: 8192
       max_num_seqs: 256
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from arrow_rl.perf.model_config import GPUS, EngineKnobs, GpuSpec, ModelConfig, PresetSpecError
+from arrow_rl.perf.model_config import GPUS, EngineKnobs, GpuSpec, ModelConfig, PresetSpecError, serve_defaults
 
 _MODEL_INT = ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab")
 _MODEL_OPT_INT = ("head_dim", "experts", "experts_per_token", "max_model_len")
@@ -98,6 +98,8 @@ def parse_preset_spec(doc: Any, where: str) -> tuple[str, ModelConfig, GpuSpec, 
     if unknown:
         raise PresetSpecError(f"{ew}: unknown field {unknown[0]!r}")
     knobs_kw: dict[str, Any] = {k: _positive_int(e, k, ew) for k in _ENGINE_INT if k in e}
+    for key, default in zip(("max_num_batched_tokens", "max_num_seqs"), serve_defaults(GPUS[gpu_name])):
+        knobs_kw.setdefault(key, default)
     if "gpu_memory_utilization" in e:
         u = e["gpu_memory_utilization"]
         if isinstance(u, bool) or not isinstance(u, (int, float)) or not 0 < u <= 1:
