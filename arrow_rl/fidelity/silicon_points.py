@@ -8,7 +8,9 @@ A row (``silicon_sample.csv``) is one fixed-concurrency benchmark of one deploym
 without either: ``decode_batch_size`` × ``decode_num_workers``) and one TTFT and one TPOT
 (``silicon_ttft_ms``, ``silicon_tpot_ms``; taken as means). Only vLLM rows are read. The table
 states no prompt count: the replay sends :data:`PROMPTS_PER_SLOT` × concurrency prompts, as the
-published vLLM sweeps do. A quantized model is named with its precision (``Llama-3.1-70B
+published vLLM sweeps do, and its TTFT is a steady-state figure (154 ms for Qwen3-32B TP2 at 8 in
+flight, one prefill's time, where 8 simultaneous 1k-token sends would wait ~0.4 s): the first round
+of sends, which start together, is left out of the emulated means (``warmup_requests``). A quantized model is named with its precision (``Llama-3.1-70B
 [fp8]``) so no bf16 preset matches it by accident.
 """
 
@@ -83,7 +85,7 @@ def _row_run(row: dict[str, str], path: Path, line: int) -> TraceRun:
                     max_num_batched_tokens=None, max_num_seqs=None, num_gpu_blocks=None, topology=topo,
                     input_tokens=np.full(n, isl, dtype=np.int64), output_tokens=np.full(n, osl, dtype=np.int64),
                     arrivals=None, rate=float("inf"), concurrency=conc, api_server=True, shared_prompt=False,
-                    stage=stage)
+                    stage=stage, warmup_requests=conc)
 
 
 def load_silicon_points(path: str | Path) -> list[TraceRun]:

@@ -8,6 +8,8 @@
   whichever is later). The sends depend on the emulated finishes, so the replay iterates: run,
   derive the sends from the finishes, run again, until the sends stop moving (a fixed point; a few
   rounds for the 5 × N prompts these runs send). The emulator itself is not changed.
+* A run that measured in steady state (``warmup_requests``) has its first sends left out of the
+  emulated means, as its client left them out of the real ones.
 * Disaggregated runs use the emulator's disaggregated mode with P prefill and D decode instances
   of one preset (both roles at the same TP: the emulator has one instance type per cluster).
 """
@@ -146,7 +148,7 @@ def replay_trace(run: TraceRun, preset: "str | Preset", seed: int = 0, duration_
                 if moved <= SEND_TOLERANCE_S:
                     break
             records = _simulate(run, p, name, _workload(run, sends, n), seed)
-    done = [r for r in records if r.finished]
+    done = [r for r in records if r.finished and r.request_id >= run.warmup_requests]
     if not done:
         return SimStage(math.nan, math.nan, math.nan, 0.0, 0, count)
     ttft = np.array([r.ttft_s for r in done])

@@ -96,6 +96,7 @@ class TraceRun:
     stage: TraceStage
     seed: int = 0
     burstiness: float = 1.0            # gamma shape of the inter-send times (1: Poisson)
+    warmup_requests: int = 0           # the first requests sent, left out of the emulated means
 
     @property
     def stages(self) -> tuple[TraceStage, ...]:
