@@ -385,3 +385,16 @@ def test_aiconfigurator_rows_are_closed_loop_points(tmp_path):
     path.write_text(SILICON_HEAD.replace(",silicon_tpot_ms", "") + "\n")
     with pytest.raises(RunFormatError, match="silicon.csv: missing field 'silicon_tpot_ms'"):
         load_runs(path)
+
+
+def test_a_client_behind_its_schedule_marks_a_trace_saturated(tmp_path):
+    root = _blis_trace(tmp_path / "w5" / "agg24", n=40)
+    lines = (root / "trace.csv").read_text().splitlines()
+    rows = [lines[0]]
+    for i, line in enumerate(lines[1:]):   # planned every 0.25 s, sent every 0.5 s: 5 s behind by the end
+        f = line.split(",")
+        f[4] = str(i * 250_000)
+        rows.append(",".join(f))
+    (root / "trace.csv").write_text("\n".join(rows) + "\n")
+    assert load_per_request_run(root).stage.saturated
+    assert not load_per_request_run(_blis_trace(tmp_path / "w5" / "agg6", n=40)).stage.saturated

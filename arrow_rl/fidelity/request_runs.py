@@ -3,7 +3,8 @@
 Three layouts, each one stage:
 
 * BLIS traces (``trace.csv`` + ``trace.yaml``, times in the header's ``time_unit``): the request's
-  send, first and last chunk; ``server_input_tokens`` is the prompt as the server tokenized it.
+  send, first and last chunk; ``server_input_tokens`` is the prompt as the server tokenized it;
+  ``arrival_time_us`` (the planned send) shows when the client itself fell behind (saturated).
 * ``requests.csv`` (residency runs): ``start_time`` (s), ``ttft_ms``, ``e2e_ms``,
   ``num_output_tokens`` and ``num_input_tokens`` (older files lack it: the prompt length is then
   ``summary.json``'s ``config.prompt_tokens``); a request the client marked failed (−1 ms, no
@@ -27,7 +28,8 @@ import numpy as np
 import yaml
 
 from arrow_rl.fidelity.runs import RunFormatError
-from arrow_rl.fidelity.trace_run import Topology, TraceRun, UnsupportedRun, check_columns, measured_stage
+from arrow_rl.fidelity.trace_run import (Topology, TraceRun, UnsupportedRun, check_columns, client_backlog,
+                                         measured_stage)
 
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 _PARENT_LEVELS = 4
@@ -87,12 +89,12 @@ def _opt_int(doc: dict[str, Any], key: str, path: Path | None) -> int | None:
 def _finish(name: str, root: Path, kind: str, model: str, server: dict[str, Any], server_path: Path | None,
             arrivals: np.ndarray, inputs: np.ndarray, outputs: np.ndarray, ttft: np.ndarray, e2e: np.ndarray,
             ok: np.ndarray, *, api_server: bool = True, gpu: str | None = None,
-            knobs: dict[str, int | None] | None = None) -> TraceRun:
+            knobs: dict[str, int | None] | None = None, backlog: bool = False) -> TraceRun:
     order = np.argsort(arrivals, kind="stable")
     arrivals, inputs, outputs, ttft, e2e, ok = (a[order] for a in (arrivals, inputs, outputs, ttft, e2e, ok))
     t0 = float(arrivals.min())
     arrivals = arrivals - t0
-    stage = measured_stage(arrivals[ok], ttft[ok], e2e[ok], outputs[ok], sent=int(arrivals.size))
+    stage = measured_stage(arrivals[ok], ttft[ok], e2e[ok], outputs[ok], sent=int(arrivals.size), backlog=backlog)
     k = knobs if knobs is not None else {key: _opt_int(server, key, server_path) for key in
                                          ("max_num_batched_tokens", "max_num_seqs", "num_gpu_blocks")}
     tp = _opt_int(server, "tensor_parallel_size", server_path) or 1
@@ -153,9 +155,13 @@ def load_blis_trace(root: Path) -> TraceRun:
             first[i] = last[i] = np.nan
     if np.any(inp[ok] < 1) or np.any(out[ok] < 1):
         raise RunFormatError(f"{path}: every finished request needs input and output tokens >= 1")
+    backlog = False
+    if "arrival_time_us" in rows[0] and unit == "us":   # the planned send time (workload schedule)
+        planned = np.array([_num(r, "arrival_time_us", path, i + 2) for i, r in enumerate(rows)]) * scale
+        backlog = client_backlog(planned, send)
     server, server_path = _server_config(root)
     return _finish(_run_name(root), root, "blis-trace", model, server, server_path, send, inp, out,
-                   first - send, last - send, ok)
+                   first - send, last - send, ok, backlog=backlog)
 
 
 def load_requests_csv(root: Path) -> TraceRun:

@@ -17,7 +17,8 @@ import numpy as np
 from arrow_rl.fidelity.runs import RunFormatError
 
 # A per-request run is saturated when the queue grows through it: the last fifth of its requests
-# wait this many times longer for their first token than the first fifth, and at least this long.
+# wait this many times longer for their first token than the first fifth, and at least this long
+# (or, for the client's own backlog, are sent at least this long behind their planned time).
 QUEUE_GROWTH_FACTOR = 3.0
 QUEUE_GROWTH_MIN_S = 1.0
 # A `vllm bench serve` result has no per-request times; past this mean TTFT the requests queued
@@ -113,9 +114,21 @@ def queue_grew(arrivals: np.ndarray, ttft: np.ndarray) -> bool:
     return last > max(QUEUE_GROWTH_FACTOR * first, QUEUE_GROWTH_MIN_S)
 
 
+def client_backlog(intended: np.ndarray, sent: np.ndarray) -> bool:
+    """True when the client fell behind its own schedule: the last fifth of requests went out far
+    later than planned (a load generator that caps requests in flight hides queueing from TTFT)."""
+    if intended.size < 10:
+        return False
+    order = np.argsort(intended, kind="stable")
+    lag = (sent[order] - sent[order][0]) - (intended[order] - intended[order][0])
+    return float(lag[-max(lag.size // 5, 1):].mean()) > QUEUE_GROWTH_MIN_S
+
+
 def measured_stage(arrivals: np.ndarray, ttft: np.ndarray, e2e: np.ndarray, output_tokens: np.ndarray,
-                   sent: int, *, rate: float | None = None, concurrency: int | None = None) -> TraceStage:
-    """The stage's means from per-request times (finished requests only; seconds from their send)."""
+                   sent: int, *, rate: float | None = None, concurrency: int | None = None,
+                   backlog: bool = False) -> TraceStage:
+    """The stage's means from per-request times (finished requests only; seconds from their send).
+    ``backlog``: the client could not send at its planned rate (:func:`client_backlog`)."""
     finish = arrivals + e2e
     span = float(finish.max() - arrivals.min()) if finish.size else 0.0
     tpot = (e2e - ttft) / np.maximum(output_tokens - 1, 1)
@@ -125,7 +138,7 @@ def measured_stage(arrivals: np.ndarray, ttft: np.ndarray, e2e: np.ndarray, outp
     return TraceStage(index=0, rate=float(offered), concurrency=concurrency, duration_s=span, sent=sent,
                       finished=int(e2e.size), ttft_mean=float(ttft.mean()), tpot_mean=float(tpot.mean()),
                       e2e_mean=float(e2e.mean()), throughput_rps=e2e.size / span if span > 0 else 0.0,
-                      saturated=sent > e2e.size or queue_grew(arrivals, ttft))
+                      saturated=backlog or sent > e2e.size or queue_grew(arrivals, ttft))
 
 
 def check_columns(path: Path, have: set[str], need: tuple[str, ...]) -> None:
@@ -134,5 +147,5 @@ def check_columns(path: Path, have: set[str], need: tuple[str, ...]) -> None:
         raise RunFormatError(f"{path}: missing field {missing[0]!r}")
 
 
-__all__ = ["BENCH_SATURATED_TTFT_S", "Topology", "TraceRun", "TraceStage", "UnsupportedRun", "check_columns",
+__all__ = ["BENCH_SATURATED_TTFT_S", "Topology", "client_backlog", "TraceRun", "TraceStage", "UnsupportedRun", "check_columns",
            "measured_stage", "queue_grew"]
