@@ -17,16 +17,14 @@ KV connector is NIXL unless the name says LMCache.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from arrow_rl.fidelity.runs import RunFormatError
+from arrow_rl.fidelity.runs import RunFormatError, read_mapping
 from arrow_rl.fidelity.trace_run import (BENCH_SATURATED_TTFT_S, Topology, TraceRun, TraceStage, UnsupportedRun,
                                          measured_stage)
 
@@ -53,12 +51,7 @@ def _num(doc: dict[str, Any], key: str, path: Path, *, optional: bool = False) -
 
 
 def _topology_file(path: Path) -> Topology:
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RunFormatError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict):
-        raise RunFormatError(f"{path}: expected a mapping")
+    doc = read_mapping(path, "the deployment")
     unknown = sorted(set(doc) - set(_TOPOLOGY_KEYS))
     if unknown:
         raise RunFormatError(f"{path}: unknown field {unknown[0]!r}")
@@ -112,14 +105,7 @@ def _lengths(doc: dict[str, Any], key: str, total_key: str, n: int, path: Path) 
 def load_bench_result(path: str | Path) -> TraceRun:
     """Read one ``vllm bench serve`` result file; :class:`RunFormatError` names the file and field."""
     path = Path(path)
-    if not path.is_file():
-        raise RunFormatError(f"{path}: not a file (expected a vllm bench serve result JSON)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFormatError(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise RunFormatError(f"{path}: expected a JSON object")
+    doc = read_mapping(path, "a vllm bench serve result")
     n = int(_num(doc, "num_prompts", path))
     completed = int(_num(doc, "completed", path))
     if n < 1 or not 0 <= completed <= n:

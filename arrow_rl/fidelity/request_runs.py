@@ -19,50 +19,28 @@ is one (``max_num_batched_tokens``, ``max_num_seqs``, ``num_gpu_blocks``, ``tens
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from arrow_rl.fidelity.runs import RunFormatError
+from arrow_rl.fidelity.runs import RunFormatError, read_mapping
 from arrow_rl.fidelity.trace_run import (Topology, TraceRun, UnsupportedRun, check_columns, client_backlog,
-                                         measured_stage)
+                                         field_number, measured_stage, read_csv_rows)
 
 _TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 _PARENT_LEVELS = 4
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFormatError(f"{path}: not valid JSON ({what}): {exc}") from None
-
-
 def _rows(path: Path, need: tuple[str, ...]) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            check_columns(path, set(reader.fieldnames or ()), need)
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise RunFormatError(f"{path}: not a UTF-8 CSV file: {exc}") from None
+    rows = read_csv_rows(path, need)
     if not rows:
         raise RunFormatError(f"{path}: no requests")
     return rows
 
 
-def _num(row: dict[str, str], key: str, path: Path, line: int) -> float:
-    try:
-        v = float(row[key])
-    except (TypeError, ValueError):
-        raise RunFormatError(f"{path} line {line}: field {key!r} must be a number, got {row.get(key)!r}") from None
-    if not np.isfinite(v):
-        raise RunFormatError(f"{path} line {line}: field {key!r} must be finite, got {row[key]!r}")
-    return v
+_num = field_number
 
 
 def _server_config(root: Path) -> tuple[dict[str, Any], Path | None]:
@@ -70,10 +48,7 @@ def _server_config(root: Path) -> tuple[dict[str, Any], Path | None]:
     for folder in [root, *root.parents][:_PARENT_LEVELS + 1]:
         path = folder / "server_config.json"
         if path.is_file():
-            doc = _read_json(path, "server knobs")
-            if not isinstance(doc, dict):
-                raise RunFormatError(f"{path}: expected a mapping (server knobs)")
-            return doc, path
+            return read_mapping(path, "server knobs"), path
     return {}, None
 
 
@@ -114,14 +89,7 @@ def _run_name(root: Path) -> str:
 def load_blis_trace(root: Path) -> TraceRun:
     """A folder with a BLIS ``trace.csv`` and its ``trace.yaml`` header."""
     head_path = root / "trace.yaml"
-    if not head_path.is_file():
-        raise RunFormatError(f"{head_path}: missing (the trace header: time_unit, server.model)")
-    try:
-        head = yaml.safe_load(head_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RunFormatError(f"{head_path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(head, dict):
-        raise RunFormatError(f"{head_path}: expected a mapping")
+    head = read_mapping(head_path, "the trace header: time_unit, server.model")
     unit = head.get("time_unit", "us")
     if unit not in _TIME_UNITS:
         raise RunFormatError(f"{head_path}: field 'time_unit' must be one of {', '.join(_TIME_UNITS)}, got {unit!r}")
@@ -169,8 +137,8 @@ def load_requests_csv(root: Path) -> TraceRun:
     path = root / "requests.csv"
     rows = _rows(path, ("start_time", "ttft_ms", "e2e_ms", "num_output_tokens"))
     summary_path = root / "summary.json"
-    summary = _read_json(summary_path, "run summary") if summary_path.is_file() else {}
-    config = summary.get("config", {}) if isinstance(summary, dict) else {}
+    summary = read_mapping(summary_path, "run summary") if summary_path.is_file() else {}
+    config = summary.get("config", {})
     prompt_tokens = config.get("prompt_tokens") if isinstance(config, dict) else None
     has_inputs = "num_input_tokens" in rows[0]
     if not has_inputs and not isinstance(prompt_tokens, int):
@@ -207,10 +175,8 @@ def load_requests_csv(root: Path) -> TraceRun:
 def load_requests_jsonl(root: Path) -> TraceRun:
     """A folder with an in-process replay's ``requests.jsonl`` and its ``meta.json``."""
     meta_path = root / "meta.json"
-    if not meta_path.is_file():
-        raise RunFormatError(f"{meta_path}: missing (the engine arguments)")
-    meta = _read_json(meta_path, "engine arguments")
-    if not isinstance(meta, dict) or not isinstance(meta.get("engine_kwargs"), dict):
+    meta = read_mapping(meta_path, "the engine arguments")
+    if not isinstance(meta.get("engine_kwargs"), dict):
         raise RunFormatError(f"{meta_path}: missing field 'engine_kwargs'")
     kw = meta["engine_kwargs"]
     model = kw.get("model") or meta.get("model")

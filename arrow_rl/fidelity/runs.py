@@ -92,7 +92,8 @@ class RealRun:
     stages: tuple[RealStage, ...]
 
 
-def _read_mapping(path: Path, what: str) -> dict[str, Any]:
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; :class:`RunFormatError` says what is wrong and where."""
     if not path.is_file():
         raise RunFormatError(f"{path}: missing ({what})")
     try:
@@ -135,7 +136,7 @@ def _prompt_quantiles(table: dict[str, Any], path: Path) -> tuple[tuple[tuple[fl
 
 
 def _stage(path: Path, index: int, rate: float, duration: float, output_len: int) -> RealStage:
-    data = _read_mapping(path, f"stage {index} metrics")
+    data = read_mapping(path, f"stage {index} metrics")
     finished = int(_get(data, "successes.count", path, int))
     sent = int(_get(data, "load_summary.count", path, int))
     failures = data.get("failures") or {}
@@ -163,9 +164,9 @@ def load_run(folder: str | Path) -> RealRun:
     if not root.is_dir():
         raise RunFormatError(f"{root}: not a directory (expected an inference-perf run folder)")
     exp_path = root / "exp-config.yaml"
-    exp = _read_mapping(exp_path, "server knobs")
+    exp = read_mapping(exp_path, "server knobs")
     prof_path = root / "profile.yaml"
-    prof = _read_mapping(prof_path, "load-generator config")
+    prof = read_mapping(prof_path, "load-generator config")
     data_type = prof.get("data", {}).get("type") if isinstance(prof.get("data"), dict) else None
     shared = None
     if data_type == "shared_prefix":
@@ -247,4 +248,5 @@ def summary_json(run: RealRun) -> dict[str, Any]:
                        for s in run.stages]}
 
 
-__all__ = ["RealRun", "RealStage", "RunFormatError", "SharedPrefix", "load_run", "preset_for", "summary_json"]
+__all__ = ["RealRun", "RealStage", "RunFormatError", "SharedPrefix", "load_run", "preset_for", "read_mapping",
+           "summary_json"]

@@ -16,14 +16,13 @@ of sends, which start together, is left out of the emulated means (``warmup_requ
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 import numpy as np
 
 from arrow_rl.fidelity.runs import RunFormatError
-from arrow_rl.fidelity.trace_run import Topology, TraceRun, TraceStage, check_columns
+from arrow_rl.fidelity.trace_run import Topology, TraceRun, TraceStage, field_number, read_csv_rows
 
 PROMPTS_PER_SLOT = 5
 _GPUS = {"h100_sxm": "H100", "h200_sxm": "H200", "b200_sxm": "B200", "b300_sxm": "B300", "gb200": "GB200",
@@ -35,23 +34,11 @@ _NATIVE_QUANT = {"openai/gpt-oss-120b": ("fp4", "nvfp4", "mxfp4")}
 
 
 def _int(row: dict[str, str], key: str, path: Path, line: int) -> int:
-    try:
-        v = int(float(row[key]))
-    except (TypeError, ValueError):
-        raise RunFormatError(f"{path} line {line}: field {key!r} must be an integer, got {row.get(key)!r}") from None
-    if v < 1:
-        raise RunFormatError(f"{path} line {line}: field {key!r} must be >= 1, got {v}")
-    return v
+    return int(field_number(row, key, path, line, integer=True))
 
 
 def _float(row: dict[str, str], key: str, path: Path, line: int) -> float:
-    try:
-        v = float(row[key])
-    except (TypeError, ValueError):
-        raise RunFormatError(f"{path} line {line}: field {key!r} must be a number, got {row.get(key)!r}") from None
-    if not v > 0:
-        raise RunFormatError(f"{path} line {line}: field {key!r} must be > 0, got {v}")
-    return v
+    return field_number(row, key, path, line, positive=True)
 
 
 def _row_run(row: dict[str, str], path: Path, line: int) -> TraceRun:
@@ -91,13 +78,7 @@ def _row_run(row: dict[str, str], path: Path, line: int) -> TraceRun:
 def load_silicon_points(path: str | Path) -> list[TraceRun]:
     """Every vLLM row of an aiconfigurator silicon table, one run each."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            check_columns(path, set(reader.fieldnames or ()), _NEED)
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise RunFormatError(f"{path}: not a UTF-8 CSV file: {exc}") from None
+    rows = read_csv_rows(path, _NEED)
     return [_row_run(r, path, i) for i, r in enumerate(rows, start=2) if r["backend"] == "vllm"]
 
 

@@ -141,6 +141,36 @@ def measured_stage(arrivals: np.ndarray, ttft: np.ndarray, e2e: np.ndarray, outp
                       saturated=backlog or sent > e2e.size or queue_grew(arrivals, ttft))
 
 
+def field_number(row: dict, key: str, path: Path, line: int, *, integer: bool = False,
+                 positive: bool = False) -> float:
+    """``row[key]`` as a finite number (an integer >= 1 with ``integer``); the error names file, line, field."""
+    kind = "an integer" if integer else "a number"
+    try:
+        v = float(row[key])
+    except (KeyError, TypeError, ValueError):
+        raise RunFormatError(f"{path} line {line}: field {key!r} must be {kind}, got {row.get(key)!r}") from None
+    if not np.isfinite(v):
+        raise RunFormatError(f"{path} line {line}: field {key!r} must be finite, got {row[key]!r}")
+    if integer and v < 1:
+        raise RunFormatError(f"{path} line {line}: field {key!r} must be >= 1, got {row[key]!r}")
+    if positive and not v > 0:
+        raise RunFormatError(f"{path} line {line}: field {key!r} must be > 0, got {row[key]!r}")
+    return int(v) if integer else v
+
+
+def read_csv_rows(path: Path, need: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV file with at least the columns ``need`` (error: the first one missing)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            check_columns(path, set(reader.fieldnames or ()), need)
+            return list(reader)
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"{path}: not a UTF-8 CSV file: {exc}") from None
+
+
 def check_columns(path: Path, have: set[str], need: tuple[str, ...]) -> None:
     missing = [c for c in need if c not in have]
     if missing:
@@ -148,4 +178,4 @@ def check_columns(path: Path, have: set[str], need: tuple[str, ...]) -> None:
 
 
 __all__ = ["BENCH_SATURATED_TTFT_S", "Topology", "client_backlog", "TraceRun", "TraceStage", "UnsupportedRun", "check_columns",
-           "measured_stage", "queue_grew"]
+           "field_number", "measured_stage", "queue_grew", "read_csv_rows"]
