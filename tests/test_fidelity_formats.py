@@ -398,3 +398,28 @@ def test_a_client_behind_its_schedule_marks_a_trace_saturated(tmp_path):
     (root / "trace.csv").write_text("\n".join(rows) + "\n")
     assert load_per_request_run(root).stage.saturated
     assert not load_per_request_run(_blis_trace(tmp_path / "w5" / "agg6", n=40)).stage.saturated
+
+
+def test_cli_replays_with_candidate_engine_constants(tmp_path):
+    from arrow_rl.perf.engine import engine_constants
+
+    doc = {"constants": {k: v for k, v in vars(engine_constants()).items() if k != "source"}}
+    doc["constants"]["frontend_s"] = 0.5
+    cand = tmp_path / "cand.json"
+    cand.write_text(json.dumps(doc))
+    run = str(REPLAYS / "RTXPRO6000" / "Llama-3.1-8B")
+    outs = []
+    for extra in ([], ["--engine-constants", str(cand)]):
+        out = tmp_path / f"f{len(outs)}.json"
+        res = runner.invoke(app, ["fidelity", run, "--json", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(out.read_text())["stages"][0]["sim"])
+    assert outs[0] == outs[1]   # an in-process run has no API server: the frontend constant does not act
+    doc["constants"]["bw_efficiency"] = 0.4
+    cand.write_text(json.dumps(doc))
+    res = runner.invoke(app, ["fidelity", run, "--json", str(tmp_path / "g.json"), "--engine-constants", str(cand)])
+    assert json.loads((tmp_path / "g.json").read_text())["stages"][0]["sim"]["tpot_mean"] > outs[0]["tpot_mean"]
+    del doc["constants"]["smooth_p"]
+    cand.write_text(json.dumps(doc))
+    res = runner.invoke(app, ["fidelity", run, "--engine-constants", str(cand)])
+    assert res.exit_code == 2 and "missing field 'constants.smooth_p'" in res.output

@@ -50,6 +50,9 @@ def fidelity(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG: emulated vs real means"),
     skip_unsupported: bool = typer.Option(False, "--skip-unsupported",
                                           help="list runs the emulator cannot reproduce instead of stopping"),
+    engine_constants: Optional[Path] = typer.Option(
+        None, "--engine-constants", help="replay with these engine constants (an engine.json-shaped file, e.g. a "
+                                         "candidate refit) instead of the shipped ones"),
 ) -> None:
     """Replay real vLLM serving runs on the emulator; print per-stage errors and their medians."""
     from arrow_rl.fidelity.report import compare_runs, plot_report
@@ -63,6 +66,20 @@ def fidelity(
             preset = resolve_preset_name(preset)
         except ValueError as exc:
             _fail(f"--preset: {exc}")
+    build_preset = None
+    if engine_constants is not None:
+        import dataclasses
+
+        from arrow_rl.perf.engine import EngineLatencyModel, engine_constants_from_file
+        from arrow_rl.perf.presets import get_preset, load_preset_document
+
+        try:
+            consts = engine_constants_from_file(str(engine_constants))
+        except ValueError as exc:
+            _fail(f"--engine-constants: {exc}")
+
+        def build_preset(name: str):
+            return dataclasses.replace(get_preset(name), latency=EngineLatencyModel(load_preset_document(name), consts))
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         _fail(f"--duration must be a positive number of seconds, got {duration}")
     loaded = []
@@ -80,7 +97,7 @@ def fidelity(
         with console.status("replaying") as status:
             report = compare_runs(loaded, preset=preset, seed=seed, duration_s=duration,
                                   progress=lambda what: status.update(f"replaying {what}"),
-                                  skip_unsupported=skip_unsupported)
+                                  skip_unsupported=skip_unsupported, build_preset=build_preset)
     except UnsupportedRun as exc:
         _fail(f"{exc} (--skip-unsupported lists it and goes on)")
         return

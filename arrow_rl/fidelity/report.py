@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from arrow_rl.fidelity.replay import SimStage, replay_stage
 from arrow_rl.fidelity.runs import RealRun, RealStage, preset_for
 from arrow_rl.fidelity.trace_replay import replay_trace
 from arrow_rl.fidelity.trace_run import TraceRun, TraceStage, UnsupportedRun
+
+if TYPE_CHECKING:
+    from arrow_rl.perf.preset import Preset
 
 METRICS = ("ttft", "tpot", "e2e")
 
@@ -102,11 +105,13 @@ def resolve_preset(run: RealRun | TraceRun, override: str | None) -> str:
 def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, seed: int = 0,
                  duration_s: float | None = None,
                  progress: Callable[[str], None] | None = None,
-                 skip_unsupported: bool = False) -> FidelityReport:
+                 skip_unsupported: bool = False,
+                 build_preset: "Callable[[str], Preset] | None" = None) -> FidelityReport:
     """Replay every stage of every run and collect the comparison.
 
     ``skip_unsupported``: a run the emulator cannot reproduce (``UnsupportedRun``) is listed in
-    ``report.skipped`` instead of stopping the comparison."""
+    ``report.skipped`` instead of stopping the comparison. ``build_preset(name)``: the preset to
+    replay on instead of the named one (a candidate latency model while fitting)."""
     report = FidelityReport()
     for run in runs:
         try:
@@ -120,7 +125,8 @@ def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, 
             if progress is not None:
                 progress(f"{run.name} ({run.kind}, {run.topology.label()}) on {name}")
             try:
-                sim = replay_trace(run, name, seed=seed, duration_s=duration_s)
+                sim = replay_trace(run, name if build_preset is None else build_preset(name), seed=seed,
+                                   duration_s=duration_s)
             except UnsupportedRun as exc:
                 if not skip_unsupported:
                     raise
@@ -133,8 +139,8 @@ def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, 
         for stage in run.stages:
             if progress is not None:
                 progress(f"{run.name} stage {stage.index} ({stage.rate:g} req/s) on {name}")
-            sim = replay_stage(run, stage, name, seed=seed, duration_s=duration_s,
-                               timeout_s=stage.failure_latency_min)
+            sim = replay_stage(run, stage, name if build_preset is None else build_preset(name), seed=seed,
+                               duration_s=duration_s, timeout_s=stage.failure_latency_min)
             report.stages.append(StageResult(run.name, stage.index, name, stage.rate, stage.saturated,
                                              stage, sim))
     return report

@@ -61,9 +61,29 @@ class EngineConstants:
 def engine_constants() -> EngineConstants:
     """The fitted constants shipped in ``arrow_rl/perf/data/engine.json``."""
     doc = json.loads(resources.files("arrow_rl.perf").joinpath("data", "engine.json").read_text())
+    return _constants_from(doc)
+
+
+def _constants_from(doc: dict[str, Any]) -> EngineConstants:
     c = doc["constants"]
     return EngineConstants(**{k: float(c[k]) for k in EngineConstants.__dataclass_fields__ if k != "source"},
                            source=doc.get("source", ""))
+
+
+def engine_constants_from_file(path: str) -> EngineConstants:
+    """Constants from an ``engine.json``-shaped file (a candidate refit), checked field by field."""
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read engine constants: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("constants"), dict):
+        raise ValueError(f"{path}: missing field 'constants'")
+    missing = [k for k in EngineConstants.__dataclass_fields__ if k != "source" and k not in doc["constants"]]
+    if missing:
+        raise ValueError(f"{path}: missing field 'constants.{missing[0]}'")
+    return _constants_from(doc)
 
 
 @dataclass(frozen=True)
@@ -252,4 +272,5 @@ def chunked_prefill_time(model: Any, prompt_tokens: int, chunk: int = 2048) -> f
 
 
 __all__ = ["EngineConstants", "EngineLatencyModel", "ModelShape", "chunked_prefill_time", "engine_constants",
+           "engine_constants_from_file",
            "DENSE_TOKENS"]
