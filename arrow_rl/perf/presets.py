@@ -57,10 +57,13 @@ def _check_name(name: str) -> None:
 
 def _spec(name: str) -> tuple:
     """(name, model, gpu, tp, knobs) of a shape preset, shipped or registered."""
+    return _USER_SPECS[name] if name in _USER_SPECS else _shipped_spec(name)
+
+
+@lru_cache(maxsize=None)
+def _shipped_spec(name: str) -> tuple:
     from arrow_rl.perf.preset_spec import parse_preset_spec
 
-    if name in _USER_SPECS:
-        return _USER_SPECS[name]
     path = resources.files("arrow_rl.perf").joinpath("data", "shape_presets", f"{name}.yaml")
     return parse_preset_spec(yaml.safe_load(path.read_text()), f"shape_presets/{name}.yaml")
 
