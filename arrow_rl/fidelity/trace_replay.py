@@ -141,13 +141,9 @@ def replay_trace(run: TraceRun, preset: "str | Preset", seed: int = 0, duration_
             for _ in range(MAX_ROUNDS):
                 records = _simulate(run, p, name, _workload(run, sends, n), seed)
                 new = closed_loop_sends(gate, _finishes(records, n), run.concurrency)
-                if not np.all(np.isfinite(new)):
-                    break
-                moved = float(np.max(np.abs(new - sends)))
+                if not np.all(np.isfinite(new)) or float(np.max(np.abs(new - sends))) <= SEND_TOLERANCE_S:
+                    break   # converged: these records are the replay (or requests never finished)
                 sends = new
-                if moved <= SEND_TOLERANCE_S:
-                    break
-            records = _simulate(run, p, name, _workload(run, sends, n), seed)
     done = [r for r in records if r.finished and r.request_id >= run.warmup_requests]
     if not done:
         return SimStage(math.nan, math.nan, math.nan, 0.0, 0, count)
