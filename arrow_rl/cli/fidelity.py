@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
 from rich.table import Table
@@ -56,8 +56,6 @@ def fidelity(
 ) -> None:
     """Replay real vLLM serving runs on the emulator; print per-stage errors and their medians."""
     from arrow_rl.fidelity.report import compare_runs, plot_report
-    from arrow_rl.fidelity.runs import RunFormatError
-    from arrow_rl.fidelity.sources import load_runs
     from arrow_rl.fidelity.trace_run import UnsupportedRun
     from arrow_rl.perf.presets import resolve_preset_name
 
@@ -66,23 +64,60 @@ def fidelity(
             preset = resolve_preset_name(preset)
         except ValueError as exc:
             _fail(f"--preset: {exc}")
-    build_preset = None
-    if engine_constants is not None:
-        import dataclasses
-
-        from arrow_rl.perf.engine import EngineLatencyModel, engine_constants_from_file
-        from arrow_rl.perf.presets import get_preset, load_preset_document
-
-        try:
-            consts = engine_constants_from_file(str(engine_constants))
-        except ValueError as exc:
-            _fail(f"--engine-constants: {exc}")
-
-        def build_preset(name: str):
-            return dataclasses.replace(get_preset(name), latency=EngineLatencyModel(load_preset_document(name), consts))
+    build_preset = None if engine_constants is None else _preset_builder(engine_constants)
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         _fail(f"--duration must be a positive number of seconds, got {duration}")
-    loaded = []
+    loaded, skipped = _load(runs, skip_unsupported)
+    try:
+        with console.status("replaying") as status:
+            report = compare_runs(loaded, preset=preset, seed=seed, duration_s=duration,
+                                  progress=lambda what: status.update(f"replaying {what}"),
+                                  skip_unsupported=skip_unsupported, build_preset=build_preset)
+    except UnsupportedRun as exc:
+        _fail(f"{exc} (--skip-unsupported lists it and goes on)")
+    except ValueError as exc:
+        _fail(str(exc))
+    report.skipped[:0] = skipped
+    _print_report(report)
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        except OSError as exc:
+            _fail(f"--json: cannot write {json_out}: {exc.strerror or exc}")
+        console.print(f"comparison written to {json_out}")
+    if plot is not None:
+        try:
+            plot_report(report, plot)
+        except OSError as exc:
+            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+        console.print(f"plot written to {plot}")
+
+
+def _preset_builder(engine_constants: Path) -> Callable[[str], Any]:
+    """Presets as named, with their latency model built on a candidate set of engine constants."""
+    import dataclasses
+
+    from arrow_rl.perf.engine import EngineLatencyModel, engine_constants_from_file
+    from arrow_rl.perf.presets import get_preset, load_preset_document
+
+    try:
+        consts = engine_constants_from_file(str(engine_constants))
+    except ValueError as exc:
+        _fail(f"--engine-constants: {exc}")
+
+    def build_preset(name: str):
+        return dataclasses.replace(get_preset(name), latency=EngineLatencyModel(load_preset_document(name), consts))
+    return build_preset
+
+
+def _load(runs: list[Path], skip_unsupported: bool) -> tuple[list, list[str]]:
+    """Every run's stages; a run the emulator cannot reproduce stops the command, or is listed and
+    skipped with ``--skip-unsupported``."""
+    from arrow_rl.fidelity.runs import RunFormatError
+    from arrow_rl.fidelity.sources import load_runs
+    from arrow_rl.fidelity.trace_run import UnsupportedRun
+
+    loaded: list = []
     skipped: list[str] = []
     for path in runs:
         try:
@@ -93,19 +128,11 @@ def fidelity(
             skipped.append(str(exc))
         except RunFormatError as exc:
             _fail(str(exc))
-    try:
-        with console.status("replaying") as status:
-            report = compare_runs(loaded, preset=preset, seed=seed, duration_s=duration,
-                                  progress=lambda what: status.update(f"replaying {what}"),
-                                  skip_unsupported=skip_unsupported, build_preset=build_preset)
-    except UnsupportedRun as exc:
-        _fail(f"{exc} (--skip-unsupported lists it and goes on)")
-        return
-    except ValueError as exc:
-        _fail(str(exc))
-        return
-    report.skipped[:0] = skipped
+    return loaded, skipped
 
+
+def _print_report(report) -> None:
+    """The per-stage table, the medians, the saturated stages' throughput errors and what was skipped."""
     table = Table(title="Emulator vs real vLLM (means; APE = absolute % error)")
     for col in ("run", "stage", "load", "preset", "TTFT ms real/sim", "TPOT ms real/sim", "e2e s real/sim",
                 "APE TTFT", "APE TPOT", "APE e2e", "thr. req/s real/sim"):
@@ -136,18 +163,6 @@ def fidelity(
         console.print(f"saturated stages ({len(sat)}): throughput error " + ", ".join(f"{x:.1f}%" for x in sat))
     for note in report.skipped:
         console.print(f"skipped: {note}", highlight=False)
-    if json_out is not None:
-        try:
-            json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        except OSError as exc:
-            _fail(f"--json: cannot write {json_out}: {exc.strerror or exc}")
-        console.print(f"comparison written to {json_out}")
-    if plot is not None:
-        try:
-            plot_report(report, plot)
-        except OSError as exc:
-            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
-        console.print(f"plot written to {plot}")
 
 
 def register(app: typer.Typer) -> None:
