@@ -19,7 +19,7 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import typer
 from rich.markup import escape
@@ -281,9 +281,7 @@ def deploy(
                                      help="switch the router to the policy's routing (arrow: Alg. 1 with flips)"),
 ) -> None:
     """Run a controller against a live cluster; log every decision with its observation."""
-    from arrow_rl.cluster.base import Role
     from arrow_rl.cluster.live.cluster import LiveCluster, RouterAPIError
-    from arrow_rl.cluster.live.splits import flips_to_roles, flips_to_split
     from arrow_rl.serving.deploy import ClusterUnreachable, run_control_loop
     from arrow_rl.controllers.registry import check_spec, make_policy
 
@@ -312,8 +310,32 @@ def deploy(
         _fail(f"{controller!r} has no controller to deploy")
     for line in _deploy_warnings(controller, cluster.info, policy):
         warn(line)
+    _prepare_cluster(cluster, policy, controller, router, set_routing)
+    console.print(f"deploying {policy.name} on {n} instances via {router}, every {dt:g} s (Ctrl-C stops)")
+    fh = open(log_file, "a", encoding="utf-8", buffering=1) if log_file else None
+    log = _decision_printer(fh)
+    try:
+        stats = run_control_loop(cluster, policy.controller, dt, log=log, steps=steps, act_timeout_s=budget)
+        console.print(f"done: {stats.steps} intervals, {stats.flips_applied} flips applied")
+    except KeyboardInterrupt:
+        console.print("stopped (Ctrl-C); the split stays as it is")
+    except ClusterUnreachable as exc:
+        _fail(f"router {router}: {exc}")
+    finally:
+        cluster.close()
+        if fh:
+            fh.close()
+
+
+def _prepare_cluster(cluster: Any, policy: Any, controller: str, router: str, set_routing: bool) -> None:
+    """Before the first decision: the router gets the policy's routing and a static controller its
+    split. A router that fails a setup call gets one clear line, not a traceback."""
+    from arrow_rl.cluster.base import Role
+    from arrow_rl.cluster.live.cluster import RouterAPIError
+    from arrow_rl.cluster.live.splits import flips_to_roles, flips_to_split
+
     step = "set the routing policy"
-    try:  # a router that fails a setup call gets one clear line, not a traceback
+    try:
         if set_routing:
             # the live router has its own MixedDispatcher (RouterConfig.mixed): name what this one wraps
             rname = getattr(policy.router, "inner_name", None) or getattr(policy.router, "name", "arrow-noflip")
@@ -333,8 +355,10 @@ def deploy(
     except Exception as exc:  # noqa: BLE001 - timeouts and connection errors
         cluster.close()
         _fail(f"{router}: could not {step} ({type(exc).__name__}: {exc}); the control loop did not start")
-    console.print(f"deploying {policy.name} on {n} instances via {router}, every {dt:g} s (Ctrl-C stops)")
-    fh = open(log_file, "a", encoding="utf-8", buffering=1) if log_file else None
+
+
+def _decision_printer(fh: Any) -> Callable[[dict], None]:
+    """One console line per decision (roles, load, flips, errors), and the JSONL entry to ``fh``."""
 
     def log(entry: dict) -> None:
         o = entry["obs"]
@@ -350,17 +374,7 @@ def deploy(
         if fh:
             fh.write(json.dumps(entry) + "\n")
 
-    try:
-        stats = run_control_loop(cluster, policy.controller, dt, log=log, steps=steps, act_timeout_s=budget)
-        console.print(f"done: {stats.steps} intervals, {stats.flips_applied} flips applied")
-    except KeyboardInterrupt:
-        console.print("stopped (Ctrl-C); the split stays as it is")
-    except ClusterUnreachable as exc:
-        _fail(f"router {router}: {exc}")
-    finally:
-        cluster.close()
-        if fh:
-            fh.close()
+    return log
 
 
 def _deploy_warnings(controller: str, info: Any, policy: Any) -> list[str]:
