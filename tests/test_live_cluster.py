@@ -367,3 +367,25 @@ def test_live_cluster_implements_what_evaluation_reads_ended_since_first_token_s
         assert [r.request_id for r in cl.ended_since(4)] == [r.request_id for r in list(cl.completed())[-3:]]
         assert len(cl.ended_since(0)) == 5
         cl.close()
+
+
+def test_evaluation_runs_unchanged_on_the_live_cluster():
+    """``run_on_cluster`` (the suite's and ``arrow-rl evaluate``'s control loop) needs nothing the live
+    cluster lacks: load generation (the replay thread) is all a live evaluation adds."""
+    import numpy as np
+
+    from arrow_rl.controllers.registry import make_policy
+    from arrow_rl.evaluation.runner import run_on_cluster
+    from arrow_rl.workload.workload import Workload
+
+    wl = Workload(np.linspace(0.0, 1.0, 8), np.full(8, 150), np.full(8, 6), name="tiny")
+    with live_rig(roles=["prefill", "decode"]) as rig:
+        cl = LiveCluster(rig.url, TOKEN)
+        cl.start_replay(wl)
+        result = run_on_cluster(cl, wl, cl.info.slo, make_policy("arrow", 2), 0.4)
+        cl.replay_thread.join(10)
+        assert result.num_requests == 8 and result.finished == 8
+        assert 0.0 <= result.attainment <= 1.0 and result.sim_end_s >= 1.0
+        assert [r.finished for r in result.records] == [True] * 8
+        assert all(f.source in ("controller", "alg1") for f in result.flips)
+        cl.close()
