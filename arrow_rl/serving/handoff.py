@@ -1,4 +1,4 @@
-"""The two-leg prefill -> decode hand-off (vLLM's P/D protocol, LIVE_VLLM §1.2), and the choice
+"""The two-leg prefill -> decode hand-off (vLLM's P/D protocol, docs/live_cluster.md, the router's protocol), and the choice
 between it and a single plain leg.
 
 Per request: route the prefill leg (``RequestRouter.route_prefill``, behind the MIXED dispatcher),

@@ -4,7 +4,7 @@ The :class:`Router` holds the state (``RouterState``: instances, pools, in-fligh
 log), the routing policy and its MIXED dispatcher, and the upstream pools; its jobs live in their
 own modules, one part of the class each:
 
-- ``handoff``: per request, one plain leg or the two-leg prefill -> decode hand-off (LIVE_VLLM §1.2);
+- ``handoff``: per request, one plain leg or the two-leg prefill -> decode hand-off (docs/live_cluster.md, the router's protocol);
 - ``proxy``: one leg to one instance, whole or streamed, with one retry elsewhere on failure;
 - ``stream_relay``: a streamed decode leg relayed from the instance to the client;
 - ``health``: the health loop per instance, and what leaving rotation does to its legs;

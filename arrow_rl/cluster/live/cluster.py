@@ -6,7 +6,7 @@ builds the same ``MetricsWindow`` the emulator produces. So ``PDClusterEnv`` and
 run on a live cluster unchanged.
 
 Live definitions (where the emulator can see more than a router can):
-- TTFT/TPOT come from the router's per-request measurements (client-visible, LIVE_VLLM §7.1: the
+- TTFT/TPOT come from the router's per-request measurements (client-visible: the
   instances' histograms mix both roles on a ``kv_both`` instance). The prefill pool's TTFT is over
   requests whose first token came out in the window; the decode pool's TPOT over requests that
   finished in it.

@@ -1,6 +1,6 @@
 """A fake vLLM OpenAI server with NIXL-style prefill/decode semantics, for fast deterministic tests.
 
-It mimics what the live router depends on (LIVE_VLLM §1.2, §2, §3): a prefill leg
+It mimics what the live router depends on (docs/live_cluster.md, the router's protocol; vLLM's ``/metrics`` names): a prefill leg
 (``kv_transfer_params.do_remote_decode``) keeps the prompt's "KV" and answers with top-level
 ``kv_transfer_params``; a decode leg (``do_remote_prefill``) pulls it from the named remote engine
 and counts the prompt under ``prompt_tokens_by_source_total{source="external_kv_transfer"}``; a

@@ -239,7 +239,7 @@ class Launcher:
     def kv_transfer_config(self) -> dict:
         c = self.config
         device = c.kv_buffer_device or ("cpu" if c.engine == "vllm-cpu" else "cuda")
-        # kv_both: the request's kv_transfer_params decide its role (LIVE_VLLM §2), so a flip is
+        # kv_both: the request's kv_transfer_params decide its role (docs/live_cluster.md, the router's protocol), so a flip is
         # only a router pool change and needs no restart.
         config = {"kv_connector": c.kv_connector, "kv_role": "kv_both", "kv_buffer_device": device,
                   "kv_load_failure_policy": c.kv_load_failure_policy}

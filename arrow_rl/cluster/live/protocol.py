@@ -55,7 +55,7 @@ def max_output_tokens(body: dict[str, Any]) -> int:
 
 
 def prefill_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The prefill leg (LIVE_VLLM §1.2 step 2)."""
+    """The prefill leg (docs/live_cluster.md, the router's protocol, step 1)."""
     # Shallow copies throughout: only top-level keys change, and the prompt (often thousands of
     # token ids) is shared, not copied, so a leg costs microseconds whatever the prompt length.
     out = {k: v for k, v in body.items() if k not in _PREFILL_DROP}

@@ -1,6 +1,6 @@
 """Prometheus scraping of vLLM instances, turned into windowed values.
 
-vLLM exposes cumulative counters and histograms (LIVE_VLLM §3). A window's value is the difference
+vLLM exposes cumulative counters and histograms (vLLM's Prometheus ``/metrics``). A window's value is the difference
 of two scrapes: a counter rate from Δvalue, a histogram mean from Δsum/Δcount and a quantile from
 the bucket deltas. An instance that restarted has counters below the previous scrape (or a new
 ``_created`` timestamp); then the window counts from zero (the new process's value is the delta).
@@ -136,7 +136,7 @@ def histogram_window(prev: Snapshot | None, cur: Snapshot, name: str, **labels: 
 
 @dataclass(frozen=True)
 class InstanceMetrics:
-    """What one instance's ``/metrics`` says about a window (LIVE_VLLM §3 names)."""
+    """What one instance's ``/metrics`` says about a window (vLLM's metric names)."""
 
     running: float = 0.0
     waiting: float = 0.0
