@@ -157,8 +157,8 @@ def make_policy(
 ) -> Policy:
     """Build the policy named by ``spec`` for a cluster of ``num_instances``.
 
-    ``static-best`` is not a single policy: the evaluator expands it into ``static:1..N-1``
-    (see ``expand_spec``). Any other existing filesystem path is loaded with the registered
+    ``static-best`` is not a single policy but the splits ``static:1..N-1`` (``expand_spec``); the
+    suite's searches over splits are ``static-oracle`` and ``static-tuned``. Any other existing filesystem path is loaded with the registered
     checkpoint loader (``load_checkpoint``) and paired with Arrow's router (flips disabled).
     """
     from arrow_rl.arrow.router import ArrowRouter
@@ -242,9 +242,9 @@ def _static_mixed(spec: str, num_instances: int, cfg: ArrowConfig, mixed_config:
 
 
 def expand_spec(spec: str, num_instances: int) -> list[str]:
-    """``static-best`` and ``static-best-pd`` → the P/D splits ``static:1 .. static:N-1`` (what
-    ``arrow-rl evaluate`` sweeps one by one); anything else → itself. The suite's ``static-best``
-    also searches splits with a MIXED pool, coarse to fine (``arrow_rl.evaluation.seeded_search``)."""
+    """``static-best`` and ``static-best-pd`` → the P/D splits ``static:1 .. static:N-1``, one policy
+    each; anything else → itself. The suite's split searches (``static-oracle``, ``static-tuned``)
+    also try splits with a MIXED pool, coarse to fine (``arrow_rl.evaluation.seeded_search``)."""
     if spec.strip() in ("static-best", "static-best-pd"):
         return [f"static:{p}" for p in range(1, num_instances)]
     return [spec.strip()]
