@@ -154,10 +154,13 @@ class LiveCluster(Cluster):
                  max_flip_events: int = MAX_FLIP_EVENTS, scrape_wait_s: float = SCRAPE_WAIT_S) -> None:
         self.scrape_wait_s = scrape_wait_s
         self.admin = admin or AdminClient(router_url, token, timeout_s)
+        sent = time.time()
         st = self.admin.state()
         self._t0_mono = time.monotonic()
         self._epoch0 = time.time()
-        self._router_offset = st["now"] - self._epoch0  # router clock − ours (same host: ≈ 0)
+        # router clock − ours (same host: ≈ 0): the router read its clock while the call was in
+        # flight, so compare it with the call's midpoint, not its end (off by half the round trip)
+        self._router_offset = st["now"] - (sent + self._epoch0) / 2
         self._slo = SLO(st["slo"]["ttft_s"], st["slo"]["tpot_s"])
         views = [_view(d) for d in st["instances"]]
         profiles = {int(d["instance_id"]): InstanceProfile(**d["profile"]) for d in st["instances"] if d.get("profile")}
