@@ -102,8 +102,10 @@ def test_arrow_in_env_reproduces_run_policy(spec):
     from arrow_rl.controllers.registry import make_policy
     from arrow_rl.evaluation.runner import run_policy
 
+    # end "terminate" plays run_policy's horizon to the end; "truncate" stops once every request is
+    # decided, with the same attainment (test_truncation_stops_early_with_run_policys_attainment)
     cfg = dict(num_instances=8, teacher=spec,
-               episode={"traces": ["azure-conv"], "duration_s": 30.0, "rate_scale": (28.0, 28.0)})
+               episode={"traces": ["azure-conv"], "duration_s": 30.0, "rate_scale": (28.0, 28.0), "end": "terminate"})
     env = PDClusterEnv(cfg)
     seed = 11
     _, infos = run(env, lambda env, info: info["teacher_action"], options={"start_s": 900.0, "cluster_seed": seed})
