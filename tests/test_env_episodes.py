@@ -136,8 +136,8 @@ def test_flip_cost_reaches_the_backend_and_the_reward():
 
 
 def test_episode_return_matches_the_evaluated_attainment_exactly():
-    """With no shaping, return = ((1 + w_v)·G − w_v·N)/λ on a real emulator episode: the reward
-    counts every offered request once (reset's window included, unfinished ones at the end)."""
+    """With no shaping, return = ((1 + w_v)·G − w_v·N)/λ on a real emulator episode, N the decided
+    requests: the reward counts each once (reset's window included, certain misses at the cut)."""
     w_v = 1.0
     env = PDClusterEnv({**SMALL, "teacher_in_info": False, "episode": {"traces": ["azure-code"], "duration_s": 20.0,
                                                                          "drain_s": 3.0, "rate_scale": (12.0, 12.0)},
@@ -146,5 +146,6 @@ def test_episode_return_matches_the_evaluated_attainment_exactly():
     stats = infos[-1]["episode_stats"]
     lam = env._offered_per_step
     assert stats["offered"] > 50 and 0.0 < stats["slo_attainment"] < 1.0
-    expected = ((1 + w_v) * stats["within_slo"] - w_v * stats["offered"]) / lam
+    decided = stats["offered"] - stats["undecided"]   # truncation charges no request still open
+    expected = ((1 + w_v) * stats["within_slo"] - w_v * decided) / lam
     assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
