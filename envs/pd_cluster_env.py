@@ -131,11 +131,19 @@ class PDClusterEnv(gym.Env):
     last step also ``slo_attainment``, ``goodput``, ``flip_count`` (= ``episode_flips``),
     ``episode_duration_s`` and ``episode_stats`` (all of them plus the episode's description).
 
-    Episode end: ``terminated`` is True on the step that reaches the episode's horizon (or serves
-    its last request), and ``truncated`` is always False. That step's reward already charges every
-    request still unfinished as a miss (``envs.reward``), so nothing of the episode's objective lies
-    beyond it: it is a terminal state, and a learner must not bootstrap a value on top of it (SB3
-    bootstraps on ``truncated``). A time limit added by a wrapper truncates as usual.
+    Warm start (``episode.warmup_s``): ``reset`` first serves the warm-up under
+    ``episode.warmup_controller``; requests arriving in it are served but never rewarded or counted,
+    as the suite's ``count_from_s`` leaves them out (``envs.episode_load`` builds the load, by
+    compression or by the suite's superposition, ``episode.load_mode``).
+
+    Episode end (``episode.end``, ``envs.episode_end``): the horizon is ``run_policy``'s (after it no
+    unfinished request can meet its SLOs), capped at ``drain_s`` after the arrival window.
+    ``truncate`` (default): ``terminated`` once every counted request is decided (served, rejected,
+    or a certain miss by the suite's ``CertainMisses``); ``truncated`` when the horizon comes first,
+    charging only the in-flight requests whose miss is already certain; the rest are undecided,
+    neither charged nor counted in ``slo_attainment``, and a learner bootstraps their value (SB3
+    does on ``TimeLimit.truncated``). ``terminate``: the horizon is terminal and every unfinished
+    request is charged as a miss (``truncated`` always False).
 
     The teacher (``teacher_action``) proposes before the agent acts; after the step it is told
     which flips took effect (``sync_applied``), so its cooldown and sustain counters follow the
