@@ -512,13 +512,12 @@ class PDClusterEnv(gym.Env):
             return self.teacher
         from arrow_rl.controllers.registry import make_policy
 
-        controller = make_policy(spec, self.num_instances, arrow_config=self._arrow_config()).controller
+        policy = make_policy(spec, self.num_instances, arrow_config=self._arrow_config())
+        controller = policy.controller
         if controller is not None:
             controller.reset(self.cluster.info)
-            if getattr(controller, "needs_cluster", False) or hasattr(controller, "bind_cluster"):
-                bind = getattr(controller, "bind_cluster", None)
-                if bind is not None:
-                    bind(self.cluster)
+            if policy.needs_cluster:   # a clairvoyant controller (oracle) plans on clones
+                controller.bind_cluster(self.cluster)
         return controller
 
     def _step_outcomes(self) -> tuple[int, int] | None:
