@@ -119,8 +119,9 @@ class PDClusterEnv(gym.Env):
     Spaces: see ``envs.observation`` (``OBSERVATION_FEATURES``) and ``envs.actions``.
     ``action_masks()`` returns the valid actions (sb3-contrib MaskablePPO duck-typing).
 
-    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve as is, with an optional
-    ``duration_s`` arrival window), or any of ``trace``, ``start_s``, ``rate_scale``,
+    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve, after the warm-up if one
+    is configured, with an optional ``duration_s`` arrival window), or any of ``trace``, ``start_s``
+    (a compressed window only), ``rate_scale`` (the factor itself, also under ``knee_factor``),
     ``cluster_seed``, ``num_instances`` to pin what would otherwise be drawn at random.
 
     ``info`` every step: ``teacher_action`` (the Arrow interval controller's choice in this env's
