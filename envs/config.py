@@ -68,6 +68,18 @@ class EpisodeConfig(_Strict):
     # one policy trains across sizes; the spaces are sized for the largest.
     num_instances: list[int] | None = Field(None, min_length=1)
 
+    @field_validator("warmup_controller")
+    @classmethod
+    def _known_controller(cls, value: str) -> str:
+        """A mistyped warm-up controller fails when the env is made, not at its first ``reset``
+        (a checkpoint path is only checked to exist here; it loads at reset)."""
+        from arrow_rl.controllers.registry import BUILTIN_SPECS, valid_specs_message
+
+        s = value.strip()
+        if s in BUILTIN_SPECS or s.startswith("static:") or (s and Path(s).exists()):
+            return value
+        raise ValueError(f"unknown controller {value!r}; {valid_specs_message()}")
+
     @model_validator(mode="after")
     def _check(self) -> "EpisodeConfig":
         lo, hi = self.rate_scale

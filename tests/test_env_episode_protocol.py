@@ -161,3 +161,14 @@ def test_knee_relative_loads_follow_the_cluster_size():
         knee = estimated_serving_rate(trace, env.config.preset, n, SLO(2.0, 0.1), "azure-conv") / trace.mean_rate
         assert 0.7 <= scales[n] / knee <= 1.3
     assert scales[8] / scales[4] == pytest.approx(2.0)
+
+
+def test_episode_options_are_checked_when_the_env_is_made():
+    from envs.config import EnvConfigError
+
+    with pytest.raises(EnvConfigError, match="warmup_controller"):
+        PDClusterEnv(episode={"warmup_s": 10.0, "warmup_controller": "arow"})
+    with pytest.raises(EnvConfigError, match="knee_factor"):
+        PDClusterEnv(episode={"knee_factor": (1.3, 0.7)})
+    with pytest.raises(EnvConfigError, match="load_mode"):
+        PDClusterEnv(episode={"load_mode": "stretch"})
