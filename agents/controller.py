@@ -70,7 +70,7 @@ class CheckpointController:
         from envs.config import EnvConfig
 
         try:
-            self.env_config = EnvConfig.model_validate(self.metadata["env_config"])
+            self.env_config = EnvConfig.from_saved(self.metadata["env_config"])
         except Exception as exc:
             raise CheckpointError(f"{self._source}/metadata.json: env_config is not valid for this arrow-rl: {exc}") from None
 

@@ -24,15 +24,14 @@ class _Strict(BaseModel):
 
 
 class EpisodeConfig(_Strict):
-    """How an episode's workload is drawn at ``reset``.
+    """How an episode's workload is drawn at ``reset`` and when the episode ends.
 
-    Either a window of a trace (``traces``; random choice, random start, random rate scale) or a
-    synthetic workload (``generator``; a spec for ``arrow_rl.workload.generators``). The episode
-    ends (truncation, never termination) when the cluster has served every request, or at the
-    evaluator's horizon (``run_policy``'s ``last_useful_time``: after it no unfinished request can
-    still meet both SLOs, so stopping cannot change attainment), or ``drain_s`` after the arrival
-    window if that comes first. Requests still unfinished then count as SLO misses, as in the
-    evaluation metric (Arrow §6.1, offered-request denominator).
+    Either a window of a trace (``traces``; random choice, random start, random rate factor) or a
+    synthetic workload (``generator``; a spec for ``arrow_rl.workload.generators``), optionally after
+    a warm-up (``warmup_s``) and at a load relative to the workload's knee (``knee_factor``). The
+    horizon is the evaluator's (``run_policy``'s ``last_useful_time``: after it no unfinished request
+    can still meet both SLOs), or ``drain_s`` after the arrival window if that comes first; ``end``
+    says how the episode stops there (``PDClusterEnv``'s class docstring).
     """
 
     traces: list[str] = Field(default_factory=lambda: ["azure-conv"], min_length=1)
@@ -44,15 +43,50 @@ class EpisodeConfig(_Strict):
     rate_scale: tuple[float, float] = (1.0, 1.0)
     log_uniform_rate_scale: bool = False
     drain_s: float | None = Field(None, ge=0)   # None: no cap beyond the evaluator's horizon
+    # Warm start (the suite's ``count_from_s``): the cluster first serves ``warmup_s`` seconds of the
+    # episode's own load under ``warmup_controller`` (a policy spec; its controller flips), and the
+    # agent's first step comes after that. Requests arriving in the warm-up are served but neither
+    # rewarded nor counted in the attainment, so the empty start does not decide the episode.
+    # 0 (default): start empty, as the shipped checkpoints were trained; the suite uses 120 s.
+    warmup_s: float = Field(0.0, ge=0)
+    warmup_controller: str = "arrow-interval"
+    # How a trace's rate is raised by the episode's factor: "compress" divides timestamps (Arrow §6.1;
+    # a 120 s episode at 16x replays 32 minutes of trace), "superpose" overlays that many copies of the
+    # trace at its own time scale, the last thinned (the suite's protocol,
+    # ``arrow_rl.evaluation.protocol``). Generators: "superpose" generates at the factor's rate.
+    load_mode: Literal["compress", "superpose"] = "compress"
+    # Load around each episode's knee: the factor is f x (quick serving-rate estimate of the workload
+    # on this cluster, ``envs.serving_estimate``) / (the trace's or generator's mean rate), f uniform in
+    # this range (e.g. [0.7, 1.3]). None: the factor is ``rate_scale``.
+    knee_factor: tuple[float, float] | None = None
+    # Episode end (class docstring of PDClusterEnv): "truncate" stops at the horizon with
+    # truncated=True and charges only the in-flight requests that certainly miss their SLOs (the
+    # suite's ``CertainMisses``); terminated=True once every request's outcome is decided.
+    # "terminate": the horizon is terminal and every unfinished request is charged as a miss.
+    end: Literal["truncate", "terminate"] = "truncate"
     # Cluster size drawn uniformly per episode from this list (None: EnvConfig.num_instances), so
     # one policy trains across sizes; the spaces are sized for the largest.
     num_instances: list[int] | None = Field(None, min_length=1)
+
+    @field_validator("warmup_controller")
+    @classmethod
+    def _known_controller(cls, value: str) -> str:
+        """A mistyped warm-up controller fails when the env is made, not at its first ``reset``
+        (a checkpoint path is only checked to exist here; it loads at reset)."""
+        from arrow_rl.controllers.registry import BUILTIN_SPECS, valid_specs_message
+
+        s = value.strip()
+        if s in BUILTIN_SPECS or s.startswith("static:") or (s and Path(s).exists()):
+            return value
+        raise ValueError(f"unknown controller {value!r}; {valid_specs_message()}")
 
     @model_validator(mode="after")
     def _check(self) -> "EpisodeConfig":
         lo, hi = self.rate_scale
         if not (0 < lo <= hi):
             raise ValueError(f"rate_scale must satisfy 0 < low <= high, got {self.rate_scale}")
+        if self.knee_factor is not None and not 0 < self.knee_factor[0] <= self.knee_factor[1]:
+            raise ValueError(f"knee_factor must satisfy 0 < low <= high, got {self.knee_factor}")
         if self.trace_weights is not None:
             if len(self.trace_weights) != len(self.traces):
                 raise ValueError(
@@ -84,6 +118,11 @@ class ActionConfig(_Strict):
     # moves: k = ceil(f * N) per fraction f (our choice: 1/16, 1/8, 1/4 give k = 1, 1, 1 at N = 4 and
     # 2, 4, 8 at N = 32, so a 32-instance cluster can cross a quarter of itself in one step)
     move_fractions: list[float] = Field(default_factory=lambda: [0.0625, 0.125, 0.25], min_length=1)
+    # moves: two fractions with the same k on this cluster are one move (1/16 and 1/8 for N <= 8; all
+    # three for N = 4). True: only the first such action stays valid, the others are masked, and every
+    # label names that first one, so cloning does not tell an equivalent action apart as wrong.
+    # False: all stay valid (how configs saved without this field were trained: ``SAVED_ENV_DEFAULTS``).
+    distinct_moves: bool = True
     # The policy decides on every k-th control step only; in between, the no-op is the one valid
     # action (masked). Our choice, not the paper's: a lookahead teacher that re-plans every 5 s labels
     # the 4 steps between its plans "no-op" whatever the state, and a student trained on those
@@ -344,11 +383,40 @@ class EnvConfig(_Strict):
         return cls.from_dict(data, source=str(path))
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any], source: str = "<saved env config>") -> "EnvConfig":
+        """The env a saved config (a checkpoint's ``env_config``) describes, fields added since it
+        was saved taking the value it was trained with (``SAVED_ENV_DEFAULTS``), not today's default."""
+        return cls.from_dict(with_saved_defaults(data), source=source)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "EnvConfig":
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise EnvConfigError(source, exc) from None
+
+
+# What an env config saved before a field existed was trained with, where that differs from the
+# field's default now (``EnvConfig.from_saved``): a checkpoint records its env, and a field added
+# later must not change that env under it.
+SAVED_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "action": {"distinct_moves": False},
+    "episode": {"end": "terminate"},
+}
+
+
+def with_saved_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a saved env config mapping) with ``SAVED_ENV_DEFAULTS`` filled in where absent."""
+    out = dict(data)
+    for block, fields in SAVED_ENV_DEFAULTS.items():
+        given = out.get(block)
+        if isinstance(given, dict):
+            out[block] = {**fields, **given}
+        elif given is None and block in out:
+            continue
+        else:
+            out[block] = dict(fields)
+    return out
 
 
 class EnvConfigError(ValueError):

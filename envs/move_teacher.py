@@ -46,12 +46,15 @@ class MoveOracleTeacher(CloneTeacher):
 
     @staticmethod
     def _tried_actions(codec: MoveCodec, fractions: list[float] | None) -> list[int]:
-        """The moves it weighs besides the no-op: those of ``fractions`` (None: every fraction)."""
+        """The moves it weighs besides the no-op: those of ``fractions`` (None: every fraction), each
+        under its ``canonical`` action, so a move two fractions share on this cluster is tried once
+        and labelled by the one action the mask leaves."""
         if fractions is not None and not set(fractions) <= set(codec.fractions):
             raise ValueError(f"env config: field 'teacher_config.candidate_fractions'={fractions} must be a subset "
                              f"of action.move_fractions={codec.fractions}")
         keep = set(range(len(codec.fractions))) if fractions is None else {codec.fractions.index(f) for f in fractions}
-        return [a for a in range(1, int(codec.space.n)) if (a - 1) % len(codec.fractions) in keep]
+        tried = [codec.canonical(a) for a in range(1, int(codec.space.n)) if (a - 1) % len(codec.fractions) in keep]
+        return sorted(set(tried))
 
     def reset(self, info: ClusterInfo) -> None:
         super().reset(info)

@@ -15,6 +15,9 @@ Rules (the paper is silent on MIXED; these are ours, docs/design_mixed_role.md):
   the source pool's size *collapses* the disaggregated path (all of P and D go MIXED); M→P or M→D
   from an all-MIXED cluster *opens* one: max(k, 2) instances, one of them to the other role.
 - An action that would move nothing, or break the rules, is masked (and a no-op if taken anyway).
+- Two fractions can round to the same k on a small cluster (1/16 and 1/8 both give k = 1 for
+  N <= 8): with ``distinct_moves`` only the first action of each (pair, k) is valid (``canonical``),
+  so a policy and its teacher's labels see each distinct move once.
 - Flips drain as every flip does (work already admitted finishes where it is, §5.2).
 
 Which instance: Arrow Algorithm 3's cost generalised to three roles (``flip_cost``): prefer an
@@ -88,6 +91,9 @@ class MoveCodec:
         self.fractions = list(config.move_fractions)
         self.ks = [max(1, math.ceil(f * num_instances - 1e-9)) for f in self.fractions]
         self.space = spaces.Discrete(1 + len(PAIRS) * len(self.fractions))
+        self.distinct = bool(getattr(config, "distinct_moves", True))
+        # fraction index -> the first index with the same k (the one label of that move)
+        self._first_of_k = [self.ks.index(k) for k in self.ks]
         self._mask_cache: dict[Counts, np.ndarray] = {}
 
     noop = 0
@@ -107,8 +113,18 @@ class MoveCodec:
         j, i = divmod(a - 1, len(self.fractions))
         return PAIRS[j][0], PAIRS[j][1], self.ks[i]
 
+    def canonical(self, action: int) -> int:
+        """The action that labels ``action``'s move: the first one with the same pair and k when
+        ``distinct_moves`` is on (equivalent actions are masked but for it), else ``action`` itself."""
+        a = int(action)
+        if a == 0 or not self.distinct:
+            return a
+        j, i = divmod(a - 1, len(self.fractions))
+        return 1 + j * len(self.fractions) + self._first_of_k[i]
+
     def action_for(self, source: Role, target: Role, k: int) -> int:
-        """The action moving ``source``→``target`` whose k is closest to ``k`` (ties: the smaller)."""
+        """The action moving ``source``→``target`` whose k is closest to ``k`` (ties: the smaller k,
+        then the first fraction giving it: the ``canonical`` one)."""
         j = PAIRS.index((source, target))
         i = min(range(len(self.ks)), key=lambda i: (abs(self.ks[i] - k), self.ks[i]))
         return 1 + j * len(self.fractions) + i
@@ -118,6 +134,8 @@ class MoveCodec:
         move = self.describe(action)
         if move is None:
             return counts
+        if self.canonical(action) != int(action):   # a duplicate of an earlier action's move
+            return None
         src, dst, k = move
         c = {P: counts[0], D: counts[1], M: counts[2]}
         if src is M:

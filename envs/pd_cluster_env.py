@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +27,8 @@ from arrow_rl.workload.workload import Workload
 from envs.actions import ActionCodec
 from envs.backends import ClusterFactory, emulator_factory
 from envs.config import ENV_TEACHERS, EnvConfig
+from envs.episode_end import EndJudgement, EpisodeOutcomes
+from envs.episode_load import EpisodeLoad, after_warmup, superposed_generator, superposed_trace
 from envs.observation import ObservationBuilder
 from envs.reward import RewardTerms, step_reward
 from envs.teachers import TEACHERS
@@ -117,8 +119,9 @@ class PDClusterEnv(gym.Env):
     Spaces: see ``envs.observation`` (``OBSERVATION_FEATURES``) and ``envs.actions``.
     ``action_masks()`` returns the valid actions (sb3-contrib MaskablePPO duck-typing).
 
-    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve as is, with an optional
-    ``duration_s`` arrival window), or any of ``trace``, ``start_s``, ``rate_scale``,
+    ``reset(options=...)`` accepts ``workload`` (a ``Workload`` to serve, after the warm-up if one
+    is configured, with an optional ``duration_s`` arrival window), or any of ``trace``, ``start_s``
+    (a compressed window only), ``rate_scale`` (the factor itself, also under ``knee_factor``),
     ``cluster_seed``, ``num_instances`` to pin what would otherwise be drawn at random.
 
     ``info`` every step: ``teacher_action`` (the Arrow interval controller's choice in this env's
@@ -129,11 +132,19 @@ class PDClusterEnv(gym.Env):
     last step also ``slo_attainment``, ``goodput``, ``flip_count`` (= ``episode_flips``),
     ``episode_duration_s`` and ``episode_stats`` (all of them plus the episode's description).
 
-    Episode end: ``terminated`` is True on the step that reaches the episode's horizon (or serves
-    its last request), and ``truncated`` is always False. That step's reward already charges every
-    request still unfinished as a miss (``envs.reward``), so nothing of the episode's objective lies
-    beyond it: it is a terminal state, and a learner must not bootstrap a value on top of it (SB3
-    bootstraps on ``truncated``). A time limit added by a wrapper truncates as usual.
+    Warm start (``episode.warmup_s``): ``reset`` first serves the warm-up under
+    ``episode.warmup_controller``; requests arriving in it are served but never rewarded or counted,
+    as the suite's ``count_from_s`` leaves them out (``envs.episode_load`` builds the load, by
+    compression or by the suite's superposition, ``episode.load_mode``).
+
+    Episode end (``episode.end``, ``envs.episode_end``): the horizon is ``run_policy``'s (after it no
+    unfinished request can meet its SLOs), capped at ``drain_s`` after the arrival window.
+    ``truncate`` (default): ``terminated`` once every counted request is decided (served, rejected,
+    or a certain miss by the suite's ``CertainMisses``); ``truncated`` when the horizon comes first,
+    charging only the in-flight requests whose miss is already certain; the rest are undecided,
+    neither charged nor counted in ``slo_attainment``, and a learner bootstraps their value (SB3
+    does on ``TimeLimit.truncated``). ``terminate``: the horizon is terminal and every unfinished
+    request is charged as a miss (``truncated`` always False).
 
     The teacher (``teacher_action``) proposes before the agent acts; after the step it is told
     which flips took effect (``sync_applied``), so its cooldown and sustain counters follow the
@@ -170,9 +181,10 @@ class PDClusterEnv(gym.Env):
         self.num_instances = n
         self.obs_builder, self.codec = make_encoders(self.config, n, self.slo)
 
-    def _draw_workload(self, options: dict, draw: Any = None) -> tuple[Workload, float, dict[str, Any]]:
-        """The episode's workload, the end of its arrival window (s) and a description. ``draw`` (an
-        ``envs.distribution.EpisodeDraw``) supplies a generator spec when it drew one."""
+    def _draw_workload(self, options: dict, draw: Any = None, num_instances: int | None = None) -> EpisodeLoad:
+        """The episode's load (workload, warm-up end, end of the counted arrival window, description).
+        ``draw`` (an ``envs.distribution.EpisodeDraw``) supplies a generator spec when it drew one;
+        ``num_instances`` is the episode's cluster size, which ``episode.knee_factor`` needs."""
         ep = self.config.episode
         if draw is not None and draw.generator is not None and "workload" not in options and "trace" not in options:
             return self._generated(parse_spec(draw.generator), None)
@@ -182,36 +194,58 @@ class PDClusterEnv(gym.Env):
                 raise TypeError(f"reset(options['workload']) must be a Workload, got {type(wl).__name__}")
             end = (_option_number(options, "duration_s") if "duration_s" in options
                    else float(wl.arrival_s[-1]) if len(wl) else 0.0)
-            return wl, end, {"source": wl.name}
-        scale = self._draw_rate_scale(options)
+            return after_warmup(wl, end, ep.warmup_s, {"source": wl.name})
+        scale, relative = self._draw_rate_scale(options)
+        knee = (num_instances, scale) if relative else None
         if ep.generator is not None and "trace" not in options:
             try:
                 spec = parse_spec(ep.generator)
             except Exception as exc:
                 raise ValueError(f"env config: field 'episode.generator': {exc}") from None
-            return self._generated(spec, scale)
-        return self._trace_window(self._draw_trace_name(options), scale, options)
+            return self._generated(spec, scale, knee)
+        return self._trace_window(self._draw_trace_name(options), scale, options, knee)
 
-    def _generated(self, spec: Any, scale: float | None) -> tuple[Workload, float, dict[str, Any]]:
+    def _knee_scale(self, sample: Workload, base_rate: float, knee: tuple[int | None, float], key: str | None) -> float:
+        """The rate factor that puts the episode at ``f`` times its knee: f x the estimated serving
+        rate of ``sample``'s mix on this cluster (``envs.serving_estimate``) / the load's own mean rate."""
+        from envs.serving_estimate import estimated_serving_rate
+
+        n, f = knee
+        rate = estimated_serving_rate(sample, self.config.preset, n or self.num_instances, self.slo, key)
+        return f * rate / base_rate
+
+    def _generated(self, spec: Any, scale: float | None, knee: tuple[int | None, float] | None = None) -> EpisodeLoad:
         """A workload from generator ``spec`` (seeded from the env's RNG), its arrivals ``scale`` times
-        as fast (None: as generated, and the description names no scale)."""
+        as fast (None: as generated, and the description names no scale), after the warm-up."""
+        from arrow_rl.evaluation.protocol import generator_mean_rate
+
+        ep = self.config.episode
         seed = int(self.np_random.integers(2**31 - 1))
-        base = generate(spec, seed)
+        base = generate(spec, seed) if knee is not None or ep.load_mode == "compress" else None
+        if knee is not None:
+            scale = self._knee_scale(base, generator_mean_rate(spec), knee, None)
+        if ep.load_mode == "superpose":
+            return superposed_generator(spec, scale, seed, ep.warmup_s)
+        desc: dict[str, Any] = {"source": f"generator:{spec.kind}", "seed": seed}
         if scale is None:
-            return base, float(spec.horizon_s), {"source": f"generator:{spec.kind}", "seed": seed}
+            return after_warmup(base, float(spec.horizon_s), ep.warmup_s, desc)
         wl = base.scaled(scale) if scale != 1.0 else base
         span = spec.horizon_s  # the generator's arrival window
-        return wl, float(span) / scale, {"source": f"generator:{spec.kind}", "seed": seed, "rate_scale": scale}
+        return after_warmup(wl, float(span) / scale, ep.warmup_s, {**desc, "rate_scale": scale})
 
-    def _draw_rate_scale(self, options: dict) -> float:
-        """The episode's rate scale: ``options['rate_scale']``, else drawn from ``episode.rate_scale``."""
+    def _draw_rate_scale(self, options: dict) -> tuple[float, bool]:
+        """The episode's rate factor and whether it is relative to the knee: ``options['rate_scale']``,
+        else ``f`` drawn from ``episode.knee_factor`` (relative), else drawn from ``episode.rate_scale``."""
         ep = self.config.episode
-        lo, hi = ep.rate_scale
         if "rate_scale" in options:
-            return _option_number(options, "rate_scale", positive=True)
+            return _option_number(options, "rate_scale", positive=True), False
+        if ep.knee_factor is not None:
+            lo, hi = ep.knee_factor
+            return (float(self.np_random.uniform(lo, hi)) if hi > lo else lo), True
+        lo, hi = ep.rate_scale
         if ep.log_uniform_rate_scale:
-            return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))
-        return float(self.np_random.uniform(lo, hi)) if hi > lo else lo
+            return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi)))), False
+        return (float(self.np_random.uniform(lo, hi)) if hi > lo else lo), False
 
     def _draw_trace_name(self, options: dict) -> str:
         """``options['trace']``, else one of ``episode.traces`` (by ``trace_weights``)."""
@@ -225,11 +259,22 @@ class PDClusterEnv(gym.Env):
         w = np.asarray(ep.trace_weights if ep.trace_weights is not None else [1.0] * len(ep.traces), dtype=float)
         return ep.traces[int(self.np_random.choice(len(ep.traces), p=w / w.sum()))]
 
-    def _trace_window(self, name: str, scale: float, options: dict) -> tuple[Workload, float, dict[str, Any]]:
-        """``episode.duration_s`` of trace ``name`` at ``scale`` times its rate: the window starts at
-        ``options['start_s']``, else at random (``episode.random_start``), else at ``episode.start_s``."""
+    def _trace_window(self, name: str, scale: float, options: dict,
+                      knee: tuple[int | None, float] | None = None) -> EpisodeLoad:
+        """``episode.duration_s`` of trace ``name`` at ``scale`` times its rate, after the warm-up.
+        ``superpose``: the suite's copies at seeded offsets. ``compress``: one window, timestamps divided
+        by ``scale``, starting at ``options['start_s']``, else at random (``episode.random_start``),
+        else at ``episode.start_s``."""
         ep = self.config.episode
         trace = load_trace_cached(name)
+        if knee is not None:
+            scale = self._knee_scale(trace, trace.mean_rate, knee, name)
+        if ep.load_mode == "superpose":
+            if "start_s" in options:
+                raise ValueError("reset(options['start_s']) pins a compressed window; with episode.load_mode "
+                                 "'superpose' the copies' offsets come from the reset seed")
+            seed = int(self.np_random.integers(2**31 - 1))
+            return superposed_trace(trace, name, scale, seed, ep.duration_s, ep.warmup_s)
         span = ep.duration_s * scale                       # trace seconds that become duration_s
         latest = max(float(trace.arrival_s[-1]) - span, 0.0)
         if "start_s" in options:
@@ -246,7 +291,7 @@ class PDClusterEnv(gym.Env):
         wl = trace.window(start, start + span)
         if scale != 1.0:
             wl = wl.scaled(scale)
-        return wl, ep.duration_s, {"source": name, "start_s": start, "rate_scale": scale}
+        return after_warmup(wl, ep.duration_s, ep.warmup_s, {"source": name, "start_s": start, "rate_scale": scale})
 
     def _arrow_config(self):
         from arrow_rl.arrow import ArrowConfig
@@ -298,8 +343,10 @@ class PDClusterEnv(gym.Env):
         cfg, num_prefill = self._initial_split(cfg, policy, split)
         cluster_seed = self._build_cluster(cfg, policy, num_prefill, options)
         self._start_episode(cfg, desc, cluster_seed)
+        self._warm_up(cfg)
         window = self._advance()  # run_policy: advance first, then act
-        self._reset_terms = step_reward(window, 0, self._offered_per_step, cfg.reward)
+        self._reset_terms = step_reward(window, 0, self._offered_per_step, cfg.reward,
+                                        outcomes=self._step_outcomes())
         obs, info = self._observe(window)
         info["episode_desc"] = self._episode_desc
         return obs, info
@@ -329,22 +376,31 @@ class PDClusterEnv(gym.Env):
             if "workload" not in options and draw.trace is not None:
                 options.setdefault("trace", draw.trace)
                 options.setdefault("rate_scale", draw.trace_rate_scale)
-            self.workload, self._arrival_end_s, desc = self._draw_workload(options, draw)
-            desc.update(draw.describe())
+            self._load = self._draw_workload(options, draw, n)
+            desc = {**self._load.desc, **draw.describe()}
         else:
-            self.workload, self._arrival_end_s, desc = self._draw_workload(options)
-            if pinned_n is not None:
-                n = pinned_n
-            elif len(sizes) > 1:  # drawn only when there is a choice, so other configs keep their RNG stream
-                n = sizes[int(self.np_random.integers(len(sizes)))]
-            else:
-                n = sizes[0]
+            # knee-relative loads need the size first; otherwise the size is drawn after the workload,
+            # so that configs without knee_factor keep their RNG stream
+            n = self._draw_size(sizes, pinned_n) if cfg.episode.knee_factor is not None else None
+            self._load = self._draw_workload(options, num_instances=n)
+            desc = dict(self._load.desc)
+            if n is None:
+                n = self._draw_size(sizes, pinned_n)
+        self.workload = self._load.workload
         if n != self.num_instances or draw is not None:
             self._use_size(n)
         if n != cfg.num_instances:
             cfg = cfg.model_copy(update={"num_instances": n})
         self._episode_config = cfg
         return cfg, split, desc
+
+    def _draw_size(self, sizes: list[int], pinned: int | None) -> int:
+        """The episode's cluster size: pinned by ``reset`` options, else drawn from ``sizes``."""
+        if pinned is not None:
+            return pinned
+        if len(sizes) > 1:  # drawn only when there is a choice, so other configs keep their RNG stream
+            return sizes[int(self.np_random.integers(len(sizes)))]
+        return sizes[0]
 
     def _episode_policy(self, cfg: EnvConfig) -> Any:
         """The episode's teacher policy (its router serves the requests), checked against the env."""
@@ -404,14 +460,20 @@ class PDClusterEnv(gym.Env):
 
         assert self.cluster is not None and self.workload is not None
         self._profiles = default_profiles(self.cluster.info)
-        n_steps = max(1, math.ceil(self._arrival_end_s / cfg.control_interval_s - 1e-9))
-        self._offered_per_step = len(self.workload) / n_steps
+        self._count_from_s = self._load.count_from_s
+        self._arrival_end_s = self._load.arrival_end_s
+        self._outcomes = EpisodeOutcomes(self.workload, self.slo, self._count_from_s, cfg.episode.end)
+        counted_span = self._arrival_end_s - self._count_from_s
+        n_steps = max(1, math.ceil(counted_span / cfg.control_interval_s - 1e-9))
+        self._offered_per_step = self._outcomes.counted / n_steps
         # Episode end = run_policy's horizon (nothing can change attainment after it), capped by drain_s.
         self._end_s = last_useful_time(self.workload, self.slo)
         if cfg.episode.drain_s is not None:
             self._end_s = min(self._end_s, self._arrival_end_s + cfg.episode.drain_s)
-        self._episode_desc = {**desc, "requests": len(self.workload), "cluster_seed": cluster_seed,
+        self._episode_desc = {**desc, "requests": self._outcomes.counted, "cluster_seed": cluster_seed,
                               "num_instances": self.num_instances}
+        if self._count_from_s > 0:
+            self._episode_desc.update(warmup_s=self._count_from_s, warmup_requests=self._outcomes.first)
         self._steps = 0
         self._flip_count = 0
         self._return = 0.0
@@ -423,6 +485,47 @@ class PDClusterEnv(gym.Env):
 
             self.obs_builder.set_profile(reference_profile(self._profiles))
         self._timeline = {k: [] for k in ("t", "num_prefill", "ttft_p90", "tpot_mean", "itl_mean", "arrivals")}
+
+    def _warm_up(self, cfg: EnvConfig) -> None:
+        """Serve the warm-up (``episode.warmup_s``) before the agent's first step, as the suite does
+        before it counts: the episode's router serves, ``episode.warmup_controller`` flips, and each
+        window enters the observation history, so the first observation is of a running cluster."""
+        until = self._count_from_s
+        if until <= 0:
+            return
+        assert self.cluster is not None
+        controller = self._warmup_controller(cfg)
+        dt = cfg.control_interval_s
+        while not self.cluster.done and self.cluster.now < until - 1e-9:
+            window = self.cluster.advance(min(dt, until - self.cluster.now))
+            state = ControlState(self.cluster.now, window, tuple(self.cluster.instances()))
+            self.obs_builder.build(state)
+            if controller is not None and not self.cluster.done:
+                for f in controller.act(state):
+                    self.cluster.flip(f.instance_id, f.role)
+
+    def _warmup_controller(self, cfg: EnvConfig) -> Any:
+        """The controller that flips during the warm-up: the episode's teacher when it is that same
+        policy (its counters then run on from the warm-up), else a fresh one."""
+        spec = cfg.episode.warmup_controller
+        if self.teacher is not None and cfg.teacher == spec and hasattr(self.teacher, "act") \
+                and not hasattr(self.teacher, "choose"):
+            return self.teacher
+        from arrow_rl.controllers.registry import make_policy
+
+        policy = make_policy(spec, self.num_instances, arrow_config=self._arrow_config())
+        controller = policy.controller
+        if controller is not None:
+            controller.reset(self.cluster.info)
+            if policy.needs_cluster:   # a clairvoyant controller (oracle) plans on clones
+                controller.bind_cluster(self.cluster)
+        return controller
+
+    def _step_outcomes(self) -> tuple[int, int] | None:
+        """(good, bad) counted requests that ended since the last step; None without a warm-up, where
+        every request counts and the window's own counts are the same (``envs.reward``)."""
+        counts = self._outcomes.step_counts(self.cluster)
+        return counts if self._count_from_s > 0 else None
 
     def _observe(self, window: MetricsWindow) -> tuple[Any, dict[str, Any]]:
         assert self.cluster is not None
@@ -513,10 +616,10 @@ class PDClusterEnv(gym.Env):
         self._flip_count += len(flips)
         window = self._advance()
         self._steps += 1
-        terminated = bool(self.cluster.done or self.cluster.now >= self._end_s - 1e-9)
-        records = self.cluster.completed() if terminated else ()
-        unfinished = len(self.workload) - sum(1 for r in records if r.finished or r.rejected) if terminated else 0
-        terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward, unfinished_at_end=unfinished)
+        outcomes = self._step_outcomes()
+        judged = self._outcomes.judge(self.cluster, at_horizon=self.cluster.now >= self._end_s - 1e-9)
+        terms = step_reward(window, len(flips), self._offered_per_step, cfg.reward,
+                            unfinished_at_end=judged.charged_at_end, outcomes=outcomes)
         if self._reset_terms is not None:
             # The window reset() advanced has no step of its own; its requests count in the first step,
             # so that every offered request is rewarded exactly once (see envs.reward).
@@ -527,25 +630,29 @@ class PDClusterEnv(gym.Env):
         self._return += terms.reward
         obs, info = self._observe(window)
         info.update(invalid_action=invalid, applied_flips=flips, reward_terms=terms)
-        if terminated:
+        if judged.terminated or judged.truncated:
             self._done = True
-            stats = self._episode_stats(records, unfinished)
+            stats = self._episode_stats(judged)
             info.update(slo_attainment=stats["slo_attainment"], goodput=stats["goodput"],
                         flip_count=stats["flip_count"], episode_flips=stats["flip_count"],
                         episode_duration_s=stats["duration_s"], episode_stats=stats)
-        return obs, terms.reward, terminated, False, info
+        return obs, terms.reward, judged.terminated, judged.truncated, info
 
-    def _episode_stats(self, records: Sequence, unfinished: int) -> dict[str, Any]:
-        offered = len(self.workload)
-        good = sum(1 for r in records if r.meets(self.slo))
+    def _episode_stats(self, judged: EndJudgement) -> dict[str, Any]:
+        books = self._outcomes
+        good = books.good
+        span = self._arrival_end_s - self._count_from_s
         minutes = max(self.cluster.now, 1e-9) / 60.0
         return {
             **self._episode_desc,
-            "offered": offered,
+            "offered": books.counted,
             "within_slo": good,
-            "unfinished": unfinished,
-            "slo_attainment": good / offered if offered else 1.0,
-            "goodput": good / self._arrival_end_s if self._arrival_end_s > 0 else 0.0,
+            "unfinished": books.counted - books.ended,
+            "charged_at_end": judged.charged_at_end,
+            "undecided": judged.undecided,
+            "truncated": judged.truncated,
+            "slo_attainment": books.attainment(judged),
+            "goodput": good / span if span > 0 else 0.0,
             "flip_count": self._flip_count,
             "flips_per_min": self._flip_count / minutes,
             "duration_s": self.cluster.now,

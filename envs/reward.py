@@ -4,11 +4,15 @@ Per step (one control interval)::
 
     r_t = ( good_t − w_v · bad_t − w_p · pending_t ) / λ  −  w_f · flips_t
 
-- ``good_t``: requests that finished during the step within *both* SLOs (Arrow §6.1).
-- ``bad_t``: requests that ended during the step without meeting them (finished late or rejected).
-  At the end of the episode every request still unfinished is added to ``bad`` of the last step,
-  because the evaluation counts unfinished requests as misses (offered-request denominator).
+- ``good_t``: counted requests that finished during the step within *both* SLOs (Arrow §6.1).
+- ``bad_t``: counted requests that ended during the step without meeting them (finished late or
+  rejected). At the end of the episode the unfinished counted requests the end rule charges are
+  added to ``bad`` of the last step (``envs.episode_end``): under ``episode.end: truncate`` those
+  whose miss is already certain, under ``terminate`` all of them (offered-request denominator).
   The interval that ``reset`` advances has no step of its own; its counts go to the first step.
+- Counted: arriving after the warm-up (``episode.warmup_s``; the suite's ``count_from_s``). Without
+  a warm-up every request counts and the window's counts are used; with one, the env's books
+  (``EpisodeOutcomes``) pass the counted requests' outcomes in ``outcomes``.
 - ``pending_t``: queued requests whose predicted TTFT already exceeds the SLO
   (``MetricsWindow.pending_predicted_ttft_misses``). They are lost already, but would only show up
   in ``bad`` when they finish, possibly many steps later; penalising them while they wait gives the
@@ -33,8 +37,9 @@ What is aligned and what the shaping changes, exactly:
   which attainment does not value. It buys an earlier signal for the step whose split built the
   backlog; evaluation (``arrow-rl evaluate``, the suite) judges attainment alone.
 - ``w_f > 0`` charges each flip; it changes the objective by design (fewer flips at equal goodput).
-- The episode ends ``terminated`` (the last step carries the unfinished requests' charge), so no
-  value is bootstrapped past it.
+- Under ``truncate`` the episode that reaches its horizon with undecided requests ends
+  ``truncated``: their outcomes lie beyond it, and a learner bootstraps a value for them (SB3 does
+  on ``TimeLimit.truncated``). It ends ``terminated`` once every counted request is decided.
 """
 
 from __future__ import annotations
@@ -56,10 +61,15 @@ class RewardTerms:
 
 
 def step_reward(window: MetricsWindow, flips: int, offered_per_step: float, config: RewardConfig,
-                unfinished_at_end: int = 0) -> RewardTerms:
-    """Reward of one step from the window's counts (see the module docstring)."""
-    good = window.finished_within_slo
-    bad = (window.finished - window.finished_within_slo) + window.rejected + unfinished_at_end
+                unfinished_at_end: int = 0, outcomes: tuple[int, int] | None = None) -> RewardTerms:
+    """Reward of one step from the window's counts, or from ``outcomes`` = (good, bad) counted
+    requests when a warm-up leaves some requests uncounted (see the module docstring)."""
+    if outcomes is None:
+        good = window.finished_within_slo
+        bad = (window.finished - window.finished_within_slo) + window.rejected
+    else:
+        good, bad = outcomes
+    bad += unfinished_at_end
     pending = window.pending_predicted_ttft_misses
     norm = max(offered_per_step, 1e-6)
     r = (good - config.violation_penalty * bad - config.pending_miss_penalty * pending) / norm

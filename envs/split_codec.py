@@ -76,6 +76,11 @@ class SplitCodec(MoveCodec):
         """Split actions are not moves (see ``target_of``)."""
         return None
 
+    def canonical(self, action: int) -> int:
+        """Every split action labels itself (moves' fraction duplicates do not arise here; lattice
+        points that round to one split on a small cluster are a separate matter)."""
+        return int(action)
+
     def target_of(self, action: int) -> Counts | None:
         """The (P, D, M) split action ``action`` names on this cluster (None: hold, or unreachable)."""
         a = int(action)

@@ -9,6 +9,7 @@ from agents import DEFAULT_CHECKPOINT, load_controller
 from agents.checkpoint import read_metadata
 from arrow_rl.cluster.base import Flip, Role
 from envs import PDClusterEnv
+from envs.config import with_saved_defaults
 
 
 def test_default_checkpoint_is_small_and_described():
@@ -28,9 +29,11 @@ def test_default_checkpoint_is_small_and_described():
 @pytest.mark.parametrize("n,mixed", [(4, 0), (8, 2), (32, 8)])
 def test_default_checkpoint_controls_every_size_it_was_trained_for(n, mixed):
     meta = read_metadata(DEFAULT_CHECKPOINT)
-    env = PDClusterEnv({**meta["env_config"], "teacher": None, "distribution": None, "num_instances": n,
+    # the env it was trained in: fields added since it was saved take the values it was trained with
+    env = PDClusterEnv(with_saved_defaults({**meta["env_config"], "teacher": None, "distribution": None, "num_instances": n,
                         "emulator": {"num_mixed": mixed},
-                        "episode": {"traces": ["azure-conv"], "duration_s": 12, "drain_s": 2, "rate_scale": [n / 2, n / 2]}})
+                        "episode": {"traces": ["azure-conv"], "duration_s": 12, "drain_s": 2, "rate_scale": [n / 2, n / 2]}}))
+    assert not env.config.action.distinct_moves and env.config.episode.end == "terminate"
     env.reset(seed=0)
     controller = load_controller(DEFAULT_CHECKPOINT)
     controller.reset(env.cluster.info)

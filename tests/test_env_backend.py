@@ -105,9 +105,9 @@ def test_flips_are_applied_before_the_interval_is_advanced():
     assert e.cluster.now == pytest.approx(t0 + 1.0)
 
 
-def test_episode_terminates_at_the_window_end_and_never_truncates():
-    # The last step charges every unfinished request as a miss: a terminal state, on which SB3 must
-    # not bootstrap (it would on truncated).
+def test_episode_terminates_once_its_workload_is_served():
+    # Every request is served by the window end: nothing is left to decide, a terminal state, on
+    # which SB3 must not bootstrap (it would on truncated).
     e = env()
     e.reset(seed=0, options={"workload": workload(), "duration_s": 10.0})
     steps, term = 0, False

@@ -102,8 +102,10 @@ def test_arrow_in_env_reproduces_run_policy(spec):
     from arrow_rl.controllers.registry import make_policy
     from arrow_rl.evaluation.runner import run_policy
 
+    # end "terminate" plays run_policy's horizon to the end; "truncate" stops once every request is
+    # decided, with the same attainment (test_truncation_stops_early_with_run_policys_attainment)
     cfg = dict(num_instances=8, teacher=spec,
-               episode={"traces": ["azure-conv"], "duration_s": 30.0, "rate_scale": (28.0, 28.0)})
+               episode={"traces": ["azure-conv"], "duration_s": 30.0, "rate_scale": (28.0, 28.0), "end": "terminate"})
     env = PDClusterEnv(cfg)
     seed = 11
     _, infos = run(env, lambda env, info: info["teacher_action"], options={"start_s": 900.0, "cluster_seed": seed})
@@ -134,8 +136,8 @@ def test_flip_cost_reaches_the_backend_and_the_reward():
 
 
 def test_episode_return_matches_the_evaluated_attainment_exactly():
-    """With no shaping, return = ((1 + w_v)·G − w_v·N)/λ on a real emulator episode: the reward
-    counts every offered request once (reset's window included, unfinished ones at the end)."""
+    """With no shaping, return = ((1 + w_v)·G − w_v·N)/λ on a real emulator episode, N the decided
+    requests: the reward counts each once (reset's window included, certain misses at the cut)."""
     w_v = 1.0
     env = PDClusterEnv({**SMALL, "teacher_in_info": False, "episode": {"traces": ["azure-code"], "duration_s": 20.0,
                                                                          "drain_s": 3.0, "rate_scale": (12.0, 12.0)},
@@ -144,5 +146,6 @@ def test_episode_return_matches_the_evaluated_attainment_exactly():
     stats = infos[-1]["episode_stats"]
     lam = env._offered_per_step
     assert stats["offered"] > 50 and 0.0 < stats["slo_attainment"] < 1.0
-    expected = ((1 + w_v) * stats["within_slo"] - w_v * stats["offered"]) / lam
+    decided = stats["offered"] - stats["undecided"]   # truncation charges no request still open
+    expected = ((1 + w_v) * stats["within_slo"] - w_v * decided) / lam
     assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)

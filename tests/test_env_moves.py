@@ -154,3 +154,45 @@ def test_invalid_fractions_are_refused():
 
 def test_pairs_are_the_six_ordered_role_pairs():
     assert set(PAIRS) == {(a, b) for a, b in itertools.permutations((P, D, M), 2)}
+
+
+@pytest.mark.parametrize("n,valid_per_pair", [(4, 1), (8, 2), (32, 3)])
+def test_fractions_that_round_to_the_same_k_are_one_move_and_only_its_first_action_is_valid(n, valid_per_pair):
+    """1/16 and 1/8 are the same move for N <= 8 (all three fractions for N = 4): the duplicates are
+    masked in every split, and labels name the first action of each move."""
+    codec = MoveCodec(ActionConfig(kind="moves"), n)
+    F = len(codec.fractions)
+    for counts in all_splits(n):
+        if not codec.valid_split(counts):
+            continue
+        mask = codec.masks_counts(counts)
+        for j in range(len(PAIRS)):
+            kept = [i for i in range(F) if mask[1 + j * F + i]]
+            assert len(kept) <= valid_per_pair
+            assert len({codec.ks[i] for i in kept}) == len(kept)   # no two valid actions are the same move
+    for a in range(1, codec.space.n):
+        src, dst, k = codec.describe(a)
+        assert codec.action_for(src, dst, k) == codec.canonical(a)
+        assert codec.describe(codec.canonical(a)) == (src, dst, k)
+    assert sum(codec.canonical(a) == a for a in range(1, codec.space.n)) == len(PAIRS) * valid_per_pair
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_teacher_flips_are_encoded_to_the_canonical_action(n):
+    codec = MoveCodec(ActionConfig(kind="moves"), n)
+    views = views_for((n // 2, n // 2, 0))
+    a = codec.encode([Flip(0, D)], views)
+    assert a == codec.canonical(a) == codec.action_for(P, D, 1) == 1
+    assert codec.masks_for(views)[a]
+
+
+def test_distinct_moves_off_keeps_every_duplicate_valid_as_saved_configs_were_trained():
+    from envs.config import EnvConfig
+
+    codec = MoveCodec(ActionConfig(kind="moves", distinct_moves=False), 4)
+    assert codec.masks_counts((2, 2, 0))[1:4].all()            # P->D at 1/16, 1/8, 1/4: all k = 1
+    assert [codec.canonical(a) for a in (1, 2, 3)] == [1, 2, 3]
+    saved = {"action": {"kind": "moves"}, "observation": {"kind": "pools"}}
+    assert EnvConfig.from_saved(saved).action.distinct_moves is False
+    assert EnvConfig.from_saved(saved).episode.end == "terminate"
+    assert EnvConfig.from_dict(saved).action.distinct_moves is True

@@ -139,3 +139,16 @@ def test_hard_labels_are_bit_identical_to_the_torch_recipe_the_shipped_checkpoin
     smooth = torch.where(n_others > 0, others / n_others.clamp(min=1.0), torch.zeros_like(others))
     eps = torch.where(n_others > 0, torch.full_like(n_others, 0.1), torch.zeros_like(n_others))
     np.testing.assert_array_equal(ours, ((1.0 - eps) * target + eps * smooth).numpy())
+
+
+def test_the_oracle_scores_and_labels_each_distinct_move_once():
+    """On 4 instances the three fractions are one move per pair: the teacher tries it once, under
+    the one action the mask leaves, so neither its label nor its soft label names a masked twin."""
+    env = PDClusterEnv({**SMALL, "num_instances": 4, "teacher_config": {"lookahead_s": 5.0}})
+    _obs, info = env.reset(seed=0)
+    tried = np.flatnonzero(np.isfinite(info["teacher_scores"]))
+    assert tried.size > 1 and all(info["action_mask"][a] for a in tried)
+    assert info["action_mask"][info["teacher_action"]]
+    codec = env.codec
+    assert all(codec.canonical(int(a)) == a for a in tried)
+    assert not info["action_mask"][2] and not info["action_mask"][3]   # P->D at 1/8 and 1/4 = P->D at 1/16

@@ -171,6 +171,7 @@ class CertainMisses:
         self._next_deadline = 0
         self.ended_counted = 0
         self._ended_missed = 0
+        self._doomed_ended = 0                              # doomed, then ended (counted once, as doomed)
 
     def update(self, cluster: Cluster) -> int:
         """Certain misses as of ``cluster.now``."""
@@ -180,7 +181,9 @@ class CertainMisses:
             self._ended[rid] = True
             if rid >= self.first:
                 self.ended_counted += 1
-                if rid not in self._doomed and not meets_slo(r, self._slo):
+                if rid in self._doomed:
+                    self._doomed_ended += 1
+                elif not meets_slo(r, self._slo):
                     self._ended_missed += 1
         now = cluster.now
         due, n = self._ttft_due, len(self._ttft_due)
@@ -196,6 +199,15 @@ class CertainMisses:
                 self._doomed.add(rid)
             self._next_deadline += 1
         return self._ended_missed + len(self._doomed)
+
+    def unended_misses(self) -> int:
+        """Counted requests not ended yet whose miss is certain, as of the last ``update``."""
+        return len(self._doomed) - self._doomed_ended
+
+    def undecided(self) -> int:
+        """Counted requests whose outcome is still open as of the last ``update``: not ended and
+        not a certain miss (a run stopped now could still see each of them meet its SLOs)."""
+        return self.counted - self.ended_counted - self.unended_misses()
 
     def hopeless(self, cluster: Cluster) -> bool:
         return self.counted > 0 and self.update(cluster) > self.allowed
