@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from arrow_rl.cluster.base import (
 )
 from arrow_rl.cluster.emulator import fastpath
 from arrow_rl.cluster.emulator.audit import audit_state
+from arrow_rl.cluster.emulator.batch_log import BatchLogEntry
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
 from arrow_rl.cluster.emulator.events import (
@@ -111,6 +112,10 @@ class EmulatedCluster(Cluster):
     """
 
     audit_every_event = False   # tests: run ``audit()`` after every event (slow)
+    # Opt-in record of every planned batch (tests/test_vllm_scheduler_conformance.py diffs it against
+    # vLLM's own scheduler): set to a list and each planned iteration appends a ``BatchLogEntry``; a
+    # closed-form decode run appends one entry with ``iterations`` > 1. ``None`` costs one check per batch.
+    batch_log: list[BatchLogEntry] | None = None
 
     def __init__(self, workload: Workload, config: EmulatorConfig, router=None, seed: int = 0,
                  preset: Preset | None = None, profile: InstanceProfile | None = None) -> None:
@@ -369,6 +374,8 @@ class EmulatedCluster(Cluster):
         d["_deciding"] = False   # cloned by a router mid-decision: the clone hands out plain views
         d["router"] = copy.deepcopy(self.router)
         d["rng"] = copy.deepcopy(self.rng)
+        if "batch_log" in d:   # the clone's batches are its own
+            d["batch_log"] = list(d["batch_log"]) if d["batch_log"] is not None else None
         new.__dict__.update(d)
         return new
 
@@ -668,6 +675,8 @@ class EmulatedCluster(Cluster):
         inst.plan_iterations = 1
         inst.plan_end = t + dur
         self._events.push(inst.plan_end, ITERATION_END, inst.id, inst.plan_version)
+        if self.batch_log is not None:
+            self._log_batch(inst, t, chunks, 1)
 
     def _start_run(self, inst: InstanceState, t: float, n: int, it: int, k: int) -> None:
         """Plan ``k`` decode-only iterations of the decode set (``n`` sequences, ``it`` iterations
@@ -690,6 +699,16 @@ class EmulatedCluster(Cluster):
         seq = ev.seq + 1
         ev.seq = seq
         heapq.heappush(ev.heap, (end, ITERATION_END, seq, inst.id, inst.plan_version))
+        if self.batch_log is not None:
+            self._log_batch(inst, t, (), k)
+
+    def _log_batch(self, inst: InstanceState, t: float, chunks: Sequence[tuple[int, int]], iterations: int) -> None:
+        """Append the batch just planned on ``inst`` to ``batch_log``: one token per decode
+        sequence, then the prompt chunks."""
+        state = self.requests.state
+        tokens = {rid: 1 for rid in inst.running if state[rid] == DECODING}
+        tokens.update(chunks)
+        self.batch_log.append(BatchLogEntry(inst.id, t, tokens, iterations))
 
     def _apply(self, inst: InstanceState, plan: BatchPlan, t: float) -> None:
         """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
