@@ -188,7 +188,9 @@ class PrefixPlanView:
         ``budget`` tokens: look its prefix up (vLLM ``get_computed_blocks``: at most prompt − 1 tokens
         hit, so one token is always computed). Returns ``(hit blocks, tokens to compute, free blocks it
         uses)`` (its new blocks and the hit blocks no one holds: those leave the free queue), or None
-        if its first chunk does not fit."""
+        if its whole sequence would not fit (vLLM ``scheduler_reserve_full_isl``, on by default:
+        ``KVCacheManager.allocate_slots(full_sequence_must_fit=True)`` admits a prompt only if the
+        free blocks hold all of it, not just its first chunk)."""
         inst = self.inst
         bs = inst.block_size
         keys = self.kv.block_keys(rid)
@@ -201,9 +203,9 @@ class PrefixPlanView:
             h = touched = 0
         hit = h * bs
         c = min(total - hit, budget)
-        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
-        if add + touched > free:
+        if -(-total // bs) - h + touched > free:
             return None
+        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
         delta = self.ref_delta
         for k in keys[:h]:
             delta[k] = delta.get(k, 0) + 1

@@ -9,7 +9,8 @@ At every iteration boundary an instance forms its next batch the way vLLM v1's
    ``max_num_batched_tokens`` lasts;
 3. if their KV does not fit, the exact allocation loop runs: a request that cannot get its blocks
    preempts the newest running request (recompute) until it fits or is preempted itself;
-4. waiting prompts are admitted FCFS while tokens, sequence slots and KV blocks last: none in a step
+4. waiting prompts are admitted FCFS while tokens, sequence slots and KV blocks for the whole
+   sequence last (vLLM's ``scheduler_reserve_full_isl``, not just the first chunk): none in a step
    that preempted, none during a flip delay; a never-started prompt whose client gave up
    (``client_timeout_s``) is dropped instead;
 5. decode legs queued for KV room start pulling their KV, FCFS, while it fits.
@@ -185,11 +186,11 @@ class BatchScheduler:
                 free -= used
                 hits.append(h)
             else:
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                if add > free:
+                total = n_in[rid] + gen[rid]
+                if -(-total // bs) - blk[rid] > free:   # the whole sequence must fit (kv_cache.admission)
                     break
-                free -= add
+                c = min(total - comp[rid], budget)
+                free -= -(-(comp[rid] + c) // bs) - blk[rid]
                 if hits is not None:
                     hits.append(0)
             chunks.append((rid, c))
