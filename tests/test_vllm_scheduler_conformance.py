@@ -136,3 +136,44 @@ def test_prefix_cache_eviction_under_kv_pressure(model_dir):
              ([30, 31, 32, 33], 3), (shared + [3], 3)]
     trace = assert_same_steps(model_dir, specs, seqs=1, tokens=128, blocks=12, prefix=True)
     assert trace.prefix_hit_tokens["3"] == 0 and trace.prefix_hit_tokens["5"] == 64   # evicted, then kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote KV: vLLM's rules for a decode leg whose prompt KV is pulled (NIXL connector), which the
+# emulator's planner follows (tests/test_emulator_batch_order.py pins the emulator's side).
+
+def _remote_trace(model_dir: Path, stream, *, tokens: int, blocks: int, prefix: bool = False, pull_steps: int = 0):
+    sched = vs.make_scheduler(model_dir, max_num_seqs=8, max_num_batched_tokens=tokens, num_blocks=blocks,
+                              enable_prefix_caching=prefix, remote_kv=True)
+    return vs.run_stream(sched, stream, pull_steps=pull_steps)
+
+
+def _prompt(block_ids: list[int]) -> tuple[int, ...]:
+    return tuple(t for b in block_ids for t in [b + 1] * BS)
+
+
+def test_vllm_landed_kv_joins_after_the_running_prompts_for_one_token(model_dir):
+    stream = [vs.StreamRequest("R", _prompt([1, 2, 3]), 3, remote_prefill=True),
+              vs.StreamRequest("L", _prompt(list(range(10, 20))), 2)]
+    trace = _remote_trace(model_dir, stream, tokens=64, blocks=100)
+    assert trace.pulls_started[0] == ["R"]          # the pull takes KV blocks, no tokens
+    # landed after step 0, R waits while the running prompt takes the whole budget
+    assert trace.steps[:4] == [{"L": 64}, {"L": 64}, {"L": 32, "R": 1}, {"L": 1, "R": 1}]
+
+
+def test_vllm_pulls_and_new_prompts_share_one_fcfs_queue(model_dir):
+    # 11 usable blocks: L0 (8) runs; L1 (5 blocks) does not fit and blocks R behind it (2 blocks) too
+    stream = [vs.StreamRequest("L0", _prompt(list(range(10, 18))), 2),
+              vs.StreamRequest("L1", _prompt(list(range(20, 25))), 2, arrival_step=1),
+              vs.StreamRequest("R", _prompt([1, 2]), 2, remote_prefill=True, arrival_step=1)]
+    trace = _remote_trace(model_dir, stream, tokens=256, blocks=12)
+    start = {rid: i for i, started in enumerate(trace.pulls_started) for rid in started}
+    first_l1 = min(i for i, s in enumerate(trace.steps) if "L1" in s)
+    assert start["R"] >= first_l1    # R's pull waited for L1's admission (same FCFS queue)
+
+
+def test_vllm_caches_pulled_blocks_and_pulls_only_what_it_lacks(model_dir):
+    stream = [vs.StreamRequest("R1", _prompt([1, 2, 3, 4]), 2, remote_prefill=True),
+              vs.StreamRequest("R2", _prompt([1, 2, 3, 5, 6]), 2, remote_prefill=True, arrival_step=6)]
+    trace = _remote_trace(model_dir, stream, tokens=256, blocks=100, prefix=True)
+    assert trace.pulled_tokens == {"R1": 64, "R2": 32}   # R2 finds R1's first three blocks cached

@@ -647,13 +647,13 @@ class EmulatedCluster(Cluster):
             self._start_iteration(inst, t, plan.chunks, n, it)
         elif n:
             k = inst.next_finish(self.requests) - it
-            after_preemption = preempted and bool(inst.waiting or inst.transfer_queue)
+            after_preemption = preempted and bool(inst.waiting or inst.transfer_queue or inst.landed)
             if self._exact or after_preemption or not _fits_surely(inst, n, it + k):
                 k = self._scheduler.decode_run_length(inst, k, after_preemption)
             self._start_run(inst, t, n, it, k)
         else:
             inst.plan = IDLE
-            if preempted and inst.waiting and admit_ok:
+            if preempted and (inst.landed or inst.waiting and admit_ok):
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(inst, t)
 
@@ -711,10 +711,19 @@ class EmulatedCluster(Cluster):
         self.batch_log.append(BatchLogEntry(inst.id, t, tokens, iterations))
 
     def _apply(self, inst: InstanceState, plan: BatchPlan, t: float) -> None:
-        """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
+        """Carry out a batch plan: KV allocations, preemptions, joins, admissions, KV pulls. (Each
         part loads what it needs: most plans have one part, and this runs at every busy boundary.)"""
         requests = self.requests
         bs = inst.block_size
+        if plan.materialised:
+            self._allocate_with_preemption(inst, plan)
+        elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
+            blk, comp, chunks = requests.blocks, requests.computed, plan.chunks
+            for k in range(len(chunks) - plan.admitted):
+                rid, c = chunks[k]
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
+                blk[rid] += add
+                inst.other_blocks += add
         if plan.joined:   # landed KV joins the running batch
             blk, gen, comp, n_in = requests.blocks, requests.generated, requests.computed, requests.input_tokens
             for _ in range(plan.joined):
@@ -731,15 +740,6 @@ class EmulatedCluster(Cluster):
                 comp[rid] = n_in[rid] - 1
                 inst.join_decode_set(requests, rid, comp[rid])
                 inst.awaiting_first_token.append(rid)
-        if plan.materialised:
-            self._allocate_with_preemption(inst, plan)
-        elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
-            blk, comp, chunks = requests.blocks, requests.computed, plan.chunks
-            for k in range(len(chunks) - plan.admitted):
-                rid, c = chunks[k]
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                blk[rid] += add
-                inst.other_blocks += add
         if plan.evicted:
             entries = inst.prefix_cache.entries
             for key in plan.evicted:

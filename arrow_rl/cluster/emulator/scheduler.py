@@ -3,12 +3,15 @@
 At every iteration boundary an instance forms its next batch the way vLLM v1's
 ``Scheduler.schedule`` does with chunked prefill (vllm/v1/core/sched/scheduler.py):
 
-1. transferred KV that has landed joins the running batch (while fewer than ``max_num_seqs`` run);
-2. running requests come first: every decode sequence gets one token (Arrow §5.4: decode requests
+1. running requests come first: every decode sequence gets one token (Arrow §5.4: decode requests
    are always in the batch), then the running prompts get chunks, in admission order, while
    ``max_num_batched_tokens`` lasts;
-3. if their KV does not fit, the exact allocation loop runs: a request that cannot get its blocks
+2. if their KV does not fit, the exact allocation loop runs: a request that cannot get its blocks
    preempts the newest running request (recompute) until it fits or is preempted itself;
+3. transferred KV that has landed joins the batch, FCFS, while tokens and sequence slots last,
+   not in a step that preempted: vLLM drains its ``kv_holding_waiting`` queue at the head of the
+   waiting loop, after the running requests; each costs one token (the last prompt token is
+   recomputed, ``_update_waiting_for_remote_kv``);
 4. waiting prompts are admitted FCFS while tokens, sequence slots and KV blocks for the whole
    sequence last (vLLM's ``scheduler_reserve_full_isl``, not just the first chunk): none in a step
    that preempted, none during a flip delay; a never-started prompt whose client gave up
@@ -51,7 +54,8 @@ class BatchPlan:
     loop's path (``materialised``), where preemptions interleave with explicit ``allocations``.
     Parts a plan does not use stay shared empty tuples (plans are made at every busy boundary)."""
 
-    joined: int = 0          # landed transfers joining the decode set: the head of ``landed``
+    joined: int = 0          # landed transfers joining the decode set (after the running requests,
+                             # before the admitted): the head of ``landed``
     chunks: Sequence[tuple[int, int]] = ()   # the iteration's prompt chunks (request, tokens):
                                              # running prompts first, then the admitted ones
     admitted: int = 0        # the last ``admitted`` chunks are prompts admitted from ``waiting``
@@ -96,19 +100,11 @@ class BatchScheduler:
         if not (inst.landed or inst.prefilling or inst.waiting or inst.transfer_queue) and other + dec_next <= cap:
             return DECODES_ONLY
         p = BatchPlan()
-        # 1. landed KV joins (it already holds its blocks)
         n_run = len(inst.running)
-        joined_ids: list[int] | tuple = ()
-        if inst.landed and n_run < self._max_seqs:
-            joined_ids, held, next_blocks = self._plan_joins(inst, requests, n_run)
-            p.joined = len(joined_ids)
-            n_run += p.joined
-            other -= held
-            dec_next += next_blocks
-        # 2. running prompts get chunks after the decodes' tokens
+        # 1. running prompts get chunks after the decodes' tokens
         bs = inst.block_size
         comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
-        budget = self._max_tokens - inst.num_decoding - p.joined
+        budget = self._max_tokens - inst.num_decoding
         need = other + dec_next
         chunks = []
         for rid in inst.prefilling:
@@ -118,12 +114,18 @@ class BatchScheduler:
             need += -(-(comp[rid] + c) // bs) - blk[rid]
             chunks.append((rid, c))
             budget -= c
-        # 3. the KV does not fit: the exact allocation loop, with preemption
+        # 2. the KV does not fit: the exact allocation loop, with preemption
         preempted = False
         if need > cap:
-            budget, need, n_run = self._plan_under_pressure(inst, requests, p, joined_ids, other, prefix)
+            budget, need, n_run = self._plan_under_pressure(inst, requests, p, other, prefix)
             chunks = list(p.chunks)
             preempted = bool(p.preempted)
+        # 3. landed KV joins (it holds its blocks: those of its first decode step)
+        if inst.landed and not preempted and budget > 0 and n_run < self._max_seqs:
+            p.joined, held, next_blocks = self._plan_joins(inst, requests, min(budget, self._max_seqs - n_run))
+            n_run += p.joined
+            budget -= p.joined
+            need += next_blocks - held
         # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
         admit_ok = t >= inst.blocked_until
         if inst.waiting and not preempted and admit_ok:
@@ -141,22 +143,21 @@ class BatchScheduler:
             p.evicted = prefix.evicted
         return p
 
-    def _plan_joins(self, inst: InstanceState, requests: RequestTable, n_run: int) -> tuple[list[int], int, int]:
-        """Step 1: landed KV joins the running batch, FCFS while fewer than ``max_num_seqs`` run
-        (``n_run`` do now). The pulled KV covers the prompt but its last token, which the first
+    @staticmethod
+    def _plan_joins(inst: InstanceState, requests: RequestTable, room: int) -> tuple[int, int, int]:
+        """Step 3: how many landed requests join the batch, FCFS, ``room`` at most (the tokens and
+        sequence slots left). The pulled KV covers the prompt but its last token, which the first
         decode step recomputes: each joins the decode set as a sequence of n_in − 1 tokens. Returns
-        the joining requests, the KV blocks they hold now and their decode-set blocks next step."""
+        how many join, the KV blocks they hold now and their decode-set blocks next step."""
         blk, n_in, bs = requests.blocks, requests.input_tokens, inst.block_size
-        room = self._max_seqs - n_run
-        ids = []
-        held = next_blocks = 0
+        joined = held = next_blocks = 0
         for rid in inst.landed:
-            if len(ids) == room:
+            if joined == room:
                 break
-            ids.append(rid)
+            joined += 1
             held += blk[rid]
             next_blocks += -(-n_in[rid] // bs)
-        return ids, held, next_blocks
+        return joined, held, next_blocks
 
     def _plan_admissions(self, inst: InstanceState, requests: RequestTable, t: float, p: BatchPlan,
                          chunks: list[tuple[int, int]], budget: int, n_run: int, free: int,
@@ -214,7 +215,7 @@ class BatchScheduler:
             pulls += 1
         return pulls
 
-    def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
+    def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan,
                              other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
         """The exact vLLM v1 allocation loop when the KV does not fit everything (rare path).
 
@@ -229,8 +230,7 @@ class BatchScheduler:
         comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
         p.materialised = True
         running = list(inst.running)
-        running += joined_ids
-        decs, ctx, blocks = self._explicit_decodes(inst, requests, joined_ids)
+        decs, ctx, blocks = self._explicit_decodes(inst, requests)
         other += sum(blocks.values())
         is_dec = set(decs)
         gone: set[int] = set()
@@ -275,20 +275,19 @@ class BatchScheduler:
         budget = self.limits.max_num_batched_tokens - survivors - sum(c for _, c in p.chunks)
         return budget, other - held + next_blocks, len(running)
 
-    def _explicit_decodes(self, inst: InstanceState, requests: RequestTable, joined_ids: Sequence[int]
+    @staticmethod
+    def _explicit_decodes(inst: InstanceState, requests: RequestTable
                           ) -> tuple[list[int], dict[int, int], dict[int, int]]:
-        """The decode set and the joining requests as explicit requests, in running order, with
-        their KV tokens now and their KV blocks (the blocks of the requests the step touches)."""
+        """The decode set as explicit requests, in running order, with their KV tokens now and
+        their KV blocks (the blocks of the requests the step touches)."""
         bs = inst.block_size
         it = inst.decode_iterations
-        st, n_in, offset = requests.state, requests.input_tokens, requests.decode_offset
+        st, offset = requests.state, requests.decode_offset
         decs = [rid for rid in inst.running if st[rid] == DECODING]
-        decs += joined_ids
         ctx: dict[int, int] = {}
         blocks: dict[int, int] = {}
-        joined = set(joined_ids)
         for rid in decs:
-            c = n_in[rid] - 1 if rid in joined else offset[rid] + it
+            c = offset[rid] + it
             ctx[rid] = c
             blocks[rid] = -(-c // bs)
         return decs, ctx, blocks
