@@ -8,7 +8,8 @@ Sub-packages, one job each (see ARCHITECTURE in the README):
 * ``arrow_rl.routing`` per-request routers (Arrow Algorithm 1, round-robin, least-loaded)
 * ``arrow_rl.control``    the ``Controller`` interface every instance-scheduling policy implements
 * ``arrow_rl.controllers`` heuristic controllers (Arrow Algorithms 2+3, static, colocated, Dynamo, oracle)
-* ``arrow_rl.metrics``    TTFT/TPOT summaries, SLO attainment, serving rate
+* ``arrow_rl.metrics``    TTFT/TPOT summaries, SLO attainment
+* ``arrow_rl.evaluation`` serving rate (Arrow §6.1) under the suite protocol, scenario suites, leaderboards
 """
 
 __version__ = "0.1.0"

@@ -5,8 +5,11 @@ L_SHRINK, cooldown and Δ per workload before claiming that RL beats Arrow; trai
 The paper gives no values, so each workload gets its own. A full grid is too costly (every point
 is a serving-rate search), so this runs coordinate search: start from the defaults, sweep one
 constant over its grid with the others fixed, keep the best, and repeat for ``--passes`` passes.
-Points of one coordinate run in parallel processes. The winner goes to
-``configs/arrow/<name>.yaml`` with its serving rate and the command that produced it.
+Each point is the suite's serving-rate search (``arrow_rl.evaluation.seeded_search``) in the
+paper's setting: timestamp scaling (``rate_mode: scale``, Arrow §6.1), no warm-up, one seed. Every
+search starts at factor 1 on the common load grid, so configurations are compared on the same
+loads. Points of one coordinate run in parallel processes (``arrow_rl.evaluation.jobs``). The
+winner goes to ``configs/arrow/<name>.yaml`` with its serving rate and the command that produced it.
 
 Example (what docs/arrow_results.md ran):
     python scripts/tune_arrow.py --workload azure-code --preset h100-llama3.1-70b-tp4 \
@@ -21,14 +24,16 @@ import math
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.arrow import ArrowConfig
-from arrow_rl.evaluation.serving_rate import SweepSettings, sweep_policy
+from arrow_rl.evaluation.jobs import run_jobs
+from arrow_rl.evaluation.protocol import LoadSource, Protocol
+from arrow_rl.evaluation.seeded_search import search_controller
 from arrow_rl.workload.loaders import load_workload
 
 GRID: dict[str, list] = {
@@ -47,17 +52,19 @@ GRID: dict[str, list] = {
 INTERVAL_ONLY = ("max_d2p_per_interval", "d2p_trigger")
 
 
-def _rate(args: tuple) -> tuple[dict, float, float]:
-    workload, emu, overrides, settings, spec = args
+def _rate(source: LoadSource, emu: EmulatorConfig, overrides: dict, protocol: Protocol, spec: str,
+          notify: Callable | None = None) -> tuple[dict, float, float]:
+    """(overrides, serving rate in req/s, wall s) of ``spec`` with Arrow's constants ``overrides``."""
     try:
         cfg = ArrowConfig(**overrides)
     except ValueError:
         return overrides, -1.0, 0.0  # invalid combination (e.g. l_shrink > l_expand)
-    res = sweep_policy(workload, emu, spec, settings, arrow_config=cfg)
-    return overrides, res.serving_rate, res.wall_s
+    t0 = time.perf_counter()
+    (seed,) = search_controller(source, emu, spec, protocol, arrow_config=cfg)
+    return overrides, seed.rate, time.perf_counter() - t0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", required=True)
     ap.add_argument("--name", help="config name (default: workload name)")
@@ -76,48 +83,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-evals", type=int, default=10)
     ap.add_argument("--out-dir", type=Path, default=Path("configs/arrow"))
     args = ap.parse_args(argv)
+    if args.params is None:
+        args.params = [p for p in GRID if args.spec == "arrow-interval" or p not in INTERVAL_ONLY]
+    else:
+        args.params = [p.strip() for p in args.params.split(",") if p.strip()]
+    unknown = [p for p in args.params if p not in GRID]
+    if unknown:
+        ap.error(f"unknown constants {unknown}; choose from {list(GRID)}")
+    return args
 
+
+def _coordinate_search(args: argparse.Namespace, source: LoadSource, emu: EmulatorConfig,
+                       protocol: Protocol) -> tuple[dict, float, list[dict[str, Any]]]:
+    """(best overrides, their serving rate, every configuration tried with its rate)."""
+    best: dict = {}
+    _, best_rate, _ = _rate(source, emu, best, protocol, args.spec)
+    print(f"defaults: {best_rate:.3f} req/s", flush=True)
+    history: list[dict[str, Any]] = [{"overrides": {}, "serving_rate": best_rate}]
+    for p in range(args.passes):
+        for name in args.params:
+            trials = [{**best, name: v} for v in GRID[name] if best.get(name, ArrowConfig().model_dump()[name]) != v]
+            outs = run_jobs(_rate, [(i, (source, emu, t, protocol, args.spec)) for i, t in enumerate(trials)],
+                            jobs=args.jobs)
+            for i in range(len(trials)):
+                overrides, rate, wall = outs[i]
+                history.append({"overrides": overrides, "serving_rate": rate})
+                print(f"pass {p + 1} {name}={overrides.get(name)!r}: {rate:.3f} req/s ({wall:.0f} s)", flush=True)
+                if rate > best_rate * (1 + args.rel_tol):  # beyond the search resolution, not noise
+                    best, best_rate = overrides, rate
+            print(f"  best so far {best_rate:.3f} req/s with {best}", flush=True)
+    return best, best_rate, history
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     wl = load_workload(args.workload)
     if args.start > 0 or args.duration is not None:
         wl = wl.window(args.start, args.start + args.duration if args.duration is not None else math.inf)
     emu = EmulatorConfig(preset=args.preset, num_instances=args.instances, slo_ttft_s=args.slo_ttft,
                          slo_tpot_s=args.slo_tpot)
-    if args.params is None:
-        params = [p for p in GRID if args.spec == "arrow-interval" or p not in INTERVAL_ONLY]
-    else:
-        params = [p.strip() for p in args.params.split(",") if p.strip()]
-    unknown = [p for p in params if p not in GRID]
-    if unknown:
-        ap.error(f"unknown constants {unknown}; choose from {list(GRID)}")
-
-    best: dict = {}
-    settings = SweepSettings(seed=args.seed, rel_tol=args.rel_tol, max_evals=args.max_evals)
+    protocol = Protocol(rate_mode="scale", warmup_s=0.0, seeds=(args.seed,), rel_tol=args.rel_tol,
+                        max_evals=args.max_evals)
     t0 = time.perf_counter()
-    _, best_rate, _ = _rate((wl, emu, best, settings, args.spec))
-    # Warm-start every later search at the defaults' serving rate, and re-score the defaults with
-    # that same start: attainment is not strictly monotone in rate, so searches started elsewhere
-    # can land on different brackets, and only same-start comparisons are fair.
-    settings = SweepSettings(seed=args.seed, rel_tol=args.rel_tol, max_evals=args.max_evals,
-                             initial_scale=max(best_rate / wl.mean_rate, 1 / 64))
-    _, best_rate, _ = _rate((wl, emu, best, settings, args.spec))
-    print(f"defaults: {best_rate:.3f} req/s", flush=True)
-    history = [{"overrides": {}, "serving_rate": best_rate}]
-    pool = ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else None
-    try:
-        for p in range(args.passes):
-            for name in params:
-                trials = [{**best, name: v} for v in GRID[name] if best.get(name, ArrowConfig().model_dump()[name]) != v]
-                jobs = [(wl, emu, t, settings, args.spec) for t in trials]
-                outs = list(pool.map(_rate, jobs)) if pool else [_rate(j) for j in jobs]
-                for overrides, rate, wall in outs:
-                    history.append({"overrides": overrides, "serving_rate": rate})
-                    print(f"pass {p + 1} {name}={overrides.get(name)!r}: {rate:.3f} req/s ({wall:.0f} s)", flush=True)
-                    if rate > best_rate * (1 + args.rel_tol):  # beyond the search resolution, not noise
-                        best, best_rate = overrides, rate
-                print(f"  best so far {best_rate:.3f} req/s with {best}", flush=True)
-    finally:
-        if pool:
-            pool.shutdown()
+    best, best_rate, history = _coordinate_search(args, LoadSource(wl.name, trace=wl), emu, protocol)
 
     cfg = ArrowConfig(**best)
     name = args.name or Path(str(args.workload)).stem

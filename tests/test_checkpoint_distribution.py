@@ -49,8 +49,8 @@ def test_evaluate_prints_the_warning_for_a_checkpoint_outside_its_distribution(t
     n = 20
     trace = tmp_path / "t.csv"
     Workload(np.cumsum(rng.exponential(0.5, n)), rng.integers(10, 400, n), rng.integers(1, 30, n)).to_csv(trace)
-    r = CliRunner().invoke(app, ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "8", "--workload",
+    r = CliRunner().invoke(app, ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "8", "--workload",
                                  str(trace), "--slo-ttft", "10", "--slo-tpot", "0.125", "--controllers", DEFAULT,
-                                 "--max-evals", "2"])
+                                 "--max-evals", "2", "--seeds", "1", "--span", "5", "--warmup", "0"])
     assert r.exit_code == 0, r.output
     assert "warning:" in r.output and "trained on preset 'h100-llama3.1-70b-tp4'" in r.output

@@ -11,7 +11,7 @@ from arrow_rl.cluster.base import SLO
 from arrow_rl.cluster.emulator import EmulatorConfig
 from arrow_rl.controllers.registry import make_policy
 from arrow_rl.evaluation.runner import CertainMisses, build_cluster, meets_slo, run_policy, slo_of
-from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT
+from arrow_rl.evaluation.crossing import TARGET_ATTAINMENT
 from arrow_rl.workload.workload import Workload
 
 EMU = EmulatorConfig(preset="h100-llama3.1-8b-tp1", num_instances=4, slo_ttft_s=1.0, slo_tpot_s=0.03)

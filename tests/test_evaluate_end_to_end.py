@@ -87,7 +87,10 @@ def test_colocated_and_dynamo_and_oracle_run_in_the_same_loop():
         assert 0.0 <= res.attainment <= 1.0, spec
 
 
-def test_evaluate_cli_writes_the_contract_json(tmp_path):
+SMALL_PROTOCOL = ["--seeds", "3", "--span", "20", "--warmup", "5", "--max-evals", "4", "--rel-tol", "0.3"]
+
+
+def test_evaluate_cli_writes_the_suite_json_and_both_plots(tmp_path):
     from typer.testing import CliRunner
 
     from arrow_rl.cli import app
@@ -96,21 +99,20 @@ def test_evaluate_cli_writes_the_contract_json(tmp_path):
     poisson_workload(n=80).to_csv(trace)
     out = tmp_path / "out.json"
     result = CliRunner().invoke(app, [
-        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
-        "--slo-tpot", "0.05", "--controllers", "arrow,static-best,colocated", "--seed", "0", "--jobs", "1",
-        "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out), "--plots", str(tmp_path / "plots")])
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "--slo-tpot", "0.05", "--controllers", "arrow,static-tuned,colocated", *SMALL_PROTOCOL, "--jobs", "1",
+        "--json", str(out), "--plots", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert set(data["controllers"]) == {"arrow", "static-best", "colocated"}
-    for entry in data["controllers"].values():
-        assert entry["serving_rate"] >= 0 and entry["attainment"] and "flips_per_min" in entry
-        assert all(0.0 <= a <= 1.0 for a in entry["attainment"].values())
-    assert data["controllers"]["static-best"]["best_split"] in (1, 2)
-    # the table's reference rate defaults to Arrow's serving rate, evaluated for every controller
-    assert data["reference_rate"] == pytest.approx(data["controllers"]["arrow"]["serving_rate"])
-    assert all(e["attainment_at_reference_rate"] is not None for e in data["controllers"].values())
+    (scenario,) = data["scenarios"].values()
+    assert set(scenario["controllers"]) == {"arrow", "static-tuned", "colocated"}
+    for entry in scenario["controllers"].values():
+        assert len(entry["per_seed"]) == 3 and all(r >= 0 for r in entry["per_seed"]) and "flips_per_min" in entry
+        assert all(0.0 <= a <= 1.0 for seed in entry["seeds"] for a in seed["points"].values())
+    assert scenario["controllers"]["static-tuned"]["best_split_label"]
+    assert data["settings"]["workload"] == str(trace)
     assert (tmp_path / "plots" / "attainment_vs_rate.png").stat().st_size > 0
-    assert (tmp_path / "plots" / "timeline.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "suite_serving_rate.png").stat().st_size > 0
 
 
 def test_evaluate_cli_unknown_controller_is_a_clear_error(tmp_path):
@@ -121,24 +123,28 @@ def test_evaluate_cli_unknown_controller_is_a_clear_error(tmp_path):
     trace = tmp_path / "t.csv"
     poisson_workload(n=20).to_csv(trace)
     result = CliRunner().invoke(app, [
-        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
         "--slo-tpot", "0.05", "--controllers", "arrow,bogus"])
     assert result.exit_code == 2 and "unknown controller 'bogus'" in result.output
 
 
 def test_parallel_evaluation_matches_serial():
-    from arrow_rl.evaluation.evaluate import evaluate
-    from arrow_rl.evaluation.serving_rate import SweepSettings
+    """The job loop's worker processes return what one process computes, bit for bit."""
+    from arrow_rl.evaluation.protocol import Protocol
+    from arrow_rl.evaluation.suite import run_suite
+    from arrow_rl.evaluation.suite_spec import one_scenario_suite
 
-    wl = poisson_workload(n=60)
-    s = SweepSettings(max_evals=3, rel_tol=0.5)
-    serial = evaluate(wl, small_config(3), ["static:1", "static:2"], s, jobs=1, timeline_controller="")
-    parallel = evaluate(wl, small_config(3), ["static:1", "static:2"], s, jobs=2, timeline_controller="")
+    protocol = Protocol(warmup_s=2, span_s=10, seeds=(0, 1, 2), max_evals=3, rel_tol=0.5)
+    suite = one_scenario_suite(poisson_workload(n=60), small_config(3), "poisson", protocol)
+    serial = run_suite(suite, ["static:1", "static:2"], jobs=1).to_json()
+    parallel = run_suite(suite, ["static:1", "static:2"], jobs=2).to_json()
     for name in ("static:1", "static:2"):
-        assert serial.controllers[name].serving_rate == parallel.controllers[name].serving_rate
+        s, p = ((r["scenarios"]["poisson-x3"]["controllers"][name]) for r in (serial, parallel))
+        assert s["per_seed"] == p["per_seed"] and s["seeds"] == p["seeds"]
 
 
-def test_evaluate_cli_superpose_with_warmup_records_its_protocol(tmp_path):
+def test_evaluate_cli_scale_mode_records_its_protocol(tmp_path):
+    """``--rate-mode scale`` (Arrow §6.1's timestamp division) runs through the suite's protocol."""
     from typer.testing import CliRunner
 
     from arrow_rl.cli import app
@@ -147,13 +153,13 @@ def test_evaluate_cli_superpose_with_warmup_records_its_protocol(tmp_path):
     poisson_workload(n=80).to_csv(trace)
     out = tmp_path / "out.json"
     result = CliRunner().invoke(app, [
-        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
-        "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "superpose", "--warmup", "5",
-        "--span", "20", "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out)])
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "scale", "--warmup", "0", "--seeds", "3",
+        "--max-evals", "4", "--rel-tol", "0.3", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
-    assert data["settings"]["rate_mode"] == "superpose" and data["settings"]["warmup_s"] == 5
-    assert data["controllers"]["static:2"]["serving_rate"] > 0
+    (scenario,) = json.loads(out.read_text())["scenarios"].values()
+    assert scenario["protocol"]["rate_mode"] == "scale" and scenario["protocol"]["warmup_s"] == 0
+    assert scenario["controllers"]["static:2"]["serving_rate"] > 0
 
 
 def test_evaluate_cli_rejects_unknown_rate_mode(tmp_path):
@@ -164,12 +170,12 @@ def test_evaluate_cli_rejects_unknown_rate_mode(tmp_path):
     trace = tmp_path / "t.csv"
     poisson_workload(n=20).to_csv(trace)
     result = CliRunner().invoke(app, [
-        "evaluate", "--protocol", "paper", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
+        "evaluate", "--preset", PRESET, "--instances", "3", "--workload", str(trace), "--slo-ttft", "1",
         "--slo-tpot", "0.05", "--controllers", "static:2", "--rate-mode", "squash"])
     assert result.exit_code == 2 and "--rate-mode must be scale or superpose" in result.output
 
 
-def test_evaluate_uses_the_suite_protocol_by_default(tmp_path):
+def test_evaluate_uses_the_suite_protocol(tmp_path):
     """The first command a user runs measures as the leaderboard does: warm-up, superposed copies,
     independent seeds, interpolated crossings, paired ratios; the paper's names are refused with
     the suite's replacements named."""
@@ -193,5 +199,5 @@ def test_evaluate_uses_the_suite_protocol_by_default(tmp_path):
     assert "Paired ratio to Arrow" in result.output
     bad = CliRunner().invoke(app, [*args, "--controllers", "arrow,static-best"])
     assert bad.exit_code == 2 and "static-tuned" in bad.output
-    bad = CliRunner().invoke(app, [*args, "--rates", "1,2"])
-    assert bad.exit_code == 2 and "--protocol paper only" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--protocol", "paper"])
+    assert bad.exit_code == 2 and "No such option" in bad.output

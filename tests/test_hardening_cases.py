@@ -101,8 +101,8 @@ def _corrupt_vecnormalize(d: Path) -> Path:
     return d
 
 
-EVALUATE = ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "8", "--slo-ttft", "2",
-            "--slo-tpot", "0.1", "--max-evals", "2"]
+EVALUATE = ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "8", "--slo-ttft", "2",
+            "--slo-tpot", "0.1", "--max-evals", "2", "--seeds", "1", "--span", "5", "--warmup", "0"]
 
 
 def test_evaluate_refuses_a_corrupted_vecnormalize_naming_the_file(checkpoint_copy, trace):
@@ -145,9 +145,9 @@ def test_simulate_refuses_prefill_instances_with_colocated_mode(trace):
              "--prefill-instances", "1", "--workload", str(trace), "--quiet"], "--prefill-instances", "colocated")
 
 
-@pytest.mark.parametrize("rates", ["inf", "nan", "-1", "0"])
-def test_evaluate_refuses_a_rate_that_is_not_finite_and_positive(trace, rates):
-    refused(EVALUATE + ["--workload", str(trace), "--controllers", "static:4", "--rates", rates], "--rates")
+@pytest.mark.parametrize("span", ["inf", "nan", "-1", "0"])
+def test_evaluate_refuses_a_span_that_is_not_finite_and_positive(trace, span):
+    refused(EVALUATE + ["--workload", str(trace), "--controllers", "static:4", "--span", span], "--span")
 
 
 # ----------------------------------------------------------------------------- workloads

@@ -74,17 +74,16 @@ def test_simulate_never_tracebacks(tiny, picks):
     assert_clean(invoke(args))
 
 
-EVAL_OPTS = ["--rates", "--reference-rate", "--initial-rate", "--rel-tol", "--start", "--duration",
-             "--control-interval", "--slo-ttft", "--slo-tpot", "--flip-delay", "--controllers", "--instances",
-             "--oracle-lookahead", "--max-num-seqs"]
+EVAL_OPTS = ["--rel-tol", "--start", "--duration", "--seeds", "--rate-mode", "--growth", "--slo-ttft", "--slo-tpot",
+             "--flip-delay", "--controllers", "--instances", "--max-num-seqs"]
 
 
 @FAST
 @given(picks=st.lists(st.tuples(st.sampled_from(EVAL_OPTS), values), min_size=1, max_size=2))
 def test_evaluate_never_tracebacks(tiny, picks):
-    # (a tiny --rates/--reference-rate or --control-interval once made this run for ever; now refused)
-    args = ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2", "--workload", str(tiny / "t.csv"),
-            "--slo-ttft", "2", "--slo-tpot", "0.1", "--controllers", "static:1", "--max-evals", "2"]
+    args = ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "2", "--workload", str(tiny / "t.csv"),
+            "--slo-ttft", "2", "--slo-tpot", "0.1", "--controllers", "static:1", "--max-evals", "2", "--seeds", "1",
+            "--span", "5", "--warmup", "0"]
     for opt, v in picks:
         args += [opt, v]
     assert_clean(invoke(args))

@@ -45,14 +45,6 @@ LAYERS: list[set[str]] = [
 ]
 RANK = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 
-# Imports that break the layering today, each to be removed by the change that fixes it. The test
-# also fails when an entry no longer occurs, so this list cannot go stale.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("arrow_rl.perf.fit_report", "arrow_rl.fidelity.report"),
-    ("arrow_rl.perf.fit_report", "arrow_rl.fidelity.runs"),
-}
-KNOWN_CIRCLES: list[list[str]] = [
-]
 
 
 def _modules() -> dict[str, Path]:
@@ -115,11 +107,8 @@ def test_no_module_imports_a_layer_above_its_own():
         for target in targets:
             if RANK[_layer(target)] < RANK[_layer(module)]:
                 upward.add((module, target))
-    new = sorted(upward - KNOWN_VIOLATIONS)
-    fixed = sorted(KNOWN_VIOLATIONS - upward)
-    assert not new, "upward imports (a lower layer must not import a higher one): " + ", ".join(
-        f"{a} -> {b}" for a, b in new)
-    assert not fixed, f"fixed, remove from KNOWN_VIOLATIONS: {fixed}"
+    assert not upward, "upward imports (a lower layer must not import a higher one): " + ", ".join(
+        f"{a} -> {b}" for a, b in sorted(upward))
 
 
 def test_no_import_circle_between_modules():
@@ -157,17 +146,14 @@ def test_no_import_circle_between_modules():
     for v in sorted(graph):
         if v not in index:
             visit(v)
-    new = [c for c in circles if c not in KNOWN_CIRCLES]
-    fixed = [c for c in KNOWN_CIRCLES if c not in circles]
-    assert not new, f"import circles: {new}"
-    assert not fixed, f"fixed, remove from KNOWN_CIRCLES: {fixed}"
+    assert not circles, f"import circles: {circles}"
 
 
 def test_no_circle_between_layers():
     edges: defaultdict[str, set[str]] = defaultdict(set)
     for module, targets in _graph().items():
         for target in targets:
-            if _layer(module) != _layer(target) and (module, target) not in KNOWN_VIOLATIONS:
+            if _layer(module) != _layer(target):
                 edges[_layer(module)].add(_layer(target))
     both_ways = sorted({tuple(sorted((a, b))) for a in edges for b in edges[a] if a in edges.get(b, ())})
     assert not both_ways, f"layers that import each other: {both_ways}"

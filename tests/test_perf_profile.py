@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from arrow_rl.perf.engine import chunked_prefill_time
-from arrow_rl.perf.presets import get_preset, list_presets
+from arrow_rl.perf.presets import CALIBRATED_PRESET_NAMES, get_preset, list_presets
 from arrow_rl.perf.profile import (PROFILE_DECODE_BATCHES, PROFILE_DECODE_CONTEXTS, PROFILE_PROMPT_LENGTHS,
                                    InstanceProfile, profile_instance)
 
 
-@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("name", CALIBRATED_PRESET_NAMES)
 def test_quadratic_prefill_fit_tracks_the_model(name):
     # Arrow §5.2: T(n) = a n^2 + b n + c fitted to lone (chunked) prefills. A quadratic cannot follow
     # the flat, weight-read-bound start of the curve exactly, so the bound is on median and worst case.

@@ -8,15 +8,16 @@ import pytest
 from typer.testing import CliRunner
 
 from arrow_rl.cli import app
+from arrow_rl.fidelity.calibration import end_to_end_in_sample
 from arrow_rl.perf.fit_report import fit_report
-from arrow_rl.perf.presets import list_presets
+from arrow_rl.perf.presets import CALIBRATED_PRESET_NAMES, list_presets
 
 
-@pytest.mark.parametrize("name", [n for n in list_presets() if "mixtral" not in n])
+@pytest.mark.parametrize("name", [n for n in CALIBRATED_PRESET_NAMES if "mixtral" not in n])
 def test_token_ops_within_12_percent_of_kernel_profiles_never_fitted_on(name):
     # Out-of-sample: the engine model's linear-layer roofline (fitted end to end on two other models)
     # against Vidur's measured per-layer token-op kernels of this preset's own shape
-    rep = fit_report(name, end_to_end=False)
+    rep = fit_report(name)
     tok = next(c for c in rep.components if c.component == "token_ops")
     assert tok.rows >= 250 and tok.median_pct <= 12.0, tok
 
@@ -24,16 +25,17 @@ def test_token_ops_within_12_percent_of_kernel_profiles_never_fitted_on(name):
 def test_prefill_attention_rows_are_reported_as_out_of_sample():
     # HF SDPA kernels on short sequences are launch-bound; the FLOP model is not fitted on them and
     # misses them by far: the report must show that, not hide it
-    rep = fit_report("h100-llama3.1-8b-tp1", end_to_end=False)
+    rep = fit_report("h100-llama3.1-8b-tp1")
     attn = next(c for c in rep.components if c.component == "attn_prefill")
     assert attn.median_pct > 20.0
 
 
 def test_end_to_end_in_sample_error_is_reported_for_presets_with_shipped_runs():
-    rep = fit_report("h100-codellama-34b-tp2")
-    assert rep.e2e is not None and rep.e2e["in_sample"] and rep.e2e["unsaturated_stages"] == 5
-    assert rep.e2e["median_ape_pct"]["tpot"] <= 5.0
-    assert fit_report("h100-llama2-7b-tp1", end_to_end=False).e2e is None
+    e2e = end_to_end_in_sample("h100-codellama-34b-tp2")
+    assert e2e is not None and e2e["in_sample"] and e2e["unsaturated_stages"] == 5
+    assert e2e["median_ape_pct"]["tpot"] <= 5.0
+    assert fit_report("h100-codellama-34b-tp2", e2e=e2e).to_dict()["end_to_end_in_sample"] is e2e
+    assert end_to_end_in_sample("h100-llama2-7b-tp1") is None
 
 
 def test_target_anchors_within_their_ranges():

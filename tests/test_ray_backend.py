@@ -61,16 +61,18 @@ def test_suite_on_ray_matches_the_process_pool_bit_for_bit(local_ray, tmp_path):
 def test_evaluate_on_ray_matches_the_process_pool_bit_for_bit(local_ray, tmp_path):
     def run(name: str, *extra: str) -> dict:
         out = tmp_path / f"{name}.json"
-        res = CliRunner().invoke(app, ["evaluate", "--protocol", "paper", "--preset", "h100-llama3.1-8b-tp1", "--instances", "3",
+        res = CliRunner().invoke(app, ["evaluate", "--preset", "h100-llama3.1-8b-tp1", "--instances", "3",
                                        "--workload", "azure-code", "--duration", "60", "--slo-ttft", "2",
-                                       "--slo-tpot", "0.1", "--controllers", "arrow,static-best,colocated",
-                                       "--rel-tol", "0.3", "--max-evals", "5", "--json", str(out), *extra])
+                                       "--slo-tpot", "0.1", "--controllers", "arrow,static-tuned,colocated",
+                                       "--seeds", "3", "--span", "20", "--warmup", "5", "--rel-tol", "0.3",
+                                       "--max-evals", "5", "--json", str(out), *extra])
         assert res.exit_code == 0, res.output
         return json.loads(out.read_text())
 
     pool, on_ray = run("pool", "--jobs", "2"), run("ray", "--backend", "ray")
     assert _strip_timings(on_ray) == _strip_timings(pool)
-    assert on_ray["controllers"]["static-best"]["best_split"] in (1, 2)
+    (scenario,) = on_ray["scenarios"].values()
+    assert scenario["controllers"]["static-tuned"]["best_split_label"]
 
 
 # Job functions are defined inside the tests: Ray workers cannot import this test module, and

@@ -186,36 +186,3 @@ def test_a_mixed_winner_round_trips_through_the_suite_json_and_the_table_names_i
     assert [s.best_split for s in again.seeds] == [Split(1, 1, 1), Split(1, 1, 1), Split(2, 1, 0)]
     assert again.seeds[0].points == {1.0: 1.0, 2.0: 0.95, 2.2: 0.5} and again.seeds[0].bracket == (2.0, 2.2)
     assert outcome_cell(back.scenarios[sc.name], "static-oracle").endswith("(1P:1D:1M)")
-
-
-# ------------------------------------------------------------- arrow-rl evaluate's static-best ----
-def _sweeps(cap: dict[Split, float], n: int, ran: list):
-    from arrow_rl.evaluation.evaluate import split_of_spec
-    from arrow_rl.evaluation.serving_rate import SweepResult
-
-    def run(specs):
-        ran.extend(specs)
-        return {s: SweepResult(s, s, 1.0, cap[split_of_spec(s, n)], cap[split_of_spec(s, n)]) for s in specs}
-    return run
-
-
-def test_evaluate_static_best_sweeps_the_coarse_grid_then_climbs_to_the_best_split():
-    from arrow_rl.evaluation.evaluate import _static_best_mixed, _static_rank
-
-    cap = landscape(8, Split(2, 1, 5), top=20.0, pd_top=9.0)
-    ran: list[str] = []
-    run = _sweeps(cap, 8, ran)
-    results = run([s.spec for s in pd_splits(8)])
-    specs = _static_best_mixed(8, results, run)
-    best = max((results[s] for s in specs), key=lambda r: _static_rank(r, 8))
-    assert best.spec == "static:2:1:5" and len(ran) == len(set(ran)) < len(all_splits(8))
-
-
-def test_evaluate_static_best_keeps_the_pd_split_on_a_tie():
-    from arrow_rl.evaluation.evaluate import _static_best_mixed, _static_rank
-
-    cap = {s: (10.0 if s in (Split(5, 3), Split(3, 3, 2)) else 5.0) for s in all_splits(8)}
-    run = _sweeps(cap, 8, [])
-    results = run([s.spec for s in pd_splits(8)])
-    specs = _static_best_mixed(8, results, run)
-    assert max((results[s] for s in specs), key=lambda r: _static_rank(r, 8)).spec == "static:5"

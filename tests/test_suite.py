@@ -269,7 +269,7 @@ def test_suite_run_rejects_unknown_rate_mode(tmp_path):
 def test_a_failing_job_names_its_scenario_and_controller(monkeypatch):
     import arrow_rl.evaluation.suite as suite_mod
 
-    def boom(scenario, controller, notify, speedup=1.0, arrow_config=None):
+    def boom(scenario, controller, speedup, arrow_config, notify):
         raise ValueError("prefix_offsets must be non-decreasing")
 
     monkeypatch.setattr(suite_mod, "_job", boom)

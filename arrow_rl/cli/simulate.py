@@ -58,14 +58,34 @@ def simulate(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Simulate one workload on one cluster; print TTFT/TPOT/e2e percentiles, SLO attainment, throughput."""
-    from pydantic import ValidationError
+    from arrow_rl.cluster.emulator import EmulatedCluster
 
-    from arrow_rl.cluster.emulator import EmulatedCluster, EmulatorConfig
-    from arrow_rl.cluster.emulator.config import format_validation_error
-    from arrow_rl.metrics.summary import summarize
-    from arrow_rl.routing import make_router, router_names
-    from arrow_rl.workload.loaders import TraceFormatError, load_workload
+    _check_numbers(rate_scale, slo_ttft, slo_tpot)
+    options = {"preset": preset, "num_instances": instances, "mode": mode, "num_prefill": prefill_instances,
+               "num_mixed": mixed_instances, "max_num_batched_tokens": max_num_batched_tokens,
+               "max_num_seqs": max_num_seqs, "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot,
+               "flip_delay_s": flip_delay, "gpu_memory_utilization": gpu_memory_utilization}
+    cfg = _emulator_config(config, options)
+    rt = _router(router, mixed_policy if cfg.num_mixed else None)
+    wl = _workload(workload, format, rate_scale)
+    cluster = EmulatedCluster(wl, cfg, router=rt, seed=seed)
+    wall = _run(cluster, float(wl.arrival_s[-1]), show=not quiet and console.is_terminal)
+    records = cluster.completed()
+    summary = _summary(records, cluster, cfg, wl, wall, {"router": router, "seed": seed, "workload": wl.name,
+                                                         "rate_scale": rate_scale})
+    _print(summary, cfg, wl)
+    _write_outputs(summary, records, cfg, wl, json_out, plot)
 
+
+# EmulatorConfig field -> the option that sets it (error messages name the option)
+OPTION_OF = {"preset": "--preset", "num_instances": "--instances", "mode": "--mode",
+             "num_prefill": "--prefill-instances", "num_mixed": "--mixed-instances",
+             "max_num_batched_tokens": "--max-num-batched-tokens",
+             "max_num_seqs": "--max-num-seqs", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
+             "flip_delay_s": "--flip-delay", "gpu_memory_utilization": "--gpu-memory-utilization"}
+
+
+def _check_numbers(rate_scale: float, slo_ttft: Optional[float], slo_tpot: Optional[float]) -> None:
     if rate_scale is None or not rate_scale > 0 or not math.isfinite(rate_scale):
         _fail(f"--rate-scale must be a positive number, got {rate_scale}")
     if (slo_ttft is None) != (slo_tpot is None):
@@ -74,70 +94,76 @@ def simulate(
         if val is not None and not val > 0:
             _fail(f"{name} must be > 0 seconds, got {val}")
 
+
+def _emulator_config(config: Optional[Path], options: dict[str, Any]) -> Any:
+    """The ``EmulatorConfig``: ``--config``'s fields, overridden by the options given; errors name
+    the option (or the file's field) at fault."""
+    from pydantic import ValidationError
+
+    from arrow_rl.cluster.emulator import EmulatorConfig
+    from arrow_rl.cluster.emulator.config import format_validation_error
+
     fields: dict[str, Any] = {}
     if config is not None:
         try:
-            base = EmulatorConfig.from_yaml(config)
+            fields = EmulatorConfig.from_yaml(config).model_dump(exclude_unset=True)
         except ValueError as exc:
             _fail(str(exc))
-            return
-        fields = base.model_dump(exclude_unset=True)
-    overrides = {"preset": preset, "num_instances": instances, "mode": mode, "num_prefill": prefill_instances,
-                 "num_mixed": mixed_instances,
-                 "max_num_batched_tokens": max_num_batched_tokens, "max_num_seqs": max_num_seqs,
-                 "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "flip_delay_s": flip_delay,
-                 "gpu_memory_utilization": gpu_memory_utilization}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    option_of = {"preset": "--preset", "num_instances": "--instances", "mode": "--mode",
-                 "num_prefill": "--prefill-instances", "num_mixed": "--mixed-instances",
-                 "max_num_batched_tokens": "--max-num-batched-tokens",
-                 "max_num_seqs": "--max-num-seqs", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
-                 "flip_delay_s": "--flip-delay", "gpu_memory_utilization": "--gpu-memory-utilization"}
+    fields.update({k: v for k, v in options.items() if v is not None})
     for key in ("preset", "num_instances"):
         if key not in fields:
-            _fail(f"{option_of[key]} is required (or give it in --config)")
+            _fail(f"{OPTION_OF[key]} is required (or give it in --config)")
     if str(getattr(fields.get("mode"), "value", fields.get("mode"))) == "colocated" and fields.get("num_prefill") is not None:
         # colocated instances have no prefill/decode label; a split given with it is a mistake
-        where = "--prefill-instances" if prefill_instances is not None else f"{config}: num_prefill"
+        where = "--prefill-instances" if options["num_prefill"] is not None else f"{config}: num_prefill"
         _fail(f"{where} applies to --mode disaggregated only; colocated instances serve whole requests")
     try:
-        cfg = EmulatorConfig(**fields)
+        return EmulatorConfig(**fields)
     except ValidationError as exc:
         msg = format_validation_error(exc)
-        for key, opt in option_of.items():
+        for key, opt in OPTION_OF.items():
             msg = msg.replace(f"{key}:", f"{opt}:")
         _fail(("" if config is None else f"{config}: ") + msg)
-        return
     except ValueError as exc:
         _fail(str(exc))
-        return
+
+
+def _router(router: str, mixed_policy: Optional[str]) -> Any:
+    """The request router; with mixed instances (``mixed_policy`` given) wrapped in the MIXED
+    dispatcher, which splits requests between the router's P/D path and the MIXED pool."""
+    from arrow_rl.routing import make_router, router_names
+
     try:
         rt = make_router(router)
     except ValueError:
         _fail(f"--router: unknown router {router!r}; valid routers: {', '.join(router_names())}")
-        return
-    if cfg.num_mixed:   # requests split between the router's P/D path and the MIXED pool
-        from arrow_rl.arrow.mixed import MixedConfig, MixedDispatcher
+    if mixed_policy is None:
+        return rt
+    from arrow_rl.arrow.mixed import MixedConfig, MixedDispatcher
 
-        try:
-            rt = MixedDispatcher(rt, MixedConfig.from_mapping({"mixed_policy": mixed_policy}, "--mixed-policy"))
-        except ValueError as exc:
-            _fail(str(exc))
-            return
+    try:
+        return MixedDispatcher(rt, MixedConfig.from_mapping({"mixed_policy": mixed_policy}, "--mixed-policy"))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _workload(workload: str, format: Optional[str], rate_scale: float) -> Any:
+    from arrow_rl.workload.loaders import TraceFormatError, load_workload
+
     try:
         wl = load_workload(workload, format=format)
         if rate_scale != 1.0:
             wl = wl.scaled(rate_scale)
     except (TraceFormatError, FileNotFoundError, IsADirectoryError, ValueError, KeyError) as exc:
         _fail(f"--workload: {exc}")
-        return
     if len(wl) == 0:
         _fail(f"--workload: {workload!r} has no requests")
+    return wl
 
-    cluster = EmulatedCluster(wl, cfg, router=rt, seed=seed)
+
+def _run(cluster: Any, span: float, show: bool) -> float:
+    """Run the cluster to the end (a progress bar in simulated seconds when ``show``); wall seconds."""
     wall0 = time.perf_counter()
-    span = float(wl.arrival_s[-1])
-    show = not quiet and console.is_terminal
     if show:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -148,10 +174,15 @@ def simulate(
                 task, completed=min(now, span), t=f"{now:,.0f}/{span:,.0f} s simulated"))
     else:
         cluster.run_until_done()
-    wall = time.perf_counter() - wall0
-    records = cluster.completed()
-    slo = cfg.slo if cfg.has_slo else None
-    summary = summarize(records, slo=slo, num_offered=len(wl))
+    return time.perf_counter() - wall0
+
+
+def _summary(records: list, cluster: Any, cfg: Any, wl: Any, wall: float, run: dict[str, Any]) -> dict[str, Any]:
+    """The run's latency and SLO summary with the cluster's counters, ``run``'s settings and why
+    requests were rejected."""
+    from arrow_rl.metrics.summary import summarize
+
+    summary = summarize(records, slo=cfg.slo if cfg.has_slo else None, num_offered=len(wl))
     summary.update({"wall_seconds": wall, "simulated_seconds": cluster.now,
                     "simulated_requests_per_second": len(wl) / wall if wall > 0 else math.inf,
                     "num_kv_transfers": cluster.num_transfers, "num_preemptions": cluster.num_preemptions,
@@ -161,14 +192,18 @@ def simulate(
                     "preset": cfg.preset, "mode": cfg.mode.value, "instances": cfg.num_instances,
                     "prefill_instances": cfg.prefill_count if cfg.mode.value == "disaggregated" else None,
                     "max_num_batched_tokens": cfg.max_num_batched_tokens, "max_num_seqs": cfg.max_num_seqs,
-                    "router": router, "seed": seed, "workload": wl.name, "rate_scale": rate_scale})
+                    **run})
     reasons: dict[str, int] = {}
     for r in records:
         if r.rejected:
             key = r.reject_reason.split(":", 1)[0]
             reasons[key] = reasons.get(key, 0) + 1
     summary["reject_reasons"] = reasons
-    _print(summary, cfg, wl)
+    return summary
+
+
+def _write_outputs(summary: dict[str, Any], records: list, cfg: Any, wl: Any, json_out: Optional[Path],
+                   plot: Optional[Path]) -> None:
     if json_out is not None:
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
         try:
@@ -178,7 +213,7 @@ def simulate(
         console.print(f"summary written to {json_out}")
     if plot is not None:
         try:
-            _plot(records, slo, plot, f"{wl.name} on {cfg.preset}, {cfg.mode.value}")
+            _plot(records, cfg.slo if cfg.has_slo else None, plot, f"{wl.name} on {cfg.preset}, {cfg.mode.value}")
         except OSError as exc:
             _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
         console.print(f"plot written to {plot}")

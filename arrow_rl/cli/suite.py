@@ -1,6 +1,6 @@
 """``arrow-rl suite run``: rank controllers across a scenario suite with seeds and intervals.
 
-    arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-best,colocated,...
+    arrow-rl suite run --suite standard|PATH.yaml --controllers arrow,static-tuned,colocated,...
         [--quick] [--jobs N | --backend ray [--ray-address ADDR]] --json OUT [--plots DIR]
         [--markdown docs/leaderboard.md]
     arrow-rl suite report --json A.json [--json B.json ...] [--markdown ...] [--update-readme README.md]
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -60,17 +60,32 @@ def run_command(
 ) -> None:
     """Measure each controller's serving rate on every scenario (independent seeds, common loads) and compare
     them in pairs (per-seed ratios, 95% CI, Holm-corrected verdicts)."""
-    from arrow_rl.evaluation.suite import run_suite
-    from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
-
     check_backend(backend, ray_address)
     if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
         _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
+    s = _selected_suite(suite, quick, rate_mode, warmup, only)
+    names = [c.strip() for c in (controllers or (QUICK_CONTROLLERS if quick else FULL_CONTROLLERS))
+             .split(",") if c.strip()]
+    console.print(f"[bold]suite {s.name}[/bold]{' (quick)' if quick else ''}: {len(s.scenarios)} scenarios x "
+                  f"{len(names)} controllers, seeds {list(s.protocol.seeds)}, rate mode {s.protocol.rate_mode}, "
+                  f"warm-up {s.protocol.warmup_s:g} s, tolerance {100 * s.protocol.rel_tol:g}%; "
+                  + (f"Ray ({ray_address or 'local'})" if backend == "ray" else f"{jobs} process(es)"))
+    result = run_with_progress(s, names, jobs=jobs, quick=quick, backend=backend, ray_address=ray_address)
+    result.settings.update(scenarios=[sc.name for sc in s.scenarios] if only else None,
+                           rate_mode=rate_mode, warmup_s=warmup)
+    publish(result, names, json_out, plots, markdown, update_readme)
+
+
+def _selected_suite(suite: str, quick: bool, rate_mode: Optional[str], warmup: Optional[float],
+                    only: Optional[str]):  # noqa: ANN202 - Suite (lazy import)
+    """The suite to run: loaded, its protocol overridden by ``--rate-mode`` / ``--warmup``, cut to
+    ``--scenarios``; any mistake is one error line."""
+    from arrow_rl.evaluation.suite_spec import SuiteError, load_suite
+
     try:
         s = load_suite(suite, quick=quick)
     except SuiteError as exc:
         _fail(str(exc))
-        return
     if rate_mode is not None or warmup is not None:
         if rate_mode not in (None, "scale", "superpose"):
             _fail(f"--rate-mode must be scale or superpose, got {rate_mode!r}")
@@ -82,42 +97,44 @@ def run_command(
             _fail(f"--scenarios: unknown scenario(s) {', '.join(unknown)}; suite {s.name} has "
                   + ", ".join(sc.name for sc in s.scenarios))
         s = type(s)(s.name, s.path, s.description, [sc for sc in s.scenarios if sc.name in wanted], s.protocol)
-    names = [c.strip() for c in (controllers or (QUICK_CONTROLLERS if quick else FULL_CONTROLLERS))
-             .split(",") if c.strip()]
-    console.print(f"[bold]suite {s.name}[/bold]{' (quick)' if quick else ''}: {len(s.scenarios)} scenarios x "
-                  f"{len(names)} controllers, seeds {list(s.protocol.seeds)}, rate mode {s.protocol.rate_mode}, "
-                  f"warm-up {s.protocol.warmup_s:g} s, tolerance {100 * s.protocol.rel_tol:g}%; "
-                  + (f"Ray ({ray_address or 'local'})" if backend == "ray" else f"{jobs} process(es)"))
+    return s
+
+
+def run_with_progress(s: Any, names: list[str], *, jobs: int, backend: str, ray_address: Optional[str],
+                      quick: bool = False, arrow_config: Any = None, name_scenarios: bool = True) -> Any:
+    """``run_suite`` under a progress bar that advances once per (scenario, controller) job and names
+    the simulation running now (and its scenario, with ``name_scenarios``); without a terminal (logs,
+    CI) one line per finished job. A run refused before any job (an unknown controller, a renamed
+    one) fails with its one line."""
+    from arrow_rl.evaluation.seeded_search import STATIC_FAMILY
+    from arrow_rl.evaluation.suite import run_suite
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
-        from arrow_rl.evaluation.seeded_search import STATIC_FAMILY
-
         jobs_per_scenario = len(set(n for n in names if n not in STATIC_FAMILY)) + any(n in STATIC_FAMILY for n in names)
         task = bar.add_task("jobs", total=len(s.scenarios) * jobs_per_scenario)
 
         def on_run(scenario: str, spec: str, rate: float, att: float) -> None:
-            bar.update(task, description=f"{scenario} {spec} @ {rate:.3g} req/s: {100 * att:.0f}%")
+            where = f"{scenario} " if name_scenarios else ""
+            bar.update(task, description=f"{where}{spec} @ {rate:.3g} req/s: {100 * att:.0f}%")
 
         def on_job_done(scenario: str, controller: str, wall: float) -> None:
             bar.update(task, advance=1)
             if not console.is_terminal:  # logs and CI: one line per finished job, the bar shows only at the end
-                console.print(f"done {scenario} / {controller} in {wall:.0f} s")
+                console.print(f"done {f'{scenario} / ' if name_scenarios else ''}{controller} in {wall:.0f} s")
                 console.file.flush()  # a redirected stdout is block-buffered: a long run's log would stay empty
 
         error = None
         try:
             result = run_suite(s, names, jobs=jobs, quick=quick, on_job_done=on_job_done, on_run=on_run,
-                               backend=backend, ray_address=ray_address)
+                               backend=backend, ray_address=ray_address, arrow_config=arrow_config)
             bar.update(task, description="done")
         except ValueError as exc:  # refused before any job ran: no empty progress line under the error
             bar.remove_task(task)
             error = str(exc)
     if error is not None:
         _fail(error)
-        return
-    result.settings.update(scenarios=[sc.name for sc in s.scenarios] if only else None,
-                           rate_mode=rate_mode, warmup_s=warmup)
-    _publish(result, names, json_out, plots, markdown, update_readme)
+    return result
 
 
 @suite_app.command("report")
@@ -137,7 +154,7 @@ def report_command(
     if update_readme is not None and "leaderboard:summary:start" not in _read(update_readme):
         _fail(f"--update-readme {update_readme}: the file has no <!-- leaderboard:summary:start --> block")
     result = _load_result(json_in, suite, replace)
-    _publish(result, result.controllers, json_out, plots, markdown, update_readme)
+    publish(result, result.controllers, json_out, plots, markdown, update_readme)
 
 
 @suite_app.command("compare")
@@ -230,14 +247,32 @@ def _load_result(json_in: list[Path], suite: Optional[str], replace: bool):  # n
     return result
 
 
-def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)
-             markdown: Optional[Path], update_readme: Optional[Path]) -> None:
+def publish(result, names: list[str], json_out: Optional[Path], plots: Optional[Path],  # noqa: ANN001 - SuiteResult (lazy import)
+            markdown: Optional[Path], update_readme: Optional[Path]) -> None:
     """Print the tables and write whichever outputs were asked for."""
-    from arrow_rl.evaluation.leaderboard import (controller_label, outcome_cell, paired_cell, plot_suite,
-                                                 summary_ratio_cell, update_marked_block, write_markdown)
+    from arrow_rl.evaluation.leaderboard import plot_suite, update_marked_block, write_markdown
+
+    _print_rates(result, names)
+    _print_paired(result, names)
+    _print_summary(result)
+    payload = result.to_json()
+    if plots is not None and "arrow" in result.controllers and len(result.controllers) > 1:
+        payload["plots"] = [str(plot_suite(result, plots / "suite_serving_rate.png"))]
+        console.print("plot: " + payload["plots"][0])
+    if markdown is not None:
+        console.print(f"wrote {write_markdown(result, markdown)}")
+    if update_readme is not None:
+        console.print(f"updated {update_marked_block(update_readme, result, str(markdown) if markdown else None)}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
+        console.print(f"wrote {json_out}")
+
+
+def _print_rates(result, names: list[str]) -> None:  # noqa: ANN001 - SuiteResult (lazy import)
+    from arrow_rl.evaluation.leaderboard import controller_label, outcome_cell
 
     s = result.suite
-
     table = Table(title=f"Serving rate (req/s, mean ± 95% CI over {len(s.protocol.seeds)} seeds) — suite {s.name}")
     table.add_column("scenario")
     table.add_column("split")
@@ -248,16 +283,27 @@ def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional
         table.add_row(name + (" †" if sc.short_span else ""), sc.scenario.split,
                       *[outcome_cell(sc, c, with_split=False) for c in names], sc.verdict)
     console.print(table)
+
+
+def _print_paired(result, names: list[str]) -> None:  # noqa: ANN001 - SuiteResult (lazy import)
+    from arrow_rl.evaluation.leaderboard import controller_label, paired_cell
+
     others = [c for c in names if c != "arrow"]
-    if "arrow" in names and others:
-        paired = Table(title="Paired ratio to Arrow (same seeds and loads): ratio [95% CI], ▲ win ▼ loss = tie "
-                             "(Holm-corrected within each split)")
-        paired.add_column("scenario")
-        for c in others:
-            paired.add_column(controller_label(c), justify="right")
-        for name, sc in result.scenarios.items():
-            paired.add_row(name, *[paired_cell(sc.paired.get(c, {}).get("arrow")) for c in others])
-        console.print(paired)
+    if "arrow" not in names or not others:
+        return
+    paired = Table(title="Paired ratio to Arrow (same seeds and loads): ratio [95% CI], ▲ win ▼ loss = tie "
+                         "(Holm-corrected within each split)")
+    paired.add_column("scenario")
+    for c in others:
+        paired.add_column(controller_label(c), justify="right")
+    for name, sc in result.scenarios.items():
+        paired.add_row(name, *[paired_cell(sc.paired.get(c, {}).get("arrow")) for c in others])
+    console.print(paired)
+
+
+def _print_summary(result) -> None:  # noqa: ANN001 - SuiteResult (lazy import)
+    from arrow_rl.evaluation.leaderboard import controller_label, summary_ratio_cell
+
     summary = Table(title="Summary (W/T/L: paired verdicts against the best deployable rival; vs Arrow)")
     for col in ("split", "controller", "geomean ratio to arrow [95% CI]", "W/T/L", "vs arrow W/T/L", "n/a"):
         summary.add_column(col, justify="left" if col in ("split", "controller") else "right")
@@ -272,19 +318,6 @@ def _publish(result, names: list[str], json_out: Optional[Path], plots: Optional
     console.print(summary)
     console.print(f"{result.simulations:,} simulations in {result.wall_s:.0f} s wall, {result.cpu_s:.0f} CPU-s"
                   + ("; † counted span under 10 simulated minutes" if any(sc.short_span for sc in result.scenarios.values()) else ""))
-
-    payload = result.to_json()
-    if plots is not None and "arrow" in result.controllers and len(result.controllers) > 1:
-        payload["plots"] = [str(plot_suite(result, plots / "suite_serving_rate.png"))]
-        console.print("plot: " + payload["plots"][0])
-    if markdown is not None:
-        console.print(f"wrote {write_markdown(result, markdown)}")
-    if update_readme is not None:
-        console.print(f"updated {update_marked_block(update_readme, result, str(markdown) if markdown else None)}")
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2, default=_json_default), encoding="utf-8")
-        console.print(f"wrote {json_out}")
 
 
 def _override(s, rate_mode: str | None, warmup: float | None):  # noqa: ANN001, ANN202 - Suite (lazy import)

@@ -18,8 +18,8 @@ class Role(str, Enum):
     """An instance's routing label. Arrow §5.2: every instance can run both phases; a role only
     says which kind of *new* work the router sends it.
 
-    PREFILL and DECODE are Arrow's two pools (prefill legs, decode legs). MIXED (issue 12,
-    docs/design_mixed_role.md) takes *plain* requests: it computes the prompt and decodes it in
+    PREFILL and DECODE are Arrow's two pools (prefill legs, decode legs). MIXED
+    (docs/design_mixed_role.md) takes *plain* requests: it computes the prompt and decodes it in
     place, chunked prefill mixed into its decode batches, as a colocated vLLM instance does. Arrow's
     algorithms never flip to or from MIXED; a flip to or from it drains like a P<->D flip."""
 
@@ -206,7 +206,7 @@ class MetricsWindow:
     # prefix caching (vLLM's vllm:prefix_cache_queries / vllm:prefix_cache_hits, in tokens)
     prefix_cache_query_tokens: int = 0
     prefix_cache_hit_tokens: int = 0
-    # the MIXED pool (issue 12); an empty PoolStats when the cluster has no MIXED instance
+    # the MIXED pool; an empty PoolStats when the cluster has no MIXED instance
     mixed: PoolStats = PoolStats()
 
     @property

@@ -1,4 +1,8 @@
-"""Where SLO attainment crosses 90%: a search on a common factor grid, then monotone interpolation.
+"""The serving rate: where SLO attainment crosses 90%, searched on a common factor grid, then
+interpolated on a monotone fit.
+
+The request serving rate is the highest request rate whose SLO attainment (both SLOs, unfinished
+requests counted as misses) is at least ``TARGET_ATTAINMENT`` = 90% (Arrow §6.1).
 
 Every controller's search on a (scenario, seed) probes the same log-spaced grid of rate factors,
 ``GRID_RATIO ** i`` (factor 1 and the ceiling are grid points), so two controllers are run on the
@@ -23,8 +27,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import isotonic_regression
 
-from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT
-
+TARGET_ATTAINMENT = 0.90    # Arrow §6.1
 GRID_RATIO = 2.0 ** 0.25     # four grid points per doubling: bisection of a x2 bracket stays on the grid
 MIN_FACTOR = 1.0 / 64
 
@@ -93,6 +96,8 @@ def search_crossing(attainment_at: Callable[[float], float], *, rel_tol: float, 
     if lo > 0 and math.isfinite(hi):
         while len(points) < max_evals and hi / lo > 1.0 + rel_tol:
             mid = math.sqrt(lo * hi)
+            if not lo < mid < hi:   # adjacent floats: a tolerance finer than float resolution ends here
+                break
             if f(mid) >= target:
                 lo = mid
             else:

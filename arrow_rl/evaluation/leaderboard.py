@@ -30,7 +30,7 @@ NOT_APPLICABLE = "n/a"
 
 
 def outcome_cell(sc: ScenarioOutcome, controller: str, with_split: bool = True) -> str:
-    """A controller's cell on one scenario: its rate (and best split for static-best), or n/a."""
+    """A controller's cell on one scenario: its rate (and best split for static-oracle and static-tuned), or n/a."""
     o = sc.controllers.get(controller)
     if o is None:
         return NOT_APPLICABLE if controller in sc.not_applicable else "-"

@@ -1,13 +1,13 @@
-"""Run evaluation jobs as Ray tasks (``--backend ray``): the same job functions, on a Ray cluster.
+"""Run evaluation jobs as Ray tasks (``--backend ray``): the Ray side of the job loop
+(``arrow_rl.evaluation.jobs``), the same job functions on a Ray cluster.
 
-Why the unit of work is a whole job (one (scenario, controller) search over every seed for
-``suite run``, one policy's sweep for ``evaluate``) and not one (seed, rate) point: the points of
-a bisection are sequential (each rate depends on the attainment at the last one), and seeds after
-the first start from the first seed's answer (``arrow_rl.evaluation.seeded_search``). Splitting
-finer would either change the search (and the results) or only chain dependent tasks. A job is
-exactly what a local worker process runs, so the Ray backend returns the local backend's results
-bit for bit (``tests/test_ray_backend.py``); a job is tens to thousands of simulations, so the
-~1-2 ms a Ray task costs (docs/scaling.md) is negligible.
+Why the unit of work is a whole job (one (scenario, controller) search over every seed) and not
+one (seed, rate) point: the points of a search are sequential (each rate depends on the attainment
+at the last one), and the static job's cross-fitting reuses every seed's runs, so splitting finer
+would only chain dependent tasks or repeat runs. A job is exactly what a local worker process
+runs, so the Ray backend returns the local backend's results bit for bit
+(``tests/test_ray_backend.py``); a job is tens to thousands of simulations, so the ~1-2 ms a Ray
+task costs (docs/scaling.md) is negligible.
 
 Ray is an optional dependency (``pip install -e ".[ray]"``); ``require_ray`` turns its absence into
 one clear error. The driver connects with ``connect`` (a running cluster's address, or a local

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from arrow_rl.cluster.base import SLO, Cluster, Mode, RequestRecord, Role
+from arrow_rl.cluster.base import SLO, Cluster, MetricsWindow, Mode, RequestRecord, Role
 from arrow_rl.control import ControlState
 from arrow_rl.controllers.registry import Policy, default_initial_prefill
 from arrow_rl.workload.workload import Workload
@@ -230,7 +230,29 @@ def run_policy(
     stop_below: float | None = None,
     preset: Any = None,
 ) -> RunResult:
-    """Run ``policy`` over ``workload`` on a fresh emulated cluster and score it.
+    """Run ``policy`` over ``workload`` on a fresh emulated cluster and score it
+    (``run_on_cluster`` is the same loop on a cluster you built, emulated or live)."""
+    if control_interval_s <= 0:
+        raise ValueError(f"control_interval_s must be > 0, got {control_interval_s}")
+    cluster = build_cluster(workload, emulator_config, policy, seed, preset)
+    return run_on_cluster(cluster, workload, slo_of(emulator_config), policy, control_interval_s,
+                          record_timeline=record_timeline, progress=progress, count_from_s=count_from_s,
+                          stop_below=stop_below)
+
+
+def run_on_cluster(
+    cluster: Cluster,
+    workload: Workload,
+    slo: SLO,
+    policy: Policy,
+    control_interval_s: float = 1.0,
+    *,
+    record_timeline: bool = False,
+    progress: Callable[[float, float], None] | None = None,
+    count_from_s: float = 0.0,
+    stop_below: float | None = None,
+) -> RunResult:
+    """The control loop on any ``Cluster`` serving ``workload``, scored against ``slo``.
 
     The loop stops when the cluster is done or at ``last_useful_time`` (requests still unfinished
     then count as misses either way). Requests arriving before ``count_from_s`` are a warm-up:
@@ -243,8 +265,6 @@ def run_policy(
     if control_interval_s <= 0:
         raise ValueError(f"control_interval_s must be > 0, got {control_interval_s}")
     t0 = time.perf_counter()
-    slo = slo_of(emulator_config)
-    cluster = build_cluster(workload, emulator_config, policy, seed, preset)
     controller = policy.controller
     if controller is not None:
         controller.reset(cluster.info)
@@ -258,37 +278,53 @@ def run_policy(
     while not cluster.done and cluster.now < horizon - 1e-9:
         window = cluster.advance(min(control_interval_s, horizon - cluster.now))
         if record_timeline:
-            roles = cluster.roles()
-            timeline.append(TimelinePoint(
-                t=cluster.now, num_prefill=sum(1 for r in roles if r is Role.PREFILL), arrivals=window.arrivals,
-                ttft_mean=window.prefill.ttft_mean, ttft_p90=window.prefill.ttft_p90,
-                tpot_mean=window.decode.tpot_mean, itl_mean=window.decode.itl_mean,
-                prefill_load=window.prefill.load, decode_load=window.decode.load,
-                finished=window.finished, finished_within_slo=window.finished_within_slo))
+            timeline.append(_timeline_point(cluster, window))
         if controller is not None and not cluster.done:
-            state = ControlState(now=cluster.now, window=window, instances=tuple(cluster.instances()))
-            for f in controller.act(state):
-                cluster.flip(f.instance_id, f.role)
-                flips.append(FlipRecord(cluster.now, f.instance_id, Role(f.role).value, "controller"))
+            _control_step(cluster, controller, window, flips)
         if progress is not None:
             progress(cluster.now, horizon)
         if misses is not None and misses.hopeless(cluster):
             stopped = True
             break
-    flips = _all_flips(cluster, flips)
+    return _score(cluster, workload, slo, policy, count_from_s, misses if stopped else None,
+                  _all_flips(cluster, flips), timeline, t0)
+
+
+def _timeline_point(cluster: Cluster, window: MetricsWindow) -> TimelinePoint:
+    roles = cluster.roles()
+    return TimelinePoint(
+        t=cluster.now, num_prefill=sum(1 for r in roles if r is Role.PREFILL), arrivals=window.arrivals,
+        ttft_mean=window.prefill.ttft_mean, ttft_p90=window.prefill.ttft_p90,
+        tpot_mean=window.decode.tpot_mean, itl_mean=window.decode.itl_mean,
+        prefill_load=window.prefill.load, decode_load=window.decode.load,
+        finished=window.finished, finished_within_slo=window.finished_within_slo)
+
+
+def _control_step(cluster: Cluster, controller: Any, window: MetricsWindow, flips: list[FlipRecord]) -> None:
+    """One control interval: the controller reads the window and the instances, its flips apply now."""
+    state = ControlState(now=cluster.now, window=window, instances=tuple(cluster.instances()))
+    for f in controller.act(state):
+        cluster.flip(f.instance_id, f.role)
+        flips.append(FlipRecord(cluster.now, f.instance_id, Role(f.role).value, "controller"))
+
+
+def _score(cluster: Cluster, workload: Workload, slo: SLO, policy: Policy, count_from_s: float,
+           stopped_by: "CertainMisses | None", flips: list[FlipRecord], timeline: list[TimelinePoint],
+           t0: float) -> RunResult:
+    """Attainment over the counted requests; after an early stop (``stopped_by``), upper bounds."""
     records = list(cluster.completed())
     counted = len(workload) - int(np.searchsorted(workload.arrival_s, count_from_s, side="left"))
     both, t_ok, p_ok, fin = attainment_of(records, counted, slo, count_from_s)
-    if stopped and misses is not None and counted:
+    if stopped_by is not None and counted:
         # unended requests may still meet their SLOs: the best case is every one not already a miss
-        unended = (counted - misses.ended_counted) / counted
-        both = 1.0 - misses.update(cluster) / counted
+        unended = (counted - stopped_by.ended_counted) / counted
+        both = 1.0 - stopped_by.update(cluster) / counted
         t_ok, p_ok = min(1.0, t_ok + unended), min(1.0, p_ok + unended)
     minutes = max(cluster.now, 1e-9) / 60.0
     return RunResult(policy=policy.name, num_requests=counted, records=records, attainment=both,
                      ttft_attainment=t_ok, tpot_attainment=p_ok, finished=fin, flips=flips,
                      flips_per_min=len(flips) / minutes, sim_end_s=cluster.now,
-                     wall_s=time.perf_counter() - t0, timeline=timeline, stopped_early=stopped)
+                     wall_s=time.perf_counter() - t0, timeline=timeline, stopped_early=stopped_by is not None)
 
 
 def _all_flips(cluster: Cluster, controller_flips: list[FlipRecord]) -> list[FlipRecord]:

@@ -37,10 +37,9 @@ from typing import Any, Callable
 
 from arrow_rl.controllers.registry import make_policy
 from arrow_rl.controllers.splits import Split, coarse_mixed, neighbours, pd_splits
-from arrow_rl.evaluation.crossing import Crossing, interpolated_crossing, search_crossing
+from arrow_rl.evaluation.crossing import TARGET_ATTAINMENT, Crossing, interpolated_crossing, search_crossing
 from arrow_rl.evaluation.protocol import GeneratorMaster, Load, LoadSource, Protocol, build_load, generator_master
 from arrow_rl.evaluation.runner import run_policy
-from arrow_rl.metrics.serving_rate import TARGET_ATTAINMENT
 
 STATIC_ORACLE = "static-oracle"
 STATIC_TUNED = "static-tuned"

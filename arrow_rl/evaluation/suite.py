@@ -2,9 +2,9 @@
 
 One job per (scenario, controller) runs all of the protocol's seeds, each searched on its own
 (``arrow_rl.evaluation.seeded_search``); ``static-oracle`` and ``static-tuned`` share one job (the
-tuned split is cross-fitted on the oracle's per-seed winners). Jobs run in spawned worker
-processes (``--jobs``), longest first, or as Ray tasks (``backend="ray"``,
-``arrow_rl.evaluation.ray_backend``: the same jobs, the same results).
+tuned split is cross-fitted on the oracle's per-seed winners). Jobs run through the evaluation's
+one job loop (``arrow_rl.evaluation.jobs``), longest first: in this process, in spawned worker
+processes (``--jobs``), or as Ray tasks (``backend="ray"``): the same jobs, the same results.
 
 Controllers are compared in pairs on the same seeds (``arrow_rl.evaluation.paired``): each one
 against Arrow, and each one against the best *deployable* rival on the scenario (the highest mean
@@ -15,9 +15,7 @@ rate among the deployable controllers other than itself). ``static-oracle`` and 
 from __future__ import annotations
 
 import math
-import queue as queue_mod
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +24,7 @@ import numpy as np
 from arrow_rl.controllers.splits import Split, split_from_json
 from arrow_rl.evaluation.crossing import MIN_FACTOR
 from arrow_rl.evaluation.intervals import Interval, mean_ci95
+from arrow_rl.evaluation.jobs import run_jobs
 from arrow_rl.evaluation.paired import Paired, call_verdicts, geomean_interval, log_ratios, paired_ratio
 from arrow_rl.evaluation.protocol import MIN_TRUSTED_SPAN_S
 from arrow_rl.evaluation.seeded_search import (RENAMED, STATIC_FAMILY, STATIC_ORACLE, SeedResult, make_runner,
@@ -308,44 +307,16 @@ def merge_result_payloads(payloads: list[tuple[dict, str]], replace: bool = Fals
     if not payloads:
         raise ValueError("no suite results to merge")
     first, first_src = payloads[0]
-    keys = ("suite", "quick")
     merged = {"suite": first.get("suite"), "quick": first.get("quick", False), "scenarios": {}, "settings": {}}
     owner: dict[tuple[str, str], str] = {}
     controllers: list[str] = []
     totals = {"wall_s": 0.0, "cpu_s": 0.0, "simulations": 0}
     for payload, src in payloads:
-        if not isinstance(payload, dict) or not isinstance(payload.get("scenarios"), dict):
-            raise ValueError(f"{src}: not an arrow-rl suite result (no 'scenarios' object)")
-        settings = dict(payload.get("settings") or {})
-        for k in keys:
-            if payload.get(k, False if k == "quick" else None) != merged[k]:
-                raise ValueError(f"{src}: {k} {payload.get(k)!r} differs from {first_src}'s {merged[k]!r}; "
-                                 "only results of the same suite and protocol can be merged")
-        ref = dict(first.get("settings") or {})
-        for k in ("protocol", "rate_mode", "warmup_s", "scenarios"):
-            if k != "scenarios" and settings.get(k) != ref.get(k):
-                raise ValueError(f"{src}: settings.{k} {settings.get(k)!r} differs from {first_src}'s {ref.get(k)!r}; "
-                                 "only results of the same suite and protocol can be merged")
+        settings = _mergeable_settings(payload, src, merged, dict(first.get("settings") or {}), first_src)
         for c in settings.get("controllers") or []:
             if c not in controllers:
                 controllers.append(c)
-        for name, sj in payload["scenarios"].items():
-            row = merged["scenarios"].setdefault(name, {k: v for k, v in sj.items() if k not in ("controllers", "not_applicable")}
-                                                | {"controllers": {}})
-            for c, entry in (sj.get("controllers") or {}).items():
-                if (name, c) in owner:
-                    if not replace:
-                        raise ValueError(f"{src}: scenario {name!r} controller {c!r} is also in {owner[(name, c)]}; "
-                                         "merge results of different controllers only (or let later files replace)")
-                    old_entry = row["controllers"][c]
-                    totals["simulations"] -= int(old_entry.get("simulations", 0) or 0)
-                    totals["cpu_s"] -= float(old_entry.get("cpu_s", 0.0) or 0.0)
-                owner[(name, c)] = src
-                row["controllers"][c] = entry
-                if c not in controllers:
-                    controllers.append(c)
-            for c, why in (sj.get("not_applicable") or {}).items():
-                row.setdefault("not_applicable", {})[c] = why
+        _merge_cells(merged, payload, src, owner, controllers, totals, replace)
         for k in totals:
             totals[k] += type(totals[k])(settings.get(k, 0) or 0)
         for k in ("protocol", "rate_mode", "warmup_s", "jobs", "backend"):
@@ -355,6 +326,46 @@ def merge_result_payloads(payloads: list[tuple[dict, str]], replace: bool = Fals
     merged["settings"] |= totals | {"controllers": controllers, "merged_from": len(payloads),
                                     "scenarios": list(merged["scenarios"]) if subset else None}
     return merged
+
+
+def _mergeable_settings(payload: Any, src: str, merged: dict, first_settings: dict, first_src: str) -> dict:
+    """``payload``'s settings, once it is known to be a suite result of the same suite, quick flag
+    and protocol as the first file (else a ValueError naming both files)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("scenarios"), dict):
+        raise ValueError(f"{src}: not an arrow-rl suite result (no 'scenarios' object)")
+    settings = dict(payload.get("settings") or {})
+    for k in ("suite", "quick"):
+        if payload.get(k, False if k == "quick" else None) != merged[k]:
+            raise ValueError(f"{src}: {k} {payload.get(k)!r} differs from {first_src}'s {merged[k]!r}; "
+                             "only results of the same suite and protocol can be merged")
+    for k in ("protocol", "rate_mode", "warmup_s"):
+        if settings.get(k) != first_settings.get(k):
+            raise ValueError(f"{src}: settings.{k} {settings.get(k)!r} differs from {first_src}'s "
+                             f"{first_settings.get(k)!r}; only results of the same suite and protocol can be merged")
+    return settings
+
+
+def _merge_cells(merged: dict, payload: dict, src: str, owner: dict[tuple[str, str], str], controllers: list[str],
+                 totals: dict[str, Any], replace: bool) -> None:
+    """Add ``payload``'s (scenario, controller) cells to ``merged``; a cell already there is an error
+    naming both files, unless ``replace`` (then the replaced cell's cost leaves ``totals``)."""
+    for name, sj in payload["scenarios"].items():
+        row = merged["scenarios"].setdefault(name, {k: v for k, v in sj.items() if k not in ("controllers", "not_applicable")}
+                                            | {"controllers": {}})
+        for c, entry in (sj.get("controllers") or {}).items():
+            if (name, c) in owner:
+                if not replace:
+                    raise ValueError(f"{src}: scenario {name!r} controller {c!r} is also in {owner[(name, c)]}; "
+                                     "merge results of different controllers only (or let later files replace)")
+                old_entry = row["controllers"][c]
+                totals["simulations"] -= int(old_entry.get("simulations", 0) or 0)
+                totals["cpu_s"] -= float(old_entry.get("cpu_s", 0.0) or 0.0)
+            owner[(name, c)] = src
+            row["controllers"][c] = entry
+            if c not in controllers:
+                controllers.append(c)
+        for c, why in (sj.get("not_applicable") or {}).items():
+            row.setdefault("not_applicable", {})[c] = why
 
 
 def _split_json(s: Split | None) -> int | str | None:
@@ -370,10 +381,11 @@ def _seed_json(s: SeedResult) -> dict[str, Any]:
 
 
 STATIC_JOB = "static"   # one job measures both static-oracle and static-tuned (cross-fitting needs both)
+JobResult = tuple[dict[str, list[SeedResult]], float, float]   # (per-name seed results, wall s, CPU s)
 
 
-def _job(scenario: Scenario, controller: str, notify: Callable | None,
-         speedup: float = 1.0, arrow_config: Any = None) -> tuple[dict[str, list[SeedResult]], float, float]:
+def _job(scenario: Scenario, controller: str, speedup: float, arrow_config: Any,
+         notify: Callable | None) -> JobResult:
     """One (scenario, controller) job: {controller name: per-seed results} (two names for ``static``);
     ``speedup``: on instances that much faster than the scenario's (a ``Variant``)."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -397,18 +409,8 @@ def _job(scenario: Scenario, controller: str, notify: Callable | None,
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-class _Notifier:
-    """Picklable: worker processes post (scenario, spec, rate, attainment) per simulation."""
-
-    def __init__(self, q: Any) -> None:
-        self.q = q
-
-    def __call__(self, *item: Any) -> None:
-        self.q.put(item)
-
-
 def _cost_rank(scenario: Scenario, controller: str) -> float:
-    """Rough relative cost, to start the longest jobs first (static-best searches many splits)."""
+    """Rough relative cost, to start the longest jobs first (the static job searches many splits)."""
     n = scenario.emulator_config.num_instances
     return n * (5.0 if controller == STATIC_JOB else 1.0)
 
@@ -438,9 +440,29 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     ``variants``: names among ``controllers`` that stand for another spec and/or faster instances;
     ``arrow_config``: Arrow's constants for every policy that routes with Algorithm 1 (default: the
     paper's defaults)."""
-    from arrow_rl.evaluation.evaluate import _process_pool
-
     variants = dict(variants or {})
+    names = _checked_names(controllers)
+    unfit = _misfits(suite, names, variants)
+    job_names = list(dict.fromkeys(_job_name(c) for c in names))
+    tasks = sorted(((sc, c) for sc in suite.scenarios for c in job_names if (sc.name, c) not in unfit),
+                   key=lambda t: -_cost_rank(*t))
+    calls = [((sc.name, c), (sc, _spec_of(c, variants), variants[c].speedup if c in variants else 1.0, arrow_config))
+             for sc, c in tasks]
+    t0, c0 = time.perf_counter(), time.process_time()
+    done: dict[tuple[str, str], JobResult] = run_jobs(  # type: ignore[assignment]
+        _job, calls, jobs=jobs, backend=backend, ray_address=ray_address, progress=on_run,
+        on_done=(lambda key, res: on_job_done(key[0], key[1], res[1])) if on_job_done else None,
+        describe_error=_describe_job_error, shared=(0,))
+    outcomes, sims = _outcomes(suite, names, variants, unfit, done)
+    wall = time.perf_counter() - t0
+    in_process = jobs <= 1 and backend != "ray"
+    cpu = time.process_time() - c0 if in_process else sum(v[2] for v in done.values())
+    settings = {"jobs": jobs, "controllers": names} | ({"backend": backend} if backend != "local" else {})
+    return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims, settings=settings)
+
+
+def _checked_names(controllers: list[str]) -> list[str]:
+    """The controller names, stripped; none, a repeated one or a renamed one is refused."""
     names = [c.strip() for c in controllers if c.strip()]
     if not names:
         raise ValueError("no controllers given")
@@ -449,81 +471,35 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
     for c in names:
         if c in RENAMED:
             raise ValueError(f"controller {c!r} was renamed: use {RENAMED[c]}")
+    return names
+
+
+def _spec_of(controller: str, variants: dict[str, Variant]) -> str:
+    return variants[controller].spec if controller in variants else controller
+
+
+def _misfits(suite: Suite, names: list[str], variants: dict[str, Variant]) -> dict[tuple[str, str], str]:
+    """{(scenario, controller): why it cannot run there}; an unknown controller is refused here,
+    before any simulation."""
     unfit: dict[tuple[str, str], str] = {}
-    for sc in suite.scenarios:  # reject an unknown controller, and find the unfit pairs, before any simulation
+    for sc in suite.scenarios:
         for c in names:
             if c in STATIC_FAMILY:
                 continue
-            why = controller_misfit(sc, variants[c].spec if c in variants else c)
+            why = controller_misfit(sc, _spec_of(c, variants))
             if why is not None:
                 unfit[(sc.name, c)] = why
-    job_names = list(dict.fromkeys(_job_name(c) for c in names))
-    tasks = sorted(((sc, c) for sc in suite.scenarios for c in job_names if (sc.name, c) not in unfit),
-                   key=lambda t: -_cost_rank(*t))
+    return unfit
 
-    def job_args(sc: Scenario, c: str) -> tuple:
-        return sc, variants[c].spec if c in variants else c
 
-    def speedup(c: str) -> float:
-        return variants[c].speedup if c in variants else 1.0
+def _describe_job_error(key: Any, exc: Exception) -> Exception:
+    """A job's ValueError (a user's mistake) names its scenario and controller; anything else is a bug."""
+    return ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}") if isinstance(exc, ValueError) else exc
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    done: dict[tuple[str, str], tuple[dict[str, list[SeedResult]], float, float]] = {}
-    if backend == "ray":
-        from arrow_rl.evaluation.ray_backend import run_jobs
 
-        if any(v.speedup != 1.0 for v in variants.values()) or arrow_config is not None:
-            raise ValueError("controller variants and Arrow constants other than the defaults run on the local "
-                             "backend only")
-        done = run_jobs(_job, [((sc.name, c), job_args(sc, c)) for sc, c in tasks], progress=on_run, notify_arg=True,
-                        on_done=(lambda key, res: on_job_done(key[0], key[1], res[1])) if on_job_done else None,
-                        describe_error=lambda key, exc: ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}")
-                        if isinstance(exc, ValueError) else exc,
-                        address=ray_address, shared=(0,))
-    elif jobs <= 1:
-        for sc, c in tasks:
-            try:
-                done[(sc.name, c)] = _job(*job_args(sc, c), on_run, speedup(c), arrow_config)
-            except ValueError as exc:
-                raise ValueError(f"scenario {sc.name}, controller {c}: {exc}") from exc
-            if on_job_done:
-                on_job_done(sc.name, c, done[(sc.name, c)][1])
-    else:
-        import multiprocessing as mp
-
-        with mp.Manager() as manager:
-            q = manager.Queue()
-            notify = _Notifier(q) if on_run is not None else None
-            pool = _process_pool(jobs)
-            failed = True
-            try:
-                futures: dict[Future, tuple[str, str]] = {
-                    pool.submit(_job, *job_args(sc, c), notify, speedup(c), arrow_config): (sc.name, c)
-                    for sc, c in tasks}
-                pending = set(futures)
-                while pending:
-                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    _drain(q, on_run)
-                    for fut in finished:
-                        key = futures[fut]
-                        try:
-                            done[key] = fut.result()
-                        except ValueError as exc:
-                            raise ValueError(f"scenario {key[0]}, controller {key[1]}: {exc}") from exc
-                        if on_job_done:
-                            on_job_done(key[0], key[1], done[key][1])
-                _drain(q, on_run)
-                failed = False
-            finally:
-                # One failed job ends the run: the queued jobs are cancelled and the running ones
-                # stopped, rather than run for results nobody will see (a failure once kept both
-                # cores busy for an hour). ProcessPoolExecutor has no public way to stop a running job.
-                running = list((getattr(pool, "_processes", None) or {}).values())
-                pool.shutdown(wait=not failed, cancel_futures=True)
-                if failed:
-                    for proc in running:
-                        proc.terminate()
-    cpu = sum(v[2] for v in done.values())
+def _outcomes(suite: Suite, names: list[str], variants: dict[str, Variant], unfit: dict[tuple[str, str], str],
+              done: dict[tuple[str, str], JobResult]) -> tuple[dict[str, ScenarioOutcome], int]:
+    """Every scenario's outcomes from the finished jobs, and the simulations they ran."""
     outcomes: dict[str, ScenarioOutcome] = {}
     sims = 0
     for sc in suite.scenarios:
@@ -534,19 +510,14 @@ def run_suite(suite: Suite, controllers: list[str], *, jobs: int = 1, quick: boo
             if (sc.name, job) in unfit or (sc.name, c) in unfit:
                 continue
             results, wall, job_cpu = done[(sc.name, job)]
-            seeds = results[c if c in results else (variants[c].spec if c in variants else c)]
+            seeds = results[c if c in results else _spec_of(c, variants)]
             first = job not in charged
             charged.add(job)
             if first:
-                sims += sum(s.simulations for s in seeds) if job != STATIC_JOB else \
-                    sum(s.simulations for r in results.values() for s in r)
+                sims += sum(s.simulations for r in results.values() for s in r)
             row[c] = outcome_of(c, seeds, wall, job_cpu if first else 0.0)
         outcomes[sc.name] = ScenarioOutcome(sc, row, {c: why for (n, c), why in unfit.items() if n == sc.name})
-    wall = time.perf_counter() - t0
-    if jobs <= 1 and backend != "ray":
-        cpu = time.process_time() - c0
-    return SuiteResult(suite, names, outcomes, quick, wall_s=wall, cpu_s=cpu, simulations=sims,
-                       settings={"jobs": jobs, "controllers": names} | ({"backend": backend} if backend != "local" else {}))
+    return outcomes, sims
 
 
 def controller_misfit(scenario: Scenario, controller: str) -> str | None:
@@ -572,13 +543,3 @@ def controller_misfit(scenario: Scenario, controller: str) -> str | None:
             return str(exc)
     return None
 
-
-def _drain(q: Any, on_run: Callable | None) -> None:
-    if on_run is None:
-        return
-    while True:
-        try:
-            item = q.get_nowait()
-        except queue_mod.Empty:
-            return
-        on_run(*item)

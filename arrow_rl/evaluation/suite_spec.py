@@ -225,3 +225,12 @@ def load_workload_bundled(name: str) -> Any:
     from arrow_rl.workload.bundled import load_bundled
 
     return load_bundled(name)
+
+
+def one_scenario_suite(trace: Any, emulator_config: Any, workload_label: str, protocol: Protocol) -> Suite:
+    """The suite ``arrow-rl evaluate`` runs: one scenario, ``trace`` on ``emulator_config`` under
+    ``protocol``, so a first look and the leaderboard are measured by the same machinery."""
+    n, preset = emulator_config.num_instances, emulator_config.preset
+    scenario = Scenario(f"{trace.name}-x{n}", "custom", f"{workload_label} on {n} x {preset}",
+                        LoadSource(trace.name, trace=trace), workload_label, emulator_config, "custom", protocol)
+    return Suite("evaluate", Path(workload_label), "arrow-rl evaluate", [scenario], protocol)

@@ -9,12 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from arrow_rl.fidelity.replay import SimStage, replay_stage
 from arrow_rl.fidelity.runs import RealRun, RealStage, preset_for
+from arrow_rl.fidelity.trace_replay import replay_trace
+from arrow_rl.fidelity.trace_run import TraceRun, TraceStage, UnsupportedRun
+
+if TYPE_CHECKING:
+    from arrow_rl.perf.preset import Preset
 
 METRICS = ("ttft", "tpot", "e2e")
 
@@ -31,8 +36,10 @@ class StageResult:
     preset: str
     rate: float
     saturated: bool
-    real: RealStage
+    real: RealStage | TraceStage
     sim: SimStage
+    kind: str = "inference-perf"
+    topology: str = "1x colocated"
 
     @property
     def ape(self) -> dict[str, float]:
@@ -45,7 +52,8 @@ class StageResult:
         r, s = self.real, self.sim
         a = self.ape
         return {"run": self.run, "stage": self.stage, "preset": self.preset, "rate": self.rate,
-                "saturated": self.saturated,
+                "saturated": self.saturated, "format": self.kind, "topology": self.topology,
+                "concurrency": getattr(r, "concurrency", None),
                 "real": {"ttft_mean": r.ttft_mean, "tpot_mean": r.tpot_mean, "e2e_mean": r.e2e_mean,
                          "throughput_rps": r.throughput_rps},
                 "sim": {"ttft_mean": _num(s.ttft_mean), "tpot_mean": _num(s.tpot_mean),
@@ -60,24 +68,30 @@ def _num(x: float) -> float | None:
 @dataclass
 class FidelityReport:
     stages: list[StageResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # runs the emulator cannot reproduce, and why
 
     def median_ape(self) -> dict[str, float]:
-        """Median APE of the means over unsaturated stages (NaN when there are none)."""
+        """Median APE of the means over unsaturated stages (NaN when there are none). A stage whose
+        real figure is 0 has no APE for it (TPOT of one-token outputs) and is left out of that median."""
         ok = [s for s in self.stages if not s.saturated]
-        return {k: float(np.median([s.ape[k] for s in ok])) if ok else math.nan for k in METRICS}
+        out = {}
+        for k in METRICS:
+            vals = [s.ape[k] for s in ok if math.isfinite(s.ape[k])]
+            out[k] = float(np.median(vals)) if vals else math.nan
+        return out
 
     def saturated_throughput_ape(self) -> list[float]:
-        return [s.ape["throughput"] for s in self.stages if s.saturated]
+        return [s.ape["throughput"] for s in self.stages if s.saturated and math.isfinite(s.ape["throughput"])]
 
     def to_json(self) -> dict[str, Any]:
         sat = self.saturated_throughput_ape()
-        return {"stages": [s.to_json() for s in self.stages],
+        return {"stages": [s.to_json() for s in self.stages], "skipped": list(self.skipped),
                 "median_ape": {k: _num(v) for k, v in self.median_ape().items()},
                 "saturated_throughput_ape": {"max": max(sat) if sat else None,
                                              "median": float(np.median(sat)) if sat else None}}
 
 
-def resolve_preset(run: RealRun, override: str | None) -> str:
+def resolve_preset(run: RealRun | TraceRun, override: str | None) -> str:
     """``override`` if given, else the preset matching the run's model and TP; a clear error otherwise."""
     if override is not None:
         return override
@@ -88,18 +102,45 @@ def resolve_preset(run: RealRun, override: str | None) -> str:
     return preset
 
 
-def compare_runs(runs: Sequence[RealRun], preset: str | None = None, seed: int = 0,
+def compare_runs(runs: Sequence[RealRun | TraceRun], preset: str | None = None, seed: int = 0,
                  duration_s: float | None = None,
-                 progress: Callable[[str], None] | None = None) -> FidelityReport:
-    """Replay every stage of every run and collect the comparison."""
+                 progress: Callable[[str], None] | None = None,
+                 skip_unsupported: bool = False,
+                 build_preset: "Callable[[str], Preset] | None" = None) -> FidelityReport:
+    """Replay every stage of every run and collect the comparison.
+
+    ``skip_unsupported``: a run the emulator cannot reproduce (``UnsupportedRun``) is listed in
+    ``report.skipped`` instead of stopping the comparison. ``build_preset(name)``: the preset to
+    replay on instead of the named one (a candidate latency model while fitting)."""
     report = FidelityReport()
     for run in runs:
-        name = resolve_preset(run, preset)
+        try:
+            name = resolve_preset(run, preset)
+        except ValueError as exc:
+            if not (skip_unsupported and isinstance(run, TraceRun)):
+                raise
+            report.skipped.append(str(exc))
+            continue
+        if isinstance(run, TraceRun):
+            if progress is not None:
+                progress(f"{run.name} ({run.kind}, {run.topology.label()}) on {name}")
+            try:
+                sim = replay_trace(run, name if build_preset is None else build_preset(name), seed=seed,
+                                   duration_s=duration_s)
+            except UnsupportedRun as exc:
+                if not skip_unsupported:
+                    raise
+                report.skipped.append(str(exc))
+                continue
+            st = run.stage
+            report.stages.append(StageResult(run.name, 0, name, st.rate, st.saturated, st, sim, run.kind,
+                                             run.topology.label()))
+            continue
         for stage in run.stages:
             if progress is not None:
                 progress(f"{run.name} stage {stage.index} ({stage.rate:g} req/s) on {name}")
-            sim = replay_stage(run, stage, name, seed=seed, duration_s=duration_s,
-                               timeout_s=stage.failure_latency_min)
+            sim = replay_stage(run, stage, name if build_preset is None else build_preset(name), seed=seed,
+                               duration_s=duration_s, timeout_s=stage.failure_latency_min)
             report.stages.append(StageResult(run.name, stage.index, name, stage.rate, stage.saturated,
                                              stage, sim))
     return report

@@ -92,7 +92,8 @@ class RealRun:
     stages: tuple[RealStage, ...]
 
 
-def _read_mapping(path: Path, what: str) -> dict[str, Any]:
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; :class:`RunFormatError` says what is wrong and where."""
     if not path.is_file():
         raise RunFormatError(f"{path}: missing ({what})")
     try:
@@ -135,7 +136,7 @@ def _prompt_quantiles(table: dict[str, Any], path: Path) -> tuple[tuple[tuple[fl
 
 
 def _stage(path: Path, index: int, rate: float, duration: float, output_len: int) -> RealStage:
-    data = _read_mapping(path, f"stage {index} metrics")
+    data = read_mapping(path, f"stage {index} metrics")
     finished = int(_get(data, "successes.count", path, int))
     sent = int(_get(data, "load_summary.count", path, int))
     failures = data.get("failures") or {}
@@ -163,9 +164,9 @@ def load_run(folder: str | Path) -> RealRun:
     if not root.is_dir():
         raise RunFormatError(f"{root}: not a directory (expected an inference-perf run folder)")
     exp_path = root / "exp-config.yaml"
-    exp = _read_mapping(exp_path, "server knobs")
+    exp = read_mapping(exp_path, "server knobs")
     prof_path = root / "profile.yaml"
-    prof = _read_mapping(prof_path, "load-generator config")
+    prof = read_mapping(prof_path, "load-generator config")
     data_type = prof.get("data", {}).get("type") if isinstance(prof.get("data"), dict) else None
     shared = None
     if data_type == "shared_prefix":
@@ -199,23 +200,38 @@ def load_run(folder: str | Path) -> RealRun:
         shared_prefix=shared, streaming=bool(api.get("streaming", True)), stages=tuple(stages))
 
 
-# Which preset reproduces a run, by the model's name (case-insensitive, '/'-separated org dropped)
-# and tensor parallelism. Unknown models need an explicit --preset.
-_MODEL_PRESETS: tuple[tuple[str, int, str], ...] = (
-    (r"codellama-34b", 2, "h100-codellama-34b-tp2"),
-    (r"mixtral-8x7b", 2, "h100-mixtral-8x7b-tp2"),
-    (r"llama-2-7b", 1, "h100-llama2-7b-tp1"),
-    (r"llama-2-70b", 4, "h100-llama2-70b-tp4"),
-    (r"llama-3\.1-8b", 1, "h100-llama3.1-8b-tp1"),
-    (r"llama-3\.1-70b", 4, "h100-llama3.1-70b-tp4"),
+# Which preset reproduces a run, by the model's name (case-insensitive, '/'-separated org dropped),
+# tensor parallelism and GPU (None: an H100, or a run that does not say). Unknown models need an
+# explicit --preset.
+_MODEL_PRESETS: tuple[tuple[str, int, str | None, str], ...] = (
+    (r"codellama-34b", 2, None, "h100-codellama-34b-tp2"),
+    (r"mixtral-8x7b", 2, None, "h100-mixtral-8x7b-tp2"),
+    (r"llama-2-7b", 1, None, "h100-llama2-7b-tp1"),
+    (r"llama-2-70b", 4, None, "h100-llama2-70b-tp4"),
+    (r"llama-3\.1-8b", 1, r"4090", "rtx4090-llama3.1-8b-tp1"),
+    (r"llama-3\.1-8b", 1, r"rtx ?pro ?6000", "rtxpro6000-llama3.1-8b-tp1"),
+    (r"llama-3\.1-8b", 1, None, "h100-llama3.1-8b-tp1"),
+    (r"llama-3\.1-70b", 4, None, "h100-llama3.1-70b-tp4"),
+    (r"qwen3-14b", 1, None, "h100-qwen3-14b-tp1"),
+    (r"qwen3-32b", 2, r"rtx ?pro ?6000", "rtxpro6000-qwen3-32b-tp2"),
+    (r"qwen3-32b", 2, None, "h100-qwen3-32b-tp2"),
+    (r"gpt-oss-120b", 2, None, "h100-gpt-oss-120b-tp2"),
+    (r"gpt-oss-120b", 4, None, "h100-gpt-oss-120b-tp4"),
 )
 
 
-def preset_for(run: RealRun) -> str | None:
-    """The preset matching the run's model and tensor parallelism, or None."""
+def preset_for(run: Any) -> str | None:
+    """The preset matching the run's model, tensor parallelism and GPU (``run.gpu`` if it has one), or None."""
     model = run.model.lower().rsplit("/", 1)[-1]
-    for pattern, tp, preset in _MODEL_PRESETS:
-        if re.search(pattern, model) and tp == run.tensor_parallelism:
+    if "[" in model:   # weights quantized beyond what the model's preset describes ("... [fp8]")
+        return None
+    gpu = (getattr(run, "gpu", None) or "").lower()
+    for pattern, tp, gpu_pattern, preset in _MODEL_PRESETS:
+        if not re.search(pattern, model) or tp != run.tensor_parallelism:
+            continue
+        if gpu_pattern is None and (not gpu or "h100" in gpu):
+            return preset
+        if gpu_pattern is not None and re.search(gpu_pattern, gpu):
             return preset
     return None
 
@@ -232,4 +248,5 @@ def summary_json(run: RealRun) -> dict[str, Any]:
                        for s in run.stages]}
 
 
-__all__ = ["RealRun", "RealStage", "RunFormatError", "SharedPrefix", "load_run", "preset_for", "summary_json"]
+__all__ = ["RealRun", "RealStage", "RunFormatError", "SharedPrefix", "load_run", "preset_for", "read_mapping",
+           "summary_json"]

@@ -61,9 +61,29 @@ class EngineConstants:
 def engine_constants() -> EngineConstants:
     """The fitted constants shipped in ``arrow_rl/perf/data/engine.json``."""
     doc = json.loads(resources.files("arrow_rl.perf").joinpath("data", "engine.json").read_text())
+    return _constants_from(doc)
+
+
+def _constants_from(doc: dict[str, Any]) -> EngineConstants:
     c = doc["constants"]
     return EngineConstants(**{k: float(c[k]) for k in EngineConstants.__dataclass_fields__ if k != "source"},
                            source=doc.get("source", ""))
+
+
+def engine_constants_from_file(path: str) -> EngineConstants:
+    """Constants from an ``engine.json``-shaped file (a candidate refit), checked field by field."""
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read engine constants: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("constants"), dict):
+        raise ValueError(f"{path}: missing field 'constants'")
+    missing = [k for k in EngineConstants.__dataclass_fields__ if k != "source" and k not in doc["constants"]]
+    if missing:
+        raise ValueError(f"{path}: missing field 'constants.{missing[0]}'")
+    return _constants_from(doc)
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,8 @@ class EngineLatencyModel:
                                 sh["vocab"], sh.get("ffn", 0), int(moe.get("experts", 0)),
                                 int(moe.get("experts_per_token", 0)))
         self.tp = int(doc["tp"])
+        # Expert weights may be stored narrower than bf16 (gpt-oss: MXFP4); streaming them costs less.
+        self._expert_bytes = float(sh.get("expert_weight_bytes", BYTES))
         self.c = constants if constants is not None else engine_constants()
         g = doc["gpu_specs"]
         self.bw = float(g["hbm_Bps"]) * self.c.bw_efficiency
@@ -132,9 +154,9 @@ class EngineLatencyModel:
 
     # ---- components (vectorised) ----
     def gemm_s(self, weight_elems: float, tokens: np.ndarray, bw_scale: float = 1.0,
-               flops_scale: float = 1.0) -> np.ndarray:
-        """One GEMM of ``weight_elems`` bf16 weights over ``tokens`` rows: smooth max of streaming and compute."""
-        mem = weight_elems * BYTES / (self.bw * bw_scale)
+               flops_scale: float = 1.0, weight_bytes: float = BYTES) -> np.ndarray:
+        """One GEMM of ``weight_elems`` weights over ``tokens`` rows: smooth max of streaming and compute."""
+        mem = weight_elems * weight_bytes / (self.bw * bw_scale)
         comp = 2.0 * tokens * weight_elems / (self.flops * flops_scale)
         return _smax(np.full_like(tokens, mem, dtype=float), comp, self.c.smooth_p)
 
@@ -147,7 +169,8 @@ class EngineLatencyModel:
             E, k = s.experts, s.experts_per_token
             active = E * (1.0 - (1.0 - k / E) ** n)                 # expected experts touched
             per = np.where(active > 0, n * k / np.maximum(active, 1e-9), 0.0)
-            t = t + active * self.gemm_s(self._mlp_w, per, self.c.moe_bw_efficiency, self.c.moe_flops_efficiency)
+            t = t + active * self.gemm_s(self._mlp_w, per, self.c.moe_bw_efficiency, self.c.moe_flops_efficiency,
+                                          self._expert_bytes)
         else:
             t = t + self.gemm_s(self._mlp_w, n)
         return t
@@ -249,4 +272,5 @@ def chunked_prefill_time(model: Any, prompt_tokens: int, chunk: int = 2048) -> f
 
 
 __all__ = ["EngineConstants", "EngineLatencyModel", "ModelShape", "chunked_prefill_time", "engine_constants",
+           "engine_constants_from_file",
            "DENSE_TOKENS"]

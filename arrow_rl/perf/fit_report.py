@@ -3,7 +3,8 @@
 Two kinds of figures, labelled as such in the report:
 
 * **End to end, in-sample** (presets with shipped real runs, ``arrow_rl/fidelity/data``): the engine
-  model's global constants are fitted on those runs, so their error is the calibration error.
+  model's global constants are fitted on those runs, so their error is the calibration error. The
+  caller passes it in (``arrow_rl.fidelity.calibration``).
 * **Kernel rows, out-of-sample**: measured per-operation times copied from public profiles
   (``data/profile_rows/<preset>.csv``, Vidur / LLMServingSim, eager kernels), compared with the same
   component of the model. The engine model is not fitted on them; they check that its roofline
@@ -68,8 +69,11 @@ class FitReport:
 
 
 def load_profile_rows(name: str) -> list[dict[str, Any]]:
-    """The measured rows shipped for preset ``name``."""
-    text = resources.files("arrow_rl.perf").joinpath("data", "profile_rows", f"{name}.csv").read_text()
+    """The measured rows shipped for preset ``name`` (none for presets built from a shape alone)."""
+    path = resources.files("arrow_rl.perf").joinpath("data", "profile_rows", f"{name}.csv")
+    if not path.is_file():
+        return []
+    text = path.read_text()
     rows = []
     for i, r in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         try:
@@ -172,33 +176,14 @@ def evaluate_anchors(preset: Preset) -> list[dict[str, Any]]:
     return out
 
 
-def shipped_runs_for(name: str) -> list[Any]:
-    """The shipped real vLLM runs whose model and TP match preset ``name`` (the calibration set)."""
-    from arrow_rl.fidelity.runs import load_run, preset_for
-
-    root = resources.files("arrow_rl.fidelity").joinpath("data", "vllm_h100_e2e")
-    runs = [load_run(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name) if p.is_dir()]
-    return [r for r in runs if preset_for(r) == name]
-
-
-def end_to_end_in_sample(name: str, duration_s: float | None = 300.0) -> dict[str, Any] | None:
-    """Median error of the means over the shipped runs of preset ``name`` (in-sample), or None."""
-    from arrow_rl.fidelity.report import compare_runs
-
-    runs = shipped_runs_for(name)
-    if not runs:
-        return None
-    rep = compare_runs(runs, preset=name, duration_s=duration_s)
-    sat = rep.saturated_throughput_ape()
-    return {"in_sample": True, "runs": [r.name for r in runs],
-            "unsaturated_stages": sum(not s.saturated for s in rep.stages),
-            "median_ape_pct": rep.median_ape(), "saturated_throughput_ape_pct": sat,
-            "replayed_seconds_per_stage": duration_s}
-
-
 def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S,
-               end_to_end: bool = True) -> FitReport:
-    """Compute the fit report of preset ``name`` from the shipped rows (no shared data needed)."""
+               e2e: dict[str, Any] | None = None) -> FitReport:
+    """Compute the fit report of preset ``name`` from the shipped rows (no shared data needed).
+
+    ``e2e`` is the end-to-end comparison with real runs, computed by the caller
+    (``arrow_rl.fidelity.calibration.end_to_end_in_sample``): replaying runs needs the emulator,
+    which ranks above this package.
+    """
     preset = get_preset(name)
     model = preset.latency
     if not isinstance(model, EngineLatencyModel):
@@ -219,6 +204,7 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S,
         if not comp.startswith("xcheck"):
             all_err.append(err)
     errs = np.concatenate(all_err) if all_err else np.array([np.nan])
+    finite = errs[np.isfinite(errs)]
     prof = profile_instance(preset)
     facts = dict(gpu=preset.gpu, model=preset.model, tp=preset.tp,
                  kv_bytes_per_token=preset.kv_bytes_per_token,
@@ -226,8 +212,9 @@ def fit_report(name: str, tpot_slos_s: tuple[float, ...] = DEFAULT_TPOT_SLOS_S,
                  kv_transfer_bandwidth_GBps=preset.kv_transfer_bandwidth_Bps / 1e9,
                  kv_transfer_latency_ms=preset.kv_transfer_latency_s * 1e3)
     return FitReport(
-        preset=name, components=comps, overall_rows=int(errs.size),
-        overall_median_pct=float(np.median(errs)), overall_p90_pct=float(np.percentile(errs, 90)),
+        preset=name, components=comps, overall_rows=int(finite.size),
+        overall_median_pct=float(np.median(finite)) if finite.size else float("nan"),
+        overall_p90_pct=float(np.percentile(finite, 90)) if finite.size else float("nan"),
         anchors=evaluate_anchors(preset), profile=prof,
         max_tokens={s: prof.max_tokens(s) for s in tpot_slos_s}, facts=facts,
-        e2e=end_to_end_in_sample(name) if end_to_end else None)
+        e2e=e2e)

@@ -20,7 +20,7 @@ Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
   streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
   prefill's own token is the client's first token. Colocated mode skips the decode routing, and so
-  does a *plain* request: one whose prompt was placed on a MIXED instance (issue 12), served there
+  does a *plain* request: one whose prompt was placed on a MIXED instance, served there
   whole exactly as a colocated instance serves it; its path is fixed at arrival, whatever flips follow.
 """
 
@@ -518,7 +518,7 @@ class EmulatedCluster(Cluster):
             inst = self._insts[i]
         requests.instance[rid] = i
         requests.prefill_instance[rid] = i
-        # a MIXED instance serves the request whole (issue 12): fixed now, whatever later flips do
+        # a MIXED instance serves the request whole: fixed now, whatever later flips do
         if self._colocated or inst.role is _MIXED:
             requests.plain[rid] = True
         requests.state[rid] = WAITING

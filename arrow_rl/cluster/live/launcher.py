@@ -116,7 +116,7 @@ class LaunchConfig(BaseModel):
     num_instances: int = Field(2, ge=2, description="Instances (a P/D cluster needs >= 2)")
     initial_prefill: int | None = Field(None, ge=0, description="Instances labelled prefill at start (default N//2; "
                                         "with initial_mixed, half the others)")
-    initial_mixed: int = Field(0, ge=0, description="Instances labelled mixed at start, the last ones (issue 12)")
+    initial_mixed: int = Field(0, ge=0, description="Instances labelled mixed at start, the last ones")
     model: str | None = Field(None, description="Model path or id; None: generated tiny dummy Llama")
     served_model_name: str = "tiny"
     python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that has vLLM installed")
