@@ -9,7 +9,7 @@ sequences must agree token for token: chunked prefill under the token budget, ``
 KV pressure, prefix-cache hits on shared prompt blocks, and eviction of freed cached blocks.
 
 Remote KV (disaggregated decode legs) is driven through vLLM's NIXL connector, scheduler side:
-those tests pin the vLLM behaviour the emulator's transfer queue mirrors (scheduler.py, steps 4-5).
+those tests pin the vLLM behaviour the emulator's planner mirrors (scheduler.py, steps 3-4).
 """
 
 from __future__ import annotations

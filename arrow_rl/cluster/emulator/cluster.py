@@ -522,7 +522,7 @@ class EmulatedCluster(Cluster):
         if self._colocated or inst.role is _MIXED:
             requests.plain[rid] = True
         requests.state[rid] = WAITING
-        inst.waiting.append(rid)
+        inst.enqueue_prompt(requests, rid)
         inst.prefill_legs += 1
         inst.prefill_tokens_left += n_in
         inst.prefill_tokens_left_sq += n_in * n_in
@@ -653,7 +653,7 @@ class EmulatedCluster(Cluster):
             self._start_run(inst, t, n, it, k)
         else:
             inst.plan = IDLE
-            if preempted and (inst.landed or inst.waiting and admit_ok):
+            if preempted and (inst.landed or (inst.waiting or inst.transfer_queue) and admit_ok):
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(inst, t)
 
@@ -831,7 +831,7 @@ class EmulatedCluster(Cluster):
                 inst.prefill_tokens_left += total - old_rem
                 inst.prefill_tokens_left_sq += total * total - old_rem * old_rem
         requests.state[rid] = WAITING
-        inst.waiting.appendleft(rid)
+        inst.enqueue_preempted(requests, rid)
 
     # ------------------------------------------------------------------ internals: iteration end
     def _commit_run(self, inst: InstanceState, t: float) -> None:
@@ -996,7 +996,7 @@ class EmulatedCluster(Cluster):
         requests.state[rid] = QUEUED_FOR_KV
         if dest.num_decoding == 0 and dest.decode_legs_waiting == 0:
             dest.decode_stall_since = t
-        dest.transfer_queue.append(rid)
+        dest.enqueue_pull(requests, rid)
         self._transfers.lease(rid, t)   # the prefill side holds the KV until it is pulled
         dest.decode_legs_waiting += 1
         dest.decode_legs_waiting_tokens += requests.input_tokens[rid] + requests.generated[rid]
@@ -1096,7 +1096,7 @@ class EmulatedCluster(Cluster):
         requests.generated[rid] = 0
         requests.computed[rid] = 0
         requests.state[rid] = WAITING
-        dest.waiting.append(rid)
+        dest.enqueue_prompt(requests, rid)
         dest.cached_view = None
         if src.waiting or src.transfer_queue:
             self._kick(src, t)

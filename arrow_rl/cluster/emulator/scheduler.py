@@ -12,11 +12,13 @@ At every iteration boundary an instance forms its next batch the way vLLM v1's
    not in a step that preempted: vLLM drains its ``kv_holding_waiting`` queue at the head of the
    waiting loop, after the running requests; each costs one token (the last prompt token is
    recomputed, ``_update_waiting_for_remote_kv``);
-4. waiting prompts are admitted FCFS while tokens, sequence slots and KV blocks for the whole
-   sequence last (vLLM's ``scheduler_reserve_full_isl``, not just the first chunk): none in a step
-   that preempted, none during a flip delay; a never-started prompt whose client gave up
-   (``client_timeout_s``) is dropped instead;
-5. decode legs queued for KV room start pulling their KV, FCFS, while it fits.
+4. the waiting line is served FCFS while tokens and sequence slots last: nothing in a step that
+   preempted, nothing during a flip delay. New prompts and decode legs queued for KV room share
+   the line, as they share vLLM's one waiting queue (a MIXED or flipped instance holds both):
+   a prompt is admitted if the KV blocks of its whole sequence fit (vLLM's
+   ``scheduler_reserve_full_isl``, not just the first chunk), a decode leg starts pulling its KV
+   if its prompt's blocks fit, and the first that does not fit stops the line; a never-started
+   prompt whose client gave up (``client_timeout_s``) is dropped instead.
 
 :meth:`BatchScheduler.plan` reads the instance (``InstanceState``) and the request table and returns
 a :class:`BatchPlan`; it changes neither (prefix-cache lookups go through the step's what-if view,
@@ -126,19 +128,12 @@ class BatchScheduler:
             n_run += p.joined
             budget -= p.joined
             need += next_blocks - held
-        # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
-        admit_ok = t >= inst.blocked_until
-        if inst.waiting and not preempted and admit_ok:
-            need = cap - self._plan_admissions(inst, requests, t, p, chunks, budget, n_run, cap - need, prefix)
-            n_run += p.admitted
+        # 4. the waiting line: prompts to admit and decode legs to pull, one FCFS order (vLLM v1:
+        # not in a step that preempted, none during a flip delay)
+        if (inst.waiting or inst.transfer_queue) and not preempted and t >= inst.blocked_until:
+            self._plan_waiting_line(inst, requests, t, p, chunks, budget, n_run, cap - need, prefix)
         if chunks:
             p.chunks = chunks
-        # 5. start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
-        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
-        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
-        # running batch, so a pull in flight takes no max_num_seqs slot
-        if inst.transfer_queue and admit_ok and n_run < self._max_seqs:
-            p.pulls = self._plan_pulls(inst, requests, cap - need)
         if prefix is not None and prefix.evicted:
             p.evicted = prefix.evicted
         return p
@@ -159,25 +154,48 @@ class BatchScheduler:
             next_blocks += -(-n_in[rid] // bs)
         return joined, held, next_blocks
 
-    def _plan_admissions(self, inst: InstanceState, requests: RequestTable, t: float, p: BatchPlan,
-                         chunks: list[tuple[int, int]], budget: int, n_run: int, free: int,
-                         prefix: PrefixPlanView | None) -> int:
-        """Step 4: admit waiting prompts FCFS while the token ``budget``, ``max_num_seqs`` (``n_run``
-        running) and the ``free`` KV blocks last; drop those whose client gave up. Appends the
-        admitted chunks to ``chunks``, fills ``p`` and returns the KV blocks still free."""
+    def _plan_waiting_line(self, inst: InstanceState, requests: RequestTable, t: float, p: BatchPlan,
+                           chunks: list[tuple[int, int]], budget: int, n_run: int, free: int,
+                           prefix: PrefixPlanView | None) -> None:
+        """Step 4: serve the waiting line FCFS while the token ``budget`` lasts and fewer than
+        ``max_num_seqs`` run (``n_run`` do now), as vLLM v1's waiting loop does. The line is
+        ``waiting`` and ``transfer_queue`` merged by ``RequestTable.queue_order``:
+
+        - a prompt is admitted if the ``free`` KV blocks hold its whole sequence; a never-started
+          prompt whose client gave up is dropped instead;
+        - a decode leg starts pulling its KV if the blocks of its prompt fit. vLLM allocates them
+          and parks the request in WAITING_FOR_REMOTE_KVS outside the running batch: the pull
+          takes no token and no ``max_num_seqs`` slot.
+
+        The first request that does not fit stops the line, whichever kind it is (vLLM's loop
+        ``break``s). Appends the admitted chunks to ``chunks`` and fills ``p``."""
         bs = inst.block_size
         comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
+        order = requests.queue_order
         max_seqs = self._max_seqs
         timeout = self._timeout
         arrival = requests.arrival_s
         hits = [] if prefix is not None else None
-        for rid in inst.waiting:
-            if budget <= 0 or n_run >= max_seqs:
+        prompts = iter(inst.waiting)
+        legs = iter(inst.transfer_queue)
+        rid = next(prompts, -1)
+        leg = next(legs, -1)
+        while budget > 0 and n_run < max_seqs:
+            if leg >= 0 and (rid < 0 or order[leg] < order[rid]):   # a decode leg's turn: its KV pull
+                add = -(-n_in[leg] // bs)
+                if add > free:
+                    break
+                free -= add
+                p.pulls += 1
+                leg = next(legs, -1)
+                continue
+            if rid < 0:
                 break
             if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
                 if not p.timed_out:
                     p.timed_out = []
                 p.timed_out.append(rid)
+                rid = next(prompts, -1)
                 continue
             if prefix is not None and comp[rid] == 0:
                 a = prefix.admission(rid, n_in[rid] + gen[rid], budget, free)
@@ -198,22 +216,9 @@ class BatchScheduler:
             p.admitted += 1
             budget -= c
             n_run += 1
+            rid = next(prompts, -1)
         if hits:
             p.hit_blocks = hits
-        return free
-
-    def _plan_pulls(self, inst: InstanceState, requests: RequestTable, free: int) -> int:
-        """Step 5: how many decode legs at the head of the transfer queue get the KV blocks of
-        their pull from the ``free`` ones, FCFS."""
-        n_in, bs = requests.input_tokens, inst.block_size
-        pulls = 0
-        for rid in inst.transfer_queue:
-            add = -(-n_in[rid] // bs)
-            if add > free:
-                break
-            free -= add
-            pulls += 1
-        return pulls
 
     def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan,
                              other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
