@@ -748,15 +748,20 @@ class EmulatedCluster(Cluster):
             self._admit(inst, plan)
         if plan.pulls:   # decode legs start pulling their KV into the blocks they get
             blk, n_in, src = requests.blocks, requests.input_tokens, requests.prefill_instance
-            for _ in range(plan.pulls):
+            hits = plan.pull_hit_blocks
+            for k in range(plan.pulls):
                 rid = inst.transfer_queue.popleft()
-                add = -(-n_in[rid] // bs)
-                blk[rid] = add
-                inst.other_blocks += add
+                if hits:   # prefix caching: the blocks cached here are not pulled
+                    tokens = n_in[rid] - self._kv.pull(inst, rid, hits[k])
+                else:
+                    tokens = n_in[rid]
+                    add = -(-tokens // bs)
+                    blk[rid] = add
+                    inst.other_blocks += add
                 inst.transfers_in += 1
                 requests.state[rid] = TRANSFERRING
                 self.num_transfers += 1
-                self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
+                self._transfers.start(rid, src[rid], inst.id, tokens, t)
 
     def _allocate_with_preemption(self, inst: InstanceState, plan: BatchPlan) -> None:
         """The exact allocation loop's plan (``plan.materialised``): the decode set is expanded to
@@ -1055,6 +1060,8 @@ class EmulatedCluster(Cluster):
         dest.cached_view = None
         requests.state[rid] = LANDED
         requests.computed[rid] = requests.input_tokens[rid]
+        if self._pfx and rid in self._kv.held_on:   # vLLM caches pulled blocks on receipt
+            self._kv.register(dest, rid, requests.computed[rid] // dest.block_size, t)
         dest.landed.append(rid)
         if src.waiting or src.transfer_queue:
             self._kick(src, t)

@@ -17,8 +17,9 @@ At every iteration boundary an instance forms its next batch the way vLLM v1's
    the line, as they share vLLM's one waiting queue (a MIXED or flipped instance holds both):
    a prompt is admitted if the KV blocks of its whole sequence fit (vLLM's
    ``scheduler_reserve_full_isl``, not just the first chunk), a decode leg starts pulling its KV
-   if its prompt's blocks fit, and the first that does not fit stops the line; a never-started
-   prompt whose client gave up (``client_timeout_s``) is dropped instead.
+   if its prompt's blocks fit (with prefix caching, only the blocks not cached here are pulled),
+   and the first that does not fit stops the line; a never-started prompt whose client gave up
+   (``client_timeout_s``) is dropped instead.
 
 :meth:`BatchScheduler.plan` reads the instance (``InstanceState``) and the request table and returns
 a :class:`BatchPlan`; it changes neither (prefix-cache lookups go through the step's what-if view,
@@ -65,6 +66,7 @@ class BatchPlan:
     timed_out: Sequence[int] = ()      # waiting prompts dropped (client timeout); they and the
                                        # admitted are the head of ``waiting``, in its order
     pulls: int = 0           # queued decode legs (head of ``transfer_queue``) starting their KV pull
+    pull_hit_blocks: Sequence[int] = ()   # prefix caching: each pull's prompt blocks cached here (not pulled)
     materialised: bool = False   # the exact allocation loop ran (KV did not fit): the decode set is
                                  # expanded to explicit requests, then the survivors go back into it
     allocations: Sequence[tuple[int, int]] = ()   # materialised: (request, KV blocks added), in order
@@ -165,7 +167,9 @@ class BatchScheduler:
           prompt whose client gave up is dropped instead;
         - a decode leg starts pulling its KV if the blocks of its prompt fit. vLLM allocates them
           and parks the request in WAITING_FOR_REMOTE_KVS outside the running batch: the pull
-          takes no token and no ``max_num_seqs`` slot.
+          takes no token and no ``max_num_seqs`` slot. With prefix caching, the prompt is looked
+          up here first, as a new prompt is, and only the blocks it lacks are pulled (the NIXL
+          connector's ``get_num_new_matched_tokens`` counts the prompt past the local hit).
 
         The first request that does not fit stops the line, whichever kind it is (vLLM's loop
         ``break``s). Appends the admitted chunks to ``chunks`` and fills ``p``."""
@@ -182,10 +186,20 @@ class BatchScheduler:
         leg = next(legs, -1)
         while budget > 0 and n_run < max_seqs:
             if leg >= 0 and (rid < 0 or order[leg] < order[rid]):   # a decode leg's turn: its KV pull
-                add = -(-n_in[leg] // bs)
-                if add > free:
-                    break
-                free -= add
+                if prefix is not None:   # the prompt blocks cached here are kept, the rest pulled
+                    a = prefix.admission(leg, n_in[leg], n_in[leg], free)
+                    if a is None:
+                        break
+                    h, _, used = a
+                    free -= used
+                    if not p.pull_hit_blocks:
+                        p.pull_hit_blocks = []
+                    p.pull_hit_blocks.append(h)
+                else:
+                    add = -(-n_in[leg] // bs)
+                    if add > free:
+                        break
+                    free -= add
                 p.pulls += 1
                 leg = next(legs, -1)
                 continue
