@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from arrow_rl.cluster.emulator.instance import InstanceState
 from arrow_rl.cluster.emulator.kv_cache import PrefixPlanView
@@ -74,6 +75,8 @@ class BatchPlan:
     preempted: Sequence[tuple[int, int]] = ()
     evicted: Sequence[int] = ()        # prefix-cache keys the lookups found evicted
 
+
+_LAST = float("inf")   # the waiting-line place of the sentinel that ends the line
 
 # The plan when nothing but the decode set runs and its KV fits (most boundaries): one shared,
 # never-mutated object, so the common case allocates nothing.
@@ -180,36 +183,42 @@ class BatchScheduler:
         timeout = self._timeout
         arrival = requests.arrival_s
         hits = [] if prefix is not None else None
-        prompts = iter(inst.waiting)
-        legs = iter(inst.transfer_queue)
-        rid = next(prompts, -1)
-        leg = next(legs, -1)
-        while budget > 0 and n_run < max_seqs:
-            if leg >= 0 and (rid < 0 or order[leg] < order[rid]):   # a decode leg's turn: its KV pull
-                if prefix is not None:   # the prompt blocks cached here are kept, the rest pulled
-                    a = prefix.admission(leg, n_in[leg], n_in[leg], free)
-                    if a is None:
-                        break
-                    h, _, used = a
-                    free -= used
-                    if not p.pull_hit_blocks:
-                        p.pull_hit_blocks = []
-                    p.pull_hit_blocks.append(h)
-                else:
-                    add = -(-n_in[leg] // bs)
-                    if add > free:
-                        break
-                    free -= add
-                p.pulls += 1
-                leg = next(legs, -1)
-                continue
-            if rid < 0:
+        if inst.transfer_queue:
+            legs = iter(inst.transfer_queue)
+            leg = next(legs)
+            # a sentinel prompt (-1) after the last one serves the decode legs queued behind it
+            line = chain(inst.waiting, (-1,))
+        else:
+            leg = -1
+            line = inst.waiting
+        for rid in line:
+            if budget <= 0 or n_run >= max_seqs:
                 break
+            if leg >= 0 or rid < 0:   # the decode legs queued ahead of this prompt start their KV pulls
+                place = order[rid] if rid >= 0 else _LAST
+                while leg >= 0 and order[leg] < place:
+                    if prefix is not None:   # the prompt blocks cached here are kept, the rest pulled
+                        a = prefix.admission(leg, n_in[leg], n_in[leg], free)
+                        if a is None:
+                            break
+                        h, _, used = a
+                        free -= used
+                        if not p.pull_hit_blocks:
+                            p.pull_hit_blocks = []
+                        p.pull_hit_blocks.append(h)
+                    else:
+                        add = -(-n_in[leg] // bs)
+                        if add > free:
+                            break
+                        free -= add
+                    p.pulls += 1
+                    leg = next(legs, -1)
+                if rid < 0 or (leg >= 0 and order[leg] < place):   # the line's end, or a pull did not fit
+                    break
             if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
                 if not p.timed_out:
                     p.timed_out = []
                 p.timed_out.append(rid)
-                rid = next(prompts, -1)
                 continue
             if prefix is not None and comp[rid] == 0:
                 a = prefix.admission(rid, n_in[rid] + gen[rid], budget, free)
@@ -230,7 +239,6 @@ class BatchScheduler:
             p.admitted += 1
             budget -= c
             n_run += 1
-            rid = next(prompts, -1)
         if hits:
             p.hit_blocks = hits
 
