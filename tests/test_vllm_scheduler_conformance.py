@@ -177,3 +177,12 @@ def test_vllm_caches_pulled_blocks_and_pulls_only_what_it_lacks(model_dir):
               vs.StreamRequest("R2", _prompt([1, 2, 3, 5, 6]), 2, remote_prefill=True, arrival_step=6)]
     trace = _remote_trace(model_dir, stream, tokens=256, blocks=100, prefix=True)
     assert trace.pulled_tokens == {"R1": 64, "R2": 32}   # R2 finds R1's first three blocks cached
+
+
+def test_vllm_starts_no_pull_once_the_token_budget_is_spent(model_dir):
+    # blocks are plenty; R arrives at step 1, while L's chunks take the whole budget
+    stream = [vs.StreamRequest("L", _prompt(list(range(10, 20))), 2),
+              vs.StreamRequest("R", _prompt([1, 2, 3, 4]), 2, remote_prefill=True, arrival_step=1)]
+    trace = _remote_trace(model_dir, stream, tokens=64, blocks=100)
+    assert trace.steps[:3] == [{"L": 64}, {"L": 64}, {"L": 32}]
+    assert trace.pulls_started[1] == [] and trace.pulls_started[2] == ["R"]
