@@ -15,8 +15,9 @@ views, the window accumulator and the audit live in their own modules.
 
 Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
-  ``prefill_done_s``) → router.route_decode → if another instance: FCFS transfer queue there until
-  it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has
+  ``prefill_done_s``) → router.route_decode → if another instance: its FCFS waiting line there
+  (shared with new prompts) until it has KV room, then the KV transfer over shared NICs (with
+  prefix caching, only the blocks not cached there), the KV is freed on the source once it has
   landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
   streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
   prefill's own token is the client's first token. Colocated mode skips the decode routing, and so
