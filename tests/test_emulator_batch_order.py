@@ -1,4 +1,5 @@
-"""Where remote KV enters the batch, pinned at the planner (arrow_rl/cluster/emulator/scheduler.py).
+"""Where remote KV enters the batch and the waiting line, pinned at the planner
+(arrow_rl/cluster/emulator/scheduler.py).
 
 vLLM v1's ``Scheduler.schedule`` (vllm/v1/core/sched/scheduler.py) serves the running requests
 first, then its waiting loop: requests holding KV blocks (``kv_holding_waiting``: a landed pull) are
@@ -99,7 +100,8 @@ def _line(kinds: str, cap_blocks: int, prompt_tokens: int = 160, leg_tokens: int
 
 
 def test_a_decode_leg_behind_a_prompt_that_does_not_fit_waits():
-    inst, requests = _line("pd", cap_blocks=12, prompt_tokens=320, leg_tokens=32)   # 20 + 2 blocks: only the leg fits
+    # the prompt's whole sequence (328 tokens) needs 21 blocks, the leg's pull 2: only the leg would fit
+    inst, requests = _line("pd", cap_blocks=12, prompt_tokens=320, leg_tokens=32)
     plan = _plan(inst, requests, tokens=256)
     assert plan.admitted == 0 and plan.pulls == 0
 
@@ -136,6 +138,5 @@ def test_no_pull_starts_in_a_step_that_preempted():
         inst.join_decode_set(requests, rid, 64)
     requests.state[2] = QUEUED_FOR_KV
     inst.enqueue_pull(requests, 2)
-    inst.other_blocks = 0
     plan = _plan(inst, requests, tokens=256)
     assert plan.preempted and plan.pulls == 0
