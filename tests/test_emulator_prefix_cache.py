@@ -115,14 +115,20 @@ def test_free_cached_blocks_are_evicted_lru_once_allocations_reach_them():
     assert evicted[-1].cached_tokens == 0
 
 
-def test_in_disaggregated_mode_the_prefill_cache_hits_and_the_transfer_moves_the_full_kv():
+def test_in_disaggregated_mode_both_caches_hit_and_the_transfer_moves_only_what_the_decode_side_lacks():
+    # A's pulled KV is cached on the decode instance when it lands (vLLM
+    # ``_update_waiting_for_remote_kv``), so B's pull finds its shared 512 tokens there and moves
+    # the other 58 (the NIXL connector pulls the prompt past the local prefix-cache hit)
     p = get_preset(PRESET)
     w = grouped([0.0, 5.0], [570, 570], [3, 3], [1, 1], 512)
-    _, (a, b) = run(w, router=Fixed(0, 1), mode="disaggregated", num_instances=2, kv_link_sharing=False)
+    c, (a, b) = run(w, router=Fixed(0, 1), mode="disaggregated", num_instances=2, kv_link_sharing=False)
     assert b.cached_tokens == 512 and b.prefill_instance == 0
     alpha, beta = p.latency.decode_time_coefficients(1)
     first_step = alpha + beta * 570
-    assert b.first_token_s - b.prefill_done_s == pytest.approx(p.kv_transfer_time(570) + first_step, rel=1e-12)
+    assert a.first_token_s - a.prefill_done_s == pytest.approx(p.kv_transfer_time(570) + first_step, rel=1e-12)
+    assert b.first_token_s - b.prefill_done_s == pytest.approx(p.kv_transfer_time(58) + first_step, rel=1e-12)
+    # the hit counters see both lookups on each side: A misses twice, B hits 512 twice
+    assert c.prefix_hit_tokens == 2 * 512
 
 
 def test_windows_report_the_hit_rate_and_add_up_to_the_run():

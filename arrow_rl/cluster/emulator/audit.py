@@ -2,7 +2,7 @@
 
 The engine keeps per-instance sums (KV blocks, resident prefill and decode-leg work, the lazy
 decode set) up to date incrementally; the audit rebuilds each of them from every request's state
-and checks the KV capacity, ``max_num_seqs``, prefix-cache reference counts, NIC accounting and
+and checks the KV capacity, ``max_num_seqs``, the waiting line's order, prefix-cache reference counts, NIC accounting and
 the cached router views. O(requests): for tests (``EmulatedCluster.audit_every_event``) and
 debugging, never on the hot path.
 """
@@ -35,6 +35,16 @@ def audit_state(insts: list[InstanceState], requests: RequestTable, now: float, 
             assert requests.state[rid] == TRANSFERRING, f"request {rid}: sending KV but not in transfer"
     for inst in insts:
         _check_instance(inst, sums, dup[inst.id], now, max_num_seqs)
+        _check_waiting_line(inst, requests)
+
+
+def _check_waiting_line(inst: InstanceState, requests: RequestTable) -> None:
+    """``waiting`` and ``transfer_queue`` are each in waiting-line order (the planner merges them
+    by ``queue_order``, which is only FCFS if both are sorted)."""
+    order = requests.queue_order
+    for name, queue in (("waiting", inst.waiting), ("transfer_queue", inst.transfer_queue)):
+        places = [order[rid] for rid in queue]
+        assert places == sorted(places), f"instance {inst.id}: {name} out of waiting-line order"
 
 
 @dataclass

@@ -15,8 +15,9 @@ views, the window accumulator and the audit live in their own modules.
 
 Request life cycle (Arrow §4.1-4.3; docs/arrow.md):
   arrival → router.route_prefill → queued on the prefill instance → chunked prefill (done:
-  ``prefill_done_s``) → router.route_decode → if another instance: FCFS transfer queue there until
-  it has KV room, then the KV transfer over shared NICs, the KV is freed on the source once it has
+  ``prefill_done_s``) → router.route_decode → if another instance: its FCFS waiting line there
+  (shared with new prompts) until it has KV room, then the KV transfer over shared NICs (with
+  prefix caching, only the blocks not cached there), the KV is freed on the source once it has
   landed → the decode instance's first step emits the client's first token (TTFT ends here, as a
   streaming client sees it) → decode iterations → finish. Decoding in place (or colocated), the
   prefill's own token is the client's first token. Colocated mode skips the decode routing, and so
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from arrow_rl.cluster.base import (
 )
 from arrow_rl.cluster.emulator import fastpath
 from arrow_rl.cluster.emulator.audit import audit_state
+from arrow_rl.cluster.emulator.batch_log import BatchLogEntry
 from arrow_rl.cluster.emulator.config import EmulatorConfig
 from arrow_rl.cluster.emulator.decode_run import iterations_done_by, run_time
 from arrow_rl.cluster.emulator.events import (
@@ -111,6 +113,10 @@ class EmulatedCluster(Cluster):
     """
 
     audit_every_event = False   # tests: run ``audit()`` after every event (slow)
+    # Opt-in record of every planned batch (tests/test_vllm_scheduler_conformance.py diffs it against
+    # vLLM's own scheduler): set to a list and each planned iteration appends a ``BatchLogEntry``; a
+    # closed-form decode run appends one entry with ``iterations`` > 1. ``None`` costs one check per batch.
+    batch_log: list[BatchLogEntry] | None = None
 
     def __init__(self, workload: Workload, config: EmulatorConfig, router=None, seed: int = 0,
                  preset: Preset | None = None, profile: InstanceProfile | None = None) -> None:
@@ -369,6 +375,8 @@ class EmulatedCluster(Cluster):
         d["_deciding"] = False   # cloned by a router mid-decision: the clone hands out plain views
         d["router"] = copy.deepcopy(self.router)
         d["rng"] = copy.deepcopy(self.rng)
+        if "batch_log" in d:   # the clone's batches are its own
+            d["batch_log"] = list(d["batch_log"]) if d["batch_log"] is not None else None
         new.__dict__.update(d)
         return new
 
@@ -515,7 +523,7 @@ class EmulatedCluster(Cluster):
         if self._colocated or inst.role is _MIXED:
             requests.plain[rid] = True
         requests.state[rid] = WAITING
-        inst.waiting.append(rid)
+        inst.enqueue_prompt(requests, rid)
         inst.prefill_legs += 1
         inst.prefill_tokens_left += n_in
         inst.prefill_tokens_left_sq += n_in * n_in
@@ -640,13 +648,13 @@ class EmulatedCluster(Cluster):
             self._start_iteration(inst, t, plan.chunks, n, it)
         elif n:
             k = inst.next_finish(self.requests) - it
-            after_preemption = preempted and bool(inst.waiting or inst.transfer_queue)
+            after_preemption = preempted and bool(inst.waiting or inst.transfer_queue or inst.landed)
             if self._exact or after_preemption or not _fits_surely(inst, n, it + k):
                 k = self._scheduler.decode_run_length(inst, k, after_preemption)
             self._start_run(inst, t, n, it, k)
         else:
             inst.plan = IDLE
-            if preempted and inst.waiting and admit_ok:
+            if preempted and (inst.landed or (inst.waiting or inst.transfer_queue) and admit_ok):
                 # everything running was preempted: vLLM's next step (now) admits from waiting
                 self._schedule(inst, t)
 
@@ -668,6 +676,8 @@ class EmulatedCluster(Cluster):
         inst.plan_iterations = 1
         inst.plan_end = t + dur
         self._events.push(inst.plan_end, ITERATION_END, inst.id, inst.plan_version)
+        if self.batch_log is not None:
+            self._log_batch(inst, t, chunks, 1)
 
     def _start_run(self, inst: InstanceState, t: float, n: int, it: int, k: int) -> None:
         """Plan ``k`` decode-only iterations of the decode set (``n`` sequences, ``it`` iterations
@@ -690,12 +700,31 @@ class EmulatedCluster(Cluster):
         seq = ev.seq + 1
         ev.seq = seq
         heapq.heappush(ev.heap, (end, ITERATION_END, seq, inst.id, inst.plan_version))
+        if self.batch_log is not None:
+            self._log_batch(inst, t, (), k)
+
+    def _log_batch(self, inst: InstanceState, t: float, chunks: Sequence[tuple[int, int]], iterations: int) -> None:
+        """Append the batch just planned on ``inst`` to ``batch_log``: one token per decode
+        sequence, then the prompt chunks."""
+        state = self.requests.state
+        tokens = {rid: 1 for rid in inst.running if state[rid] == DECODING}
+        tokens.update(chunks)
+        self.batch_log.append(BatchLogEntry(inst.id, t, tokens, iterations))
 
     def _apply(self, inst: InstanceState, plan: BatchPlan, t: float) -> None:
-        """Carry out a batch plan: joins, KV allocations, preemptions, admissions, KV pulls. (Each
+        """Carry out a batch plan: KV allocations, preemptions, joins, admissions, KV pulls. (Each
         part loads what it needs: most plans have one part, and this runs at every busy boundary.)"""
         requests = self.requests
         bs = inst.block_size
+        if plan.materialised:
+            self._allocate_with_preemption(inst, plan)
+        elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
+            blk, comp, chunks = requests.blocks, requests.computed, plan.chunks
+            for k in range(len(chunks) - plan.admitted):
+                rid, c = chunks[k]
+                add = -(-(comp[rid] + c) // bs) - blk[rid]
+                blk[rid] += add
+                inst.other_blocks += add
         if plan.joined:   # landed KV joins the running batch
             blk, gen, comp, n_in = requests.blocks, requests.generated, requests.computed, requests.input_tokens
             for _ in range(plan.joined):
@@ -712,15 +741,6 @@ class EmulatedCluster(Cluster):
                 comp[rid] = n_in[rid] - 1
                 inst.join_decode_set(requests, rid, comp[rid])
                 inst.awaiting_first_token.append(rid)
-        if plan.materialised:
-            self._allocate_with_preemption(inst, plan)
-        elif len(plan.chunks) > plan.admitted:   # the running prompts' chunks (the first ones)
-            blk, comp, chunks = requests.blocks, requests.computed, plan.chunks
-            for k in range(len(chunks) - plan.admitted):
-                rid, c = chunks[k]
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                blk[rid] += add
-                inst.other_blocks += add
         if plan.evicted:
             entries = inst.prefix_cache.entries
             for key in plan.evicted:
@@ -729,15 +749,20 @@ class EmulatedCluster(Cluster):
             self._admit(inst, plan)
         if plan.pulls:   # decode legs start pulling their KV into the blocks they get
             blk, n_in, src = requests.blocks, requests.input_tokens, requests.prefill_instance
-            for _ in range(plan.pulls):
+            hits = plan.pull_hit_blocks
+            for k in range(plan.pulls):
                 rid = inst.transfer_queue.popleft()
-                add = -(-n_in[rid] // bs)
-                blk[rid] = add
-                inst.other_blocks += add
+                if hits:   # prefix caching: the blocks cached here are not pulled
+                    tokens = n_in[rid] - self._kv.pull(inst, rid, hits[k])
+                else:
+                    tokens = n_in[rid]
+                    add = -(-tokens // bs)
+                    blk[rid] = add
+                    inst.other_blocks += add
                 inst.transfers_in += 1
                 requests.state[rid] = TRANSFERRING
                 self.num_transfers += 1
-                self._transfers.start(rid, src[rid], inst.id, n_in[rid], t)
+                self._transfers.start(rid, src[rid], inst.id, tokens, t)
 
     def _allocate_with_preemption(self, inst: InstanceState, plan: BatchPlan) -> None:
         """The exact allocation loop's plan (``plan.materialised``): the decode set is expanded to
@@ -812,7 +837,7 @@ class EmulatedCluster(Cluster):
                 inst.prefill_tokens_left += total - old_rem
                 inst.prefill_tokens_left_sq += total * total - old_rem * old_rem
         requests.state[rid] = WAITING
-        inst.waiting.appendleft(rid)
+        inst.enqueue_preempted(requests, rid)
 
     # ------------------------------------------------------------------ internals: iteration end
     def _commit_run(self, inst: InstanceState, t: float) -> None:
@@ -977,7 +1002,7 @@ class EmulatedCluster(Cluster):
         requests.state[rid] = QUEUED_FOR_KV
         if dest.num_decoding == 0 and dest.decode_legs_waiting == 0:
             dest.decode_stall_since = t
-        dest.transfer_queue.append(rid)
+        dest.enqueue_pull(requests, rid)
         self._transfers.lease(rid, t)   # the prefill side holds the KV until it is pulled
         dest.decode_legs_waiting += 1
         dest.decode_legs_waiting_tokens += requests.input_tokens[rid] + requests.generated[rid]
@@ -1036,6 +1061,8 @@ class EmulatedCluster(Cluster):
         dest.cached_view = None
         requests.state[rid] = LANDED
         requests.computed[rid] = requests.input_tokens[rid]
+        if self._pfx and rid in self._kv.held_on:   # vLLM caches pulled blocks on receipt
+            self._kv.register(dest, rid, requests.computed[rid] // dest.block_size, t)
         dest.landed.append(rid)
         if src.waiting or src.transfer_queue:
             self._kick(src, t)
@@ -1077,7 +1104,7 @@ class EmulatedCluster(Cluster):
         requests.generated[rid] = 0
         requests.computed[rid] = 0
         requests.state[rid] = WAITING
-        dest.waiting.append(rid)
+        dest.enqueue_prompt(requests, rid)
         dest.cached_view = None
         if src.waiting or src.transfer_queue:
             self._kick(src, t)

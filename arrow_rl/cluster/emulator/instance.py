@@ -32,7 +32,7 @@ class InstanceState:
 
     __slots__ = (
         "id", "role", "block_size", "capacity_blocks", "blocked_until", "wake_at",
-        "running", "prefilling", "waiting", "transfer_queue", "landed", "transfers_in",
+        "running", "prefilling", "waiting", "transfer_queue", "queue_order_front", "queue_order_back", "landed", "transfers_in",
         "decode_iterations", "num_decoding", "decode_offset_sum", "decode_offset_blocks_sum", "decode_offset_residues", "finish_heap", "decode_blocks_memo_at", "decode_blocks_memo",
         "other_blocks",
         "prefill_legs", "prefill_tokens_left", "prefill_tokens_left_sq", "decode_legs_waiting", "decode_legs_waiting_tokens",
@@ -52,6 +52,10 @@ class InstanceState:
         self.prefilling: list[int] = []            # running requests still computing their prompt, in order
         self.waiting: deque[int] = deque()   # FCFS; preempted requests go back to the front (vLLM v1)
         self.transfer_queue: deque[int] = deque()        # decode legs waiting for KV room to start their transfer
+        # ``waiting`` and ``transfer_queue`` are one FCFS line, as vLLM v1's single waiting queue: each
+        # request's place (``RequestTable.queue_order``) comes from these counters (see ``enqueue``)
+        self.queue_order_front = 0
+        self.queue_order_back = 0
         self.landed: deque[int] = deque()    # transferred KV arrived; joins the running batch next
         self.awaiting_first_token: list[int] = []          # joined the decode set from a transfer; their first decode
                                              # step emits the client's first token
@@ -122,6 +126,27 @@ class InstanceState:
         new.finish_heap = list(self.finish_heap)
         new.plan_chunks = list(self.plan_chunks)
         return new
+
+    # -- the waiting line -----------------------------------------------------------------------
+    def enqueue_prompt(self, requests: "RequestTable", rid: int) -> None:
+        """``rid`` joins the back of the waiting line as a prompt to admit."""
+        self.queue_order_back += 1
+        requests.queue_order[rid] = self.queue_order_back
+        self.waiting.append(rid)
+
+    def enqueue_preempted(self, requests: "RequestTable", rid: int) -> None:
+        """A preempted request goes back to the front of the waiting line (vLLM v1
+        ``_preempt_request``: ``waiting.prepend_request``), ahead of prompts and KV pulls."""
+        self.queue_order_front -= 1
+        requests.queue_order[rid] = self.queue_order_front
+        self.waiting.appendleft(rid)
+
+    def enqueue_pull(self, requests: "RequestTable", rid: int) -> None:
+        """A decode leg joins the back of the waiting line to pull its KV: vLLM v1 queues a
+        remote-prefill request in the same waiting queue as new prompts (``add_request``)."""
+        self.queue_order_back += 1
+        requests.queue_order[rid] = self.queue_order_back
+        self.transfer_queue.append(rid)
 
     def clear_work(self) -> None:
         """Forget every resident request (the cluster rejected them all as stuck); the role, the

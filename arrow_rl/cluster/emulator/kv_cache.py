@@ -11,7 +11,8 @@ request's KV life:
   admissions (or preemptions) had happened, without changing the cache;
 - ``admit``: the engine applies a planned admission: take the hit blocks, allocate the first chunk's
   (only requests with nothing computed are looked up);
-- ``register``: a chunk was computed: cache its full keyed blocks;
+- ``pull``: a decode leg starts pulling its KV: take the prompt blocks cached here, pull the rest;
+- ``register``: a chunk was computed (or pulled KV landed): cache its full keyed blocks;
 - ``release``: the request's KV left the instance (preempted, transferred, lease expired);
 - ``release_finished``: it finished: cache what it computed (its output too) and free the rest.
 
@@ -44,6 +45,9 @@ class KvCacheManager:
         self.held: dict[int, list[int]] = {}        # request → cached blocks it holds on ``held_on``
         self.held_on: dict[int, int] = {}           # request → the instance whose cache it holds blocks of
         self.registered: dict[int, int] = {}        # request → blocks of its keys registered so far
+        # request → (prefill instance, cached blocks held there) while its decode leg pulls the KV
+        # elsewhere: the source keeps them until the pull lands (``release`` from ``_free_source_kv``)
+        self.source_held: dict[int, tuple[int, list[int]]] = {}
         self.query_tokens = 0                       # prompt tokens looked up in a prefix cache
         self.hit_tokens = 0                         # ... and found there (not computed)
 
@@ -55,6 +59,7 @@ class KvCacheManager:
         new.held = {k: list(v) for k, v in self.held.items()}
         new.held_on = dict(self.held_on)
         new.registered = dict(self.registered)
+        new.source_held = {k: (i, list(v)) for k, (i, v) in self.source_held.items()}
         return new
 
     def clear(self) -> None:
@@ -62,6 +67,7 @@ class KvCacheManager:
         self.held.clear()
         self.held_on.clear()
         self.registered.clear()
+        self.source_held.clear()
 
     def check(self, insts: list[InstanceState]) -> list[int]:
         """Audit: every instance's reference counts equal the holdings of resident requests.
@@ -71,6 +77,11 @@ class KvCacheManager:
         for rid, keys in self.held.items():
             assert state[rid] not in ENDED and state[rid] != NEW, f"request {rid}: ended but holds cached blocks"
             r = refs[self.held_on[rid]]
+            for k in keys:
+                r[k] = r.get(k, 0) + 1
+        for rid, (i, keys) in self.source_held.items():
+            assert state[rid] not in ENDED and state[rid] != NEW, f"request {rid}: ended but holds source blocks"
+            r = refs[i]
             for k in keys:
                 r[k] = r.get(k, 0) + 1
         dup = []
@@ -137,6 +148,36 @@ class KvCacheManager:
         self.query_tokens += total
         self.hit_tokens += hit
 
+    def pull(self, inst: InstanceState, rid: int, hit_blocks: int) -> int:
+        """A decode leg starts pulling its prompt's KV into ``inst`` as the scheduler planned it
+        (``PrefixPlanView.admission`` on the prompt): it takes the ``hit_blocks`` cached here and
+        new blocks for the rest of the prompt, which it pulls. The pulled blocks are cached when
+        they land (``register``; vLLM ``_update_waiting_for_remote_kv`` caches them on receipt).
+        Returns the prompt tokens found here (not pulled)."""
+        requests = self.requests
+        bs = inst.block_size
+        n_in = requests.input_tokens[rid]
+        keys = self.block_keys(rid)
+        h = hit_blocks
+        nb = -(-n_in // bs)
+        src = self.held_on.pop(rid, None)
+        if src is not None:   # the prefill instance keeps its cached blocks until the pull lands
+            self.source_held[rid] = (src, self.held.pop(rid))
+            del self.registered[rid]
+        shared = inst.prefix_cache.acquire(keys[:h]) if h else 0
+        requests.blocks[rid] = nb
+        inst.other_blocks += nb - shared
+        if keys:
+            self.held[rid] = keys[:h]
+            self.held_on[rid] = inst.id
+            self.registered[rid] = h
+        hit = h * bs
+        inst.w_prefix_query_tokens += n_in
+        inst.w_prefix_hit_tokens += hit
+        self.query_tokens += n_in
+        self.hit_tokens += hit
+        return hit
+
     def register(self, inst: InstanceState, rid: int, upto: int, t: float) -> None:
         """The request's first ``upto`` blocks are computed on ``inst``: cache its keyed ones."""
         done = self.registered[rid]
@@ -154,6 +195,8 @@ class KvCacheManager:
         if held is not None:
             del self.held_on[rid]
             del self.registered[rid]
+        elif rid in self.source_held and self.source_held[rid][0] == inst.id:
+            held = self.source_held.pop(rid)[1]
         inst.other_blocks += inst.prefix_cache.release(held or [], nblocks, kv_blocks_in_use(inst, t),
                                                        inst.capacity_blocks)
 
@@ -188,7 +231,9 @@ class PrefixPlanView:
         ``budget`` tokens: look its prefix up (vLLM ``get_computed_blocks``: at most prompt − 1 tokens
         hit, so one token is always computed). Returns ``(hit blocks, tokens to compute, free blocks it
         uses)`` (its new blocks and the hit blocks no one holds: those leave the free queue), or None
-        if its first chunk does not fit."""
+        if its whole sequence would not fit (vLLM ``scheduler_reserve_full_isl``, on by default:
+        ``KVCacheManager.allocate_slots(full_sequence_must_fit=True)`` admits a prompt only if the
+        free blocks hold all of it, not just its first chunk)."""
         inst = self.inst
         bs = inst.block_size
         keys = self.kv.block_keys(rid)
@@ -201,9 +246,9 @@ class PrefixPlanView:
             h = touched = 0
         hit = h * bs
         c = min(total - hit, budget)
-        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
-        if add + touched > free:
+        if -(-total // bs) - h + touched > free:
             return None
+        add = -(-(hit + c) // bs) - h        # blocks beyond the hit ones
         delta = self.ref_delta
         for k in keys[:h]:
             delta[k] = delta.get(k, 0) + 1

@@ -89,7 +89,7 @@ class RequestTable:
     # fields copied by ``copy`` (the workload columns are immutable and shared)
     _LISTS = ("state", "leg", "computed", "generated", "decode_offset", "last_token_iteration", "blocks",
               "source_blocks", "instance", "prefill_instance", "decode_instance", "first_token_s",
-              "prefill_done_s", "finish_s", "preemptions", "plain")
+              "prefill_done_s", "finish_s", "preemptions", "plain", "queue_order")
 
     def __init__(self, workload: Workload) -> None:
         n = len(workload)
@@ -117,6 +117,9 @@ class RequestTable:
         # served whole where its prompt was placed (colocated mode, or routed to a MIXED instance):
         # set at arrival and kept through flips (Arrow §5.2: admitted work finishes where it is)
         self.plain = [False] * n
+        # place in its instance's waiting line (``InstanceState.queue_order_back``): waiting prompts
+        # and decode legs queued for KV room are served in this one FCFS order
+        self.queue_order = [0] * n
         self.reject_reason: dict[int, str] = {}
         self.cached_tokens: dict[int, int] = {}   # prompt tokens found in a prefix cache at first admission
 

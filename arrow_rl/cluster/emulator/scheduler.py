@@ -3,16 +3,34 @@
 At every iteration boundary an instance forms its next batch the way vLLM v1's
 ``Scheduler.schedule`` does with chunked prefill (vllm/v1/core/sched/scheduler.py):
 
-1. transferred KV that has landed joins the running batch (while fewer than ``max_num_seqs`` run);
-2. running requests come first: every decode sequence gets one token (Arrow §5.4: decode requests
+1. running requests come first: every decode sequence gets one token (Arrow §5.4: decode requests
    are always in the batch), then the running prompts get chunks, in admission order, while
    ``max_num_batched_tokens`` lasts;
-3. if their KV does not fit, the exact allocation loop runs: a request that cannot get its blocks
+2. if their KV does not fit, the exact allocation loop runs: a request that cannot get its blocks
    preempts the newest running request (recompute) until it fits or is preempted itself;
-4. waiting prompts are admitted FCFS while tokens, sequence slots and KV blocks last: none in a step
-   that preempted, none during a flip delay; a never-started prompt whose client gave up
-   (``client_timeout_s``) is dropped instead;
-5. decode legs queued for KV room start pulling their KV, FCFS, while it fits.
+3. transferred KV that has landed joins the batch, FCFS, while tokens and sequence slots last,
+   not in a step that preempted: vLLM drains its ``kv_holding_waiting`` queue at the head of the
+   waiting loop, after the running requests; each costs one token (the last prompt token is
+   recomputed, ``_update_waiting_for_remote_kv``);
+4. the waiting line is served FCFS while tokens and sequence slots last: nothing in a step that
+   preempted, nothing during a flip delay. New prompts and decode legs queued for KV room share
+   the line, as they share vLLM's one waiting queue (a MIXED or flipped instance holds both):
+   a prompt is admitted if the KV blocks of its whole sequence fit (vLLM's
+   ``scheduler_reserve_full_isl``, not just the first chunk), a decode leg starts pulling its KV
+   if its prompt's blocks fit (with prefix caching, only the blocks not cached here are pulled),
+   and the first that does not fit stops the line; a never-started prompt whose client gave up
+   (``client_timeout_s``) is dropped instead.
+
+Where the emulator stays apart from vLLM, on purpose (docs/emulator.md, "Conformance with vLLM's
+scheduler"; tests/test_vllm_scheduler_conformance.py checks the rest against vLLM's own scheduler):
+
+- vLLM keeps free the blocks that prompts in flight still need before it starts a pull
+  (``reserved_blocks``); it never binds here, since a chunk is cut only by the token budget, so a
+  partly scheduled prompt means no token is left and no pull is considered.
+- The cost of a batch, not its forming: one frontend cost per request (``frontend_s``, fitted end
+  to end with that rule) though a disaggregated request passes two API servers, and a batch is
+  costed as decodes + 1 sequences however many prompt chunks it holds (each extra one would add
+  about 9 µs, under 0.2% of an iteration, to constants fitted with this rule).
 
 :meth:`BatchScheduler.plan` reads the instance (``InstanceState``) and the request table and returns
 a :class:`BatchPlan`; it changes neither (prefix-cache lookups go through the step's what-if view,
@@ -25,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from arrow_rl.cluster.emulator.instance import InstanceState
 from arrow_rl.cluster.emulator.kv_cache import PrefixPlanView
@@ -50,7 +69,8 @@ class BatchPlan:
     loop's path (``materialised``), where preemptions interleave with explicit ``allocations``.
     Parts a plan does not use stay shared empty tuples (plans are made at every busy boundary)."""
 
-    joined: int = 0          # landed transfers joining the decode set: the head of ``landed``
+    joined: int = 0          # landed transfers joining the decode set (after the running requests,
+                             # before the admitted): the head of ``landed``
     chunks: Sequence[tuple[int, int]] = ()   # the iteration's prompt chunks (request, tokens):
                                              # running prompts first, then the admitted ones
     admitted: int = 0        # the last ``admitted`` chunks are prompts admitted from ``waiting``
@@ -58,6 +78,7 @@ class BatchPlan:
     timed_out: Sequence[int] = ()      # waiting prompts dropped (client timeout); they and the
                                        # admitted are the head of ``waiting``, in its order
     pulls: int = 0           # queued decode legs (head of ``transfer_queue``) starting their KV pull
+    pull_hit_blocks: Sequence[int] = ()   # prefix caching: each pull's prompt blocks cached here (not pulled)
     materialised: bool = False   # the exact allocation loop ran (KV did not fit): the decode set is
                                  # expanded to explicit requests, then the survivors go back into it
     allocations: Sequence[tuple[int, int]] = ()   # materialised: (request, KV blocks added), in order
@@ -65,6 +86,8 @@ class BatchPlan:
     preempted: Sequence[tuple[int, int]] = ()
     evicted: Sequence[int] = ()        # prefix-cache keys the lookups found evicted
 
+
+_LAST = float("inf")   # the waiting-line place of the sentinel that ends the line
 
 # The plan when nothing but the decode set runs and its KV fits (most boundaries): one shared,
 # never-mutated object, so the common case allocates nothing.
@@ -95,19 +118,11 @@ class BatchScheduler:
         if not (inst.landed or inst.prefilling or inst.waiting or inst.transfer_queue) and other + dec_next <= cap:
             return DECODES_ONLY
         p = BatchPlan()
-        # 1. landed KV joins (it already holds its blocks)
         n_run = len(inst.running)
-        joined_ids: list[int] | tuple = ()
-        if inst.landed and n_run < self._max_seqs:
-            joined_ids, held, next_blocks = self._plan_joins(inst, requests, n_run)
-            p.joined = len(joined_ids)
-            n_run += p.joined
-            other -= held
-            dec_next += next_blocks
-        # 2. running prompts get chunks after the decodes' tokens
+        # 1. running prompts get chunks after the decodes' tokens
         bs = inst.block_size
         comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
-        budget = self._max_tokens - inst.num_decoding - p.joined
+        budget = self._max_tokens - inst.num_decoding
         need = other + dec_next
         chunks = []
         for rid in inst.prefilling:
@@ -117,61 +132,100 @@ class BatchScheduler:
             need += -(-(comp[rid] + c) // bs) - blk[rid]
             chunks.append((rid, c))
             budget -= c
-        # 3. the KV does not fit: the exact allocation loop, with preemption
+        # 2. the KV does not fit: the exact allocation loop, with preemption
         preempted = False
         if need > cap:
-            budget, need, n_run = self._plan_under_pressure(inst, requests, p, joined_ids, other, prefix)
+            budget, need, n_run = self._plan_under_pressure(inst, requests, p, other, prefix)
             chunks = list(p.chunks)
             preempted = bool(p.preempted)
-        # 4. admit waiting prompts FCFS (vLLM v1: not in a step that preempted)
-        admit_ok = t >= inst.blocked_until
-        if inst.waiting and not preempted and admit_ok:
-            need = cap - self._plan_admissions(inst, requests, t, p, chunks, budget, n_run, cap - need, prefix)
-            n_run += p.admitted
+        # 3. landed KV joins (it holds its blocks: those of its first decode step)
+        if inst.landed and not preempted and budget > 0 and n_run < self._max_seqs:
+            p.joined, held, next_blocks = self._plan_joins(inst, requests, min(budget, self._max_seqs - n_run))
+            n_run += p.joined
+            budget -= p.joined
+            need += next_blocks - held
+        # 4. the waiting line: prompts to admit and decode legs to pull, one FCFS order (vLLM v1:
+        # not in a step that preempted, none during a flip delay)
+        if (inst.waiting or inst.transfer_queue) and not preempted and t >= inst.blocked_until:
+            self._plan_waiting_line(inst, requests, t, p, chunks, budget, n_run, cap - need, prefix)
         if chunks:
             p.chunks = chunks
-        # 5. start KV pulls for queued decode legs while there is room (FCFS queue, Arrow §5.4). vLLM v1
-        # allocates the blocks of a remote KV only when it can hold them, from its waiting loop (which
-        # stops at max_num_seqs running); the request then waits in WAITING_FOR_REMOTE_KVS outside the
-        # running batch, so a pull in flight takes no max_num_seqs slot
-        if inst.transfer_queue and admit_ok and n_run < self._max_seqs:
-            p.pulls = self._plan_pulls(inst, requests, cap - need)
         if prefix is not None and prefix.evicted:
             p.evicted = prefix.evicted
         return p
 
-    def _plan_joins(self, inst: InstanceState, requests: RequestTable, n_run: int) -> tuple[list[int], int, int]:
-        """Step 1: landed KV joins the running batch, FCFS while fewer than ``max_num_seqs`` run
-        (``n_run`` do now). The pulled KV covers the prompt but its last token, which the first
+    @staticmethod
+    def _plan_joins(inst: InstanceState, requests: RequestTable, room: int) -> tuple[int, int, int]:
+        """Step 3: how many landed requests join the batch, FCFS, ``room`` at most (the tokens and
+        sequence slots left). The pulled KV covers the prompt but its last token, which the first
         decode step recomputes: each joins the decode set as a sequence of n_in − 1 tokens. Returns
-        the joining requests, the KV blocks they hold now and their decode-set blocks next step."""
+        how many join, the KV blocks they hold now and their decode-set blocks next step."""
         blk, n_in, bs = requests.blocks, requests.input_tokens, inst.block_size
-        room = self._max_seqs - n_run
-        ids = []
-        held = next_blocks = 0
+        joined = held = next_blocks = 0
         for rid in inst.landed:
-            if len(ids) == room:
+            if joined == room:
                 break
-            ids.append(rid)
+            joined += 1
             held += blk[rid]
             next_blocks += -(-n_in[rid] // bs)
-        return ids, held, next_blocks
+        return joined, held, next_blocks
 
-    def _plan_admissions(self, inst: InstanceState, requests: RequestTable, t: float, p: BatchPlan,
-                         chunks: list[tuple[int, int]], budget: int, n_run: int, free: int,
-                         prefix: PrefixPlanView | None) -> int:
-        """Step 4: admit waiting prompts FCFS while the token ``budget``, ``max_num_seqs`` (``n_run``
-        running) and the ``free`` KV blocks last; drop those whose client gave up. Appends the
-        admitted chunks to ``chunks``, fills ``p`` and returns the KV blocks still free."""
+    def _plan_waiting_line(self, inst: InstanceState, requests: RequestTable, t: float, p: BatchPlan,
+                           chunks: list[tuple[int, int]], budget: int, n_run: int, free: int,
+                           prefix: PrefixPlanView | None) -> None:
+        """Step 4: serve the waiting line FCFS while the token ``budget`` lasts and fewer than
+        ``max_num_seqs`` run (``n_run`` do now), as vLLM v1's waiting loop does. The line is
+        ``waiting`` and ``transfer_queue`` merged by ``RequestTable.queue_order``:
+
+        - a prompt is admitted if the ``free`` KV blocks hold its whole sequence; a never-started
+          prompt whose client gave up is dropped instead;
+        - a decode leg starts pulling its KV if the blocks of its prompt fit. vLLM allocates them
+          and parks the request in WAITING_FOR_REMOTE_KVS outside the running batch: the pull
+          takes no token and no ``max_num_seqs`` slot. With prefix caching, the prompt is looked
+          up here first, as a new prompt is, and only the blocks it lacks are pulled (the NIXL
+          connector's ``get_num_new_matched_tokens`` counts the prompt past the local hit).
+
+        The first request that does not fit stops the line, whichever kind it is (vLLM's loop
+        ``break``s). Appends the admitted chunks to ``chunks`` and fills ``p``."""
         bs = inst.block_size
         comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
+        order = requests.queue_order
         max_seqs = self._max_seqs
         timeout = self._timeout
         arrival = requests.arrival_s
         hits = [] if prefix is not None else None
-        for rid in inst.waiting:
+        if inst.transfer_queue:
+            legs = iter(inst.transfer_queue)
+            leg = next(legs)
+            # a sentinel prompt (-1) after the last one serves the decode legs queued behind it
+            line = chain(inst.waiting, (-1,))
+        else:
+            leg = -1
+            line = inst.waiting
+        for rid in line:
             if budget <= 0 or n_run >= max_seqs:
                 break
+            if leg >= 0 or rid < 0:   # the decode legs queued ahead of this prompt start their KV pulls
+                place = order[rid] if rid >= 0 else _LAST
+                while leg >= 0 and order[leg] < place:
+                    if prefix is not None:   # the prompt blocks cached here are kept, the rest pulled
+                        a = prefix.admission(leg, n_in[leg], n_in[leg], free)
+                        if a is None:
+                            break
+                        h, _, used = a
+                        free -= used
+                        if not p.pull_hit_blocks:
+                            p.pull_hit_blocks = []
+                        p.pull_hit_blocks.append(h)
+                    else:
+                        add = -(-n_in[leg] // bs)
+                        if add > free:
+                            break
+                        free -= add
+                    p.pulls += 1
+                    leg = next(legs, -1)
+                if rid < 0 or (leg >= 0 and order[leg] < place):   # the line's end, or a pull did not fit
+                    break
             if timeout is not None and comp[rid] == 0 and t - arrival[rid] > timeout:
                 if not p.timed_out:
                     p.timed_out = []
@@ -185,11 +239,11 @@ class BatchScheduler:
                 free -= used
                 hits.append(h)
             else:
-                c = min(n_in[rid] + gen[rid] - comp[rid], budget)
-                add = -(-(comp[rid] + c) // bs) - blk[rid]
-                if add > free:
+                total = n_in[rid] + gen[rid]
+                if -(-total // bs) - blk[rid] > free:   # the whole sequence must fit (kv_cache.admission)
                     break
-                free -= add
+                c = min(total - comp[rid], budget)
+                free -= -(-(comp[rid] + c) // bs) - blk[rid]
                 if hits is not None:
                     hits.append(0)
             chunks.append((rid, c))
@@ -198,22 +252,8 @@ class BatchScheduler:
             n_run += 1
         if hits:
             p.hit_blocks = hits
-        return free
 
-    def _plan_pulls(self, inst: InstanceState, requests: RequestTable, free: int) -> int:
-        """Step 5: how many decode legs at the head of the transfer queue get the KV blocks of
-        their pull from the ``free`` ones, FCFS."""
-        n_in, bs = requests.input_tokens, inst.block_size
-        pulls = 0
-        for rid in inst.transfer_queue:
-            add = -(-n_in[rid] // bs)
-            if add > free:
-                break
-            free -= add
-            pulls += 1
-        return pulls
-
-    def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan, joined_ids: Sequence[int],
+    def _plan_under_pressure(self, inst: InstanceState, requests: RequestTable, p: BatchPlan,
                              other: int, prefix: PrefixPlanView | None) -> tuple[int, int, int]:
         """The exact vLLM v1 allocation loop when the KV does not fit everything (rare path).
 
@@ -228,8 +268,7 @@ class BatchScheduler:
         comp, gen, blk, n_in = requests.computed, requests.generated, requests.blocks, requests.input_tokens
         p.materialised = True
         running = list(inst.running)
-        running += joined_ids
-        decs, ctx, blocks = self._explicit_decodes(inst, requests, joined_ids)
+        decs, ctx, blocks = self._explicit_decodes(inst, requests)
         other += sum(blocks.values())
         is_dec = set(decs)
         gone: set[int] = set()
@@ -274,20 +313,19 @@ class BatchScheduler:
         budget = self.limits.max_num_batched_tokens - survivors - sum(c for _, c in p.chunks)
         return budget, other - held + next_blocks, len(running)
 
-    def _explicit_decodes(self, inst: InstanceState, requests: RequestTable, joined_ids: Sequence[int]
+    @staticmethod
+    def _explicit_decodes(inst: InstanceState, requests: RequestTable
                           ) -> tuple[list[int], dict[int, int], dict[int, int]]:
-        """The decode set and the joining requests as explicit requests, in running order, with
-        their KV tokens now and their KV blocks (the blocks of the requests the step touches)."""
+        """The decode set as explicit requests, in running order, with their KV tokens now and
+        their KV blocks (the blocks of the requests the step touches)."""
         bs = inst.block_size
         it = inst.decode_iterations
-        st, n_in, offset = requests.state, requests.input_tokens, requests.decode_offset
+        st, offset = requests.state, requests.decode_offset
         decs = [rid for rid in inst.running if st[rid] == DECODING]
-        decs += joined_ids
         ctx: dict[int, int] = {}
         blocks: dict[int, int] = {}
-        joined = set(joined_ids)
         for rid in decs:
-            c = n_in[rid] - 1 if rid in joined else offset[rid] + it
+            c = offset[rid] + it
             ctx[rid] = c
             blocks[rid] = -(-c // bs)
         return decs, ctx, blocks
