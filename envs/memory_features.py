@@ -122,7 +122,9 @@ class EwmaBank:
         if not dt > 0:
             return
         a = np.nan_to_num(np.asarray(amounts, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        keep = np.exp(-dt / self.taus)
+        # math.exp, not np.exp: numpy's SIMD exp may differ by an ulp between CPUs, and the
+        # observation is pinned bit for bit
+        keep = np.array([math.exp(-dt / tau) for tau in self.taus])
         self._sums = keep * self._sums + (1.0 - keep) * (np.maximum(a, 0.0)[:, None] / dt)
         self._weight = keep * self._weight + (1.0 - keep)
 
