@@ -323,3 +323,33 @@ def test_live_cluster_fills_every_field_the_memory_reads():
     assert m["queued_prefill_tokens"] == pytest.approx(math.log1p(6000 / (2 * 2048)), rel=1e-6)
     assert m["decode_kv_usage_max"] == pytest.approx(0.8)
     assert m["flips_in_flight"] == 0.25
+
+
+def test_a_memory_checkpoint_trains_on_the_box_and_deploys_with_the_same_observation(tmp_path):
+    """MaskablePPO takes the Box as it is, and a checkpoint's controller rebuilds the memory block from
+    the ControlStates alone: the same vector the env gave the policy, step for step (no training)."""
+    from sb3_contrib import MaskablePPO
+
+    from agents import load_controller
+    from agents.checkpoint import save_checkpoint
+    from agents.config import load_config
+    from agents.train import checkpoint_metadata
+    from envs import PDClusterEnv
+
+    root = Path(__file__).resolve().parents[1]
+    meta = checkpoint_metadata(load_config(root / "configs" / "train" / "generalist_split_wide_memory.yaml"))
+    env_cfg = {**meta["env_config"], "teacher": None, "distribution": None, "num_instances": 6,
+               "episode": {"traces": ["azure-code"], "duration_s": 8, "drain_s": 2, "rate_scale": [6.0, 6.0]}}
+    env = PDClusterEnv(env_cfg)
+    model = MaskablePPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs={"net_arch": [8]})
+    save_checkpoint(tmp_path / "ckpt", model, meta)
+    controller = load_controller(tmp_path / "ckpt")
+    obs, _ = env.reset(seed=3)
+    controller.reset(env.cluster.info)
+    for _ in range(6):
+        seen, _mask = controller.observe(env.control_state)
+        np.testing.assert_array_equal(seen, obs)
+        obs, _r, term, trunc, _i = env.step(0)
+        if term or trunc:
+            break
+    assert obs.shape == (4 * len(POOL_FEATURE_NAMES) + 23,)
