@@ -70,7 +70,8 @@ def _rate_features(tau: float, load_features: str) -> tuple[Feature, ...]:
                     "token_scale)"),
         )
     return rates + (
-        Feature(f"prompt_mean_{t}", 0.0, 1.5, f"log1p(mean prompt tokens of arrivals, τ = {tau:g} s EWMA) / log1p(32768)"),
+        Feature(f"prompt_mean_{t}", 0.0, 1.5,
+                f"log1p(mean prompt tokens of arrivals, τ = {tau:g} s EWMA) / log1p(32768)"),
         Feature(f"prompt_p90_{t}", 0.0, 1.5,
                 f"log1p(arrival-weighted τ = {tau:g} s EWMA of the windows' p90 prompt tokens) / log1p(32768)"),
         Feature(f"output_mean_{t}", 0.0, 1.5,
@@ -81,7 +82,8 @@ def _rate_features(tau: float, load_features: str) -> tuple[Feature, ...]:
 SIGNAL_FEATURES: tuple[Feature, ...] = (
     Feature("queued_prefill_tokens", 0.0, 12.0,
             "log1p(Σ prompt tokens not yet prefilled on all instances / (prefill + mixed instances · token_scale))"),
-    Feature("decode_kv_usage_max", 0.0, 1.0, "max KV usage over decode instances (the mean is each frame's d_kv_usage)"),
+    Feature("decode_kv_usage_max", 0.0, 1.0,
+            "max KV usage over decode instances (the mean is each frame's d_kv_usage)"),
     Feature("flips_in_flight", 0.0, 1.0,
             "instances not admitting work / instances: inside a flip delay (emulator); unhealthy (live)"),
     Feature("recent_flip_fraction", 0.0, 1.0,
