@@ -172,6 +172,24 @@ class ObservationConfig(_Strict):
     # model's raw rates (our choice; the paper has no learned observation). Needs the instance profile: emulated presets have one; a live router has
     # one when started with measured profiles (``arrow-rl live-profile``).
     load_features: Literal["raw", "capacity"] = "raw"
+    # ``kind: pools`` only. Off by default so the shipped checkpoints keep their observation. On, it
+    # appends once, after the frame history, what 4 one-second frames cannot show (envs/memory_features.py):
+    # EWMAs at each of ``memory_time_constants_s`` of the arrival, prompt-token and output-token rates
+    # and of the prompt and output lengths, the prompt-token backlog per prefill instance, the peak
+    # decode KV use, and flip churn. A policy sees whether a burst is new or steady, and work that is
+    # queued but not yet slow, before the windowed latencies move (our choice; Arrow has no learned input).
+    memory: bool = False
+    # the EWMAs' time constants (s); one set of rate and length features per entry
+    memory_time_constants_s: tuple[float, ...] = Field((10.0, 60.0, 300.0), min_length=1, max_length=8)
+
+    @field_validator("memory_time_constants_s")
+    @classmethod
+    def _distinct_time_constants(cls, taus: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (t > 0 and math.isfinite(t)) for t in taus):
+            raise ValueError(f"time constants must be positive and finite, got {list(taus)}")
+        if len({f"{t:g}" for t in taus}) != len(taus):   # they name features (arrival_rate_ewma10s)
+            raise ValueError(f"time constants must be distinct, got {list(taus)}")
+        return taus
 
 
 class SLOTier(_Strict):
@@ -320,6 +338,8 @@ class EnvConfig(_Strict):
         if self.observation.load_features != "raw" and self.observation.kind != "pools":
             raise ValueError(f"observation.load_features={self.observation.load_features!r} needs observation.kind "
                              "'pools' (the cluster encoding reports raw rates only)")
+        if self.observation.memory and self.observation.kind != "pools":
+            raise ValueError("observation.memory needs observation.kind 'pools' (the size-free encoding)")
         if self.distribution is not None and not three_roles:
             raise ValueError("distribution (random sizes and P:D:M splits) needs action.kind 'moves' or 'splits' "
                              "and observation.kind 'pools' (the only size-free encodings)")

@@ -35,8 +35,10 @@ from arrow_rl.control import ControlState
 from arrow_rl.perf.profile import InstanceProfile
 
 from envs.config import ObservationConfig
+from envs.memory_features import ObservationMemory, memory_features
 from envs.observation import (WINDOW_FEATURES, Feature, FrameHistory, _ratio, finite_clipped, flip_age, half_flipped,
                               window_features)
+from envs.offered_load import offered_load_of
 
 if TYPE_CHECKING:
     from arrow_rl.arrow.flip_selection import ProfileSource
@@ -121,14 +123,9 @@ def offered_load(w: MetricsWindow, n: int, slo: SLO, profile: InstanceProfile,
     mean of requests that finished in the window (a live router knows it only then; none finished: 0).
     """
     duration = w.duration_s if w.duration_s > 0 else 1.0
-    rate = w.arrivals / duration / max(n, 1)
-    prompt = w.arrival_input_tokens_mean
-    prefill = rate * profile.prefill_time(prompt)
     out = w.finished_output_tokens_mean if output_tokens_mean is None else output_tokens_mean
-    capacity = min(profile.max_tokens(slo.tpot_s), kv_capacity_tokens)
-    context = rate * out * slo.tpot_s * (prompt + out / 2.0)
-    decode = context / capacity if capacity > 0 else (math.inf if context > 0 else 0.0)
-    return prefill, decode
+    return offered_load_of(w.arrivals / duration / max(n, 1), w.arrival_input_tokens_mean, out, slo, profile,
+                           kv_capacity_tokens)
 
 
 def _pool_stats(w: MetricsWindow, role: Role) -> PoolStats:
@@ -191,7 +188,8 @@ def pool_frame(state: ControlState, slo: SLO, config: ObservationConfig, seconds
 
 class PoolObservationBuilder:
     """``ObservationBuilder``'s interface for the size-free pool features: keeps a history of
-    ``config.history`` frames (stack or delta, as ``envs.observation``) and the last role change.
+    ``config.history`` frames (stack or delta, as ``envs.observation``) and the last role change;
+    with ``memory``, the block of ``envs.memory_features`` follows the history.
 
     ``profile``: the instances' Arrow §5.2 profile, needed by ``load_features: capacity``; the env and
     a deployed checkpoint set it per cluster (``set_profile``), since an episode may draw another model."""
@@ -209,11 +207,16 @@ class PoolObservationBuilder:
         low, high = _bounds(self._features)
         self._history = FrameHistory(low, high, self.config.history, self.config.history_mode)
         self._low, self._high = self._history.low, self._history.high
+        # ``memory``: one block after the history (EWMAs are memory already: stacking them adds nothing)
+        self._memory = ObservationMemory(slo, self.config) if self.config.memory else None
+        if self._memory is not None:
+            self._low = np.concatenate([self._low, self._memory.low])
+            self._high = np.concatenate([self._high, self._memory.high])
         self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
 
     @property
     def feature_names(self) -> list[str]:
-        return self._history.names([f.name for f in self._features])
+        return self._history.names([f.name for f in self._features]) + [f.name for f in memory_features(self.config)]
 
     def set_profile(self, profile: InstanceProfile | None) -> None:
         """The profile ``load_features: capacity`` measures load against (the cluster's instances')."""
@@ -222,6 +225,8 @@ class PoolObservationBuilder:
     def reset(self) -> None:
         self._history.reset()
         self._output_mean = 0.0
+        if self._memory is not None:
+            self._memory.reset()
 
     def build(self, state: ControlState) -> np.ndarray:
         """Record ``state`` in the history and return the observation (a fresh array each call).
@@ -230,5 +235,8 @@ class PoolObservationBuilder:
         (most 1 s windows of a long-output workload), so it does not read 0 between completions."""
         if state.window.finished > 0:
             self._output_mean = state.window.finished_output_tokens_mean
-        return self._history.push(pool_frame(state, self.slo, self.config, self._history.seconds_since_flip(state),
-                                             self.profile, self._output_mean))
+        since = self._history.seconds_since_flip(state)
+        flat = self._history.push(pool_frame(state, self.slo, self.config, since, self.profile, self._output_mean))
+        if self._memory is None:
+            return flat
+        return np.concatenate([flat, self._memory.update(state, since, self.profile)])

@@ -223,6 +223,10 @@ def test_cluster_observation_vectors_are_pinned_bit_for_bit(config, want):
 @pytest.mark.parametrize("config, want", [
     (dict(kind="pools", history=4), "ccff01d589596dba18b1a984"),
     (dict(kind="pools", history=2, history_mode="delta", load_features="capacity"), "a2e6a76a0a4ec1a23b5872e3"),
+    (dict(kind="pools", history=4, memory=False), "ccff01d589596dba18b1a984"),   # memory off: as before
+    (dict(kind="pools", history=4, memory=True), "c634f0a8e9df2583efc6c419"),
+    (dict(kind="pools", history=2, history_mode="delta", load_features="capacity", memory=True,
+          memory_time_constants_s=(5.0, 120.0)), "4109732d8da4902816cffa87"),
 ])
 def test_pool_observation_vectors_are_pinned_bit_for_bit(config, want):
     from arrow_rl.perf.presets import get_preset
