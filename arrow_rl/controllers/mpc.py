@@ -6,8 +6,10 @@ Arrow Algorithm 3 flips) are scored by the what-if planner over ``lookahead_s``.
 what a branch sees arrive: not the recorded trace but ``ForecastArrivals`` built by ``RecentPast``
 (``arrow_rl.controllers.forecast``) from the last ``history_s`` seconds a controller has observed,
 arrival times and prompt lengths at arrival, output lengths only of finished requests. So it knows
-no more than a deployed controller would; it still needs the emulator to branch (the model of the
-cluster is the emulator itself), which is why it runs on the emulator and not on a live cluster.
+no more of the future than a deployed controller would; it still needs the emulator to branch (the
+model of the cluster is the emulator itself), which is why it runs on the emulator and not on a live
+cluster. Of the present it knows what the emulator holds: requests in flight finish in a branch
+after their true output lengths, which a live controller would have to estimate.
 
 A forecast is wrong in its details, and a move costs work in flight, so the controller holds the
 current split unless the best candidate beats it by a margin: ``switch_margin`` plus
