@@ -30,8 +30,8 @@ def with_future(clone: Any, future: Workload) -> Any:
     """Turn ``clone`` (a fresh ``clone()``, owned by the caller) into a branch whose requests not yet
     arrived are ``future``'s, in its order, with ids following the arrived ones. ``future``'s
     arrival times are absolute (the trace's clock) and must reach the engine no earlier than now,
-    so the present stays the present; prefixes of ``future`` are kept only when the run caches
-    prefixes. Deterministic: no randomness, the result depends only on the clone and ``future``."""
+    so the present stays the present; ``future``'s prefixes are kept only when the run's workload
+    carries prefixes of the same block size. Deterministic: no randomness, the result depends only on the clone and ``future``."""
     arrived = clone._next
     frontend_s = clone._frontend_s
     if len(future) and float(future.arrival_s[0]) + frontend_s < clone.now - 1e-9:
