@@ -131,6 +131,8 @@ def test_deploy_without_token_or_with_bad_controller_fails_clearly(served, monke
     assert r.exit_code == 2 and "unknown controller" in r.output
     r = CliRunner().invoke(app, ["deploy", "--controller", "arrow", "--router", url, "--token", "wrong"])
     assert r.exit_code == 2 and "bad token" in r.output
+    r = CliRunner().invoke(app, ["deploy", "--controller", "mpc", "--router", url, "--token", TOKEN])
+    assert r.exit_code == 2 and "not on a live cluster" in r.output
 
 
 def test_deploy_reports_a_router_that_times_out_during_setup(served, monkeypatch):

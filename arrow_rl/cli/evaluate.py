@@ -44,7 +44,7 @@ def evaluate_command(
         DEFAULT_CONTROLLERS, "--controllers",
         help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-tuned (the split a "
              "deployer would fix, cross-fitted on other seeds), static-oracle (per-seed hindsight best split), "
-             "dynamo, oracle, or checkpoint paths"),
+             "dynamo, oracle, mpc (the oracle's search on a forecast of the recent past), or checkpoint paths"),
     seeds: int = typer.Option(5, "--seeds", min=1, max=50, help="independent seeds (0..N-1)"),
     rate_mode: str = typer.Option("superpose", "--rate-mode", help="how the load is raised: superpose (copies of "
                                   "the trace at its own time scale) or scale (timestamps divided, Arrow §6.1)"),

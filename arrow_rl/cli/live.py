@@ -308,6 +308,9 @@ def deploy(
         _fail(str(exc))
     if policy.controller is None:
         _fail(f"{controller!r} has no controller to deploy")
+    if policy.needs_cluster:   # oracle, mpc: they plan on branches of the emulator, which a live cluster has not
+        _fail(f"{controller!r} plans on branches of the emulator (clone): it runs in arrow-rl evaluate, "
+              "not on a live cluster")
     for line in _deploy_warnings(controller, cluster.info, policy):
         warn(line)
     _prepare_cluster(cluster, policy, controller, router, set_routing)

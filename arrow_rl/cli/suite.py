@@ -42,7 +42,8 @@ def run_command(
         None, "--controllers",
         help="comma list: arrow, arrow-interval, colocated, static:P, static:P:D:M, static-tuned (the split a "
              "deployer would fix, cross-fitted on other seeds), static-oracle (per-seed hindsight best split: not "
-             "deployable), dynamo, oracle (clairvoyant: not deployable), or checkpoint "
+             "deployable), dynamo, oracle (clairvoyant: not deployable), mpc (the oracle's search on a "
+             "forecast of the recent past: deployable), or checkpoint "
              f"paths (default: {FULL_CONTROLLERS}; with --quick: {QUICK_CONTROLLERS})"),
     quick: bool = typer.Option(False, "--quick", help="the suite's quick protocol (shorter spans, coarser search)"),
     jobs: int = typer.Option(1, "--jobs", min=1, help="parallel worker processes (one (scenario, controller) each)"),

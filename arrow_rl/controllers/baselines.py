@@ -235,16 +235,25 @@ class OracleController:
             out += [Split(k1, k - k1, n - k) for k in range(2, step + 1) for k1 in range(1, k)]
         return [s for s in dict.fromkeys(out) if is_valid(s) and s.n == n]
 
+    def due(self, now: float) -> bool:
+        """Whether a decision is due at ``now`` (every ``decision_interval_s``); records it if so."""
+        if now - self._last_decision_s < self.config.decision_interval_s - 1e-9:
+            return False
+        self._last_decision_s = now
+        return True
+
+    def candidates_now(self, views: Sequence[InstanceView]) -> tuple[Split, list[Candidate[Split]]]:
+        """The current split and every candidate split with the flips that reach it, current first."""
+        current = Split.of(views)
+        return current, [Candidate(split, flips_to_roles(views, split.roles(), self.profiles),
+                                   current.distance(split)) for split in self.candidate_splits(current)]
+
     def act(self, state: ControlState) -> list[Flip]:
         if self.cluster is None:
             raise RuntimeError("OracleController.act before bind_cluster(cluster)")
-        if state.now - self._last_decision_s < self.config.decision_interval_s - 1e-9:
+        if not self.due(state.now):
             return []
-        self._last_decision_s = state.now
-        views = list(state.instances)
-        current = Split.of(views)
-        candidates = [Candidate(split, flips_to_roles(views, split.roles(), self.profiles), current.distance(split))
-                      for split in self.candidate_splits(current)]
+        current, candidates = self.candidates_now(list(state.instances))
         ranking = self.planner.rank(self.cluster, candidates, RECORDED_FUTURE)
         self.evaluations += len(ranking.scores)
         return list(ranking.best.flips) if ranking.best.key != current else []

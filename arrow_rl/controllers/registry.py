@@ -4,7 +4,7 @@ A ``Policy`` bundles what one run needs: the cluster mode, a *fresh* request rou
 controller (or None) and the initial number of prefill instances. Fresh objects per call matter
 because routers and controllers keep per-run state (cooldown clocks, sustain counters).
 
-Disaggregated baselines (static, Dynamo, oracle, learned checkpoints) route with Arrow's
+Disaggregated baselines (static, Dynamo, oracle, mpc, learned checkpoints) route with Arrow's
 Algorithm 1 without flips, so that comparisons with Arrow isolate instance scheduling, as in the
 paper's static-versus-adaptive ablation (§6.3).
 
@@ -39,6 +39,7 @@ from arrow_rl.controllers.baselines import (
     OracleConfig,
     OracleController,
 )
+from arrow_rl.controllers.mpc import MpcConfig, MpcController
 
 # Checkpoint loaders: ``loader(path) -> Controller``. Packages register theirs through the
 # ``arrow_rl.checkpoint_loaders`` entry point group (the agents package does, in pyproject.toml) or
@@ -94,7 +95,7 @@ def load_checkpoint(path: str) -> Controller:
 
 
 BUILTIN_SPECS = ("arrow", "arrow-interval", "colocated", "static:P", "static-best", "static-best-pd", "dynamo",
-                 "oracle")
+                 "oracle", "mpc")
 
 
 @dataclass
@@ -106,7 +107,7 @@ class Policy:
     router: Any                   # a RequestRouter instance
     controller: Controller | None
     initial_prefill: int | None   # None in colocated mode
-    needs_cluster: bool = False   # controller.bind_cluster(cluster) before the run (oracle)
+    needs_cluster: bool = False   # controller.bind_cluster(cluster) before the run (oracle, mpc)
     extra: dict = field(default_factory=dict)
     initial_mixed: int = 0        # MIXED instances at start (static:P:D:M), the last ones
 
@@ -153,6 +154,7 @@ def make_policy(
     arrow_config: ArrowConfig | None = None,
     dynamo_config: DynamoConfig | None = None,
     oracle_config: OracleConfig | None = None,
+    mpc_config: MpcConfig | None = None,
     mixed_config: MixedConfig | None = None,
 ) -> Policy:
     """Build the policy named by ``spec`` for a cluster of ``num_instances``.
@@ -197,6 +199,9 @@ def make_policy(
     if s == "oracle":
         return Policy("oracle", Mode.DISAGGREGATED, alg1(),
                       OracleController(oracle_config), half, needs_cluster=True)
+    if s == "mpc":   # the oracle's search on a forecast of the recent past: deployable, but branches the emulator
+        return Policy("mpc", Mode.DISAGGREGATED, alg1(),
+                      MpcController(mpc_config), half, needs_cluster=True)
     if s and Path(s).exists():
         controller = load_checkpoint(s)
         return Policy(getattr(controller, "name", Path(s).name) or Path(s).name, Mode.DISAGGREGATED,

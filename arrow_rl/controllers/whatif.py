@@ -1,17 +1,17 @@
 """What-if planning: how would the cluster fare over the next horizon if these flips happened now?
 
 One planner serves every lookahead controller: the clairvoyant ``oracle`` controller
-(``arrow_rl.controllers.baselines``) and the env's privileged teachers (``envs.move_teacher``,
-``envs.split_teacher``). Each of them only proposes candidates (a split, an action) with the flips
+(``arrow_rl.controllers.baselines``), the deployable ``mpc`` (``arrow_rl.controllers.mpc``) and the
+env's privileged teachers (``envs.move_teacher``, ``envs.split_teacher``). Each of them only proposes candidates (a split, an action) with the flips
 that reach them; the planner branches the cluster's present state once per candidate, applies the
 flips, runs the branch open loop for ``horizon_s`` and scores what it served (``score_window``).
 
 The requests a branch sees arrive are a parameter (``ArrivalStream``), not something the planner
 reads from the cluster. ``RECORDED_FUTURE`` is the emulator's own trace: clairvoyant, what the
-oracle and the teachers plan on. A model-predictive controller plans on a forecast built from the
-recent past instead: its stream branches the present state with the forecast as the future. The
-emulator's ``clone()`` keeps the recorded trace only, so such a stream needs an emulator entry point
-that replaces a clone's not-yet-arrived requests.
+oracle and the teachers plan on. The ``mpc`` controller (``arrow_rl.controllers.mpc``) plans on a
+forecast built from the recent past instead (``arrow_rl.controllers.forecast.ForecastArrivals``): its
+branches keep the present state and replace the requests not yet arrived by the forecast
+(``EmulatedCluster.clone_with_future``).
 """
 
 from __future__ import annotations

@@ -380,6 +380,21 @@ class EmulatedCluster(Cluster):
         new.__dict__.update(d)
         return new
 
+    def clone_with_future(self, future: Workload) -> "EmulatedCluster":
+        """``clone()`` whose requests not yet arrived are replaced by ``future`` (absolute arrival
+        times, none before now): the present state is exactly the clone's, the future a forecast's
+        (what a planner that may not see the trace branches; branching.py)."""
+        from arrow_rl.cluster.emulator.branching import with_future
+
+        return with_future(self.clone(), future)
+
+    def arrived_since(self, start: int) -> tuple[list[float], list[int]]:
+        """Arrival times and prompt lengths of the requests that reached the engine, from the
+        ``start``-th on: what a router has seen so far (output lengths are known only at finish)."""
+        from arrow_rl.cluster.emulator.branching import arrived_since
+
+        return arrived_since(self, start)
+
     # ------------------------------------------------------------------ internals: helpers
     def _check_id(self, instance_id: int) -> None:
         if not isinstance(instance_id, (int, np.integer)) or not 0 <= instance_id < len(self._insts):
