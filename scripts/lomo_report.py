@@ -84,8 +84,14 @@ def get_fit(fits: Path, name: str, runs: list, base: EngineConstants, args: argp
     return c
 
 
+_REPLAYED: dict[tuple, FidelityReport] = {}
+
+
 def replay_dataset(manifest: Path, d: dict, pick) -> FidelityReport:
-    """Every run of a dataset, as ``arrow-rl fidelity --skip-unsupported`` replays it, each with ``pick(model)``."""
+    """Every run of a dataset, as ``arrow-rl fidelity --skip-unsupported`` replays it, each with ``pick(model)``.
+
+    A run replayed before with the same constants is not replayed again (the LOMO column of a model
+    no fit saw is the refit's)."""
     rep = FidelityReport()
     for path in expand(manifest, d["paths"]):
         try:
@@ -97,7 +103,10 @@ def replay_dataset(manifest: Path, d: dict, pick) -> FidelityReport:
             preset = d.get("preset")
             if preset is not None and preset.endswith((".yaml", ".yml")):
                 preset = str(manifest.parent / preset)
-            one = replay([run], pick(run.model), preset=preset, skip_unsupported=True)
+            key = (str(path), run.name, pick(run.model), preset)
+            if key not in _REPLAYED:
+                _REPLAYED[key] = replay([run], pick(run.model), preset=preset, skip_unsupported=True)
+            one = _REPLAYED[key]
             rep.stages += one.stages
             rep.skipped += one.skipped
     return rep
