@@ -11,7 +11,8 @@ the same controller, because the suite's warm-up is served by the controller und
 Controllers and what stands for the leaderboard's entries:
 
 - ``arrow``: ``arrow-interval``, the env's own teacher; the leaderboard's ``arrow`` is the
-  event-driven variant, whose router flips outside the env's action.
+  event-driven variant, whose router flips outside the env's action (``--arrow-spec arrow`` runs it:
+  the env's action then carries only its monitor's flips).
 - ``static-tuned``: ``static:<the split the suite's tuning picked>`` (``best_split`` in
   leaderboard.json). ``static-oracle`` picks a split per seed; where its picks differ from
   static-tuned's it is the per-episode best return over the static splits run here, else it is the
@@ -92,7 +93,8 @@ def needs_three_roles(spec: str) -> bool:
     return spec.startswith("static:") and spec.count(":") == 3 and not spec.endswith(":0")
 
 
-def entries_for(scenario: str, board: dict, n: int, only: set[str] | None) -> tuple[list[Entry], list[str]]:
+def entries_for(scenario: str, board: dict, n: int, only: set[str] | None,
+                arrow_spec: str = "arrow-interval") -> tuple[list[Entry], list[str]]:
     """The controllers to run in ``scenario`` and notes on those left out."""
     ctrls = board["scenarios"][scenario]["controllers"]
     out: list[Entry] = []
@@ -101,7 +103,7 @@ def entries_for(scenario: str, board: dict, n: int, only: set[str] | None) -> tu
         if only and key not in only:
             continue
         if key == "arrow":
-            out.append(Entry(key, ["arrow-interval"], note="arrow-interval"))
+            out.append(Entry(key, [arrow_spec], note=arrow_spec))
         elif key == "dynamo":
             out.append(Entry(key, ["dynamo"], note="dynamo"))
         elif key == "colocated":
@@ -260,7 +262,7 @@ def run_load(load: str, args: argparse.Namespace, ctx: dict) -> dict[str, Any]:
     for name in ctx["names"]:
         scn = ctx["scenarios"][name]
         cfg = scenario_config(scn, ctx["tiers"], base, args.generator_span)
-        entries, left = entries_for(name, board, int(scn["instances"]), ctx["only"])
+        entries, left = entries_for(name, board, int(scn["instances"]), ctx["only"], args.arrow_spec)
         knee = tuple(base["episode"]["knee_factor"])
         scales = crossing_scales(board, name, seeds, knee) if load == "suite-crossing" else [None] * len(seeds)
         cache: dict[str, list[dict]] = {}
@@ -326,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="arrival span (s) of a generator scenario's episodes")
     ap.add_argument("--load", default="knee-estimate,suite-crossing",
                     help="comma-separated: knee-estimate, suite-crossing (module docstring)")
+    ap.add_argument("--arrow-spec", choices=("arrow-interval", "arrow"), default="arrow-interval",
+                    help="what stands for the leaderboard's arrow: the interval controller, whose flips are "
+                         "the env's action, or the event-driven Arrow, whose router also flips outside it")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
