@@ -150,16 +150,12 @@ def checkpoint_blocks() -> dict:
     return {"observation": env["observation"], "action": env["action"]}
 
 
-def three_role_blocks() -> dict:
-    return checkpoint_blocks()
-
-
 def env_for(cfg: dict, spec: str, three_roles: bool):
     from envs.pd_cluster_env import PDClusterEnv
 
     c = copy.deepcopy(cfg)
-    if three_roles:
-        c.update(three_role_blocks())
+    if three_roles:   # the checkpoint's blocks serve the static MIXED splits too: they never flip
+        c.update(checkpoint_blocks())
     c["teacher"] = spec
     c["episode"]["warmup_controller"] = spec
     return PDClusterEnv(c)
