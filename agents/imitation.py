@@ -319,7 +319,8 @@ def _collect_independent(workers: EnvWorkers, n_steps: int, act: Callable[[np.nd
 def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     """Monte-Carlo returns per env, reset at episode ends. Also returns a validity mask that drops
     the unfinished tail of each env's last episode whose return is cut short by more than ~5% of
-    its weight (``gamma**k < 0.05``)."""
+    its weight (``gamma**k < 0.05``). A truncated episode end is treated as terminal: without a
+    critic yet there is nothing to bootstrap from (docs/agents.md, value warm start)."""
     T, n = rewards.shape
     ret = np.zeros_like(rewards, dtype=np.float64)
     valid = np.zeros_like(rewards, dtype=bool)
