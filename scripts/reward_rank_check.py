@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import math
 import sys
@@ -64,11 +65,12 @@ CHECKPOINT = ROOT / "agents" / "checkpoints" / "default"
 CHECKPOINT_KEY = "agents/checkpoints/default"
 DEFAULT_SCENARIOS = ("azure-code-70b-x8", "azure-conv-70b-x8", "azure-conv-70b-x8-interactive",
                      "mooncake-70b-x8", "phase-shift-70b-x8")
-# Reward variants scored on the run's episodes (RewardConfig fields over suite-episodes.yaml's
-# reward block): the current reward, the affine-in-attainment reward, the bounded pending term,
-# the target term, and both.
+# Reward variants scored on the run's episodes (RewardConfig fields over the env's default reward,
+# not over the run config's reward block, so that "default" stays the global default whatever
+# suite-episodes.yaml picks): the default reward, the affine-in-attainment reward, the bounded
+# pending term, the target term, and both. The first is the reference of the paired changes.
 DEFAULT_VARIANTS: dict[str, dict] = {
-    "current": {},
+    "default": {},
     "no-pending": {"pending_miss_penalty": 0.0},
     "pending-cap": {"pending_cap": 1.0},
     "target": {"target_weight": 1.0},
@@ -356,7 +358,9 @@ def variant_returns(controller: dict, config: Any) -> list[float]:
 
 def pooled_bootstrap(returns: list[np.ndarray], rates: list[list[float]], n_boot: int,
                      rng: np.random.Generator) -> list[float]:
-    """90% interval of the pooled rho, resampling each scenario's episodes (common to its controllers)."""
+    """The pooled rho over ``n_boot`` resamples of each scenario's episodes (common to its
+    controllers; nan where undefined). The same rng seed gives every variant the same resamples,
+    so variants can be compared resample by resample."""
     vals = []
     for _ in range(n_boot):
         xs: list[float] = []
@@ -366,15 +370,19 @@ def pooled_bootstrap(returns: list[np.ndarray], rates: list[list[float]], n_boot
             means = ret[:, rng.integers(0, k, k)].mean(axis=1)
             xs += list((means - means.mean()) / (means.std() or 1.0))
             ys += [r / np.mean(rate) - 1.0 for r in rate]
-        v = rho(xs, ys)[0]
-        if not math.isnan(v):
-            vals.append(v)
-    return [float(np.percentile(vals, 5)), float(np.percentile(vals, 95))] if vals else [math.nan, math.nan]
+        vals.append(rho(xs, ys)[0])
+    return vals
+
+
+def interval90(samples: list[float] | np.ndarray) -> list[float]:
+    vals = np.asarray(samples, float)
+    vals = vals[~np.isnan(vals)]
+    return [float(np.percentile(vals, 5)), float(np.percentile(vals, 95))] if len(vals) else [math.nan, math.nan]
 
 
 def score_variant(load_report: dict, board: dict, overrides: dict, n_boot: int, seed: int = 0) -> dict[str, Any]:
-    """Per-scenario and pooled rho of one reward variant (``overrides`` on each scenario config's
-    reward block) from a run's recorded traces; the same episodes for every variant."""
+    """Per-scenario and pooled rho of one reward variant (``overrides`` on the default RewardConfig)
+    from a run's recorded traces; the same episodes for every variant."""
     from envs.config import RewardConfig
 
     rng = np.random.default_rng(seed)
@@ -385,7 +393,7 @@ def score_variant(load_report: dict, board: dict, overrides: dict, n_boot: int, 
     all_rates: list[list[float]] = []
     pairs = np.zeros(3, int)
     for name, scn in load_report["scenarios"].items():
-        config = RewardConfig(**{**scn["config"].get("reward", {}), **overrides})
+        config = RewardConfig(**overrides)
         keys = list(scn["controllers"])
         returns = np.array([variant_returns(scn["controllers"][k], config) for k in keys])
         rates = [float(scn["controllers"][k]["serving_rate"]) for k in keys]
@@ -404,8 +412,9 @@ def score_variant(load_report: dict, board: dict, overrides: dict, n_boot: int, 
                                   "pairs_agree_disagree_tied": list(map(int, c)),
                                   "mean_return": dict(zip(keys, map(float, means)))}
     pr, pp = rho(pooled_x, pooled_y)
-    out.update(pooled_spearman=pr, pooled_p_value=pp, pooled_bootstrap90=pooled_bootstrap(all_returns, all_rates, n_boot, rng),
-               pairs_agree_disagree_tied=list(map(int, pairs)))
+    boot = pooled_bootstrap(all_returns, all_rates, n_boot, np.random.default_rng(seed + 1))
+    out.update(pooled_spearman=pr, pooled_p_value=pp, pooled_bootstrap90=interval90(boot),
+               pooled_bootstrap_samples=boot, pairs_agree_disagree_tied=list(map(int, pairs)))
     return out
 
 
@@ -414,18 +423,26 @@ def score_variants(report: dict, board: dict, variants: dict[str, dict], n_boot:
     scored: dict[str, dict] = {}
     for load, lr in report["loads"].items():
         scored[load] = {name: score_variant(lr, board, ov, n_boot) for name, ov in variants.items()}
-        print(f"\n### reward variants, load: {load} (pooled rho, 90% bootstrap; per-scenario rho)\n")
+        ref = next(iter(scored[load].values()))
+        first, first_rho = ref["pooled_bootstrap_samples"], ref["pooled_spearman"]
+        for v in scored[load].values():   # paired: the same resamples of the same episodes
+            v["pooled_delta_vs_first"] = v["pooled_spearman"] - first_rho
+            v["pooled_delta_bootstrap90"] = interval90(np.subtract(v.pop("pooled_bootstrap_samples"), first))
+        print(f"\n### reward variants, load: {load} (pooled rho, 90% bootstrap; paired change vs the first "
+              f"variant, 90% bootstrap; per-scenario rho)\n")
         for name, v in scored[load].items():
             lo, hi = v["pooled_bootstrap90"]
+            dlo, dhi = v["pooled_delta_bootstrap90"]
             per = ", ".join(f"{s.split('-70b')[0]}{'-i' if 'interactive' in s else ''} {x['spearman']:.2f}"
                             for s, x in v["scenarios"].items())
             print(f"{name:14s} pooled {v['pooled_spearman']:.2f} [{lo:.2f}, {hi:.2f}] p {v['pooled_p_value']:.3f} "
-                  f"pairs {v['pairs_agree_disagree_tied']} | {per}")
+                  f"delta {v['pooled_delta_vs_first']:+.2f} [{dlo:+.2f}, {dhi:+.2f}] pairs {v['pairs_agree_disagree_tied']} | {per}")
     return scored
 
 
 def read_variants(path: Path | None) -> dict[str, dict]:
-    """``--variants`` YAML: name -> RewardConfig fields over the run config's reward block."""
+    """``--variants`` YAML: name -> RewardConfig fields over the default reward; the first variant is
+    the reference of the paired changes."""
     if path is None:
         return dict(DEFAULT_VARIANTS)
     variants = yaml.safe_load(path.read_text())
@@ -434,6 +451,21 @@ def read_variants(path: Path | None) -> dict[str, dict]:
     for name, ov in variants.items():
         RewardConfig(**ov)   # unknown fields or bad values fail before any scoring
     return variants
+
+
+def read_report(path: Path) -> dict:
+    """A run's ``--json`` (gzip-compressed when it ends in .gz)."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return json.loads(raw)
+
+
+def write_report(report: dict, path: Path) -> None:
+    """``--json``: indented text, or compact and gzip-compressed for a .gz path (the per-step
+    traces make a run's report tens of MB as text)."""
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(json.dumps(report, separators=(",", ":"), default=float).encode(), mtime=0))
+    else:
+        path.write_text(json.dumps(report, indent=2, default=float))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,10 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     variants = read_variants(args.variants)
     if args.rescore is not None:
-        report = json.loads(args.rescore.read_text())
+        report = read_report(args.rescore)
         report["variants"] = score_variants(report, json.loads(LEADERBOARD.read_text()), variants, args.bootstrap)
         if args.json:
-            args.json.write_text(json.dumps(report, indent=2, default=float))
+            write_report(report, args.json)
         return 0
     loads = [x for x in args.load.split(",") if x]
     bad = set(loads) - {"knee-estimate", "suite-crossing"}
@@ -499,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     report["variants"] = score_variants(report, board, variants, args.bootstrap)
     print(f"cpu {report['cpu_s']:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=float))
+        write_report(report, args.json)
     return 0
 
 
