@@ -276,6 +276,13 @@ class RewardConfig(_Strict):
     violation_penalty: float = Field(1.0, ge=0)
     pending_miss_penalty: float = Field(0.05, ge=0)
     flip_penalty: float = Field(0.0, ge=0)
+    # Bound of the pending term per step, in steps' worth of offered requests (None: unbounded).
+    pending_cap: float | None = Field(None, gt=0)
+    # Terminal term at the episode's last step: target_weight x arrival-window steps x a smooth
+    # step of the episode's attainment around target_attainment (width target_width). 0: off.
+    target_weight: float = Field(0.0, ge=0)
+    target_attainment: float = Field(0.9, gt=0, lt=1)
+    target_width: float = Field(0.02, gt=0)
 
 
 # Teachers that live on the env's side and plan in the moves codec on emulator clones (privileged);

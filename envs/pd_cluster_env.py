@@ -12,6 +12,7 @@ Backend-neutral: the env uses only the ``Cluster`` interface; the cluster comes 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from envs.config import ENV_TEACHERS, EnvConfig
 from envs.episode_end import EndJudgement, EpisodeOutcomes
 from envs.episode_load import EpisodeLoad, after_warmup, superposed_generator, superposed_trace
 from envs.observation import ObservationBuilder
-from envs.reward import RewardTerms, step_reward
+from envs.reward import RewardTerms, reward_from_counts, step_reward, terminal_reward
 from envs.teachers import TEACHERS
 
 _TRACE_CACHE: dict[str, Workload] = {}
@@ -623,10 +624,16 @@ class PDClusterEnv(gym.Env):
         if self._reset_terms is not None:
             # The window reset() advanced has no step of its own; its requests count in the first step,
             # so that every offered request is rewarded exactly once (see envs.reward).
+            # The merged counts are rewarded once, so a bounded pending term bounds the step.
             r0 = self._reset_terms
-            terms = RewardTerms(terms.good + r0.good, terms.bad + r0.bad, terms.pending + r0.pending,
-                                terms.flips, terms.reward + r0.reward)
+            good, bad, pending = terms.good + r0.good, terms.bad + r0.bad, terms.pending + r0.pending
+            terms = RewardTerms(good, bad, pending, terms.flips,
+                                reward_from_counts(good, bad, pending, terms.flips, self._offered_per_step, cfg.reward))
             self._reset_terms = None
+        if judged.terminated or judged.truncated:
+            arrival_steps = self._outcomes.counted / max(self._offered_per_step, 1e-6)
+            bonus = terminal_reward(self._outcomes.attainment(judged), arrival_steps, cfg.reward)
+            terms = dataclasses.replace(terms, terminal=bonus, reward=terms.reward + bonus)
         self._return += terms.reward
         obs, info = self._observe(window)
         info.update(invalid_action=invalid, applied_flips=flips, reward_terms=terms)
@@ -683,6 +690,12 @@ class PDClusterEnv(gym.Env):
     def control_state(self) -> ControlState | None:
         """The last ``ControlState`` (what a deployed controller would see now)."""
         return self._state
+
+    @property
+    def offered_per_step(self) -> float:
+        """λ of ``envs.reward``: the episode's counted requests per arrival-window step (the scale
+        a caller needs to recompute the return from ``reward_terms`` under other weights)."""
+        return self._offered_per_step
 
     def render(self):
         if self.render_mode != "rgb_array":

@@ -21,6 +21,25 @@ Per step (one control interval)::
   reward is per offered request and one scale fits light and heavy traffic.
 - ``flips_t``: instances flipped this step; ``w_f`` models engines where a flip is not free.
 
+Two options (off by default) make the return rank controllers as the suite's serving rate does:
+
+- ``pending_cap`` (c): the pending term becomes ``w_p · min(pending_t, c·λ) / λ``, at most
+  ``w_p · c`` per step. Unbounded, it grows with the backlog at every step the backlog waits
+  (quadratically in the length of an overload), so a few deeply overloaded episodes dominate a
+  mean return (down to −2,800 against +120 for a fully served episode) and decide the ranking by
+  *how badly* a controller fails far past its knee. The suite never asks that: a load past the
+  crossing is a failure however deep. The cap keeps the early signal where the backlog starts and
+  stops it from outweighing everything else.
+- ``target_weight`` (w_T): at the episode's last step a terminal term
+  ``w_T · n · σ((A − a*) / width)`` is added, with A the episode's attainment, a* =
+  ``target_attainment`` (the suite's 0.9), σ the logistic function and n = N/λ the arrival-window
+  steps (so w_T = 1 weighs the term like a fully served episode's ``good`` sum). Why it agrees with
+  the serving rate: the suite's rate is the load at which attainment crosses a*; episode loads are
+  drawn uniformly over a range around the knee, and attainment falls as load rises, so the expected
+  terminal term is about w_T · n · P(load < the controller's crossing), which is affine in the
+  crossing wherever it lies inside the drawn range. The smooth step (small width) keeps a gradient
+  near the target; the dense per-step terms stay for credit assignment within the episode.
+
 What is aligned and what the shaping changes, exactly:
 
 - Every offered request ends in exactly one of ``good`` or ``bad``, once. So with ``w_p = w_f = 0``
@@ -44,6 +63,7 @@ What is aligned and what the shaping changes, exactly:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from arrow_rl.cluster.base import MetricsWindow
@@ -58,6 +78,25 @@ class RewardTerms:
     pending: int
     flips: int
     reward: float
+    terminal: float = 0.0   # the target term, included in ``reward`` (last step only)
+
+
+def reward_from_counts(good: int, bad: int, pending: int, flips: int, offered_per_step: float,
+                       config: RewardConfig) -> float:
+    """The dense per-step reward from a step's counts: one formula for the env and for callers
+    that rescore recorded episodes under other weights."""
+    norm = max(offered_per_step, 1e-6)
+    charged = pending if config.pending_cap is None else min(pending, config.pending_cap * norm)
+    r = (good - config.violation_penalty * bad - config.pending_miss_penalty * charged) / norm
+    return float(r - config.flip_penalty * flips)
+
+
+def terminal_reward(attainment: float, arrival_steps: float, config: RewardConfig) -> float:
+    """The target term added at the episode's last step (module docstring); 0 when off."""
+    if config.target_weight == 0.0:
+        return 0.0
+    z = (attainment - config.target_attainment) / config.target_width
+    return float(config.target_weight * arrival_steps * 0.5 * (1.0 + math.tanh(0.5 * z)))
 
 
 def step_reward(window: MetricsWindow, flips: int, offered_per_step: float, config: RewardConfig,
@@ -71,7 +110,5 @@ def step_reward(window: MetricsWindow, flips: int, offered_per_step: float, conf
         good, bad = outcomes
     bad += unfinished_at_end
     pending = window.pending_predicted_ttft_misses
-    norm = max(offered_per_step, 1e-6)
-    r = (good - config.violation_penalty * bad - config.pending_miss_penalty * pending) / norm
-    r -= config.flip_penalty * flips
-    return RewardTerms(good=good, bad=bad, pending=pending, flips=flips, reward=float(r))
+    r = reward_from_counts(good, bad, pending, flips, offered_per_step, config)
+    return RewardTerms(good=good, bad=bad, pending=pending, flips=flips, reward=r)

@@ -31,13 +31,21 @@ leaderboard's per-seed crossing factors for Arrow in that scenario (f ~ U(knee_f
 the reset seed), for when the estimate misses the knee: the serving rate is decided at the
 crossing, and far below it every controller serves everything, so returns tie.
 
-Run: ``nice python scripts/reward_rank_check.py [--episodes K] [--scenarios a,b] [--load L] [--json OUT]``.
+Reward variants: every episode records its per-step counts (good, bad, pending, flips), λ and
+end attainment, and each variant's return is recomputed from them with the env's formulas
+(``envs.reward``), so all variants are ranked on the same episodes and one simulation serves them
+all (``--variants YAML``; ``--rescore JSON`` scores a previous run's episodes without simulating).
+The pooled rho also gets a 90% interval from resampling every scenario's episodes.
+
+Run: ``nice python scripts/reward_rank_check.py [--episodes K] [--scenarios a,b] [--load L] [--json OUT]
+[--variants YAML] [--rescore JSON]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import math
 import sys
@@ -57,6 +65,17 @@ CHECKPOINT = ROOT / "agents" / "checkpoints" / "default"
 CHECKPOINT_KEY = "agents/checkpoints/default"
 DEFAULT_SCENARIOS = ("azure-code-70b-x8", "azure-conv-70b-x8", "azure-conv-70b-x8-interactive",
                      "mooncake-70b-x8", "phase-shift-70b-x8")
+# Reward variants scored on the run's episodes (RewardConfig fields over the env's default reward,
+# not over the run config's reward block, so that "default" stays the global default whatever
+# suite-episodes.yaml picks): the default reward, the affine-in-attainment reward, the bounded
+# pending term, the target term, and both. The first is the reference of the paired changes.
+DEFAULT_VARIANTS: dict[str, dict] = {
+    "default": {},
+    "no-pending": {"pending_miss_penalty": 0.0},
+    "pending-cap": {"pending_cap": 1.0},
+    "target": {"target_weight": 1.0},
+    "cap+target": {"pending_cap": 1.0, "target_weight": 1.0},
+}
 # A generator's episode is its own duration (720 s for phase-shift): cut to this span to bound the
 # cost, keeping its phases, so one episode still sees a prefill-heavy and a decode-heavy phase.
 GENERATOR_SPAN_S = 360.0
@@ -165,15 +184,20 @@ def run_episode(env, seed: int, rate_scale: float | None = None) -> dict[str, An
     """One episode with the teacher's action played; return, attainment and flip bookkeeping."""
     obs, info = env.reset(seed=seed, options={} if rate_scale is None else {"rate_scale": rate_scale})
     total, proposed, applied = 0.0, 0, 0
+    steps: list[list[int]] = []
     while True:
         proposed += len(info.get("teacher_flips") or [])
         obs, r, term, trunc, info = env.step(info["teacher_action"])
         total += float(r)
         applied += len(info["applied_flips"])
+        t = info["reward_terms"]
+        steps.append([int(t.good), int(t.bad), int(t.pending), int(t.flips)])
         if term or trunc:
             st = info["episode_stats"]
             return {"return": total, "attainment": float(st["slo_attainment"]), "rate_scale": st.get("rate_scale"),
-                    "proposed": proposed, "applied": applied, "truncated": bool(trunc)}
+                    "proposed": proposed, "applied": applied, "truncated": bool(trunc),
+                    "trace": {"offered_per_step": float(env.offered_per_step), "offered": int(st["offered"]),
+                              "attainment": float(st["slo_attainment"]), "steps": steps}}
 
 
 def crossing_scales(board: dict, scenario: str, seeds: list[int], knee: tuple[float, float]) -> list[float]:
@@ -270,6 +294,7 @@ def run_load(load: str, args: argparse.Namespace, ctx: dict) -> dict[str, Any]:
             res = Result(e.key, [x["return"] for x in eps], [x["attainment"] for x in eps], rate,
                          sum(x["proposed"] for x in eps), sum(x["applied"] for x in eps), e.note,
                          {"rate_scale": [x["rate_scale"] for x in eps], "truncated": [x["truncated"] for x in eps]})
+            res.extra["traces"] = {s: [x["trace"] for x in v] for s, v in per_spec.items()}
             if len(per_spec) > 1:
                 res.extra["per_spec_mean_return"] = {s: float(np.mean([x["return"] for x in v])) for s, v in per_spec.items()}
             results.append(res)
@@ -314,6 +339,135 @@ def run_load(load: str, args: argparse.Namespace, ctx: dict) -> dict[str, Any]:
     return report
 
 
+def trace_return(trace: dict, config: Any) -> float:
+    """An episode's return under ``config`` (a RewardConfig) from its recorded per-step counts
+    (good, bad, pending, flips), λ and end attainment: the env's own formulas, no simulation."""
+    from envs.reward import reward_from_counts, terminal_reward
+
+    lam = float(trace["offered_per_step"])
+    dense = sum(reward_from_counts(g, b, p, f, lam, config) for g, b, p, f in trace["steps"])
+    return dense + terminal_reward(float(trace["attainment"]), trace["offered"] / max(lam, 1e-6), config)
+
+
+def variant_returns(controller: dict, config: Any) -> list[float]:
+    """Per-episode returns of one controller under ``config``; for several specs (static-oracle)
+    the per-episode best under that same reward, as the run picks it."""
+    per_spec = [[trace_return(t, config) for t in traces] for traces in controller["traces"].values()]
+    return [max(col) for col in zip(*per_spec)]
+
+
+def pooled_bootstrap(returns: list[np.ndarray], rates: list[list[float]], n_boot: int,
+                     rng: np.random.Generator) -> list[float]:
+    """The pooled rho over ``n_boot`` resamples of each scenario's episodes (common to its
+    controllers; nan where undefined). The same rng seed gives every variant the same resamples,
+    so variants can be compared resample by resample."""
+    vals = []
+    for _ in range(n_boot):
+        xs: list[float] = []
+        ys: list[float] = []
+        for ret, rate in zip(returns, rates):
+            k = ret.shape[1]
+            means = ret[:, rng.integers(0, k, k)].mean(axis=1)
+            xs += list((means - means.mean()) / (means.std() or 1.0))
+            ys += [r / np.mean(rate) - 1.0 for r in rate]
+        vals.append(rho(xs, ys)[0])
+    return vals
+
+
+def interval90(samples: list[float] | np.ndarray) -> list[float]:
+    vals = np.asarray(samples, float)
+    vals = vals[~np.isnan(vals)]
+    return [float(np.percentile(vals, 5)), float(np.percentile(vals, 95))] if len(vals) else [math.nan, math.nan]
+
+
+def score_variant(load_report: dict, board: dict, overrides: dict, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Per-scenario and pooled rho of one reward variant (``overrides`` on the default RewardConfig)
+    from a run's recorded traces; the same episodes for every variant."""
+    from envs.config import RewardConfig
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"reward": overrides, "scenarios": {}}
+    pooled_x: list[float] = []
+    pooled_y: list[float] = []
+    all_returns: list[np.ndarray] = []
+    all_rates: list[list[float]] = []
+    pairs = np.zeros(3, int)
+    for name, scn in load_report["scenarios"].items():
+        config = RewardConfig(**overrides)
+        keys = list(scn["controllers"])
+        returns = np.array([variant_returns(scn["controllers"][k], config) for k in keys])
+        rates = [float(scn["controllers"][k]["serving_rate"]) for k in keys]
+        means = returns.mean(axis=1)
+        r_s, p_s = rho(list(means), rates)
+        ci = bootstrap_rho(returns, rates, n_boot, rng) if len(keys) >= 3 else [math.nan, math.nan]
+        per_seed = [board["scenarios"][name]["controllers"][k]["per_seed"] for k in keys]
+        c = concordance([list(r) for r in returns], per_seed)
+        pairs += c
+        if len(keys) >= 2:
+            pooled_x += list((means - means.mean()) / (means.std() or 1.0))
+            pooled_y += [r / np.mean(rates) - 1.0 for r in rates]
+            all_returns.append(returns)
+            all_rates.append(rates)
+        out["scenarios"][name] = {"spearman": r_s, "p_value": p_s, "spearman_bootstrap90": ci,
+                                  "pairs_agree_disagree_tied": list(map(int, c)),
+                                  "mean_return": dict(zip(keys, map(float, means)))}
+    pr, pp = rho(pooled_x, pooled_y)
+    boot = pooled_bootstrap(all_returns, all_rates, n_boot, np.random.default_rng(seed + 1))
+    out.update(pooled_spearman=pr, pooled_p_value=pp, pooled_bootstrap90=interval90(boot),
+               pooled_bootstrap_samples=boot, pairs_agree_disagree_tied=list(map(int, pairs)))
+    return out
+
+
+def score_variants(report: dict, board: dict, variants: dict[str, dict], n_boot: int) -> dict[str, dict]:
+    """Every variant under every load of a run (``report["loads"]``), printed as a table."""
+    scored: dict[str, dict] = {}
+    for load, lr in report["loads"].items():
+        scored[load] = {name: score_variant(lr, board, ov, n_boot) for name, ov in variants.items()}
+        ref = next(iter(scored[load].values()))
+        first, first_rho = ref["pooled_bootstrap_samples"], ref["pooled_spearman"]
+        for v in scored[load].values():   # paired: the same resamples of the same episodes
+            v["pooled_delta_vs_first"] = v["pooled_spearman"] - first_rho
+            v["pooled_delta_bootstrap90"] = interval90(np.subtract(v.pop("pooled_bootstrap_samples"), first))
+        print(f"\n### reward variants, load: {load} (pooled rho, 90% bootstrap; paired change vs the first "
+              f"variant, 90% bootstrap; per-scenario rho)\n")
+        for name, v in scored[load].items():
+            lo, hi = v["pooled_bootstrap90"]
+            dlo, dhi = v["pooled_delta_bootstrap90"]
+            per = ", ".join(f"{s.split('-70b')[0]}{'-i' if 'interactive' in s else ''} {x['spearman']:.2f}"
+                            for s, x in v["scenarios"].items())
+            print(f"{name:14s} pooled {v['pooled_spearman']:.2f} [{lo:.2f}, {hi:.2f}] p {v['pooled_p_value']:.3f} "
+                  f"delta {v['pooled_delta_vs_first']:+.2f} [{dlo:+.2f}, {dhi:+.2f}] pairs {v['pairs_agree_disagree_tied']} | {per}")
+    return scored
+
+
+def read_variants(path: Path | None) -> dict[str, dict]:
+    """``--variants`` YAML: name -> RewardConfig fields over the default reward; the first variant is
+    the reference of the paired changes."""
+    if path is None:
+        return dict(DEFAULT_VARIANTS)
+    variants = yaml.safe_load(path.read_text())
+    from envs.config import RewardConfig
+
+    for name, ov in variants.items():
+        RewardConfig(**ov)   # unknown fields or bad values fail before any scoring
+    return variants
+
+
+def read_report(path: Path) -> dict:
+    """A run's ``--json`` (gzip-compressed when it ends in .gz)."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return json.loads(raw)
+
+
+def write_report(report: dict, path: Path) -> None:
+    """``--json``: indented text, or compact and gzip-compressed for a .gz path (the per-step
+    traces make a run's report tens of MB as text)."""
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(json.dumps(report, separators=(",", ":"), default=float).encode(), mtime=0))
+    else:
+        path.write_text(json.dumps(report, indent=2, default=float))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--episodes", "-k", type=int, default=10, help="K seeded episodes per controller")
@@ -329,7 +483,18 @@ def main(argv: list[str] | None = None) -> int:
                          "the env's action, or the event-driven Arrow, whose router also flips outside it")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--variants", type=Path, default=None,
+                    help="YAML: variant name -> RewardConfig fields; scored on the same episodes (default: built-in)")
+    ap.add_argument("--rescore", type=Path, default=None,
+                    help="a previous run's --json: score the variants on its recorded episodes, no simulation")
     args = ap.parse_args(argv)
+    variants = read_variants(args.variants)
+    if args.rescore is not None:
+        report = read_report(args.rescore)
+        report["variants"] = score_variants(report, json.loads(LEADERBOARD.read_text()), variants, args.bootstrap)
+        if args.json:
+            write_report(report, args.json)
+        return 0
     loads = [x for x in args.load.split(",") if x]
     bad = set(loads) - {"knee-estimate", "suite-crossing"}
     if bad:
@@ -363,9 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     report["cpu_s"] = time.process_time() - t0
     for load, r in report["loads"].items():
         print_table(r)
+    report["variants"] = score_variants(report, board, variants, args.bootstrap)
     print(f"cpu {report['cpu_s']:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=float))
+        write_report(report, args.json)
     return 0
 
 

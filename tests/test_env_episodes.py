@@ -149,3 +149,23 @@ def test_episode_return_matches_the_evaluated_attainment_exactly():
     decided = stats["offered"] - stats["undecided"]   # truncation charges no request still open
     expected = ((1 + w_v) * stats["within_slo"] - w_v * decided) / lam
     assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_the_target_term_is_paid_once_at_the_last_step():
+    """With the target term on, the return is the dense return plus w_T·n·σ((A − a*)/width), paid on
+    the last step only; the same seed gives the same episode, so the difference is exactly it."""
+    from envs.reward import terminal_reward
+    from envs.config import RewardConfig
+
+    base = {**SMALL, "teacher_in_info": False, "episode": {"traces": ["azure-code"], "duration_s": 20.0,
+                                                           "drain_s": 3.0, "rate_scale": (12.0, 12.0)}}
+    target = {"target_weight": 1.0, "target_attainment": 0.5, "target_width": 0.1}
+    plain, _ = run(PDClusterEnv(base), random_policy(1), options={"start_s": 1200.0})
+    env = PDClusterEnv({**base, "reward": target})
+    total, infos = run(env, random_policy(1), options={"start_s": 1200.0})
+    stats = infos[-1]["episode_stats"]
+    bonus = terminal_reward(stats["slo_attainment"], stats["offered"] / env.offered_per_step,
+                            RewardConfig(**target))
+    assert bonus > 0 and infos[-1]["reward_terms"].terminal == pytest.approx(bonus)
+    assert all(i["reward_terms"].terminal == 0.0 for i in infos[1:-1])   # infos[0]: reset's
+    assert total == pytest.approx(plain + bonus, rel=1e-9)
