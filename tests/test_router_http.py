@@ -140,3 +140,18 @@ def test_serve_on_a_taken_port_fails_with_one_line():
                                      "--instance", "http://127.0.0.1:9=prefill", "--instance", "http://127.0.0.1:10=decode"])
     assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.output
     assert "Traceback" not in r.output
+
+
+def test_a_new_connection_gets_the_first_request_timeout_not_the_keep_alive():
+    """Closing a connection while its client is about to send resets the request (the kernel answers
+    the late bytes with RST), so a fresh connection waits ``client_first_request_s``; only between
+    requests does the shorter keep-alive apply."""
+    with live_rig(client_keepalive_s=0.2, client_first_request_s=1.5) as rig:
+        with socket.create_connection(("127.0.0.1", rig.router_server.port), timeout=30) as s:
+            time.sleep(0.6)   # past the keep-alive, inside the first-request time
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", rig.router_server.port), timeout=30) as s:
+            t0 = time.monotonic()
+            assert s.recv(65536) == b""   # never sent a request: closed after the first-request time
+            assert 1.2 < time.monotonic() - t0 < 20

@@ -72,6 +72,10 @@ class RouterConfig(BaseModel):
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest client body accepted (413 beyond)")
     client_keepalive_s: float = Field(5.0, gt=0, description="An idle client keep-alive connection is closed "
                                       "after this long (uvicorn's default, which vLLM serves with)")
+    client_first_request_s: float = Field(30.0, gt=0, description="A new connection that has sent no request "
+                                          "after this long is closed (a guard against connections held open "
+                                          "empty); longer than the keep-alive because a client that has just "
+                                          "connected is about to send, and closing under it resets its request")
     max_model_len: int | None = Field(None, ge=2, description="Context length for the max_tokens check "
                                       "(None: learned from the instances' /v1/models)")
     max_records: int = Field(20_000, ge=1, description="Completed-request records kept in memory (a ring)")

@@ -150,12 +150,15 @@ class ClientConnection(asyncio.Protocol):
             # buffer, where the write timeout sees it (and the journal knows it was not delivered).
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        self._arm_idle()
+        self._arm_idle(self.router.config.client_first_request_s)
 
-    def _arm_idle(self) -> None:
-        """Close the connection if no request starts within ``client_keepalive_s``."""
-        self._idle_timer = asyncio.get_running_loop().call_later(self.router.config.client_keepalive_s,
-                                                                 self._idle_close)
+    def _arm_idle(self, after_s: float | None = None) -> None:
+        """Close the connection if no request starts within ``after_s`` (default: between requests,
+        ``client_keepalive_s``). A close while the client is sending resets its request (the kernel
+        answers the late bytes with RST), so a fresh connection gets the longer
+        ``client_first_request_s``."""
+        delay = self.router.config.client_keepalive_s if after_s is None else after_s
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_close)
 
     def _idle_close(self) -> None:
         self._idle_timer = None
